@@ -1,0 +1,101 @@
+//! Engine overhead on no-op workflows: `template` steps that render a constant, so the
+//! time measured is the scheduler's (readiness, events, records) and, in `sqlite` mode,
+//! the durable recording of every step in a real SQLite file (WAL).
+//!
+//! Shapes: `chain` (N steps in a line) and `fanout` (one root, N-2 parallel steps, one
+//! join that needs them all). Prints one JSON object per line, best of `--repeat` runs:
+//! `{"engine":"nexus","shape":..,"steps":..,"mode":..,"total_ms":..,"us_per_step":..,"validate_ms":..}`.
+//! `bench/run.sh` runs this and `bench/langgraph_noop.py` side by side.
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+use std::time::Instant;
+
+use clap::Parser;
+use nexus_engine::store::RunStore;
+use nexus_engine::{Engine, EngineConfig, RunOptions, RunStatus};
+
+#[derive(Parser)]
+struct Args {
+    /// Step counts.
+    #[arg(long, value_delimiter = ',', default_value = "1000,10000")]
+    sizes: Vec<usize>,
+    /// `chain`, `fanout`.
+    #[arg(long, value_delimiter = ',', default_value = "chain,fanout")]
+    shapes: Vec<String>,
+    /// `memory`, `sqlite`.
+    #[arg(long, value_delimiter = ',', default_value = "memory,sqlite")]
+    modes: Vec<String>,
+    /// Runs per configuration; the best is reported.
+    #[arg(long, default_value_t = 3)]
+    repeat: usize,
+}
+
+fn workflow(shape: &str, n: usize) -> String {
+    let mut y = String::with_capacity(n * 64);
+    y.push_str("id: noop\nsteps:\n");
+    for i in 0..n {
+        let _ = write!(y, "  - id: s{i}\n    kind: template\n    template: ok\n");
+        match shape {
+            "chain" if i > 0 => {
+                let _ = writeln!(y, "    needs: [s{}]", i - 1);
+            }
+            "fanout" if i > 0 && i < n - 1 => y.push_str("    needs: [s0]\n"),
+            "fanout" if i == n - 1 && n > 1 => {
+                y.push_str("    needs: [");
+                for j in 1..n - 1 {
+                    if j > 1 {
+                        y.push_str(", ");
+                    }
+                    let _ = write!(y, "s{j}");
+                }
+                y.push_str("]\n");
+            }
+            _ => {}
+        }
+    }
+    y
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    for shape in &args.shapes {
+        for &n in &args.sizes {
+            let text = workflow(shape, n);
+            let t = Instant::now();
+            let plan = nexus_engine::load_str(&text, None)
+                .map_err(|d| anyhow::anyhow!(nexus_engine::diagnostic::render_all(&d)))?;
+            let validate_ms = t.elapsed().as_secs_f64() * 1e3;
+            let plan = Arc::new(plan);
+            for mode in &args.modes {
+                let mut best = f64::MAX;
+                for _ in 0..args.repeat.max(1) {
+                    let dir = tempfile::tempdir()?;
+                    let store: Option<Arc<dyn RunStore>> = if mode == "sqlite" {
+                        Some(Arc::new(nexus_store::SqliteStore::open(&dir.path().join("bench.db")).await?))
+                    } else {
+                        None
+                    };
+                    let engine = Arc::new(Engine::new(vec![], store, EngineConfig::default()));
+                    let t = Instant::now();
+                    let report = engine.run(Arc::clone(&plan), Default::default(), RunOptions::default()).await?;
+                    let ms = t.elapsed().as_secs_f64() * 1e3;
+                    anyhow::ensure!(report.status == RunStatus::Succeeded, "run failed: {:?}", report.error);
+                    anyhow::ensure!(report.steps.len() == n, "expected {n} steps, got {}", report.steps.len());
+                    best = best.min(ms);
+                }
+                println!(
+                    "{}",
+                    serde_json::json!({
+                        "engine": "nexus", "shape": shape, "steps": n, "mode": mode,
+                        "total_ms": (best * 1000.0).round() / 1000.0,
+                        "us_per_step": (best * 1000.0 / n as f64 * 100.0).round() / 100.0,
+                        "validate_ms": (validate_ms * 1000.0).round() / 1000.0,
+                    })
+                );
+            }
+        }
+    }
+    Ok(())
+}

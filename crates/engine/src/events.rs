@@ -1,0 +1,235 @@
+//! Typed run events and their subscribers.
+//!
+//! The engine pushes every event to each [`EventSink`] of the run, in order, from the
+//! scheduler's task. Sinks must not block: the CLI updates progress bars, the desktop shell
+//! forwards to a `tauri::ipc::Channel`, a test collects into a vector. Events that record a
+//! state change (`step_succeeded`, `step_failed`, `run_finished`, ...) are emitted only
+//! after the store has committed that change, so nothing is announced as done before it
+//! is stored. `token` events are not stored one by one: the step's output holds the text.
+
+use std::sync::{Arc, Mutex};
+
+use serde::{Deserialize, Serialize};
+
+use crate::provider::{ProviderErrorKind, Usage};
+
+/// Final state of a step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StepStatus {
+    /// Finished with an output.
+    Succeeded,
+    /// All attempts and fallbacks failed.
+    Failed,
+    /// Not run: its `when` was false, or a dependency failed or was skipped.
+    Skipped,
+    /// Stopped by cancellation.
+    Cancelled,
+}
+
+impl StepStatus {
+    /// The snake_case name stored in the database.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StepStatus::Succeeded => "succeeded",
+            StepStatus::Failed => "failed",
+            StepStatus::Skipped => "skipped",
+            StepStatus::Cancelled => "cancelled",
+        }
+    }
+}
+
+/// Final state of a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunStatus {
+    /// Still going (only seen in the store for interrupted runs).
+    Running,
+    /// Every step succeeded or was skipped by its condition.
+    Succeeded,
+    /// At least one step failed.
+    Failed,
+    /// Cancelled by the user.
+    Cancelled,
+}
+
+impl RunStatus {
+    /// The snake_case name stored in the database.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunStatus::Running => "running",
+            RunStatus::Succeeded => "succeeded",
+            RunStatus::Failed => "failed",
+            RunStatus::Cancelled => "cancelled",
+        }
+    }
+}
+
+/// One event of a run. Serialized with a `type` tag in snake_case.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Event {
+    /// The run was stored and starts.
+    RunStarted {
+        /// Run id.
+        run_id: String,
+        /// Workflow id.
+        workflow_id: String,
+        /// Number of steps.
+        steps: usize,
+    },
+    /// An attempt of a step starts; for `llm` steps, on `model` (`provider:name`).
+    StepStarted {
+        /// Run id.
+        run_id: String,
+        /// Step id.
+        step_id: String,
+        /// Attempt number, from 1, counted across models.
+        attempt: u32,
+        /// Model serving this attempt, for `llm` steps.
+        model: Option<String>,
+    },
+    /// Generated text of a running `llm` step.
+    Token {
+        /// Run id.
+        run_id: String,
+        /// Step id.
+        step_id: String,
+        /// The text.
+        text: String,
+    },
+    /// An attempt failed.
+    AttemptFailed {
+        /// Run id.
+        run_id: String,
+        /// Step id.
+        step_id: String,
+        /// Attempt number.
+        attempt: u32,
+        /// Model of the attempt, for `llm` steps.
+        model: Option<String>,
+        /// Failure class.
+        error_kind: ProviderErrorKind,
+        /// What went wrong.
+        message: String,
+        /// Delay before the next attempt on the same model, ms; `None` when the step moves
+        /// to another model or gives up.
+        retry_in_ms: Option<u64>,
+    },
+    /// The step moves to the next candidate model.
+    FallbackTaken {
+        /// Run id.
+        run_id: String,
+        /// Step id.
+        step_id: String,
+        /// Model given up.
+        from: String,
+        /// Model tried next.
+        to: String,
+        /// Why.
+        reason: String,
+    },
+    /// A step finished with an output (stored before this is emitted).
+    StepSucceeded {
+        /// Run id.
+        run_id: String,
+        /// Step id.
+        step_id: String,
+        /// Model that served it, for `llm` steps.
+        model: Option<String>,
+        /// Token counts, for `llm` steps.
+        usage: Option<Usage>,
+        /// Wall time of the step, ms.
+        duration_ms: u64,
+    },
+    /// A step failed (stored before this is emitted).
+    StepFailed {
+        /// Run id.
+        run_id: String,
+        /// Step id.
+        step_id: String,
+        /// Why.
+        error: String,
+    },
+    /// A step was not run (stored before this is emitted).
+    StepSkipped {
+        /// Run id.
+        run_id: String,
+        /// Step id.
+        step_id: String,
+        /// Why.
+        reason: String,
+    },
+    /// The run finished (stored before this is emitted).
+    RunFinished {
+        /// Run id.
+        run_id: String,
+        /// Final state.
+        status: RunStatus,
+        /// Wall time, ms.
+        duration_ms: u64,
+    },
+}
+
+impl Event {
+    /// The event's `type` tag.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Event::RunStarted { .. } => "run_started",
+            Event::StepStarted { .. } => "step_started",
+            Event::Token { .. } => "token",
+            Event::AttemptFailed { .. } => "attempt_failed",
+            Event::FallbackTaken { .. } => "fallback_taken",
+            Event::StepSucceeded { .. } => "step_succeeded",
+            Event::StepFailed { .. } => "step_failed",
+            Event::StepSkipped { .. } => "step_skipped",
+            Event::RunFinished { .. } => "run_finished",
+        }
+    }
+
+    /// The step the event is about, if any.
+    pub fn step_id(&self) -> Option<&str> {
+        match self {
+            Event::RunStarted { .. } | Event::RunFinished { .. } => None,
+            Event::StepStarted { step_id, .. }
+            | Event::Token { step_id, .. }
+            | Event::AttemptFailed { step_id, .. }
+            | Event::FallbackTaken { step_id, .. }
+            | Event::StepSucceeded { step_id, .. }
+            | Event::StepFailed { step_id, .. }
+            | Event::StepSkipped { step_id, .. } => Some(step_id),
+        }
+    }
+}
+
+/// A subscriber to run events. Called from the engine's tasks; must return quickly.
+pub trait EventSink: Send + Sync {
+    /// Receives one event.
+    fn emit(&self, event: &Event);
+}
+
+/// A sink that keeps every event in memory, for tests and for `--json` output.
+#[derive(Debug, Default, Clone)]
+pub struct CollectingSink {
+    events: Arc<Mutex<Vec<Event>>>,
+}
+
+impl CollectingSink {
+    /// A new, empty collector.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A copy of the events received so far.
+    pub fn events(&self) -> Vec<Event> {
+        self.events.lock().map(|e| e.clone()).unwrap_or_default()
+    }
+}
+
+impl EventSink for CollectingSink {
+    fn emit(&self, event: &Event) {
+        if let Ok(mut events) = self.events.lock() {
+            events.push(event.clone());
+        }
+    }
+}

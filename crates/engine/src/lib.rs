@@ -1,0 +1,28 @@
+//! Nexus workflow engine.
+//!
+//! Data flows one way: a workflow file is parsed ([`parse`]) and validated into a
+//! [`plan::Plan`]; the scheduler ([`run::Engine`]) runs it on tokio, choosing models
+//! ([`select`]) among [`provider::Provider`]s, recording every step through a
+//! [`store::RunStore`] and pushing typed [`events::Event`]s to subscribers.
+//!
+//! This crate knows nothing of Tauri, SQLite or any provider's wire format.
+
+pub mod diagnostic;
+pub mod events;
+pub mod parse;
+pub mod plan;
+pub mod provider;
+pub mod run;
+pub mod select;
+pub mod store;
+pub mod workflow;
+
+pub use diagnostic::{Diagnostic, DiagnosticCode};
+pub use events::{Event, EventSink, RunStatus, StepStatus};
+pub use plan::{Plan, load_file, load_str, resolve_inputs};
+pub use provider::{
+    ChatChunk, ChatRequest, ChatStream, Locality, ModelInfo, Provider, ProviderError,
+    ProviderErrorKind,
+};
+pub use run::{Engine, EngineConfig, EngineError, RunOptions, RunReport};
+pub use workflow::Workflow;

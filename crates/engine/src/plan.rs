@@ -1,0 +1,1009 @@
+//! Validation: a parsed [`Workflow`] becomes a [`Plan`] — the DAG with its templates
+//! compiled — or a list of located [`Diagnostic`]s.
+//!
+//! Checks, each reported with file, line and column (or step id and field) and a hint:
+//! format version, ids, duplicate step ids, unknown `needs`, cycles (the cycle is named),
+//! fields that do not belong to a step's kind, value ranges, template and condition syntax,
+//! references to undeclared inputs or unknown steps, references to steps that are not
+//! dependencies, unknown model providers, output schemas that are not valid JSON Schema.
+//!
+//! Templates and conditions use minijinja, one engine for both. A condition `when: EXPR`
+//! is compiled as the template `{% if EXPR %}true{% endif %}`, so its references are
+//! checked the same way. References are found with minijinja's
+//! `Template::undeclared_variables(true)`.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::sync::Arc;
+
+use minijinja::{Environment, UndefinedBehavior};
+
+use crate::diagnostic::{Diagnostic, DiagnosticCode, Span};
+use crate::parse::{Locations, Parsed, StepLocations};
+use crate::workflow::{
+    FORMAT_VERSION, InputSpec, InputType, ModelRequirements, ModelSpec, OutputFormat,
+    RetryPolicy, Step, StepKind, Timeouts, Workflow,
+};
+
+/// Provider ids a model reference may name.
+pub const KNOWN_PROVIDERS: [&str; 3] = ["ollama", "openai", "embedded"];
+
+/// Default sampling temperature of `llm` steps.
+pub const DEFAULT_TEMPERATURE: f32 = 0.2;
+/// Default `max_tokens` of `llm` steps.
+pub const DEFAULT_MAX_TOKENS: u32 = 256;
+
+/// What a planned step does.
+#[derive(Debug, Clone)]
+pub enum Action {
+    /// Call a model.
+    Llm(LlmAction),
+    /// Render a template.
+    Template {
+        /// Name of the compiled template in [`Plan::env`].
+        template: String,
+        /// Text or JSON.
+        format: OutputFormat,
+    },
+}
+
+/// A validated `llm` step.
+#[derive(Debug, Clone)]
+pub struct LlmAction {
+    /// Name of the compiled system template, if any.
+    pub system: Option<String>,
+    /// Name of the compiled prompt template.
+    pub prompt: String,
+    /// Model requirements (explicit preferences, minimum context, locality).
+    pub model: ModelRequirements,
+    /// Sampling temperature.
+    pub temperature: f32,
+    /// Maximum tokens to generate.
+    pub max_tokens: u32,
+    /// JSON Schema of the output and its compiled validator.
+    pub output_schema: Option<(serde_json::Value, Arc<jsonschema::Validator>)>,
+}
+
+/// One step of a [`Plan`].
+#[derive(Debug, Clone)]
+pub struct PlannedStep {
+    /// Step id.
+    pub id: String,
+    /// Kind, as written.
+    pub kind: StepKind,
+    /// What it does.
+    pub action: Action,
+    /// Indices of the steps it needs.
+    pub needs: Vec<usize>,
+    /// Indices of the steps whose outputs its templates read (a subset of its ancestors).
+    pub reads: Vec<usize>,
+    /// Name of the compiled condition template, if any.
+    pub when: Option<String>,
+    /// Retry policy.
+    pub retry: RetryPolicy,
+    /// Timeouts.
+    pub timeouts: Timeouts,
+}
+
+/// A validated workflow, ready to run.
+#[derive(Debug)]
+pub struct Plan {
+    /// The workflow as written.
+    pub workflow: Workflow,
+    /// The file it came from, if any.
+    pub file: Option<String>,
+    /// Steps in file order.
+    pub steps: Vec<PlannedStep>,
+    /// Step id → index.
+    pub index: HashMap<String, usize>,
+    /// For each step, the indices of the steps that need it.
+    pub dependants: Vec<Vec<usize>>,
+    /// Outputs: name → compiled template name, and the steps each reads.
+    pub outputs: Vec<(String, String, Vec<usize>)>,
+    /// Compiled templates (prompts, systems, templates, conditions, outputs).
+    pub env: Environment<'static>,
+}
+
+struct Ctx<'a> {
+    file: Option<&'a str>,
+    locs: &'a Locations,
+    diags: Vec<Diagnostic>,
+}
+
+impl Ctx<'_> {
+    fn push(&mut self, mut d: Diagnostic) {
+        d.file = self.file.map(str::to_owned);
+        self.diags.push(d);
+    }
+    fn step_locs(&self, i: usize) -> StepLocations {
+        self.locs.step.get(i).cloned().unwrap_or_default()
+    }
+}
+
+fn is_identifier(s: &str) -> bool {
+    let mut chars = s.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_lowercase() || c == '_')
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+}
+
+fn closest<'a>(name: &str, candidates: impl Iterator<Item = &'a str>) -> Option<&'a str> {
+    candidates
+        .map(|c| (strsim::levenshtein(name, c), c))
+        .filter(|(d, c)| *d <= 2.max(c.len() / 3))
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, c)| c)
+}
+
+fn did_you_mean<'a>(name: &str, candidates: impl Iterator<Item = &'a str>) -> String {
+    match closest(name, candidates) {
+        Some(c) => format!(" (did you mean `{c}`?)"),
+        None => String::new(),
+    }
+}
+
+/// Validates a parsed workflow and builds its plan.
+///
+/// # Errors
+/// Every problem found, each located (never just the first).
+pub fn validate(parsed: &Parsed) -> Result<Plan, Vec<Diagnostic>> {
+    let wf = &parsed.workflow;
+    let mut cx = Ctx {
+        file: parsed.file.as_deref(),
+        locs: &parsed.locations,
+        diags: Vec::new(),
+    };
+
+    if wf.format != FORMAT_VERSION {
+        cx.push(
+            Diagnostic::new(
+                DiagnosticCode::UnsupportedFormat,
+                format!("format version {} is not supported", wf.format),
+            )
+            .field("format")
+            .at(cx.locs.format)
+            .hint(format!("this build reads `format: {FORMAT_VERSION}`")),
+        );
+    }
+    if wf.id.trim().is_empty()
+        || !wf
+            .id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    {
+        cx.push(
+            Diagnostic::new(
+                DiagnosticCode::InvalidId,
+                format!("workflow id `{}` is not valid", wf.id),
+            )
+            .field("id")
+            .at(cx.locs.id)
+            .hint("use letters, digits, `-` and `_`, e.g. `spec-to-plan`"),
+        );
+    }
+    for (name, spec) in &wf.inputs {
+        check_input(&mut cx, name, spec);
+    }
+    if wf.steps.is_empty() {
+        cx.push(
+            Diagnostic::new(DiagnosticCode::NoSteps, "the workflow has no steps")
+                .field("steps")
+                .at(cx.locs.steps)
+                .hint("add at least one step under `steps:`"),
+        );
+    }
+
+    // Ids.
+    let mut index: HashMap<String, usize> = HashMap::with_capacity(wf.steps.len());
+    for (i, step) in wf.steps.iter().enumerate() {
+        let locs = cx.step_locs(i);
+        if !is_identifier(&step.id) {
+            cx.push(
+                Diagnostic::new(
+                    DiagnosticCode::InvalidId,
+                    format!("step id `{}` is not a lowercase identifier", step.id),
+                )
+                .step(&step.id)
+                .field("id")
+                .at(locs.of("id"))
+                .hint("use lowercase letters, digits and `_`, starting with a letter (templates read it as `steps.<id>`)"),
+            );
+        }
+        if let Some(&first) = index.get(&step.id) {
+            let first_line = cx
+                .step_locs(first)
+                .of("id")
+                .map(|s| format!(" (first defined at line {})", s.line))
+                .unwrap_or_default();
+            cx.push(
+                Diagnostic::new(
+                    DiagnosticCode::DuplicateId,
+                    format!("step id `{}` is used twice{first_line}", step.id),
+                )
+                .step(&step.id)
+                .field("id")
+                .at(locs.of("id"))
+                .hint("give each step a unique id"),
+            );
+        } else {
+            index.insert(step.id.clone(), i);
+        }
+    }
+
+    // Needs.
+    let mut needs: Vec<Vec<usize>> = vec![Vec::new(); wf.steps.len()];
+    for (i, step) in wf.steps.iter().enumerate() {
+        let locs = cx.step_locs(i);
+        let mut seen = HashSet::new();
+        for (j, need) in step.needs.iter().enumerate() {
+            let at = locs.needs.get(j).copied().flatten().or(locs.of("needs"));
+            match index.get(need) {
+                Some(&k) => {
+                    if seen.insert(k) {
+                        needs[i].push(k);
+                    }
+                }
+                None => {
+                    let dym = did_you_mean(need, index.keys().map(String::as_str));
+                    cx.push(
+                        Diagnostic::new(
+                            DiagnosticCode::UnknownNeed,
+                            format!("`needs` names unknown step `{need}`{dym}"),
+                        )
+                        .step(&step.id)
+                        .field(format!("needs[{j}]"))
+                        .at(at)
+                        .hint("name a step id defined in this workflow, or remove the entry"),
+                    );
+                }
+            }
+        }
+    }
+    let has_cycle = check_cycles(&mut cx, wf, &needs);
+
+    // Ancestors (for reference checks); skipped when there is a cycle.
+    let ancestors = if has_cycle {
+        None
+    } else {
+        Some(ancestor_sets(&needs))
+    };
+
+    let mut env = Environment::new();
+    env.set_undefined_behavior(UndefinedBehavior::Strict);
+    env.set_keep_trailing_newline(false);
+
+    let mut steps = Vec::with_capacity(wf.steps.len());
+    for (i, step) in wf.steps.iter().enumerate() {
+        if let Some(planned) =
+            plan_step(&mut cx, &mut env, wf, &index, ancestors.as_deref(), i, step, &needs[i])
+        {
+            steps.push(planned);
+        }
+    }
+
+    let mut outputs = Vec::new();
+    for (name, text) in &wf.outputs {
+        let tname = format!("outputs.{name}");
+        let at = cx.locs.outputs.get(name).copied();
+        let reads = compile_template(
+            &mut cx,
+            &mut env,
+            wf,
+            &index,
+            None,
+            &tname,
+            text.clone(),
+            At {
+                step: None,
+                field: format!("outputs.{name}"),
+                span: at,
+            },
+        );
+        if let Some(reads) = reads {
+            outputs.push((name.clone(), tname, reads));
+        }
+    }
+
+    if !cx.diags.is_empty() {
+        return Err(cx.diags);
+    }
+    let mut dependants = vec![Vec::new(); wf.steps.len()];
+    for (i, ns) in needs.iter().enumerate() {
+        for &n in ns {
+            dependants[n].push(i);
+        }
+    }
+    Ok(Plan {
+        workflow: wf.clone(),
+        file: parsed.file.clone(),
+        steps,
+        index,
+        dependants,
+        outputs,
+        env,
+    })
+}
+
+fn check_input(cx: &mut Ctx<'_>, name: &str, spec: &InputSpec) {
+    let at = cx.locs.inputs.get(name).copied();
+    if !is_identifier(name) {
+        cx.push(
+            Diagnostic::new(
+                DiagnosticCode::InvalidId,
+                format!("input name `{name}` is not a lowercase identifier"),
+            )
+            .field(format!("inputs.{name}"))
+            .at(at)
+            .hint("use lowercase letters, digits and `_` (templates read it as `inputs.<name>`)"),
+        );
+    }
+    if let Some(default) = &spec.default {
+        let ok = match spec.kind {
+            InputType::String | InputType::File => default.is_string(),
+            InputType::Number => default.is_number(),
+            InputType::Boolean => default.is_boolean(),
+            InputType::Json => true,
+        };
+        if !ok {
+            cx.push(
+                Diagnostic::new(
+                    DiagnosticCode::InvalidValue,
+                    format!(
+                        "default of input `{name}` is not a {}",
+                        input_type_name(spec.kind)
+                    ),
+                )
+                .field(format!("inputs.{name}.default"))
+                .at(at)
+                .hint("make the default match the input's `type`, or change the type"),
+            );
+        }
+    }
+}
+
+/// The name of an input type as written in files.
+pub fn input_type_name(t: InputType) -> &'static str {
+    match t {
+        InputType::String => "string",
+        InputType::Number => "number",
+        InputType::Boolean => "boolean",
+        InputType::File => "file",
+        InputType::Json => "json",
+    }
+}
+
+/// Finds cycles with a depth-first search and reports each once, naming its steps.
+fn check_cycles(cx: &mut Ctx<'_>, wf: &Workflow, needs: &[Vec<usize>]) -> bool {
+    #[derive(Clone, Copy, PartialEq)]
+    enum Mark {
+        New,
+        Active,
+        Done,
+    }
+    let n = needs.len();
+    let mut mark = vec![Mark::New; n];
+    let mut found = false;
+    let mut reported: HashSet<Vec<usize>> = HashSet::new();
+    for root in 0..n {
+        if mark[root] != Mark::New {
+            continue;
+        }
+        // Iterative DFS: stack of (node, next child index); `path` mirrors the stack.
+        let mut stack: Vec<(usize, usize)> = vec![(root, 0)];
+        mark[root] = Mark::Active;
+        while let Some(&mut (node, ref mut child)) = stack.last_mut() {
+            if let Some(&next) = needs[node].get(*child) {
+                *child += 1;
+                match mark[next] {
+                    Mark::New => {
+                        mark[next] = Mark::Active;
+                        stack.push((next, 0));
+                    }
+                    Mark::Active => {
+                        found = true;
+                        let pos = stack.iter().position(|(s, _)| *s == next).unwrap_or(0);
+                        // The stack goes from dependant to dependency; a cycle reads best
+                        // in execution order, so reverse it.
+                        let mut cycle: Vec<usize> = stack[pos..].iter().map(|(s, _)| *s).collect();
+                        cycle.reverse();
+                        let mut key = cycle.clone();
+                        key.sort_unstable();
+                        if reported.insert(key) {
+                            let names: Vec<&str> =
+                                cycle.iter().map(|&s| wf.steps[s].id.as_str()).collect();
+                            let first = cycle[0];
+                            let text = format!("{} → {}", names.join(" → "), names[0]);
+                            let locs = cx.step_locs(first);
+                            cx.push(
+                                Diagnostic::new(
+                                    DiagnosticCode::Cycle,
+                                    format!("the steps form a cycle: {text}"),
+                                )
+                                .step(&wf.steps[first].id)
+                                .field("needs")
+                                .at(locs.of("needs"))
+                                .hint("remove one of these `needs` entries so the steps form a DAG"),
+                            );
+                        }
+                    }
+                    Mark::Done => {}
+                }
+            } else {
+                mark[node] = Mark::Done;
+                stack.pop();
+            }
+        }
+    }
+    found
+}
+
+/// For each step, the set of its transitive dependencies (as sorted index vectors).
+/// Computed in topological order; only called on acyclic graphs.
+fn ancestor_sets(needs: &[Vec<usize>]) -> Vec<BTreeSet<usize>> {
+    let order = topo_order(needs);
+    let mut sets: Vec<BTreeSet<usize>> = vec![BTreeSet::new(); needs.len()];
+    for i in order {
+        let mut set = BTreeSet::new();
+        for &d in &needs[i] {
+            set.insert(d);
+            set.extend(sets[d].iter().copied());
+        }
+        sets[i] = set;
+    }
+    sets
+}
+
+/// Kahn's algorithm; dependencies come first.
+pub(crate) fn topo_order(needs: &[Vec<usize>]) -> Vec<usize> {
+    let n = needs.len();
+    let mut indeg: Vec<usize> = needs.iter().map(Vec::len).collect();
+    let mut dependants = vec![Vec::new(); n];
+    for (i, ns) in needs.iter().enumerate() {
+        for &d in ns {
+            dependants[d].push(i);
+        }
+    }
+    let mut queue: Vec<usize> = (0..n).filter(|&i| indeg[i] == 0).collect();
+    let mut order = Vec::with_capacity(n);
+    while let Some(i) = queue.pop() {
+        order.push(i);
+        for &d in &dependants[i] {
+            indeg[d] -= 1;
+            if indeg[d] == 0 {
+                queue.push(d);
+            }
+        }
+    }
+    order
+}
+
+struct At {
+    step: Option<String>,
+    field: String,
+    span: Option<Span>,
+}
+
+impl At {
+    fn diag(&self, code: DiagnosticCode, message: String, hint: &str) -> Diagnostic {
+        let mut d = Diagnostic::new(code, message).field(&self.field).at(self.span).hint(hint);
+        if let Some(step) = &self.step {
+            d = d.step(step);
+        }
+        d
+    }
+}
+
+/// Compiles one template into `env` under `name` and checks its references. Returns the
+/// indices of the steps it reads, or `None` when it has errors (already reported).
+/// `ancestors` is `Some` for step templates (references must be dependencies) and `None`
+/// for workflow outputs (any step may be read).
+#[allow(clippy::too_many_arguments)]
+fn compile_template(
+    cx: &mut Ctx<'_>,
+    env: &mut Environment<'static>,
+    wf: &Workflow,
+    index: &HashMap<String, usize>,
+    ancestors: Option<Option<&BTreeSet<usize>>>,
+    name: &str,
+    source: String,
+    at: At,
+) -> Option<Vec<usize>> {
+    if let Err(e) = env.add_template_owned(name.to_string(), source) {
+        let detail = e.detail().unwrap_or("invalid syntax");
+        let line = e.line().map(|l| format!(" (line {l} of the template)")).unwrap_or_default();
+        cx.push(at.diag(
+            DiagnosticCode::TemplateSyntax,
+            format!("template does not compile: {detail}{line}"),
+            "fix the minijinja syntax: `{{ inputs.name }}`, `{{ steps.<id>.output }}`, `{% if ... %}...{% endif %}`",
+        ));
+        return None;
+    }
+    let tmpl = env.get_template(name).ok()?;
+    let vars = tmpl.undeclared_variables(true);
+    let mut reads = BTreeSet::new();
+    let mut ok = true;
+    let mut vars: Vec<String> = vars.into_iter().collect();
+    vars.sort();
+    for var in vars {
+        let mut parts = var.split('.');
+        let root = parts.next().unwrap_or_default();
+        let second = parts.next();
+        match (root, second) {
+            ("inputs", Some(input)) => {
+                if !wf.inputs.contains_key(input) {
+                    ok = false;
+                    let dym = did_you_mean(input, wf.inputs.keys().map(String::as_str));
+                    cx.push(at.diag(
+                        DiagnosticCode::UnknownInput,
+                        format!("template references undeclared input `inputs.{input}`{dym}"),
+                        "declare it under `inputs:` or fix the name",
+                    ));
+                }
+            }
+            ("inputs", None) => {}
+            ("steps", Some(step)) => match index.get(step) {
+                None => {
+                    ok = false;
+                    let dym = did_you_mean(step, index.keys().map(String::as_str));
+                    cx.push(at.diag(
+                        DiagnosticCode::UnknownStep,
+                        format!("template references unknown step `steps.{step}`{dym}"),
+                        "reference a step id defined in this workflow",
+                    ));
+                }
+                Some(&k) => {
+                    if let Some(anc) = ancestors {
+                        if let Some(anc) = anc {
+                            if !anc.contains(&k) {
+                                ok = false;
+                                cx.push(at.diag(
+                                    DiagnosticCode::NotADependency,
+                                    format!("template reads `steps.{step}` but `{step}` is not among this step's dependencies, so its output may not exist yet"),
+                                    &format!("add `{step}` to this step's `needs`"),
+                                ));
+                                continue;
+                            }
+                        } else {
+                            // Cycle: dependencies unknown; the cycle is reported already.
+                        }
+                    }
+                    if let Some(attr) = parts.next()
+                        && attr != "output"
+                        && attr != "json"
+                    {
+                        ok = false;
+                        cx.push(at.diag(
+                            DiagnosticCode::UnknownStep,
+                            format!("`steps.{step}.{attr}` does not exist"),
+                            &format!("a step has `output` (its text) and `json` (its parsed JSON): write `steps.{step}.output`"),
+                        ));
+                    }
+                    reads.insert(k);
+                }
+            },
+            ("steps", None) => {
+                ok = false;
+                cx.push(at.diag(
+                    DiagnosticCode::UnknownStep,
+                    "template uses `steps` as a whole".to_string(),
+                    "name the step: `steps.<id>.output`",
+                ));
+            }
+            (other, _) => {
+                ok = false;
+                cx.push(at.diag(
+                    DiagnosticCode::UnknownInput,
+                    format!("template references unknown variable `{other}`"),
+                    &format!("templates see `inputs.<name>` and `steps.<id>.output`; did you mean `inputs.{other}`?"),
+                ));
+            }
+        }
+    }
+    ok.then(|| reads.into_iter().collect())
+}
+
+#[allow(clippy::too_many_arguments)]
+fn plan_step(
+    cx: &mut Ctx<'_>,
+    env: &mut Environment<'static>,
+    wf: &Workflow,
+    index: &HashMap<String, usize>,
+    ancestors: Option<&[BTreeSet<usize>]>,
+    i: usize,
+    step: &Step,
+    needs: &[usize],
+) -> Option<PlannedStep> {
+    let locs = cx.step_locs(i);
+    let anc = ancestors.map(|a| &a[i]);
+    let errors_before = cx.diags.len();
+    let at = |field: &str| At {
+        step: Some(step.id.clone()),
+        field: field.to_string(),
+        span: locs.of(field),
+    };
+
+    // Fields that belong to the other kind.
+    let llm_fields: [(&str, bool); 6] = [
+        ("system", step.system.is_some()),
+        ("prompt", step.prompt.is_some()),
+        ("model", step.model.is_some()),
+        ("temperature", step.temperature.is_some()),
+        ("max_tokens", step.max_tokens.is_some()),
+        ("output_schema", step.output_schema.is_some()),
+    ];
+    let template_fields: [(&str, bool); 2] = [
+        ("template", step.template.is_some()),
+        ("format", step.format.is_some()),
+    ];
+    let (foreign, required): (&[(&str, bool)], &str) = match step.kind {
+        StepKind::Llm => (&template_fields, "prompt"),
+        StepKind::Template => (&llm_fields, "template"),
+    };
+    for (field, present) in foreign {
+        if *present {
+            cx.push(at(field).diag(
+                DiagnosticCode::UnexpectedField,
+                format!("field `{field}` is not used by `kind: {}` steps", step.kind.as_str()),
+                "remove the field, or change the step's `kind`",
+            ));
+        }
+    }
+    let required_present = match step.kind {
+        StepKind::Llm => step.prompt.is_some(),
+        StepKind::Template => step.template.is_some(),
+    };
+    if !required_present {
+        cx.push(
+            Diagnostic::new(
+                DiagnosticCode::MissingField,
+                format!("`kind: {}` steps need a `{required}`", step.kind.as_str()),
+            )
+            .step(&step.id)
+            .field(required)
+            .at(locs.start)
+            .hint(format!("add `{required}: ...` to the step")),
+        );
+    }
+
+    // Retry and timeouts.
+    let retry = step.retry.clone().unwrap_or_default();
+    if retry.max_attempts == 0 {
+        cx.push(at("retry").diag(
+            DiagnosticCode::InvalidValue,
+            "`retry.max_attempts` must be at least 1".into(),
+            "use 1 for no retries, or more",
+        ));
+    }
+    if !(retry.backoff_coefficient >= 1.0 && retry.backoff_coefficient <= 100.0) {
+        cx.push(at("retry").diag(
+            DiagnosticCode::InvalidValue,
+            format!(
+                "`retry.backoff_coefficient` is {}; it must be between 1.0 and 100.0",
+                retry.backoff_coefficient
+            ),
+            "use 2.0 for doubling delays, 1.0 for a constant delay",
+        ));
+    }
+    if retry.max_interval < retry.initial_interval {
+        cx.push(at("retry").diag(
+            DiagnosticCode::InvalidValue,
+            "`retry.max_interval` is shorter than `retry.initial_interval`".into(),
+            "make `max_interval` at least `initial_interval`",
+        ));
+    }
+    let timeouts = step.timeout.clone().unwrap_or_default();
+    for (name, value) in [
+        ("first_token", timeouts.first_token),
+        ("idle", timeouts.idle),
+        ("total", timeouts.total),
+    ] {
+        if value.is_some_and(|d| d.is_zero()) {
+            cx.push(at("timeout").diag(
+                DiagnosticCode::InvalidValue,
+                format!("`timeout.{name}` is zero"),
+                "give a positive duration such as `30s`, or leave the field out",
+            ));
+        }
+    }
+
+    // Condition.
+    let when = match &step.when {
+        Some(expr) => {
+            let name = format!("steps.{}.when", step.id);
+            let probe = Environment::new();
+            if let Err(e) = probe.compile_expression(expr) {
+                cx.push(at("when").diag(
+                    DiagnosticCode::TemplateSyntax,
+                    format!(
+                        "condition does not compile: {}",
+                        e.detail().unwrap_or("invalid expression")
+                    ),
+                    "write a minijinja expression such as `inputs.depth == \"full\"`",
+                ));
+                None
+            } else {
+                compile_template(
+                    cx,
+                    env,
+                    wf,
+                    index,
+                    Some(anc),
+                    &name,
+                    format!("{{% if {expr} %}}true{{% endif %}}"),
+                    at("when"),
+                )
+                .map(|reads| (name, reads))
+            }
+        }
+        None => None,
+    };
+
+    let mut reads: BTreeSet<usize> = when.as_ref().map(|(_, r)| r.iter().copied().collect()).unwrap_or_default();
+    let mut compile = |cx: &mut Ctx<'_>, env: &mut Environment<'static>, field: &str, text: &str| {
+        let name = format!("steps.{}.{field}", step.id);
+        compile_template(cx, env, wf, index, Some(anc), &name, text.to_string(), at(field)).map(
+            |r| {
+                reads.extend(r);
+                name
+            },
+        )
+    };
+
+    let action = match step.kind {
+        StepKind::Llm => {
+            let system = step.system.as_deref().and_then(|s| compile(cx, env, "system", s));
+            let prompt = step.prompt.as_deref().and_then(|p| compile(cx, env, "prompt", p));
+            let model = match &step.model {
+                Some(ModelSpec::List(list)) => ModelRequirements {
+                    prefer: list.clone(),
+                    ..ModelRequirements::default()
+                },
+                Some(ModelSpec::Requirements(r)) => r.clone(),
+                None => ModelRequirements::default(),
+            };
+            for (j, reference) in model.prefer.iter().enumerate() {
+                let provider = reference.split(':').next().unwrap_or_default();
+                let span = locs.models.get(j).copied().flatten().or(locs.of("model"));
+                if !KNOWN_PROVIDERS.contains(&provider) {
+                    cx.push(
+                        Diagnostic::new(
+                            DiagnosticCode::UnknownProvider,
+                            format!("model reference `{reference}` names unknown provider `{provider}`"),
+                        )
+                        .step(&step.id)
+                        .field(format!("model.prefer[{j}]"))
+                        .at(span)
+                        .hint("write `ollama:<model>`, `openai:<model>` or `embedded`"),
+                    );
+                } else if provider != "embedded" && reference.split_once(':').is_none_or(|(_, m)| m.is_empty()) {
+                    cx.push(
+                        Diagnostic::new(
+                            DiagnosticCode::InvalidValue,
+                            format!("model reference `{reference}` has no model name"),
+                        )
+                        .step(&step.id)
+                        .field(format!("model.prefer[{j}]"))
+                        .at(span)
+                        .hint(format!("write `{provider}:<model>`, e.g. `ollama:llama3.1`")),
+                    );
+                } else if model.local_only && provider == "openai" {
+                    cx.push(
+                        Diagnostic::new(
+                            DiagnosticCode::InvalidValue,
+                            format!("model reference `{reference}` is a cloud model but the step is `local_only`"),
+                        )
+                        .step(&step.id)
+                        .field(format!("model.prefer[{j}]"))
+                        .at(span)
+                        .hint("remove the cloud model or `local_only`"),
+                    );
+                }
+            }
+            let temperature = step.temperature.unwrap_or(DEFAULT_TEMPERATURE);
+            if !(0.0..=2.0).contains(&temperature) {
+                cx.push(at("temperature").diag(
+                    DiagnosticCode::InvalidValue,
+                    format!("temperature {temperature} is out of range"),
+                    "use a value from 0.0 to 2.0",
+                ));
+            }
+            let max_tokens = step.max_tokens.unwrap_or(DEFAULT_MAX_TOKENS);
+            if max_tokens == 0 {
+                cx.push(at("max_tokens").diag(
+                    DiagnosticCode::InvalidValue,
+                    "`max_tokens` is 0".into(),
+                    "use a positive number of tokens, e.g. 256",
+                ));
+            }
+            let output_schema = match &step.output_schema {
+                Some(schema) => match jsonschema::validator_for(schema) {
+                    Ok(v) => Some((schema.clone(), Arc::new(v))),
+                    Err(e) => {
+                        cx.push(at("output_schema").diag(
+                            DiagnosticCode::InvalidValue,
+                            format!("`output_schema` is not a valid JSON Schema: {e}"),
+                            "give a JSON Schema object such as `{type: object, properties: {...}}`",
+                        ));
+                        None
+                    }
+                },
+                None => None,
+            };
+            Action::Llm(LlmAction {
+                system,
+                prompt: prompt.unwrap_or_default(),
+                model,
+                temperature,
+                max_tokens,
+                output_schema,
+            })
+        }
+        StepKind::Template => {
+            let template = step.template.as_deref().and_then(|t| compile(cx, env, "template", t));
+            Action::Template {
+                template: template.unwrap_or_default(),
+                format: step.format.unwrap_or_default(),
+            }
+        }
+    };
+
+    if cx.diags.len() > errors_before {
+        return None;
+    }
+    Some(PlannedStep {
+        id: step.id.clone(),
+        kind: step.kind,
+        action,
+        needs: needs.to_vec(),
+        reads: reads.into_iter().collect(),
+        when: when.map(|(name, _)| name),
+        retry,
+        timeouts,
+    })
+}
+
+/// Resolves the inputs of a run: applies defaults, converts `key=value` strings to the
+/// declared types, reads `file` inputs, and reports missing or unknown inputs. A `file`
+/// input given on the command line is a path relative to the current directory; a
+/// `file` default is relative to the workflow file's folder.
+///
+/// # Errors
+/// One diagnostic per missing, unknown or ill-typed input, each saying which
+/// `--input name=value` to give.
+pub fn resolve_inputs(
+    plan: &Plan,
+    given: &BTreeMap<String, String>,
+) -> Result<serde_json::Map<String, serde_json::Value>, Vec<Diagnostic>> {
+    let wf = &plan.workflow;
+    let base = plan
+        .file
+        .as_deref()
+        .and_then(|f| std::path::Path::new(f).parent())
+        .map(std::path::Path::to_path_buf)
+        .unwrap_or_default();
+    let mut diags = Vec::new();
+    let mut out = serde_json::Map::new();
+    for name in given.keys() {
+        if !wf.inputs.contains_key(name) {
+            let dym = did_you_mean(name, wf.inputs.keys().map(String::as_str));
+            let declared: Vec<&str> = wf.inputs.keys().map(String::as_str).collect();
+            diags.push(
+                Diagnostic::new(
+                    DiagnosticCode::BadInput,
+                    format!("input `{name}` is not declared by workflow `{}`{dym}", wf.id),
+                )
+                .field(format!("inputs.{name}"))
+                .hint(format!("declared inputs: {}", declared.join(", "))),
+            );
+        }
+    }
+    for (name, spec) in &wf.inputs {
+        let value = match given.get(name) {
+            Some(raw) => match convert_input(spec.kind, raw) {
+                Ok(v) => v,
+                Err(why) => {
+                    diags.push(
+                        Diagnostic::new(
+                            DiagnosticCode::BadInput,
+                            format!("input `{name}`: {why}"),
+                        )
+                        .field(format!("inputs.{name}"))
+                        .hint(format!(
+                            "give `--input {name}=<{}>`",
+                            input_type_name(spec.kind)
+                        )),
+                    );
+                    continue;
+                }
+            },
+            None => match &spec.default {
+                Some(default) => match (spec.kind, default) {
+                    (InputType::File, serde_json::Value::String(path)) => {
+                        let path = base.join(path);
+                        match convert_input(InputType::File, &path.to_string_lossy()) {
+                            Ok(v) => v,
+                            Err(why) => {
+                                diags.push(
+                                    Diagnostic::new(
+                                        DiagnosticCode::BadInput,
+                                        format!("input `{name}` (default): {why}"),
+                                    )
+                                    .field(format!("inputs.{name}.default"))
+                                    .hint(format!("give `--input {name}=<path>`")),
+                                );
+                                continue;
+                            }
+                        }
+                    }
+                    _ => default.clone(),
+                },
+                None => {
+                    diags.push(
+                        Diagnostic::new(
+                            DiagnosticCode::MissingInput,
+                            format!(
+                                "required input `{name}` was not given{}",
+                                spec.description
+                                    .as_deref()
+                                    .map(|d| format!(" ({d})"))
+                                    .unwrap_or_default()
+                            ),
+                        )
+                        .field(format!("inputs.{name}"))
+                        .hint(format!(
+                            "give `--input {name}=<{}>`",
+                            input_type_name(spec.kind)
+                        )),
+                    );
+                    continue;
+                }
+            },
+        };
+        out.insert(name.clone(), value);
+    }
+    if diags.is_empty() { Ok(out) } else { Err(diags) }
+}
+
+fn convert_input(kind: InputType, raw: &str) -> Result<serde_json::Value, String> {
+    match kind {
+        InputType::String => Ok(serde_json::Value::String(raw.to_string())),
+        InputType::Number => raw
+            .trim()
+            .parse::<f64>()
+            .ok()
+            .and_then(|f| {
+                if f.fract() == 0.0 && f.abs() < 9e15 {
+                    #[allow(clippy::cast_possible_truncation)]
+                    Some(serde_json::Value::from(f as i64))
+                } else {
+                    serde_json::Number::from_f64(f).map(serde_json::Value::Number)
+                }
+            })
+            .ok_or_else(|| format!("`{raw}` is not a number")),
+        InputType::Boolean => match raw.trim() {
+            "true" | "yes" | "1" => Ok(serde_json::Value::Bool(true)),
+            "false" | "no" | "0" => Ok(serde_json::Value::Bool(false)),
+            _ => Err(format!("`{raw}` is not true or false")),
+        },
+        InputType::Json => serde_json::from_str(raw).map_err(|e| format!("not valid JSON: {e}")),
+        InputType::File => std::fs::read_to_string(raw)
+            .map(serde_json::Value::String)
+            .map_err(|e| format!("cannot read file `{raw}`: {e}")),
+    }
+}
+
+/// Parses and validates workflow text in one call.
+///
+/// # Errors
+/// The syntax error, or every validation diagnostic.
+pub fn load_str(text: &str, file: Option<&str>) -> Result<Plan, Vec<Diagnostic>> {
+    let parsed = crate::parse::parse_str(text, file).map_err(|d| vec![*d])?;
+    validate(&parsed)
+}
+
+/// Reads, parses and validates a workflow file.
+///
+/// # Errors
+/// The read or syntax error, or every validation diagnostic.
+pub fn load_file(path: &std::path::Path) -> Result<Plan, Vec<Diagnostic>> {
+    let parsed = crate::parse::parse_file(path).map_err(|d| vec![*d])?;
+    validate(&parsed)
+}

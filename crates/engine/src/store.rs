@@ -1,0 +1,150 @@
+//! Persistence interface of the engine. The engine writes through [`RunStore`]; the
+//! SQLite implementation lives in `nexus-store` (and a PostgreSQL one can follow without
+//! touching the engine).
+//!
+//! Contract: each method returns only after its data is durable (committed), and the
+//! engine emits the matching event only after the method returned `Ok`. A step's record,
+//! its attempts and the events that led to it are written in one transaction.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::events::{Event, RunStatus, StepStatus};
+use crate::provider::{ProviderErrorKind, Usage};
+
+/// A run as it starts.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunRecord {
+    /// Run id (a UUID v7, so ids sort by start time).
+    pub run_id: String,
+    /// Workflow id.
+    pub workflow_id: String,
+    /// Workflow name, if any.
+    pub workflow_name: Option<String>,
+    /// Workflow version, if any.
+    pub workflow_version: Option<String>,
+    /// The workflow file, if the workflow came from one.
+    pub file: Option<String>,
+    /// The resolved inputs (defaults applied), as a JSON object.
+    pub inputs: serde_json::Value,
+    /// Start time.
+    pub started_at: DateTime<Utc>,
+}
+
+/// One attempt of a step.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AttemptRecord {
+    /// Attempt number, from 1, counted across models.
+    pub attempt: u32,
+    /// Model that served it (`provider:name`), for `llm` steps.
+    pub model: Option<String>,
+    /// Start time.
+    pub started_at: DateTime<Utc>,
+    /// Wall time, ms.
+    pub duration_ms: u64,
+    /// Time to first token, ms, when a token came.
+    pub first_token_ms: Option<u64>,
+    /// Failure class, when it failed.
+    pub error_kind: Option<ProviderErrorKind>,
+    /// Failure message, when it failed.
+    pub error_message: Option<String>,
+    /// Token counts, when the provider reported them.
+    pub usage: Option<Usage>,
+}
+
+/// A move from one candidate model to the next.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FallbackRecord {
+    /// Model given up.
+    pub from: String,
+    /// Model tried next.
+    pub to: String,
+    /// Why.
+    pub reason: String,
+}
+
+/// A finished step.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StepRecord {
+    /// Step id.
+    pub step_id: String,
+    /// Step kind (`llm`, `template`).
+    pub kind: String,
+    /// Final state.
+    pub status: StepStatus,
+    /// The rendered prompt (for `llm` steps) or nothing.
+    pub input: Option<String>,
+    /// The output text.
+    pub output: Option<String>,
+    /// The output parsed as JSON, for structured outputs and `format: json`.
+    pub output_json: Option<serde_json::Value>,
+    /// Model that produced the output.
+    pub model: Option<String>,
+    /// Why that model: the selector's explanation plus the fallbacks taken.
+    pub model_reason: Option<String>,
+    /// Token counts of the successful attempt.
+    pub usage: Option<Usage>,
+    /// Start time (first attempt).
+    pub started_at: DateTime<Utc>,
+    /// Wall time over all attempts, ms.
+    pub duration_ms: u64,
+    /// Why it failed or was skipped.
+    pub error: Option<String>,
+    /// Every attempt, in order.
+    pub attempts: Vec<AttemptRecord>,
+    /// Every fallback, in order.
+    pub fallbacks: Vec<FallbackRecord>,
+}
+
+/// The end of a run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunFinish {
+    /// Final state.
+    pub status: RunStatus,
+    /// The workflow's outputs, by name (a JSON object), when the run succeeded.
+    pub outputs: serde_json::Value,
+    /// Why the run did not succeed.
+    pub error: Option<String>,
+    /// End time.
+    pub finished_at: DateTime<Utc>,
+}
+
+/// A storage failure. The store's own error is kept as text so that the engine does not
+/// depend on any database crate.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("storage failed: {0}")]
+pub struct StoreError(pub String);
+
+/// Where the engine records runs.
+#[async_trait]
+pub trait RunStore: Send + Sync {
+    /// Records a run as started.
+    ///
+    /// # Errors
+    /// [`StoreError`] when the write fails; the run does not start.
+    async fn create_run(&self, run: &RunRecord) -> Result<(), StoreError>;
+
+    /// Records finished steps (the steps that finished together) with their attempts and
+    /// the run's events since the last write (token events excluded), in one transaction.
+    ///
+    /// # Errors
+    /// [`StoreError`] when the write fails; the run then stops.
+    async fn record_steps(
+        &self,
+        run_id: &str,
+        steps: &[&StepRecord],
+        events: &[Event],
+    ) -> Result<(), StoreError>;
+
+    /// Records the end of a run with its remaining events.
+    ///
+    /// # Errors
+    /// [`StoreError`] when the write fails.
+    async fn finish_run(
+        &self,
+        run_id: &str,
+        finish: &RunFinish,
+        events: &[Event],
+    ) -> Result<(), StoreError>;
+}

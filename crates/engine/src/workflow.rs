@@ -1,0 +1,336 @@
+//! Workflow file format v1: the serde types of one workflow file (YAML, one workflow per
+//! file, under `workflows/`).
+//!
+//! These types are the single source of the format: the JSON Schema committed at
+//! `schema/workflow.schema.json` is generated from them (`nexus schema`), and a test fails
+//! when the committed file is stale. They describe what the user wrote; [`crate::plan`]
+//! turns a validated [`Workflow`] into the typed plan the scheduler runs.
+//!
+//! Invariants kept by validation, not by these types: step ids are unique identifiers,
+//! `needs` name existing steps and form no cycle, every template and condition only
+//! references declared inputs and steps it depends on, and each step carries exactly the
+//! fields its `kind` uses.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// Version of the workflow file format this build reads and writes.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// One workflow file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Workflow {
+    /// Format version of the file; must be `1` (see [`FORMAT_VERSION`]).
+    #[serde(default = "default_format")]
+    pub format: u32,
+    /// Stable identifier of the workflow (letters, digits, `-`, `_`).
+    pub id: String,
+    /// Human-readable name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// What the workflow does, for people browsing `workflows/`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// The workflow's own version (free text, e.g. `1.2.0`), recorded with every run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    /// Typed inputs, by name. Available to templates as `inputs.<name>`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub inputs: BTreeMap<String, InputSpec>,
+    /// Outputs, by name: each a minijinja template over `inputs` and `steps`, rendered
+    /// when the run finishes.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub outputs: BTreeMap<String, String>,
+    /// The steps, in any order; `needs` defines the DAG.
+    pub steps: Vec<Step>,
+}
+
+fn default_format() -> u32 {
+    FORMAT_VERSION
+}
+
+/// Type of a workflow input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum InputType {
+    /// Any text (the default).
+    #[default]
+    String,
+    /// A number (integer or float).
+    Number,
+    /// `true` or `false`.
+    Boolean,
+    /// A path to a text file; the run reads it and templates see its contents.
+    File,
+    /// Any JSON value.
+    Json,
+}
+
+/// Declaration of one input.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct InputSpec {
+    /// The input's type (default `string`).
+    #[serde(default, rename = "type")]
+    pub kind: InputType,
+    /// What the input means, shown by the CLI and the desktop app.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// Value used when the run does not provide one. An input without a default is
+    /// required.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default: Option<serde_json::Value>,
+}
+
+/// What a step does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum StepKind {
+    /// Call a language model with a rendered prompt.
+    Llm,
+    /// Render text or JSON from inputs and upstream outputs; no model.
+    Template,
+}
+
+impl StepKind {
+    /// The name used in workflow files.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StepKind::Llm => "llm",
+            StepKind::Template => "template",
+        }
+    }
+}
+
+/// One step. Common fields first, then the fields of each kind (validation rejects fields
+/// that the step's kind does not use, naming the field).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Step {
+    /// Unique id within the workflow: a lowercase identifier (`[a-z_][a-z0-9_]*`), so
+    /// templates can write `steps.<id>.output`.
+    pub id: String,
+    /// What the step does.
+    pub kind: StepKind,
+    /// Optional display name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Ids of the steps that must finish before this one starts.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub needs: Vec<String>,
+    /// A minijinja expression over `inputs` and `steps`; the step is skipped when it is
+    /// false. Example: `inputs.depth == "full"`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub when: Option<String>,
+    /// Retry policy for failed attempts (defaults: see [`RetryPolicy`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry: Option<RetryPolicy>,
+    /// Timeouts per attempt (defaults: see [`Timeouts`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<Timeouts>,
+
+    // ----- kind: llm -----
+    /// `llm`: system prompt (a template).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub system: Option<String>,
+    /// `llm`: the prompt, a minijinja template over `inputs` and `steps`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prompt: Option<String>,
+    /// `llm`: which models may serve the step (default: the selector's order).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<ModelSpec>,
+    /// `llm`: sampling temperature, 0.0–2.0 (default 0.2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub temperature: Option<f32>,
+    /// `llm`: maximum tokens to generate (default 256).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_tokens: Option<u32>,
+    /// `llm`: a JSON Schema the output must satisfy. The provider is asked for JSON that
+    /// follows it (Ollama `format`, OpenAI `response_format`, a llama.cpp grammar) and the
+    /// reply is validated on return; a reply that fails counts as a failed attempt.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output_schema: Option<serde_json::Value>,
+
+    // ----- kind: template -----
+    /// `template`: the template to render.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template: Option<String>,
+    /// `template`: whether the rendered text is kept as text or parsed as JSON
+    /// (default `text`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub format: Option<OutputFormat>,
+
+    /// Position of the node on the desktop canvas; ignored by the engine.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub position: Option<Position>,
+}
+
+/// Canvas position of a step, in canvas pixels.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Position {
+    /// Horizontal position.
+    pub x: f64,
+    /// Vertical position.
+    pub y: f64,
+}
+
+/// Output format of a `template` step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum OutputFormat {
+    /// Keep the rendered text.
+    #[default]
+    Text,
+    /// Parse the rendered text as JSON; a parse failure fails the step.
+    Json,
+}
+
+/// Which models may serve an `llm` step.
+///
+/// Either a list of model references (shorthand for `prefer`) or an object.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub enum ModelSpec {
+    /// Shorthand: an explicit preference list, e.g. `["ollama:qwen2.5", "embedded"]`.
+    List(Vec<String>),
+    /// Full form.
+    Requirements(ModelRequirements),
+}
+
+/// Model requirements of an `llm` step.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema, Default)]
+#[serde(deny_unknown_fields)]
+pub struct ModelRequirements {
+    /// Explicit preference list of model references (`provider:model`, e.g.
+    /// `ollama:llama3.1`, `openai:gpt-4o-mini`, `embedded`). When given it wins over the
+    /// selector's order; candidates that are unreachable are skipped at once.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub prefer: Vec<String>,
+    /// Smallest context window (tokens) a model must have to be considered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_context: Option<u32>,
+    /// Keep the step on this machine: only Ollama and the embedded model are candidates.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub local_only: bool,
+}
+
+/// Retry policy, after Temporal's activity retry policy and LangGraph's `RetryPolicy`:
+/// the delay before attempt `n+1` is `initial_interval × backoff_coefficient^(n-1)`,
+/// capped at `max_interval`, with jitter when enabled. Delays are computed by the
+/// `backon` crate.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RetryPolicy {
+    /// Attempts in all, counting the first (default 3; 1 disables retries).
+    #[serde(default = "RetryPolicy::default_max_attempts")]
+    pub max_attempts: u32,
+    /// Delay before the first retry, e.g. `500ms`, `2s` (default `500ms`).
+    #[serde(default = "RetryPolicy::default_initial", with = "humantime_serde")]
+    #[schemars(with = "String")]
+    pub initial_interval: Duration,
+    /// Multiplier applied to the delay after each retry (default 2.0).
+    #[serde(default = "RetryPolicy::default_coefficient")]
+    pub backoff_coefficient: f32,
+    /// Largest delay between attempts (default `30s`).
+    #[serde(default = "RetryPolicy::default_max_interval", with = "humantime_serde")]
+    #[schemars(with = "String")]
+    pub max_interval: Duration,
+    /// Randomise each delay (default true), so parallel steps do not retry in lockstep.
+    #[serde(default = "RetryPolicy::default_jitter")]
+    pub jitter: bool,
+}
+
+impl RetryPolicy {
+    fn default_max_attempts() -> u32 {
+        3
+    }
+    fn default_initial() -> Duration {
+        Duration::from_millis(500)
+    }
+    fn default_coefficient() -> f32 {
+        2.0
+    }
+    fn default_max_interval() -> Duration {
+        Duration::from_secs(30)
+    }
+    fn default_jitter() -> bool {
+        true
+    }
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            max_attempts: Self::default_max_attempts(),
+            initial_interval: Self::default_initial(),
+            backoff_coefficient: Self::default_coefficient(),
+            max_interval: Self::default_max_interval(),
+            jitter: Self::default_jitter(),
+        }
+    }
+}
+
+/// Timeouts of one attempt. Each is optional; a long local generation that keeps
+/// streaming is never cut unless `total` is set (n8n's fixed 300 s limit is a frequent
+/// complaint: n8n issue #13655).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Timeouts {
+    /// Longest wait from sending the request to the first token (default `120s`: a
+    /// local model may need to load first).
+    #[serde(
+        default = "Timeouts::default_first_token",
+        with = "humantime_serde::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schemars(with = "Option<String>")]
+    pub first_token: Option<Duration>,
+    /// Longest gap between two streamed tokens (default `30s`).
+    #[serde(
+        default = "Timeouts::default_idle",
+        with = "humantime_serde::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schemars(with = "Option<String>")]
+    pub idle: Option<Duration>,
+    /// Longest time for a whole attempt (default: none).
+    #[serde(
+        default,
+        with = "humantime_serde::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schemars(with = "Option<String>")]
+    pub total: Option<Duration>,
+}
+
+impl Timeouts {
+    #[allow(clippy::unnecessary_wraps)]
+    fn default_first_token() -> Option<Duration> {
+        Some(Duration::from_secs(120))
+    }
+    #[allow(clippy::unnecessary_wraps)]
+    fn default_idle() -> Option<Duration> {
+        Some(Duration::from_secs(30))
+    }
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            first_token: Self::default_first_token(),
+            idle: Self::default_idle(),
+            total: None,
+        }
+    }
+}
+
+/// The JSON Schema of the workflow file format, generated from these types.
+pub fn json_schema() -> serde_json::Value {
+    let schema = schemars::schema_for!(Workflow);
+    serde_json::to_value(schema).unwrap_or(serde_json::Value::Null)
+}

@@ -1,0 +1,214 @@
+//! Ollama provider, through the `ollama-rs` client.
+//!
+//! The daemon is found at `OLLAMA_HOST` (as the Ollama CLI reads it: `host:port` or a
+//! URL), default `http://127.0.0.1:11434`. Models come from `GET /api/tags`, with the
+//! context window from `POST /api/show` (`model_info["<arch>.context_length"]`). Chat uses
+//! `POST /api/chat` with NDJSON streaming; the final chunk (`done: true`) carries
+//! `prompt_eval_count` and `eval_count`, which become the step's token counts
+//! (Ollama's docs/api.md).
+//!
+//! Error mapping: a refused connection is [`ProviderErrorKind::Unavailable`]; an error
+//! body saying the model is "not found" is [`ProviderErrorKind::ModelNotFound`]; both make
+//! the engine fall back at once.
+
+use async_trait::async_trait;
+use futures::StreamExt;
+use nexus_engine::provider::{
+    ChatChunk, ChatRequest, ChatStream, Locality, ModelInfo, Provider, ProviderError,
+    ProviderErrorKind, Role, Usage,
+};
+use ollama_rs::Ollama;
+use ollama_rs::error::OllamaError;
+use ollama_rs::generation::chat::ChatMessage;
+use ollama_rs::generation::chat::request::ChatMessageRequest;
+use ollama_rs::generation::parameters::{FormatType, JsonStructure};
+use ollama_rs::models::ModelOptions;
+
+/// Default address of the Ollama daemon.
+pub const DEFAULT_HOST: &str = "http://127.0.0.1:11434";
+
+/// The Ollama provider (id `ollama`, local).
+#[derive(Debug, Clone)]
+pub struct OllamaProvider {
+    client: Ollama,
+    url: String,
+}
+
+/// Normalises an `OLLAMA_HOST` value to a URL: `0.0.0.0:11434` → `http://0.0.0.0:11434`.
+pub fn host_url(value: &str) -> String {
+    let v = value.trim().trim_end_matches('/');
+    if v.is_empty() {
+        DEFAULT_HOST.to_string()
+    } else if v.contains("://") {
+        v.to_string()
+    } else if v.contains(':') {
+        format!("http://{v}")
+    } else {
+        format!("http://{v}:11434")
+    }
+}
+
+impl OllamaProvider {
+    /// A provider for the daemon at `url`.
+    ///
+    /// # Errors
+    /// [`ProviderErrorKind::InvalidRequest`] when `url` is not a URL.
+    pub fn new(url: &str) -> Result<Self, ProviderError> {
+        let url = host_url(url);
+        let client = Ollama::try_new(url.as_str()).map_err(|e| {
+            ProviderError::new(
+                ProviderErrorKind::InvalidRequest,
+                format!("OLLAMA_HOST `{url}` is not a valid URL: {e}"),
+            )
+        })?;
+        Ok(OllamaProvider { client, url })
+    }
+
+    /// A provider for `OLLAMA_HOST`, or the default address.
+    ///
+    /// # Errors
+    /// As [`OllamaProvider::new`].
+    pub fn from_env() -> Result<Self, ProviderError> {
+        let host = std::env::var("OLLAMA_HOST").unwrap_or_else(|_| DEFAULT_HOST.to_string());
+        Self::new(&host)
+    }
+
+    /// The daemon's URL.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+}
+
+fn classify(e: OllamaError) -> ProviderError {
+    match e {
+        OllamaError::ReqwestError(e) => crate::classify_reqwest(&e),
+        OllamaError::InternalError(inner) => classify_message(&inner.message),
+        OllamaError::Other(body) => {
+            // ollama-rs hands back the error body; the daemon answers `{"error": "..."}`.
+            let message = serde_json::from_str::<serde_json::Value>(&body)
+                .ok()
+                .and_then(|v| v.get("error").and_then(|m| m.as_str()).map(str::to_owned))
+                .unwrap_or(body);
+            classify_message(&message)
+        }
+        OllamaError::JsonError(e) => {
+            ProviderError::new(ProviderErrorKind::Protocol, format!("bad JSON from Ollama: {e}"))
+        }
+        OllamaError::ToolCallError(e) => {
+            ProviderError::new(ProviderErrorKind::Protocol, format!("tool call error: {e}"))
+        }
+    }
+}
+
+fn classify_message(message: &str) -> ProviderError {
+    let kind = if message.contains("not found") {
+        ProviderErrorKind::ModelNotFound
+    } else {
+        ProviderErrorKind::Transient
+    };
+    ProviderError::new(kind, format!("ollama: {message}"))
+}
+
+fn context_length(info: &serde_json::Map<String, serde_json::Value>) -> Option<u32> {
+    info.iter()
+        .find(|(k, _)| k.ends_with(".context_length"))
+        .and_then(|(_, v)| v.as_u64())
+        .and_then(|v| u32::try_from(v).ok())
+}
+
+#[async_trait]
+impl Provider for OllamaProvider {
+    fn id(&self) -> &str {
+        "ollama"
+    }
+
+    fn locality(&self) -> Locality {
+        Locality::Local
+    }
+
+    async fn list_models(&self) -> Result<Vec<ModelInfo>, ProviderError> {
+        let local = self.client.list_local_models().await.map_err(classify)?;
+        let details = futures::future::join_all(
+            local.iter().map(|m| self.client.show_model_info(m.name.clone())),
+        )
+        .await;
+        Ok(local
+            .into_iter()
+            .zip(details)
+            .map(|(m, info)| {
+                let info = info.ok();
+                ModelInfo {
+                    provider: "ollama".into(),
+                    name: m.name,
+                    locality: Locality::Local,
+                    context_length: info.as_ref().and_then(|i| context_length(&i.model_info)),
+                    size_bytes: Some(m.size),
+                    parameter_size: info.as_ref().and_then(|i| {
+                        i.model_info
+                            .get("general.parameter_count")
+                            .and_then(serde_json::Value::as_u64)
+                            .map(|n| format!("{:.1}B", n as f64 / 1e9))
+                    }),
+                    quantization: None,
+                }
+            })
+            .collect())
+    }
+
+    async fn chat(&self, request: ChatRequest) -> Result<ChatStream, ProviderError> {
+        let messages = request
+            .messages
+            .into_iter()
+            .map(|m| match m.role {
+                Role::System => ChatMessage::system(m.content),
+                Role::User => ChatMessage::user(m.content),
+                Role::Assistant => ChatMessage::assistant(m.content),
+            })
+            .collect();
+        let options = ModelOptions::default()
+            .temperature(request.temperature)
+            .num_predict(i32::try_from(request.max_tokens).unwrap_or(i32::MAX));
+        let mut req = ChatMessageRequest::new(request.model, messages).options(options);
+        if let Some(schema) = request.json_schema {
+            let format = serde_json::from_value::<JsonStructure>(schema)
+                .map(|s| FormatType::StructuredJson(Box::new(s)))
+                .unwrap_or(FormatType::Json);
+            req = req.format(format);
+        }
+        let stream = self
+            .client
+            .send_chat_messages_stream(req)
+            .await
+            .map_err(classify)?;
+        let mapped = stream.flat_map(|item| {
+            let chunks: Vec<Result<ChatChunk, ProviderError>> = match item {
+                Err(()) => vec![Err(ProviderError::new(
+                    ProviderErrorKind::Protocol,
+                    "the Ollama stream broke",
+                ))],
+                Ok(resp) => {
+                    let mut out = Vec::with_capacity(2);
+                    if !resp.message.content.is_empty() {
+                        out.push(Ok(ChatChunk::Delta(resp.message.content)));
+                    }
+                    if resp.done {
+                        let usage = resp
+                            .final_data
+                            .map(|d| Usage {
+                                prompt_tokens: d.prompt_eval_count,
+                                completion_tokens: d.eval_count,
+                            })
+                            .unwrap_or_default();
+                        out.push(Ok(ChatChunk::Done {
+                            usage,
+                            finish_reason: Some("stop".into()),
+                        }));
+                    }
+                    out
+                }
+            };
+            futures::stream::iter(chunks)
+        });
+        Ok(Box::pin(mapped))
+    }
+}

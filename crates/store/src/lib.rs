@@ -1,0 +1,530 @@
+//! SQLite persistence of Nexus runs (sqlx, WAL, migrations).
+//!
+//! One database file holds the run history shared by the CLI and the desktop app: runs,
+//! steps (input, output, model and why, token counts, duration), attempts (with error
+//! kind and message), fallbacks, and the event log (every event but tokens).
+//!
+//! Durability: the database runs in WAL mode with `synchronous = NORMAL`, so a commit
+//! survives a crash of the process (SQLite's documentation: in WAL mode, NORMAL is safe
+//! from corruption and only a power loss may roll back the last commits). Every write of
+//! [`nexus_engine::store::RunStore`] is one transaction.
+//!
+//! The default location is `<data dir>/nexus/nexus.db` (`dirs::data_dir`: XDG on Linux,
+//! `~/Library/Application Support` on macOS, `%APPDATA%` on Windows), overridable with
+//! `NEXUS_DB` or the CLI's `--db`.
+
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use nexus_engine::events::{Event, RunStatus, StepStatus};
+use nexus_engine::provider::{ProviderErrorKind, Usage};
+use nexus_engine::store::{
+    AttemptRecord, FallbackRecord, RunFinish, RunRecord, RunStore, StepRecord, StoreError,
+};
+use serde::Serialize;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Row, SqlitePool};
+
+/// Errors of the SQLite store.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The database file could not be opened or created.
+    #[error("cannot open the run database at {path}: {source}")]
+    Open {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: sqlx::Error,
+    },
+    /// The database's folder could not be created.
+    #[error("cannot create the folder {path}: {source}")]
+    CreateDir {
+        /// The folder.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// Applying the schema migrations failed (for example a newer, unknown schema).
+    #[error("cannot migrate the run database: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// A query failed.
+    #[error("database query failed: {0}")]
+    Query(#[from] sqlx::Error),
+    /// A stored value could not be read back (a corrupt or foreign row).
+    #[error("stored data is malformed: {0}")]
+    Decode(String),
+    /// No run matches the id or prefix.
+    #[error("no run matches `{0}`")]
+    NotFound(String),
+    /// Several runs match the prefix.
+    #[error("`{0}` matches several runs; give more of the id")]
+    Ambiguous(String),
+}
+
+impl From<Error> for StoreError {
+    fn from(e: Error) -> Self {
+        StoreError(e.to_string())
+    }
+}
+
+/// The SQLite store.
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    pool: SqlitePool,
+    path: PathBuf,
+}
+
+/// One line of `runs list`.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunSummary {
+    /// Run id.
+    pub run_id: String,
+    /// Workflow id.
+    pub workflow_id: String,
+    /// `running`, `succeeded`, `failed`, `cancelled`.
+    pub status: String,
+    /// Start time.
+    pub started_at: String,
+    /// End time, if finished.
+    pub finished_at: Option<String>,
+    /// Number of steps stored.
+    pub steps: i64,
+    /// Tokens over all steps (prompt + completion).
+    pub tokens: i64,
+}
+
+/// A stored run with everything recorded about it.
+#[derive(Debug, Clone, Serialize)]
+pub struct StoredRun {
+    /// Run id.
+    pub run_id: String,
+    /// Workflow id.
+    pub workflow_id: String,
+    /// Workflow name.
+    pub workflow_name: Option<String>,
+    /// Workflow version.
+    pub workflow_version: Option<String>,
+    /// Workflow file.
+    pub file: Option<String>,
+    /// Inputs (JSON object).
+    pub inputs: serde_json::Value,
+    /// Status.
+    pub status: String,
+    /// Outputs (JSON object), when finished.
+    pub outputs: Option<serde_json::Value>,
+    /// Error, when it did not succeed.
+    pub error: Option<String>,
+    /// Start time.
+    pub started_at: String,
+    /// End time.
+    pub finished_at: Option<String>,
+    /// Steps in completion order.
+    pub steps: Vec<StepRecord>,
+    /// The event log (no token events).
+    pub events: Vec<Event>,
+}
+
+/// The default database path: `NEXUS_DB` if set, else `<data dir>/nexus/nexus.db`.
+pub fn default_path() -> PathBuf {
+    if let Some(p) = std::env::var_os("NEXUS_DB") {
+        return PathBuf::from(p);
+    }
+    dirs::data_dir()
+        .unwrap_or_else(|| PathBuf::from("."))
+        .join("nexus")
+        .join("nexus.db")
+}
+
+fn ts(t: &DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+fn parse_ts(s: &str) -> Result<DateTime<Utc>, Error> {
+    DateTime::parse_from_rfc3339(s)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|e| Error::Decode(format!("bad timestamp `{s}`: {e}")))
+}
+
+fn i64_of(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+fn u64_of(v: Option<i64>) -> Option<u64> {
+    v.map(|x| u64::try_from(x).unwrap_or(0))
+}
+
+fn parse_status(s: &str) -> Result<StepStatus, Error> {
+    serde_json::from_value(serde_json::Value::String(s.to_string()))
+        .map_err(|_| Error::Decode(format!("unknown step status `{s}`")))
+}
+
+fn parse_kind(s: &str) -> Option<ProviderErrorKind> {
+    serde_json::from_value(serde_json::Value::String(s.to_string())).ok()
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database at `path` and applies migrations.
+    ///
+    /// # Errors
+    /// [`Error::CreateDir`], [`Error::Open`] or [`Error::Migrate`].
+    pub async fn open(path: &Path) -> Result<Self, Error> {
+        if let Some(dir) = path.parent()
+            && !dir.as_os_str().is_empty()
+        {
+            std::fs::create_dir_all(dir).map_err(|source| Error::CreateDir {
+                path: dir.to_path_buf(),
+                source,
+            })?;
+        }
+        let options = SqliteConnectOptions::from_str("sqlite://")
+            .map_err(|source| Error::Open {
+                path: path.to_path_buf(),
+                source,
+            })?
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(10));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options)
+            .await
+            .map_err(|source| Error::Open {
+                path: path.to_path_buf(),
+                source,
+            })?;
+        sqlx::migrate!("./migrations").run(&pool).await?;
+        Ok(SqliteStore {
+            pool,
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The most recent runs, newest first.
+    ///
+    /// # Errors
+    /// [`Error::Query`].
+    pub async fn list_runs(&self, limit: u32) -> Result<Vec<RunSummary>, Error> {
+        let rows = sqlx::query(
+            "SELECT r.run_id, r.workflow_id, r.status, r.started_at, r.finished_at,
+                    (SELECT COUNT(*) FROM steps s WHERE s.run_id = r.run_id) AS steps,
+                    (SELECT COALESCE(SUM(COALESCE(prompt_tokens,0) + COALESCE(completion_tokens,0)),0)
+                       FROM steps s WHERE s.run_id = r.run_id) AS tokens
+             FROM runs r ORDER BY r.started_at DESC, r.run_id DESC LIMIT ?",
+        )
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| RunSummary {
+                run_id: r.get("run_id"),
+                workflow_id: r.get("workflow_id"),
+                status: r.get("status"),
+                started_at: r.get("started_at"),
+                finished_at: r.get("finished_at"),
+                steps: r.get("steps"),
+                tokens: r.get("tokens"),
+            })
+            .collect())
+    }
+
+    /// Resolves a full run id or a unique prefix of one.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`], [`Error::Ambiguous`], [`Error::Query`].
+    pub async fn resolve_run_id(&self, id_or_prefix: &str) -> Result<String, Error> {
+        let pattern = format!(
+            "{}%",
+            id_or_prefix.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_")
+        );
+        let rows = sqlx::query("SELECT run_id FROM runs WHERE run_id LIKE ? ESCAPE '\\' LIMIT 2")
+            .bind(pattern)
+            .fetch_all(&self.pool)
+            .await?;
+        match rows.len() {
+            0 => Err(Error::NotFound(id_or_prefix.to_string())),
+            1 => Ok(rows[0].get("run_id")),
+            _ => Err(Error::Ambiguous(id_or_prefix.to_string())),
+        }
+    }
+
+    /// Everything stored about one run (id or unique prefix).
+    ///
+    /// # Errors
+    /// [`Error::NotFound`], [`Error::Ambiguous`], [`Error::Query`], [`Error::Decode`].
+    pub async fn get_run(&self, id_or_prefix: &str) -> Result<StoredRun, Error> {
+        let run_id = self.resolve_run_id(id_or_prefix).await?;
+        let r = sqlx::query("SELECT * FROM runs WHERE run_id = ?")
+            .bind(&run_id)
+            .fetch_one(&self.pool)
+            .await?;
+        let json = |s: Option<String>| -> Result<Option<serde_json::Value>, Error> {
+            s.map(|s| serde_json::from_str(&s).map_err(|e| Error::Decode(e.to_string())))
+                .transpose()
+        };
+        let inputs = json(Some(r.get("inputs")))?.unwrap_or(serde_json::Value::Null);
+        let outputs = json(r.get("outputs"))?;
+
+        let step_rows = sqlx::query("SELECT * FROM steps WHERE run_id = ? ORDER BY seq")
+            .bind(&run_id)
+            .fetch_all(&self.pool)
+            .await?;
+        let attempt_rows = sqlx::query("SELECT * FROM attempts WHERE run_id = ? ORDER BY step_id, attempt")
+            .bind(&run_id)
+            .fetch_all(&self.pool)
+            .await?;
+        let fallback_rows = sqlx::query("SELECT * FROM fallbacks WHERE run_id = ? ORDER BY step_id, seq")
+            .bind(&run_id)
+            .fetch_all(&self.pool)
+            .await?;
+        let mut steps = Vec::with_capacity(step_rows.len());
+        for s in step_rows {
+            let step_id: String = s.get("step_id");
+            let usage = match (
+                s.get::<Option<i64>, _>("prompt_tokens"),
+                s.get::<Option<i64>, _>("completion_tokens"),
+            ) {
+                (None, None) => None,
+                (p, c) => Some(Usage {
+                    prompt_tokens: u64_of(p).unwrap_or(0),
+                    completion_tokens: u64_of(c).unwrap_or(0),
+                }),
+            };
+            let mut attempts = Vec::new();
+            for a in attempt_rows.iter().filter(|a| a.get::<String, _>("step_id") == step_id) {
+                let usage = match (
+                    a.get::<Option<i64>, _>("prompt_tokens"),
+                    a.get::<Option<i64>, _>("completion_tokens"),
+                ) {
+                    (None, None) => None,
+                    (p, c) => Some(Usage {
+                        prompt_tokens: u64_of(p).unwrap_or(0),
+                        completion_tokens: u64_of(c).unwrap_or(0),
+                    }),
+                };
+                attempts.push(AttemptRecord {
+                    attempt: u32::try_from(a.get::<i64, _>("attempt")).unwrap_or(0),
+                    model: a.get("model"),
+                    started_at: parse_ts(&a.get::<String, _>("started_at"))?,
+                    duration_ms: u64_of(Some(a.get("duration_ms"))).unwrap_or(0),
+                    first_token_ms: u64_of(a.get("first_token_ms")),
+                    error_kind: a.get::<Option<String>, _>("error_kind").as_deref().and_then(parse_kind),
+                    error_message: a.get("error_message"),
+                    usage,
+                });
+            }
+            let fallbacks = fallback_rows
+                .iter()
+                .filter(|f| f.get::<String, _>("step_id") == step_id)
+                .map(|f| FallbackRecord {
+                    from: f.get("from_model"),
+                    to: f.get("to_model"),
+                    reason: f.get("reason"),
+                })
+                .collect();
+            steps.push(StepRecord {
+                kind: s.get("kind"),
+                status: parse_status(&s.get::<String, _>("status"))?,
+                input: s.get("input"),
+                output: s.get("output"),
+                output_json: json(s.get("output_json"))?,
+                model: s.get("model"),
+                model_reason: s.get("model_reason"),
+                usage,
+                started_at: parse_ts(&s.get::<String, _>("started_at"))?,
+                duration_ms: u64_of(Some(s.get("duration_ms"))).unwrap_or(0),
+                error: s.get("error"),
+                attempts,
+                fallbacks,
+                step_id,
+            });
+        }
+        let event_rows = sqlx::query("SELECT payload FROM events WHERE run_id = ? ORDER BY id")
+            .bind(&run_id)
+            .fetch_all(&self.pool)
+            .await?;
+        let events = event_rows
+            .into_iter()
+            .map(|e| {
+                serde_json::from_str::<Event>(&e.get::<String, _>("payload"))
+                    .map_err(|err| Error::Decode(err.to_string()))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(StoredRun {
+            run_id,
+            workflow_id: r.get("workflow_id"),
+            workflow_name: r.get("workflow_name"),
+            workflow_version: r.get("workflow_version"),
+            file: r.get("file"),
+            inputs,
+            status: r.get("status"),
+            outputs,
+            error: r.get("error"),
+            started_at: r.get("started_at"),
+            finished_at: r.get("finished_at"),
+            steps,
+            events,
+        })
+    }
+
+    async fn insert_events(
+        tx: &mut sqlx::SqliteConnection,
+        run_id: &str,
+        events: &[Event],
+    ) -> Result<(), Error> {
+        for event in events {
+            let payload =
+                serde_json::to_string(event).map_err(|e| Error::Decode(e.to_string()))?;
+            sqlx::query("INSERT INTO events (run_id, type, step_id, payload) VALUES (?, ?, ?, ?)")
+                .bind(run_id)
+                .bind(event.name())
+                .bind(event.step_id())
+                .bind(payload)
+                .execute(&mut *tx)
+                .await?;
+        }
+        Ok(())
+    }
+
+    async fn write_steps(
+        &self,
+        run_id: &str,
+        steps: &[&StepRecord],
+        events: &[Event],
+    ) -> Result<(), Error> {
+        let mut tx = self.pool.begin().await?;
+        let base: i64 = sqlx::query("SELECT COALESCE(MAX(seq), 0) AS m FROM steps WHERE run_id = ?")
+            .bind(run_id)
+            .fetch_one(&mut *tx)
+            .await?
+            .get("m");
+        for (k, step) in steps.iter().enumerate() {
+            let seq = base + 1 + i64::try_from(k).unwrap_or(0);
+            sqlx::query(
+                "INSERT INTO steps (run_id, step_id, seq, kind, status, input, output, output_json,
+                   model, model_reason, prompt_tokens, completion_tokens, started_at, duration_ms, error)
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            )
+            .bind(run_id)
+            .bind(&step.step_id)
+            .bind(seq)
+            .bind(&step.kind)
+            .bind(step.status.as_str())
+            .bind(&step.input)
+            .bind(&step.output)
+            .bind(step.output_json.as_ref().map(ToString::to_string))
+            .bind(&step.model)
+            .bind(&step.model_reason)
+            .bind(step.usage.map(|u| i64_of(u.prompt_tokens)))
+            .bind(step.usage.map(|u| i64_of(u.completion_tokens)))
+            .bind(ts(&step.started_at))
+            .bind(i64_of(step.duration_ms))
+            .bind(&step.error)
+            .execute(&mut *tx)
+            .await?;
+            for a in &step.attempts {
+                sqlx::query(
+                    "INSERT INTO attempts (run_id, step_id, attempt, model, started_at, duration_ms,
+                       first_token_ms, error_kind, error_message, prompt_tokens, completion_tokens)
+                     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                )
+                .bind(run_id)
+                .bind(&step.step_id)
+                .bind(i64::from(a.attempt))
+                .bind(&a.model)
+                .bind(ts(&a.started_at))
+                .bind(i64_of(a.duration_ms))
+                .bind(a.first_token_ms.map(i64_of))
+                .bind(a.error_kind.map(ProviderErrorKind::as_str))
+                .bind(&a.error_message)
+                .bind(a.usage.map(|u| i64_of(u.prompt_tokens)))
+                .bind(a.usage.map(|u| i64_of(u.completion_tokens)))
+                .execute(&mut *tx)
+                .await?;
+            }
+            for (k, f) in step.fallbacks.iter().enumerate() {
+                sqlx::query(
+                    "INSERT INTO fallbacks (run_id, step_id, seq, from_model, to_model, reason)
+                     VALUES (?, ?, ?, ?, ?, ?)",
+                )
+                .bind(run_id)
+                .bind(&step.step_id)
+                .bind(i64::try_from(k).unwrap_or(0))
+                .bind(&f.from)
+                .bind(&f.to)
+                .bind(&f.reason)
+                .execute(&mut *tx)
+                .await?;
+            }
+        }
+        Self::insert_events(&mut tx, run_id, events).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl RunStore for SqliteStore {
+    async fn create_run(&self, run: &RunRecord) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO runs (run_id, workflow_id, workflow_name, workflow_version, file, inputs, status, started_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&run.run_id)
+        .bind(&run.workflow_id)
+        .bind(&run.workflow_name)
+        .bind(&run.workflow_version)
+        .bind(&run.file)
+        .bind(run.inputs.to_string())
+        .bind(RunStatus::Running.as_str())
+        .bind(ts(&run.started_at))
+        .execute(&self.pool)
+        .await
+        .map_err(Error::from)?;
+        Ok(())
+    }
+
+    async fn record_steps(
+        &self,
+        run_id: &str,
+        steps: &[&StepRecord],
+        events: &[Event],
+    ) -> Result<(), StoreError> {
+        Ok(self.write_steps(run_id, steps, events).await?)
+    }
+
+    async fn finish_run(
+        &self,
+        run_id: &str,
+        finish: &RunFinish,
+        events: &[Event],
+    ) -> Result<(), StoreError> {
+        let result: Result<(), Error> = async {
+            let mut tx = self.pool.begin().await?;
+            sqlx::query("UPDATE runs SET status = ?, outputs = ?, error = ?, finished_at = ? WHERE run_id = ?")
+                .bind(finish.status.as_str())
+                .bind(finish.outputs.to_string())
+                .bind(&finish.error)
+                .bind(ts(&finish.finished_at))
+                .bind(run_id)
+                .execute(&mut *tx)
+                .await?;
+            Self::insert_events(&mut tx, run_id, events).await?;
+            tx.commit().await?;
+            Ok(())
+        }
+        .await;
+        Ok(result?)
+    }
+}

@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# The whole test suite: build dependencies, the embedded model, the real
+# OpenAI-compatible server the tests start, then every test of the workspace.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/install-build-deps.sh
+scripts/fetch-model.sh
+scripts/setup-test-servers.sh
+if cargo nextest --version >/dev/null 2>&1; then
+  cargo nextest run --workspace --no-fail-fast
+  cargo test --workspace --doc
+else
+  cargo test --workspace --no-fail-fast
+fi

@@ -1,0 +1,66 @@
+//! Cross-crate end-to-end tests: real workflows, real tokens from the embedded model, a
+//! real SQLite file, real loopback servers. One test binary (modules below).
+
+mod embedded;
+mod fallback;
+mod faults;
+mod providers;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use nexus_engine::events::{CollectingSink, EventSink};
+use nexus_engine::provider::Provider;
+use nexus_engine::{Engine, EngineConfig, Plan, RunOptions, RunReport};
+use nexus_store::SqliteStore;
+use tokio_util::sync::CancellationToken;
+
+/// The embedded provider over the test model.
+pub fn embedded() -> anyhow::Result<Arc<dyn Provider>> {
+    Ok(Arc::new(nexus_embedded::EmbeddedProvider::new(nexus_tests::model_path()?)))
+}
+
+/// A store on a fresh temporary file (kept alive by the returned guard).
+pub async fn temp_store() -> anyhow::Result<(Arc<SqliteStore>, tempfile::TempDir)> {
+    let dir = tempfile::tempdir()?;
+    let store = SqliteStore::open(&dir.path().join("runs.db")).await?;
+    Ok((Arc::new(store), dir))
+}
+
+/// Loads a workflow from text, panicking with the diagnostics if invalid.
+pub fn plan(yaml: &str) -> Arc<Plan> {
+    match nexus_engine::load_str(yaml, Some("test.yaml")) {
+        Ok(p) => Arc::new(p),
+        Err(d) => panic!("invalid test workflow:\n{}", nexus_engine::diagnostic::render_all(&d)),
+    }
+}
+
+/// Loads an example workflow from `workflows/`.
+pub fn example(name: &str) -> Arc<Plan> {
+    let path = nexus_tests::repo_root().join("workflows").join(name);
+    match nexus_engine::load_file(Path::new(&path)) {
+        Ok(p) => Arc::new(p),
+        Err(d) => panic!("{}", nexus_engine::diagnostic::render_all(&d)),
+    }
+}
+
+/// Runs `plan` with default inputs on `providers`, returning the report and the events.
+pub async fn run_plan(
+    plan: Arc<Plan>,
+    providers: Vec<Arc<dyn Provider>>,
+    store: Option<Arc<SqliteStore>>,
+    extra_sinks: Vec<Arc<dyn EventSink>>,
+    cancel: CancellationToken,
+) -> anyhow::Result<(RunReport, Vec<nexus_engine::Event>)> {
+    let inputs = nexus_engine::resolve_inputs(&plan, &Default::default())
+        .map_err(|d| anyhow::anyhow!(nexus_engine::diagnostic::render_all(&d)))?;
+    let store: Option<Arc<dyn nexus_engine::store::RunStore>> = store.map(|s| s as _);
+    let engine = Arc::new(Engine::new(providers, store, EngineConfig::default()));
+    let sink = Arc::new(CollectingSink::new());
+    let mut sinks: Vec<Arc<dyn EventSink>> = vec![sink.clone()];
+    sinks.extend(extra_sinks);
+    let report = engine
+        .run(plan, inputs, RunOptions { run_id: None, cancel, sinks })
+        .await?;
+    Ok((report, sink.events()))
+}

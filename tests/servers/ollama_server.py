@@ -1,0 +1,375 @@
+#!/usr/bin/env python3
+"""Loopback stand-in for the Ollama daemon, backed by a real GGUF model.
+
+Implements the subset of Ollama's REST API that Nexus uses, following
+docs/api.md of github.com/ollama/ollama (and server/routes.go for error
+wording): GET / , GET /api/version, GET /api/tags, GET /api/ps,
+POST /api/show, POST /api/chat, POST /api/generate, POST /api/pull.
+Streaming endpoints answer NDJSON over HTTP/1.1 chunked transfer, one JSON
+object per chunk; `"stream": false` gives one JSON object. Durations are in
+nanoseconds, created_at is RFC3339 (UTC). Inference runs on llama_cpp.Llama
+(llama-cpp-python), one instance serialised by a lock; every name given by
+--name/--alias is served by the same GGUF.
+
+  python3 tests/servers/ollama_server.py --model FILE --port PORT \
+      [--host 127.0.0.1] [--name smollm2:135m] [--alias NAME ...]
+      [--ctx 4096] [--threads 1] [--verbose]
+
+Prints `READY <port>` on stdout once listening (--port 0 picks a free port).
+Stdlib only besides llama_cpp.
+"""
+import argparse, hashlib, json, os, random, sys, threading, time
+from datetime import datetime, timezone
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import llama_cpp
+from llama_cpp import Llama, LlamaGrammar
+
+VERSION = "0.5.7"
+FILE_TYPES = {0: "F32", 1: "F16", 2: "Q4_0", 3: "Q4_1", 7: "Q8_0", 8: "Q5_0", 9: "Q5_1", 10: "Q2_K",
+              11: "Q3_K_S", 12: "Q3_K_M", 13: "Q3_K_L", 14: "Q4_K_S", 15: "Q4_K_M", 16: "Q5_K_S",
+              17: "Q5_K_M", 18: "Q6_K"}
+DEFAULT_SYSTEM = "You are a helpful AI assistant named SmolLM, trained by Hugging Face"
+TEMPLATE = ("{{- range $i, $_ := .Messages }}<|im_start|>{{ .Role }}\n{{ .Content }}<|im_end|>\n"
+            "{{ end }}<|im_start|>assistant\n")
+STOPS = ["<|im_start|>", "<|im_end|>"]
+
+
+def now_rfc3339(ns=None):
+    ns = time.time_ns() if ns is None else ns
+    base = datetime.fromtimestamp(ns // 1_000_000_000, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
+    frac = f"{ns % 1_000_000_000:09d}".rstrip("0")  # Go's RFC3339Nano trims trailing zeros
+    return base + ("." + frac if frac else "") + "Z"
+
+
+def norm(name):
+    name = (name or "").strip().lower()
+    for p in ("registry.ollama.ai/library/", "registry.ollama.ai/"):
+        if name.startswith(p):
+            name = name[len(p):]
+    return name if ":" in name.rsplit("/", 1)[-1] else name + ":latest"
+
+
+class Backend:
+    def __init__(self, args):
+        t0 = time.monotonic_ns()
+        self.llm = Llama(model_path=args.model, n_ctx=args.ctx, n_threads=args.threads,
+                         n_threads_batch=args.threads, verbose=False)
+        self.load_ns = time.monotonic_ns() - t0
+        self.lock = threading.Lock()
+        self.names = [args.name] + list(args.alias or [])
+        st = os.stat(args.model)
+        self.size, self.mtime = st.st_size, now_rfc3339(int(st.st_mtime * 1e9))
+        h = hashlib.sha256()
+        with open(args.model, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+        self.digest = h.hexdigest()
+        md = self.llm.metadata
+        self.arch = md.get("general.architecture", "llama")
+        n_params = int(llama_cpp.llama_model_n_params(self.llm.model))
+        ft = int(md.get("general.file_type", 3))
+        self.details = {"parent_model": "", "format": "gguf", "family": self.arch, "families": [self.arch],
+                        "parameter_size": f"{n_params / 1e9:.1f}B" if n_params >= 1e9 else f"{n_params / 1e6:.2f}M",
+                        "quantization_level": FILE_TYPES.get(ft, str(ft))}
+        info = {"general.parameter_count": n_params}
+        for k, v in md.items():
+            if k.startswith(("general.", self.arch + ".", "tokenizer.ggml.")) and len(v) < 256:
+                for conv in (int, float):
+                    try:
+                        v = conv(v)
+                        break
+                    except ValueError:
+                        pass
+                info[k] = v
+        info[self.arch + ".context_length"] = int(md.get(self.arch + ".context_length", args.ctx))
+        self.model_info = dict(sorted(info.items()))
+
+    def find(self, name):
+        return any(norm(n) == norm(name) for n in self.names)
+
+    def generate(self, messages, raw_prompt, opts, fmt):
+        """Yields text pieces, then a final dict of stats. Caller must hold self.lock."""
+        t0 = time.monotonic_ns()
+        if raw_prompt is None:
+            if not messages or messages[0].get("role") != "system":
+                messages = [{"role": "system", "content": DEFAULT_SYSTEM}] + messages
+            prompt = "".join(f"<|im_start|>{m.get('role', 'user')}\n{m.get('content') or ''}<|im_end|>\n"
+                             for m in messages) + "<|im_start|>assistant\n"
+        else:
+            prompt = raw_prompt
+        tokens = self.llm.tokenize(prompt.encode("utf-8"), add_bos=True, special=True)
+        grammar = None
+        if fmt == "json":
+            grammar = LlamaGrammar.from_string(llama_cpp.llama_grammar.JSON_GBNF, verbose=False)
+        elif isinstance(fmt, dict):
+            grammar = LlamaGrammar.from_json_schema(json.dumps(fmt), verbose=False)
+        n_predict = opts.get("num_predict", -1)
+        seed = opts.get("seed")
+        stop = opts.get("stop") or []
+        kw = dict(max_tokens=None if n_predict is None or n_predict < 0 else max(int(n_predict), 1),
+                  temperature=float(opts.get("temperature", 0.8)), top_p=float(opts.get("top_p", 0.9)),
+                  top_k=int(opts.get("top_k", 40)), min_p=float(opts.get("min_p", 0.0)),
+                  typical_p=float(opts.get("typical_p", 1.0)), repeat_penalty=float(opts.get("repeat_penalty", 1.1)),
+                  presence_penalty=float(opts.get("presence_penalty", 0.0)),
+                  frequency_penalty=float(opts.get("frequency_penalty", 0.0)),
+                  mirostat_mode=int(opts.get("mirostat", 0)), mirostat_tau=float(opts.get("mirostat_tau", 5.0)),
+                  mirostat_eta=float(opts.get("mirostat_eta", 0.1)),
+                  seed=int(seed) if seed is not None and int(seed) >= 0 else random.randint(0, 2**31 - 1),
+                  stop=STOPS + ([stop] if isinstance(stop, str) else list(stop)), grammar=grammar, stream=True)
+        text, reason, t_first = [], "stop", None
+        gen = self.llm.create_completion(tokens, **kw)
+        try:
+            for chunk in gen:
+                choice = chunk["choices"][0]
+                if t_first is None:
+                    t_first = time.monotonic_ns()
+                if choice.get("text"):
+                    text.append(choice["text"])
+                    yield choice["text"]
+                if choice.get("finish_reason"):
+                    reason = choice["finish_reason"]
+        finally:
+            gen.close()  # stops llama_cpp generation if the consumer went away
+        t_end = time.monotonic_ns()
+        t_first = t_first or t_end
+        out = "".join(text)
+        n_eval = max(1, len(self.llm.tokenize(out.encode("utf-8"), add_bos=False, special=True))) if out else 1
+        yield {"done_reason": reason, "prompt_eval_count": len(tokens),
+               "prompt_eval_duration": max(1, t_first - t0), "eval_count": n_eval,
+               "eval_duration": max(1, t_end - t_first),
+               "context": self.llm.tokenize((prompt + out).encode("utf-8"), add_bos=True, special=True)}
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server_version = "ollama-test-server"
+    backend: Backend = None
+    verbose = False
+
+    def log_message(self, fmt, *args):
+        if self.verbose:
+            sys.stderr.write("ollama_server: " + (fmt % args) + "\n")
+
+    def send_body(self, status, body, ctype="application/json; charset=utf-8", head=False):
+        data = body if isinstance(body, bytes) else json.dumps(body, separators=(",", ":")).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        if not head:
+            self.wfile.write(data)
+
+    def error(self, status, msg):
+        self.send_body(status, {"error": msg})
+
+    def start_stream(self):
+        self.send_response(200)
+        self.send_header("Content-Type", "application/x-ndjson")
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+
+    def chunk(self, obj):  # one NDJSON line == one HTTP chunk; raises if the client went away
+        line = json.dumps(obj, separators=(",", ":")).encode() + b"\n" if obj is not None else b""
+        self.wfile.write(f"{len(line):X}\r\n".encode() + line + b"\r\n")
+        self.wfile.flush()
+
+    def do_HEAD(self):
+        self.do_GET(head=True)
+
+    def do_GET(self, head=False):
+        b, path = self.backend, self.path.split("?")[0].rstrip("/") or "/"
+        if path == "/":
+            self.send_body(200, b"Ollama is running", "text/plain; charset=utf-8", head)
+        elif path == "/api/version":
+            self.send_body(200, {"version": VERSION}, head=head)
+        elif path in ("/api/tags", "/api/ps"):
+            models = []
+            for n in b.names:
+                m = {"name": n, "model": n, "modified_at": b.mtime, "size": b.size, "digest": b.digest,
+                     "details": b.details}
+                if path == "/api/ps":
+                    m.pop("modified_at")
+                    m.update(expires_at=now_rfc3339(time.time_ns() + 300 * 10**9), size_vram=0)
+                models.append(m)
+            self.send_body(200, {"models": models}, head=head)
+        else:
+            self.send_body(404, b"404 page not found", "text/plain", head)
+
+    def do_POST(self):
+        try:
+            raw = b""
+            if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
+                while True:
+                    n = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
+                    if n == 0:
+                        while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                            pass
+                        break
+                    raw += self.rfile.read(n)
+                    self.rfile.readline()
+            elif int(self.headers.get("Content-Length") or 0) > 0:
+                raw = self.rfile.read(int(self.headers["Content-Length"]))
+            path = self.path.split("?")[0].rstrip("/")
+            if path not in ("/api/chat", "/api/generate", "/api/show", "/api/pull"):
+                return self.send_body(404, b"404 page not found", "text/plain")
+            if not raw.strip():
+                return self.error(400, "missing request body")
+            try:
+                req = json.loads(raw)
+            except ValueError as e:
+                return self.error(400, f"invalid character in request body: {e}")
+            if not isinstance(req, dict):
+                return self.error(400, "json: cannot unmarshal request body into Go value of type api.Request")
+            name = req.get("model") or req.get("name") or ""
+            if not name:
+                return self.error(400, "model is required")
+            getattr(self, "h_" + path.rsplit("/", 1)[-1])(req, name)
+        except (BrokenPipeError, ConnectionResetError, ConnectionAbortedError):
+            self.close_connection = True
+
+    def h_show(self, req, name):
+        b = self.backend
+        if not b.find(name):
+            return self.error(404, f"model '{name}' not found")  # ShowHandler wording in routes.go
+        params = "\n".join(f'stop{" " * 27}"{s}"' for s in STOPS)
+        modelfile = (f'# Modelfile generated by "ollama show"\n# To build a new Modelfile based on this, replace '
+                     f'FROM with:\n# FROM {name}\n\nFROM {os.path.abspath(b.llm.model_path)}\n'
+                     f'TEMPLATE """{TEMPLATE}"""\n' + "".join(f'PARAMETER stop "{s}"\n' for s in STOPS))
+        self.send_body(200, {"license": "", "modelfile": modelfile, "parameters": params, "template": TEMPLATE,
+                             "system": DEFAULT_SYSTEM, "details": b.details, "model_info": b.model_info,
+                             "capabilities": ["completion"], "modified_at": b.mtime})
+
+    def h_pull(self, req, name):
+        b, stream = self.backend, req.get("stream", True) is not False
+        err = "pull model manifest: file does not exist"
+        if not b.find(name):
+            if not stream:
+                return self.error(500, err)
+            self.start_stream()
+            self.chunk({"status": "pulling manifest"})
+            self.chunk({"error": err})
+            return self.chunk(None)
+        if not stream:
+            return self.send_body(200, {"status": "success"})
+        self.start_stream()
+        self.chunk({"status": "pulling manifest"})
+        dg = "sha256:" + b.digest
+        for done in (0, b.size // 3, 2 * b.size // 3, b.size):
+            self.chunk({"status": f"pulling {b.digest[:12]}", "digest": dg, "total": b.size, "completed": done})
+            time.sleep(0.01)
+        for s in ("verifying sha256 digest", "writing manifest", "success"):
+            self.chunk({"status": s})
+        self.chunk(None)
+
+    def h_chat(self, req, name):
+        msgs = req.get("messages") or []
+        if not isinstance(msgs, list) or not all(isinstance(m, dict) for m in msgs):
+            return self.error(400, "json: cannot unmarshal messages into Go struct field ChatRequest.messages")
+        bad = [m.get("role") for m in msgs if m.get("role") not in ("system", "user", "assistant", "tool")]
+        if bad:
+            return self.error(400, f"invalid role: {bad[0]}")
+        self.infer(req, name, "chat", msgs, None, not msgs)
+
+    def h_generate(self, req, name):
+        prompt = req.get("prompt") or ""
+        if req.get("raw"):
+            self.infer(req, name, "generate", None, prompt, not prompt)
+        else:
+            msgs = ([{"role": "system", "content": req["system"]}] if req.get("system") else []) + \
+                   [{"role": "user", "content": prompt}]
+            self.infer(req, name, "generate", msgs, None, not prompt)
+
+    def infer(self, req, name, kind, msgs, raw_prompt, empty):
+        b, t0 = self.backend, time.monotonic_ns()
+        if not b.find(name):  # handleScheduleError wording in routes.go
+            return self.error(404, f'model "{name}" not found, try pulling it first')
+        fmt, opts = req.get("format"), req.get("options") or {}
+        if fmt not in (None, "", "json") and not isinstance(fmt, dict):
+            return self.error(400, 'invalid format: expected "json" or a JSON schema')
+        if not isinstance(opts, dict):
+            return self.error(400, "json: cannot unmarshal options into Go struct field of type map[string]any")
+
+        def body(text, final=None):
+            o = {"model": name, "created_at": now_rfc3339()}
+            if kind == "chat":
+                o["message"] = {"role": "assistant", "content": text}
+            else:
+                o["response"] = text
+            if final is None:
+                o["done"] = False
+                return o
+            ctx = final.pop("context", None)
+            o.update(done_reason=final.pop("done_reason"), done=True)
+            if kind == "generate" and ctx is not None and raw_prompt is None:
+                o["context"] = ctx
+            o.update(total_duration=max(1, time.monotonic_ns() - t0), load_duration=final.pop("load_duration"))
+            o.update(final)
+            return o
+
+        if empty:  # "load"/"unload" requests from the spec
+            o = body("", {"done_reason": "unload" if req.get("keep_alive") in (0, "0", "0s") else "load",
+                          "load_duration": 1})
+            return self.send_body(200, {k: o[k] for k in ("model", "created_at", "message", "response",
+                                                           "done_reason", "done") if k in o})
+        stream = req.get("stream", True) is not False
+        with b.lock:
+            load_ns = max(1, time.monotonic_ns() - t0)
+            try:
+                gen = b.generate(msgs, raw_prompt, opts, fmt if fmt else None)
+                first = next(gen)
+                if not stream:
+                    parts, item = [], first
+                    while not isinstance(item, dict):
+                        parts.append(item)
+                        item = next(gen)
+                    item["load_duration"] = load_ns
+                    return self.send_body(200, body("".join(parts), item))
+            except (BrokenPipeError, ConnectionResetError, ConnectionAbortedError):
+                raise
+            except Exception as e:  # bad schema, context overflow, bad option types, ...
+                return self.error(500, str(e))
+            self.start_stream()
+            item = first
+            try:
+                while True:
+                    if isinstance(item, dict):
+                        item["load_duration"] = load_ns
+                        self.chunk(body("", item))
+                        break
+                    self.chunk(body(item))
+                    item = next(gen)
+            except (BrokenPipeError, ConnectionResetError, ConnectionAbortedError):
+                gen.close()  # client went away: stop generating, keep serving
+                self.close_connection = True
+                return
+            except Exception as e:
+                gen.close()
+                self.chunk({"error": str(e)})
+            self.chunk(None)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--model", required=True)
+    ap.add_argument("--port", type=int, default=11434)
+    ap.add_argument("--host", default="127.0.0.1")
+    ap.add_argument("--name", default="smollm2:135m")
+    ap.add_argument("--alias", action="append", default=[])
+    ap.add_argument("--ctx", type=int, default=4096)
+    # 1 thread by default: llama.cpp's spinning worker threads collapse (30x slower) on a busy 2-core box.
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--verbose", action="store_true")
+    args = ap.parse_args()
+    Handler.backend, Handler.verbose = Backend(args), args.verbose
+    srv = ThreadingHTTPServer((args.host, args.port), Handler)
+    srv.daemon_threads = True
+    print(f"READY {srv.server_address[1]}", flush=True)
+    try:
+        srv.serve_forever()
+    except KeyboardInterrupt:
+        pass
+
+
+if __name__ == "__main__":
+    main()
