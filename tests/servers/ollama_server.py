@@ -26,9 +26,8 @@ import llama_cpp
 from llama_cpp import Llama, LlamaGrammar
 
 VERSION = "0.5.7"
-FILE_TYPES = {0: "F32", 1: "F16", 2: "Q4_0", 3: "Q4_1", 7: "Q8_0", 8: "Q5_0", 9: "Q5_1", 10: "Q2_K",
-              11: "Q3_K_S", 12: "Q3_K_M", 13: "Q3_K_L", 14: "Q4_K_S", 15: "Q4_K_M", 16: "Q5_K_S",
-              17: "Q5_K_M", 18: "Q6_K"}
+FILE_TYPES = dict(enumerate("F32 F16 Q4_0 Q4_1 4 5 6 Q8_0 Q5_0 Q5_1 Q2_K Q3_K_S Q3_K_M Q3_K_L Q4_K_S Q4_K_M "
+                             "Q5_K_S Q5_K_M Q6_K".split()))  # GGUF general.file_type -> Ollama's label
 DEFAULT_SYSTEM = "You are a helpful AI assistant named SmolLM, trained by Hugging Face"
 TEMPLATE = ("{{- range $i, $_ := .Messages }}<|im_start|>{{ .Role }}\n{{ .Content }}<|im_end|>\n"
             "{{ end }}<|im_start|>assistant\n")
@@ -52,19 +51,14 @@ def norm(name):
 
 class Backend:
     def __init__(self, args):
-        t0 = time.monotonic_ns()
         self.llm = Llama(model_path=args.model, n_ctx=args.ctx, n_threads=args.threads,
                          n_threads_batch=args.threads, verbose=False)
-        self.load_ns = time.monotonic_ns() - t0
         self.lock = threading.Lock()
         self.names = [args.name] + list(args.alias or [])
         st = os.stat(args.model)
         self.size, self.mtime = st.st_size, now_rfc3339(int(st.st_mtime * 1e9))
-        h = hashlib.sha256()
         with open(args.model, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                h.update(block)
-        self.digest = h.hexdigest()
+            self.digest = hashlib.file_digest(f, "sha256").hexdigest()
         md = self.llm.metadata
         self.arch = md.get("general.architecture", "llama")
         n_params = int(llama_cpp.llama_model_n_params(self.llm.model))
@@ -75,13 +69,7 @@ class Backend:
         info = {"general.parameter_count": n_params}
         for k, v in md.items():
             if k.startswith(("general.", self.arch + ".", "tokenizer.ggml.")) and len(v) < 256:
-                for conv in (int, float):
-                    try:
-                        v = conv(v)
-                        break
-                    except ValueError:
-                        pass
-                info[k] = v
+                info[k] = int(v) if v.lstrip("-").isdigit() else float(v) if v.replace(".", "", 1).isdigit() else v
         info[self.arch + ".context_length"] = int(md.get(self.arch + ".context_length", args.ctx))
         self.model_info = dict(sorted(info.items()))
 
@@ -104,9 +92,7 @@ class Backend:
             grammar = LlamaGrammar.from_string(llama_cpp.llama_grammar.JSON_GBNF, verbose=False)
         elif isinstance(fmt, dict):
             grammar = LlamaGrammar.from_json_schema(json.dumps(fmt), verbose=False)
-        n_predict = opts.get("num_predict", -1)
-        seed = opts.get("seed")
-        stop = opts.get("stop") or []
+        n_predict, seed, stop = opts.get("num_predict", -1), opts.get("seed"), opts.get("stop") or []
         kw = dict(max_tokens=None if n_predict is None or n_predict < 0 else max(int(n_predict), 1),
                   temperature=float(opts.get("temperature", 0.8)), top_p=float(opts.get("top_p", 0.9)),
                   top_k=int(opts.get("top_k", 40)), min_p=float(opts.get("min_p", 0.0)),
@@ -131,10 +117,9 @@ class Backend:
                     reason = choice["finish_reason"]
         finally:
             gen.close()  # stops llama_cpp generation if the consumer went away
-        t_end = time.monotonic_ns()
+        t_end, out = time.monotonic_ns(), "".join(text)
         t_first = t_first or t_end
-        out = "".join(text)
-        n_eval = max(1, len(self.llm.tokenize(out.encode("utf-8"), add_bos=False, special=True))) if out else 1
+        n_eval = max(1, len(self.llm.tokenize(out.encode("utf-8"), add_bos=False, special=True)))
         yield {"done_reason": reason, "prompt_eval_count": len(tokens),
                "prompt_eval_duration": max(1, t_first - t0), "eval_count": n_eval,
                "eval_duration": max(1, t_end - t_first),
@@ -184,14 +169,9 @@ class Handler(BaseHTTPRequestHandler):
         elif path == "/api/version":
             self.send_body(200, {"version": VERSION}, head=head)
         elif path in ("/api/tags", "/api/ps"):
-            models = []
-            for n in b.names:
-                m = {"name": n, "model": n, "modified_at": b.mtime, "size": b.size, "digest": b.digest,
-                     "details": b.details}
-                if path == "/api/ps":
-                    m.pop("modified_at")
-                    m.update(expires_at=now_rfc3339(time.time_ns() + 300 * 10**9), size_vram=0)
-                models.append(m)
+            extra = {"modified_at": b.mtime} if path == "/api/tags" else \
+                {"expires_at": now_rfc3339(time.time_ns() + 300 * 10**9), "size_vram": 0}
+            models = [dict(name=n, model=n, size=b.size, digest=b.digest, details=b.details, **extra) for n in b.names]
             self.send_body(200, {"models": models}, head=head)
         else:
             self.send_body(404, b"404 page not found", "text/plain", head)
@@ -243,17 +223,13 @@ class Handler(BaseHTTPRequestHandler):
     def h_pull(self, req, name):
         b, stream = self.backend, req.get("stream", True) is not False
         err = "pull model manifest: file does not exist"
-        if not b.find(name):
-            if not stream:
-                return self.error(500, err)
-            self.start_stream()
-            self.chunk({"status": "pulling manifest"})
-            self.chunk({"error": err})
-            return self.chunk(None)
-        if not stream:
-            return self.send_body(200, {"status": "success"})
+        if not stream:  # waitForStream: last status, or the error with HTTP 500
+            return self.send_body(200, {"status": "success"}) if b.find(name) else self.error(500, err)
         self.start_stream()
         self.chunk({"status": "pulling manifest"})
+        if not b.find(name):  # streamResponse: the error arrives as an NDJSON line after the 200
+            self.chunk({"error": err})
+            return self.chunk(None)
         dg = "sha256:" + b.digest
         for done in (0, b.size // 3, 2 * b.size // 3, b.size):
             self.chunk({"status": f"pulling {b.digest[:12]}", "digest": dg, "total": b.size, "completed": done})
@@ -290,63 +266,46 @@ class Handler(BaseHTTPRequestHandler):
         if not isinstance(opts, dict):
             return self.error(400, "json: cannot unmarshal options into Go struct field of type map[string]any")
 
-        def body(text, final=None):
+        def body(text, final=None):  # api.ChatResponse / api.GenerateResponse
             o = {"model": name, "created_at": now_rfc3339()}
-            if kind == "chat":
-                o["message"] = {"role": "assistant", "content": text}
-            else:
-                o["response"] = text
+            o.update({"message": {"role": "assistant", "content": text}} if kind == "chat" else {"response": text})
             if final is None:
-                o["done"] = False
-                return o
-            ctx = final.pop("context", None)
+                return dict(o, done=False)
+            ctx = final.pop("context")  # only /api/generate (not raw) returns the deprecated context
             o.update(done_reason=final.pop("done_reason"), done=True)
-            if kind == "generate" and ctx is not None and raw_prompt is None:
-                o["context"] = ctx
-            o.update(total_duration=max(1, time.monotonic_ns() - t0), load_duration=final.pop("load_duration"))
-            o.update(final)
-            return o
+            o.update({"context": ctx} if kind == "generate" and raw_prompt is None else {})
+            return dict(o, total_duration=max(1, time.monotonic_ns() - t0), **final)
 
-        if empty:  # "load"/"unload" requests from the spec
-            o = body("", {"done_reason": "unload" if req.get("keep_alive") in (0, "0", "0s") else "load",
-                          "load_duration": 1})
-            return self.send_body(200, {k: o[k] for k in ("model", "created_at", "message", "response",
-                                                           "done_reason", "done") if k in o})
+        if empty:  # empty messages/prompt: the spec's "load" (or, with keep_alive 0, "unload") reply
+            unload = req.get("keep_alive") in (0, "0", "0s", "0m")
+            return self.send_body(200, dict(body(""), done_reason="unload" if unload else "load", done=True))
         stream = req.get("stream", True) is not False
-        with b.lock:
+        with b.lock:  # one Llama instance: requests queue here, as they do in Ollama's scheduler
             load_ns = max(1, time.monotonic_ns() - t0)
+            gen = b.generate(msgs, raw_prompt, opts, fmt or None)
             try:
-                gen = b.generate(msgs, raw_prompt, opts, fmt if fmt else None)
-                first = next(gen)
-                if not stream:
-                    parts, item = [], first
-                    while not isinstance(item, dict):
-                        parts.append(item)
-                        item = next(gen)
-                    item["load_duration"] = load_ns
-                    return self.send_body(200, body("".join(parts), item))
-            except (BrokenPipeError, ConnectionResetError, ConnectionAbortedError):
-                raise
-            except Exception as e:  # bad schema, context overflow, bad option types, ...
-                return self.error(500, str(e))
-            self.start_stream()
-            item = first
-            try:
-                while True:
-                    if isinstance(item, dict):
-                        item["load_duration"] = load_ns
-                        self.chunk(body("", item))
-                        break
-                    self.chunk(body(item))
-                    item = next(gen)
-            except (BrokenPipeError, ConnectionResetError, ConnectionAbortedError):
-                gen.close()  # client went away: stop generating, keep serving
-                self.close_connection = True
-                return
+                item = next(gen)  # surfaces bad schema / options / context overflow before any header
             except Exception as e:
+                return self.error(500, str(e))
+            try:
+                parts = []
+                if stream:
+                    self.start_stream()
+                while not isinstance(item, dict):
+                    self.chunk(body(item)) if stream else parts.append(item)
+                    item = next(gen)
+                item["load_duration"] = load_ns
+                if not stream:
+                    return self.send_body(200, body("".join(parts), item))
+                self.chunk(body("", item))
+                self.chunk(None)
+            except (BrokenPipeError, ConnectionResetError, ConnectionAbortedError):
+                self.close_connection = True  # client went away: generation stops below, server keeps serving
+            except Exception as e:
+                self.chunk({"error": str(e)}) if stream else self.error(500, str(e))
+                self.chunk(None) if stream else None
+            finally:
                 gen.close()
-                self.chunk({"error": str(e)})
-            self.chunk(None)
 
 
 def main():

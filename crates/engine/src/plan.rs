@@ -267,6 +267,8 @@ pub fn validate(parsed: &Parsed) -> Result<Plan, Vec<Diagnostic>> {
     };
 
     let mut env = Environment::new();
+    // The contrib filters (`truncate`, `wordcount`, ...) that Jinja users expect.
+    minijinja_contrib::add_to_environment(&mut env);
     env.set_undefined_behavior(UndefinedBehavior::Strict);
     env.set_keep_trailing_newline(false);
 
@@ -518,6 +520,8 @@ fn compile_template(
     }
     let tmpl = env.get_template(name).ok()?;
     let vars = tmpl.undeclared_variables(true);
+    // minijinja reports global functions (`range`, `namespace`, ...) as undeclared too.
+    let globals: HashSet<&str> = env.globals().map(|(n, _)| n).collect();
     let mut reads = BTreeSet::new();
     let mut ok = true;
     let mut vars: Vec<String> = vars.into_iter().collect();
@@ -587,6 +591,7 @@ fn compile_template(
                     "name the step: `steps.<id>.output`",
                 ));
             }
+            (other, _) if globals.contains(other) => {}
             (other, _) => {
                 ok = false;
                 cx.push(at.diag(

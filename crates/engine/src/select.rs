@@ -166,7 +166,7 @@ pub fn select(req: &ModelRequirements, catalog: &Catalog) -> Selection {
         return sel;
     }
 
-    let mut push_models = |locality: Locality, sel: &mut Selection| {
+    let push_models = |locality: Locality, sel: &mut Selection| {
         for status in catalog.providers.iter().filter(|s| s.provider.locality() == locality) {
             match &status.models {
                 Err(e) => sel
