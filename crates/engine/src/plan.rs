@@ -406,6 +406,10 @@ fn check_cycles(cx: &mut Ctx<'_>, wf: &Workflow, needs: &[Vec<usize>]) -> bool {
                         // in execution order, so reverse it.
                         let mut cycle: Vec<usize> = stack[pos..].iter().map(|(s, _)| *s).collect();
                         cycle.reverse();
+                        // Start the cycle at the step written first in the file.
+                        if let Some(min_pos) = cycle.iter().enumerate().min_by_key(|(_, s)| **s).map(|(i, _)| i) {
+                            cycle.rotate_left(min_pos);
+                        }
                         let mut key = cycle.clone();
                         key.sort_unstable();
                         if reported.insert(key) {
