@@ -684,7 +684,8 @@ impl Engine {
                             model: Some(cand.reference.clone()),
                             error_kind: err.kind,
                             message: err.message.clone(),
-                            retry_in_ms: retry_in.map(ms),
+                            // Rounded: backon multiplies in f32, so 20 ms × 3 is 59.99… ms.
+                            retry_in_ms: retry_in.map(|d| (d.as_secs_f64() * 1000.0).round() as u64),
                         });
                         last_error = Some(err.clone());
                         if let Some(delay) = retry_in {
