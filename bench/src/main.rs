@@ -73,16 +73,28 @@ async fn main() -> anyhow::Result<()> {
                 for _ in 0..args.repeat.max(1) {
                     let dir = tempfile::tempdir()?;
                     let store: Option<Arc<dyn RunStore>> = if mode == "sqlite" {
-                        Some(Arc::new(nexus_store::SqliteStore::open(&dir.path().join("bench.db")).await?))
+                        Some(Arc::new(
+                            nexus_store::SqliteStore::open(&dir.path().join("bench.db")).await?,
+                        ))
                     } else {
                         None
                     };
                     let engine = Arc::new(Engine::new(vec![], store, EngineConfig::default()));
                     let t = Instant::now();
-                    let report = engine.run(Arc::clone(&plan), Default::default(), RunOptions::default()).await?;
+                    let report = engine
+                        .run(Arc::clone(&plan), Default::default(), RunOptions::default())
+                        .await?;
                     let ms = t.elapsed().as_secs_f64() * 1e3;
-                    anyhow::ensure!(report.status == RunStatus::Succeeded, "run failed: {:?}", report.error);
-                    anyhow::ensure!(report.steps.len() == n, "expected {n} steps, got {}", report.steps.len());
+                    anyhow::ensure!(
+                        report.status == RunStatus::Succeeded,
+                        "run failed: {:?}",
+                        report.error
+                    );
+                    anyhow::ensure!(
+                        report.steps.len() == n,
+                        "expected {n} steps, got {}",
+                        report.steps.len()
+                    );
                     best = best.min(ms);
                 }
                 println!(

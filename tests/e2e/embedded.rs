@@ -23,7 +23,10 @@ async fn feature_spec_runs_on_the_embedded_model_and_is_stored() -> anyhow::Resu
     assert_eq!(stored.steps.len(), 4);
     for step in &stored.steps {
         assert_eq!(step.status, StepStatus::Succeeded, "{}", step.step_id);
-        assert_eq!(step.model.as_deref(), Some("embedded:smollm2-135m-instruct"));
+        assert_eq!(
+            step.model.as_deref(),
+            Some("embedded:smollm2-135m-instruct")
+        );
         let reason = step.model_reason.as_deref().unwrap_or_default();
         assert!(reason.contains("embedded model"), "why: {reason}");
         let usage = step.usage.expect("token counts stored");
@@ -33,20 +36,44 @@ async fn feature_spec_runs_on_the_embedded_model_and_is_stored() -> anyhow::Resu
         assert!(step.attempts[0].error_kind.is_none());
         assert!(step.attempts[0].first_token_ms.is_some());
         let output = step.output.as_deref().unwrap_or_default();
-        assert!(output.trim().len() > 5, "{} output: {output:?}", step.step_id);
+        assert!(
+            output.trim().len() > 5,
+            "{} output: {output:?}",
+            step.step_id
+        );
         // The prompt stored is the rendered one (upstream output substituted).
         if step.step_id == "architecture" {
-            let req = stored.steps.iter().find(|s| s.step_id == "requirements").and_then(|s| s.output.clone()).unwrap_or_default();
-            assert!(step.input.as_deref().unwrap_or_default().contains(req.trim()));
+            let req = stored
+                .steps
+                .iter()
+                .find(|s| s.step_id == "requirements")
+                .and_then(|s| s.output.clone())
+                .unwrap_or_default();
+            assert!(
+                step.input
+                    .as_deref()
+                    .unwrap_or_default()
+                    .contains(req.trim())
+            );
         }
     }
     // Architecture and test plan depend only on requirements; summary comes last.
     assert_eq!(stored.steps[0].step_id, "requirements");
     assert_eq!(stored.steps[3].step_id, "summary");
     let outputs = stored.outputs.expect("outputs stored");
-    assert!(outputs["summary"].as_str().is_some_and(|s| !s.trim().is_empty()));
+    assert!(
+        outputs["summary"]
+            .as_str()
+            .is_some_and(|s| !s.trim().is_empty())
+    );
     // Tokens streamed as events; the stored log has no token events but the rest.
-    assert!(events.iter().filter(|e| matches!(e, Event::Token { .. })).count() > 20);
+    assert!(
+        events
+            .iter()
+            .filter(|e| matches!(e, Event::Token { .. }))
+            .count()
+            > 20
+    );
     let kinds: Vec<&str> = stored.events.iter().map(|e| e.name()).collect();
     assert_eq!(kinds.first(), Some(&"run_started"));
     assert_eq!(kinds.last(), Some(&"run_finished"));
@@ -69,10 +96,17 @@ async fn structured_output_is_valid_json_following_the_schema() -> anyhow::Resul
     assert_eq!(report.status, RunStatus::Succeeded, "{:?}", report.error);
     let stored = store.get_run(&report.run_id).await?;
     for id in ["triage_a", "triage_b", "triage_c"] {
-        let step = stored.steps.iter().find(|s| s.step_id == id).expect("step stored");
+        let step = stored
+            .steps
+            .iter()
+            .find(|s| s.step_id == id)
+            .expect("step stored");
         let json = step.output_json.as_ref().expect("parsed JSON stored");
         let severity = json["severity"].as_str().unwrap_or_default();
-        assert!(["high", "medium", "low"].contains(&severity), "{id}: {json}");
+        assert!(
+            ["high", "medium", "low"].contains(&severity),
+            "{id}: {json}"
+        );
         assert!(json["area"].is_string(), "{id}: {json}");
     }
     let table = report.outputs["table"].as_str().unwrap_or_default();
@@ -91,9 +125,19 @@ async fn document_report_reads_its_file_input() -> anyhow::Result<()> {
     )
     .await?;
     assert_eq!(report.status, RunStatus::Succeeded, "{:?}", report.error);
-    let key_points = report.steps.iter().find(|s| s.step_id == "key_points").expect("step");
+    let key_points = report
+        .steps
+        .iter()
+        .find(|s| s.step_id == "key_points")
+        .expect("step");
     // The document's text (from workflows/data/market-notes.txt) reached the prompt.
-    assert!(key_points.input.as_deref().unwrap_or_default().contains("espresso machines"));
+    assert!(
+        key_points
+            .input
+            .as_deref()
+            .unwrap_or_default()
+            .contains("espresso machines")
+    );
     let text = report.outputs["report"].as_str().unwrap_or_default();
     assert!(text.starts_with("# Report for a product manager"), "{text}");
     assert!(text.contains("## Risks") && text.contains("## Opportunities"));

@@ -52,29 +52,90 @@ steps:
     );
     let (store, _dir) = temp_store().await?;
     let stopper: Arc<dyn EventSink> = Arc::new(StopAfterFirstStep(Mutex::new(Some(server))));
-    let (report, events) = run_plan(wf, providers, Some(store.clone()), vec![stopper], CancellationToken::new()).await?;
+    let (report, events) = run_plan(
+        wf,
+        providers,
+        Some(store.clone()),
+        vec![stopper],
+        CancellationToken::new(),
+    )
+    .await?;
     assert_eq!(report.status, RunStatus::Succeeded, "{:?}", report.error);
 
     let stored = store.get_run(&report.run_id).await?;
-    let first = stored.steps.iter().find(|s| s.step_id == "first").expect("first");
-    let second = stored.steps.iter().find(|s| s.step_id == "second").expect("second");
+    let first = stored
+        .steps
+        .iter()
+        .find(|s| s.step_id == "first")
+        .expect("first");
+    let second = stored
+        .steps
+        .iter()
+        .find(|s| s.step_id == "second")
+        .expect("second");
     assert_eq!(first.status, StepStatus::Succeeded);
     assert_eq!(first.model.as_deref(), Some("openai:smol"));
     assert_eq!(first.fallbacks.len(), 1);
     assert_eq!(first.fallbacks[0].from, "ollama:llama3.1");
     assert_eq!(first.fallbacks[0].to, "openai:smol");
-    assert!(first.fallbacks[0].reason.starts_with("unavailable"), "{}", first.fallbacks[0].reason);
+    assert!(
+        first.fallbacks[0].reason.starts_with("unavailable"),
+        "{}",
+        first.fallbacks[0].reason
+    );
     // No retry was spent on the dead daemon: one attempt on it, then the next model.
     assert_eq!(first.attempts.len(), 2);
-    assert_eq!(first.attempts[0].error_kind, Some(ProviderErrorKind::Unavailable));
+    assert_eq!(
+        first.attempts[0].error_kind,
+        Some(ProviderErrorKind::Unavailable)
+    );
 
-    assert_eq!(second.model.as_deref(), Some("embedded:smollm2-135m-instruct"));
-    let hops: Vec<(&str, &str)> = second.fallbacks.iter().map(|f| (f.from.as_str(), f.to.as_str())).collect();
-    assert_eq!(hops, vec![("ollama:llama3.1", "openai:smol"), ("openai:smol", "embedded:smollm2-135m-instruct")]);
-    assert!(second.fallbacks.iter().all(|f| f.reason.starts_with("unavailable")), "{:?}", second.fallbacks);
-    assert!(second.model_reason.as_deref().unwrap_or_default().contains("after falling back from"));
-    assert_eq!(events.iter().filter(|e| matches!(e, Event::FallbackTaken { .. })).count(), 3);
+    assert_eq!(
+        second.model.as_deref(),
+        Some("embedded:smollm2-135m-instruct")
+    );
+    let hops: Vec<(&str, &str)> = second
+        .fallbacks
+        .iter()
+        .map(|f| (f.from.as_str(), f.to.as_str()))
+        .collect();
+    assert_eq!(
+        hops,
+        vec![
+            ("ollama:llama3.1", "openai:smol"),
+            ("openai:smol", "embedded:smollm2-135m-instruct")
+        ]
+    );
+    assert!(
+        second
+            .fallbacks
+            .iter()
+            .all(|f| f.reason.starts_with("unavailable")),
+        "{:?}",
+        second.fallbacks
+    );
+    assert!(
+        second
+            .model_reason
+            .as_deref()
+            .unwrap_or_default()
+            .contains("after falling back from")
+    );
+    assert_eq!(
+        events
+            .iter()
+            .filter(|e| matches!(e, Event::FallbackTaken { .. }))
+            .count(),
+        3
+    );
     // The stored event log has the fallbacks too.
-    assert_eq!(stored.events.iter().filter(|e| e.name() == "fallback_taken").count(), 3);
+    assert_eq!(
+        stored
+            .events
+            .iter()
+            .filter(|e| e.name() == "fallback_taken")
+            .count(),
+        3
+    );
     Ok(())
 }

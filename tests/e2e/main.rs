@@ -17,7 +17,9 @@ use tokio_util::sync::CancellationToken;
 
 /// The embedded provider over the test model.
 pub fn embedded() -> anyhow::Result<Arc<dyn Provider>> {
-    Ok(Arc::new(nexus_embedded::EmbeddedProvider::new(nexus_tests::model_path()?)))
+    Ok(Arc::new(nexus_embedded::EmbeddedProvider::new(
+        nexus_tests::model_path()?,
+    )))
 }
 
 /// A store on a fresh temporary file (kept alive by the returned guard).
@@ -31,7 +33,10 @@ pub async fn temp_store() -> anyhow::Result<(Arc<SqliteStore>, tempfile::TempDir
 pub fn plan(yaml: &str) -> Arc<Plan> {
     match nexus_engine::load_str(yaml, Some("test.yaml")) {
         Ok(p) => Arc::new(p),
-        Err(d) => panic!("invalid test workflow:\n{}", nexus_engine::diagnostic::render_all(&d)),
+        Err(d) => panic!(
+            "invalid test workflow:\n{}",
+            nexus_engine::diagnostic::render_all(&d)
+        ),
     }
 }
 
@@ -60,7 +65,15 @@ pub async fn run_plan(
     let mut sinks: Vec<Arc<dyn EventSink>> = vec![sink.clone()];
     sinks.extend(extra_sinks);
     let report = engine
-        .run(plan, inputs, RunOptions { run_id: None, cancel, sinks })
+        .run(
+            plan,
+            inputs,
+            RunOptions {
+                run_id: None,
+                cancel,
+                sinks,
+            },
+        )
         .await?;
     Ok((report, sink.events()))
 }

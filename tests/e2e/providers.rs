@@ -17,8 +17,14 @@ fn request(model: &str) -> ChatRequest {
     ChatRequest {
         model: model.to_string(),
         messages: vec![
-            Message { role: Role::System, content: "You are brief.".into() },
-            Message { role: Role::User, content: "Name three colors.".into() },
+            Message {
+                role: Role::System,
+                content: "You are brief.".into(),
+            },
+            Message {
+                role: Role::User,
+                content: "Name three colors.".into(),
+            },
         ],
         temperature: 0.2,
         max_tokens: 24,
@@ -26,7 +32,18 @@ fn request(model: &str) -> ChatRequest {
     }
 }
 
-async fn collect(provider: &dyn Provider, req: ChatRequest) -> anyhow::Result<(Vec<String>, ChatChunk)> {
+/// The error of a chat request that must fail before streaming.
+async fn chat_error(provider: &dyn Provider, model: &str) -> nexus_engine::ProviderError {
+    match provider.chat(request(model)).await {
+        Ok(_) => panic!("the request to `{model}` should have failed"),
+        Err(e) => e,
+    }
+}
+
+async fn collect(
+    provider: &dyn Provider,
+    req: ChatRequest,
+) -> anyhow::Result<(Vec<String>, ChatChunk)> {
     let mut stream = provider.chat(req).await?;
     let mut deltas = Vec::new();
     while let Some(chunk) = stream.next().await {
@@ -46,8 +63,13 @@ async fn openai_compatible_provider_streams_from_a_real_server() -> anyhow::Resu
     assert!(models.iter().any(|m| m.name == "smol"), "{models:?}");
 
     let (deltas, done) = collect(&provider, request("smol")).await?;
-    assert!(deltas.len() > 3, "expected several streamed chunks, got {deltas:?}");
-    let ChatChunk::Done { usage, .. } = done else { unreachable!() };
+    assert!(
+        deltas.len() > 3,
+        "expected several streamed chunks, got {deltas:?}"
+    );
+    let ChatChunk::Done { usage, .. } = done else {
+        unreachable!()
+    };
     assert!(usage.completion_tokens > 0);
 
     // A whole workflow step through the engine, recorded in SQLite.
@@ -55,36 +77,67 @@ async fn openai_compatible_provider_streams_from_a_real_server() -> anyhow::Resu
     let wf = plan(
         "id: t\nsteps:\n  - id: a\n    kind: llm\n    model: [openai:smol]\n    prompt: Say hello.\n    max_tokens: 16\n",
     );
-    let (report, events) = run_plan(wf, vec![Arc::new(provider)], Some(store.clone()), vec![], CancellationToken::new()).await?;
+    let (report, events) = run_plan(
+        wf,
+        vec![Arc::new(provider)],
+        Some(store.clone()),
+        vec![],
+        CancellationToken::new(),
+    )
+    .await?;
     assert_eq!(report.status, RunStatus::Succeeded, "{:?}", report.error);
     let stored = store.get_run(&report.run_id).await?;
     assert_eq!(stored.steps[0].model.as_deref(), Some("openai:smol"));
-    assert!(events.iter().filter(|e| matches!(e, Event::Token { .. })).count() > 1);
+    assert!(
+        events
+            .iter()
+            .filter(|e| matches!(e, Event::Token { .. }))
+            .count()
+            > 1
+    );
     Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn openai_compatible_provider_classifies_refused_connections() -> anyhow::Result<()> {
     let port = free_port()?;
-    let provider = OpenAiProvider::new(&format!("http://127.0.0.1:{port}/v1"), None, vec!["x".into()])?;
-    let err = provider.chat(request("x")).await.err().expect("must fail");
+    let provider = OpenAiProvider::new(
+        &format!("http://127.0.0.1:{port}/v1"),
+        None,
+        vec!["x".into()],
+    )?;
+    let err = chat_error(&provider, "x").await;
     assert_eq!(err.kind, ProviderErrorKind::Unavailable, "{err}");
     Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ollama_provider_against_the_documented_protocol() -> anyhow::Result<()> {
-    let server = tokio::task::spawn_blocking(|| OllamaServer::start(&["qwen2.5:0.5b", "llama3.1:latest"])).await??;
+    let server =
+        tokio::task::spawn_blocking(|| OllamaServer::start(&["qwen2.5:0.5b", "llama3.1:latest"]))
+            .await??;
     let provider = OllamaProvider::new(&server.url)?;
 
     // Installed models with their details.
     let models = provider.list_models().await?;
     let names: Vec<&str> = models.iter().map(|m| m.name.as_str()).collect();
-    assert!(names.contains(&"llama3.1:latest") && names.contains(&"qwen2.5:0.5b"), "{names:?}");
-    assert!(models.iter().all(|m| m.context_length.is_some_and(|c| c > 0)), "{models:?}");
+    assert!(
+        names.contains(&"llama3.1:latest") && names.contains(&"qwen2.5:0.5b"),
+        "{names:?}"
+    );
+    assert!(
+        models
+            .iter()
+            .all(|m| m.context_length.is_some_and(|c| c > 0)),
+        "{models:?}"
+    );
 
     // The selector prefers llama3.1 over qwen2.5.
-    let catalog = nexus_engine::select::Catalog::discover(&[Arc::new(provider.clone()) as Arc<dyn Provider>], std::time::Duration::from_secs(10)).await;
+    let catalog = nexus_engine::select::Catalog::discover(
+        &[Arc::new(provider.clone()) as Arc<dyn Provider>],
+        std::time::Duration::from_secs(10),
+    )
+    .await;
     let order = catalog.default_order();
     assert_eq!(order.candidates[0].reference, "ollama:llama3.1:latest");
     assert_eq!(order.candidates[1].reference, "ollama:qwen2.5:0.5b");
@@ -92,18 +145,35 @@ async fn ollama_provider_against_the_documented_protocol() -> anyhow::Result<()>
     // Streaming chat: several chunks, then the final chunk's counts.
     let (deltas, done) = collect(&provider, request("llama3.1:latest")).await?;
     assert!(deltas.len() > 3, "{deltas:?}");
-    let ChatChunk::Done { usage, .. } = done else { unreachable!() };
-    assert!(usage.prompt_tokens > 0 && usage.completion_tokens > 0, "{usage:?}");
+    let ChatChunk::Done { usage, .. } = done else {
+        unreachable!()
+    };
+    assert!(
+        usage.prompt_tokens > 0 && usage.completion_tokens > 0,
+        "{usage:?}"
+    );
 
     // A model that is not installed.
-    let err = provider.chat(request("mistral:7b")).await.err().expect("must fail");
+    let err = chat_error(&provider, "mistral:7b").await;
     assert_eq!(err.kind, ProviderErrorKind::ModelNotFound, "{err}");
 
     // `ollama:llama3.1` in a workflow resolves to the installed tag.
-    let wf = plan("id: t\nsteps:\n  - id: a\n    kind: llm\n    model: [ollama:llama3.1]\n    prompt: Say hello.\n    max_tokens: 12\n");
-    let (report, _) = run_plan(wf, vec![Arc::new(provider)], None, vec![], CancellationToken::new()).await?;
+    let wf = plan(
+        "id: t\nsteps:\n  - id: a\n    kind: llm\n    model: [ollama:llama3.1]\n    prompt: Say hello.\n    max_tokens: 12\n",
+    );
+    let (report, _) = run_plan(
+        wf,
+        vec![Arc::new(provider)],
+        None,
+        vec![],
+        CancellationToken::new(),
+    )
+    .await?;
     assert_eq!(report.status, RunStatus::Succeeded, "{:?}", report.error);
-    assert_eq!(report.steps[0].model.as_deref(), Some("ollama:llama3.1:latest"));
+    assert_eq!(
+        report.steps[0].model.as_deref(),
+        Some("ollama:llama3.1:latest")
+    );
     Ok(())
 }
 
@@ -111,9 +181,9 @@ async fn ollama_provider_against_the_documented_protocol() -> anyhow::Result<()>
 async fn ollama_provider_reports_a_refused_connection_as_unavailable() -> anyhow::Result<()> {
     let port = free_port()?;
     let provider = OllamaProvider::new(&format!("127.0.0.1:{port}"))?;
-    let err = provider.list_models().await.err().expect("must fail");
+    let err = provider.list_models().await.expect_err("must fail");
     assert_eq!(err.kind, ProviderErrorKind::Unavailable, "{err}");
-    let err = provider.chat(request("llama3.1")).await.err().expect("must fail");
+    let err = chat_error(&provider, "llama3.1").await;
     assert_eq!(err.kind, ProviderErrorKind::Unavailable, "{err}");
     Ok(())
 }

@@ -88,12 +88,26 @@ impl LlamaServer {
         let child = Command::new("python3")
             .args(["-m", "llama_cpp.server", "--model"])
             .arg(&model)
-            .args(["--host", "127.0.0.1", "--port", &port.to_string(), "--model_alias", alias, "--n_ctx", "2048"])
+            .args([
+                "--host",
+                "127.0.0.1",
+                "--port",
+                &port.to_string(),
+                "--model_alias",
+                alias,
+                "--n_ctx",
+                "2048",
+            ])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .context("cannot start python3 -m llama_cpp.server (run scripts/setup-test-servers.sh)")?;
-        let process = ServerProcess { child: Some(child), port };
+            .context(
+                "cannot start python3 -m llama_cpp.server (run scripts/setup-test-servers.sh)",
+            )?;
+        let process = ServerProcess {
+            child: Some(child),
+            port,
+        };
         let base_url = format!("http://127.0.0.1:{port}/v1");
         wait_http(&format!("{base_url}/models"), Duration::from_secs(120))?;
         Ok(LlamaServer { process, base_url })
@@ -118,7 +132,10 @@ impl OllamaServer {
         let model = model_path()?;
         let script = repo_root().join("tests/servers/ollama_server.py");
         let mut cmd = Command::new("python3");
-        cmd.arg(&script).arg("--model").arg(&model).args(["--port", "0"]);
+        cmd.arg(&script)
+            .arg("--model")
+            .arg(&model)
+            .args(["--port", "0"]);
         if let Some((first, rest)) = names.split_first() {
             cmd.args(["--name", first]);
             for n in rest {
@@ -145,7 +162,10 @@ impl OllamaServer {
             .flatten()
             .context("the Ollama-protocol server did not get ready")?;
         Ok(OllamaServer {
-            process: ServerProcess { child: Some(child), port },
+            process: ServerProcess {
+                child: Some(child),
+                port,
+            },
             url: format!("http://127.0.0.1:{port}"),
         })
     }

@@ -83,7 +83,11 @@ impl ScriptedServer {
 
     /// When each request arrived.
     pub fn arrivals(&self) -> Vec<Instant> {
-        self.inner.arrivals.lock().map(|a| a.clone()).unwrap_or_default()
+        self.inner
+            .arrivals
+            .lock()
+            .map(|a| a.clone())
+            .unwrap_or_default()
     }
 
     /// Whether a streaming response was dropped because the client went away.
@@ -93,7 +97,9 @@ impl ScriptedServer {
 }
 
 async fn models() -> impl IntoResponse {
-    axum::Json(serde_json::json!({"object": "list", "data": [{"id": "scripted", "object": "model"}]}))
+    axum::Json(
+        serde_json::json!({"object": "list", "data": [{"id": "scripted", "object": "model"}]}),
+    )
 }
 
 fn chunk(text: &str) -> Bytes {
@@ -130,7 +136,9 @@ impl Drop for DisconnectGuard {
     }
 }
 
-fn sse(stream: impl futures::Stream<Item = Result<Bytes, Infallible>> + Send + 'static) -> Response {
+fn sse(
+    stream: impl futures::Stream<Item = Result<Bytes, Infallible>> + Send + 'static,
+) -> Response {
     Response::builder()
         .status(StatusCode::OK)
         .header(header::CONTENT_TYPE, "text/event-stream")
@@ -159,7 +167,8 @@ async fn chat(State(inner): State<Arc<Inner>>, _body: Bytes) -> Response {
             )
                 .into_response();
             if code == 429 {
-                resp.headers_mut().insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+                resp.headers_mut()
+                    .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
             }
             resp
         }
@@ -174,11 +183,16 @@ async fn chat(State(inner): State<Arc<Inner>>, _body: Bytes) -> Response {
             sse(futures::stream::iter(items.into_iter().map(Ok)))
         }
         Behavior::StreamThenHang(tokens) => {
-            let items: Vec<Result<Bytes, Infallible>> = tokens.iter().map(|t| Ok(chunk(t))).collect();
-            sse(futures::StreamExt::chain(futures::stream::iter(items), futures::stream::pending()))
+            let items: Vec<Result<Bytes, Infallible>> =
+                tokens.iter().map(|t| Ok(chunk(t))).collect();
+            sse(futures::StreamExt::chain(
+                futures::stream::iter(items),
+                futures::stream::pending(),
+            ))
         }
         Behavior::StreamThenCut(tokens) => {
-            let items: Vec<Result<Bytes, Infallible>> = tokens.iter().map(|t| Ok(chunk(t))).collect();
+            let items: Vec<Result<Bytes, Infallible>> =
+                tokens.iter().map(|t| Ok(chunk(t))).collect();
             sse(futures::stream::iter(items))
         }
         Behavior::Slow(interval) => {

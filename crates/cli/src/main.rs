@@ -166,17 +166,24 @@ fn providers() -> Result<Vec<Arc<dyn Provider>>, Failure> {
     let mut list: Vec<Arc<dyn Provider>> = Vec::new();
     let ollama = nexus_llm::OllamaProvider::from_env().map_err(|e| fail(2, e.to_string()))?;
     list.push(Arc::new(ollama));
-    if let Some(openai) = nexus_llm::OpenAiProvider::from_env().map_err(|e| fail(2, e.to_string()))? {
+    if let Some(openai) =
+        nexus_llm::OpenAiProvider::from_env().map_err(|e| fail(2, e.to_string()))?
+    {
         list.push(Arc::new(openai));
     }
-    list.push(Arc::new(nexus_embedded::EmbeddedProvider::from_default_location()));
+    list.push(Arc::new(
+        nexus_embedded::EmbeddedProvider::from_default_location(),
+    ));
     Ok(list)
 }
 
 fn diagnostics_failure(diags: &[Diagnostic], what: &str) -> Failure {
     eprintln!("{}", render_all(diags));
     let n = diags.len();
-    fail(2, format!("{what}: {n} problem{}", if n == 1 { "" } else { "s" }))
+    fail(
+        2,
+        format!("{what}: {n} problem{}", if n == 1 { "" } else { "s" }),
+    )
 }
 
 fn parse_inputs(raw: &[String]) -> Result<BTreeMap<String, String>, Failure> {
@@ -190,10 +197,19 @@ fn parse_inputs(raw: &[String]) -> Result<BTreeMap<String, String>, Failure> {
     Ok(map)
 }
 
-async fn run(db: &Path, file: &Path, raw_inputs: &[String], json: bool, max_parallel: usize) -> Result<(), Failure> {
-    let plan = nexus_engine::load_file(file).map_err(|d| diagnostics_failure(&d, &format!("{} is not a valid workflow", file.display())))?;
+async fn run(
+    db: &Path,
+    file: &Path,
+    raw_inputs: &[String],
+    json: bool,
+    max_parallel: usize,
+) -> Result<(), Failure> {
+    let plan = nexus_engine::load_file(file).map_err(|d| {
+        diagnostics_failure(&d, &format!("{} is not a valid workflow", file.display()))
+    })?;
     let given = parse_inputs(raw_inputs)?;
-    let inputs = nexus_engine::resolve_inputs(&plan, &given).map_err(|d| diagnostics_failure(&d, "the run's inputs are not valid"))?;
+    let inputs = nexus_engine::resolve_inputs(&plan, &given)
+        .map_err(|d| diagnostics_failure(&d, "the run's inputs are not valid"))?;
     let store = SqliteStore::open(db).await?;
     let engine = Arc::new(Engine::new(
         providers()?,
@@ -234,12 +250,22 @@ async fn run(db: &Path, file: &Path, raw_inputs: &[String], json: bool, max_para
     if json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
-        println!("run {} {} in {} ms", report.run_id, report.status.as_str(), report.duration_ms);
+        println!(
+            "run {} {} in {} ms",
+            report.run_id,
+            report.status.as_str(),
+            report.duration_ms
+        );
         for step in &report.steps {
             if step.status == StepStatus::Succeeded {
                 continue;
             }
-            println!("  {} {}: {}", step.step_id, step.status.as_str(), step.error.as_deref().unwrap_or(""));
+            println!(
+                "  {} {}: {}",
+                step.step_id,
+                step.status.as_str(),
+                step.error.as_deref().unwrap_or("")
+            );
         }
         if !report.outputs.is_empty() {
             println!("\noutputs:");
@@ -255,7 +281,14 @@ async fn run(db: &Path, file: &Path, raw_inputs: &[String], json: bool, max_para
     match report.status {
         RunStatus::Succeeded => Ok(()),
         RunStatus::Cancelled => Err(fail(3, format!("run {} was cancelled", report.run_id))),
-        _ => Err(fail(1, format!("run {} failed: {}", report.run_id, report.error.unwrap_or_default()))),
+        _ => Err(fail(
+            1,
+            format!(
+                "run {} failed: {}",
+                report.run_id,
+                report.error.unwrap_or_default()
+            ),
+        )),
     }
 }
 
@@ -269,7 +302,12 @@ fn validate(files: &[PathBuf], json: bool) -> Result<(), Failure> {
         }
     }
     if json {
-        println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "valid": ok.iter().map(|(f, _)| f).collect::<Vec<_>>(), "diagnostics": all }))?);
+        println!(
+            "{}",
+            serde_json::to_string_pretty(
+                &serde_json::json!({ "valid": ok.iter().map(|(f, _)| f).collect::<Vec<_>>(), "diagnostics": all })
+            )?
+        );
     } else {
         for (f, n) in &ok {
             println!("{f}: ok ({n} steps)");
@@ -282,7 +320,10 @@ fn validate(files: &[PathBuf], json: bool) -> Result<(), Failure> {
         Ok(())
     } else {
         let n = all.len();
-        Err(fail(2, format!("{n} problem{} found", if n == 1 { "" } else { "s" })))
+        Err(fail(
+            2,
+            format!("{n} problem{} found", if n == 1 { "" } else { "s" }),
+        ))
     }
 }
 
@@ -304,13 +345,23 @@ async fn models(json: bool) -> Result<(), Failure> {
             .iter()
             .map(|c| serde_json::json!({"model": c.reference, "reason": c.reason}))
             .collect();
-        println!("{}", serde_json::to_string_pretty(&serde_json::json!({"providers": providers, "selector_order": order}))?);
+        println!(
+            "{}",
+            serde_json::to_string_pretty(
+                &serde_json::json!({"providers": providers, "selector_order": order})
+            )?
+        );
         return Ok(());
     }
     for status in &catalog.providers {
         match &status.models {
             Ok(models) => {
-                println!("{} ({:?}): {} model(s)", status.provider.id(), status.provider.locality(), models.len());
+                println!(
+                    "{} ({:?}): {} model(s)",
+                    status.provider.id(),
+                    status.provider.locality(),
+                    models.len()
+                );
                 for m in models {
                     let mut details = Vec::new();
                     if let Some(c) = m.context_length {
@@ -328,12 +379,18 @@ async fn models(json: bool) -> Result<(), Failure> {
                     println!("  {}  {}", m.reference(), details.join(", "));
                 }
             }
-            Err(e) => println!("{} ({:?}): unavailable: {e}", status.provider.id(), status.provider.locality()),
+            Err(e) => println!(
+                "{} ({:?}): unavailable: {e}",
+                status.provider.id(),
+                status.provider.locality()
+            ),
         }
     }
     println!("\nselector order (steps without an explicit model list):");
     if order.candidates.is_empty() {
-        println!("  (none: no model is available; run scripts/fetch-model.sh for the embedded model)");
+        println!(
+            "  (none: no model is available; run scripts/fetch-model.sh for the embedded model)"
+        );
     }
     for (i, c) in order.candidates.iter().enumerate() {
         println!("  {}. {} — {}", i + 1, c.reference, c.reason);
@@ -354,15 +411,23 @@ async fn runs(db: &Path, command: RunsCommand) -> Result<(), Failure> {
             } else if runs.is_empty() {
                 println!("no runs stored in {}", store.path().display());
             } else {
-                println!("{:<36}  {:<24}  {:<10}  {:>5}  {:>7}  started", "run", "workflow", "status", "steps", "tokens");
+                println!(
+                    "{:<36}  {:<24}  {:<10}  {:>5}  {:>7}  started",
+                    "run", "workflow", "status", "steps", "tokens"
+                );
                 for r in runs {
-                    println!("{:<36}  {:<24}  {:<10}  {:>5}  {:>7}  {}", r.run_id, r.workflow_id, r.status, r.steps, r.tokens, r.started_at);
+                    println!(
+                        "{:<36}  {:<24}  {:<10}  {:>5}  {:>7}  {}",
+                        r.run_id, r.workflow_id, r.status, r.steps, r.tokens, r.started_at
+                    );
                 }
             }
         }
         RunsCommand::Show { id, json } => {
             let run = store.get_run(&id).await.map_err(|e| match e {
-                nexus_store::Error::NotFound(_) | nexus_store::Error::Ambiguous(_) => fail(2, e.to_string()),
+                nexus_store::Error::NotFound(_) | nexus_store::Error::Ambiguous(_) => {
+                    fail(2, e.to_string())
+                }
                 other => fail(4, other.to_string()),
             })?;
             if json {
@@ -370,7 +435,14 @@ async fn runs(db: &Path, command: RunsCommand) -> Result<(), Failure> {
                 return Ok(());
             }
             println!("run       {}", run.run_id);
-            println!("workflow  {}{}", run.workflow_id, run.file.as_deref().map(|f| format!(" ({f})")).unwrap_or_default());
+            println!(
+                "workflow  {}{}",
+                run.workflow_id,
+                run.file
+                    .as_deref()
+                    .map(|f| format!(" ({f})"))
+                    .unwrap_or_default()
+            );
             println!("status    {}", run.status);
             println!("started   {}", run.started_at);
             if let Some(f) = &run.finished_at {
@@ -381,7 +453,13 @@ async fn runs(db: &Path, command: RunsCommand) -> Result<(), Failure> {
                 println!("error     {e}");
             }
             for s in &run.steps {
-                println!("\n● {} [{}] {} — {} ms", s.step_id, s.kind, s.status.as_str(), s.duration_ms);
+                println!(
+                    "\n● {} [{}] {} — {} ms",
+                    s.step_id,
+                    s.kind,
+                    s.status.as_str(),
+                    s.duration_ms
+                );
                 if let Some(m) = &s.model {
                     println!("  model: {m}");
                 }
@@ -389,14 +467,22 @@ async fn runs(db: &Path, command: RunsCommand) -> Result<(), Failure> {
                     println!("  why:   {r}");
                 }
                 if let Some(u) = &s.usage {
-                    println!("  tokens: {} prompt + {} completion", u.prompt_tokens, u.completion_tokens);
+                    println!(
+                        "  tokens: {} prompt + {} completion",
+                        u.prompt_tokens, u.completion_tokens
+                    );
                 }
                 for a in &s.attempts {
                     let outcome = match (&a.error_kind, &a.error_message) {
                         (Some(k), Some(m)) => format!("failed ({k}): {m}"),
                         _ => "ok".to_string(),
                     };
-                    println!("  attempt {} on {} — {} ms — {outcome}", a.attempt, a.model.as_deref().unwrap_or("-"), a.duration_ms);
+                    println!(
+                        "  attempt {} on {} — {} ms — {outcome}",
+                        a.attempt,
+                        a.model.as_deref().unwrap_or("-"),
+                        a.duration_ms
+                    );
                 }
                 for f in &s.fallbacks {
                     println!("  fallback: {} → {} ({})", f.from, f.to, f.reason);

@@ -71,24 +71,51 @@ fn tail(s: &str, n: usize) -> String {
 impl EventSink for Progress {
     fn emit(&self, event: &Event) {
         match event {
-            Event::RunStarted { run_id, workflow_id, steps } => {
+            Event::RunStarted {
+                run_id,
+                workflow_id,
+                steps,
+            } => {
                 self.line(format!("▶ run {run_id} of `{workflow_id}` ({steps} steps)"));
             }
-            Event::StepStarted { step_id, attempt, model, .. } => {
+            Event::StepStarted {
+                step_id,
+                attempt,
+                model,
+                ..
+            } => {
                 let model = model.clone().unwrap_or_default();
                 if !self.tty {
-                    self.line(format!("  … {step_id} started (attempt {attempt}{})", if model.is_empty() { String::new() } else { format!(" on {model}") }));
+                    self.line(format!(
+                        "  … {step_id} started (attempt {attempt}{})",
+                        if model.is_empty() {
+                            String::new()
+                        } else {
+                            format!(" on {model}")
+                        }
+                    ));
                 }
                 if let Ok(mut running) = self.running.lock() {
                     let bar = running.remove(step_id).map(|r| r.bar).unwrap_or_else(|| {
                         let bar = self.multi.add(ProgressBar::new_spinner());
-                        bar.set_style(ProgressStyle::with_template("{spinner} {prefix:.bold} {msg}").unwrap_or_else(|_| ProgressStyle::default_spinner()));
+                        bar.set_style(
+                            ProgressStyle::with_template("{spinner} {prefix:.bold} {msg}")
+                                .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+                        );
                         bar.enable_steady_tick(Duration::from_millis(120));
                         bar.set_prefix(step_id.clone());
                         bar
                     });
                     bar.set_message(format!("{model} · attempt {attempt}"));
-                    running.insert(step_id.clone(), Running { bar, model, tail: String::new(), tokens: 0 });
+                    running.insert(
+                        step_id.clone(),
+                        Running {
+                            bar,
+                            model,
+                            tail: String::new(),
+                            tokens: 0,
+                        },
+                    );
                 }
                 if let Ok(mut f) = self.focused.lock() {
                     *f = Some(step_id.clone());
@@ -112,21 +139,49 @@ impl EventSink for Progress {
                     r.bar.set_message(msg);
                 }
             }
-            Event::AttemptFailed { step_id, attempt, error_kind, message, retry_in_ms, .. } => {
-                let next = retry_in_ms.map(|ms| format!(", retrying in {ms} ms")).unwrap_or_default();
-                self.line(format!("  ! {step_id} attempt {attempt} failed ({error_kind}): {message}{next}"));
+            Event::AttemptFailed {
+                step_id,
+                attempt,
+                error_kind,
+                message,
+                retry_in_ms,
+                ..
+            } => {
+                let next = retry_in_ms
+                    .map(|ms| format!(", retrying in {ms} ms"))
+                    .unwrap_or_default();
+                self.line(format!(
+                    "  ! {step_id} attempt {attempt} failed ({error_kind}): {message}{next}"
+                ));
             }
-            Event::FallbackTaken { step_id, from, to, reason, .. } => {
+            Event::FallbackTaken {
+                step_id,
+                from,
+                to,
+                reason,
+                ..
+            } => {
                 self.line(format!("  ↪ {step_id}: {from} → {to} ({reason})"));
             }
-            Event::StepSucceeded { step_id, model, usage, duration_ms, .. } => {
+            Event::StepSucceeded {
+                step_id,
+                model,
+                usage,
+                duration_ms,
+                ..
+            } => {
                 if let Ok(mut running) = self.running.lock()
                     && let Some(r) = running.remove(step_id)
                 {
                     r.bar.finish_and_clear();
                 }
-                let tokens = usage.map(|u| format!(", {}+{} tokens", u.prompt_tokens, u.completion_tokens)).unwrap_or_default();
-                let model = model.as_ref().map(|m| format!(" on {m}")).unwrap_or_default();
+                let tokens = usage
+                    .map(|u| format!(", {}+{} tokens", u.prompt_tokens, u.completion_tokens))
+                    .unwrap_or_default();
+                let model = model
+                    .as_ref()
+                    .map(|m| format!(" on {m}"))
+                    .unwrap_or_default();
                 self.line(format!("  ✓ {step_id}{model} ({duration_ms} ms{tokens})"));
             }
             Event::StepFailed { step_id, error, .. } => {
@@ -137,7 +192,9 @@ impl EventSink for Progress {
                 }
                 self.line(format!("  ✗ {step_id} failed: {error}"));
             }
-            Event::StepSkipped { step_id, reason, .. } => {
+            Event::StepSkipped {
+                step_id, reason, ..
+            } => {
                 if let Ok(mut running) = self.running.lock()
                     && let Some(r) = running.remove(step_id)
                 {

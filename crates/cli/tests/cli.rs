@@ -31,14 +31,25 @@ fn text(b: &[u8]) -> String {
 fn validate_accepts_the_examples_and_locates_errors() {
     let dir = tempfile::tempdir().expect("tmp");
     let db = dir.path().join("n.db");
-    let ok = nexus(&["validate", "workflows/feature-spec.yaml", "workflows/issue-triage.yaml", "workflows/document-report.yaml"], &db);
+    let ok = nexus(
+        &[
+            "validate",
+            "workflows/feature-spec.yaml",
+            "workflows/issue-triage.yaml",
+            "workflows/document-report.yaml",
+        ],
+        &db,
+    );
     assert!(ok.status.success(), "{}", text(&ok.stderr));
     assert!(text(&ok.stdout).contains("workflows/feature-spec.yaml: ok (4 steps)"));
 
     let bad = nexus(&["validate", "tests/invalid/19_unknown_need.yaml"], &db);
     assert_eq!(bad.status.code(), Some(2));
     let err = text(&bad.stderr);
-    assert!(err.starts_with("tests/invalid/19_unknown_need.yaml:"), "{err}");
+    assert!(
+        err.starts_with("tests/invalid/19_unknown_need.yaml:"),
+        "{err}"
+    );
     assert!(err.contains("error[unknown_need]"), "{err}");
     assert!(err.contains("help:"), "{err}");
     assert_eq!(err.lines().last(), Some("error: 1 problem found"));
@@ -51,7 +62,11 @@ fn no_broken_file_panics_the_cli() {
     let db = dir.path().join("n.db");
     for entry in std::fs::read_dir(repo().join("tests/invalid")).expect("corpus") {
         let path = entry.expect("entry").path();
-        let rel = path.strip_prefix(repo()).unwrap_or(&path).to_string_lossy().into_owned();
+        let rel = path
+            .strip_prefix(repo())
+            .unwrap_or(&path)
+            .to_string_lossy()
+            .into_owned();
         for cmd in [vec!["validate", rel.as_str()], vec!["run", rel.as_str()]] {
             let out = nexus(&cmd, &db);
             assert_eq!(out.status.code(), Some(2), "{cmd:?}: {}", text(&out.stderr));
@@ -61,21 +76,42 @@ fn no_broken_file_panics_the_cli() {
     let missing = nexus(&["run", "workflows/nope.yaml"], &db);
     assert_eq!(missing.status.code(), Some(2));
     assert!(text(&missing.stderr).contains("cannot read the file"));
-    let bad_input = nexus(&["run", "workflows/feature-spec.yaml", "--input", "featur=x"], &db);
+    let bad_input = nexus(
+        &["run", "workflows/feature-spec.yaml", "--input", "featur=x"],
+        &db,
+    );
     assert_eq!(bad_input.status.code(), Some(2));
-    assert!(text(&bad_input.stderr).contains("did you mean `feature`"), "{}", text(&bad_input.stderr));
+    assert!(
+        text(&bad_input.stderr).contains("did you mean `feature`"),
+        "{}",
+        text(&bad_input.stderr)
+    );
 }
 
 #[test]
 fn run_on_the_embedded_model_then_read_the_run_back() {
     let dir = tempfile::tempdir().expect("tmp");
     let db = dir.path().join("n.db");
-    let out = nexus(&["run", "workflows/document-report.yaml", "--json", "--input", "audience=a CFO"], &db);
+    let out = nexus(
+        &[
+            "run",
+            "workflows/document-report.yaml",
+            "--json",
+            "--input",
+            "audience=a CFO",
+        ],
+        &db,
+    );
     assert!(out.status.success(), "{}", text(&out.stderr));
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON report");
     assert_eq!(report["status"], "succeeded");
     let run_id = report["run_id"].as_str().expect("run id").to_string();
-    assert!(report["outputs"]["report"].as_str().unwrap_or_default().starts_with("# Report for a CFO"));
+    assert!(
+        report["outputs"]["report"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("# Report for a CFO")
+    );
     assert!(db.exists());
 
     let list = nexus(&["runs", "list", "--json"], &db);
@@ -88,9 +124,15 @@ fn run_on_the_embedded_model_then_read_the_run_back() {
     let show = nexus(&["runs", "show", &run_id[..13]], &db);
     assert!(show.status.success(), "{}", text(&show.stderr));
     let shown = text(&show.stdout);
-    assert!(shown.contains("model: embedded:smollm2-135m-instruct"), "{shown}");
+    assert!(
+        shown.contains("model: embedded:smollm2-135m-instruct"),
+        "{shown}"
+    );
     assert!(shown.contains("why:"), "{shown}");
-    assert!(shown.contains("attempt 1 on embedded:smollm2-135m-instruct"), "{shown}");
+    assert!(
+        shown.contains("attempt 1 on embedded:smollm2-135m-instruct"),
+        "{shown}"
+    );
 
     let unknown = nexus(&["runs", "show", "no-such-run"], &db);
     assert_eq!(unknown.status.code(), Some(2));

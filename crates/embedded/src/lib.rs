@@ -40,7 +40,9 @@ pub const CONTEXT_TOKENS: u32 = 4096;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// The model file does not exist.
-    #[error("embedded model not found at {0}; run `scripts/fetch-model.sh` or set NEXUS_EMBEDDED_MODEL")]
+    #[error(
+        "embedded model not found at {0}; run `scripts/fetch-model.sh` or set NEXUS_EMBEDDED_MODEL"
+    )]
     Missing(PathBuf),
     /// llama.cpp failed to initialise or load the file.
     #[error("cannot load the embedded model {path}: {message}")]
@@ -166,11 +168,12 @@ impl EmbeddedProvider {
                         path: path.clone(),
                         message,
                     })?;
-                    let model = LlamaModel::load_from_file(backend, &path, &LlamaModelParams::default())
-                        .map_err(|e| Error::Load {
-                            path: path.clone(),
-                            message: e.to_string(),
-                        })?;
+                    let model =
+                        LlamaModel::load_from_file(backend, &path, &LlamaModelParams::default())
+                            .map_err(|e| Error::Load {
+                                path: path.clone(),
+                                message: e.to_string(),
+                            })?;
                     Ok::<_, Error>(Arc::new(Loaded { model }))
                 })
                 .await
@@ -212,7 +215,9 @@ fn generate(loaded: &Loaded, request: &ChatRequest, tx: &Tx) -> Result<(), Provi
         .map_err(internal)?;
     let tokens = vocab.tokenize(prompt.as_bytes(), vocab.should_add_bos(), true);
     let n_ctx = CONTEXT_TOKENS.min(model.n_ctx_train().max(512));
-    let budget = u32::try_from(tokens.len()).unwrap_or(u32::MAX).saturating_add(request.max_tokens);
+    let budget = u32::try_from(tokens.len())
+        .unwrap_or(u32::MAX)
+        .saturating_add(request.max_tokens);
     if budget > n_ctx {
         return Err(ProviderError::new(
             ProviderErrorKind::InvalidRequest,
@@ -237,7 +242,12 @@ fn generate(loaded: &Loaded, request: &ChatRequest, tx: &Tx) -> Result<(), Provi
     let last = tokens.len().saturating_sub(1);
     for (i, token) in tokens.iter().enumerate() {
         batch
-            .add(*token, i32::try_from(i).unwrap_or(i32::MAX), &[0], i == last)
+            .add(
+                *token,
+                i32::try_from(i).unwrap_or(i32::MAX),
+                &[0],
+                i == last,
+            )
             .map_err(internal)?;
     }
     ctx.decode(&mut batch).map_err(internal)?;
@@ -245,7 +255,10 @@ fn generate(loaded: &Loaded, request: &ChatRequest, tx: &Tx) -> Result<(), Provi
     let mut samplers = Vec::new();
     if let Some(schema) = &request.json_schema {
         let grammar = llama_cpp_2::json_schema_to_grammar(&schema.to_string()).map_err(|e| {
-            ProviderError::new(ProviderErrorKind::InvalidRequest, format!("output schema not supported by the embedded model: {e}"))
+            ProviderError::new(
+                ProviderErrorKind::InvalidRequest,
+                format!("output schema not supported by the embedded model: {e}"),
+            )
         })?;
         samplers.push(LlamaSampler::grammar(model, &grammar, "root").map_err(internal)?);
     }
@@ -260,11 +273,11 @@ fn generate(loaded: &Loaded, request: &ChatRequest, tx: &Tx) -> Result<(), Provi
     }
     let mut sampler = LlamaSampler::chain_simple(samplers);
 
-    let mut pos = i32::try_from(tokens.len()).unwrap_or(i32::MAX);
+    let first_pos = i32::try_from(tokens.len()).unwrap_or(i32::MAX);
     let mut pending: Vec<u8> = Vec::new();
     let mut generated = 0u64;
     let mut finish = "length";
-    for _ in 0..request.max_tokens {
+    for (pos, _) in (first_pos..).zip(0..request.max_tokens) {
         let token = sampler.sample(&ctx, batch.n_tokens() - 1);
         if vocab.is_eog(token) {
             finish = "stop";
@@ -286,7 +299,6 @@ fn generate(loaded: &Loaded, request: &ChatRequest, tx: &Tx) -> Result<(), Provi
         }
         batch.clear();
         batch.add(token, pos, &[0], true).map_err(internal)?;
-        pos += 1;
         ctx.decode(&mut batch).map_err(internal)?;
     }
     if !pending.is_empty() {
@@ -365,6 +377,8 @@ impl Provider for EmbeddedProvider {
             }
         });
         let mut rx = rx;
-        Ok(Box::pin(futures::stream::poll_fn(move |cx| rx.poll_recv(cx))))
+        Ok(Box::pin(futures::stream::poll_fn(move |cx| {
+            rx.poll_recv(cx)
+        })))
     }
 }

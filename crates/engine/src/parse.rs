@@ -233,7 +233,11 @@ pub fn parse_str(text: &str, file: Option<&str>) -> Result<Parsed, Box<Diagnosti
 /// The error's own message without the rendered source snippet serde-saphyr appends.
 fn syntax_message(err: &serde_saphyr::Error) -> String {
     let full = err.to_string();
-    let first = full.lines().next().unwrap_or("invalid workflow file").trim();
+    let first = full
+        .lines()
+        .next()
+        .unwrap_or("invalid workflow file")
+        .trim();
     // serde-saphyr prefixes "error: line X column Y: "; the location is printed separately.
     let trimmed = first.strip_prefix("error: ").unwrap_or(first);
     let trimmed = match trimmed.find(": ") {

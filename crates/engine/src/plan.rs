@@ -20,8 +20,8 @@ use minijinja::{Environment, UndefinedBehavior};
 use crate::diagnostic::{Diagnostic, DiagnosticCode, Span};
 use crate::parse::{Locations, Parsed, StepLocations};
 use crate::workflow::{
-    FORMAT_VERSION, InputSpec, InputType, ModelRequirements, ModelSpec, OutputFormat,
-    RetryPolicy, Step, StepKind, Timeouts, Workflow,
+    FORMAT_VERSION, InputSpec, InputType, ModelRequirements, ModelSpec, OutputFormat, RetryPolicy,
+    Step, StepKind, Timeouts, Workflow,
 };
 
 /// Provider ids a model reference may name.
@@ -274,9 +274,16 @@ pub fn validate(parsed: &Parsed) -> Result<Plan, Vec<Diagnostic>> {
 
     let mut steps = Vec::with_capacity(wf.steps.len());
     for (i, step) in wf.steps.iter().enumerate() {
-        if let Some(planned) =
-            plan_step(&mut cx, &mut env, wf, &index, ancestors.as_deref(), i, step, &needs[i])
-        {
+        if let Some(planned) = plan_step(
+            &mut cx,
+            &mut env,
+            wf,
+            &index,
+            ancestors.as_deref(),
+            i,
+            step,
+            &needs[i],
+        ) {
             steps.push(planned);
         }
     }
@@ -407,7 +414,12 @@ fn check_cycles(cx: &mut Ctx<'_>, wf: &Workflow, needs: &[Vec<usize>]) -> bool {
                         let mut cycle: Vec<usize> = stack[pos..].iter().map(|(s, _)| *s).collect();
                         cycle.reverse();
                         // Start the cycle at the step written first in the file.
-                        if let Some(min_pos) = cycle.iter().enumerate().min_by_key(|(_, s)| **s).map(|(i, _)| i) {
+                        if let Some(min_pos) = cycle
+                            .iter()
+                            .enumerate()
+                            .min_by_key(|(_, s)| **s)
+                            .map(|(i, _)| i)
+                        {
                             cycle.rotate_left(min_pos);
                         }
                         let mut key = cycle.clone();
@@ -426,7 +438,9 @@ fn check_cycles(cx: &mut Ctx<'_>, wf: &Workflow, needs: &[Vec<usize>]) -> bool {
                                 .step(&wf.steps[first].id)
                                 .field("needs")
                                 .at(locs.of("needs"))
-                                .hint("remove one of these `needs` entries so the steps form a DAG"),
+                                .hint(
+                                    "remove one of these `needs` entries so the steps form a DAG",
+                                ),
                             );
                         }
                     }
@@ -489,7 +503,10 @@ struct At {
 
 impl At {
     fn diag(&self, code: DiagnosticCode, message: String, hint: &str) -> Diagnostic {
-        let mut d = Diagnostic::new(code, message).field(&self.field).at(self.span).hint(hint);
+        let mut d = Diagnostic::new(code, message)
+            .field(&self.field)
+            .at(self.span)
+            .hint(hint);
         if let Some(step) = &self.step {
             d = d.step(step);
         }
@@ -514,7 +531,10 @@ fn compile_template(
 ) -> Option<Vec<usize>> {
     if let Err(e) = env.add_template_owned(name.to_string(), source) {
         let detail = e.detail().unwrap_or("invalid syntax");
-        let line = e.line().map(|l| format!(" (line {l} of the template)")).unwrap_or_default();
+        let line = e
+            .line()
+            .map(|l| format!(" (line {l} of the template)"))
+            .unwrap_or_default();
         cx.push(at.diag(
             DiagnosticCode::TemplateSyntax,
             format!("template does not compile: {detail}{line}"),
@@ -558,20 +578,18 @@ fn compile_template(
                     ));
                 }
                 Some(&k) => {
-                    if let Some(anc) = ancestors {
-                        if let Some(anc) = anc {
-                            if !anc.contains(&k) {
-                                ok = false;
-                                cx.push(at.diag(
-                                    DiagnosticCode::NotADependency,
-                                    format!("template reads `steps.{step}` but `{step}` is not among this step's dependencies, so its output may not exist yet"),
-                                    &format!("add `{step}` to this step's `needs`"),
-                                ));
-                                continue;
-                            }
-                        } else {
-                            // Cycle: dependencies unknown; the cycle is reported already.
-                        }
+                    // `Some(None)`: a step in a cycle, whose dependencies are unknown (the
+                    // cycle is reported already).
+                    if let Some(Some(anc)) = ancestors
+                        && !anc.contains(&k)
+                    {
+                        ok = false;
+                        cx.push(at.diag(
+                            DiagnosticCode::NotADependency,
+                            format!("template reads `steps.{step}` but `{step}` is not among this step's dependencies, so its output may not exist yet"),
+                            &format!("add `{step}` to this step's `needs`"),
+                        ));
+                        continue;
                     }
                     if let Some(attr) = parts.next()
                         && attr != "output"
@@ -650,7 +668,10 @@ fn plan_step(
         if *present {
             cx.push(at(field).diag(
                 DiagnosticCode::UnexpectedField,
-                format!("field `{field}` is not used by `kind: {}` steps", step.kind.as_str()),
+                format!(
+                    "field `{field}` is not used by `kind: {}` steps",
+                    step.kind.as_str()
+                ),
                 "remove the field, or change the step's `kind`",
             ));
         }
@@ -745,21 +766,39 @@ fn plan_step(
         None => None,
     };
 
-    let mut reads: BTreeSet<usize> = when.as_ref().map(|(_, r)| r.iter().copied().collect()).unwrap_or_default();
-    let mut compile = |cx: &mut Ctx<'_>, env: &mut Environment<'static>, field: &str, text: &str| {
-        let name = format!("steps.{}.{field}", step.id);
-        compile_template(cx, env, wf, index, Some(anc), &name, text.to_string(), at(field)).map(
-            |r| {
+    let mut reads: BTreeSet<usize> = when
+        .as_ref()
+        .map(|(_, r)| r.iter().copied().collect())
+        .unwrap_or_default();
+    let mut compile =
+        |cx: &mut Ctx<'_>, env: &mut Environment<'static>, field: &str, text: &str| {
+            let name = format!("steps.{}.{field}", step.id);
+            compile_template(
+                cx,
+                env,
+                wf,
+                index,
+                Some(anc),
+                &name,
+                text.to_string(),
+                at(field),
+            )
+            .map(|r| {
                 reads.extend(r);
                 name
-            },
-        )
-    };
+            })
+        };
 
     let action = match step.kind {
         StepKind::Llm => {
-            let system = step.system.as_deref().and_then(|s| compile(cx, env, "system", s));
-            let prompt = step.prompt.as_deref().and_then(|p| compile(cx, env, "prompt", p));
+            let system = step
+                .system
+                .as_deref()
+                .and_then(|s| compile(cx, env, "system", s));
+            let prompt = step
+                .prompt
+                .as_deref()
+                .and_then(|p| compile(cx, env, "prompt", p));
             let model = match &step.model {
                 Some(ModelSpec::List(list)) => ModelRequirements {
                     prefer: list.clone(),
@@ -775,14 +814,18 @@ fn plan_step(
                     cx.push(
                         Diagnostic::new(
                             DiagnosticCode::UnknownProvider,
-                            format!("model reference `{reference}` names unknown provider `{provider}`"),
+                            format!(
+                                "model reference `{reference}` names unknown provider `{provider}`"
+                            ),
                         )
                         .step(&step.id)
                         .field(format!("model.prefer[{j}]"))
                         .at(span)
                         .hint("write `ollama:<model>`, `openai:<model>` or `embedded`"),
                     );
-                } else if provider != "embedded" && reference.split_once(':').is_none_or(|(_, m)| m.is_empty()) {
+                } else if provider != "embedded"
+                    && reference.split_once(':').is_none_or(|(_, m)| m.is_empty())
+                {
                     cx.push(
                         Diagnostic::new(
                             DiagnosticCode::InvalidValue,
@@ -791,7 +834,9 @@ fn plan_step(
                         .step(&step.id)
                         .field(format!("model.prefer[{j}]"))
                         .at(span)
-                        .hint(format!("write `{provider}:<model>`, e.g. `ollama:llama3.1`")),
+                        .hint(format!(
+                            "write `{provider}:<model>`, e.g. `ollama:llama3.1`"
+                        )),
                     );
                 } else if model.local_only && provider == "openai" {
                     cx.push(
@@ -846,7 +891,10 @@ fn plan_step(
             })
         }
         StepKind::Template => {
-            let template = step.template.as_deref().and_then(|t| compile(cx, env, "template", t));
+            let template = step
+                .template
+                .as_deref()
+                .and_then(|t| compile(cx, env, "template", t));
             Action::Template {
                 template: template.unwrap_or_default(),
                 format: step.format.unwrap_or_default(),
@@ -897,7 +945,10 @@ pub fn resolve_inputs(
             diags.push(
                 Diagnostic::new(
                     DiagnosticCode::BadInput,
-                    format!("input `{name}` is not declared by workflow `{}`{dym}", wf.id),
+                    format!(
+                        "input `{name}` is not declared by workflow `{}`{dym}",
+                        wf.id
+                    ),
                 )
                 .field(format!("inputs.{name}"))
                 .hint(format!("declared inputs: {}", declared.join(", "))),
@@ -910,15 +961,12 @@ pub fn resolve_inputs(
                 Ok(v) => v,
                 Err(why) => {
                     diags.push(
-                        Diagnostic::new(
-                            DiagnosticCode::BadInput,
-                            format!("input `{name}`: {why}"),
-                        )
-                        .field(format!("inputs.{name}"))
-                        .hint(format!(
-                            "give `--input {name}=<{}>`",
-                            input_type_name(spec.kind)
-                        )),
+                        Diagnostic::new(DiagnosticCode::BadInput, format!("input `{name}`: {why}"))
+                            .field(format!("inputs.{name}"))
+                            .hint(format!(
+                                "give `--input {name}=<{}>`",
+                                input_type_name(spec.kind)
+                            )),
                     );
                     continue;
                 }
@@ -968,7 +1016,11 @@ pub fn resolve_inputs(
         };
         out.insert(name.clone(), value);
     }
-    if diags.is_empty() { Ok(out) } else { Err(diags) }
+    if diags.is_empty() {
+        Ok(out)
+    } else {
+        Err(diags)
+    }
 }
 
 fn convert_input(kind: InputType, raw: &str) -> Result<serde_json::Value, String> {

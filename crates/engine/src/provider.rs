@@ -228,7 +228,11 @@ impl ProviderError {
             _ => ProviderErrorKind::InvalidRequest,
         };
         let body = body.trim();
-        let body = if body.len() > 500 { &body[..body.floor_char_boundary(500)] } else { body };
+        let body = if body.len() > 500 {
+            &body[..body.floor_char_boundary(500)]
+        } else {
+            body
+        };
         ProviderError::new(kind, format!("HTTP {status}: {body}"))
     }
 }

@@ -32,7 +32,7 @@ use crate::plan::{Action, LlmAction, Plan, PlannedStep};
 use crate::provider::{
     ChatChunk, ChatRequest, Message, Provider, ProviderError, ProviderErrorKind, Role, Usage,
 };
-use crate::select::{Catalog, Candidate, select};
+use crate::select::{Candidate, Catalog, select};
 use crate::store::{AttemptRecord, FallbackRecord, RunFinish, RunRecord, RunStore, StepRecord};
 use crate::workflow::{OutputFormat, RetryPolicy, Timeouts};
 
@@ -115,6 +115,9 @@ struct StepOutput {
     json: Option<serde_json::Value>,
 }
 
+/// A finished step: its index, record and output.
+type Finished = (usize, StepRecord, Option<StepOutput>);
+
 struct Emitter {
     sinks: Vec<Arc<dyn EventSink>>,
     buffer: Mutex<Vec<Event>>,
@@ -133,7 +136,10 @@ impl Emitter {
         }
     }
     fn drain(&self) -> Vec<Event> {
-        self.buffer.lock().map(|mut b| std::mem::take(&mut *b)).unwrap_or_default()
+        self.buffer
+            .lock()
+            .map(|mut b| std::mem::take(&mut *b))
+            .unwrap_or_default()
     }
     fn publish(&self, events: &[Event]) {
         for event in events {
@@ -298,7 +304,10 @@ impl Engine {
             steps: n,
         });
 
-        let has_llm = plan.steps.iter().any(|s| matches!(s.action, Action::Llm(_)));
+        let has_llm = plan
+            .steps
+            .iter()
+            .any(|s| matches!(s.action, Action::Llm(_)));
         let catalog = Arc::new(if has_llm {
             self.discover().await
         } else {
@@ -309,14 +318,14 @@ impl Engine {
         let mut status: Vec<Option<StepStatus>> = vec![None; n];
         let mut outputs: Vec<Option<Arc<StepOutput>>> = vec![None; n];
         let mut ready: Vec<usize> = (0..n).filter(|&i| pending[i] == 0).rev().collect();
-        let mut tasks: JoinSet<(usize, StepRecord, Option<StepOutput>)> = JoinSet::new();
+        let mut tasks: JoinSet<Finished> = JoinSet::new();
         let mut task_steps: HashMap<tokio::task::Id, usize> = HashMap::new();
         let mut records: Vec<StepRecord> = Vec::with_capacity(n);
         let mut cancelled = false;
         let mut store_error: Option<EngineError> = None;
 
         loop {
-            let mut done: Vec<(usize, StepRecord, Option<StepOutput>)> = Vec::new();
+            let mut done: Vec<Finished> = Vec::new();
             if options.cancel.is_cancelled() {
                 cancelled = true;
             }
@@ -326,23 +335,54 @@ impl Engine {
                 let step = &plan.steps[i];
                 let now = Utc::now();
                 if cancelled || store_error.is_some() {
-                    done.push((i, skipped(step, StepStatus::Cancelled, "the run was cancelled before the step started", now), None));
+                    done.push((
+                        i,
+                        skipped(
+                            step,
+                            StepStatus::Cancelled,
+                            "the run was cancelled before the step started",
+                            now,
+                        ),
+                        None,
+                    ));
                     continue;
                 }
-                if let Some(&dep) = step.needs.iter().find(|&&d| status[d] != Some(StepStatus::Succeeded)) {
+                if let Some(&dep) = step
+                    .needs
+                    .iter()
+                    .find(|&&d| status[d] != Some(StepStatus::Succeeded))
+                {
                     let why = match status[dep] {
                         Some(StepStatus::Failed) => "failed",
                         Some(StepStatus::Cancelled) => "was cancelled",
                         _ => "was skipped",
                     };
-                    done.push((i, skipped(step, StepStatus::Skipped, &format!("dependency `{}` {why}", plan.steps[dep].id), now), None));
+                    done.push((
+                        i,
+                        skipped(
+                            step,
+                            StepStatus::Skipped,
+                            &format!("dependency `{}` {why}", plan.steps[dep].id),
+                            now,
+                        ),
+                        None,
+                    ));
                     continue;
                 }
                 if let Some(when) = &step.when {
                     match render(&plan, when, &inputs, &step.reads, &outputs) {
                         Ok(v) if v.trim() == "true" => {}
                         Ok(_) => {
-                            done.push((i, skipped(step, StepStatus::Skipped, "its `when` condition is false", now), None));
+                            done.push((
+                                i,
+                                skipped(
+                                    step,
+                                    StepStatus::Skipped,
+                                    "its `when` condition is false",
+                                    now,
+                                ),
+                                None,
+                            ));
                             continue;
                         }
                         Err(e) => {
@@ -360,7 +400,10 @@ impl Engine {
                             .and_then(|text| match format {
                                 OutputFormat::Text => Ok(StepOutput { text, json: None }),
                                 OutputFormat::Json => serde_json::from_str(&text)
-                                    .map(|json| StepOutput { text, json: Some(json) })
+                                    .map(|json| StepOutput {
+                                        text,
+                                        json: Some(json),
+                                    })
                                     .map_err(|e| format!("rendered text is not JSON: {e}")),
                             });
                         let mut rec = skipped(step, StepStatus::Succeeded, "", now);
@@ -473,7 +516,7 @@ impl Engine {
             return Err(e);
         }
 
-        let any_failed = status.iter().any(|s| *s == Some(StepStatus::Failed));
+        let any_failed = status.contains(&Some(StepStatus::Failed));
         let run_status = if cancelled || options.cancel.is_cancelled() {
             RunStatus::Cancelled
         } else if any_failed {
@@ -483,7 +526,10 @@ impl Engine {
         };
         let mut out_values = serde_json::Map::new();
         for (name, tmpl, reads) in &plan.outputs {
-            let value = if reads.iter().all(|&r| status[r] == Some(StepStatus::Succeeded)) {
+            let value = if reads
+                .iter()
+                .all(|&r| status[r] == Some(StepStatus::Succeeded))
+            {
                 match render(&plan, tmpl, &inputs, reads, &outputs) {
                     Ok(text) => serde_json::Value::String(text),
                     Err(e) => serde_json::Value::String(format!("<output failed to render: {e}>")),
@@ -542,8 +588,8 @@ impl Engine {
         &self,
         plan: &Plan,
         task_steps: &HashMap<tokio::task::Id, usize>,
-        res: Result<(tokio::task::Id, (usize, StepRecord, Option<StepOutput>)), tokio::task::JoinError>,
-    ) -> (usize, StepRecord, Option<StepOutput>) {
+        res: Result<(tokio::task::Id, Finished), tokio::task::JoinError>,
+    ) -> Finished {
         match res {
             Ok((_, value)) => value,
             Err(e) => {
@@ -649,14 +695,23 @@ impl Engine {
                                 .iter()
                                 .map(|f| format!("{} ({})", f.from, f.reason))
                                 .collect();
-                            reason.push_str(&format!("; after falling back from {}", chain.join(", ")));
+                            reason.push_str(&format!(
+                                "; after falling back from {}",
+                                chain.join(", ")
+                            ));
                         }
                         rec.model_reason = Some(reason);
                         rec.usage = Some(out.usage);
                         rec.output = Some(out.text.clone());
                         rec.output_json = json.clone();
                         rec.duration_ms = ms(t0.elapsed());
-                        return (rec, Some(StepOutput { text: out.text, json }));
+                        return (
+                            rec,
+                            Some(StepOutput {
+                                text: out.text,
+                                json,
+                            }),
+                        );
                     }
                     Err((err, first_token_ms)) => {
                         attempt.first_token_ms = first_token_ms;
@@ -685,7 +740,8 @@ impl Engine {
                             error_kind: err.kind,
                             message: err.message.clone(),
                             // Rounded: backon multiplies in f32, so 20 ms × 3 is 59.99… ms.
-                            retry_in_ms: retry_in.map(|d| (d.as_secs_f64() * 1000.0).round() as u64),
+                            retry_in_ms: retry_in
+                                .map(|d| (d.as_secs_f64() * 1000.0).round() as u64),
                         });
                         last_error = Some(err.clone());
                         if let Some(delay) = retry_in {
@@ -750,12 +806,19 @@ impl Engine {
             let first_deadline = timeouts.first_token.map(|d| start + d);
             let open = cand.provider.chat(request);
             let mut stream = match first_deadline {
-                Some(deadline) => tokio::time::timeout_at(deadline, open).await.map_err(|_| {
-                    ProviderError::new(
-                        ProviderErrorKind::Timeout,
-                        format!("no first token within {} ms", ms(timeouts.first_token.unwrap_or_default())),
-                    )
-                })??,
+                Some(deadline) => {
+                    tokio::time::timeout_at(deadline, open)
+                        .await
+                        .map_err(|_| {
+                            ProviderError::new(
+                                ProviderErrorKind::Timeout,
+                                format!(
+                                    "no first token within {} ms",
+                                    ms(timeouts.first_token.unwrap_or_default())
+                                ),
+                            )
+                        })??
+                }
                 None => open.await?,
             };
             let mut text = String::new();
@@ -767,13 +830,27 @@ impl Engine {
                     first_deadline
                 };
                 let next = match deadline {
-                    Some(deadline) => tokio::time::timeout_at(deadline, stream.next()).await.map_err(|_| {
-                        if seen_token {
-                            ProviderError::new(ProviderErrorKind::Timeout, format!("no token for {} ms (idle timeout)", ms(timeouts.idle.unwrap_or_default())))
-                        } else {
-                            ProviderError::new(ProviderErrorKind::Timeout, format!("no first token within {} ms", ms(timeouts.first_token.unwrap_or_default())))
-                        }
-                    })?,
+                    Some(deadline) => tokio::time::timeout_at(deadline, stream.next())
+                        .await
+                        .map_err(|_| {
+                            if seen_token {
+                                ProviderError::new(
+                                    ProviderErrorKind::Timeout,
+                                    format!(
+                                        "no token for {} ms (idle timeout)",
+                                        ms(timeouts.idle.unwrap_or_default())
+                                    ),
+                                )
+                            } else {
+                                ProviderError::new(
+                                    ProviderErrorKind::Timeout,
+                                    format!(
+                                        "no first token within {} ms",
+                                        ms(timeouts.first_token.unwrap_or_default())
+                                    ),
+                                )
+                            }
+                        })?,
                     None => stream.next().await,
                 };
                 match next {
@@ -851,7 +928,10 @@ fn check_output(
     let ftm = out.first_token_ms;
     if out.text.trim().is_empty() {
         return Err((
-            ProviderError::new(ProviderErrorKind::InvalidOutput, "the model returned no text"),
+            ProviderError::new(
+                ProviderErrorKind::InvalidOutput,
+                "the model returned no text",
+            ),
             ftm,
         ));
     }
@@ -862,17 +942,27 @@ fn check_output(
         Ok(v) => v,
         Err(e) => {
             return Err((
-                ProviderError::new(ProviderErrorKind::InvalidOutput, format!("reply is not JSON: {e}")),
+                ProviderError::new(
+                    ProviderErrorKind::InvalidOutput,
+                    format!("reply is not JSON: {e}"),
+                ),
                 ftm,
             ));
         }
     };
-    let errors: Vec<String> = validator.iter_errors(&json).take(3).map(|e| format!("{} at `{}`", e, e.instance_path())).collect();
+    let errors: Vec<String> = validator
+        .iter_errors(&json)
+        .take(3)
+        .map(|e| format!("{} at `{}`", e, e.instance_path()))
+        .collect();
     if !errors.is_empty() {
         return Err((
             ProviderError::new(
                 ProviderErrorKind::InvalidOutput,
-                format!("reply does not match the output schema: {}", errors.join("; ")),
+                format!(
+                    "reply does not match the output schema: {}",
+                    errors.join("; ")
+                ),
             ),
             ftm,
         ));
@@ -891,7 +981,12 @@ fn parse_json_reply(text: &str) -> Result<serde_json::Value, serde_json::Error> 
     serde_json::from_str(t.trim())
 }
 
-fn skipped(step: &PlannedStep, status: StepStatus, reason: &str, now: chrono::DateTime<Utc>) -> StepRecord {
+fn skipped(
+    step: &PlannedStep,
+    status: StepStatus,
+    reason: &str,
+    now: chrono::DateTime<Utc>,
+) -> StepRecord {
     StepRecord {
         step_id: step.id.clone(),
         kind: step.kind.as_str().to_string(),
@@ -904,7 +999,11 @@ fn skipped(step: &PlannedStep, status: StepStatus, reason: &str, now: chrono::Da
         usage: None,
         started_at: now,
         duration_ms: 0,
-        error: if reason.is_empty() { None } else { Some(reason.to_string()) },
+        error: if reason.is_empty() {
+            None
+        } else {
+            Some(reason.to_string())
+        },
         attempts: Vec::new(),
         fallbacks: Vec::new(),
     }

@@ -82,7 +82,10 @@ impl Catalog {
                         format!("no answer within {} ms", timeout.as_millis()),
                     )),
                 };
-                ProviderStatus { provider: p, models }
+                ProviderStatus {
+                    provider: p,
+                    models,
+                }
             }
         });
         Catalog {
@@ -110,7 +113,10 @@ fn family_rank(name: &str) -> usize {
 
 fn fits(info: &ModelInfo, req: &ModelRequirements) -> Result<(), String> {
     if req.local_only && info.locality == Locality::Cloud {
-        return Err(format!("{}: cloud model, step is local_only", info.reference()));
+        return Err(format!(
+            "{}: cloud model, step is local_only",
+            info.reference()
+        ));
     }
     if let (Some(min), Some(ctx)) = (req.min_context, info.context_length)
         && ctx < min
@@ -133,8 +139,9 @@ pub fn select(req: &ModelRequirements, catalog: &Catalog) -> Selection {
                 None => (reference.as_str(), ""),
             };
             let Some(status) = catalog.status(provider_id) else {
-                sel.excluded
-                    .push(format!("{reference}: provider `{provider_id}` is not configured"));
+                sel.excluded.push(format!(
+                    "{reference}: provider `{provider_id}` is not configured"
+                ));
                 continue;
             };
             if req.local_only && status.provider.locality() == Locality::Cloud {
@@ -150,7 +157,9 @@ pub fn select(req: &ModelRequirements, catalog: &Catalog) -> Selection {
                     .find(|m| {
                         model.is_empty()
                             || m.name == model
-                            || m.name.strip_prefix(model).is_some_and(|r| r.starts_with(':'))
+                            || m.name
+                                .strip_prefix(model)
+                                .is_some_and(|r| r.starts_with(':'))
                     })
                     .map(|m| m.name.clone()),
                 Err(_) => None,
@@ -167,11 +176,16 @@ pub fn select(req: &ModelRequirements, catalog: &Catalog) -> Selection {
     }
 
     let push_models = |locality: Locality, sel: &mut Selection| {
-        for status in catalog.providers.iter().filter(|s| s.provider.locality() == locality) {
+        for status in catalog
+            .providers
+            .iter()
+            .filter(|s| s.provider.locality() == locality)
+        {
             match &status.models {
-                Err(e) => sel
-                    .excluded
-                    .push(format!("{}: unreachable at discovery ({e})", status.provider.id())),
+                Err(e) => sel.excluded.push(format!(
+                    "{}: unreachable at discovery ({e})",
+                    status.provider.id()
+                )),
                 Ok(models) => {
                     let mut models: Vec<&ModelInfo> = models
                         .iter()
@@ -207,7 +221,9 @@ pub fn select(req: &ModelRequirements, catalog: &Catalog) -> Selection {
                                     "installed Ollama model (not a preferred family)".to_string()
                                 }
                             }
-                            Locality::Cloud => "configured cloud model (after local models)".to_string(),
+                            Locality::Cloud => {
+                                "configured cloud model (after local models)".to_string()
+                            }
                             Locality::Embedded => {
                                 "embedded model (runs when no local or cloud model can)".to_string()
                             }

@@ -237,7 +237,10 @@ pub struct RetryPolicy {
     #[serde(default = "RetryPolicy::default_coefficient")]
     pub backoff_coefficient: f32,
     /// Largest delay between attempts (default `30s`).
-    #[serde(default = "RetryPolicy::default_max_interval", with = "humantime_serde")]
+    #[serde(
+        default = "RetryPolicy::default_max_interval",
+        with = "humantime_serde"
+    )]
     #[schemars(with = "String")]
     pub max_interval: Duration,
     /// Randomise each delay (default true), so parallel steps do not retry in lockstep.

@@ -91,9 +91,10 @@ fn classify(e: OllamaError) -> ProviderError {
                 .unwrap_or(body);
             classify_message(&message)
         }
-        OllamaError::JsonError(e) => {
-            ProviderError::new(ProviderErrorKind::Protocol, format!("bad JSON from Ollama: {e}"))
-        }
+        OllamaError::JsonError(e) => ProviderError::new(
+            ProviderErrorKind::Protocol,
+            format!("bad JSON from Ollama: {e}"),
+        ),
         OllamaError::ToolCallError(e) => {
             ProviderError::new(ProviderErrorKind::Protocol, format!("tool call error: {e}"))
         }
@@ -129,7 +130,9 @@ impl Provider for OllamaProvider {
     async fn list_models(&self) -> Result<Vec<ModelInfo>, ProviderError> {
         let local = self.client.list_local_models().await.map_err(classify)?;
         let details = futures::future::join_all(
-            local.iter().map(|m| self.client.show_model_info(m.name.clone())),
+            local
+                .iter()
+                .map(|m| self.client.show_model_info(m.name.clone())),
         )
         .await;
         Ok(local

@@ -246,7 +246,10 @@ impl SqliteStore {
     pub async fn resolve_run_id(&self, id_or_prefix: &str) -> Result<String, Error> {
         let pattern = format!(
             "{}%",
-            id_or_prefix.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_")
+            id_or_prefix
+                .replace('\\', "\\\\")
+                .replace('%', "\\%")
+                .replace('_', "\\_")
         );
         let rows = sqlx::query("SELECT run_id FROM runs WHERE run_id LIKE ? ESCAPE '\\' LIMIT 2")
             .bind(pattern)
@@ -280,14 +283,16 @@ impl SqliteStore {
             .bind(&run_id)
             .fetch_all(&self.pool)
             .await?;
-        let attempt_rows = sqlx::query("SELECT * FROM attempts WHERE run_id = ? ORDER BY step_id, attempt")
-            .bind(&run_id)
-            .fetch_all(&self.pool)
-            .await?;
-        let fallback_rows = sqlx::query("SELECT * FROM fallbacks WHERE run_id = ? ORDER BY step_id, seq")
-            .bind(&run_id)
-            .fetch_all(&self.pool)
-            .await?;
+        let attempt_rows =
+            sqlx::query("SELECT * FROM attempts WHERE run_id = ? ORDER BY step_id, attempt")
+                .bind(&run_id)
+                .fetch_all(&self.pool)
+                .await?;
+        let fallback_rows =
+            sqlx::query("SELECT * FROM fallbacks WHERE run_id = ? ORDER BY step_id, seq")
+                .bind(&run_id)
+                .fetch_all(&self.pool)
+                .await?;
         let mut steps = Vec::with_capacity(step_rows.len());
         for s in step_rows {
             let step_id: String = s.get("step_id");
@@ -302,7 +307,10 @@ impl SqliteStore {
                 }),
             };
             let mut attempts = Vec::new();
-            for a in attempt_rows.iter().filter(|a| a.get::<String, _>("step_id") == step_id) {
+            for a in attempt_rows
+                .iter()
+                .filter(|a| a.get::<String, _>("step_id") == step_id)
+            {
                 let usage = match (
                     a.get::<Option<i64>, _>("prompt_tokens"),
                     a.get::<Option<i64>, _>("completion_tokens"),
@@ -319,7 +327,10 @@ impl SqliteStore {
                     started_at: parse_ts(&a.get::<String, _>("started_at"))?,
                     duration_ms: u64_of(Some(a.get("duration_ms"))).unwrap_or(0),
                     first_token_ms: u64_of(a.get("first_token_ms")),
-                    error_kind: a.get::<Option<String>, _>("error_kind").as_deref().and_then(parse_kind),
+                    error_kind: a
+                        .get::<Option<String>, _>("error_kind")
+                        .as_deref()
+                        .and_then(parse_kind),
                     error_message: a.get("error_message"),
                     usage,
                 });
@@ -384,8 +395,7 @@ impl SqliteStore {
         events: &[Event],
     ) -> Result<(), Error> {
         for event in events {
-            let payload =
-                serde_json::to_string(event).map_err(|e| Error::Decode(e.to_string()))?;
+            let payload = serde_json::to_string(event).map_err(|e| Error::Decode(e.to_string()))?;
             sqlx::query("INSERT INTO events (run_id, type, step_id, payload) VALUES (?, ?, ?, ?)")
                 .bind(run_id)
                 .bind(event.name())
@@ -404,11 +414,12 @@ impl SqliteStore {
         events: &[Event],
     ) -> Result<(), Error> {
         let mut tx = self.pool.begin().await?;
-        let base: i64 = sqlx::query("SELECT COALESCE(MAX(seq), 0) AS m FROM steps WHERE run_id = ?")
-            .bind(run_id)
-            .fetch_one(&mut *tx)
-            .await?
-            .get("m");
+        let base: i64 =
+            sqlx::query("SELECT COALESCE(MAX(seq), 0) AS m FROM steps WHERE run_id = ?")
+                .bind(run_id)
+                .fetch_one(&mut *tx)
+                .await?
+                .get("m");
         for (k, step) in steps.iter().enumerate() {
             let seq = base + 1 + i64::try_from(k).unwrap_or(0);
             sqlx::query(

@@ -126,9 +126,15 @@ impl OpenAiProvider {
         }
     }
 
-    async fn send(&self, body: &wire::ChatCompletionRequest<'_>) -> Result<reqwest::Response, ProviderError> {
+    async fn send(
+        &self,
+        body: &wire::ChatCompletionRequest<'_>,
+    ) -> Result<reqwest::Response, ProviderError> {
         let resp = self
-            .authed(self.http.post(format!("{}/chat/completions", self.base_url)))
+            .authed(
+                self.http
+                    .post(format!("{}/chat/completions", self.base_url)),
+            )
             .json(body)
             .send()
             .await
@@ -191,14 +197,25 @@ impl Provider for OpenAiProvider {
             temperature: request.temperature,
             max_tokens: request.max_tokens,
             stream: true,
-            stream_options: wire::StreamOptions { include_usage: true },
-            response_format: request.json_schema.as_ref().map(wire::ResponseFormat::json_schema),
+            stream_options: wire::StreamOptions {
+                include_usage: true,
+            },
+            response_format: request
+                .json_schema
+                .as_ref()
+                .map(wire::ResponseFormat::json_schema),
         };
         let resp = match self.send(&body).await {
             // Servers that do not know `json_schema` (older llama.cpp servers) take
             // `json_object` with a `schema`: try that once before failing.
-            Err(e) if e.kind == ProviderErrorKind::InvalidRequest && body.response_format.is_some() => {
-                body.response_format = request.json_schema.as_ref().map(wire::ResponseFormat::json_object);
+            Err(e)
+                if e.kind == ProviderErrorKind::InvalidRequest
+                    && body.response_format.is_some() =>
+            {
+                body.response_format = request
+                    .json_schema
+                    .as_ref()
+                    .map(wire::ResponseFormat::json_object);
                 self.send(&body).await?
             }
             other => other?,
@@ -212,16 +229,26 @@ impl Provider for OpenAiProvider {
                 let event = match event {
                     Ok(ev) => ev,
                     Err(e) => {
-                        let _ = tx.send(Err(ProviderError::new(
-                            ProviderErrorKind::Protocol,
-                            format!("the event stream broke: {e}"),
-                        ))).await;
+                        let _ = tx
+                            .send(Err(ProviderError::new(
+                                ProviderErrorKind::Protocol,
+                                format!("the event stream broke: {e}"),
+                            )))
+                            .await;
                         return;
                     }
                 };
                 if event.data.trim() == "[DONE]" {
-                    let usage = usage.unwrap_or(Usage { prompt_tokens: 0, completion_tokens: chunks });
-                    let _ = tx.send(Ok(ChatChunk::Done { usage, finish_reason: finish })).await;
+                    let usage = usage.unwrap_or(Usage {
+                        prompt_tokens: 0,
+                        completion_tokens: chunks,
+                    });
+                    let _ = tx
+                        .send(Ok(ChatChunk::Done {
+                            usage,
+                            finish_reason: finish,
+                        }))
+                        .await;
                     return;
                 }
                 let chunk: wire::ChatCompletionChunk = match serde_json::from_str(&event.data) {
@@ -231,7 +258,9 @@ impl Provider for OpenAiProvider {
                         let msg = serde_json::from_str::<wire::ErrorBody>(&event.data)
                             .map(|b| b.error.message())
                             .unwrap_or_else(|_| format!("bad chunk: {e}"));
-                        let _ = tx.send(Err(ProviderError::new(ProviderErrorKind::Protocol, msg))).await;
+                        let _ = tx
+                            .send(Err(ProviderError::new(ProviderErrorKind::Protocol, msg)))
+                            .await;
                         return;
                     }
                 };
