@@ -259,12 +259,8 @@ pub fn validate(parsed: &Parsed) -> Result<Plan, Vec<Diagnostic>> {
     }
     let has_cycle = check_cycles(&mut cx, wf, &needs);
 
-    // Ancestors (for reference checks); skipped when there is a cycle.
-    let ancestors = if has_cycle {
-        None
-    } else {
-        Some(ancestor_sets(&needs))
-    };
+    // Dependency graph for reference checks; unknown when there is a cycle.
+    let graph = (!has_cycle).then_some(needs.as_slice());
 
     let mut env = Environment::new();
     // The contrib filters (`truncate`, `wordcount`, ...) that Jinja users expect.
@@ -274,16 +270,7 @@ pub fn validate(parsed: &Parsed) -> Result<Plan, Vec<Diagnostic>> {
 
     let mut steps = Vec::with_capacity(wf.steps.len());
     for (i, step) in wf.steps.iter().enumerate() {
-        if let Some(planned) = plan_step(
-            &mut cx,
-            &mut env,
-            wf,
-            &index,
-            ancestors.as_deref(),
-            i,
-            step,
-            &needs[i],
-        ) {
+        if let Some(planned) = plan_step(&mut cx, &mut env, wf, &index, graph, i, step, &needs[i]) {
             steps.push(planned);
         }
     }
@@ -297,7 +284,7 @@ pub fn validate(parsed: &Parsed) -> Result<Plan, Vec<Diagnostic>> {
             &mut env,
             wf,
             &index,
-            None,
+            Scope::Outputs,
             &tname,
             text.clone(),
             At {
@@ -455,44 +442,44 @@ fn check_cycles(cx: &mut Ctx<'_>, wf: &Workflow, needs: &[Vec<usize>]) -> bool {
     found
 }
 
-/// For each step, the set of its transitive dependencies (as sorted index vectors).
-/// Computed in topological order; only called on acyclic graphs.
-fn ancestor_sets(needs: &[Vec<usize>]) -> Vec<BTreeSet<usize>> {
-    let order = topo_order(needs);
-    let mut sets: Vec<BTreeSet<usize>> = vec![BTreeSet::new(); needs.len()];
-    for i in order {
-        let mut set = BTreeSet::new();
+/// Whether step `from` depends on step `to`, directly or through other steps. Direct
+/// needs are checked first (the common case); otherwise a depth-first search over `needs`,
+/// O(steps + edges) at worst. Only called on acyclic graphs.
+fn depends_on(needs: &[Vec<usize>], from: usize, to: usize) -> bool {
+    if needs[from].contains(&to) {
+        return true;
+    }
+    let mut seen = vec![false; needs.len()];
+    let mut stack = vec![from];
+    while let Some(i) = stack.pop() {
         for &d in &needs[i] {
-            set.insert(d);
-            set.extend(sets[d].iter().copied());
-        }
-        sets[i] = set;
-    }
-    sets
-}
-
-/// Kahn's algorithm; dependencies come first.
-pub(crate) fn topo_order(needs: &[Vec<usize>]) -> Vec<usize> {
-    let n = needs.len();
-    let mut indeg: Vec<usize> = needs.iter().map(Vec::len).collect();
-    let mut dependants = vec![Vec::new(); n];
-    for (i, ns) in needs.iter().enumerate() {
-        for &d in ns {
-            dependants[d].push(i);
-        }
-    }
-    let mut queue: Vec<usize> = (0..n).filter(|&i| indeg[i] == 0).collect();
-    let mut order = Vec::with_capacity(n);
-    while let Some(i) = queue.pop() {
-        order.push(i);
-        for &d in &dependants[i] {
-            indeg[d] -= 1;
-            if indeg[d] == 0 {
-                queue.push(d);
+            if d == to {
+                return true;
+            }
+            if !seen[d] {
+                seen[d] = true;
+                stack.push(d);
             }
         }
     }
-    order
+    false
+}
+
+/// What a template may reference.
+#[derive(Clone, Copy)]
+enum Scope<'a> {
+    /// A workflow output: any step.
+    Outputs,
+    /// A step's template: only steps that `step` depends on in `graph`.
+    Step {
+        /// `needs` by step index.
+        graph: &'a [Vec<usize>],
+        /// The step whose template this is.
+        step: usize,
+    },
+    /// A step of a workflow with a cycle: dependencies are unknown (the cycle is
+    /// reported already), so references are not checked against them.
+    InCycle,
 }
 
 struct At {
@@ -516,15 +503,14 @@ impl At {
 
 /// Compiles one template into `env` under `name` and checks its references. Returns the
 /// indices of the steps it reads, or `None` when it has errors (already reported).
-/// `ancestors` is `Some` for step templates (references must be dependencies) and `None`
-/// for workflow outputs (any step may be read).
+/// `scope` says which steps the template may read (see [`Scope`]).
 #[allow(clippy::too_many_arguments)]
 fn compile_template(
     cx: &mut Ctx<'_>,
     env: &mut Environment<'static>,
     wf: &Workflow,
     index: &HashMap<String, usize>,
-    ancestors: Option<Option<&BTreeSet<usize>>>,
+    scope: Scope<'_>,
     name: &str,
     source: String,
     at: At,
@@ -580,8 +566,8 @@ fn compile_template(
                 Some(&k) => {
                     // `Some(None)`: a step in a cycle, whose dependencies are unknown (the
                     // cycle is reported already).
-                    if let Some(Some(anc)) = ancestors
-                        && !anc.contains(&k)
+                    if let Scope::Step { graph, step: me } = scope
+                        && !depends_on(graph, me, k)
                     {
                         ok = false;
                         cx.push(at.diag(
@@ -633,13 +619,16 @@ fn plan_step(
     env: &mut Environment<'static>,
     wf: &Workflow,
     index: &HashMap<String, usize>,
-    ancestors: Option<&[BTreeSet<usize>]>,
+    graph: Option<&[Vec<usize>]>,
     i: usize,
     step: &Step,
     needs: &[usize],
 ) -> Option<PlannedStep> {
     let locs = cx.step_locs(i);
-    let anc = ancestors.map(|a| &a[i]);
+    let anc = match graph {
+        Some(graph) => Scope::Step { graph, step: i },
+        None => Scope::InCycle,
+    };
     let errors_before = cx.diags.len();
     let at = |field: &str| At {
         step: Some(step.id.clone()),
@@ -755,7 +744,7 @@ fn plan_step(
                     env,
                     wf,
                     index,
-                    Some(anc),
+                    anc,
                     &name,
                     format!("{{% if {expr} %}}true{{% endif %}}"),
                     at("when"),
@@ -773,17 +762,7 @@ fn plan_step(
     let mut compile =
         |cx: &mut Ctx<'_>, env: &mut Environment<'static>, field: &str, text: &str| {
             let name = format!("steps.{}.{field}", step.id);
-            compile_template(
-                cx,
-                env,
-                wf,
-                index,
-                Some(anc),
-                &name,
-                text.to_string(),
-                at(field),
-            )
-            .map(|r| {
+            compile_template(cx, env, wf, index, anc, &name, text.to_string(), at(field)).map(|r| {
                 reads.extend(r);
                 name
             })

@@ -13,8 +13,10 @@
 //! `~/Library/Application Support` on macOS, `%APPDATA%` on Windows), overridable with
 //! `NEXUS_DB` or the CLI's `--db`.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -75,6 +77,8 @@ impl From<Error> for StoreError {
 pub struct SqliteStore {
     pool: SqlitePool,
     path: PathBuf,
+    /// Next step sequence number per run, so a write does not scan the run's steps.
+    next_seq: Arc<Mutex<HashMap<String, i64>>>,
 }
 
 /// One line of `runs list`.
@@ -202,6 +206,7 @@ impl SqliteStore {
         Ok(SqliteStore {
             pool,
             path: path.to_path_buf(),
+            next_seq: Arc::new(Mutex::new(HashMap::new())),
         })
     }
 
@@ -413,13 +418,20 @@ impl SqliteStore {
         steps: &[&StepRecord],
         events: &[Event],
     ) -> Result<(), Error> {
+        let known = self
+            .next_seq
+            .lock()
+            .ok()
+            .and_then(|m| m.get(run_id).copied());
         let mut tx = self.pool.begin().await?;
-        let base: i64 =
-            sqlx::query("SELECT COALESCE(MAX(seq), 0) AS m FROM steps WHERE run_id = ?")
+        let base: i64 = match known {
+            Some(base) => base,
+            None => sqlx::query("SELECT COALESCE(MAX(seq), 0) AS m FROM steps WHERE run_id = ?")
                 .bind(run_id)
                 .fetch_one(&mut *tx)
                 .await?
-                .get("m");
+                .get("m"),
+        };
         for (k, step) in steps.iter().enumerate() {
             let seq = base + 1 + i64::try_from(k).unwrap_or(0);
             sqlx::query(
@@ -481,6 +493,12 @@ impl SqliteStore {
         }
         Self::insert_events(&mut tx, run_id, events).await?;
         tx.commit().await?;
+        if let Ok(mut m) = self.next_seq.lock() {
+            m.insert(
+                run_id.to_string(),
+                base + i64::try_from(steps.len()).unwrap_or(0),
+            );
+        }
         Ok(())
     }
 }
@@ -533,6 +551,9 @@ impl RunStore for SqliteStore {
                 .await?;
             Self::insert_events(&mut tx, run_id, events).await?;
             tx.commit().await?;
+            if let Ok(mut m) = self.next_seq.lock() {
+                m.remove(run_id);
+            }
             Ok(())
         }
         .await;

@@ -1,0 +1,176 @@
+//! The SQLite store on real files: what the engine writes is read back whole, reopening
+//! keeps it (migrations are idempotent), run ids resolve by unique prefix.
+
+use chrono::Utc;
+use nexus_engine::events::{Event, RunStatus, StepStatus};
+use nexus_engine::provider::{ProviderErrorKind, Usage};
+use nexus_engine::store::{
+    AttemptRecord, FallbackRecord, RunFinish, RunRecord, RunStore, StepRecord,
+};
+use nexus_store::{Error, SqliteStore};
+
+fn run(id: &str) -> RunRecord {
+    RunRecord {
+        run_id: id.to_string(),
+        workflow_id: "wf".into(),
+        workflow_name: Some("Workflow".into()),
+        workflow_version: Some("1.0".into()),
+        file: Some("workflows/wf.yaml".into()),
+        inputs: serde_json::json!({"topic": "tea"}),
+        started_at: Utc::now(),
+    }
+}
+
+fn step(id: &str) -> StepRecord {
+    StepRecord {
+        step_id: id.to_string(),
+        kind: "llm".into(),
+        status: StepStatus::Succeeded,
+        input: Some("prompt".into()),
+        output: Some("{\"ok\": true}".into()),
+        output_json: Some(serde_json::json!({"ok": true})),
+        model: Some("embedded:m".into()),
+        model_reason: Some("why".into()),
+        usage: Some(Usage {
+            prompt_tokens: 12,
+            completion_tokens: 5,
+        }),
+        started_at: Utc::now(),
+        duration_ms: 42,
+        error: None,
+        attempts: vec![
+            AttemptRecord {
+                attempt: 1,
+                model: Some("ollama:llama3.1".into()),
+                started_at: Utc::now(),
+                duration_ms: 1,
+                first_token_ms: None,
+                error_kind: Some(ProviderErrorKind::Unavailable),
+                error_message: Some("connection refused".into()),
+                usage: None,
+            },
+            AttemptRecord {
+                attempt: 2,
+                model: Some("embedded:m".into()),
+                started_at: Utc::now(),
+                duration_ms: 40,
+                first_token_ms: Some(7),
+                error_kind: None,
+                error_message: None,
+                usage: Some(Usage {
+                    prompt_tokens: 12,
+                    completion_tokens: 5,
+                }),
+            },
+        ],
+        fallbacks: vec![FallbackRecord {
+            from: "ollama:llama3.1".into(),
+            to: "embedded:m".into(),
+            reason: "unavailable".into(),
+        }],
+    }
+}
+
+#[tokio::test]
+async fn a_run_is_read_back_whole_after_reopening() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("sub/dir/runs.db");
+    {
+        let store = SqliteStore::open(&path).await?;
+        store.create_run(&run("0001-aaaa")).await?;
+        let a = step("a");
+        let mut b = step("b");
+        b.status = StepStatus::Skipped;
+        b.error = Some("dependency `x` failed".into());
+        b.usage = None;
+        b.attempts.clear();
+        b.fallbacks.clear();
+        let events = vec![Event::StepSucceeded {
+            run_id: "0001-aaaa".into(),
+            step_id: "a".into(),
+            model: Some("embedded:m".into()),
+            usage: None,
+            duration_ms: 42,
+        }];
+        store.record_steps("0001-aaaa", &[&a, &b], &events).await?;
+        store
+            .finish_run(
+                "0001-aaaa",
+                &RunFinish {
+                    status: RunStatus::Succeeded,
+                    outputs: serde_json::json!({"out": "x"}),
+                    error: None,
+                    finished_at: Utc::now(),
+                },
+                &[Event::RunFinished {
+                    run_id: "0001-aaaa".into(),
+                    status: RunStatus::Succeeded,
+                    duration_ms: 50,
+                }],
+            )
+            .await?;
+    }
+    let store = SqliteStore::open(&path).await?;
+    let got = store.get_run("0001").await?;
+    assert_eq!(got.status, "succeeded");
+    assert_eq!(got.inputs, serde_json::json!({"topic": "tea"}));
+    assert_eq!(got.outputs, Some(serde_json::json!({"out": "x"})));
+    assert_eq!(got.steps.len(), 2);
+    let a = &got.steps[0];
+    assert_eq!(a.step_id, "a");
+    assert_eq!(a.output_json, Some(serde_json::json!({"ok": true})));
+    assert_eq!(
+        a.usage,
+        Some(Usage {
+            prompt_tokens: 12,
+            completion_tokens: 5
+        })
+    );
+    assert_eq!(a.attempts.len(), 2);
+    assert_eq!(
+        a.attempts[0].error_kind,
+        Some(ProviderErrorKind::Unavailable)
+    );
+    assert_eq!(a.attempts[1].first_token_ms, Some(7));
+    assert_eq!(a.fallbacks, step("a").fallbacks);
+    assert_eq!(got.steps[1].status, StepStatus::Skipped);
+    assert_eq!(got.steps[1].usage, None);
+    let names: Vec<&str> = got.events.iter().map(Event::name).collect();
+    assert_eq!(names, vec!["step_succeeded", "run_finished"]);
+
+    let list = store.list_runs(10).await?;
+    assert_eq!(list.len(), 1);
+    assert_eq!(list[0].tokens, 17);
+    Ok(())
+}
+
+#[tokio::test]
+async fn run_ids_resolve_by_unique_prefix() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let store = SqliteStore::open(&dir.path().join("runs.db")).await?;
+    store.create_run(&run("abc-1")).await?;
+    store.create_run(&run("abc-2")).await?;
+    assert_eq!(store.resolve_run_id("abc-2").await?, "abc-2");
+    assert!(matches!(
+        store.resolve_run_id("abc").await,
+        Err(Error::Ambiguous(_))
+    ));
+    assert!(matches!(
+        store.resolve_run_id("zzz").await,
+        Err(Error::NotFound(_))
+    ));
+    // LIKE wildcards in the prefix are taken literally.
+    assert!(matches!(
+        store.resolve_run_id("abc_").await,
+        Err(Error::NotFound(_))
+    ));
+    assert!(matches!(
+        store.resolve_run_id("%").await,
+        Err(Error::NotFound(_))
+    ));
+    // A step written twice for one run is refused (the engine records each step once).
+    let s = step("a");
+    store.record_steps("abc-1", &[&s], &[]).await?;
+    assert!(store.record_steps("abc-1", &[&s], &[]).await.is_err());
+    Ok(())
+}
