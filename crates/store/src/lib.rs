@@ -160,6 +160,20 @@ fn u64_of(v: Option<i64>) -> Option<u64> {
     v.map(|x| u64::try_from(x).unwrap_or(0))
 }
 
+/// Token counts of a `steps` or `attempts` row; `None` when neither column is set.
+fn usage_of(row: &sqlx::sqlite::SqliteRow) -> Option<Usage> {
+    match (
+        row.get::<Option<i64>, _>("prompt_tokens"),
+        row.get::<Option<i64>, _>("completion_tokens"),
+    ) {
+        (None, None) => None,
+        (p, c) => Some(Usage {
+            prompt_tokens: u64_of(p).unwrap_or(0),
+            completion_tokens: u64_of(c).unwrap_or(0),
+        }),
+    }
+}
+
 fn parse_status(s: &str) -> Result<StepStatus, Error> {
     serde_json::from_value(serde_json::Value::String(s.to_string()))
         .map_err(|_| Error::Decode(format!("unknown step status `{s}`")))
@@ -301,31 +315,13 @@ impl SqliteStore {
         let mut steps = Vec::with_capacity(step_rows.len());
         for s in step_rows {
             let step_id: String = s.get("step_id");
-            let usage = match (
-                s.get::<Option<i64>, _>("prompt_tokens"),
-                s.get::<Option<i64>, _>("completion_tokens"),
-            ) {
-                (None, None) => None,
-                (p, c) => Some(Usage {
-                    prompt_tokens: u64_of(p).unwrap_or(0),
-                    completion_tokens: u64_of(c).unwrap_or(0),
-                }),
-            };
+            let usage = usage_of(&s);
             let mut attempts = Vec::new();
             for a in attempt_rows
                 .iter()
                 .filter(|a| a.get::<String, _>("step_id") == step_id)
             {
-                let usage = match (
-                    a.get::<Option<i64>, _>("prompt_tokens"),
-                    a.get::<Option<i64>, _>("completion_tokens"),
-                ) {
-                    (None, None) => None,
-                    (p, c) => Some(Usage {
-                        prompt_tokens: u64_of(p).unwrap_or(0),
-                        completion_tokens: u64_of(c).unwrap_or(0),
-                    }),
-                };
+                let usage = usage_of(a);
                 attempts.push(AttemptRecord {
                     attempt: u32::try_from(a.get::<i64, _>("attempt")).unwrap_or(0),
                     model: a.get("model"),
