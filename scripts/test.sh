@@ -8,7 +8,6 @@ scripts/fetch-model.sh
 scripts/setup-test-servers.sh
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --workspace --no-fail-fast
-  cargo test --workspace --doc
 else
   cargo test --workspace --no-fail-fast
 fi
