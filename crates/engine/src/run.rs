@@ -42,14 +42,6 @@ pub enum EngineError {
     /// The store failed; the run stopped because its state could not be kept.
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
-    /// A scheduler task panicked (a bug; reported instead of crashing the host).
-    #[error("internal error in step `{step}`: {message}")]
-    Internal {
-        /// The step.
-        step: String,
-        /// What happened.
-        message: String,
-    },
 }
 
 /// Engine settings.
