@@ -72,6 +72,7 @@ pub async fn run_plan(
                 run_id: None,
                 cancel,
                 sinks,
+                ..RunOptions::default()
             },
         )
         .await?;

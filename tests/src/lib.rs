@@ -9,6 +9,7 @@
 //! - [`scripted`]: an axum server that speaks OpenAI's streaming chat completions and
 //!   fails in the ways a test scripts (status codes, hangs, cut streams, slow streams).
 
+pub mod proxy;
 pub mod scripted;
 
 use std::io::{BufRead, BufReader};

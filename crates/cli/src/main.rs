@@ -1,9 +1,15 @@
 //! `nexus`: run, validate and inspect workflows from the command line.
 //!
 //! Exit codes: 0 success; 1 the run finished with a failed step; 2 the workflow or the
-//! command line is invalid; 3 the run was cancelled (Ctrl-C); 4 the run database failed.
-//! On failure the last line on stderr is a one-line reason.
+//! command line is invalid; 3 the run was cancelled (Ctrl-C, `nexus cancel`); 4 the run
+//! database failed. On failure the last line on stderr is a one-line reason.
+//!
+//! A running `nexus run` refreshes its run's heartbeat every second and obeys control
+//! requests left in the database by `nexus pause|resume|cancel RUN` (from another
+//! terminal or the desktop app). A run whose process died (its heartbeat is older than
+//! [`STALE_AFTER`]) is continued by `nexus resume RUN`.
 
+mod human;
 mod progress;
 
 use std::collections::BTreeMap;
@@ -15,11 +21,11 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use nexus_engine::diagnostic::render_all;
 use nexus_engine::events::{EventSink, RunStatus, StepStatus};
+use nexus_engine::plan::Plan;
 use nexus_engine::provider::Provider;
-use nexus_engine::select::Catalog;
+use nexus_engine::select::{Catalog, SelectionInput};
 use nexus_engine::{Diagnostic, Engine, EngineConfig, RunOptions};
 use nexus_store::SqliteStore;
-use tokio_util::sync::CancellationToken;
 
 #[derive(Parser)]
 #[command(name = "nexus", version, about = "Run LLM-agent workflows locally")]
@@ -46,7 +52,31 @@ enum Command {
         /// Most `llm` steps in flight at once.
         #[arg(long, default_value_t = 8)]
         max_parallel: usize,
+        /// Ignore cached step outputs: run every step afresh.
+        #[arg(long)]
+        fresh: bool,
     },
+    /// Continue a run: a paused run is resumed by the process running it; an interrupted
+    /// run (its process died) is continued here, keeping its completed steps.
+    Resume {
+        /// Run id or prefix.
+        id: String,
+        /// Print the run report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Pause a running run: steps in flight finish, no new step starts.
+    Pause {
+        /// Run id or prefix.
+        id: String,
+    },
+    /// Cancel a running run: in-flight requests are aborted.
+    Cancel {
+        /// Run id or prefix.
+        id: String,
+    },
+    /// Print the error taxonomy: each error class, its action and the rule's source.
+    Errors,
     /// Check workflow files and print every problem with its place.
     Validate {
         /// Workflow files.
@@ -148,9 +178,17 @@ async fn dispatch(cli: Cli) -> Result<(), Failure> {
             inputs,
             json,
             max_parallel,
-        } => run(&db, &file, &inputs, json, max_parallel).await,
+            fresh,
+        } => run(&db, &file, &inputs, json, max_parallel, fresh).await,
+        Command::Resume { id, json } => resume(&db, &id, json).await,
+        Command::Pause { id } => control(&db, &id, "pause").await,
+        Command::Cancel { id } => control(&db, &id, "cancel").await,
+        Command::Errors => {
+            print!("{}", nexus_engine::provider::taxonomy_markdown());
+            Ok(())
+        }
         Command::Validate { files, json } => validate(&files, json),
-        Command::Models { json } => models(json).await,
+        Command::Models { json } => models(&db, json).await,
         Command::Runs { command } => runs(&db, command).await,
         Command::Schema => {
             let schema = nexus_engine::workflow::json_schema();
@@ -197,12 +235,16 @@ fn parse_inputs(raw: &[String]) -> Result<BTreeMap<String, String>, Failure> {
     Ok(map)
 }
 
+/// How old a heartbeat may be before `nexus resume` treats the run as interrupted.
+const STALE_AFTER: chrono::TimeDelta = chrono::TimeDelta::seconds(5);
+
 async fn run(
     db: &Path,
     file: &Path,
     raw_inputs: &[String],
     json: bool,
     max_parallel: usize,
+    fresh: bool,
 ) -> Result<(), Failure> {
     let plan = nexus_engine::load_file(file).map_err(|d| {
         diagnostics_failure(&d, &format!("{} is not a valid workflow", file.display()))
@@ -210,40 +252,90 @@ async fn run(
     let given = parse_inputs(raw_inputs)?;
     let inputs = nexus_engine::resolve_inputs(&plan, &given)
         .map_err(|d| diagnostics_failure(&d, "the run's inputs are not valid"))?;
-    let store = SqliteStore::open(db).await?;
+    let store = Arc::new(SqliteStore::open(db).await?);
+    let options = RunOptions {
+        use_cache: !fresh,
+        ..RunOptions::default()
+    };
+    execute(store, Arc::new(plan), inputs, options, json, max_parallel).await
+}
+
+fn engine_config(max_parallel: usize) -> Result<EngineConfig, Failure> {
+    let mut config = EngineConfig {
+        max_parallel,
+        ..EngineConfig::default()
+    };
+    // The user's catalog: NEXUS_CATALOG, else `<config dir>/nexus/models.yaml` if present.
+    let user = std::env::var_os("NEXUS_CATALOG")
+        .map(PathBuf::from)
+        .or_else(|| dirs::config_dir().map(|d| d.join("nexus").join("models.yaml")))
+        .filter(|p| p.exists());
+    if let Some(path) = user {
+        config
+            .models
+            .extend_from_file(&path)
+            .map_err(|e| fail(2, e.to_string()))?;
+    }
+    Ok(config)
+}
+
+/// Runs (or continues) a run with progress, heartbeat, control requests and a terminal
+/// for human questions; prints the report and maps the outcome to the exit code.
+async fn execute(
+    store: Arc<SqliteStore>,
+    plan: Arc<Plan>,
+    inputs: serde_json::Map<String, serde_json::Value>,
+    mut options: RunOptions,
+    json: bool,
+    max_parallel: usize,
+) -> Result<(), Failure> {
     let engine = Arc::new(Engine::new(
         providers()?,
-        Some(Arc::new(store)),
-        EngineConfig {
-            max_parallel,
-            ..EngineConfig::default()
-        },
+        Some(store.clone() as Arc<dyn nexus_engine::store::RunStore>),
+        engine_config(max_parallel)?,
     ));
-    let cancel = CancellationToken::new();
+    let run_id = options
+        .run_id
+        .clone()
+        .unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
+    options.run_id = Some(run_id.clone());
+    let cancel = options.cancel.clone();
     let c = cancel.clone();
     tokio::spawn(async move {
         if tokio::signal::ctrl_c().await.is_ok() {
             c.cancel();
         }
     });
-    let plan = Arc::new(plan);
-    let mut sinks: Vec<Arc<dyn EventSink>> = Vec::new();
+    // Heartbeat and control requests from `nexus pause|resume|cancel`.
+    let watcher = {
+        let store = Arc::clone(&store);
+        let control = options.control.clone();
+        let cancel = cancel.clone();
+        let run_id = run_id.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(std::time::Duration::from_millis(500));
+            loop {
+                tick.tick().await;
+                let _ = store.heartbeat(&run_id).await;
+                match store.take_control(&run_id).await {
+                    Ok(Some(r)) if r == "pause" => control.pause(),
+                    Ok(Some(r)) if r == "resume" => control.resume(),
+                    Ok(Some(r)) if r == "cancel" => cancel.cancel(),
+                    _ => {}
+                }
+            }
+        })
+    };
     let progress = (!json).then(|| Arc::new(progress::Progress::new(&plan)));
     if let Some(p) = &progress {
-        sinks.push(p.clone());
+        options.sinks.push(p.clone() as Arc<dyn EventSink>);
     }
-    let report = engine
-        .run(
-            Arc::clone(&plan),
-            inputs,
-            RunOptions {
-                run_id: None,
-                cancel,
-                sinks,
-            },
-        )
-        .await
-        .context("the run could not be recorded")?;
+    options.human = Some(Arc::new(human::Terminal::new(
+        progress.as_ref().map(|p| p.multi()),
+    )));
+    let result = engine.run(Arc::clone(&plan), inputs, options).await;
+    watcher.abort();
+    let report = result.context("the run could not be recorded")?;
     if let Some(p) = &progress {
         p.finish();
     }
@@ -292,6 +384,111 @@ async fn run(
     }
 }
 
+fn store_failure(e: nexus_store::Error) -> Failure {
+    match e {
+        nexus_store::Error::NotFound(_) | nexus_store::Error::Ambiguous(_) => {
+            fail(2, e.to_string())
+        }
+        other => fail(4, other.to_string()),
+    }
+}
+
+fn heartbeat_is_fresh(run: &nexus_store::StoredRun) -> bool {
+    run.heartbeat_at
+        .as_deref()
+        .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+        .is_some_and(|t| chrono::Utc::now() - t.with_timezone(&chrono::Utc) < STALE_AFTER)
+}
+
+async fn control(db: &Path, id: &str, request: &str) -> Result<(), Failure> {
+    let store = SqliteStore::open(db).await?;
+    let run = store.get_run(id).await.map_err(store_failure)?;
+    if !matches!(
+        run.status.as_str(),
+        "running" | "paused" | "waiting_for_human"
+    ) {
+        return Err(fail(
+            2,
+            format!("run {} has already finished ({})", run.run_id, run.status),
+        ));
+    }
+    if !heartbeat_is_fresh(&run) {
+        return Err(fail(
+            2,
+            format!(
+                "run {} is not running in any process (interrupted); continue it with `nexus resume {}`",
+                run.run_id, run.run_id
+            ),
+        ));
+    }
+    store.request_control(&run.run_id, request).await?;
+    println!("asked the process running {} to {request}", run.run_id);
+    Ok(())
+}
+
+async fn resume(db: &Path, id: &str, json: bool) -> Result<(), Failure> {
+    let store = Arc::new(SqliteStore::open(db).await?);
+    let run = store.get_run(id).await.map_err(store_failure)?;
+    if !matches!(
+        run.status.as_str(),
+        "running" | "paused" | "waiting_for_human"
+    ) {
+        return Err(fail(
+            2,
+            format!("run {} has already finished ({})", run.run_id, run.status),
+        ));
+    }
+    if heartbeat_is_fresh(&run) {
+        // Alive in another process: ask it to resume (a no-op unless paused).
+        store.request_control(&run.run_id, "resume").await?;
+        println!("asked the process running {} to resume", run.run_id);
+        return Ok(());
+    }
+    let Some(workflow) = run.workflow.clone() else {
+        return Err(fail(
+            2,
+            format!(
+                "run {} was stored without its workflow and cannot be resumed",
+                run.run_id
+            ),
+        ));
+    };
+    let workflow: nexus_engine::Workflow = serde_json::from_value(workflow).map_err(|e| {
+        fail(
+            4,
+            format!(
+                "the stored workflow of run {} is malformed: {e}",
+                run.run_id
+            ),
+        )
+    })?;
+    let parsed = nexus_engine::parse::Parsed {
+        workflow,
+        locations: nexus_engine::parse::Locations::default(),
+        file: run.file.clone(),
+    };
+    let plan = nexus_engine::plan::validate(&parsed)
+        .map_err(|d| diagnostics_failure(&d, "the stored workflow is no longer valid"))?;
+    let inputs = match run.inputs.clone() {
+        serde_json::Value::Object(m) => m,
+        _ => serde_json::Map::new(),
+    };
+    if !json {
+        eprintln!(
+            "resuming run {} ({} of {} steps already completed)",
+            run.run_id,
+            run.steps.len(),
+            plan.steps.len()
+        );
+    }
+    let options = RunOptions {
+        run_id: Some(run.run_id.clone()),
+        resume: Some(run.steps.clone()),
+        ..RunOptions::default()
+    };
+    execute(store, Arc::new(plan), inputs, options, json, 8).await
+}
+
 fn validate(files: &[PathBuf], json: bool) -> Result<(), Failure> {
     let mut all: Vec<Diagnostic> = Vec::new();
     let mut ok = Vec::new();
@@ -327,10 +524,23 @@ fn validate(files: &[PathBuf], json: bool) -> Result<(), Failure> {
     }
 }
 
-async fn models(json: bool) -> Result<(), Failure> {
-    let providers = providers()?;
-    let catalog = Catalog::discover(&providers, std::time::Duration::from_secs(3)).await;
-    let order = catalog.default_order();
+async fn models(db: &Path, json: bool) -> Result<(), Failure> {
+    let store = SqliteStore::open(db).await?;
+    let engine = Engine::new(
+        providers()?,
+        Some(Arc::new(store) as Arc<dyn nexus_engine::store::RunStore>),
+        engine_config(8)?,
+    );
+    let breakers = engine.breaker_states().await?;
+    let stats = engine.model_stats();
+    let catalog = Catalog::discover(engine.providers(), std::time::Duration::from_secs(3)).await;
+    let order = engine.rank(
+        &SelectionInput {
+            max_tokens: nexus_engine::plan::DEFAULT_MAX_TOKENS,
+            ..SelectionInput::default()
+        },
+        &catalog,
+    );
     if json {
         let providers: Vec<_> = catalog
             .providers
@@ -343,12 +553,16 @@ async fn models(json: bool) -> Result<(), Failure> {
         let order: Vec<_> = order
             .candidates
             .iter()
-            .map(|c| serde_json::json!({"model": c.reference, "reason": c.reason}))
+            .map(|c| serde_json::json!({"model": c.reference, "score": c.score.total, "reason": c.reason}))
+            .collect();
+        let breakers: Vec<_> = breakers
+            .iter()
+            .map(|(k, state, snap)| serde_json::json!({"model": k, "state": state, "trips": snap.trips, "last_failure": snap.last_failure}))
             .collect();
         println!(
             "{}",
             serde_json::to_string_pretty(
-                &serde_json::json!({"providers": providers, "selector_order": order})
+                &serde_json::json!({"providers": providers, "selector_order": order, "breakers": breakers, "stats": stats})
             )?
         );
         return Ok(());
@@ -397,6 +611,28 @@ async fn models(json: bool) -> Result<(), Failure> {
     }
     for e in &order.excluded {
         println!("  skipped: {e}");
+    }
+    println!("\ncircuit breakers:");
+    if breakers.is_empty() {
+        println!("  (none yet: every model is closed)");
+    }
+    for (key, state, snap) in &breakers {
+        let state = match state {
+            nexus_engine::breaker::BreakerState::Closed => "closed".to_string(),
+            nexus_engine::breaker::BreakerState::HalfOpen => "half-open".to_string(),
+            nexus_engine::breaker::BreakerState::Open { until } => {
+                format!("open until {}", until.to_rfc3339())
+            }
+        };
+        let calls = stats.get(key).map_or(0, |s| s.calls);
+        println!(
+            "  {key}: {state} (trips {}, {calls} calls observed{})",
+            snap.trips,
+            snap.last_failure
+                .as_deref()
+                .map(|f| format!(", last failure: {f}"))
+                .unwrap_or_default()
+        );
     }
     Ok(())
 }
@@ -466,6 +702,36 @@ async fn runs(db: &Path, command: RunsCommand) -> Result<(), Failure> {
                 if let Some(r) = &s.model_reason {
                     println!("  why:   {r}");
                 }
+                if s.cached {
+                    println!("  cached: output reused from an earlier run");
+                }
+                if let Some(sel) = &s.selection {
+                    println!(
+                        "  selector (task {}, ~{} prompt tokens):",
+                        sel.task, sel.prompt_tokens
+                    );
+                    for (i, r) in sel.ranked.iter().enumerate() {
+                        println!(
+                            "    {}. {} score {:.3} est ${:.6}",
+                            i + 1,
+                            r.model,
+                            r.score.total,
+                            r.est_cost_usd
+                        );
+                    }
+                    for x in &sel.excluded {
+                        println!("    excluded {}: {}", x.model, x.reason);
+                    }
+                }
+                if let Some(c) = s.cost_usd {
+                    println!("  cost:  ${c:.6}");
+                }
+                for g in &s.guardrails {
+                    println!(
+                        "  guardrail: {} {} × {} ({}, {}) e.g. {}",
+                        g.stage, g.detector, g.count, g.severity, g.action, g.sample
+                    );
+                }
                 if let Some(u) = &s.usage {
                     println!(
                         "  tokens: {} prompt + {} completion",
@@ -485,7 +751,10 @@ async fn runs(db: &Path, command: RunsCommand) -> Result<(), Failure> {
                     );
                 }
                 for f in &s.fallbacks {
-                    println!("  fallback: {} → {} ({})", f.from, f.to, f.reason);
+                    println!(
+                        "  fallback [{}]: {} → {} ({})",
+                        f.rung, f.from, f.to, f.reason
+                    );
                 }
                 if let Some(e) = &s.error {
                     println!("  error: {e}");

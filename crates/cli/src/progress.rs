@@ -27,6 +27,11 @@ pub struct Progress {
 }
 
 impl Progress {
+    /// The progress display, so prompts can suspend it while they read the terminal.
+    pub fn multi(&self) -> MultiProgress {
+        self.multi.clone()
+    }
+
     /// A progress display for a run of `plan`.
     pub fn new(_plan: &Plan) -> Self {
         let tty = std::io::stderr().is_terminal();
@@ -202,7 +207,22 @@ impl EventSink for Progress {
                 }
                 self.line(format!("  - {step_id} skipped: {reason}"));
             }
-            Event::RunFinished { .. } => {}
+            Event::RunPaused { .. } => {
+                self.line("  ⏸ paused: steps in flight finish, no new step starts".into())
+            }
+            Event::RunResumed {
+                completed_steps, ..
+            } => {
+                self.line(format!(
+                    "  ▶ resumed ({completed_steps} steps already completed)"
+                ));
+            }
+
+            Event::RunFinished { .. }
+            | Event::WaitingForHuman { .. }
+            | Event::HumanDecided { .. }
+            | Event::GuardrailVerdict { .. }
+            | Event::BreakerChanged { .. } => {}
         }
     }
 }

@@ -220,7 +220,7 @@ fn generate(loaded: &Loaded, request: &ChatRequest, tx: &Tx) -> Result<(), Provi
         .saturating_add(request.max_tokens);
     if budget > n_ctx {
         return Err(ProviderError::new(
-            ProviderErrorKind::InvalidRequest,
+            ProviderErrorKind::ContextOverflow,
             format!(
                 "context overflow: the prompt has {} tokens and max_tokens is {}, over the embedded model's {n_ctx}-token window",
                 tokens.len(),

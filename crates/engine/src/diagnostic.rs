@@ -50,6 +50,8 @@ pub enum DiagnosticCode {
     BadInput,
     /// The workflow has no steps.
     NoSteps,
+    /// A step or fallback ladder names an agent that is not declared.
+    UnknownAgent,
 }
 
 impl DiagnosticCode {
@@ -73,6 +75,7 @@ impl DiagnosticCode {
             DiagnosticCode::UnknownProvider => "unknown_provider",
             DiagnosticCode::MissingInput => "missing_input",
             DiagnosticCode::BadInput => "bad_input",
+            DiagnosticCode::UnknownAgent => "unknown_agent",
             DiagnosticCode::NoSteps => "no_steps",
         }
     }

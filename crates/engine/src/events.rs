@@ -43,8 +43,13 @@ impl StepStatus {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RunStatus {
-    /// Still going (only seen in the store for interrupted runs).
+    /// Still going (a run whose process died stays `running` in the store until
+    /// `nexus resume` continues it).
     Running,
+    /// Paused by the user: steps in flight finish, no new step starts.
+    Paused,
+    /// A step waits for a human's decision.
+    WaitingForHuman,
     /// Every step succeeded or was skipped by its condition.
     Succeeded,
     /// At least one step failed.
@@ -58,6 +63,8 @@ impl RunStatus {
     pub fn as_str(self) -> &'static str {
         match self {
             RunStatus::Running => "running",
+            RunStatus::Paused => "paused",
+            RunStatus::WaitingForHuman => "waiting_for_human",
             RunStatus::Succeeded => "succeeded",
             RunStatus::Failed => "failed",
             RunStatus::Cancelled => "cancelled",
@@ -141,6 +148,9 @@ pub enum Event {
         usage: Option<Usage>,
         /// Wall time of the step, ms.
         duration_ms: u64,
+        /// True when the output came from the step output cache.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        cached: bool,
     },
     /// A step failed (stored before this is emitted).
     StepFailed {
@@ -169,6 +179,61 @@ pub enum Event {
         /// Wall time, ms.
         duration_ms: u64,
     },
+    /// The run was paused: no new step starts until it is resumed.
+    RunPaused {
+        /// Run id.
+        run_id: String,
+    },
+    /// The run continues: after a pause, or after an interruption (a crash), with the
+    /// steps already completed kept.
+    RunResumed {
+        /// Run id.
+        run_id: String,
+        /// Steps already completed and kept.
+        completed_steps: usize,
+    },
+    /// A step waits for a human (an approval step, a guardrail asking for approval, or
+    /// the last rung of the fallback ladder).
+    WaitingForHuman {
+        /// Run id.
+        run_id: String,
+        /// Step id.
+        step_id: String,
+        /// What is asked.
+        question: String,
+    },
+    /// A human answered (or the wait ended without an answer: `timeout`).
+    HumanDecided {
+        /// Run id.
+        run_id: String,
+        /// Step id.
+        step_id: String,
+        /// The decision (`approve`, `reject`, `retry`, `use_output`, `skip`, `cancel`,
+        /// `timeout`).
+        decision: String,
+    },
+    /// A guardrail rule matched a step's input or output.
+    GuardrailVerdict {
+        /// Run id.
+        run_id: String,
+        /// Step id.
+        step_id: String,
+        /// `input` or `output`.
+        stage: String,
+        /// Detector name.
+        detector: String,
+        /// Action taken (`block`, `require_approval`, `redact`, `warn`).
+        action: String,
+        /// Matches found.
+        count: usize,
+    },
+    /// A circuit breaker changed state.
+    BreakerChanged {
+        /// `provider:model`.
+        model: String,
+        /// The transition.
+        transition: crate::breaker::Transition,
+    },
 }
 
 impl Event {
@@ -184,13 +249,26 @@ impl Event {
             Event::StepFailed { .. } => "step_failed",
             Event::StepSkipped { .. } => "step_skipped",
             Event::RunFinished { .. } => "run_finished",
+            Event::RunPaused { .. } => "run_paused",
+            Event::RunResumed { .. } => "run_resumed",
+            Event::WaitingForHuman { .. } => "waiting_for_human",
+            Event::HumanDecided { .. } => "human_decided",
+            Event::GuardrailVerdict { .. } => "guardrail_verdict",
+            Event::BreakerChanged { .. } => "breaker_changed",
         }
     }
 
     /// The step the event is about, if any.
     pub fn step_id(&self) -> Option<&str> {
         match self {
-            Event::RunStarted { .. } | Event::RunFinished { .. } => None,
+            Event::RunStarted { .. }
+            | Event::RunFinished { .. }
+            | Event::RunPaused { .. }
+            | Event::RunResumed { .. }
+            | Event::BreakerChanged { .. } => None,
+            Event::WaitingForHuman { step_id, .. }
+            | Event::HumanDecided { step_id, .. }
+            | Event::GuardrailVerdict { step_id, .. } => Some(step_id),
             Event::StepStarted { step_id, .. }
             | Event::Token { step_id, .. }
             | Event::AttemptFailed { step_id, .. }

@@ -7,8 +7,10 @@
 //!
 //! This crate knows nothing of Tauri, SQLite or any provider's wire format.
 
+pub mod breaker;
 pub mod diagnostic;
 pub mod events;
+pub mod human;
 pub mod parse;
 pub mod plan;
 pub mod provider;

@@ -32,6 +32,10 @@ pub struct Locations {
     pub outputs: BTreeMap<String, Span>,
     /// Per input, by name: where its declaration is.
     pub inputs: BTreeMap<String, Span>,
+    /// Where the workflow's `budget` is.
+    pub budget: Option<Span>,
+    /// Per agent, by name: where its declaration is.
+    pub agents: BTreeMap<String, Span>,
 }
 
 /// Locations inside one step.
@@ -94,6 +98,10 @@ struct SkelDoc {
     outputs: Option<BTreeMap<String, Spanned<IgnoredAny>>>,
     #[serde(default)]
     steps: Option<Spanned<Vec<Spanned<SkelStep>>>>,
+    #[serde(default)]
+    budget: Option<Spanned<IgnoredAny>>,
+    #[serde(default)]
+    agents: Option<BTreeMap<String, Spanned<IgnoredAny>>>,
 }
 
 #[derive(Deserialize)]
@@ -126,6 +134,20 @@ struct SkelStep {
     retry: Option<Spanned<IgnoredAny>>,
     #[serde(default)]
     timeout: Option<Spanned<IgnoredAny>>,
+    #[serde(default)]
+    on_failure: Option<Spanned<IgnoredAny>>,
+    #[serde(default)]
+    cache: Option<Spanned<IgnoredAny>>,
+    #[serde(default)]
+    task: Option<Spanned<IgnoredAny>>,
+    #[serde(default)]
+    agent: Option<Spanned<IgnoredAny>>,
+    #[serde(default)]
+    budget: Option<Spanned<IgnoredAny>>,
+    #[serde(default)]
+    fallback: Option<Spanned<IgnoredAny>>,
+    #[serde(default)]
+    approval: Option<Spanned<IgnoredAny>>,
 }
 
 #[derive(Deserialize)]
@@ -145,8 +167,14 @@ fn skeleton(text: &str) -> Locations {
     let mut out = Locations {
         id: doc.id.as_ref().and_then(spanned),
         format: doc.format.as_ref().and_then(spanned),
+        budget: doc.budget.as_ref().and_then(spanned),
         ..Locations::default()
     };
+    for (name, s) in doc.agents.unwrap_or_default() {
+        if let Some(sp) = spanned(&s) {
+            out.agents.insert(name, sp);
+        }
+    }
     for (name, s) in doc.inputs.unwrap_or_default() {
         if let Some(sp) = spanned(&s) {
             out.inputs.insert(name, sp);
@@ -165,7 +193,14 @@ fn skeleton(text: &str) -> Locations {
                 ..StepLocations::default()
             };
             let s = step.value;
-            let fields: [(&'static str, &Option<Spanned<IgnoredAny>>); 13] = [
+            let fields: [(&'static str, &Option<Spanned<IgnoredAny>>); 20] = [
+                ("on_failure", &s.on_failure),
+                ("cache", &s.cache),
+                ("task", &s.task),
+                ("agent", &s.agent),
+                ("budget", &s.budget),
+                ("fallback", &s.fallback),
+                ("approval", &s.approval),
                 ("id", &s.id),
                 ("kind", &s.kind),
                 ("when", &s.when),

@@ -20,8 +20,9 @@ use minijinja::{Environment, UndefinedBehavior};
 use crate::diagnostic::{Diagnostic, DiagnosticCode, Span};
 use crate::parse::{Locations, Parsed, StepLocations};
 use crate::workflow::{
-    FORMAT_VERSION, InputSpec, InputType, ModelRequirements, ModelSpec, OutputFormat, RetryPolicy,
-    Step, StepKind, Timeouts, Workflow,
+    ApprovalSettings, Budget, FORMAT_VERSION, FallbackLadder, InputSpec, InputType,
+    ModelRequirements, ModelSpec, OnFailure, OutputFormat, RetryPolicy, Step, StepKind, TaskClass,
+    Timeouts, Workflow,
 };
 
 /// Provider ids a model reference may name.
@@ -36,7 +37,7 @@ pub const DEFAULT_MAX_TOKENS: u32 = 256;
 #[derive(Debug, Clone)]
 pub enum Action {
     /// Call a model.
-    Llm(LlmAction),
+    Llm(Box<LlmAction>),
     /// Render a template.
     Template {
         /// Name of the compiled template in [`Plan::env`].
@@ -44,6 +45,24 @@ pub enum Action {
         /// Text or JSON.
         format: OutputFormat,
     },
+    /// Wait for a human's decision.
+    Approval {
+        /// Name of the compiled question template.
+        prompt: String,
+        /// Timeout and default decision.
+        settings: ApprovalSettings,
+    },
+}
+
+/// A substitute agent of the fallback ladder, resolved for one step.
+#[derive(Debug, Clone)]
+pub struct Substitute {
+    /// The agent's name.
+    pub agent: String,
+    /// Name of the compiled system template, if the agent has one.
+    pub system: Option<String>,
+    /// The agent's model requirements (the workflow's `local_only` applied).
+    pub model: ModelRequirements,
 }
 
 /// A validated `llm` step.
@@ -61,6 +80,16 @@ pub struct LlmAction {
     pub max_tokens: u32,
     /// JSON Schema of the output and its compiled validator.
     pub output_schema: Option<(serde_json::Value, Arc<jsonschema::Validator>)>,
+    /// The kind of work, for the selector.
+    pub task: TaskClass,
+    /// The agent the step uses, if any.
+    pub agent: Option<String>,
+    /// The fallback ladder.
+    pub fallback: FallbackLadder,
+    /// The substitute agent rung, when the ladder names one.
+    pub substitute: Option<Substitute>,
+    /// The step's own budget.
+    pub budget: Option<Budget>,
 }
 
 /// One step of a [`Plan`].
@@ -82,6 +111,16 @@ pub struct PlannedStep {
     pub retry: RetryPolicy,
     /// Timeouts.
     pub timeouts: Timeouts,
+    /// What happens when it fails.
+    pub on_failure: OnFailure,
+    /// Whether a stored output may be reused.
+    pub cache: bool,
+    /// When this step is the `on_failure: {alternate: ...}` branch of another step: that
+    /// step's index. It runs only when that step failed.
+    pub alternate_of: Option<usize>,
+    /// A hash of the step's definition as written (position excluded), for the output
+    /// cache key.
+    pub definition_hash: String,
 }
 
 /// A validated workflow, ready to run.
@@ -272,6 +311,62 @@ pub fn validate(parsed: &Parsed) -> Result<Plan, Vec<Diagnostic>> {
     for (i, step) in wf.steps.iter().enumerate() {
         if let Some(planned) = plan_step(&mut cx, &mut env, wf, &index, graph, i, step, &needs[i]) {
             steps.push(planned);
+        }
+    }
+    let budget_at = cx.locs.budget;
+    check_budget(&mut cx, None, "budget", wf.budget.as_ref(), budget_at);
+    // Alternate branches: the named step must exist and need the failing step.
+    if steps.len() == wf.steps.len() {
+        for i in 0..steps.len() {
+            let OnFailure::Alternate(alt) = &steps[i].on_failure else {
+                continue;
+            };
+            let at = cx.step_locs(i).of("on_failure");
+            match index.get(alt) {
+                None => {
+                    let dym = did_you_mean(alt, index.keys().map(String::as_str));
+                    let id = steps[i].id.clone();
+                    cx.push(
+                        Diagnostic::new(
+                            DiagnosticCode::UnknownStep,
+                            format!("`on_failure.alternate` names unknown step `{alt}`{dym}"),
+                        )
+                        .step(&id)
+                        .field("on_failure.alternate")
+                        .at(at)
+                        .hint("name a step of this workflow that lists this step in its `needs`"),
+                    );
+                }
+                Some(&k) if !needs[k].contains(&i) => {
+                    let id = steps[i].id.clone();
+                    cx.push(
+                        Diagnostic::new(
+                            DiagnosticCode::InvalidValue,
+                            format!(
+                                "the alternate step `{alt}` does not list `{id}` in its `needs`"
+                            ),
+                        )
+                        .step(&id)
+                        .field("on_failure.alternate")
+                        .at(at)
+                        .hint(format!("add `needs: [{id}]` to step `{alt}`")),
+                    );
+                }
+                Some(&k) if steps[k].alternate_of.is_some() => {
+                    let id = steps[i].id.clone();
+                    cx.push(
+                        Diagnostic::new(
+                            DiagnosticCode::InvalidValue,
+                            format!("step `{alt}` is already the alternate branch of another step"),
+                        )
+                        .step(&id)
+                        .field("on_failure.alternate")
+                        .at(at)
+                        .hint("give each failing step its own alternate step"),
+                    );
+                }
+                Some(&k) => steps[k].alternate_of = Some(i),
+            }
         }
     }
 
@@ -636,24 +731,48 @@ fn plan_step(
         span: locs.of(field),
     };
 
-    // Fields that belong to the other kind.
-    let llm_fields: [(&str, bool); 6] = [
+    // Fields that belong to another kind.
+    let llm_only: [(&str, bool); 9] = [
         ("system", step.system.is_some()),
-        ("prompt", step.prompt.is_some()),
         ("model", step.model.is_some()),
         ("temperature", step.temperature.is_some()),
         ("max_tokens", step.max_tokens.is_some()),
         ("output_schema", step.output_schema.is_some()),
+        ("task", step.task.is_some()),
+        ("agent", step.agent.is_some()),
+        ("budget", step.budget.is_some()),
+        ("fallback", step.fallback.is_some()),
     ];
-    let template_fields: [(&str, bool); 2] = [
+    let template_only: [(&str, bool); 2] = [
         ("template", step.template.is_some()),
         ("format", step.format.is_some()),
     ];
-    let (foreign, required): (&[(&str, bool)], &str) = match step.kind {
-        StepKind::Llm => (&template_fields, "prompt"),
-        StepKind::Template => (&llm_fields, "template"),
+    let approval_only: [(&str, bool); 1] = [("approval", step.approval.is_some())];
+    let prompt_field = [("prompt", step.prompt.is_some())];
+    let (foreign, required): (Vec<(&str, bool)>, &str) = match step.kind {
+        StepKind::Llm => (
+            template_only
+                .iter()
+                .chain(&approval_only)
+                .copied()
+                .collect(),
+            "prompt",
+        ),
+        StepKind::Template => (
+            llm_only
+                .iter()
+                .chain(&approval_only)
+                .chain(&prompt_field)
+                .copied()
+                .collect(),
+            "template",
+        ),
+        StepKind::Approval => (
+            llm_only.iter().chain(&template_only).copied().collect(),
+            "prompt",
+        ),
     };
-    for (field, present) in foreign {
+    for (field, present) in &foreign {
         if *present {
             cx.push(at(field).diag(
                 DiagnosticCode::UnexpectedField,
@@ -666,7 +785,7 @@ fn plan_step(
         }
     }
     let required_present = match step.kind {
-        StepKind::Llm => step.prompt.is_some(),
+        StepKind::Llm | StepKind::Approval => step.prompt.is_some(),
         StepKind::Template => step.template.is_some(),
     };
     if !required_present {
@@ -680,6 +799,50 @@ fn plan_step(
             .at(locs.start)
             .hint(format!("add `{required}: ...` to the step")),
         );
+    }
+    check_budget(
+        cx,
+        Some(&step.id),
+        "budget",
+        step.budget.as_ref(),
+        locs.of("budget"),
+    );
+    let agent_of = |cx: &mut Ctx<'_>, field: &str, name: &str| -> Option<crate::workflow::Agent> {
+        match wf.agents.get(name) {
+            Some(a) => Some(a.clone()),
+            None => {
+                let dym = did_you_mean(name, wf.agents.keys().map(String::as_str));
+                cx.push(at(field).diag(
+                    DiagnosticCode::UnknownAgent,
+                    format!("`{field}` names unknown agent `{name}`{dym}"),
+                    "declare the agent under the workflow's `agents:` or fix the name",
+                ));
+                None
+            }
+        }
+    };
+    let agent = step.agent.as_deref().and_then(|a| agent_of(cx, "agent", a));
+    if agent.as_ref().is_some_and(|a| a.system.is_some()) && step.system.is_some() {
+        cx.push(at("system").diag(
+            DiagnosticCode::InvalidValue,
+            "the step sets `system` and uses an agent that has its own system prompt".into(),
+            "remove the step's `system`, or use an agent without one",
+        ));
+    }
+    let fallback = step.fallback.clone().unwrap_or_default();
+    let substitute_agent = fallback
+        .agent
+        .as_deref()
+        .and_then(|a| agent_of(cx, "fallback", a));
+    let on_failure = step.on_failure.clone().unwrap_or_default();
+    if let (OnFailure::Alternate(alt), true) = (&on_failure, true)
+        && alt == &step.id
+    {
+        cx.push(at("on_failure").diag(
+            DiagnosticCode::InvalidValue,
+            "a step cannot be its own alternate branch".into(),
+            "name another step that lists this one in its `needs`",
+        ));
     }
 
     // Retry and timeouts.
@@ -778,13 +941,31 @@ fn plan_step(
                 .prompt
                 .as_deref()
                 .and_then(|p| compile(cx, env, "prompt", p));
-            let model = match &step.model {
-                Some(ModelSpec::List(list)) => ModelRequirements {
-                    prefer: list.clone(),
-                    ..ModelRequirements::default()
-                },
-                Some(ModelSpec::Requirements(r)) => r.clone(),
-                None => ModelRequirements::default(),
+            let system = match (&system, agent.as_ref().and_then(|a| a.system.as_deref())) {
+                (None, Some(agent_system)) => compile(cx, env, "agent", agent_system),
+                _ => system,
+            };
+            let mut model = requirements(
+                step.model
+                    .as_ref()
+                    .or(agent.as_ref().and_then(|a| a.model.as_ref())),
+            );
+            model.local_only |= wf.local_only;
+            let substitute = match (&substitute_agent, &fallback.agent) {
+                (Some(a), Some(name)) => {
+                    let system = a
+                        .system
+                        .as_deref()
+                        .and_then(|s| compile(cx, env, "fallback", s));
+                    let mut model = requirements(a.model.as_ref());
+                    model.local_only |= wf.local_only;
+                    Some(Substitute {
+                        agent: name.clone(),
+                        system,
+                        model,
+                    })
+                }
+                _ => None,
             };
             for (j, reference) in model.prefer.iter().enumerate() {
                 let provider = reference.split(':').next().unwrap_or_default();
@@ -860,14 +1041,29 @@ fn plan_step(
                 },
                 None => None,
             };
-            Action::Llm(LlmAction {
+            Action::Llm(Box::new(LlmAction {
                 system,
                 prompt: prompt.unwrap_or_default(),
                 model,
                 temperature,
                 max_tokens,
                 output_schema,
-            })
+                task: step.task.unwrap_or_default(),
+                agent: step.agent.clone(),
+                fallback,
+                substitute,
+                budget: step.budget.clone(),
+            }))
+        }
+        StepKind::Approval => {
+            let prompt = step
+                .prompt
+                .as_deref()
+                .and_then(|p| compile(cx, env, "prompt", p));
+            Action::Approval {
+                prompt: prompt.unwrap_or_default(),
+                settings: step.approval.clone().unwrap_or_default(),
+            }
         }
         StepKind::Template => {
             let template = step
@@ -893,7 +1089,74 @@ fn plan_step(
         when: when.map(|(name, _)| name),
         retry,
         timeouts,
+        on_failure,
+        cache: step.cache.unwrap_or(true),
+        alternate_of: None,
+        definition_hash: definition_hash(step),
     })
+}
+
+/// Model requirements from a step's or agent's `model` field.
+fn requirements(spec: Option<&ModelSpec>) -> ModelRequirements {
+    match spec {
+        Some(ModelSpec::List(list)) => ModelRequirements {
+            prefer: list.clone(),
+            ..ModelRequirements::default()
+        },
+        Some(ModelSpec::Requirements(r)) => r.clone(),
+        None => ModelRequirements::default(),
+    }
+}
+
+/// SHA-256 (hex) of the step as written, without its canvas position: moving a node
+/// does not invalidate its cached output, editing any other field does.
+fn definition_hash(step: &Step) -> String {
+    use sha2::Digest;
+    let mut step = step.clone();
+    step.position = None;
+    step.name = None;
+    let json = serde_json::to_vec(&step).unwrap_or_default();
+    hex(&sha2::Sha256::digest(&json))
+}
+
+/// Lowercase hex of bytes.
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        let _ = write!(out, "{b:02x}");
+    }
+    out
+}
+
+/// Checks that budget limits are positive.
+fn check_budget(
+    cx: &mut Ctx<'_>,
+    step: Option<&str>,
+    field: &str,
+    budget: Option<&Budget>,
+    span: Option<Span>,
+) {
+    let Some(budget) = budget else { return };
+    let mut bad = Vec::new();
+    if budget.max_tokens == Some(0) {
+        bad.push("`max_tokens` is 0".to_string());
+    }
+    if let Some(c) = budget.max_cost_usd
+        && !(c.is_finite() && c >= 0.0)
+    {
+        bad.push(format!("`max_cost_usd` is {c}"));
+    }
+    for message in bad {
+        let mut d = Diagnostic::new(DiagnosticCode::InvalidValue, format!("budget: {message}"))
+            .field(field)
+            .at(span)
+            .hint("give a positive token count and a non-negative amount in US dollars");
+        if let Some(step) = step {
+            d = d.step(step);
+        }
+        cx.push(d);
+    }
 }
 
 /// Resolves the inputs of a run: applies defaults, converts `key=value` strings to the

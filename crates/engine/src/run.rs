@@ -1,19 +1,24 @@
-//! The scheduler: runs a [`Plan`] as a DAG on tokio.
+//! The scheduler: runs a [`Plan`] as a DAG on tokio, with the resilience ladder.
 //!
-//! - Steps whose dependencies have all succeeded become ready. `template` steps and
-//!   conditions are evaluated inline on the scheduler task (they are cheap); `llm` steps
-//!   run as tasks, at most `max_parallel` at once, and each model reference has its own
-//!   semaphore ([`Provider::max_concurrency`]: 1 for a local model, 4 for cloud).
+//! - Steps whose dependencies have all succeeded become ready (an alternate branch
+//!   becomes ready when the step it backs up failed). `template` steps and conditions are
+//!   evaluated inline on the scheduler task; `llm` and `approval` steps run as tasks, at
+//!   most `max_parallel` at once, and each model has its own semaphore
+//!   ([`Provider::max_concurrency`]: 1 for a local model, 4 for cloud).
 //! - A step whose dependency failed or was skipped is skipped (Airflow's default
 //!   `all_success` trigger rule); its `when` condition is checked before it runs.
 //! - Completed steps are written to the [`RunStore`] in batches (one transaction for all
 //!   the steps that finished together) before their events are emitted and before their
-//!   dependants start.
-//! - `llm` steps: the selector's candidates are tried in order; on each, attempts follow
-//!   the retry policy (delays from `backon`); an unreachable provider or a missing model
-//!   moves to the next candidate at once; timeouts (first token, idle gap, total) apply
-//!   to every attempt; cancellation drops the provider's stream, which aborts the
-//!   HTTP request.
+//!   dependants start. A run resumed after a crash starts from those records: completed
+//!   steps are never re-run, steps that were in flight run again.
+//! - Pausing ([`RunControl`]) lets steps in flight finish and starts no new one.
+//! - `llm` steps climb the fallback ladder ([`crate::workflow::FallbackLadder`]): guardrails
+//!   on the input first; then the output cache; then the selector's chain, each model
+//!   behind its circuit breaker and the budgets, each failure handled as the error
+//!   taxonomy says ([`crate::provider::TAXONOMY`]); then simplified parameters; then a
+//!   substitute agent; then the step's `on_failure`; then a human. Timeouts (first token,
+//!   idle gap, total) apply to every attempt; cancellation drops the provider's stream,
+//!   which aborts the HTTP request.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -23,18 +28,29 @@ use backon::BackoffBuilder;
 use chrono::Utc;
 use futures::StreamExt;
 use serde::Serialize;
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use crate::breaker::{
+    Admission, BreakerConfig, BreakerSnapshot, BreakerState, Breakers, CallOutcome,
+};
 use crate::events::{Event, EventSink, RunStatus, StepStatus};
+use crate::human::{HumanDecision, HumanHandler, HumanRequest};
 use crate::plan::{Action, LlmAction, Plan, PlannedStep};
 use crate::provider::{
-    ChatChunk, ChatRequest, Message, Provider, ProviderError, ProviderErrorKind, Role, Usage,
+    ChatChunk, ChatRequest, ErrorAction, Locality, Message, ProviderError, ProviderErrorKind, Role,
+    Usage,
 };
-use crate::select::{Candidate, Catalog, select};
-use crate::store::{AttemptRecord, FallbackRecord, RunFinish, RunRecord, RunStore, StepRecord};
-use crate::workflow::{OutputFormat, RetryPolicy, Timeouts};
+use crate::select::{
+    Candidate, Catalog, ModelCatalog, ModelStats, SelectionInput, SelectorContext, SelectorWeights,
+    estimate_tokens, select,
+};
+use crate::store::{
+    AttemptRecord, CachedOutput, FallbackRecord, GuardrailRecord, RunFinish, RunRecord, RunStore,
+    StepRecord,
+};
+use crate::workflow::{ApprovalDefault, Budget, OnFailure, OutputFormat, RetryPolicy, Timeouts};
 
 /// Errors that stop a run from starting or finishing.
 #[derive(Debug, thiserror::Error)]
@@ -42,6 +58,9 @@ pub enum EngineError {
     /// The store failed; the run stopped because its state could not be kept.
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
+    /// The workflow's guardrail rules could not be compiled.
+    #[error("guardrails: {0}")]
+    Guardrails(String),
 }
 
 /// Engine settings.
@@ -53,6 +72,15 @@ pub struct EngineConfig {
     pub provider_limits: HashMap<String, usize>,
     /// How long model discovery may take per provider (default 3 s).
     pub discovery_timeout: Duration,
+    /// Circuit breaker settings (see [`BreakerConfig`]).
+    pub breaker: BreakerConfig,
+    /// Selector weights.
+    pub weights: SelectorWeights,
+    /// Known models: context windows, prices, capabilities, quality.
+    pub models: ModelCatalog,
+    /// Longest Retry-After the engine waits for before falling back instead (default
+    /// 60 s, Portkey's cap; one user of a routing layer reported a 3-day Retry-After).
+    pub max_retry_after: Duration,
 }
 
 impl Default for EngineConfig {
@@ -61,12 +89,45 @@ impl Default for EngineConfig {
             max_parallel: 8,
             provider_limits: HashMap::new(),
             discovery_timeout: Duration::from_secs(3),
+            breaker: BreakerConfig::default(),
+            weights: SelectorWeights::default(),
+            models: ModelCatalog::builtin().unwrap_or_default(),
+            max_retry_after: Duration::from_secs(60),
         }
     }
 }
 
+/// Pause and resume of a running run, from any task or thread.
+#[derive(Clone)]
+pub struct RunControl {
+    tx: Arc<watch::Sender<bool>>,
+}
+
+impl Default for RunControl {
+    fn default() -> Self {
+        RunControl {
+            tx: Arc::new(watch::channel(false).0),
+        }
+    }
+}
+
+impl RunControl {
+    /// Pauses: steps in flight finish, no new step starts.
+    pub fn pause(&self) {
+        self.tx.send_replace(true);
+    }
+    /// Resumes a paused run.
+    pub fn resume(&self) {
+        self.tx.send_replace(false);
+    }
+    /// Whether the run is paused.
+    pub fn is_paused(&self) -> bool {
+        *self.tx.borrow()
+    }
+}
+
 /// Per-run options.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct RunOptions {
     /// Run id; a UUID v7 is generated when `None`.
     pub run_id: Option<String>,
@@ -74,6 +135,29 @@ pub struct RunOptions {
     pub cancel: CancellationToken,
     /// Subscribers to the run's events.
     pub sinks: Vec<Arc<dyn EventSink>>,
+    /// Pause and resume.
+    pub control: RunControl,
+    /// Who answers approvals and the ladder's last rung; `None`: nobody (defaults apply).
+    pub human: Option<Arc<dyn HumanHandler>>,
+    /// Read the step output cache (default true). Outputs are written to it either way.
+    pub use_cache: bool,
+    /// Continue an interrupted run: the records of its completed steps (the run must
+    /// exist in the store under `run_id`). Those steps are not run again.
+    pub resume: Option<Vec<StepRecord>>,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        RunOptions {
+            run_id: None,
+            cancel: CancellationToken::new(),
+            sinks: Vec::new(),
+            control: RunControl::default(),
+            human: None,
+            use_cache: true,
+            resume: None,
+        }
+    }
 }
 
 /// The result of a finished run.
@@ -85,7 +169,7 @@ pub struct RunReport {
     pub status: RunStatus,
     /// The workflow's outputs by name (`null` where a step they read did not succeed).
     pub outputs: serde_json::Map<String, serde_json::Value>,
-    /// Every step's record, in completion order.
+    /// Every step's record, in completion order (kept records of a resumed run first).
     pub steps: Vec<StepRecord>,
     /// Wall time, ms.
     pub duration_ms: u64,
@@ -93,12 +177,16 @@ pub struct RunReport {
     pub error: Option<String>,
 }
 
-/// The workflow engine: providers, a store, limits.
+/// The workflow engine: providers, a store, limits, and the state kept across runs
+/// (circuit breakers, model statistics).
 pub struct Engine {
-    providers: Vec<Arc<dyn Provider>>,
+    providers: Vec<Arc<dyn crate::provider::Provider>>,
     store: Option<Arc<dyn RunStore>>,
     config: EngineConfig,
     slots: Mutex<HashMap<String, Arc<Semaphore>>>,
+    state_loaded: tokio::sync::OnceCell<()>,
+    breakers: Mutex<Breakers>,
+    stats: Mutex<HashMap<String, ModelStats>>,
 }
 
 #[derive(Clone)]
@@ -144,6 +232,77 @@ impl Emitter {
 
 fn ms(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    match m.lock() {
+        Ok(g) => g,
+        Err(poisoned) => poisoned.into_inner(),
+    }
+}
+
+/// Tokens and money spent.
+#[derive(Debug, Clone, Copy, Default)]
+struct Spend {
+    tokens: u64,
+    cost_usd: f64,
+}
+
+/// What every task of a run shares.
+struct RunShared {
+    run_id: String,
+    emitter: Arc<Emitter>,
+    /// The run's own token (a step's failure rung may cancel the whole run).
+    cancel: CancellationToken,
+    human: Option<Arc<dyn HumanHandler>>,
+    spend: Mutex<Spend>,
+    budget: Option<Budget>,
+    guard: Option<nexus_guard::Policy>,
+    use_cache: bool,
+    catalog: Arc<Catalog>,
+}
+
+/// Outcome of one attempt.
+struct AttemptOutput {
+    text: String,
+    usage: Usage,
+    first_token_ms: Option<u64>,
+}
+
+/// One model call's parameters, as a ladder rung shapes them.
+#[derive(Clone)]
+struct Call {
+    messages: Vec<Message>,
+    max_tokens: u32,
+    json_schema: Option<serde_json::Value>,
+    est_prompt: u64,
+}
+
+/// A successful call.
+struct Success {
+    text: String,
+    json: Option<serde_json::Value>,
+    usage: Usage,
+    reference: String,
+    reason: String,
+}
+
+/// How a chain of candidates ended without success.
+enum ChainEnd {
+    /// Every candidate was tried.
+    Exhausted,
+    /// An error whose action is to stop (cancel, guardrail block, budget).
+    Stop(ProviderError),
+}
+
+/// Running state of one step's ladder.
+struct Ladder {
+    attempt_no: u32,
+    last_error: Option<ProviderError>,
+    /// The model tried last, for fallback records.
+    last_model: Option<String>,
+    spend: Spend,
+    t0: Instant,
 }
 
 #[derive(Serialize)]
@@ -203,31 +362,33 @@ pub fn retry_delays(policy: &RetryPolicy) -> impl Iterator<Item = Duration> + us
     b.build()
 }
 
-/// Outcome of one attempt.
-struct AttemptOutput {
-    text: String,
-    usage: Usage,
-    first_token_ms: Option<u64>,
-}
-
 impl Engine {
     /// An engine over these providers (in registration order), with an optional store.
     pub fn new(
-        providers: Vec<Arc<dyn Provider>>,
+        providers: Vec<Arc<dyn crate::provider::Provider>>,
         store: Option<Arc<dyn RunStore>>,
         config: EngineConfig,
     ) -> Self {
+        let breakers = Breakers::new(config.breaker.clone());
         Engine {
             providers,
             store,
             config,
             slots: Mutex::new(HashMap::new()),
+            state_loaded: tokio::sync::OnceCell::new(),
+            breakers: Mutex::new(breakers),
+            stats: Mutex::new(HashMap::new()),
         }
     }
 
     /// The configured providers.
-    pub fn providers(&self) -> &[Arc<dyn Provider>] {
+    pub fn providers(&self) -> &[Arc<dyn crate::provider::Provider>] {
         &self.providers
+    }
+
+    /// The engine's settings.
+    pub fn config(&self) -> &EngineConfig {
+        &self.config
     }
 
     /// Lists what every provider offers now.
@@ -235,11 +396,74 @@ impl Engine {
         Catalog::discover(&self.providers, self.config.discovery_timeout).await
     }
 
-    fn slot(&self, candidate: &Candidate) -> Arc<Semaphore> {
-        let mut slots = match self.slots.lock() {
-            Ok(s) => s,
-            Err(poisoned) => poisoned.into_inner(),
+    /// Loads the breakers and model statistics from the store, once.
+    ///
+    /// # Errors
+    /// [`EngineError::Store`] when the store cannot be read.
+    pub async fn load_state(&self) -> Result<(), EngineError> {
+        self.state_loaded
+            .get_or_try_init(|| async {
+                if let Some(store) = &self.store {
+                    let state = store.load_state().await?;
+                    *lock(&self.breakers) =
+                        Breakers::restore(self.config.breaker.clone(), state.breakers);
+                    lock(&self.stats).extend(state.stats);
+                }
+                Ok::<(), EngineError>(())
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// Every known breaker with its state now, sorted by `provider:model`.
+    ///
+    /// # Errors
+    /// [`EngineError::Store`] when the state cannot be loaded.
+    pub async fn breaker_states(
+        &self,
+    ) -> Result<Vec<(String, BreakerState, BreakerSnapshot)>, EngineError> {
+        self.load_state().await?;
+        let now = Utc::now();
+        let b = lock(&self.breakers);
+        Ok(b.snapshots()
+            .into_iter()
+            .map(|(k, snap)| (k.clone(), b.state(&k, now), snap))
+            .collect())
+    }
+
+    /// Observed statistics of every model, by `provider:model`.
+    pub fn model_stats(&self) -> HashMap<String, ModelStats> {
+        lock(&self.stats).clone()
+    }
+
+    /// Ranks the candidates for a step input with the current breakers and statistics.
+    pub fn rank(&self, input: &SelectionInput, catalog: &Catalog) -> crate::select::Selection {
+        let now = Utc::now();
+        let stats = lock(&self.stats).clone();
+        let open: HashMap<String, chrono::DateTime<Utc>> = {
+            let b = lock(&self.breakers);
+            b.snapshots()
+                .into_iter()
+                .filter_map(|(k, _)| match b.state(&k, now) {
+                    BreakerState::Open { until } => Some((k, until)),
+                    _ => None,
+                })
+                .collect()
         };
+        select(
+            input,
+            catalog,
+            SelectorContext {
+                models: &self.config.models,
+                stats: &stats,
+                open_breakers: &open,
+                weights: &self.config.weights,
+            },
+        )
+    }
+
+    fn slot(&self, candidate: &Candidate) -> Arc<Semaphore> {
+        let mut slots = lock(&self.slots);
         Arc::clone(slots.entry(candidate.reference.clone()).or_insert_with(|| {
             let limit = self
                 .config
@@ -252,13 +476,15 @@ impl Engine {
         }))
     }
 
-    /// Runs a validated plan with resolved inputs (see [`crate::plan::resolve_inputs`]).
+    /// Runs a validated plan with resolved inputs (see [`crate::plan::resolve_inputs`]),
+    /// or continues an interrupted run ([`RunOptions::resume`]).
     ///
     /// Returns when every step has finished, failed, been skipped or cancelled. A step
     /// failure is reported in the [`RunReport`], not as an error.
     ///
     /// # Errors
-    /// [`EngineError::Store`] when the run's state cannot be stored.
+    /// [`EngineError::Store`] when the run's state cannot be stored;
+    /// [`EngineError::Guardrails`] when the workflow's rules do not compile.
     pub async fn run(
         self: &Arc<Self>,
         plan: Arc<Plan>,
@@ -276,25 +502,60 @@ impl Engine {
         });
         let inputs = Arc::new(inputs);
         let n = plan.steps.len();
+        self.load_state().await?;
 
+        let guard = match &plan.workflow.guardrails {
+            Some(g) if !g.enabled => None,
+            Some(g) if !g.rules.is_empty() => Some(
+                nexus_guard::Policy::new(g.rules.clone())
+                    .map_err(|e| EngineError::Guardrails(e.to_string()))?,
+            ),
+            _ => Some(
+                nexus_guard::Policy::new(nexus_guard::default_rules())
+                    .map_err(|e| EngineError::Guardrails(e.to_string()))?,
+            ),
+        };
+
+        let prior = options.resume.clone().unwrap_or_default();
         if let Some(store) = &self.store {
-            store
-                .create_run(&RunRecord {
-                    run_id: run_id.clone(),
-                    workflow_id: plan.workflow.id.clone(),
-                    workflow_name: plan.workflow.name.clone(),
-                    workflow_version: plan.workflow.version.clone(),
-                    file: plan.file.clone(),
-                    inputs: serde_json::Value::Object((*inputs).clone()),
-                    started_at: Utc::now(),
-                })
-                .await?;
+            if options.resume.is_some() {
+                store
+                    .set_run_status(
+                        &run_id,
+                        RunStatus::Running,
+                        &[Event::RunResumed {
+                            run_id: run_id.clone(),
+                            completed_steps: prior.len(),
+                        }],
+                    )
+                    .await?;
+            } else {
+                store
+                    .create_run(&RunRecord {
+                        run_id: run_id.clone(),
+                        workflow_id: plan.workflow.id.clone(),
+                        workflow_name: plan.workflow.name.clone(),
+                        workflow_version: plan.workflow.version.clone(),
+                        file: plan.file.clone(),
+                        inputs: serde_json::Value::Object((*inputs).clone()),
+                        workflow: serde_json::to_value(&plan.workflow).ok(),
+                        started_at: Utc::now(),
+                    })
+                    .await?;
+            }
         }
-        emitter.emit(Event::RunStarted {
-            run_id: run_id.clone(),
-            workflow_id: plan.workflow.id.clone(),
-            steps: n,
-        });
+        if options.resume.is_some() {
+            emitter.publish(&[Event::RunResumed {
+                run_id: run_id.clone(),
+                completed_steps: prior.len(),
+            }]);
+        } else {
+            emitter.emit(Event::RunStarted {
+                run_id: run_id.clone(),
+                workflow_id: plan.workflow.id.clone(),
+                steps: n,
+            });
+        }
 
         let has_llm = plan
             .steps
@@ -305,15 +566,56 @@ impl Engine {
         } else {
             Catalog::default()
         });
+        let shared = Arc::new(RunShared {
+            run_id: run_id.clone(),
+            emitter: Arc::clone(&emitter),
+            cancel: options.cancel.clone(),
+            human: options.human.clone(),
+            spend: Mutex::new(Spend::default()),
+            budget: plan.workflow.budget.clone(),
+            guard,
+            use_cache: options.use_cache,
+            catalog,
+        });
 
         let mut pending: Vec<usize> = plan.steps.iter().map(|s| s.needs.len()).collect();
         let mut status: Vec<Option<StepStatus>> = vec![None; n];
         let mut outputs: Vec<Option<Arc<StepOutput>>> = vec![None; n];
-        let mut ready: Vec<usize> = (0..n).filter(|&i| pending[i] == 0).rev().collect();
+        let mut records: Vec<StepRecord> = Vec::with_capacity(n);
+        for rec in prior {
+            let Some(&i) = plan.index.get(&rec.step_id) else {
+                continue;
+            };
+            if status[i].is_some() {
+                continue;
+            }
+            status[i] = Some(rec.status);
+            if rec.status == StepStatus::Succeeded {
+                outputs[i] = Some(Arc::new(StepOutput {
+                    text: rec.output.clone().unwrap_or_default(),
+                    json: rec.output_json.clone(),
+                }));
+            }
+            if let Ok(mut spend) = shared.spend.lock() {
+                spend.tokens += rec
+                    .usage
+                    .map_or(0, |u| u.prompt_tokens + u.completion_tokens);
+                spend.cost_usd += rec.cost_usd.unwrap_or(0.0);
+            }
+            for &d in &plan.dependants[i] {
+                pending[d] -= 1;
+            }
+            records.push(rec);
+        }
+        let mut ready: Vec<usize> = (0..n)
+            .filter(|&i| pending[i] == 0 && status[i].is_none())
+            .rev()
+            .collect();
         let mut tasks: JoinSet<Finished> = JoinSet::new();
         let mut task_steps: HashMap<tokio::task::Id, usize> = HashMap::new();
-        let mut records: Vec<StepRecord> = Vec::with_capacity(n);
         let mut cancelled = false;
+        let mut paused = false;
+        let mut pause_rx = options.control.tx.subscribe();
         let mut store_error: Option<EngineError> = None;
 
         loop {
@@ -321,40 +623,76 @@ impl Engine {
             if options.cancel.is_cancelled() {
                 cancelled = true;
             }
+            let paused_now = options.control.is_paused() && !cancelled;
+            if paused_now != paused {
+                paused = paused_now;
+                let (event, run_status) = if paused {
+                    (
+                        Event::RunPaused {
+                            run_id: run_id.clone(),
+                        },
+                        RunStatus::Paused,
+                    )
+                } else {
+                    (
+                        Event::RunResumed {
+                            run_id: run_id.clone(),
+                            completed_steps: records.len(),
+                        },
+                        RunStatus::Running,
+                    )
+                };
+                if let Some(store) = &self.store
+                    && let Err(e) = store
+                        .set_run_status(&run_id, run_status, std::slice::from_ref(&event))
+                        .await
+                {
+                    store_error = Some(e.into());
+                    options.cancel.cancel();
+                }
+                emitter.publish(&[event]);
+            }
             // Start what is ready.
-            while tasks.len() < self.config.max_parallel.max(1) || !ready.is_empty() {
+            while !paused && (tasks.len() < self.config.max_parallel.max(1) || !ready.is_empty()) {
                 let Some(i) = ready.pop() else { break };
                 let step = &plan.steps[i];
                 let now = Utc::now();
                 if cancelled || store_error.is_some() {
                     done.push((
                         i,
-                        skipped(
+                        record_for(
                             step,
                             StepStatus::Cancelled,
-                            "the run was cancelled before the step started",
+                            Some("the run was cancelled before the step started"),
                             now,
                         ),
                         None,
                     ));
                     continue;
                 }
-                if let Some(&dep) = step
-                    .needs
-                    .iter()
-                    .find(|&&d| status[d] != Some(StepStatus::Succeeded))
-                {
-                    let why = match status[dep] {
-                        Some(StepStatus::Failed) => "failed",
-                        Some(StepStatus::Cancelled) => "was cancelled",
-                        _ => "was skipped",
+                let blocking = step.needs.iter().find(|&&d| {
+                    if step.alternate_of == Some(d) {
+                        status[d] != Some(StepStatus::Failed)
+                    } else {
+                        status[d] != Some(StepStatus::Succeeded)
+                    }
+                });
+                if let Some(&dep) = blocking {
+                    let why = if step.alternate_of == Some(dep) {
+                        "did not fail (this step is its alternate branch)"
+                    } else {
+                        match status[dep] {
+                            Some(StepStatus::Failed) => "failed",
+                            Some(StepStatus::Cancelled) => "was cancelled",
+                            _ => "was skipped",
+                        }
                     };
                     done.push((
                         i,
-                        skipped(
+                        record_for(
                             step,
                             StepStatus::Skipped,
-                            &format!("dependency `{}` {why}", plan.steps[dep].id),
+                            Some(&format!("dependency `{}` {why}", plan.steps[dep].id)),
                             now,
                         ),
                         None,
@@ -367,10 +705,10 @@ impl Engine {
                         Ok(_) => {
                             done.push((
                                 i,
-                                skipped(
+                                record_for(
                                     step,
                                     StepStatus::Skipped,
-                                    "its `when` condition is false",
+                                    Some("its `when` condition is false"),
                                     now,
                                 ),
                                 None,
@@ -378,8 +716,12 @@ impl Engine {
                             continue;
                         }
                         Err(e) => {
-                            let mut rec = skipped(step, StepStatus::Failed, "", now);
-                            rec.error = Some(format!("condition failed to evaluate: {e}"));
+                            let rec = record_for(
+                                step,
+                                StepStatus::Failed,
+                                Some(&format!("condition failed to evaluate: {e}")),
+                                now,
+                            );
                             done.push((i, rec, None));
                             continue;
                         }
@@ -398,8 +740,7 @@ impl Engine {
                                     })
                                     .map_err(|e| format!("rendered text is not JSON: {e}")),
                             });
-                        let mut rec = skipped(step, StepStatus::Succeeded, "", now);
-                        rec.error = None;
+                        let mut rec = record_for(step, StepStatus::Succeeded, None, now);
                         rec.duration_ms = ms(t0.elapsed());
                         match result {
                             Ok(out) => {
@@ -414,35 +755,72 @@ impl Engine {
                             }
                         }
                     }
-                    Action::Llm(llm) => {
+                    Action::Approval { prompt, settings } => {
                         if tasks.len() >= self.config.max_parallel.max(1) {
                             ready.push(i);
                             break;
                         }
-                        let prompt = render(&plan, &llm.prompt, &inputs, &step.reads, &outputs);
-                        let system = llm
-                            .system
-                            .as_ref()
-                            .map(|s| render(&plan, s, &inputs, &step.reads, &outputs))
-                            .transpose();
-                        let (prompt, system) = match (prompt, system) {
-                            (Ok(p), Ok(s)) => (p, s),
-                            (Err(e), _) | (_, Err(e)) => {
-                                let mut rec = skipped(step, StepStatus::Failed, "", now);
-                                rec.error = Some(format!("prompt failed to render: {e}"));
+                        let message = match render(&plan, prompt, &inputs, &step.reads, &outputs) {
+                            Ok(m) => m,
+                            Err(e) => {
+                                let rec = record_for(
+                                    step,
+                                    StepStatus::Failed,
+                                    Some(&format!("question failed to render: {e}")),
+                                    now,
+                                );
                                 done.push((i, rec, None));
                                 continue;
                             }
                         };
                         let engine = Arc::clone(self);
+                        let sh = Arc::clone(&shared);
+                        let step = step.clone();
+                        let settings = settings.clone();
+                        let handle = tasks.spawn(async move {
+                            let (rec, out) = engine
+                                .run_approval_step(&sh, &step, message, &settings)
+                                .await;
+                            (i, rec, out)
+                        });
+                        task_steps.insert(handle.id(), i);
+                    }
+                    Action::Llm(llm) => {
+                        if tasks.len() >= self.config.max_parallel.max(1) {
+                            ready.push(i);
+                            break;
+                        }
+                        let r = |t: &str| render(&plan, t, &inputs, &step.reads, &outputs);
+                        let prompt = r(&llm.prompt);
+                        let system = llm.system.as_deref().map(r).transpose();
+                        let substitute_system = llm
+                            .substitute
+                            .as_ref()
+                            .and_then(|s| s.system.as_deref())
+                            .map(r)
+                            .transpose();
+                        let (prompt, system, substitute_system) =
+                            match (prompt, system, substitute_system) {
+                                (Ok(p), Ok(s), Ok(ss)) => (p, s, ss),
+                                (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => {
+                                    let rec = record_for(
+                                        step,
+                                        StepStatus::Failed,
+                                        Some(&format!("prompt failed to render: {e}")),
+                                        now,
+                                    );
+                                    done.push((i, rec, None));
+                                    continue;
+                                }
+                            };
+                        let engine = Arc::clone(self);
                         let ctx = LlmContext {
-                            run_id: run_id.clone(),
+                            sh: Arc::clone(&shared),
                             step: step.clone(),
-                            llm: llm.clone(),
+                            llm: (**llm).clone(),
                             prompt,
                             system,
-                            catalog: Arc::clone(&catalog),
-                            emitter: Arc::clone(&emitter),
+                            substitute_system,
                             cancel: options.cancel.child_token(),
                         };
                         let handle = tasks.spawn(async move {
@@ -455,11 +833,11 @@ impl Engine {
             }
 
             if done.is_empty() {
-                if tasks.is_empty() {
+                if tasks.is_empty() && !paused {
                     break;
                 }
                 tokio::select! {
-                    joined = tasks.join_next_with_id() => {
+                    joined = tasks.join_next_with_id(), if !tasks.is_empty() => {
                         if let Some(res) = joined {
                             done.push(self.joined(&plan, &task_steps, res));
                         }
@@ -468,9 +846,23 @@ impl Engine {
                         cancelled = true;
                         continue;
                     }
+                    changed = pause_rx.changed() => {
+                        if changed.is_err() {
+                            // The control was dropped: nobody can resume, so do not wait.
+                            options.control.resume();
+                        }
+                        continue;
+                    }
                 }
                 while let Some(res) = tasks.try_join_next_with_id() {
                     done.push(self.joined(&plan, &task_steps, res));
+                }
+            }
+
+            // Apply `on_failure` to failed steps.
+            for (i, rec, out) in &mut done {
+                if rec.status == StepStatus::Failed && !rec.handled {
+                    apply_on_failure(&plan.steps[*i], rec, out);
                 }
             }
 
@@ -508,7 +900,9 @@ impl Engine {
             return Err(e);
         }
 
-        let any_failed = status.contains(&Some(StepStatus::Failed));
+        let any_failed = records
+            .iter()
+            .any(|r| r.status == StepStatus::Failed && !r.handled);
         let run_status = if cancelled || options.cancel.is_cancelled() {
             RunStatus::Cancelled
         } else if any_failed {
@@ -536,7 +930,7 @@ impl Engine {
             RunStatus::Failed => {
                 let failed: Vec<String> = records
                     .iter()
-                    .filter(|r| r.status == StepStatus::Failed)
+                    .filter(|r| r.status == StepStatus::Failed && !r.handled)
                     .map(|r| format!("{}: {}", r.step_id, r.error.as_deref().unwrap_or("failed")))
                     .collect();
                 Some(format!("step(s) failed: {}", failed.join("; ")))
@@ -586,197 +980,994 @@ impl Engine {
             Ok((_, value)) => value,
             Err(e) => {
                 let i = task_steps.get(&e.id()).copied().unwrap_or(0);
-                let mut rec = skipped(&plan.steps[i], StepStatus::Failed, "", Utc::now());
-                rec.error = Some(format!("internal error: {e}"));
+                let rec = record_for(
+                    &plan.steps[i],
+                    StepStatus::Failed,
+                    Some(&format!("internal error: {e}")),
+                    Utc::now(),
+                );
                 (i, rec, None)
             }
         }
     }
 
-    async fn run_llm_step(&self, cx: LlmContext) -> (StepRecord, Option<StepOutput>) {
-        let started_at = Utc::now();
-        let t0 = Instant::now();
-        let selection = select(&cx.llm.model, &cx.catalog);
-        let mut rec = StepRecord {
-            step_id: cx.step.id.clone(),
-            kind: cx.step.kind.as_str().to_string(),
-            status: StepStatus::Failed,
-            input: Some(cx.prompt.clone()),
-            output: None,
-            output_json: None,
-            model: None,
-            model_reason: None,
-            usage: None,
-            started_at,
-            duration_ms: 0,
-            error: None,
-            attempts: Vec::new(),
-            fallbacks: Vec::new(),
-        };
-        if selection.candidates.is_empty() {
-            rec.error = Some(format!(
-                "no model can serve this step ({})",
-                if selection.excluded.is_empty() {
-                    "no provider is configured".to_string()
-                } else {
-                    selection.excluded.join("; ")
-                }
-            ));
-            rec.duration_ms = ms(t0.elapsed());
-            return (rec, None);
+    /// Asks a human, with the run in `waiting_for_human` meanwhile. `None` when nobody
+    /// can be asked, the timeout passed, or the run was cancelled.
+    async fn ask(
+        &self,
+        sh: &RunShared,
+        request: HumanRequest,
+        timeout: Option<Duration>,
+    ) -> Option<HumanDecision> {
+        let human = sh.human.as_ref()?;
+        sh.emitter.emit(Event::WaitingForHuman {
+            run_id: sh.run_id.clone(),
+            step_id: request.step_id().to_string(),
+            question: request.question(),
+        });
+        if let Some(store) = &self.store
+            && let Err(e) = store
+                .set_run_status(&sh.run_id, RunStatus::WaitingForHuman, &[])
+                .await
+        {
+            tracing::warn!("cannot record the wait for a human: {e}");
         }
-        let mut messages = Vec::with_capacity(2);
-        if let Some(system) = &cx.system {
-            messages.push(Message {
-                role: Role::System,
-                content: system.clone(),
+        let wait = human.decide(&request);
+        let decision = tokio::select! {
+            d = async {
+                match timeout {
+                    Some(t) => tokio::time::timeout(t, wait).await.ok().flatten(),
+                    None => wait.await,
+                }
+            } => d,
+            () = sh.cancel.cancelled() => None,
+        };
+        sh.emitter.emit(Event::HumanDecided {
+            run_id: sh.run_id.clone(),
+            step_id: request.step_id().to_string(),
+            decision: match &decision {
+                Some(d) => d.name().to_string(),
+                None => "timeout".to_string(),
+            },
+        });
+        if let Some(store) = &self.store
+            && let Err(e) = store
+                .set_run_status(&sh.run_id, RunStatus::Running, &[])
+                .await
+        {
+            tracing::warn!("cannot record the human's answer: {e}");
+        }
+        decision
+    }
+
+    async fn run_approval_step(
+        &self,
+        sh: &RunShared,
+        step: &PlannedStep,
+        message: String,
+        settings: &crate::workflow::ApprovalSettings,
+    ) -> (StepRecord, Option<StepOutput>) {
+        let t0 = Instant::now();
+        let mut rec = record_for(step, StepStatus::Succeeded, None, Utc::now());
+        rec.input = Some(message.clone());
+        let request = HumanRequest::Approval {
+            run_id: sh.run_id.clone(),
+            step_id: step.id.clone(),
+            message,
+        };
+        let decision = self.ask(sh, request, settings.timeout).await;
+        let (approved, by) = match decision {
+            Some(HumanDecision::Approve) => (true, "human"),
+            Some(HumanDecision::Cancel) => {
+                sh.cancel.cancel();
+                rec.status = StepStatus::Cancelled;
+                rec.error = Some("the approver cancelled the run".into());
+                rec.duration_ms = ms(t0.elapsed());
+                return (rec, None);
+            }
+            Some(_) => (false, "human"),
+            None if sh.cancel.is_cancelled() => {
+                rec.status = StepStatus::Cancelled;
+                rec.error = Some("cancelled while waiting for approval".into());
+                rec.duration_ms = ms(t0.elapsed());
+                return (rec, None);
+            }
+            None => (settings.default == ApprovalDefault::Approve, "default"),
+        };
+        rec.duration_ms = ms(t0.elapsed());
+        let json = serde_json::json!({ "approved": approved, "decided_by": by });
+        if approved {
+            rec.output = Some("approved".into());
+            rec.output_json = Some(json.clone());
+            (
+                rec,
+                Some(StepOutput {
+                    text: "approved".into(),
+                    json: Some(json),
+                }),
+            )
+        } else {
+            rec.status = StepStatus::Failed;
+            rec.error = Some(format!("rejected (decided by {by})"));
+            rec.output_json = Some(json);
+            (rec, None)
+        }
+    }
+
+    /// Applies the guardrail policy to a text. Returns the text to use (redacted when a
+    /// rule says so), or the error that stops the step.
+    async fn guard_text(
+        &self,
+        sh: &RunShared,
+        step_id: &str,
+        stage: &str,
+        text: String,
+        rec: &mut StepRecord,
+    ) -> Result<String, ProviderError> {
+        let Some(policy) = &sh.guard else {
+            return Ok(text);
+        };
+        let outcome = policy.apply(&text);
+        if outcome.verdicts.is_empty() {
+            return Ok(text);
+        }
+        let mut findings = Vec::new();
+        for v in &outcome.verdicts {
+            let action = serde_json::to_value(v.action)
+                .ok()
+                .and_then(|a| a.as_str().map(str::to_owned))
+                .unwrap_or_default();
+            let severity = serde_json::to_value(v.severity)
+                .ok()
+                .and_then(|a| a.as_str().map(str::to_owned))
+                .unwrap_or_default();
+            findings.push(format!("{} {} ({action})", v.count, v.detector.as_str()));
+            sh.emitter.emit(Event::GuardrailVerdict {
+                run_id: sh.run_id.clone(),
+                step_id: step_id.to_string(),
+                stage: stage.to_string(),
+                detector: v.detector.as_str().to_string(),
+                action: action.clone(),
+                count: v.count,
+            });
+            rec.guardrails.push(GuardrailRecord {
+                stage: stage.to_string(),
+                detector: v.detector.as_str().to_string(),
+                severity,
+                action,
+                count: v.count,
+                sample: v.sample.clone(),
             });
         }
-        messages.push(Message {
-            role: Role::User,
-            content: cx.prompt.clone(),
-        });
+        if outcome.blocked {
+            return Err(ProviderError::new(
+                ProviderErrorKind::GuardrailBlock,
+                format!(
+                    "guardrails blocked the step's {stage}: {}",
+                    findings.join(", ")
+                ),
+            ));
+        }
+        if outcome.needs_approval {
+            let request = HumanRequest::Guardrail {
+                run_id: sh.run_id.clone(),
+                step_id: step_id.to_string(),
+                stage: stage.to_string(),
+                findings: findings.clone(),
+            };
+            match self.ask(sh, request, None).await {
+                // Approved: the text goes on as written (redactions still apply).
+                Some(HumanDecision::Approve) => {}
+                _ => {
+                    return Err(ProviderError::new(
+                        ProviderErrorKind::GuardrailBlock,
+                        format!(
+                            "guardrails needed approval of the step's {stage} and it was not given: {}",
+                            findings.join(", ")
+                        ),
+                    ));
+                }
+            }
+        }
+        Ok(outcome.text)
+    }
 
-        let mut attempt_no = 0u32;
-        let mut last_error: Option<ProviderError> = None;
-        let candidates = &selection.candidates;
-        'candidates: for (ci, cand) in candidates.iter().enumerate() {
+    fn budget_left(
+        &self,
+        sh: &RunShared,
+        llm: &LlmAction,
+        step: Spend,
+    ) -> (Option<u64>, Option<f64>) {
+        let run = *lock(&sh.spend);
+        let mut tokens: Option<u64> = None;
+        let mut cost: Option<f64> = None;
+        let mut limit = |b: &Budget, spent: Spend| {
+            if let Some(t) = b.max_tokens {
+                let left = t.saturating_sub(spent.tokens);
+                tokens = Some(tokens.map_or(left, |x| x.min(left)));
+            }
+            if let Some(c) = b.max_cost_usd {
+                let left = (c - spent.cost_usd).max(0.0);
+                cost = Some(cost.map_or(left, |x| x.min(left)));
+            }
+        };
+        if let Some(b) = &sh.budget {
+            limit(b, run);
+        }
+        if let Some(b) = &llm.budget {
+            limit(b, step);
+        }
+        (tokens, cost)
+    }
+
+    async fn run_llm_step(&self, cx: LlmContext) -> (StepRecord, Option<StepOutput>) {
+        let started_at = Utc::now();
+        let mut lad = Ladder {
+            attempt_no: 0,
+            last_error: None,
+            last_model: None,
+            spend: Spend::default(),
+            t0: Instant::now(),
+        };
+        let mut rec = record_for(&cx.step, StepStatus::Failed, None, started_at);
+        rec.input = Some(cx.prompt.clone());
+        let finish =
+            |mut rec: StepRecord, lad: &Ladder, status: StepStatus, error: Option<String>| {
+                rec.status = status;
+                rec.error = error;
+                rec.duration_ms = ms(lad.t0.elapsed());
+                if lad.spend.cost_usd > 0.0 {
+                    rec.cost_usd = Some(lad.spend.cost_usd);
+                }
+                rec
+            };
+
+        // Guardrails on the input, before any provider sees it.
+        let step_id = cx.step.id.clone();
+        let prompt = match self
+            .guard_text(&cx.sh, &step_id, "input", cx.prompt.clone(), &mut rec)
+            .await
+        {
+            Ok(p) => p,
+            Err(e) => {
+                return (
+                    finish(rec, &lad, StepStatus::Failed, Some(e.to_string())),
+                    None,
+                );
+            }
+        };
+        let system = match &cx.system {
+            Some(s) => match self
+                .guard_text(&cx.sh, &step_id, "input", s.clone(), &mut rec)
+                .await
+            {
+                Ok(s) => Some(s),
+                Err(e) => {
+                    return (
+                        finish(rec, &lad, StepStatus::Failed, Some(e.to_string())),
+                        None,
+                    );
+                }
+            },
+            None => None,
+        };
+        rec.input = Some(prompt.clone());
+
+        let messages = |system: Option<&String>, prompt: &str| {
+            let mut m = Vec::with_capacity(2);
+            if let Some(system) = system {
+                m.push(Message {
+                    role: Role::System,
+                    content: system.clone(),
+                });
+            }
+            m.push(Message {
+                role: Role::User,
+                content: prompt.to_string(),
+            });
+            m
+        };
+        let est_prompt =
+            estimate_tokens(&prompt) + system.as_deref().map_or(0, estimate_tokens) + 8;
+        let base_call = Call {
+            messages: messages(system.as_ref(), &prompt),
+            max_tokens: cx.llm.max_tokens,
+            json_schema: cx.llm.output_schema.as_ref().map(|(s, _)| s.clone()),
+            est_prompt,
+        };
+        let selection_for = |engine: &Engine,
+                             req: &crate::workflow::ModelRequirements,
+                             call: &Call,
+                             spend: Spend| {
+            let (tokens, cost) = engine.budget_left(&cx.sh, &cx.llm, spend);
+            engine.rank(
+                &SelectionInput {
+                    requirements: req.clone(),
+                    task: cx.llm.task,
+                    prompt_tokens: call.est_prompt,
+                    max_tokens: call.max_tokens,
+                    needs_json: call.json_schema.is_some(),
+                    budget_usd: cost,
+                    budget_tokens: tokens,
+                },
+                &cx.sh.catalog,
+            )
+        };
+        let selection = selection_for(self, &cx.llm.model, &base_call, lad.spend);
+        rec.selection = Some(selection.record.clone());
+
+        // The output cache: same definition, resolved inputs and first-choice model.
+        let cache_key = {
+            use sha2::Digest;
+            let key = serde_json::json!([
+                cx.step.definition_hash,
+                system,
+                prompt,
+                selection.candidates.first().map(|c| c.reference.clone()),
+            ]);
+            crate::plan::hex(&sha2::Sha256::digest(key.to_string().as_bytes()))
+        };
+        if cx.step.cache
+            && cx.sh.use_cache
+            && let Some(store) = &self.store
+        {
+            match store.cache_get(&cache_key).await {
+                Ok(Some(hit)) => {
+                    rec.status = StepStatus::Succeeded;
+                    rec.cached = true;
+                    rec.model = hit.model.clone();
+                    rec.model_reason = Some(format!(
+                        "cached output of run {} (same step definition, inputs and model)",
+                        hit.run_id
+                    ));
+                    rec.usage = hit.usage;
+                    rec.output = Some(hit.output.clone());
+                    rec.output_json = hit.output_json.clone();
+                    rec.duration_ms = ms(lad.t0.elapsed());
+                    return (
+                        rec,
+                        Some(StepOutput {
+                            text: hit.output,
+                            json: hit.output_json,
+                        }),
+                    );
+                }
+                Ok(None) => {}
+                Err(e) => tracing::warn!("output cache unavailable: {e}"),
+            }
+        }
+
+        loop {
+            let result = self
+                .climb(
+                    &cx,
+                    &mut rec,
+                    &mut lad,
+                    &base_call,
+                    selection.clone(),
+                    &selection_for,
+                    system.as_ref(),
+                    &prompt,
+                    &messages,
+                )
+                .await;
+            let error = match result {
+                Ok(success) => {
+                    // Guardrails on the output.
+                    let text = match self
+                        .guard_text(&cx.sh, &step_id, "output", success.text.clone(), &mut rec)
+                        .await
+                    {
+                        Ok(t) => t,
+                        Err(e) => {
+                            return (
+                                finish(rec, &lad, StepStatus::Failed, Some(e.to_string())),
+                                None,
+                            );
+                        }
+                    };
+                    let json = if text == success.text {
+                        success.json.clone()
+                    } else {
+                        success
+                            .json
+                            .as_ref()
+                            .and_then(|_| parse_json_reply(&text).ok())
+                    };
+                    rec.model = Some(success.reference.clone());
+                    let mut reason = format!("{}: {}", success.reference, success.reason);
+                    if !rec.fallbacks.is_empty() {
+                        let chain: Vec<String> = rec
+                            .fallbacks
+                            .iter()
+                            .map(|f| format!("{} → {} [{}] ({})", f.from, f.to, f.rung, f.reason))
+                            .collect();
+                        reason.push_str(&format!("; after the ladder: {}", chain.join("; ")));
+                    }
+                    rec.model_reason = Some(reason);
+                    rec.usage = Some(success.usage);
+                    rec.output = Some(text.clone());
+                    rec.output_json = json.clone();
+                    if let Some(store) = &self.store
+                        && cx.step.cache
+                    {
+                        let cached = CachedOutput {
+                            output: text.clone(),
+                            output_json: json.clone(),
+                            model: rec.model.clone(),
+                            usage: rec.usage,
+                            run_id: cx.sh.run_id.clone(),
+                        };
+                        if let Err(e) = store.cache_put(&cache_key, &cached).await {
+                            tracing::warn!("cannot store the output in the cache: {e}");
+                        }
+                    }
+                    return (
+                        finish(rec, &lad, StepStatus::Succeeded, None),
+                        Some(StepOutput { text, json }),
+                    );
+                }
+                Err(ChainEnd::Stop(e)) if e.kind == ProviderErrorKind::Cancelled => {
+                    return (
+                        finish(rec, &lad, StepStatus::Cancelled, Some("cancelled".into())),
+                        None,
+                    );
+                }
+                Err(ChainEnd::Stop(e)) => e.to_string(),
+                Err(ChainEnd::Exhausted) => {
+                    if selection.candidates.is_empty() && lad.attempt_no == 0 {
+                        format!(
+                            "no model can serve this step ({})",
+                            if selection.excluded.is_empty() {
+                                "no provider is configured".to_string()
+                            } else {
+                                selection.excluded.join("; ")
+                            }
+                        )
+                    } else {
+                        match &lad.last_error {
+                            Some(e) => {
+                                format!("every rung of the fallback ladder failed; last error: {e}")
+                            }
+                            None => "every rung of the fallback ladder failed".into(),
+                        }
+                    }
+                }
+            };
+            // Last rung: a human, when `on_failure` leaves the failure to us.
+            if cx.llm.fallback.ask_human && cx.step.on_failure == OnFailure::Fail {
+                let request = HumanRequest::StepFailed {
+                    run_id: cx.sh.run_id.clone(),
+                    step_id: step_id.clone(),
+                    error: error.clone(),
+                };
+                let from = lad.last_model.clone().unwrap_or_else(|| "ladder".into());
+                match self.ask(&cx.sh, request, None).await {
+                    Some(HumanDecision::Retry) => {
+                        rec.fallbacks.push(FallbackRecord {
+                            from,
+                            to: "retry".into(),
+                            reason: "a human asked to run the ladder again".into(),
+                            rung: "human".into(),
+                        });
+                        continue;
+                    }
+                    Some(HumanDecision::UseOutput { text }) => {
+                        rec.fallbacks.push(FallbackRecord {
+                            from,
+                            to: "human output".into(),
+                            reason: "a human typed the output".into(),
+                            rung: "human".into(),
+                        });
+                        rec.model = Some("human".into());
+                        rec.model_reason = Some(format!("written by a human after: {error}"));
+                        let json = parse_json_reply(&text)
+                            .ok()
+                            .filter(|_| cx.llm.output_schema.is_some());
+                        rec.output = Some(text.clone());
+                        rec.output_json = json.clone();
+                        return (
+                            finish(rec, &lad, StepStatus::Succeeded, None),
+                            Some(StepOutput { text, json }),
+                        );
+                    }
+                    Some(HumanDecision::Skip) => {
+                        rec.fallbacks.push(FallbackRecord {
+                            from,
+                            to: "skip".into(),
+                            reason: "a human skipped the step".into(),
+                            rung: "human".into(),
+                        });
+                        return (
+                            finish(
+                                rec,
+                                &lad,
+                                StepStatus::Skipped,
+                                Some(format!("skipped by a human after: {error}")),
+                            ),
+                            None,
+                        );
+                    }
+                    Some(HumanDecision::Cancel) => {
+                        cx.sh.cancel.cancel();
+                        return (
+                            finish(
+                                rec,
+                                &lad,
+                                StepStatus::Cancelled,
+                                Some("a human cancelled the run".into()),
+                            ),
+                            None,
+                        );
+                    }
+                    _ => {}
+                }
+            }
+            return (finish(rec, &lad, StepStatus::Failed, Some(error)), None);
+        }
+    }
+
+    /// The model rungs of the ladder: the chain, simplified parameters, a substitute
+    /// agent.
+    #[allow(clippy::too_many_arguments)]
+    async fn climb(
+        &self,
+        cx: &LlmContext,
+        rec: &mut StepRecord,
+        lad: &mut Ladder,
+        base: &Call,
+        selection: crate::select::Selection,
+        selection_for: &(
+             dyn Fn(
+            &Engine,
+            &crate::workflow::ModelRequirements,
+            &Call,
+            Spend,
+        ) -> crate::select::Selection
+                 + Sync
+         ),
+        system: Option<&String>,
+        prompt: &str,
+        messages: &(dyn Fn(Option<&String>, &str) -> Vec<Message> + Sync),
+    ) -> Result<Success, ChainEnd> {
+        let ladder = &cx.llm.fallback;
+        let mut chain = selection.candidates;
+        if !ladder.next_model {
+            chain.truncate(1);
+        }
+        match self
+            .chain(
+                cx,
+                rec,
+                lad,
+                base,
+                &chain,
+                selection.record.all_breakers_open,
+                ladder.retry_same,
+                "next_model",
+            )
+            .await
+        {
+            Ok(s) => return Ok(s),
+            Err(ChainEnd::Stop(e)) => return Err(ChainEnd::Stop(e)),
+            Err(ChainEnd::Exhausted) => {}
+        }
+
+        if ladder.simplify {
+            let max_tokens = (base.max_tokens / 2).max(16);
+            let mut call = Call {
+                messages: Vec::new(),
+                max_tokens,
+                json_schema: None,
+                est_prompt: 0,
+            };
+            let sel = selection_for(self, &cx.llm.model, &call, lad.spend);
+            let mut simple = sel.candidates;
+            if !ladder.next_model {
+                simple.truncate(1);
+            }
+            if !simple.is_empty() {
+                let sys_tokens = system.map_or(0, |s| estimate_tokens(s));
+                // Trim the prompt to the smallest known window among the candidates.
+                let window = simple
+                    .iter()
+                    .filter_map(|c| c.context_window)
+                    .min()
+                    .map(u64::from);
+                let mut text = prompt.to_string();
+                if let Some(w) = window {
+                    let room = w.saturating_sub(u64::from(max_tokens) + sys_tokens + 64);
+                    text = trim_middle(&text, usize::try_from(room * 4).unwrap_or(usize::MAX));
+                }
+                if let Some((schema, _)) = &cx.llm.output_schema {
+                    text.push_str(&format!(
+                        "\n\nReply with only a JSON value that follows this JSON Schema:\n{schema}"
+                    ));
+                }
+                call.est_prompt = estimate_tokens(&text) + sys_tokens + 8;
+                call.messages = messages(system, &text);
+                rec.fallbacks.push(FallbackRecord {
+                    from: lad.last_model.clone().unwrap_or_else(|| "chain".into()),
+                    to: format!("simplified parameters ({})", simple[0].reference),
+                    reason: format!(
+                        "max_tokens {max_tokens}, prompt ~{} tokens, no structured-output constraint",
+                        call.est_prompt
+                    ),
+                    rung: "simplify".into(),
+                });
+                match self
+                    .chain(
+                        cx,
+                        rec,
+                        lad,
+                        &call,
+                        &simple,
+                        sel.record.all_breakers_open,
+                        false,
+                        "simplify",
+                    )
+                    .await
+                {
+                    Ok(s) => return Ok(s),
+                    Err(ChainEnd::Stop(e)) => return Err(ChainEnd::Stop(e)),
+                    Err(ChainEnd::Exhausted) => {}
+                }
+            }
+        }
+
+        if let Some(sub) = &cx.llm.substitute {
+            let sub_system = cx.substitute_system.as_ref().or(system);
+            let call = Call {
+                messages: messages(sub_system, prompt),
+                max_tokens: base.max_tokens,
+                json_schema: base.json_schema.clone(),
+                est_prompt: base.est_prompt,
+            };
+            let sel = selection_for(self, &sub.model, &call, lad.spend);
+            if let Some(first) = sel.candidates.first() {
+                rec.fallbacks.push(FallbackRecord {
+                    from: lad.last_model.clone().unwrap_or_else(|| "chain".into()),
+                    to: format!("agent `{}` ({})", sub.agent, first.reference),
+                    reason: "substitute agent of the fallback ladder".into(),
+                    rung: "agent".into(),
+                });
+                let mut chain = sel.candidates;
+                if !ladder.next_model {
+                    chain.truncate(1);
+                }
+                return self
+                    .chain(
+                        cx,
+                        rec,
+                        lad,
+                        &call,
+                        &chain,
+                        sel.record.all_breakers_open,
+                        ladder.retry_same,
+                        "agent",
+                    )
+                    .await;
+            }
+        }
+        Err(ChainEnd::Exhausted)
+    }
+
+    /// Tries candidates in order; on each, attempts follow the error taxonomy.
+    #[allow(clippy::too_many_arguments)]
+    async fn chain(
+        &self,
+        cx: &LlmContext,
+        rec: &mut StepRecord,
+        lad: &mut Ladder,
+        call: &Call,
+        candidates: &[Candidate],
+        all_breakers_open: bool,
+        retries: bool,
+        rung: &str,
+    ) -> Result<Success, ChainEnd> {
+        for (ci, cand) in candidates.iter().enumerate() {
+            let next = candidates.get(ci + 1).map(|c| c.reference.clone());
+            let move_on = |rec: &mut StepRecord, reason: String| {
+                if let Some(to) = &next {
+                    rec.fallbacks.push(FallbackRecord {
+                        from: cand.reference.clone(),
+                        to: to.clone(),
+                        reason: reason.clone(),
+                        rung: rung.to_string(),
+                    });
+                    cx.sh.emitter.emit(Event::FallbackTaken {
+                        run_id: cx.sh.run_id.clone(),
+                        step_id: cx.step.id.clone(),
+                        from: cand.reference.clone(),
+                        to: to.clone(),
+                        reason,
+                    });
+                }
+            };
+            // Privacy: a local_only step never reaches a cloud model, whatever the
+            // selector returned.
+            if cx.llm.model.local_only && cand.locality() == Locality::Cloud {
+                move_on(rec, "cloud model refused: local_only".into());
+                continue;
+            }
+            lad.last_model = Some(cand.reference.clone());
+            let mut call = call.clone();
             let mut delays = retry_delays(&cx.step.retry);
             let mut tries = 0u32;
+            let mut repaired = false;
+            let mut dropped = false;
             loop {
-                attempt_no += 1;
+                // Budgets, before the call.
+                let (tokens_left, cost_left) = self.budget_left(&cx.sh, &cx.llm, lad.spend);
+                let projected = call.est_prompt + u64::from(call.max_tokens);
+                if let Some(left) = tokens_left
+                    && projected > left
+                {
+                    let e = ProviderError::new(
+                        ProviderErrorKind::BudgetExceeded,
+                        format!(
+                            "the call would use ~{projected} tokens but only {left} are left in the budget"
+                        ),
+                    );
+                    lad.last_error = Some(e.clone());
+                    return Err(ChainEnd::Stop(e));
+                }
+                let est_cost = cand.cost_usd(call.est_prompt, call.max_tokens.into());
+                if let Some(left) = cost_left
+                    && est_cost > left
+                {
+                    let e = ProviderError::new(
+                        ProviderErrorKind::BudgetExceeded,
+                        format!(
+                            "projected cost ${est_cost:.6} exceeds the ${left:.6} left in the budget"
+                        ),
+                    );
+                    lad.last_error = Some(e.clone());
+                    move_on(rec, e.to_string());
+                    break;
+                }
+                // The breaker.
+                let admission = {
+                    let mut b = lock(&self.breakers);
+                    match b.try_acquire(&cand.reference, Utc::now()) {
+                        Ok(a) => Some(a),
+                        Err(_) if all_breakers_open => Some(Admission::Normal),
+                        Err(until) => {
+                            drop(b);
+                            move_on(
+                                rec,
+                                format!("circuit breaker open until {}", until.to_rfc3339()),
+                            );
+                            None
+                        }
+                    }
+                };
+                let Some(admission) = admission else { break };
+
+                lad.attempt_no += 1;
                 tries += 1;
-                cx.emitter.emit(Event::StepStarted {
-                    run_id: cx.run_id.clone(),
+                cx.sh.emitter.emit(Event::StepStarted {
+                    run_id: cx.sh.run_id.clone(),
                     step_id: cx.step.id.clone(),
-                    attempt: attempt_no,
+                    attempt: lad.attempt_no,
                     model: Some(cand.reference.clone()),
                 });
                 let request = ChatRequest {
                     model: cand.model.clone(),
-                    messages: messages.clone(),
+                    messages: call.messages.clone(),
                     temperature: cx.llm.temperature,
-                    max_tokens: cx.llm.max_tokens,
-                    json_schema: cx.llm.output_schema.as_ref().map(|(s, _)| s.clone()),
+                    max_tokens: call.max_tokens,
+                    json_schema: call.json_schema.clone(),
                 };
                 let a_start = Utc::now();
                 let a_t0 = Instant::now();
-                let result = self.attempt(&cx, cand, request).await;
-                let result = result.and_then(|out| check_output(&cx.llm, out));
+                let result = self.attempt(cx, cand, request).await;
+                let duration_ms = ms(a_t0.elapsed());
+                let mut usage_cost = 0.0;
+                if let Ok(out) = &result {
+                    lad.spend.tokens += out.usage.prompt_tokens + out.usage.completion_tokens;
+                    usage_cost =
+                        cand.cost_usd(out.usage.prompt_tokens, out.usage.completion_tokens);
+                    lad.spend.cost_usd += usage_cost;
+                    let mut run = lock(&cx.sh.spend);
+                    run.tokens += out.usage.prompt_tokens + out.usage.completion_tokens;
+                    run.cost_usd += usage_cost;
+                }
+                let _ = usage_cost;
+                let result = result.and_then(|out| {
+                    let call_json = call.json_schema.is_some() || cx.llm.output_schema.is_some();
+                    check_output(&cx.llm, out, call_json)
+                });
                 let mut attempt = AttemptRecord {
-                    attempt: attempt_no,
+                    attempt: lad.attempt_no,
                     model: Some(cand.reference.clone()),
                     started_at: a_start,
-                    duration_ms: ms(a_t0.elapsed()),
+                    duration_ms,
                     first_token_ms: None,
                     error_kind: None,
                     error_message: None,
                     usage: None,
                 };
+                // The breaker and the statistics.
+                let (outcome, latency) = match &result {
+                    Ok((out, _)) => (
+                        CallOutcome::Success,
+                        out.first_token_ms.or(Some(duration_ms)),
+                    ),
+                    Err((e, ftm)) if e.kind.counts_for_breaker() => (
+                        CallOutcome::Failure {
+                            retry_after: e.retry_after,
+                        },
+                        ftm.or(Some(duration_ms)),
+                    ),
+                    Err(_) => (CallOutcome::Ignored, None),
+                };
+                self.observe(
+                    cx,
+                    &cand.reference,
+                    admission,
+                    outcome,
+                    latency,
+                    result.as_ref().err().map(|(e, _)| e.to_string()),
+                )
+                .await;
+
                 match result {
                     Ok((out, json)) => {
                         attempt.first_token_ms = out.first_token_ms;
                         attempt.usage = Some(out.usage);
                         rec.attempts.push(attempt);
-                        rec.status = StepStatus::Succeeded;
-                        rec.model = Some(cand.reference.clone());
-                        let mut reason = format!("{}: {}", cand.reference, cand.reason);
-                        if !rec.fallbacks.is_empty() {
-                            let chain: Vec<String> = rec
-                                .fallbacks
-                                .iter()
-                                .map(|f| format!("{} ({})", f.from, f.reason))
-                                .collect();
-                            reason.push_str(&format!(
-                                "; after falling back from {}",
-                                chain.join(", ")
-                            ));
-                        }
-                        rec.model_reason = Some(reason);
-                        rec.usage = Some(out.usage);
-                        rec.output = Some(out.text.clone());
-                        rec.output_json = json.clone();
-                        rec.duration_ms = ms(t0.elapsed());
-                        return (
-                            rec,
-                            Some(StepOutput {
-                                text: out.text,
-                                json,
-                            }),
-                        );
+                        return Ok(Success {
+                            text: out.text,
+                            json,
+                            usage: out.usage,
+                            reference: cand.reference.clone(),
+                            reason: cand.reason.clone(),
+                        });
                     }
                     Err((err, first_token_ms)) => {
                         attempt.first_token_ms = first_token_ms;
                         attempt.error_kind = Some(err.kind);
                         attempt.error_message = Some(err.message.clone());
                         rec.attempts.push(attempt);
-                        if err.kind == ProviderErrorKind::Cancelled {
-                            rec.status = StepStatus::Cancelled;
-                            rec.error = Some("cancelled".into());
-                            rec.duration_ms = ms(t0.elapsed());
-                            return (rec, None);
+                        lad.last_error = Some(err.clone());
+                        let action = err.kind.action();
+                        // What to do, per the taxonomy.
+                        let mut retry_in: Option<Duration> = None;
+                        let mut fall_back_reason: Option<String> = None;
+                        match action {
+                            ErrorAction::Stop => {
+                                cx.sh
+                                    .emitter
+                                    .emit(attempt_failed(cx, lad, cand, &err, None));
+                                return Err(ChainEnd::Stop(err));
+                            }
+                            ErrorAction::FallBack | ErrorAction::LargerContext => {
+                                fall_back_reason = Some(format!("{} ({})", err.kind, err.message));
+                            }
+                            ErrorAction::DropParameter => {
+                                if !dropped && call.json_schema.is_some() {
+                                    dropped = true;
+                                    call.json_schema = None;
+                                    if let (Some((schema, _)), Some(last)) =
+                                        (&cx.llm.output_schema, call.messages.last_mut())
+                                    {
+                                        last.content.push_str(&format!(
+                                            "\n\nReply with only a JSON value that follows this JSON Schema:\n{schema}"
+                                        ));
+                                    }
+                                    retry_in = Some(Duration::ZERO);
+                                } else {
+                                    fall_back_reason =
+                                        Some(format!("{} ({})", err.kind, err.message));
+                                }
+                            }
+                            ErrorAction::RepairThenFallBack => {
+                                if !repaired {
+                                    repaired = true;
+                                    if let Some(last) = call.messages.last_mut() {
+                                        last.content.push_str(&format!(
+                                            "\n\nYour previous reply was not valid ({}). Reply again with only the requested content{}.",
+                                            err.message,
+                                            if cx.llm.output_schema.is_some() { ", as JSON that follows the schema" } else { "" }
+                                        ));
+                                    }
+                                    retry_in = Some(Duration::ZERO);
+                                } else {
+                                    fall_back_reason = Some(format!(
+                                        "{} after a repair attempt: {}",
+                                        err.kind, err.message
+                                    ));
+                                }
+                            }
+                            ErrorAction::WaitThenRetry | ErrorAction::RetryWithBackoff => {
+                                let backoff = if retries && tries < cx.step.retry.max_attempts {
+                                    delays.next()
+                                } else {
+                                    None
+                                };
+                                match (backoff, err.retry_after) {
+                                    (Some(_), Some(ra)) if ra > self.config.max_retry_after => {
+                                        fall_back_reason = Some(format!(
+                                            "{}: Retry-After {} ms is over the {} ms cap ({})",
+                                            err.kind,
+                                            ms(ra),
+                                            ms(self.config.max_retry_after),
+                                            err.message
+                                        ));
+                                    }
+                                    (Some(b), ra) => retry_in = Some(b.max(ra.unwrap_or_default())),
+                                    (None, _) => {
+                                        fall_back_reason = Some(format!(
+                                            "{} after {tries} attempt(s): {}",
+                                            err.kind, err.message
+                                        ));
+                                    }
+                                }
+                            }
                         }
-                        let retry_in = if err.kind.is_retryable()
-                            && !err.kind.falls_back_at_once()
-                            && tries < cx.step.retry.max_attempts
-                        {
-                            delays.next()
-                        } else {
-                            None
-                        };
-                        cx.emitter.emit(Event::AttemptFailed {
-                            run_id: cx.run_id.clone(),
-                            step_id: cx.step.id.clone(),
-                            attempt: attempt_no,
-                            model: Some(cand.reference.clone()),
-                            error_kind: err.kind,
-                            message: err.message.clone(),
-                            // Rounded: backon multiplies in f32, so 20 ms × 3 is 59.99… ms.
-                            retry_in_ms: retry_in
-                                .map(|d| (d.as_secs_f64() * 1000.0).round() as u64),
-                        });
-                        last_error = Some(err.clone());
+                        cx.sh
+                            .emitter
+                            .emit(attempt_failed(cx, lad, cand, &err, retry_in));
                         if let Some(delay) = retry_in {
                             tokio::select! {
                                 () = tokio::time::sleep(delay) => continue,
                                 () = cx.cancel.cancelled() => {
-                                    rec.status = StepStatus::Cancelled;
-                                    rec.error = Some("cancelled".into());
-                                    rec.duration_ms = ms(t0.elapsed());
-                                    return (rec, None);
+                                    return Err(ChainEnd::Stop(ProviderError::new(ProviderErrorKind::Cancelled, "cancelled")));
                                 }
                             }
                         }
-                        if let Some(next) = candidates.get(ci + 1) {
-                            let reason = if err.kind.falls_back_at_once() {
-                                format!("{} ({})", err.kind, err.message)
-                            } else {
-                                format!("{} after {tries} attempt(s): {}", err.kind, err.message)
-                            };
-                            rec.fallbacks.push(FallbackRecord {
-                                from: cand.reference.clone(),
-                                to: next.reference.clone(),
-                                reason: reason.clone(),
-                            });
-                            cx.emitter.emit(Event::FallbackTaken {
-                                run_id: cx.run_id.clone(),
-                                step_id: cx.step.id.clone(),
-                                from: cand.reference.clone(),
-                                to: next.reference.clone(),
-                                reason,
-                            });
-                        }
-                        continue 'candidates;
+                        move_on(rec, fall_back_reason.unwrap_or_else(|| err.to_string()));
+                        break;
                     }
                 }
             }
         }
-        rec.error = Some(match last_error {
-            Some(e) => format!("every candidate model failed; last error: {e}"),
-            None => "every candidate model failed".into(),
-        });
-        rec.duration_ms = ms(t0.elapsed());
-        (rec, None)
+        Err(ChainEnd::Exhausted)
+    }
+
+    /// Records an attempt's outcome in the breaker and the statistics, and persists them.
+    async fn observe(
+        &self,
+        cx: &LlmContext,
+        key: &str,
+        admission: Admission,
+        outcome: CallOutcome,
+        latency_ms: Option<u64>,
+        message: Option<String>,
+    ) {
+        let now = Utc::now();
+        let (transition, snapshot) = {
+            let mut b = lock(&self.breakers);
+            let t = b.record(key, now, admission, outcome, message.as_deref());
+            (t, b.snapshot(key))
+        };
+        let stats = if outcome == CallOutcome::Ignored {
+            None
+        } else {
+            let mut s = lock(&self.stats);
+            let entry = s.entry(key.to_string()).or_default();
+            entry.observe(outcome == CallOutcome::Success, latency_ms, now);
+            Some(*entry)
+        };
+        if let Some(t) = transition {
+            cx.sh.emitter.emit(Event::BreakerChanged {
+                model: key.to_string(),
+                transition: t,
+            });
+        }
+        if let Some(store) = &self.store {
+            if let Some(snap) = snapshot
+                && let Err(e) = store.save_breaker(key, &snap).await
+            {
+                tracing::warn!("cannot store the breaker of {key}: {e}");
+            }
+            if let Some(stats) = stats
+                && let Err(e) = store.save_model_stats(key, &stats).await
+            {
+                tracing::warn!("cannot store the statistics of {key}: {e}");
+            }
+        }
     }
 
     /// One attempt on one candidate, under the step's timeouts and the run's cancel token.
@@ -857,17 +2048,33 @@ impl Engine {
                             continue;
                         }
                         text.push_str(&t);
-                        cx.emitter.emit(Event::Token {
-                            run_id: cx.run_id.clone(),
+                        cx.sh.emitter.emit(Event::Token {
+                            run_id: cx.sh.run_id.clone(),
                             step_id: cx.step.id.clone(),
                             text: t,
                         });
                     }
                     Some(Ok(ChatChunk::Done { usage, .. })) => return Ok((text, usage)),
-                    Some(Err(e)) => return Err(e),
+                    Some(Err(mut e)) => {
+                        // A break after content is its own class (a fresh request, never
+                        // a continuation).
+                        if seen_token
+                            && matches!(
+                                e.kind,
+                                ProviderErrorKind::Protocol | ProviderErrorKind::Transient
+                            )
+                        {
+                            e.kind = ProviderErrorKind::StreamBroken;
+                        }
+                        return Err(e);
+                    }
                     None => {
                         return Err(ProviderError::new(
-                            ProviderErrorKind::Protocol,
+                            if seen_token {
+                                ProviderErrorKind::StreamBroken
+                            } else {
+                                ProviderErrorKind::Protocol
+                            },
                             "the stream ended before the completion was done",
                         ));
                     }
@@ -901,14 +2108,148 @@ impl Engine {
     }
 }
 
+fn attempt_failed(
+    cx: &LlmContext,
+    lad: &Ladder,
+    cand: &Candidate,
+    err: &ProviderError,
+    retry_in: Option<Duration>,
+) -> Event {
+    Event::AttemptFailed {
+        run_id: cx.sh.run_id.clone(),
+        step_id: cx.step.id.clone(),
+        attempt: lad.attempt_no,
+        model: Some(cand.reference.clone()),
+        error_kind: err.kind,
+        message: err.message.clone(),
+        // Rounded: backon multiplies in f32, so 20 ms × 3 is 59.99… ms.
+        retry_in_ms: retry_in.map(|d| (d.as_secs_f64() * 1000.0).round() as u64),
+    }
+}
+
+/// Keeps the head (two thirds) and the tail (one third) of a text within `max_chars`
+/// characters, with a marker where the middle was cut.
+fn trim_middle(text: &str, max_chars: usize) -> String {
+    let count = text.chars().count();
+    if count <= max_chars {
+        return text.to_string();
+    }
+    let marker = "\n[… trimmed to fit the context window …]\n";
+    let keep = max_chars.saturating_sub(marker.chars().count());
+    let head = keep * 2 / 3;
+    let tail = keep - head;
+    let head_text: String = text.chars().take(head).collect();
+    let tail_text: String = text.chars().skip(count - tail).collect();
+    format!("{head_text}{marker}{tail_text}")
+}
+
+/// Applies a failed step's `on_failure` (the ladder's rung after the models).
+fn apply_on_failure(step: &PlannedStep, rec: &mut StepRecord, out: &mut Option<StepOutput>) {
+    let error = rec.error.clone().unwrap_or_else(|| "failed".into());
+    let from = rec.model.clone().unwrap_or_else(|| step.id.clone());
+    match &step.on_failure {
+        OnFailure::Fail => {}
+        OnFailure::Skip => {
+            rec.status = StepStatus::Skipped;
+            rec.error = Some(format!("failed, skipped by `on_failure: skip`: {error}"));
+            rec.fallbacks.push(FallbackRecord {
+                from,
+                to: "skip".into(),
+                reason: error,
+                rung: "on_failure".into(),
+            });
+        }
+        OnFailure::Default(value) => {
+            let text = match value {
+                serde_json::Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            let json = (!value.is_string()).then(|| value.clone());
+            rec.status = StepStatus::Succeeded;
+            rec.output = Some(text.clone());
+            rec.output_json = json.clone();
+            rec.model_reason = Some(format!("default value of `on_failure` after: {error}"));
+            rec.error = None;
+            rec.fallbacks.push(FallbackRecord {
+                from,
+                to: "default value".into(),
+                reason: error,
+                rung: "on_failure".into(),
+            });
+            *out = Some(StepOutput { text, json });
+        }
+        OnFailure::Alternate(alt) => {
+            rec.handled = true;
+            rec.fallbacks.push(FallbackRecord {
+                from,
+                to: format!("alternate step `{alt}`"),
+                reason: error,
+                rung: "on_failure".into(),
+            });
+        }
+    }
+}
+
+/// A record for a step that finished without running a model.
+fn record_for(
+    step: &PlannedStep,
+    status: StepStatus,
+    error: Option<&str>,
+    now: chrono::DateTime<Utc>,
+) -> StepRecord {
+    StepRecord {
+        step_id: step.id.clone(),
+        kind: step.kind.as_str().to_string(),
+        status,
+        input: None,
+        output: None,
+        output_json: None,
+        model: None,
+        model_reason: None,
+        usage: None,
+        started_at: now,
+        duration_ms: 0,
+        error: error.map(str::to_owned),
+        attempts: Vec::new(),
+        fallbacks: Vec::new(),
+        cached: false,
+        cost_usd: None,
+        selection: None,
+        guardrails: Vec::new(),
+        handled: false,
+    }
+}
+
+fn final_event(run_id: &str, step: &PlannedStep, rec: &StepRecord) -> Event {
+    match rec.status {
+        StepStatus::Succeeded => Event::StepSucceeded {
+            run_id: run_id.to_string(),
+            step_id: step.id.clone(),
+            model: rec.model.clone(),
+            usage: rec.usage,
+            duration_ms: rec.duration_ms,
+            cached: rec.cached,
+        },
+        StepStatus::Failed => Event::StepFailed {
+            run_id: run_id.to_string(),
+            step_id: step.id.clone(),
+            error: rec.error.clone().unwrap_or_default(),
+        },
+        StepStatus::Skipped | StepStatus::Cancelled => Event::StepSkipped {
+            run_id: run_id.to_string(),
+            step_id: step.id.clone(),
+            reason: rec.error.clone().unwrap_or_default(),
+        },
+    }
+}
+
 struct LlmContext {
-    run_id: String,
+    sh: Arc<RunShared>,
     step: PlannedStep,
     llm: LlmAction,
     prompt: String,
     system: Option<String>,
-    catalog: Arc<Catalog>,
-    emitter: Arc<Emitter>,
+    substitute_system: Option<String>,
     cancel: CancellationToken,
 }
 
@@ -916,6 +2257,7 @@ struct LlmContext {
 fn check_output(
     llm: &LlmAction,
     out: AttemptOutput,
+    _json_requested: bool,
 ) -> Result<(AttemptOutput, Option<serde_json::Value>), (ProviderError, Option<u64>)> {
     let ftm = out.first_token_ms;
     if out.text.trim().is_empty() {
@@ -971,54 +2313,4 @@ fn parse_json_reply(text: &str) -> Result<serde_json::Value, serde_json::Error> 
         .map(|r| r.trim_end().trim_end_matches("```"))
         .unwrap_or(t);
     serde_json::from_str(t.trim())
-}
-
-fn skipped(
-    step: &PlannedStep,
-    status: StepStatus,
-    reason: &str,
-    now: chrono::DateTime<Utc>,
-) -> StepRecord {
-    StepRecord {
-        step_id: step.id.clone(),
-        kind: step.kind.as_str().to_string(),
-        status,
-        input: None,
-        output: None,
-        output_json: None,
-        model: None,
-        model_reason: None,
-        usage: None,
-        started_at: now,
-        duration_ms: 0,
-        error: if reason.is_empty() {
-            None
-        } else {
-            Some(reason.to_string())
-        },
-        attempts: Vec::new(),
-        fallbacks: Vec::new(),
-    }
-}
-
-fn final_event(run_id: &str, step: &PlannedStep, rec: &StepRecord) -> Event {
-    match rec.status {
-        StepStatus::Succeeded => Event::StepSucceeded {
-            run_id: run_id.to_string(),
-            step_id: step.id.clone(),
-            model: rec.model.clone(),
-            usage: rec.usage,
-            duration_ms: rec.duration_ms,
-        },
-        StepStatus::Failed => Event::StepFailed {
-            run_id: run_id.to_string(),
-            step_id: step.id.clone(),
-            error: rec.error.clone().unwrap_or_default(),
-        },
-        StepStatus::Skipped | StepStatus::Cancelled => Event::StepSkipped {
-            run_id: run_id.to_string(),
-            step_id: step.id.clone(),
-            reason: rec.error.clone().unwrap_or_default(),
-        },
-    }
 }

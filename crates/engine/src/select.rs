@@ -1,26 +1,311 @@
-//! Model selection v1: which models may serve an `llm` step, in which order, and why.
+//! The scoring model selector: which models may serve an `llm` step, in which order, and
+//! why.
 //!
-//! Order (the first that applies):
-//! 1. an explicit preference list on the step (`model: [...]` or `model.prefer`) wins,
-//!    in the order written;
-//! 2. otherwise: installed Ollama models, preferring the families `llama3.1`, then
-//!    `qwen2.5`, then `deepseek-r1`, then the other installed chat models by name;
-//!    then the configured cloud models; then the embedded model.
+//! 1. **Hard filters** drop a model, with the reason kept: the step's or workflow's
+//!    `local_only` policy drops cloud models; the context window (when known) must hold
+//!    the prompt estimate plus `max_tokens` (and `min_context`); a step with an output
+//!    schema needs a model with structured output; the projected cost must fit the
+//!    remaining budget; an open circuit breaker drops the model until it half-opens. When
+//!    every model that passed the other filters has an open breaker, they are tried anyway
+//!    rather than failing without trying (Portkey's documented behaviour).
+//! 2. **Score** (weights configurable, [`SelectorWeights`]): quality for the step's task
+//!    class (the [`ModelCatalog`]), observed reliability and latency (moving averages kept
+//!    in SQLite across runs, [`ModelStats`]), estimated cost, context headroom, and a
+//!    locality preference (local 1, embedded 0.5, cloud 0). The weights start from seed
+//!    002's weighting (suitability 0.3, reliability 0.2, latency 0.1, context 0.2, cost 0.1,
+//!    local 0.1), with part of the context weight moved to locality because users choose
+//!    Nexus to keep work on their machine.
+//! 3. **Order**: an explicit preference list (`model: [...]`) keeps its written order;
+//!    otherwise by score, best first, with the embedded model last (it is the safety net
+//!    that lets a machine with neither Ollama nor a cloud key run at all). The rest of the
+//!    list is the fallback chain.
 //!
-//! Filters: `local_only` drops cloud models; `min_context` drops models whose context
-//! window is known and smaller. Providers that could not be reached at discovery are
-//! left out of the automatic order with the reason kept for the run record. At run time,
-//! a candidate that turns out unreachable or lacks the model is skipped at once (see
-//! [`crate::provider::ProviderErrorKind::falls_back_at_once`]).
+//! Every decision is returned as a [`SelectionRecord`] that the run record stores and
+//! `nexus runs show` prints ("why this model").
 
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::provider::{Locality, ModelInfo, Provider, ProviderError, ProviderErrorKind};
-use crate::workflow::ModelRequirements;
+use chrono::{DateTime, Utc};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
 
-/// Ollama model families in order of preference (the product brief's local models).
+use crate::provider::{Locality, ModelInfo, Provider, ProviderError, ProviderErrorKind};
+use crate::workflow::{ModelRequirements, TaskClass};
+
+/// Ollama model families named by the product brief, for the reasons shown to users.
 pub const PREFERRED_OLLAMA_FAMILIES: [&str; 3] = ["llama3.1", "qwen2.5", "deepseek-r1"];
+
+/// The built-in catalog (YAML), compiled into the binary.
+pub const BUILTIN_CATALOG: &str = include_str!("../catalog.yaml");
+
+/// Errors of the selector's configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum SelectError {
+    /// A catalog file could not be read.
+    #[error("cannot read the model catalog {path}: {message}")]
+    CatalogIo {
+        /// The file.
+        path: String,
+        /// Why.
+        message: String,
+    },
+    /// A catalog file is not valid.
+    #[error("{path}: {message}")]
+    CatalogFormat {
+        /// The file (or `built-in`).
+        path: String,
+        /// The parser's message, with line and column.
+        message: String,
+    },
+}
+
+/// What a model can do beyond plain chat.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Capability {
+    /// Output constrained to a JSON Schema (OpenAI `response_format`, Ollama `format`, a
+    /// llama.cpp grammar).
+    JsonSchema,
+    /// Tool (function) calls.
+    Tools,
+    /// Image input.
+    Vision,
+}
+
+/// One catalog entry: what is known about a model that providers do not report.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CatalogEntry {
+    /// The model name, or a prefix of it followed by `-`, `:` or `@`.
+    pub name: String,
+    /// Only for this provider id (`openai`, `ollama`, `embedded`); any when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider: Option<String>,
+    /// Context window, tokens.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub context_window: Option<u32>,
+    /// Price of prompt tokens, USD per million.
+    #[serde(default)]
+    pub input_usd_per_mtok: f64,
+    /// Price of generated tokens, USD per million.
+    #[serde(default)]
+    pub output_usd_per_mtok: f64,
+    /// What the model can do.
+    #[serde(default)]
+    pub capabilities: Vec<Capability>,
+    /// Quality per task class, 0–1 (`general` is used for classes not listed).
+    #[serde(default)]
+    pub quality: BTreeMap<TaskClass, f64>,
+}
+
+impl CatalogEntry {
+    fn matches(&self, provider: &str, model: &str) -> Option<usize> {
+        if self.provider.as_deref().is_some_and(|p| p != provider) {
+            return None;
+        }
+        let exact = model == self.name;
+        let prefixed = model
+            .strip_prefix(self.name.as_str())
+            .is_some_and(|rest| rest.starts_with(['-', ':', '@']));
+        (exact || prefixed).then(|| self.name.len() + usize::from(self.provider.is_some()))
+    }
+
+    /// Quality for a task class, falling back to `general`.
+    pub fn quality_for(&self, task: TaskClass) -> Option<f64> {
+        self.quality
+            .get(&task)
+            .or_else(|| self.quality.get(&TaskClass::General))
+            .copied()
+    }
+
+    /// Estimated cost in USD of `prompt` prompt tokens and `completion` generated tokens.
+    pub fn cost_usd(&self, prompt: u64, completion: u64) -> f64 {
+        (prompt as f64 * self.input_usd_per_mtok + completion as f64 * self.output_usd_per_mtok)
+            / 1_000_000.0
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CatalogFile {
+    models: Vec<CatalogEntry>,
+}
+
+/// Known models: the built-in catalog plus the user's entries.
+#[derive(Debug, Clone, Default)]
+pub struct ModelCatalog {
+    /// Entries; later entries with the same provider and name replace earlier ones.
+    pub entries: Vec<CatalogEntry>,
+}
+
+impl ModelCatalog {
+    /// The built-in catalog ([`BUILTIN_CATALOG`]).
+    ///
+    /// # Errors
+    /// [`SelectError::CatalogFormat`] if the compiled-in file is broken (a test prevents it).
+    pub fn builtin() -> Result<Self, SelectError> {
+        Self::parse(BUILTIN_CATALOG, "built-in catalog")
+    }
+
+    /// Parses catalog YAML (`models: [...]`).
+    ///
+    /// # Errors
+    /// [`SelectError::CatalogFormat`] naming `path`, line and column.
+    pub fn parse(text: &str, path: &str) -> Result<Self, SelectError> {
+        let file: CatalogFile =
+            serde_saphyr::from_str(text).map_err(|e| SelectError::CatalogFormat {
+                path: path.to_string(),
+                message: e.to_string().lines().next().unwrap_or_default().to_string(),
+            })?;
+        Ok(ModelCatalog {
+            entries: file.models,
+        })
+    }
+
+    /// Adds the entries of a user file; an entry with the same provider and name replaces
+    /// the existing one.
+    ///
+    /// # Errors
+    /// [`SelectError::CatalogIo`] or [`SelectError::CatalogFormat`].
+    pub fn extend_from_file(&mut self, path: &Path) -> Result<(), SelectError> {
+        let text = std::fs::read_to_string(path).map_err(|e| SelectError::CatalogIo {
+            path: path.display().to_string(),
+            message: e.to_string(),
+        })?;
+        let more = Self::parse(&text, &path.display().to_string())?;
+        for entry in more.entries {
+            self.entries
+                .retain(|e| !(e.name == entry.name && e.provider == entry.provider));
+            self.entries.push(entry);
+        }
+        Ok(())
+    }
+
+    /// The most specific entry for a model (longest matching name; a provider-specific
+    /// entry beats a generic one).
+    pub fn lookup(&self, provider: &str, model: &str) -> Option<&CatalogEntry> {
+        self.entries
+            .iter()
+            .filter_map(|e| e.matches(provider, model).map(|rank| (rank, e)))
+            .max_by_key(|(rank, _)| *rank)
+            .map(|(_, e)| e)
+    }
+}
+
+/// Observed behaviour of one model, as exponentially weighted moving averages (α = 0.2,
+/// about a 10-sample window, the size RESILIENCE-NOTES suggests for latency).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, Default)]
+pub struct ModelStats {
+    /// Attempts observed.
+    pub calls: u64,
+    /// Moving average of success (1) and provider fault (0).
+    pub success_rate: f64,
+    /// Moving average of time to first token (or of the whole attempt when no token
+    /// came), ms.
+    pub latency_ms: f64,
+    /// When last updated.
+    pub updated_at: Option<DateTime<Utc>>,
+}
+
+/// Weight of the newest sample in [`ModelStats`].
+pub const STATS_ALPHA: f64 = 0.2;
+
+impl ModelStats {
+    /// Adds one observation.
+    pub fn observe(&mut self, success: bool, latency_ms: Option<u64>, now: DateTime<Utc>) {
+        let s = if success { 1.0 } else { 0.0 };
+        if self.calls == 0 {
+            self.success_rate = s;
+            self.latency_ms = latency_ms.unwrap_or(0) as f64;
+        } else {
+            self.success_rate += STATS_ALPHA * (s - self.success_rate);
+            if let Some(l) = latency_ms {
+                self.latency_ms += STATS_ALPHA * (l as f64 - self.latency_ms);
+            }
+        }
+        self.calls += 1;
+        self.updated_at = Some(now);
+    }
+}
+
+/// Weights of the score's parts (each part is 0–1). Defaults: quality 0.3, reliability
+/// 0.2, latency 0.1, context 0.1, cost 0.1, locality 0.2.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct SelectorWeights {
+    /// Quality for the task class.
+    pub quality: f64,
+    /// Observed success rate.
+    pub reliability: f64,
+    /// Observed latency (lower is better).
+    pub latency: f64,
+    /// Context headroom.
+    pub context: f64,
+    /// Estimated cost (lower is better).
+    pub cost: f64,
+    /// Locality (local 1, embedded 0.5, cloud 0).
+    pub locality: f64,
+}
+
+impl Default for SelectorWeights {
+    fn default() -> Self {
+        SelectorWeights {
+            quality: 0.3,
+            reliability: 0.2,
+            latency: 0.1,
+            context: 0.1,
+            cost: 0.1,
+            locality: 0.2,
+        }
+    }
+}
+
+/// The score of one model and its parts.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, Default)]
+pub struct ScoreParts {
+    /// Quality for the task class, 0–1.
+    pub quality: f64,
+    /// Observed success rate, 0–1 (0.9 before any observation).
+    pub reliability: f64,
+    /// `1 / (1 + latency_ms / 2000)`, 0.5 before any observation.
+    pub latency: f64,
+    /// `min(1, context_window / (2 × needed))`, 0.5 when the window is unknown.
+    pub context: f64,
+    /// `1 / (1 + cost_usd / 0.01)`: 1 when free.
+    pub cost: f64,
+    /// 1 local, 0.5 embedded, 0 cloud.
+    pub locality: f64,
+    /// The weighted sum.
+    pub total: f64,
+}
+
+/// What the selector knows about a step.
+#[derive(Debug, Clone, Default)]
+pub struct SelectionInput {
+    /// Model requirements (preferences, minimum context, `local_only`).
+    pub requirements: ModelRequirements,
+    /// The kind of work.
+    pub task: TaskClass,
+    /// Estimated prompt tokens ([`estimate_tokens`]).
+    pub prompt_tokens: u64,
+    /// Tokens the step may generate.
+    pub max_tokens: u32,
+    /// Whether the step needs structured output.
+    pub needs_json: bool,
+    /// Money left in the step's and run's budgets, USD (the smaller), if limited.
+    pub budget_usd: Option<f64>,
+    /// Tokens left in the step's and run's budgets (the smaller), if limited.
+    pub budget_tokens: Option<u64>,
+}
+
+/// Estimates tokens of a text: one token per 4 characters, rounded up (OpenAI's rule of
+/// thumb for English; a filter, not a bill — bills use the provider's counts).
+pub fn estimate_tokens(text: &str) -> u64 {
+    (text.chars().count() as u64).div_ceil(4)
+}
 
 /// What discovery found for one provider.
 #[derive(Clone)]
@@ -49,6 +334,26 @@ pub struct Candidate {
     pub reference: String,
     /// Why it is a candidate at this rank.
     pub reason: String,
+    /// Its score.
+    pub score: ScoreParts,
+    /// Context window, tokens, when known.
+    pub context_window: Option<u32>,
+    /// Its catalog entry, when it has one (prices, capabilities).
+    pub entry: Option<CatalogEntry>,
+}
+
+impl Candidate {
+    /// Estimated cost in USD of a call with these token counts (0 without prices).
+    pub fn cost_usd(&self, prompt: u64, completion: u64) -> f64 {
+        self.entry
+            .as_ref()
+            .map_or(0.0, |e| e.cost_usd(prompt, completion))
+    }
+
+    /// Where the model runs.
+    pub fn locality(&self) -> Locality {
+        self.provider.locality()
+    }
 }
 
 impl std::fmt::Debug for Candidate {
@@ -56,8 +361,46 @@ impl std::fmt::Debug for Candidate {
         f.debug_struct("Candidate")
             .field("reference", &self.reference)
             .field("reason", &self.reason)
+            .field("score", &self.score.total)
             .finish()
     }
+}
+
+/// A ranked candidate in the stored decision.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RankedRecord {
+    /// `provider:model`.
+    pub model: String,
+    /// Score and parts.
+    pub score: ScoreParts,
+    /// Estimated cost of the call, USD.
+    pub est_cost_usd: f64,
+    /// Why it is at this rank.
+    pub reason: String,
+}
+
+/// A model left out, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExcludedRecord {
+    /// `provider:model`, or a provider id.
+    pub model: String,
+    /// Which filter, in words.
+    pub reason: String,
+}
+
+/// The selector's decision for one step, as stored in the run record.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct SelectionRecord {
+    /// Task class used for quality.
+    pub task: String,
+    /// Estimated prompt tokens.
+    pub prompt_tokens: u64,
+    /// Candidates, best first.
+    pub ranked: Vec<RankedRecord>,
+    /// Models left out.
+    pub excluded: Vec<ExcludedRecord>,
+    /// True when every remaining model had an open breaker and they are tried anyway.
+    pub all_breakers_open: bool,
 }
 
 /// The ranked candidates of a step and the models left out, with reasons.
@@ -67,6 +410,22 @@ pub struct Selection {
     pub candidates: Vec<Candidate>,
     /// Models or providers left out, and why (`"openai: not configured"`).
     pub excluded: Vec<String>,
+    /// The decision, for the run record.
+    pub record: SelectionRecord,
+}
+
+/// What the selector reads besides the step: the model catalog, observed stats, breaker
+/// states and weights.
+#[derive(Clone, Copy)]
+pub struct SelectorContext<'a> {
+    /// Known models.
+    pub models: &'a ModelCatalog,
+    /// Observed stats by `provider:model`.
+    pub stats: &'a HashMap<String, ModelStats>,
+    /// `provider:model` → open until, for breakers that are open now.
+    pub open_breakers: &'a HashMap<String, DateTime<Utc>>,
+    /// Score weights.
+    pub weights: &'a SelectorWeights,
 }
 
 impl Catalog {
@@ -93,13 +452,27 @@ impl Catalog {
         }
     }
 
-    fn status(&self, provider: &str) -> Option<&ProviderStatus> {
-        self.providers.iter().find(|s| s.provider.id() == provider)
+    /// The order the selector tries models in for a general step without preferences,
+    /// with the built-in catalog, no observed statistics and no open breakers.
+    pub fn default_order(&self) -> Selection {
+        let models = ModelCatalog::builtin().unwrap_or_default();
+        select(
+            &SelectionInput {
+                max_tokens: crate::plan::DEFAULT_MAX_TOKENS,
+                ..SelectionInput::default()
+            },
+            self,
+            SelectorContext {
+                models: &models,
+                stats: &HashMap::new(),
+                open_breakers: &HashMap::new(),
+                weights: &SelectorWeights::default(),
+            },
+        )
     }
 
-    /// The order the selector tries models in for a step without preferences.
-    pub fn default_order(&self) -> Selection {
-        select(&ModelRequirements::default(), self)
+    fn status(&self, provider: &str) -> Option<&ProviderStatus> {
+        self.providers.iter().find(|s| s.provider.id() == provider)
     }
 }
 
@@ -111,27 +484,75 @@ fn family_rank(name: &str) -> usize {
         .unwrap_or(PREFERRED_OLLAMA_FAMILIES.len())
 }
 
-fn fits(info: &ModelInfo, req: &ModelRequirements) -> Result<(), String> {
-    if req.local_only && info.locality == Locality::Cloud {
-        return Err(format!(
-            "{}: cloud model, step is local_only",
-            info.reference()
-        ));
+fn locality_value(l: Locality) -> f64 {
+    match l {
+        Locality::Local => 1.0,
+        Locality::Embedded => 0.5,
+        Locality::Cloud => 0.0,
     }
-    if let (Some(min), Some(ctx)) = (req.min_context, info.context_length)
-        && ctx < min
-    {
-        return Err(format!(
-            "{}: context window {ctx} tokens < required {min}",
-            info.reference()
-        ));
-    }
-    Ok(())
 }
 
-/// Ranks the candidates for a step.
-pub fn select(req: &ModelRequirements, catalog: &Catalog) -> Selection {
+/// Scores one model for a step.
+pub fn score(
+    locality: Locality,
+    context_window: Option<u32>,
+    entry: Option<&CatalogEntry>,
+    stats: Option<&ModelStats>,
+    input: &SelectionInput,
+    weights: &SelectorWeights,
+) -> ScoreParts {
+    let quality = entry
+        .and_then(|e| e.quality_for(input.task))
+        .unwrap_or(match locality {
+            Locality::Local => 0.5,
+            Locality::Cloud => 0.7,
+            Locality::Embedded => 0.1,
+        });
+    let observed = stats.filter(|s| s.calls > 0);
+    let reliability = observed.map_or(0.9, |s| s.success_rate);
+    let latency = observed.map_or(0.5, |s| 1.0 / (1.0 + s.latency_ms / 2000.0));
+    let needed = input.prompt_tokens + u64::from(input.max_tokens);
+    let context = context_window.map_or(0.5, |c| {
+        (f64::from(c) / (2.0 * needed.max(1) as f64)).min(1.0)
+    });
+    let cost_usd = entry.map_or(0.0, |e| {
+        e.cost_usd(input.prompt_tokens, input.max_tokens.into())
+    });
+    let cost = 1.0 / (1.0 + cost_usd / 0.01);
+    let loc = locality_value(locality);
+    let total = weights.quality * quality
+        + weights.reliability * reliability
+        + weights.latency * latency
+        + weights.context * context
+        + weights.cost * cost
+        + weights.locality * loc;
+    ScoreParts {
+        quality,
+        reliability,
+        latency,
+        context,
+        cost,
+        locality: loc,
+        total,
+    }
+}
+
+struct Option_ {
+    provider: Arc<dyn Provider>,
+    info: ModelInfo,
+    explicit_rank: Option<usize>,
+}
+
+/// Ranks the candidates for a step (see the module documentation).
+pub fn select(input: &SelectionInput, catalog: &Catalog, cx: SelectorContext<'_>) -> Selection {
+    let req = &input.requirements;
     let mut sel = Selection::default();
+    let mut options: Vec<Option_> = Vec::new();
+    let exclude = |sel: &mut Selection, model: String, reason: String| {
+        sel.excluded.push(format!("{model}: {reason}"));
+        sel.record.excluded.push(ExcludedRecord { model, reason });
+    };
+
     if !req.prefer.is_empty() {
         for (rank, reference) in req.prefer.iter().enumerate() {
             let (provider_id, model) = match reference.split_once(':') {
@@ -139,110 +560,224 @@ pub fn select(req: &ModelRequirements, catalog: &Catalog) -> Selection {
                 None => (reference.as_str(), ""),
             };
             let Some(status) = catalog.status(provider_id) else {
-                sel.excluded.push(format!(
-                    "{reference}: provider `{provider_id}` is not configured"
-                ));
+                exclude(
+                    &mut sel,
+                    reference.clone(),
+                    format!("provider `{provider_id}` is not configured"),
+                );
                 continue;
             };
-            if req.local_only && status.provider.locality() == Locality::Cloud {
-                sel.excluded
-                    .push(format!("{reference}: cloud model, step is local_only"));
-                continue;
-            }
             // Resolve `llama3.1` to an installed `llama3.1:latest`; for the embedded
             // provider take its one model.
-            let resolved = match &status.models {
-                Ok(models) => models
-                    .iter()
-                    .find(|m| {
-                        model.is_empty()
-                            || m.name == model
-                            || m.name
-                                .strip_prefix(model)
-                                .is_some_and(|r| r.starts_with(':'))
-                    })
-                    .map(|m| m.name.clone()),
+            let found = match &status.models {
+                Ok(models) => models.iter().find(|m| {
+                    model.is_empty()
+                        || m.name == model
+                        || m.name
+                            .strip_prefix(model)
+                            .is_some_and(|r| r.starts_with(':'))
+                }),
                 Err(_) => None,
             };
-            let model = resolved.unwrap_or_else(|| model.to_string());
-            sel.candidates.push(Candidate {
+            let info = found.cloned().unwrap_or_else(|| ModelInfo {
+                provider: provider_id.to_string(),
+                name: model.to_string(),
+                locality: status.provider.locality(),
+                context_length: None,
+                size_bytes: None,
+                parameter_size: None,
+                quantization: None,
+            });
+            options.push(Option_ {
                 provider: Arc::clone(&status.provider),
-                reference: format!("{provider_id}:{model}"),
-                model,
-                reason: format!("explicit preference #{} of the step", rank + 1),
+                info,
+                explicit_rank: Some(rank),
             });
         }
-        return sel;
-    }
-
-    let push_models = |locality: Locality, sel: &mut Selection| {
-        for status in catalog
-            .providers
-            .iter()
-            .filter(|s| s.provider.locality() == locality)
-        {
+    } else {
+        for status in &catalog.providers {
             match &status.models {
-                Err(e) => sel.excluded.push(format!(
-                    "{}: unreachable at discovery ({e})",
-                    status.provider.id()
-                )),
+                Err(e) => exclude(
+                    &mut sel,
+                    status.provider.id().to_string(),
+                    format!("unreachable at discovery ({e})"),
+                ),
                 Ok(models) => {
-                    let mut models: Vec<&ModelInfo> = models
+                    let chat: Vec<&ModelInfo> = models
                         .iter()
                         .filter(|m| !m.name.contains("embed"))
                         .collect();
-                    if locality == Locality::Local {
-                        models.sort_by(|a, b| {
-                            family_rank(&a.name)
-                                .cmp(&family_rank(&b.name))
-                                .then_with(|| a.name.cmp(&b.name))
-                        });
+                    if chat.is_empty() {
+                        exclude(
+                            &mut sel,
+                            status.provider.id().to_string(),
+                            "no chat models installed".into(),
+                        );
                     }
-                    if models.is_empty() {
-                        sel.excluded
-                            .push(format!("{}: no models installed", status.provider.id()));
-                    }
-                    for m in models {
-                        if let Err(why) = fits(m, req) {
-                            sel.excluded.push(why);
-                            continue;
-                        }
-                        let reason = match locality {
-                            Locality::Local => {
-                                let rank = family_rank(&m.name);
-                                if rank < PREFERRED_OLLAMA_FAMILIES.len() {
-                                    format!(
-                                        "installed Ollama model of preferred family `{}` (#{} of {})",
-                                        PREFERRED_OLLAMA_FAMILIES[rank],
-                                        rank + 1,
-                                        PREFERRED_OLLAMA_FAMILIES.join(", ")
-                                    )
-                                } else {
-                                    "installed Ollama model (not a preferred family)".to_string()
-                                }
-                            }
-                            Locality::Cloud => {
-                                "configured cloud model (after local models)".to_string()
-                            }
-                            Locality::Embedded => {
-                                "embedded model (runs when no local or cloud model can)".to_string()
-                            }
-                        };
-                        sel.candidates.push(Candidate {
+                    for m in chat {
+                        options.push(Option_ {
                             provider: Arc::clone(&status.provider),
-                            model: m.name.clone(),
-                            reference: m.reference(),
-                            reason,
+                            info: m.clone(),
+                            explicit_rank: None,
                         });
                     }
                 }
             }
         }
-    };
-    push_models(Locality::Local, &mut sel);
-    if !req.local_only {
-        push_models(Locality::Cloud, &mut sel);
     }
-    push_models(Locality::Embedded, &mut sel);
+
+    let needed = input.prompt_tokens + u64::from(input.max_tokens);
+    let mut passed: Vec<(Candidate, Option<usize>)> = Vec::new();
+    let mut breaker_blocked: Vec<(Candidate, Option<usize>)> = Vec::new();
+    for opt in options {
+        let locality = opt.provider.locality();
+        let reference = format!("{}:{}", opt.provider.id(), opt.info.name);
+        let entry = cx.models.lookup(opt.provider.id(), &opt.info.name);
+        let window = opt
+            .info
+            .context_length
+            .or(entry.and_then(|e| e.context_window));
+        if req.local_only && locality == Locality::Cloud {
+            exclude(
+                &mut sel,
+                reference,
+                "cloud model, the workflow or step is local_only".into(),
+            );
+            continue;
+        }
+        if let (Some(min), Some(ctx)) = (req.min_context, window)
+            && ctx < min
+        {
+            exclude(
+                &mut sel,
+                reference,
+                format!("context window {ctx} tokens < required {min}"),
+            );
+            continue;
+        }
+        if let Some(ctx) = window
+            && u64::from(ctx) < needed
+        {
+            exclude(
+                &mut sel,
+                reference,
+                format!(
+                    "context window {ctx} tokens cannot hold the prompt (~{} tokens) and max_tokens {}",
+                    input.prompt_tokens, input.max_tokens
+                ),
+            );
+            continue;
+        }
+        if input.needs_json
+            && locality == Locality::Cloud
+            && entry.is_some_and(|e| !e.capabilities.contains(&Capability::JsonSchema))
+        {
+            exclude(
+                &mut sel,
+                reference,
+                "no structured (JSON Schema) output, which the step's output_schema needs".into(),
+            );
+            continue;
+        }
+        let est_cost = entry.map_or(0.0, |e| {
+            e.cost_usd(input.prompt_tokens, input.max_tokens.into())
+        });
+        if let Some(left) = input.budget_usd
+            && est_cost > left
+        {
+            exclude(
+                &mut sel,
+                reference,
+                format!("projected cost ${est_cost:.6} exceeds the ${left:.6} left in the budget"),
+            );
+            continue;
+        }
+        let parts = score(
+            locality,
+            window,
+            entry,
+            cx.stats.get(&reference),
+            input,
+            cx.weights,
+        );
+        let reason = match (opt.explicit_rank, locality) {
+            (Some(rank), _) => format!("explicit preference #{} of the step", rank + 1),
+            (None, Locality::Local) => {
+                let rank = family_rank(&opt.info.name);
+                if rank < PREFERRED_OLLAMA_FAMILIES.len() {
+                    format!(
+                        "installed Ollama model, family `{}`",
+                        PREFERRED_OLLAMA_FAMILIES[rank]
+                    )
+                } else {
+                    "installed Ollama model".to_string()
+                }
+            }
+            (None, Locality::Cloud) => "configured cloud model".to_string(),
+            (None, Locality::Embedded) => {
+                "embedded model (last resort: runs when no local or cloud model can)".to_string()
+            }
+        };
+        let reason = format!(
+            "{reason}; score {:.3} (quality {:.2} for {}, reliability {:.2}, latency {:.2}, context {:.2}, cost {:.2}, locality {:.1})",
+            parts.total,
+            parts.quality,
+            input.task.as_str(),
+            parts.reliability,
+            parts.latency,
+            parts.context,
+            parts.cost,
+            parts.locality
+        );
+        let cand = Candidate {
+            provider: Arc::clone(&opt.provider),
+            model: opt.info.name.clone(),
+            reference: reference.clone(),
+            reason,
+            score: parts,
+            context_window: window,
+            entry: entry.cloned(),
+        };
+        if let Some(until) = cx.open_breakers.get(&reference) {
+            exclude(
+                &mut sel,
+                reference,
+                format!("circuit breaker open until {}", until.to_rfc3339()),
+            );
+            breaker_blocked.push((cand, opt.explicit_rank));
+            continue;
+        }
+        passed.push((cand, opt.explicit_rank));
+    }
+    if passed.is_empty() && !breaker_blocked.is_empty() {
+        sel.record.all_breakers_open = true;
+        for (c, _) in &mut breaker_blocked {
+            c.reason.push_str(
+                "; every other model was filtered out, so it is tried although its breaker is open",
+            );
+        }
+        passed = breaker_blocked;
+    }
+    passed.sort_by(|(a, ra), (b, rb)| match (ra, rb) {
+        (Some(x), Some(y)) => x.cmp(y),
+        _ => {
+            let a_last = a.locality() == Locality::Embedded;
+            let b_last = b.locality() == Locality::Embedded;
+            a_last
+                .cmp(&b_last)
+                .then(b.score.total.total_cmp(&a.score.total))
+        }
+    });
+    sel.record.task = input.task.as_str().to_string();
+    sel.record.prompt_tokens = input.prompt_tokens;
+    for (c, _) in passed {
+        sel.record.ranked.push(RankedRecord {
+            model: c.reference.clone(),
+            score: c.score,
+            est_cost_usd: c.cost_usd(input.prompt_tokens, input.max_tokens.into()),
+            reason: c.reason.clone(),
+        });
+        sel.candidates.push(c);
+    }
     sel
 }

@@ -28,6 +28,10 @@ pub struct RunRecord {
     pub file: Option<String>,
     /// The resolved inputs (defaults applied), as a JSON object.
     pub inputs: serde_json::Value,
+    /// The workflow as run (its serde JSON form), so an interrupted run can be resumed
+    /// even after the file changed.
+    #[serde(default)]
+    pub workflow: Option<serde_json::Value>,
     /// Start time.
     pub started_at: DateTime<Utc>,
 }
@@ -53,15 +57,60 @@ pub struct AttemptRecord {
     pub usage: Option<Usage>,
 }
 
-/// A move from one candidate model to the next.
+/// A rung of the fallback ladder taken: a move from one model (or parameters, agent) to
+/// the next, or to the step's `on_failure`, or to a human.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FallbackRecord {
-    /// Model given up.
+    /// Model (or state) given up.
     pub from: String,
-    /// Model tried next.
+    /// What is tried next.
     pub to: String,
     /// Why.
     pub reason: String,
+    /// The rung: `next_model`, `simplify`, `agent`, `on_failure`, `human`.
+    #[serde(default)]
+    pub rung: String,
+}
+
+/// One guardrail verdict on a step's input or output, for the audit table.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GuardrailRecord {
+    /// `input` or `output`.
+    pub stage: String,
+    /// Detector name (`email`, `aws_access_key`, ...).
+    pub detector: String,
+    /// Severity (`low` .. `critical`).
+    pub severity: String,
+    /// Action taken (`block`, `require_approval`, `redact`, `warn`).
+    pub action: String,
+    /// Matches found.
+    pub count: usize,
+    /// A masked sample (never the whole secret).
+    pub sample: String,
+}
+
+/// A stored step output that a later run may reuse.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CachedOutput {
+    /// Output text.
+    pub output: String,
+    /// Output JSON, for structured steps.
+    pub output_json: Option<serde_json::Value>,
+    /// Model that produced it.
+    pub model: Option<String>,
+    /// Token counts of the call that produced it.
+    pub usage: Option<Usage>,
+    /// The run that produced it.
+    pub run_id: String,
+}
+
+/// Engine state kept across runs: circuit breakers and model statistics.
+#[derive(Debug, Clone, Default)]
+pub struct EngineState {
+    /// Breaker snapshots by `provider:model`.
+    pub breakers: Vec<(String, crate::breaker::BreakerSnapshot)>,
+    /// Model statistics by `provider:model`.
+    pub stats: Vec<(String, crate::select::ModelStats)>,
 }
 
 /// A finished step.
@@ -95,6 +144,22 @@ pub struct StepRecord {
     pub attempts: Vec<AttemptRecord>,
     /// Every fallback, in order.
     pub fallbacks: Vec<FallbackRecord>,
+    /// True when the output came from the step output cache.
+    #[serde(default)]
+    pub cached: bool,
+    /// Estimated cost of the step's calls, USD (catalog prices × provider token counts).
+    #[serde(default)]
+    pub cost_usd: Option<f64>,
+    /// The selector's decision ("why this model").
+    #[serde(default)]
+    pub selection: Option<crate::select::SelectionRecord>,
+    /// Guardrail verdicts on the step's input and output.
+    #[serde(default)]
+    pub guardrails: Vec<GuardrailRecord>,
+    /// True when the step failed but its `on_failure` handled it (an alternate branch),
+    /// so the run does not fail because of it.
+    #[serde(default)]
+    pub handled: bool,
 }
 
 /// The end of a run.
@@ -147,4 +212,64 @@ pub trait RunStore: Send + Sync {
         finish: &RunFinish,
         events: &[Event],
     ) -> Result<(), StoreError>;
+
+    /// Records a change of a running run's state (paused, waiting for a human, running
+    /// again, resumed after an interruption) with its events.
+    ///
+    /// # Errors
+    /// [`StoreError`] when the write fails.
+    async fn set_run_status(
+        &self,
+        run_id: &str,
+        status: RunStatus,
+        events: &[Event],
+    ) -> Result<(), StoreError>;
+
+    /// Loads the breakers and model statistics kept across runs.
+    ///
+    /// # Errors
+    /// [`StoreError`] when the read fails.
+    async fn load_state(&self) -> Result<EngineState, StoreError> {
+        Ok(EngineState::default())
+    }
+
+    /// Stores one breaker's state.
+    ///
+    /// # Errors
+    /// [`StoreError`] when the write fails.
+    async fn save_breaker(
+        &self,
+        _key: &str,
+        _snapshot: &crate::breaker::BreakerSnapshot,
+    ) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    /// Stores one model's statistics.
+    ///
+    /// # Errors
+    /// [`StoreError`] when the write fails.
+    async fn save_model_stats(
+        &self,
+        _key: &str,
+        _stats: &crate::select::ModelStats,
+    ) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    /// Reads a cached step output by key.
+    ///
+    /// # Errors
+    /// [`StoreError`] when the read fails.
+    async fn cache_get(&self, _key: &str) -> Result<Option<CachedOutput>, StoreError> {
+        Ok(None)
+    }
+
+    /// Stores a step output under a key (replacing an older one).
+    ///
+    /// # Errors
+    /// [`StoreError`] when the write fails.
+    async fn cache_put(&self, _key: &str, _output: &CachedOutput) -> Result<(), StoreError> {
+        Ok(())
+    }
 }

@@ -45,8 +45,200 @@ pub struct Workflow {
     /// when the run finishes.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub outputs: BTreeMap<String, String>,
+    /// Privacy policy: when true, no step of this workflow ever reaches a cloud provider,
+    /// whatever fails (only Ollama and the embedded model are candidates).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub local_only: bool,
+    /// Token and cost limits for the whole run, enforced before each model call.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget: Option<Budget>,
+    /// Guardrails on step inputs and outputs (default: the built-in rules, see
+    /// `nexus_guard::default_rules`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub guardrails: Option<Guardrails>,
+    /// Named personas (system prompt and model preferences) that steps may use with
+    /// `agent:` and that the fallback ladder may substitute.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub agents: BTreeMap<String, Agent>,
     /// The steps, in any order; `needs` defines the DAG.
     pub steps: Vec<Step>,
+}
+
+/// Token and cost limits (per run at the workflow level, per step on a step). A call is
+/// refused before it is made when its projected use (prompt estimate + `max_tokens`, at the
+/// model's catalog prices) would pass a limit (LiteLLM's budget semantics).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Budget {
+    /// Most tokens (prompt + completion) to spend.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_tokens: Option<u64>,
+    /// Most money to spend, in US dollars.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_cost_usd: Option<f64>,
+}
+
+/// Guardrail settings of a workflow.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Guardrails {
+    /// Scan step inputs and outputs at all (default true).
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// The rules; when empty, the built-in rules apply.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rules: Vec<nexus_guard::Rule>,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+/// A named persona: a system prompt and model preferences.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Agent {
+    /// What the agent is for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// The agent's system prompt (a template over `inputs` and the step's upstream
+    /// outputs); replaces the step's `system`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub system: Option<String>,
+    /// The agent's model preferences; replace the step's `model`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<ModelSpec>,
+}
+
+/// The kind of work an `llm` step does; the selector scores models by their quality for
+/// it (the catalog's `quality` per task class).
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    JsonSchema,
+    Default,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum TaskClass {
+    /// Anything (the default).
+    #[default]
+    General,
+    /// Multi-step reasoning, planning, analysis.
+    Reasoning,
+    /// Writing or reviewing code.
+    Code,
+    /// Pulling structured data out of text (usually with `output_schema`).
+    Extraction,
+    /// Condensing text.
+    Summarization,
+    /// Open-ended writing.
+    Creative,
+}
+
+impl TaskClass {
+    /// The snake_case name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TaskClass::General => "general",
+            TaskClass::Reasoning => "reasoning",
+            TaskClass::Code => "code",
+            TaskClass::Extraction => "extraction",
+            TaskClass::Summarization => "summarization",
+            TaskClass::Creative => "creative",
+        }
+    }
+}
+
+/// The progressive fallback ladder of an `llm` step. Rungs are tried in this order, each
+/// only when enabled, and every rung taken is recorded: retry the same model (the retry
+/// policy) → the next model of the selector's chain → simplified parameters (half the
+/// `max_tokens`, the prompt trimmed to fit, no structured-output constraint) → a
+/// substitute agent → the step's `on_failure` → pausing the run to ask a human.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FallbackLadder {
+    /// Retry the same model per the retry policy (default true).
+    #[serde(default = "default_true")]
+    pub retry_same: bool,
+    /// Move down the selector's ranked chain (default true).
+    #[serde(default = "default_true")]
+    pub next_model: bool,
+    /// One more pass with simplified parameters (default true).
+    #[serde(default = "default_true")]
+    pub simplify: bool,
+    /// An agent (from the workflow's `agents`) to substitute as a last model rung.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<String>,
+    /// When everything else failed and `on_failure` is `fail`: pause the run and ask a
+    /// human to retry, edit the output, skip, or cancel (default false).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub ask_human: bool,
+}
+
+impl Default for FallbackLadder {
+    fn default() -> Self {
+        FallbackLadder {
+            retry_same: true,
+            next_model: true,
+            simplify: true,
+            agent: None,
+            ask_human: false,
+        }
+    }
+}
+
+/// What happens when a step has failed after its whole ladder.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum OnFailure {
+    /// The step fails; its dependants are skipped and the run fails (the default).
+    #[default]
+    Fail,
+    /// The step is skipped (its dependants too); the run does not fail because of it.
+    Skip,
+    /// The step succeeds with this output (text, or JSON for structured steps), marked
+    /// as a default value.
+    Default(serde_json::Value),
+    /// The step fails without failing the run, and the named step (which must list this
+    /// one in its `needs`) runs as the alternate branch. The alternate step runs only
+    /// when this step failed.
+    Alternate(String),
+}
+
+/// What an approval step does when nobody answers within its timeout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum ApprovalDefault {
+    /// Approve.
+    Approve,
+    /// Reject (the default: nothing passes without a yes).
+    #[default]
+    Reject,
+}
+
+/// Settings of an `approval` step.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema, Default)]
+#[serde(deny_unknown_fields)]
+pub struct ApprovalSettings {
+    /// How long to wait for an answer, e.g. `10m` (default: no limit).
+    #[serde(
+        default,
+        with = "humantime_serde::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schemars(with = "Option<String>")]
+    pub timeout: Option<Duration>,
+    /// The decision taken when the timeout passes or nobody can be asked.
+    #[serde(default)]
+    pub default: ApprovalDefault,
 }
 
 fn default_format() -> u32 {
@@ -94,6 +286,8 @@ pub enum StepKind {
     Llm,
     /// Render text or JSON from inputs and upstream outputs; no model.
     Template,
+    /// Wait for a human to approve or reject (the `prompt` is shown to them).
+    Approval,
 }
 
 impl StepKind {
@@ -102,6 +296,7 @@ impl StepKind {
         match self {
             StepKind::Llm => "llm",
             StepKind::Template => "template",
+            StepKind::Approval => "approval",
         }
     }
 }
@@ -132,12 +327,33 @@ pub struct Step {
     /// Timeouts per attempt (defaults: see [`Timeouts`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout: Option<Timeouts>,
+    /// What happens when the step fails after its fallback ladder (default `fail`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_failure: Option<OnFailure>,
+    /// Reuse a stored output when the step's definition, resolved inputs and model are
+    /// unchanged since an earlier run (default true; `nexus run --fresh` disables it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache: Option<bool>,
 
     // ----- kind: llm -----
     /// `llm`: system prompt (a template).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub system: Option<String>,
-    /// `llm`: the prompt, a minijinja template over `inputs` and `steps`.
+    /// `llm`: the kind of work, for the model selector (default `general`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task: Option<TaskClass>,
+    /// `llm`: an agent from the workflow's `agents` whose system prompt and model
+    /// preferences this step uses.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<String>,
+    /// `llm`: token and cost limits of this step.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget: Option<Budget>,
+    /// `llm`: the fallback ladder (defaults: see [`FallbackLadder`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fallback: Option<FallbackLadder>,
+    /// `llm`: the prompt, a minijinja template over `inputs` and `steps`;
+    /// `approval`: the question shown to the approver.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prompt: Option<String>,
     /// `llm`: which models may serve the step (default: the selector's order).
@@ -163,6 +379,11 @@ pub struct Step {
     /// (default `text`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub format: Option<OutputFormat>,
+
+    // ----- kind: approval -----
+    /// `approval`: timeout and default decision.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval: Option<ApprovalSettings>,
 
     /// Position of the node on the desktop canvas; ignored by the engine.
     #[serde(default, skip_serializing_if = "Option::is_none")]

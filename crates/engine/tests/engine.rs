@@ -158,6 +158,7 @@ async fn run(
                 run_id: None,
                 cancel,
                 sinks: vec![sink.clone() as Arc<dyn EventSink>],
+                ..RunOptions::default()
             },
         )
         .await

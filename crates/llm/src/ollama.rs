@@ -101,11 +101,17 @@ fn classify(e: OllamaError) -> ProviderError {
     }
 }
 
+/// Classifies the daemon's `{"error": ...}` text (ollama-rs drops the HTTP status): a
+/// missing model, a context overflow or a policy refusal by their wording, a model that
+/// cannot be loaded (out of memory) as unavailable, anything else as transient.
 fn classify_message(message: &str) -> ProviderError {
-    let kind = if message.contains("not found") {
+    let lower = message.to_ascii_lowercase();
+    let kind = if lower.contains("not found") {
         ProviderErrorKind::ModelNotFound
+    } else if lower.contains("unable to load") || lower.contains("out of memory") {
+        ProviderErrorKind::Unavailable
     } else {
-        ProviderErrorKind::Transient
+        ProviderError::classify_message(message, ProviderErrorKind::Transient)
     };
     ProviderError::new(kind, format!("ollama: {message}"))
 }

@@ -21,10 +21,13 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use nexus_engine::breaker::BreakerSnapshot;
 use nexus_engine::events::{Event, RunStatus, StepStatus};
 use nexus_engine::provider::{ProviderErrorKind, Usage};
+use nexus_engine::select::ModelStats;
 use nexus_engine::store::{
-    AttemptRecord, FallbackRecord, RunFinish, RunRecord, RunStore, StepRecord, StoreError,
+    AttemptRecord, CachedOutput, EngineState, FallbackRecord, GuardrailRecord, RunFinish,
+    RunRecord, RunStore, StepRecord, StoreError,
 };
 use serde::Serialize;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
@@ -129,6 +132,10 @@ pub struct StoredRun {
     pub steps: Vec<StepRecord>,
     /// The event log (no token events).
     pub events: Vec<Event>,
+    /// The workflow as run (serde JSON of `nexus_engine::Workflow`), for resume.
+    pub workflow: Option<serde_json::Value>,
+    /// When the process running the run last said it was alive.
+    pub heartbeat_at: Option<String>,
 }
 
 /// The default database path: `NEXUS_DB` if set, else `<data dir>/nexus/nexus.db`.
@@ -312,6 +319,10 @@ impl SqliteStore {
                 .bind(&run_id)
                 .fetch_all(&self.pool)
                 .await?;
+        let guard_rows = sqlx::query("SELECT * FROM guardrail_audit WHERE run_id = ? ORDER BY id")
+            .bind(&run_id)
+            .fetch_all(&self.pool)
+            .await?;
         let mut steps = Vec::with_capacity(step_rows.len());
         for s in step_rows {
             let step_id: String = s.get("step_id");
@@ -343,8 +354,27 @@ impl SqliteStore {
                     from: f.get("from_model"),
                     to: f.get("to_model"),
                     reason: f.get("reason"),
+                    rung: f.get("rung"),
                 })
                 .collect();
+            let guardrails = guard_rows
+                .iter()
+                .filter(|g| g.get::<String, _>("step_id") == step_id)
+                .map(|g| GuardrailRecord {
+                    stage: g.get("stage"),
+                    detector: g.get("detector"),
+                    severity: g.get("severity"),
+                    action: g.get("action"),
+                    count: usize::try_from(g.get::<i64, _>("count")).unwrap_or(0),
+                    sample: g.get("sample"),
+                })
+                .collect();
+            let selection = match s.get::<Option<String>, _>("selection") {
+                Some(text) => {
+                    Some(serde_json::from_str(&text).map_err(|e| Error::Decode(e.to_string()))?)
+                }
+                None => None,
+            };
             steps.push(StepRecord {
                 kind: s.get("kind"),
                 status: parse_status(&s.get::<String, _>("status"))?,
@@ -359,6 +389,11 @@ impl SqliteStore {
                 error: s.get("error"),
                 attempts,
                 fallbacks,
+                cached: s.get::<i64, _>("cached") != 0,
+                cost_usd: s.get("cost_usd"),
+                selection,
+                guardrails,
+                handled: s.get::<i64, _>("handled") != 0,
                 step_id,
             });
         }
@@ -387,7 +422,83 @@ impl SqliteStore {
             finished_at: r.get("finished_at"),
             steps,
             events,
+            workflow: json(r.get("workflow_json"))?,
+            heartbeat_at: r.get("heartbeat_at"),
         })
+    }
+
+    /// Marks the run as alive now (the process running it calls this every second or
+    /// so; `nexus resume` treats a run whose heartbeat is older as interrupted).
+    ///
+    /// # Errors
+    /// [`Error::Query`].
+    pub async fn heartbeat(&self, run_id: &str) -> Result<(), Error> {
+        sqlx::query("UPDATE runs SET heartbeat_at = ? WHERE run_id = ?")
+            .bind(ts(&Utc::now()))
+            .bind(run_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Leaves a control request (`pause`, `resume`, `cancel`) for the process running
+    /// the run.
+    ///
+    /// # Errors
+    /// [`Error::Query`].
+    pub async fn request_control(&self, run_id: &str, request: &str) -> Result<(), Error> {
+        sqlx::query("UPDATE runs SET control = ? WHERE run_id = ?")
+            .bind(request)
+            .bind(run_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Takes the pending control request of a run, if any.
+    ///
+    /// # Errors
+    /// [`Error::Query`].
+    pub async fn take_control(&self, run_id: &str) -> Result<Option<String>, Error> {
+        let row = sqlx::query(
+            "UPDATE runs SET control = NULL WHERE run_id = ? AND control IS NOT NULL RETURNING control",
+        )
+        .bind(run_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(|r| r.get("control")))
+    }
+
+    /// The guardrail audit log, newest first.
+    ///
+    /// # Errors
+    /// [`Error::Query`].
+    pub async fn guardrail_audit(
+        &self,
+        limit: u32,
+    ) -> Result<Vec<(String, String, GuardrailRecord, String)>, Error> {
+        let rows = sqlx::query("SELECT * FROM guardrail_audit ORDER BY id DESC LIMIT ?")
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows
+            .into_iter()
+            .map(|g| {
+                (
+                    g.get("run_id"),
+                    g.get("step_id"),
+                    GuardrailRecord {
+                        stage: g.get("stage"),
+                        detector: g.get("detector"),
+                        severity: g.get("severity"),
+                        action: g.get("action"),
+                        count: usize::try_from(g.get::<i64, _>("count")).unwrap_or(0),
+                        sample: g.get("sample"),
+                    },
+                    g.get("at"),
+                )
+            })
+            .collect())
     }
 
     async fn insert_events(
@@ -432,8 +543,9 @@ impl SqliteStore {
             let seq = base + 1 + i64::try_from(k).unwrap_or(0);
             sqlx::query(
                 "INSERT INTO steps (run_id, step_id, seq, kind, status, input, output, output_json,
-                   model, model_reason, prompt_tokens, completion_tokens, started_at, duration_ms, error)
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                   model, model_reason, prompt_tokens, completion_tokens, started_at, duration_ms, error,
+                   cached, cost_usd, selection, handled)
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             )
             .bind(run_id)
             .bind(&step.step_id)
@@ -450,8 +562,33 @@ impl SqliteStore {
             .bind(ts(&step.started_at))
             .bind(i64_of(step.duration_ms))
             .bind(&step.error)
+            .bind(i64::from(step.cached))
+            .bind(step.cost_usd)
+            .bind(
+                step.selection
+                    .as_ref()
+                    .and_then(|s| serde_json::to_string(s).ok()),
+            )
+            .bind(i64::from(step.handled))
             .execute(&mut *tx)
             .await?;
+            for g in &step.guardrails {
+                sqlx::query(
+                    "INSERT INTO guardrail_audit (run_id, step_id, stage, detector, severity, action, count, sample, at)
+                     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                )
+                .bind(run_id)
+                .bind(&step.step_id)
+                .bind(&g.stage)
+                .bind(&g.detector)
+                .bind(&g.severity)
+                .bind(&g.action)
+                .bind(i64::try_from(g.count).unwrap_or(i64::MAX))
+                .bind(&g.sample)
+                .bind(ts(&step.started_at))
+                .execute(&mut *tx)
+                .await?;
+            }
             for a in &step.attempts {
                 sqlx::query(
                     "INSERT INTO attempts (run_id, step_id, attempt, model, started_at, duration_ms,
@@ -474,8 +611,8 @@ impl SqliteStore {
             }
             for (k, f) in step.fallbacks.iter().enumerate() {
                 sqlx::query(
-                    "INSERT INTO fallbacks (run_id, step_id, seq, from_model, to_model, reason)
-                     VALUES (?, ?, ?, ?, ?, ?)",
+                    "INSERT INTO fallbacks (run_id, step_id, seq, from_model, to_model, reason, rung)
+                     VALUES (?, ?, ?, ?, ?, ?, ?)",
                 )
                 .bind(run_id)
                 .bind(&step.step_id)
@@ -483,6 +620,7 @@ impl SqliteStore {
                 .bind(&f.from)
                 .bind(&f.to)
                 .bind(&f.reason)
+                .bind(&f.rung)
                 .execute(&mut *tx)
                 .await?;
             }
@@ -503,8 +641,9 @@ impl SqliteStore {
 impl RunStore for SqliteStore {
     async fn create_run(&self, run: &RunRecord) -> Result<(), StoreError> {
         sqlx::query(
-            "INSERT INTO runs (run_id, workflow_id, workflow_name, workflow_version, file, inputs, status, started_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO runs (run_id, workflow_id, workflow_name, workflow_version, file, inputs, status, started_at,
+               workflow_json, heartbeat_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(&run.run_id)
         .bind(&run.workflow_id)
@@ -513,6 +652,8 @@ impl RunStore for SqliteStore {
         .bind(&run.file)
         .bind(run.inputs.to_string())
         .bind(RunStatus::Running.as_str())
+        .bind(ts(&run.started_at))
+        .bind(run.workflow.as_ref().map(ToString::to_string))
         .bind(ts(&run.started_at))
         .execute(&self.pool)
         .await
@@ -554,5 +695,135 @@ impl RunStore for SqliteStore {
         }
         .await;
         Ok(result?)
+    }
+
+    async fn set_run_status(
+        &self,
+        run_id: &str,
+        status: RunStatus,
+        events: &[Event],
+    ) -> Result<(), StoreError> {
+        let result: Result<(), Error> = async {
+            let mut tx = self.pool.begin().await?;
+            sqlx::query(
+                "UPDATE runs SET status = ?, heartbeat_at = ?, finished_at = NULL WHERE run_id = ?",
+            )
+            .bind(status.as_str())
+            .bind(ts(&Utc::now()))
+            .bind(run_id)
+            .execute(&mut *tx)
+            .await?;
+            Self::insert_events(&mut tx, run_id, events).await?;
+            tx.commit().await?;
+            Ok(())
+        }
+        .await;
+        Ok(result?)
+    }
+
+    async fn load_state(&self) -> Result<EngineState, StoreError> {
+        let result: Result<EngineState, Error> = async {
+            let mut state = EngineState::default();
+            for r in sqlx::query("SELECT key, snapshot FROM breakers")
+                .fetch_all(&self.pool)
+                .await?
+            {
+                let snap: BreakerSnapshot = serde_json::from_str(&r.get::<String, _>("snapshot"))
+                    .map_err(|e| Error::Decode(e.to_string()))?;
+                state.breakers.push((r.get("key"), snap));
+            }
+            for r in sqlx::query("SELECT * FROM model_stats")
+                .fetch_all(&self.pool)
+                .await?
+            {
+                state.stats.push((
+                    r.get("key"),
+                    ModelStats {
+                        calls: u64_of(Some(r.get("calls"))).unwrap_or(0),
+                        success_rate: r.get("success_rate"),
+                        latency_ms: r.get("latency_ms"),
+                        updated_at: parse_ts(&r.get::<String, _>("updated_at")).ok(),
+                    },
+                ));
+            }
+            Ok(state)
+        }
+        .await;
+        Ok(result?)
+    }
+
+    async fn save_breaker(&self, key: &str, snapshot: &BreakerSnapshot) -> Result<(), StoreError> {
+        let text = serde_json::to_string(snapshot).map_err(|e| StoreError(e.to_string()))?;
+        sqlx::query(
+            "INSERT INTO breakers (key, snapshot, updated_at) VALUES (?, ?, ?)
+             ON CONFLICT (key) DO UPDATE SET snapshot = excluded.snapshot, updated_at = excluded.updated_at",
+        )
+        .bind(key)
+        .bind(text)
+        .bind(ts(&Utc::now()))
+        .execute(&self.pool)
+        .await
+        .map_err(Error::from)?;
+        Ok(())
+    }
+
+    async fn save_model_stats(&self, key: &str, stats: &ModelStats) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO model_stats (key, calls, success_rate, latency_ms, updated_at) VALUES (?, ?, ?, ?, ?)
+             ON CONFLICT (key) DO UPDATE SET calls = excluded.calls, success_rate = excluded.success_rate,
+               latency_ms = excluded.latency_ms, updated_at = excluded.updated_at",
+        )
+        .bind(key)
+        .bind(i64_of(stats.calls))
+        .bind(stats.success_rate)
+        .bind(stats.latency_ms)
+        .bind(ts(&stats.updated_at.unwrap_or_else(Utc::now)))
+        .execute(&self.pool)
+        .await
+        .map_err(Error::from)?;
+        Ok(())
+    }
+
+    async fn cache_get(&self, key: &str) -> Result<Option<CachedOutput>, StoreError> {
+        let row = sqlx::query("SELECT * FROM step_cache WHERE key = ?")
+            .bind(key)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(Error::from)?;
+        let Some(r) = row else { return Ok(None) };
+        let output_json = match r.get::<Option<String>, _>("output_json") {
+            Some(t) => Some(serde_json::from_str(&t).map_err(|e| StoreError(e.to_string()))?),
+            None => None,
+        };
+        Ok(Some(CachedOutput {
+            output: r.get("output"),
+            output_json,
+            model: r.get("model"),
+            usage: usage_of(&r),
+            run_id: r.get("run_id"),
+        }))
+    }
+
+    async fn cache_put(&self, key: &str, output: &CachedOutput) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO step_cache (key, output, output_json, model, prompt_tokens, completion_tokens, run_id, created_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+             ON CONFLICT (key) DO UPDATE SET output = excluded.output, output_json = excluded.output_json,
+               model = excluded.model, prompt_tokens = excluded.prompt_tokens,
+               completion_tokens = excluded.completion_tokens, run_id = excluded.run_id,
+               created_at = excluded.created_at",
+        )
+        .bind(key)
+        .bind(&output.output)
+        .bind(output.output_json.as_ref().map(ToString::to_string))
+        .bind(&output.model)
+        .bind(output.usage.map(|u| i64_of(u.prompt_tokens)))
+        .bind(output.usage.map(|u| i64_of(u.completion_tokens)))
+        .bind(&output.run_id)
+        .bind(ts(&Utc::now()))
+        .execute(&self.pool)
+        .await
+        .map_err(Error::from)?;
+        Ok(())
     }
 }

@@ -17,6 +17,7 @@ fn run(id: &str) -> RunRecord {
         workflow_version: Some("1.0".into()),
         file: Some("workflows/wf.yaml".into()),
         inputs: serde_json::json!({"topic": "tea"}),
+        workflow: Some(serde_json::json!({"id": "wf", "steps": []})),
         started_at: Utc::now(),
     }
 }
@@ -67,7 +68,29 @@ fn step(id: &str) -> StepRecord {
             from: "ollama:llama3.1".into(),
             to: "embedded:m".into(),
             reason: "unavailable".into(),
+            rung: "next_model".into(),
         }],
+        cached: false,
+        cost_usd: Some(0.000_25),
+        selection: Some(nexus_engine::select::SelectionRecord {
+            task: "general".into(),
+            prompt_tokens: 12,
+            ranked: vec![],
+            excluded: vec![nexus_engine::select::ExcludedRecord {
+                model: "openai:gpt-4o".into(),
+                reason: "local_only".into(),
+            }],
+            all_breakers_open: false,
+        }),
+        guardrails: vec![nexus_engine::store::GuardrailRecord {
+            stage: "input".into(),
+            detector: "email".into(),
+            severity: "low".into(),
+            action: "warn".into(),
+            count: 1,
+            sample: "a…@example.com".into(),
+        }],
+        handled: false,
     }
 }
 
@@ -91,6 +114,7 @@ async fn a_run_is_read_back_whole_after_reopening() -> anyhow::Result<()> {
             model: Some("embedded:m".into()),
             usage: None,
             duration_ms: 42,
+            cached: false,
         }];
         store.record_steps("0001-aaaa", &[&a, &b], &events).await?;
         store

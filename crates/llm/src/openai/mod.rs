@@ -22,7 +22,7 @@ use eventsource_stream::Eventsource;
 use futures::StreamExt;
 use nexus_engine::provider::{
     ChatChunk, ChatRequest, ChatStream, Locality, ModelInfo, Provider, ProviderError,
-    ProviderErrorKind, Usage,
+    ProviderErrorKind, Usage, parse_retry_after,
 };
 
 use crate::classify_reqwest;
@@ -143,8 +143,13 @@ impl OpenAiProvider {
         if status.is_success() {
             return Ok(resp);
         }
+        let retry_after = resp
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| parse_retry_after(v, chrono::Utc::now()));
         let text = resp.text().await.unwrap_or_default();
-        Err(ProviderError::from_status(status.as_u16(), &text))
+        Err(ProviderError::from_status(status.as_u16(), &text).with_retry_after(retry_after))
     }
 }
 
@@ -209,8 +214,10 @@ impl Provider for OpenAiProvider {
             // Servers that do not know `json_schema` (older llama.cpp servers) take
             // `json_object` with a `schema`: try that once before failing.
             Err(e)
-                if e.kind == ProviderErrorKind::InvalidRequest
-                    && body.response_format.is_some() =>
+                if matches!(
+                    e.kind,
+                    ProviderErrorKind::InvalidRequest | ProviderErrorKind::UnsupportedParameter
+                ) && body.response_format.is_some() =>
             {
                 body.response_format = request
                     .json_schema
@@ -255,12 +262,21 @@ impl Provider for OpenAiProvider {
                     Ok(c) => c,
                     Err(e) => {
                         // An error object mid-stream, or garbage.
-                        let msg = serde_json::from_str::<wire::ErrorBody>(&event.data)
-                            .map(|b| b.error.message())
-                            .unwrap_or_else(|_| format!("bad chunk: {e}"));
-                        let _ = tx
-                            .send(Err(ProviderError::new(ProviderErrorKind::Protocol, msg)))
-                            .await;
+                        let err = match serde_json::from_str::<wire::ErrorBody>(&event.data) {
+                            Ok(b) => {
+                                let msg = b.error.message();
+                                let kind = ProviderError::classify_message(
+                                    &msg,
+                                    ProviderErrorKind::Protocol,
+                                );
+                                ProviderError::new(kind, msg)
+                            }
+                            Err(_) => ProviderError::new(
+                                ProviderErrorKind::Protocol,
+                                format!("bad chunk: {e}"),
+                            ),
+                        };
+                        let _ = tx.send(Err(err)).await;
                         return;
                     }
                 };

@@ -1,0 +1,238 @@
+//! The detector catalogue: what each [`Detector`] looks for and where its rule comes from.
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::str::FromStr;
+
+/// Whether a detector finds credentials or personal data.
+///
+/// Serialized as `"secret"` / `"pii"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Category {
+    /// Credentials and key material: leaking one grants access to something.
+    Secret,
+    /// Personally identifiable or financial data about a person.
+    Pii,
+}
+
+/// One kind of sensitive item that a [`Scanner`](crate::Scanner) can find.
+///
+/// Serialized in `snake_case` (`"email"`, `"credit_card"`, `"aws_access_key"`, …); the
+/// same string is returned by [`Detector::as_str`] and used in redaction markers
+/// (`[REDACTED:credit_card]`).
+///
+/// Every detector matches a *token* that is not glued to a neighbouring word character
+/// (`[A-Za-z0-9_]`) unless stated otherwise. The rule of each variant and its source are
+/// given below; [gitleaks](https://github.com/gitleaks/gitleaks/blob/master/config/gitleaks.toml)
+/// is the general reference for the secret rules. "Entropy" is Shannon entropy of the
+/// token body in bits per character.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum Detector {
+    /// E-mail address, RFC 5321 shape: local part `[A-Za-z0-9._%+-]{1,64}` (no leading,
+    /// trailing or doubled dot), `@`, one to eight DNS labels (RFC 1035: alphanumerics and
+    /// inner hyphens, at most 63 chars) and an alphabetic TLD of 2–24 letters.
+    /// `user@localhost` and `name@host` (no TLD) are not flagged, nor are image-file names
+    /// such as `logo@2x.png` (TLDs `png`, `jpg`, `jpeg`, `gif`, `svg`, `webp`, `bmp`, `ico`,
+    /// none of which is a delegated TLD). Internationalised addresses (RFC 6531, non-ASCII
+    /// local part) are not detected.
+    Email,
+    /// Telephone number, ITU-T E.164 (at most 15 digits). Three shapes are recognised:
+    /// international `+CC …` with 8–15 digits, optionally `(0)` or `(area)` groups;
+    /// North American (NANP) `(NXX) NXX-XXXX`, `NXX-NXX-XXXX`, `NXX.NXX.XXXX`,
+    /// `NXX NXX XXXX` with optional leading `1 `; national numbers with a trunk `0`
+    /// (`020 7946 0958`, `030-12345678`, `01 23 45 67 89`) with 9–12 digits and one
+    /// consistent separator. Unseparated national digit runs (`0612345678`) are **not**
+    /// flagged: they cannot be told from order numbers. The `phonenumber` crate
+    /// (libphonenumber metadata) was judged too heavy for a hot-path scanner.
+    Phone,
+    /// Payment card number (PAN), ISO/IEC 7812: 13–19 digits, written contiguously or in
+    /// groups separated by one consistent space or hyphen (first group 4 digits, others
+    /// 3–6), major industry identifier 2–6 (airlines/Mastercard 2-series, travel and
+    /// entertainment, banking, merchandising), and a valid Luhn (mod-10) check digit
+    /// (via the `luhn` crate). Numbers labelled `IMEI` within the preceding 16 bytes are
+    /// skipped: IMEIs are Luhn-checked 15-digit numbers too.
+    CreditCard,
+    /// International Bank Account Number, ISO 13616: uppercase country code, two check
+    /// digits and a BBAN, in electronic (`GB82WEST12345698765432`) or print format (groups
+    /// of four separated by single spaces). Validated with the `iban_validate` crate: the
+    /// mod-97 checksum (ISO 7064) and the country's registered BBAN format must both pass.
+    Iban,
+    /// AWS access key id (AWS IAM docs, "Unique identifier prefixes"): `AKIA` (long-term
+    /// key), `ASIA` (temporary STS key), `ABIA` (STS service bearer token) or `ACCA`
+    /// (context-specific credential), followed by 16 uppercase alphanumerics, entropy >= 3.
+    AwsAccessKey,
+    /// GitHub token (GitHub docs, "About authentication to GitHub" / token formats):
+    /// `ghp_` (classic PAT), `gho_` (OAuth), `ghu_` (user-to-server), `ghs_`
+    /// (server-to-server), `ghr_` (refresh) followed by 36 alphanumerics, or a
+    /// fine-grained PAT `github_pat_` followed by 82 `[A-Za-z0-9_]`. Entropy >= 3.
+    GithubToken,
+    /// OpenAI API key: `sk-`, optionally `proj-`, `svcacct-` or `admin-`, then at least
+    /// 32 `[A-Za-z0-9_-]` (gitleaks `openai-api-key`; real keys also embed `T3BlbkFJ`, which is
+    /// not required here) mixing lowercase, uppercase and digits, entropy >= 3 — so
+    /// hyphenated prose such as `sk-learn-tutorial-part-2` is not flagged. Keys starting
+    /// `sk-ant-` belong to [`Detector::AnthropicKey`].
+    OpenaiKey,
+    /// Anthropic API key: `sk-ant-<kind><version>-` (e.g. `sk-ant-api03-`,
+    /// `sk-ant-admin01-`; gitleaks `anthropic-api-key`) followed by at least 32
+    /// `[A-Za-z0-9_-]` mixing lowercase, uppercase and digits, entropy >= 3.
+    AnthropicKey,
+    /// Slack token (Slack API docs, "Token types"): `xox` + `b` (bot), `a` (app/workspace),
+    /// `p` (user), `r` (refresh) or `s` (legacy) + `-`, one to three numeric id segments,
+    /// then a secret segment of at least 8 alphanumerics that contains a letter;
+    /// entropy >= 3.
+    SlackToken,
+    /// Google API key (Google Cloud docs, "API keys"): `AIza` followed by exactly 35
+    /// `[A-Za-z0-9_-]`, entropy >= 3.
+    GoogleApiKey,
+    /// PEM-encoded private key (RFC 7468 textual encoding; RFC 4880 for PGP):
+    /// `-----BEGIN [RSA |EC |DSA |OPENSSH |ENCRYPTED |PGP ]PRIVATE KEY[ BLOCK]-----`. The
+    /// finding spans the whole block up to the matching `-----END …-----` line when one
+    /// follows within 32 KiB; otherwise the header plus the base64 body that follows it.
+    /// Public keys and certificates are not flagged.
+    PrivateKey,
+    /// JSON Web Token (RFC 7519) in JWS compact serialization (RFC 7515): three base64url
+    /// segments separated by `.`, the first starting `eyJ` (base64url of `{"`). The header
+    /// must decode to a JSON object containing `"alg"` and the payload to one starting `{`;
+    /// the signature may be empty (`alg: none`).
+    Jwt,
+    /// Key/value style credential: an identifier containing `key`, `token`, `secret`,
+    /// `password`, `passwd`, `pwd` or `credential` (any case), an assignment (`:`, `=`,
+    /// `:=`, `=>`, optionally quoted as in JSON/YAML/env files), and a value of 16–512
+    /// characters; also `Bearer <token>`. Only the value is reported. The value must have
+    /// Shannon entropy > 3.0 bits/char, mix at least two character classes, not consist of
+    /// letters and `_.-` only (gitleaks' generic-api-key allowlist), not be a slug whose
+    /// `-`/`_`/`.`/`/`-separated words are each all letters or all digits, and not look like a
+    /// placeholder (`example`, `changeme`, `xxxx`, `your_…`, `${VAR}`, `{{ var }}`), a path,
+    /// a URL or a date. So `password: changeme` and `token: ${GITHUB_TOKEN}` are not flagged.
+    GenericSecret,
+}
+
+impl Detector {
+    /// Number of detectors.
+    pub const COUNT: usize = 13;
+
+    /// Every detector, in declaration order.
+    pub const ALL: [Detector; Detector::COUNT] = [
+        Detector::Email,
+        Detector::Phone,
+        Detector::CreditCard,
+        Detector::Iban,
+        Detector::AwsAccessKey,
+        Detector::GithubToken,
+        Detector::OpenaiKey,
+        Detector::AnthropicKey,
+        Detector::SlackToken,
+        Detector::GoogleApiKey,
+        Detector::PrivateKey,
+        Detector::Jwt,
+        Detector::GenericSecret,
+    ];
+
+    /// The `snake_case` name, identical to the serde representation.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Detector::Email => "email",
+            Detector::Phone => "phone",
+            Detector::CreditCard => "credit_card",
+            Detector::Iban => "iban",
+            Detector::AwsAccessKey => "aws_access_key",
+            Detector::GithubToken => "github_token",
+            Detector::OpenaiKey => "openai_key",
+            Detector::AnthropicKey => "anthropic_key",
+            Detector::SlackToken => "slack_token",
+            Detector::GoogleApiKey => "google_api_key",
+            Detector::PrivateKey => "private_key",
+            Detector::Jwt => "jwt",
+            Detector::GenericSecret => "generic_secret",
+        }
+    }
+
+    /// Whether this detector finds secrets or PII.
+    pub fn category(self) -> Category {
+        match self {
+            Detector::Email | Detector::Phone | Detector::CreditCard | Detector::Iban => {
+                Category::Pii
+            }
+            _ => Category::Secret,
+        }
+    }
+
+    /// Position in [`Detector::ALL`] (0-based).
+    pub(crate) fn index(self) -> usize {
+        self as usize
+    }
+
+    /// Overlap rank: when two findings overlap, the one with the lower rank wins.
+    /// Validated, prefix-anchored formats come first; the heuristic key/value rule last.
+    pub(crate) fn specificity(self) -> u8 {
+        match self {
+            Detector::PrivateKey => 0,
+            Detector::Jwt => 1,
+            Detector::AnthropicKey => 2,
+            Detector::OpenaiKey => 3,
+            Detector::GithubToken => 4,
+            Detector::SlackToken => 5,
+            Detector::AwsAccessKey => 6,
+            Detector::GoogleApiKey => 7,
+            Detector::Iban => 8,
+            Detector::CreditCard => 9,
+            Detector::Email => 10,
+            Detector::Phone => 11,
+            Detector::GenericSecret => 12,
+        }
+    }
+}
+
+impl fmt::Display for Detector {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Detector {
+    type Err = crate::GuardError;
+
+    /// Parses the `snake_case` name returned by [`Detector::as_str`].
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Detector::ALL
+            .into_iter()
+            .find(|d| d.as_str() == s)
+            .ok_or_else(|| crate::GuardError::UnknownDetector(s.to_owned()))
+    }
+}
+
+/// One sensitive item found in a text.
+///
+/// `start..end` is a half-open **byte** range into the scanned `&str`; both ends lie on
+/// UTF-8 character boundaries, so `&text[f.start..f.end]` is always valid.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+pub struct Finding {
+    /// What was found.
+    pub detector: Detector,
+    /// Byte offset of the first byte of the item.
+    pub start: usize,
+    /// Byte offset one past the last byte of the item.
+    pub end: usize,
+}
+
+impl Finding {
+    /// Length of the finding in bytes.
+    pub fn len(&self) -> usize {
+        self.end.saturating_sub(self.start)
+    }
+
+    /// Whether the finding covers no bytes (never true for findings from a scanner).
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The matched text, or `None` if the range does not fit `text`.
+    pub fn text<'a>(&self, text: &'a str) -> Option<&'a str> {
+        text.get(self.start..self.end)
+    }
+}

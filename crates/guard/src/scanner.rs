@@ -1,0 +1,915 @@
+//! The [`Scanner`]: candidate search (literal anchors, `@`, digit runs) plus validation.
+//!
+//! A scan makes at most three linear passes over the text, each cheap on clean prose:
+//!
+//! 1. an Aho-Corasick automaton (SIMD "Teddy" prefilter) over the literal anchors of the
+//!    prefix-based detectors (`AKIA`, `ghp_`, `sk-`, `xox`, `AIza`, `-----BEGIN`, `eyJ`) and
+//!    the keywords of [`Detector::GenericSecret`] (`key`, `token`, `secret`, …);
+//! 2. `memchr` for `@` (e-mail addresses);
+//! 3. a vectorisable skip to the next ASCII digit, for IBANs, card and phone numbers.
+//!
+//! Only at these candidate positions does an anchored `regex` run, followed by the
+//! detector's validator (checksum, entropy, decoding). Overlapping candidates are then
+//! resolved in favour of the more specific detector ([`Detector::specificity`]).
+
+use crate::detector::{Detector, Finding};
+use crate::validate::{self, is_word};
+use aho_corasick::{AhoCorasick, AhoCorasickBuilder, AhoCorasickKind, MatchKind};
+use regex::Regex;
+use std::collections::BTreeMap;
+use std::fmt;
+
+/// Errors raised while building a [`Scanner`] or a [`Policy`](crate::Policy).
+#[derive(Debug, thiserror::Error)]
+pub enum GuardError {
+    /// A built-in regular expression failed to compile. This indicates a bug in this crate
+    /// (every pattern is compiled by the unit tests); `name` identifies the pattern.
+    #[error("built-in pattern `{name}` failed to compile: {source}")]
+    Pattern {
+        /// Internal name of the pattern.
+        name: &'static str,
+        /// The compile error from the `regex` crate.
+        #[source]
+        source: regex::Error,
+    },
+    /// The literal-anchor automaton could not be built (also a bug in this crate).
+    #[error("anchor automaton failed to build: {0}")]
+    Anchors(#[from] aho_corasick::BuildError),
+    /// A policy listed more than one [`Rule`](crate::Rule) for the same detector.
+    #[error("more than one rule for detector `{0}`")]
+    DuplicateRule(Detector),
+    /// A detector name did not match any [`Detector::as_str`] value.
+    #[error("unknown detector `{0}`")]
+    UnknownDetector(String),
+}
+
+/// What a literal anchor hit means.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Anchor {
+    Aws,
+    Github,
+    SkDash,
+    Slack,
+    Google,
+    PemBegin,
+    Jwt,
+    Keyword,
+    Bearer,
+}
+
+/// Case variants of the generic-secret keywords (lower, UPPER, Capitalized). Listing the
+/// variants keeps the automaton case-sensitive, which lets aho-corasick use its SIMD
+/// prefilter; mixed-case spellings such as `apiKey` or `DB_Password` are still covered.
+const KEYWORDS: &[&str] = &[
+    "key",
+    "KEY",
+    "Key",
+    "token",
+    "TOKEN",
+    "Token",
+    "secret",
+    "SECRET",
+    "Secret",
+    "passw",
+    "PASSW",
+    "Passw",
+    "pwd",
+    "PWD",
+    "Pwd",
+    "credential",
+    "CREDENTIAL",
+    "Credential",
+];
+
+/// Literal anchors per detector.
+fn anchors_for(d: Detector) -> &'static [(&'static str, Anchor)] {
+    match d {
+        Detector::AwsAccessKey => &[
+            ("AKIA", Anchor::Aws),
+            ("ASIA", Anchor::Aws),
+            ("ABIA", Anchor::Aws),
+            ("ACCA", Anchor::Aws),
+        ],
+        Detector::GithubToken => &[
+            ("ghp_", Anchor::Github),
+            ("gho_", Anchor::Github),
+            ("ghu_", Anchor::Github),
+            ("ghs_", Anchor::Github),
+            ("ghr_", Anchor::Github),
+            ("github_pat_", Anchor::Github),
+        ],
+        // OpenAI and Anthropic share the `sk-` anchor; the hit is routed by what follows.
+        Detector::OpenaiKey | Detector::AnthropicKey => &[("sk-", Anchor::SkDash)],
+        Detector::SlackToken => &[("xox", Anchor::Slack)],
+        Detector::GoogleApiKey => &[("AIza", Anchor::Google)],
+        Detector::PrivateKey => &[("-----BEGIN", Anchor::PemBegin)],
+        Detector::Jwt => &[("eyJ", Anchor::Jwt)],
+        Detector::GenericSecret => &[
+            ("bearer", Anchor::Bearer),
+            ("Bearer", Anchor::Bearer),
+            ("BEARER", Anchor::Bearer),
+        ],
+        Detector::Email | Detector::Phone | Detector::CreditCard | Detector::Iban => &[],
+    }
+}
+
+/// The compiled patterns. Each is anchored with `^` and run on `&text[candidate..]`, so a
+/// search costs at most the length of the token it is checking.
+struct Patterns {
+    aws: Regex,
+    github: Regex,
+    openai: Regex,
+    anthropic: Regex,
+    slack: Regex,
+    google: Regex,
+    pem_header: Regex,
+    pem_footer: Regex,
+    jwt: Regex,
+    email: Regex,
+    phone: Regex,
+    generic: Regex,
+    bearer: Regex,
+}
+
+/// International (`+CC …`), NANP and trunk-`0` national shapes; see [`Detector::Phone`].
+const PHONE: &str = concat!(
+    r"\+[1-9][0-9]{0,2}(?:[ .-]?(?:\([0-9]{1,4}\)|[0-9]{1,5})){1,6}",
+    r"|(?:1[ .-])?(?:\([2-9][0-9]{2}\) ?|[2-9][0-9]{2}[ .-])[2-9][0-9]{2}[ .-][0-9]{4}",
+    r"|(?:0[1-9][0-9]{0,3}|\(0[1-9][0-9]{0,3}\))",
+    r"(?:(?: [0-9]{2,8}){1,4}|(?:-[0-9]{2,8}){1,4}|(?:\.[0-9]{2,8}){1,4})",
+);
+
+impl Patterns {
+    fn compile() -> Result<Patterns, GuardError> {
+        fn re(name: &'static str, pattern: &str) -> Result<Regex, GuardError> {
+            Regex::new(pattern).map_err(|source| GuardError::Pattern { name, source })
+        }
+        Ok(Patterns {
+            aws: re("aws", r"^(?:AKIA|ASIA|ABIA|ACCA)([A-Z0-9]{16})")?,
+            github: re(
+                "github",
+                r"^(?:gh[pousr]_([A-Za-z0-9]{36})|github_pat_([A-Za-z0-9_]{82}))",
+            )?,
+            openai: re(
+                "openai",
+                r"^sk-(?:proj-|svcacct-|admin-)?([A-Za-z0-9_-]{32,256})",
+            )?,
+            anthropic: re(
+                "anthropic",
+                r"^sk-ant-[a-z]{2,10}[0-9]{0,3}-([A-Za-z0-9_-]{32,256})",
+            )?,
+            slack: re(
+                "slack",
+                r"^xox[baprs]-((?:[0-9]{1,20}-){1,3}[A-Za-z0-9]{8,64})",
+            )?,
+            google: re("google", r"^AIza([A-Za-z0-9_-]{35})")?,
+            pem_header: re(
+                "pem_header",
+                r"^-----BEGIN (?:[A-Z0-9]{2,10} ){0,2}PRIVATE KEY(?: BLOCK)?-----",
+            )?,
+            pem_footer: re(
+                "pem_footer",
+                r"^-----END (?:[A-Z0-9]{2,10} ){0,2}PRIVATE KEY(?: BLOCK)?-----",
+            )?,
+            jwt: re(
+                "jwt",
+                r"^eyJ[A-Za-z0-9_-]{2,8192}\.[A-Za-z0-9_-]{2,16384}\.[A-Za-z0-9_-]{0,2048}",
+            )?,
+            email: re(
+                "email",
+                r"^[A-Za-z0-9._%+-]{1,64}@(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.){1,8}([A-Za-z]{2,24})",
+            )?,
+            phone: re("phone", PHONE)?,
+            generic: re(
+                "generic",
+                concat!(
+                    r#"^(?i:key|token|secret|passw(?:or)?d|pwd|credential)"#,
+                    r#"[A-Za-z0-9_.-]{0,32}["']?[ \t]{0,3}(?::=|=>|:|=)[ \t]{0,3}(["'`]?)"#,
+                    r#"([^\s"'`,;()\[\]{}<>]{1,513})"#
+                ),
+            )?,
+            bearer: re("bearer", r"^(?i:bearer)[ \t]+([A-Za-z0-9._~+/-]{1,513}=*)")?,
+        })
+    }
+}
+
+/// A compiled set of detectors. Build once and reuse: construction compiles about a dozen
+/// regular expressions and an Aho-Corasick automaton (well under a millisecond each);
+/// scanning allocates only the result vector. `Scanner` is `Send + Sync` and cheap to
+/// share behind an `Arc`.
+pub struct Scanner {
+    enabled: [bool; Detector::COUNT],
+    anchors: Option<AhoCorasick>,
+    anchor_kinds: Vec<Anchor>,
+    re: Patterns,
+}
+
+impl fmt::Debug for Scanner {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Scanner")
+            .field("detectors", &self.detectors())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Largest distance (bytes) between a PEM header and its footer.
+const PEM_MAX_BLOCK: usize = 32 * 1024;
+/// Minimum digits in a numeric run before card and phone checks run.
+const MIN_NUMERIC_DIGITS: usize = 7;
+
+impl Scanner {
+    /// Builds a scanner for the given detectors (duplicates are ignored; an empty slice
+    /// gives a scanner that finds nothing).
+    ///
+    /// # Errors
+    /// [`GuardError::Pattern`] or [`GuardError::Anchors`] if a built-in pattern fails to
+    /// compile — a bug in this crate that the unit tests rule out.
+    pub fn new(detectors: &[Detector]) -> Result<Scanner, GuardError> {
+        let mut enabled = [false; Detector::COUNT];
+        for d in detectors {
+            enabled[d.index()] = true;
+        }
+        let mut literals: Vec<&'static str> = Vec::new();
+        let mut anchor_kinds = Vec::new();
+        let mut push = |lit: &'static str, kind: Anchor| {
+            if !literals.contains(&lit) {
+                literals.push(lit);
+                anchor_kinds.push(kind);
+            }
+        };
+        for d in Detector::ALL {
+            if enabled[d.index()] {
+                for &(lit, kind) in anchors_for(d) {
+                    push(lit, kind);
+                }
+            }
+        }
+        if enabled[Detector::GenericSecret.index()] {
+            for &kw in KEYWORDS {
+                push(kw, Anchor::Keyword);
+            }
+        }
+        let anchors = if literals.is_empty() {
+            None
+        } else {
+            Some(
+                AhoCorasickBuilder::new()
+                    .match_kind(MatchKind::Standard)
+                    .kind(Some(AhoCorasickKind::DFA))
+                    .build(&literals)?,
+            )
+        };
+        Ok(Scanner {
+            enabled,
+            anchors,
+            anchor_kinds,
+            re: Patterns::compile()?,
+        })
+    }
+
+    /// A scanner with every detector in [`Detector::ALL`].
+    ///
+    /// # Errors
+    /// As [`Scanner::new`].
+    pub fn all() -> Result<Scanner, GuardError> {
+        Scanner::new(&Detector::ALL)
+    }
+
+    /// The enabled detectors, in [`Detector::ALL`] order.
+    pub fn detectors(&self) -> Vec<Detector> {
+        Detector::ALL
+            .into_iter()
+            .filter(|d| self.enabled[d.index()])
+            .collect()
+    }
+
+    #[inline]
+    fn on(&self, d: Detector) -> bool {
+        self.enabled[d.index()]
+    }
+
+    /// Scans `text` and returns the findings sorted by `start`, pairwise non-overlapping.
+    /// Where candidates of two detectors overlap, the more specific one is kept (e.g. an
+    /// OpenAI key inside `OPENAI_API_KEY=sk-…` is reported as
+    /// [`Detector::OpenaiKey`], not [`Detector::GenericSecret`]). Never panics.
+    pub fn scan(&self, text: &str) -> Vec<Finding> {
+        let mut cands = Vec::new();
+        if let Some(ac) = &self.anchors {
+            for m in ac.find_overlapping_iter(text) {
+                let kind = self.anchor_kinds[m.pattern().as_usize()];
+                self.check_anchor(kind, text, m.start(), &mut cands);
+            }
+        }
+        if self.on(Detector::Email) {
+            self.scan_emails(text, &mut cands);
+        }
+        if self.on(Detector::CreditCard) || self.on(Detector::Phone) || self.on(Detector::Iban) {
+            self.scan_numeric(text, &mut cands);
+        }
+        resolve(cands)
+    }
+
+    fn check_anchor(&self, kind: Anchor, text: &str, at: usize, out: &mut Vec<Finding>) {
+        let bytes = text.as_bytes();
+        let prev = at.checked_sub(1).map(|i| bytes[i]);
+        let rest = &text[at..];
+        // Vendor tokens and JWTs must not continue a longer word.
+        let token_start = prev.is_none_or(|b| !is_word(b) && b != b'-');
+        let push = |out: &mut Vec<Finding>, d: Detector, s: usize, e: usize| {
+            out.push(Finding {
+                detector: d,
+                start: s,
+                end: e,
+            });
+        };
+        match kind {
+            Anchor::Aws => {
+                if let Some(c) = token_start.then(|| self.re.aws.captures(rest)).flatten() {
+                    let end = at + c.get(0).map_or(0, |m| m.end());
+                    let body = c.get(1).map_or("", |m| m.as_str());
+                    if ends_token(bytes, end, b"") && validate::token_body_ok(body) {
+                        push(out, Detector::AwsAccessKey, at, end);
+                    }
+                }
+            }
+            Anchor::Github => {
+                if let Some(c) = token_start.then(|| self.re.github.captures(rest)).flatten() {
+                    let end = at + c.get(0).map_or(0, |m| m.end());
+                    let body = c.get(1).or_else(|| c.get(2)).map_or("", |m| m.as_str());
+                    if ends_token(bytes, end, b"") && validate::token_body_ok(body) {
+                        push(out, Detector::GithubToken, at, end);
+                    }
+                }
+            }
+            Anchor::SkDash if token_start => {
+                if rest.starts_with("sk-ant-") {
+                    if !self.on(Detector::AnthropicKey) {
+                        return;
+                    }
+                    if let Some(c) = self.re.anthropic.captures(rest) {
+                        let end = at + c.get(0).map_or(0, |m| m.end());
+                        let body = c.get(1).map_or("", |m| m.as_str());
+                        if ends_token(bytes, end, b"-")
+                            && validate::mixed_case_and_digits(body)
+                            && validate::token_body_ok(body)
+                        {
+                            push(out, Detector::AnthropicKey, at, end);
+                        }
+                    }
+                } else if self.on(Detector::OpenaiKey) {
+                    if let Some(c) = self.re.openai.captures(rest) {
+                        let end = at + c.get(0).map_or(0, |m| m.end());
+                        let body = c.get(1).map_or("", |m| m.as_str());
+                        if validate::mixed_case_and_digits(body)
+                            && ends_token(bytes, end, b"-")
+                            && validate::token_body_ok(body)
+                        {
+                            push(out, Detector::OpenaiKey, at, end);
+                        }
+                    }
+                }
+            }
+            Anchor::Slack => {
+                if let Some(c) = token_start.then(|| self.re.slack.captures(rest)).flatten() {
+                    let end = at + c.get(0).map_or(0, |m| m.end());
+                    let body = c.get(1).map_or("", |m| m.as_str());
+                    // The secret segment is random alphanumerics, so it holds letters.
+                    let secret = body.rsplit('-').next().unwrap_or_default();
+                    if ends_token(bytes, end, b"-")
+                        && secret.bytes().any(|b| b.is_ascii_alphabetic())
+                        && validate::token_body_ok(body)
+                    {
+                        push(out, Detector::SlackToken, at, end);
+                    }
+                }
+            }
+            Anchor::Google => {
+                if let Some(c) = token_start.then(|| self.re.google.captures(rest)).flatten() {
+                    let end = at + c.get(0).map_or(0, |m| m.end());
+                    let body = c.get(1).map_or("", |m| m.as_str());
+                    if ends_token(bytes, end, b"-") && validate::token_body_ok(body) {
+                        push(out, Detector::GoogleApiKey, at, end);
+                    }
+                }
+            }
+            Anchor::PemBegin => {
+                if let Some(m) = self.re.pem_header.find(rest) {
+                    let end = self.pem_block_end(text, at + m.end());
+                    push(out, Detector::PrivateKey, at, end);
+                }
+            }
+            Anchor::Jwt => {
+                if !(token_start && prev != Some(b'.')) {
+                    return;
+                }
+                if let Some(m) = self.re.jwt.find(rest) {
+                    let end = at + m.end();
+                    // A fourth segment means JWE or something else, not a JWS.
+                    let jws = !(bytes.get(end) == Some(&b'.')
+                        && bytes.get(end + 1).is_some_and(|&b| is_word(b) || b == b'-'))
+                        && ends_token(bytes, end, b"-");
+                    if jws && validate::jwt_ok(m.as_str()) {
+                        push(out, Detector::Jwt, at, end);
+                    }
+                }
+            }
+            Anchor::Keyword => {
+                if let Some(c) = self.re.generic.captures(rest) {
+                    let Some(v) = c.get(2) else { return };
+                    let quoted = c.get(1).is_some_and(|q| !q.is_empty());
+                    let (s, e) = (at + v.start(), at + v.end());
+                    // Unquoted values end at whitespace or punctuation; a value that ran
+                    // into the length cap is longer than any secret we report.
+                    let closed = if quoted {
+                        matches!(bytes.get(e), Some(b'"' | b'\'' | b'`'))
+                    } else {
+                        true
+                    };
+                    if closed && validate::generic_value_ok(v.as_str()) {
+                        push(out, Detector::GenericSecret, s, e);
+                    }
+                }
+            }
+            Anchor::Bearer => {
+                if !prev.is_none_or(|b| !b.is_ascii_alphanumeric()) {
+                    return;
+                }
+                if let Some(c) = self.re.bearer.captures(rest) {
+                    if let Some(v) = c.get(1) {
+                        let (s, e) = (at + v.start(), at + v.end());
+                        if ends_token(bytes, e, b".~+/-") && validate::generic_value_ok(v.as_str())
+                        {
+                            push(out, Detector::GenericSecret, s, e);
+                        }
+                    }
+                }
+            }
+            Anchor::SkDash => {}
+        }
+    }
+
+    /// End of a PEM private-key block whose header ends at `header_end`: the end of the
+    /// matching footer if one starts within [`PEM_MAX_BLOCK`] bytes, else the end of the
+    /// base64 body (characters `[A-Za-z0-9+/=]`, line breaks and escaped `\n`).
+    fn pem_block_end(&self, text: &str, header_end: usize) -> usize {
+        let bytes = text.as_bytes();
+        let limit = (header_end + PEM_MAX_BLOCK).min(bytes.len());
+        let finder = memchr::memmem::Finder::new(b"-----END");
+        let mut from = header_end;
+        while let Some(off) = finder.find(&bytes[from..limit]) {
+            let pos = from + off;
+            if let Some(m) = self.re.pem_footer.find(&text[pos..]) {
+                return pos + m.end();
+            }
+            from = pos + 1;
+        }
+        let mut end = header_end;
+        while end < bytes.len() {
+            let b = bytes[end];
+            if b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'=' | b'\r' | b'\n' | b'\\')
+            {
+                end += 1;
+            } else {
+                break;
+            }
+        }
+        // Do not end on a line break or a dangling escape.
+        while end > header_end && matches!(bytes[end - 1], b'\r' | b'\n' | b'\\') {
+            end -= 1;
+        }
+        if end >= header_end + 2 && &bytes[end - 2..end] == b"\\n" {
+            end -= 2;
+        }
+        end
+    }
+
+    /// E-mail candidates: every `@`, extended backwards over the local part.
+    fn scan_emails(&self, text: &str, out: &mut Vec<Finding>) {
+        let bytes = text.as_bytes();
+        let mut done_until = 0;
+        for at in memchr::memchr_iter(b'@', bytes) {
+            if at < done_until || at == 0 {
+                continue;
+            }
+            let is_local =
+                |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'%' | b'+' | b'-');
+            let mut s = at;
+            while s > 0 && at - s < 64 && is_local(bytes[s - 1]) {
+                s -= 1;
+            }
+            if s > 0 && (is_local(bytes[s - 1]) || bytes[s - 1] == b'@') {
+                continue; // local part longer than 64 characters, or `a@b@c`
+            }
+            // A non-ASCII letter before the local part (`müller@…`, RFC 6531 addresses):
+            // do not report the ASCII tail as an address of its own.
+            if text[..s]
+                .chars()
+                .next_back()
+                .is_some_and(|c| !c.is_ascii() && c.is_alphanumeric())
+            {
+                continue;
+            }
+            while s < at && bytes[s] == b'.' {
+                s += 1;
+            }
+            if s == at {
+                continue;
+            }
+            let local = &text[s..at];
+            if local.ends_with('.') || local.contains("..") {
+                continue;
+            }
+            let Some(c) = self.re.email.captures(&text[s..]) else {
+                continue;
+            };
+            let end = s + c.get(0).map_or(0, |m| m.end());
+            let tld = c.get(1).map_or("", |m| m.as_str());
+            let next_ok = bytes
+                .get(end)
+                .is_none_or(|&b| !(is_word(b) || b == b'-' || b == b'@'));
+            if next_ok && !is_file_extension(tld) {
+                out.push(Finding {
+                    detector: Detector::Email,
+                    start: s,
+                    end,
+                });
+                done_until = end;
+            }
+        }
+    }
+
+    /// Digit-driven candidates: IBANs (two uppercase letters before a digit pair), card
+    /// numbers and phone numbers (numeric runs with at least [`MIN_NUMERIC_DIGITS`] digits).
+    fn scan_numeric(&self, text: &str, out: &mut Vec<Finding>) {
+        let bytes = text.as_bytes();
+        let n = bytes.len();
+        let mut i = 0;
+        loop {
+            i = next_digit(bytes, i);
+            if i >= n {
+                break;
+            }
+            if self.on(Detector::Iban)
+                && i >= 2
+                && bytes[i - 2].is_ascii_uppercase()
+                && bytes[i - 1].is_ascii_uppercase()
+                && (i == 2 || !is_word(bytes[i - 3]))
+                && bytes.get(i + 1).is_some_and(u8::is_ascii_digit)
+            {
+                if let Some(end) = iban_at(bytes, text, i - 2) {
+                    out.push(Finding {
+                        detector: Detector::Iban,
+                        start: i - 2,
+                        end,
+                    });
+                    i = end;
+                    continue;
+                }
+            }
+            let (start, end, digits) = numeric_run(bytes, i);
+            if digits >= MIN_NUMERIC_DIGITS {
+                if self.on(Detector::CreditCard) {
+                    find_cards(text, i, end, out);
+                }
+                if self.on(Detector::Phone) {
+                    self.find_phones(text, start, end, out);
+                }
+            }
+            i = end.max(i + 1);
+        }
+    }
+
+    fn find_phones(&self, text: &str, start: usize, end: usize, out: &mut Vec<Finding>) {
+        let bytes = text.as_bytes();
+        for m in self.re.phone.find_iter(&text[start..end]) {
+            let (s, e) = (start + m.start(), start + m.end());
+            let digits = m.as_str().bytes().filter(u8::is_ascii_digit).count();
+            let range = match m.as_str().as_bytes()[0] {
+                b'+' => 8..=15,
+                b'0' => 9..=12,
+                b'(' if m.as_str().as_bytes().get(1) == Some(&b'0') => 9..=12,
+                _ => 10..=11,
+            };
+            if range.contains(&digits) && numeric_bounds_ok(bytes, s, e) {
+                out.push(Finding {
+                    detector: Detector::Phone,
+                    start: s,
+                    end: e,
+                });
+            }
+        }
+    }
+}
+
+/// Whether the token ending at `end` is complete: the next byte is not a word character
+/// nor one of `extra`.
+#[inline]
+fn ends_token(bytes: &[u8], end: usize, extra: &[u8]) -> bool {
+    bytes
+        .get(end)
+        .is_none_or(|&b| !(is_word(b) || extra.contains(&b)))
+}
+
+/// Image-file extensions that look like TLDs in `name@2x.png`.
+fn is_file_extension(tld: &str) -> bool {
+    const EXT: &[&str] = &["png", "jpg", "jpeg", "gif", "svg", "webp", "bmp", "ico"];
+    EXT.iter().any(|e| tld.eq_ignore_ascii_case(e))
+}
+
+/// Index of the next ASCII digit at or after `i` (or `bytes.len()`). Skips 32-byte blocks
+/// with a branch-free test that the compiler vectorises.
+#[inline]
+fn next_digit(bytes: &[u8], mut i: usize) -> usize {
+    const BLOCK: usize = 32;
+    while i + BLOCK <= bytes.len() {
+        let block = &bytes[i..i + BLOCK];
+        let hit = block
+            .iter()
+            .fold(0u8, |acc, &b| acc | u8::from(b.wrapping_sub(b'0') < 10));
+        if hit != 0 {
+            break;
+        }
+        i += BLOCK;
+    }
+    while i < bytes.len() && !bytes[i].is_ascii_digit() {
+        i += 1;
+    }
+    i
+}
+
+/// The numeric run starting at digit `i`: digits joined by up to two separator characters
+/// out of ` -.()` (`555) 123-4567`). Returns `(start, end, digit_count)`, where `start`
+/// includes a leading `+` or `(`.
+fn numeric_run(bytes: &[u8], i: usize) -> (usize, usize, usize) {
+    let n = bytes.len();
+    let mut start = i;
+    if i > 0 && matches!(bytes[i - 1], b'+' | b'(') {
+        start = i - 1;
+    }
+    let mut j = i;
+    let mut digits = 0;
+    let mut end;
+    loop {
+        while j < n && bytes[j].is_ascii_digit() {
+            j += 1;
+            digits += 1;
+        }
+        end = j;
+        let mut k = j;
+        while k < n && k - j < 2 && matches!(bytes[k], b' ' | b'-' | b'.' | b'(' | b')') {
+            k += 1;
+        }
+        if k > j && k < n && bytes[k].is_ascii_digit() {
+            j = k;
+        } else {
+            break;
+        }
+    }
+    (start, end, digits)
+}
+
+/// Whether `s..e` is a whole number and not part of a longer token: not adjacent to word
+/// characters, and not continued by `.`/`,`/`-` plus a digit (decimals, dates, IPs).
+fn numeric_bounds_ok(bytes: &[u8], s: usize, e: usize) -> bool {
+    let before_ok = match s.checked_sub(1).map(|i| bytes[i]) {
+        None => true,
+        Some(b) if is_word(b) || b == b'+' => false,
+        Some(b'.' | b',' | b'-' | b'/') => !(s >= 2 && bytes[s - 2].is_ascii_digit()),
+        Some(_) => true,
+    };
+    let after_ok = match bytes.get(e) {
+        None => true,
+        Some(&b) if is_word(b) => false,
+        Some(b'.' | b',' | b'-' | b'/') => !bytes.get(e + 1).is_some_and(u8::is_ascii_digit),
+        Some(_) => true,
+    };
+    before_ok && after_ok
+}
+
+/// Card numbers inside the numeric run `i..end` (`i` is its first digit): sequences of
+/// digit groups joined by one consistent single space or hyphen, 13–19 digits in total,
+/// first group 4 digits (or a single contiguous group), other groups 3–6 digits; validated
+/// by [`validate::card_number_ok`]. The longest valid sequence from each group wins.
+fn find_cards(text: &str, i: usize, end: usize, out: &mut Vec<Finding>) {
+    let bytes = text.as_bytes();
+    // Digit groups and the single separator byte before each (0 = start of segment).
+    let mut groups: Vec<(usize, usize, u8)> = Vec::new();
+    let mut j = i;
+    let mut sep = 0u8;
+    while j < end {
+        let s = j;
+        while j < end && bytes[j].is_ascii_digit() {
+            j += 1;
+        }
+        groups.push((s, j, sep));
+        let k = j;
+        while j < end && !bytes[j].is_ascii_digit() {
+            j += 1;
+        }
+        sep = if j - k == 1 && matches!(bytes[k], b' ' | b'-') {
+            bytes[k]
+        } else {
+            0
+        };
+    }
+    let mut digits = String::with_capacity(19);
+    let mut g = 0;
+    while g < groups.len() {
+        let mut best = None;
+        let mut total = 0;
+        let sep0 = groups.get(g + 1).map_or(0, |x| x.2);
+        for (e, &(gs, ge, gsep)) in groups.iter().enumerate().skip(g) {
+            if e > g && (gsep == 0 || gsep != sep0) {
+                break;
+            }
+            let len = ge - gs;
+            total += len;
+            if total > 19 {
+                break;
+            }
+            let shape_ok = if e == g {
+                true
+            } else {
+                let first = groups[g].1 - groups[g].0;
+                first == 4 && (3..=6).contains(&len)
+            };
+            if !shape_ok {
+                break;
+            }
+            if total >= 13 {
+                let (s, e_end) = (groups[g].0, ge);
+                digits.clear();
+                digits.extend(text[s..e_end].chars().filter(char::is_ascii_digit));
+                if validate::card_number_ok(&digits)
+                    && numeric_bounds_ok(bytes, s, e_end)
+                    && !imei_context(bytes, s)
+                {
+                    best = Some((s, e_end, e));
+                }
+            }
+        }
+        if let Some((s, e_end, last)) = best {
+            out.push(Finding {
+                detector: Detector::CreditCard,
+                start: s,
+                end: e_end,
+            });
+            g = last + 1;
+        } else {
+            g += 1;
+        }
+    }
+}
+
+/// Whether an `IMEI` label precedes `s` within 16 bytes: IMEIs (3GPP TS 23.003) are 15
+/// Luhn-checked digits and often start with `35` or `49`, so they would pass as cards.
+fn imei_context(bytes: &[u8], s: usize) -> bool {
+    let from = s.saturating_sub(16);
+    bytes[from..s]
+        .windows(4)
+        .any(|w| w.eq_ignore_ascii_case(b"imei"))
+}
+
+/// IBAN starting at `p` (two uppercase letters, two digits): electronic format (a maximal
+/// `[A-Z0-9]` run) or print format (groups of four separated by single spaces, the last
+/// group 1–4 characters). In print format, trailing groups are dropped until the rest
+/// validates, so `BE68 5390 0754 7034 2024` still yields the IBAN. Returns the end offset.
+fn iban_at(bytes: &[u8], text: &str, p: usize) -> Option<usize> {
+    let n = bytes.len();
+    let up = |b: u8| b.is_ascii_uppercase() || b.is_ascii_digit();
+    if p + 4 < n && bytes[p + 4] == b' ' {
+        let mut ends = Vec::new();
+        let mut j = p + 4;
+        while j < n && bytes[j] == b' ' && j - p < 42 {
+            let mut k = j + 1;
+            while k < n && k - (j + 1) < 4 && up(bytes[k]) {
+                k += 1;
+            }
+            let len = k - (j + 1);
+            if len == 0 {
+                break;
+            }
+            ends.push(k);
+            j = k;
+            if len < 4 {
+                break;
+            }
+        }
+        let mut compact = String::with_capacity(34);
+        for &end in ends.iter().rev() {
+            if bytes.get(end).is_some_and(|&b| is_word(b)) {
+                continue;
+            }
+            compact.clear();
+            compact.extend(text[p..end].chars().filter(|c| *c != ' '));
+            if validate::iban_ok(&compact) {
+                return Some(end);
+            }
+        }
+        None
+    } else {
+        let mut end = p;
+        while end < n && up(bytes[end]) && end - p <= 34 {
+            end += 1;
+        }
+        let ok = !bytes.get(end).is_some_and(|&b| is_word(b) || b == b'-')
+            && validate::iban_ok(&text[p..end]);
+        ok.then_some(end)
+    }
+}
+
+/// Keeps the most specific of overlapping candidates and sorts by start offset.
+fn resolve(mut cands: Vec<Finding>) -> Vec<Finding> {
+    if cands.len() <= 1 {
+        return cands;
+    }
+    cands.sort_by(|a, b| {
+        a.detector
+            .specificity()
+            .cmp(&b.detector.specificity())
+            .then(a.start.cmp(&b.start))
+            .then(b.len().cmp(&a.len()))
+    });
+    let mut kept: BTreeMap<usize, Finding> = BTreeMap::new();
+    for f in cands {
+        let overlaps = kept
+            .range(..f.end)
+            .next_back()
+            .is_some_and(|(_, k)| k.end > f.start);
+        if !overlaps && f.start < f.end {
+            kept.insert(f.start, f);
+        }
+    }
+    kept.into_values().collect()
+}
+
+/// Replaces every finding in `text` with `[REDACTED:<detector>]` (e.g.
+/// `[REDACTED:openai_key]`). `findings` need not be sorted; findings that overlap an
+/// earlier one, fall outside `text` or do not lie on character boundaries are skipped,
+/// so this never panics.
+pub fn redact(text: &str, findings: &[Finding]) -> String {
+    let mut sorted: Vec<&Finding> = findings.iter().collect();
+    sorted.sort_by_key(|f| (f.start, std::cmp::Reverse(f.end)));
+    let mut out = String::with_capacity(text.len());
+    let mut cursor = 0;
+    for f in sorted {
+        if f.start < cursor
+            || f.start >= f.end
+            || f.end > text.len()
+            || !text.is_char_boundary(f.start)
+            || !text.is_char_boundary(f.end)
+        {
+            continue;
+        }
+        out.push_str(&text[cursor..f.start]);
+        out.push_str("[REDACTED:");
+        out.push_str(f.detector.as_str());
+        out.push(']');
+        cursor = f.end;
+    }
+    out.push_str(&text[cursor..]);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn patterns_compile() {
+        assert!(Patterns::compile().is_ok());
+        assert!(Scanner::all().is_ok());
+        assert!(Scanner::new(&[]).is_ok());
+    }
+
+    #[test]
+    fn next_digit_finds_digits() {
+        let s = "a".repeat(100) + "7";
+        assert_eq!(next_digit(s.as_bytes(), 0), 100);
+        assert_eq!(next_digit(b"abc", 0), 3);
+    }
+
+    #[test]
+    fn numeric_run_shapes() {
+        let s = b"call (555) 123-4567 now";
+        assert_eq!(numeric_run(s, 6), (5, 19, 10));
+    }
+
+    #[test]
+    fn resolve_prefers_specific() {
+        let f = |d, s, e| Finding {
+            detector: d,
+            start: s,
+            end: e,
+        };
+        let out = resolve(vec![
+            f(Detector::GenericSecret, 0, 50),
+            f(Detector::OpenaiKey, 5, 50),
+            f(Detector::Email, 60, 70),
+        ]);
+        assert_eq!(
+            out,
+            vec![f(Detector::OpenaiKey, 5, 50), f(Detector::Email, 60, 70)]
+        );
+    }
+}

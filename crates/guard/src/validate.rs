@@ -1,0 +1,242 @@
+//! Candidate validators: checksums, entropy and shape checks applied after a pattern matched.
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use iban::Iban;
+
+/// Minimum Shannon entropy (bits/char) of a vendor token body. Matches gitleaks' `entropy = 3`
+/// on its AWS and GitHub rules; rejects placeholders such as `ghp_xxxx…` or `AKIAAAAA…`.
+pub(crate) const MIN_TOKEN_ENTROPY: f64 = 3.0;
+
+/// Generic key/value secrets need strictly more than this many bits per character.
+pub(crate) const MIN_GENERIC_ENTROPY: f64 = 3.0;
+
+/// Minimum and maximum length (bytes) of a generic secret value.
+pub(crate) const GENERIC_MIN_LEN: usize = 16;
+pub(crate) const GENERIC_MAX_LEN: usize = 512;
+
+/// Shannon entropy of the byte distribution of `s`, in bits per byte (0 for empty input).
+pub(crate) fn shannon_entropy(s: &str) -> f64 {
+    let bytes = s.as_bytes();
+    if bytes.is_empty() {
+        return 0.0;
+    }
+    let mut counts = [0u32; 256];
+    for &b in bytes {
+        counts[usize::from(b)] += 1;
+    }
+    let n = bytes.len() as f64;
+    counts
+        .iter()
+        .filter(|&&c| c > 0)
+        .map(|&c| {
+            let p = f64::from(c) / n;
+            -p * p.log2()
+        })
+        .sum()
+}
+
+/// `[A-Za-z0-9_]`: characters that glue tokens together.
+#[inline]
+pub(crate) fn is_word(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b == b'_'
+}
+
+/// Payment card check: ISO/IEC 7812 major industry identifier 2–6 and a valid Luhn check
+/// digit (via the `luhn` crate). `digits` must be ASCII digits only, 13–19 of them.
+pub(crate) fn card_number_ok(digits: &str) -> bool {
+    let len = digits.len();
+    if !(13..=19).contains(&len) || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return false;
+    }
+    let mii = digits.as_bytes()[0];
+    if !(b'2'..=b'6').contains(&mii) {
+        return false;
+    }
+    // A run of one repeated digit is a filler, not a PAN, even when it passes Luhn.
+    if digits.bytes().all(|b| b == mii) {
+        return false;
+    }
+    luhn::valid(digits)
+}
+
+/// IBAN check (ISO 13616 mod-97 plus the registered per-country BBAN format), delegated to
+/// the `iban_validate` crate. `compact` is the electronic format (no spaces).
+pub(crate) fn iban_ok(compact: &str) -> bool {
+    (15..=34).contains(&compact.len()) && compact.parse::<Iban>().is_ok()
+}
+
+/// JWS compact serialization check (RFC 7515 §7.1 / RFC 7519): the header decodes (base64url,
+/// unpadded) to a JSON object mentioning `"alg"`, the payload decodes to a JSON object.
+pub(crate) fn jwt_ok(token: &str) -> bool {
+    let mut parts = token.split('.');
+    let (Some(header), Some(payload), Some(_sig), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return false;
+    };
+    let json_object = |seg: &str| -> Option<Vec<u8>> {
+        let bytes = URL_SAFE_NO_PAD.decode(seg.trim_end_matches('=')).ok()?;
+        let first = bytes.iter().copied().find(|b| !b.is_ascii_whitespace())?;
+        (first == b'{').then_some(bytes)
+    };
+    let Some(h) = json_object(header) else {
+        return false;
+    };
+    let has_alg = h.windows(5).any(|w| w == b"\"alg\"");
+    has_alg && json_object(payload).is_some()
+}
+
+/// Shape checks on a vendor token body: entropy at least [`MIN_TOKEN_ENTROPY`].
+pub(crate) fn token_body_ok(body: &str) -> bool {
+    shannon_entropy(body) >= MIN_TOKEN_ENTROPY
+}
+
+/// Whether `body` mixes lowercase, uppercase and digits, as a random base62 key body of 32+
+/// characters does except with negligible probability (< 1e-7), while hyphenated prose
+/// slugs after `sk-` (`sk-learn-tutorial-part-2`) do not.
+pub(crate) fn mixed_case_and_digits(body: &str) -> bool {
+    body.bytes().any(|b| b.is_ascii_lowercase())
+        && body.bytes().any(|b| b.is_ascii_uppercase())
+        && body.bytes().any(|b| b.is_ascii_digit())
+}
+
+/// Placeholder fragments (lowercase) that disqualify a generic secret value.
+const PLACEHOLDERS: &[&str] = &[
+    "example",
+    "placeholder",
+    "changeme",
+    "change_me",
+    "change-me",
+    "xxxx",
+    "****",
+    "your_",
+    "your-",
+    "yourapi",
+    "redacted",
+    "dummy",
+    "replace",
+    "insert",
+    "todo",
+];
+
+/// Checks on the value of a `key = value` style candidate; see [`crate::Detector::GenericSecret`].
+pub(crate) fn generic_value_ok(value: &str) -> bool {
+    let len = value.len();
+    if !(GENERIC_MIN_LEN..=GENERIC_MAX_LEN).contains(&len) {
+        return false;
+    }
+    let first = value.as_bytes()[0];
+    // Variable references and templates: $VAR, ${VAR}, %(var)s, {{ var }}, <your-key>.
+    if matches!(first, b'$' | b'%' | b'{' | b'<' | b'#' | b'@' | b'&' | b'*') {
+        return false;
+    }
+    // Paths and URLs.
+    if value.starts_with('/')
+        || value.starts_with("./")
+        || value.starts_with("../")
+        || value.starts_with("~/")
+        || value.contains("://")
+    {
+        return false;
+    }
+    // Dates and timestamps: 2024-01-15, 2024-01-15T10:30:00Z.
+    let b = value.as_bytes();
+    if b.len() >= 10
+        && b[..4].iter().all(u8::is_ascii_digit)
+        && b[4] == b'-'
+        && b[5..7].iter().all(u8::is_ascii_digit)
+        && b[7] == b'-'
+    {
+        return false;
+    }
+    // gitleaks generic-api-key allowlist: words made of letters and `_.-` only.
+    if value
+        .bytes()
+        .all(|c| c.is_ascii_alphabetic() || matches!(c, b'_' | b'.' | b'-'))
+    {
+        return false;
+    }
+    let classes = [
+        value.bytes().any(|c| c.is_ascii_lowercase()),
+        value.bytes().any(|c| c.is_ascii_uppercase()),
+        value.bytes().any(|c| c.is_ascii_digit()),
+        value.bytes().any(|c| !c.is_ascii_alphanumeric()),
+    ];
+    if classes.iter().filter(|&&c| c).count() < 2 {
+        return false;
+    }
+    // Slugs, identifiers and paths: `en-US-2024`, `prod_db_v2`, `projects/demo/3` — every
+    // `-`/`_`/`.`/`/` separated word is all letters or all digits.
+    if value.split(['-', '_', '.', '/']).all(|w| {
+        w.bytes().all(|c| c.is_ascii_alphabetic()) || w.bytes().all(|c| c.is_ascii_digit())
+    }) {
+        return false;
+    }
+    let lower = value.to_ascii_lowercase();
+    if PLACEHOLDERS.iter().any(|p| lower.contains(p)) {
+        return false;
+    }
+    shannon_entropy(value) > MIN_GENERIC_ENTROPY
+}
+
+/// Masks `value` for display: at most `min(4, n/4)` characters from each end are kept and
+/// joined by `...`; values shorter than 8 characters become `***`. At most half of the
+/// characters are ever shown, so the result never contains the whole value.
+pub fn mask(value: &str) -> String {
+    let n = value.chars().count();
+    let keep = (n / 4).min(4);
+    if n < 8 || keep == 0 {
+        return "***".to_owned();
+    }
+    let head: String = value.chars().take(keep).collect();
+    let tail: String = value.chars().skip(n - keep).collect();
+    format!("{head}...{tail}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entropy_values() {
+        assert_eq!(shannon_entropy(""), 0.0);
+        assert_eq!(shannon_entropy("aaaa"), 0.0);
+        assert!((shannon_entropy("abcd") - 2.0).abs() < 1e-9);
+        assert!(shannon_entropy("IOSFODNN7EXAMPLE") > 3.5);
+    }
+
+    #[test]
+    fn cards() {
+        assert!(card_number_ok("4111111111111111"));
+        assert!(card_number_ok("378282246310005"));
+        assert!(!card_number_ok("4111111111111112"));
+        assert!(!card_number_ok("1234567812345670")); // Luhn-valid, MII 1
+        assert!(!card_number_ok("411111111111")); // too short
+    }
+
+    #[test]
+    fn ibans() {
+        assert!(iban_ok("GB82WEST12345698765432"));
+        assert!(!iban_ok("GB83WEST12345698765432"));
+        assert!(!iban_ok("XX82WEST12345698765432"));
+    }
+
+    #[test]
+    fn generic_values() {
+        assert!(generic_value_ok("Xk9#mP2$vL5@nQ8!"));
+        assert!(!generic_value_ok("changeme"));
+        assert!(!generic_value_ok("correcthorsebatterystaple"));
+        assert!(!generic_value_ok("1234567890123456"));
+        assert!(!generic_value_ok("${GITHUB_TOKEN_VALUE}"));
+        assert!(!generic_value_ok("2024-01-15T10:30:00Z"));
+    }
+
+    #[test]
+    fn masking() {
+        assert_eq!(mask("sk-proj-abcdefghijklmnop4f2a"), "sk-p...4f2a");
+        assert_eq!(mask("short"), "***");
+        assert_eq!(mask("12345678"), "12...78");
+        assert_eq!(mask("ééééééééé"), "éé...éé");
+    }
+}
