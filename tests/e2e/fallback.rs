@@ -119,7 +119,7 @@ steps:
             .model_reason
             .as_deref()
             .unwrap_or_default()
-            .contains("after falling back from")
+            .contains("after the ladder")
     );
     assert_eq!(
         events

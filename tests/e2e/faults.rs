@@ -18,7 +18,7 @@ fn tokens(words: &[&str]) -> Vec<String> {
 
 fn workflow(extra: &str) -> Arc<nexus_engine::Plan> {
     plan(&format!(
-        "id: faults\nsteps:\n  - id: a\n    kind: llm\n    model: [openai:scripted]\n    prompt: hi\n{extra}"
+        "id: faults\nsteps:\n  - id: a\n    kind: llm\n    model: [openai:scripted]\n    prompt: hi\n    fallback: {{simplify: false}}\n{extra}"
     ))
 }
 
@@ -267,9 +267,10 @@ async fn a_stream_cut_before_done_is_a_failed_attempt() -> anyhow::Result<()> {
     )
     .await?;
     assert_eq!(report.status, RunStatus::Succeeded);
+    // The break came after tokens: its own class, retried with a fresh request.
     assert_eq!(
         report.steps[0].attempts[0].error_kind,
-        Some(ProviderErrorKind::Protocol)
+        Some(ProviderErrorKind::StreamBroken)
     );
     assert_eq!(
         report.steps[0].output.as_deref(),

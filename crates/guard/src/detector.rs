@@ -100,14 +100,16 @@ pub enum Detector {
     /// must decode to a JSON object containing `"alg"` and the payload to one starting `{`;
     /// the signature may be empty (`alg: none`).
     Jwt,
-    /// Key/value style credential: an identifier containing `key`, `token`, `secret`,
-    /// `password`, `passwd`, `pwd` or `credential` (any case), an assignment (`:`, `=`,
-    /// `:=`, `=>`, optionally quoted as in JSON/YAML/env files), and a value of 16–512
-    /// characters; also `Bearer <token>`. Only the value is reported. The value must have
-    /// Shannon entropy > 3.0 bits/char, mix at least two character classes, not consist of
-    /// letters and `_.-` only (gitleaks' generic-api-key allowlist), not be a slug whose
-    /// `-`/`_`/`.`/`/`-separated words are each all letters or all digits, and not look like a
-    /// placeholder (`example`, `changeme`, `xxxx`, `your_…`, `${VAR}`, `{{ var }}`), a path,
+    /// Key/value style credential (after gitleaks `generic-api-key`): an identifier of at
+    /// most 64 `[A-Za-z0-9_.-]` containing `key`, `token`, `secret`, `password`, `passwd`,
+    /// `pwd` or `credential` (any case), an assignment (`:`, `=`, `:=`, `=>`; the
+    /// identifier and value optionally quoted as in JSON, YAML, env files and code), and a
+    /// value of 16–512 bytes ended by whitespace, a quote or one of `,;()[]{}<>`; also
+    /// `Bearer <token>`. Only the value is reported. The value must have Shannon entropy
+    /// > 3.0 bits/char, mix at least two character classes, not consist of letters and
+    /// `_.-` only (gitleaks' allowlist), not be a slug or path whose `-`/`_`/`.`/`/`-separated
+    /// words are each all letters or all digits, and not look like a placeholder
+    /// (`example`, `changeme`, `xxxx`, `your_…`, `${VAR}`, `{{ var }}`, `<token>`), a path,
     /// a URL or a date. So `password: changeme` and `token: ${GITHUB_TOKEN}` are not flagged.
     GenericSecret,
 }

@@ -40,6 +40,8 @@
 //! # Ok::<(), nexus_guard::GuardError>(())
 //! ```
 
+#![warn(missing_docs)]
+
 mod detector;
 mod policy;
 mod scanner;

@@ -406,7 +406,7 @@ fn masked_samples_never_contain_the_secret() {
             checked += 1;
         }
     }
-    assert!(checked > 300);
+    assert!(checked > 200, "{checked}");
     assert_eq!(
         mask("sk-proj-Ab3dEf6hIj9kLm2nOp5qRs8tUv1wXy4zAB7cDE0fGH4f2a"),
         "sk-p...4f2a"
@@ -433,15 +433,13 @@ fn utf8_offsets_around_findings() {
             "Konto: GB82 WEST 1234 5698 7654 32 ü",
             "GB82 WEST 1234 5698 7654 32",
         ),
-        ("mot de passe : password=Çx9#Kp2$Lm5@Qz8!", ""),
+        (
+            "mot de passe : password=Çx9#Kp2$Lm5@Qz8! fin",
+            "Çx9#Kp2$Lm5@Qz8!",
+        ),
     ];
     for (text, value) in cases {
         let found = scanner.scan(text);
-        if value.is_empty() {
-            // Non-ASCII value characters end a generic value: the rest is too short.
-            assert!(found.is_empty(), "{text}: {found:?}");
-            continue;
-        }
         assert_eq!(found.len(), 1, "{text}: {found:?}");
         let f = found[0];
         assert!(text.is_char_boundary(f.start) && text.is_char_boundary(f.end));
@@ -526,6 +524,14 @@ fn large_random_inputs_do_not_panic() {
     let _ = redact(&text, &found);
     let _ = Policy::with_defaults().unwrap().apply(&text);
 
+    // Values that run past the length cap inside multi-byte characters.
+    for unit in ["é", "日", "🔑", "aé"] {
+        let text = format!("password={}", unit.repeat(600));
+        assert!(scanner.scan(&text).is_empty());
+        let text = format!("Authorization: Bearer {}", unit.repeat(600));
+        assert!(scanner.scan(&text).is_empty());
+    }
+
     // Adversarial repetitions stay fast and panic-free.
     for unit in [
         "eyJ",
@@ -537,11 +543,11 @@ fn large_random_inputs_do_not_panic() {
         "AKIA",
         "+1",
     ] {
-        let text = unit.repeat((1 << 20) / unit.len());
+        let text = unit.repeat((1 << 18) / unit.len());
         let start = std::time::Instant::now();
         let _ = scanner.scan(&text);
         assert!(
-            start.elapsed().as_secs() < 20,
+            start.elapsed().as_secs() < 10,
             "{unit:?} took {:?}",
             start.elapsed()
         );
