@@ -5,6 +5,7 @@ mod embedded;
 mod fallback;
 mod faults;
 mod providers;
+mod taxonomy;
 
 use std::path::Path;
 use std::sync::Arc;

@@ -32,11 +32,14 @@ pub enum Behavior {
     StreamThenCut(Vec<String>),
     /// Stream a token every `interval` forever (until the client goes away).
     Slow(Duration),
+    /// Stream these tokens with `interval` before each, then `[DONE]`.
+    Paced(Vec<String>, Duration),
 }
 
 struct Inner {
     script: Mutex<VecDeque<Behavior>>,
     arrivals: Mutex<Vec<Instant>>,
+    bodies: Mutex<Vec<serde_json::Value>>,
     disconnected: Arc<AtomicBool>,
 }
 
@@ -63,6 +66,7 @@ impl ScriptedServer {
         let inner = Arc::new(Inner {
             script: Mutex::new(script.into()),
             arrivals: Mutex::new(Vec::new()),
+            bodies: Mutex::new(Vec::new()),
             disconnected: Arc::new(AtomicBool::new(false)),
         });
         let app = Router::new()
@@ -85,6 +89,15 @@ impl ScriptedServer {
     pub fn arrivals(&self) -> Vec<Instant> {
         self.inner
             .arrivals
+            .lock()
+            .map(|a| a.clone())
+            .unwrap_or_default()
+    }
+
+    /// The JSON body of every request, in order.
+    pub fn bodies(&self) -> Vec<serde_json::Value> {
+        self.inner
+            .bodies
             .lock()
             .map(|a| a.clone())
             .unwrap_or_default()
@@ -146,9 +159,12 @@ fn sse(
         .unwrap_or_default()
 }
 
-async fn chat(State(inner): State<Arc<Inner>>, _body: Bytes) -> Response {
+async fn chat(State(inner): State<Arc<Inner>>, body: Bytes) -> Response {
     if let Ok(mut a) = inner.arrivals.lock() {
         a.push(Instant::now());
+    }
+    if let Ok(mut b) = inner.bodies.lock() {
+        b.push(serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null));
     }
     let behavior = {
         let mut script = inner.script.lock().unwrap_or_else(|p| p.into_inner());
@@ -194,6 +210,17 @@ async fn chat(State(inner): State<Arc<Inner>>, _body: Bytes) -> Response {
             let items: Vec<Result<Bytes, Infallible>> =
                 tokens.iter().map(|t| Ok(chunk(t))).collect();
             sse(futures::stream::iter(items))
+        }
+        Behavior::Paced(tokens, interval) => {
+            let n = tokens.len();
+            let mut items: Vec<Bytes> = tokens.iter().map(|t| chunk(t)).collect();
+            items.extend(finish(n));
+            let stream = futures::stream::unfold(items.into_iter(), move |mut it| async move {
+                let next = it.next()?;
+                tokio::time::sleep(interval).await;
+                Some((Ok(next), it))
+            });
+            sse(stream)
         }
         Behavior::Slow(interval) => {
             let guard = DisconnectGuard(Arc::clone(&inner.disconnected), false);

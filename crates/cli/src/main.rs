@@ -393,7 +393,21 @@ fn store_failure(e: nexus_store::Error) -> Failure {
     }
 }
 
+/// Whether a process is still running the run: on Linux, whether its recorded process
+/// exists (so a run killed a moment ago resumes at once); elsewhere, whether its heartbeat
+/// is recent.
 fn heartbeat_is_fresh(run: &nexus_store::StoredRun) -> bool {
+    if cfg!(target_os = "linux")
+        && let Some(pid) = run.owner_pid
+    {
+        return pid != i64::from(std::process::id())
+            && Path::new("/proc").join(pid.to_string()).exists()
+            && recent_heartbeat(run);
+    }
+    recent_heartbeat(run)
+}
+
+fn recent_heartbeat(run: &nexus_store::StoredRun) -> bool {
     run.heartbeat_at
         .as_deref()
         .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())

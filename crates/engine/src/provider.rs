@@ -553,6 +553,11 @@ impl ProviderError {
             }
             429 => ProviderErrorKind::RateLimited,
             404 => ProviderErrorKind::ModelNotFound,
+            // llama-cpp-python answers a request-validation error (e.g. an unknown
+            // `response_format` type) with HTTP 500: the body decides.
+            500 if has(PARAMETER_PHRASES) && lower.contains("validation error") => {
+                ProviderErrorKind::UnsupportedParameter
+            }
             408 | 409 | 500..=599 if !has(CONTEXT_PHRASES) => ProviderErrorKind::Transient,
             _ if has(CONTEXT_PHRASES) => ProviderErrorKind::ContextOverflow,
             _ if has(POLICY_PHRASES) => ProviderErrorKind::ContentPolicy,

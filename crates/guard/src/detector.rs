@@ -33,16 +33,19 @@ pub enum Category {
 )]
 #[serde(rename_all = "snake_case")]
 pub enum Detector {
-    /// E-mail address, RFC 5321 shape: local part `[A-Za-z0-9._%+-]{1,64}` (no leading,
+    /// E-mail address, RFC 5321 shape: local part of 1–64 characters from
+    /// `[A-Za-z0-9._%+-]` and Latin-script letters (RFC 6531, `jürgen@…`; no leading,
     /// trailing or doubled dot), `@`, one to eight DNS labels (RFC 1035: alphanumerics and
-    /// inner hyphens, at most 63 chars) and an alphabetic TLD of 2–24 letters.
-    /// `user@localhost` and `name@host` (no TLD) are not flagged, nor are image-file names
-    /// such as `logo@2x.png` (TLDs `png`, `jpg`, `jpeg`, `gif`, `svg`, `webp`, `bmp`, `ico`,
-    /// none of which is a delegated TLD). Internationalised addresses (RFC 6531, non-ASCII
-    /// local part) are not detected.
+    /// inner hyphens, at most 63 characters; Latin-script IDN labels allowed) and a TLD of
+    /// 2–24 ASCII letters or a punycode `xn--` TLD. `user@localhost` and `name@host` (no
+    /// TLD) are not flagged, nor are image-file names such as `logo@2x.png` (TLDs `png`,
+    /// `jpg`, `jpeg`, `gif`, `svg`, `webp`, `bmp`, `ico`, none of which is a delegated
+    /// TLD). Local parts in other scripts are not detected.
     Email,
     /// Telephone number, ITU-T E.164 (at most 15 digits). Three shapes are recognised:
-    /// international `+CC …` with 8–15 digits, optionally `(0)` or `(area)` groups;
+    /// international `+CC …` with 8–15 digits, optionally `(0)` or `(area)` groups, the
+    /// 1–3 digit country code separated from the rest unless the number is contiguous
+    /// E.164 (`+14155550123`);
     /// North American (NANP) `(NXX) NXX-XXXX`, `NXX-NXX-XXXX`, `NXX.NXX.XXXX`,
     /// `NXX NXX XXXX` with optional leading `1 `; national numbers with a trunk `0`
     /// (`020 7946 0958`, `030-12345678`, `01 23 45 67 89`) with 9–12 digits and one
@@ -53,9 +56,14 @@ pub enum Detector {
     /// Payment card number (PAN), ISO/IEC 7812: 13–19 digits, written contiguously or in
     /// groups separated by one consistent space or hyphen (first group 4 digits, others
     /// 3–6), major industry identifier 2–6 (airlines/Mastercard 2-series, travel and
-    /// entertainment, banking, merchandising), and a valid Luhn (mod-10) check digit
-    /// (via the `luhn` crate). Numbers labelled `IMEI` within the preceding 16 bytes are
-    /// skipped: IMEIs are Luhn-checked 15-digit numbers too.
+    /// entertainment, banking, merchandising) with a brand prefix and length that exist
+    /// (Visa 4: 13/16/19; Mastercard 51–55, 2221–2720: 16; Amex 34/37: 15; Diners 300–305,
+    /// 36, 38–39: 14–19; JCB 3528–3589, Discover/UnionPay/Maestro 6x, 50, 56–58, Mir
+    /// 2200–2204: up to 19), and a valid Luhn (mod-10) check digit (via the `luhn` crate).
+    /// Contiguous runs of 17–19 digits, negative numbers (`-4111…`) and numbers labelled
+    /// `IMEI` within the preceding 16 bytes (IMEIs are Luhn-checked too) are skipped.
+    /// Limitation: one in ten 16-digit integers with a card prefix passes Luhn, so such
+    /// constants in code (`check(6290184345309700, 778)`) are reported.
     CreditCard,
     /// International Bank Account Number, ISO 13616: uppercase country code, two check
     /// digits and a BBAN, in electronic (`GB82WEST12345698765432`) or print format (groups
@@ -102,15 +110,25 @@ pub enum Detector {
     Jwt,
     /// Key/value style credential (after gitleaks `generic-api-key`): an identifier of at
     /// most 64 `[A-Za-z0-9_.-]` containing `key`, `token`, `secret`, `password`, `passwd`,
-    /// `pwd` or `credential` (any case), an assignment (`:`, `=`, `:=`, `=>`; the
-    /// identifier and value optionally quoted as in JSON, YAML, env files and code), and a
-    /// value of 16–512 bytes ended by whitespace, a quote or one of `,;()[]{}<>`; also
-    /// `Bearer <token>`. Only the value is reported. The value must have Shannon entropy
-    /// > 3.0 bits/char, mix at least two character classes, not consist of letters and
-    /// `_.-` only (gitleaks' allowlist), not be a slug or path whose `-`/`_`/`.`/`/`-separated
-    /// words are each all letters or all digits, and not look like a placeholder
-    /// (`example`, `changeme`, `xxxx`, `your_…`, `${VAR}`, `{{ var }}`, `<token>`), a path,
-    /// a URL or a date. So `password: changeme` and `token: ${GITHUB_TOKEN}` are not flagged.
+    /// `pwd` or `credential` (any case), an assignment (`:`, `=`, `:=`, `=>`; identifier
+    /// and value optionally quoted as in JSON, YAML, env files and code), and a value of
+    /// 16–512 bytes ended by whitespace, a quote or one of `,;()[]{}<>` (and `&`/`#` in a
+    /// URL query); also `Bearer <token>`. Only the value is reported.
+    ///
+    /// The value must have a Shannon entropy above 3.0 bits per character and mix at least
+    /// two character classes. It must not be:
+    /// - letters and `_.-` only (gitleaks' allowlist), or a slug or path whose
+    ///   `-`/`_`/`.`/`/`/`:`-separated words are each all letters or all digits;
+    /// - a placeholder (`example`, `changeme`, `xxxx`, `your_…`, `${VAR}`, `{{ var }}`,
+    ///   `<token>`);
+    /// - a path (`/etc/x`, `./x`, `dir/file.ext`), a URL, a date or a call
+    ///   (`key: make_key()`);
+    /// - a code identifier (`super::Win32::KEY`, `X509KeyUsageFlags`: identifier-shaped
+    ///   with words averaging three or more characters, or a `SCREAMING_SNAKE` constant).
+    ///
+    /// So `password: changeme` and `token: ${GITHUB_TOKEN}` are not flagged. Limitation:
+    /// long passphrases made of whole words without symbols
+    /// (`CorrectHorseBatteryStaple42`) look like identifiers and are missed.
     GenericSecret,
 }
 

@@ -137,8 +137,9 @@ impl Outcome {
     }
 }
 
-/// A rule set bound to a scanner for exactly the detectors it names.
-#[derive(Debug)]
+/// A rule set bound to a scanner for exactly the detectors it names. `Send + Sync`; build
+/// once and share.
+#[derive(Debug, Clone)]
 pub struct Policy {
     rules: Vec<Rule>,
     by_detector: [Option<Rule>; Detector::COUNT],

@@ -104,6 +104,7 @@ fn anchors_for(d: Detector) -> &'static [(&'static str, Anchor)] {
 
 /// The compiled patterns. Each is anchored with `^` and run on `&text[candidate..]`, so a
 /// search costs at most the length of the token it is checking.
+#[derive(Clone)]
 struct Patterns {
     aws: Regex,
     github: Regex,
@@ -165,7 +166,11 @@ impl Patterns {
             )?,
             email: re(
                 "email",
-                r"^[A-Za-z0-9._%+-]{1,64}@(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.){1,8}[A-Za-z]{2,24}",
+                concat!(
+                    r"^[\p{Latin}0-9._%+-]{1,64}@",
+                    r"(?:[\p{Latin}0-9](?:[\p{Latin}0-9-]{0,61}[\p{Latin}0-9])?\.){1,8}",
+                    r"(?:[A-Za-z]{2,24}|xn--[A-Za-z0-9-]{1,59})",
+                ),
             )?,
             phone: re("phone", PHONE)?,
             bearer: re("bearer", r"^(?i:bearer)[ \t]{1,4}")?,
@@ -176,7 +181,8 @@ impl Patterns {
 /// A compiled set of detectors. Build once and reuse: construction compiles about a dozen
 /// regular expressions and an Aho-Corasick automaton (well under a millisecond each);
 /// scanning allocates only the result vector. `Scanner` is `Send + Sync` and cheap to
-/// share behind an `Arc`.
+/// share behind an `Arc` (cloning is cheap too: compiled patterns are reference-counted).
+#[derive(Clone)]
 pub struct Scanner {
     enabled: [bool; Detector::COUNT],
     anchors: Option<AhoCorasick>,
@@ -194,8 +200,9 @@ impl fmt::Debug for Scanner {
 
 /// Largest distance (bytes) between a PEM header and its footer.
 const PEM_MAX_BLOCK: usize = 32 * 1024;
-/// Minimum digits in a numeric run before card and phone checks run.
-const MIN_NUMERIC_DIGITS: usize = 7;
+/// Minimum digits in a numeric run before card and phone checks run (the shortest shape,
+/// an international number, has 8).
+const MIN_NUMERIC_DIGITS: usize = 8;
 
 impl Scanner {
     /// Builds a scanner for the given detectors (duplicates are ignored; an empty slice
@@ -270,12 +277,15 @@ impl Scanner {
     pub fn scan(&self, text: &str) -> Vec<Finding> {
         let mut cands = Vec::new();
         if let Some(ac) = &self.anchors {
-            // Non-overlapping search is ~10x faster than overlapping search here, and loses
-            // nothing: an anchor starting inside another anchor's match is preceded by a
-            // word character or `-`, which the token-start checks reject anyway.
-            for m in ac.find_iter(text) {
+            // Leftmost-first search, restarted one byte after each hit so that anchors
+            // overlapping a previous hit are seen too (`sk-----BEGIN`). This is ~10x
+            // faster than aho-corasick's overlapping iterator, which cannot use the SIMD
+            // prefilter as effectively.
+            let mut pos = 0;
+            while let Some(m) = ac.find(aho_corasick::Input::new(text).range(pos..)) {
                 let kind = self.anchor_kinds[m.pattern().as_usize()];
                 self.check_anchor(kind, text, m.start(), &mut cands);
+                pos = m.start() + 1;
             }
         }
         if self.on(Detector::GenericSecret) {
@@ -390,8 +400,9 @@ impl Scanner {
             }
             Anchor::PemBegin => {
                 if let Some(tok) = find(&self.re.pem_header) {
-                    let end = self.pem_block_end(text, at + tok.len());
-                    push(Detector::PrivateKey, at, end);
+                    if let Some(end) = self.pem_block_end(text, at + tok.len()) {
+                        push(Detector::PrivateKey, at, end);
+                    }
                 }
             }
             Anchor::Jwt if token_start && prev != Some(b'.') => {
@@ -429,10 +440,15 @@ impl Scanner {
         }
     }
 
-    /// End of a PEM private-key block whose header ends at `header_end`: the end of the
-    /// matching footer if one starts within [`PEM_MAX_BLOCK`] bytes, else the end of the
-    /// base64 body (characters `[A-Za-z0-9+/=]`, line breaks and escaped `\n`).
-    fn pem_block_end(&self, text: &str, header_end: usize) -> usize {
+    /// End of a PEM private-key block whose header ends at `header_end`, or `None` when no
+    /// key material follows (a header alone, as in parser code, is not a key).
+    ///
+    /// With a footer within [`PEM_MAX_BLOCK`] bytes, the block ends with the footer if the
+    /// content between looks like a PEM body ([`pem_body_ok`]; this admits PEM headers such
+    /// as `Proc-Type:`, escaped `\n` and comment prefixes). Otherwise the block is the
+    /// header plus the base64 that follows (characters `[A-Za-z0-9+/=]`, line breaks and
+    /// escaped `\n`), which must hold at least [`PEM_MIN_BODY`] base64 characters.
+    fn pem_block_end(&self, text: &str, header_end: usize) -> Option<usize> {
         let bytes = text.as_bytes();
         let limit = (header_end + PEM_MAX_BLOCK).min(bytes.len());
         let finder = memchr::memmem::Finder::new(b"-----END");
@@ -440,7 +456,10 @@ impl Scanner {
         while let Some(off) = finder.find(&bytes[from..limit]) {
             let pos = from + off;
             if let Some(m) = self.re.pem_footer.find(&text[pos..]) {
-                return pos + m.end();
+                if pem_body_ok(&bytes[header_end..pos]) {
+                    return Some(pos + m.end());
+                }
+                break;
             }
             from = pos + 1;
         }
@@ -461,7 +480,7 @@ impl Scanner {
         if end >= header_end + 2 && &bytes[end - 2..end] == b"\\n" {
             end -= 2;
         }
-        end
+        pem_body_ok(&bytes[header_end..end]).then_some(end)
     }
 
     /// E-mail candidates: every `@`, extended backwards over the local part.
@@ -472,23 +491,23 @@ impl Scanner {
             if at < done_until || at == 0 {
                 continue;
             }
-            let is_local =
-                |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'%' | b'+' | b'-');
+            // Walk back over the local part: ASCII atoms plus Latin-script letters
+            // (RFC 6531 `jürgen@…`). Other scripts end it, so that `メールはtanaka@…`
+            // (no space in CJK text) yields `tanaka@…`.
             let mut s = at;
-            while s > 0 && at - s < 64 && is_local(bytes[s - 1]) {
-                s -= 1;
+            let mut too_long = false;
+            for (count, (i, c)) in text[..at].char_indices().rev().enumerate() {
+                if !is_local_char(c) {
+                    break;
+                }
+                if count == 64 {
+                    too_long = true;
+                    break;
+                }
+                s = i;
             }
-            if s > 0 && (is_local(bytes[s - 1]) || bytes[s - 1] == b'@') {
+            if too_long || s > 0 && bytes[s - 1] == b'@' {
                 continue; // local part longer than 64 characters, or `a@b@c`
-            }
-            // A non-ASCII letter before the local part (`müller@…`, RFC 6531 addresses):
-            // do not report the ASCII tail as an address of its own.
-            if text[..s]
-                .chars()
-                .next_back()
-                .is_some_and(|c| !c.is_ascii() && c.is_alphanumeric())
-            {
-                continue;
             }
             while s < at && bytes[s] == b'.' {
                 s += 1;
@@ -505,9 +524,10 @@ impl Scanner {
             };
             let end = s + m.end();
             let tld = m.as_str().rsplit('.').next().unwrap_or_default();
-            let next_ok = bytes
-                .get(end)
-                .is_none_or(|&b| !(is_word(b) || b == b'-' || b == b'@'));
+            let next_ok = text[end..]
+                .chars()
+                .next()
+                .is_none_or(|c| !(is_local_char(c) && c != '.' || c == '@'));
             if next_ok && !is_file_extension(tld) {
                 out.push(Finding {
                     detector: Detector::Email,
@@ -571,7 +591,16 @@ impl Scanner {
                 b'(' if m.as_str().as_bytes().get(1) == Some(&b'0') => 9..=12,
                 _ => 10..=11,
             };
-            if range.contains(&digits) && numeric_bounds_ok(bytes, s, e) {
+            // `+CC` must be separated from the rest, or the whole number contiguous:
+            // `+262142-12-31` (an extended-year date) and `+1441497364.649` are not phones.
+            let m_bytes = m.as_str().as_bytes();
+            let lead = m_bytes
+                .iter()
+                .skip(1)
+                .take_while(|b| b.is_ascii_digit())
+                .count();
+            let cc_ok = m_bytes[0] != b'+' || lead <= 3 || lead + 1 == m_bytes.len();
+            if cc_ok && range.contains(&digits) && numeric_bounds_ok(bytes, s, e) {
                 out.push(Finding {
                     detector: Detector::Phone,
                     start: s,
@@ -580,6 +609,37 @@ impl Scanner {
             }
         }
     }
+}
+
+/// Minimum number of base64 characters in a PEM body (a 256-bit EC key has about 160).
+const PEM_MIN_BODY: usize = 40;
+
+/// Whether `body` (between a PEM header and footer) looks like key material: at least
+/// [`PEM_MIN_BODY`] base64 characters in runs of 16 or more (PEM lines are 64 wide), and
+/// at most one other non-whitespace byte per five such characters. That leaves room for
+/// PEM headers (`Proc-Type: 4,ENCRYPTED`), escaped newlines, quotes and comment marks,
+/// but not for prose or code between two unrelated header and footer strings.
+fn pem_body_ok(body: &[u8]) -> bool {
+    const MIN_RUN: usize = 16;
+    let mut long = 0usize;
+    let mut other = 0usize;
+    let mut run = 0usize;
+    for &b in body.iter().chain(std::iter::once(&b' ')) {
+        if b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'=') {
+            run += 1;
+            continue;
+        }
+        if run >= MIN_RUN {
+            long += run;
+        } else {
+            other += run;
+        }
+        run = 0;
+        if !b.is_ascii_whitespace() {
+            other += 1;
+        }
+    }
+    long >= PEM_MIN_BODY && other * 5 <= long
 }
 
 /// Whether the token ending at `end` is complete: the next byte is not a word character
@@ -594,7 +654,8 @@ fn ends_token(bytes: &[u8], end: usize, extra: &[u8]) -> bool {
 /// Generic `identifier <op> value` secrets, found from the assignment operator: every `:`
 /// and `=` (`memchr2`), then backwards over an optional closing quote and the identifier
 /// (`[A-Za-z0-9_.-]`, at most 64 bytes), which must contain one of [`KEYWORDS`] in any
-/// case; then forwards over an optional opening quote to the value. Operators: `:`, `=`,
+/// case; then forwards over an optional opening quote to the value (which ends at `&` or
+/// `#` when the identifier follows `?` or `&`, as in a URL query). Operators: `:`, `=`,
 /// `:=`, `=>`; comparisons (`==`, `!=`, `<=`, `>=`), paths (`::`) and URLs (`://`) are
 /// skipped.
 fn scan_assignments(text: &str, out: &mut Vec<Finding>) {
@@ -633,6 +694,8 @@ fn scan_assignments(text: &str, out: &mut Vec<Finding>) {
         if j == ident_end || !contains_keyword(&bytes[j..ident_end]) {
             continue;
         }
+        // `?key=value&next=…`: in a URL query the value ends at `&` or `#`.
+        let in_query = j > 0 && matches!(bytes[j - 1], b'?' | b'&');
         // Forwards: spaces, an optional opening quote, the value.
         let mut s = op_end;
         while s < n && s - op_end < 3 && matches!(bytes[s], b' ' | b'\t') {
@@ -642,10 +705,18 @@ fn scan_assignments(text: &str, out: &mut Vec<Finding>) {
         if quoted {
             s += 1;
         }
-        let Some(e) = generic_value_end(bytes, s) else {
+        let Some(mut e) = generic_value_end(bytes, s) else {
             continue;
         };
-        let closed = !quoted || matches!(bytes.get(e), Some(b'"' | b'\'' | b'`'));
+        if in_query {
+            e = memchr::memchr2(b'&', b'#', &bytes[s..e]).map_or(e, |i| s + i);
+        }
+        // Quoted values must close; unquoted ones must not be a call (`key: make_key()`).
+        let closed = if quoted {
+            matches!(bytes.get(e), Some(b'"' | b'\'' | b'`'))
+        } else {
+            bytes.get(e) != Some(&b'(')
+        };
         if closed && validate::generic_value_ok(&text[s..e]) {
             out.push(Finding {
                 detector: Detector::GenericSecret,
@@ -693,6 +764,14 @@ fn generic_value_end(bytes: &[u8], s: usize) -> Option<usize> {
         }
     }
     Some(e)
+}
+
+/// Characters of an e-mail local part: ASCII letters and digits, `._%+-`, and letters of
+/// the Latin script (Latin-1 Supplement, Latin Extended-A/B and Additional).
+fn is_local_char(c: char) -> bool {
+    c.is_ascii_alphanumeric()
+        || matches!(c, '.' | '_' | '%' | '+' | '-')
+        || (c.is_alphabetic() && matches!(u32::from(c), 0xC0..=0x24F | 0x1E00..=0x1EFF))
 }
 
 /// Image-file extensions that look like TLDs in `name@2x.png`.
@@ -825,7 +904,12 @@ fn find_cards(text: &str, i: usize, end: usize, out: &mut Vec<Finding>) {
                 let (s, e_end) = (groups[g].0, ge);
                 digits.clear();
                 digits.extend(text[s..e_end].chars().filter(char::is_ascii_digit));
-                if validate::card_number_ok(&digits)
+                // `-4386812962460287` is a negative integer, not a card.
+                let minus = s > 0
+                    && bytes[s - 1] == b'-'
+                    && (s == 1 || !bytes[s - 2].is_ascii_alphanumeric());
+                if validate::card_number_ok(&digits, e > g)
+                    && !minus
                     && numeric_bounds_ok(bytes, s, e_end)
                     && !imei_context(bytes, s)
                 {

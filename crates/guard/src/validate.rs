@@ -42,22 +42,56 @@ pub(crate) fn is_word(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b == b'_'
 }
 
-/// Payment card check: ISO/IEC 7812 major industry identifier 2–6 and a valid Luhn check
-/// digit (via the `luhn` crate). `digits` must be ASCII digits only, 13–19 of them.
-pub(crate) fn card_number_ok(digits: &str) -> bool {
+/// Payment card check: 13–19 ASCII digits whose issuer identification number (ISO/IEC
+/// 7812 IIN, first digits) belongs to a card brand that issues numbers of this length, a
+/// valid Luhn check digit (via the `luhn` crate), and not one repeated digit. Contiguous
+/// runs (`grouped == false`) of 17–19 digits are rejected: in practice they are integer
+/// constants and ids far more often than the rare 17–19-digit cards, which are printed in
+/// groups.
+pub(crate) fn card_number_ok(digits: &str, grouped: bool) -> bool {
     let len = digits.len();
     if !(13..=19).contains(&len) || !digits.bytes().all(|b| b.is_ascii_digit()) {
         return false;
     }
-    let mii = digits.as_bytes()[0];
-    if !(b'2'..=b'6').contains(&mii) {
+    if !grouped && len > 16 {
         return false;
     }
-    // A run of one repeated digit is a filler, not a PAN, even when it passes Luhn.
-    if digits.bytes().all(|b| b == mii) {
+    let first = digits.as_bytes()[0];
+    if digits.bytes().all(|b| b == first) {
         return false;
     }
-    luhn::valid(digits)
+    brand_length_ok(digits) && luhn::valid(digits)
+}
+
+/// IIN ranges and lengths of the major brands (ISO/IEC 7812 registrations as published by
+/// the networks; summarised in Wikipedia's "Payment card number" table).
+fn brand_length_ok(digits: &str) -> bool {
+    let len = digits.len();
+    let prefix = |n: usize| -> u32 {
+        digits
+            .bytes()
+            .take(n)
+            .fold(0, |acc, b| acc * 10 + u32::from(b - b'0'))
+    };
+    let (p2, p3, p4) = (prefix(2), prefix(3), prefix(4));
+    match p2 {
+        // Visa.
+        40..=49 => matches!(len, 13 | 16 | 19),
+        // Mastercard (51–55 and the 2221–2720 series); Mir (2200–2204).
+        51..=55 => len == 16,
+        22..=27 if (2221..=2720).contains(&p4) => len == 16,
+        22 if (2200..=2204).contains(&p4) => (16..=19).contains(&len),
+        // American Express.
+        34 | 37 => len == 15,
+        // Diners Club (300–305, 36, 38, 39).
+        30 if (300..=305).contains(&p3) => (14..=19).contains(&len),
+        36 | 38 | 39 => (14..=19).contains(&len),
+        // JCB.
+        35 if (3528..=3589).contains(&p4) => (16..=19).contains(&len),
+        // Discover (6011, 644–649, 65), UnionPay (62), Maestro (50, 56–69).
+        60..=69 | 50 | 56..=58 => (13..=19).contains(&len),
+        _ => false,
+    }
 }
 
 /// IBAN check (ISO 13616 mod-97 plus the registered per-country BBAN format), delegated to
@@ -131,12 +165,14 @@ pub(crate) fn generic_value_ok(value: &str) -> bool {
     if matches!(first, b'$' | b'%' | b'{' | b'<' | b'#' | b'@' | b'&' | b'*') {
         return false;
     }
-    // Paths and URLs.
+    // Paths and URLs: absolute or explicitly relative, or a relative path to a file with an
+    // extension (`models/llama-3.1-8b/tokenizer.json`; base64 secrets contain `/` but no `.`).
     if value.starts_with('/')
         || value.starts_with("./")
         || value.starts_with("../")
         || value.starts_with("~/")
         || value.contains("://")
+        || is_relative_file_path(value)
     {
         return false;
     }
@@ -166,11 +202,14 @@ pub(crate) fn generic_value_ok(value: &str) -> bool {
     if classes.iter().filter(|&&c| c).count() < 2 {
         return false;
     }
-    // Slugs, identifiers and paths: `en-US-2024`, `prod_db_v2`, `projects/demo/3` — every
-    // `-`/`_`/`.`/`/` separated word is all letters or all digits.
-    if value.split(['-', '_', '.', '/']).all(|w| {
+    // Slugs, identifiers and paths: `en-US-2024`, `crate::MAX_TOKENS`, `projects/demo/3` —
+    // every `-`/`_`/`.`/`/`/`:` separated word is all letters or all digits.
+    if value.split(['-', '_', '.', '/', ':']).all(|w| {
         w.bytes().all(|c| c.is_ascii_alphabetic()) || w.bytes().all(|c| c.is_ascii_digit())
     }) {
+        return false;
+    }
+    if looks_like_code_identifier(value) {
         return false;
     }
     let lower = value.to_ascii_lowercase();
@@ -178,6 +217,74 @@ pub(crate) fn generic_value_ok(value: &str) -> bool {
         return false;
     }
     shannon_entropy(value) > MIN_GENERIC_ENTROPY
+}
+
+/// `dir/name.ext`: contains `/`, and the last segment ends in a 1–5 character extension
+/// with a letter.
+fn is_relative_file_path(value: &str) -> bool {
+    let Some((_, file)) = value.rsplit_once('/') else {
+        return false;
+    };
+    let Some((stem, ext)) = file.rsplit_once('.') else {
+        return false;
+    };
+    !stem.is_empty()
+        && (1..=5).contains(&ext.len())
+        && ext.bytes().all(|c| c.is_ascii_alphanumeric())
+        && ext.bytes().any(|c| c.is_ascii_alphabetic())
+}
+
+/// Whether `value` is a code identifier or path (`super::Win32::DEVPROPKEY`,
+/// `X509KeyUsageFlags`, `DOT11_KEY_DIRECTION`) rather than a random secret: it contains
+/// `::`, or it is identifier-shaped (a letter, `_` or `$`, then `[A-Za-z0-9_$.-]`) and
+/// either a `SCREAMING_SNAKE` constant with two or more underscores or made of words
+/// averaging at least three characters (see [`mean_word_len`]). Random strings split
+/// into words of one or two characters, so they stay well below that.
+fn looks_like_code_identifier(value: &str) -> bool {
+    if value.contains("::") {
+        return true;
+    }
+    let b = value.as_bytes();
+    let shaped = b
+        .first()
+        .is_some_and(|&c| c.is_ascii_alphabetic() || c == b'_' || c == b'$')
+        && b.iter()
+            .all(|&c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'$' | b'.' | b'-'));
+    if !shaped {
+        return false;
+    }
+    let screaming =
+        !b.iter().any(u8::is_ascii_lowercase) && b.iter().filter(|&&c| c == b'_').count() >= 2;
+    screaming || mean_word_len(b) >= 3.0
+}
+
+/// Mean length of the words of an identifier, split at non-alphanumerics, letter/digit
+/// changes and camel-case humps (`X509KeyUsage` → `X`, `509`, `Key`, `Usage`;
+/// `ECDHKey` → `ECDH`, `Key`).
+fn mean_word_len(b: &[u8]) -> f64 {
+    let mut words = 0u32;
+    let mut chars = 0u32;
+    for (i, &c) in b.iter().enumerate() {
+        if !c.is_ascii_alphanumeric() {
+            continue;
+        }
+        chars += 1;
+        let starts = match i.checked_sub(1).map(|j| b[j]) {
+            None => true,
+            Some(p) => {
+                !p.is_ascii_alphanumeric()
+                    || p.is_ascii_digit() != c.is_ascii_digit()
+                    || (p.is_ascii_lowercase() && c.is_ascii_uppercase())
+                    || (p.is_ascii_uppercase()
+                        && c.is_ascii_uppercase()
+                        && b.get(i + 1).is_some_and(u8::is_ascii_lowercase))
+            }
+        };
+        if starts {
+            words += 1;
+        }
+    }
+    f64::from(chars) / f64::from(words.max(1))
 }
 
 /// Masks `value` for display: at most `min(4, n/4)` characters from each end are kept and
@@ -208,11 +315,16 @@ mod tests {
 
     #[test]
     fn cards() {
-        assert!(card_number_ok("4111111111111111"));
-        assert!(card_number_ok("378282246310005"));
-        assert!(!card_number_ok("4111111111111112"));
-        assert!(!card_number_ok("1234567812345670")); // Luhn-valid, MII 1
-        assert!(!card_number_ok("411111111111")); // too short
+        assert!(card_number_ok("4111111111111111", false));
+        assert!(card_number_ok("378282246310005", false));
+        assert!(card_number_ok("30569309025904", false));
+        assert!(card_number_ok("3530111333300000", false));
+        assert!(!card_number_ok("4111111111111112", false));
+        assert!(!card_number_ok("1234567812345670", false)); // Luhn-valid, MII 1
+        assert!(!card_number_ok("411111111111", false)); // too short
+        assert!(!card_number_ok("5575266562640200287", false)); // Luhn-valid constant
+        assert!(!card_number_ok("3782822463100050", false)); // Amex is 15 digits
+        assert!(!card_number_ok("35184372088832", false)); // 35xx outside JCB
     }
 
     #[test]
@@ -230,6 +342,18 @@ mod tests {
         assert!(!generic_value_ok("1234567890123456"));
         assert!(!generic_value_ok("${GITHUB_TOKEN_VALUE}"));
         assert!(!generic_value_ok("2024-01-15T10:30:00Z"));
+        assert!(!generic_value_ok(
+            "super::super::Win32::Foundation::DEVPROPKEY"
+        ));
+        assert!(!generic_value_ok("X509CertificateTemplatePrivateKeyFlag"));
+        assert!(!generic_value_ok("D3DKMT_PNP_KEY_TYPE"));
+        assert!(!generic_value_ok("nl80211_rekey_data"));
+        assert!(generic_value_ok("q3JmX8vT2nLw9ZkR5pYc"));
+        assert!(!generic_value_ok("models/llama-3.1-8b/tokenizer.json"));
+        assert!(generic_value_ok("wJalrXUtnFEMI/K7MDENG/bPxRfiCY1234567KEY"));
+        assert!(generic_value_ok("rk_test_51H8xYzAbCdEf12345678"));
+        assert!((mean_word_len(b"X509KeyUsage") - 3.0).abs() < 1e-9);
+        assert!((mean_word_len(b"ECDHKey") - 3.5).abs() < 1e-9);
     }
 
     #[test]

@@ -118,6 +118,10 @@ fn corpus_precision_and_recall() {
         if t.pos_samples < 15 || t.neg_samples < 15 {
             failed.push(format!("{d}: fewer than 15 positive or negative samples"));
         }
+        // Every detector is held to 0.95. The corpus deliberately keeps three known misses
+        // (see gen_corpus.py): a Luhn-valid 16-digit constant in code (card FP), national
+        // phone-shaped digits inside a mistyped IBAN (phone FP), and a symbol-free
+        // passphrase that looks like an identifier (generic_secret FN).
         if precision < 0.95 || recall < 0.95 {
             failed.push(format!("{d}: precision {precision:.3}, recall {recall:.3}"));
         }
@@ -213,6 +217,12 @@ fn overlaps_prefer_the_specific_detector() {
     assert_eq!(found.len(), 1);
     assert_eq!(found[0].detector, Detector::GithubToken);
 
+    // Anchors that overlap each other are all checked.
+    let pem = "-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASCBKcwggSjAgEAAoIBAQC7\n-----END PRIVATE KEY-----";
+    let found = scanner.scan(&format!("sk{pem}"));
+    assert_eq!(found.len(), 1);
+    assert_eq!(found[0].detector, Detector::PrivateKey);
+
     // Findings are sorted and disjoint.
     let text = format!("{gh} a@example.com {key} +44 20 7946 0958 {jwt} 4111111111111111");
     let found = scanner.scan(&text);
@@ -284,8 +294,7 @@ fn policy_actions() {
     assert_eq!(out.text, "pay with [REDACTED:credit_card]");
 
     // Block, with verdicts sorted by severity.
-    let pem =
-        "-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASC\n-----END PRIVATE KEY-----";
+    let pem = "-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASCBKcwggSjAgEAAoIBAQC7\n-----END PRIVATE KEY-----";
     let out = policy.apply(&format!(
         "mail jane@example.com\n{pem}\ncard 4111111111111111"
     ));
@@ -297,6 +306,10 @@ fn policy_actions() {
     );
     assert!(!out.text.contains("MIIEvQ"));
     assert!(out.text.contains("jane@example.com"));
+
+    // A PEM header alone (as in parser code) is not a key.
+    let out = policy.apply("const HEADER: &str = \"-----BEGIN PRIVATE KEY-----\";");
+    assert!(!out.blocked);
 
     // Detectors without a rule are not scanned.
     let out = policy.apply("call +44 20 7946 0958");
@@ -449,8 +462,15 @@ fn utf8_offsets_around_findings() {
         assert!(!red.contains(value));
         assert!(red.contains(&format!("[REDACTED:{}]", f.detector)));
     }
-    // A non-ASCII letter glued to the local part: no partial address.
-    assert!(scanner.scan("müller@example.de").is_empty());
+    // Latin-script local parts are whole addresses; other scripts end the local part.
+    for (text, value) in [
+        ("müller@example.de", "müller@example.de"),
+        ("メールはtanaka@example.jpです", "tanaka@example.jp"),
+    ] {
+        let found = scanner.scan(text);
+        assert_eq!(found.len(), 1, "{text}: {found:?}");
+        assert_eq!(found[0].text(text), Some(value));
+    }
 }
 
 /// Deterministic xorshift generator, so the test needs no extra dependency.

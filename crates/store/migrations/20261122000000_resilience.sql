@@ -2,6 +2,7 @@
 ALTER TABLE runs ADD COLUMN workflow_json TEXT;      -- the workflow as run (JSON), for resume
 ALTER TABLE runs ADD COLUMN heartbeat_at TEXT;       -- refreshed by the process running the run
 ALTER TABLE runs ADD COLUMN control TEXT;            -- pending request: pause | resume | cancel
+ALTER TABLE runs ADD COLUMN owner_pid INTEGER;       -- process running the run (liveness check)
 
 ALTER TABLE steps ADD COLUMN cached INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE steps ADD COLUMN cost_usd REAL;          -- USD, catalog prices x provider token counts

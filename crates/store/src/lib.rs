@@ -136,6 +136,8 @@ pub struct StoredRun {
     pub workflow: Option<serde_json::Value>,
     /// When the process running the run last said it was alive.
     pub heartbeat_at: Option<String>,
+    /// The id of the process that last ran the run.
+    pub owner_pid: Option<i64>,
 }
 
 /// The default database path: `NEXUS_DB` if set, else `<data dir>/nexus/nexus.db`.
@@ -424,6 +426,7 @@ impl SqliteStore {
             events,
             workflow: json(r.get("workflow_json"))?,
             heartbeat_at: r.get("heartbeat_at"),
+            owner_pid: r.get("owner_pid"),
         })
     }
 
@@ -433,8 +436,9 @@ impl SqliteStore {
     /// # Errors
     /// [`Error::Query`].
     pub async fn heartbeat(&self, run_id: &str) -> Result<(), Error> {
-        sqlx::query("UPDATE runs SET heartbeat_at = ? WHERE run_id = ?")
+        sqlx::query("UPDATE runs SET heartbeat_at = ?, owner_pid = ? WHERE run_id = ?")
             .bind(ts(&Utc::now()))
+            .bind(i64::from(std::process::id()))
             .bind(run_id)
             .execute(&self.pool)
             .await?;
@@ -642,8 +646,8 @@ impl RunStore for SqliteStore {
     async fn create_run(&self, run: &RunRecord) -> Result<(), StoreError> {
         sqlx::query(
             "INSERT INTO runs (run_id, workflow_id, workflow_name, workflow_version, file, inputs, status, started_at,
-               workflow_json, heartbeat_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+               workflow_json, heartbeat_at, owner_pid)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(&run.run_id)
         .bind(&run.workflow_id)
@@ -655,6 +659,7 @@ impl RunStore for SqliteStore {
         .bind(ts(&run.started_at))
         .bind(run.workflow.as_ref().map(ToString::to_string))
         .bind(ts(&run.started_at))
+        .bind(i64::from(std::process::id()))
         .execute(&self.pool)
         .await
         .map_err(Error::from)?;
