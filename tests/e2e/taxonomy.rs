@@ -423,7 +423,10 @@ async fn every_fault_gets_its_taxonomy_action_and_the_step_succeeds() -> anyhow:
         &report,
         &events,
     );
-    assert_eq!(report.steps[0].model.as_deref(), Some("ollama:llama3.1:latest"));
+    assert_eq!(
+        report.steps[0].model.as_deref(),
+        Some("ollama:llama3.1:latest")
+    );
     tokio::time::sleep(Duration::from_millis(10)).await;
     Ok(())
 }

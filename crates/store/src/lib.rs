@@ -7,7 +7,11 @@
 //! Durability: the database runs in WAL mode with `synchronous = NORMAL`, so a commit
 //! survives a crash of the process (SQLite's documentation: in WAL mode, NORMAL is safe
 //! from corruption and only a power loss may roll back the last commits). Every write of
-//! [`nexus_engine::store::RunStore`] is one transaction.
+//! [`nexus_engine::store::RunStore`] is one transaction. Write transactions start with
+//! `BEGIN IMMEDIATE`, taking the write lock first: a deferred transaction that reads and
+//! then writes fails with `SQLITE_BUSY_SNAPSHOT` when another connection (a cache or
+//! breaker write from a parallel step) committed in between, and the busy timeout cannot
+//! save it (SQLite's documentation on WAL and `BEGIN IMMEDIATE`).
 //!
 //! The default location is `<data dir>/nexus/nexus.db` (`dirs::data_dir`: XDG on Linux,
 //! `~/Library/Application Support` on macOS, `%APPDATA%` on Windows), overridable with
@@ -534,7 +538,7 @@ impl SqliteStore {
             .lock()
             .ok()
             .and_then(|m| m.get(run_id).copied());
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let base: i64 = match known {
             Some(base) => base,
             None => sqlx::query("SELECT COALESCE(MAX(seq), 0) AS m FROM steps WHERE run_id = ?")
@@ -682,7 +686,7 @@ impl RunStore for SqliteStore {
         events: &[Event],
     ) -> Result<(), StoreError> {
         let result: Result<(), Error> = async {
-            let mut tx = self.pool.begin().await?;
+            let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
             sqlx::query("UPDATE runs SET status = ?, outputs = ?, error = ?, finished_at = ? WHERE run_id = ?")
                 .bind(finish.status.as_str())
                 .bind(finish.outputs.to_string())
@@ -709,7 +713,7 @@ impl RunStore for SqliteStore {
         events: &[Event],
     ) -> Result<(), StoreError> {
         let result: Result<(), Error> = async {
-            let mut tx = self.pool.begin().await?;
+            let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
             sqlx::query(
                 "UPDATE runs SET status = ?, heartbeat_at = ?, finished_at = NULL WHERE run_id = ?",
             )

@@ -1,0 +1,584 @@
+//! Circuit breakers (persisted), the privacy policy, budgets, guardrails, the output
+//! cache, the ladder's later rungs, human decisions and pausing — against a real SQLite
+//! file, the scripted OpenAI-compatible server on loopback and the embedded model.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use nexus_engine::breaker::{BreakerConfig, BreakerState};
+use nexus_engine::events::{CollectingSink, Event, EventSink, RunStatus, StepStatus};
+use nexus_engine::human::{HumanDecision, HumanHandler, HumanRequest};
+use nexus_engine::provider::{Provider, ProviderErrorKind};
+use nexus_engine::{Engine, EngineConfig, Plan, RunOptions, RunReport};
+use nexus_llm::{OllamaProvider, OpenAiProvider};
+use nexus_store::SqliteStore;
+use nexus_tests::free_port;
+use nexus_tests::scripted::{Behavior, ScriptedServer};
+
+use crate::{embedded, plan, temp_store};
+
+fn scripted(server: &ScriptedServer, model: &str) -> anyhow::Result<Arc<dyn Provider>> {
+    Ok(Arc::new(OpenAiProvider::new(
+        &server.base_url,
+        None,
+        vec![model.into()],
+    )?))
+}
+
+fn ok(words: &[&str]) -> Behavior {
+    Behavior::Stream(words.iter().map(|w| (*w).to_string()).collect())
+}
+
+async fn go(
+    engine: &Arc<Engine>,
+    plan: Arc<Plan>,
+    options: RunOptions,
+) -> anyhow::Result<(RunReport, Vec<Event>)> {
+    let inputs = nexus_engine::resolve_inputs(&plan, &Default::default())
+        .map_err(|d| anyhow::anyhow!(nexus_engine::diagnostic::render_all(&d)))?;
+    let sink = Arc::new(CollectingSink::new());
+    let mut options = options;
+    options.sinks.push(sink.clone() as Arc<dyn EventSink>);
+    let report = engine.run(plan, inputs, options).await?;
+    Ok((report, sink.events()))
+}
+
+fn engine(
+    providers: Vec<Arc<dyn Provider>>,
+    store: Option<Arc<SqliteStore>>,
+    config: EngineConfig,
+) -> Arc<Engine> {
+    Arc::new(Engine::new(
+        providers,
+        store.map(|s| s as Arc<dyn nexus_engine::store::RunStore>),
+        config,
+    ))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_breaker_trips_stays_open_across_a_restart_then_half_opens_and_closes()
+-> anyhow::Result<()> {
+    // Two failures, then the server recovers (the last behaviour repeats).
+    let server = ScriptedServer::start(vec![
+        Behavior::Status(503),
+        Behavior::Status(503),
+        ok(&["back"]),
+    ])
+    .await?;
+    let (store, _dir) = temp_store().await?;
+    let config = EngineConfig {
+        breaker: BreakerConfig {
+            consecutive_failures: 2,
+            open_base: Duration::from_millis(1500),
+            ..BreakerConfig::default()
+        },
+        ..EngineConfig::default()
+    };
+    let providers = || -> anyhow::Result<Vec<Arc<dyn Provider>>> {
+        Ok(vec![scripted(&server, "scripted")?, embedded()?])
+    };
+    let wf = plan(
+        "id: breaker\nsteps:\n  - id: a\n    kind: llm\n    model: [openai:scripted, embedded]\n    prompt: Say hi.\n    max_tokens: 4\n    cache: false\n    retry: {max_attempts: 2, initial_interval: 10ms, jitter: false}\n    fallback: {simplify: false}\n",
+    );
+    let key = "openai:scripted";
+
+    // Run 1: two failures trip the breaker; the step falls back.
+    let e1 = engine(providers()?, Some(store.clone()), config.clone());
+    let (r1, ev1) = go(&e1, Arc::clone(&wf), RunOptions::default()).await?;
+    assert_eq!(r1.status, RunStatus::Succeeded);
+    assert_eq!(server.arrivals().len(), 2);
+    assert!(
+        ev1.iter()
+            .any(|e| matches!(e, Event::BreakerChanged { model, transition }
+        if model == key && matches!(transition.to, BreakerState::Open { .. })))
+    );
+
+    // Run 2: the breaker stays open, the model is not called, the reason is recorded.
+    let (r2, _) = go(&e1, Arc::clone(&wf), RunOptions::default()).await?;
+    assert_eq!(r2.status, RunStatus::Succeeded);
+    assert_eq!(server.arrivals().len(), 2, "an open breaker is not called");
+    let excluded = &r2.steps[0].selection.as_ref().expect("selection").excluded;
+    assert!(
+        excluded
+            .iter()
+            .any(|x| x.model == key && x.reason.contains("circuit breaker open")),
+        "{excluded:?}"
+    );
+
+    // A restart: a new engine on the same database still sees the breaker open.
+    drop(e1);
+    let e2 = engine(providers()?, Some(store.clone()), config.clone());
+    let states = e2.breaker_states().await?;
+    let (_, state, snap) = states.iter().find(|(k, _, _)| k == key).expect("stored");
+    assert!(matches!(state, BreakerState::Open { .. }), "{state:?}");
+    assert_eq!(snap.trips, 1);
+    let (r3, _) = go(&e2, Arc::clone(&wf), RunOptions::default()).await?;
+    assert_eq!(r3.status, RunStatus::Succeeded);
+    assert_eq!(server.arrivals().len(), 2, "still open after the restart");
+
+    // After the open time: one half-open probe; it succeeds and the breaker closes.
+    tokio::time::sleep(Duration::from_millis(1600)).await;
+    let (r4, ev4) = go(&e2, Arc::clone(&wf), RunOptions::default()).await?;
+    assert_eq!(r4.status, RunStatus::Succeeded);
+    assert_eq!(r4.steps[0].model.as_deref(), Some(key));
+    assert_eq!(server.arrivals().len(), 3, "exactly one probe");
+    assert!(
+        ev4.iter()
+            .any(|e| matches!(e, Event::BreakerChanged { transition, .. }
+        if transition.from == BreakerState::HalfOpen && transition.to == BreakerState::Closed))
+    );
+    let states = e2.breaker_states().await?;
+    assert!(
+        states
+            .iter()
+            .any(|(k, s, _)| k == key && *s == BreakerState::Closed)
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_local_only_workflow_never_reaches_the_cloud_even_when_every_local_option_fails()
+-> anyhow::Result<()> {
+    let server = ScriptedServer::start(vec![ok(&["leaked"])]).await?;
+    let dead_ollama = OllamaProvider::new(&format!("http://127.0.0.1:{}", free_port()?))?;
+    let no_model = nexus_embedded::EmbeddedProvider::new("/nonexistent/model.gguf".into());
+    let providers: Vec<Arc<dyn Provider>> = vec![
+        Arc::new(dead_ollama),
+        scripted(&server, "gpt-4o-mini")?,
+        Arc::new(no_model),
+    ];
+    let wf = plan(
+        r#"
+id: private
+local_only: true
+agents:
+  backup: {system: "You are terse."}
+steps:
+  - id: a
+    kind: llm
+    prompt: "Summarise our private notes."
+    max_tokens: 8
+    fallback: {agent: backup}
+  - id: b
+    kind: llm
+    model: {min_context: 1000}
+    prompt: "More private notes."
+    max_tokens: 8
+"#,
+    );
+    let e = engine(providers, None, EngineConfig::default());
+    let (report, _) = go(&e, wf, RunOptions::default()).await?;
+    assert_eq!(report.status, RunStatus::Failed);
+    for step in &report.steps {
+        assert_eq!(step.status, StepStatus::Failed);
+        let sel = step.selection.as_ref().expect("selection");
+        assert!(
+            sel.excluded
+                .iter()
+                .any(|x| x.model == "openai:gpt-4o-mini" && x.reason.contains("local_only")),
+            "{:?}",
+            sel.excluded
+        );
+    }
+    assert!(
+        server.arrivals().is_empty(),
+        "nothing was sent to the cloud"
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn budgets_refuse_calls_before_they_are_made() -> anyhow::Result<()> {
+    let server = ScriptedServer::start(vec![ok(&["paid", " answer"])]).await?;
+    // Tokens: the step may generate 256 tokens but the run may spend only 100.
+    let e = engine(
+        vec![scripted(&server, "scripted")?],
+        None,
+        EngineConfig::default(),
+    );
+    let (report, _) = go(
+        &e,
+        plan("id: tokens\nbudget: {max_tokens: 100}\nsteps:\n  - id: a\n    kind: llm\n    model: [openai:scripted]\n    prompt: Write an essay.\n"),
+        RunOptions::default(),
+    )
+    .await?;
+    assert_eq!(report.status, RunStatus::Failed);
+    let step = &report.steps[0];
+    assert!(
+        step.error.as_deref().unwrap_or_default().contains("budget"),
+        "{:?}",
+        step.error
+    );
+    assert!(step.attempts.is_empty());
+    assert!(server.arrivals().is_empty(), "refused before the call");
+
+    // Money: gpt-4o would cost more than the budget allows (catalog prices); the free
+    // embedded model takes the step; the paid model is never called.
+    let e = engine(
+        vec![scripted(&server, "gpt-4o")?, embedded()?],
+        None,
+        EngineConfig::default(),
+    );
+    let (report, _) = go(
+        &e,
+        plan("id: money\nbudget: {max_cost_usd: 0.0001}\nsteps:\n  - id: a\n    kind: llm\n    prompt: Name a colour.\n    max_tokens: 8\n"),
+        RunOptions::default(),
+    )
+    .await?;
+    assert_eq!(report.status, RunStatus::Succeeded, "{:?}", report.error);
+    let step = &report.steps[0];
+    assert_eq!(
+        step.model.as_deref(),
+        Some("embedded:smollm2-135m-instruct")
+    );
+    let sel = step.selection.as_ref().expect("selection");
+    assert!(
+        sel.excluded
+            .iter()
+            .any(|x| x.model == "openai:gpt-4o" && x.reason.contains("projected cost")),
+        "{:?}",
+        sel.excluded
+    );
+    assert!(server.arrivals().is_empty());
+
+    // Within budget, the cost of a priced model is recorded from the provider's counts.
+    let (report, _) = go(
+        &engine(vec![scripted(&server, "gpt-4o")?], None, EngineConfig::default()),
+        plan("id: priced\nbudget: {max_cost_usd: 1.0}\nsteps:\n  - id: a\n    kind: llm\n    prompt: Name a colour.\n    max_tokens: 8\n"),
+        RunOptions::default(),
+    )
+    .await?;
+    let cost = report.steps[0].cost_usd.expect("cost recorded");
+    // 7 prompt + 2 completion tokens at $2.50 / $10.00 per million.
+    assert!(
+        (cost - (7.0 * 2.5 + 2.0 * 10.0) / 1e6).abs() < 1e-12,
+        "{cost}"
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn guardrails_redact_before_the_provider_sees_the_text_block_and_audit() -> anyhow::Result<()>
+{
+    let server =
+        ScriptedServer::start(vec![ok(&["Reach me at ", "bob@example.org", " today."])]).await?;
+    let (store, _dir) = temp_store().await?;
+    let e = engine(
+        vec![scripted(&server, "scripted")?],
+        Some(store.clone()),
+        EngineConfig::default(),
+    );
+    // Default rules: secrets are redacted, e-mail addresses only warned about.
+    let (report, events) = go(
+        &e,
+        plan("id: guard\nsteps:\n  - id: a\n    kind: llm\n    model: [openai:scripted]\n    prompt: \"Deploy with key AKIAIOSFODNN7EXAMPLE and mail jane.doe@example.com\"\n    max_tokens: 8\n"),
+        RunOptions::default(),
+    )
+    .await?;
+    assert_eq!(report.status, RunStatus::Succeeded, "{:?}", report.error);
+    let sent = server.bodies()[0].to_string();
+    assert!(
+        !sent.contains("AKIAIOSFODNN7EXAMPLE"),
+        "the key never left: {sent}"
+    );
+    assert!(sent.contains("[REDACTED:aws_access_key]"), "{sent}");
+    assert!(sent.contains("jane.doe@example.com"), "warn keeps the text");
+    let step = &report.steps[0];
+    let verdict = |stage: &str, detector: &str| {
+        step.guardrails
+            .iter()
+            .find(|g| g.stage == stage && g.detector == detector)
+            .cloned()
+    };
+    let key = verdict("input", "aws_access_key").expect("key verdict");
+    assert_eq!(key.action, "redact");
+    assert!(
+        !key.sample.contains("AKIAIOSFODNN7EXAMPLE"),
+        "masked sample"
+    );
+    assert_eq!(verdict("input", "email").expect("email").action, "warn");
+    assert_eq!(
+        verdict("output", "email").expect("output email").action,
+        "warn"
+    );
+    assert!(events.iter().any(
+        |e| matches!(e, Event::GuardrailVerdict { detector, .. } if detector == "aws_access_key")
+    ));
+    let audit = store.guardrail_audit(10).await?;
+    assert!(audit.len() >= 3, "{audit:?}");
+
+    // A blocking rule: the step fails before any call, and is not retried.
+    let before = server.arrivals().len();
+    let (report, _) = go(
+        &e,
+        plan("id: block\nguardrails:\n  rules:\n    - {detector: email, severity: high, action: block}\nsteps:\n  - id: a\n    kind: llm\n    model: [openai:scripted]\n    prompt: \"Mail jane.doe@example.com\"\n"),
+        RunOptions::default(),
+    )
+    .await?;
+    assert_eq!(report.status, RunStatus::Failed);
+    assert!(
+        report.steps[0]
+            .error
+            .as_deref()
+            .unwrap_or_default()
+            .contains(ProviderErrorKind::GuardrailBlock.as_str())
+    );
+    assert_eq!(server.arrivals().len(), before);
+
+    // Redaction of the output.
+    let (report, _) = go(
+        &e,
+        plan("id: redact_out\nguardrails:\n  rules:\n    - {detector: email, severity: medium, action: redact}\nsteps:\n  - id: a\n    kind: llm\n    model: [openai:scripted]\n    prompt: Where can I reach Bob?\n    cache: false\n"),
+        RunOptions::default(),
+    )
+    .await?;
+    assert_eq!(
+        report.steps[0].output.as_deref(),
+        Some("Reach me at [REDACTED:email] today.")
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn editing_one_step_reruns_only_it_and_its_dependants() -> anyhow::Result<()> {
+    let server = ScriptedServer::start(vec![ok(&["same"])]).await?;
+    let (store, _dir) = temp_store().await?;
+    let e = engine(
+        vec![scripted(&server, "scripted")?],
+        Some(store.clone()),
+        EngineConfig::default(),
+    );
+    let wf = |b_prompt: &str| {
+        plan(&format!(
+            "id: cache\nsteps:\n  - id: a\n    kind: llm\n    model: [openai:scripted]\n    prompt: First.\n  - id: b\n    kind: llm\n    needs: [a]\n    model: [openai:scripted]\n    prompt: \"{b_prompt} {{{{ steps.a.output }}}}\"\n  - id: c\n    kind: llm\n    model: [openai:scripted]\n    prompt: Independent.\n"
+        ))
+    };
+    let (r1, _) = go(&e, wf("Second."), RunOptions::default()).await?;
+    assert_eq!(r1.status, RunStatus::Succeeded);
+    assert_eq!(server.arrivals().len(), 3);
+
+    // Unchanged: everything comes from the cache.
+    let (r2, ev2) = go(&e, wf("Second."), RunOptions::default()).await?;
+    assert_eq!(server.arrivals().len(), 3);
+    assert!(r2.steps.iter().all(|s| s.cached), "{:?}", r2.steps);
+    assert!(
+        ev2.iter()
+            .any(|e| matches!(e, Event::StepSucceeded { cached: true, .. }))
+    );
+
+    // Step b edited: only b runs again.
+    let (r3, _) = go(&e, wf("Second, edited."), RunOptions::default()).await?;
+    assert_eq!(server.arrivals().len(), 4);
+    let cached: Vec<(&str, bool)> = r3
+        .steps
+        .iter()
+        .map(|s| (s.step_id.as_str(), s.cached))
+        .collect();
+    assert!(
+        cached.contains(&("a", true))
+            && cached.contains(&("c", true))
+            && cached.contains(&("b", false)),
+        "{cached:?}"
+    );
+
+    // A fresh run ignores the cache.
+    let (_, _) = go(
+        &e,
+        wf("Second, edited."),
+        RunOptions {
+            use_cache: false,
+            ..RunOptions::default()
+        },
+    )
+    .await?;
+    assert_eq!(server.arrivals().len(), 7);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_ladder_simplifies_then_substitutes_an_agent() -> anyhow::Result<()> {
+    // Three failures (the retry policy's attempts), then the simplified call succeeds.
+    let server = ScriptedServer::start(vec![
+        Behavior::Status(500),
+        Behavior::Status(500),
+        Behavior::Status(500),
+        ok(&["{\"count\": 1}"]),
+    ])
+    .await?;
+    let e = engine(
+        vec![scripted(&server, "scripted")?],
+        None,
+        EngineConfig {
+            breaker: BreakerConfig {
+                consecutive_failures: 0,
+                ..BreakerConfig::default()
+            },
+            ..EngineConfig::default()
+        },
+    );
+    let (report, _) = go(
+        &e,
+        plan("id: simplify\nsteps:\n  - id: a\n    kind: llm\n    model: [openai:scripted]\n    prompt: Count.\n    max_tokens: 100\n    output_schema: {type: object, properties: {count: {type: integer}}, required: [count]}\n    retry: {max_attempts: 3, initial_interval: 10ms, jitter: false}\n"),
+        RunOptions::default(),
+    )
+    .await?;
+    assert_eq!(report.status, RunStatus::Succeeded, "{:?}", report.error);
+    let step = &report.steps[0];
+    assert_eq!(step.attempts.len(), 4);
+    assert!(
+        step.fallbacks.iter().any(|f| f.rung == "simplify"),
+        "{:?}",
+        step.fallbacks
+    );
+    let last = server.bodies().last().cloned().unwrap_or_default();
+    assert_eq!(last["max_tokens"], 50, "half the max_tokens: {last}");
+    assert!(
+        last.get("response_format").is_none() || last["response_format"].is_null(),
+        "no structured-output constraint: {last}"
+    );
+    assert!(
+        last.to_string().contains("JSON Schema"),
+        "the schema moves into the prompt"
+    );
+
+    // Every model rung fails: the substitute agent (on the embedded model) takes it.
+    let down = ScriptedServer::start(vec![Behavior::Status(500)]).await?;
+    let e = engine(
+        vec![scripted(&down, "scripted")?, embedded()?],
+        None,
+        EngineConfig::default(),
+    );
+    let (report, _) = go(
+        &e,
+        plan("id: agent\nagents:\n  backup: {system: \"Answer in one word.\", model: [embedded]}\nsteps:\n  - id: a\n    kind: llm\n    model: [openai:scripted]\n    prompt: Name a fruit.\n    max_tokens: 6\n    retry: {max_attempts: 1}\n    fallback: {simplify: false, agent: backup}\n"),
+        RunOptions::default(),
+    )
+    .await?;
+    assert_eq!(report.status, RunStatus::Succeeded, "{:?}", report.error);
+    let step = &report.steps[0];
+    assert_eq!(
+        step.model.as_deref(),
+        Some("embedded:smollm2-135m-instruct")
+    );
+    assert!(
+        step.fallbacks
+            .iter()
+            .any(|f| f.rung == "agent" && f.to.contains("backup")),
+        "{:?}",
+        step.fallbacks
+    );
+    Ok(())
+}
+
+/// Answers with a fixed list of decisions, recording the questions.
+struct Scripted {
+    answers: Mutex<Vec<HumanDecision>>,
+    asked: Mutex<Vec<HumanRequest>>,
+}
+
+#[async_trait]
+impl HumanHandler for Scripted {
+    async fn decide(&self, request: &HumanRequest) -> Option<HumanDecision> {
+        self.asked.lock().ok()?.push(request.clone());
+        let mut a = self.answers.lock().ok()?;
+        if a.is_empty() {
+            None
+        } else {
+            Some(a.remove(0))
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn humans_approve_retry_or_write_the_output_and_runs_pause() -> anyhow::Result<()> {
+    let server = ScriptedServer::start(vec![Behavior::Status(401)]).await?;
+    let (store, _dir) = temp_store().await?;
+    let e = engine(
+        vec![scripted(&server, "scripted")?],
+        Some(store.clone()),
+        EngineConfig::default(),
+    );
+    // The model fails for good; the human first asks for a retry, then writes the output;
+    // the approval step is approved.
+    let human = Arc::new(Scripted {
+        answers: Mutex::new(vec![
+            HumanDecision::Retry,
+            HumanDecision::UseOutput {
+                text: "written by hand".into(),
+            },
+            HumanDecision::Approve,
+        ]),
+        asked: Mutex::new(Vec::new()),
+    });
+    let wf = plan(
+        "id: human\nsteps:\n  - id: a\n    kind: llm\n    model: [openai:scripted]\n    prompt: Hi.\n    fallback: {simplify: false, ask_human: true}\n  - id: ok\n    kind: approval\n    needs: [a]\n    prompt: \"Ship '{{ steps.a.output }}'?\"\n",
+    );
+    let (report, events) = go(
+        &e,
+        Arc::clone(&wf),
+        RunOptions {
+            human: Some(human.clone()),
+            ..RunOptions::default()
+        },
+    )
+    .await?;
+    assert_eq!(report.status, RunStatus::Succeeded, "{:?}", report.error);
+    let a = report.steps.iter().find(|s| s.step_id == "a").expect("a");
+    assert_eq!(a.output.as_deref(), Some("written by hand"));
+    assert_eq!(a.attempts.len(), 2, "the retry ran the ladder again");
+    let asked = human.asked.lock().map(|a| a.clone()).unwrap_or_default();
+    assert_eq!(asked.len(), 3);
+    assert!(
+        matches!(&asked[2], HumanRequest::Approval { message, .. } if message == "Ship 'written by hand'?")
+    );
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(e, Event::WaitingForHuman { .. }))
+    );
+
+    // Nobody to ask: an approval step takes its default (reject by default).
+    let (report, _) = go(
+        &e,
+        plan("id: nobody\nsteps:\n  - id: ok\n    kind: approval\n    prompt: Ship?\n    approval: {timeout: 1s}\n"),
+        RunOptions::default(),
+    )
+    .await?;
+    assert_eq!(report.status, RunStatus::Failed);
+    assert!(
+        report.steps[0]
+            .error
+            .as_deref()
+            .unwrap_or_default()
+            .contains("default")
+    );
+
+    // Paused before it starts: no step starts until resumed.
+    let ok_server = ScriptedServer::start(vec![ok(&["fine"])]).await?;
+    let e = engine(
+        vec![scripted(&ok_server, "scripted")?],
+        Some(store.clone()),
+        EngineConfig::default(),
+    );
+    let options = RunOptions::default();
+    options.control.pause();
+    let control = options.control.clone();
+    let wf = plan(
+        "id: pause\nsteps:\n  - id: a\n    kind: llm\n    model: [openai:scripted]\n    prompt: Hi.\n",
+    );
+    let task = {
+        let e = Arc::clone(&e);
+        tokio::spawn(async move { go(&e, wf, options).await })
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(ok_server.arrivals().is_empty(), "paused: nothing started");
+    let runs = store.list_runs(1).await?;
+    assert_eq!(runs[0].status, "paused");
+    control.resume();
+    let (report, events) = task.await??;
+    assert_eq!(report.status, RunStatus::Succeeded);
+    assert!(events.iter().any(|e| matches!(e, Event::RunPaused { .. })));
+    assert!(events.iter().any(|e| matches!(e, Event::RunResumed { .. })));
+    Ok(())
+}
