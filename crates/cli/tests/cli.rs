@@ -147,3 +147,257 @@ fn models_lists_the_embedded_model_and_the_selector_order() {
     assert!(s.contains("ollama (Local): unavailable"), "{s}");
     assert!(s.contains("1. embedded:smollm2-135m-instruct"), "{s}");
 }
+
+/// The environment of a run against the scripted OpenAI-compatible server only.
+fn scripted_env(cmd: &mut Command, db: &Path, base_url: &str) {
+    cmd.env("NEXUS_DB", db)
+        .env("OLLAMA_HOST", "127.0.0.1:9")
+        .env("NEXUS_OPENAI_BASE_URL", base_url)
+        .env("NEXUS_OPENAI_MODELS", "scripted")
+        .env("NEXUS_EMBEDDED_MODEL", "/nonexistent/model.gguf")
+        .env_remove("OPENAI_API_KEY")
+        .env_remove("OPENAI_BASE_URL")
+        .env_remove("NEXUS_OPENAI_API_KEY")
+        .current_dir(repo());
+}
+
+const CRASH_WORKFLOW: &str = r#"
+id: crash
+steps:
+  - id: a
+    kind: llm
+    model: [openai:scripted]
+    prompt: Start.
+  - id: b
+    kind: llm
+    needs: [a]
+    model: [openai:scripted]
+    prompt: "B after {{ steps.a.output }}"
+  - id: c
+    kind: llm
+    needs: [a]
+    model: [openai:scripted]
+    prompt: "C after {{ steps.a.output }}"
+  - id: d
+    kind: llm
+    needs: [b, c]
+    model: [openai:scripted]
+    prompt: "D after {{ steps.b.output }} and {{ steps.c.output }}"
+  - id: e
+    kind: template
+    needs: [d]
+    template: "E: {{ steps.d.output }}"
+  - id: f
+    kind: llm
+    needs: [e]
+    model: [openai:scripted]
+    prompt: "F after {{ steps.e.output }}"
+outputs:
+  final: "{{ steps.f.output }}"
+  middle: "{{ steps.d.output }}"
+"#;
+
+/// What a stored step looked like: enough to tell whether it ran again.
+fn snapshot(
+    run: &nexus_store::StoredRun,
+) -> std::collections::BTreeMap<String, (String, String, u64, usize)> {
+    run.steps
+        .iter()
+        .map(|s| {
+            (
+                s.step_id.clone(),
+                (
+                    s.status.as_str().to_string(),
+                    s.started_at.to_rfc3339(),
+                    s.duration_ms,
+                    s.attempts.len(),
+                ),
+            )
+        })
+        .collect()
+}
+
+/// The crash test: `nexus run` is killed with SIGKILL at 50 moments spread over a run
+/// (from before the run is stored to after it finished), then `nexus resume` continues
+/// it. No completed step may be lost or run again, every run must finish, and the
+/// outputs must have the structure of an uninterrupted run.
+#[test]
+fn runs_killed_at_any_moment_resume_without_losing_or_repeating_steps() {
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let server = rt
+        .block_on(nexus_tests::scripted::ScriptedServer::start(vec![
+            nexus_tests::scripted::Behavior::Paced(
+                vec!["one".into(), " two".into(), " three".into()],
+                std::time::Duration::from_millis(40),
+            ),
+        ]))
+        .expect("scripted server");
+    let dir = tempfile::tempdir().expect("tmp");
+    let wf = dir.path().join("crash.yaml");
+    std::fs::write(&wf, CRASH_WORKFLOW).expect("write workflow");
+    let wf = wf.to_string_lossy().into_owned();
+
+    // An uninterrupted run: its duration spaces the kill moments; its outputs are the
+    // reference structure.
+    let db = dir.path().join("baseline.db");
+    let started = std::time::Instant::now();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_nexus"));
+    scripted_env(&mut cmd, &db, &server.base_url);
+    let out = cmd.args(["run", &wf, "--json"]).output().expect("run");
+    let full = started.elapsed();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let baseline: serde_json::Value = serde_json::from_slice(&out.stdout).expect("report");
+    let keys = |v: &serde_json::Value| -> Vec<String> {
+        v["outputs"]
+            .as_object()
+            .map(|o| o.keys().cloned().collect())
+            .unwrap_or_default()
+    };
+
+    let mut resumed = 0;
+    let mut finished_before_kill = 0;
+    let mut before_start = 0;
+    let kills = 50u32;
+    for i in 0..kills {
+        let db = dir.path().join(format!("crash-{i}.db"));
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_nexus"));
+        scripted_env(&mut cmd, &db, &server.base_url);
+        let mut child = cmd
+            .args(["run", &wf, "--json"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("spawn");
+        // Kill moments spread evenly over 110 % of an uninterrupted run, with a
+        // per-iteration offset so they do not line up with step boundaries.
+        let at = full.mul_f64(1.1 * f64::from(i) / f64::from(kills))
+            + std::time::Duration::from_millis(u64::from(i * 7 % 23));
+        std::thread::sleep(at);
+        let _ = child.kill(); // SIGKILL
+        let _ = child.wait();
+
+        let store = rt
+            .block_on(nexus_store::SqliteStore::open(&db))
+            .expect("open store");
+        let runs = rt.block_on(store.list_runs(1)).expect("list");
+        let Some(summary) = runs.first() else {
+            before_start += 1;
+            continue;
+        };
+        let before = rt.block_on(store.get_run(&summary.run_id)).expect("run");
+        let kept = snapshot(&before);
+        if before.status == "succeeded" {
+            finished_before_kill += 1;
+            assert_eq!(before.steps.len(), 6);
+            continue;
+        }
+        assert_eq!(before.status, "running", "killed mid-run");
+        drop(store);
+
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_nexus"));
+        scripted_env(&mut cmd, &db, &server.base_url);
+        let out = cmd
+            .args(["resume", &before.run_id, "--json"])
+            .output()
+            .expect("resume");
+        assert!(
+            out.status.success(),
+            "kill {i} at {at:?}: resume failed: {}",
+            text(&out.stderr)
+        );
+        resumed += 1;
+        let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("report");
+        assert_eq!(report["status"], "succeeded");
+        assert_eq!(keys(&report), keys(&baseline));
+        assert!(
+            report["outputs"]["final"]
+                .as_str()
+                .is_some_and(|s| !s.is_empty())
+        );
+
+        let store = rt
+            .block_on(nexus_store::SqliteStore::open(&db))
+            .expect("open store");
+        let after = rt.block_on(store.get_run(&before.run_id)).expect("run");
+        assert_eq!(after.status, "succeeded");
+        assert_eq!(after.steps.len(), 6, "every step exactly once");
+        let now = snapshot(&after);
+        for (step, was) in &kept {
+            assert_eq!(
+                now.get(step),
+                Some(was),
+                "kill {i}: step `{step}` was lost or ran again"
+            );
+        }
+        // Each step succeeded exactly once in the event log.
+        for step in ["a", "b", "c", "d", "e", "f"] {
+            let n = after
+                .events
+                .iter()
+                .filter(|e| matches!(e, nexus_engine::Event::StepSucceeded { step_id, .. } if step_id == step))
+                .count();
+            assert_eq!(n, 1, "kill {i}: step `{step}` succeeded {n} times");
+        }
+        assert!(
+            after
+                .events
+                .iter()
+                .any(|e| matches!(e, nexus_engine::Event::RunResumed { .. }))
+        );
+    }
+    eprintln!(
+        "{kills} kills: {resumed} resumed mid-run, {finished_before_kill} after the run finished, {before_start} before the run was stored"
+    );
+    assert!(resumed >= 30, "most kills land mid-run ({resumed})");
+}
+
+/// Approval steps ask on the terminal; the answer is read from stdin.
+#[test]
+fn approval_steps_ask_in_the_terminal() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let wf = dir.path().join("approve.yaml");
+    std::fs::write(
+        &wf,
+        "id: approve\nsteps:\n  - id: draft\n    kind: template\n    template: v1.2.0\n  - id: ship\n    kind: approval\n    needs: [draft]\n    prompt: \"Release {{ steps.draft.output }}?\"\n    approval: {default: approve}\n  - id: done\n    kind: template\n    needs: [ship]\n    template: shipped\n",
+    )
+    .expect("write");
+    let wf = wf.to_string_lossy().into_owned();
+    let run_with = |stdin: Option<&str>| {
+        use std::io::Write;
+        let mut child = Command::new(env!("CARGO_BIN_EXE_nexus"))
+            .args(["run", &wf])
+            .env("NEXUS_DB", dir.path().join("a.db"))
+            .env("OLLAMA_HOST", "127.0.0.1:9")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn");
+        if let Some(mut input) = child.stdin.take()
+            && let Some(answer) = stdin
+        {
+            let _ = input.write_all(answer.as_bytes());
+        }
+        child.wait_with_output().expect("output")
+    };
+    let yes = run_with(Some("y\n"));
+    assert!(yes.status.success(), "{}", text(&yes.stderr));
+    assert!(
+        text(&yes.stderr).contains("Release v1.2.0?"),
+        "{}",
+        text(&yes.stderr)
+    );
+
+    let no = run_with(Some("maybe\nn\n"));
+    assert_eq!(no.status.code(), Some(1), "{}", text(&no.stderr));
+    assert!(text(&no.stderr).contains("not one of the choices"));
+    assert!(
+        text(&no.stdout).contains("rejected (decided by human)"),
+        "{}",
+        text(&no.stdout)
+    );
+
+    // Closed input: nobody can answer, the step's default (approve) applies.
+    let closed = run_with(None);
+    assert!(closed.status.success(), "{}", text(&closed.stderr));
+}
