@@ -301,3 +301,199 @@ fn retry_delays_follow_the_policy() {
     assert_eq!(jittered.len(), 4);
     assert!(jittered[0] >= Duration::from_millis(100));
 }
+
+#[test]
+fn every_error_class_has_one_taxonomy_row_and_the_readme_shows_the_table() {
+    use nexus_engine::provider::{TAXONOMY, taxonomy_markdown};
+    let mut kinds: Vec<&str> = TAXONOMY.iter().map(|r| r.kind.as_str()).collect();
+    let n = kinds.len();
+    kinds.sort_unstable();
+    kinds.dedup();
+    assert_eq!(kinds.len(), n, "a class appears twice");
+    assert_eq!(n, 18, "every ProviderErrorKind has a row");
+    for row in TAXONOMY {
+        assert!(!row.source.is_empty() && !row.signals.is_empty(), "{row:?}");
+        assert_eq!(
+            nexus_engine::provider::ProviderErrorKind::parse(row.kind.as_str()),
+            Some(row.kind)
+        );
+    }
+    let readme = std::fs::read_to_string(repo().join("README.md")).unwrap_or_default();
+    assert!(
+        readme.contains(&taxonomy_markdown()),
+        "README.md must contain the table printed by `nexus errors`"
+    );
+}
+
+#[test]
+fn http_errors_are_classified_by_status_and_wording() {
+    use nexus_engine::provider::{ProviderError, ProviderErrorKind as K};
+    let cases = [
+        (401, "", K::Auth),
+        (402, "", K::Quota),
+        (429, r#"{"error":{"code":"insufficient_quota"}}"#, K::Quota),
+        (429, "slow down", K::RateLimited),
+        (404, "model not found", K::ModelNotFound),
+        (503, "overloaded", K::Transient),
+        (529, "overloaded", K::Transient),
+        (
+            400,
+            r#"{"error":{"code":"context_length_exceeded"}}"#,
+            K::ContextOverflow,
+        ),
+        (
+            400,
+            "prompt is too long: 210000 tokens > 200000 maximum",
+            K::ContextOverflow,
+        ),
+        (
+            400,
+            "Unsupported parameter: 'response_format'",
+            K::UnsupportedParameter,
+        ),
+        (
+            400,
+            r#"{"error":{"code":"content_policy_violation"}}"#,
+            K::ContentPolicy,
+        ),
+        (400, "bad request", K::InvalidRequest),
+        (
+            500,
+            "1 validation error: response_format ... Input should be 'text'",
+            K::UnsupportedParameter,
+        ),
+    ];
+    for (status, body, kind) in cases {
+        assert_eq!(
+            ProviderError::from_status(status, body).kind,
+            kind,
+            "{status} {body}"
+        );
+    }
+    let now = chrono::Utc::now();
+    assert_eq!(
+        nexus_engine::provider::parse_retry_after("2", now),
+        Some(std::time::Duration::from_secs(2))
+    );
+    let later = (now + chrono::TimeDelta::seconds(30)).to_rfc2822();
+    let d = nexus_engine::provider::parse_retry_after(&later, now).expect("http date");
+    assert!((29..=30).contains(&d.as_secs()), "{d:?}");
+    assert_eq!(nexus_engine::provider::parse_retry_after("soon", now), None);
+}
+
+#[test]
+fn the_builtin_catalog_parses_and_ranks_local_before_cloud_and_embedded_last() {
+    use nexus_engine::provider::Locality;
+    use nexus_engine::select::{ModelCatalog, SelectionInput, SelectorWeights, score};
+    let catalog = ModelCatalog::builtin().expect("built-in catalog");
+    let mini = catalog
+        .lookup("openai", "gpt-4o-mini-2024-07-18")
+        .expect("prefix match");
+    assert_eq!(mini.name, "gpt-4o-mini");
+    assert!(catalog.lookup("ollama", "llama3.1:8b").is_some());
+    assert!(
+        catalog.lookup("openai", "llama3.1").is_none(),
+        "provider-specific entry"
+    );
+    let input = SelectionInput {
+        prompt_tokens: 200,
+        max_tokens: 256,
+        ..SelectionInput::default()
+    };
+    let w = SelectorWeights::default();
+    let local = score(
+        Locality::Local,
+        Some(131072),
+        catalog.lookup("ollama", "llama3.1"),
+        None,
+        &input,
+        &w,
+    );
+    let cloud = score(Locality::Cloud, Some(128000), Some(mini), None, &input, &w);
+    assert!(
+        local.total > cloud.total,
+        "local {local:?} vs cloud {cloud:?}"
+    );
+    // A priced model costs something; a free one scores full cost marks.
+    assert!(cloud.cost < 1.0 && local.cost == 1.0);
+    // A user file extends and overrides.
+    let dir = tempfile::tempdir().expect("tmp");
+    let file = dir.path().join("models.yaml");
+    std::fs::write(
+        &file,
+        "models:\n  - name: gpt-4o-mini\n    context_window: 1000\n    input_usd_per_mtok: 9\n",
+    )
+    .expect("write");
+    let mut extended = catalog.clone();
+    extended.extend_from_file(&file).expect("extend");
+    assert_eq!(
+        extended
+            .lookup("openai", "gpt-4o-mini")
+            .and_then(|e| e.context_window),
+        Some(1000)
+    );
+    std::fs::write(&file, "models:\n  - name: x\n    prize: 1\n").expect("write");
+    let err = extended.extend_from_file(&file).expect_err("unknown field");
+    assert!(err.to_string().contains("models.yaml"), "{err}");
+}
+
+#[tokio::test]
+async fn on_failure_skips_defaults_or_takes_the_alternate_branch() {
+    let wf = r#"
+id: failures
+steps:
+  - id: parse
+    kind: template
+    format: json
+    template: "not json"
+    on_failure: skip
+  - id: after_skip
+    kind: template
+    needs: [parse]
+    template: never
+  - id: config
+    kind: template
+    format: json
+    template: "{oops"
+    on_failure:
+      default: {retries: 3}
+  - id: use_default
+    kind: template
+    needs: [config]
+    template: "retries={{ steps.config.json.retries }}"
+  - id: strict
+    kind: template
+    format: json
+    template: "["
+    on_failure:
+      alternate: manual
+  - id: normal_path
+    kind: template
+    needs: [strict]
+    template: parsed
+  - id: manual
+    kind: template
+    needs: [strict]
+    template: "handled by hand"
+outputs:
+  value: "{{ steps.use_default.output }}"
+"#;
+    let (report, _) = run(wf, tokio_util::sync::CancellationToken::new()).await;
+    let by = |id: &str| report.steps.iter().find(|s| s.step_id == id).expect(id);
+    assert_eq!(
+        report.status,
+        nexus_engine::RunStatus::Succeeded,
+        "{:?}",
+        report.error
+    );
+    assert_eq!(by("parse").status, StepStatus::Skipped);
+    assert_eq!(by("after_skip").status, StepStatus::Skipped);
+    assert_eq!(by("config").status, StepStatus::Succeeded);
+    assert_eq!(report.outputs["value"], "retries=3");
+    assert_eq!(by("strict").status, StepStatus::Failed);
+    assert!(by("strict").handled);
+    assert_eq!(by("strict").fallbacks[0].rung, "on_failure");
+    assert_eq!(by("normal_path").status, StepStatus::Skipped);
+    assert_eq!(by("manual").status, StepStatus::Succeeded);
+    assert_eq!(by("manual").output.as_deref(), Some("handled by hand"));
+}
