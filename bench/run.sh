@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 args=("$@")
 out=$(mktemp -d)
-cargo build --quiet --release -p nexus-bench
+cargo build --quiet --release -p nexus-bench --bins
 target_dir=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
 "$target_dir/release/nexus-bench" "${args[@]}" > "$out/nexus.jsonl"
 python3 -m pip install --quiet --disable-pip-version-check langgraph langgraph-checkpoint-sqlite
@@ -37,3 +37,7 @@ for key in sorted(nx):
     if key[2] == "memory":
         print(f'validate {key[0]} {key[1]}: {nx[key]["validate_ms"]:.1f} ms')
 PY
+
+echo
+echo "resilience layer (bench/src/bin/resilience.rs):"
+"$target_dir/release/resilience"

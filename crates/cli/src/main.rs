@@ -621,9 +621,15 @@ async fn models(db: &Path, json: bool) -> Result<(), Failure> {
         );
     }
     for (i, c) in order.candidates.iter().enumerate() {
-        println!("  {}. {} — {}", i + 1, c.reference, c.reason);
+        println!(
+            "  {}. {} — {}; {}",
+            i + 1,
+            c.reference,
+            c.reason,
+            c.score.describe(nexus_engine::workflow::TaskClass::General)
+        );
     }
-    for e in &order.excluded {
+    for e in &order.excluded() {
         println!("  skipped: {e}");
     }
     println!("\ncircuit breakers:");
@@ -726,11 +732,15 @@ async fn runs(db: &Path, command: RunsCommand) -> Result<(), Failure> {
                     );
                     for (i, r) in sel.ranked.iter().enumerate() {
                         println!(
-                            "    {}. {} score {:.3} est ${:.6}",
+                            "    {}. {} {} est ${:.6} — {}",
                             i + 1,
                             r.model,
-                            r.score.total,
-                            r.est_cost_usd
+                            r.score.describe(
+                                serde_json::from_value(serde_json::Value::String(sel.task.clone()))
+                                    .unwrap_or_default()
+                            ),
+                            r.est_cost_usd,
+                            r.reason
                         );
                     }
                     for x in &sel.excluded {

@@ -285,6 +285,7 @@ struct Success {
     usage: Usage,
     reference: String,
     reason: String,
+    score: crate::select::ScoreParts,
 }
 
 /// How a chain of candidates ended without success.
@@ -1375,7 +1376,12 @@ impl Engine {
                             .and_then(|_| parse_json_reply(&text).ok())
                     };
                     rec.model = Some(success.reference.clone());
-                    let mut reason = format!("{}: {}", success.reference, success.reason);
+                    let mut reason = format!(
+                        "{}: {}; {}",
+                        success.reference,
+                        success.reason,
+                        success.score.describe(cx.llm.task)
+                    );
                     if !rec.fallbacks.is_empty() {
                         let chain: Vec<String> = rec
                             .fallbacks
@@ -1418,10 +1424,10 @@ impl Engine {
                     if selection.candidates.is_empty() && lad.attempt_no == 0 {
                         format!(
                             "no model can serve this step ({})",
-                            if selection.excluded.is_empty() {
+                            if selection.record.excluded.is_empty() {
                                 "no provider is configured".to_string()
                             } else {
-                                selection.excluded.join("; ")
+                                selection.excluded().join("; ")
                             }
                         )
                     } else {
@@ -1823,6 +1829,7 @@ impl Engine {
                             usage: out.usage,
                             reference: cand.reference.clone(),
                             reason: cand.reason.clone(),
+                            score: cand.score,
                         });
                     }
                     Err((err, first_token_ms)) => {

@@ -282,6 +282,23 @@ pub struct ScoreParts {
     pub total: f64,
 }
 
+impl ScoreParts {
+    /// The score in words: `score 0.812 (quality 0.62 for general, reliability 0.90, ...)`.
+    pub fn describe(&self, task: TaskClass) -> String {
+        format!(
+            "score {:.3} (quality {:.2} for {}, reliability {:.2}, latency {:.2}, context {:.2}, cost {:.2}, locality {:.1})",
+            self.total,
+            self.quality,
+            task.as_str(),
+            self.reliability,
+            self.latency,
+            self.context,
+            self.cost,
+            self.locality
+        )
+    }
+}
+
 /// What the selector knows about a step.
 #[derive(Debug, Clone, Default)]
 pub struct SelectionInput {
@@ -338,16 +355,17 @@ pub struct Candidate {
     pub score: ScoreParts,
     /// Context window, tokens, when known.
     pub context_window: Option<u32>,
-    /// Its catalog entry, when it has one (prices, capabilities).
-    pub entry: Option<CatalogEntry>,
+    /// Price of prompt tokens, USD per million (0 when unknown or free).
+    pub input_usd_per_mtok: f64,
+    /// Price of generated tokens, USD per million.
+    pub output_usd_per_mtok: f64,
 }
 
 impl Candidate {
     /// Estimated cost in USD of a call with these token counts (0 without prices).
     pub fn cost_usd(&self, prompt: u64, completion: u64) -> f64 {
-        self.entry
-            .as_ref()
-            .map_or(0.0, |e| e.cost_usd(prompt, completion))
+        (prompt as f64 * self.input_usd_per_mtok + completion as f64 * self.output_usd_per_mtok)
+            / 1_000_000.0
     }
 
     /// Where the model runs.
@@ -408,10 +426,19 @@ pub struct SelectionRecord {
 pub struct Selection {
     /// Candidates, best first; the rest of the list is the fallback chain.
     pub candidates: Vec<Candidate>,
-    /// Models or providers left out, and why (`"openai: not configured"`).
-    pub excluded: Vec<String>,
-    /// The decision, for the run record.
+    /// The decision, for the run record (models left out are in `record.excluded`).
     pub record: SelectionRecord,
+}
+
+impl Selection {
+    /// The models left out, in words (`openai:gpt-4o: cloud model, ...`).
+    pub fn excluded(&self) -> Vec<String> {
+        self.record
+            .excluded
+            .iter()
+            .map(|x| format!("{}: {}", x.model, x.reason))
+            .collect()
+    }
 }
 
 /// What the selector reads besides the step: the model catalog, observed stats, breaker
@@ -537,9 +564,9 @@ pub fn score(
     }
 }
 
-struct Option_ {
-    provider: Arc<dyn Provider>,
-    info: ModelInfo,
+struct Option_<'a> {
+    provider: &'a Arc<dyn Provider>,
+    info: std::borrow::Cow<'a, ModelInfo>,
     explicit_rank: Option<usize>,
 }
 
@@ -549,7 +576,6 @@ pub fn select(input: &SelectionInput, catalog: &Catalog, cx: SelectorContext<'_>
     let mut sel = Selection::default();
     let mut options: Vec<Option_> = Vec::new();
     let exclude = |sel: &mut Selection, model: String, reason: String| {
-        sel.excluded.push(format!("{model}: {reason}"));
         sel.record.excluded.push(ExcludedRecord { model, reason });
     };
 
@@ -579,17 +605,22 @@ pub fn select(input: &SelectionInput, catalog: &Catalog, cx: SelectorContext<'_>
                 }),
                 Err(_) => None,
             };
-            let info = found.cloned().unwrap_or_else(|| ModelInfo {
-                provider: provider_id.to_string(),
-                name: model.to_string(),
-                locality: status.provider.locality(),
-                context_length: None,
-                size_bytes: None,
-                parameter_size: None,
-                quantization: None,
-            });
+            let info = found.map_or_else(
+                || {
+                    std::borrow::Cow::Owned(ModelInfo {
+                        provider: provider_id.to_string(),
+                        name: model.to_string(),
+                        locality: status.provider.locality(),
+                        context_length: None,
+                        size_bytes: None,
+                        parameter_size: None,
+                        quantization: None,
+                    })
+                },
+                std::borrow::Cow::Borrowed,
+            );
             options.push(Option_ {
-                provider: Arc::clone(&status.provider),
+                provider: &status.provider,
                 info,
                 explicit_rank: Some(rank),
             });
@@ -616,8 +647,8 @@ pub fn select(input: &SelectionInput, catalog: &Catalog, cx: SelectorContext<'_>
                     }
                     for m in chat {
                         options.push(Option_ {
-                            provider: Arc::clone(&status.provider),
-                            info: m.clone(),
+                            provider: &status.provider,
+                            info: std::borrow::Cow::Borrowed(m),
                             explicit_rank: None,
                         });
                     }
@@ -718,25 +749,15 @@ pub fn select(input: &SelectionInput, catalog: &Catalog, cx: SelectorContext<'_>
                 "embedded model (last resort: runs when no local or cloud model can)".to_string()
             }
         };
-        let reason = format!(
-            "{reason}; score {:.3} (quality {:.2} for {}, reliability {:.2}, latency {:.2}, context {:.2}, cost {:.2}, locality {:.1})",
-            parts.total,
-            parts.quality,
-            input.task.as_str(),
-            parts.reliability,
-            parts.latency,
-            parts.context,
-            parts.cost,
-            parts.locality
-        );
         let cand = Candidate {
-            provider: Arc::clone(&opt.provider),
+            provider: Arc::clone(opt.provider),
             model: opt.info.name.clone(),
             reference: reference.clone(),
             reason,
             score: parts,
             context_window: window,
-            entry: entry.cloned(),
+            input_usd_per_mtok: entry.map_or(0.0, |e| e.input_usd_per_mtok),
+            output_usd_per_mtok: entry.map_or(0.0, |e| e.output_usd_per_mtok),
         };
         if let Some(until) = cx.open_breakers.get(&reference) {
             exclude(
