@@ -275,6 +275,9 @@ fn engine_config(max_parallel: usize) -> Result<EngineConfig, Failure> {
             .models
             .extend_from_file(&path)
             .map_err(|e| fail(2, e.to_string()))?;
+        if let Some(w) = config.models.weights {
+            config.weights = w;
+        }
     }
     Ok(config)
 }

@@ -401,3 +401,103 @@ fn approval_steps_ask_in_the_terminal() {
     let closed = run_with(None);
     assert!(closed.status.success(), "{}", text(&closed.stderr));
 }
+
+/// `nexus pause`, `nexus resume` and `nexus cancel` act on a run in another process.
+#[test]
+fn pause_resume_and_cancel_reach_a_run_in_another_process() {
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let server = rt
+        .block_on(nexus_tests::scripted::ScriptedServer::start(vec![
+            nexus_tests::scripted::Behavior::Paced(
+                vec!["a".into(), "b".into()],
+                std::time::Duration::from_millis(150),
+            ),
+        ]))
+        .expect("scripted server");
+    let dir = tempfile::tempdir().expect("tmp");
+    let db = dir.path().join("c.db");
+    let wf = dir.path().join("slow.yaml");
+    let mut y = String::from("id: slow\nsteps:\n");
+    for i in 0..8 {
+        y.push_str(&format!(
+            "  - id: s{i}\n    kind: llm\n    model: [openai:scripted]\n    prompt: step {i}\n    cache: false\n"
+        ));
+        if i > 0 {
+            y.push_str(&format!("    needs: [s{}]\n", i - 1));
+        }
+    }
+    std::fs::write(&wf, y).expect("write");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_nexus"));
+    scripted_env(&mut cmd, &db, &server.base_url);
+    let child = cmd
+        .args(["run", &wf.to_string_lossy(), "--json"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let store = || {
+        rt.block_on(nexus_store::SqliteStore::open(&db))
+            .expect("store")
+    };
+    // Wait for the run to be stored.
+    let run_id = loop {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        if db.exists()
+            && let Ok(runs) = rt.block_on(store().list_runs(1))
+            && let Some(r) = runs.first()
+        {
+            break r.run_id.clone();
+        }
+    };
+    let ctl = |verb: &str| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_nexus"));
+        scripted_env(&mut cmd, &db, &server.base_url);
+        let out = cmd.args([verb, &run_id]).output().expect("ctl");
+        assert!(out.status.success(), "{verb}: {}", text(&out.stderr));
+    };
+    let status = || rt.block_on(store().get_run(&run_id)).expect("run").status;
+    ctl("pause");
+    let mut seen = String::new();
+    for _ in 0..50 {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        seen = status();
+        if seen == "paused" {
+            break;
+        }
+    }
+    assert_eq!(seen, "paused");
+    // Paused: no new step starts.
+    std::thread::sleep(std::time::Duration::from_millis(600));
+    let n = rt
+        .block_on(store().get_run(&run_id))
+        .expect("run")
+        .steps
+        .len();
+    std::thread::sleep(std::time::Duration::from_millis(800));
+    assert_eq!(
+        rt.block_on(store().get_run(&run_id))
+            .expect("run")
+            .steps
+            .len(),
+        n,
+        "no step finished while paused"
+    );
+    ctl("resume");
+    for _ in 0..50 {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        if status() == "running" {
+            break;
+        }
+    }
+    assert_eq!(status(), "running");
+    ctl("cancel");
+    let out = child.wait_with_output().expect("wait");
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
+    assert_eq!(status(), "cancelled");
+    // A finished run cannot be resumed.
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_nexus"));
+    scripted_env(&mut cmd, &db, &server.base_url);
+    let again = cmd.args(["resume", &run_id]).output().expect("resume");
+    assert_eq!(again.status.code(), Some(2));
+    assert!(text(&again.stderr).contains("already finished"));
+}

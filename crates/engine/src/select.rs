@@ -131,14 +131,21 @@ impl CatalogEntry {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct CatalogFile {
+    #[serde(default)]
     models: Vec<CatalogEntry>,
+    #[serde(default)]
+    weights: Option<SelectorWeights>,
 }
 
-/// Known models: the built-in catalog plus the user's entries.
+/// Known models: the built-in catalog plus the user's entries, and the user's selector
+/// weights when their file sets them (`weights: {quality: 0.5, locality: 0.1, ...}`).
 #[derive(Debug, Clone, Default)]
 pub struct ModelCatalog {
     /// Entries; later entries with the same provider and name replace earlier ones.
     pub entries: Vec<CatalogEntry>,
+    /// Selector weights from the user's file, if any (missing weights keep their
+    /// defaults).
+    pub weights: Option<SelectorWeights>,
 }
 
 impl ModelCatalog {
@@ -162,6 +169,7 @@ impl ModelCatalog {
             })?;
         Ok(ModelCatalog {
             entries: file.models,
+            weights: file.weights,
         })
     }
 
@@ -176,6 +184,9 @@ impl ModelCatalog {
             message: e.to_string(),
         })?;
         let more = Self::parse(&text, &path.display().to_string())?;
+        if more.weights.is_some() {
+            self.weights = more.weights;
+        }
         for entry in more.entries {
             self.entries
                 .retain(|e| !(e.name == entry.name && e.provider == entry.provider));

@@ -432,6 +432,10 @@ fn the_builtin_catalog_parses_and_ranks_local_before_cloud_and_embedded_last() {
             .and_then(|e| e.context_window),
         Some(1000)
     );
+    std::fs::write(&file, "weights: {quality: 0.9, locality: 0.0}\n").expect("write");
+    extended.extend_from_file(&file).expect("weights");
+    let w = extended.weights.expect("weights read");
+    assert_eq!((w.quality, w.locality, w.reliability), (0.9, 0.0, 0.2));
     std::fs::write(&file, "models:\n  - name: x\n    prize: 1\n").expect("write");
     let err = extended.extend_from_file(&file).expect_err("unknown field");
     assert!(err.to_string().contains("models.yaml"), "{err}");

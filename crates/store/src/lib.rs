@@ -468,13 +468,23 @@ impl SqliteStore {
     /// # Errors
     /// [`Error::Query`].
     pub async fn take_control(&self, run_id: &str) -> Result<Option<String>, Error> {
-        let row = sqlx::query(
-            "UPDATE runs SET control = NULL WHERE run_id = ? AND control IS NOT NULL RETURNING control",
-        )
-        .bind(run_id)
-        .fetch_optional(&self.pool)
-        .await?;
-        Ok(row.map(|r| r.get("control")))
+        // (`UPDATE ... RETURNING` would return the new value, NULL.)
+        let pending: Option<String> = sqlx::query("SELECT control FROM runs WHERE run_id = ?")
+            .bind(run_id)
+            .fetch_optional(&self.pool)
+            .await?
+            .and_then(|r| r.try_get::<Option<String>, _>("control").ok().flatten());
+        let Some(request) = pending else {
+            return Ok(None);
+        };
+        // Clear it only if it is still the same request.
+        let cleared =
+            sqlx::query("UPDATE runs SET control = NULL WHERE run_id = ? AND control = ?")
+                .bind(run_id)
+                .bind(&request)
+                .execute(&self.pool)
+                .await?;
+        Ok((cleared.rows_affected() == 1).then_some(request))
     }
 
     /// The guardrail audit log, newest first.
