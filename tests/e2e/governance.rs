@@ -580,5 +580,28 @@ async fn humans_approve_retry_or_write_the_output_and_runs_pause() -> anyhow::Re
     assert_eq!(report.status, RunStatus::Succeeded);
     assert!(events.iter().any(|e| matches!(e, Event::RunPaused { .. })));
     assert!(events.iter().any(|e| matches!(e, Event::RunResumed { .. })));
+
+    // Paused while its last step runs: the step finishes and the run ends (nothing is left
+    // to start, so there is nothing to wait for).
+    let slow = ScriptedServer::start(vec![Behavior::Paced(
+        vec!["slow".into(), " reply".into()],
+        Duration::from_millis(200),
+    )])
+    .await?;
+    let e = engine(
+        vec![scripted(&slow, "scripted")?],
+        None,
+        EngineConfig::default(),
+    );
+    let options = RunOptions::default();
+    let control = options.control.clone();
+    let wf = plan(
+        "id: pause_last\nsteps:\n  - id: a\n    kind: llm\n    model: [openai:scripted]\n    prompt: Hi.\n",
+    );
+    let task = tokio::spawn(async move { go(&e, wf, options).await });
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    control.pause();
+    let (report, _) = tokio::time::timeout(Duration::from_secs(10), task).await???;
+    assert_eq!(report.status, RunStatus::Succeeded);
     Ok(())
 }

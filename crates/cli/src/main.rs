@@ -64,6 +64,9 @@ enum Command {
         /// Print the run report as JSON.
         #[arg(long)]
         json: bool,
+        /// Most `llm` steps in flight at once.
+        #[arg(long, default_value_t = 8)]
+        max_parallel: usize,
     },
     /// Pause a running run: steps in flight finish, no new step starts.
     Pause {
@@ -161,7 +164,10 @@ fn main() -> ExitCode {
             return ExitCode::from(4);
         }
     };
-    match runtime.block_on(dispatch(cli)) {
+    let result = runtime.block_on(dispatch(cli));
+    // Do not wait for a blocking read of the terminal that no question needs any more.
+    runtime.shutdown_background();
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(f) => {
             eprintln!("error: {}", f.message);
@@ -180,7 +186,11 @@ async fn dispatch(cli: Cli) -> Result<(), Failure> {
             max_parallel,
             fresh,
         } => run(&db, &file, &inputs, json, max_parallel, fresh).await,
-        Command::Resume { id, json } => resume(&db, &id, json).await,
+        Command::Resume {
+            id,
+            json,
+            max_parallel,
+        } => resume(&db, &id, json, max_parallel).await,
         Command::Pause { id } => control(&db, &id, "pause").await,
         Command::Cancel { id } => control(&db, &id, "cancel").await,
         Command::Errors => {
@@ -443,7 +453,7 @@ async fn control(db: &Path, id: &str, request: &str) -> Result<(), Failure> {
     Ok(())
 }
 
-async fn resume(db: &Path, id: &str, json: bool) -> Result<(), Failure> {
+async fn resume(db: &Path, id: &str, json: bool, max_parallel: usize) -> Result<(), Failure> {
     let store = Arc::new(SqliteStore::open(db).await?);
     let run = store.get_run(id).await.map_err(store_failure)?;
     if !matches!(
@@ -503,7 +513,16 @@ async fn resume(db: &Path, id: &str, json: bool) -> Result<(), Failure> {
         resume: Some(run.steps.clone()),
         ..RunOptions::default()
     };
-    execute(store, Arc::new(plan), inputs, options, json, 8).await
+    if !store
+        .claim_run(&run.run_id, run.owner_pid, run.heartbeat_at.as_deref())
+        .await?
+    {
+        return Err(fail(
+            2,
+            format!("run {} was just taken over by another process", run.run_id),
+        ));
+    }
+    execute(store, Arc::new(plan), inputs, options, json, max_parallel).await
 }
 
 fn validate(files: &[PathBuf], json: bool) -> Result<(), Failure> {

@@ -241,11 +241,53 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     }
 }
 
-/// Tokens and money spent.
+/// Tokens and money spent, and (for the run) reserved by calls in flight, so parallel
+/// steps cannot together pass the run's budget.
 #[derive(Debug, Clone, Copy, Default)]
 struct Spend {
     tokens: u64,
     cost_usd: f64,
+    reserved_tokens: u64,
+    reserved_cost_usd: f64,
+}
+
+impl Spend {
+    fn release(&mut self, tokens: u64, cost_usd: f64) {
+        self.reserved_tokens = self.reserved_tokens.saturating_sub(tokens);
+        self.reserved_cost_usd = (self.reserved_cost_usd - cost_usd).max(0.0);
+    }
+}
+
+/// Tokens and money left under the run's and the step's budgets (the smaller of each).
+fn left_of(
+    run_budget: Option<&Budget>,
+    step_budget: Option<&Budget>,
+    run: &Spend,
+    step: &Spend,
+) -> (Option<u64>, Option<f64>) {
+    let mut tokens: Option<u64> = None;
+    let mut cost: Option<f64> = None;
+    let mut limit = |b: &Budget, spent_tokens: u64, spent_cost: f64| {
+        if let Some(t) = b.max_tokens {
+            let left = t.saturating_sub(spent_tokens);
+            tokens = Some(tokens.map_or(left, |x| x.min(left)));
+        }
+        if let Some(c) = b.max_cost_usd {
+            let left = (c - spent_cost).max(0.0);
+            cost = Some(cost.map_or(left, |x| x.min(left)));
+        }
+    };
+    if let Some(b) = run_budget {
+        limit(
+            b,
+            run.tokens + run.reserved_tokens,
+            run.cost_usd + run.reserved_cost_usd,
+        );
+    }
+    if let Some(b) = step_budget {
+        limit(b, step.tokens, step.cost_usd);
+    }
+    (tokens, cost)
 }
 
 /// What every task of a run shares.
@@ -597,10 +639,14 @@ impl Engine {
                     json: rec.output_json.clone(),
                 }));
             }
+            // What the interrupted run already spent (cached steps spent nothing).
             if let Ok(mut spend) = shared.spend.lock() {
                 spend.tokens += rec
-                    .usage
-                    .map_or(0, |u| u.prompt_tokens + u.completion_tokens);
+                    .attempts
+                    .iter()
+                    .filter_map(|a| a.usage)
+                    .map(|u| u.prompt_tokens + u.completion_tokens)
+                    .sum::<u64>();
                 spend.cost_usd += rec.cost_usd.unwrap_or(0.0);
             }
             for &d in &plan.dependants[i] {
@@ -834,7 +880,8 @@ impl Engine {
             }
 
             if done.is_empty() {
-                if tasks.is_empty() && !paused {
+                // Nothing in flight and nothing ready: done, paused or not.
+                if tasks.is_empty() && (ready.is_empty() || !paused) {
                     break;
                 }
                 tokio::select! {
@@ -1159,6 +1206,13 @@ impl Engine {
             match self.ask(sh, request, None).await {
                 // Approved: the text goes on as written (redactions still apply).
                 Some(HumanDecision::Approve) => {}
+                Some(HumanDecision::Cancel) => {
+                    sh.cancel.cancel();
+                    return Err(ProviderError::new(
+                        ProviderErrorKind::Cancelled,
+                        "the run was cancelled at a guardrail question",
+                    ));
+                }
                 _ => {
                     return Err(ProviderError::new(
                         ProviderErrorKind::GuardrailBlock,
@@ -1180,25 +1234,7 @@ impl Engine {
         step: Spend,
     ) -> (Option<u64>, Option<f64>) {
         let run = *lock(&sh.spend);
-        let mut tokens: Option<u64> = None;
-        let mut cost: Option<f64> = None;
-        let mut limit = |b: &Budget, spent: Spend| {
-            if let Some(t) = b.max_tokens {
-                let left = t.saturating_sub(spent.tokens);
-                tokens = Some(tokens.map_or(left, |x| x.min(left)));
-            }
-            if let Some(c) = b.max_cost_usd {
-                let left = (c - spent.cost_usd).max(0.0);
-                cost = Some(cost.map_or(left, |x| x.min(left)));
-            }
-        };
-        if let Some(b) = &sh.budget {
-            limit(b, run);
-        }
-        if let Some(b) = &llm.budget {
-            limit(b, step);
-        }
-        (tokens, cost)
+        left_of(sh.budget.as_ref(), llm.budget.as_ref(), &run, &step)
     }
 
     async fn run_llm_step(&self, cx: LlmContext) -> (StepRecord, Option<StepOutput>) {
@@ -1223,35 +1259,39 @@ impl Engine {
                 rec
             };
 
-        // Guardrails on the input, before any provider sees it.
+        // Guardrails on the input (prompt, system, the substitute agent's system), before
+        // any provider sees it.
         let step_id = cx.step.id.clone();
-        let prompt = match self
-            .guard_text(&cx.sh, &step_id, "input", cx.prompt.clone(), &mut rec)
-            .await
-        {
-            Ok(p) => p,
-            Err(e) => {
-                return (
-                    finish(rec, &lad, StepStatus::Failed, Some(e.to_string())),
-                    None,
-                );
+        let stopped = |e: &ProviderError| {
+            if e.kind == ProviderErrorKind::Cancelled {
+                StepStatus::Cancelled
+            } else {
+                StepStatus::Failed
             }
         };
-        let system = match &cx.system {
-            Some(s) => match self
-                .guard_text(&cx.sh, &step_id, "input", s.clone(), &mut rec)
-                .await
-            {
-                Ok(s) => Some(s),
-                Err(e) => {
-                    return (
-                        finish(rec, &lad, StepStatus::Failed, Some(e.to_string())),
-                        None,
-                    );
-                }
-            },
-            None => None,
-        };
+        let mut guarded: Vec<Option<String>> = Vec::with_capacity(3);
+        for text in [
+            Some(&cx.prompt),
+            cx.system.as_ref(),
+            cx.substitute_system.as_ref(),
+        ] {
+            match text {
+                Some(t) => match self
+                    .guard_text(&cx.sh, &step_id, "input", t.clone(), &mut rec)
+                    .await
+                {
+                    Ok(t) => guarded.push(Some(t)),
+                    Err(e) => {
+                        let status = stopped(&e);
+                        return (finish(rec, &lad, status, Some(e.to_string())), None);
+                    }
+                },
+                None => guarded.push(None),
+            }
+        }
+        let substitute_system = guarded.pop().flatten();
+        let system = guarded.pop().flatten();
+        let prompt = guarded.pop().flatten().unwrap_or_default();
         rec.input = Some(prompt.clone());
 
         let messages = |system: Option<&String>, prompt: &str| {
@@ -1314,6 +1354,24 @@ impl Engine {
         {
             match store.cache_get(&cache_key).await {
                 Ok(Some(hit)) => {
+                    // The cached text passes this workflow's output guardrails too.
+                    let text = match self
+                        .guard_text(&cx.sh, &step_id, "output", hit.output.clone(), &mut rec)
+                        .await
+                    {
+                        Ok(t) => t,
+                        Err(e) => {
+                            let status = stopped(&e);
+                            return (finish(rec, &lad, status, Some(e.to_string())), None);
+                        }
+                    };
+                    let json = if text == hit.output {
+                        hit.output_json.clone()
+                    } else {
+                        hit.output_json
+                            .as_ref()
+                            .and_then(|_| parse_json_reply(&text).ok())
+                    };
                     rec.status = StepStatus::Succeeded;
                     rec.cached = true;
                     rec.model = hit.model.clone();
@@ -1322,16 +1380,10 @@ impl Engine {
                         hit.run_id
                     ));
                     rec.usage = hit.usage;
-                    rec.output = Some(hit.output.clone());
-                    rec.output_json = hit.output_json.clone();
+                    rec.output = Some(text.clone());
+                    rec.output_json = json.clone();
                     rec.duration_ms = ms(lad.t0.elapsed());
-                    return (
-                        rec,
-                        Some(StepOutput {
-                            text: hit.output,
-                            json: hit.output_json,
-                        }),
-                    );
+                    return (rec, Some(StepOutput { text, json }));
                 }
                 Ok(None) => {}
                 Err(e) => tracing::warn!("output cache unavailable: {e}"),
@@ -1348,6 +1400,7 @@ impl Engine {
                     selection.clone(),
                     &selection_for,
                     system.as_ref(),
+                    substitute_system.as_ref(),
                     &prompt,
                     &messages,
                 )
@@ -1361,10 +1414,8 @@ impl Engine {
                     {
                         Ok(t) => t,
                         Err(e) => {
-                            return (
-                                finish(rec, &lad, StepStatus::Failed, Some(e.to_string())),
-                                None,
-                            );
+                            let status = stopped(&e);
+                            return (finish(rec, &lad, status, Some(e.to_string())), None);
                         }
                     };
                     let json = if text == success.text {
@@ -1459,6 +1510,16 @@ impl Engine {
                         continue;
                     }
                     Some(HumanDecision::UseOutput { text }) => {
+                        let text = match self
+                            .guard_text(&cx.sh, &step_id, "output", text, &mut rec)
+                            .await
+                        {
+                            Ok(t) => t,
+                            Err(e) => {
+                                let status = stopped(&e);
+                                return (finish(rec, &lad, status, Some(e.to_string())), None);
+                            }
+                        };
                         rec.fallbacks.push(FallbackRecord {
                             from,
                             to: "human output".into(),
@@ -1533,6 +1594,7 @@ impl Engine {
                  + Sync
          ),
         system: Option<&String>,
+        substitute_system: Option<&String>,
         prompt: &str,
         messages: &(dyn Fn(Option<&String>, &str) -> Vec<Message> + Sync),
     ) -> Result<Success, ChainEnd> {
@@ -1561,40 +1623,59 @@ impl Engine {
 
         if ladder.simplify {
             let max_tokens = (base.max_tokens / 2).max(16);
-            let mut call = Call {
+            let probe = Call {
                 messages: Vec::new(),
                 max_tokens,
                 json_schema: None,
                 est_prompt: 0,
             };
-            let sel = selection_for(self, &cx.llm.model, &call, lad.spend);
+            let sel = selection_for(self, &cx.llm.model, &probe, lad.spend);
             let mut simple = sel.candidates;
             if !ladder.next_model {
                 simple.truncate(1);
             }
-            if !simple.is_empty() {
-                let sys_tokens = system.map_or(0, |s| estimate_tokens(s));
-                // Trim the prompt to the smallest known window among the candidates.
-                let window = simple
-                    .iter()
-                    .filter_map(|c| c.context_window)
-                    .min()
-                    .map(u64::from);
-                let mut text = prompt.to_string();
-                if let Some(w) = window {
-                    let room = w.saturating_sub(u64::from(max_tokens) + sys_tokens + 64);
-                    text = trim_middle(&text, usize::try_from(room * 4).unwrap_or(usize::MAX));
-                }
-                if let Some((schema, _)) = &cx.llm.output_schema {
-                    text.push_str(&format!(
+            let sys_tokens = system.map_or(0, |s| estimate_tokens(s));
+            let schema_note = cx
+                .llm
+                .output_schema
+                .as_ref()
+                .map(|(schema, _)| {
+                    format!(
                         "\n\nReply with only a JSON value that follows this JSON Schema:\n{schema}"
-                    ));
+                    )
+                })
+                .unwrap_or_default();
+            let note_tokens = estimate_tokens(&schema_note);
+            let now = Utc::now();
+            for cand in &simple {
+                // An open breaker still counts here, unless every candidate's is open.
+                if !sel.record.all_breakers_open
+                    && lock(&self.breakers).is_open(&cand.reference, now)
+                {
+                    continue;
                 }
-                call.est_prompt = estimate_tokens(&text) + sys_tokens + 8;
-                call.messages = messages(system, &text);
+                // The prompt trimmed to this model's window (head and tail kept).
+                let mut text = match cand.context_window {
+                    Some(w) => {
+                        let room = u64::from(w)
+                            .saturating_sub(u64::from(max_tokens) + sys_tokens + note_tokens + 64);
+                        if room < 256 {
+                            continue;
+                        }
+                        trim_middle(prompt, usize::try_from(room * 4).unwrap_or(usize::MAX))
+                    }
+                    None => prompt.to_string(),
+                };
+                text.push_str(&schema_note);
+                let call = Call {
+                    messages: messages(system, &text),
+                    max_tokens,
+                    json_schema: None,
+                    est_prompt: estimate_tokens(&text) + sys_tokens + 8,
+                };
                 rec.fallbacks.push(FallbackRecord {
                     from: lad.last_model.clone().unwrap_or_else(|| "chain".into()),
-                    to: format!("simplified parameters ({})", simple[0].reference),
+                    to: format!("simplified parameters ({})", cand.reference),
                     reason: format!(
                         "max_tokens {max_tokens}, prompt ~{} tokens, no structured-output constraint",
                         call.est_prompt
@@ -1607,7 +1688,7 @@ impl Engine {
                         rec,
                         lad,
                         &call,
-                        &simple,
+                        std::slice::from_ref(cand),
                         sel.record.all_breakers_open,
                         false,
                         "simplify",
@@ -1622,7 +1703,7 @@ impl Engine {
         }
 
         if let Some(sub) = &cx.llm.substitute {
-            let sub_system = cx.substitute_system.as_ref().or(system);
+            let sub_system = substitute_system.or(system);
             let call = Call {
                 messages: messages(sub_system, prompt),
                 max_tokens: base.max_tokens,
@@ -1671,6 +1752,7 @@ impl Engine {
         retries: bool,
         rung: &str,
     ) -> Result<Success, ChainEnd> {
+        let mut tried_any = false;
         for (ci, cand) in candidates.iter().enumerate() {
             let next = candidates.get(ci + 1).map(|c| c.reference.clone());
             let move_on = |rec: &mut StepRecord, reason: String| {
@@ -1703,32 +1785,43 @@ impl Engine {
             let mut repaired = false;
             let mut dropped = false;
             loop {
-                // Budgets, before the call.
-                let (tokens_left, cost_left) = self.budget_left(&cx.sh, &cx.llm, lad.spend);
+                // Budgets, before the call: check and reserve under one lock.
                 let projected = call.est_prompt + u64::from(call.max_tokens);
-                if let Some(left) = tokens_left
-                    && projected > left
-                {
-                    let e = ProviderError::new(
-                        ProviderErrorKind::BudgetExceeded,
-                        format!(
-                            "the call would use ~{projected} tokens but only {left} are left in the budget"
-                        ),
-                    );
-                    lad.last_error = Some(e.clone());
-                    return Err(ChainEnd::Stop(e));
-                }
                 let est_cost = cand.cost_usd(call.est_prompt, call.max_tokens.into());
-                if let Some(left) = cost_left
-                    && est_cost > left
-                {
-                    let e = ProviderError::new(
-                        ProviderErrorKind::BudgetExceeded,
-                        format!(
-                            "projected cost ${est_cost:.6} exceeds the ${left:.6} left in the budget"
-                        ),
+                let refused = {
+                    let mut run = lock(&cx.sh.spend);
+                    let (tokens_left, cost_left) = left_of(
+                        cx.sh.budget.as_ref(),
+                        cx.llm.budget.as_ref(),
+                        &run,
+                        &lad.spend,
                     );
+                    match (tokens_left, cost_left) {
+                        (Some(left), _) if projected > left => Some((
+                            true,
+                            format!(
+                                "the call would use ~{projected} tokens but only {left} are left in the budget"
+                            ),
+                        )),
+                        (_, Some(left)) if est_cost > left => Some((
+                            false,
+                            format!(
+                                "projected cost ${est_cost:.6} exceeds the ${left:.6} left in the budget"
+                            ),
+                        )),
+                        _ => {
+                            run.reserved_tokens += projected;
+                            run.reserved_cost_usd += est_cost;
+                            None
+                        }
+                    }
+                };
+                if let Some((tokens, message)) = refused {
+                    let e = ProviderError::new(ProviderErrorKind::BudgetExceeded, message);
                     lad.last_error = Some(e.clone());
+                    if tokens {
+                        return Err(ChainEnd::Stop(e));
+                    }
                     move_on(rec, e.to_string());
                     break;
                 }
@@ -1738,17 +1831,32 @@ impl Engine {
                     match b.try_acquire(&cand.reference, Utc::now()) {
                         Ok(a) => Some(a),
                         Err(_) if all_breakers_open => Some(Admission::Normal),
+                        // The last candidate of a chain in which no model could be tried:
+                        // try it anyway rather than fail without trying (Portkey).
+                        Err(_) if ci + 1 == candidates.len() && !tried_any => {
+                            Some(Admission::Normal)
+                        }
                         Err(until) => {
                             drop(b);
-                            move_on(
-                                rec,
-                                format!("circuit breaker open until {}", until.to_rfc3339()),
+                            let e = ProviderError::new(
+                                ProviderErrorKind::Unavailable,
+                                format!(
+                                    "circuit breaker of {} open until {}",
+                                    cand.reference,
+                                    until.to_rfc3339()
+                                ),
                             );
+                            move_on(rec, e.message.clone());
+                            lad.last_error = Some(e);
                             None
                         }
                     }
                 };
-                let Some(admission) = admission else { break };
+                let Some(admission) = admission else {
+                    lock(&cx.sh.spend).release(projected, est_cost);
+                    break;
+                };
+                tried_any = true;
 
                 lad.attempt_no += 1;
                 tries += 1;
@@ -1993,7 +2101,8 @@ impl Engine {
         let start = tokio::time::Instant::now();
         let first_token_at: Mutex<Option<u64>> = Mutex::new(None);
         let work = async {
-            let first_deadline = timeouts.first_token.map(|d| start + d);
+            // An absurd timeout (years) means no deadline rather than an overflow.
+            let first_deadline = timeouts.first_token.and_then(|d| start.checked_add(d));
             let open = cand.provider.chat(request);
             let mut stream = match first_deadline {
                 Some(deadline) => {
@@ -2015,7 +2124,9 @@ impl Engine {
             let mut seen_token = false;
             loop {
                 let deadline = if seen_token {
-                    timeouts.idle.map(|d| tokio::time::Instant::now() + d)
+                    timeouts
+                        .idle
+                        .and_then(|d| tokio::time::Instant::now().checked_add(d))
                 } else {
                     first_deadline
                 };

@@ -449,6 +449,32 @@ impl SqliteStore {
         Ok(())
     }
 
+    /// Takes over an interrupted run for this process, only if nobody else did since it
+    /// was read (its owner and heartbeat are still those given). Returns whether the
+    /// claim succeeded, so two `nexus resume` commands cannot both continue a run.
+    ///
+    /// # Errors
+    /// [`Error::Query`].
+    pub async fn claim_run(
+        &self,
+        run_id: &str,
+        owner_pid: Option<i64>,
+        heartbeat_at: Option<&str>,
+    ) -> Result<bool, Error> {
+        let done = sqlx::query(
+            "UPDATE runs SET owner_pid = ?, heartbeat_at = ?
+             WHERE run_id = ? AND owner_pid IS ? AND heartbeat_at IS ?",
+        )
+        .bind(i64::from(std::process::id()))
+        .bind(ts(&Utc::now()))
+        .bind(run_id)
+        .bind(owner_pid)
+        .bind(heartbeat_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
     /// Leaves a control request (`pause`, `resume`, `cancel`) for the process running
     /// the run.
     ///
