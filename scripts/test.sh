@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite: build dependencies, the embedded model, the real
-# OpenAI-compatible server the tests start, then every test of the workspace.
+# OpenAI-compatible server the tests start, then every test of the workspace, then the
+# editor's browser tests (scripts/test-ui.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-build-deps.sh
@@ -11,3 +12,4 @@ if cargo nextest --version >/dev/null 2>&1; then
 else
   cargo test --workspace --no-fail-fast
 fi
+scripts/test-ui.sh

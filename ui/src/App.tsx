@@ -1,0 +1,325 @@
+import { useCallback, useEffect, useMemo, useRef, useState, type DragEvent } from 'react';
+import {
+  Background,
+  Controls,
+  MiniMap,
+  ReactFlow,
+  ReactFlowProvider,
+  useReactFlow,
+  type Connection,
+} from '@xyflow/react';
+import '@xyflow/react/dist/style.css';
+import './styles.css';
+import { KINDS } from './registry';
+import { useEditor } from './store';
+import { StepNodeComponent } from './components/StepNode';
+import { Inspector } from './components/Inspector';
+import type { Backend, RunHandle } from './backend';
+
+const nodeTypes = { step: StepNodeComponent };
+
+function undo() {
+  useEditor.temporal.getState().undo();
+  useEditor.setState({ dirty: true });
+}
+function redo() {
+  useEditor.temporal.getState().redo();
+  useEditor.setState({ dirty: true });
+}
+
+function Palette() {
+  const addStep = useEditor((s) => s.addStep);
+  return (
+    <nav className="palette" data-testid="palette">
+      <div className="title">Steps</div>
+      {KINDS.map((k) => (
+        <div
+          key={k.kind}
+          className="palette-item"
+          data-testid={`palette-${k.kind}`}
+          draggable
+          title={k.description}
+          onDragStart={(e) => {
+            e.dataTransfer.setData('application/nexus-kind', k.kind);
+            e.dataTransfer.effectAllowed = 'move';
+          }}
+          onDoubleClick={() => addStep(k.kind, { x: 40, y: 40 })}
+        >
+          {k.kind}
+        </div>
+      ))}
+    </nav>
+  );
+}
+
+function Canvas() {
+  const nodes = useEditor((s) => s.nodes);
+  const edges = useEditor((s) => s.edges);
+  const onNodesChange = useEditor((s) => s.onNodesChange);
+  const onEdgesChange = useEditor((s) => s.onEdgesChange);
+  const connect = useEditor((s) => s.connect);
+  const addStep = useEditor((s) => s.addStep);
+  const { screenToFlowPosition } = useReactFlow();
+  const temporal = useEditor.temporal;
+
+  const onDrop = useCallback(
+    (e: DragEvent) => {
+      e.preventDefault();
+      const kind = e.dataTransfer.getData('application/nexus-kind');
+      if (!kind) return;
+      addStep(kind, screenToFlowPosition({ x: e.clientX, y: e.clientY }));
+    },
+    [addStep, screenToFlowPosition],
+  );
+
+  return (
+    <div className="canvas" data-testid="canvas" onDrop={onDrop} onDragOver={(e) => e.preventDefault()}>
+      <ReactFlow
+        nodes={nodes}
+        edges={edges}
+        nodeTypes={nodeTypes}
+        onNodesChange={onNodesChange}
+        onEdgesChange={onEdgesChange}
+        onConnect={(c: Connection) => c.source && c.target && connect(c.source, c.target)}
+        onNodeDragStart={() => temporal.getState().pause()}
+        onNodeDragStop={() => {
+          temporal.getState().resume();
+          // Record the final positions as one history entry.
+          useEditor.setState({ nodes: [...useEditor.getState().nodes], dirty: true });
+        }}
+        deleteKeyCode={['Delete', 'Backspace']}
+        multiSelectionKeyCode={['Shift', 'Meta', 'Control']}
+        fitView
+        onlyRenderVisibleElements
+      >
+        <Background />
+        <MiniMap pannable zoomable />
+        <Controls />
+      </ReactFlow>
+    </div>
+  );
+}
+
+function RunDialog({ onStart, onClose }: { onStart(inputs: Record<string, string>): void; onClose(): void }) {
+  const inputs = useEditor((s) => s.inputs);
+  const [values, setValues] = useState<Record<string, string>>(() =>
+    Object.fromEntries(
+      Object.entries(inputs).map(([k, v]) => [k, v.default === undefined ? '' : String(v.default)]),
+    ),
+  );
+  return (
+    <div className="dialog" data-testid="run-dialog">
+      <h3>Run inputs</h3>
+      {Object.entries(inputs).map(([name, spec]) => (
+        <label key={name} title={spec.description}>
+          {name}
+          <input
+            data-testid={`input-${name}`}
+            value={values[name] ?? ''}
+            onChange={(e) => setValues({ ...values, [name]: e.target.value })}
+          />
+        </label>
+      ))}
+      <div className="row">
+        <button data-testid="run-start" onClick={() => onStart(values)}>Start</button>
+        <button onClick={onClose}>Close</button>
+      </div>
+    </div>
+  );
+}
+
+function OpenDialog({ backend, onClose }: { backend: Backend; onClose(): void }) {
+  const [files, setFiles] = useState<string[]>([]);
+  const [templates, setTemplates] = useState<{ name: string; text: string }[]>([]);
+  const load = useEditor((s) => s.load);
+  useEffect(() => {
+    void backend.listWorkflows().then(setFiles);
+    void backend.templates().then(setTemplates);
+  }, [backend]);
+  return (
+    <div className="dialog" data-testid="open-dialog">
+      <h3>Open</h3>
+      {files.map((f) => (
+        <button
+          key={f}
+          data-testid={`open-${f}`}
+          onClick={async () => {
+            await load(f, await backend.readWorkflow(f));
+            onClose();
+          }}
+        >
+          {f}
+        </button>
+      ))}
+      <h3>New from template</h3>
+      {templates.map((t) => (
+        <button
+          key={t.name}
+          data-testid={`template-${t.name}`}
+          onClick={async () => {
+            await load(null, t.text);
+            useEditor.setState({ dirty: true });
+            onClose();
+          }}
+        >
+          {t.name}
+        </button>
+      ))}
+      <div className="row">
+        <button onClick={onClose}>Close</button>
+      </div>
+    </div>
+  );
+}
+
+function RunPanel({ handle }: { handle: RunHandle | null }) {
+  const run = useEditor((s) => s.run);
+  if (!run) return null;
+  return (
+    <section className="run-panel" data-testid="run-panel">
+      <div className="row">
+        <strong data-testid="run-status">{run.status}</strong>
+        {run.status === 'running' && handle && (
+          <button data-testid="run-cancel" onClick={() => handle.cancel()}>Cancel</button>
+        )}
+      </div>
+      <table>
+        <tbody>
+          {Object.entries(run.steps).map(([id, s]) => (
+            <tr key={id} data-testid={`run-row-${id}`}>
+              <td>{id}</td>
+              <td>{s.status}</td>
+              <td>{s.model ?? ''}</td>
+              <td>{s.durationMs !== undefined ? `${s.durationMs} ms` : ''}</td>
+              <td className="output" data-testid={`run-output-${id}`}>{s.error ?? s.tokens}</td>
+            </tr>
+          ))}
+        </tbody>
+      </table>
+    </section>
+  );
+}
+
+function Editor({ backend }: { backend: Backend }) {
+  const path = useEditor((s) => s.path);
+  const dirty = useEditor((s) => s.dirty);
+  const message = useEditor((s) => s.message);
+  const workflowId = useEditor((s) => s.workflowId);
+  const [dialog, setDialog] = useState<'open' | 'run' | null>(null);
+  const [handle, setHandle] = useState<RunHandle | null>(null);
+  const nodes = useEditor((s) => s.nodes);
+  const edges = useEditor((s) => s.edges);
+
+  // Live validation from the backend as the user edits.
+  useEffect(() => {
+    const t = setTimeout(() => {
+      void backend.validate(useEditor.getState().serialize()).then((d) => useEditor.getState().setDiagnostics(d));
+    }, 200);
+    return () => clearTimeout(t);
+  }, [backend, nodes, edges]);
+
+  const save = useCallback(
+    async (as: boolean) => {
+      let target = useEditor.getState().path;
+      if (as || !target) {
+        target = window.prompt('Save as', target ?? `workflows/${useEditor.getState().workflowId}.yaml`);
+        if (!target) return;
+      }
+      const text = useEditor.getState().serialize();
+      await backend.writeWorkflow(target, text);
+      useEditor.getState().markSaved(target, text);
+    },
+    [backend],
+  );
+
+  const startRun = useCallback(
+    async (inputs: Record<string, string>) => {
+      setDialog(null);
+      const text = useEditor.getState().serialize();
+      const h = await backend.run(text, inputs, (e) => useEditor.getState().applyEvent(e));
+      useEditor.getState().startRun(h.runId);
+      setHandle(h);
+    },
+    [backend],
+  );
+
+  // Keyboard shortcuts users expect.
+  useEffect(() => {
+    const onKey = (e: KeyboardEvent) => {
+      const target = e.target as HTMLElement;
+      if (target.closest('input, textarea')) return;
+      const mod = e.ctrlKey || e.metaKey;
+      if (mod && e.key.toLowerCase() === 'z' && !e.shiftKey) {
+        e.preventDefault();
+        undo();
+      } else if (mod && (e.key.toLowerCase() === 'y' || (e.key.toLowerCase() === 'z' && e.shiftKey))) {
+        e.preventDefault();
+        redo();
+      } else if (mod && e.key.toLowerCase() === 'c') {
+        useEditor.getState().copy();
+      } else if (mod && e.key.toLowerCase() === 'v') {
+        useEditor.getState().paste();
+      } else if (mod && e.key.toLowerCase() === 's') {
+        e.preventDefault();
+        void save(e.shiftKey);
+      }
+    };
+    window.addEventListener('keydown', onKey);
+    return () => window.removeEventListener('keydown', onKey);
+  }, [save]);
+
+  // Unsaved changes are never lost without a prompt.
+  useEffect(() => {
+    const onBeforeUnload = (e: BeforeUnloadEvent) => {
+      if (useEditor.getState().dirty) e.preventDefault();
+    };
+    window.addEventListener('beforeunload', onBeforeUnload);
+    return () => window.removeEventListener('beforeunload', onBeforeUnload);
+  }, []);
+
+  const title = useMemo(() => `${path ?? workflowId}${dirty ? ' •' : ''}`, [path, workflowId, dirty]);
+  return (
+    <div className="app">
+      <header className="toolbar">
+        <span className="title" data-testid="title">{title}</span>
+        <button data-testid="open" onClick={() => setDialog('open')}>Open / New</button>
+        <button data-testid="save" onClick={() => void save(false)}>Save</button>
+        <button data-testid="save-as" onClick={() => void save(true)}>Save as</button>
+        <button data-testid="undo" onClick={undo}>Undo</button>
+        <button data-testid="redo" onClick={redo}>Redo</button>
+        <button data-testid="delete" onClick={() => useEditor.getState().deleteSelected()}>Delete</button>
+        <button data-testid="layout" onClick={() => void useEditor.getState().layout()}>Auto-layout</button>
+        <button data-testid="run" onClick={() => setDialog('run')}>Run</button>
+      </header>
+      {message && (
+        <div className={`toast ${message.kind}`} data-testid="toast" onClick={() => useEditor.getState().setMessage(null)}>
+          {message.text}
+        </div>
+      )}
+      <main className="main">
+        <Palette />
+        <Canvas />
+        <Inspector />
+      </main>
+      <RunPanel handle={handle} />
+      {dialog === 'open' && <OpenDialog backend={backend} onClose={() => setDialog(null)} />}
+      {dialog === 'run' && <RunDialog onStart={(i) => void startRun(i)} onClose={() => setDialog(null)} />}
+    </div>
+  );
+}
+
+export function App({ backend }: { backend: Backend }) {
+  const started = useRef(false);
+  useEffect(() => {
+    if (started.current) return;
+    started.current = true;
+    void backend.templates().then((t) => {
+      if (t[0]) void useEditor.getState().load(null, t[0].text);
+    });
+  }, [backend]);
+  return (
+    <ReactFlowProvider>
+      <Editor backend={backend} />
+    </ReactFlowProvider>
+  );
+}

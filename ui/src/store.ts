@@ -1,0 +1,376 @@
+// The editor's state (zustand) with undo/redo of every graph edit (zundo's `temporal`
+// middleware over the steps and edges only; selection, run state and messages are not
+// history). State and actions are separate types.
+import { create } from 'zustand';
+import { temporal } from 'zundo';
+import {
+  applyEdgeChanges,
+  applyNodeChanges,
+  type Edge,
+  type EdgeChange,
+  type Node,
+  type NodeChange,
+} from '@xyflow/react';
+import ELK from 'elkjs/lib/elk.bundled.js';
+import type { Document } from 'yaml';
+import { parseWorkflow, reaches, serializeWorkflow, type StepData } from './workflow';
+import type { Diagnostic, EngineEvent } from './backend';
+
+export type StepStatus = 'queued' | 'running' | 'retrying' | 'succeeded' | 'failed' | 'skipped';
+
+export interface StepNodeData extends Record<string, unknown> {
+  step: StepData;
+}
+export type StepNode = Node<StepNodeData, 'step'>;
+
+export interface StepRun {
+  status: StepStatus;
+  tokens: string;
+  model?: string | null;
+  error?: string;
+  durationMs?: number;
+}
+
+export interface EditorState {
+  path: string | null;
+  /** The text as read or last saved (an unchanged workflow is saved as exactly this). */
+  original: string;
+  doc: Document | null;
+  workflowId: string;
+  inputs: Record<string, { type?: string; default?: unknown; description?: string }>;
+  nodes: StepNode[];
+  edges: Edge[];
+  dirty: boolean;
+  message: { kind: 'error' | 'info'; text: string } | null;
+  diagnostics: Diagnostic[];
+  run: { runId: string; status: string; steps: Record<string, StepRun> } | null;
+  clipboard: StepData[];
+}
+
+export interface EditorActions {
+  load(path: string | null, text: string): Promise<void>;
+  addStep(kind: string, position: { x: number; y: number }): string;
+  /** Adds the edge `source → target` (target needs source); refuses a cycle. */
+  connect(source: string, target: string): boolean;
+  onNodesChange(changes: NodeChange<StepNode>[]): void;
+  onEdgesChange(changes: EdgeChange[]): void;
+  updateField(id: string, key: string, value: unknown): void;
+  renameStep(id: string, next: string): boolean;
+  deleteSelected(): void;
+  copy(): void;
+  paste(): void;
+  layout(): Promise<void>;
+  serialize(): string;
+  markSaved(path: string, text: string): void;
+  setMessage(message: EditorState['message']): void;
+  setDiagnostics(d: Diagnostic[]): void;
+  startRun(runId: string): void;
+  applyEvent(e: EngineEvent): void;
+}
+
+const elk = new ELK();
+
+function toNodes(steps: StepData[]): StepNode[] {
+  return steps.map((step, i) => ({
+    id: step.id,
+    type: 'step',
+    position: step.position ?? { x: 0, y: i * 120 },
+    data: { step },
+  }));
+}
+
+function toEdges(steps: StepData[]): Edge[] {
+  return steps.flatMap((s) =>
+    s.needs.map((n) => ({ id: `${n}->${s.id}`, source: n, target: s.id })),
+  );
+}
+
+function stepsOf(nodes: StepNode[], edges: Edge[]): StepData[] {
+  return nodes.map((n) => ({
+    ...n.data.step,
+    id: n.id,
+    position: n.position,
+    needs: edges.filter((e) => e.target === n.id).map((e) => e.source),
+  }));
+}
+
+async function autoLayout(nodes: StepNode[], edges: Edge[]): Promise<StepNode[]> {
+  const graph = await elk.layout({
+    id: 'root',
+    layoutOptions: {
+      'elk.algorithm': 'layered',
+      'elk.direction': 'DOWN',
+      'elk.spacing.nodeNode': '40',
+      'elk.layered.spacing.nodeNodeBetweenLayers': '60',
+    },
+    children: nodes.map((n) => ({ id: n.id, width: 220, height: 90 })),
+    edges: edges.map((e) => ({ id: e.id, sources: [e.source], targets: [e.target] })),
+  });
+  const pos = new Map((graph.children ?? []).map((c) => [c.id, { x: c.x ?? 0, y: c.y ?? 0 }]));
+  return nodes.map((n) => ({ ...n, position: pos.get(n.id) ?? n.position }));
+}
+
+function freshId(kind: string, taken: Set<string>): string {
+  for (let i = 1; ; i++) {
+    const id = `${kind}_${i}`;
+    if (!taken.has(id)) return id;
+  }
+}
+
+export const useEditor = create<EditorState & EditorActions>()(
+  temporal(
+    (set, get) => ({
+      path: null,
+      original: '',
+      doc: null,
+      workflowId: 'untitled',
+      inputs: {},
+      nodes: [],
+      edges: [],
+      dirty: false,
+      message: null,
+      diagnostics: [],
+      run: null,
+      clipboard: [],
+
+      async load(path, text) {
+        const wf = parseWorkflow(text);
+        let nodes = toNodes(wf.steps);
+        const edges = toEdges(wf.steps);
+        if (wf.steps.some((s) => !s.position)) nodes = await autoLayout(nodes, edges);
+        set({
+          path,
+          original: text,
+          doc: wf.doc,
+          workflowId: wf.id,
+          inputs: wf.inputs,
+          nodes,
+          edges,
+          dirty: false,
+          run: null,
+          message: wf.errors.length
+            ? { kind: 'error', text: `${path ?? 'workflow'}:${wf.errors[0].line}:${wf.errors[0].column}: ${wf.errors[0].message}` }
+            : null,
+        });
+        useEditor.temporal.getState().clear();
+      },
+
+      addStep(kind, position) {
+        const taken = new Set(get().nodes.map((n) => n.id));
+        const id = freshId(kind, taken);
+        const fields: Record<string, unknown> =
+          kind === 'template' ? { template: '' } : { prompt: '' };
+        const node: StepNode = {
+          id,
+          type: 'step',
+          position,
+          data: { step: { id, kind, needs: [], fields } },
+        };
+        set({ nodes: [...get().nodes, node], dirty: true });
+        return id;
+      },
+
+      connect(source, target) {
+        const { edges, nodes } = get();
+        if (source === target) {
+          set({ message: { kind: 'error', text: `Refused: a step cannot depend on itself (\`${source}\`).` } });
+          return false;
+        }
+        if (edges.some((e) => e.source === source && e.target === target)) return false;
+        const path = reaches(edges, target, source);
+        if (path) {
+          const cycle = [...path, target].join(' → ');
+          set({ message: { kind: 'error', text: `Refused: connecting ${source} → ${target} would form a cycle: ${cycle}` } });
+          return false;
+        }
+        if (!nodes.some((n) => n.id === source) || !nodes.some((n) => n.id === target)) return false;
+        set({
+          edges: [...edges, { id: `${source}->${target}`, source, target }],
+          dirty: true,
+          message: null,
+        });
+        return true;
+      },
+
+      onNodesChange(changes) {
+        const structural = changes.some((c) => c.type === 'remove' || c.type === 'position');
+        set({ nodes: applyNodeChanges(changes, get().nodes), dirty: get().dirty || structural });
+        if (changes.some((c) => c.type === 'remove')) {
+          const ids = new Set(get().nodes.map((n) => n.id));
+          set({ edges: get().edges.filter((e) => ids.has(e.source) && ids.has(e.target)) });
+        }
+      },
+
+      onEdgesChange(changes) {
+        const removes = changes.some((c) => c.type === 'remove');
+        set({ edges: applyEdgeChanges(changes, get().edges), dirty: get().dirty || removes });
+      },
+
+      updateField(id, key, value) {
+        set({
+          nodes: get().nodes.map((n) =>
+            n.id === id
+              ? {
+                  ...n,
+                  data: {
+                    step: {
+                      ...n.data.step,
+                      fields: { ...n.data.step.fields, [key]: value },
+                    },
+                  },
+                }
+              : n,
+          ),
+          dirty: true,
+        });
+      },
+
+      renameStep(id, next) {
+        if (!/^[a-z_][a-z0-9_]*$/.test(next) || get().nodes.some((n) => n.id === next)) {
+          set({ message: { kind: 'error', text: `\`${next}\` is not a free lowercase identifier` } });
+          return false;
+        }
+        set({
+          nodes: get().nodes.map((n) =>
+            n.id === id ? { ...n, id: next, data: { step: { ...n.data.step, id: next } } } : n,
+          ),
+          edges: get().edges.map((e) => ({
+            ...e,
+            id: `${e.source === id ? next : e.source}->${e.target === id ? next : e.target}`,
+            source: e.source === id ? next : e.source,
+            target: e.target === id ? next : e.target,
+          })),
+          dirty: true,
+        });
+        return true;
+      },
+
+      deleteSelected() {
+        const { nodes, edges } = get();
+        const gone = new Set(nodes.filter((n) => n.selected).map((n) => n.id));
+        const edgesLeft = edges.filter(
+          (e) => !e.selected && !gone.has(e.source) && !gone.has(e.target),
+        );
+        if (!gone.size && edgesLeft.length === edges.length) return;
+        set({ nodes: nodes.filter((n) => !gone.has(n.id)), edges: edgesLeft, dirty: true });
+      },
+
+      copy() {
+        const { nodes, edges } = get();
+        const chosen = nodes.filter((n) => n.selected);
+        set({ clipboard: stepsOf(chosen, edges) });
+      },
+
+      paste() {
+        const { clipboard, nodes, edges } = get();
+        if (!clipboard.length) return;
+        const taken = new Set(nodes.map((n) => n.id));
+        const rename = new Map<string, string>();
+        for (const s of clipboard) {
+          const id = freshId(s.id.replace(/_\d+$/, ''), taken);
+          taken.add(id);
+          rename.set(s.id, id);
+        }
+        const added: StepNode[] = clipboard.map((s) => {
+          const id = rename.get(s.id)!;
+          return {
+            id,
+            type: 'step',
+            selected: true,
+            position: { x: (s.position?.x ?? 0) + 40, y: (s.position?.y ?? 0) + 40 },
+            data: { step: { ...s, id, needs: [] } },
+          };
+        });
+        const addedEdges: Edge[] = clipboard.flatMap((s) =>
+          s.needs
+            .filter((n) => rename.has(n))
+            .map((n) => ({
+              id: `${rename.get(n)}->${rename.get(s.id)}`,
+              source: rename.get(n)!,
+              target: rename.get(s.id)!,
+            })),
+        );
+        set({
+          nodes: [...nodes.map((n) => ({ ...n, selected: false })), ...added],
+          edges: [...edges, ...addedEdges],
+          dirty: true,
+        });
+      },
+
+      async layout() {
+        const nodes = await autoLayout(get().nodes, get().edges);
+        set({ nodes, dirty: true });
+      },
+
+      serialize() {
+        const { doc, dirty, original, nodes, edges } = get();
+        if (!dirty && doc) return original;
+        const target = doc ?? parseWorkflow('id: untitled\nsteps: []\n').doc;
+        return serializeWorkflow(target, stepsOf(nodes, edges));
+      },
+
+      markSaved(path, text) {
+        const wf = parseWorkflow(text);
+        set({ path, original: text, doc: wf.doc, dirty: false, message: { kind: 'info', text: `Saved ${path}` } });
+      },
+
+      setMessage(message) {
+        set({ message });
+      },
+
+      setDiagnostics(diagnostics) {
+        set({ diagnostics });
+      },
+
+      startRun(runId) {
+        const steps: Record<string, StepRun> = {};
+        for (const n of get().nodes) steps[n.id] = { status: 'queued', tokens: '' };
+        set({ run: { runId, status: 'running', steps } });
+      },
+
+      applyEvent(e) {
+        const run = get().run;
+        if (!run) return;
+        const steps = { ...run.steps };
+        const patch = (id: string, p: Partial<StepRun>) => {
+          steps[id] = { ...(steps[id] ?? { status: 'queued', tokens: '' }), ...p };
+        };
+        switch (e.type) {
+          case 'step_started':
+            patch(e.step_id, { status: e.attempt > 1 ? 'retrying' : 'running', model: e.model, tokens: '' });
+            break;
+          case 'token':
+            patch(e.step_id, { tokens: (steps[e.step_id]?.tokens ?? '') + e.text });
+            break;
+          case 'attempt_failed':
+            patch(e.step_id, { status: 'retrying', error: e.message });
+            break;
+          case 'step_succeeded':
+            patch(e.step_id, { status: 'succeeded', model: e.model, durationMs: e.duration_ms });
+            break;
+          case 'step_failed':
+            patch(e.step_id, { status: 'failed', error: e.error });
+            break;
+          case 'step_skipped':
+            patch(e.step_id, { status: 'skipped', error: e.reason });
+            break;
+          case 'run_finished':
+            set({ run: { ...run, steps, status: e.status } });
+            return;
+          default:
+            break;
+        }
+        set({ run: { ...run, steps } });
+      },
+    }),
+    {
+      // Only the graph is history; positions are recorded when a drag ends.
+      partialize: (s) => ({
+        nodes: s.nodes.map((n) => ({ id: n.id, type: n.type, position: n.position, data: n.data })),
+        edges: s.edges.map((e) => ({ id: e.id, source: e.source, target: e.target })),
+      }),
+      equality: (a, b) => JSON.stringify(a) === JSON.stringify(b),
+      limit: 200,
+    },
+  ),
+);
