@@ -125,9 +125,64 @@ test('a run shows each node status and the streamed tokens', async ({ page }) =>
   expect(ids.length).toBeGreaterThan(1);
   // A node is seen running with tokens streaming in, then every node succeeds.
   await expect(page.getByTestId(`tokens-${ids[0]}`)).toContainText('Hello');
+  // Every step succeeds: in the run panel, and on every node the canvas shows.
   for (const id of ids) {
-    await expect(page.getByTestId(`status-${id}`)).toHaveText('succeeded', { timeout: 15_000 });
+    await expect(page.getByTestId(`run-row-${id}`)).toContainText('succeeded', { timeout: 15_000 });
+  }
+  await page.getByTestId('canvas').locator('.react-flow__controls-fitview').click();
+  for (const id of ids) {
+    await expect(page.getByTestId(`status-${id}`)).toHaveText('succeeded');
   }
   await expect(page.getByTestId('run-status')).toHaveText('succeeded');
   await expect(page.getByTestId(`run-output-${ids[0]}`)).toContainText(`Hello from ${ids[0]}`);
+});
+
+test('the search palette adds a step and finds one', async ({ page }) => {
+  await loadText(page, TWO_STEPS);
+  await page.getByTestId('canvas').click({ position: { x: 5, y: 5 } });
+  await page.keyboard.press('Control+k');
+  await page.getByTestId('search-input').fill('approv');
+  await page.keyboard.press('Enter');
+  await expect(page.getByTestId('node-approval_1')).toBeVisible();
+  await page.keyboard.press('Control+k');
+  await page.getByTestId('search-input').fill('b');
+  await page.getByTestId('search-find-b').click();
+  await expect(page.getByTestId('field-id')).toHaveValue('b');
+});
+
+test('the model picker lists the models in the selector order and writes the choice', async ({ page }) => {
+  await loadText(page, `id: m\nsteps:\n  - id: ask\n    kind: llm\n    prompt: Hi\n    position: {x: 100, y: 100}\n`);
+  await page.getByTestId('node-ask').click();
+  const options = page.getByTestId('model-picker').locator('option');
+  await expect(options).toHaveCount(4);
+  await expect(options.nth(1)).toContainText('1. ollama:llama3.1:8b');
+  await page.getByTestId('model-picker').selectOption('embedded:smollm2-135m-instruct');
+  const text = await page.evaluate(() => window.nexus!.editor.getState().serialize());
+  expect(text).toContain('model: [ embedded:smollm2-135m-instruct ]');
+});
+
+test('validation errors show on the node and the field', async ({ page }) => {
+  await loadText(page, `id: v\nsteps:\n  - id: empty\n    kind: llm\n    position: {x: 100, y: 100}\n`);
+  await expect(page.getByTestId('node-error-empty')).toContainText('need a `prompt`');
+  await page.getByTestId('node-empty').click();
+  await expect(page.getByTestId('field-error-prompt')).toBeVisible();
+  await page.getByTestId('field-prompt').fill('Now it has one');
+  await expect(page.getByTestId('node-error-empty')).toHaveCount(0);
+});
+
+test('the timeline shows one bar per attempt, parallel steps side by side', async ({ page }) => {
+  await loadText(
+    page,
+    `id: t\nsteps:\n  - {id: root, kind: template, template: r, position: {x: 100, y: 50}}\n  - {id: left, kind: llm, prompt: l, needs: [root], retry: {max_attempts: 2}, position: {x: 0, y: 250}}\n  - {id: right, kind: llm, prompt: r, needs: [root], position: {x: 300, y: 250}}\n`,
+  );
+  await page.getByTestId('run').click();
+  await page.getByTestId('run-start').click();
+  await expect(page.getByTestId('run-status')).toHaveText('succeeded', { timeout: 15_000 });
+  await expect(page.getByTestId('gantt-bar-left-1')).toHaveAttribute('data-outcome', 'failed');
+  await expect(page.getByTestId('gantt-bar-left-2')).toHaveAttribute('data-outcome', 'succeeded');
+  await expect(page.getByTestId('gantt-bar-right-1')).toHaveAttribute('data-outcome', 'succeeded');
+  // `left` and `right` ran at the same time: their first bars start together.
+  const x = async (id: string) => Number(await page.getByTestId(id).getAttribute('x'));
+  expect(Math.abs((await x('gantt-bar-left-1')) - (await x('gantt-bar-right-1')))).toBeLessThan(30);
+  expect(await x('gantt-bar-left-1')).toBeGreaterThan(await x('gantt-bar-root-1'));
 });

@@ -14,6 +14,8 @@ import { KINDS } from './registry';
 import { useEditor } from './store';
 import { StepNodeComponent } from './components/StepNode';
 import { Inspector } from './components/Inspector';
+import { SearchPalette } from './components/SearchPalette';
+import { Timeline } from './components/Timeline';
 import type { Backend, RunHandle } from './backend';
 
 const nodeTypes = { step: StepNodeComponent };
@@ -196,6 +198,7 @@ function RunPanel({ handle }: { handle: RunHandle | null }) {
           ))}
         </tbody>
       </table>
+      <Timeline />
     </section>
   );
 }
@@ -205,7 +208,7 @@ function Editor({ backend }: { backend: Backend }) {
   const dirty = useEditor((s) => s.dirty);
   const message = useEditor((s) => s.message);
   const workflowId = useEditor((s) => s.workflowId);
-  const [dialog, setDialog] = useState<'open' | 'run' | null>(null);
+  const [dialog, setDialog] = useState<'open' | 'run' | 'search' | null>(null);
   const [handle, setHandle] = useState<RunHandle | null>(null);
   const nodes = useEditor((s) => s.nodes);
   const edges = useEditor((s) => s.edges);
@@ -236,8 +239,11 @@ function Editor({ backend }: { backend: Backend }) {
     async (inputs: Record<string, string>) => {
       setDialog(null);
       const text = useEditor.getState().serialize();
+      // The run state exists before the first event can arrive.
+      useEditor.getState().startRun('starting');
       const h = await backend.run(text, inputs, (e) => useEditor.getState().applyEvent(e));
-      useEditor.getState().startRun(h.runId);
+      const run = useEditor.getState().run;
+      if (run) useEditor.setState({ run: { ...run, runId: h.runId } });
       setHandle(h);
     },
     [backend],
@@ -247,8 +253,8 @@ function Editor({ backend }: { backend: Backend }) {
   useEffect(() => {
     const onKey = (e: KeyboardEvent) => {
       const target = e.target as HTMLElement;
-      if (target.closest('input, textarea')) return;
       const mod = e.ctrlKey || e.metaKey;
+      if (target.closest('input, textarea, select') && !(mod && ['k', 's'].includes(e.key.toLowerCase()))) return;
       if (mod && e.key.toLowerCase() === 'z' && !e.shiftKey) {
         e.preventDefault();
         undo();
@@ -259,6 +265,9 @@ function Editor({ backend }: { backend: Backend }) {
         useEditor.getState().copy();
       } else if (mod && e.key.toLowerCase() === 'v') {
         useEditor.getState().paste();
+      } else if (mod && e.key.toLowerCase() === 'k') {
+        e.preventDefault();
+        setDialog('search');
       } else if (mod && e.key.toLowerCase() === 's') {
         e.preventDefault();
         void save(e.shiftKey);
@@ -289,6 +298,7 @@ function Editor({ backend }: { backend: Backend }) {
         <button data-testid="redo" onClick={redo}>Redo</button>
         <button data-testid="delete" onClick={() => useEditor.getState().deleteSelected()}>Delete</button>
         <button data-testid="layout" onClick={() => void useEditor.getState().layout()}>Auto-layout</button>
+        <button data-testid="search" onClick={() => setDialog('search')}>Search (Ctrl+K)</button>
         <button data-testid="run" onClick={() => setDialog('run')}>Run</button>
       </header>
       {message && (
@@ -299,10 +309,11 @@ function Editor({ backend }: { backend: Backend }) {
       <main className="main">
         <Palette />
         <Canvas />
-        <Inspector />
+        <Inspector backend={backend} />
       </main>
       <RunPanel handle={handle} />
       {dialog === 'open' && <OpenDialog backend={backend} onClose={() => setDialog(null)} />}
+      {dialog === 'search' && <SearchPalette onClose={() => setDialog(null)} />}
       {dialog === 'run' && <RunDialog onStart={(i) => void startRun(i)} onClose={() => setDialog(null)} />}
     </div>
   );

@@ -29,7 +29,19 @@ export interface RunHandle {
   done: Promise<void>;
 }
 
+/** A model the selector can use now, in the selector's order. */
+export interface ModelEntry {
+  /** `provider:model`. */
+  reference: string;
+  locality: 'local' | 'cloud' | 'embedded';
+  /** Why it is at this rank. */
+  reason: string;
+  contextLength?: number | null;
+}
+
 export interface Backend {
+  /** Models available now, in the selector's order for a general step. */
+  models(): Promise<ModelEntry[]>;
   /** Workflow files in the workflows folder, by path. */
   listWorkflows(): Promise<string[]>;
   /** Example workflows to start a new one from. */

@@ -31,6 +31,15 @@ export interface StepRun {
   durationMs?: number;
 }
 
+export interface AttemptBar {
+  step: string;
+  attempt: number;
+  model?: string | null;
+  start: number;
+  end?: number;
+  outcome: 'running' | 'succeeded' | 'failed' | 'skipped';
+}
+
 export interface EditorState {
   path: string | null;
   /** The text as read or last saved (an unchanged workflow is saved as exactly this). */
@@ -43,7 +52,15 @@ export interface EditorState {
   dirty: boolean;
   message: { kind: 'error' | 'info'; text: string } | null;
   diagnostics: Diagnostic[];
-  run: { runId: string; status: string; steps: Record<string, StepRun> } | null;
+  run: {
+    runId: string;
+    status: string;
+    steps: Record<string, StepRun>;
+    /** When the run started (ms since the epoch, as the events arrived). */
+    startedAt: number;
+    /** One bar per attempt for the timeline, times in ms since the run started. */
+    attempts: AttemptBar[];
+  } | null;
   clipboard: StepData[];
 }
 
@@ -325,7 +342,7 @@ export const useEditor = create<EditorState & EditorActions>()(
       startRun(runId) {
         const steps: Record<string, StepRun> = {};
         for (const n of get().nodes) steps[n.id] = { status: 'queued', tokens: '' };
-        set({ run: { runId, status: 'running', steps } });
+        set({ run: { runId, status: 'running', steps, startedAt: Date.now(), attempts: [] } });
       },
 
       applyEvent(e) {
@@ -335,32 +352,45 @@ export const useEditor = create<EditorState & EditorActions>()(
         const patch = (id: string, p: Partial<StepRun>) => {
           steps[id] = { ...(steps[id] ?? { status: 'queued', tokens: '' }), ...p };
         };
+        const now = Date.now() - run.startedAt;
+        let attempts = run.attempts;
+        const close = (id: string, outcome: AttemptBar['outcome']) => {
+          attempts = attempts.map((a) =>
+            a.step === id && a.end === undefined ? { ...a, end: now, outcome } : a,
+          );
+        };
         switch (e.type) {
           case 'step_started':
             patch(e.step_id, { status: e.attempt > 1 ? 'retrying' : 'running', model: e.model, tokens: '' });
+            close(e.step_id, 'failed');
+            attempts = [...attempts, { step: e.step_id, attempt: e.attempt, model: e.model, start: now, outcome: 'running' }];
             break;
           case 'token':
             patch(e.step_id, { tokens: (steps[e.step_id]?.tokens ?? '') + e.text });
             break;
           case 'attempt_failed':
             patch(e.step_id, { status: 'retrying', error: e.message });
+            close(e.step_id, 'failed');
             break;
           case 'step_succeeded':
             patch(e.step_id, { status: 'succeeded', model: e.model, durationMs: e.duration_ms });
+            close(e.step_id, 'succeeded');
             break;
           case 'step_failed':
             patch(e.step_id, { status: 'failed', error: e.error });
+            close(e.step_id, 'failed');
             break;
           case 'step_skipped':
             patch(e.step_id, { status: 'skipped', error: e.reason });
+            close(e.step_id, 'skipped');
             break;
           case 'run_finished':
-            set({ run: { ...run, steps, status: e.status } });
+            set({ run: { ...run, steps, attempts, status: e.status } });
             return;
           default:
             break;
         }
-        set({ run: { ...run, steps } });
+        set({ run: { ...run, steps, attempts } });
       },
     }),
     {

@@ -20,6 +20,14 @@ export class TestBackend implements Backend {
     }
   }
 
+  async models() {
+    return [
+      { reference: 'ollama:llama3.1:8b', locality: 'local' as const, reason: 'installed Ollama model, family `llama3.1`', contextLength: 131072 },
+      { reference: 'openai:gpt-4o-mini', locality: 'cloud' as const, reason: 'configured cloud model', contextLength: 128000 },
+      { reference: 'embedded:smollm2-135m-instruct', locality: 'embedded' as const, reason: 'embedded model (last resort)', contextLength: 4096 },
+    ];
+  }
+
   async listWorkflows() {
     return [...this.files.keys()].sort();
   }
@@ -79,21 +87,31 @@ export class TestBackend implements Backend {
       while (remaining.length && !cancelled) {
         const ready = remaining.filter((s) => s.needs.every((n) => finished.has(n)));
         if (!ready.length) break;
-        for (const step of ready) {
-          if (cancelled) break;
-          onEvent({ type: 'step_started', run_id: runId, step_id: step.id, attempt: 1, model: 'embedded:smollm2-135m-instruct' });
-          for (const t of ['Hello', ' from', ` ${step.id}`]) {
-            await sleep(60);
-            if (cancelled) break;
-            onEvent({ type: 'token', run_id: runId, step_id: step.id, text: t });
-          }
-          if (cancelled) {
-            onEvent({ type: 'step_skipped', run_id: runId, step_id: step.id, reason: 'cancelled' });
-            break;
-          }
-          onEvent({ type: 'step_succeeded', run_id: runId, step_id: step.id, model: 'embedded:smollm2-135m-instruct', duration_ms: 180 });
-          finished.add(step.id);
-        }
+        // Ready steps run side by side, as the engine runs them.
+        await Promise.all(
+          ready.map(async (step) => {
+            // A step with a retry policy fails its first attempt once (to show retries).
+            const flaky = step.fields.retry !== undefined;
+            for (let attempt = 1; attempt <= (flaky ? 2 : 1); attempt++) {
+              onEvent({ type: 'step_started', run_id: runId, step_id: step.id, attempt, model: 'embedded:smollm2-135m-instruct' });
+              for (const t of ['Hello', ' from', ` ${step.id}`]) {
+                await sleep(60);
+                if (cancelled) break;
+                onEvent({ type: 'token', run_id: runId, step_id: step.id, text: t });
+              }
+              if (cancelled) {
+                onEvent({ type: 'step_skipped', run_id: runId, step_id: step.id, reason: 'cancelled' });
+                return;
+              }
+              if (flaky && attempt === 1) {
+                onEvent({ type: 'attempt_failed', run_id: runId, step_id: step.id, attempt, error_kind: 'transient', message: 'HTTP 503: overloaded' });
+                continue;
+              }
+              onEvent({ type: 'step_succeeded', run_id: runId, step_id: step.id, model: 'embedded:smollm2-135m-instruct', duration_ms: 180 * attempt });
+              finished.add(step.id);
+            }
+          }),
+        );
         remaining = remaining.filter((s) => !finished.has(s.id));
       }
       onEvent({ type: 'run_finished', run_id: runId, status: cancelled ? 'cancelled' : 'succeeded', duration_ms: Date.now() - started });

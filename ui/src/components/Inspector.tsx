@@ -1,6 +1,8 @@
 import { useMemo } from 'react';
 import { fieldsOf } from '../registry';
 import { useEditor } from '../store';
+import type { Backend } from '../backend';
+import { ModelPicker } from './ModelPicker';
 
 const TEXT_FIELDS = new Set(['prompt', 'system', 'template', 'when']);
 
@@ -19,7 +21,7 @@ function parseValue(raw: string): unknown {
 }
 
 /** The selected step's fields, with the variables its templates may use. */
-export function Inspector() {
+export function Inspector({ backend }: { backend: Backend }) {
   const node = useEditor((s) => s.nodes.find((n) => n.selected));
   const edges = useEditor((s) => s.edges);
   const inputs = useEditor((s) => s.inputs);
@@ -63,6 +65,16 @@ export function Inspector() {
       </label>
       <div className="kind">kind: {step.kind}</div>
       {fieldsOf(step.kind).map((f) => {
+        if (f.name === 'model') {
+          return (
+            <ModelPicker
+              key="model"
+              backend={backend}
+              value={step.fields.model}
+              onChange={(v) => updateField(step.id, 'model', v)}
+            />
+          );
+        }
         const errors = diagnostics.filter((d) => d.step === step.id && d.field === f.name);
         return (
           <label key={f.name} title={f.description}>
