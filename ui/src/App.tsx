@@ -92,6 +92,7 @@ function Canvas() {
         deleteKeyCode={['Delete', 'Backspace']}
         multiSelectionKeyCode={['Shift', 'Meta', 'Control']}
         fitView
+        minZoom={0.05}
         onlyRenderVisibleElements
       >
         <Background />
