@@ -55,6 +55,16 @@ enum Command {
         /// Ignore cached step outputs: run every step afresh.
         #[arg(long)]
         fresh: bool,
+        /// Run from this step: run it and its dependants again, reuse the other steps'
+        /// outputs from an earlier run (`--reuse`, default: this workflow's latest run).
+        #[arg(long, value_name = "STEP")]
+        from: Option<String>,
+        /// The run whose outputs `--from` reuses (id or prefix).
+        #[arg(long, value_name = "RUN", requires = "from")]
+        reuse: Option<String>,
+        /// Run up to this step: only it and the steps it depends on.
+        #[arg(long, value_name = "STEP")]
+        until: Option<String>,
     },
     /// Continue a run: a paused run is resumed by the process running it; an interrupted
     /// run (its process died) is continued here, keeping its completed steps.
@@ -185,7 +195,13 @@ async fn dispatch(cli: Cli) -> Result<(), Failure> {
             json,
             max_parallel,
             fresh,
-        } => run(&db, &file, &inputs, json, max_parallel, fresh).await,
+            from,
+            reuse,
+            until,
+        } => {
+            let partial = Partial { from, reuse, until };
+            run(&db, &file, &inputs, json, max_parallel, fresh, partial).await
+        }
         Command::Resume {
             id,
             json,
@@ -248,6 +264,13 @@ fn parse_inputs(raw: &[String]) -> Result<BTreeMap<String, String>, Failure> {
 /// How old a heartbeat may be before `nexus resume` treats the run as interrupted.
 const STALE_AFTER: chrono::TimeDelta = chrono::TimeDelta::seconds(5);
 
+/// "Run from this step" and "run up to this step".
+struct Partial {
+    from: Option<String>,
+    reuse: Option<String>,
+    until: Option<String>,
+}
+
 async fn run(
     db: &Path,
     file: &Path,
@@ -255,6 +278,7 @@ async fn run(
     json: bool,
     max_parallel: usize,
     fresh: bool,
+    partial: Partial,
 ) -> Result<(), Failure> {
     let plan = nexus_engine::load_file(file).map_err(|d| {
         diagnostics_failure(&d, &format!("{} is not a valid workflow", file.display()))
@@ -263,10 +287,43 @@ async fn run(
     let inputs = nexus_engine::resolve_inputs(&plan, &given)
         .map_err(|d| diagnostics_failure(&d, "the run's inputs are not valid"))?;
     let store = Arc::new(SqliteStore::open(db).await?);
-    let options = RunOptions {
+    let mut options = RunOptions {
         use_cache: !fresh,
         ..RunOptions::default()
     };
+    for step in [&partial.from, &partial.until].into_iter().flatten() {
+        if !plan.index.contains_key(step) {
+            return Err(fail(2, format!("the workflow has no step `{step}`")));
+        }
+    }
+    if let Some(step) = &partial.until {
+        options.only = Some(vec![step.clone()]);
+    }
+    if let Some(step) = &partial.from {
+        let source = match &partial.reuse {
+            Some(id) => store.resolve_run_id(id).await.map_err(store_failure)?,
+            None => store
+                .latest_run_of(&plan.workflow.id)
+                .await?
+                .ok_or_else(|| {
+                    fail(
+                        2,
+                        format!(
+                            "no earlier run of `{}` to reuse outputs from; run it once first",
+                            plan.workflow.id
+                        ),
+                    )
+                })?,
+        };
+        let earlier = store.get_run(&source).await.map_err(store_failure)?;
+        let again = plan.descendants(std::slice::from_ref(step));
+        let reused = earlier
+            .steps
+            .into_iter()
+            .filter(|s| !again.contains(&s.step_id))
+            .collect();
+        options.reuse = Some((source, reused));
+    }
     execute(store, Arc::new(plan), inputs, options, json, max_parallel).await
 }
 

@@ -501,3 +501,72 @@ fn pause_resume_and_cancel_reach_a_run_in_another_process() {
     assert_eq!(again.status.code(), Some(2));
     assert!(text(&again.stderr).contains("already finished"));
 }
+
+/// "Run from this step" reuses the earlier run's upstream outputs; "run up to this step"
+/// runs only what the step needs.
+#[test]
+fn run_from_and_until_a_step_reuse_and_limit_work() {
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let server = rt
+        .block_on(nexus_tests::scripted::ScriptedServer::start(vec![
+            nexus_tests::scripted::Behavior::Stream(vec!["out".into()]),
+        ]))
+        .expect("scripted server");
+    let dir = tempfile::tempdir().expect("tmp");
+    let db = dir.path().join("p.db");
+    let wf = dir.path().join("chain.yaml");
+    std::fs::write(
+        &wf,
+        "id: chain\nsteps:\n  - {id: a, kind: llm, model: [openai:scripted], prompt: A, cache: false}\n  - {id: b, kind: llm, model: [openai:scripted], needs: [a], prompt: \"B {{ steps.a.output }}\", cache: false}\n  - {id: c, kind: llm, model: [openai:scripted], needs: [b], prompt: \"C {{ steps.b.output }}\", cache: false}\n",
+    )
+    .expect("write");
+    let wf = wf.to_string_lossy().into_owned();
+    let nexus_run = |extra: &[&str]| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_nexus"));
+        scripted_env(&mut cmd, &db, &server.base_url);
+        let out = cmd
+            .args(["run", &wf, "--json"])
+            .args(extra)
+            .output()
+            .expect("run");
+        assert!(out.status.success(), "{extra:?}: {}", text(&out.stderr));
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).expect("report")
+    };
+    let first = nexus_run(&[]);
+    assert_eq!(server.arrivals().len(), 3);
+
+    // From `b`: `a` is reused from the first run, `b` and `c` run again.
+    let from = nexus_run(&["--from", "b"]);
+    assert_eq!(server.arrivals().len(), 5);
+    let steps = from["steps"].as_array().expect("steps");
+    let a = steps.iter().find(|s| s["step_id"] == "a").expect("a");
+    assert_eq!(a["cached"], true);
+    assert!(
+        a["model_reason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains(first["run_id"].as_str().expect("id")),
+        "{a}"
+    );
+
+    // Up to `b`: `c` is not run.
+    let until = nexus_run(&["--until", "b"]);
+    assert_eq!(server.arrivals().len(), 7);
+    let c = until["steps"]
+        .as_array()
+        .expect("steps")
+        .iter()
+        .find(|s| s["step_id"] == "c")
+        .expect("c")
+        .clone();
+    assert_eq!(c["status"], "skipped");
+
+    // An unknown step is a usage error.
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_nexus"));
+    scripted_env(&mut cmd, &db, &server.base_url);
+    let bad = cmd
+        .args(["run", &wf, "--until", "zz"])
+        .output()
+        .expect("run");
+    assert_eq!(bad.status.code(), Some(2));
+}

@@ -1096,6 +1096,40 @@ fn plan_step(
     })
 }
 
+impl Plan {
+    /// The indices of the named steps and every step they depend on ("run up to").
+    /// Unknown names are ignored.
+    pub fn ancestors(&self, ids: &[String]) -> HashSet<usize> {
+        let mut out = HashSet::new();
+        let mut stack: Vec<usize> = ids
+            .iter()
+            .filter_map(|id| self.index.get(id).copied())
+            .collect();
+        while let Some(i) = stack.pop() {
+            if out.insert(i) {
+                stack.extend(self.steps[i].needs.iter().copied());
+            }
+        }
+        out
+    }
+
+    /// The ids of the named steps and every step that depends on them ("run from": the
+    /// steps to run again; the others may reuse an earlier run's outputs).
+    pub fn descendants(&self, ids: &[String]) -> HashSet<String> {
+        let mut seen = HashSet::new();
+        let mut stack: Vec<usize> = ids
+            .iter()
+            .filter_map(|id| self.index.get(id).copied())
+            .collect();
+        while let Some(i) = stack.pop() {
+            if seen.insert(i) {
+                stack.extend(self.dependants[i].iter().copied());
+            }
+        }
+        seen.into_iter().map(|i| self.steps[i].id.clone()).collect()
+    }
+}
+
 /// Model requirements from a step's or agent's `model` field.
 fn requirements(spec: Option<&ModelSpec>) -> ModelRequirements {
     match spec {

@@ -144,6 +144,14 @@ pub struct RunOptions {
     /// Continue an interrupted run: the records of its completed steps (the run must
     /// exist in the store under `run_id`). Those steps are not run again.
     pub resume: Option<Vec<StepRecord>>,
+    /// "Run from this step": outputs of an earlier run (its id and step records) to reuse.
+    /// Each succeeded record of a step of this plan is copied into the new run (marked
+    /// cached, with the run it came from) instead of running the step; leave out the
+    /// records of the steps to run again (see [`Plan::descendants`]).
+    pub reuse: Option<(String, Vec<StepRecord>)>,
+    /// "Run up to this step": run only these steps and the steps they depend on; the
+    /// others are recorded as skipped.
+    pub only: Option<Vec<String>>,
 }
 
 impl Default for RunOptions {
@@ -156,6 +164,8 @@ impl Default for RunOptions {
             human: None,
             use_cache: true,
             resume: None,
+            reuse: None,
+            only: None,
         }
     }
 }
@@ -654,6 +664,81 @@ impl Engine {
             }
             records.push(rec);
         }
+        // Reused outputs and steps outside `only`: recorded at once, like kept records.
+        let mut extra: Vec<StepRecord> = Vec::new();
+        if let Some((from, reused)) = &options.reuse {
+            for rec in reused {
+                let Some(&i) = plan.index.get(&rec.step_id) else {
+                    continue;
+                };
+                if status[i].is_some() || rec.status != StepStatus::Succeeded {
+                    continue;
+                }
+                let mut r = rec.clone();
+                r.cached = true;
+                r.model_reason = Some(format!(
+                    "output reused from run {from}{}",
+                    rec.model_reason
+                        .as_deref()
+                        .map(|m| format!(" ({m})"))
+                        .unwrap_or_default()
+                ));
+                r.attempts.clear();
+                r.fallbacks.clear();
+                r.usage = None;
+                r.cost_usd = None;
+                r.duration_ms = 0;
+                r.started_at = Utc::now();
+                status[i] = Some(StepStatus::Succeeded);
+                extra.push(r);
+            }
+        }
+        if let Some(only) = &options.only {
+            let wanted = plan.ancestors(only);
+            for (i, step) in plan.steps.iter().enumerate() {
+                if status[i].is_none() && !wanted.contains(&i) {
+                    status[i] = Some(StepStatus::Skipped);
+                    extra.push(record_for(
+                        step,
+                        StepStatus::Skipped,
+                        Some(&format!("not needed to run up to `{}`", only.join("`, `"))),
+                        Utc::now(),
+                    ));
+                }
+            }
+        }
+        if !extra.is_empty() {
+            let finals: Vec<Event> = extra
+                .iter()
+                .filter_map(|r| {
+                    plan.index
+                        .get(&r.step_id)
+                        .map(|&i| final_event(&run_id, &plan.steps[i], r))
+                })
+                .collect();
+            if let Some(store) = &self.store {
+                let mut events = emitter.drain();
+                events.extend(finals.iter().cloned());
+                let batch: Vec<&StepRecord> = extra.iter().collect();
+                store.record_steps(&run_id, &batch, &events).await?;
+            }
+            emitter.publish(&finals);
+            for rec in extra {
+                let Some(&i) = plan.index.get(&rec.step_id) else {
+                    continue;
+                };
+                if rec.status == StepStatus::Succeeded {
+                    outputs[i] = Some(Arc::new(StepOutput {
+                        text: rec.output.clone().unwrap_or_default(),
+                        json: rec.output_json.clone(),
+                    }));
+                }
+                for &d in &plan.dependants[i] {
+                    pending[d] -= 1;
+                }
+                records.push(rec);
+            }
+        }
         let mut ready: Vec<usize> = (0..n)
             .filter(|&i| pending[i] == 0 && status[i].is_none())
             .rev()
@@ -937,7 +1022,8 @@ impl Engine {
                 records.push(rec);
                 for &d in &plan.dependants[i] {
                     pending[d] -= 1;
-                    if pending[d] == 0 {
+                    // A step already recorded (reused, or outside `only`) is not run.
+                    if pending[d] == 0 && status[d].is_none() {
                         ready.push(d);
                     }
                 }

@@ -449,6 +449,20 @@ impl SqliteStore {
         Ok(())
     }
 
+    /// The newest run of a workflow, if any (for "run from this step").
+    ///
+    /// # Errors
+    /// [`Error::Query`].
+    pub async fn latest_run_of(&self, workflow_id: &str) -> Result<Option<String>, Error> {
+        Ok(sqlx::query(
+            "SELECT run_id FROM runs WHERE workflow_id = ? ORDER BY started_at DESC, run_id DESC LIMIT 1",
+        )
+        .bind(workflow_id)
+        .fetch_optional(&self.pool)
+        .await?
+        .map(|r| r.get("run_id")))
+    }
+
     /// Takes over an interrupted run for this process, only if nobody else did since it
     /// was read (its owner and heartbeat are still those given). Returns whether the
     /// claim succeeded, so two `nexus resume` commands cannot both continue a run.
