@@ -186,3 +186,14 @@ test('the timeline shows one bar per attempt, parallel steps side by side', asyn
   expect(Math.abs((await x('gantt-bar-left-1')) - (await x('gantt-bar-right-1')))).toBeLessThan(30);
   expect(await x('gantt-bar-left-1')).toBeGreaterThan(await x('gantt-bar-root-1'));
 });
+
+test('a broken file opens with its error located and is not rewritten', async ({ page }) => {
+  const broken = 'id: broken\nsteps:\n  - id: a\n    kind: llm\n    prompt: "unclosed\n';
+  await page.evaluate((t) => window.nexus!.backend.files.set('workflows/broken.yaml', t), broken);
+  await page.getByTestId('open').click();
+  await page.getByTestId('open-workflows/broken.yaml').click();
+  await expect(page.getByTestId('toast')).toHaveText(/^workflows\/broken\.yaml:\d+:\d+: Missing closing "quote/);
+  await page.getByTestId('save').click();
+  const after = await page.evaluate(() => window.nexus!.backend.files.get('workflows/broken.yaml'));
+  expect(after).toBe(broken);
+});
