@@ -605,3 +605,61 @@ async fn humans_approve_retry_or_write_the_output_and_runs_pause() -> anyhow::Re
     assert_eq!(report.status, RunStatus::Succeeded);
     Ok(())
 }
+
+/// Answers after a delay, remembering when.
+struct Slow {
+    decided_at: Mutex<Option<chrono::DateTime<chrono::Utc>>>,
+}
+
+#[async_trait]
+impl HumanHandler for Slow {
+    async fn decide(&self, _: &HumanRequest) -> Option<HumanDecision> {
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        if let Ok(mut d) = self.decided_at.lock() {
+            *d = Some(chrono::Utc::now());
+        }
+        Some(HumanDecision::Skip)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn asking_a_human_pauses_the_run() -> anyhow::Result<()> {
+    let server = ScriptedServer::start(vec![Behavior::Status(401)]).await?;
+    let e = engine(
+        vec![scripted(&server, "scripted")?, embedded()?],
+        None,
+        EngineConfig::default(),
+    );
+    let human = Arc::new(Slow {
+        decided_at: Mutex::new(None),
+    });
+    let wf = plan(
+        "id: pause_ask\nsteps:\n  - id: a\n    kind: llm\n    model: [openai:scripted]\n    prompt: Hi.\n    fallback: {simplify: false, ask_human: true}\n  - id: x\n    kind: llm\n    model: [embedded]\n    prompt: Name a colour.\n    max_tokens: 4\n  - id: b\n    kind: template\n    needs: [x]\n    template: \"after {{ steps.x.output }}\"\n",
+    );
+    let (report, events) = go(
+        &e,
+        wf,
+        RunOptions {
+            human: Some(human.clone()),
+            ..RunOptions::default()
+        },
+    )
+    .await?;
+    assert_eq!(report.status, RunStatus::Succeeded, "{:?}", report.error);
+    let a = report.steps.iter().find(|s| s.step_id == "a").expect("a");
+    assert_eq!(a.status, StepStatus::Skipped, "the human skipped it");
+    let b = report.steps.iter().find(|s| s.step_id == "b").expect("b");
+    let decided = human
+        .decided_at
+        .lock()
+        .ok()
+        .and_then(|d| *d)
+        .expect("asked");
+    assert!(
+        b.started_at >= decided,
+        "no step started while the human was asked"
+    );
+    assert!(events.iter().any(|e| matches!(e, Event::RunPaused { .. })));
+    assert!(events.iter().any(|e| matches!(e, Event::RunResumed { .. })));
+    Ok(())
+}

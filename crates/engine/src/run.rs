@@ -312,6 +312,8 @@ struct RunShared {
     guard: Option<nexus_guard::Policy>,
     use_cache: bool,
     catalog: Arc<Catalog>,
+    /// The run's pause switch: the ladder's last rung pauses the run while it asks.
+    control: RunControl,
 }
 
 /// Outcome of one attempt.
@@ -629,6 +631,7 @@ impl Engine {
             guard,
             use_cache: options.use_cache,
             catalog,
+            control: options.control.clone(),
         });
 
         let mut pending: Vec<usize> = plan.steps.iter().map(|s| s.needs.len()).collect();
@@ -1134,6 +1137,11 @@ impl Engine {
         timeout: Option<Duration>,
     ) -> Option<HumanDecision> {
         let human = sh.human.as_ref()?;
+        // A failed step pauses the run while a human decides (no new step starts).
+        let pause = matches!(request, HumanRequest::StepFailed { .. }) && !sh.control.is_paused();
+        if pause {
+            sh.control.pause();
+        }
         sh.emitter.emit(Event::WaitingForHuman {
             run_id: sh.run_id.clone(),
             step_id: request.step_id().to_string(),
@@ -1156,6 +1164,9 @@ impl Engine {
             } => d,
             () = sh.cancel.cancelled() => None,
         };
+        if pause {
+            sh.control.resume();
+        }
         sh.emitter.emit(Event::HumanDecided {
             run_id: sh.run_id.clone(),
             step_id: request.step_id().to_string(),
