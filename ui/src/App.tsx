@@ -229,9 +229,13 @@ function Editor({ backend }: { backend: Backend }) {
         target = window.prompt('Save as', target ?? `workflows/${useEditor.getState().workflowId}.yaml`);
         if (!target) return;
       }
-      const text = useEditor.getState().serialize();
-      await backend.writeWorkflow(target, text);
-      useEditor.getState().markSaved(target, text);
+      try {
+        const text = useEditor.getState().serialize();
+        await backend.writeWorkflow(target, text);
+        useEditor.getState().markSaved(target, text);
+      } catch (e) {
+        useEditor.getState().setMessage({ kind: 'error', text: `Not saved: ${String(e)}` });
+      }
     },
     [backend],
   );
