@@ -663,3 +663,65 @@ async fn asking_a_human_pauses_the_run() -> anyhow::Result<()> {
     assert!(events.iter().any(|e| matches!(e, Event::RunResumed { .. })));
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cloud_scoped_guardrails_scrub_or_block_only_what_goes_to_the_cloud() -> anyhow::Result<()>
+{
+    let server = ScriptedServer::start(vec![ok(&["noted"])]).await?;
+    let e = engine(
+        vec![scripted(&server, "scripted")?, embedded()?],
+        None,
+        EngineConfig::default(),
+    );
+    // Redact e-mail addresses for the cloud only: the cloud model gets the scrubbed text,
+    // the step's own input (what a local model would see) keeps it.
+    let (report, _) = go(
+        &e,
+        plan("id: scoped\nguardrails:\n  rules:\n    - {detector: email, severity: medium, action: redact, scope: cloud}\nsteps:\n  - id: a\n    kind: llm\n    model: [openai:scripted, embedded]\n    prompt: \"Mail jane.doe@example.com the notes\"\n    max_tokens: 6\n"),
+        RunOptions::default(),
+    )
+    .await?;
+    assert_eq!(report.status, RunStatus::Succeeded, "{:?}", report.error);
+    let step = &report.steps[0];
+    assert_eq!(step.model.as_deref(), Some("openai:scripted"));
+    let sent = server.bodies()[0].to_string();
+    assert!(
+        !sent.contains("jane.doe@example.com") && sent.contains("[REDACTED:email]"),
+        "{sent}"
+    );
+    assert!(
+        step.input
+            .as_deref()
+            .unwrap_or_default()
+            .contains("jane.doe@example.com")
+    );
+    assert!(
+        step.guardrails
+            .iter()
+            .any(|g| g.stage == "input (cloud)" && g.action == "redact")
+    );
+
+    // Block for the cloud only: the cloud model is never called, a local model serves it.
+    let before = server.arrivals().len();
+    let (report, _) = go(
+        &e,
+        plan("id: scoped_block\nguardrails:\n  rules:\n    - {detector: email, severity: high, action: block, scope: cloud}\nsteps:\n  - id: a\n    kind: llm\n    model: [openai:scripted, embedded]\n    prompt: \"Mail jane.doe@example.com the notes\"\n    max_tokens: 6\n"),
+        RunOptions::default(),
+    )
+    .await?;
+    assert_eq!(report.status, RunStatus::Succeeded, "{:?}", report.error);
+    let step = &report.steps[0];
+    assert_eq!(
+        step.model.as_deref(),
+        Some("embedded:smollm2-135m-instruct")
+    );
+    assert_eq!(server.arrivals().len(), before, "nothing went to the cloud");
+    assert!(
+        step.fallbacks[0]
+            .reason
+            .contains("keep this text from cloud models"),
+        "{:?}",
+        step.fallbacks
+    );
+    Ok(())
+}

@@ -310,6 +310,8 @@ struct RunShared {
     spend: Mutex<Spend>,
     budget: Option<Budget>,
     guard: Option<nexus_guard::Policy>,
+    /// Rules with `scope: cloud`, applied to the messages of each cloud attempt.
+    guard_cloud: Option<nexus_guard::Policy>,
     use_cache: bool,
     catalog: Arc<Catalog>,
     /// The run's pause switch: the ladder's last rung pauses the run while it asks.
@@ -358,6 +360,8 @@ struct Ladder {
     last_model: Option<String>,
     spend: Spend,
     t0: Instant,
+    /// Whether the cloud-scope guardrail verdicts were recorded already.
+    cloud_verdicts_recorded: bool,
 }
 
 #[derive(Serialize)]
@@ -559,17 +563,25 @@ impl Engine {
         let n = plan.steps.len();
         self.load_state().await?;
 
-        let guard = match &plan.workflow.guardrails {
-            Some(g) if !g.enabled => None,
-            Some(g) if !g.rules.is_empty() => Some(
-                nexus_guard::Policy::new(g.rules.clone())
-                    .map_err(|e| EngineError::Guardrails(e.to_string()))?,
-            ),
-            _ => Some(
-                nexus_guard::Policy::new(nexus_guard::default_rules())
-                    .map_err(|e| EngineError::Guardrails(e.to_string()))?,
-            ),
+        // Guardrails: rules for every text, and rules only for text bound to the cloud.
+        let rules = match &plan.workflow.guardrails {
+            Some(g) if !g.enabled => Vec::new(),
+            Some(g) if !g.rules.is_empty() => g.rules.clone(),
+            _ => nexus_guard::default_rules(),
         };
+        let policy_of =
+            |scope: nexus_guard::Scope| -> Result<Option<nexus_guard::Policy>, EngineError> {
+                let chosen: Vec<nexus_guard::Rule> =
+                    rules.iter().filter(|r| r.scope == scope).copied().collect();
+                if chosen.is_empty() {
+                    return Ok(None);
+                }
+                nexus_guard::Policy::new(chosen)
+                    .map(Some)
+                    .map_err(|e| EngineError::Guardrails(e.to_string()))
+            };
+        let guard = policy_of(nexus_guard::Scope::All)?;
+        let guard_cloud = policy_of(nexus_guard::Scope::Cloud)?;
 
         let prior = options.resume.clone().unwrap_or_default();
         if let Some(store) = &self.store {
@@ -629,6 +641,7 @@ impl Engine {
             spend: Mutex::new(Spend::default()),
             budget: plan.workflow.budget.clone(),
             guard,
+            guard_cloud,
             use_cache: options.use_cache,
             catalog,
             control: options.control.clone(),
@@ -1342,6 +1355,7 @@ impl Engine {
             last_model: None,
             spend: Spend::default(),
             t0: Instant::now(),
+            cloud_verdicts_recorded: false,
         };
         let mut rec = record_for(&cx.step, StepStatus::Failed, None, started_at);
         rec.input = Some(cx.prompt.clone());
@@ -1877,6 +1891,20 @@ impl Engine {
             }
             lad.last_model = Some(cand.reference.clone());
             let mut call = call.clone();
+            // Guardrails tied to routing: `scope: cloud` rules scrub or block the text on
+            // its way to a cloud model; a block moves on to the next (local) model.
+            if cand.locality() == Locality::Cloud
+                && let Some(policy) = &cx.sh.guard_cloud
+            {
+                match self.guard_for_cloud(cx, rec, lad, policy, &call.messages) {
+                    Ok(messages) => call.messages = messages,
+                    Err(e) => {
+                        move_on(rec, e.to_string());
+                        lad.last_error = Some(e);
+                        continue;
+                    }
+                }
+            }
             let mut delays = retry_delays(&cx.step.retry);
             let mut tries = 0u32;
             let mut repaired = false;
@@ -2136,6 +2164,70 @@ impl Engine {
             }
         }
         Err(ChainEnd::Exhausted)
+    }
+
+    /// Applies the cloud-scope rules to the messages of a cloud attempt: the redacted
+    /// messages, or the guardrail error that keeps this text from cloud models.
+    fn guard_for_cloud(
+        &self,
+        cx: &LlmContext,
+        rec: &mut StepRecord,
+        lad: &mut Ladder,
+        policy: &nexus_guard::Policy,
+        messages: &[Message],
+    ) -> Result<Vec<Message>, ProviderError> {
+        let mut out = Vec::with_capacity(messages.len());
+        let mut findings = Vec::new();
+        let mut stopped = false;
+        let record = !lad.cloud_verdicts_recorded;
+        for m in messages {
+            let outcome = policy.apply(&m.content);
+            stopped |= outcome.blocked || outcome.needs_approval;
+            for v in &outcome.verdicts {
+                let action = serde_json::to_value(v.action)
+                    .ok()
+                    .and_then(|a| a.as_str().map(str::to_owned))
+                    .unwrap_or_default();
+                findings.push(format!("{} {} ({action})", v.count, v.detector.as_str()));
+                if record {
+                    let severity = serde_json::to_value(v.severity)
+                        .ok()
+                        .and_then(|a| a.as_str().map(str::to_owned))
+                        .unwrap_or_default();
+                    cx.sh.emitter.emit(Event::GuardrailVerdict {
+                        run_id: cx.sh.run_id.clone(),
+                        step_id: cx.step.id.clone(),
+                        stage: "input (cloud)".into(),
+                        detector: v.detector.as_str().to_string(),
+                        action: action.clone(),
+                        count: v.count,
+                    });
+                    rec.guardrails.push(GuardrailRecord {
+                        stage: "input (cloud)".into(),
+                        detector: v.detector.as_str().to_string(),
+                        severity,
+                        action,
+                        count: v.count,
+                        sample: v.sample.clone(),
+                    });
+                }
+            }
+            out.push(Message {
+                role: m.role,
+                content: outcome.text,
+            });
+        }
+        lad.cloud_verdicts_recorded = true;
+        if stopped {
+            return Err(ProviderError::new(
+                ProviderErrorKind::GuardrailBlock,
+                format!(
+                    "guardrails keep this text from cloud models: {}",
+                    findings.join(", ")
+                ),
+            ));
+        }
+        Ok(out)
     }
 
     /// Records an attempt's outcome in the breaker and the statistics, and persists them.

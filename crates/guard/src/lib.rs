@@ -48,6 +48,6 @@ mod scanner;
 mod validate;
 
 pub use detector::{Category, Detector, Finding};
-pub use policy::{GuardAction, Outcome, Policy, Rule, Severity, Verdict, default_rules};
+pub use policy::{GuardAction, Outcome, Policy, Rule, Scope, Severity, Verdict, default_rules};
 pub use scanner::{GuardError, Scanner, redact};
 pub use validate::mask;

@@ -40,10 +40,30 @@ pub enum GuardAction {
     Warn,
 }
 
+/// Which text a rule guards. Guardrails tied to routing: a `cloud` rule scrubs or blocks
+/// text only on its way to a cloud provider, so a local model may still see it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Scope {
+    /// Every step input (before any provider) and output (the default).
+    #[default]
+    All,
+    /// Only inputs sent to a cloud provider; a block makes the step fall back to a local
+    /// model instead of failing.
+    Cloud,
+}
+
+impl Scope {
+    /// Whether this is [`Scope::All`] (the default, left out when serialising).
+    pub fn is_all(&self) -> bool {
+        *self == Scope::All
+    }
+}
+
 /// One policy rule: what happens when `detector` fires.
 ///
-/// JSON/YAML shape: `{"detector": "openai_key", "severity": "critical", "action": "redact"}`;
-/// unknown fields are rejected.
+/// JSON/YAML shape: `{"detector": "openai_key", "severity": "critical", "action": "redact"}`,
+/// optionally with `"scope": "cloud"`; unknown fields are rejected.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Rule {
@@ -53,6 +73,9 @@ pub struct Rule {
     pub severity: Severity,
     /// Action taken on every finding of this detector.
     pub action: GuardAction,
+    /// Which text the rule guards (default: all).
+    #[serde(default, skip_serializing_if = "Scope::is_all")]
+    pub scope: Scope,
 }
 
 /// The default rules, one per detector. Nothing blocks by default: a prompt that quotes a
@@ -91,6 +114,7 @@ pub fn default_rules() -> Vec<Rule> {
                 detector,
                 severity,
                 action,
+                scope: Scope::All,
             }
         })
         .collect()

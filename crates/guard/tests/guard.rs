@@ -253,6 +253,7 @@ fn rule(detector: Detector, severity: Severity, action: GuardAction) -> Rule {
         detector,
         severity,
         action,
+        scope: nexus_guard::Scope::All,
     }
 }
 
