@@ -1,13 +1,29 @@
-import { Handle, Position, type NodeProps } from '@xyflow/react';
+import { Handle, Position, useStore, type NodeProps } from '@xyflow/react';
 import { memo, useMemo } from 'react';
 import { useEditor, type StepNode as StepNodeType } from '../store';
 
 /** One step on the canvas: id, kind, live status and streamed tokens, inline errors. */
+/** Below this zoom a node draws only its id and status colour (level of detail). */
+const DETAIL_ZOOM = 0.45;
+
 function StepNodeView({ id, data, selected }: NodeProps<StepNodeType>) {
+  const detailed = useStore((s) => s.transform[2] >= DETAIL_ZOOM);
   const run = useEditor((s) => s.run?.steps[id]);
   const diagnostics = useEditor((s) => s.diagnostics);
   const errors = useMemo(() => diagnostics.filter((d) => d.step === id), [diagnostics, id]);
   const step = data.step;
+  if (!detailed) {
+    return (
+      <div
+        className={`step compact ${selected ? 'selected' : ''} ${run ? `status-${run.status}` : ''} ${errors.length ? 'has-error' : ''}`}
+        data-testid={`node-${id}`}
+      >
+        <Handle type="target" position={Position.Top} />
+        <span className="step-id">{id}</span>
+        <Handle type="source" position={Position.Bottom} />
+      </div>
+    );
+  }
   const preview = String(step.fields.prompt ?? step.fields.template ?? '').slice(0, 60);
   return (
     <div
