@@ -484,18 +484,25 @@ fn recent_heartbeat(run: &nexus_store::StoredRun) -> bool {
         .is_some_and(|t| chrono::Utc::now() - t.with_timezone(&chrono::Utc) < STALE_AFTER)
 }
 
-async fn control(db: &Path, id: &str, request: &str) -> Result<(), Failure> {
-    let store = SqliteStore::open(db).await?;
-    let run = store.get_run(id).await.map_err(store_failure)?;
-    if !matches!(
+/// A run that `pause`, `cancel` or `resume` may act on: not finished yet.
+fn ensure_unfinished(run: &nexus_store::StoredRun) -> Result<(), Failure> {
+    if matches!(
         run.status.as_str(),
         "running" | "paused" | "waiting_for_human"
     ) {
-        return Err(fail(
+        Ok(())
+    } else {
+        Err(fail(
             2,
             format!("run {} has already finished ({})", run.run_id, run.status),
-        ));
+        ))
     }
+}
+
+async fn control(db: &Path, id: &str, request: &str) -> Result<(), Failure> {
+    let store = SqliteStore::open(db).await?;
+    let run = store.get_run(id).await.map_err(store_failure)?;
+    ensure_unfinished(&run)?;
     if !heartbeat_is_fresh(&run) {
         return Err(fail(
             2,
@@ -513,15 +520,7 @@ async fn control(db: &Path, id: &str, request: &str) -> Result<(), Failure> {
 async fn resume(db: &Path, id: &str, json: bool, max_parallel: usize) -> Result<(), Failure> {
     let store = Arc::new(SqliteStore::open(db).await?);
     let run = store.get_run(id).await.map_err(store_failure)?;
-    if !matches!(
-        run.status.as_str(),
-        "running" | "paused" | "waiting_for_human"
-    ) {
-        return Err(fail(
-            2,
-            format!("run {} has already finished ({})", run.run_id, run.status),
-        ));
-    }
+    ensure_unfinished(&run)?;
     if heartbeat_is_fresh(&run) {
         // Alive in another process: ask it to resume (a no-op unless paused).
         store.request_control(&run.run_id, "resume").await?;

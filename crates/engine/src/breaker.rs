@@ -660,6 +660,18 @@ impl Breakers {
         self.map.get(key).map(Breaker::snapshot)
     }
 
+    /// The breakers open at `now`, each with the time it half-opens (for the selector's
+    /// filter), without copying their windows.
+    pub fn open_at(&self, now: DateTime<Utc>) -> HashMap<String, DateTime<Utc>> {
+        self.map
+            .iter()
+            .filter_map(|(key, breaker)| match breaker.state(now) {
+                BreakerState::Open { until } => Some((key.clone(), until)),
+                _ => None,
+            })
+            .collect()
+    }
+
     /// The persisted form of every breaker, sorted by key.
     pub fn snapshots(&self) -> Vec<(String, BreakerSnapshot)> {
         let mut all: Vec<_> = self

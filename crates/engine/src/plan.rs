@@ -92,6 +92,20 @@ pub struct LlmAction {
     pub budget: Option<Budget>,
 }
 
+impl LlmAction {
+    /// The instruction that carries the output schema in the prompt when it cannot be a
+    /// constraint (a server that refuses structured output, the ladder's simplified rung);
+    /// empty without a schema.
+    pub fn schema_note(&self) -> String {
+        self.output_schema
+            .as_ref()
+            .map(|(schema, _)| {
+                format!("\n\nReply with only a JSON value that follows this JSON Schema:\n{schema}")
+            })
+            .unwrap_or_default()
+    }
+}
+
 /// One step of a [`Plan`].
 #[derive(Debug, Clone)]
 pub struct PlannedStep {

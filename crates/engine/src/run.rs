@@ -497,18 +497,9 @@ impl Engine {
 
     /// Ranks the candidates for a step input with the current breakers and statistics.
     pub fn rank(&self, input: &SelectionInput, catalog: &Catalog) -> crate::select::Selection {
-        let now = Utc::now();
-        let stats = lock(&self.stats).clone();
-        let open: HashMap<String, chrono::DateTime<Utc>> = {
-            let b = lock(&self.breakers);
-            b.snapshots()
-                .into_iter()
-                .filter_map(|(k, _)| match b.state(&k, now) {
-                    BreakerState::Open { until } => Some((k, until)),
-                    _ => None,
-                })
-                .collect()
-        };
+        let open = lock(&self.breakers).open_at(Utc::now());
+        // Held while ranking (a few microseconds) instead of copying the statistics.
+        let stats = lock(&self.stats);
         select(
             input,
             catalog,
@@ -658,13 +649,7 @@ impl Engine {
             if status[i].is_some() {
                 continue;
             }
-            status[i] = Some(rec.status);
-            if rec.status == StepStatus::Succeeded {
-                outputs[i] = Some(Arc::new(StepOutput {
-                    text: rec.output.clone().unwrap_or_default(),
-                    json: rec.output_json.clone(),
-                }));
-            }
+            keep_record(&plan, i, &rec, &mut status, &mut outputs, &mut pending);
             // What the interrupted run already spent (cached steps spent nothing).
             if let Ok(mut spend) = shared.spend.lock() {
                 spend.tokens += rec
@@ -674,9 +659,6 @@ impl Engine {
                     .map(|u| u.prompt_tokens + u.completion_tokens)
                     .sum::<u64>();
                 spend.cost_usd += rec.cost_usd.unwrap_or(0.0);
-            }
-            for &d in &plan.dependants[i] {
-                pending[d] -= 1;
             }
             records.push(rec);
         }
@@ -743,15 +725,7 @@ impl Engine {
                 let Some(&i) = plan.index.get(&rec.step_id) else {
                     continue;
                 };
-                if rec.status == StepStatus::Succeeded {
-                    outputs[i] = Some(Arc::new(StepOutput {
-                        text: rec.output.clone().unwrap_or_default(),
-                        json: rec.output_json.clone(),
-                    }));
-                }
-                for &d in &plan.dependants[i] {
-                    pending[d] -= 1;
-                }
+                keep_record(&plan, i, &rec, &mut status, &mut outputs, &mut pending);
                 records.push(rec);
             }
         }
@@ -1269,34 +1243,11 @@ impl Engine {
         if outcome.verdicts.is_empty() {
             return Ok(text);
         }
-        let mut findings = Vec::new();
-        for v in &outcome.verdicts {
-            let action = serde_json::to_value(v.action)
-                .ok()
-                .and_then(|a| a.as_str().map(str::to_owned))
-                .unwrap_or_default();
-            let severity = serde_json::to_value(v.severity)
-                .ok()
-                .and_then(|a| a.as_str().map(str::to_owned))
-                .unwrap_or_default();
-            findings.push(format!("{} {} ({action})", v.count, v.detector.as_str()));
-            sh.emitter.emit(Event::GuardrailVerdict {
-                run_id: sh.run_id.clone(),
-                step_id: step_id.to_string(),
-                stage: stage.to_string(),
-                detector: v.detector.as_str().to_string(),
-                action: action.clone(),
-                count: v.count,
-            });
-            rec.guardrails.push(GuardrailRecord {
-                stage: stage.to_string(),
-                detector: v.detector.as_str().to_string(),
-                severity,
-                action,
-                count: v.count,
-                sample: v.sample.clone(),
-            });
-        }
+        let findings: Vec<String> = outcome
+            .verdicts
+            .iter()
+            .map(|v| record_verdict(sh, step_id, stage, v, rec))
+            .collect();
         if outcome.blocked {
             return Err(ProviderError::new(
                 ProviderErrorKind::GuardrailBlock,
@@ -1335,6 +1286,30 @@ impl Engine {
             }
         }
         Ok(outcome.text)
+    }
+
+    /// Guardrails on a step's output: the text to keep (redacted where a rule says so) and
+    /// its JSON, parsed again from the redacted text when redaction changed it.
+    async fn guard_output(
+        &self,
+        sh: &RunShared,
+        step_id: &str,
+        text: String,
+        json: Option<serde_json::Value>,
+        rec: &mut StepRecord,
+    ) -> Result<StepOutput, ProviderError> {
+        let guarded = self
+            .guard_text(sh, step_id, "output", text.clone(), rec)
+            .await?;
+        let json = if guarded == text {
+            json
+        } else {
+            json.and_then(|_| parse_json_reply(&guarded).ok())
+        };
+        Ok(StepOutput {
+            text: guarded,
+            json,
+        })
     }
 
     fn budget_left(
@@ -1466,22 +1441,15 @@ impl Engine {
             match store.cache_get(&cache_key).await {
                 Ok(Some(hit)) => {
                     // The cached text passes this workflow's output guardrails too.
-                    let text = match self
-                        .guard_text(&cx.sh, &step_id, "output", hit.output.clone(), &mut rec)
+                    let StepOutput { text, json } = match self
+                        .guard_output(&cx.sh, &step_id, hit.output, hit.output_json, &mut rec)
                         .await
                     {
-                        Ok(t) => t,
+                        Ok(out) => out,
                         Err(e) => {
                             let status = stopped(&e);
                             return (finish(rec, &lad, status, Some(e.to_string())), None);
                         }
-                    };
-                    let json = if text == hit.output {
-                        hit.output_json.clone()
-                    } else {
-                        hit.output_json
-                            .as_ref()
-                            .and_then(|_| parse_json_reply(&text).ok())
                     };
                     rec.status = StepStatus::Succeeded;
                     rec.cached = true;
@@ -1519,23 +1487,15 @@ impl Engine {
             let error = match result {
                 Ok(success) => {
                     // Guardrails on the output.
-                    let text = match self
-                        .guard_text(&cx.sh, &step_id, "output", success.text.clone(), &mut rec)
+                    let StepOutput { text, json } = match self
+                        .guard_output(&cx.sh, &step_id, success.text, success.json, &mut rec)
                         .await
                     {
-                        Ok(t) => t,
+                        Ok(out) => out,
                         Err(e) => {
                             let status = stopped(&e);
                             return (finish(rec, &lad, status, Some(e.to_string())), None);
                         }
-                    };
-                    let json = if text == success.text {
-                        success.json.clone()
-                    } else {
-                        success
-                            .json
-                            .as_ref()
-                            .and_then(|_| parse_json_reply(&text).ok())
                     };
                     rec.model = Some(success.reference.clone());
                     let mut reason = format!(
@@ -1746,16 +1706,7 @@ impl Engine {
                 simple.truncate(1);
             }
             let sys_tokens = system.map_or(0, |s| estimate_tokens(s));
-            let schema_note = cx
-                .llm
-                .output_schema
-                .as_ref()
-                .map(|(schema, _)| {
-                    format!(
-                        "\n\nReply with only a JSON value that follows this JSON Schema:\n{schema}"
-                    )
-                })
-                .unwrap_or_default();
+            let schema_note = cx.llm.schema_note();
             let note_tokens = estimate_tokens(&schema_note);
             let now = Utc::now();
             for cand in &simple {
@@ -2089,12 +2040,8 @@ impl Engine {
                                 if !dropped && call.json_schema.is_some() {
                                     dropped = true;
                                     call.json_schema = None;
-                                    if let (Some((schema, _)), Some(last)) =
-                                        (&cx.llm.output_schema, call.messages.last_mut())
-                                    {
-                                        last.content.push_str(&format!(
-                                            "\n\nReply with only a JSON value that follows this JSON Schema:\n{schema}"
-                                        ));
+                                    if let Some(last) = call.messages.last_mut() {
+                                        last.content.push_str(&cx.llm.schema_note());
                                     }
                                     retry_in = Some(Duration::ZERO);
                                 } else {
@@ -2184,33 +2131,11 @@ impl Engine {
             let outcome = policy.apply(&m.content);
             stopped |= outcome.blocked || outcome.needs_approval;
             for v in &outcome.verdicts {
-                let action = serde_json::to_value(v.action)
-                    .ok()
-                    .and_then(|a| a.as_str().map(str::to_owned))
-                    .unwrap_or_default();
-                findings.push(format!("{} {} ({action})", v.count, v.detector.as_str()));
-                if record {
-                    let severity = serde_json::to_value(v.severity)
-                        .ok()
-                        .and_then(|a| a.as_str().map(str::to_owned))
-                        .unwrap_or_default();
-                    cx.sh.emitter.emit(Event::GuardrailVerdict {
-                        run_id: cx.sh.run_id.clone(),
-                        step_id: cx.step.id.clone(),
-                        stage: "input (cloud)".into(),
-                        detector: v.detector.as_str().to_string(),
-                        action: action.clone(),
-                        count: v.count,
-                    });
-                    rec.guardrails.push(GuardrailRecord {
-                        stage: "input (cloud)".into(),
-                        detector: v.detector.as_str().to_string(),
-                        severity,
-                        action,
-                        count: v.count,
-                        sample: v.sample.clone(),
-                    });
-                }
+                findings.push(if record {
+                    record_verdict(&cx.sh, &cx.step.id, "input (cloud)", v, rec)
+                } else {
+                    finding_text(v)
+                });
             }
             out.push(Message {
                 role: m.role,
@@ -2413,6 +2338,67 @@ impl Engine {
             Err(e) => Err((e, first_token_ms)),
         }
     }
+}
+
+/// Takes a step record that needs no running (kept from an interrupted run, reused from an
+/// earlier one, or outside `only`): its state is set, its output becomes readable, and its
+/// dependants have one need fewer.
+fn keep_record(
+    plan: &Plan,
+    i: usize,
+    rec: &StepRecord,
+    status: &mut [Option<StepStatus>],
+    outputs: &mut [Option<Arc<StepOutput>>],
+    pending: &mut [usize],
+) {
+    status[i] = Some(rec.status);
+    if rec.status == StepStatus::Succeeded {
+        outputs[i] = Some(Arc::new(StepOutput {
+            text: rec.output.clone().unwrap_or_default(),
+            json: rec.output_json.clone(),
+        }));
+    }
+    for &d in &plan.dependants[i] {
+        pending[d] -= 1;
+    }
+}
+
+/// A guardrail verdict in words: `2 email (warn)`.
+fn finding_text(v: &nexus_guard::Verdict) -> String {
+    format!(
+        "{} {} ({})",
+        v.count,
+        v.detector.as_str(),
+        v.action.as_str()
+    )
+}
+
+/// Records a guardrail verdict on a step (its audit record and the event) and returns it
+/// in words.
+fn record_verdict(
+    sh: &RunShared,
+    step_id: &str,
+    stage: &str,
+    v: &nexus_guard::Verdict,
+    rec: &mut StepRecord,
+) -> String {
+    sh.emitter.emit(Event::GuardrailVerdict {
+        run_id: sh.run_id.clone(),
+        step_id: step_id.to_string(),
+        stage: stage.to_string(),
+        detector: v.detector.as_str().to_string(),
+        action: v.action.as_str().to_string(),
+        count: v.count,
+    });
+    rec.guardrails.push(GuardrailRecord {
+        stage: stage.to_string(),
+        detector: v.detector.as_str().to_string(),
+        severity: v.severity.as_str().to_string(),
+        action: v.action.as_str().to_string(),
+        count: v.count,
+        sample: v.sample.clone(),
+    });
+    finding_text(v)
 }
 
 fn attempt_failed(

@@ -23,6 +23,18 @@ pub enum Severity {
     Critical,
 }
 
+impl Severity {
+    /// The snake_case name, as serialized.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Low => "low",
+            Severity::Medium => "medium",
+            Severity::High => "high",
+            Severity::Critical => "critical",
+        }
+    }
+}
+
 /// What to do when a detector fires. Serialized as `"block"`, `"require_approval"`,
 /// `"redact"`, `"warn"`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
@@ -38,6 +50,18 @@ pub enum GuardAction {
     Redact,
     /// Leave the text unchanged; only report a [`Verdict`].
     Warn,
+}
+
+impl GuardAction {
+    /// The snake_case name, as serialized.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GuardAction::Block => "block",
+            GuardAction::RequireApproval => "require_approval",
+            GuardAction::Redact => "redact",
+            GuardAction::Warn => "warn",
+        }
+    }
 }
 
 /// Which text a rule guards. Guardrails tied to routing: a `cloud` rule scrubs or blocks

@@ -581,3 +581,24 @@ fn scanner_is_send_and_sync() {
     assert_send_sync::<Scanner>();
     assert_send_sync::<Policy>();
 }
+
+#[test]
+fn names_match_the_serialized_form() {
+    use nexus_guard::{GuardAction, Severity};
+    for s in [
+        Severity::Low,
+        Severity::Medium,
+        Severity::High,
+        Severity::Critical,
+    ] {
+        assert_eq!(serde_json::to_value(s).unwrap(), s.as_str());
+    }
+    for a in [
+        GuardAction::Block,
+        GuardAction::RequireApproval,
+        GuardAction::Redact,
+        GuardAction::Warn,
+    ] {
+        assert_eq!(serde_json::to_value(a).unwrap(), a.as_str());
+    }
+}

@@ -192,8 +192,15 @@ fn parse_status(s: &str) -> Result<StepStatus, Error> {
         .map_err(|_| Error::Decode(format!("unknown step status `{s}`")))
 }
 
-fn parse_kind(s: &str) -> Option<ProviderErrorKind> {
-    serde_json::from_value(serde_json::Value::String(s.to_string())).ok()
+fn guardrail_of(g: &sqlx::sqlite::SqliteRow) -> GuardrailRecord {
+    GuardrailRecord {
+        stage: g.get("stage"),
+        detector: g.get("detector"),
+        severity: g.get("severity"),
+        action: g.get("action"),
+        count: usize::try_from(g.get::<i64, _>("count")).unwrap_or(0),
+        sample: g.get("sample"),
+    }
 }
 
 impl SqliteStore {
@@ -348,7 +355,7 @@ impl SqliteStore {
                     error_kind: a
                         .get::<Option<String>, _>("error_kind")
                         .as_deref()
-                        .and_then(parse_kind),
+                        .and_then(ProviderErrorKind::parse),
                     error_message: a.get("error_message"),
                     usage,
                 });
@@ -366,14 +373,7 @@ impl SqliteStore {
             let guardrails = guard_rows
                 .iter()
                 .filter(|g| g.get::<String, _>("step_id") == step_id)
-                .map(|g| GuardrailRecord {
-                    stage: g.get("stage"),
-                    detector: g.get("detector"),
-                    severity: g.get("severity"),
-                    action: g.get("action"),
-                    count: usize::try_from(g.get::<i64, _>("count")).unwrap_or(0),
-                    sample: g.get("sample"),
-                })
+                .map(guardrail_of)
                 .collect();
             let selection = match s.get::<Option<String>, _>("selection") {
                 Some(text) => {
@@ -545,14 +545,7 @@ impl SqliteStore {
                 (
                     g.get("run_id"),
                     g.get("step_id"),
-                    GuardrailRecord {
-                        stage: g.get("stage"),
-                        detector: g.get("detector"),
-                        severity: g.get("severity"),
-                        action: g.get("action"),
-                        count: usize::try_from(g.get::<i64, _>("count")).unwrap_or(0),
-                        sample: g.get("sample"),
-                    },
+                    guardrail_of(&g),
                     g.get("at"),
                 )
             })
