@@ -7,16 +7,15 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use nexus_engine::breaker::{BreakerConfig, BreakerState};
-use nexus_engine::events::{CollectingSink, Event, EventSink, RunStatus, StepStatus};
+use nexus_engine::events::{Event, RunStatus, StepStatus};
 use nexus_engine::human::{HumanDecision, HumanHandler, HumanRequest};
 use nexus_engine::provider::{Provider, ProviderErrorKind};
-use nexus_engine::{Engine, EngineConfig, Plan, RunOptions, RunReport};
+use nexus_engine::{EngineConfig, RunOptions};
 use nexus_llm::{OllamaProvider, OpenAiProvider};
-use nexus_store::SqliteStore;
 use nexus_tests::free_port;
 use nexus_tests::scripted::{Behavior, ScriptedServer};
 
-use crate::{embedded, plan, temp_store};
+use crate::{embedded, engine, go, plan, temp_store};
 
 fn scripted(server: &ScriptedServer, model: &str) -> anyhow::Result<Arc<dyn Provider>> {
     Ok(Arc::new(OpenAiProvider::new(
@@ -28,32 +27,6 @@ fn scripted(server: &ScriptedServer, model: &str) -> anyhow::Result<Arc<dyn Prov
 
 fn ok(words: &[&str]) -> Behavior {
     Behavior::Stream(words.iter().map(|w| (*w).to_string()).collect())
-}
-
-async fn go(
-    engine: &Arc<Engine>,
-    plan: Arc<Plan>,
-    options: RunOptions,
-) -> anyhow::Result<(RunReport, Vec<Event>)> {
-    let inputs = nexus_engine::resolve_inputs(&plan, &Default::default())
-        .map_err(|d| anyhow::anyhow!(nexus_engine::diagnostic::render_all(&d)))?;
-    let sink = Arc::new(CollectingSink::new());
-    let mut options = options;
-    options.sinks.push(sink.clone() as Arc<dyn EventSink>);
-    let report = engine.run(plan, inputs, options).await?;
-    Ok((report, sink.events()))
-}
-
-fn engine(
-    providers: Vec<Arc<dyn Provider>>,
-    store: Option<Arc<SqliteStore>>,
-    config: EngineConfig,
-) -> Arc<Engine> {
-    Arc::new(Engine::new(
-        providers,
-        store.map(|s| s as Arc<dyn nexus_engine::store::RunStore>),
-        config,
-    ))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -51,7 +51,36 @@ pub fn example(name: &str) -> Arc<Plan> {
     }
 }
 
-/// Runs `plan` with default inputs on `providers`, returning the report and the events.
+/// An engine over `providers` with an optional store (keep it to run several times with
+/// the same breakers and statistics).
+pub fn engine(
+    providers: Vec<Arc<dyn Provider>>,
+    store: Option<Arc<SqliteStore>>,
+    config: EngineConfig,
+) -> Arc<Engine> {
+    Arc::new(Engine::new(
+        providers,
+        store.map(|s| s as Arc<dyn nexus_engine::store::RunStore>),
+        config,
+    ))
+}
+
+/// Runs `plan` with default inputs on `engine`, returning the report and the events.
+pub async fn go(
+    engine: &Arc<Engine>,
+    plan: Arc<Plan>,
+    mut options: RunOptions,
+) -> anyhow::Result<(RunReport, Vec<nexus_engine::Event>)> {
+    let inputs = nexus_engine::resolve_inputs(&plan, &Default::default())
+        .map_err(|d| anyhow::anyhow!(nexus_engine::diagnostic::render_all(&d)))?;
+    let sink = Arc::new(CollectingSink::new());
+    options.sinks.push(sink.clone());
+    let report = engine.run(plan, inputs, options).await?;
+    Ok((report, sink.events()))
+}
+
+/// Runs `plan` with default inputs on a new engine over `providers`, returning the report
+/// and the events.
 pub async fn run_plan(
     plan: Arc<Plan>,
     providers: Vec<Arc<dyn Provider>>,
@@ -59,24 +88,15 @@ pub async fn run_plan(
     extra_sinks: Vec<Arc<dyn EventSink>>,
     cancel: CancellationToken,
 ) -> anyhow::Result<(RunReport, Vec<nexus_engine::Event>)> {
-    let inputs = nexus_engine::resolve_inputs(&plan, &Default::default())
-        .map_err(|d| anyhow::anyhow!(nexus_engine::diagnostic::render_all(&d)))?;
-    let store: Option<Arc<dyn nexus_engine::store::RunStore>> = store.map(|s| s as _);
-    let engine = Arc::new(Engine::new(providers, store, EngineConfig::default()));
-    let sink = Arc::new(CollectingSink::new());
-    let mut sinks: Vec<Arc<dyn EventSink>> = vec![sink.clone()];
-    sinks.extend(extra_sinks);
-    let report = engine
-        .run(
-            plan,
-            inputs,
-            RunOptions {
-                run_id: None,
-                cancel,
-                sinks,
-                ..RunOptions::default()
-            },
-        )
-        .await?;
-    Ok((report, sink.events()))
+    let options = RunOptions {
+        cancel,
+        sinks: extra_sinks,
+        ..RunOptions::default()
+    };
+    go(
+        &engine(providers, store, EngineConfig::default()),
+        plan,
+        options,
+    )
+    .await
 }
