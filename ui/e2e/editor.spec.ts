@@ -82,11 +82,11 @@ test('prompt edits and deletions undo and redo', async ({ page }) => {
 test('saving keeps positions, reopening shows the same graph, an unchanged save is byte-identical', async ({ page }) => {
   // Unchanged: open an example and save it.
   await page.getByTestId('open').click();
-  await page.getByTestId('open-workflows/feature-spec.yaml').click();
-  const original = await page.evaluate(() => window.nexus!.backend.files.get('workflows/feature-spec.yaml'));
+  await page.getByTestId('open-feature-spec.yaml').click();
+  const original = await page.evaluate(() => window.nexus!.backend.files.get('feature-spec.yaml'));
   await page.getByTestId('save').click();
-  await expect(page.getByTestId('toast')).toContainText('Saved workflows/feature-spec.yaml');
-  const saved = await page.evaluate(() => window.nexus!.backend.files.get('workflows/feature-spec.yaml'));
+  await expect(page.getByTestId('toast')).toContainText('Saved feature-spec.yaml');
+  const saved = await page.evaluate(() => window.nexus!.backend.files.get('feature-spec.yaml'));
   expect(saved).toBe(original);
 
   // Edited: add a step, connect it, save as a new file, reopen.
@@ -95,10 +95,10 @@ test('saving keeps positions, reopening shows the same graph, an unchanged save 
   });
   await page.getByTestId('node-template_1').click();
   await page.getByTestId('field-template').fill('{{ inputs.feature }} done');
-  page.once('dialog', (d) => d.accept('workflows/edited.yaml'));
+  page.once('dialog', (d) => d.accept('edited.yaml'));
   await page.getByTestId('save-as').click();
-  await expect(page.getByTestId('toast')).toContainText('Saved workflows/edited.yaml');
-  const text = await page.evaluate(() => window.nexus!.backend.files.get('workflows/edited.yaml'));
+  await expect(page.getByTestId('toast')).toContainText('Saved edited.yaml');
+  const text = await page.evaluate(() => window.nexus!.backend.files.get('edited.yaml'));
   expect(text).toContain('id: template_1');
   expect(text).toMatch(/position: \{ x: -?\d+, y: -?\d+ \}/);
   expect(text).toContain('# '); // the original file's comments survive the edit
@@ -107,9 +107,9 @@ test('saving keeps positions, reopening shows the same graph, an unchanged save 
   );
 
   await page.getByTestId('open').click();
-  await page.getByTestId('open-workflows/feature-spec.yaml').click();
+  await page.getByTestId('open-feature-spec.yaml').click();
   await page.getByTestId('open').click();
-  await page.getByTestId('open-workflows/edited.yaml').click();
+  await page.getByTestId('open-edited.yaml').click();
   await expect(page.getByTestId('node-template_1')).toBeVisible();
   const reopened = await page.evaluate(() =>
     window.nexus!.editor.getState().nodes.map((n) => [n.id, Math.round(n.position.x), Math.round(n.position.y)]),
@@ -189,11 +189,147 @@ test('the timeline shows one bar per attempt, parallel steps side by side', asyn
 
 test('a broken file opens with its error located and is not rewritten', async ({ page }) => {
   const broken = 'id: broken\nsteps:\n  - id: a\n    kind: llm\n    prompt: "unclosed\n';
-  await page.evaluate((t) => window.nexus!.backend.files.set('workflows/broken.yaml', t), broken);
+  await page.evaluate((t) => window.nexus!.backend.files.set('broken.yaml', t), broken);
   await page.getByTestId('open').click();
-  await page.getByTestId('open-workflows/broken.yaml').click();
-  await expect(page.getByTestId('toast')).toHaveText(/^workflows\/broken\.yaml:\d+:\d+: Missing closing "quote/);
+  await page.getByTestId('open-broken.yaml').click();
+  await expect(page.getByTestId('toast')).toHaveText(/^broken\.yaml:\d+:\d+: Missing closing "quote/);
   await page.getByTestId('save').click();
-  const after = await page.evaluate(() => window.nexus!.backend.files.get('workflows/broken.yaml'));
+  const after = await page.evaluate(() => window.nexus!.backend.files.get('broken.yaml'));
   expect(after).toBe(broken);
+});
+
+const CHAIN = `id: chain
+steps:
+  - id: first
+    kind: llm
+    prompt: one
+    position: {x: 100, y: 60}
+  - id: second
+    kind: llm
+    needs: [first]
+    prompt: "two {{ steps.first.output }}"
+    position: {x: 100, y: 240}
+  - id: third
+    kind: llm
+    needs: [second]
+    prompt: three
+    position: {x: 100, y: 420}
+`;
+
+async function runToEnd(page: Page) {
+  await page.getByTestId('run-start').click();
+  await expect(page.getByTestId('run-status')).toHaveText('succeeded', { timeout: 15_000 });
+}
+
+test('the run panel shows each step input, output, model and why, tokens and attempts', async ({ page }) => {
+  await loadText(page, CHAIN.replace('prompt: three', 'prompt: three\n    retry: {max_attempts: 2}'));
+  await page.getByTestId('run').click();
+  await runToEnd(page);
+  await page.getByTestId('run-row-third').click();
+  await expect(page.getByTestId('detail-input')).toHaveText('three');
+  await expect(page.getByTestId('detail-output')).toHaveText('Hello from third');
+  await expect(page.getByTestId('detail-model')).toHaveText('embedded:smollm2-135m-instruct');
+  await expect(page.getByTestId('detail-why')).toContainText('explicit preference');
+  await expect(page.getByTestId('detail-tokens')).toContainText('12 in, 3 out');
+  await expect(page.getByTestId('detail-attempts').locator('li')).toHaveCount(2);
+  await expect(page.getByTestId('detail-attempts').locator('li').first()).toContainText('transient: HTTP 503');
+});
+
+test('an old run from the history opens on the canvas with its statuses and outputs', async ({ page }) => {
+  await loadText(page, CHAIN);
+  await page.getByTestId('run').click();
+  await runToEnd(page);
+  // Another workflow replaces the canvas; the history brings the run back.
+  await loadText(page, TWO_STEPS);
+  await expect(page.getByTestId('node-first')).toHaveCount(0);
+  await page.getByTestId('history').click();
+  const rows = page.getByTestId('history-dialog').locator('tr');
+  await expect(rows).toHaveCount(1);
+  await expect(rows.first()).toContainText('chain');
+  await rows.first().click();
+  await expect(page.getByTestId('run-panel')).toContainText('from the history');
+  await page.getByTestId('canvas').locator('.react-flow__controls-fitview').click();
+  for (const id of ['first', 'second', 'third']) {
+    await expect(page.getByTestId(`status-${id}`)).toHaveText('succeeded');
+  }
+  await expect(page.getByTestId('run-output-second')).toHaveText('Hello from second');
+  await expect(page.getByTestId('timeline').locator('rect')).toHaveCount(3);
+});
+
+test('run from a step reuses the steps before it; run up to a step runs only what it needs', async ({ page }) => {
+  await loadText(page, CHAIN);
+  await page.getByTestId('run').click();
+  await runToEnd(page);
+  const started = () =>
+    page.evaluate(async () => {
+      const b = window.nexus!.backend;
+      const run = await b.getRun(b.runs[0].run_id);
+      return run.events.filter((e) => e.type === 'step_started').map((e) => (e as { step_id: string }).step_id);
+    });
+  await page.getByTestId('node-second').click();
+  await page.getByTestId('run-from').click();
+  await expect(page.getByTestId('run-dialog')).toContainText('Run from second');
+  await runToEnd(page);
+  expect(await started()).toEqual(['second', 'third']);
+  await page.getByTestId('node-second').click();
+  await page.getByTestId('run-until').click();
+  await runToEnd(page);
+  expect(await started()).toEqual(['first', 'second']);
+});
+
+test('the prompt editor completes inputs and upstream outputs', async ({ page }) => {
+  await loadText(page, CHAIN);
+  await page.getByTestId('node-third').click();
+  const prompt = page.getByTestId('field-prompt');
+  await prompt.click();
+  await prompt.press('End');
+  await prompt.pressSequentially(' {{ steps.fi');
+  await expect(page.getByTestId('completions')).toBeVisible();
+  await expect(page.getByTestId('completions').locator('li')).toHaveCount(1);
+  await prompt.press('Enter');
+  await expect(prompt).toHaveValue('three {{ steps.first.output }}');
+  const saved = await page.evaluate(() => window.nexus!.editor.getState().serialize());
+  expect(saved).toContain('prompt: three {{ steps.first.output }}');
+});
+
+test('an approval step asks in the run panel and goes on when approved', async ({ page }) => {
+  await loadText(page, `id: ship
+steps:
+  - id: draft
+    kind: template
+    template: v1
+    position: {x: 100, y: 60}
+  - id: ok
+    kind: approval
+    needs: [draft]
+    prompt: Release it?
+    position: {x: 100, y: 240}
+`);
+  await page.getByTestId('run').click();
+  await page.getByTestId('run-start').click();
+  await expect(page.getByTestId('run-question')).toContainText('Release it?');
+  await page.getByTestId('answer-approve').click();
+  await expect(page.getByTestId('run-status')).toHaveText('succeeded');
+  await expect(page.getByTestId('run-question')).toHaveCount(0);
+});
+
+test('the models view shows Ollama, pulls with progress and keeps a key', async ({ page }) => {
+  await page.getByTestId('models').click();
+  await expect(page.getByTestId('ollama-status')).toContainText('running at http://127.0.0.1:11434');
+  await expect(page.getByTestId('ollama-model-llama3.1:8b')).toContainText('4.9 GB');
+  await expect(page.getByTestId('ollama-model-llama3.1:8b')).toContainText('131,072 tokens');
+  await expect(page.getByTestId('embedded-status')).toContainText('ready');
+  await page.getByTestId('pull-name').fill('qwen2.5:7b');
+  await page.getByTestId('pull').click();
+  await expect(page.getByTestId('pull-status')).toHaveText('success');
+  await page.getByTestId('pull-name').fill('missing-model');
+  await page.getByTestId('pull').click();
+  await expect(page.getByTestId('models-error')).toContainText('file does not exist');
+  await expect(page.getByTestId('key-openai')).toContainText('no key');
+  await page.getByTestId('key-input-openai').fill('sk-abc');
+  await page.getByTestId('key-save-openai').click();
+  await expect(page.getByTestId('key-openai')).toContainText('key in the keychain');
+  await expect(page.getByTestId('key-input-openai')).toHaveValue('');
+  await page.getByTestId('key-delete-openai').click();
+  await expect(page.getByTestId('key-openai')).toContainText('no key');
 });

@@ -15,8 +15,10 @@ import { useEditor } from './store';
 import { StepNodeComponent } from './components/StepNode';
 import { Inspector } from './components/Inspector';
 import { SearchPalette } from './components/SearchPalette';
-import { Timeline } from './components/Timeline';
-import type { Backend, RunHandle } from './backend';
+import { RunPanel } from './components/RunPanel';
+import { HistoryDialog } from './components/HistoryDialog';
+import { ModelsDialog } from './components/ModelsDialog';
+import type { Backend, RunHandle, RunOptions } from './backend';
 
 const nodeTypes = { step: StepNodeComponent };
 
@@ -103,7 +105,15 @@ function Canvas() {
   );
 }
 
-function RunDialog({ onStart, onClose }: { onStart(inputs: Record<string, string>): void; onClose(): void }) {
+function RunDialog({
+  options,
+  onStart,
+  onClose,
+}: {
+  options: RunOptions;
+  onStart(inputs: Record<string, string>): void;
+  onClose(): void;
+}) {
   const inputs = useEditor((s) => s.inputs);
   const [values, setValues] = useState<Record<string, string>>(() =>
     Object.fromEntries(
@@ -112,7 +122,10 @@ function RunDialog({ onStart, onClose }: { onStart(inputs: Record<string, string
   );
   return (
     <div className="dialog" data-testid="run-dialog">
-      <h3>Run inputs</h3>
+      <h3>
+        {options.from ? `Run from ${options.from}` : options.until ? `Run up to ${options.until}` : 'Run'}: inputs
+      </h3>
+      {options.from && <p>Steps before {options.from} reuse the outputs of this workflow's latest run.</p>}
       {Object.entries(inputs).map(([name, spec]) => (
         <label key={name} title={spec.description}>
           {name}
@@ -175,41 +188,13 @@ function OpenDialog({ backend, onClose }: { backend: Backend; onClose(): void })
   );
 }
 
-function RunPanel({ handle }: { handle: RunHandle | null }) {
-  const run = useEditor((s) => s.run);
-  if (!run) return null;
-  return (
-    <section className="run-panel" data-testid="run-panel">
-      <div className="row">
-        <strong data-testid="run-status">{run.status}</strong>
-        {run.status === 'running' && handle && (
-          <button data-testid="run-cancel" onClick={() => handle.cancel()}>Cancel</button>
-        )}
-      </div>
-      <table>
-        <tbody>
-          {Object.entries(run.steps).map(([id, s]) => (
-            <tr key={id} data-testid={`run-row-${id}`}>
-              <td>{id}</td>
-              <td>{s.status}</td>
-              <td>{s.model ?? ''}</td>
-              <td>{s.durationMs !== undefined ? `${s.durationMs} ms` : ''}</td>
-              <td className="output" data-testid={`run-output-${id}`}>{s.error ?? s.tokens}</td>
-            </tr>
-          ))}
-        </tbody>
-      </table>
-      <Timeline />
-    </section>
-  );
-}
-
 function Editor({ backend }: { backend: Backend }) {
   const path = useEditor((s) => s.path);
   const dirty = useEditor((s) => s.dirty);
   const message = useEditor((s) => s.message);
   const workflowId = useEditor((s) => s.workflowId);
-  const [dialog, setDialog] = useState<'open' | 'run' | 'search' | null>(null);
+  const [dialog, setDialog] = useState<'open' | 'run' | 'search' | 'history' | 'models' | null>(null);
+  const [runOptions, setRunOptions] = useState<RunOptions>({});
   const [handle, setHandle] = useState<RunHandle | null>(null);
   const nodes = useEditor((s) => s.nodes);
   const edges = useEditor((s) => s.edges);
@@ -226,7 +211,7 @@ function Editor({ backend }: { backend: Backend }) {
     async (as: boolean) => {
       let target = useEditor.getState().path;
       if (as || !target) {
-        target = window.prompt('Save as', target ?? `workflows/${useEditor.getState().workflowId}.yaml`);
+        target = window.prompt('Save as', target ?? `${useEditor.getState().workflowId}.yaml`);
         if (!target) return;
       }
       try {
@@ -246,13 +231,30 @@ function Editor({ backend }: { backend: Backend }) {
       const text = useEditor.getState().serialize();
       // The run state exists before the first event can arrive.
       useEditor.getState().startRun('starting');
-      const h = await backend.run(text, inputs, (e) => useEditor.getState().applyEvent(e));
-      const run = useEditor.getState().run;
-      if (run) useEditor.setState({ run: { ...run, runId: h.runId } });
-      setHandle(h);
+      try {
+        const h = await backend.run(text, inputs, (e) => useEditor.getState().applyEvent(e), {
+          ...runOptions,
+          file: useEditor.getState().path,
+        });
+        const run = useEditor.getState().run;
+        if (run) useEditor.setState({ run: { ...run, runId: h.runId } });
+        setHandle(h);
+        // The stored record fills the run panel's details once the run is over.
+        void h.done.then(() => backend.getRun(h.runId)).then(
+          (detail) => useEditor.getState().setRunDetail(detail),
+          () => {},
+        );
+      } catch (e) {
+        useEditor.setState({ run: null });
+        useEditor.getState().setMessage({ kind: 'error', text: `Not started: ${e instanceof Error ? e.message : String(e)}` });
+      }
     },
-    [backend],
+    [backend, runOptions],
   );
+  const askRun = useCallback((options: RunOptions) => {
+    setRunOptions(options);
+    setDialog('run');
+  }, []);
 
   // Keyboard shortcuts users expect.
   useEffect(() => {
@@ -304,7 +306,9 @@ function Editor({ backend }: { backend: Backend }) {
         <button data-testid="delete" onClick={() => useEditor.getState().deleteSelected()}>Delete</button>
         <button data-testid="layout" onClick={() => void useEditor.getState().layout()}>Auto-layout</button>
         <button data-testid="search" onClick={() => setDialog('search')}>Search (Ctrl+K)</button>
-        <button data-testid="run" onClick={() => setDialog('run')}>Run</button>
+        <button data-testid="run" onClick={() => askRun({})}>Run</button>
+        <button data-testid="history" onClick={() => setDialog('history')}>History</button>
+        <button data-testid="models" onClick={() => setDialog('models')}>Models</button>
       </header>
       {message && (
         <div className={`toast ${message.kind}`} data-testid="toast" onClick={() => useEditor.getState().setMessage(null)}>
@@ -314,12 +318,14 @@ function Editor({ backend }: { backend: Backend }) {
       <main className="main">
         <Palette />
         <Canvas />
-        <Inspector backend={backend} />
+        <Inspector backend={backend} onRun={askRun} />
       </main>
-      <RunPanel handle={handle} />
+      <RunPanel backend={backend} handle={handle} />
       {dialog === 'open' && <OpenDialog backend={backend} onClose={() => setDialog(null)} />}
       {dialog === 'search' && <SearchPalette onClose={() => setDialog(null)} />}
-      {dialog === 'run' && <RunDialog onStart={(i) => void startRun(i)} onClose={() => setDialog(null)} />}
+      {dialog === 'run' && <RunDialog options={runOptions} onStart={(i) => void startRun(i)} onClose={() => setDialog(null)} />}
+      {dialog === 'history' && <HistoryDialog backend={backend} onClose={() => setDialog(null)} />}
+      {dialog === 'models' && <ModelsDialog backend={backend} onClose={() => setDialog(null)} />}
     </div>
   );
 }

@@ -1,32 +1,45 @@
 // The one interface between the editor and whatever runs workflows: the Tauri shell in
-// the desktop app, an in-memory implementation in tests and in a plain browser. Events
-// follow the engine's `Event` (JSON tagged by `type`, see crates/engine/src/events.rs).
+// the desktop app (tauriBackend.ts), an in-memory implementation in tests and in a plain
+// browser (testBackend.ts). The data types are generated from the Rust types
+// (bindings.ts, by src-tauri), so both sides agree on every field.
+import type {
+  Diagnostic,
+  Event,
+  HumanDecision,
+  ModelsView,
+  PendingQuestion,
+  PullProgress,
+  RunSummary,
+  Settings,
+  StoredRun,
+} from './bindings';
 
-export interface Diagnostic {
-  code: string;
-  message: string;
-  step?: string | null;
-  field?: string | null;
-  span?: { line: number; column: number } | null;
-  hint?: string | null;
-}
-
-export type EngineEvent =
-  | { type: 'run_started'; run_id: string; workflow_id: string; steps: number }
-  | { type: 'step_started'; run_id: string; step_id: string; attempt: number; model?: string | null }
-  | { type: 'token'; run_id: string; step_id: string; text: string }
-  | { type: 'attempt_failed'; run_id: string; step_id: string; attempt: number; error_kind: string; message: string }
-  | { type: 'fallback_taken'; run_id: string; step_id: string; from: string; to: string; reason: string }
-  | { type: 'step_succeeded'; run_id: string; step_id: string; model?: string | null; duration_ms: number; cached?: boolean }
-  | { type: 'step_failed'; run_id: string; step_id: string; error: string }
-  | { type: 'step_skipped'; run_id: string; step_id: string; reason: string }
-  | { type: 'run_finished'; run_id: string; status: string; duration_ms: number };
+export type {
+  Diagnostic,
+  HumanDecision,
+  ModelsView,
+  PendingQuestion,
+  PullProgress,
+  RunSummary,
+  Settings,
+  StoredRun,
+};
+/** One engine event (JSON tagged by `type`; crates/engine/src/events.rs). */
+export type EngineEvent = Event;
 
 export interface RunHandle {
   runId: string;
   cancel(): void;
   /** Resolves when the run has finished. */
   done: Promise<void>;
+}
+
+/** "Run from this step" / "run up to this step", and which file the text came from. */
+export interface RunOptions {
+  file?: string | null;
+  from?: string | null;
+  until?: string | null;
+  fresh?: boolean;
 }
 
 /** A model the selector can use now, in the selector's order. */
@@ -39,10 +52,29 @@ export interface ModelEntry {
   contextLength?: number | null;
 }
 
+/** A failure the UI shows: the backend's error `kind` and its message. */
+export class BackendError extends globalThis.Error {
+  constructor(
+    readonly kind: string,
+    message: string,
+    readonly diagnostics: Diagnostic[] = [],
+  ) {
+    super(message);
+  }
+}
+
 export interface Backend {
   /** Models available now, in the selector's order for a general step. */
   models(): Promise<ModelEntry[]>;
-  /** Workflow files in the workflows folder, by path. */
+  /** Providers, their models, Ollama's and the embedded model's status, keys. */
+  modelsView(): Promise<ModelsView>;
+  /** Pulls a model into Ollama, reporting progress lines. */
+  pullModel(name: string, onProgress: (p: PullProgress) => void): Promise<void>;
+  setApiKey(provider: string, key: string): Promise<void>;
+  deleteApiKey(provider: string): Promise<void>;
+  settings(): Promise<Settings>;
+  setWorkflowsFolder(folder: string): Promise<Settings>;
+  /** Workflow files in the workflows folder, by name. */
   listWorkflows(): Promise<string[]>;
   /** Example workflows to start a new one from. */
   templates(): Promise<{ name: string; text: string }[]>;
@@ -50,5 +82,16 @@ export interface Backend {
   writeWorkflow(path: string, text: string): Promise<void>;
   /** The engine's diagnostics for a workflow text (empty when valid). */
   validate(text: string): Promise<Diagnostic[]>;
-  run(text: string, inputs: Record<string, string>, onEvent: (e: EngineEvent) => void): Promise<RunHandle>;
+  run(
+    text: string,
+    inputs: Record<string, string>,
+    onEvent: (e: EngineEvent) => void,
+    options?: RunOptions,
+  ): Promise<RunHandle>;
+  /** The latest runs, newest first (shared with the CLI). */
+  listRuns(limit: number): Promise<RunSummary[]>;
+  /** Everything stored about a run: steps with input, output, model and why, attempts. */
+  getRun(runId: string): Promise<StoredRun>;
+  pendingQuestions(): Promise<PendingQuestion[]>;
+  answer(runId: string, stepId: string, decision: HumanDecision): Promise<void>;
 }

@@ -14,7 +14,7 @@ import {
 import ELK from 'elkjs/lib/elk.bundled.js';
 import type { Document } from 'yaml';
 import { parseWorkflow, reaches, serializeWorkflow, type StepData } from './workflow';
-import type { Diagnostic, EngineEvent } from './backend';
+import type { Diagnostic, EngineEvent, StoredRun } from './backend';
 
 export type StepStatus = 'queued' | 'running' | 'retrying' | 'succeeded' | 'failed' | 'skipped';
 
@@ -60,6 +60,12 @@ export interface EditorState {
     startedAt: number;
     /** One bar per attempt for the timeline, times in ms since the run started. */
     attempts: AttemptBar[];
+    /** What the store recorded (inputs, outputs, model and why, attempts), once known. */
+    detail: StoredRun | null;
+    /** The question the run waits on, if any. */
+    question: { stepId: string; text: string } | null;
+    /** A run opened from the history (not live). */
+    past: boolean;
   } | null;
   clipboard: StepData[];
 }
@@ -83,6 +89,10 @@ export interface EditorActions {
   setDiagnostics(d: Diagnostic[]): void;
   startRun(runId: string): void;
   applyEvent(e: EngineEvent): void;
+  /** Attaches the stored record of the current run (run panel details). */
+  setRunDetail(detail: StoredRun): void;
+  /** Shows a stored run: its workflow on the canvas, statuses, outputs and timeline. */
+  showRun(detail: StoredRun): Promise<void>;
 }
 
 const elk = new ELK();
@@ -342,7 +352,48 @@ export const useEditor = create<EditorState & EditorActions>()(
       startRun(runId) {
         const steps: Record<string, StepRun> = {};
         for (const n of get().nodes) steps[n.id] = { status: 'queued', tokens: '' };
-        set({ run: { runId, status: 'running', steps, startedAt: Date.now(), attempts: [] } });
+        set({ run: { runId, status: 'running', steps, startedAt: Date.now(), attempts: [], detail: null, question: null, past: false } });
+      },
+
+      setRunDetail(detail) {
+        const run = get().run;
+        if (run && run.runId === detail.run_id) set({ run: { ...run, detail } });
+      },
+
+      async showRun(detail) {
+        // The workflow as run is its JSON form, which the YAML reader reads as is.
+        const text = detail.workflow ? JSON.stringify(detail.workflow, null, 2) : get().serialize();
+        await get().load(null, text);
+        const startedAt = Date.parse(detail.started_at);
+        const steps: Record<string, StepRun> = {};
+        for (const n of get().nodes) steps[n.id] = { status: 'skipped', tokens: '', error: 'not run' };
+        const attempts: AttemptBar[] = [];
+        for (const st of detail.steps) {
+          const status: StepStatus = st.status === 'cancelled' ? 'skipped' : st.status;
+          steps[st.step_id] = {
+            status,
+            tokens: st.output ?? '',
+            model: st.model,
+            error: st.error ?? undefined,
+            durationMs: st.duration_ms,
+          };
+          st.attempts.forEach((a, i) => {
+            const start = Date.parse(a.started_at) - startedAt;
+            const last = i === st.attempts.length - 1;
+            attempts.push({
+              step: st.step_id,
+              attempt: a.attempt,
+              model: a.model,
+              start,
+              end: start + a.duration_ms,
+              outcome: a.error_kind ? 'failed' : last && status === 'succeeded' ? 'succeeded' : 'failed',
+            });
+          });
+        }
+        set({
+          run: { runId: detail.run_id, status: detail.status, steps, startedAt, attempts, detail, question: null, past: true },
+          message: { kind: 'info', text: `Run ${detail.run_id.slice(0, 8)} of ${detail.workflow_id} (${detail.status}); save to keep this workflow as a file` },
+        });
       },
 
       applyEvent(e) {
@@ -385,7 +436,13 @@ export const useEditor = create<EditorState & EditorActions>()(
             close(e.step_id, 'skipped');
             break;
           case 'run_finished':
-            set({ run: { ...run, steps, attempts, status: e.status } });
+            set({ run: { ...run, steps, attempts, status: e.status, question: null } });
+            return;
+          case 'waiting_for_human':
+            set({ run: { ...run, steps, attempts, question: { stepId: e.step_id, text: e.question } } });
+            return;
+          case 'human_decided':
+            set({ run: { ...run, steps, attempts, question: null } });
             return;
           default:
             break;

@@ -1,9 +1,23 @@
 // An in-memory Backend for tests and for the editor in a plain browser: files live in a
 // map seeded with the example workflows, validation covers what the editor can break
 // (unknown `needs`, cycles, missing prompts), and a run replays the engine's event
-// sequence step by step in dependency order with a few streamed tokens each.
+// sequence step by step in dependency order with a few streamed tokens each, and is kept
+// in an in-memory history shaped like the store's records.
 import { parseWorkflow, reaches } from './workflow';
-import type { Backend, Diagnostic, EngineEvent, RunHandle } from './backend';
+import type {
+  Backend,
+  Diagnostic,
+  EngineEvent,
+  HumanDecision,
+  ModelsView,
+  PendingQuestion,
+  PullProgress,
+  RunHandle,
+  RunOptions,
+  RunSummary,
+  StoredRun,
+} from './backend';
+import type { StepRecord } from './bindings';
 
 const examples = import.meta.glob('../../workflows/*.yaml', {
   query: '?raw',
@@ -13,10 +27,15 @@ const examples = import.meta.glob('../../workflows/*.yaml', {
 
 export class TestBackend implements Backend {
   files = new Map<string, string>();
+  runs: StoredRun[] = [];
+  keys = new Set<string>();
+  folder = 'workflows';
+  questions: PendingQuestion[] = [];
+  private answers = new Map<string, (d: HumanDecision) => void>();
 
   constructor() {
     for (const [path, text] of Object.entries(examples)) {
-      this.files.set(`workflows/${path.split('/').pop()}`, text);
+      this.files.set(path.split('/').pop()!, text);
     }
   }
 
@@ -28,13 +47,103 @@ export class TestBackend implements Backend {
     ];
   }
 
+  async modelsView(): Promise<ModelsView> {
+    const order = (await this.models()).map((m) => ({
+      reference: m.reference,
+      locality: m.locality,
+      reason: m.reason,
+      score: 1,
+      context_length: m.contextLength ?? null,
+    }));
+    const model = (provider: string, name: string, locality: 'local' | 'cloud' | 'embedded', context: number, size: number | null) => ({
+      provider,
+      name,
+      locality,
+      context_length: context,
+      size_bytes: size,
+      parameter_size: null,
+      quantization: null,
+    });
+    return {
+      providers: [
+        { id: 'ollama', locality: 'local', reachable: true, error: null, models: [model('ollama', 'llama3.1:8b', 'local', 131072, 4_920_753_328)] },
+        { id: 'openai', locality: 'cloud', reachable: this.keys.has('openai'), error: this.keys.has('openai') ? null : 'no API key', models: [] },
+        { id: 'embedded', locality: 'embedded', reachable: true, error: null, models: [model('embedded', 'smollm2-135m-instruct', 'embedded', 8192, 98_000_000)] },
+      ],
+      order,
+      ollama_url: 'http://127.0.0.1:11434',
+      embedded_path: '~/.local/share/nexus/models/smollm2-135m-instruct.gguf',
+      embedded_present: true,
+      keys: [{ provider: 'openai', in_keychain: this.keys.has('openai'), in_environment: false }],
+    };
+  }
+
+  async pullModel(name: string, onProgress: (p: PullProgress) => void) {
+    if (name.includes('missing')) throw new Error('pull model manifest: file does not exist');
+    const total = 1000;
+    onProgress({ status: 'pulling manifest', total_bytes: null, completed_bytes: null });
+    for (const done of [0, 250, 500, 750, 1000]) {
+      await new Promise((r) => setTimeout(r, 40));
+      onProgress({ status: 'pulling 6a0746a1ec1a', total_bytes: total, completed_bytes: done });
+    }
+    onProgress({ status: 'success', total_bytes: null, completed_bytes: null });
+  }
+
+  async setApiKey(provider: string) {
+    this.keys.add(provider);
+  }
+
+  async deleteApiKey(provider: string) {
+    this.keys.delete(provider);
+  }
+
+  async settings() {
+    return { workflows_folder: this.folder };
+  }
+
+  async setWorkflowsFolder(folder: string) {
+    this.folder = folder;
+    return { workflows_folder: folder };
+  }
+
+  async listRuns(limit: number): Promise<RunSummary[]> {
+    return this.runs.slice(0, limit).map((r) => ({
+      run_id: r.run_id,
+      workflow_id: r.workflow_id,
+      status: r.status,
+      started_at: r.started_at,
+      finished_at: r.finished_at,
+      steps: r.steps.length,
+      tokens: r.steps.reduce((n, s) => n + (s.usage ? s.usage.prompt_tokens + s.usage.completion_tokens : 0), 0),
+    }));
+  }
+
+  async getRun(runId: string): Promise<StoredRun> {
+    const run = this.runs.find((r) => r.run_id.startsWith(runId));
+    if (!run) throw new Error(`no run ${runId}`);
+    return structuredClone(run);
+  }
+
+  async pendingQuestions() {
+    return [...this.questions];
+  }
+
+  async answer(runId: string, stepId: string, decision: HumanDecision) {
+    const key = `${runId}/${stepId}`;
+    const resolve = this.answers.get(key);
+    if (!resolve) throw new Error(`step ${stepId} of run ${runId} is not waiting for an answer`);
+    this.answers.delete(key);
+    this.questions = this.questions.filter((q) => !(q.run_id === runId && q.request.step_id === stepId));
+    resolve(decision);
+  }
+
   async listWorkflows() {
     return [...this.files.keys()].sort();
   }
 
   async templates() {
     return Object.entries(examples).map(([path, text]) => ({
-      name: path.split('/').pop()!.replace(/\.yaml$/, ''),
+      name: path.split('/').pop()!,
       text,
     }));
   }
@@ -74,48 +183,158 @@ export class TestBackend implements Backend {
     return out;
   }
 
-  async run(text: string, _inputs: Record<string, string>, onEvent: (e: EngineEvent) => void): Promise<RunHandle> {
+  async run(
+    text: string,
+    inputs: Record<string, string>,
+    onEvent: (e: EngineEvent) => void,
+    options: RunOptions = {},
+  ): Promise<RunHandle> {
     const wf = parseWorkflow(text);
-    const runId = `test-${Date.now()}`;
+    const runId = `test-${Date.now()}-${this.runs.length}`;
     let cancelled = false;
     const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+    const model = 'embedded:smollm2-135m-instruct';
+    const startedIso = new Date().toISOString();
+    const record: StoredRun = {
+      run_id: runId,
+      workflow_id: wf.id,
+      workflow_name: null,
+      workflow_version: null,
+      file: options.file ?? null,
+      inputs,
+      status: 'running',
+      outputs: null,
+      error: null,
+      started_at: startedIso,
+      finished_at: null,
+      steps: [],
+      events: [],
+      workflow: JSON.parse(JSON.stringify(wf.doc?.toJS() ?? {})),
+      heartbeat_at: null,
+      owner_pid: null,
+    };
+    this.runs.unshift(record);
+    const emit = (e: EngineEvent) => {
+      if (e.type !== 'token') record.events.push(e);
+      onEvent(e);
+    };
+    // "Run up to this step": only it and its ancestors; "run from": reuse the others.
+    let steps = wf.steps;
+    if (options.until) {
+      const keep = new Set<string>([options.until]);
+      for (let grew = true; grew; ) {
+        grew = false;
+        for (const s of wf.steps) if (keep.has(s.id)) for (const n of s.needs) if (!keep.has(n)) { keep.add(n); grew = true; }
+      }
+      steps = steps.filter((s) => keep.has(s.id));
+    }
+    const finished = new Set<string>();
+    if (options.from) {
+      const again = new Set<string>([options.from]);
+      for (let grew = true; grew; ) {
+        grew = false;
+        for (const s of wf.steps) if (!again.has(s.id) && s.needs.some((n) => again.has(n))) { again.add(s.id); grew = true; }
+      }
+      for (const s of steps) if (!again.has(s.id)) finished.add(s.id);
+      steps = steps.filter((s) => again.has(s.id));
+    }
     const done = (async () => {
       const started = Date.now();
-      onEvent({ type: 'run_started', run_id: runId, workflow_id: wf.id, steps: wf.steps.length });
-      const finished = new Set<string>();
-      let remaining = [...wf.steps];
+      emit({ type: 'run_started', run_id: runId, workflow_id: wf.id, steps: steps.length });
+      let remaining = [...steps];
       while (remaining.length && !cancelled) {
         const ready = remaining.filter((s) => s.needs.every((n) => finished.has(n)));
         if (!ready.length) break;
         // Ready steps run side by side, as the engine runs them.
         await Promise.all(
           ready.map(async (step) => {
+            const stepStart = new Date().toISOString();
+            const attempts: StepRecord['attempts'] = [];
+            if (step.kind === 'approval') {
+              const question = String(step.fields.prompt ?? 'Approve?');
+              emit({ type: 'waiting_for_human', run_id: runId, step_id: step.id, question });
+              const decision = await new Promise<HumanDecision>((resolve) => {
+                this.answers.set(`${runId}/${step.id}`, resolve);
+                this.questions.push({ run_id: runId, request: { kind: 'approval', run_id: runId, step_id: step.id, message: question } });
+              });
+              emit({ type: 'human_decided', run_id: runId, step_id: step.id, decision: decision.decision });
+              const ok = decision.decision === 'approve';
+              emit(ok
+                ? { type: 'step_succeeded', run_id: runId, step_id: step.id, model: null, usage: null, duration_ms: 5, cached: false }
+                : { type: 'step_failed', run_id: runId, step_id: step.id, error: 'rejected' });
+              record.steps.push(this.stepRecord(step.id, step.kind, ok ? 'succeeded' : 'failed', null, ok ? 'approved' : null, null, stepStart, attempts));
+              if (ok) finished.add(step.id);
+              return;
+            }
             // A step with a retry policy fails its first attempt once (to show retries).
             const flaky = step.fields.retry !== undefined;
             for (let attempt = 1; attempt <= (flaky ? 2 : 1); attempt++) {
-              onEvent({ type: 'step_started', run_id: runId, step_id: step.id, attempt, model: 'embedded:smollm2-135m-instruct' });
+              emit({ type: 'step_started', run_id: runId, step_id: step.id, attempt, model });
+              let out = '';
               for (const t of ['Hello', ' from', ` ${step.id}`]) {
                 await sleep(60);
                 if (cancelled) break;
-                onEvent({ type: 'token', run_id: runId, step_id: step.id, text: t });
+                out += t;
+                emit({ type: 'token', run_id: runId, step_id: step.id, text: t });
               }
               if (cancelled) {
-                onEvent({ type: 'step_skipped', run_id: runId, step_id: step.id, reason: 'cancelled' });
+                emit({ type: 'step_skipped', run_id: runId, step_id: step.id, reason: 'cancelled' });
                 return;
               }
               if (flaky && attempt === 1) {
-                onEvent({ type: 'attempt_failed', run_id: runId, step_id: step.id, attempt, error_kind: 'transient', message: 'HTTP 503: overloaded' });
+                attempts.push({ attempt, model, started_at: stepStart, duration_ms: 180, first_token_ms: 60, error_kind: 'transient', error_message: 'HTTP 503: overloaded', usage: null });
+                emit({ type: 'attempt_failed', run_id: runId, step_id: step.id, attempt, model, error_kind: 'transient', message: 'HTTP 503: overloaded', retry_in_ms: 100 });
                 continue;
               }
-              onEvent({ type: 'step_succeeded', run_id: runId, step_id: step.id, model: 'embedded:smollm2-135m-instruct', duration_ms: 180 * attempt });
+              const usage = { prompt_tokens: 12, completion_tokens: 3 };
+              attempts.push({ attempt, model, started_at: stepStart, duration_ms: 180, first_token_ms: 60, error_kind: null, error_message: null, usage });
+              record.steps.push(this.stepRecord(step.id, step.kind, 'succeeded', String(step.fields.prompt ?? step.fields.template ?? ''), out, model, stepStart, attempts, usage));
+              emit({ type: 'step_succeeded', run_id: runId, step_id: step.id, model, usage, duration_ms: 180 * attempt, cached: false });
               finished.add(step.id);
             }
           }),
         );
         remaining = remaining.filter((s) => !finished.has(s.id));
       }
-      onEvent({ type: 'run_finished', run_id: runId, status: cancelled ? 'cancelled' : 'succeeded', duration_ms: Date.now() - started });
+      const status = cancelled ? 'cancelled' : remaining.length ? 'failed' : 'succeeded';
+      record.status = status;
+      record.finished_at = new Date().toISOString();
+      emit({ type: 'run_finished', run_id: runId, status, duration_ms: Date.now() - started });
     })();
     return { runId, cancel: () => { cancelled = true; }, done };
+  }
+
+  private stepRecord(
+    id: string,
+    kind: string,
+    status: 'succeeded' | 'failed',
+    input: string | null,
+    output: string | null,
+    model: string | null,
+    startedAt: string,
+    attempts: StepRecord['attempts'],
+    usage: StepRecord['usage'] = null,
+  ): StepRecord {
+    return {
+      step_id: id,
+      kind,
+      status,
+      input,
+      output,
+      output_json: null,
+      model,
+      model_reason: model ? 'explicit preference (first reachable of the step\'s list)' : null,
+      usage,
+      started_at: startedAt,
+      duration_ms: attempts.reduce((n, a) => n + a.duration_ms, 0),
+      error: status === 'failed' ? 'rejected' : null,
+      attempts,
+      fallbacks: [],
+      cached: false,
+      cost_usd: 0,
+      selection: null,
+      guardrails: [],
+      handled: false,
+    };
   }
 }

@@ -19,6 +19,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use nexus_app::setup::Partial;
 use nexus_engine::diagnostic::render_all;
 use nexus_engine::events::{EventSink, RunStatus, StepStatus};
 use nexus_engine::plan::Plan;
@@ -224,21 +225,11 @@ async fn dispatch(cli: Cli) -> Result<(), Failure> {
     }
 }
 
-/// The providers of this machine, in the selector's registration order: Ollama (at
-/// `OLLAMA_HOST`), the OpenAI-compatible provider when configured, the embedded model.
+/// The providers of this machine (shared with the desktop app: `nexus_app::setup`). The
+/// CLI takes cloud keys from the environment only.
 fn providers() -> Result<Vec<Arc<dyn Provider>>, Failure> {
-    let mut list: Vec<Arc<dyn Provider>> = Vec::new();
-    let ollama = nexus_llm::OllamaProvider::from_env().map_err(|e| fail(2, e.to_string()))?;
-    list.push(Arc::new(ollama));
-    if let Some(openai) =
-        nexus_llm::OpenAiProvider::from_env().map_err(|e| fail(2, e.to_string()))?
-    {
-        list.push(Arc::new(openai));
-    }
-    list.push(Arc::new(
-        nexus_embedded::EmbeddedProvider::from_default_location(),
-    ));
-    Ok(list)
+    nexus_app::setup::providers(&nexus_app::setup::ProviderSettings::default())
+        .map_err(|e| fail(2, e.to_string()))
 }
 
 fn diagnostics_failure(diags: &[Diagnostic], what: &str) -> Failure {
@@ -264,13 +255,6 @@ fn parse_inputs(raw: &[String]) -> Result<BTreeMap<String, String>, Failure> {
 /// How old a heartbeat may be before `nexus resume` treats the run as interrupted.
 const STALE_AFTER: chrono::TimeDelta = chrono::TimeDelta::seconds(5);
 
-/// "Run from this step" and "run up to this step".
-struct Partial {
-    from: Option<String>,
-    reuse: Option<String>,
-    until: Option<String>,
-}
-
 async fn run(
     db: &Path,
     file: &Path,
@@ -291,62 +275,17 @@ async fn run(
         use_cache: !fresh,
         ..RunOptions::default()
     };
-    for step in [&partial.from, &partial.until].into_iter().flatten() {
-        if !plan.index.contains_key(step) {
-            return Err(fail(2, format!("the workflow has no step `{step}`")));
-        }
-    }
-    if let Some(step) = &partial.until {
-        options.only = Some(vec![step.clone()]);
-    }
-    if let Some(step) = &partial.from {
-        let source = match &partial.reuse {
-            Some(id) => store.resolve_run_id(id).await.map_err(store_failure)?,
-            None => store
-                .latest_run_of(&plan.workflow.id)
-                .await?
-                .ok_or_else(|| {
-                    fail(
-                        2,
-                        format!(
-                            "no earlier run of `{}` to reuse outputs from; run it once first",
-                            plan.workflow.id
-                        ),
-                    )
-                })?,
-        };
-        let earlier = store.get_run(&source).await.map_err(store_failure)?;
-        let again = plan.descendants(std::slice::from_ref(step));
-        let reused = earlier
-            .steps
-            .into_iter()
-            .filter(|s| !again.contains(&s.step_id))
-            .collect();
-        options.reuse = Some((source, reused));
-    }
+    nexus_app::setup::apply_partial(&store, &plan, &partial, &mut options)
+        .await
+        .map_err(|e| match e {
+            nexus_app::Error::Store { message } => fail(4, message),
+            other => fail(2, other.to_string()),
+        })?;
     execute(store, Arc::new(plan), inputs, options, json, max_parallel).await
 }
 
 fn engine_config(max_parallel: usize) -> Result<EngineConfig, Failure> {
-    let mut config = EngineConfig {
-        max_parallel,
-        ..EngineConfig::default()
-    };
-    // The user's catalog: NEXUS_CATALOG, else `<config dir>/nexus/models.yaml` if present.
-    let user = std::env::var_os("NEXUS_CATALOG")
-        .map(PathBuf::from)
-        .or_else(|| dirs::config_dir().map(|d| d.join("nexus").join("models.yaml")))
-        .filter(|p| p.exists());
-    if let Some(path) = user {
-        config
-            .models
-            .extend_from_file(&path)
-            .map_err(|e| fail(2, e.to_string()))?;
-        if let Some(w) = config.models.weights {
-            config.weights = w;
-        }
-    }
-    Ok(config)
+    nexus_app::setup::engine_config(max_parallel).map_err(|e| fail(2, e.to_string()))
 }
 
 /// Runs (or continues) a run with progress, heartbeat, control requests and a terminal
@@ -377,25 +316,12 @@ async fn execute(
         }
     });
     // Heartbeat and control requests from `nexus pause|resume|cancel`.
-    let watcher = {
-        let store = Arc::clone(&store);
-        let control = options.control.clone();
-        let cancel = cancel.clone();
-        let run_id = run_id.clone();
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(std::time::Duration::from_millis(500));
-            loop {
-                tick.tick().await;
-                let _ = store.heartbeat(&run_id).await;
-                match store.take_control(&run_id).await {
-                    Ok(Some(r)) if r == "pause" => control.pause(),
-                    Ok(Some(r)) if r == "resume" => control.resume(),
-                    Ok(Some(r)) if r == "cancel" => cancel.cancel(),
-                    _ => {}
-                }
-            }
-        })
-    };
+    let watcher = nexus_app::setup::watch_run(
+        Arc::clone(&store),
+        run_id.clone(),
+        options.control.clone(),
+        cancel.clone(),
+    );
     let progress = (!json).then(|| Arc::new(progress::Progress::new(&plan)));
     if let Some(p) = &progress {
         options.sinks.push(p.clone() as Arc<dyn EventSink>);

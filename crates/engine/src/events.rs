@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use crate::provider::{ProviderErrorKind, Usage};
 
 /// Final state of a step.
+#[cfg_attr(feature = "specta", derive(specta::Type))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum StepStatus {
@@ -40,6 +41,7 @@ impl StepStatus {
 }
 
 /// Final state of a run.
+#[cfg_attr(feature = "specta", derive(specta::Type))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RunStatus {
@@ -73,6 +75,7 @@ impl RunStatus {
 }
 
 /// One event of a run. Serialized with a `type` tag in snake_case.
+#[cfg_attr(feature = "specta", derive(specta::Type))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Event {

@@ -153,6 +153,7 @@ struct SkelStep {
 #[derive(Deserialize)]
 #[serde(untagged)]
 enum SkelModel {
+    One(Spanned<String>),
     List(Vec<Spanned<IgnoredAny>>),
     Map {
         #[serde(default)]
@@ -231,6 +232,7 @@ fn skeleton(text: &str) -> Locations {
                     loc.fields.insert("model", sp);
                 }
                 loc.models = match &model.value {
+                    SkelModel::One(one) => vec![spanned(one)],
                     SkelModel::List(items) => items.iter().map(spanned).collect(),
                     SkelModel::Map { prefer } => prefer.iter().map(spanned).collect(),
                 };

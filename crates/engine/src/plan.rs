@@ -1147,6 +1147,10 @@ impl Plan {
 /// Model requirements from a step's or agent's `model` field.
 fn requirements(spec: Option<&ModelSpec>) -> ModelRequirements {
     match spec {
+        Some(ModelSpec::One(one)) => ModelRequirements {
+            prefer: vec![one.clone()],
+            ..ModelRequirements::default()
+        },
         Some(ModelSpec::List(list)) => ModelRequirements {
             prefer: list.clone(),
             ..ModelRequirements::default()

@@ -37,6 +37,7 @@ pub struct RunRecord {
 }
 
 /// One attempt of a step.
+#[cfg_attr(feature = "specta", derive(specta::Type))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AttemptRecord {
     /// Attempt number, from 1, counted across models.
@@ -59,6 +60,7 @@ pub struct AttemptRecord {
 
 /// A rung of the fallback ladder taken: a move from one model (or parameters, agent) to
 /// the next, or to the step's `on_failure`, or to a human.
+#[cfg_attr(feature = "specta", derive(specta::Type))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FallbackRecord {
     /// Model (or state) given up.
@@ -73,6 +75,7 @@ pub struct FallbackRecord {
 }
 
 /// One guardrail verdict on a step's input or output, for the audit table.
+#[cfg_attr(feature = "specta", derive(specta::Type))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GuardrailRecord {
     /// `input` or `output`.
@@ -114,6 +117,7 @@ pub struct EngineState {
 }
 
 /// A finished step.
+#[cfg_attr(feature = "specta", derive(specta::Type))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StepRecord {
     /// Step id.
@@ -152,6 +156,7 @@ pub struct StepRecord {
     pub cost_usd: Option<f64>,
     /// The selector's decision ("why this model").
     #[serde(default)]
+    #[cfg_attr(feature = "specta", specta(type = Option<serde_json::Value>))]
     pub selection: Option<crate::select::SelectionRecord>,
     /// Guardrail verdicts on the step's input and output.
     #[serde(default)]

@@ -413,10 +413,13 @@ pub enum OutputFormat {
 
 /// Which models may serve an `llm` step.
 ///
-/// Either a list of model references (shorthand for `prefer`) or an object.
+/// One model reference, a list of them (shorthand for `prefer`), or an object.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(untagged)]
 pub enum ModelSpec {
+    /// Shorthand: one model, e.g. `ollama:llama3.1` or `embedded` (the same as a list of
+    /// one; n8n and Flowise nodes name a single model this way).
+    One(String),
     /// Shorthand: an explicit preference list, e.g. `["ollama:qwen2.5", "embedded"]`.
     List(Vec<String>),
     /// Full form.

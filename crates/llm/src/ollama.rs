@@ -77,6 +77,51 @@ impl OllamaProvider {
     pub fn url(&self) -> &str {
         &self.url
     }
+
+    /// Pulls (downloads) `model` into the daemon (`POST /api/pull`, streamed), yielding
+    /// the daemon's progress lines as they come: a status text (`pulling manifest`,
+    /// `pulling <digest>`, `verifying sha256 digest`, `success`) with byte counts while a
+    /// layer downloads. The stream ends after `success`.
+    ///
+    /// # Errors
+    /// Classified like chat errors: [`ProviderErrorKind::Unavailable`] when the daemon
+    /// cannot be reached, [`ProviderErrorKind::ModelNotFound`] for an unknown name (the
+    /// daemon answers `{"error": "pull model manifest: file does not exist"}`).
+    pub async fn pull(
+        &self,
+        model: &str,
+    ) -> Result<
+        impl futures::Stream<Item = Result<PullProgress, ProviderError>> + Send + use<>,
+        ProviderError,
+    > {
+        let stream = self
+            .client
+            .pull_model_stream(model.to_string(), false)
+            .await
+            .map_err(classify)?;
+        Ok(stream.map(|item| {
+            item.map(|s| PullProgress {
+                status: s.message,
+                digest: s.digest,
+                total_bytes: s.total,
+                completed_bytes: s.completed,
+            })
+            .map_err(classify)
+        }))
+    }
+}
+
+/// One progress line of [`OllamaProvider::pull`] (Ollama's docs/api.md, "Pull a Model").
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct PullProgress {
+    /// The daemon's status text (`pulling manifest`, `pulling <digest>`, `success`).
+    pub status: String,
+    /// The layer being downloaded, when downloading.
+    pub digest: Option<String>,
+    /// The layer's size, bytes, when downloading.
+    pub total_bytes: Option<u64>,
+    /// Bytes of the layer downloaded so far.
+    pub completed_bytes: Option<u64>,
 }
 
 fn classify(e: OllamaError) -> ProviderError {

@@ -89,6 +89,7 @@ pub struct SqliteStore {
 }
 
 /// One line of `runs list`.
+#[cfg_attr(feature = "specta", derive(specta::Type))]
 #[derive(Debug, Clone, Serialize)]
 pub struct RunSummary {
     /// Run id.
@@ -108,6 +109,7 @@ pub struct RunSummary {
 }
 
 /// A stored run with everything recorded about it.
+#[cfg_attr(feature = "specta", derive(specta::Type))]
 #[derive(Debug, Clone, Serialize)]
 pub struct StoredRun {
     /// Run id.

@@ -1,7 +1,7 @@
-import { useMemo } from 'react';
+import { useMemo, useRef, useState } from 'react';
 import { fieldsOf } from '../registry';
 import { useEditor } from '../store';
-import type { Backend } from '../backend';
+import type { Backend, RunOptions } from '../backend';
 import { ModelPicker } from './ModelPicker';
 
 const TEXT_FIELDS = new Set(['prompt', 'system', 'template', 'when']);
@@ -20,14 +20,111 @@ function parseValue(raw: string): unknown {
   }
 }
 
+/**
+ * A prompt or template field that completes variables: typing `{{` (and the start of a
+ * name) lists the workflow's inputs and the outputs of upstream steps; Enter, Tab or a
+ * click inserts the one chosen.
+ */
+function PromptEditor({
+  testId,
+  value,
+  rows,
+  variables,
+  onChange,
+}: {
+  testId: string;
+  value: string;
+  rows: number;
+  variables: string[];
+  onChange(v: string): void;
+}) {
+  const ref = useRef<HTMLTextAreaElement>(null);
+  const [query, setQuery] = useState<{ start: number; text: string } | null>(null);
+  const [active, setActive] = useState(0);
+  const matches = useMemo(
+    () => (query ? variables.filter((v) => v.replace(/[{} ]/g, '').includes(query.text.trim())) : []),
+    [query, variables],
+  );
+  const track = (el: HTMLTextAreaElement) => {
+    const before = el.value.slice(0, el.selectionStart);
+    const open = before.lastIndexOf('{{');
+    if (open >= 0 && !before.slice(open).includes('}}') && /^\{\{[\w. ]*$/.test(before.slice(open))) {
+      setQuery({ start: open, text: before.slice(open + 2) });
+      setActive(0);
+    } else {
+      setQuery(null);
+    }
+  };
+  const choose = (v: string) => {
+    const el = ref.current;
+    if (!el || !query) return;
+    const next = el.value.slice(0, query.start) + v + el.value.slice(el.selectionStart);
+    onChange(next);
+    setQuery(null);
+    const at = query.start + v.length;
+    requestAnimationFrame(() => {
+      el.focus();
+      el.setSelectionRange(at, at);
+    });
+  };
+  return (
+    <span className="prompt-editor">
+      <textarea
+        ref={ref}
+        data-testid={testId}
+        value={value}
+        rows={rows}
+        onChange={(e) => {
+          onChange(e.target.value);
+          track(e.target);
+        }}
+        onKeyDown={(e) => {
+          if (!query || matches.length === 0) return;
+          if (e.key === 'ArrowDown') {
+            e.preventDefault();
+            setActive((active + 1) % matches.length);
+          } else if (e.key === 'ArrowUp') {
+            e.preventDefault();
+            setActive((active + matches.length - 1) % matches.length);
+          } else if (e.key === 'Enter' || e.key === 'Tab') {
+            e.preventDefault();
+            choose(matches[active]);
+          } else if (e.key === 'Escape') {
+            setQuery(null);
+          }
+        }}
+        onBlur={() => setTimeout(() => setQuery(null), 150)}
+      />
+      {query && matches.length > 0 && (
+        <ul className="completions" data-testid="completions">
+          {matches.map((m, i) => (
+            <li
+              key={m}
+              className={i === active ? 'active' : ''}
+              data-testid={`completion-${m.replace(/[{} ]/g, '')}`}
+              onMouseDown={(e) => {
+                e.preventDefault();
+                choose(m);
+              }}
+            >
+              {m}
+            </li>
+          ))}
+        </ul>
+      )}
+    </span>
+  );
+}
+
 /** The selected step's fields, with the variables its templates may use. */
-export function Inspector({ backend }: { backend: Backend }) {
+export function Inspector({ backend, onRun }: { backend: Backend; onRun(options: RunOptions): void }) {
   const node = useEditor((s) => s.nodes.find((n) => n.selected));
   const edges = useEditor((s) => s.edges);
   const inputs = useEditor((s) => s.inputs);
   const diagnostics = useEditor((s) => s.diagnostics);
   const updateField = useEditor((s) => s.updateField);
   const renameStep = useEditor((s) => s.renameStep);
+  const live = useEditor((s) => (node ? s.run?.steps[node.id] : undefined));
   const upstream = useMemo(() => {
     if (!node) return [];
     // Every ancestor: a template may read any step it depends on.
@@ -52,6 +149,23 @@ export function Inspector({ backend }: { backend: Backend }) {
   ];
   return (
     <aside className="inspector" data-testid="inspector">
+      <div className="row">
+        <button data-testid="run-from" title="Run this step and everything after it; reuse the outputs of the steps before it from the latest run" onClick={() => onRun({ from: step.id })}>
+          Run from here
+        </button>
+        <button data-testid="run-until" title="Run only this step and the steps it needs" onClick={() => onRun({ until: step.id })}>
+          Run up to here
+        </button>
+      </div>
+      {live && (live.tokens || live.error) && (
+        <div className="live-output" data-testid="inspector-output">
+          <div>
+            {live.status}
+            {live.model ? ` on ${live.model}` : ''}
+          </div>
+          <pre>{live.error && live.status !== 'succeeded' ? live.error : live.tokens}</pre>
+        </div>
+      )}
       <label>
         id
         <input
@@ -80,11 +194,12 @@ export function Inspector({ backend }: { backend: Backend }) {
           <label key={f.name} title={f.description}>
             {f.name}
             {TEXT_FIELDS.has(f.name) ? (
-              <textarea
-                data-testid={`field-${f.name}`}
+              <PromptEditor
+                testId={`field-${f.name}`}
                 value={asText(step.fields[f.name])}
                 rows={f.name === 'prompt' || f.name === 'template' ? 6 : 2}
-                onChange={(e) => updateField(step.id, f.name, e.target.value || undefined)}
+                variables={variables}
+                onChange={(v) => updateField(step.id, f.name, v || undefined)}
               />
             ) : (
               <input

@@ -1,0 +1,749 @@
+//! The desktop app's operations, one method per Tauri command (the shell in `src-tauri`
+//! delegates each command to one method here in one line).
+//!
+//! Invariants:
+//! - every workflow path is relative to the workflows folder and stays inside it (no
+//!   absolute paths, no `..`); a save writes a temporary file next to the target and
+//!   renames it, so a failed save never leaves a half-written workflow;
+//! - runs go to the same SQLite database as the CLI (`NEXUS_DB` or the data dir), with a
+//!   heartbeat, so `nexus runs list|show|pause|cancel` see and act on desktop runs;
+//! - each run has one [`EventSink`] (the shell's `tauri::ipc::Channel`); its last event is
+//!   always `run_finished`, also when the engine itself fails;
+//! - API keys go to the [`SecretStore`] (the OS keychain) only.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Component, Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures::StreamExt;
+use nexus_engine::human::{HumanDecision, HumanHandler, HumanRequest};
+use nexus_engine::run::RunControl;
+use nexus_engine::select::{Catalog, SelectionInput};
+use nexus_engine::{
+    Diagnostic, Engine, Event, EventSink, Locality, ModelInfo, RunOptions, RunStatus,
+};
+use nexus_store::{RunSummary, SqliteStore, StoredRun};
+use serde::{Deserialize, Serialize};
+use tokio::sync::{OnceCell, oneshot};
+use tokio_util::sync::CancellationToken;
+
+use crate::keys::{CLOUD_PROVIDERS, SecretStore, known_provider};
+use crate::setup::{
+    Partial, ProviderSettings, apply_partial, engine_config, ollama, providers, watch_run,
+};
+use crate::{Error, Result};
+
+/// The example workflows shipped with the app, offered by "New from template".
+pub const TEMPLATES: &[(&str, &str)] = &[
+    (
+        "feature-spec.yaml",
+        include_str!("../../../workflows/feature-spec.yaml"),
+    ),
+    (
+        "document-report.yaml",
+        include_str!("../../../workflows/document-report.yaml"),
+    ),
+    (
+        "issue-triage.yaml",
+        include_str!("../../../workflows/issue-triage.yaml"),
+    ),
+];
+
+/// The app's remembered settings (`<config dir>/nexus/desktop.json`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, specta::Type)]
+pub struct Settings {
+    /// The folder whose `*.yaml` files the app lists and saves to.
+    pub workflows_folder: String,
+}
+
+/// An example workflow.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, specta::Type)]
+pub struct Template {
+    /// File name (`feature-spec.yaml`).
+    pub name: String,
+    /// The workflow text.
+    pub text: String,
+}
+
+/// What a Run button asks for.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, specta::Type)]
+pub struct RunRequest {
+    /// The workflow text as in the editor (saved or not).
+    pub text: String,
+    /// Its file name in the workflows folder, for diagnostics and the run record.
+    pub file: Option<String>,
+    /// Input values by name, as typed (converted to the declared types).
+    pub inputs: BTreeMap<String, String>,
+    /// "Run from this step": run it and its dependants, reuse the other steps' outputs.
+    pub from: Option<String>,
+    /// The run to reuse outputs from (the workflow's latest run when absent).
+    pub reuse: Option<String>,
+    /// "Run up to this step": only it and what it needs.
+    pub until: Option<String>,
+    /// Bypass the step output cache.
+    pub fresh: bool,
+}
+
+/// One provider in the models view.
+#[derive(Debug, Clone, PartialEq, Serialize, specta::Type)]
+pub struct ProviderView {
+    /// `ollama`, `openai`, `embedded`.
+    pub id: String,
+    /// Where its models run.
+    pub locality: Locality,
+    /// Whether it answered the model listing (Ollama running, embedded file present).
+    pub reachable: bool,
+    /// Why not, when it did not.
+    pub error: Option<String>,
+    /// Its models (size in bytes and context length in tokens where known).
+    pub models: Vec<ModelInfo>,
+}
+
+/// A model in the selector's order.
+#[derive(Debug, Clone, PartialEq, Serialize, specta::Type)]
+pub struct RankedModel {
+    /// `provider:model`.
+    pub reference: String,
+    /// Where it runs.
+    pub locality: Locality,
+    /// Why it is at this rank (the selector's words).
+    pub reason: String,
+    /// The selector's total score (higher is better).
+    pub score: f64,
+    /// Context window, tokens.
+    pub context_length: Option<u32>,
+}
+
+/// Whether a cloud provider has a key, and where it comes from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, specta::Type)]
+pub struct KeyStatus {
+    /// Provider id.
+    pub provider: String,
+    /// A key is in the OS keychain.
+    pub in_keychain: bool,
+    /// A key is set in the environment (it wins over the keychain).
+    pub in_environment: bool,
+}
+
+/// Everything the Models view shows.
+#[derive(Debug, Clone, PartialEq, Serialize, specta::Type)]
+pub struct ModelsView {
+    /// Each configured provider with its models.
+    pub providers: Vec<ProviderView>,
+    /// Models in the selector's order for a general step.
+    pub order: Vec<RankedModel>,
+    /// The Ollama daemon's address.
+    pub ollama_url: String,
+    /// The embedded model's file and whether it is there.
+    pub embedded_path: String,
+    /// Whether the embedded model's file exists.
+    pub embedded_present: bool,
+    /// Cloud providers' keys.
+    pub keys: Vec<KeyStatus>,
+}
+
+/// One progress line of a model pull.
+#[derive(Debug, Clone, PartialEq, Serialize, specta::Type)]
+pub struct PullProgress {
+    /// The daemon's status text (`pulling manifest`, `pulling <digest>`, `success`).
+    pub status: String,
+    /// Bytes of the current layer, when downloading.
+    pub total_bytes: Option<f64>,
+    /// Bytes downloaded of it so far.
+    pub completed_bytes: Option<f64>,
+}
+
+/// A question a run waits on, for the run panel.
+#[derive(Debug, Clone, PartialEq, Serialize, specta::Type)]
+pub struct PendingQuestion {
+    /// Run id.
+    pub run_id: String,
+    /// The question.
+    pub request: HumanRequest,
+}
+
+/// Passes events on and says when the run is stored (its first event, `run_started`, is
+/// emitted after the store committed the run) or over.
+struct Started {
+    inner: Arc<dyn EventSink>,
+    started: Mutex<Option<oneshot::Sender<()>>>,
+}
+
+impl EventSink for Started {
+    fn emit(&self, event: &Event) {
+        if matches!(event, Event::RunStarted { .. } | Event::RunFinished { .. })
+            && let Some(tx) = lock(&self.started).take()
+        {
+            let _ = tx.send(());
+        }
+        self.inner.emit(event);
+    }
+}
+
+struct ActiveRun {
+    cancel: CancellationToken,
+    control: RunControl,
+}
+
+type Answer = oneshot::Sender<HumanDecision>;
+
+/// Human questions of desktop runs: each waits until the user answers in the run panel
+/// ([`Desktop::answer`]) or the run ends.
+#[derive(Default)]
+struct PanelHuman {
+    open: Mutex<HashMap<(String, String), (HumanRequest, Answer)>>,
+}
+
+#[async_trait]
+impl HumanHandler for PanelHuman {
+    async fn decide(&self, request: &HumanRequest) -> Option<HumanDecision> {
+        let (tx, rx) = oneshot::channel();
+        let run_id = match request {
+            HumanRequest::Approval { run_id, .. }
+            | HumanRequest::Guardrail { run_id, .. }
+            | HumanRequest::StepFailed { run_id, .. } => run_id.clone(),
+        };
+        let key = (run_id, request.step_id().to_string());
+        lock(&self.open).insert(key.clone(), (request.clone(), tx));
+        let answer = rx.await.ok();
+        lock(&self.open).remove(&key);
+        answer
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Where the app keeps things.
+#[derive(Debug, Clone)]
+pub struct Paths {
+    /// The settings file (`<config dir>/nexus/desktop.json`).
+    pub settings_file: PathBuf,
+    /// The run database.
+    pub database: PathBuf,
+    /// The workflows folder used until the user picks one.
+    pub default_workflows: PathBuf,
+    /// The Ollama daemon's address; `OLLAMA_HOST` or the default when absent.
+    pub ollama_url: Option<String>,
+    /// The embedded model's GGUF file (`NEXUS_EMBEDDED_MODEL`, `models/`, or
+    /// `<data dir>/nexus/models`).
+    pub embedded_model: PathBuf,
+}
+
+impl Paths {
+    /// The standard places: settings under the OS config dir, the run database shared
+    /// with the CLI ([`nexus_store::default_path`]), and `NEXUS_WORKFLOWS`, else
+    /// `workflows/` in (or above) the current folder, else `<documents>/Nexus/workflows`.
+    pub fn standard() -> Self {
+        let config = dirs::config_dir().unwrap_or_else(std::env::temp_dir);
+        let default_workflows = std::env::var_os("NEXUS_WORKFLOWS")
+            .map(PathBuf::from)
+            .or_else(|| {
+                ["workflows", "../workflows"]
+                    .iter()
+                    .map(PathBuf::from)
+                    .find(|p| p.is_dir())
+                    .and_then(|p| p.canonicalize().ok())
+            })
+            .unwrap_or_else(|| {
+                dirs::document_dir()
+                    .or_else(dirs::home_dir)
+                    .unwrap_or_else(std::env::temp_dir)
+                    .join("Nexus")
+                    .join("workflows")
+            });
+        Paths {
+            settings_file: config.join("nexus").join("desktop.json"),
+            database: nexus_store::default_path(),
+            default_workflows,
+            ollama_url: None,
+            embedded_model: nexus_embedded::default_model_path(),
+        }
+    }
+}
+
+/// The desktop app's state and operations.
+pub struct Desktop {
+    paths: Paths,
+    settings: Mutex<Settings>,
+    secrets: Arc<dyn SecretStore>,
+    store: OnceCell<Arc<SqliteStore>>,
+    engine: tokio::sync::Mutex<Option<Arc<Engine>>>,
+    runs: Arc<Mutex<HashMap<String, ActiveRun>>>,
+    human: Arc<PanelHuman>,
+}
+
+impl Desktop {
+    /// The app with its settings read from `paths.settings_file` (defaults when missing
+    /// or unreadable: a broken settings file is replaced on the next change, never
+    /// fatal). The database is opened on first use.
+    pub fn new(paths: Paths, secrets: Arc<dyn SecretStore>) -> Self {
+        let settings = std::fs::read_to_string(&paths.settings_file)
+            .ok()
+            .and_then(|t| serde_json::from_str::<Settings>(&t).ok())
+            .unwrap_or_else(|| Settings {
+                workflows_folder: paths.default_workflows.display().to_string(),
+            });
+        Desktop {
+            paths,
+            settings: Mutex::new(settings),
+            secrets,
+            store: OnceCell::new(),
+            engine: tokio::sync::Mutex::new(None),
+            runs: Arc::new(Mutex::new(HashMap::new())),
+            human: Arc::new(PanelHuman::default()),
+        }
+    }
+
+    /// The current settings.
+    pub fn settings(&self) -> Settings {
+        lock(&self.settings).clone()
+    }
+
+    /// Makes `folder` the workflows folder (created when missing) and remembers it.
+    ///
+    /// # Errors
+    /// [`Error::Io`] when the folder cannot be created or the settings not written.
+    pub fn set_workflows_folder(&self, folder: &str) -> Result<Settings> {
+        let path = PathBuf::from(folder);
+        std::fs::create_dir_all(&path).map_err(|e| io(&path, e))?;
+        let settings = Settings {
+            workflows_folder: path.display().to_string(),
+        };
+        if let Some(dir) = self.paths.settings_file.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| io(dir, e))?;
+        }
+        let text = serde_json::to_string_pretty(&settings).map_err(|e| Error::Io {
+            path: self.paths.settings_file.display().to_string(),
+            message: e.to_string(),
+        })?;
+        write_atomically(&self.paths.settings_file, &text)?;
+        *lock(&self.settings) = settings.clone();
+        Ok(settings)
+    }
+
+    fn folder(&self) -> PathBuf {
+        PathBuf::from(&lock(&self.settings).workflows_folder)
+    }
+
+    /// The `*.yaml` / `*.yml` files of the workflows folder, sorted by name (the folder
+    /// is created with the example workflows in it when it does not exist yet).
+    ///
+    /// # Errors
+    /// [`Error::Io`] when the folder cannot be read or created.
+    pub fn list_workflows(&self) -> Result<Vec<String>> {
+        let folder = self.folder();
+        if !folder.exists() {
+            std::fs::create_dir_all(&folder).map_err(|e| io(&folder, e))?;
+            for (name, text) in TEMPLATES {
+                write_atomically(&folder.join(name), text)?;
+            }
+        }
+        let mut names = Vec::new();
+        for entry in std::fs::read_dir(&folder).map_err(|e| io(&folder, e))? {
+            let entry = entry.map_err(|e| io(&folder, e))?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let is_file = entry.file_type().map(|t| t.is_file()).unwrap_or(false);
+            if is_file && (name.ends_with(".yaml") || name.ends_with(".yml")) {
+                names.push(name);
+            }
+        }
+        names.sort();
+        Ok(names)
+    }
+
+    /// The example workflows.
+    pub fn templates(&self) -> Vec<Template> {
+        TEMPLATES
+            .iter()
+            .map(|(name, text)| Template {
+                name: (*name).to_string(),
+                text: (*text).to_string(),
+            })
+            .collect()
+    }
+
+    /// The text of workflow `name` (relative to the workflows folder).
+    ///
+    /// # Errors
+    /// [`Error::BadPath`] for a path leaving the folder; [`Error::Io`].
+    pub fn read_workflow(&self, name: &str) -> Result<String> {
+        let path = self.resolve(name)?;
+        std::fs::read_to_string(&path).map_err(|e| io(&path, e))
+    }
+
+    /// Saves `text` as workflow `name` (relative to the workflows folder), atomically.
+    /// The text is written as given, so an unchanged workflow saves to identical bytes.
+    ///
+    /// # Errors
+    /// [`Error::BadPath`]; [`Error::Io`] (the previous file is then untouched).
+    pub fn write_workflow(&self, name: &str, text: &str) -> Result<()> {
+        let path = self.resolve(name)?;
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| io(dir, e))?;
+        }
+        write_atomically(&path, text)
+    }
+
+    fn resolve(&self, name: &str) -> Result<PathBuf> {
+        let bad = |reason: &str| Error::BadPath {
+            path: name.to_string(),
+            reason: reason.to_string(),
+        };
+        let rel = Path::new(name);
+        if name.trim().is_empty() {
+            return Err(bad(
+                "the name is empty; give a file name such as `my-flow.yaml`",
+            ));
+        }
+        if !rel.components().all(|c| matches!(c, Component::Normal(_))) {
+            return Err(bad(
+                "give a name inside the workflows folder (no absolute path, no `..`); change the folder in Settings to work elsewhere",
+            ));
+        }
+        if !(name.ends_with(".yaml") || name.ends_with(".yml")) {
+            return Err(bad("a workflow file name ends in `.yaml` or `.yml`"));
+        }
+        Ok(self.folder().join(rel))
+    }
+
+    /// The engine's diagnostics for `text` (empty when the workflow is valid).
+    pub fn validate(&self, text: &str, file: Option<&str>) -> Vec<Diagnostic> {
+        nexus_engine::load_str(text, file).err().unwrap_or_default()
+    }
+
+    async fn store(&self) -> Result<Arc<SqliteStore>> {
+        let store = self
+            .store
+            .get_or_try_init(|| async {
+                SqliteStore::open(&self.paths.database).await.map(Arc::new)
+            })
+            .await?;
+        Ok(Arc::clone(store))
+    }
+
+    async fn provider_settings(&self) -> Result<ProviderSettings> {
+        let secrets = Arc::clone(&self.secrets);
+        let openai = tokio::task::spawn_blocking(move || secrets.get("openai"))
+            .await
+            .map_err(|e| Error::Keychain {
+                message: e.to_string(),
+            })??;
+        Ok(ProviderSettings {
+            ollama_url: self.paths.ollama_url.clone(),
+            openai_key: openai,
+            embedded_model: Some(self.paths.embedded_model.clone()),
+        })
+    }
+
+    /// The engine, built on first use and again after a key changed (breakers and
+    /// model statistics are reloaded from the database).
+    async fn engine(&self) -> Result<Arc<Engine>> {
+        let mut slot = self.engine.lock().await;
+        if let Some(engine) = slot.as_ref() {
+            return Ok(Arc::clone(engine));
+        }
+        let store = self.store().await?;
+        let settings = self.provider_settings().await?;
+        let engine = Arc::new(Engine::new(
+            providers(&settings)?,
+            Some(store as Arc<dyn nexus_engine::store::RunStore>),
+            engine_config(4)?,
+        ));
+        *slot = Some(Arc::clone(&engine));
+        Ok(engine)
+    }
+
+    /// Starts a run of `request.text` in the background and returns its id as soon as the
+    /// run is stored. Every event of the run goes to `sink`, ending with `run_finished`.
+    ///
+    /// # Errors
+    /// [`Error::InvalidWorkflow`], [`Error::InvalidInputs`], [`Error::NotActive`] (a
+    /// `from`/`until` step that does not exist, nothing to reuse), [`Error::Store`],
+    /// [`Error::Config`]. Failures of steps are not errors here: they are events.
+    pub async fn start_run(&self, request: RunRequest, sink: Arc<dyn EventSink>) -> Result<String> {
+        let plan = nexus_engine::load_str(&request.text, request.file.as_deref())
+            .map_err(|diagnostics| Error::InvalidWorkflow { diagnostics })?;
+        let inputs = nexus_engine::resolve_inputs(&plan, &request.inputs)
+            .map_err(|diagnostics| Error::InvalidInputs { diagnostics })?;
+        let store = self.store().await?;
+        let engine = self.engine().await?;
+        let run_id = uuid::Uuid::now_v7().to_string();
+        let mut options = RunOptions {
+            run_id: Some(run_id.clone()),
+            use_cache: !request.fresh,
+            ..RunOptions::default()
+        };
+        let partial = Partial {
+            from: request.from,
+            reuse: request.reuse,
+            until: request.until,
+        };
+        apply_partial(&store, &plan, &partial, &mut options).await?;
+        let (stored_tx, stored_rx) = oneshot::channel();
+        let sink: Arc<dyn EventSink> = Arc::new(Started {
+            inner: sink,
+            started: Mutex::new(Some(stored_tx)),
+        });
+        options.sinks.push(Arc::clone(&sink));
+        options.human = Some(Arc::clone(&self.human) as Arc<dyn HumanHandler>);
+        lock(&self.runs).insert(
+            run_id.clone(),
+            ActiveRun {
+                cancel: options.cancel.clone(),
+                control: options.control.clone(),
+            },
+        );
+        let watcher = watch_run(
+            Arc::clone(&store),
+            run_id.clone(),
+            options.control.clone(),
+            options.cancel.clone(),
+        );
+        let runs = Arc::clone(&self.runs);
+        let id = run_id.clone();
+        let plan = Arc::new(plan);
+        tokio::spawn(async move {
+            let started = std::time::Instant::now();
+            let result = engine.run(plan, inputs, options).await;
+            watcher.abort();
+            lock(&runs).remove(&id);
+            if let Err(e) = result {
+                tracing::error!(run = %id, "the run could not be recorded: {e}");
+                sink.emit(&Event::RunFinished {
+                    run_id: id,
+                    status: RunStatus::Failed,
+                    duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+                });
+            }
+        });
+        // Returns once the run is in the database (or over), so the history lists it.
+        let _ = stored_rx.await;
+        Ok(run_id)
+    }
+
+    fn active<T>(&self, run_id: &str, f: impl FnOnce(&ActiveRun) -> T) -> Result<T> {
+        lock(&self.runs)
+            .get(run_id)
+            .map(f)
+            .ok_or_else(|| Error::NotActive {
+                message: format!("run {run_id} is not running in this app"),
+            })
+    }
+
+    /// Cancels a running run: steps in flight are stopped, nothing new starts; the run
+    /// ends `cancelled`.
+    ///
+    /// # Errors
+    /// [`Error::NotActive`] when the run is not running here.
+    pub fn cancel_run(&self, run_id: &str) -> Result<()> {
+        self.active(run_id, |r| r.cancel.cancel())
+    }
+
+    /// Pauses (`true`) or resumes (`false`) a running run.
+    ///
+    /// # Errors
+    /// [`Error::NotActive`].
+    pub fn pause_run(&self, run_id: &str, pause: bool) -> Result<()> {
+        self.active(run_id, |r| {
+            if pause {
+                r.control.pause();
+            } else {
+                r.control.resume();
+            }
+        })
+    }
+
+    /// The questions runs of this app wait on.
+    pub fn pending_questions(&self) -> Vec<PendingQuestion> {
+        lock(&self.human.open)
+            .iter()
+            .map(|((run_id, _), (request, _))| PendingQuestion {
+                run_id: run_id.clone(),
+                request: request.clone(),
+            })
+            .collect()
+    }
+
+    /// Answers the question step `step_id` of run `run_id` waits on.
+    ///
+    /// # Errors
+    /// [`Error::NotActive`] when no such question is open.
+    pub fn answer(&self, run_id: &str, step_id: &str, decision: HumanDecision) -> Result<()> {
+        let key = (run_id.to_string(), step_id.to_string());
+        let open = lock(&self.human.open).remove(&key);
+        let sent = open.is_some_and(|(_, tx)| tx.send(decision).is_ok());
+        match sent {
+            true => Ok(()),
+            false => Err(Error::NotActive {
+                message: format!("step {step_id} of run {run_id} is not waiting for an answer"),
+            }),
+        }
+    }
+
+    /// The latest `limit` runs (CLI and desktop), newest first.
+    ///
+    /// # Errors
+    /// [`Error::Store`].
+    pub async fn list_runs(&self, limit: u32) -> Result<Vec<RunSummary>> {
+        Ok(self.store().await?.list_runs(limit).await?)
+    }
+
+    /// Everything stored about a run (id or unique prefix): steps with input, output,
+    /// model and why, tokens, attempts; its events; the workflow as run.
+    ///
+    /// # Errors
+    /// [`Error::UnknownRun`], [`Error::Store`].
+    pub async fn get_run(&self, run_id: &str) -> Result<StoredRun> {
+        Ok(self.store().await?.get_run(run_id).await?)
+    }
+
+    /// Providers, their models, the selector's order, the embedded model and keys.
+    ///
+    /// # Errors
+    /// [`Error::Store`], [`Error::Config`], [`Error::Keychain`].
+    pub async fn models(&self) -> Result<ModelsView> {
+        let engine = self.engine().await?;
+        let catalog = Catalog::discover(engine.providers(), Duration::from_secs(3)).await;
+        let selection = engine.rank(
+            &SelectionInput {
+                max_tokens: nexus_engine::plan::DEFAULT_MAX_TOKENS,
+                ..SelectionInput::default()
+            },
+            &catalog,
+        );
+        let order = selection
+            .candidates
+            .iter()
+            .map(|c| RankedModel {
+                reference: c.reference.clone(),
+                locality: c.provider.locality(),
+                reason: c.reason.clone(),
+                score: c.score.total,
+                context_length: c.context_window,
+            })
+            .collect();
+        let providers = catalog
+            .providers
+            .iter()
+            .map(|s| ProviderView {
+                id: s.provider.id().to_string(),
+                locality: s.provider.locality(),
+                reachable: s.models.is_ok(),
+                error: s.models.as_ref().err().map(|e| e.message.clone()),
+                models: s.models.clone().unwrap_or_default(),
+            })
+            .collect();
+        let mut keys = Vec::new();
+        let cloud = self.provider_settings().await?;
+        for provider in CLOUD_PROVIDERS {
+            keys.push(KeyStatus {
+                provider: (*provider).to_string(),
+                in_keychain: match *provider {
+                    "openai" => cloud.openai_key.is_some(),
+                    _ => false,
+                },
+                in_environment: ["NEXUS_OPENAI_API_KEY", "OPENAI_API_KEY"]
+                    .iter()
+                    .any(|v| std::env::var(v).is_ok_and(|k| !k.trim().is_empty())),
+            });
+        }
+        let embedded = &self.paths.embedded_model;
+        Ok(ModelsView {
+            providers,
+            order,
+            ollama_url: ollama(self.paths.ollama_url.as_deref())?.url().to_string(),
+            embedded_present: embedded.is_file(),
+            embedded_path: embedded.display().to_string(),
+            keys,
+        })
+    }
+
+    /// Pulls `model` into Ollama, passing each progress line to `progress`; returns after
+    /// the daemon said `success`. The models list shows it afterwards.
+    ///
+    /// # Errors
+    /// [`Error::Provider`] (`unavailable` when Ollama is not running, `model_not_found`
+    /// for an unknown name), [`Error::Config`].
+    pub async fn pull_model(
+        &self,
+        model: &str,
+        progress: impl Fn(PullProgress) + Send,
+    ) -> Result<()> {
+        let mut stream = ollama(self.paths.ollama_url.as_deref())?
+            .pull(model.trim())
+            .await?;
+        while let Some(line) = stream.next().await {
+            let line = line?;
+            // Sizes as f64: JSON numbers in the UI (a model is far below 2^53 bytes).
+            progress(PullProgress {
+                status: line.status,
+                total_bytes: line.total_bytes.map(|b| b as f64),
+                completed_bytes: line.completed_bytes.map(|b| b as f64),
+            });
+        }
+        Ok(())
+    }
+
+    /// Stores `key` for cloud `provider` in the keychain; the next run uses it.
+    ///
+    /// # Errors
+    /// [`Error::NotActive`] for an unknown provider, [`Error::Keychain`].
+    pub async fn set_api_key(&self, provider: &str, key: &str) -> Result<()> {
+        known_provider(provider)?;
+        let key = key.trim().to_string();
+        if key.is_empty() {
+            return self.delete_api_key(provider).await;
+        }
+        self.with_secrets(provider, move |s, p| s.set(&p, &key))
+            .await
+    }
+
+    /// Removes the key of cloud `provider` from the keychain.
+    ///
+    /// # Errors
+    /// As [`Desktop::set_api_key`].
+    pub async fn delete_api_key(&self, provider: &str) -> Result<()> {
+        known_provider(provider)?;
+        self.with_secrets(provider, |s, p| s.delete(&p)).await
+    }
+
+    async fn with_secrets(
+        &self,
+        provider: &str,
+        f: impl FnOnce(&dyn SecretStore, String) -> Result<()> + Send + 'static,
+    ) -> Result<()> {
+        let secrets = Arc::clone(&self.secrets);
+        let provider = provider.to_string();
+        tokio::task::spawn_blocking(move || f(secrets.as_ref(), provider))
+            .await
+            .map_err(|e| Error::Keychain {
+                message: e.to_string(),
+            })??;
+        // Providers are rebuilt with the new key on the next use.
+        *self.engine.lock().await = None;
+        Ok(())
+    }
+}
+
+fn io(path: &Path, e: impl std::fmt::Display) -> Error {
+    Error::Io {
+        path: path.display().to_string(),
+        message: e.to_string(),
+    }
+}
+
+/// Writes `text` to `path` through a temporary file in the same folder and a rename, so
+/// readers see the old or the new content, never a mix.
+fn write_atomically(path: &Path, text: &str) -> Result<()> {
+    use std::io::Write;
+    let dir = path.parent().unwrap_or_else(|| Path::new("."));
+    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(|e| io(dir, e))?;
+    tmp.write_all(text.as_bytes()).map_err(|e| io(path, e))?;
+    tmp.as_file().sync_all().map_err(|e| io(path, e))?;
+    tmp.persist(path).map_err(|e| io(path, e.error))?;
+    Ok(())
+}

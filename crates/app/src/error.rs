@@ -1,0 +1,126 @@
+//! The one error type of `nexus-app`. It crosses the desktop app's IPC as JSON tagged by
+//! `kind`, so the UI can switch on it (`{"kind":"invalid_workflow","diagnostics":[...]}`).
+
+use nexus_engine::Diagnostic;
+use serde::Serialize;
+
+/// What went wrong in a desktop operation.
+#[derive(Debug, thiserror::Error, Serialize, specta::Type)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Error {
+    /// The workflow text does not parse or validate; each diagnostic names its place
+    /// (line, column, step, field) and a fix.
+    #[error("the workflow is not valid: {}", first(.diagnostics))]
+    InvalidWorkflow {
+        /// Every problem found.
+        diagnostics: Vec<Diagnostic>,
+    },
+    /// The inputs given for a run are missing or of the wrong type.
+    #[error("the run's inputs are not valid: {}", first(.diagnostics))]
+    InvalidInputs {
+        /// Every problem found, each naming the input.
+        diagnostics: Vec<Diagnostic>,
+    },
+    /// A path outside the workflows folder, or not a workflow file name.
+    #[error("`{path}` cannot be used: {reason}")]
+    BadPath {
+        /// The path as given.
+        path: String,
+        /// Why, and what would work.
+        reason: String,
+    },
+    /// Reading or writing a file failed.
+    #[error("{path}: {message}")]
+    Io {
+        /// The file or folder.
+        path: String,
+        /// The operating system's message.
+        message: String,
+    },
+    /// The run database failed (the runs already stored are kept).
+    #[error("the run database failed: {message}")]
+    Store {
+        /// The database's message.
+        message: String,
+    },
+    /// No run has this id (or the prefix is ambiguous).
+    #[error("no run `{run_id}`: {message}")]
+    UnknownRun {
+        /// The id or prefix as given.
+        run_id: String,
+        /// Why it did not resolve.
+        message: String,
+    },
+    /// A run or step named in the request is not active (finished, or never started).
+    #[error("{message}")]
+    NotActive {
+        /// What is not active.
+        message: String,
+    },
+    /// A model provider failed (Ollama unreachable, a pull refused).
+    #[error("{message}")]
+    Provider {
+        /// The error's class in the taxonomy (`unavailable`, `model_not_found`, ...).
+        class: String,
+        /// The provider's message.
+        message: String,
+    },
+    /// The OS keychain refused to store, read or delete a key.
+    #[error("the keychain failed: {message}")]
+    Keychain {
+        /// The keychain's message.
+        message: String,
+    },
+    /// The user's model catalog (`models.yaml`) is not valid.
+    #[error("{message}")]
+    Config {
+        /// What is wrong, with the file's place.
+        message: String,
+    },
+}
+
+fn first(diags: &[Diagnostic]) -> String {
+    match diags {
+        [] => "no details".to_string(),
+        [one] => one.to_string(),
+        [one, rest @ ..] => format!("{one} (and {} more)", rest.len()),
+    }
+}
+
+impl From<nexus_store::Error> for Error {
+    fn from(e: nexus_store::Error) -> Self {
+        match e {
+            nexus_store::Error::NotFound(id) => Error::UnknownRun {
+                run_id: id.clone(),
+                message: "not in the run database".to_string(),
+            },
+            nexus_store::Error::Ambiguous(id) => Error::UnknownRun {
+                run_id: id.clone(),
+                message: "the prefix matches several runs; give more characters".to_string(),
+            },
+            other => Error::Store {
+                message: other.to_string(),
+            },
+        }
+    }
+}
+
+impl From<nexus_engine::ProviderError> for Error {
+    fn from(e: nexus_engine::ProviderError) -> Self {
+        Error::Provider {
+            class: e.kind.as_str().to_string(),
+            message: e.message,
+        }
+    }
+}
+
+impl From<keyring::Error> for Error {
+    fn from(e: keyring::Error) -> Self {
+        Error::Keychain {
+            message: e.to_string(),
+        }
+    }
+}
+
+/// `Result` with [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;

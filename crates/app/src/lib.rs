@@ -1,0 +1,14 @@
+//! What the Nexus desktop app does, with no Tauri dependency: the shell in `src-tauri`
+//! exposes [`Desktop`]'s methods as commands, one line each, and its tests run here
+//! against a real SQLite file, the real embedded model and loopback HTTP servers.
+//!
+//! [`setup`] is shared with the `nexus` CLI: both build providers, the engine's settings
+//! and partial runs the same way.
+
+pub mod desktop;
+mod error;
+pub mod keys;
+pub mod setup;
+
+pub use desktop::{Desktop, Paths, RunRequest, Settings};
+pub use error::{Error, Result};

@@ -1,0 +1,380 @@
+//! The desktop app's operations end to end, without a window: a real SQLite file, the
+//! real embedded model, the Ollama-protocol server (tests/servers/ollama_server.py) on
+//! loopback for pulls, and a folder of workflow files on disk.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use nexus_app::desktop::PullProgress;
+use nexus_app::keys::ProcessSecrets;
+use nexus_app::{Desktop, Error, Paths, RunRequest};
+use nexus_engine::events::CollectingSink;
+use nexus_engine::human::HumanDecision;
+use nexus_engine::{Event, RunStatus};
+
+/// A desktop over a temporary folder: settings, database and workflows inside `dir`,
+/// Ollama at `ollama` (a closed port when `None`), the test model as the embedded one.
+fn desktop(dir: &Path, ollama: Option<&str>) -> anyhow::Result<Desktop> {
+    let closed = format!("http://127.0.0.1:{}", nexus_tests::free_port()?);
+    Ok(Desktop::new(
+        Paths {
+            settings_file: dir.join("config/desktop.json"),
+            database: dir.join("nexus.db"),
+            default_workflows: dir.join("workflows"),
+            ollama_url: Some(ollama.map_or(closed, str::to_string)),
+            embedded_model: nexus_tests::model_path()?,
+        },
+        Arc::new(ProcessSecrets::default()),
+    ))
+}
+
+/// Waits for the run's `run_finished` event and returns its status.
+async fn finished(sink: &CollectingSink, run_id: &str) -> anyhow::Result<RunStatus> {
+    for _ in 0..1200 {
+        let status = sink.events().iter().find_map(|e| match e {
+            Event::RunFinished {
+                run_id: id, status, ..
+            } if id == run_id => Some(*status),
+            _ => None,
+        });
+        if let Some(s) = status {
+            return Ok(s);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    bail!("run {run_id} did not finish in 120 s")
+}
+
+const TWO_STEPS: &str = "id: greet\ninputs:\n  name: {type: string, default: Ada}\nsteps:\n  - id: hello\n    kind: template\n    template: \"Hello {{ inputs.name }}\"\n  - id: answer\n    kind: llm\n    needs: [hello]\n    model: embedded\n    prompt: \"Say one word after: {{ steps.hello.output }}\"\n    max_tokens: 8\n";
+
+#[tokio::test]
+async fn the_workflows_folder_is_listed_saved_to_and_remembered() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let app = desktop(dir.path(), None)?;
+    // A missing folder is created with the example workflows in it.
+    let names = app.list_workflows()?;
+    assert!(
+        names.contains(&"feature-spec.yaml".to_string()),
+        "{names:?}"
+    );
+    // Saving writes exactly the text given; reading it back gives the same bytes.
+    let text = "# my notes\nid: mine\nsteps:\n  - id: a\n    kind: template\n    template: hi\n";
+    app.write_workflow("mine.yaml", text)?;
+    assert_eq!(app.read_workflow("mine.yaml")?, text);
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("workflows/mine.yaml"))?,
+        text
+    );
+    assert!(app.list_workflows()?.contains(&"mine.yaml".to_string()));
+    // Paths outside the folder are refused with the reason.
+    for bad in ["../escape.yaml", "/etc/passwd.yaml", "notes.txt", ""] {
+        match app.write_workflow(bad, "x") {
+            Err(Error::BadPath { path, reason }) => {
+                assert_eq!(path, bad);
+                assert!(!reason.is_empty());
+            }
+            other => bail!("{bad}: expected BadPath, got {other:?}"),
+        }
+    }
+    assert!(!dir.path().join("escape.yaml").exists());
+    // Another folder is remembered by the next app start.
+    let other = dir.path().join("elsewhere");
+    app.set_workflows_folder(&other.display().to_string())?;
+    std::fs::write(other.join("x.yaml"), "id: x\n")?;
+    let again = desktop(dir.path(), None)?;
+    assert_eq!(
+        again.settings().workflows_folder,
+        other.display().to_string()
+    );
+    assert_eq!(again.list_workflows()?, vec!["x.yaml".to_string()]);
+    Ok(())
+}
+
+#[tokio::test]
+async fn validation_names_the_place() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let app = desktop(dir.path(), None)?;
+    assert!(app.validate(TWO_STEPS, Some("greet.yaml")).is_empty());
+    let broken = TWO_STEPS.replace("needs: [hello]", "needs: [helo]");
+    let diags = app.validate(&broken, Some("greet.yaml"));
+    // The unknown step (with a suggestion), and the template reading a step it does not need.
+    assert_eq!(diags.len(), 2, "{diags:?}");
+    assert_eq!(diags[0].step.as_deref(), Some("answer"));
+    assert_eq!(diags[0].field.as_deref(), Some("needs[0]"));
+    assert!(diags[0].span.is_some_and(|s| s.line == 10), "{diags:?}");
+    assert!(
+        diags[0].message.contains("did you mean `hello`"),
+        "{diags:?}"
+    );
+    // A run of a broken workflow is refused with the same diagnostics.
+    let sink = CollectingSink::default();
+    let err = app
+        .start_run(
+            RunRequest {
+                text: broken,
+                ..RunRequest::default()
+            },
+            Arc::new(sink.clone()),
+        )
+        .await;
+    assert!(
+        matches!(err, Err(Error::InvalidWorkflow { ref diagnostics }) if diagnostics.len() == 2),
+        "{err:?}"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_run_on_the_embedded_model_streams_events_and_is_stored() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let app = desktop(dir.path(), None)?;
+    let sink = CollectingSink::default();
+    let run_id = app
+        .start_run(
+            RunRequest {
+                text: TWO_STEPS.to_string(),
+                file: Some("greet.yaml".into()),
+                inputs: BTreeMap::from([("name".to_string(), "Grace".to_string())]),
+                ..RunRequest::default()
+            },
+            Arc::new(sink.clone()),
+        )
+        .await?;
+    assert_eq!(finished(&sink, &run_id).await?, RunStatus::Succeeded);
+    let events = sink.events();
+    assert!(
+        matches!(events.first(), Some(Event::RunStarted { .. })),
+        "{events:?}"
+    );
+    assert!(matches!(events.last(), Some(Event::RunFinished { .. })));
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(e, Event::Token { step_id, .. } if step_id == "answer")),
+        "tokens of the llm step stream"
+    );
+    // The history shows it, with what the run panel needs per step.
+    let runs = app.list_runs(10).await?;
+    assert_eq!(
+        runs.first().map(|r| r.run_id.as_str()),
+        Some(run_id.as_str())
+    );
+    let stored = app.get_run(&run_id[..12]).await?;
+    assert_eq!(stored.status, "succeeded");
+    let hello = stored
+        .steps
+        .iter()
+        .find(|s| s.step_id == "hello")
+        .context("hello")?;
+    assert_eq!(hello.output.as_deref(), Some("Hello Grace"));
+    let answer = stored
+        .steps
+        .iter()
+        .find(|s| s.step_id == "answer")
+        .context("answer")?;
+    assert!(
+        answer
+            .input
+            .as_deref()
+            .unwrap_or("")
+            .contains("Hello Grace")
+    );
+    assert!(
+        answer
+            .model
+            .as_deref()
+            .unwrap_or("")
+            .starts_with("embedded:")
+    );
+    assert!(answer.model_reason.is_some());
+    assert!(answer.usage.is_some_and(|u| u.completion_tokens > 0));
+    assert_eq!(answer.attempts.len(), 1);
+    assert!(
+        stored.workflow.is_some(),
+        "the workflow as run is kept to show it on the canvas"
+    );
+
+    // "Run from this step" reuses `hello` and runs only `answer` again.
+    let sink2 = CollectingSink::default();
+    let again = app
+        .start_run(
+            RunRequest {
+                text: TWO_STEPS.to_string(),
+                from: Some("answer".into()),
+                reuse: Some(run_id.clone()),
+                fresh: true,
+                ..RunRequest::default()
+            },
+            Arc::new(sink2.clone()),
+        )
+        .await?;
+    assert_eq!(finished(&sink2, &again).await?, RunStatus::Succeeded);
+    let started: Vec<String> = sink2
+        .events()
+        .iter()
+        .filter_map(|e| match e {
+            Event::StepStarted { step_id, .. } => Some(step_id.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(started, vec!["answer".to_string()]);
+    Ok(())
+}
+
+#[tokio::test]
+async fn runs_are_cancelled_and_questions_answered_from_the_panel() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let app = desktop(dir.path(), None)?;
+    let approve = "id: approve\nsteps:\n  - id: draft\n    kind: template\n    template: v1.2.0\n  - id: ship\n    kind: approval\n    needs: [draft]\n    prompt: \"Release {{ steps.draft.output }}?\"\n    approval: {default: reject, timeout: 10m}\n  - id: done\n    kind: template\n    needs: [ship]\n    template: shipped\n";
+    let sink = CollectingSink::default();
+    let run_id = app
+        .start_run(
+            RunRequest {
+                text: approve.to_string(),
+                ..RunRequest::default()
+            },
+            Arc::new(sink.clone()),
+        )
+        .await?;
+    // The question shows up, the answer lets the run go on.
+    let mut asked = false;
+    for _ in 0..200 {
+        if let Some(q) = app.pending_questions().first() {
+            assert_eq!(q.run_id, run_id);
+            assert!(q.request.question().contains("Release v1.2.0?"));
+            asked = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(asked, "the approval step asks");
+    assert!(matches!(
+        app.answer(&run_id, "nope", HumanDecision::Approve),
+        Err(Error::NotActive { .. })
+    ));
+    app.answer(&run_id, "ship", HumanDecision::Approve)?;
+    assert_eq!(finished(&sink, &run_id).await?, RunStatus::Succeeded);
+    assert!(app.pending_questions().is_empty());
+
+    // Cancel while the approval waits: the run ends cancelled, `done` never runs.
+    let sink = CollectingSink::default();
+    let run_id = app
+        .start_run(
+            RunRequest {
+                text: approve.to_string(),
+                ..RunRequest::default()
+            },
+            Arc::new(sink.clone()),
+        )
+        .await?;
+    while app.pending_questions().is_empty() {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    app.cancel_run(&run_id)?;
+    assert_eq!(finished(&sink, &run_id).await?, RunStatus::Cancelled);
+    let stored = app.get_run(&run_id).await?;
+    assert!(
+        stored
+            .steps
+            .iter()
+            .all(|s| s.step_id != "done" || s.status != nexus_engine::StepStatus::Succeeded)
+    );
+    assert!(
+        matches!(app.cancel_run(&run_id), Err(Error::NotActive { .. })),
+        "a finished run is not active"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_models_view_pulls_from_ollama_and_keeps_keys_in_the_secret_store() -> anyhow::Result<()>
+{
+    let dir = tempfile::tempdir()?;
+    // Ollama not running: the view says so and still lists the embedded model.
+    let app = desktop(dir.path(), None)?;
+    let view = app.models().await?;
+    let ollama = view
+        .providers
+        .iter()
+        .find(|p| p.id == "ollama")
+        .context("ollama")?;
+    assert!(!ollama.reachable);
+    assert!(ollama.error.is_some());
+    assert!(view.embedded_present);
+    assert!(
+        view.order
+            .iter()
+            .any(|m| m.reference.starts_with("embedded:"))
+    );
+    match app.pull_model("llama3.1", |_| {}).await {
+        Err(Error::Provider { class, .. }) => assert_eq!(class, "unavailable"),
+        other => bail!("pull without a daemon: {other:?}"),
+    }
+
+    // The Ollama-protocol server: installed models with sizes and context, a pull with
+    // progress, an unknown name refused.
+    let server = nexus_tests::OllamaServer::start(&["llama3.1:8b"])?;
+    let app = desktop(dir.path(), Some(&server.url))?;
+    let view = app.models().await?;
+    let ollama = view
+        .providers
+        .iter()
+        .find(|p| p.id == "ollama")
+        .context("ollama")?;
+    assert!(ollama.reachable, "{:?}", ollama.error);
+    let model = ollama
+        .models
+        .iter()
+        .find(|m| m.name == "llama3.1:8b")
+        .context("model listed")?;
+    assert!(model.size_bytes.is_some_and(|s| s > 0));
+    assert!(model.context_length.is_some());
+    let lines = std::sync::Mutex::new(Vec::<PullProgress>::new());
+    app.pull_model("llama3.1:8b", |p| {
+        lines.lock().map(|mut l| l.push(p)).unwrap_or(())
+    })
+    .await?;
+    let lines = lines.into_inner().unwrap_or_default();
+    assert_eq!(
+        lines.first().map(|l| l.status.as_str()),
+        Some("pulling manifest")
+    );
+    assert_eq!(lines.last().map(|l| l.status.as_str()), Some("success"));
+    let done: Vec<f64> = lines.iter().filter_map(|l| l.completed_bytes).collect();
+    assert!(
+        done.len() >= 2 && done.windows(2).all(|w| w[0] <= w[1]),
+        "{done:?}"
+    );
+    assert!(matches!(
+        app.pull_model("no-such-model", |_| {}).await,
+        Err(Error::Provider { .. })
+    ));
+
+    // Keys: stored, shown as present (never returned), removed; unknown providers refused.
+    assert!(!view.keys.iter().any(|k| k.in_keychain));
+    app.set_api_key("openai", "sk-test-123").await?;
+    let view = app.models().await?;
+    assert!(
+        view.keys
+            .iter()
+            .any(|k| k.provider == "openai" && k.in_keychain)
+    );
+    assert!(
+        !serde_json::to_string(&view)?.contains("sk-test-123"),
+        "the key never leaves the store"
+    );
+    assert!(
+        view.providers.iter().any(|p| p.id == "openai"),
+        "a stored key configures the provider"
+    );
+    app.delete_api_key("openai").await?;
+    assert!(!app.models().await?.keys.iter().any(|k| k.in_keychain));
+    assert!(matches!(
+        app.set_api_key("acme", "k").await,
+        Err(Error::NotActive { .. })
+    ));
+    Ok(())
+}

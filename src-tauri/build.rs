@@ -1,0 +1,12 @@
+//! Generates the Tauri context and the permissions of the app's own commands: each
+//! command listed here gets an `allow-<command>` permission, and only commands granted
+//! by a capability file (`capabilities/`) can be called from the window.
+
+fn main() {
+    let commands: &[&str] = &include!("commands.in");
+    tauri_build::try_build(
+        tauri_build::Attributes::new()
+            .app_manifest(tauri_build::AppManifest::new().commands(commands)),
+    )
+    .unwrap_or_else(|e| panic!("tauri-build failed: {e:#}"));
+}
