@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite: build dependencies, the embedded model, the real
 # OpenAI-compatible server the tests start, then every test of the workspace, then the
-# editor's browser tests (scripts/test-ui.sh).
+# editor's browser tests (scripts/test-ui.sh), then the real desktop window
+# (scripts/test-desktop.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-build-deps.sh
@@ -13,3 +14,4 @@ else
   cargo test --workspace --no-fail-fast
 fi
 scripts/test-ui.sh
+scripts/test-desktop.sh

@@ -587,7 +587,11 @@ in_keychain: boolean;
 /**
  * A key is set in the environment (it wins over the keychain).
  */
-in_environment: boolean }
+in_environment: boolean; 
+/**
+ * Why the keychain could not be read (no Secret Service running), if so.
+ */
+keychain_error: string | null }
 /**
  * Where a provider runs, which decides its default concurrency and its place in the
  * selector's order.

@@ -74,7 +74,7 @@ export class TestBackend implements Backend {
       ollama_url: 'http://127.0.0.1:11434',
       embedded_path: '~/.local/share/nexus/models/smollm2-135m-instruct.gguf',
       embedded_present: true,
-      keys: [{ provider: 'openai', in_keychain: this.keys.has('openai'), in_environment: false }],
+      keys: [{ provider: 'openai', in_keychain: this.keys.has('openai'), in_environment: false, keychain_error: null }],
     };
   }
 

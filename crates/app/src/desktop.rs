@@ -125,6 +125,8 @@ pub struct KeyStatus {
     pub in_keychain: bool,
     /// A key is set in the environment (it wins over the keychain).
     pub in_environment: bool,
+    /// Why the keychain could not be read (no Secret Service running), if so.
+    pub keychain_error: Option<String>,
 }
 
 /// Everything the Models view shows.
@@ -425,18 +427,33 @@ impl Desktop {
         Ok(Arc::clone(store))
     }
 
-    async fn provider_settings(&self) -> Result<ProviderSettings> {
+    /// Reads `provider`'s key from the secret store on a blocking thread.
+    async fn read_key(&self, provider: &str) -> Result<Option<String>> {
         let secrets = Arc::clone(&self.secrets);
-        let openai = tokio::task::spawn_blocking(move || secrets.get("openai"))
+        let provider = provider.to_string();
+        tokio::task::spawn_blocking(move || secrets.get(&provider))
             .await
             .map_err(|e| Error::Keychain {
                 message: e.to_string(),
-            })??;
-        Ok(ProviderSettings {
+            })?
+    }
+
+    /// Provider settings with the keys from the keychain. A keychain that cannot be
+    /// read (no Secret Service on a headless Linux session) counts as "no key": local
+    /// models keep working, and the models view says why cloud keys are missing.
+    async fn provider_settings(&self) -> ProviderSettings {
+        let openai = match self.read_key("openai").await {
+            Ok(key) => key,
+            Err(e) => {
+                tracing::warn!("cloud keys unavailable: {e}");
+                None
+            }
+        };
+        ProviderSettings {
             ollama_url: self.paths.ollama_url.clone(),
             openai_key: openai,
             embedded_model: Some(self.paths.embedded_model.clone()),
-        })
+        }
     }
 
     /// The engine, built on first use and again after a key changed (breakers and
@@ -447,7 +464,7 @@ impl Desktop {
             return Ok(Arc::clone(engine));
         }
         let store = self.store().await?;
-        let settings = self.provider_settings().await?;
+        let settings = self.provider_settings().await;
         let engine = Arc::new(Engine::new(
             providers(&settings)?,
             Some(store as Arc<dyn nexus_engine::store::RunStore>),
@@ -638,17 +655,15 @@ impl Desktop {
             })
             .collect();
         let mut keys = Vec::new();
-        let cloud = self.provider_settings().await?;
         for provider in CLOUD_PROVIDERS {
+            let stored = self.read_key(provider).await;
             keys.push(KeyStatus {
                 provider: (*provider).to_string(),
-                in_keychain: match *provider {
-                    "openai" => cloud.openai_key.is_some(),
-                    _ => false,
-                },
+                in_keychain: matches!(stored, Ok(Some(_))),
                 in_environment: ["NEXUS_OPENAI_API_KEY", "OPENAI_API_KEY"]
                     .iter()
                     .any(|v| std::env::var(v).is_ok_and(|k| !k.trim().is_empty())),
+                keychain_error: stored.err().map(|e| e.to_string()),
             });
         }
         let embedded = &self.paths.embedded_model;

@@ -378,3 +378,64 @@ async fn the_models_view_pulls_from_ollama_and_keeps_keys_in_the_secret_store() 
     ));
     Ok(())
 }
+
+/// A keychain that cannot be reached (no Secret Service on the session bus).
+struct NoKeychain;
+
+impl nexus_app::keys::SecretStore for NoKeychain {
+    fn get(&self, _: &str) -> nexus_app::Result<Option<String>> {
+        Err(Error::Keychain {
+            message: "Platform secure storage failure: no Secret Service".into(),
+        })
+    }
+    fn set(&self, p: &str, _: &str) -> nexus_app::Result<()> {
+        self.get(p).map(|_| ())
+    }
+    fn delete(&self, p: &str) -> nexus_app::Result<()> {
+        self.get(p).map(|_| ())
+    }
+}
+
+#[tokio::test]
+async fn runs_go_on_when_the_keychain_cannot_be_read() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let app = Desktop::new(
+        Paths {
+            settings_file: dir.path().join("desktop.json"),
+            database: dir.path().join("nexus.db"),
+            default_workflows: dir.path().join("workflows"),
+            ollama_url: Some(format!("http://127.0.0.1:{}", nexus_tests::free_port()?)),
+            embedded_model: nexus_tests::model_path()?,
+        },
+        Arc::new(NoKeychain),
+    );
+    let sink = CollectingSink::default();
+    let run_id = app
+        .start_run(
+            RunRequest {
+                text: TWO_STEPS.to_string(),
+                ..RunRequest::default()
+            },
+            Arc::new(sink.clone()),
+        )
+        .await?;
+    assert_eq!(finished(&sink, &run_id).await?, RunStatus::Succeeded);
+    let view = app.models().await?;
+    let openai = view
+        .keys
+        .iter()
+        .find(|k| k.provider == "openai")
+        .context("openai")?;
+    assert!(!openai.in_keychain);
+    assert!(
+        openai
+            .keychain_error
+            .as_deref()
+            .is_some_and(|e| e.contains("Secret Service"))
+    );
+    assert!(matches!(
+        app.set_api_key("openai", "k").await,
+        Err(Error::Keychain { .. })
+    ));
+    Ok(())
+}

@@ -89,6 +89,7 @@ export function ModelsDialog({ backend, onClose }: { backend: Backend; onClose()
             <div className="row" key={k.provider} data-testid={`key-${k.provider}`}>
               <span>
                 {k.provider}: {k.in_environment ? 'key from the environment' : k.in_keychain ? 'key in the keychain' : 'no key'}
+                {k.keychain_error ? ` (the keychain cannot be read: ${k.keychain_error})` : ''}
               </span>
               <input
                 type="password"

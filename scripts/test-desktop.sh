@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# The real desktop window: builds the editor and the app with the editor embedded
+# (`custom-protocol`, as `tauri build` does), then drives the window with tauri-driver
+# and WebKitWebDriver under Xvfb (ui/e2e-desktop/window.mjs). The screenshot lands in
+# target/desktop-e2e/window.png. Installs webkit2gtk-driver, xvfb and imagemagick with
+# apt-get when missing, and tauri-driver with cargo into ~/.cache/nexus-ci-tools.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+missing=()
+command -v WebKitWebDriver >/dev/null 2>&1 || missing+=(webkit2gtk-driver)
+command -v xvfb-run >/dev/null 2>&1 || missing+=(xvfb xauth)
+command -v import >/dev/null 2>&1 || missing+=(imagemagick)
+if [ ${#missing[@]} -gt 0 ]; then
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO=sudo
+  echo "installing for the desktop window test: ${missing[*]}"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+TOOLS="${NEXUS_TOOLS_DIR:-$HOME/.cache/nexus-ci-tools}"
+if [ ! -x "$TOOLS/bin/tauri-driver" ]; then
+  cargo install tauri-driver --version 2.0.6 --locked --root "$TOOLS"
+fi
+export PATH="$TOOLS/bin:$PATH"
+(cd ui && npm install --no-audit --no-fund --loglevel=error && npx vite build --logLevel warn)
+cargo build --workspace --features nexus-desktop/custom-protocol
+export NEXUS_APP="${CARGO_TARGET_DIR:-$PWD/target}/debug/nexus-desktop"
+xvfb-run -a -s "-screen 0 1400x900x24" node ui/e2e-desktop/window.mjs

@@ -1,0 +1,83 @@
+// The real desktop window end to end: open an example workflow from the workflows
+// folder, run it on the embedded model, see every node reach "succeeded" and the output
+// in the run panel; save a screenshot of the window to target/desktop-e2e/window.png.
+// Run by scripts/test-desktop.sh (under Xvfb).
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { mkdirSync } from 'node:fs';
+import path from 'node:path';
+import { By, until } from 'selenium-webdriver';
+import { launch, repo } from './driver.mjs';
+
+const byId = (id) => By.css(`[data-testid="${id}"]`);
+const shots = path.join(repo, 'target', 'desktop-e2e');
+mkdirSync(shots, { recursive: true });
+
+const started = Date.now();
+const log = (what) => console.log(`[${((Date.now() - started) / 1000).toFixed(1)} s] ${what}`);
+const { driver, stop } = await launch();
+log('window open');
+let failed = null;
+try {
+  await driver.wait(until.elementLocated(By.css('[data-testid="canvas"] .react-flow__node')), 60_000);
+  // Open the example from the workflows folder (listed by the shell's command).
+  await driver.findElement(byId('open')).click();
+  const entry = await driver.wait(until.elementLocated(byId('open-feature-spec.yaml')), 20_000);
+  await entry.click();
+  await driver.wait(until.elementTextContains(await driver.findElement(byId('title')), 'feature-spec.yaml'), 10_000);
+  log('feature-spec.yaml open');
+  const ids = ['requirements', 'architecture', 'test_plan', 'summary'];
+  for (const id of ids) await driver.wait(until.elementLocated(byId(`node-${id}`)), 10_000);
+
+  // Run it with the default input.
+  await driver.findElement(byId('run')).click();
+  await driver.wait(until.elementLocated(byId('run-start')), 10_000).click();
+  const status = await driver.wait(until.elementLocated(byId('run-status')), 30_000);
+  // Tokens stream into a node while it runs.
+  await driver.wait(until.elementLocated(byId('tokens-requirements')), 120_000);
+  log('tokens streaming');
+  await driver.wait(until.elementTextIs(status, 'succeeded'), 600_000);
+  log('run succeeded');
+  // Every node in view (nodes outside it are not rendered), drawn in full detail.
+  await driver.findElement(By.css('.react-flow__controls-fitview')).click();
+  await driver.sleep(500);
+  for (const id of ids) {
+    assert.equal(await driver.findElement(byId(`status-${id}`)).getText(), 'succeeded', `node ${id}`);
+    const row = await driver.findElement(byId(`run-row-${id}`)).getText();
+    assert.match(row, /succeeded/, `run panel row ${id}`);
+  }
+  const output = await driver.findElement(byId('run-output-summary')).getText();
+  assert.ok(output.trim().length > 0, 'the summary step has an output in the run panel');
+  // The stored record: model and why, tokens.
+  const cell = await driver.findElement(By.css('[data-testid="run-row-summary"] td'));
+  await driver.executeScript('arguments[0].scrollIntoView({block: "center"})', cell);
+  await cell.click();
+  const model = await driver.wait(until.elementLocated(byId('detail-model')), 30_000);
+  await driver.wait(until.elementTextContains(model, 'embedded:'), 30_000);
+  const tokens = await driver.findElement(byId('detail-tokens')).getText();
+  assert.match(tokens, /\d+ in, \d+ out/);
+  // The content security policy holds: the web view cannot reach the network itself.
+  const violation = await driver.executeAsyncScript(
+    'const done = arguments[arguments.length - 1]; let v = null;' +
+      'document.addEventListener("securitypolicyviolation", (e) => { v = e.violatedDirective; });' +
+      'fetch("http://127.0.0.1:9/x").catch(() => {}).finally(() => setTimeout(() => done(v), 300));',
+  );
+  assert.equal(violation, 'connect-src', 'the CSP refuses a fetch from the web view');
+  console.log(`desktop window: 4 steps succeeded on ${await model.getText()}; summary output: ${output.slice(0, 80)}…`);
+} catch (e) {
+  failed = e;
+} finally {
+  // WebKitWebDriver's own screenshot command hangs under Xvfb (WebKitGTK 2.50), so the
+  // window is captured from the X server with ImageMagick's `import`.
+  try {
+    execFileSync('import', ['-window', 'root', path.join(shots, 'window.png')], { timeout: 30_000 });
+    console.log(`screenshot: ${path.join(shots, 'window.png')}`);
+  } catch (e) {
+    console.error(`no screenshot: ${e}`);
+  }
+  await stop();
+}
+if (failed) {
+  console.error(failed);
+  process.exit(1);
+}
