@@ -333,3 +333,13 @@ test('the models view shows Ollama, pulls with progress and keeps a key', async 
   await page.getByTestId('key-delete-openai').click();
   await expect(page.getByTestId('key-openai')).toContainText('no key');
 });
+
+test('the workflows folder is shown and can be changed', async ({ page }) => {
+  await page.getByTestId('open').click();
+  await expect(page.getByTestId('folder-input')).toHaveValue('workflows');
+  await expect(page.getByTestId('open-feature-spec.yaml')).toBeVisible();
+  await page.getByTestId('folder-input').fill('/home/me/flows');
+  await page.getByTestId('folder-set').click();
+  await expect(page.getByTestId('open-feature-spec.yaml')).toHaveCount(0);
+  expect(await page.evaluate(() => window.nexus!.backend.folder)).toBe('/home/me/flows');
+});

@@ -147,14 +147,33 @@ function RunDialog({
 function OpenDialog({ backend, onClose }: { backend: Backend; onClose(): void }) {
   const [files, setFiles] = useState<string[]>([]);
   const [templates, setTemplates] = useState<{ name: string; text: string }[]>([]);
+  const [folder, setFolder] = useState('');
+  const [error, setError] = useState<string | null>(null);
   const load = useEditor((s) => s.load);
-  useEffect(() => {
-    void backend.listWorkflows().then(setFiles);
-    void backend.templates().then(setTemplates);
+  const refresh = useCallback(() => {
+    backend.listWorkflows().then(setFiles, (e) => setError(String(e)));
+    void backend.settings().then((s) => setFolder(s.workflows_folder));
   }, [backend]);
+  useEffect(() => {
+    refresh();
+    void backend.templates().then(setTemplates);
+  }, [backend, refresh]);
   return (
     <div className="dialog" data-testid="open-dialog">
       <h3>Open</h3>
+      <div className="row">
+        <label>
+          Workflows folder
+          <input data-testid="folder-input" value={folder} onChange={(e) => setFolder(e.target.value)} />
+        </label>
+        <button
+          data-testid="folder-set"
+          onClick={() => backend.setWorkflowsFolder(folder).then(() => { setError(null); refresh(); }, (e) => setError(String(e)))}
+        >
+          Use this folder
+        </button>
+      </div>
+      {error && <div className="toast error">{error}</div>}
       {files.map((f) => (
         <button
           key={f}

@@ -102,6 +102,8 @@ export class TestBackend implements Backend {
   }
 
   async setWorkflowsFolder(folder: string) {
+    // Another folder starts empty here (the desktop app lists the real folder's files).
+    if (folder !== this.folder) this.files.clear();
     this.folder = folder;
     return { workflows_folder: folder };
   }
