@@ -2,28 +2,9 @@
 // the desktop app (tauriBackend.ts), an in-memory implementation in tests and in a plain
 // browser (testBackend.ts). The data types are generated from the Rust types
 // (bindings.ts, by src-tauri), so both sides agree on every field.
-import type {
-  Diagnostic,
-  Event,
-  HumanDecision,
-  ModelsView,
-  PendingQuestion,
-  PullProgress,
-  RunSummary,
-  Settings,
-  StoredRun,
-} from './bindings';
+import type { Diagnostic, Event, HumanDecision, ModelsView, PendingQuestion, PullProgress, RunSummary, Settings, StoredRun } from './bindings';
 
-export type {
-  Diagnostic,
-  HumanDecision,
-  ModelsView,
-  PendingQuestion,
-  PullProgress,
-  RunSummary,
-  Settings,
-  StoredRun,
-};
+export type { Diagnostic, HumanDecision, ModelsView, PendingQuestion, PullProgress, RunSummary, Settings, StoredRun };
 /** One engine event (JSON tagged by `type`; crates/engine/src/events.rs). */
 export type EngineEvent = Event;
 

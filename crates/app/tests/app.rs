@@ -18,6 +18,14 @@ use nexus_engine::{Event, RunStatus};
 /// A desktop over a temporary folder: settings, database and workflows inside `dir`,
 /// Ollama at `ollama` (a closed port when `None`), the test model as the embedded one.
 fn desktop(dir: &Path, ollama: Option<&str>) -> anyhow::Result<Desktop> {
+    desktop_with(dir, ollama, Arc::new(ProcessSecrets::default()))
+}
+
+fn desktop_with(
+    dir: &Path,
+    ollama: Option<&str>,
+    secrets: Arc<dyn nexus_app::keys::SecretStore>,
+) -> anyhow::Result<Desktop> {
     let closed = format!("http://127.0.0.1:{}", nexus_tests::free_port()?);
     Ok(Desktop::new(
         Paths {
@@ -27,8 +35,23 @@ fn desktop(dir: &Path, ollama: Option<&str>) -> anyhow::Result<Desktop> {
             ollama_url: Some(ollama.map_or(closed, str::to_string)),
             embedded_model: nexus_tests::model_path()?,
         },
-        Arc::new(ProcessSecrets::default()),
+        secrets,
     ))
+}
+
+/// Starts a run of `request`, collecting its events.
+async fn start(app: &Desktop, request: RunRequest) -> nexus_app::Result<(String, CollectingSink)> {
+    let sink = CollectingSink::default();
+    let run_id = app.start_run(request, Arc::new(sink.clone())).await?;
+    Ok((run_id, sink))
+}
+
+/// A plain run of `text`.
+fn text(text: &str) -> RunRequest {
+    RunRequest {
+        text: text.to_string(),
+        ..RunRequest::default()
+    }
 }
 
 /// Waits for the run's `run_finished` event and returns its status.
@@ -110,16 +133,7 @@ async fn validation_names_the_place() -> anyhow::Result<()> {
         "{diags:?}"
     );
     // A run of a broken workflow is refused with the same diagnostics.
-    let sink = CollectingSink::default();
-    let err = app
-        .start_run(
-            RunRequest {
-                text: broken,
-                ..RunRequest::default()
-            },
-            Arc::new(sink.clone()),
-        )
-        .await;
+    let err = start(&app, text(&broken)).await;
     assert!(
         matches!(err, Err(Error::InvalidWorkflow { ref diagnostics }) if diagnostics.len() == 2),
         "{err:?}"
@@ -131,18 +145,15 @@ async fn validation_names_the_place() -> anyhow::Result<()> {
 async fn a_run_on_the_embedded_model_streams_events_and_is_stored() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let app = desktop(dir.path(), None)?;
-    let sink = CollectingSink::default();
-    let run_id = app
-        .start_run(
-            RunRequest {
-                text: TWO_STEPS.to_string(),
-                file: Some("greet.yaml".into()),
-                inputs: BTreeMap::from([("name".to_string(), "Grace".to_string())]),
-                ..RunRequest::default()
-            },
-            Arc::new(sink.clone()),
-        )
-        .await?;
+    let (run_id, sink) = start(
+        &app,
+        RunRequest {
+            file: Some("greet.yaml".into()),
+            inputs: BTreeMap::from([("name".to_string(), "Grace".to_string())]),
+            ..text(TWO_STEPS)
+        },
+    )
+    .await?;
     assert_eq!(finished(&sink, &run_id).await?, RunStatus::Succeeded);
     let events = sink.events();
     assert!(
@@ -198,19 +209,16 @@ async fn a_run_on_the_embedded_model_streams_events_and_is_stored() -> anyhow::R
     );
 
     // "Run from this step" reuses `hello` and runs only `answer` again.
-    let sink2 = CollectingSink::default();
-    let again = app
-        .start_run(
-            RunRequest {
-                text: TWO_STEPS.to_string(),
-                from: Some("answer".into()),
-                reuse: Some(run_id.clone()),
-                fresh: true,
-                ..RunRequest::default()
-            },
-            Arc::new(sink2.clone()),
-        )
-        .await?;
+    let (again, sink2) = start(
+        &app,
+        RunRequest {
+            from: Some("answer".into()),
+            reuse: Some(run_id.clone()),
+            fresh: true,
+            ..text(TWO_STEPS)
+        },
+    )
+    .await?;
     assert_eq!(finished(&sink2, &again).await?, RunStatus::Succeeded);
     let started: Vec<String> = sink2
         .events()
@@ -229,16 +237,7 @@ async fn runs_are_cancelled_and_questions_answered_from_the_panel() -> anyhow::R
     let dir = tempfile::tempdir()?;
     let app = desktop(dir.path(), None)?;
     let approve = "id: approve\nsteps:\n  - id: draft\n    kind: template\n    template: v1.2.0\n  - id: ship\n    kind: approval\n    needs: [draft]\n    prompt: \"Release {{ steps.draft.output }}?\"\n    approval: {default: reject, timeout: 10m}\n  - id: done\n    kind: template\n    needs: [ship]\n    template: shipped\n";
-    let sink = CollectingSink::default();
-    let run_id = app
-        .start_run(
-            RunRequest {
-                text: approve.to_string(),
-                ..RunRequest::default()
-            },
-            Arc::new(sink.clone()),
-        )
-        .await?;
+    let (run_id, sink) = start(&app, text(approve)).await?;
     // The question shows up, the answer lets the run go on.
     let mut asked = false;
     for _ in 0..200 {
@@ -260,16 +259,7 @@ async fn runs_are_cancelled_and_questions_answered_from_the_panel() -> anyhow::R
     assert!(app.pending_questions().is_empty());
 
     // Cancel while the approval waits: the run ends cancelled, `done` never runs.
-    let sink = CollectingSink::default();
-    let run_id = app
-        .start_run(
-            RunRequest {
-                text: approve.to_string(),
-                ..RunRequest::default()
-            },
-            Arc::new(sink.clone()),
-        )
-        .await?;
+    let (run_id, sink) = start(&app, text(approve)).await?;
     while app.pending_questions().is_empty() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -399,26 +389,8 @@ impl nexus_app::keys::SecretStore for NoKeychain {
 #[tokio::test]
 async fn runs_go_on_when_the_keychain_cannot_be_read() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
-    let app = Desktop::new(
-        Paths {
-            settings_file: dir.path().join("desktop.json"),
-            database: dir.path().join("nexus.db"),
-            default_workflows: dir.path().join("workflows"),
-            ollama_url: Some(format!("http://127.0.0.1:{}", nexus_tests::free_port()?)),
-            embedded_model: nexus_tests::model_path()?,
-        },
-        Arc::new(NoKeychain),
-    );
-    let sink = CollectingSink::default();
-    let run_id = app
-        .start_run(
-            RunRequest {
-                text: TWO_STEPS.to_string(),
-                ..RunRequest::default()
-            },
-            Arc::new(sink.clone()),
-        )
-        .await?;
+    let app = desktop_with(dir.path(), None, Arc::new(NoKeychain))?;
+    let (run_id, sink) = start(&app, text(TWO_STEPS)).await?;
     assert_eq!(finished(&sink, &run_id).await?, RunStatus::Succeeded);
     let view = app.models().await?;
     let openai = view
