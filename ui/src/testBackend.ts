@@ -221,22 +221,18 @@ export class TestBackend implements Backend {
       onEvent(e);
     };
     // "Run up to this step": only it and its ancestors; "run from": reuse the others.
+    // Edges as `source → target` (target needs source), as `reaches` reads them.
+    const edges = wf.steps.flatMap((s) => s.needs.map((n) => ({ source: n, target: s.id })));
+    const ids = wf.steps.map((s) => s.id);
     let steps = wf.steps;
     if (options.until) {
-      const keep = new Set<string>([options.until]);
-      for (let grew = true; grew; ) {
-        grew = false;
-        for (const s of wf.steps) if (keep.has(s.id)) for (const n of s.needs) if (!keep.has(n)) { keep.add(n); grew = true; }
-      }
-      steps = steps.filter((s) => keep.has(s.id));
+      const until = options.until;
+      steps = steps.filter((s) => reaches(edges, s.id, until));
     }
     const finished = new Set<string>();
     if (options.from) {
-      const again = new Set<string>([options.from]);
-      for (let grew = true; grew; ) {
-        grew = false;
-        for (const s of wf.steps) if (!again.has(s.id) && s.needs.some((n) => again.has(n))) { again.add(s.id); grew = true; }
-      }
+      const from = options.from;
+      const again = new Set(ids.filter((id) => reaches(edges, from, id)));
       for (const s of steps) if (!again.has(s.id)) finished.add(s.id);
       steps = steps.filter((s) => again.has(s.id));
     }

@@ -202,12 +202,7 @@ struct PanelHuman {
 impl HumanHandler for PanelHuman {
     async fn decide(&self, request: &HumanRequest) -> Option<HumanDecision> {
         let (tx, rx) = oneshot::channel();
-        let run_id = match request {
-            HumanRequest::Approval { run_id, .. }
-            | HumanRequest::Guardrail { run_id, .. }
-            | HumanRequest::StepFailed { run_id, .. } => run_id.clone(),
-        };
-        let key = (run_id, request.step_id().to_string());
+        let key = (request.run_id().to_string(), request.step_id().to_string());
         lock(&self.open).insert(key.clone(), (request.clone(), tx));
         let answer = rx.await.ok();
         lock(&self.open).remove(&key);

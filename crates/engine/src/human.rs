@@ -47,6 +47,15 @@ pub enum HumanRequest {
 }
 
 impl HumanRequest {
+    /// The run the question belongs to.
+    pub fn run_id(&self) -> &str {
+        match self {
+            HumanRequest::Approval { run_id, .. }
+            | HumanRequest::Guardrail { run_id, .. }
+            | HumanRequest::StepFailed { run_id, .. } => run_id,
+        }
+    }
+
     /// The step the question is about.
     pub fn step_id(&self) -> &str {
         match self {

@@ -1114,6 +1114,20 @@ impl Plan {
     /// The indices of the named steps and every step they depend on ("run up to").
     /// Unknown names are ignored.
     pub fn ancestors(&self, ids: &[String]) -> HashSet<usize> {
+        self.reach(ids, |i| &self.steps[i].needs)
+    }
+
+    /// The ids of the named steps and every step that depends on them ("run from": the
+    /// steps to run again; the others may reuse an earlier run's outputs).
+    pub fn descendants(&self, ids: &[String]) -> HashSet<String> {
+        self.reach(ids, |i| &self.dependants[i])
+            .into_iter()
+            .map(|i| self.steps[i].id.clone())
+            .collect()
+    }
+
+    /// The indices of the named steps and every step reachable from them along `next`.
+    fn reach<'a>(&'a self, ids: &[String], next: impl Fn(usize) -> &'a [usize]) -> HashSet<usize> {
         let mut out = HashSet::new();
         let mut stack: Vec<usize> = ids
             .iter()
@@ -1121,26 +1135,10 @@ impl Plan {
             .collect();
         while let Some(i) = stack.pop() {
             if out.insert(i) {
-                stack.extend(self.steps[i].needs.iter().copied());
+                stack.extend(next(i).iter().copied());
             }
         }
         out
-    }
-
-    /// The ids of the named steps and every step that depends on them ("run from": the
-    /// steps to run again; the others may reuse an earlier run's outputs).
-    pub fn descendants(&self, ids: &[String]) -> HashSet<String> {
-        let mut seen = HashSet::new();
-        let mut stack: Vec<usize> = ids
-            .iter()
-            .filter_map(|id| self.index.get(id).copied())
-            .collect();
-        while let Some(i) = stack.pop() {
-            if seen.insert(i) {
-                stack.extend(self.dependants[i].iter().copied());
-            }
-        }
-        seen.into_iter().map(|i| self.steps[i].id.clone()).collect()
     }
 }
 
