@@ -1,0 +1,155 @@
+//! The engine's public API types: settings, per-run options, pause/resume control, the
+//! report of a finished run, and the errors that stop a run.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Serialize;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::breaker::BreakerConfig;
+use crate::events::{EventSink, RunStatus};
+use crate::human::HumanHandler;
+use crate::select::{ModelCatalog, SelectorWeights};
+use crate::store::StepRecord;
+
+/// Errors that stop a run from starting or finishing.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// The store failed; the run stopped because its state could not be kept.
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    /// The workflow's guardrail rules could not be compiled.
+    #[error("guardrails: {0}")]
+    Guardrails(String),
+}
+
+/// Engine settings.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// Most `llm` steps in flight at once, over all providers (default 8).
+    pub max_parallel: usize,
+    /// Per-provider override of [`Provider::max_concurrency`] (provider id → limit).
+    pub provider_limits: HashMap<String, usize>,
+    /// How long model discovery may take per provider (default 3 s).
+    pub discovery_timeout: Duration,
+    /// Circuit breaker settings (see [`BreakerConfig`]).
+    pub breaker: BreakerConfig,
+    /// Selector weights.
+    pub weights: SelectorWeights,
+    /// Known models: context windows, prices, capabilities, quality.
+    pub models: ModelCatalog,
+    /// Longest Retry-After the engine waits for before falling back instead (default
+    /// 60 s, Portkey's cap; one user of a routing layer reported a 3-day Retry-After).
+    pub max_retry_after: Duration,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            max_parallel: 8,
+            provider_limits: HashMap::new(),
+            discovery_timeout: Duration::from_secs(3),
+            breaker: BreakerConfig::default(),
+            weights: SelectorWeights::default(),
+            models: ModelCatalog::builtin().unwrap_or_default(),
+            max_retry_after: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Pause and resume of a running run, from any task or thread.
+#[derive(Clone)]
+pub struct RunControl {
+    tx: Arc<watch::Sender<bool>>,
+}
+
+impl Default for RunControl {
+    fn default() -> Self {
+        RunControl {
+            tx: Arc::new(watch::channel(false).0),
+        }
+    }
+}
+
+impl RunControl {
+    /// Pauses: steps in flight finish, no new step starts.
+    pub fn pause(&self) {
+        self.tx.send_replace(true);
+    }
+    /// Resumes a paused run.
+    pub fn resume(&self) {
+        self.tx.send_replace(false);
+    }
+    /// Whether the run is paused.
+    pub fn is_paused(&self) -> bool {
+        *self.tx.borrow()
+    }
+    /// A receiver that sees every pause and resume.
+    pub(crate) fn subscribe(&self) -> watch::Receiver<bool> {
+        self.tx.subscribe()
+    }
+}
+
+/// Per-run options.
+#[derive(Clone)]
+pub struct RunOptions {
+    /// Run id; a UUID v7 is generated when `None`.
+    pub run_id: Option<String>,
+    /// Cancels the run: no new step starts and in-flight requests are aborted.
+    pub cancel: CancellationToken,
+    /// Subscribers to the run's events.
+    pub sinks: Vec<Arc<dyn EventSink>>,
+    /// Pause and resume.
+    pub control: RunControl,
+    /// Who answers approvals and the ladder's last rung; `None`: nobody (defaults apply).
+    pub human: Option<Arc<dyn HumanHandler>>,
+    /// Read the step output cache (default true). Outputs are written to it either way.
+    pub use_cache: bool,
+    /// Continue an interrupted run: the records of its completed steps (the run must
+    /// exist in the store under `run_id`). Those steps are not run again.
+    pub resume: Option<Vec<StepRecord>>,
+    /// "Run from this step": outputs of an earlier run (its id and step records) to reuse.
+    /// Each succeeded record of a step of this plan is copied into the new run (marked
+    /// cached, with the run it came from) instead of running the step; leave out the
+    /// records of the steps to run again (see [`Plan::descendants`]).
+    pub reuse: Option<(String, Vec<StepRecord>)>,
+    /// "Run up to this step": run only these steps and the steps they depend on; the
+    /// others are recorded as skipped.
+    pub only: Option<Vec<String>>,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        RunOptions {
+            run_id: None,
+            cancel: CancellationToken::new(),
+            sinks: Vec::new(),
+            control: RunControl::default(),
+            human: None,
+            use_cache: true,
+            resume: None,
+            reuse: None,
+            only: None,
+        }
+    }
+}
+
+/// The result of a finished run.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunReport {
+    /// Run id.
+    pub run_id: String,
+    /// Final state.
+    pub status: RunStatus,
+    /// The workflow's outputs by name (`null` where a step they read did not succeed).
+    pub outputs: serde_json::Map<String, serde_json::Value>,
+    /// Every step's record, in completion order (kept records of a resumed run first).
+    pub steps: Vec<StepRecord>,
+    /// Wall time, ms.
+    pub duration_ms: u64,
+    /// Why the run did not succeed.
+    pub error: Option<String>,
+}

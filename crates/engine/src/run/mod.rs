@@ -1,0 +1,214 @@
+//! The scheduler: runs a [`Plan`] as a DAG on tokio, with the resilience ladder.
+//!
+//! - Steps whose dependencies have all succeeded become ready (an alternate branch
+//!   becomes ready when the step it backs up failed). `template` steps and conditions are
+//!   evaluated inline on the scheduler task; `llm` and `approval` steps run as tasks, at
+//!   most `max_parallel` at once, and each model has its own semaphore
+//!   ([`Provider::max_concurrency`]: 1 for a local model, 4 for cloud).
+//! - A step whose dependency failed or was skipped is skipped (Airflow's default
+//!   `all_success` trigger rule); its `when` condition is checked before it runs.
+//! - Completed steps are written to the [`RunStore`] in batches (one transaction for all
+//!   the steps that finished together) before their events are emitted and before their
+//!   dependants start. A run resumed after a crash starts from those records: completed
+//!   steps are never re-run, steps that were in flight run again.
+//! - Pausing ([`RunControl`]) lets steps in flight finish and starts no new one.
+//! - `llm` steps climb the fallback ladder ([`crate::workflow::FallbackLadder`]): guardrails
+//!   on the input first; then the output cache; then the selector's chain, each model
+//!   behind its circuit breaker and the budgets, each failure handled as the error
+//!   taxonomy says ([`crate::provider::TAXONOMY`]); then simplified parameters; then a
+//!   substitute agent; then the step's `on_failure`; then a human. Timeouts (first token,
+//!   idle gap, total) apply to every attempt; cancellation drops the provider's stream,
+//!   which aborts the HTTP request.
+//!
+//! Layout: [`api`] (settings, options, report, errors), [`scheduler`] (the DAG loop),
+//! [`templates`] (rendering), [`budget`] (spend and reservations), [`questions`]
+//! (humans), [`guard`] (guardrails), the cache and records ([`records`]), the ladder
+//! ([`ladder`]), the candidate chain ([`chain`]) and one attempt under its timeouts
+//! ([`attempt`]).
+
+mod api;
+mod attempt;
+mod budget;
+mod chain;
+mod emit;
+mod guard;
+mod ladder;
+mod questions;
+mod records;
+mod scheduler;
+mod templates;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::Utc;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+
+use crate::breaker::{BreakerSnapshot, BreakerState, Breakers};
+use crate::human::HumanHandler;
+use crate::select::{Candidate, Catalog, ModelStats, SelectionInput, SelectorContext, select};
+use crate::store::{RunStore, StepRecord};
+use crate::workflow::Budget;
+
+pub use api::{EngineConfig, EngineError, RunControl, RunOptions, RunReport};
+pub use attempt::retry_delays;
+use budget::Spend;
+use emit::Emitter;
+
+/// The workflow engine: providers, a store, limits, and the state kept across runs
+/// (circuit breakers, model statistics).
+pub struct Engine {
+    providers: Vec<Arc<dyn crate::provider::Provider>>,
+    store: Option<Arc<dyn RunStore>>,
+    config: EngineConfig,
+    slots: Mutex<HashMap<String, Arc<Semaphore>>>,
+    state_loaded: tokio::sync::OnceCell<()>,
+    breakers: Mutex<Breakers>,
+    stats: Mutex<HashMap<String, ModelStats>>,
+}
+
+#[derive(Clone)]
+struct StepOutput {
+    text: String,
+    json: Option<serde_json::Value>,
+}
+
+/// A finished step: its index, record and output.
+type Finished = (usize, StepRecord, Option<StepOutput>);
+
+fn ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    match m.lock() {
+        Ok(g) => g,
+        Err(poisoned) => poisoned.into_inner(),
+    }
+}
+
+/// What every task of a run shares.
+struct RunShared {
+    run_id: String,
+    emitter: Arc<Emitter>,
+    /// The run's own token (a step's failure rung may cancel the whole run).
+    cancel: CancellationToken,
+    human: Option<Arc<dyn HumanHandler>>,
+    spend: Mutex<Spend>,
+    budget: Option<Budget>,
+    guard: Option<nexus_guard::Policy>,
+    /// Rules with `scope: cloud`, applied to the messages of each cloud attempt.
+    guard_cloud: Option<nexus_guard::Policy>,
+    use_cache: bool,
+    catalog: Arc<Catalog>,
+    /// The run's pause switch: the ladder's last rung pauses the run while it asks.
+    control: RunControl,
+}
+
+impl Engine {
+    /// An engine over these providers (in registration order), with an optional store.
+    pub fn new(
+        providers: Vec<Arc<dyn crate::provider::Provider>>,
+        store: Option<Arc<dyn RunStore>>,
+        config: EngineConfig,
+    ) -> Self {
+        let breakers = Breakers::new(config.breaker.clone());
+        Engine {
+            providers,
+            store,
+            config,
+            slots: Mutex::new(HashMap::new()),
+            state_loaded: tokio::sync::OnceCell::new(),
+            breakers: Mutex::new(breakers),
+            stats: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The configured providers.
+    pub fn providers(&self) -> &[Arc<dyn crate::provider::Provider>] {
+        &self.providers
+    }
+
+    /// The engine's settings.
+    pub fn config(&self) -> &EngineConfig {
+        &self.config
+    }
+
+    /// Lists what every provider offers now.
+    pub async fn discover(&self) -> Catalog {
+        Catalog::discover(&self.providers, self.config.discovery_timeout).await
+    }
+
+    /// Loads the breakers and model statistics from the store, once.
+    ///
+    /// # Errors
+    /// [`EngineError::Store`] when the store cannot be read.
+    pub async fn load_state(&self) -> Result<(), EngineError> {
+        self.state_loaded
+            .get_or_try_init(|| async {
+                if let Some(store) = &self.store {
+                    let state = store.load_state().await?;
+                    *lock(&self.breakers) =
+                        Breakers::restore(self.config.breaker.clone(), state.breakers);
+                    lock(&self.stats).extend(state.stats);
+                }
+                Ok::<(), EngineError>(())
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// Every known breaker with its state now, sorted by `provider:model`.
+    ///
+    /// # Errors
+    /// [`EngineError::Store`] when the state cannot be loaded.
+    pub async fn breaker_states(
+        &self,
+    ) -> Result<Vec<(String, BreakerState, BreakerSnapshot)>, EngineError> {
+        self.load_state().await?;
+        let now = Utc::now();
+        let b = lock(&self.breakers);
+        Ok(b.snapshots()
+            .into_iter()
+            .map(|(k, snap)| (k.clone(), b.state(&k, now), snap))
+            .collect())
+    }
+
+    /// Observed statistics of every model, by `provider:model`.
+    pub fn model_stats(&self) -> HashMap<String, ModelStats> {
+        lock(&self.stats).clone()
+    }
+
+    /// Ranks the candidates for a step input with the current breakers and statistics.
+    pub fn rank(&self, input: &SelectionInput, catalog: &Catalog) -> crate::select::Selection {
+        let open = lock(&self.breakers).open_at(Utc::now());
+        // Held while ranking (a few microseconds) instead of copying the statistics.
+        let stats = lock(&self.stats);
+        select(
+            input,
+            catalog,
+            SelectorContext {
+                models: &self.config.models,
+                stats: &stats,
+                open_breakers: &open,
+                weights: &self.config.weights,
+            },
+        )
+    }
+
+    fn slot(&self, candidate: &Candidate) -> Arc<Semaphore> {
+        let mut slots = lock(&self.slots);
+        Arc::clone(slots.entry(candidate.reference.clone()).or_insert_with(|| {
+            let limit = self
+                .config
+                .provider_limits
+                .get(candidate.provider.id())
+                .copied()
+                .unwrap_or_else(|| candidate.provider.max_concurrency())
+                .max(1);
+            Arc::new(Semaphore::new(limit))
+        }))
+    }
+}

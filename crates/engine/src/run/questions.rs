@@ -1,0 +1,126 @@
+//! Questions to a human: approval steps, guardrail approvals and the ladder's last rung.
+
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+
+use super::records::record_for;
+use super::{Engine, RunShared, StepOutput, ms};
+use crate::events::{Event, RunStatus, StepStatus};
+use crate::human::{HumanDecision, HumanRequest};
+use crate::plan::PlannedStep;
+use crate::store::StepRecord;
+use crate::workflow::ApprovalDefault;
+
+impl Engine {
+    /// Asks a human, with the run in `waiting_for_human` meanwhile. `None` when nobody
+    /// can be asked, the timeout passed, or the run was cancelled.
+    pub(super) async fn ask(
+        &self,
+        sh: &RunShared,
+        request: HumanRequest,
+        timeout: Option<Duration>,
+    ) -> Option<HumanDecision> {
+        let human = sh.human.as_ref()?;
+        // A failed step pauses the run while a human decides (no new step starts).
+        let pause = matches!(request, HumanRequest::StepFailed { .. }) && !sh.control.is_paused();
+        if pause {
+            sh.control.pause();
+        }
+        sh.emitter.emit(Event::WaitingForHuman {
+            run_id: sh.run_id.clone(),
+            step_id: request.step_id().to_string(),
+            question: request.question(),
+        });
+        if let Some(store) = &self.store
+            && let Err(e) = store
+                .set_run_status(&sh.run_id, RunStatus::WaitingForHuman, &[])
+                .await
+        {
+            tracing::warn!("cannot record the wait for a human: {e}");
+        }
+        let wait = human.decide(&request);
+        let decision = tokio::select! {
+            d = async {
+                match timeout {
+                    Some(t) => tokio::time::timeout(t, wait).await.ok().flatten(),
+                    None => wait.await,
+                }
+            } => d,
+            () = sh.cancel.cancelled() => None,
+        };
+        if pause {
+            sh.control.resume();
+        }
+        sh.emitter.emit(Event::HumanDecided {
+            run_id: sh.run_id.clone(),
+            step_id: request.step_id().to_string(),
+            decision: match &decision {
+                Some(d) => d.name().to_string(),
+                None => "timeout".to_string(),
+            },
+        });
+        if let Some(store) = &self.store
+            && let Err(e) = store
+                .set_run_status(&sh.run_id, RunStatus::Running, &[])
+                .await
+        {
+            tracing::warn!("cannot record the human's answer: {e}");
+        }
+        decision
+    }
+
+    pub(super) async fn run_approval_step(
+        &self,
+        sh: &RunShared,
+        step: &PlannedStep,
+        message: String,
+        settings: &crate::workflow::ApprovalSettings,
+    ) -> (StepRecord, Option<StepOutput>) {
+        let t0 = Instant::now();
+        let mut rec = record_for(step, StepStatus::Succeeded, None, Utc::now());
+        rec.input = Some(message.clone());
+        let request = HumanRequest::Approval {
+            run_id: sh.run_id.clone(),
+            step_id: step.id.clone(),
+            message,
+        };
+        let decision = self.ask(sh, request, settings.timeout).await;
+        let (approved, by) = match decision {
+            Some(HumanDecision::Approve) => (true, "human"),
+            Some(HumanDecision::Cancel) => {
+                sh.cancel.cancel();
+                rec.status = StepStatus::Cancelled;
+                rec.error = Some("the approver cancelled the run".into());
+                rec.duration_ms = ms(t0.elapsed());
+                return (rec, None);
+            }
+            Some(_) => (false, "human"),
+            None if sh.cancel.is_cancelled() => {
+                rec.status = StepStatus::Cancelled;
+                rec.error = Some("cancelled while waiting for approval".into());
+                rec.duration_ms = ms(t0.elapsed());
+                return (rec, None);
+            }
+            None => (settings.default == ApprovalDefault::Approve, "default"),
+        };
+        rec.duration_ms = ms(t0.elapsed());
+        let json = serde_json::json!({ "approved": approved, "decided_by": by });
+        if approved {
+            rec.output = Some("approved".into());
+            rec.output_json = Some(json.clone());
+            (
+                rec,
+                Some(StepOutput {
+                    text: "approved".into(),
+                    json: Some(json),
+                }),
+            )
+        } else {
+            rec.status = StepStatus::Failed;
+            rec.error = Some(format!("rejected (decided by {by})"));
+            rec.output_json = Some(json);
+            (rec, None)
+        }
+    }
+}
