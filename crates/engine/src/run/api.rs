@@ -24,6 +24,10 @@ pub enum EngineError {
     /// The workflow's guardrail rules could not be compiled.
     #[error("guardrails: {0}")]
     Guardrails(String),
+    /// A run input matched a guardrail rule whose action is `block`; nothing was stored.
+    /// The message names the input and the findings (never the text).
+    #[error("guardrails blocked the run's {0}; change the input or the workflow's guardrail rules")]
+    InputBlocked(String),
 }
 
 /// Engine settings.
@@ -61,15 +65,29 @@ impl Default for EngineConfig {
 }
 
 /// Pause and resume of a running run, from any task or thread.
+///
+/// The run is paused while the user paused it ([`RunControl::pause`]) or while any
+/// question that holds the run ([`RunControl::hold`]: the ladder's last rung) waits for its
+/// answer. The two are kept apart, so answering one question neither resumes a run the
+/// user paused meanwhile nor one that another question still holds.
 #[derive(Clone)]
 pub struct RunControl {
-    tx: Arc<watch::Sender<bool>>,
+    tx: Arc<watch::Sender<PauseState>>,
+}
+
+/// Who is holding a run paused.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct PauseState {
+    /// The user paused the run (and has not resumed it).
+    user: bool,
+    /// Questions waiting for an answer that hold the run paused.
+    holds: u32,
 }
 
 impl Default for RunControl {
     fn default() -> Self {
         RunControl {
-            tx: Arc::new(watch::channel(false).0),
+            tx: Arc::new(watch::channel(PauseState::default()).0),
         }
     }
 }
@@ -77,19 +95,41 @@ impl Default for RunControl {
 impl RunControl {
     /// Pauses: steps in flight finish, no new step starts.
     pub fn pause(&self) {
-        self.tx.send_replace(true);
+        self.tx.send_modify(|s| s.user = true);
     }
-    /// Resumes a paused run.
+    /// Resumes a run the user paused (questions that hold it keep it paused until they
+    /// are answered).
     pub fn resume(&self) {
-        self.tx.send_replace(false);
+        self.tx.send_modify(|s| s.user = false);
     }
-    /// Whether the run is paused.
+    /// Whether the run is paused (by the user or by a waiting question).
     pub fn is_paused(&self) -> bool {
-        *self.tx.borrow()
+        let s = *self.tx.borrow();
+        s.user || s.holds > 0
     }
-    /// A receiver that sees every pause and resume.
-    pub(crate) fn subscribe(&self) -> watch::Receiver<bool> {
+    /// Holds the run paused until the returned guard is dropped.
+    pub(crate) fn hold(&self) -> PauseHold {
+        self.tx.send_modify(|s| s.holds += 1);
+        PauseHold {
+            control: self.clone(),
+        }
+    }
+    /// A receiver that sees every pause, resume, hold and release.
+    pub(crate) fn subscribe(&self) -> watch::Receiver<PauseState> {
         self.tx.subscribe()
+    }
+}
+
+/// Keeps a run paused while it lives (see [`RunControl::hold`]).
+pub(crate) struct PauseHold {
+    control: RunControl,
+}
+
+impl Drop for PauseHold {
+    fn drop(&mut self) {
+        self.control
+            .tx
+            .send_modify(|s| s.holds = s.holds.saturating_sub(1));
     }
 }
 

@@ -67,6 +67,8 @@ pub struct Engine {
     state_loaded: tokio::sync::OnceCell<()>,
     breakers: Mutex<Breakers>,
     stats: Mutex<HashMap<String, ModelStats>>,
+    /// Guardrail policies compiled for earlier runs.
+    policies: Mutex<guard::PolicyCache>,
 }
 
 #[derive(Clone)]
@@ -98,9 +100,9 @@ struct RunShared {
     human: Option<Arc<dyn HumanHandler>>,
     spend: Mutex<Spend>,
     budget: Option<Budget>,
-    guard: Option<nexus_guard::Policy>,
+    guard: Option<Arc<nexus_guard::Policy>>,
     /// Rules with `scope: cloud`, applied to the messages of each cloud attempt.
-    guard_cloud: Option<nexus_guard::Policy>,
+    guard_cloud: Option<Arc<nexus_guard::Policy>>,
     use_cache: bool,
     catalog: Arc<Catalog>,
     /// The run's pause switch: the ladder's last rung pauses the run while it asks.
@@ -123,6 +125,7 @@ impl Engine {
             state_loaded: tokio::sync::OnceCell::new(),
             breakers: Mutex::new(breakers),
             stats: Mutex::new(HashMap::new()),
+            policies: Mutex::new(Vec::new()),
         }
     }
 

@@ -22,11 +22,9 @@ impl Engine {
         timeout: Option<Duration>,
     ) -> Option<HumanDecision> {
         let human = sh.human.as_ref()?;
-        // A failed step pauses the run while a human decides (no new step starts).
-        let pause = matches!(request, HumanRequest::StepFailed { .. }) && !sh.control.is_paused();
-        if pause {
-            sh.control.pause();
-        }
+        // A failed step holds the run paused while a human decides (no new step starts);
+        // the hold ends with this call, whatever else paused the run meanwhile.
+        let hold = matches!(request, HumanRequest::StepFailed { .. }).then(|| sh.control.hold());
         sh.emitter.emit(Event::WaitingForHuman {
             run_id: sh.run_id.clone(),
             step_id: request.step_id().to_string(),
@@ -49,9 +47,7 @@ impl Engine {
             } => d,
             () = sh.cancel.cancelled() => None,
         };
-        if pause {
-            sh.control.resume();
-        }
+        drop(hold);
         sh.emitter.emit(Event::HumanDecided {
             run_id: sh.run_id.clone(),
             step_id: request.step_id().to_string(),
@@ -60,16 +56,24 @@ impl Engine {
                 None => "timeout".to_string(),
             },
         });
+        // Still paused when the user paused the run meanwhile or another question holds it.
+        let status = if sh.control.is_paused() {
+            RunStatus::Paused
+        } else {
+            RunStatus::Running
+        };
         if let Some(store) = &self.store
-            && let Err(e) = store
-                .set_run_status(&sh.run_id, RunStatus::Running, &[])
-                .await
+            && let Err(e) = store.set_run_status(&sh.run_id, status, &[]).await
         {
             tracing::warn!("cannot record the human's answer: {e}");
         }
         decision
     }
 
+    /// An `approval` step: its question (after the guardrails, like every text that is
+    /// stored or shown) goes to the human; approve → succeeded with
+    /// `{"approved": true, "decided_by": ...}`, reject → failed; no answer within the
+    /// timeout → the step's default.
     pub(super) async fn run_approval_step(
         &self,
         sh: &RunShared,
@@ -79,6 +83,22 @@ impl Engine {
     ) -> (StepRecord, Option<StepOutput>) {
         let t0 = Instant::now();
         let mut rec = record_for(step, StepStatus::Succeeded, None, Utc::now());
+        let message = match self
+            .guard_text(sh, &step.id, "question", message, &mut rec)
+            .await
+        {
+            Ok(m) => m,
+            Err(e) => {
+                rec.status = if e.kind == crate::provider::ProviderErrorKind::Cancelled {
+                    StepStatus::Cancelled
+                } else {
+                    StepStatus::Failed
+                };
+                rec.error = Some(e.to_string());
+                rec.duration_ms = ms(t0.elapsed());
+                return (rec, None);
+            }
+        };
         rec.input = Some(message.clone());
         let request = HumanRequest::Approval {
             run_id: sh.run_id.clone(),

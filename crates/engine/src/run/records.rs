@@ -34,7 +34,11 @@ pub(super) fn keep_record(
 }
 
 /// Applies a failed step's `on_failure` (the ladder's rung after the models).
-pub(super) fn apply_on_failure(step: &PlannedStep, rec: &mut StepRecord, out: &mut Option<StepOutput>) {
+pub(super) fn apply_on_failure(
+    step: &PlannedStep,
+    rec: &mut StepRecord,
+    out: &mut Option<StepOutput>,
+) {
     let error = rec.error.clone().unwrap_or_else(|| "failed".into());
     let from = rec.model.clone().unwrap_or_else(|| step.id.clone());
     match &step.on_failure {

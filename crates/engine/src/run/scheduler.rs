@@ -1,4 +1,14 @@
-//! The DAG scheduler.
+//! The DAG scheduler: one loop per run that starts ready steps, waits for the ones in
+//! flight, stores each batch of finished steps, and only then releases their dependants.
+//!
+//! Invariants:
+//! - a step is started at most once per run; a step already recorded (kept from an
+//!   interrupted run, reused from an earlier one, or outside `only`) is never queued;
+//! - the records of steps that finished together are written in one store transaction,
+//!   before their events are published and before any dependant starts;
+//! - while the run is paused (by the user or a waiting question) no new step starts;
+//!   steps in flight finish;
+//! - a store failure cancels the run and is returned once the steps in flight ended.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -9,30 +19,73 @@ use tokio::task::JoinSet;
 
 use super::budget::Spend;
 use super::emit::Emitter;
+use super::guard::{guard_inputs, settle};
 use super::ladder::LlmContext;
 use super::records::{apply_on_failure, final_event, keep_record, record_for};
 use super::templates::render;
-use super::{Engine, EngineError, Finished, RunOptions, RunReport, RunShared, StepOutput, ms};
+use super::{
+    Engine, EngineError, Finished, RunOptions, RunReport, RunShared, StepOutput, lock, ms,
+};
 use crate::events::{Event, RunStatus, StepStatus};
-use crate::plan::{Action, Plan};
+use crate::plan::{Action, Plan, PlannedStep};
 use crate::select::Catalog;
 use crate::store::{RunFinish, RunRecord, StepRecord};
 use crate::workflow::OutputFormat;
 
+type Inputs = serde_json::Map<String, serde_json::Value>;
+
+/// The state of one run while it is scheduled.
+struct Sched {
+    plan: Arc<Plan>,
+    inputs: Arc<Inputs>,
+    shared: Arc<RunShared>,
+    options: RunOptions,
+    /// Per step: dependencies not finished yet.
+    pending: Vec<usize>,
+    /// Per step: its final state once finished.
+    status: Vec<Option<StepStatus>>,
+    /// Per step: its output once succeeded.
+    outputs: Vec<Option<Arc<StepOutput>>>,
+    /// Finished steps, in completion order.
+    records: Vec<StepRecord>,
+    /// Steps whose dependencies are all finished, not started yet (popped from the end).
+    ready: Vec<usize>,
+    tasks: JoinSet<Finished>,
+    task_steps: HashMap<tokio::task::Id, usize>,
+    cancelled: bool,
+    paused: bool,
+    store_error: Option<EngineError>,
+}
+
+/// What starting one ready step did.
+enum Start {
+    /// The step finished at once (skipped, failed to render, a template).
+    Done(Box<Finished>),
+    /// The step runs as a task.
+    Spawned,
+    /// No task slot is free: the step goes back to the ready list.
+    Full,
+}
+
 impl Engine {
     /// Runs a validated plan with resolved inputs (see [`crate::plan::resolve_inputs`]),
     /// or continues an interrupted run ([`RunOptions::resume`]).
+    ///
+    /// The inputs pass the workflow's guardrails before they are stored or used (strings
+    /// are redacted where a rule says so).
     ///
     /// Returns when every step has finished, failed, been skipped or cancelled. A step
     /// failure is reported in the [`RunReport`], not as an error.
     ///
     /// # Errors
     /// [`EngineError::Store`] when the run's state cannot be stored;
-    /// [`EngineError::Guardrails`] when the workflow's rules do not compile.
+    /// [`EngineError::Guardrails`] when the workflow's rules do not compile;
+    /// [`EngineError::InputBlocked`] when an input matches a `block` rule (nothing is
+    /// stored).
     pub async fn run(
         self: &Arc<Self>,
         plan: Arc<Plan>,
-        inputs: serde_json::Map<String, serde_json::Value>,
+        inputs: Inputs,
         options: RunOptions,
     ) -> Result<RunReport, EngineError> {
         let started = Instant::now();
@@ -44,70 +97,20 @@ impl Engine {
             sinks: options.sinks.clone(),
             buffer: Mutex::new(Vec::new()),
         });
-        let inputs = Arc::new(inputs);
-        let n = plan.steps.len();
         self.load_state().await?;
-
-        // Guardrails: rules for every text, and rules only for text bound to the cloud.
-        let rules = match &plan.workflow.guardrails {
-            Some(g) if !g.enabled => Vec::new(),
-            Some(g) if !g.rules.is_empty() => g.rules.clone(),
-            _ => nexus_guard::default_rules(),
-        };
-        let policy_of =
-            |scope: nexus_guard::Scope| -> Result<Option<nexus_guard::Policy>, EngineError> {
-                let chosen: Vec<nexus_guard::Rule> =
-                    rules.iter().filter(|r| r.scope == scope).copied().collect();
-                if chosen.is_empty() {
-                    return Ok(None);
+        let (guard, guard_cloud) = self.policies(&plan)?;
+        let inputs = match &guard {
+            Some(policy) => {
+                let (inputs, verdicts) = guard_inputs(policy, &run_id, inputs)?;
+                for event in verdicts {
+                    emitter.emit(event);
                 }
-                nexus_guard::Policy::new(chosen)
-                    .map(Some)
-                    .map_err(|e| EngineError::Guardrails(e.to_string()))
-            };
-        let guard = policy_of(nexus_guard::Scope::All)?;
-        let guard_cloud = policy_of(nexus_guard::Scope::Cloud)?;
-
-        let prior = options.resume.clone().unwrap_or_default();
-        if let Some(store) = &self.store {
-            if options.resume.is_some() {
-                store
-                    .set_run_status(
-                        &run_id,
-                        RunStatus::Running,
-                        &[Event::RunResumed {
-                            run_id: run_id.clone(),
-                            completed_steps: prior.len(),
-                        }],
-                    )
-                    .await?;
-            } else {
-                store
-                    .create_run(&RunRecord {
-                        run_id: run_id.clone(),
-                        workflow_id: plan.workflow.id.clone(),
-                        workflow_name: plan.workflow.name.clone(),
-                        workflow_version: plan.workflow.version.clone(),
-                        file: plan.file.clone(),
-                        inputs: serde_json::Value::Object((*inputs).clone()),
-                        workflow: serde_json::to_value(&plan.workflow).ok(),
-                        started_at: Utc::now(),
-                    })
-                    .await?;
+                inputs
             }
-        }
-        if options.resume.is_some() {
-            emitter.publish(&[Event::RunResumed {
-                run_id: run_id.clone(),
-                completed_steps: prior.len(),
-            }]);
-        } else {
-            emitter.emit(Event::RunStarted {
-                run_id: run_id.clone(),
-                workflow_id: plan.workflow.id.clone(),
-                steps: n,
-            });
-        }
+            None => inputs,
+        };
+        self.open_run(&plan, &run_id, &inputs, &options, &emitter)
+            .await?;
 
         let has_llm = plan
             .steps
@@ -120,7 +123,7 @@ impl Engine {
         });
         let shared = Arc::new(RunShared {
             run_id: run_id.clone(),
-            emitter: Arc::clone(&emitter),
+            emitter,
             cancel: options.cancel.clone(),
             human: options.human.clone(),
             spend: Mutex::new(Spend::default()),
@@ -131,65 +134,104 @@ impl Engine {
             catalog,
             control: options.control.clone(),
         });
-
-        let mut pending: Vec<usize> = plan.steps.iter().map(|s| s.needs.len()).collect();
-        let mut status: Vec<Option<StepStatus>> = vec![None; n];
-        let mut outputs: Vec<Option<Arc<StepOutput>>> = vec![None; n];
-        let mut records: Vec<StepRecord> = Vec::with_capacity(n);
-        for rec in prior {
-            let Some(&i) = plan.index.get(&rec.step_id) else {
-                continue;
-            };
-            if status[i].is_some() {
-                continue;
-            }
-            keep_record(&plan, i, &rec, &mut status, &mut outputs, &mut pending);
-            // What the interrupted run already spent (cached steps spent nothing).
-            if let Ok(mut spend) = shared.spend.lock() {
-                spend.tokens += rec
-                    .attempts
-                    .iter()
-                    .filter_map(|a| a.usage)
-                    .map(|u| u.prompt_tokens + u.completion_tokens)
-                    .sum::<u64>();
-                spend.cost_usd += rec.cost_usd.unwrap_or(0.0);
-            }
-            records.push(rec);
+        let n = plan.steps.len();
+        let mut s = Sched {
+            pending: plan.steps.iter().map(|s| s.needs.len()).collect(),
+            status: vec![None; n],
+            outputs: vec![None; n],
+            records: Vec::with_capacity(n),
+            ready: Vec::new(),
+            tasks: JoinSet::new(),
+            task_steps: HashMap::new(),
+            cancelled: false,
+            paused: false,
+            store_error: None,
+            plan,
+            inputs: Arc::new(inputs),
+            shared,
+            options,
+        };
+        keep_prior(&mut s);
+        self.record_untouched(&mut s).await?;
+        s.ready = (0..n)
+            .filter(|&i| s.pending[i] == 0 && s.status[i].is_none())
+            .rev()
+            .collect();
+        self.schedule(&mut s).await;
+        if let Some(e) = s.store_error.take() {
+            return Err(e);
         }
-        // Reused outputs and steps outside `only`: recorded at once, like kept records.
+        self.finish_run(s, started).await
+    }
+
+    /// Stores the new run (or marks a resumed one running) and announces it.
+    async fn open_run(
+        &self,
+        plan: &Plan,
+        run_id: &str,
+        inputs: &Inputs,
+        options: &RunOptions,
+        emitter: &Emitter,
+    ) -> Result<(), EngineError> {
+        let resumed = options.resume.as_ref().map(|prior| Event::RunResumed {
+            run_id: run_id.to_string(),
+            completed_steps: prior.len(),
+        });
+        if let Some(store) = &self.store {
+            match &resumed {
+                Some(event) => {
+                    store
+                        .set_run_status(run_id, RunStatus::Running, std::slice::from_ref(event))
+                        .await?;
+                }
+                None => {
+                    store
+                        .create_run(&RunRecord {
+                            run_id: run_id.to_string(),
+                            workflow_id: plan.workflow.id.clone(),
+                            workflow_name: plan.workflow.name.clone(),
+                            workflow_version: plan.workflow.version.clone(),
+                            file: plan.file.clone(),
+                            inputs: serde_json::Value::Object(inputs.clone()),
+                            workflow: serde_json::to_value(&plan.workflow).ok(),
+                            started_at: Utc::now(),
+                        })
+                        .await?;
+                }
+            }
+        }
+        match resumed {
+            Some(event) => emitter.publish(&[event]),
+            None => emitter.emit(Event::RunStarted {
+                run_id: run_id.to_string(),
+                workflow_id: plan.workflow.id.clone(),
+                steps: plan.steps.len(),
+            }),
+        }
+        Ok(())
+    }
+
+    /// Records the steps that will not run in this run: outputs reused from an earlier
+    /// run ("run from here") and steps outside `only` ("run up to here").
+    async fn record_untouched(&self, s: &mut Sched) -> Result<(), EngineError> {
         let mut extra: Vec<StepRecord> = Vec::new();
-        if let Some((from, reused)) = &options.reuse {
+        if let Some((from, reused)) = &s.options.reuse {
             for rec in reused {
-                let Some(&i) = plan.index.get(&rec.step_id) else {
+                let Some(&i) = s.plan.index.get(&rec.step_id) else {
                     continue;
                 };
-                if status[i].is_some() || rec.status != StepStatus::Succeeded {
+                if s.status[i].is_some() || rec.status != StepStatus::Succeeded {
                     continue;
                 }
-                let mut r = rec.clone();
-                r.cached = true;
-                r.model_reason = Some(format!(
-                    "output reused from run {from}{}",
-                    rec.model_reason
-                        .as_deref()
-                        .map(|m| format!(" ({m})"))
-                        .unwrap_or_default()
-                ));
-                r.attempts.clear();
-                r.fallbacks.clear();
-                r.usage = None;
-                r.cost_usd = None;
-                r.duration_ms = 0;
-                r.started_at = Utc::now();
-                status[i] = Some(StepStatus::Succeeded);
-                extra.push(r);
+                s.status[i] = Some(StepStatus::Succeeded);
+                extra.push(reused_record(rec, from));
             }
         }
-        if let Some(only) = &options.only {
-            let wanted = plan.ancestors(only);
-            for (i, step) in plan.steps.iter().enumerate() {
-                if status[i].is_none() && !wanted.contains(&i) {
-                    status[i] = Some(StepStatus::Skipped);
+        if let Some(only) = &s.options.only {
+            let wanted = s.plan.ancestors(only);
+            for (i, step) in s.plan.steps.iter().enumerate() {
+                if s.status[i].is_none() && !wanted.contains(&i) {
+                    s.status[i] = Some(StepStatus::Skipped);
                     extra.push(record_for(
                         step,
                         StepStatus::Skipped,
@@ -199,325 +241,329 @@ impl Engine {
                 }
             }
         }
-        if !extra.is_empty() {
-            let finals: Vec<Event> = extra
-                .iter()
-                .filter_map(|r| {
-                    plan.index
-                        .get(&r.step_id)
-                        .map(|&i| final_event(&run_id, &plan.steps[i], r))
-                })
-                .collect();
-            if let Some(store) = &self.store {
-                let mut events = emitter.drain();
-                events.extend(finals.iter().cloned());
-                let batch: Vec<&StepRecord> = extra.iter().collect();
-                store.record_steps(&run_id, &batch, &events).await?;
-            }
-            emitter.publish(&finals);
-            for rec in extra {
-                let Some(&i) = plan.index.get(&rec.step_id) else {
-                    continue;
-                };
-                keep_record(&plan, i, &rec, &mut status, &mut outputs, &mut pending);
-                records.push(rec);
-            }
+        if extra.is_empty() {
+            return Ok(());
         }
-        let mut ready: Vec<usize> = (0..n)
-            .filter(|&i| pending[i] == 0 && status[i].is_none())
-            .rev()
+        let run_id = &s.shared.run_id;
+        let finals: Vec<Event> = extra
+            .iter()
+            .filter_map(|r| {
+                s.plan
+                    .index
+                    .get(&r.step_id)
+                    .map(|&i| final_event(run_id, &s.plan.steps[i], r))
+            })
             .collect();
-        let mut tasks: JoinSet<Finished> = JoinSet::new();
-        let mut task_steps: HashMap<tokio::task::Id, usize> = HashMap::new();
-        let mut cancelled = false;
-        let mut paused = false;
-        let mut pause_rx = options.control.subscribe();
-        let mut store_error: Option<EngineError> = None;
+        if let Some(store) = &self.store {
+            let mut events = s.shared.emitter.drain();
+            events.extend(finals.iter().cloned());
+            let batch: Vec<&StepRecord> = extra.iter().collect();
+            store.record_steps(run_id, &batch, &events).await?;
+        }
+        s.shared.emitter.publish(&finals);
+        for rec in extra {
+            let Some(&i) = s.plan.index.get(&rec.step_id) else {
+                continue;
+            };
+            keep_record(
+                &s.plan,
+                i,
+                &rec,
+                &mut s.status,
+                &mut s.outputs,
+                &mut s.pending,
+            );
+            s.records.push(rec);
+        }
+        Ok(())
+    }
 
+    /// The scheduling loop: start what is ready, wait for what runs, store, release.
+    async fn schedule(self: &Arc<Self>, s: &mut Sched) {
+        let mut pause_rx = s.options.control.subscribe();
         loop {
             let mut done: Vec<Finished> = Vec::new();
-            if options.cancel.is_cancelled() {
-                cancelled = true;
+            if s.options.cancel.is_cancelled() {
+                s.cancelled = true;
             }
-            let paused_now = options.control.is_paused() && !cancelled;
-            if paused_now != paused {
-                paused = paused_now;
-                let (event, run_status) = if paused {
-                    (
-                        Event::RunPaused {
-                            run_id: run_id.clone(),
-                        },
-                        RunStatus::Paused,
-                    )
-                } else {
-                    (
-                        Event::RunResumed {
-                            run_id: run_id.clone(),
-                            completed_steps: records.len(),
-                        },
-                        RunStatus::Running,
-                    )
-                };
-                if let Some(store) = &self.store
-                    && let Err(e) = store
-                        .set_run_status(&run_id, run_status, std::slice::from_ref(&event))
-                        .await
-                {
-                    store_error = Some(e.into());
-                    options.cancel.cancel();
-                }
-                emitter.publish(&[event]);
-            }
-            // Start what is ready.
-            while !paused && (tasks.len() < self.config.max_parallel.max(1) || !ready.is_empty()) {
-                let Some(i) = ready.pop() else { break };
-                let step = &plan.steps[i];
-                let now = Utc::now();
-                if cancelled || store_error.is_some() {
-                    done.push((
-                        i,
-                        record_for(
-                            step,
-                            StepStatus::Cancelled,
-                            Some("the run was cancelled before the step started"),
-                            now,
-                        ),
-                        None,
-                    ));
-                    continue;
-                }
-                let blocking = step.needs.iter().find(|&&d| {
-                    if step.alternate_of == Some(d) {
-                        status[d] != Some(StepStatus::Failed)
-                    } else {
-                        status[d] != Some(StepStatus::Succeeded)
-                    }
-                });
-                if let Some(&dep) = blocking {
-                    let why = if step.alternate_of == Some(dep) {
-                        "did not fail (this step is its alternate branch)"
-                    } else {
-                        match status[dep] {
-                            Some(StepStatus::Failed) => "failed",
-                            Some(StepStatus::Cancelled) => "was cancelled",
-                            _ => "was skipped",
-                        }
-                    };
-                    done.push((
-                        i,
-                        record_for(
-                            step,
-                            StepStatus::Skipped,
-                            Some(&format!("dependency `{}` {why}", plan.steps[dep].id)),
-                            now,
-                        ),
-                        None,
-                    ));
-                    continue;
-                }
-                if let Some(when) = &step.when {
-                    match render(&plan, when, &inputs, &step.reads, &outputs) {
-                        Ok(v) if v.trim() == "true" => {}
-                        Ok(_) => {
-                            done.push((
-                                i,
-                                record_for(
-                                    step,
-                                    StepStatus::Skipped,
-                                    Some("its `when` condition is false"),
-                                    now,
-                                ),
-                                None,
-                            ));
-                            continue;
-                        }
-                        Err(e) => {
-                            let rec = record_for(
-                                step,
-                                StepStatus::Failed,
-                                Some(&format!("condition failed to evaluate: {e}")),
-                                now,
-                            );
-                            done.push((i, rec, None));
-                            continue;
-                        }
-                    }
-                }
-                match &step.action {
-                    Action::Template { template, format } => {
-                        let t0 = Instant::now();
-                        let result = render(&plan, template, &inputs, &step.reads, &outputs)
-                            .and_then(|text| match format {
-                                OutputFormat::Text => Ok(StepOutput { text, json: None }),
-                                OutputFormat::Json => serde_json::from_str(&text)
-                                    .map(|json| StepOutput {
-                                        text,
-                                        json: Some(json),
-                                    })
-                                    .map_err(|e| format!("rendered text is not JSON: {e}")),
-                            });
-                        let mut rec = record_for(step, StepStatus::Succeeded, None, now);
-                        rec.duration_ms = ms(t0.elapsed());
-                        match result {
-                            Ok(out) => {
-                                rec.output = Some(out.text.clone());
-                                rec.output_json = out.json.clone();
-                                done.push((i, rec, Some(out)));
-                            }
-                            Err(e) => {
-                                rec.status = StepStatus::Failed;
-                                rec.error = Some(format!("template failed: {e}"));
-                                done.push((i, rec, None));
-                            }
-                        }
-                    }
-                    Action::Approval { prompt, settings } => {
-                        if tasks.len() >= self.config.max_parallel.max(1) {
-                            ready.push(i);
-                            break;
-                        }
-                        let message = match render(&plan, prompt, &inputs, &step.reads, &outputs) {
-                            Ok(m) => m,
-                            Err(e) => {
-                                let rec = record_for(
-                                    step,
-                                    StepStatus::Failed,
-                                    Some(&format!("question failed to render: {e}")),
-                                    now,
-                                );
-                                done.push((i, rec, None));
-                                continue;
-                            }
-                        };
-                        let engine = Arc::clone(self);
-                        let sh = Arc::clone(&shared);
-                        let step = step.clone();
-                        let settings = settings.clone();
-                        let handle = tasks.spawn(async move {
-                            let (rec, out) = engine
-                                .run_approval_step(&sh, &step, message, &settings)
-                                .await;
-                            (i, rec, out)
-                        });
-                        task_steps.insert(handle.id(), i);
-                    }
-                    Action::Llm(llm) => {
-                        if tasks.len() >= self.config.max_parallel.max(1) {
-                            ready.push(i);
-                            break;
-                        }
-                        let r = |t: &str| render(&plan, t, &inputs, &step.reads, &outputs);
-                        let prompt = r(&llm.prompt);
-                        let system = llm.system.as_deref().map(r).transpose();
-                        let substitute_system = llm
-                            .substitute
-                            .as_ref()
-                            .and_then(|s| s.system.as_deref())
-                            .map(r)
-                            .transpose();
-                        let (prompt, system, substitute_system) =
-                            match (prompt, system, substitute_system) {
-                                (Ok(p), Ok(s), Ok(ss)) => (p, s, ss),
-                                (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => {
-                                    let rec = record_for(
-                                        step,
-                                        StepStatus::Failed,
-                                        Some(&format!("prompt failed to render: {e}")),
-                                        now,
-                                    );
-                                    done.push((i, rec, None));
-                                    continue;
-                                }
-                            };
-                        let engine = Arc::clone(self);
-                        let ctx = LlmContext {
-                            sh: Arc::clone(&shared),
-                            step: step.clone(),
-                            llm: (**llm).clone(),
-                            prompt,
-                            system,
-                            substitute_system,
-                            cancel: options.cancel.child_token(),
-                        };
-                        let handle = tasks.spawn(async move {
-                            let (rec, out) = engine.run_llm_step(ctx).await;
-                            (i, rec, out)
-                        });
-                        task_steps.insert(handle.id(), i);
-                    }
-                }
-            }
-
+            self.follow_pause(s).await;
+            self.start_ready(s, &mut done);
             if done.is_empty() {
                 // Nothing in flight and nothing ready: done, paused or not.
-                if tasks.is_empty() && (ready.is_empty() || !paused) {
+                if s.tasks.is_empty() && (s.ready.is_empty() || !s.paused) {
                     break;
                 }
                 tokio::select! {
-                    joined = tasks.join_next_with_id(), if !tasks.is_empty() => {
+                    joined = s.tasks.join_next_with_id(), if !s.tasks.is_empty() => {
                         if let Some(res) = joined {
-                            done.push(self.joined(&plan, &task_steps, res));
+                            done.push(joined_step(&s.plan, &s.task_steps, res));
                         }
                     }
-                    () = options.cancel.cancelled(), if !cancelled => {
-                        cancelled = true;
+                    () = s.options.cancel.cancelled(), if !s.cancelled => {
+                        s.cancelled = true;
                         continue;
                     }
                     changed = pause_rx.changed() => {
                         if changed.is_err() {
                             // The control was dropped: nobody can resume, so do not wait.
-                            options.control.resume();
+                            s.options.control.resume();
                         }
                         continue;
                     }
                 }
-                while let Some(res) = tasks.try_join_next_with_id() {
-                    done.push(self.joined(&plan, &task_steps, res));
+                while let Some(res) = s.tasks.try_join_next_with_id() {
+                    done.push(joined_step(&s.plan, &s.task_steps, res));
                 }
             }
+            self.commit(s, done).await;
+        }
+    }
 
-            // Apply `on_failure` to failed steps.
-            for (i, rec, out) in &mut done {
-                if rec.status == StepStatus::Failed && !rec.handled {
-                    apply_on_failure(&plan.steps[*i], rec, out);
-                }
-            }
+    /// Announces and stores a change of the run's paused state.
+    async fn follow_pause(&self, s: &mut Sched) {
+        let paused_now = s.options.control.is_paused() && !s.cancelled;
+        if paused_now == s.paused {
+            return;
+        }
+        s.paused = paused_now;
+        let run_id = s.shared.run_id.clone();
+        let (event, run_status) = if s.paused {
+            (Event::RunPaused { run_id }, RunStatus::Paused)
+        } else {
+            let completed_steps = s.records.len();
+            (
+                Event::RunResumed {
+                    run_id,
+                    completed_steps,
+                },
+                RunStatus::Running,
+            )
+        };
+        if let Some(store) = &self.store
+            && let Err(e) = store
+                .set_run_status(&s.shared.run_id, run_status, std::slice::from_ref(&event))
+                .await
+        {
+            s.store_error = Some(e.into());
+            s.options.cancel.cancel();
+        }
+        s.shared.emitter.publish(&[event]);
+    }
 
-            // Store the batch, then announce it, then release dependants.
-            let mut finals = Vec::with_capacity(done.len());
-            for (i, rec, _) in &done {
-                finals.push(final_event(&run_id, &plan.steps[*i], rec));
-            }
-            if let Some(store) = &self.store
-                && store_error.is_none()
-            {
-                let mut events = emitter.drain();
-                events.extend(finals.iter().cloned());
-                let batch: Vec<&StepRecord> = done.iter().map(|(_, r, _)| r).collect();
-                if let Err(e) = store.record_steps(&run_id, &batch, &events).await {
-                    store_error = Some(e.into());
-                    options.cancel.cancel();
+    /// Starts ready steps while the run is not paused and a task slot is free (steps that
+    /// finish at once, such as templates and skips, need no slot).
+    fn start_ready(self: &Arc<Self>, s: &mut Sched, done: &mut Vec<Finished>) {
+        let max = self.config.max_parallel.max(1);
+        while !s.paused && (s.tasks.len() < max || !s.ready.is_empty()) {
+            let Some(i) = s.ready.pop() else { break };
+            match self.start_step(s, i, max) {
+                Start::Done(finished) => done.push(*finished),
+                Start::Spawned => {}
+                Start::Full => {
+                    s.ready.push(i);
+                    break;
                 }
             }
-            emitter.publish(&finals);
-            for (i, rec, out) in done {
-                status[i] = Some(rec.status);
-                outputs[i] = out.map(Arc::new);
-                records.push(rec);
-                for &d in &plan.dependants[i] {
-                    pending[d] -= 1;
-                    // A step already recorded (reused, or outside `only`) is not run.
-                    if pending[d] == 0 && status[d].is_none() {
-                        ready.push(d);
+        }
+    }
+
+    /// Starts one ready step: skips it when a dependency did not give what it needs or its
+    /// condition is false, runs a template inline, and spawns approval and `llm` steps.
+    fn start_step(self: &Arc<Self>, s: &mut Sched, i: usize, max: usize) -> Start {
+        let plan = Arc::clone(&s.plan);
+        let step = &plan.steps[i];
+        let now = Utc::now();
+        let finish = |status, why: &str| {
+            Start::Done(Box::new((
+                i,
+                record_for(step, status, Some(why), now),
+                None,
+            )))
+        };
+        if s.cancelled || s.store_error.is_some() {
+            return finish(
+                StepStatus::Cancelled,
+                "the run was cancelled before the step started",
+            );
+        }
+        if let Some(why) = blocked_by(&plan, &s.status, step) {
+            return finish(StepStatus::Skipped, &why);
+        }
+        if let Some(when) = &step.when {
+            match render(&plan, when, &s.inputs, &step.reads, &s.outputs) {
+                Ok(v) if v.trim() == "true" => {}
+                Ok(_) => return finish(StepStatus::Skipped, "its `when` condition is false"),
+                Err(e) => {
+                    return finish(
+                        StepStatus::Failed,
+                        &format!("condition failed to evaluate: {e}"),
+                    );
+                }
+            }
+        }
+        let r = |t: &str| render(&plan, t, &s.inputs, &step.reads, &s.outputs);
+        match &step.action {
+            Action::Template { template, format } => {
+                let t0 = Instant::now();
+                match r(template) {
+                    Ok(text) => self.finish_template(s, i, text, *format, t0),
+                    Err(e) => finish(StepStatus::Failed, &format!("template failed: {e}")),
+                }
+            }
+            Action::Approval { prompt, settings } => {
+                if s.tasks.len() >= max {
+                    return Start::Full;
+                }
+                let message = match r(prompt) {
+                    Ok(m) => m,
+                    Err(e) => {
+                        return finish(
+                            StepStatus::Failed,
+                            &format!("question failed to render: {e}"),
+                        );
                     }
+                };
+                let (engine, sh) = (Arc::clone(self), Arc::clone(&s.shared));
+                let (step, settings) = (step.clone(), settings.clone());
+                let handle = s.tasks.spawn(async move {
+                    let (rec, out) = engine
+                        .run_approval_step(&sh, &step, message, &settings)
+                        .await;
+                    (i, rec, out)
+                });
+                s.task_steps.insert(handle.id(), i);
+                Start::Spawned
+            }
+            Action::Llm(llm) => {
+                if s.tasks.len() >= max {
+                    return Start::Full;
+                }
+                let rendered = r(&llm.prompt).and_then(|prompt| {
+                    let system = llm.system.as_deref().map(r).transpose()?;
+                    let substitute_system = llm
+                        .substitute
+                        .as_ref()
+                        .and_then(|sub| sub.system.as_deref())
+                        .map(r)
+                        .transpose()?;
+                    Ok((prompt, system, substitute_system))
+                });
+                let (prompt, system, substitute_system) = match rendered {
+                    Ok(t) => t,
+                    Err(e) => {
+                        return finish(
+                            StepStatus::Failed,
+                            &format!("prompt failed to render: {e}"),
+                        );
+                    }
+                };
+                let engine = Arc::clone(self);
+                let ctx = LlmContext {
+                    sh: Arc::clone(&s.shared),
+                    step: step.clone(),
+                    llm: (**llm).clone(),
+                    prompt,
+                    system,
+                    substitute_system,
+                    cancel: s.options.cancel.child_token(),
+                };
+                let handle = s.tasks.spawn(async move {
+                    let (rec, out) = engine.run_llm_step(ctx).await;
+                    (i, rec, out)
+                });
+                s.task_steps.insert(handle.id(), i);
+                Start::Spawned
+            }
+        }
+    }
+
+    /// A rendered template step: its text passes the guardrails (inline; as a task when a
+    /// rule needs a human's approval) and, for `format: json`, parses as JSON.
+    fn finish_template(
+        self: &Arc<Self>,
+        s: &mut Sched,
+        i: usize,
+        text: String,
+        format: OutputFormat,
+        t0: Instant,
+    ) -> Start {
+        let step = &s.plan.steps[i];
+        let mut rec = record_for(step, StepStatus::Succeeded, None, Utc::now());
+        let guarded = match &s.shared.guard {
+            None => Ok(text),
+            Some(policy) => {
+                let outcome = policy.apply(&text);
+                if outcome.needs_approval && !outcome.blocked {
+                    // A human decides: that waits, so it runs as a task.
+                    let (engine, sh) = (Arc::clone(self), Arc::clone(&s.shared));
+                    let handle = s.tasks.spawn(async move {
+                        let guarded = engine
+                            .guard_text(&sh, &rec.step_id.clone(), "output", text, &mut rec)
+                            .await;
+                        let (rec, out) = template_result(rec, guarded, format, t0);
+                        (i, rec, out)
+                    });
+                    s.task_steps.insert(handle.id(), i);
+                    return Start::Spawned;
+                }
+                settle(&s.shared, &step.id, "output", &outcome, &mut rec).map(|_| outcome.text)
+            }
+        };
+        let (rec, out) = template_result(rec, guarded, format, t0);
+        Start::Done(Box::new((i, rec, out)))
+    }
+
+    /// Applies `on_failure`, stores a batch of finished steps, announces them and releases
+    /// their dependants.
+    async fn commit(&self, s: &mut Sched, mut done: Vec<Finished>) {
+        for (i, rec, out) in &mut done {
+            if rec.status == StepStatus::Failed && !rec.handled {
+                apply_on_failure(&s.plan.steps[*i], rec, out);
+            }
+        }
+        let finals: Vec<Event> = done
+            .iter()
+            .map(|(i, rec, _)| final_event(&s.shared.run_id, &s.plan.steps[*i], rec))
+            .collect();
+        if let Some(store) = &self.store
+            && s.store_error.is_none()
+        {
+            let mut events = s.shared.emitter.drain();
+            events.extend(finals.iter().cloned());
+            let batch: Vec<&StepRecord> = done.iter().map(|(_, r, _)| r).collect();
+            if let Err(e) = store.record_steps(&s.shared.run_id, &batch, &events).await {
+                s.store_error = Some(e.into());
+                s.options.cancel.cancel();
+            }
+        }
+        s.shared.emitter.publish(&finals);
+        for (i, rec, out) in done {
+            s.status[i] = Some(rec.status);
+            s.outputs[i] = out.map(Arc::new);
+            s.records.push(rec);
+            for &d in &s.plan.dependants[i] {
+                s.pending[d] -= 1;
+                // A step already recorded (reused, or outside `only`) is not run.
+                if s.pending[d] == 0 && s.status[d].is_none() {
+                    s.ready.push(d);
                 }
             }
         }
+    }
 
-        if let Some(e) = store_error {
-            return Err(e);
-        }
-
+    /// Renders the workflow's outputs, stores the run's end and builds the report.
+    async fn finish_run(&self, s: Sched, started: Instant) -> Result<RunReport, EngineError> {
+        let Sched {
+            plan,
+            inputs,
+            shared,
+            options,
+            status,
+            outputs,
+            records,
+            cancelled,
+            ..
+        } = s;
         let any_failed = records
             .iter()
             .any(|r| r.status == StepStatus::Failed && !r.handled);
@@ -556,13 +602,14 @@ impl Engine {
             _ => None,
         };
         let duration_ms = ms(started.elapsed());
+        let run_id = shared.run_id.clone();
         let finish_event = Event::RunFinished {
             run_id: run_id.clone(),
             status: run_status,
             duration_ms,
         };
         if let Some(store) = &self.store {
-            let mut events = emitter.drain();
+            let mut events = shared.emitter.drain();
             events.push(finish_event.clone());
             store
                 .finish_run(
@@ -577,7 +624,7 @@ impl Engine {
                 )
                 .await?;
         }
-        emitter.publish(&[finish_event]);
+        shared.emitter.publish(&[finish_event]);
         Ok(RunReport {
             run_id,
             status: run_status,
@@ -587,25 +634,138 @@ impl Engine {
             error,
         })
     }
+}
 
-    pub(super) fn joined(
-        &self,
-        plan: &Plan,
-        task_steps: &HashMap<tokio::task::Id, usize>,
-        res: Result<(tokio::task::Id, Finished), tokio::task::JoinError>,
-    ) -> Finished {
-        match res {
-            Ok((_, value)) => value,
-            Err(e) => {
-                let i = task_steps.get(&e.id()).copied().unwrap_or(0);
-                let rec = record_for(
-                    &plan.steps[i],
-                    StepStatus::Failed,
-                    Some(&format!("internal error: {e}")),
-                    Utc::now(),
-                );
-                (i, rec, None)
-            }
+/// Takes the records of an interrupted run's completed steps (kept, never re-run) and
+/// counts what they spent against the run's budget (cached steps spent nothing).
+fn keep_prior(s: &mut Sched) {
+    let prior = s.options.resume.take().unwrap_or_default();
+    for rec in prior {
+        let Some(&i) = s.plan.index.get(&rec.step_id) else {
+            continue;
+        };
+        if s.status[i].is_some() {
+            continue;
+        }
+        keep_record(
+            &s.plan,
+            i,
+            &rec,
+            &mut s.status,
+            &mut s.outputs,
+            &mut s.pending,
+        );
+        let mut spend = lock(&s.shared.spend);
+        spend.tokens += rec
+            .attempts
+            .iter()
+            .filter_map(|a| a.usage)
+            .map(|u| u.prompt_tokens + u.completion_tokens)
+            .sum::<u64>();
+        spend.cost_usd += rec.cost_usd.unwrap_or(0.0);
+        drop(spend);
+        s.records.push(rec);
+    }
+}
+
+/// The copy of an earlier run's succeeded record that a "run from here" run keeps.
+fn reused_record(rec: &StepRecord, from: &str) -> StepRecord {
+    let mut r = rec.clone();
+    r.cached = true;
+    r.model_reason = Some(format!(
+        "output reused from run {from}{}",
+        rec.model_reason
+            .as_deref()
+            .map(|m| format!(" ({m})"))
+            .unwrap_or_default()
+    ));
+    r.attempts.clear();
+    r.fallbacks.clear();
+    r.usage = None;
+    r.cost_usd = None;
+    r.duration_ms = 0;
+    r.started_at = Utc::now();
+    r
+}
+
+/// Why a ready step cannot run: a dependency failed, was skipped or cancelled (Airflow's
+/// `all_success`), or, for an alternate branch, the step it backs up did not fail.
+fn blocked_by(plan: &Plan, status: &[Option<StepStatus>], step: &PlannedStep) -> Option<String> {
+    let &dep = step.needs.iter().find(|&&d| {
+        if step.alternate_of == Some(d) {
+            status[d] != Some(StepStatus::Failed)
+        } else {
+            status[d] != Some(StepStatus::Succeeded)
+        }
+    })?;
+    let why = if step.alternate_of == Some(dep) {
+        "did not fail (this step is its alternate branch)"
+    } else {
+        match status[dep] {
+            Some(StepStatus::Failed) => "failed",
+            Some(StepStatus::Cancelled) => "was cancelled",
+            _ => "was skipped",
+        }
+    };
+    Some(format!("dependency `{}` {why}", plan.steps[dep].id))
+}
+
+/// The record and output of a template step from its guarded text.
+fn template_result(
+    mut rec: StepRecord,
+    guarded: Result<String, crate::provider::ProviderError>,
+    format: OutputFormat,
+    t0: Instant,
+) -> (StepRecord, Option<StepOutput>) {
+    rec.duration_ms = ms(t0.elapsed());
+    let cancelled =
+        matches!(&guarded, Err(e) if e.kind == crate::provider::ProviderErrorKind::Cancelled);
+    let result = guarded
+        .map_err(|e| e.to_string())
+        .and_then(|text| match format {
+            OutputFormat::Text => Ok(StepOutput { text, json: None }),
+            OutputFormat::Json => serde_json::from_str(&text)
+                .map(|json| StepOutput {
+                    text,
+                    json: Some(json),
+                })
+                .map_err(|e| format!("template failed: rendered text is not JSON: {e}")),
+        });
+    match result {
+        Ok(out) => {
+            rec.output = Some(out.text.clone());
+            rec.output_json = out.json.clone();
+            (rec, Some(out))
+        }
+        Err(e) => {
+            rec.status = if cancelled {
+                StepStatus::Cancelled
+            } else {
+                StepStatus::Failed
+            };
+            rec.error = Some(e);
+            (rec, None)
+        }
+    }
+}
+
+/// The result of a joined task; a task that panicked or was aborted fails its step.
+fn joined_step(
+    plan: &Plan,
+    task_steps: &HashMap<tokio::task::Id, usize>,
+    res: Result<(tokio::task::Id, Finished), tokio::task::JoinError>,
+) -> Finished {
+    match res {
+        Ok((_, value)) => value,
+        Err(e) => {
+            let i = task_steps.get(&e.id()).copied().unwrap_or(0);
+            let rec = record_for(
+                &plan.steps[i],
+                StepStatus::Failed,
+                Some(&format!("internal error: {e}")),
+                Utc::now(),
+            );
+            (i, rec, None)
         }
     }
 }
