@@ -698,3 +698,263 @@ async fn cloud_scoped_guardrails_scrub_or_block_only_what_goes_to_the_cloud() ->
     );
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_budget_counts_what_calls_used_not_what_they_reserved() -> anyhow::Result<()> {
+    // Each step projects ~300 tokens (the prompt estimate + max_tokens 290) and uses 8
+    // (the server counts 7 prompt + 1 completion). Five in a row fit a 1,000-token run
+    // budget only if each call's reservation ends with the call.
+    let server = ScriptedServer::start(vec![ok(&["word"])]).await?;
+    let e = engine(
+        vec![scripted(&server, "scripted")?],
+        None,
+        EngineConfig::default(),
+    );
+    let steps: String = (0..5)
+        .map(|i| {
+            let needs = if i > 0 {
+                format!("    needs: [s{}]\n", i - 1)
+            } else {
+                String::new()
+            };
+            format!("  - id: s{i}\n    kind: llm\n    model: [openai:scripted]\n    prompt: Say one word.\n    max_tokens: 290\n    cache: false\n{needs}")
+        })
+        .collect();
+    let (report, _) = go(
+        &e,
+        plan(&format!(
+            "id: run_budget\nbudget: {{max_tokens: 1000}}\nsteps:\n{steps}"
+        )),
+        RunOptions::default(),
+    )
+    .await?;
+    assert_eq!(report.status, RunStatus::Succeeded, "{:?}", report.error);
+    assert_eq!(server.arrivals().len(), 5, "every step called the model");
+    let used: u64 = report
+        .steps
+        .iter()
+        .filter_map(|s| s.usage)
+        .map(|u| u.prompt_tokens + u.completion_tokens)
+        .sum();
+    assert_eq!(used, 5 * 8);
+    Ok(())
+}
+
+/// Forwards every event to a channel as it happens.
+struct ChannelSink(tokio::sync::mpsc::UnboundedSender<Event>);
+
+impl nexus_engine::EventSink for ChannelSink {
+    fn emit(&self, event: &Event) {
+        let _ = self.0.send(event.clone());
+    }
+}
+
+/// The first question waits until a second one is asked, then is skipped; the second
+/// waits until the test releases it.
+struct TwoQuestions {
+    asked: Mutex<u32>,
+    second_asked: tokio::sync::Notify,
+    release_second: tokio::sync::Notify,
+}
+
+#[async_trait]
+impl HumanHandler for TwoQuestions {
+    async fn decide(&self, _: &HumanRequest) -> Option<HumanDecision> {
+        let n = {
+            let mut a = self.asked.lock().ok()?;
+            *a += 1;
+            *a
+        };
+        if n == 1 {
+            self.second_asked.notified().await;
+        } else {
+            self.second_asked.notify_one();
+            self.release_second.notified().await;
+        }
+        Some(HumanDecision::Skip)
+    }
+}
+
+/// Pauses the run (as the user would, from the run panel) while it is asked, then skips.
+struct PausesThenSkips(nexus_engine::run::RunControl);
+
+#[async_trait]
+impl HumanHandler for PausesThenSkips {
+    async fn decide(&self, _: &HumanRequest) -> Option<HumanDecision> {
+        self.0.pause();
+        Some(HumanDecision::Skip)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answering_one_question_keeps_a_run_paused_by_the_user_or_by_another_question()
+-> anyhow::Result<()> {
+    let server = ScriptedServer::start(vec![Behavior::Status(401)]).await?;
+    let e = engine(
+        vec![scripted(&server, "scripted")?],
+        None,
+        EngineConfig::default(),
+    );
+    let failing = |id: &str| {
+        format!(
+            "  - id: {id}\n    kind: llm\n    model: [openai:scripted]\n    prompt: Hi.\n    fallback: {{simplify: false, ask_human: true}}\n"
+        )
+    };
+
+    // Two failed steps ask at once: answering the first leaves the run paused.
+    let control = nexus_engine::run::RunControl::default();
+    let human = Arc::new(TwoQuestions {
+        asked: Mutex::new(0),
+        second_asked: tokio::sync::Notify::new(),
+        release_second: tokio::sync::Notify::new(),
+    });
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let wf = plan(&format!(
+        "id: two_questions\nsteps:\n{}{}",
+        failing("a"),
+        failing("b")
+    ));
+    let run = tokio::spawn({
+        let (e, control, human) = (e.clone(), control.clone(), human.clone());
+        async move {
+            go(
+                &e,
+                wf,
+                RunOptions {
+                    human: Some(human),
+                    control,
+                    sinks: vec![Arc::new(ChannelSink(tx))],
+                    ..RunOptions::default()
+                },
+            )
+            .await
+        }
+    });
+    while let Some(event) = rx.recv().await {
+        if matches!(event, Event::HumanDecided { .. }) {
+            break;
+        }
+    }
+    assert!(
+        control.is_paused(),
+        "the second question still holds the run paused"
+    );
+    human.release_second.notify_one();
+    let (report, _) = run.await??;
+    assert_eq!(report.status, RunStatus::Succeeded, "{:?}", report.error);
+    assert!(!control.is_paused(), "no question holds it any more");
+
+    // The user pauses the run while a question waits: the answer does not resume it.
+    let control = nexus_engine::run::RunControl::default();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let wf = plan(&format!("id: user_pause\nsteps:\n{}", failing("a")));
+    let run = tokio::spawn({
+        let (e, control) = (e.clone(), control.clone());
+        async move {
+            go(
+                &e,
+                wf,
+                RunOptions {
+                    human: Some(Arc::new(PausesThenSkips(control.clone()))),
+                    control,
+                    sinks: vec![Arc::new(ChannelSink(tx))],
+                    ..RunOptions::default()
+                },
+            )
+            .await
+        }
+    });
+    while let Some(event) = rx.recv().await {
+        if matches!(event, Event::HumanDecided { .. }) {
+            break;
+        }
+    }
+    assert!(control.is_paused(), "the user's pause outlives the answer");
+    control.resume();
+    let (report, _) = run.await??;
+    assert_eq!(report.status, RunStatus::Succeeded, "{:?}", report.error);
+    let a = report.steps.iter().find(|s| s.step_id == "a").expect("a");
+    assert_eq!(a.status, StepStatus::Skipped);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_inputs_template_outputs_and_approval_questions_pass_the_guardrails()
+-> anyhow::Result<()> {
+    let (store, _dir) = temp_store().await?;
+    let e = engine(Vec::new(), Some(store.clone()), EngineConfig::default());
+    // The key is in an input, and built by a template and by a question from two halves
+    // that are harmless alone.
+    let wf = plan(concat!(
+        "id: stored_text\n",
+        "inputs:\n  note: {type: string, default: \"deploy with AKIAIOSFODNN7EXAMPLE\"}\n",
+        "steps:\n",
+        "  - id: echo\n    kind: template\n    template: \"{{ inputs.note }}\"\n",
+        "  - id: built\n    kind: template\n    template: \"{{ 'AKIAIOSF' ~ 'ODNN7EXAMPLE' }}\"\n",
+        "  - id: ask\n    kind: approval\n    prompt: \"Use key {{ 'AKIAIOSF' ~ 'ODNN7EXAMPLE' }}?\"\n",
+    ));
+    let human = Arc::new(Scripted {
+        answers: Mutex::new(vec![HumanDecision::Approve]),
+        asked: Mutex::new(Vec::new()),
+    });
+    let (report, events) = go(
+        &e,
+        wf,
+        RunOptions {
+            human: Some(human.clone()),
+            ..RunOptions::default()
+        },
+    )
+    .await?;
+    assert_eq!(report.status, RunStatus::Succeeded, "{:?}", report.error);
+    let stored = store.get_run(&report.run_id).await?;
+    let everything = serde_json::to_string(&stored)?;
+    assert!(
+        !everything.contains("AKIAIOSFODNN7EXAMPLE"),
+        "the key is stored nowhere: {everything}"
+    );
+    assert_eq!(
+        stored.inputs["note"],
+        "deploy with [REDACTED:aws_access_key]"
+    );
+    let step = |id: &str| stored.steps.iter().find(|s| s.step_id == id).expect(id);
+    assert_eq!(
+        step("built").output.as_deref(),
+        Some("[REDACTED:aws_access_key]")
+    );
+    assert!(step("built").guardrails.iter().any(|g| g.stage == "output"));
+    assert!(step("ask").guardrails.iter().any(|g| g.stage == "question"));
+    let asked = format!(
+        "{:?}",
+        human.asked.lock().map(|a| a.clone()).unwrap_or_default()
+    );
+    assert!(
+        !asked.contains("AKIAIOSFODNN7EXAMPLE"),
+        "shown redacted: {asked}"
+    );
+    assert!(events.iter().any(|e| matches!(
+        e,
+        Event::GuardrailVerdict { stage, .. } if stage == "input `note`"
+    )));
+
+    // A block rule on an input refuses the run before anything is stored.
+    let runs_before = store.list_runs(100).await?.len();
+    let blocked = plan(concat!(
+        "id: blocked_input\n",
+        "guardrails:\n  rules:\n    - {detector: email, severity: high, action: block}\n",
+        "inputs:\n  who: {type: string, default: \"jane.doe@example.com\"}\n",
+        "steps:\n  - id: a\n    kind: template\n    template: \"{{ inputs.who }}\"\n",
+    ));
+    let err = go(&e, blocked, RunOptions::default())
+        .await
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(err.contains("input `who`"), "{err}");
+    assert!(
+        !err.contains("jane.doe"),
+        "the message never repeats the text"
+    );
+    assert_eq!(store.list_runs(100).await?.len(), runs_before);
+    Ok(())
+}

@@ -1,4 +1,10 @@
-//! The fallback ladder of an `llm` step.
+//! The fallback ladder of an `llm` step, rung by rung: guardrails on the input, the output
+//! cache, the selector's chain ([`super::chain`]), simplified parameters, a substitute
+//! agent, then (after `on_failure` leaves the failure to the ladder) a human.
+//!
+//! Invariants: no provider sees a text before the input guardrails; every rung taken is a
+//! [`FallbackRecord`]; the output that is stored passed the output guardrails (model
+//! reply, cache hit or human-typed text alike).
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -67,9 +73,60 @@ pub(super) struct LlmContext {
     pub(super) cancel: CancellationToken,
 }
 
+/// The texts of one `llm` step after the input guardrails.
+struct Guarded {
+    prompt: String,
+    system: Option<String>,
+    substitute_system: Option<String>,
+}
+
+/// How a step ended on the ladder.
+type StepEnd = (StepRecord, Option<StepOutput>);
+
+/// The status of a step stopped by an error: cancelled for a cancel, else failed.
+fn stopped(e: &ProviderError) -> StepStatus {
+    if e.kind == ProviderErrorKind::Cancelled {
+        StepStatus::Cancelled
+    } else {
+        StepStatus::Failed
+    }
+}
+
+/// Sets a step's final status, error, duration and cost.
+fn finish(
+    mut rec: StepRecord,
+    lad: &Ladder,
+    status: StepStatus,
+    error: Option<String>,
+) -> StepRecord {
+    rec.status = status;
+    rec.error = error;
+    rec.duration_ms = ms(lad.t0.elapsed());
+    if lad.spend.cost_usd > 0.0 {
+        rec.cost_usd = Some(lad.spend.cost_usd);
+    }
+    rec
+}
+
+/// The messages of a call: the system prompt (if any), then the user's prompt.
+fn messages(system: Option<&String>, prompt: &str) -> Vec<Message> {
+    let mut m = Vec::with_capacity(2);
+    if let Some(system) = system {
+        m.push(Message {
+            role: Role::System,
+            content: system.clone(),
+        });
+    }
+    m.push(Message {
+        role: Role::User,
+        content: prompt.to_string(),
+    });
+    m
+}
+
 impl Engine {
-    pub(super) async fn run_llm_step(&self, cx: LlmContext) -> (StepRecord, Option<StepOutput>) {
-        let started_at = Utc::now();
+    /// Runs one `llm` step up its ladder and returns its record and output.
+    pub(super) async fn run_llm_step(&self, cx: LlmContext) -> StepEnd {
         let mut lad = Ladder {
             attempt_no: 0,
             last_error: None,
@@ -78,209 +135,36 @@ impl Engine {
             t0: Instant::now(),
             cloud_verdicts_recorded: false,
         };
-        let mut rec = record_for(&cx.step, StepStatus::Failed, None, started_at);
-        rec.input = Some(cx.prompt.clone());
-        let finish =
-            |mut rec: StepRecord, lad: &Ladder, status: StepStatus, error: Option<String>| {
-                rec.status = status;
-                rec.error = error;
-                rec.duration_ms = ms(lad.t0.elapsed());
-                if lad.spend.cost_usd > 0.0 {
-                    rec.cost_usd = Some(lad.spend.cost_usd);
-                }
-                rec
-            };
-
-        // Guardrails on the input (prompt, system, the substitute agent's system), before
-        // any provider sees it.
-        let step_id = cx.step.id.clone();
-        let stopped = |e: &ProviderError| {
-            if e.kind == ProviderErrorKind::Cancelled {
-                StepStatus::Cancelled
-            } else {
-                StepStatus::Failed
+        // The input is stored only once it passed the guardrails (a blocked text never is).
+        let mut rec = record_for(&cx.step, StepStatus::Failed, None, Utc::now());
+        let g = match self.guard_step_input(&cx, &mut rec).await {
+            Ok(g) => g,
+            Err(e) => {
+                let status = stopped(&e);
+                return (finish(rec, &lad, status, Some(e.to_string())), None);
             }
         };
-        let mut guarded: Vec<Option<String>> = Vec::with_capacity(3);
-        for text in [
-            Some(&cx.prompt),
-            cx.system.as_ref(),
-            cx.substitute_system.as_ref(),
-        ] {
-            match text {
-                Some(t) => match self
-                    .guard_text(&cx.sh, &step_id, "input", t.clone(), &mut rec)
-                    .await
-                {
-                    Ok(t) => guarded.push(Some(t)),
-                    Err(e) => {
-                        let status = stopped(&e);
-                        return (finish(rec, &lad, status, Some(e.to_string())), None);
-                    }
-                },
-                None => guarded.push(None),
-            }
-        }
-        let substitute_system = guarded.pop().flatten();
-        let system = guarded.pop().flatten();
-        let prompt = guarded.pop().flatten().unwrap_or_default();
-        rec.input = Some(prompt.clone());
-
-        let messages = |system: Option<&String>, prompt: &str| {
-            let mut m = Vec::with_capacity(2);
-            if let Some(system) = system {
-                m.push(Message {
-                    role: Role::System,
-                    content: system.clone(),
-                });
-            }
-            m.push(Message {
-                role: Role::User,
-                content: prompt.to_string(),
-            });
-            m
-        };
+        rec.input = Some(g.prompt.clone());
         let est_prompt =
-            estimate_tokens(&prompt) + system.as_deref().map_or(0, estimate_tokens) + 8;
-        let base_call = Call {
-            messages: messages(system.as_ref(), &prompt),
+            estimate_tokens(&g.prompt) + g.system.as_deref().map_or(0, estimate_tokens) + 8;
+        let base = Call {
+            messages: messages(g.system.as_ref(), &g.prompt),
             max_tokens: cx.llm.max_tokens,
             json_schema: cx.llm.output_schema.as_ref().map(|(s, _)| s.clone()),
             est_prompt,
         };
-        let selection_for = |engine: &Engine,
-                             req: &crate::workflow::ModelRequirements,
-                             call: &Call,
-                             spend: Spend| {
-            let (tokens, cost) = engine.budget_left(&cx.sh, &cx.llm, spend);
-            engine.rank(
-                &SelectionInput {
-                    requirements: req.clone(),
-                    task: cx.llm.task,
-                    prompt_tokens: call.est_prompt,
-                    max_tokens: call.max_tokens,
-                    needs_json: call.json_schema.is_some(),
-                    budget_usd: cost,
-                    budget_tokens: tokens,
-                },
-                &cx.sh.catalog,
-            )
-        };
-        let selection = selection_for(self, &cx.llm.model, &base_call, lad.spend);
+        let selection = self.selection_for(&cx, &cx.llm.model, &base, lad.spend);
         rec.selection = Some(selection.record.clone());
-
-        // The output cache: same definition, resolved inputs and first-choice model.
-        let cache_key = {
-            use sha2::Digest;
-            let key = serde_json::json!([
-                cx.step.definition_hash,
-                system,
-                prompt,
-                selection.candidates.first().map(|c| c.reference.clone()),
-            ]);
-            crate::plan::hex(&sha2::Sha256::digest(key.to_string().as_bytes()))
-        };
-        if cx.step.cache
-            && cx.sh.use_cache
-            && let Some(store) = &self.store
-        {
-            match store.cache_get(&cache_key).await {
-                Ok(Some(hit)) => {
-                    // The cached text passes this workflow's output guardrails too.
-                    let StepOutput { text, json } = match self
-                        .guard_output(&cx.sh, &step_id, hit.output, hit.output_json, &mut rec)
-                        .await
-                    {
-                        Ok(out) => out,
-                        Err(e) => {
-                            let status = stopped(&e);
-                            return (finish(rec, &lad, status, Some(e.to_string())), None);
-                        }
-                    };
-                    rec.status = StepStatus::Succeeded;
-                    rec.cached = true;
-                    rec.model = hit.model.clone();
-                    rec.model_reason = Some(format!(
-                        "cached output of run {} (same step definition, inputs and model)",
-                        hit.run_id
-                    ));
-                    rec.usage = hit.usage;
-                    rec.output = Some(text.clone());
-                    rec.output_json = json.clone();
-                    rec.duration_ms = ms(lad.t0.elapsed());
-                    return (rec, Some(StepOutput { text, json }));
-                }
-                Ok(None) => {}
-                Err(e) => tracing::warn!("output cache unavailable: {e}"),
-            }
+        let cache_key = cache_key(&cx, &g, &selection);
+        if let Some(end) = self.cached_output(&cx, &mut rec, &lad, &cache_key).await {
+            return end;
         }
-
         loop {
             let result = self
-                .climb(
-                    &cx,
-                    &mut rec,
-                    &mut lad,
-                    &base_call,
-                    selection.clone(),
-                    &selection_for,
-                    system.as_ref(),
-                    substitute_system.as_ref(),
-                    &prompt,
-                    &messages,
-                )
+                .climb(&cx, &mut rec, &mut lad, &base, selection.clone(), &g)
                 .await;
             let error = match result {
-                Ok(success) => {
-                    // Guardrails on the output.
-                    let StepOutput { text, json } = match self
-                        .guard_output(&cx.sh, &step_id, success.text, success.json, &mut rec)
-                        .await
-                    {
-                        Ok(out) => out,
-                        Err(e) => {
-                            let status = stopped(&e);
-                            return (finish(rec, &lad, status, Some(e.to_string())), None);
-                        }
-                    };
-                    rec.model = Some(success.reference.clone());
-                    let mut reason = format!(
-                        "{}: {}; {}",
-                        success.reference,
-                        success.reason,
-                        success.score.describe(cx.llm.task)
-                    );
-                    if !rec.fallbacks.is_empty() {
-                        let chain: Vec<String> = rec
-                            .fallbacks
-                            .iter()
-                            .map(|f| format!("{} → {} [{}] ({})", f.from, f.to, f.rung, f.reason))
-                            .collect();
-                        reason.push_str(&format!("; after the ladder: {}", chain.join("; ")));
-                    }
-                    rec.model_reason = Some(reason);
-                    rec.usage = Some(success.usage);
-                    rec.output = Some(text.clone());
-                    rec.output_json = json.clone();
-                    if let Some(store) = &self.store
-                        && cx.step.cache
-                    {
-                        let cached = CachedOutput {
-                            output: text.clone(),
-                            output_json: json.clone(),
-                            model: rec.model.clone(),
-                            usage: rec.usage,
-                            run_id: cx.sh.run_id.clone(),
-                        };
-                        if let Err(e) = store.cache_put(&cache_key, &cached).await {
-                            tracing::warn!("cannot store the output in the cache: {e}");
-                        }
-                    }
-                    return (
-                        finish(rec, &lad, StepStatus::Succeeded, None),
-                        Some(StepOutput { text, json }),
-                    );
-                }
+                Ok(success) => return self.succeed(&cx, rec, &lad, success, &cache_key).await,
                 Err(ChainEnd::Stop(e)) if e.kind == ProviderErrorKind::Cancelled => {
                     return (
                         finish(rec, &lad, StepStatus::Cancelled, Some("cancelled".into())),
@@ -288,263 +172,405 @@ impl Engine {
                     );
                 }
                 Err(ChainEnd::Stop(e)) => e.to_string(),
-                Err(ChainEnd::Exhausted) => {
-                    if selection.candidates.is_empty() && lad.attempt_no == 0 {
-                        format!(
-                            "no model can serve this step ({})",
-                            if selection.record.excluded.is_empty() {
-                                "no provider is configured".to_string()
-                            } else {
-                                selection.excluded().join("; ")
-                            }
-                        )
-                    } else {
-                        match &lad.last_error {
-                            Some(e) => {
-                                format!("every rung of the fallback ladder failed; last error: {e}")
-                            }
-                            None => "every rung of the fallback ladder failed".into(),
-                        }
-                    }
-                }
+                Err(ChainEnd::Exhausted) => exhausted_error(&selection, &lad),
             };
             // Last rung: a human, when `on_failure` leaves the failure to us.
             if cx.llm.fallback.ask_human && cx.step.on_failure == OnFailure::Fail {
-                let request = HumanRequest::StepFailed {
-                    run_id: cx.sh.run_id.clone(),
-                    step_id: step_id.clone(),
-                    error: error.clone(),
-                };
-                let from = lad.last_model.clone().unwrap_or_else(|| "ladder".into());
-                match self.ask(&cx.sh, request, None).await {
-                    Some(HumanDecision::Retry) => {
-                        rec.fallbacks.push(FallbackRecord {
-                            from,
-                            to: "retry".into(),
-                            reason: "a human asked to run the ladder again".into(),
-                            rung: "human".into(),
-                        });
+                match self.ask_after_failure(&cx, rec, &lad, error).await {
+                    Ok(end) => return end,
+                    Err(again) => {
+                        rec = again;
                         continue;
                     }
-                    Some(HumanDecision::UseOutput { text }) => {
-                        let text = match self
-                            .guard_text(&cx.sh, &step_id, "output", text, &mut rec)
-                            .await
-                        {
-                            Ok(t) => t,
-                            Err(e) => {
-                                let status = stopped(&e);
-                                return (finish(rec, &lad, status, Some(e.to_string())), None);
-                            }
-                        };
-                        rec.fallbacks.push(FallbackRecord {
-                            from,
-                            to: "human output".into(),
-                            reason: "a human typed the output".into(),
-                            rung: "human".into(),
-                        });
-                        rec.model = Some("human".into());
-                        rec.model_reason = Some(format!("written by a human after: {error}"));
-                        let json = parse_json_reply(&text)
-                            .ok()
-                            .filter(|_| cx.llm.output_schema.is_some());
-                        rec.output = Some(text.clone());
-                        rec.output_json = json.clone();
-                        return (
-                            finish(rec, &lad, StepStatus::Succeeded, None),
-                            Some(StepOutput { text, json }),
-                        );
-                    }
-                    Some(HumanDecision::Skip) => {
-                        rec.fallbacks.push(FallbackRecord {
-                            from,
-                            to: "skip".into(),
-                            reason: "a human skipped the step".into(),
-                            rung: "human".into(),
-                        });
-                        return (
-                            finish(
-                                rec,
-                                &lad,
-                                StepStatus::Skipped,
-                                Some(format!("skipped by a human after: {error}")),
-                            ),
-                            None,
-                        );
-                    }
-                    Some(HumanDecision::Cancel) => {
-                        cx.sh.cancel.cancel();
-                        return (
-                            finish(
-                                rec,
-                                &lad,
-                                StepStatus::Cancelled,
-                                Some("a human cancelled the run".into()),
-                            ),
-                            None,
-                        );
-                    }
-                    _ => {}
                 }
             }
             return (finish(rec, &lad, StepStatus::Failed, Some(error)), None);
         }
     }
 
+    /// Guardrails on the step's input (prompt, system, the substitute agent's system),
+    /// before any provider sees it.
+    async fn guard_step_input(
+        &self,
+        cx: &LlmContext,
+        rec: &mut StepRecord,
+    ) -> Result<Guarded, ProviderError> {
+        let id = &cx.step.id;
+        let prompt = self
+            .guard_text(&cx.sh, id, "input", cx.prompt.clone(), rec)
+            .await?;
+        let mut optional = Vec::with_capacity(2);
+        for text in [&cx.system, &cx.substitute_system] {
+            optional.push(match text {
+                Some(t) => Some(self.guard_text(&cx.sh, id, "input", t.clone(), rec).await?),
+                None => None,
+            });
+        }
+        let substitute_system = optional.pop().flatten();
+        let system = optional.pop().flatten();
+        Ok(Guarded {
+            prompt,
+            system,
+            substitute_system,
+        })
+    }
+
+    /// The selector's ranking for a call of this step under what its budgets leave.
+    fn selection_for(
+        &self,
+        cx: &LlmContext,
+        req: &crate::workflow::ModelRequirements,
+        call: &Call,
+        spend: Spend,
+    ) -> crate::select::Selection {
+        let (tokens, cost) = self.budget_left(&cx.sh, &cx.llm, spend);
+        self.rank(
+            &SelectionInput {
+                requirements: req.clone(),
+                task: cx.llm.task,
+                prompt_tokens: call.est_prompt,
+                max_tokens: call.max_tokens,
+                needs_json: call.json_schema.is_some(),
+                budget_usd: cost,
+                budget_tokens: tokens,
+            },
+            &cx.sh.catalog,
+        )
+    }
+
+    /// The output cache: a stored output of the same step definition, resolved inputs
+    /// and first-choice model, after this workflow's output guardrails.
+    async fn cached_output(
+        &self,
+        cx: &LlmContext,
+        rec: &mut StepRecord,
+        lad: &Ladder,
+        key: &str,
+    ) -> Option<StepEnd> {
+        if !cx.step.cache || !cx.sh.use_cache {
+            return None;
+        }
+        let store = self.store.as_ref()?;
+        let hit = match store.cache_get(key).await {
+            Ok(hit) => hit?,
+            Err(e) => {
+                tracing::warn!("output cache unavailable: {e}");
+                return None;
+            }
+        };
+        let guarded = self
+            .guard_output(&cx.sh, &cx.step.id, hit.output, hit.output_json, rec)
+            .await;
+        let StepOutput { text, json } = match guarded {
+            Ok(out) => out,
+            Err(e) => {
+                let status = stopped(&e);
+                return Some((finish(rec.clone(), lad, status, Some(e.to_string())), None));
+            }
+        };
+        rec.status = StepStatus::Succeeded;
+        rec.cached = true;
+        rec.model = hit.model.clone();
+        rec.model_reason = Some(format!(
+            "cached output of run {} (same step definition, inputs and model)",
+            hit.run_id
+        ));
+        rec.usage = hit.usage;
+        rec.output = Some(text.clone());
+        rec.output_json = json.clone();
+        rec.duration_ms = ms(lad.t0.elapsed());
+        Some((rec.clone(), Some(StepOutput { text, json })))
+    }
+
+    /// A model answered: its output passes the guardrails, the step records the model and
+    /// why, and the output goes into the cache.
+    async fn succeed(
+        &self,
+        cx: &LlmContext,
+        mut rec: StepRecord,
+        lad: &Ladder,
+        success: Success,
+        cache_key: &str,
+    ) -> StepEnd {
+        let guarded = self
+            .guard_output(&cx.sh, &cx.step.id, success.text, success.json, &mut rec)
+            .await;
+        let StepOutput { text, json } = match guarded {
+            Ok(out) => out,
+            Err(e) => {
+                let status = stopped(&e);
+                return (finish(rec, lad, status, Some(e.to_string())), None);
+            }
+        };
+        rec.model = Some(success.reference.clone());
+        let mut reason = format!(
+            "{}: {}; {}",
+            success.reference,
+            success.reason,
+            success.score.describe(cx.llm.task)
+        );
+        if !rec.fallbacks.is_empty() {
+            let chain: Vec<String> = rec
+                .fallbacks
+                .iter()
+                .map(|f| format!("{} → {} [{}] ({})", f.from, f.to, f.rung, f.reason))
+                .collect();
+            reason.push_str(&format!("; after the ladder: {}", chain.join("; ")));
+        }
+        rec.model_reason = Some(reason);
+        rec.usage = Some(success.usage);
+        rec.output = Some(text.clone());
+        rec.output_json = json.clone();
+        if let Some(store) = &self.store
+            && cx.step.cache
+        {
+            let cached = CachedOutput {
+                output: text.clone(),
+                output_json: json.clone(),
+                model: rec.model.clone(),
+                usage: rec.usage,
+                run_id: cx.sh.run_id.clone(),
+            };
+            if let Err(e) = store.cache_put(cache_key, &cached).await {
+                tracing::warn!("cannot store the output in the cache: {e}");
+            }
+        }
+        (
+            finish(rec, lad, StepStatus::Succeeded, None),
+            Some(StepOutput { text, json }),
+        )
+    }
+
+    /// The ladder's last rung: a human retries (`Err` gives the record back to climb
+    /// again), types the output, skips the step or cancels the run.
+    async fn ask_after_failure(
+        &self,
+        cx: &LlmContext,
+        mut rec: StepRecord,
+        lad: &Ladder,
+        error: String,
+    ) -> Result<StepEnd, StepRecord> {
+        let request = HumanRequest::StepFailed {
+            run_id: cx.sh.run_id.clone(),
+            step_id: cx.step.id.clone(),
+            error: error.clone(),
+        };
+        let from = lad.last_model.clone().unwrap_or_else(|| "ladder".into());
+        let human = |to: &str, reason: &str| FallbackRecord {
+            from: from.clone(),
+            to: to.into(),
+            reason: reason.into(),
+            rung: "human".into(),
+        };
+        match self.ask(&cx.sh, request, None).await {
+            Some(HumanDecision::Retry) => {
+                rec.fallbacks
+                    .push(human("retry", "a human asked to run the ladder again"));
+                Err(rec)
+            }
+            Some(HumanDecision::UseOutput { text }) => {
+                let text = match self
+                    .guard_text(&cx.sh, &cx.step.id, "output", text, &mut rec)
+                    .await
+                {
+                    Ok(t) => t,
+                    Err(e) => {
+                        let status = stopped(&e);
+                        return Ok((finish(rec, lad, status, Some(e.to_string())), None));
+                    }
+                };
+                rec.fallbacks
+                    .push(human("human output", "a human typed the output"));
+                rec.model = Some("human".into());
+                rec.model_reason = Some(format!("written by a human after: {error}"));
+                let json = parse_json_reply(&text)
+                    .ok()
+                    .filter(|_| cx.llm.output_schema.is_some());
+                rec.output = Some(text.clone());
+                rec.output_json = json.clone();
+                Ok((
+                    finish(rec, lad, StepStatus::Succeeded, None),
+                    Some(StepOutput { text, json }),
+                ))
+            }
+            Some(HumanDecision::Skip) => {
+                rec.fallbacks
+                    .push(human("skip", "a human skipped the step"));
+                let why = format!("skipped by a human after: {error}");
+                Ok((finish(rec, lad, StepStatus::Skipped, Some(why)), None))
+            }
+            Some(HumanDecision::Cancel) => {
+                cx.sh.cancel.cancel();
+                let why = "a human cancelled the run".to_string();
+                Ok((finish(rec, lad, StepStatus::Cancelled, Some(why)), None))
+            }
+            _ => Ok((finish(rec, lad, StepStatus::Failed, Some(error)), None)),
+        }
+    }
+
     /// The model rungs of the ladder: the chain, simplified parameters, a substitute
     /// agent.
-    #[allow(clippy::too_many_arguments)]
-    pub(super) async fn climb(
+    async fn climb(
         &self,
         cx: &LlmContext,
         rec: &mut StepRecord,
         lad: &mut Ladder,
         base: &Call,
         selection: crate::select::Selection,
-        selection_for: &(
-             dyn Fn(
-            &Engine,
-            &crate::workflow::ModelRequirements,
-            &Call,
-            Spend,
-        ) -> crate::select::Selection
-                 + Sync
-         ),
-        system: Option<&String>,
-        substitute_system: Option<&String>,
-        prompt: &str,
-        messages: &(dyn Fn(Option<&String>, &str) -> Vec<Message> + Sync),
+        g: &Guarded,
     ) -> Result<Success, ChainEnd> {
         let ladder = &cx.llm.fallback;
         let mut chain = selection.candidates;
         if !ladder.next_model {
             chain.truncate(1);
         }
+        let all_open = selection.record.all_breakers_open;
+        let retry = ladder.retry_same;
         match self
-            .chain(
-                cx,
-                rec,
-                lad,
-                base,
-                &chain,
-                selection.record.all_breakers_open,
-                ladder.retry_same,
-                "next_model",
-            )
+            .chain(cx, rec, lad, base, &chain, all_open, retry, "next_model")
             .await
         {
-            Ok(s) => return Ok(s),
-            Err(ChainEnd::Stop(e)) => return Err(ChainEnd::Stop(e)),
             Err(ChainEnd::Exhausted) => {}
+            end => return end,
         }
-
         if ladder.simplify {
-            let max_tokens = (base.max_tokens / 2).max(16);
-            let probe = Call {
-                messages: Vec::new(),
+            match self.simplified(cx, rec, lad, base, g).await {
+                Err(ChainEnd::Exhausted) => {}
+                end => return end,
+            }
+        }
+        let Some(sub) = &cx.llm.substitute else {
+            return Err(ChainEnd::Exhausted);
+        };
+        let call = Call {
+            messages: messages(
+                g.substitute_system.as_ref().or(g.system.as_ref()),
+                &g.prompt,
+            ),
+            max_tokens: base.max_tokens,
+            json_schema: base.json_schema.clone(),
+            est_prompt: base.est_prompt,
+        };
+        let sel = self.selection_for(cx, &sub.model, &call, lad.spend);
+        let Some(first) = sel.candidates.first() else {
+            return Err(ChainEnd::Exhausted);
+        };
+        rec.fallbacks.push(FallbackRecord {
+            from: lad.last_model.clone().unwrap_or_else(|| "chain".into()),
+            to: format!("agent `{}` ({})", sub.agent, first.reference),
+            reason: "substitute agent of the fallback ladder".into(),
+            rung: "agent".into(),
+        });
+        let mut chain = sel.candidates;
+        if !ladder.next_model {
+            chain.truncate(1);
+        }
+        let all_open = sel.record.all_breakers_open;
+        self.chain(cx, rec, lad, &call, &chain, all_open, retry, "agent")
+            .await
+    }
+
+    /// The simplify rung: half the `max_tokens`, the prompt trimmed to each model's
+    /// window (head and tail kept), the schema moved from a constraint into the prompt;
+    /// one attempt per model, no retries.
+    async fn simplified(
+        &self,
+        cx: &LlmContext,
+        rec: &mut StepRecord,
+        lad: &mut Ladder,
+        base: &Call,
+        g: &Guarded,
+    ) -> Result<Success, ChainEnd> {
+        let max_tokens = (base.max_tokens / 2).max(16);
+        let probe = Call {
+            messages: Vec::new(),
+            max_tokens,
+            json_schema: None,
+            est_prompt: 0,
+        };
+        let sel = self.selection_for(cx, &cx.llm.model, &probe, lad.spend);
+        let mut simple = sel.candidates;
+        if !cx.llm.fallback.next_model {
+            simple.truncate(1);
+        }
+        let sys_tokens = g.system.as_deref().map_or(0, estimate_tokens);
+        let schema_note = cx.llm.schema_note();
+        let note_tokens = estimate_tokens(&schema_note);
+        let now = Utc::now();
+        for cand in &simple {
+            // An open breaker still counts here, unless every candidate's is open.
+            if !sel.record.all_breakers_open && lock(&self.breakers).is_open(&cand.reference, now) {
+                continue;
+            }
+            let mut text = match cand.context_window {
+                Some(w) => {
+                    let room = u64::from(w)
+                        .saturating_sub(u64::from(max_tokens) + sys_tokens + note_tokens + 64);
+                    if room < 256 {
+                        continue;
+                    }
+                    trim_middle(&g.prompt, usize::try_from(room * 4).unwrap_or(usize::MAX))
+                }
+                None => g.prompt.clone(),
+            };
+            text.push_str(&schema_note);
+            let call = Call {
+                messages: messages(g.system.as_ref(), &text),
                 max_tokens,
                 json_schema: None,
-                est_prompt: 0,
+                est_prompt: estimate_tokens(&text) + sys_tokens + 8,
             };
-            let sel = selection_for(self, &cx.llm.model, &probe, lad.spend);
-            let mut simple = sel.candidates;
-            if !ladder.next_model {
-                simple.truncate(1);
-            }
-            let sys_tokens = system.map_or(0, |s| estimate_tokens(s));
-            let schema_note = cx.llm.schema_note();
-            let note_tokens = estimate_tokens(&schema_note);
-            let now = Utc::now();
-            for cand in &simple {
-                // An open breaker still counts here, unless every candidate's is open.
-                if !sel.record.all_breakers_open
-                    && lock(&self.breakers).is_open(&cand.reference, now)
-                {
-                    continue;
-                }
-                // The prompt trimmed to this model's window (head and tail kept).
-                let mut text = match cand.context_window {
-                    Some(w) => {
-                        let room = u64::from(w)
-                            .saturating_sub(u64::from(max_tokens) + sys_tokens + note_tokens + 64);
-                        if room < 256 {
-                            continue;
-                        }
-                        trim_middle(prompt, usize::try_from(room * 4).unwrap_or(usize::MAX))
-                    }
-                    None => prompt.to_string(),
-                };
-                text.push_str(&schema_note);
-                let call = Call {
-                    messages: messages(system, &text),
-                    max_tokens,
-                    json_schema: None,
-                    est_prompt: estimate_tokens(&text) + sys_tokens + 8,
-                };
-                rec.fallbacks.push(FallbackRecord {
-                    from: lad.last_model.clone().unwrap_or_else(|| "chain".into()),
-                    to: format!("simplified parameters ({})", cand.reference),
-                    reason: format!(
-                        "max_tokens {max_tokens}, prompt ~{} tokens, no structured-output constraint",
-                        call.est_prompt
-                    ),
-                    rung: "simplify".into(),
-                });
-                match self
-                    .chain(
-                        cx,
-                        rec,
-                        lad,
-                        &call,
-                        std::slice::from_ref(cand),
-                        sel.record.all_breakers_open,
-                        false,
-                        "simplify",
-                    )
-                    .await
-                {
-                    Ok(s) => return Ok(s),
-                    Err(ChainEnd::Stop(e)) => return Err(ChainEnd::Stop(e)),
-                    Err(ChainEnd::Exhausted) => {}
-                }
-            }
-        }
-
-        if let Some(sub) = &cx.llm.substitute {
-            let sub_system = substitute_system.or(system);
-            let call = Call {
-                messages: messages(sub_system, prompt),
-                max_tokens: base.max_tokens,
-                json_schema: base.json_schema.clone(),
-                est_prompt: base.est_prompt,
-            };
-            let sel = selection_for(self, &sub.model, &call, lad.spend);
-            if let Some(first) = sel.candidates.first() {
-                rec.fallbacks.push(FallbackRecord {
-                    from: lad.last_model.clone().unwrap_or_else(|| "chain".into()),
-                    to: format!("agent `{}` ({})", sub.agent, first.reference),
-                    reason: "substitute agent of the fallback ladder".into(),
-                    rung: "agent".into(),
-                });
-                let mut chain = sel.candidates;
-                if !ladder.next_model {
-                    chain.truncate(1);
-                }
-                return self
-                    .chain(
-                        cx,
-                        rec,
-                        lad,
-                        &call,
-                        &chain,
-                        sel.record.all_breakers_open,
-                        ladder.retry_same,
-                        "agent",
-                    )
-                    .await;
+            rec.fallbacks.push(FallbackRecord {
+                from: lad.last_model.clone().unwrap_or_else(|| "chain".into()),
+                to: format!("simplified parameters ({})", cand.reference),
+                reason: format!(
+                    "max_tokens {max_tokens}, prompt ~{} tokens, no structured-output constraint",
+                    call.est_prompt
+                ),
+                rung: "simplify".into(),
+            });
+            let all_open = sel.record.all_breakers_open;
+            let one = std::slice::from_ref(cand);
+            match self
+                .chain(cx, rec, lad, &call, one, all_open, false, "simplify")
+                .await
+            {
+                Err(ChainEnd::Exhausted) => {}
+                end => return end,
             }
         }
         Err(ChainEnd::Exhausted)
+    }
+}
+
+/// The output cache key: sha256 over the step definition, the resolved (guarded) system
+/// and prompt, and the first-choice model.
+fn cache_key(cx: &LlmContext, g: &Guarded, selection: &crate::select::Selection) -> String {
+    use sha2::Digest;
+    let key = serde_json::json!([
+        cx.step.definition_hash,
+        g.system,
+        g.prompt,
+        selection.candidates.first().map(|c| c.reference.clone()),
+    ]);
+    crate::plan::hex(&sha2::Sha256::digest(key.to_string().as_bytes()))
+}
+
+/// Why every rung failed: no model could serve the step, or the last error.
+fn exhausted_error(selection: &crate::select::Selection, lad: &Ladder) -> String {
+    if selection.candidates.is_empty() && lad.attempt_no == 0 {
+        return format!(
+            "no model can serve this step ({})",
+            if selection.record.excluded.is_empty() {
+                "no provider is configured".to_string()
+            } else {
+                selection.excluded().join("; ")
+            }
+        );
+    }
+    match &lad.last_error {
+        Some(e) => format!("every rung of the fallback ladder failed; last error: {e}"),
+        None => "every rung of the fallback ladder failed".into(),
     }
 }
 
