@@ -41,3 +41,7 @@ PY
 echo
 echo "resilience layer (bench/src/bin/resilience.rs):"
 "$target_dir/release/resilience"
+
+echo
+echo "fixed cost per run, one-step workflow (bench/src/bin/per_run.rs):"
+"$target_dir/release/per_run"

@@ -255,9 +255,12 @@ pub(super) fn guard_inputs(
     Ok((out, events))
 }
 
-/// Compiled guardrail policies kept across runs: compiling the default rules takes
-/// milliseconds, which every run paid before its first step.
-pub(super) type PolicyCache = Vec<(Vec<nexus_guard::Rule>, Arc<nexus_guard::Policy>)>;
+/// Compiled guardrail policies kept across runs and engines of this process: compiling
+/// the default rules takes milliseconds, which every run paid before its first step.
+type PolicyCache = Vec<(Vec<nexus_guard::Rule>, Arc<nexus_guard::Policy>)>;
+
+/// The process's compiled policies, most recently compiled last.
+static POLICIES: std::sync::Mutex<PolicyCache> = std::sync::Mutex::new(Vec::new());
 
 /// The policies of one run: for every text, and only for text bound to a cloud model.
 pub(super) type RunPolicies = (
@@ -271,7 +274,7 @@ const POLICY_CACHE_SIZE: usize = 16;
 impl Engine {
     /// The policies of a workflow's guardrails: one for every text (`scope: all`) and one
     /// only for text bound to a cloud model (`scope: cloud`); `None` where no rule has that
-    /// scope. Each distinct rule set is compiled once per engine.
+    /// scope. Each distinct rule set is compiled once per process.
     ///
     /// # Errors
     /// [`EngineError::Guardrails`] when the rules do not compile.
@@ -287,7 +290,7 @@ impl Engine {
             if chosen.is_empty() {
                 return Ok::<_, EngineError>(None);
             }
-            let mut cache = lock(&self.policies);
+            let mut cache = lock(&POLICIES);
             if let Some((_, p)) = cache.iter().find(|(r, _)| *r == chosen) {
                 return Ok(Some(Arc::clone(p)));
             }

@@ -67,8 +67,6 @@ pub struct Engine {
     state_loaded: tokio::sync::OnceCell<()>,
     breakers: Mutex<Breakers>,
     stats: Mutex<HashMap<String, ModelStats>>,
-    /// Guardrail policies compiled for earlier runs.
-    policies: Mutex<guard::PolicyCache>,
 }
 
 #[derive(Clone)]
@@ -125,7 +123,6 @@ impl Engine {
             state_loaded: tokio::sync::OnceCell::new(),
             breakers: Mutex::new(breakers),
             stats: Mutex::new(HashMap::new()),
-            policies: Mutex::new(Vec::new()),
         }
     }
 
