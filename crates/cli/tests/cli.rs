@@ -1,5 +1,6 @@
 //! The `nexus` binary end to end: exit codes, located errors, a real run on the embedded
 //! model stored in a real SQLite file, and `runs list` / `runs show` reading it back.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code may stop at the failing line
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
