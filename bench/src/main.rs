@@ -23,8 +23,9 @@ struct Args {
     /// `chain`, `fanout`.
     #[arg(long, value_delimiter = ',', default_value = "chain,fanout")]
     shapes: Vec<String>,
-    /// `memory`, `sqlite`.
-    #[arg(long, value_delimiter = ',', default_value = "memory,sqlite")]
+    /// `memory`, `sqlite` (the default durability, `synchronous = NORMAL`),
+    /// `sqlite-full` (`NEXUS_DB_SYNC=full`: `synchronous = FULL`, a sync per commit).
+    #[arg(long, value_delimiter = ',', default_value = "memory,sqlite,sqlite-full")]
     modes: Vec<String>,
     /// Runs per configuration; the best is reported.
     #[arg(long, default_value_t = 3)]
@@ -72,12 +73,17 @@ async fn main() -> anyhow::Result<()> {
                 let mut best = f64::MAX;
                 for _ in 0..args.repeat.max(1) {
                     let dir = tempfile::tempdir()?;
-                    let store: Option<Arc<dyn RunStore>> = if mode == "sqlite" {
-                        Some(Arc::new(
-                            nexus_store::SqliteStore::open(&dir.path().join("bench.db")).await?,
-                        ))
-                    } else {
-                        None
+                    let durability = match mode.as_str() {
+                        "sqlite" => Some(nexus_store::Durability::Process),
+                        "sqlite-full" => Some(nexus_store::Durability::PowerLoss),
+                        _ => None,
+                    };
+                    let store: Option<Arc<dyn RunStore>> = match durability {
+                        Some(d) => Some(Arc::new(
+                            nexus_store::SqliteStore::open_with(&dir.path().join("bench.db"), d)
+                                .await?,
+                        )),
+                        None => None,
                     };
                     let engine = Arc::new(Engine::new(vec![], store, EngineConfig::default()));
                     let t = Instant::now();

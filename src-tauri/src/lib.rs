@@ -5,7 +5,14 @@
 //! [`bindings`] and checked by a test, so they cannot drift from these signatures).
 //!
 //! Errors cross IPC as [`nexus_app::Error`], JSON tagged by `kind`.
+//!
+//! Every command is `async`: Tauri runs synchronous commands on the main thread, where
+//! a save's fsync or a validation would freeze the window; blocking work goes to the
+//! blocking thread pool ([`blocking`]). Paths outside the workflows folder reach the app
+//! only through the native dialogs the user answers ([`choose_workflows_folder`],
+//! [`choose_input_file`]); the web view cannot name one.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use nexus_app::desktop::{ModelsView, PendingQuestion, PullProgress, Template};
@@ -13,8 +20,9 @@ use nexus_app::{Desktop, Error, RunRequest, Settings};
 use nexus_engine::human::HumanDecision;
 use nexus_engine::{Diagnostic, Event, EventSink};
 use nexus_store::{RunSummary, StoredRun};
-use tauri::State;
 use tauri::ipc::Channel;
+use tauri::{Runtime, State, WebviewWindow};
+use tauri_plugin_dialog::{DialogExt, FileDialogBuilder, FilePath};
 
 /// Where the bindings are written, relative to this crate.
 pub const BINDINGS_PATH: &str = "../ui/src/bindings.ts";
@@ -29,92 +37,187 @@ impl EventSink for ChannelSink {
     }
 }
 
+/// The app's state as the commands see it: shared, so blocking work can move to a
+/// blocking thread with it.
+type App<'a> = State<'a, Arc<Desktop>>;
+
+/// Runs `f` on Tauri's blocking thread pool (file I/O, fsync, validation), keeping the
+/// main thread and the async workers free.
+async fn blocking<T: Send + 'static>(
+    app: &Arc<Desktop>,
+    f: impl FnOnce(&Desktop) -> Result<T, Error> + Send + 'static,
+) -> Result<T, Error> {
+    let app = Arc::clone(app);
+    tauri::async_runtime::spawn_blocking(move || f(&app))
+        .await
+        .map_err(|e| Error::Internal {
+            message: e.to_string(),
+        })?
+}
+
 /// The app's settings (the workflows folder).
 #[tauri::command]
 #[specta::specta]
-fn settings(app: State<'_, Desktop>) -> Settings {
-    app.settings()
+async fn settings(app: App<'_>) -> Result<Settings, Error> {
+    Ok(app.settings())
 }
 
-/// Makes `folder` the workflows folder and remembers it.
+/// Asks the user for the workflows folder in the native folder dialog and makes the
+/// chosen one the workflows folder; `None` when the user cancelled. The web view cannot
+/// name a folder itself.
 #[tauri::command]
 #[specta::specta]
-fn set_workflows_folder(app: State<'_, Desktop>, folder: String) -> Result<Settings, Error> {
-    app.set_workflows_folder(&folder)
+async fn choose_workflows_folder<R: Runtime>(
+    window: WebviewWindow<R>,
+    app: App<'_>,
+) -> Result<Option<Settings>, Error> {
+    let start = app.settings().workflows_folder;
+    let dialog = window
+        .dialog()
+        .file()
+        .set_parent(&window)
+        .set_title("Workflows folder")
+        .set_directory(start);
+    let Some(chosen) = ask(dialog, FileDialogBuilder::blocking_pick_folder).await? else {
+        return Ok(None);
+    };
+    blocking(&app, move |d| d.set_workflows_folder(&chosen).map(Some)).await
+}
+
+/// Asks the user for a file in the native file dialog and allows runs of this app to
+/// read it as a `file` input (also outside the workflows folder); returns its path, the
+/// value to give the input, or `None` when the user cancelled.
+#[tauri::command]
+#[specta::specta]
+async fn choose_input_file<R: Runtime>(
+    window: WebviewWindow<R>,
+    app: App<'_>,
+) -> Result<Option<String>, Error> {
+    let start = app.settings().workflows_folder;
+    let dialog = window
+        .dialog()
+        .file()
+        .set_parent(&window)
+        .set_title("Input file")
+        .set_directory(start);
+    let Some(chosen) = ask(dialog, FileDialogBuilder::blocking_pick_file).await? else {
+        return Ok(None);
+    };
+    blocking(&app, move |d| d.grant_file(&chosen).map(Some)).await
+}
+
+/// Shows `dialog` with `pick` on a blocking thread (the plugin's blocking API waits for
+/// the user's answer) and returns the chosen path.
+async fn ask<R: Runtime>(
+    dialog: FileDialogBuilder<R>,
+    pick: fn(FileDialogBuilder<R>) -> Option<FilePath>,
+) -> Result<Option<PathBuf>, Error> {
+    let chosen = tauri::async_runtime::spawn_blocking(move || pick(dialog))
+        .await
+        .map_err(|e| Error::Internal {
+            message: e.to_string(),
+        })?;
+    chosen
+        .map(|p| {
+            p.into_path().map_err(|e| Error::BadPath {
+                path: String::new(),
+                reason: format!("the dialog returned no file system path: {e}"),
+            })
+        })
+        .transpose()
 }
 
 /// Workflow files in the workflows folder.
 #[tauri::command]
 #[specta::specta]
-fn list_workflows(app: State<'_, Desktop>) -> Result<Vec<String>, Error> {
-    app.list_workflows()
+async fn list_workflows(app: App<'_>) -> Result<Vec<String>, Error> {
+    blocking(&app, Desktop::list_workflows).await
 }
 
 /// The example workflows, for "New from template".
 #[tauri::command]
 #[specta::specta]
-fn templates(app: State<'_, Desktop>) -> Vec<Template> {
-    app.templates()
+async fn templates(app: App<'_>) -> Result<Vec<Template>, Error> {
+    Ok(app.templates())
+}
+
+/// A template's text, after writing the data files it reads into the workflows folder.
+#[tauri::command]
+#[specta::specta]
+async fn use_template(app: App<'_>, name: String) -> Result<String, Error> {
+    blocking(&app, move |d| d.use_template(&name)).await
 }
 
 /// A workflow file's text (`name` relative to the workflows folder).
 #[tauri::command]
 #[specta::specta]
-fn read_workflow(app: State<'_, Desktop>, name: String) -> Result<String, Error> {
-    app.read_workflow(&name)
+async fn read_workflow(app: App<'_>, name: String) -> Result<String, Error> {
+    blocking(&app, move |d| d.read_workflow(&name)).await
 }
 
 /// Saves a workflow file atomically.
 #[tauri::command]
 #[specta::specta]
-fn write_workflow(app: State<'_, Desktop>, name: String, text: String) -> Result<(), Error> {
-    app.write_workflow(&name, &text)
+async fn write_workflow(app: App<'_>, name: String, text: String) -> Result<(), Error> {
+    blocking(&app, move |d| d.write_workflow(&name, &text)).await
 }
 
 /// The engine's diagnostics for a workflow text (empty when valid).
 #[tauri::command]
 #[specta::specta]
-fn validate(app: State<'_, Desktop>, text: String, file: Option<String>) -> Vec<Diagnostic> {
-    app.validate(&text, file.as_deref())
+async fn validate(
+    app: App<'_>,
+    text: String,
+    file: Option<String>,
+) -> Result<Vec<Diagnostic>, Error> {
+    blocking(&app, move |d| Ok(d.validate(&text, file.as_deref()))).await
 }
 
 /// Starts a run; its events arrive on `events`, the last one `run_finished`.
 #[tauri::command]
 #[specta::specta]
 async fn start_run(
-    app: State<'_, Desktop>,
+    app: App<'_>,
     request: RunRequest,
     events: Channel<Event>,
 ) -> Result<String, Error> {
     app.start_run(request, Arc::new(ChannelSink(events))).await
 }
 
+/// Continues a run: a paused run of this app goes on; an interrupted run (its process
+/// died) is continued here, keeping its completed steps; its events arrive on `events`.
+#[tauri::command]
+#[specta::specta]
+async fn resume_run(app: App<'_>, run_id: String, events: Channel<Event>) -> Result<String, Error> {
+    app.resume_run(&run_id, Arc::new(ChannelSink(events))).await
+}
+
 /// Cancels a run started by this app.
 #[tauri::command]
 #[specta::specta]
-fn cancel_run(app: State<'_, Desktop>, run_id: String) -> Result<(), Error> {
+async fn cancel_run(app: App<'_>, run_id: String) -> Result<(), Error> {
     app.cancel_run(&run_id)
 }
 
 /// Pauses (`pause: true`) or resumes a run started by this app.
 #[tauri::command]
 #[specta::specta]
-fn pause_run(app: State<'_, Desktop>, run_id: String, pause: bool) -> Result<(), Error> {
+async fn pause_run(app: App<'_>, run_id: String, pause: bool) -> Result<(), Error> {
     app.pause_run(&run_id, pause)
 }
 
 /// Questions runs wait on (approvals, failed steps).
 #[tauri::command]
 #[specta::specta]
-fn pending_questions(app: State<'_, Desktop>) -> Vec<PendingQuestion> {
-    app.pending_questions()
+async fn pending_questions(app: App<'_>) -> Result<Vec<PendingQuestion>, Error> {
+    Ok(app.pending_questions())
 }
 
 /// Answers a run's question.
 #[tauri::command]
 #[specta::specta]
-fn answer(
-    app: State<'_, Desktop>,
+async fn answer(
+    app: App<'_>,
     run_id: String,
     step_id: String,
     decision: HumanDecision,
@@ -125,21 +228,21 @@ fn answer(
 /// The latest runs (CLI and desktop), newest first.
 #[tauri::command]
 #[specta::specta]
-async fn list_runs(app: State<'_, Desktop>, limit: u32) -> Result<Vec<RunSummary>, Error> {
+async fn list_runs(app: App<'_>, limit: u32) -> Result<Vec<RunSummary>, Error> {
     app.list_runs(limit).await
 }
 
 /// Everything stored about a run.
 #[tauri::command]
 #[specta::specta]
-async fn get_run(app: State<'_, Desktop>, run_id: String) -> Result<StoredRun, Error> {
+async fn get_run(app: App<'_>, run_id: String) -> Result<StoredRun, Error> {
     app.get_run(&run_id).await
 }
 
 /// Providers, models, the selector's order, the embedded model and keys.
 #[tauri::command]
 #[specta::specta]
-async fn models(app: State<'_, Desktop>) -> Result<ModelsView, Error> {
+async fn models(app: App<'_>) -> Result<ModelsView, Error> {
     app.models().await
 }
 
@@ -147,7 +250,7 @@ async fn models(app: State<'_, Desktop>) -> Result<ModelsView, Error> {
 #[tauri::command]
 #[specta::specta]
 async fn pull_model(
-    app: State<'_, Desktop>,
+    app: App<'_>,
     model: String,
     progress: Channel<PullProgress>,
 ) -> Result<(), Error> {
@@ -158,14 +261,14 @@ async fn pull_model(
 /// Stores a cloud provider's API key in the OS keychain.
 #[tauri::command]
 #[specta::specta]
-async fn set_api_key(app: State<'_, Desktop>, provider: String, key: String) -> Result<(), Error> {
+async fn set_api_key(app: App<'_>, provider: String, key: String) -> Result<(), Error> {
     app.set_api_key(&provider, &key).await
 }
 
 /// Removes a cloud provider's API key from the OS keychain.
 #[tauri::command]
 #[specta::specta]
-async fn delete_api_key(app: State<'_, Desktop>, provider: String) -> Result<(), Error> {
+async fn delete_api_key(app: App<'_>, provider: String) -> Result<(), Error> {
     app.delete_api_key(&provider).await
 }
 
@@ -173,13 +276,16 @@ async fn delete_api_key(app: State<'_, Desktop>, provider: String) -> Result<(),
 pub fn bindings<R: tauri::Runtime>() -> tauri_specta::Builder<R> {
     tauri_specta::Builder::<R>::new().commands(tauri_specta::collect_commands![
         settings,
-        set_workflows_folder,
+        choose_workflows_folder::<R>,
+        choose_input_file::<R>,
         list_workflows,
         templates,
+        use_template,
         read_workflow,
         write_workflow,
         validate,
         start_run,
+        resume_run,
         cancel_run,
         pause_run,
         pending_questions,
@@ -205,7 +311,8 @@ pub fn typescript() -> specta_typescript::Typescript {
 /// state and commands.
 pub fn app<R: tauri::Runtime>(builder: tauri::Builder<R>, desktop: Desktop) -> tauri::Builder<R> {
     builder
-        .manage(desktop)
+        .plugin(tauri_plugin_dialog::init())
+        .manage(Arc::new(desktop))
         .invoke_handler(bindings::<R>().invoke_handler())
 }
 

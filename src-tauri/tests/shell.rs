@@ -104,13 +104,16 @@ fn files_validation_and_errors_cross_ipc() -> anyhow::Result<()> {
     assert_eq!(err["kind"], json!("not_active"), "{err}");
     let templates = ok(&w, "templates", json!({}))?;
     assert_eq!(templates.as_array().map(Vec::len), Some(3));
+    // The web view cannot name a folder: the folder comes from the native dialog only.
     let folder = dir.path().join("mine");
-    let settings = ok(&w, "set_workflows_folder", json!({"folder": folder}))?;
-    assert_eq!(
-        settings["workflows_folder"],
-        json!(folder.display().to_string())
-    );
-    assert_eq!(ok(&w, "settings", json!({}))?, settings);
+    std::fs::create_dir(&folder)?;
+    let before = ok(&w, "settings", json!({}))?;
+    assert!(invoke(&w, "set_workflows_folder", json!({"folder": folder})).is_err());
+    assert_eq!(ok(&w, "settings", json!({}))?, before);
+    // A template brings its data file into the folder.
+    let text = ok(&w, "use_template", json!({"name": "document-report.yaml"}))?;
+    assert!(text.as_str().is_some_and(|t| t.contains("data/market-notes.txt")));
+    assert!(dir.path().join("workflows/data/market-notes.txt").is_file());
     Ok(())
 }
 

@@ -1,10 +1,10 @@
 // Starts the real desktop app under tauri-driver (which drives WebKitWebDriver, the
 // WebDriver server of WebKitGTK) and opens a Selenium session on its window, following
-// Tauri's "WebDriver" guide. The app gets its own workflows folder (a copy of the
-// examples), database, settings and a closed Ollama port, so it runs on the embedded
+// Tauri's "WebDriver" guide. The app gets its own workflows folder (created by the app
+// with the examples), database, settings and a closed Ollama port, so it runs on the embedded
 // model whatever else runs on the machine.
 import { spawn } from 'node:child_process';
-import { cpSync, mkdtempSync } from 'node:fs';
+import { mkdtempSync } from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
@@ -43,8 +43,9 @@ async function waitPort(port, ms) {
 export async function launch() {
   const application = process.env.NEXUS_APP;
   if (!application) throw new Error('set NEXUS_APP to the built nexus-desktop binary');
+  // The workflows folder does not exist yet: the app creates it with the examples and
+  // their data files, as on a first start.
   const home = mkdtempSync(path.join(os.tmpdir(), 'nexus-desktop-'));
-  cpSync(path.join(repo, 'workflows'), path.join(home, 'workflows'), { recursive: true });
   const port = await freePort();
   const nativePort = await freePort();
   const closed = await freePort();

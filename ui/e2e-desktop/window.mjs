@@ -1,6 +1,8 @@
 // The real desktop window end to end: open an example workflow from the workflows
 // folder, run it on the embedded model, see every node reach "succeeded" and the output
-// in the run panel; save a screenshot of the window to target/desktop-e2e/window.png.
+// in the run panel; then run document-report.yaml, whose file input's default lives in
+// the workflows folder (the app starts elsewhere); save a screenshot of the window to
+// target/desktop-e2e/window.png.
 // Run by scripts/test-desktop.sh (under Xvfb).
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
@@ -64,6 +66,23 @@ try {
   );
   assert.equal(violation, 'connect-src', 'the CSP refuses a fetch from the web view');
   console.log(`desktop window: 4 steps succeeded on ${await model.getText()}; summary output: ${output.slice(0, 80)}…`);
+
+  // A workflow with a `file` input whose default is relative to the workflows folder
+  // (data/market-notes.txt, written there with the examples): the app resolves it there,
+  // not in the folder the app was started from.
+  await driver.findElement(byId('open')).click();
+  await driver.wait(until.elementLocated(byId('open-document-report.yaml')), 20_000).click();
+  await driver.wait(until.elementTextContains(await driver.findElement(byId('title')), 'document-report.yaml'), 10_000);
+  await driver.findElement(byId('run')).click();
+  const doc = await driver.wait(until.elementLocated(byId('input-document')), 10_000);
+  assert.equal(await doc.getAttribute('value'), 'data/market-notes.txt');
+  await driver.findElement(byId('run-start')).click();
+  await driver.wait(until.elementLocated(byId('tokens-key_points')), 120_000);
+  log('document-report running');
+  const report = await driver.wait(until.elementLocated(byId('run-output-report')), 600_000);
+  await driver.wait(until.elementTextContains(report, 'Report for'), 60_000);
+  await driver.wait(until.elementTextIs(await driver.findElement(byId('run-status')), 'succeeded'), 60_000);
+  log('document-report succeeded');
 } catch (e) {
   failed = e;
 } finally {

@@ -338,8 +338,13 @@ test('the workflows folder is shown and can be changed', async ({ page }) => {
   await page.getByTestId('open').click();
   await expect(page.getByTestId('folder-input')).toHaveValue('workflows');
   await expect(page.getByTestId('open-feature-spec.yaml')).toBeVisible();
-  await page.getByTestId('folder-input').fill('/home/me/flows');
-  await page.getByTestId('folder-set').click();
+  // The folder is chosen in the native dialog (the test backend answers it).
+  await page.getByTestId('folder-choose').click();
+  await expect(page.getByTestId('open-feature-spec.yaml')).toBeVisible();
+  await page.evaluate(() => {
+    window.nexus!.backend.dialogAnswer = '/home/me/flows';
+  });
+  await page.getByTestId('folder-choose').click();
   await expect(page.getByTestId('open-feature-spec.yaml')).toHaveCount(0);
   expect(await page.evaluate(() => window.nexus!.backend.folder)).toBe('/home/me/flows');
 });

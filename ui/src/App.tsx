@@ -106,10 +106,12 @@ function Canvas() {
 }
 
 function RunDialog({
+  backend,
   options,
   onStart,
   onClose,
 }: {
+  backend: Backend;
   options: RunOptions;
   onStart(inputs: Record<string, string>): void;
   onClose(): void;
@@ -134,6 +136,19 @@ function RunDialog({
             value={values[name] ?? ''}
             onChange={(e) => setValues({ ...values, [name]: e.target.value })}
           />
+          {spec.type === 'file' && (
+            <button
+              data-testid={`browse-${name}`}
+              title="A file outside the workflows folder can be used only when chosen here"
+              onClick={() =>
+                void backend.chooseInputFile().then((path) => {
+                  if (path) setValues((v) => ({ ...v, [name]: path }));
+                })
+              }
+            >
+              Browse…
+            </button>
+          )}
         </label>
       ))}
       <div className="row">
@@ -164,13 +179,21 @@ function OpenDialog({ backend, onClose }: { backend: Backend; onClose(): void })
       <div className="row">
         <label>
           Workflows folder
-          <input data-testid="folder-input" value={folder} onChange={(e) => setFolder(e.target.value)} />
+          <input data-testid="folder-input" value={folder} readOnly />
         </label>
         <button
-          data-testid="folder-set"
-          onClick={() => backend.setWorkflowsFolder(folder).then(() => { setError(null); refresh(); }, (e) => setError(String(e)))}
+          data-testid="folder-choose"
+          onClick={() =>
+            backend.chooseWorkflowsFolder().then(
+              (s) => {
+                setError(null);
+                if (s) refresh();
+              },
+              (e) => setError(String(e)),
+            )
+          }
         >
-          Use this folder
+          Choose folder…
         </button>
       </div>
       {error && <div className="toast error">{error}</div>}
@@ -192,7 +215,12 @@ function OpenDialog({ backend, onClose }: { backend: Backend; onClose(): void })
           key={t.name}
           data-testid={`template-${t.name}`}
           onClick={async () => {
-            await load(null, t.text);
+            try {
+              await load(null, await backend.useTemplate(t.name));
+            } catch (e) {
+              setError(String(e));
+              return;
+            }
             useEditor.setState({ dirty: true });
             onClose();
           }}
@@ -270,6 +298,27 @@ function Editor({ backend }: { backend: Backend }) {
     },
     [backend, runOptions],
   );
+  const resumeRun = useCallback(
+    async (runId: string) => {
+      setDialog(null);
+      try {
+        await useEditor.getState().showRun(await backend.getRun(runId));
+        useEditor.getState().startRun('starting');
+        const h = await backend.resume(runId, (e) => useEditor.getState().applyEvent(e));
+        const run = useEditor.getState().run;
+        if (run) useEditor.setState({ run: { ...run, runId: h.runId } });
+        setHandle(h);
+        void h.done.then(() => backend.getRun(h.runId)).then(
+          (detail) => useEditor.getState().setRunDetail(detail),
+          () => {},
+        );
+      } catch (e) {
+        useEditor.setState({ run: null });
+        useEditor.getState().setMessage({ kind: 'error', text: `Not resumed: ${e instanceof Error ? e.message : String(e)}` });
+      }
+    },
+    [backend],
+  );
   const askRun = useCallback((options: RunOptions) => {
     setRunOptions(options);
     setDialog('run');
@@ -342,8 +391,8 @@ function Editor({ backend }: { backend: Backend }) {
       <RunPanel backend={backend} handle={handle} />
       {dialog === 'open' && <OpenDialog backend={backend} onClose={() => setDialog(null)} />}
       {dialog === 'search' && <SearchPalette onClose={() => setDialog(null)} />}
-      {dialog === 'run' && <RunDialog options={runOptions} onStart={(i) => void startRun(i)} onClose={() => setDialog(null)} />}
-      {dialog === 'history' && <HistoryDialog backend={backend} onClose={() => setDialog(null)} />}
+      {dialog === 'run' && <RunDialog backend={backend} options={runOptions} onStart={(i) => void startRun(i)} onClose={() => setDialog(null)} />}
+      {dialog === 'history' && <HistoryDialog backend={backend} onClose={() => setDialog(null)} onResume={(id) => void resumeRun(id)} />}
       {dialog === 'models' && <ModelsDialog backend={backend} onClose={() => setDialog(null)} />}
     </div>
   );

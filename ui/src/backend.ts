@@ -54,7 +54,15 @@ export interface Backend {
   setApiKey(provider: string, key: string): Promise<void>;
   deleteApiKey(provider: string): Promise<void>;
   settings(): Promise<Settings>;
-  setWorkflowsFolder(folder: string): Promise<Settings>;
+  /** Asks the user for the workflows folder in a native dialog; null when cancelled. */
+  chooseWorkflowsFolder(): Promise<Settings | null>;
+  /**
+   * Asks the user for an input file in a native dialog (the only way to use a file
+   * outside the workflows folder); its path, or null when cancelled.
+   */
+  chooseInputFile(): Promise<string | null>;
+  /** A template's text; the data files it reads are put into the workflows folder. */
+  useTemplate(name: string): Promise<string>;
   /** Workflow files in the workflows folder, by name. */
   listWorkflows(): Promise<string[]>;
   /** Example workflows to start a new one from. */
@@ -69,6 +77,11 @@ export interface Backend {
     onEvent: (e: EngineEvent) => void,
     options?: RunOptions,
   ): Promise<RunHandle>;
+  /**
+   * Continues a run: a paused run of this app goes on; an interrupted one (its process
+   * died) continues here with its completed steps kept, its events going to `onEvent`.
+   */
+  resume(runId: string, onEvent: (e: EngineEvent) => void): Promise<RunHandle>;
   /** The latest runs, newest first (shared with the CLI). */
   listRuns(limit: number): Promise<RunSummary[]>;
   /** Everything stored about a run: steps with input, output, model and why, attempts. */

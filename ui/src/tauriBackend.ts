@@ -65,11 +65,19 @@ export class TauriBackend implements Backend {
   }
 
   settings() {
-    return commands.settings();
+    return call(commands.settings());
   }
 
-  setWorkflowsFolder(folder: string) {
-    return call(commands.setWorkflowsFolder(folder));
+  chooseWorkflowsFolder() {
+    return call(commands.chooseWorkflowsFolder());
+  }
+
+  chooseInputFile() {
+    return call(commands.chooseInputFile());
+  }
+
+  useTemplate(name: string) {
+    return call(commands.useTemplate(name));
   }
 
   listWorkflows() {
@@ -77,7 +85,7 @@ export class TauriBackend implements Backend {
   }
 
   templates() {
-    return commands.templates();
+    return call(commands.templates());
   }
 
   readWorkflow(path: string) {
@@ -89,7 +97,7 @@ export class TauriBackend implements Backend {
   }
 
   validate(text: string) {
-    return commands.validate(text, null);
+    return call(commands.validate(text, null));
   }
 
   async run(
@@ -126,6 +134,18 @@ export class TauriBackend implements Backend {
     };
   }
 
+  async resume(runId: string, onEvent: (e: EngineEvent) => void): Promise<RunHandle> {
+    let finish: () => void = () => {};
+    const done = new Promise<void>((resolve) => (finish = resolve));
+    const events = new Channel<EngineEvent>();
+    events.onmessage = (e) => {
+      onEvent(e);
+      if (e.type === 'run_finished') finish();
+    };
+    const id = await call(commands.resumeRun(runId, events));
+    return { runId: id, cancel: () => void commands.cancelRun(id), done };
+  }
+
   listRuns(limit: number) {
     return call(commands.listRuns(limit));
   }
@@ -135,7 +155,7 @@ export class TauriBackend implements Backend {
   }
 
   pendingQuestions() {
-    return commands.pendingQuestions();
+    return call(commands.pendingQuestions());
   }
 
   async answer(runId: string, stepId: string, decision: Parameters<Backend['answer']>[2]) {

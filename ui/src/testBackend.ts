@@ -101,11 +101,33 @@ export class TestBackend implements Backend {
     return { workflows_folder: this.folder };
   }
 
-  async setWorkflowsFolder(folder: string) {
+  /** What the user picks in the next native dialog (null: they cancel). Tests set it. */
+  dialogAnswer: string | null = null;
+
+  async chooseWorkflowsFolder() {
+    const folder = this.dialogAnswer;
+    if (folder === null) return null;
     // Another folder starts empty here (the desktop app lists the real folder's files).
     if (folder !== this.folder) this.files.clear();
     this.folder = folder;
     return { workflows_folder: folder };
+  }
+
+  async chooseInputFile() {
+    return this.dialogAnswer;
+  }
+
+  async useTemplate(name: string) {
+    const template = (await this.templates()).find((t) => t.name === name);
+    if (!template) throw new Error(`${name}: no such template`);
+    return template.text;
+  }
+
+  async resume(runId: string): Promise<RunHandle> {
+    const run = this.runs.find((r) => r.run_id.startsWith(runId));
+    if (!run) throw new Error(`no run ${runId}`);
+    // Runs here never outlive their process, so none is ever interrupted.
+    throw new Error(`run ${run.run_id} has already finished (${run.status})`);
   }
 
   async listRuns(limit: number): Promise<RunSummary[]> {

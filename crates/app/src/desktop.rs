@@ -3,16 +3,22 @@
 //!
 //! Invariants:
 //! - every workflow path is relative to the workflows folder and stays inside it (no
-//!   absolute paths, no `..`); a save writes a temporary file next to the target and
+//!   absolute paths, no `..`, no symbolic link out of it: the check is made on the path
+//!   with its links resolved); a save writes a temporary file next to the target and
 //!   renames it, so a failed save never leaves a half-written workflow;
+//! - a run reads a `file` input only inside the workflows folder (links resolved) or when
+//!   the user chose that file in the native dialog ([`Desktop::grant_file`]); the folder
+//!   itself changes only to a folder chosen in the native dialog
+//!   ([`Desktop::set_workflows_folder`]); the shell gives the web view no other way;
 //! - runs go to the same SQLite database as the CLI (`NEXUS_DB` or the data dir), with a
 //!   heartbeat, so `nexus runs list|show|pause|cancel` see and act on desktop runs;
 //! - each run has one [`EventSink`] (the shell's `tauri::ipc::Channel`); its last event is
 //!   always `run_finished`, also when the engine itself fails;
 //! - API keys go to the [`SecretStore`] (the OS keychain) only.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Component, Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -30,9 +36,7 @@ use tokio::sync::{OnceCell, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use crate::keys::{CLOUD_PROVIDERS, SecretStore, known_provider};
-use crate::setup::{
-    Partial, ProviderSettings, apply_partial, engine_config, ollama, providers, watch_run,
-};
+use crate::setup::{Partial, ProviderSettings, apply_partial, ollama};
 use crate::{Error, Result};
 
 /// The example workflows shipped with the app, offered by "New from template".
@@ -50,6 +54,15 @@ pub const TEMPLATES: &[(&str, &str)] = &[
         include_str!("../../../workflows/issue-triage.yaml"),
     ),
 ];
+
+/// Data files the example workflows read (`document-report.yaml`'s default document),
+/// by template, path relative to the workflows folder, and text. They are written next
+/// to the templates when the folder is created, and by [`Desktop::use_template`].
+pub const TEMPLATE_FILES: &[(&str, &str, &str)] = &[(
+    "document-report.yaml",
+    "data/market-notes.txt",
+    include_str!("../../../workflows/data/market-notes.txt"),
+)];
 
 /// The app's remembered settings (`<config dir>/nexus/desktop.json`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, specta::Type)]
@@ -166,8 +179,8 @@ pub struct PendingQuestion {
     pub request: HumanRequest,
 }
 
-/// Passes events on and says when the run is stored (its first event, `run_started`, is
-/// emitted after the store committed the run) or over.
+/// Passes events on and says when the run is stored (its first event, `run_started` or
+/// `run_resumed`, is emitted after the store committed the run) or over.
 struct Started {
     inner: Arc<dyn EventSink>,
     started: Mutex<Option<oneshot::Sender<()>>>,
@@ -175,7 +188,10 @@ struct Started {
 
 impl EventSink for Started {
     fn emit(&self, event: &Event) {
-        if matches!(event, Event::RunStarted { .. } | Event::RunFinished { .. })
+        if matches!(
+            event,
+            Event::RunStarted { .. } | Event::RunResumed { .. } | Event::RunFinished { .. }
+        )
             && let Some(tx) = lock(&self.started).take()
         {
             let _ = tx.send(());
@@ -191,11 +207,38 @@ struct ActiveRun {
 
 type Answer = oneshot::Sender<HumanDecision>;
 
+/// A question waiting in the run panel; `id` tells it apart from a later question of
+/// the same step (a failed step asks again after each retry).
+struct OpenQuestion {
+    id: u64,
+    request: HumanRequest,
+    answer: Answer,
+}
+
 /// Human questions of desktop runs: each waits until the user answers in the run panel
-/// ([`Desktop::answer`]) or the run ends.
+/// ([`Desktop::answer`]) or the engine stops waiting (the approval's timeout, the run
+/// cancelled: the engine drops the `decide` future); either way the question leaves the
+/// panel ([`Asked`] removes it on drop).
 #[derive(Default)]
 struct PanelHuman {
-    open: Mutex<HashMap<(String, String), (HumanRequest, Answer)>>,
+    open: Mutex<HashMap<(String, String), OpenQuestion>>,
+    next: AtomicU64,
+}
+
+/// Removes its question from the panel when `decide` ends, however it ends.
+struct Asked<'a> {
+    human: &'a PanelHuman,
+    key: (String, String),
+    id: u64,
+}
+
+impl Drop for Asked<'_> {
+    fn drop(&mut self) {
+        let mut open = lock(&self.human.open);
+        if open.get(&self.key).is_some_and(|q| q.id == self.id) {
+            open.remove(&self.key);
+        }
+    }
 }
 
 #[async_trait]
@@ -203,10 +246,21 @@ impl HumanHandler for PanelHuman {
     async fn decide(&self, request: &HumanRequest) -> Option<HumanDecision> {
         let (tx, rx) = oneshot::channel();
         let key = (request.run_id().to_string(), request.step_id().to_string());
-        lock(&self.open).insert(key.clone(), (request.clone(), tx));
-        let answer = rx.await.ok();
-        lock(&self.open).remove(&key);
-        answer
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        lock(&self.open).insert(
+            key.clone(),
+            OpenQuestion {
+                id,
+                request: request.clone(),
+                answer: tx,
+            },
+        );
+        let _asked = Asked {
+            human: self,
+            key,
+            id,
+        };
+        rx.await.ok()
     }
 }
 
@@ -271,6 +325,7 @@ pub struct Desktop {
     engine: tokio::sync::Mutex<Option<Arc<Engine>>>,
     runs: Arc<Mutex<HashMap<String, ActiveRun>>>,
     human: Arc<PanelHuman>,
+    granted: Mutex<HashSet<PathBuf>>,
 }
 
 impl Desktop {
@@ -292,6 +347,7 @@ impl Desktop {
             engine: tokio::sync::Mutex::new(None),
             runs: Arc::new(Mutex::new(HashMap::new())),
             human: Arc::new(PanelHuman::default()),
+            granted: Mutex::new(HashSet::new()),
         }
     }
 
@@ -300,13 +356,27 @@ impl Desktop {
         lock(&self.settings).clone()
     }
 
-    /// Makes `folder` the workflows folder (created when missing) and remembers it.
+    /// Makes `folder` the workflows folder and remembers it (as its canonical path). The
+    /// shell passes only a folder the user chose in the native folder dialog: the web
+    /// view cannot name one.
     ///
     /// # Errors
-    /// [`Error::Io`] when the folder cannot be created or the settings not written.
-    pub fn set_workflows_folder(&self, folder: &str) -> Result<Settings> {
-        let path = PathBuf::from(folder);
-        std::fs::create_dir_all(&path).map_err(|e| io(&path, e))?;
+    /// [`Error::BadPath`] when `folder` is not an absolute path of an existing folder;
+    /// [`Error::Io`] when the settings cannot be written.
+    pub fn set_workflows_folder(&self, folder: &Path) -> Result<Settings> {
+        let bad = |reason: &str| Error::BadPath {
+            path: folder.display().to_string(),
+            reason: reason.to_string(),
+        };
+        if !folder.is_absolute() {
+            return Err(bad("give the absolute path of an existing folder"));
+        }
+        let path = folder
+            .canonicalize()
+            .map_err(|_| bad("the folder does not exist; create it first"))?;
+        if !path.is_dir() {
+            return Err(bad("this is a file, not a folder"));
+        }
         let settings = Settings {
             workflows_folder: path.display().to_string(),
         };
@@ -322,8 +392,36 @@ impl Desktop {
         Ok(settings)
     }
 
+    /// Allows runs of this app to read `path` as a `file` input although it is outside
+    /// the workflows folder, and returns its canonical path (the value to give the
+    /// input). The shell passes only a file the user chose in the native file dialog;
+    /// the grant lasts until the app quits.
+    ///
+    /// # Errors
+    /// [`Error::BadPath`] when `path` is not an existing file.
+    pub fn grant_file(&self, path: &Path) -> Result<String> {
+        let real = path
+            .canonicalize()
+            .ok()
+            .filter(|p| p.is_file())
+            .ok_or_else(|| Error::BadPath {
+                path: path.display().to_string(),
+                reason: "not an existing file".to_string(),
+            })?;
+        let shown = real.display().to_string();
+        lock(&self.granted).insert(real);
+        Ok(shown)
+    }
+
     fn folder(&self) -> PathBuf {
         PathBuf::from(&lock(&self.settings).workflows_folder)
+    }
+
+    /// The workflows folder with links resolved (created when missing).
+    fn root(&self) -> Result<PathBuf> {
+        let folder = self.folder();
+        std::fs::create_dir_all(&folder).map_err(|e| io(&folder, e))?;
+        folder.canonicalize().map_err(|e| io(&folder, e))
     }
 
     /// The `*.yaml` / `*.yml` files of the workflows folder, sorted by name (the folder
@@ -337,6 +435,13 @@ impl Desktop {
             std::fs::create_dir_all(&folder).map_err(|e| io(&folder, e))?;
             for (name, text) in TEMPLATES {
                 write_atomically(&folder.join(name), text)?;
+            }
+            for (_, name, text) in TEMPLATE_FILES {
+                let path = folder.join(name);
+                if let Some(dir) = path.parent() {
+                    std::fs::create_dir_all(dir).map_err(|e| io(dir, e))?;
+                }
+                write_atomically(&path, text)?;
             }
         }
         let mut names = Vec::new();
@@ -361,6 +466,38 @@ impl Desktop {
                 text: (*text).to_string(),
             })
             .collect()
+    }
+
+    /// The text of template `name`, after writing the data files it reads into the
+    /// workflows folder where they are missing (an existing file is left as it is).
+    ///
+    /// # Errors
+    /// [`Error::BadPath`] for an unknown template; [`Error::Io`].
+    pub fn use_template(&self, name: &str) -> Result<String> {
+        let (_, text) = TEMPLATES
+            .iter()
+            .find(|(n, _)| *n == name)
+            .ok_or_else(|| Error::BadPath {
+                path: name.to_string(),
+                reason: format!(
+                    "no such template; known: {}",
+                    TEMPLATES.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ")
+                ),
+            })?;
+        let root = self.root()?;
+        for (_, file, data) in TEMPLATE_FILES.iter().filter(|(t, _, _)| *t == name) {
+            let path = inside(&root, &root.join(file)).ok_or_else(|| Error::BadPath {
+                path: (*file).to_string(),
+                reason: "a link leads it out of the workflows folder".to_string(),
+            })?;
+            if !path.exists() {
+                if let Some(dir) = path.parent() {
+                    std::fs::create_dir_all(dir).map_err(|e| io(dir, e))?;
+                }
+                write_atomically(&path, data)?;
+            }
+        }
+        Ok((*text).to_string())
     }
 
     /// The text of workflow `name` (relative to the workflows folder).
@@ -404,7 +541,10 @@ impl Desktop {
         if !(name.ends_with(".yaml") || name.ends_with(".yml")) {
             return Err(bad("a workflow file name ends in `.yaml` or `.yml`"));
         }
-        Ok(self.folder().join(rel))
+        let root = self.root()?;
+        inside(&root, &root.join(rel)).ok_or_else(|| {
+            bad("a link (symlink) leads it out of the workflows folder; use the file itself, or change the folder in Settings")
+        })
     }
 
     /// The engine's diagnostics for `text` (empty when the workflow is valid).
@@ -460,11 +600,7 @@ impl Desktop {
         }
         let store = self.store().await?;
         let settings = self.provider_settings().await;
-        let engine = Arc::new(Engine::new(
-            providers(&settings)?,
-            Some(store as Arc<dyn nexus_engine::store::RunStore>),
-            engine_config(4)?,
-        ));
+        let engine = crate::runs::engine(store, &settings, 4)?;
         *slot = Some(Arc::clone(&engine));
         Ok(engine)
     }
@@ -479,13 +615,10 @@ impl Desktop {
     pub async fn start_run(&self, request: RunRequest, sink: Arc<dyn EventSink>) -> Result<String> {
         let plan = nexus_engine::load_str(&request.text, request.file.as_deref())
             .map_err(|diagnostics| Error::InvalidWorkflow { diagnostics })?;
-        let inputs = nexus_engine::resolve_inputs(&plan, &request.inputs)
-            .map_err(|diagnostics| Error::InvalidInputs { diagnostics })?;
+        let inputs = self.inputs(&plan, request.file.as_deref(), &request.inputs)?;
         let store = self.store().await?;
         let engine = self.engine().await?;
-        let run_id = uuid::Uuid::now_v7().to_string();
         let mut options = RunOptions {
-            run_id: Some(run_id.clone()),
             use_cache: !request.fresh,
             ..RunOptions::default()
         };
@@ -495,6 +628,56 @@ impl Desktop {
             until: request.until,
         };
         apply_partial(&store, &plan, &partial, &mut options).await?;
+        self.launch(engine, store, plan, inputs, options, sink)
+            .await
+    }
+
+    /// Continues run `run_id` (id or prefix), the way `nexus resume` does and from the
+    /// same code ([`crate::runs::prepare_resume`]): a run of this app that is paused goes
+    /// on; a run whose process died (the app or a `nexus run` that quit mid-run) is
+    /// continued here, keeping its completed steps, with its events going to `sink`.
+    /// Returns the run's full id.
+    ///
+    /// # Errors
+    /// [`Error::UnknownRun`]; [`Error::NotActive`] for a finished run, or one another
+    /// live process runs (it is asked to resume, as `nexus resume` does, but its events
+    /// do not come here); [`Error::InvalidWorkflow`]; [`Error::Store`].
+    pub async fn resume_run(&self, run_id: &str, sink: Arc<dyn EventSink>) -> Result<String> {
+        let store = self.store().await?;
+        let run = store.get_run(run_id).await?;
+        crate::runs::ensure_unfinished(&run)?;
+        if self.active(&run.run_id, |r| r.control.resume()).is_ok() {
+            return Ok(run.run_id);
+        }
+        match crate::runs::prepare_resume(&store, &run.run_id).await? {
+            crate::runs::Resumption::Asked { run_id } => Err(Error::NotActive {
+                message: format!(
+                    "run {run_id} is running in another process; it was asked to resume, follow it there"
+                ),
+            }),
+            crate::runs::Resumption::Continue(run) => {
+                let engine = self.engine().await?;
+                self.launch(engine, store, run.plan, run.inputs, run.options, sink)
+                    .await
+            }
+        }
+    }
+
+    /// Runs `plan` in the background with the panel's human questions, a heartbeat and
+    /// control requests, and returns its id once the run is stored.
+    async fn launch(
+        &self,
+        engine: Arc<Engine>,
+        store: Arc<SqliteStore>,
+        plan: nexus_engine::Plan,
+        inputs: serde_json::Map<String, serde_json::Value>,
+        mut options: RunOptions,
+        sink: Arc<dyn EventSink>,
+    ) -> Result<String> {
+        let run_id = options
+            .run_id
+            .get_or_insert_with(|| uuid::Uuid::now_v7().to_string())
+            .clone();
         let (stored_tx, stored_rx) = oneshot::channel();
         let sink: Arc<dyn EventSink> = Arc::new(Started {
             inner: sink,
@@ -509,19 +692,12 @@ impl Desktop {
                 control: options.control.clone(),
             },
         );
-        let watcher = watch_run(
-            Arc::clone(&store),
-            run_id.clone(),
-            options.control.clone(),
-            options.cancel.clone(),
-        );
         let runs = Arc::clone(&self.runs);
         let id = run_id.clone();
         let plan = Arc::new(plan);
         tokio::spawn(async move {
             let started = std::time::Instant::now();
-            let result = engine.run(plan, inputs, options).await;
-            watcher.abort();
+            let result = crate::runs::execute(&engine, &store, plan, inputs, options).await;
             lock(&runs).remove(&id);
             if let Err(e) = result {
                 tracing::error!(run = %id, "the run could not be recorded: {e}");
@@ -535,6 +711,44 @@ impl Desktop {
         // Returns once the run is in the database (or over), so the history lists it.
         let _ = stored_rx.await;
         Ok(run_id)
+    }
+
+    /// The run's inputs, `file` inputs relative to the workflow's folder (the workflows
+    /// folder for an unsaved workflow) and read only inside the workflows folder or when
+    /// the user chose the file in the dialog ([`Desktop::grant_file`]); links are
+    /// followed before the check.
+    fn inputs(
+        &self,
+        plan: &nexus_engine::Plan,
+        file: Option<&str>,
+        given: &BTreeMap<String, String>,
+    ) -> Result<serde_json::Map<String, serde_json::Value>> {
+        let root = self.root()?;
+        let base = match file {
+            Some(name) => self
+                .resolve(name)?
+                .parent()
+                .map_or_else(|| root.clone(), Path::to_path_buf),
+            None => root.clone(),
+        };
+        let granted = lock(&self.granted).clone();
+        let read = |path: &Path| -> std::result::Result<String, String> {
+            let real = path.canonicalize().map_err(|e| e.to_string())?;
+            if real.starts_with(&root) || granted.contains(&real) {
+                std::fs::read_to_string(&real).map_err(|e| e.to_string())
+            } else {
+                Err(format!(
+                    "it is outside the workflows folder `{}`; choose it with the input's Browse button to use it",
+                    root.display()
+                ))
+            }
+        };
+        let files = nexus_engine::FileInputs {
+            base: &base,
+            read: &read,
+        };
+        nexus_engine::resolve_inputs_in(plan, given, &files)
+            .map_err(|diagnostics| Error::InvalidInputs { diagnostics })
     }
 
     fn active<T>(&self, run_id: &str, f: impl FnOnce(&ActiveRun) -> T) -> Result<T> {
@@ -573,9 +787,9 @@ impl Desktop {
     pub fn pending_questions(&self) -> Vec<PendingQuestion> {
         lock(&self.human.open)
             .iter()
-            .map(|((run_id, _), (request, _))| PendingQuestion {
+            .map(|((run_id, _), q)| PendingQuestion {
                 run_id: run_id.clone(),
-                request: request.clone(),
+                request: q.request.clone(),
             })
             .collect()
     }
@@ -587,7 +801,7 @@ impl Desktop {
     pub fn answer(&self, run_id: &str, step_id: &str, decision: HumanDecision) -> Result<()> {
         let key = (run_id.to_string(), step_id.to_string());
         let open = lock(&self.human.open).remove(&key);
-        let sent = open.is_some_and(|(_, tx)| tx.send(decision).is_ok());
+        let sent = open.is_some_and(|q| q.answer.send(decision).is_ok());
         match sent {
             true => Ok(()),
             false => Err(Error::NotActive {
@@ -737,6 +951,25 @@ impl Desktop {
         *self.engine.lock().await = None;
         Ok(())
     }
+}
+
+/// `path` with every link resolved as far as it exists (a missing tail is kept as
+/// given), when that stays inside `root` (a canonical folder); `None` when a link leads
+/// out of it.
+fn inside(root: &Path, path: &Path) -> Option<PathBuf> {
+    let mut tail = Vec::new();
+    let mut at = path;
+    let real = loop {
+        match at.canonicalize() {
+            Ok(real) => break real,
+            Err(_) => {
+                tail.push(at.file_name()?);
+                at = at.parent()?;
+            }
+        }
+    };
+    let full = tail.iter().rev().fold(real, |p, name| p.join(name));
+    full.starts_with(root).then_some(full)
 }
 
 fn io(path: &Path, e: impl std::fmt::Display) -> Error {

@@ -71,6 +71,13 @@ pub enum Error {
         /// The keychain's message.
         message: String,
     },
+    /// An operation stopped before it finished (its worker thread panicked or was shut
+    /// down); nothing was half-written, saves are atomic.
+    #[error("the operation stopped before it finished: {message}")]
+    Internal {
+        /// What stopped.
+        message: String,
+    },
     /// The user's model catalog (`models.yaml`) is not valid.
     #[error("{message}")]
     Config {

@@ -8,7 +8,12 @@
 pub mod desktop;
 mod error;
 pub mod keys;
+pub mod runs;
 pub mod setup;
 
 pub use desktop::{Desktop, Paths, RunRequest, Settings};
 pub use error::{Error, Result};
+/// The engine, for the CLI (which reaches it only through this crate).
+pub use nexus_engine as engine;
+/// The run database, for the CLI.
+pub use nexus_store as store;

@@ -47,26 +47,55 @@ pub fn ollama(url: Option<&str>) -> Result<nexus_llm::OllamaProvider> {
 /// # Errors
 /// [`Error::Config`] when `OLLAMA_HOST` or the OpenAI base URL is not a URL.
 pub fn providers(settings: &ProviderSettings) -> Result<Vec<Arc<dyn Provider>>> {
-    let config = |e: nexus_engine::ProviderError| Error::Config { message: e.message };
     let mut list: Vec<Arc<dyn Provider>> = Vec::new();
     list.push(Arc::new(ollama(settings.ollama_url.as_deref())?));
-    match nexus_llm::OpenAiProvider::from_env().map_err(config)? {
-        Some(openai) => list.push(Arc::new(openai)),
-        None => {
-            if let Some(key) = settings.openai_key.clone() {
-                let base = std::env::var("NEXUS_OPENAI_BASE_URL")
-                    .unwrap_or_else(|_| nexus_llm::openai::DEFAULT_BASE_URL.to_string());
-                list.push(Arc::new(
-                    nexus_llm::OpenAiProvider::new(&base, Some(key), Vec::new()).map_err(config)?,
-                ));
-            }
-        }
+    if let Some(openai) = openai(settings.openai_key.as_deref())? {
+        list.push(Arc::new(openai));
     }
     list.push(Arc::new(match &settings.embedded_model {
         Some(path) => nexus_embedded::EmbeddedProvider::new(path.clone()),
         None => nexus_embedded::EmbeddedProvider::from_default_location(),
     }));
     Ok(list)
+}
+
+/// The first of the environment variables `names` that is set and not blank.
+fn env_first(names: &[&str]) -> Option<String> {
+    names
+        .iter()
+        .filter_map(|n| std::env::var(n).ok())
+        .find(|v| !v.trim().is_empty())
+}
+
+/// The OpenAI-compatible provider: base URL from `NEXUS_OPENAI_BASE_URL`, else
+/// `OPENAI_BASE_URL`, else the public API; key from `NEXUS_OPENAI_API_KEY`, else
+/// `OPENAI_API_KEY`, else `keychain_key`; models from `NEXUS_OPENAI_MODELS`
+/// (comma-separated). `None` when neither a base URL nor a key is configured. The base
+/// URL and the key are independent: a base URL from the environment with the key from
+/// the keychain is a configured provider with that key.
+///
+/// # Errors
+/// [`Error::Config`] when the base URL is not a URL.
+pub fn openai(keychain_key: Option<&str>) -> Result<Option<nexus_llm::OpenAiProvider>> {
+    let base = env_first(&["NEXUS_OPENAI_BASE_URL", "OPENAI_BASE_URL"]);
+    let key = env_first(&["NEXUS_OPENAI_API_KEY", "OPENAI_API_KEY"])
+        .or_else(|| keychain_key.map(str::to_string));
+    if base.is_none() && key.is_none() {
+        return Ok(None);
+    }
+    let models = env_first(&["NEXUS_OPENAI_MODELS"])
+        .map(|m| {
+            m.split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+                .collect()
+        })
+        .unwrap_or_default();
+    let base = base.unwrap_or_else(|| nexus_llm::openai::DEFAULT_BASE_URL.to_string());
+    nexus_llm::OpenAiProvider::new(&base, key, models)
+        .map(Some)
+        .map_err(|e| Error::Config { message: e.message })
 }
 
 /// The engine settings: `max_parallel` steps at once, the built-in model catalog extended

@@ -106,7 +106,9 @@ async fn the_workflows_folder_is_listed_saved_to_and_remembered() -> anyhow::Res
     assert!(!dir.path().join("escape.yaml").exists());
     // Another folder is remembered by the next app start.
     let other = dir.path().join("elsewhere");
-    app.set_workflows_folder(&other.display().to_string())?;
+    std::fs::create_dir(&other)?;
+    let other = other.canonicalize()?;
+    app.set_workflows_folder(&other)?;
     std::fs::write(other.join("x.yaml"), "id: x\n")?;
     let again = desktop(dir.path(), None)?;
     assert_eq!(
@@ -409,6 +411,347 @@ async fn runs_go_on_when_the_keychain_cannot_be_read() -> anyhow::Result<()> {
     assert!(matches!(
         app.set_api_key("openai", "k").await,
         Err(Error::Keychain { .. })
+    ));
+    Ok(())
+}
+
+/// An OpenAI-compatible `GET /v1/models` that wants `Authorization: Bearer <key>` and
+/// answers anything else with 401 and OpenAI's error body (`invalid_api_key`).
+async fn keyed_models_server(key: &'static str) -> anyhow::Result<String> {
+    use axum::http::{HeaderMap, StatusCode, header};
+    let models = move |headers: HeaderMap| async move {
+        let auth = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok());
+        if auth == Some(&format!("Bearer {key}")) {
+            let list = serde_json::json!({"object": "list", "data": [{"id": "keyed-model", "object": "model", "created": 0, "owned_by": "test"}]});
+            (StatusCode::OK, axum::Json(list))
+        } else {
+            let error = serde_json::json!({"error": {"message": "Incorrect API key provided", "type": "invalid_request_error", "param": null, "code": "invalid_api_key"}});
+            (StatusCode::UNAUTHORIZED, axum::Json(error))
+        }
+    };
+    let app = axum::Router::new().route("/v1/models", axum::routing::get(models));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let port = listener.local_addr()?.port();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    Ok(format!("http://127.0.0.1:{port}/v1"))
+}
+
+#[tokio::test]
+async fn a_keychain_key_is_used_with_a_base_url_from_the_environment() -> anyhow::Result<()> {
+    let base = keyed_models_server("sk-keychain-1").await?;
+    // SAFETY: nextest runs each test in its own process, and this test's runtime is
+    // single-threaded, so nothing reads the environment concurrently.
+    unsafe {
+        std::env::set_var("NEXUS_OPENAI_BASE_URL", &base);
+        std::env::remove_var("NEXUS_OPENAI_API_KEY");
+        std::env::remove_var("OPENAI_API_KEY");
+    }
+    let dir = tempfile::tempdir()?;
+    let app = desktop(dir.path(), None)?;
+    // No key anywhere: the provider is configured by the base URL and refused.
+    let openai = |view: &nexus_app::desktop::ModelsView| {
+        view.providers
+            .iter()
+            .find(|p| p.id == "openai")
+            .cloned()
+            .context("openai listed")
+    };
+    let view = app.models().await?;
+    assert!(!openai(&view)?.reachable, "no key: 401");
+    // The key saved in the keychain goes with the environment's base URL.
+    app.set_api_key("openai", "sk-keychain-1").await?;
+    let view = app.models().await?;
+    let provider = openai(&view)?;
+    assert!(provider.reachable, "{:?}", provider.error);
+    assert!(provider.models.iter().any(|m| m.name == "keyed-model"));
+    Ok(())
+}
+
+/// Waits until the panel shows a question of `run_id`.
+async fn asked(app: &Desktop, run_id: &str) -> anyhow::Result<()> {
+    for _ in 0..1200 {
+        if app.pending_questions().iter().any(|q| q.run_id == run_id) {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    bail!("run {run_id} never asked")
+}
+
+#[tokio::test]
+async fn a_question_leaves_the_panel_when_its_approval_times_out_or_its_run_is_cancelled()
+-> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let app = desktop(dir.path(), None)?;
+    let approval = |timeout: &str| {
+        format!(
+            "id: approve\nsteps:\n  - id: ship\n    kind: approval\n    prompt: Ship it?\n    approval: {{default: approve, timeout: {timeout}}}\n  - id: done\n    kind: template\n    needs: [ship]\n    template: shipped\n"
+        )
+    };
+    // Nobody answers: the default decision is taken and the question is gone.
+    let (run_id, sink) = start(&app, text(&approval("1s"))).await?;
+    asked(&app, &run_id).await?;
+    assert_eq!(finished(&sink, &run_id).await?, RunStatus::Succeeded);
+    assert!(
+        app.pending_questions().is_empty(),
+        "{:?}",
+        app.pending_questions()
+    );
+    assert!(matches!(
+        app.answer(&run_id, "ship", HumanDecision::Reject),
+        Err(Error::NotActive { .. })
+    ));
+    // The run is cancelled while the question waits: the question is gone too.
+    let (run_id, sink) = start(&app, text(&approval("10m"))).await?;
+    asked(&app, &run_id).await?;
+    app.cancel_run(&run_id)?;
+    assert_eq!(finished(&sink, &run_id).await?, RunStatus::Cancelled);
+    assert!(
+        app.pending_questions().is_empty(),
+        "{:?}",
+        app.pending_questions()
+    );
+    Ok(())
+}
+
+/// A workflow that shows its `file` input.
+const SHOW_FILE: &str = "id: show\ninputs:\n  doc: {type: file}\nsteps:\n  - id: show\n    kind: template\n    template: \"{{ inputs.doc }}\"\n";
+
+/// `doc=<value>` for [`SHOW_FILE`].
+fn show(value: &str) -> RunRequest {
+    RunRequest {
+        inputs: BTreeMap::from([("doc".to_string(), value.to_string())]),
+        ..text(SHOW_FILE)
+    }
+}
+
+#[tokio::test]
+async fn file_access_stays_inside_the_workflows_folder() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let app = desktop(dir.path(), None)?;
+    app.list_workflows()?;
+    let folder = dir.path().join("workflows");
+    let outside = dir.path().join("secret.txt");
+    std::fs::write(&outside, "the secret")?;
+    std::fs::write(folder.join("notes.txt"), "my notes")?;
+    std::os::unix::fs::symlink(&outside, folder.join("link.txt"))?;
+    std::os::unix::fs::symlink(dir.path(), folder.join("up"))?;
+    std::fs::write(dir.path().join("outside.yaml"), "id: outside\n")?;
+
+    // A file of the folder is read, relative to it.
+    let (run_id, sink) = start(&app, show("notes.txt")).await?;
+    assert_eq!(finished(&sink, &run_id).await?, RunStatus::Succeeded);
+    let stored = app.get_run(&run_id).await?;
+    assert_eq!(stored.steps[0].output.as_deref(), Some("my notes"));
+
+    // Outside the folder: by absolute path, by `..`, through a link; the run is refused
+    // before it starts and the secret appears nowhere.
+    let escapes = [
+        outside.display().to_string(),
+        "../secret.txt".to_string(),
+        "link.txt".to_string(),
+        "up/secret.txt".to_string(),
+    ];
+    for value in &escapes {
+        match start(&app, show(value)).await {
+            Err(Error::InvalidInputs { diagnostics }) => {
+                assert!(
+                    diagnostics[0].message.contains("outside the workflows folder"),
+                    "{value}: {diagnostics:?}"
+                );
+                assert!(!format!("{diagnostics:?}").contains("the secret"));
+            }
+            other => bail!("{value}: expected InvalidInputs, got {other:?}"),
+        }
+    }
+    // Workflow files through a link out of the folder are refused too.
+    for name in ["up/outside.yaml", "up/new.yaml"] {
+        assert!(
+            matches!(app.read_workflow(name), Err(Error::BadPath { .. })),
+            "{name}"
+        );
+        assert!(
+            matches!(app.write_workflow(name, "id: x\n"), Err(Error::BadPath { .. })),
+            "{name}"
+        );
+    }
+    assert!(!dir.path().join("new.yaml").exists());
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("outside.yaml"))?,
+        "id: outside\n"
+    );
+
+    // A file the user chose in the dialog is allowed (by the path the grant returns).
+    let granted = app.grant_file(&outside)?;
+    let (run_id, sink) = start(&app, show(&granted)).await?;
+    assert_eq!(finished(&sink, &run_id).await?, RunStatus::Succeeded);
+    let stored = app.get_run(&run_id).await?;
+    assert_eq!(stored.steps[0].output.as_deref(), Some("the secret"));
+    assert!(matches!(
+        app.grant_file(&dir.path().join("missing.txt")),
+        Err(Error::BadPath { .. })
+    ));
+
+    // The workflows folder: an existing folder, given absolutely.
+    for bad in [
+        dir.path().join("no-such-folder"),
+        outside.clone(),
+        "relative/folder".into(),
+    ] {
+        assert!(
+            matches!(app.set_workflows_folder(&bad), Err(Error::BadPath { .. })),
+            "{bad:?}"
+        );
+    }
+    assert!(!dir.path().join("no-such-folder").exists());
+    Ok(())
+}
+
+#[tokio::test]
+async fn file_inputs_resolve_against_the_workflow_folder_and_templates_bring_their_data()
+-> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let app = desktop(dir.path(), None)?;
+    // The process runs elsewhere than the workflows folder (nextest: the crate's folder).
+    assert!(!Path::new("data/market-notes.txt").exists());
+    // A folder of the user's, without the data file: using the template writes it.
+    let mine = dir.path().join("mine");
+    std::fs::create_dir(&mine)?;
+    app.set_workflows_folder(&mine.canonicalize()?)?;
+    let report = app.use_template("document-report.yaml")?;
+    assert!(mine.join("data/market-notes.txt").is_file());
+    app.write_workflow("document-report.yaml", &report)?;
+    // The default `data/market-notes.txt` is read from the workflow's folder; the
+    // first step's prompt shows the document. `until` keeps the run to one model call.
+    let (run_id, sink) = start(
+        &app,
+        RunRequest {
+            file: Some("document-report.yaml".into()),
+            until: Some("key_points".into()),
+            ..text(&report)
+        },
+    )
+    .await?;
+    assert_eq!(finished(&sink, &run_id).await?, RunStatus::Succeeded);
+    let stored = app.get_run(&run_id).await?;
+    let notes = std::fs::read_to_string(mine.join("data/market-notes.txt"))?;
+    let first_line = notes.lines().next().context("notes")?;
+    let key_points = stored
+        .steps
+        .iter()
+        .find(|s| s.step_id == "key_points")
+        .context("key_points")?;
+    assert!(
+        key_points
+            .input
+            .as_deref()
+            .is_some_and(|i| i.contains(first_line)),
+        "{:?}",
+        key_points.input
+    );
+    // A value typed in the run dialog is relative to the workflow's folder too.
+    std::fs::create_dir(mine.join("sub"))?;
+    std::fs::write(mine.join("sub/a.txt"), "in sub")?;
+    let (run_id, sink) = start(&app, show("sub/a.txt")).await?;
+    assert_eq!(finished(&sink, &run_id).await?, RunStatus::Succeeded);
+    assert_eq!(
+        app.get_run(&run_id).await?.steps[0].output.as_deref(),
+        Some("in sub")
+    );
+    // A fresh default folder gets the templates with their data.
+    let fresh = desktop(&dir.path().join("fresh"), None)?;
+    fresh.list_workflows()?;
+    assert!(dir.path().join("fresh/workflows/data/market-notes.txt").is_file());
+    Ok(())
+}
+
+/// A human who never answers (the run waits until it is dropped).
+struct Silent;
+
+#[async_trait::async_trait]
+impl nexus_engine::human::HumanHandler for Silent {
+    async fn decide(
+        &self,
+        _: &nexus_engine::human::HumanRequest,
+    ) -> Option<nexus_engine::human::HumanDecision> {
+        futures::future::pending().await
+    }
+}
+
+#[tokio::test]
+async fn an_interrupted_run_is_resumed_from_the_desktop_with_the_clis_code() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let approve = "id: approve\nsteps:\n  - id: draft\n    kind: template\n    template: v1.2.0\n  - id: ship\n    kind: approval\n    needs: [draft]\n    prompt: \"Release {{ steps.draft.output }}?\"\n    approval: {default: reject, timeout: 10m}\n  - id: done\n    kind: template\n    needs: [ship]\n    template: \"shipped {{ steps.draft.output }}\"\n";
+    // A process runs it through the shared code and dies while the approval waits: the
+    // task is dropped, nothing more is written (no finish, no heartbeat).
+    let store = nexus_app::runs::open_store(&dir.path().join("nexus.db")).await?;
+    let engine = nexus_app::runs::engine(
+        Arc::clone(&store),
+        &nexus_app::setup::ProviderSettings {
+            ollama_url: Some(format!("http://127.0.0.1:{}", nexus_tests::free_port()?)),
+            ..Default::default()
+        },
+        2,
+    )?;
+    let plan = Arc::new(nexus_engine::load_str(approve, Some("approve.yaml")).map_err(|d| anyhow::anyhow!("{d:?}"))?);
+    let run_id = uuid::Uuid::now_v7().to_string();
+    let options = nexus_engine::RunOptions {
+        run_id: Some(run_id.clone()),
+        human: Some(Arc::new(Silent)),
+        ..Default::default()
+    };
+    let task = {
+        let (engine, store) = (Arc::clone(&engine), Arc::clone(&store));
+        tokio::spawn(async move {
+            nexus_app::runs::execute(&engine, &store, plan, Default::default(), options).await
+        })
+    };
+    let mut waiting = false;
+    for _ in 0..600 {
+        if let Ok(run) = store.get_run(&run_id).await
+            && run.status == "waiting_for_human"
+        {
+            waiting = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(waiting, "the run reached its approval");
+    task.abort();
+    let _ = task.await;
+
+    // The desktop continues it: `draft` is kept, the approval asks in the panel.
+    let app = desktop(dir.path(), None)?;
+    let sink = CollectingSink::default();
+    let resumed = app.resume_run(&run_id[..13], Arc::new(sink.clone())).await?;
+    assert_eq!(resumed, run_id);
+    asked(&app, &run_id).await?;
+    app.answer(&run_id, "ship", HumanDecision::Approve)?;
+    assert_eq!(finished(&sink, &run_id).await?, RunStatus::Succeeded);
+    let started: Vec<String> = sink
+        .events()
+        .iter()
+        .filter_map(|e| match e {
+            Event::StepStarted { step_id, .. } => Some(step_id.clone()),
+            _ => None,
+        })
+        .collect();
+    assert!(!started.contains(&"draft".to_string()), "{started:?}");
+    let stored = app.get_run(&run_id).await?;
+    assert_eq!(stored.status, "succeeded");
+    let done = stored
+        .steps
+        .iter()
+        .find(|s| s.step_id == "done")
+        .context("done")?;
+    assert_eq!(done.output.as_deref(), Some("shipped v1.2.0"));
+    // A finished run is not resumed again.
+    assert!(matches!(
+        app.resume_run(&run_id, Arc::new(CollectingSink::default()))
+            .await,
+        Err(Error::NotActive { .. })
     ));
     Ok(())
 }

@@ -6,7 +6,7 @@
 
 use async_trait::async_trait;
 use indicatif::MultiProgress;
-use nexus_engine::human::{HumanDecision, HumanHandler, HumanRequest};
+use nexus_app::engine::human::{HumanDecision, HumanHandler, HumanRequest};
 use tokio::io::{AsyncBufReadExt, BufReader, Lines, Stdin};
 use tokio::sync::Mutex;
 

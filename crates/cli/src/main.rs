@@ -7,7 +7,11 @@
 //! A running `nexus run` refreshes its run's heartbeat every second and obeys control
 //! requests left in the database by `nexus pause|resume|cancel RUN` (from another
 //! terminal or the desktop app). A run whose process died (its heartbeat is older than
-//! [`STALE_AFTER`]) is continued by `nexus resume RUN`.
+//! [`runs::STALE_AFTER`]) is continued by `nexus resume RUN`.
+//!
+//! The CLI reaches the engine and the run database only through `nexus_app` (its
+//! [`runs`] module is shared with the desktop app), so both build, run, watch and resume
+//! runs the same way.
 
 mod human;
 mod progress;
@@ -17,16 +21,15 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use anyhow::Context;
 use clap::{Parser, Subcommand};
-use nexus_app::setup::Partial;
-use nexus_engine::diagnostic::render_all;
-use nexus_engine::events::{EventSink, RunStatus, StepStatus};
-use nexus_engine::plan::Plan;
-use nexus_engine::provider::Provider;
-use nexus_engine::select::{Catalog, SelectionInput};
-use nexus_engine::{Diagnostic, Engine, EngineConfig, RunOptions};
-use nexus_store::SqliteStore;
+use nexus_app::engine::diagnostic::render_all;
+use nexus_app::engine::events::{EventSink, RunStatus, StepStatus};
+use nexus_app::engine::plan::Plan;
+use nexus_app::engine::select::{Catalog, SelectionInput};
+use nexus_app::engine::{Diagnostic, RunOptions};
+use nexus_app::runs::{self, Control, Resumption};
+use nexus_app::setup::{Partial, ProviderSettings};
+use nexus_app::store::SqliteStore;
 
 #[derive(Parser)]
 #[command(name = "nexus", version, about = "Run LLM-agent workflows locally")]
@@ -188,7 +191,7 @@ fn main() -> ExitCode {
 }
 
 async fn dispatch(cli: Cli) -> Result<(), Failure> {
-    let db = cli.db.clone().unwrap_or_else(nexus_store::default_path);
+    let db = cli.db.clone().unwrap_or_else(nexus_app::store::default_path);
     match cli.command {
         Command::Run {
             file,
@@ -208,28 +211,21 @@ async fn dispatch(cli: Cli) -> Result<(), Failure> {
             json,
             max_parallel,
         } => resume(&db, &id, json, max_parallel).await,
-        Command::Pause { id } => control(&db, &id, "pause").await,
-        Command::Cancel { id } => control(&db, &id, "cancel").await,
+        Command::Pause { id } => control(&db, &id, Control::Pause).await,
+        Command::Cancel { id } => control(&db, &id, Control::Cancel).await,
         Command::Errors => {
-            print!("{}", nexus_engine::provider::taxonomy_markdown());
+            print!("{}", nexus_app::engine::provider::taxonomy_markdown());
             Ok(())
         }
         Command::Validate { files, json } => validate(&files, json),
         Command::Models { json } => models(&db, json).await,
         Command::Runs { command } => runs(&db, command).await,
         Command::Schema => {
-            let schema = nexus_engine::workflow::json_schema();
+            let schema = nexus_app::engine::workflow::json_schema();
             println!("{}", serde_json::to_string_pretty(&schema)?);
             Ok(())
         }
     }
-}
-
-/// The providers of this machine (shared with the desktop app: `nexus_app::setup`). The
-/// CLI takes cloud keys from the environment only.
-fn providers() -> Result<Vec<Arc<dyn Provider>>, Failure> {
-    nexus_app::setup::providers(&nexus_app::setup::ProviderSettings::default())
-        .map_err(|e| fail(2, e.to_string()))
 }
 
 fn diagnostics_failure(diags: &[Diagnostic], what: &str) -> Failure {
@@ -252,8 +248,17 @@ fn parse_inputs(raw: &[String]) -> Result<BTreeMap<String, String>, Failure> {
     Ok(map)
 }
 
-/// How old a heartbeat may be before `nexus resume` treats the run as interrupted.
-const STALE_AFTER: chrono::TimeDelta = chrono::TimeDelta::seconds(5);
+/// The exit code and message of an app error: 4 for the run database, 2 for the rest
+/// (bad workflow, unknown or finished run, configuration); diagnostics are printed.
+fn app_failure(e: nexus_app::Error) -> Failure {
+    match e {
+        nexus_app::Error::Store { message } => fail(4, message),
+        nexus_app::Error::InvalidWorkflow { diagnostics } => {
+            diagnostics_failure(&diagnostics, "the stored workflow is no longer valid")
+        }
+        other => fail(2, other.to_string()),
+    }
+}
 
 async fn run(
     db: &Path,
@@ -264,28 +269,21 @@ async fn run(
     fresh: bool,
     partial: Partial,
 ) -> Result<(), Failure> {
-    let plan = nexus_engine::load_file(file).map_err(|d| {
+    let plan = nexus_app::engine::load_file(file).map_err(|d| {
         diagnostics_failure(&d, &format!("{} is not a valid workflow", file.display()))
     })?;
     let given = parse_inputs(raw_inputs)?;
-    let inputs = nexus_engine::resolve_inputs(&plan, &given)
+    let inputs = nexus_app::engine::resolve_inputs(&plan, &given)
         .map_err(|d| diagnostics_failure(&d, "the run's inputs are not valid"))?;
-    let store = Arc::new(SqliteStore::open(db).await?);
+    let store = runs::open_store(db).await.map_err(app_failure)?;
     let mut options = RunOptions {
         use_cache: !fresh,
         ..RunOptions::default()
     };
     nexus_app::setup::apply_partial(&store, &plan, &partial, &mut options)
         .await
-        .map_err(|e| match e {
-            nexus_app::Error::Store { message } => fail(4, message),
-            other => fail(2, other.to_string()),
-        })?;
+        .map_err(app_failure)?;
     execute(store, Arc::new(plan), inputs, options, json, max_parallel).await
-}
-
-fn engine_config(max_parallel: usize) -> Result<EngineConfig, Failure> {
-    nexus_app::setup::engine_config(max_parallel).map_err(|e| fail(2, e.to_string()))
 }
 
 /// Runs (or continues) a run with progress, heartbeat, control requests and a terminal
@@ -298,30 +296,15 @@ async fn execute(
     json: bool,
     max_parallel: usize,
 ) -> Result<(), Failure> {
-    let engine = Arc::new(Engine::new(
-        providers()?,
-        Some(store.clone() as Arc<dyn nexus_engine::store::RunStore>),
-        engine_config(max_parallel)?,
-    ));
-    let run_id = options
-        .run_id
-        .clone()
-        .unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
-    options.run_id = Some(run_id.clone());
-    let cancel = options.cancel.clone();
-    let c = cancel.clone();
+    // The CLI takes cloud keys from the environment only.
+    let engine = runs::engine(Arc::clone(&store), &ProviderSettings::default(), max_parallel)
+        .map_err(app_failure)?;
+    let c = options.cancel.clone();
     tokio::spawn(async move {
         if tokio::signal::ctrl_c().await.is_ok() {
             c.cancel();
         }
     });
-    // Heartbeat and control requests from `nexus pause|resume|cancel`.
-    let watcher = nexus_app::setup::watch_run(
-        Arc::clone(&store),
-        run_id.clone(),
-        options.control.clone(),
-        cancel.clone(),
-    );
     let progress = (!json).then(|| Arc::new(progress::Progress::new(&plan)));
     if let Some(p) = &progress {
         options.sinks.push(p.clone() as Arc<dyn EventSink>);
@@ -329,9 +312,10 @@ async fn execute(
     options.human = Some(Arc::new(human::Terminal::new(
         progress.as_ref().map(|p| p.multi()),
     )));
-    let result = engine.run(Arc::clone(&plan), inputs, options).await;
-    watcher.abort();
-    let report = result.context("the run could not be recorded")?;
+    // Heartbeat and control requests from `nexus pause|resume|cancel`.
+    let report = runs::execute(&engine, &store, Arc::clone(&plan), inputs, options)
+        .await
+        .map_err(app_failure)?;
     if let Some(p) = &progress {
         p.finish();
     }
@@ -380,138 +364,54 @@ async fn execute(
     }
 }
 
-fn store_failure(e: nexus_store::Error) -> Failure {
-    match e {
-        nexus_store::Error::NotFound(_) | nexus_store::Error::Ambiguous(_) => {
-            fail(2, e.to_string())
-        }
-        other => fail(4, other.to_string()),
-    }
-}
-
-/// Whether a process is still running the run: on Linux, whether its recorded process
-/// exists (so a run killed a moment ago resumes at once); elsewhere, whether its heartbeat
-/// is recent.
-fn heartbeat_is_fresh(run: &nexus_store::StoredRun) -> bool {
-    if cfg!(target_os = "linux")
-        && let Some(pid) = run.owner_pid
-    {
-        return pid != i64::from(std::process::id())
-            && Path::new("/proc").join(pid.to_string()).exists()
-            && recent_heartbeat(run);
-    }
-    recent_heartbeat(run)
-}
-
-fn recent_heartbeat(run: &nexus_store::StoredRun) -> bool {
-    run.heartbeat_at
-        .as_deref()
-        .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
-        .is_some_and(|t| chrono::Utc::now() - t.with_timezone(&chrono::Utc) < STALE_AFTER)
-}
-
-/// A run that `pause`, `cancel` or `resume` may act on: not finished yet.
-fn ensure_unfinished(run: &nexus_store::StoredRun) -> Result<(), Failure> {
-    if matches!(
-        run.status.as_str(),
-        "running" | "paused" | "waiting_for_human"
-    ) {
-        Ok(())
-    } else {
-        Err(fail(
-            2,
-            format!("run {} has already finished ({})", run.run_id, run.status),
-        ))
-    }
-}
-
-async fn control(db: &Path, id: &str, request: &str) -> Result<(), Failure> {
-    let store = SqliteStore::open(db).await?;
-    let run = store.get_run(id).await.map_err(store_failure)?;
-    ensure_unfinished(&run)?;
-    if !heartbeat_is_fresh(&run) {
-        return Err(fail(
-            2,
-            format!(
-                "run {} is not running in any process (interrupted); continue it with `nexus resume {}`",
-                run.run_id, run.run_id
-            ),
-        ));
-    }
-    store.request_control(&run.run_id, request).await?;
-    println!("asked the process running {} to {request}", run.run_id);
+async fn control(db: &Path, id: &str, request: Control) -> Result<(), Failure> {
+    let store = runs::open_store(db).await.map_err(app_failure)?;
+    let run_id = runs::request_control(&store, id, request)
+        .await
+        .map_err(app_failure)?;
+    println!(
+        "asked the process running {run_id} to {}",
+        request.as_str()
+    );
     Ok(())
 }
 
 async fn resume(db: &Path, id: &str, json: bool, max_parallel: usize) -> Result<(), Failure> {
-    let store = Arc::new(SqliteStore::open(db).await?);
-    let run = store.get_run(id).await.map_err(store_failure)?;
-    ensure_unfinished(&run)?;
-    if heartbeat_is_fresh(&run) {
-        // Alive in another process: ask it to resume (a no-op unless paused).
-        store.request_control(&run.run_id, "resume").await?;
-        println!("asked the process running {} to resume", run.run_id);
-        return Ok(());
-    }
-    let Some(workflow) = run.workflow.clone() else {
-        return Err(fail(
-            2,
-            format!(
-                "run {} was stored without its workflow and cannot be resumed",
-                run.run_id
-            ),
-        ));
-    };
-    let workflow: nexus_engine::Workflow = serde_json::from_value(workflow).map_err(|e| {
-        fail(
-            4,
-            format!(
-                "the stored workflow of run {} is malformed: {e}",
-                run.run_id
-            ),
-        )
-    })?;
-    let parsed = nexus_engine::parse::Parsed {
-        workflow,
-        locations: nexus_engine::parse::Locations::default(),
-        file: run.file.clone(),
-    };
-    let plan = nexus_engine::plan::validate(&parsed)
-        .map_err(|d| diagnostics_failure(&d, "the stored workflow is no longer valid"))?;
-    let inputs = match run.inputs.clone() {
-        serde_json::Value::Object(m) => m,
-        _ => serde_json::Map::new(),
+    let store = runs::open_store(db).await.map_err(app_failure)?;
+    let run = match runs::prepare_resume(&store, id)
+        .await
+        .map_err(app_failure)?
+    {
+        Resumption::Asked { run_id } => {
+            println!("asked the process running {run_id} to resume");
+            return Ok(());
+        }
+        Resumption::Continue(run) => *run,
     };
     if !json {
         eprintln!(
             "resuming run {} ({} of {} steps already completed)",
             run.run_id,
-            run.steps.len(),
-            plan.steps.len()
+            run.completed,
+            run.plan.steps.len()
         );
     }
-    let options = RunOptions {
-        run_id: Some(run.run_id.clone()),
-        resume: Some(run.steps.clone()),
-        ..RunOptions::default()
-    };
-    if !store
-        .claim_run(&run.run_id, run.owner_pid, run.heartbeat_at.as_deref())
-        .await?
-    {
-        return Err(fail(
-            2,
-            format!("run {} was just taken over by another process", run.run_id),
-        ));
-    }
-    execute(store, Arc::new(plan), inputs, options, json, max_parallel).await
+    execute(
+        store,
+        Arc::new(run.plan),
+        run.inputs,
+        run.options,
+        json,
+        max_parallel,
+    )
+    .await
 }
 
 fn validate(files: &[PathBuf], json: bool) -> Result<(), Failure> {
     let mut all: Vec<Diagnostic> = Vec::new();
     let mut ok = Vec::new();
     for file in files {
-        match nexus_engine::load_file(file) {
+        match nexus_app::engine::load_file(file) {
             Ok(plan) => ok.push((file.display().to_string(), plan.steps.len())),
             Err(d) => all.extend(d),
         }
@@ -543,18 +443,15 @@ fn validate(files: &[PathBuf], json: bool) -> Result<(), Failure> {
 }
 
 async fn models(db: &Path, json: bool) -> Result<(), Failure> {
-    let store = SqliteStore::open(db).await?;
-    let engine = Engine::new(
-        providers()?,
-        Some(Arc::new(store) as Arc<dyn nexus_engine::store::RunStore>),
-        engine_config(8)?,
-    );
+    let store = runs::open_store(db).await.map_err(app_failure)?;
+    let engine =
+        runs::engine(store, &ProviderSettings::default(), 8).map_err(app_failure)?;
     let breakers = engine.breaker_states().await?;
     let stats = engine.model_stats();
     let catalog = Catalog::discover(engine.providers(), std::time::Duration::from_secs(3)).await;
     let order = engine.rank(
         &SelectionInput {
-            max_tokens: nexus_engine::plan::DEFAULT_MAX_TOKENS,
+            max_tokens: nexus_app::engine::plan::DEFAULT_MAX_TOKENS,
             ..SelectionInput::default()
         },
         &catalog,
@@ -630,7 +527,7 @@ async fn models(db: &Path, json: bool) -> Result<(), Failure> {
             i + 1,
             c.reference,
             c.reason,
-            c.score.describe(nexus_engine::workflow::TaskClass::General)
+            c.score.describe(nexus_app::engine::workflow::TaskClass::General)
         );
     }
     for e in &order.excluded() {
@@ -642,9 +539,9 @@ async fn models(db: &Path, json: bool) -> Result<(), Failure> {
     }
     for (key, state, snap) in &breakers {
         let state = match state {
-            nexus_engine::breaker::BreakerState::Closed => "closed".to_string(),
-            nexus_engine::breaker::BreakerState::HalfOpen => "half-open".to_string(),
-            nexus_engine::breaker::BreakerState::Open { until } => {
+            nexus_app::engine::breaker::BreakerState::Closed => "closed".to_string(),
+            nexus_app::engine::breaker::BreakerState::HalfOpen => "half-open".to_string(),
+            nexus_app::engine::breaker::BreakerState::Open { until } => {
                 format!("open until {}", until.to_rfc3339())
             }
         };
@@ -662,7 +559,7 @@ async fn models(db: &Path, json: bool) -> Result<(), Failure> {
 }
 
 async fn runs(db: &Path, command: RunsCommand) -> Result<(), Failure> {
-    let store = SqliteStore::open(db).await?;
+    let store: Arc<SqliteStore> = runs::open_store(db).await.map_err(app_failure)?;
     match command {
         RunsCommand::List { limit, json } => {
             let runs = store.list_runs(limit).await?;
@@ -684,12 +581,10 @@ async fn runs(db: &Path, command: RunsCommand) -> Result<(), Failure> {
             }
         }
         RunsCommand::Show { id, json } => {
-            let run = store.get_run(&id).await.map_err(|e| match e {
-                nexus_store::Error::NotFound(_) | nexus_store::Error::Ambiguous(_) => {
-                    fail(2, e.to_string())
-                }
-                other => fail(4, other.to_string()),
-            })?;
+            let run = store
+                .get_run(&id)
+                .await
+                .map_err(|e| app_failure(e.into()))?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&run)?);
                 return Ok(());

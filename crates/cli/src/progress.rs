@@ -8,8 +8,8 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
-use nexus_engine::Plan;
-use nexus_engine::events::{Event, EventSink};
+use nexus_app::engine::Plan;
+use nexus_app::engine::events::{Event, EventSink};
 
 struct Running {
     bar: ProgressBar,

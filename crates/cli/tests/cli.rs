@@ -200,7 +200,7 @@ outputs:
 
 /// What a stored step looked like: enough to tell whether it ran again.
 fn snapshot(
-    run: &nexus_store::StoredRun,
+    run: &nexus_app::store::StoredRun,
 ) -> std::collections::BTreeMap<String, (String, String, u64, usize)> {
     run.steps
         .iter()
@@ -278,7 +278,7 @@ fn runs_killed_at_any_moment_resume_without_losing_or_repeating_steps() {
         let _ = child.wait();
 
         let store = rt
-            .block_on(nexus_store::SqliteStore::open(&db))
+            .block_on(nexus_app::store::SqliteStore::open(&db))
             .expect("open store");
         let runs = rt.block_on(store.list_runs(1)).expect("list");
         let Some(summary) = runs.first() else {
@@ -317,7 +317,7 @@ fn runs_killed_at_any_moment_resume_without_losing_or_repeating_steps() {
         );
 
         let store = rt
-            .block_on(nexus_store::SqliteStore::open(&db))
+            .block_on(nexus_app::store::SqliteStore::open(&db))
             .expect("open store");
         let after = rt.block_on(store.get_run(&before.run_id)).expect("run");
         assert_eq!(after.status, "succeeded");
@@ -335,7 +335,7 @@ fn runs_killed_at_any_moment_resume_without_losing_or_repeating_steps() {
             let n = after
                 .events
                 .iter()
-                .filter(|e| matches!(e, nexus_engine::Event::StepSucceeded { step_id, .. } if step_id == step))
+                .filter(|e| matches!(e, nexus_app::engine::Event::StepSucceeded { step_id, .. } if step_id == step))
                 .count();
             assert_eq!(n, 1, "kill {i}: step `{step}` succeeded {n} times");
         }
@@ -343,7 +343,7 @@ fn runs_killed_at_any_moment_resume_without_losing_or_repeating_steps() {
             after
                 .events
                 .iter()
-                .any(|e| matches!(e, nexus_engine::Event::RunResumed { .. }))
+                .any(|e| matches!(e, nexus_app::engine::Event::RunResumed { .. }))
         );
     }
     eprintln!(
@@ -437,7 +437,7 @@ fn pause_resume_and_cancel_reach_a_run_in_another_process() {
         .spawn()
         .expect("spawn");
     let store = || {
-        rt.block_on(nexus_store::SqliteStore::open(&db))
+        rt.block_on(nexus_app::store::SqliteStore::open(&db))
             .expect("store")
     };
     // Wait for the run to be stored.

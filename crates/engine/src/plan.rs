@@ -1221,13 +1221,48 @@ pub fn resolve_inputs(
     plan: &Plan,
     given: &BTreeMap<String, String>,
 ) -> Result<serde_json::Map<String, serde_json::Value>, Vec<Diagnostic>> {
-    let wf = &plan.workflow;
-    let base = plan
+    let folder = plan
         .file
         .as_deref()
         .and_then(|f| std::path::Path::new(f).parent())
         .map(std::path::Path::to_path_buf)
         .unwrap_or_default();
+    let read = |p: &std::path::Path| std::fs::read_to_string(p).map_err(|e| e.to_string());
+    resolve(plan, given, std::path::Path::new(""), &folder, &read)
+}
+
+/// Where [`resolve_inputs_in`] finds `file` inputs.
+pub struct FileInputs<'a> {
+    /// The folder that relative paths, given or default, are joined to (the desktop
+    /// app's workflows folder: its UI sends paths relative to it).
+    pub base: &'a std::path::Path,
+    /// Reads one `file` input (its path already joined to `base`); `Err` carries why it
+    /// cannot be read or is refused, shown in the input's diagnostic. The desktop app
+    /// confines reads to its workflows folder here.
+    pub read: &'a dyn Fn(&std::path::Path) -> Result<String, String>,
+}
+
+/// [`resolve_inputs`] with `file` inputs, given or default, relative to `files.base`
+/// and read by `files.read`.
+///
+/// # Errors
+/// As [`resolve_inputs`]; a refused file is a diagnostic of its input.
+pub fn resolve_inputs_in(
+    plan: &Plan,
+    given: &BTreeMap<String, String>,
+    files: &FileInputs<'_>,
+) -> Result<serde_json::Map<String, serde_json::Value>, Vec<Diagnostic>> {
+    resolve(plan, given, files.base, files.base, files.read)
+}
+
+fn resolve(
+    plan: &Plan,
+    given: &BTreeMap<String, String>,
+    given_base: &std::path::Path,
+    base: &std::path::Path,
+    read: &dyn Fn(&std::path::Path) -> Result<String, String>,
+) -> Result<serde_json::Map<String, serde_json::Value>, Vec<Diagnostic>> {
+    let wf = &plan.workflow;
     let mut diags = Vec::new();
     let mut out = serde_json::Map::new();
     for name in given.keys() {
@@ -1249,7 +1284,7 @@ pub fn resolve_inputs(
     }
     for (name, spec) in &wf.inputs {
         let value = match given.get(name) {
-            Some(raw) => match convert_input(spec.kind, raw) {
+            Some(raw) => match convert_input(spec.kind, raw, given_base, read) {
                 Ok(v) => v,
                 Err(why) => {
                     diags.push(
@@ -1266,8 +1301,7 @@ pub fn resolve_inputs(
             None => match &spec.default {
                 Some(default) => match (spec.kind, default) {
                     (InputType::File, serde_json::Value::String(path)) => {
-                        let path = base.join(path);
-                        match convert_input(InputType::File, &path.to_string_lossy()) {
+                        match convert_input(InputType::File, path, base, read) {
                             Ok(v) => v,
                             Err(why) => {
                                 diags.push(
@@ -1315,7 +1349,12 @@ pub fn resolve_inputs(
     }
 }
 
-fn convert_input(kind: InputType, raw: &str) -> Result<serde_json::Value, String> {
+fn convert_input(
+    kind: InputType,
+    raw: &str,
+    base: &std::path::Path,
+    read: &dyn Fn(&std::path::Path) -> Result<String, String>,
+) -> Result<serde_json::Value, String> {
     match kind {
         InputType::String => Ok(serde_json::Value::String(raw.to_string())),
         InputType::Number => raw
@@ -1337,9 +1376,12 @@ fn convert_input(kind: InputType, raw: &str) -> Result<serde_json::Value, String
             _ => Err(format!("`{raw}` is not true or false")),
         },
         InputType::Json => serde_json::from_str(raw).map_err(|e| format!("not valid JSON: {e}")),
-        InputType::File => std::fs::read_to_string(raw)
-            .map(serde_json::Value::String)
-            .map_err(|e| format!("cannot read file `{raw}`: {e}")),
+        InputType::File => {
+            let path = base.join(raw);
+            read(&path)
+                .map(serde_json::Value::String)
+                .map_err(|e| format!("cannot read file `{}`: {e}", path.display()))
+        }
     }
 }
 

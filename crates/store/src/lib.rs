@@ -4,9 +4,15 @@
 //! steps (input, output, model and why, token counts, duration), attempts (with error
 //! kind and message), fallbacks, and the event log (every event but tokens).
 //!
-//! Durability: the database runs in WAL mode with `synchronous = NORMAL`, so a commit
-//! survives a crash of the process (SQLite's documentation: in WAL mode, NORMAL is safe
-//! from corruption and only a power loss may roll back the last commits). Every write of
+//! Durability ([`Durability`], a setting: `NEXUS_DB_SYNC=normal|full`): the database runs
+//! in WAL mode. With the default, `synchronous = NORMAL`, a committed step survives a
+//! crash or `kill -9` of the process (the commit is in the WAL file, which the operating
+//! system writes out on its own); a power cut or an operating-system crash can roll back
+//! the last commits (never corrupt the database: SQLite's "WAL mode" and "PRAGMA
+//! synchronous" documentation), and `nexus resume` then runs those steps again. With
+//! `full`, `synchronous = FULL`: every commit waits for the WAL to be synced to the disk
+//! (fsync), so it survives a power cut too, at the price of one sync per commit
+//! (`bench/` measures it). Every write of
 //! [`nexus_engine::store::RunStore`] is one transaction. Write transactions start with
 //! `BEGIN IMMEDIATE`, taking the write lock first: a deferred transaction that reads and
 //! then writes fails with `SQLITE_BUSY_SNAPSHOT` when another connection (a cache or
@@ -71,11 +77,56 @@ pub enum Error {
     /// Several runs match the prefix.
     #[error("`{0}` matches several runs; give more of the id")]
     Ambiguous(String),
+    /// A setting of the store (`NEXUS_DB_SYNC`) has a value it does not know.
+    #[error("{0}")]
+    Setting(String),
 }
 
 impl From<Error> for StoreError {
     fn from(e: Error) -> Self {
         StoreError(e.to_string())
+    }
+}
+
+/// How far a committed write is guaranteed to survive (SQLite's `synchronous` setting
+/// in WAL mode; see the crate header).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Durability {
+    /// `synchronous = NORMAL`: commits survive a crash of the process; a power cut or an
+    /// operating-system crash may roll back the last ones (the database stays intact).
+    /// The default: a run's steps are replayable (`nexus resume` re-runs what was
+    /// lost), and a sync per step would cost every run a disk flush per step.
+    #[default]
+    Process,
+    /// `synchronous = FULL`: every commit is synced to the disk before it returns, so it
+    /// survives a power cut too.
+    PowerLoss,
+}
+
+impl Durability {
+    /// `NEXUS_DB_SYNC`: `full` for [`Durability::PowerLoss`], `normal` (or unset) for
+    /// [`Durability::Process`].
+    ///
+    /// # Errors
+    /// [`Error::Setting`] for any other value, naming the accepted ones.
+    pub fn from_env() -> Result<Self, Error> {
+        match std::env::var("NEXUS_DB_SYNC") {
+            Err(_) => Ok(Durability::Process),
+            Ok(v) => match v.trim().to_ascii_lowercase().as_str() {
+                "" | "normal" => Ok(Durability::Process),
+                "full" => Ok(Durability::PowerLoss),
+                _ => Err(Error::Setting(format!(
+                    "NEXUS_DB_SYNC is `{v}`; give `normal` (survive a process crash, the default) or `full` (survive a power cut)"
+                ))),
+            },
+        }
+    }
+
+    fn synchronous(self) -> SqliteSynchronous {
+        match self {
+            Durability::Process => SqliteSynchronous::Normal,
+            Durability::PowerLoss => SqliteSynchronous::Full,
+        }
     }
 }
 
@@ -206,11 +257,20 @@ fn guardrail_of(g: &sqlx::sqlite::SqliteRow) -> GuardrailRecord {
 }
 
 impl SqliteStore {
-    /// Opens (creating if needed) the database at `path` and applies migrations.
+    /// Opens (creating if needed) the database at `path` and applies migrations, with
+    /// the durability of `NEXUS_DB_SYNC` ([`Durability::from_env`]).
+    ///
+    /// # Errors
+    /// [`Error::Setting`], [`Error::CreateDir`], [`Error::Open`] or [`Error::Migrate`].
+    pub async fn open(path: &Path) -> Result<Self, Error> {
+        Self::open_with(path, Durability::from_env()?).await
+    }
+
+    /// [`SqliteStore::open`] with an explicit durability.
     ///
     /// # Errors
     /// [`Error::CreateDir`], [`Error::Open`] or [`Error::Migrate`].
-    pub async fn open(path: &Path) -> Result<Self, Error> {
+    pub async fn open_with(path: &Path, durability: Durability) -> Result<Self, Error> {
         if let Some(dir) = path.parent()
             && !dir.as_os_str().is_empty()
         {
@@ -227,7 +287,7 @@ impl SqliteStore {
             .filename(path)
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Normal)
+            .synchronous(durability.synchronous())
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(10));
         let pool = SqlitePoolOptions::new()
@@ -249,6 +309,21 @@ impl SqliteStore {
     /// The database file.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// The durability in effect, as SQLite reports it (`PRAGMA synchronous`).
+    ///
+    /// # Errors
+    /// [`Error::Query`]; [`Error::Decode`] for a level other than NORMAL or FULL.
+    pub async fn durability(&self) -> Result<Durability, Error> {
+        let level: i64 = sqlx::query_scalar("PRAGMA synchronous")
+            .fetch_one(&self.pool)
+            .await?;
+        match level {
+            1 => Ok(Durability::Process),
+            2 => Ok(Durability::PowerLoss),
+            other => Err(Error::Decode(format!("synchronous level {other}"))),
+        }
     }
 
     /// The most recent runs, newest first.

@@ -199,3 +199,35 @@ async fn run_ids_resolve_by_unique_prefix() -> anyhow::Result<()> {
     assert!(store.record_steps("abc-1", &[&s], &[]).await.is_err());
     Ok(())
 }
+
+#[tokio::test]
+async fn durability_is_a_setting_applied_to_every_connection() -> anyhow::Result<()> {
+    use nexus_store::Durability;
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("d.db");
+    let full = SqliteStore::open_with(&path, Durability::PowerLoss).await?;
+    // Several connections (parallel steps write at once): each one syncs.
+    let checks = (0..8).map(|_| full.durability());
+    for level in futures::future::try_join_all(checks).await? {
+        assert_eq!(level, Durability::PowerLoss);
+    }
+    full.create_run(&run("r-full")).await?;
+    assert_eq!(full.get_run("r-full").await?.run_id, "r-full");
+    drop(full);
+    let normal = SqliteStore::open_with(&path, Durability::Process).await?;
+    assert_eq!(normal.durability().await?, Durability::Process);
+    assert_eq!(Durability::default(), Durability::Process);
+    // SAFETY: nextest runs each test in its own process; this runtime is
+    // single-threaded, nothing reads the environment concurrently.
+    unsafe { std::env::set_var("NEXUS_DB_SYNC", "full") };
+    assert_eq!(Durability::from_env()?, Durability::PowerLoss);
+    let from_env = SqliteStore::open(&path).await?;
+    assert_eq!(from_env.durability().await?, Durability::PowerLoss);
+    unsafe { std::env::set_var("NEXUS_DB_SYNC", "sometimes") };
+    let refused = SqliteStore::open(&path).await;
+    assert!(
+        matches!(&refused, Err(Error::Setting(m)) if m.contains("`full`")),
+        "{refused:?}"
+    );
+    Ok(())
+}

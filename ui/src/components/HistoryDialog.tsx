@@ -3,7 +3,19 @@ import { useEditor } from '../store';
 import type { Backend, RunSummary } from '../backend';
 
 /** Past runs from the run database (shared with the CLI); opening one shows it on the canvas. */
-export function HistoryDialog({ backend, onClose }: { backend: Backend; onClose(): void }) {
+/** Runs that have not finished: paused, waiting, or interrupted (their process died). */
+const UNFINISHED = new Set(['running', 'paused', 'waiting_for_human']);
+
+export function HistoryDialog({
+  backend,
+  onClose,
+  onResume,
+}: {
+  backend: Backend;
+  onClose(): void;
+  /** Continues an unfinished run in the run panel. */
+  onResume(runId: string): void;
+}) {
   const [runs, setRuns] = useState<RunSummary[] | null>(null);
   const [error, setError] = useState<string | null>(null);
   useEffect(() => {
@@ -33,6 +45,19 @@ export function HistoryDialog({ backend, onClose }: { backend: Backend; onClose(
               <td>{new Date(r.started_at).toLocaleString()}</td>
               <td>{r.steps} steps</td>
               <td>{r.tokens} tokens</td>
+              <td>
+                {UNFINISHED.has(r.status) && (
+                  <button
+                    data-testid={`history-resume-${r.run_id}`}
+                    onClick={(e) => {
+                      e.stopPropagation();
+                      onResume(r.run_id);
+                    }}
+                  >
+                    Resume
+                  </button>
+                )}
+              </td>
             </tr>
           ))}
         </tbody>
