@@ -883,11 +883,11 @@ async fn run_inputs_template_outputs_and_approval_questions_pass_the_guardrails(
 -> anyhow::Result<()> {
     let (store, _dir) = temp_store().await?;
     let e = engine(Vec::new(), Some(store.clone()), EngineConfig::default());
-    // The key is in an input, and built by a template and by a question from two halves
-    // that are harmless alone.
+    // The key is in an input given to the run (the file has none), and built by a
+    // template and by a question from two halves that are harmless alone.
     let wf = plan(concat!(
         "id: stored_text\n",
-        "inputs:\n  note: {type: string, default: \"deploy with AKIAIOSFODNN7EXAMPLE\"}\n",
+        "inputs:\n  note: {type: string}\n",
         "steps:\n",
         "  - id: echo\n    kind: template\n    template: \"{{ inputs.note }}\"\n",
         "  - id: built\n    kind: template\n    template: \"{{ 'AKIAIOSF' ~ 'ODNN7EXAMPLE' }}\"\n",
@@ -897,15 +897,21 @@ async fn run_inputs_template_outputs_and_approval_questions_pass_the_guardrails(
         answers: Mutex::new(vec![HumanDecision::Approve]),
         asked: Mutex::new(Vec::new()),
     });
-    let (report, events) = go(
-        &e,
-        wf,
-        RunOptions {
-            human: Some(human.clone()),
-            ..RunOptions::default()
-        },
-    )
-    .await?;
+    let sink = Arc::new(nexus_engine::events::CollectingSink::new());
+    let mut inputs = serde_json::Map::new();
+    inputs.insert("note".into(), "deploy with AKIAIOSFODNN7EXAMPLE".into());
+    let report = e
+        .run(
+            wf,
+            inputs,
+            RunOptions {
+                human: Some(human.clone()),
+                sinks: vec![sink.clone()],
+                ..RunOptions::default()
+            },
+        )
+        .await?;
+    let events = sink.events();
     assert_eq!(report.status, RunStatus::Succeeded, "{:?}", report.error);
     let stored = store.get_run(&report.run_id).await?;
     let everything = serde_json::to_string(&stored)?;
