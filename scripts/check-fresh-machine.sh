@@ -12,13 +12,15 @@
 #   5. pkg-config finds WebKitGTK 4.1, libsoup 3 and JavaScriptCore (the desktop app)
 # Any failing step fails the check, naming the step; every step prints its time.
 #
-#   sudo bash scripts/check-fresh-machine.sh [--install-build-deps FILE] [--no-cache] [--keep]
+#   sudo bash scripts/check-fresh-machine.sh [--install-build-deps FILE] [--no-cache]
+#                                            [--skip-builds] [--keep]
 #
 #   --install-build-deps FILE  use FILE instead of scripts/install-build-deps.sh (to show
 #                              that an older script fails: `git show REV:scripts/... > f`)
 #   --no-cache                 download everything again (default: downloaded .deb files,
 #                              crates, pip and npm downloads are kept in
 #                              $NEXUS_FRESH_CACHE, default ~/.cache/nexus-fresh; builds never)
+#   --skip-builds              only the install steps (1, 2 and 5): a few minutes
 #   --keep                     keep the root file system (its path is printed)
 #
 # Needs root (debootstrap, chroot, mounts), Debian's `debootstrap` (installed with apt-get
@@ -33,10 +35,12 @@ repo=$(cd "$(dirname "$0")/.." && pwd)
 deps_script="$repo/scripts/install-build-deps.sh"
 cache="${NEXUS_FRESH_CACHE:-$HOME/.cache/nexus-fresh}"
 keep=0
+skip_builds=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --install-build-deps) deps_script=$(realpath "$2"); shift 2 ;;
     --no-cache) cache=""; shift ;;
+    --skip-builds) skip_builds=1; shift ;;
     --keep) keep=1; shift ;;
     --inner) shift; break ;;
     *) echo "check-fresh-machine: unknown argument $1 (see the header of $0)" >&2; exit 2 ;;
@@ -100,10 +104,12 @@ if [ "${1:-}" != "--in-namespace" ]; then
     if [ "$keep" = 1 ]; then echo "root file system kept: $work/root"; else rm -rf --one-file-system "$work"; fi
   }
   trap cleanup EXIT
+  trap 'exit 130' INT TERM HUP
   if [ -z "$cache" ]; then cache="$work/cache"; fi
   mkdir -p "$cache"/{debootstrap,apt/partial,cargo-registry,pip,npm}
   cp "$deps_script" "$work/install-build-deps.sh"
-  export FRESH_WORK="$work" FRESH_CACHE="$cache" FRESH_MIRROR="$mirror" FRESH_REPO="$repo" FRESH_DEPS_NAME="$deps_script"
+  export FRESH_WORK="$work" FRESH_CACHE="$cache" FRESH_MIRROR="$mirror" FRESH_REPO="$repo" FRESH_DEPS_NAME="$deps_script" \
+    FRESH_SKIP_BUILDS="$skip_builds"
   start=$SECONDS
   status=0
   unshare --mount --propagation private -- bash "$0" --inner --in-namespace || status=$?
@@ -128,6 +134,7 @@ unmount_all() {
   { findmnt -rn -o TARGET | grep -F "$root/" | sort -r || true; } | while read -r m; do umount -l "$m" 2>/dev/null || true; done
 }
 trap unmount_all EXIT
+trap 'exit 130' INT TERM HUP
 # bind SRC DEST [ro]: DEST is created inside the root (a file for a file).
 bind() {
   local src="$1" dest="$root$2"
@@ -240,14 +247,6 @@ add_tools_and_source() {
   in_root 'cargo --version && rustc --version && node --version && echo "npm $(npm --version)" && python3 --version'
 }
 
-say "Debian bookworm from $mirror into $root (packages cached in $cache)"
-step "debootstrap (minbase)" debootstrap_root
-step "configure the root" configure_root
-step "seed it like the machine image: ${SEED[*]}" seed_root
-step "host toolchains (read-only) and the working tree" add_tools_and_source
-step "scripts/install-build-deps.sh (from $FRESH_DEPS_NAME)" in_root 'cd /src && bash scripts/install-build-deps.sh'
-step "scripts/fetch-model.sh" in_root 'cd /src && bash scripts/fetch-model.sh'
-step "npm install in ui/" in_root 'cd /src/ui && npm install --no-audit --no-fund --loglevel=error'
 # Cargo's output goes to a log; a failure shows its end without the build scripts'
 # `cargo:` directives (llama-cpp-sys-2 prints one per source file).
 build_embedded() {
@@ -258,6 +257,18 @@ build_embedded() {
     return 1
   fi
 }
-step "cargo build -p nexus-embedded (llama-cpp-sys-2: bindgen + llama.cpp)" build_embedded
+say "Debian bookworm from $mirror into $root (packages cached in $cache)"
+step "debootstrap (minbase)" debootstrap_root
+step "configure the root" configure_root
+step "seed it like the machine image: ${SEED[*]}" seed_root
+step "host toolchains (read-only) and the working tree" add_tools_and_source
+step "scripts/install-build-deps.sh (from $FRESH_DEPS_NAME)" in_root 'cd /src && bash scripts/install-build-deps.sh'
+step "scripts/fetch-model.sh" in_root 'cd /src && bash scripts/fetch-model.sh'
+if [ "$FRESH_SKIP_BUILDS" = 1 ]; then
+  say "builds skipped (--skip-builds)"
+else
+  step "npm install in ui/" in_root 'cd /src/ui && npm install --no-audit --no-fund --loglevel=error'
+  step "cargo build -p nexus-embedded (llama-cpp-sys-2: bindgen + llama.cpp)" build_embedded
+fi
 step "desktop libraries found by pkg-config" \
   in_root 'pkg-config --exists --print-errors webkit2gtk-4.1 libsoup-3.0 javascriptcoregtk-4.1 && pkg-config --modversion webkit2gtk-4.1'
