@@ -5,7 +5,7 @@ otherwise prints the server's own log (e.g. a crash in libggml-cpu) and exits 1.
 
   python3 scripts/check-llama-server.py MODEL.gguf
 """
-import json, socket, subprocess, sys, tempfile, time, urllib.error, urllib.request
+import json, os, socket, subprocess, sys, tempfile, time, urllib.error, urllib.request
 
 model = sys.argv[1]
 with socket.socket() as s:
@@ -15,7 +15,9 @@ log = tempfile.TemporaryFile()
 server = subprocess.Popen(
     [sys.executable, "-m", "llama_cpp.server", "--model", model, "--host", "127.0.0.1",
      "--port", str(port), "--model_alias", "check", "--n_ctx", "512"],
-    stdout=log, stderr=subprocess.STDOUT)
+    stdout=log, stderr=subprocess.STDOUT,
+    # A crash in native code then leaves "Fatal Python error: Segmentation fault" in the log.
+    env={**os.environ, "PYTHONFAULTHANDLER": "1", "PYTHONUNBUFFERED": "1"})
 ok, why = False, ""
 try:
     deadline = time.time() + 120
@@ -29,6 +31,12 @@ try:
                 reply = json.load(r)
             text = reply["choices"][0]["message"]["content"] or ""
             ok, why = bool(text.strip()), f"answered {text.strip()[:40]!r}"
+            break
+        except urllib.error.HTTPError as e:  # up, but the completion failed: no retry
+            why = f"HTTP {e.code}: {e.read()[:400].decode(errors='replace')}"
+            break
+        except (KeyError, IndexError, TypeError, ValueError) as e:  # not an OpenAI reply
+            why = f"unexpected reply ({e!r})"
             break
         except (urllib.error.URLError, ConnectionError, OSError):
             time.sleep(0.5)  # not listening yet

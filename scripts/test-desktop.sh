@@ -3,19 +3,11 @@
 # (`custom-protocol`, as `tauri build` does), then drives the window with tauri-driver
 # and WebKitWebDriver under Xvfb (ui/e2e-desktop/window.mjs). The screenshot lands in
 # target/desktop-e2e/window.png. Installs webkit2gtk-driver, xvfb and imagemagick with
-# apt-get when missing, and tauri-driver with cargo into ~/.cache/nexus-ci-tools.
+# apt-get when missing (by package name), and tauri-driver with cargo into ~/.cache/nexus-ci-tools.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-missing=()
-command -v WebKitWebDriver >/dev/null 2>&1 || missing+=(webkit2gtk-driver)
-command -v xvfb-run >/dev/null 2>&1 || missing+=(xvfb xauth)
-command -v import >/dev/null 2>&1 || missing+=(imagemagick)
-if [ ${#missing[@]} -gt 0 ]; then
-  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO=sudo
-  echo "installing for the desktop window test: ${missing[*]}"
-  $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-fi
+bash scripts/ensure-debian-packages.sh "the desktop window test" \
+  webkit2gtk-driver xvfb xauth imagemagick
 TOOLS="${NEXUS_TOOLS_DIR:-$HOME/.cache/nexus-ci-tools}"
 if [ ! -x "$TOOLS/bin/tauri-driver" ]; then
   cargo install tauri-driver --version 2.0.6 --locked --root "$TOOLS"

@@ -4,16 +4,9 @@
 # (Playwright's own browser download is not available on these machines).
 set -euo pipefail
 cd "$(dirname "$0")/../ui"
-if ! command -v chromium >/dev/null 2>&1 && [ -z "${NEXUS_CHROMIUM:-}" ]; then
-  if command -v apt-get >/dev/null 2>&1; then
-    SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO=sudo
-    echo "installing chromium for the editor's browser tests"
-    $SUDO apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium >/dev/null
-  else
-    echo "please install chromium (or set NEXUS_CHROMIUM to a Chromium binary)" >&2
-    exit 1
-  fi
+# Debian's `chromium` package, checked by name, unless NEXUS_CHROMIUM names another binary.
+if [ -z "${NEXUS_CHROMIUM:-}" ]; then
+  bash ../scripts/ensure-debian-packages.sh --with-recommends "the editor's browser tests" chromium
 fi
 # `npm ci` refuses this lock file: the package mirror here carries only the Linux builds of
 # optional platform packages (rollup, esbuild), so the lock cannot list the others.
