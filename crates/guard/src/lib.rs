@@ -43,6 +43,7 @@
 #![warn(missing_docs)]
 
 mod detector;
+mod phone;
 mod policy;
 mod scanner;
 mod validate;

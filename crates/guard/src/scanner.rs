@@ -16,6 +16,7 @@
 //! (`Detector::specificity`).
 
 use crate::detector::{Detector, Finding};
+use crate::phone;
 use crate::validate::{self, is_word};
 use aho_corasick::{AhoCorasick, AhoCorasickBuilder, AhoCorasickKind, MatchKind};
 use regex::Regex;
@@ -116,17 +117,8 @@ struct Patterns {
     pem_footer: Regex,
     jwt: Regex,
     email: Regex,
-    phone: Regex,
     bearer: Regex,
 }
-
-/// International (`+CC …`), NANP and trunk-`0` national shapes; see [`Detector::Phone`].
-const PHONE: &str = concat!(
-    r"\+[1-9][0-9]{0,2}(?:[ .-]?(?:\([0-9]{1,4}\)|[0-9]{1,5})){1,6}",
-    r"|(?:1[ .-])?(?:\([2-9][0-9]{2}\) ?|[2-9][0-9]{2}[ .-])[2-9][0-9]{2}[ .-][0-9]{4}",
-    r"|(?:0[1-9][0-9]{0,3}|\(0[1-9][0-9]{0,3}\))",
-    r"(?:(?: [0-9]{2,8}){1,4}|(?:-[0-9]{2,8}){1,4}|(?:\.[0-9]{2,8}){1,4})",
-);
 
 impl Patterns {
     fn compile() -> Result<Patterns, GuardError> {
@@ -172,7 +164,6 @@ impl Patterns {
                     r"(?:[A-Za-z]{2,24}|xn--[A-Za-z0-9-]{1,59})",
                 ),
             )?,
-            phone: re("phone", PHONE)?,
             bearer: re("bearer", r"^(?i:bearer)[ \t]{1,4}")?,
         })
     }
@@ -200,9 +191,9 @@ impl fmt::Debug for Scanner {
 
 /// Largest distance (bytes) between a PEM header and its footer.
 const PEM_MAX_BLOCK: usize = 32 * 1024;
-/// Minimum digits in a numeric run before card and phone checks run (the shortest shape,
-/// an international number, has 8).
-const MIN_NUMERIC_DIGITS: usize = 8;
+/// Minimum digits in a numeric run before card and phone checks run (the shortest phone
+/// number has 7; cards have 13 or more).
+const MIN_NUMERIC_DIGITS: usize = phone::MIN_DIGITS;
 
 impl Scanner {
     /// Builds a scanner for the given detectors (duplicates are ignored; an empty slice
@@ -580,32 +571,69 @@ impl Scanner {
         }
     }
 
+    /// Phone numbers in the numeric run `start..end` (`start` may be a `+` or `(`): the
+    /// whole run, else the longest stretches of its digit groups that start after a
+    /// space (`415-555-0132 415-555-0133` holds two), each confirmed by
+    /// [`phone::is_phone`] (libphonenumber metadata).
     fn find_phones(&self, text: &str, start: usize, end: usize, out: &mut Vec<Finding>) {
+        /// Most digit groups tried in one candidate (`+44 (0) 20 7946 0958` has five).
+        const MAX_GROUPS: usize = 8;
         let bytes = text.as_bytes();
-        for m in self.re.phone.find_iter(&text[start..end]) {
-            let (s, e) = (start + m.start(), start + m.end());
-            let digits = m.as_str().bytes().filter(u8::is_ascii_digit).count();
-            let range = match m.as_str().as_bytes()[0] {
-                b'+' => 8..=15,
-                b'0' => 9..=12,
-                b'(' if m.as_str().as_bytes().get(1) == Some(&b'0') => 9..=12,
-                _ => 10..=11,
+        let mut groups: Vec<(usize, usize)> = Vec::new();
+        let mut j = start;
+        while j < end {
+            while j < end && !bytes[j].is_ascii_digit() {
+                j += 1;
+            }
+            let s = j;
+            while j < end && bytes[j].is_ascii_digit() {
+                j += 1;
+            }
+            if j > s {
+                groups.push((s, j));
+            }
+        }
+        let mut g = 0;
+        while g < groups.len() {
+            let s = if g == 0 {
+                start
+            } else {
+                let gs = groups[g].0;
+                if gs > 0 && matches!(bytes[gs - 1], b'+' | b'(') {
+                    gs - 1
+                } else {
+                    gs
+                }
             };
-            // `+CC` must be separated from the rest, or the whole number contiguous:
-            // `+262142-12-31` (an extended-year date) and `+1441497364.649` are not phones.
-            let m_bytes = m.as_str().as_bytes();
-            let lead = m_bytes
-                .iter()
-                .skip(1)
-                .take_while(|b| b.is_ascii_digit())
-                .count();
-            let cc_ok = m_bytes[0] != b'+' || lead <= 3 || lead + 1 == m_bytes.len();
-            if cc_ok && range.contains(&digits) && numeric_bounds_ok(bytes, s, e) {
+            let mut found = None;
+            let last = (g + MAX_GROUPS - 1).min(groups.len() - 1);
+            for h in (g..=last).rev() {
+                let e = groups[h].1;
+                let digits: usize = groups[g..=h].iter().map(|(a, b)| b - a).sum();
+                if digits < phone::MIN_DIGITS {
+                    break;
+                }
+                if digits <= phone::MAX_DIGITS
+                    && numeric_bounds_ok(bytes, s, e)
+                    && phone::is_phone(&text[s..e])
+                {
+                    found = Some((s, e, h));
+                    break;
+                }
+            }
+            if let Some((s, e, h)) = found {
                 out.push(Finding {
                     detector: Detector::Phone,
                     start: s,
                     end: e,
                 });
+                g = h + 1;
+            } else {
+                g += 1;
+            }
+            // A new candidate starts only after whitespace (`(415) 555-0132` is one).
+            while g < groups.len() && !bytes[groups[g - 1].1..groups[g].0].contains(&b' ') {
+                g += 1;
             }
         }
     }
@@ -802,7 +830,7 @@ fn next_digit(bytes: &[u8], mut i: usize) -> usize {
 }
 
 /// The numeric run starting at digit `i`: digits joined by up to two separator characters
-/// out of ` -.()` (`555) 123-4567`). Returns `(start, end, digit_count)`, where `start`
+/// out of ` -.()/` (`555) 123-4567`, `415/666-7777`). Returns `(start, end, digit_count)`, where `start`
 /// includes a leading `+` or `(`.
 fn numeric_run(bytes: &[u8], i: usize) -> (usize, usize, usize) {
     let n = bytes.len();
@@ -820,7 +848,7 @@ fn numeric_run(bytes: &[u8], i: usize) -> (usize, usize, usize) {
         }
         end = j;
         let mut k = j;
-        while k < n && k - j < 2 && matches!(bytes[k], b' ' | b'-' | b'.' | b'(' | b')') {
+        while k < n && k - j < 2 && matches!(bytes[k], b' ' | b'-' | b'.' | b'(' | b')' | b'/') {
             k += 1;
         }
         if k > j && k < n && bytes[k].is_ascii_digit() {

@@ -2,7 +2,7 @@
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use iban::Iban;
+use iban::{Iban, IbanLike, ParseIbanError};
 
 /// Minimum Shannon entropy (bits/char) of a vendor token body. Matches gitleaks' `entropy = 3`
 /// on its AWS and GitHub rules; rejects placeholders such as `ghp_xxxx…` or `AKIAAAAA…`.
@@ -95,10 +95,36 @@ fn brand_length_ok(digits: &str) -> bool {
 }
 
 /// IBAN check (ISO 13616 mod-97 plus the registered per-country BBAN format), delegated to
-/// the `iban_validate` crate. `compact` is the electronic format (no spaces).
+/// the `iban_validate` crate. `compact` is the electronic format (no spaces). Countries
+/// that the crate's copy of the SWIFT IBAN registry lacks are checked against
+/// [`REGISTRY_FALLBACK`]: the crate has already verified the ISO 7064 mod-97-10 check
+/// digits, and the fallback adds the registry's length and BBAN structure.
 pub(crate) fn iban_ok(compact: &str) -> bool {
-    (15..=34).contains(&compact.len()) && compact.parse::<Iban>().is_ok()
+    if !(15..=34).contains(&compact.len()) {
+        return false;
+    }
+    match compact.parse::<Iban>() {
+        Ok(_) => true,
+        Err(ParseIbanError::UnknownCountry(base)) => {
+            let country = base.country_code();
+            let bban = &base.electronic_str()[4..];
+            REGISTRY_FALLBACK
+                .iter()
+                .any(|&(code, len, bban_ok)| code == country && compact.len() == len && bban_ok(bban))
+        }
+        Err(_) => false,
+    }
 }
+
+/// Registry entries missing from `iban_validate` 5.0.1 (the newest release): country code,
+/// IBAN length and BBAN structure, from the SWIFT IBAN Registry.
+/// - Pakistan (`PK`, in the registry since 2012): 24 characters, BBAN `4!a16!c` (a
+///   4-letter bank code, then 16 alphanumerics), e.g. `PK36SCBL0000001123456702`.
+const REGISTRY_FALLBACK: &[(&str, usize, fn(&str) -> bool)] = &[("PK", 24, |bban| {
+    bban.len() == 20
+        && bban[..4].bytes().all(|b| b.is_ascii_uppercase())
+        && bban[4..].bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit())
+})];
 
 /// JWS compact serialization check (RFC 7515 §7.1 / RFC 7519): the header decodes (base64url,
 /// unpadded) to a JSON object mentioning `"alg"`, the payload decodes to a JSON object.
@@ -332,6 +358,10 @@ mod tests {
         assert!(iban_ok("GB82WEST12345698765432"));
         assert!(!iban_ok("GB83WEST12345698765432"));
         assert!(!iban_ok("XX82WEST12345698765432"));
+        // Pakistan, missing from the crate's registry copy (fallback entry).
+        assert!(iban_ok("PK36SCBL0000001123456702"));
+        assert!(!iban_ok("PK37SCBL0000001123456702")); // check digits
+        assert!(!iban_ok("PK36SCB10000001123456702")); // bank code must be letters
     }
 
     #[test]
