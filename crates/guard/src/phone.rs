@@ -3,21 +3,23 @@
 //!
 //! The scanner finds candidates cheaply (digit runs, see `scanner.rs`); this module only
 //! confirms them. A candidate is a phone number when libphonenumber parses it and calls it
-//! **valid** (the number matches a range the numbering plan assigns), and it is written
-//! the way numbers of that plan are written:
-//! - in international form (`+CC …`, or the `00`/`011` international prefixes), or in the
-//!   national form of one of [`NATIONAL_REGIONS`] (its digits are those of
-//!   libphonenumber's national format, or the national prefix plus the national number);
-//! - its digit groups never split a group of libphonenumber's national or international
-//!   format of the number (libphonenumber's `Leniency.STRICT_GROUPING` idea: `415 666 7777`
-//!   and `4156667777` pass, an SSN-shaped `078-05-1120` does not);
-//! - with at most one `/` (libphonenumber's matcher rejects `650/253/1234`).
+//! **valid** (the number lies in a range its numbering plan assigns), it has at most one
+//! `/` (libphonenumber's matcher rejects `650/253/1234`), and
+//! - it is in international form (`+CC …`, or after the `00`/`011` international
+//!   prefixes): nothing more is asked; or
+//! - it is in the national form of one of [`NATIONAL_REGIONS`]: its digits are those of
+//!   libphonenumber's national format, or the national prefix plus the national number;
+//!   its digit groups never split a group of libphonenumber's national or international
+//!   format (libphonenumber's `Leniency.STRICT_GROUPING` idea: `415 666 7777` passes, an
+//!   SSN-shaped `078-05-1120` does not); a bare digit run must be a mobile number (or a
+//!   NANP number, which the plan does not tell from a fixed line); and it is not a date
+//!   or time (`01-02-2024 10`).
 //!
 //! Invariant: never panics; a panic inside the crate on odd input is caught and read as
 //! "not a phone number".
 
 use phonenumber::country::Id;
-use phonenumber::{Mode, PhoneNumber};
+use phonenumber::{Mode, PhoneNumber, Type};
 
 /// Regions whose national formats are recognised in numbers written without a country
 /// code: the regions the Presidio PII recognizer supports by default (US and Canada
@@ -60,21 +62,54 @@ fn confirm(cand: &str, digits: &str) -> bool {
         body.strip_prefix("011").map(str::to_owned)
     };
     if let Some(rest) = international {
+        // With an explicit country code the writer means a phone number: validity alone
+        // decides (Presidio's default leniency, libphonenumber's `Leniency.VALID`).
         let plus = format!("+{rest}");
-        if let Ok(n) = phonenumber::parse(None, &plus) {
-            if n.is_valid() && grouping_ok(cand, &n) {
-                return true;
-            }
+        if phonenumber::parse(None, &plus).is_ok_and(|n| n.is_valid()) {
+            return true;
         }
         if cand.starts_with('+') {
             return false;
         }
         // `011…` is also a national number with trunk prefix 0 (UK `0114 496 0000`).
     }
+    if is_date_or_time(cand) {
+        return false;
+    }
+    let separated = cand.bytes().any(|b| !b.is_ascii_digit());
     NATIONAL_REGIONS.iter().any(|&region| {
         phonenumber::parse(Some(region), cand).is_ok_and(|n| {
-            n.is_valid() && written_nationally(digits, &n, region) && grouping_ok(cand, &n)
+            n.is_valid()
+                && written_nationally(digits, &n, region)
+                && grouping_ok(cand, &n)
+                && (separated || personal_type(&n))
         })
+    })
+}
+
+/// Whether `n` is a mobile number or one the plan does not tell from a fixed line (NANP):
+/// the only numbers accepted as a bare national digit run (`4156667777`, `13812345678`),
+/// since fixed-line and service ranges cover most 9–12 digit integers (ids, timestamps).
+fn personal_type(n: &PhoneNumber) -> bool {
+    matches!(
+        n.number_type(&phonenumber::metadata::DATABASE),
+        Type::Mobile | Type::FixedLineOrMobile
+    )
+}
+
+/// Dates and times that national numbering plans would accept (`01-02-2024 10`,
+/// `2012/01/02 08`): a day-month-year or year-month-day triple with one separator, as
+/// libphonenumber's matcher excludes slash-separated dates and time stamps.
+fn is_date_or_time(cand: &str) -> bool {
+    let groups: Vec<&str> = cand
+        .split(|c: char| !c.is_ascii_digit())
+        .filter(|g| !g.is_empty())
+        .collect();
+    let year = |g: &str| g.len() == 4 && (g.starts_with("19") || g.starts_with("20"));
+    let small = |g: &str, max: u32| (1..=2).contains(&g.len()) && g.parse::<u32>().is_ok_and(|v| (1..=max).contains(&v));
+    groups.windows(3).any(|w| {
+        (small(w[0], 31) && small(w[1], 31) && year(w[2]))
+            || (year(w[0]) && small(w[1], 12) && small(w[2], 31))
     })
 }
 

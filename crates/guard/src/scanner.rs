@@ -54,6 +54,7 @@ enum Anchor {
     Github,
     SkDash,
     Slack,
+    SlackWebhook,
     Google,
     PemBegin,
     Jwt,
@@ -79,6 +80,7 @@ fn anchors_for(d: Detector) -> &'static [(&'static str, Anchor)] {
             ("ASIA", Anchor::Aws),
             ("ABIA", Anchor::Aws),
             ("ACCA", Anchor::Aws),
+            ("A3T", Anchor::Aws),
         ],
         Detector::GithubToken => &[
             ("ghp_", Anchor::Github),
@@ -90,7 +92,11 @@ fn anchors_for(d: Detector) -> &'static [(&'static str, Anchor)] {
         ],
         // OpenAI and Anthropic share the `sk-` anchor; the hit is routed by what follows.
         Detector::OpenaiKey | Detector::AnthropicKey => &[("sk-", Anchor::SkDash)],
-        Detector::SlackToken => &[("xox", Anchor::Slack)],
+        Detector::SlackToken => &[
+            ("xox", Anchor::Slack),
+            ("xapp-", Anchor::Slack),
+            ("hooks.slack.com/", Anchor::SlackWebhook),
+        ],
         Detector::GoogleApiKey => &[("AIza", Anchor::Google)],
         Detector::PrivateKey => &[("-----BEGIN", Anchor::PemBegin)],
         Detector::Jwt => &[("eyJ", Anchor::Jwt)],
@@ -112,6 +118,7 @@ struct Patterns {
     openai: Regex,
     anthropic: Regex,
     slack: Regex,
+    slack_webhook: Regex,
     google: Regex,
     pem_header: Regex,
     pem_footer: Regex,
@@ -126,22 +133,41 @@ impl Patterns {
             Regex::new(pattern).map_err(|source| GuardError::Pattern { name, source })
         }
         Ok(Patterns {
-            aws: re("aws", r"^(?:AKIA|ASIA|ABIA|ACCA)[A-Z0-9]{16}")?,
+            aws: re("aws", r"^(?:AKIA|ASIA|ABIA|ACCA|A3T[A-Z0-9])[A-Z0-9]{16}")?,
             github: re(
                 "github",
                 r"^(?:gh[pousr]_[A-Za-z0-9]{36}|github_pat_[A-Za-z0-9_]{82})",
             )?,
+            // Real keys embed `T3BlbkFJ` (base64 of "OpenAI"), as gitleaks, trufflehog and
+            // detect-secrets require.
             openai: re(
                 "openai",
-                r"^sk-(?:proj-|svcacct-|admin-)?[A-Za-z0-9_-]{32,256}",
+                r"^sk-(?:proj-|svcacct-|admin-)?[A-Za-z0-9_-]{8,200}T3BlbkFJ[A-Za-z0-9_-]{8,200}",
             )?,
+            // `sk-ant-<kind><version>-`, 93 characters and the `AA` suffix (gitleaks,
+            // kingfisher `anthropic-api-key`).
             anthropic: re(
                 "anthropic",
-                r"^sk-ant-[a-z]{2,10}[0-9]{0,3}-[A-Za-z0-9_-]{32,256}",
+                r"^sk-ant-[a-z]{2,10}[0-9]{2,4}-[A-Za-z0-9_-]{93}AA",
             )?,
+            // Slack token types (Slack API docs; gitleaks' slack rules): configuration
+            // access and refresh tokens (`xoxe.xoxp-1-…`, `xoxe-1-…`, 100+ characters),
+            // app-level tokens (`xapp-1-A…-<digits>-<hex>`), and bot/user/legacy tokens
+            // (`xox[abposr]-`, an optional `<digit>-` version, one to four numeric ids of
+            // 5+ digits, then a secret of 8+ alphanumerics).
             slack: re(
                 "slack",
-                r"^xox[baprs]-(?:[0-9]{1,20}-){1,3}[A-Za-z0-9]{8,64}",
+                concat!(
+                    r"^(?:xoxe\.xox[bp]-[0-9]-[A-Za-z0-9]{100,250}",
+                    r"|xoxe-[0-9]-[A-Za-z0-9]{100,250}",
+                    r"|xapp-[0-9]-[A-Za-z0-9]{8,20}-[0-9]{8,20}(?:-[A-Za-z0-9]{8,128})?",
+                    r"|xox[abposr]-(?:[0-9]-)?(?:[0-9]{5,20}-){1,4}[A-Za-z0-9]{8,64})",
+                ),
+            )?,
+            // Incoming webhooks and workflow triggers: the path after the host.
+            slack_webhook: re(
+                "slack_webhook",
+                r"^hooks\.slack\.com/(?:services|workflows|triggers)/[A-Za-z0-9+/]{20,120}",
             )?,
             google: re("google", r"^AIza[A-Za-z0-9_-]{35}")?,
             pem_header: re(
@@ -154,7 +180,7 @@ impl Patterns {
             )?,
             jwt: re(
                 "jwt",
-                r"^eyJ[A-Za-z0-9_-]{2,8192}\.[A-Za-z0-9_-]{2,16384}\.[A-Za-z0-9_-]{0,2048}",
+                r"^eyJ[A-Za-z0-9_-]{2,8192}\.eyJ[A-Za-z0-9_-]{2,16384}(?:\.[A-Za-z0-9_-]{0,2048})?",
             )?,
             email: re(
                 "email",
@@ -359,25 +385,47 @@ impl Scanner {
                 if let Some(tok) = find(re) {
                     let end = at + tok.len();
                     let body = tok.get(body_from(tok)..).unwrap_or_default();
-                    if ends_token(bytes, end, b"-")
-                        && validate::mixed_case_and_digits(body)
-                        && validate::token_body_ok(body)
-                    {
+                    // Anthropic keys are checked by length and suffix; OpenAI bodies must
+                    // mix cases and digits as random base62 does.
+                    let shape_ok = detector == Detector::AnthropicKey
+                        || validate::mixed_case_and_digits(body);
+                    if ends_token(bytes, end, b"-") && shape_ok && validate::token_body_ok(body) {
                         push(detector, at, end);
                     }
                 }
             }
-            Anchor::Slack if token_start => {
+            Anchor::Slack if token_start && prev != Some(b'.') => {
                 if let Some(tok) = find(&self.re.slack) {
                     let end = at + tok.len();
                     let body = tok.get(5..).unwrap_or_default();
-                    // The secret segment is random alphanumerics, so it holds letters.
-                    let secret = body.rsplit('-').next().unwrap_or_default();
+                    let segments: Vec<&str> = body.split(['-', '.']).collect();
+                    // The secret segment is random alphanumerics (so it holds a letter), or
+                    // the token has two long numeric ids (`xoxb-23984754863-2348975623112`).
+                    let secret = segments.last().copied().unwrap_or_default();
+                    let numeric_ids = segments
+                        .iter()
+                        .filter(|g| g.len() >= 5 && g.bytes().all(|b| b.is_ascii_digit()))
+                        .count();
+                    let distinct = segments.windows(2).any(|w| w[0] != w[1]);
                     if ends_token(bytes, end, b"-")
-                        && secret.bytes().any(|b| b.is_ascii_alphabetic())
+                        && (secret.bytes().any(|b| b.is_ascii_alphabetic())
+                            || (numeric_ids >= 2 && distinct))
                         && validate::token_body_ok(body)
                     {
                         push(Detector::SlackToken, at, end);
+                    }
+                }
+            }
+            Anchor::SlackWebhook => {
+                if let Some(tok) = find(&self.re.slack_webhook) {
+                    let end = at + tok.len();
+                    // Include the scheme (`https://`, `http://` or a bare `//`).
+                    let start = ["https://", "http://", "//"]
+                        .iter()
+                        .find(|p| text[..at].ends_with(*p))
+                        .map_or(at, |p| at - p.len());
+                    if ends_token(bytes, end, b"") {
+                        push(Detector::SlackToken, start, end);
                     }
                 }
             }
@@ -579,6 +627,19 @@ impl Scanner {
         /// Most digit groups tried in one candidate (`+44 (0) 20 7946 0958` has five).
         const MAX_GROUPS: usize = 8;
         let bytes = text.as_bytes();
+        // Digits glued to a word by `-` (`xox-12345678901-pt…`) belong to an identifier;
+        // digits continuing IBAN print groups (`NL91 ABNA 0417 1643 01`) to an account.
+        let glued_before = start > 0
+            && (is_word(bytes[start - 1])
+                || (bytes[start - 1] == b'-' && start > 1 && bytes[start - 2].is_ascii_alphanumeric()));
+        let glued_after =
+            bytes.get(end) == Some(&b'-') && bytes.get(end + 1).is_some_and(u8::is_ascii_alphanumeric);
+        if glued_before || glued_after || after_iban_groups(bytes, start) {
+            return;
+        }
+        // Longer runs are tables of numbers, not phone numbers (and would cost a
+        // libphonenumber parse per window).
+        const MAX_RUN_GROUPS: usize = 16;
         let mut groups: Vec<(usize, usize)> = Vec::new();
         let mut j = start;
         while j < end {
@@ -591,6 +652,9 @@ impl Scanner {
             }
             if j > s {
                 groups.push((s, j));
+            }
+            if groups.len() > MAX_RUN_GROUPS {
+                return;
             }
         }
         let mut g = 0;
@@ -613,7 +677,11 @@ impl Scanner {
                 if digits < phone::MIN_DIGITS {
                     break;
                 }
+                // Written numbers have at most two single-digit groups (`+33 1 …`,
+                // `+44 (0) 20 …`, `1 415 …`).
+                let singles = groups[g..=h].iter().filter(|(a, b)| b - a == 1).count();
                 if digits <= phone::MAX_DIGITS
+                    && singles <= 2
                     && numeric_bounds_ok(bytes, s, e)
                     && phone::is_phone(&text[s..e])
                 {
@@ -637,6 +705,26 @@ impl Scanner {
             }
         }
     }
+}
+
+/// Whether `start` follows IBAN print groups: a country code and check digits (`NL91`),
+/// then 4-character `[A-Z0-9]` groups, each followed by one space.
+fn after_iban_groups(bytes: &[u8], start: usize) -> bool {
+    let mut j = start;
+    let mut groups = 0;
+    while j >= 5 && bytes[j - 1] == b' ' {
+        let g = &bytes[j - 5..j - 1];
+        if !g.iter().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit()) {
+            break;
+        }
+        groups += 1;
+        j -= 5;
+        let at_token = j == 0 || !is_word(bytes[j - 1]);
+        if at_token && g[..2].iter().all(u8::is_ascii_uppercase) && g[2..].iter().all(u8::is_ascii_digit) {
+            return groups >= 1;
+        }
+    }
+    false
 }
 
 /// Minimum number of base64 characters in a PEM body (a 256-bit EC key has about 160).

@@ -126,11 +126,13 @@ const REGISTRY_FALLBACK: &[(&str, usize, fn(&str) -> bool)] = &[("PK", 24, |bban
         && bban[4..].bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit())
 })];
 
-/// JWS compact serialization check (RFC 7515 §7.1 / RFC 7519): the header decodes (base64url,
-/// unpadded) to a JSON object mentioning `"alg"`, the payload decodes to a JSON object.
+/// JWS compact serialization check (RFC 7515 §7.1 / RFC 7519): the header decodes
+/// (base64url, unpadded) to a JSON object mentioning `"alg"`, the payload decodes to a JSON
+/// object, and a signature segment follows (it may be empty, `alg: none`) — or, with no
+/// third segment at all, the header declares `"typ":"JWT"`.
 pub(crate) fn jwt_ok(token: &str) -> bool {
     let mut parts = token.split('.');
-    let (Some(header), Some(payload), Some(_sig), None) =
+    let (Some(header), Some(payload), signature, None) =
         (parts.next(), parts.next(), parts.next(), parts.next())
     else {
         return false;
@@ -144,7 +146,24 @@ pub(crate) fn jwt_ok(token: &str) -> bool {
         return false;
     };
     let has_alg = h.windows(5).any(|w| w == b"\"alg\"");
-    has_alg && json_object(payload).is_some()
+    // Without a signature segment, the header must say it is a JWT (`"typ":"JWT"`).
+    let typed = signature.is_some() || header_declares_jwt(&h);
+    has_alg && typed && json_object(payload).is_some()
+}
+
+/// Whether a decoded JOSE header has `"typ"` set to `"JWT"` (RFC 7519 §5.1), whitespace
+/// around the colon allowed.
+fn header_declares_jwt(h: &[u8]) -> bool {
+    let Some(i) = h.windows(5).position(|w| w == b"\"typ\"") else {
+        return false;
+    };
+    let rest: Vec<u8> = h[i + 5..]
+        .iter()
+        .copied()
+        .filter(|b| !b.is_ascii_whitespace())
+        .take(6)
+        .collect();
+    rest.eq_ignore_ascii_case(b":\"JWT\"")
 }
 
 /// Shape checks on a vendor token body: entropy at least [`MIN_TOKEN_ENTROPY`].
