@@ -136,6 +136,21 @@ def literal_expr(expr):
     return "".join(go_unquote(p) for p in parts)
 
 
+def gitleaks_regexes(src):
+    """rule_id -> the rule's regex (those Python's `re` reads), for sibling checks."""
+    out = {}
+    for fn in re.finditer(r"^func \w+\(\) \*config\.Rule \{", src, re.M):
+        body = src[fn.start():matching(src, fn.end() - 1)]
+        rid = re.search(r'RuleID:\s*"([^"]+)"', body)
+        rx = re.search(r"Regex:\s*(?:regexp\.MustCompile|utils\.GenerateUniqueTokenRegex)\(\s*`([^`]*)`", body)
+        if rid and rx:
+            try:
+                out[rid.group(1)] = re.compile(rx.group(1))
+            except re.error:
+                pass
+    return out
+
+
 def gitleaks_cases(src):
     """(rule_id, is_tp, text) for every literal tp/fp of every rule function in `src`."""
     for fn in re.finditer(r"^func \w+\(\) \*config\.Rule \{", src, re.M):
@@ -214,9 +229,15 @@ for file, det, rule_re in GL_MAP:
     # True positives first: a text that one rule lists as its positive and a sibling rule
     # as a negative (gitleaks' anthropic api/admin rules) is a positive for our detector,
     # which covers both.
-    cases = sorted(gitleaks_cases(read(GITLEAKS, path)), key=lambda c: not c[1])
+    src = read(GITLEAKS, path)
+    cases = sorted(gitleaks_cases(src), key=lambda c: not c[1])
+    regexes = {r: x for r, x in gitleaks_regexes(src).items() if re.fullmatch(rule_re, r)}
     for rid, tp, text in cases:
         if not re.fullmatch(rule_re, rid) or (tp, text) in seen:
+            continue
+        # A rule's false positive that a sibling rule (also ours) matches is that rule's
+        # kind of token (gitleaks' Anthropic admin key listed under the API-key rule).
+        if not tp and any(x.search(text) for r, x in regexes.items() if r != rid):
             continue
         seen.add((tp, text))
         if det == "google_api_key" and not tp and text in GCP_ALLOWLISTED:
@@ -441,18 +462,24 @@ KF_MAP = [
     ("openai.yml", "openai_key", r"kingfisher\.openai\..*"),
     ("anthropic.yml", "anthropic_key", r"kingfisher\.anthropic\..*"),
     ("slack.yml", "slack_token", r"kingfisher\.slack\..*"),
-    ("gcp.yml", "google_api_key", r"kingfisher\.gcp\.1"),
     ("jwt.yml", "jwt", r"kingfisher\.jwt\.1"),
     ("pem.yml", "private_key", r"kingfisher\.pem\.1"),
     ("generic.yml", "generic_secret", r"kingfisher\.generic\.[0-9]+"),
 ]
 for repo, rdir, file, det, id_re in [(NP, NPR, *m) for m in NP_MAP] + [(KF, KFR, *m) for m in KF_MAP]:
     raw = read(repo, rdir + file)
-    blocks = re.split(r"\n(?=- name:)", raw)
-    for rule in yaml.safe_load(raw)["rules"]:
-        if not re.fullmatch(id_re, rule["id"]):
-            continue
-        block = next(b for b in blocks if f"id: {rule['id']}\n" in b)
+    blocks = re.split(r"\n(?=\s*- name:)", raw)
+    rules = [r for r in yaml.safe_load(raw)["rules"] if re.fullmatch(id_re, r["id"])]
+
+    def compiled(rule):
+        try:
+            return re.compile(rule["pattern"].replace("(?x)(?i)", "(?xi)"))
+        except re.error:
+            return None
+
+    patterns = {r["id"]: compiled(r) for r in rules}
+    for rule in rules:
+        block = next(b for b in blocks if re.search(rf"id: {re.escape(rule['id'])}\s*\n", b))
         for ex in rule.get("examples", []):
             add(det, True, ex, [np_value(rule["pattern"], ex)], repo, rdir + file, note=rule["id"])
         # "FIXME: extend this rule so these examples get matched": such negatives are
@@ -460,6 +487,10 @@ for repo, rdir, file, det, id_re in [(NP, NPR, *m) for m in NP_MAP] + [(KF, KFR,
         if "FIXME" in block:
             continue
         for ex in rule.get("negative_examples", []):
+            # Negatives are per rule: one that a sibling rule of ours matches is a token of
+            # that sibling's kind (noseyparker's Slack bot rule lists user tokens).
+            if any(p and p.search(ex) for i, p in patterns.items() if i != rule["id"]):
+                continue
             add(det, False, ex, [], repo, rdir + file, note=rule["id"])
 
 # ------------------------------------------------------------------------ secretlint
