@@ -817,11 +817,19 @@ fn scan_assignments(text: &str, out: &mut Vec<Finding>) {
         while s < n && s - op_end < 3 && matches!(bytes[s], b' ' | b'\t') {
             s += 1;
         }
-        let quoted = s < n && matches!(bytes[s], b'"' | b'\'' | b'`');
+        let quote = (s < n && matches!(bytes[s], b'"' | b'\'' | b'`')).then(|| bytes[s]);
+        let quoted = quote.is_some();
         if quoted {
             s += 1;
         }
-        let Some(mut e) = generic_value_end(bytes, s) else {
+        // A quoted value runs to its closing quote (brackets and `$` included, as in
+        // `"m{{h}o)p${e]…}}"`) unless it holds whitespace; otherwise the usual delimiters.
+        let to_quote = quote.and_then(|q| {
+            let len = memchr::memchr(q, &bytes[s..(s + validate::GENERIC_MAX_LEN + 1).min(n)])?;
+            let v = &bytes[s..s + len];
+            (!v.iter().any(u8::is_ascii_whitespace)).then_some(s + len)
+        });
+        let Some(mut e) = to_quote.or_else(|| generic_value_end(bytes, s)) else {
             continue;
         };
         if in_query {

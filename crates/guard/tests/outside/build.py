@@ -443,7 +443,7 @@ NP_MAP = [
 
 
 def np_value(pattern, text):
-    """The secret in a noseyparker example: the rule's first capture group (the rules are
+    """The secret in a noseyparker example: the rule's last capture group (the rules are
     written for Rust's regex crate; Python's `re` reads these ones the same way)."""
     try:
         m = re.search(pattern.replace("(?x)(?i)", "(?xi)"), text)
@@ -451,7 +451,8 @@ def np_value(pattern, text):
         m = None
     if not m:
         return text.strip()
-    return next((g for g in m.groups() if g), m.group(0))
+    # The secret is the last group (the username/password rules capture both).
+    return next((g for g in reversed(m.groups()) if g), m.group(0))
 
 
 KF = "mongodb/kingfisher"
