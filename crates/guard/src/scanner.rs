@@ -136,7 +136,7 @@ impl Patterns {
             aws: re("aws", r"^(?:AKIA|ASIA|ABIA|ACCA|A3T[A-Z0-9])[A-Z0-9]{16}")?,
             github: re(
                 "github",
-                r"^(?:gh[pousr]_[A-Za-z0-9]{36}|github_pat_[A-Za-z0-9_]{82})",
+                r"^(?:ghr_[A-Za-z0-9]{76}|gh[pousr]_[A-Za-z0-9]{36}|github_pat_[A-Za-z0-9_]{82})",
             )?,
             // Real keys embed `T3BlbkFJ` (base64 of "OpenAI"), as gitleaks, trufflehog and
             // detect-secrets require.
@@ -161,7 +161,7 @@ impl Patterns {
                     r"^(?:xoxe\.xox[bp]-[0-9]-[A-Za-z0-9]{100,250}",
                     r"|xoxe-[0-9]-[A-Za-z0-9]{100,250}",
                     r"|xapp-[0-9]-[A-Za-z0-9]{8,20}-[0-9]{8,20}(?:-[A-Za-z0-9]{8,128})?",
-                    r"|xox[abposr]-(?:[0-9]-)?(?:[0-9]{5,20}-){1,4}[A-Za-z0-9]{8,64})",
+                    r"|xox[abposre]-(?:[0-9]-)?(?:[0-9]{5,20}-){1,4}[A-Za-z0-9]{8,64})",
                 ),
             )?,
             // Incoming webhooks and workflow triggers: the path after the host.
@@ -187,7 +187,7 @@ impl Patterns {
                 concat!(
                     r"^[\p{Latin}0-9._%+-]{1,64}@",
                     r"(?:[\p{Latin}0-9](?:[\p{Latin}0-9-]{0,61}[\p{Latin}0-9])?\.){1,8}",
-                    r"(?:[A-Za-z]{2,24}|xn--[A-Za-z0-9-]{1,59})",
+                    r"(?:xn--[A-Za-z0-9-]{1,59}|[A-Za-z]{2,24})",
                 ),
             )?,
             bearer: re("bearer", r"^(?i:bearer)[ \t]{1,4}")?,
@@ -410,7 +410,7 @@ impl Scanner {
                     if ends_token(bytes, end, b"-")
                         && (secret.bytes().any(|b| b.is_ascii_alphabetic())
                             || (numeric_ids >= 2 && distinct))
-                        && validate::token_body_ok(body)
+                        && (validate::token_body_ok(body) || validate::token_body_ok(secret))
                     {
                         push(Detector::SlackToken, at, end);
                     }
@@ -548,20 +548,27 @@ impl Scanner {
             if too_long || s > 0 && bytes[s - 1] == b'@' {
                 continue; // local part longer than 64 characters, or `a@b@c`
             }
-            while s < at && bytes[s] == b'.' {
-                s += 1;
-            }
             if s == at {
                 continue;
             }
             let local = &text[s..at];
-            if local.ends_with('.') || local.contains("..") {
+            // RFC 5322 dot-atoms neither start nor end with a dot nor double one.
+            if local.starts_with('.') || local.ends_with('.') || local.contains("..") {
                 continue;
             }
             let Some(m) = self.re.email.find(&text[s..]) else {
                 continue;
             };
             let end = s + m.end();
+            let domain = m.as_str().rsplit_once('@').map_or("", |(_, d)| d);
+            // RFC 5891 §4.2.3.1: `--` in the third and fourth positions is reserved for
+            // A-labels (`xn--`).
+            if domain
+                .split('.')
+                .any(|l| l.get(2..4) == Some("--") && !l.get(..2).is_some_and(|p| p.eq_ignore_ascii_case("xn")))
+            {
+                continue;
+            }
             let tld = m.as_str().rsplit('.').next().unwrap_or_default();
             let next_ok = text[end..]
                 .chars()

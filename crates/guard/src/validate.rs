@@ -88,6 +88,8 @@ fn brand_length_ok(digits: &str) -> bool {
         36 | 38 | 39 => (14..=19).contains(&len),
         // JCB.
         35 if (3528..=3589).contains(&p4) => (16..=19).contains(&len),
+        // UATP (Universal Air Travel Plan, MII 1): 15 digits.
+        10..=19 => len == 15,
         // Discover (6011, 644–649, 65), UnionPay (62), Maestro (50, 56–69).
         60..=69 | 50 | 56..=58 => (13..=19).contains(&len),
         _ => false,
