@@ -78,13 +78,37 @@ fn confirm(cand: &str, digits: &str) -> bool {
     }
     let separated = cand.bytes().any(|b| !b.is_ascii_digit());
     NATIONAL_REGIONS.iter().any(|&region| {
-        phonenumber::parse(Some(region), cand).is_ok_and(|n| {
-            n.is_valid()
-                && written_nationally(digits, &n, region)
-                && grouping_ok(cand, &n)
-                && (separated || personal_type(&n))
-        })
+        possible_length(region, digits)
+            && phonenumber::parse(Some(region), cand).is_ok_and(|n| {
+                n.is_valid()
+                    && written_nationally(digits, &n, region)
+                    && grouping_ok(cand, &n)
+                    && (separated || personal_type(&n))
+            })
     })
+}
+
+/// Cheap screen before a parse: the digits, with or without the region's national prefix,
+/// have one of the lengths libphonenumber's metadata lists as possible for the region
+/// (general, fixed-line, mobile or toll-free; no list means no screen).
+fn possible_length(region: Id, digits: &str) -> bool {
+    let Some(meta) = phonenumber::metadata::DATABASE.by_id(region.as_ref()) else {
+        return false;
+    };
+    let d = meta.descriptors();
+    let lengths: Vec<u16> = std::iter::once(d.general())
+        .chain(d.fixed_line())
+        .chain(d.mobile())
+        .chain(d.toll_free())
+        .flat_map(|x| x.possible_length().iter().copied())
+        .collect();
+    if lengths.is_empty() {
+        return true;
+    }
+    let fits = |n: usize| u16::try_from(n).is_ok_and(|n| lengths.contains(&n));
+    let prefix = meta.national_prefix().unwrap_or_default();
+    fits(digits.len())
+        || (!prefix.is_empty() && digits.starts_with(prefix) && fits(digits.len() - prefix.len()))
 }
 
 /// Whether `n` is a mobile number or one the plan does not tell from a fixed line (NANP):
@@ -106,7 +130,9 @@ fn is_date_or_time(cand: &str) -> bool {
         .filter(|g| !g.is_empty())
         .collect();
     let year = |g: &str| g.len() == 4 && (g.starts_with("19") || g.starts_with("20"));
-    let small = |g: &str, max: u32| (1..=2).contains(&g.len()) && g.parse::<u32>().is_ok_and(|v| (1..=max).contains(&v));
+    let small = |g: &str, max: u32| {
+        (1..=2).contains(&g.len()) && g.parse::<u32>().is_ok_and(|v| (1..=max).contains(&v))
+    };
     groups.windows(3).any(|w| {
         (small(w[0], 31) && small(w[1], 31) && year(w[2]))
             || (year(w[0]) && small(w[1], 12) && small(w[2], 31))

@@ -11,7 +11,8 @@
 //! 4. a vectorisable skip to the next ASCII digit, for IBANs, card and phone numbers.
 //!
 //! Only at these candidate positions does an anchored `regex` or a hand-written scan run,
-//! followed by the detector's validator (checksum, entropy, decoding). Overlapping
+//! followed by the detector's validator (checksum, entropy, decoding; phone numbers are
+//! confirmed by libphonenumber's metadata in `phone.rs`). Overlapping
 //! candidates are then resolved in favour of the more specific detector
 //! (`Detector::specificity`).
 
@@ -123,7 +124,7 @@ struct Patterns {
     pem_header: Regex,
     pem_footer: Regex,
     jwt: Regex,
-    email: Regex,
+    email_domain: Regex,
     bearer: Regex,
 }
 
@@ -182,12 +183,13 @@ impl Patterns {
                 "jwt",
                 r"^eyJ[A-Za-z0-9_-]{2,8192}\.eyJ[A-Za-z0-9_-]{2,16384}(?:\.[A-Za-z0-9_-]{0,2048})?",
             )?,
-            email: re(
-                "email",
+            // The domain after the `@` (unbounded: counted repetitions of Unicode classes
+            // compile too big; lengths are checked after the match).
+            email_domain: re(
+                "email_domain",
                 concat!(
-                    r"^[\p{Latin}0-9._%+-]{1,64}@",
-                    r"(?:[\p{Latin}0-9](?:[\p{Latin}0-9-]{0,61}[\p{Latin}0-9])?\.){1,8}",
-                    r"(?:xn--[A-Za-z0-9-]{1,59}|[A-Za-z]{2,24})",
+                    r"^(?:[\p{L}0-9][\p{L}\p{M}\p{N}-]*\.)+",
+                    r"(?:xn--[A-Za-z0-9-]+|[A-Za-z]+|[\p{L}\p{M}]+)",
                 ),
             )?,
             bearer: re("bearer", r"^(?i:bearer)[ \t]{1,4}")?,
@@ -387,8 +389,8 @@ impl Scanner {
                     let body = tok.get(body_from(tok)..).unwrap_or_default();
                     // Anthropic keys are checked by length and suffix; OpenAI bodies must
                     // mix cases and digits as random base62 does.
-                    let shape_ok = detector == Detector::AnthropicKey
-                        || validate::mixed_case_and_digits(body);
+                    let shape_ok =
+                        detector == Detector::AnthropicKey || validate::mixed_case_and_digits(body);
                     if ends_token(bytes, end, b"-") && shape_ok && validate::token_body_ok(body) {
                         push(detector, at, end);
                     }
@@ -535,8 +537,13 @@ impl Scanner {
             // (no space in CJK text) yields `tanaka@…`.
             let mut s = at;
             let mut too_long = false;
+            // The local part keeps to one script class: the one of the character before
+            // the `@` (ASCII punctuation `._%+-` goes with either).
+            let class = text[..at].chars().next_back().map(script_class);
             for (count, (i, c)) in text[..at].char_indices().rev().enumerate() {
-                if !is_local_char(c) {
+                let same =
+                    matches!(c, '.' | '_' | '%' | '+' | '-') || Some(script_class(c)) == class;
+                if !is_local_char(c) || !same {
                     break;
                 }
                 if count == 64 {
@@ -545,35 +552,46 @@ impl Scanner {
                 }
                 s = i;
             }
-            if too_long || s > 0 && bytes[s - 1] == b'@' {
-                continue; // local part longer than 64 characters, or `a@b@c`
+            if let Some(q) = quoted_local_start(bytes, at) {
+                s = q; // RFC 5322 quoted string: `"quoted local part"@example.org`
+            } else {
+                if too_long || s > 0 && bytes[s - 1] == b'@' {
+                    continue; // local part longer than 64 characters, or `a@b@c`
+                }
+                if s == at {
+                    continue;
+                }
+                let local = &text[s..at];
+                // RFC 5322 dot-atoms neither start nor end with a dot nor double one.
+                if local.starts_with('.') || local.ends_with('.') || local.contains("..") {
+                    continue;
+                }
             }
-            if s == at {
-                continue;
-            }
-            let local = &text[s..at];
-            // RFC 5322 dot-atoms neither start nor end with a dot nor double one.
-            if local.starts_with('.') || local.ends_with('.') || local.contains("..") {
-                continue;
-            }
-            let Some(m) = self.re.email.find(&text[s..]) else {
+            let Some(m) = self.re.email_domain.find(&text[at + 1..]) else {
                 continue;
             };
-            let end = s + m.end();
-            let domain = m.as_str().rsplit_once('@').map_or("", |(_, d)| d);
-            // RFC 5891 §4.2.3.1: `--` in the third and fourth positions is reserved for
-            // A-labels (`xn--`).
-            if domain
-                .split('.')
-                .any(|l| l.get(2..4) == Some("--") && !l.get(..2).is_some_and(|p| p.eq_ignore_ascii_case("xn")))
-            {
+            let end = at + 1 + m.end();
+            let domain = m.as_str();
+            if !domain_shape_ok(domain) {
                 continue;
             }
-            let tld = m.as_str().rsplit('.').next().unwrap_or_default();
-            let next_ok = text[end..]
-                .chars()
-                .next()
-                .is_none_or(|c| !(is_local_char(c) && c != '.' || c == '@'));
+            // RFC 5891 §4.2.3.1: `--` in the third and fourth positions is reserved for
+            // A-labels (`xn--`).
+            if domain.split('.').any(|l| {
+                l.get(2..4) == Some("--")
+                    && !l.get(..2).is_some_and(|p| p.eq_ignore_ascii_case("xn"))
+            }) {
+                continue;
+            }
+            let tld = domain.rsplit('.').next().unwrap_or_default();
+            // The address ends where its TLD's script does (`…@example.co.jpまで`).
+            let tld_class = tld.chars().next_back().map(script_class);
+            let next_ok = text[end..].chars().next().is_none_or(|c| {
+                !(c == '@'
+                    || c == '-'
+                    || c == '_'
+                    || (c.is_alphanumeric() && Some(script_class(c)) == tld_class))
+            });
             if next_ok && !is_file_extension(tld) {
                 out.push(Finding {
                     detector: Detector::Email,
@@ -615,10 +633,13 @@ impl Scanner {
             }
             let (start, end, digits) = numeric_run(bytes, i);
             if digits >= MIN_NUMERIC_DIGITS {
+                let before = out.len();
                 if self.on(Detector::CreditCard) {
                     find_cards(text, i, end, out);
                 }
-                if self.on(Detector::Phone) {
+                // A run that holds a card number is not searched for phone numbers (the
+                // card would win the overlap anyway).
+                if self.on(Detector::Phone) && out.len() == before {
                     self.find_phones(text, start, end, out);
                 }
             }
@@ -638,9 +659,11 @@ impl Scanner {
         // digits continuing IBAN print groups (`NL91 ABNA 0417 1643 01`) to an account.
         let glued_before = start > 0
             && (is_word(bytes[start - 1])
-                || (bytes[start - 1] == b'-' && start > 1 && bytes[start - 2].is_ascii_alphanumeric()));
-        let glued_after =
-            bytes.get(end) == Some(&b'-') && bytes.get(end + 1).is_some_and(u8::is_ascii_alphanumeric);
+                || (bytes[start - 1] == b'-'
+                    && start > 1
+                    && bytes[start - 2].is_ascii_alphanumeric()));
+        let glued_after = bytes.get(end) == Some(&b'-')
+            && bytes.get(end + 1).is_some_and(u8::is_ascii_alphanumeric);
         if glued_before || glued_after || after_iban_groups(bytes, start) {
             return;
         }
@@ -721,13 +744,19 @@ fn after_iban_groups(bytes: &[u8], start: usize) -> bool {
     let mut groups = 0;
     while j >= 5 && bytes[j - 1] == b' ' {
         let g = &bytes[j - 5..j - 1];
-        if !g.iter().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit()) {
+        if !g
+            .iter()
+            .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit())
+        {
             break;
         }
         groups += 1;
         j -= 5;
         let at_token = j == 0 || !is_word(bytes[j - 1]);
-        if at_token && g[..2].iter().all(u8::is_ascii_uppercase) && g[2..].iter().all(u8::is_ascii_digit) {
+        if at_token
+            && g[..2].iter().all(u8::is_ascii_uppercase)
+            && g[2..].iter().all(u8::is_ascii_digit)
+        {
             return groups >= 1;
         }
     }
@@ -897,12 +926,71 @@ fn generic_value_end(bytes: &[u8], s: usize) -> Option<usize> {
     Some(e)
 }
 
-/// Characters of an e-mail local part: ASCII letters and digits, `._%+-`, and letters of
-/// the Latin script (Latin-1 Supplement, Latin Extended-A/B and Additional).
+/// Start of a quoted local part ending just before the `@` at `at`: the opening `"` of a
+/// quoted string of 1–64 ASCII bytes on one line (`\"` escapes a quote), not glued to
+/// a preceding word, or `None`.
+fn quoted_local_start(bytes: &[u8], at: usize) -> Option<usize> {
+    if at < 3 || bytes[at - 1] != b'"' {
+        return None;
+    }
+    let mut j = at - 1;
+    while j > 0 && at - j <= 66 {
+        j -= 1;
+        match bytes[j] {
+            b'\n' | b'\r' => return None,
+            b'"' if j == 0 || bytes[j - 1] != b'\\' => {
+                // Not glued to a word (`bad"quotes"@…` is not a quoted local part).
+                let free = j == 0 || !is_word(bytes[j - 1]);
+                return (free && j + 2 < at).then_some(j);
+            }
+            // Quoted strings are ASCII (RFC 5322 `qtext`); SMTPUTF8 does not extend them.
+            b if !b.is_ascii() => return None,
+            _ => {}
+        }
+    }
+    None
+}
+
+/// RFC 1035 lengths on a matched domain: one to eight labels of at most 63 characters
+/// that do not end with `-`, then a TLD of 2–24 letters or a punycode `xn--` label.
+fn domain_shape_ok(domain: &str) -> bool {
+    let Some((labels, tld)) = domain.rsplit_once('.') else {
+        return false;
+    };
+    let tld_len = tld.chars().count();
+    let tld_ok = if tld.starts_with("xn--") {
+        tld_len <= 63
+    } else {
+        (2..=24).contains(&tld_len)
+    };
+    let labels: Vec<&str> = labels.split('.').collect();
+    tld_ok
+        && labels.len() <= 8
+        && labels
+            .iter()
+            .all(|l| !l.is_empty() && l.chars().count() <= 63 && !l.ends_with('-'))
+}
+
+/// Characters of an e-mail local part: ASCII letters and digits, `._%+-`, and non-ASCII
+/// letters, digits and combining marks (RFC 6531 internationalized addresses).
 fn is_local_char(c: char) -> bool {
     c.is_ascii_alphanumeric()
         || matches!(c, '.' | '_' | '%' | '+' | '-')
-        || (c.is_alphabetic() && matches!(u32::from(c), 0xC0..=0x24F | 0x1E00..=0x1EFF))
+        || (!c.is_ascii() && (c.is_alphanumeric() || is_combining_mark(c)))
+}
+
+/// Combining marks used inside words of Indic and other scripts (virama, vowel signs) and
+/// the general combining diacritics: Unicode blocks U+0300–036F, U+0900–0DFF (Indic,
+/// where marks and letters interleave), U+1AB0–1AFF, U+20D0–20FF.
+fn is_combining_mark(c: char) -> bool {
+    matches!(u32::from(c), 0x300..=0x36F | 0x900..=0xDFF | 0x1AB0..=0x1AFF | 0x20D0..=0x20FF)
+}
+
+/// 0 for ASCII and Latin-script letters, 1 for every other script: an address does not
+/// switch between the two (`メールはtanaka@…` yields `tanaka@…`).
+fn script_class(c: char) -> u8 {
+    let latin = c.is_ascii() || matches!(u32::from(c), 0xC0..=0x24F | 0x1E00..=0x1EFF);
+    u8::from(!latin)
 }
 
 /// Image-file extensions that look like TLDs in `name@2x.png`.

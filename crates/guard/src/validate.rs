@@ -110,9 +110,9 @@ pub(crate) fn iban_ok(compact: &str) -> bool {
         Err(ParseIbanError::UnknownCountry(base)) => {
             let country = base.country_code();
             let bban = &base.electronic_str()[4..];
-            REGISTRY_FALLBACK
-                .iter()
-                .any(|&(code, len, bban_ok)| code == country && compact.len() == len && bban_ok(bban))
+            REGISTRY_FALLBACK.iter().any(|&(code, len, bban_ok)| {
+                code == country && compact.len() == len && bban_ok(bban)
+            })
         }
         Err(_) => false,
     }
@@ -125,7 +125,9 @@ pub(crate) fn iban_ok(compact: &str) -> bool {
 const REGISTRY_FALLBACK: &[(&str, usize, fn(&str) -> bool)] = &[("PK", 24, |bban| {
     bban.len() == 20
         && bban[..4].bytes().all(|b| b.is_ascii_uppercase())
-        && bban[4..].bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit())
+        && bban[4..]
+            .bytes()
+            .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit())
 })];
 
 /// JWS compact serialization check (RFC 7515 §7.1 / RFC 7519): the header decodes
@@ -382,7 +384,8 @@ mod tests {
         // Pakistan, missing from the crate's registry copy (fallback entry).
         assert!(iban_ok("PK36SCBL0000001123456702"));
         assert!(!iban_ok("PK37SCBL0000001123456702")); // check digits
-        assert!(!iban_ok("PK36SCB10000001123456702")); // bank code must be letters
+        assert!(!iban_ok("PK9012340000001123456702")); // mod-97 ok, bank code not letters
+        assert!(!iban_ok("PK36SCBL000000112345670")); // one character short
     }
 
     #[test]

@@ -86,14 +86,20 @@ fn outside_precision_and_recall() {
             s.label
         );
         assert_eq!(positive, !s.values.is_empty(), "{}: values vs label", s.id);
-        let t = tally.get_mut(&s.detector).expect("every detector has a tally");
+        let t = tally
+            .get_mut(&s.detector)
+            .expect("every detector has a tally");
         if positive {
             t.pos += 1;
         } else {
             t.neg += 1;
         }
         let mut open = expected_spans(s);
-        for f in scanner.scan(&s.text).iter().filter(|f| f.detector == s.detector) {
+        for f in scanner
+            .scan(&s.text)
+            .iter()
+            .filter(|f| f.detector == s.detector)
+        {
             if let Some(i) = open.iter().position(|&(a, b)| f.start < b && a < f.end) {
                 open.remove(i);
                 t.tp += 1;
