@@ -37,21 +37,27 @@ pub enum Detector {
     /// `[A-Za-z0-9._%+-]` and Latin-script letters (RFC 6531, `jürgen@…`; no leading,
     /// trailing or doubled dot), `@`, one to eight DNS labels (RFC 1035: alphanumerics and
     /// inner hyphens, at most 63 characters; Latin-script IDN labels allowed) and a TLD of
-    /// 2–24 ASCII letters or a punycode `xn--` TLD. `user@localhost` and `name@host` (no
+    /// 2–24 ASCII letters or a punycode `xn--` TLD; labels with `--` in positions 3–4 must
+    /// be `xn--` A-labels (RFC 5891). `user@localhost` and `name@host` (no
     /// TLD) are not flagged, nor are image-file names such as `logo@2x.png` (TLDs `png`,
     /// `jpg`, `jpeg`, `gif`, `svg`, `webp`, `bmp`, `ico`, none of which is a delegated
     /// TLD). Local parts in other scripts are not detected.
     Email,
-    /// Telephone number, ITU-T E.164 (at most 15 digits). Three shapes are recognised:
-    /// international `+CC …` with 8–15 digits, optionally `(0)` or `(area)` groups, the
-    /// 1–3 digit country code separated from the rest unless the number is contiguous
-    /// E.164 (`+14155550123`);
-    /// North American (NANP) `(NXX) NXX-XXXX`, `NXX-NXX-XXXX`, `NXX.NXX.XXXX`,
-    /// `NXX NXX XXXX` with optional leading `1 `; national numbers with a trunk `0`
-    /// (`020 7946 0958`, `030-12345678`, `01 23 45 67 89`) with 9–12 digits and one
-    /// consistent separator. Unseparated national digit runs (`0612345678`) are **not**
-    /// flagged: they cannot be told from order numbers. The `phonenumber` crate
-    /// (libphonenumber metadata) was judged too heavy for a hot-path scanner.
+    /// Telephone number, confirmed with libphonenumber's metadata (the `phonenumber`
+    /// crate, a Rust port of Google's libphonenumber). Candidates are digit runs of 7–18
+    /// digits joined by ` -.()/`, optionally after `+`, split at spaces when the whole run
+    /// is not one number; a candidate is reported when libphonenumber calls it *valid*
+    /// (it lies in an assigned range) and either
+    /// - it is international (`+CC …`, or after the `00`/`011` prefixes), or
+    /// - it is in the national form of the US/Canada, UK, Germany, France, Israel, India,
+    ///   Brazil, Japan or China (the digits of libphonenumber's national format), its digit
+    ///   groups do not split one of libphonenumber's formatted groups (so an SSN-shaped
+    ///   `078-05-1120` is not reported), a bare digit run is a mobile or NANP number, and
+    ///   it is not a date or time.
+    ///
+    /// Numbers glued to identifiers (`xox-12345678901-…`), continuing IBAN print groups,
+    /// with two or more `/`, or in runs of more than 16 digit groups are skipped.
+    /// Limitation: full-width digits (`４１５…`) are not read.
     Phone,
     /// Payment card number (PAN), ISO/IEC 7812: 13–19 digits, written contiguously or in
     /// groups separated by one consistent space or hyphen (first group 4 digits, others
@@ -59,7 +65,8 @@ pub enum Detector {
     /// entertainment, banking, merchandising) with a brand prefix and length that exist
     /// (Visa 4: 13/16/19; Mastercard 51–55, 2221–2720: 16; Amex 34/37: 15; Diners 300–305,
     /// 36, 38–39: 14–19; JCB 3528–3589, Discover/UnionPay/Maestro 6x, 50, 56–58, Mir
-    /// 2200–2204: up to 19), and a valid Luhn (mod-10) check digit (via the `luhn` crate).
+    /// 2200–2204: up to 19; UATP 1: 15), and a valid Luhn (mod-10) check digit (via the
+    /// `luhn` crate).
     /// Contiguous runs of 17–19 digits, negative numbers (`-4111…`) and numbers labelled
     /// `IMEI` within the preceding 16 bytes (IMEIs are Luhn-checked too) are skipped.
     /// Limitation: one in ten 16-digit integers with a card prefix passes Luhn, so such
@@ -69,30 +76,38 @@ pub enum Detector {
     /// digits and a BBAN, in electronic (`GB82WEST12345698765432`) or print format (groups
     /// of four separated by single spaces). Validated with the `iban_validate` crate: the
     /// mod-97 checksum (ISO 7064) and the country's registered BBAN format must both pass.
+    /// Pakistan (`PK`), missing from that crate's registry copy, is checked against the
+    /// SWIFT registry entry (24 characters, BBAN `4!a16!c`) after the crate's mod-97 check.
     Iban,
     /// AWS access key id (AWS IAM docs, "Unique identifier prefixes"): `AKIA` (long-term
     /// key), `ASIA` (temporary STS key), `ABIA` (STS service bearer token) or `ACCA`
-    /// (context-specific credential), followed by 16 uppercase alphanumerics, entropy >= 3.
+    /// (context-specific credential) or `A3T` plus one character (gitleaks' `aws-access-token`),
+    /// followed by 16 uppercase alphanumerics, entropy >= 3.
     AwsAccessKey,
     /// GitHub token (GitHub docs, "About authentication to GitHub" / token formats):
     /// `ghp_` (classic PAT), `gho_` (OAuth), `ghu_` (user-to-server), `ghs_`
-    /// (server-to-server), `ghr_` (refresh) followed by 36 alphanumerics, or a
+    /// (server-to-server), `ghr_` (refresh) followed by 36 alphanumerics (refresh tokens
+    /// also 76), or a
     /// fine-grained PAT `github_pat_` followed by 82 `[A-Za-z0-9_]`. Entropy >= 3.
     GithubToken,
-    /// OpenAI API key: `sk-`, optionally `proj-`, `svcacct-` or `admin-`, then at least
-    /// 32 `[A-Za-z0-9_-]` (gitleaks `openai-api-key`; real keys also embed `T3BlbkFJ`, which is
-    /// not required here) mixing lowercase, uppercase and digits, entropy >= 3 — so
-    /// hyphenated prose such as `sk-learn-tutorial-part-2` is not flagged. Keys starting
+    /// OpenAI API key: `sk-`, optionally `proj-`, `svcacct-` or `admin-`, then
+    /// `[A-Za-z0-9_-]` around the `T3BlbkFJ` marker (base64 of "OpenAI", which every issued
+    /// key embeds; gitleaks `openai-api-key`, detect-secrets), at least 8 characters on
+    /// each side, mixing lowercase, uppercase and digits, entropy >= 3. Keys starting
     /// `sk-ant-` belong to [`Detector::AnthropicKey`].
     OpenaiKey,
     /// Anthropic API key: `sk-ant-<kind><version>-` (e.g. `sk-ant-api03-`,
-    /// `sk-ant-admin01-`; gitleaks `anthropic-api-key`) followed by at least 32
-    /// `[A-Za-z0-9_-]` mixing lowercase, uppercase and digits, entropy >= 3.
+    /// `sk-ant-admin01-`, `sk-ant-oat01-`) followed by exactly 93 `[A-Za-z0-9_-]` and the
+    /// `AA` suffix (gitleaks `anthropic-api-key`, kingfisher), entropy >= 3.
     AnthropicKey,
-    /// Slack token (Slack API docs, "Token types"): `xox` + `b` (bot), `a` (app/workspace),
-    /// `p` (user), `r` (refresh) or `s` (legacy) + `-`, one to three numeric id segments,
-    /// then a secret segment of at least 8 alphanumerics that contains a letter;
-    /// entropy >= 3.
+    /// Slack token (Slack API docs, "Token types"; gitleaks' slack rules): bot, user,
+    /// app-level, legacy and refresh tokens `xox[abposre]-` with an optional `<digit>-`
+    /// version, one to four numeric ids of 5+ digits and a secret of 8+ alphanumerics that
+    /// holds a letter (or two distinct numeric ids); app-level tokens
+    /// `xapp-<digit>-<id>-<digits>[-<secret>]`; configuration tokens `xoxe.xoxp-<digit>-…`
+    /// and refresh tokens `xoxe-<digit>-…` of 100+ characters; entropy >= 3 of the body or
+    /// its secret segment. Also incoming-webhook and workflow URLs
+    /// `[https://]hooks.slack.com/{services,workflows,triggers}/…` (the whole URL).
     SlackToken,
     /// Google API key (Google Cloud docs, "API keys"): `AIza` followed by exactly 35
     /// `[A-Za-z0-9_-]`, entropy >= 3.
@@ -103,17 +118,19 @@ pub enum Detector {
     /// follows within 32 KiB; otherwise the header plus the base64 body that follows it.
     /// Public keys and certificates are not flagged.
     PrivateKey,
-    /// JSON Web Token (RFC 7519) in JWS compact serialization (RFC 7515): three base64url
-    /// segments separated by `.`, the first starting `eyJ` (base64url of `{"`). The header
-    /// must decode to a JSON object containing `"alg"` and the payload to one starting `{`;
-    /// the signature may be empty (`alg: none`).
+    /// JSON Web Token (RFC 7519) in JWS compact serialization (RFC 7515): base64url
+    /// segments separated by `.`, the first two starting `eyJ` (base64url of `{"`). The
+    /// header must decode to a JSON object containing `"alg"` and the payload to one
+    /// starting `{`; the signature may be empty (`alg: none`) or, when the header says
+    /// `"typ":"JWT"`, missing with its dot.
     Jwt,
     /// Key/value style credential (after gitleaks `generic-api-key`): an identifier of at
     /// most 64 `[A-Za-z0-9_.-]` containing `key`, `token`, `secret`, `password`, `passwd`,
     /// `pwd` or `credential` (any case), an assignment (`:`, `=`, `:=`, `=>`; identifier
     /// and value optionally quoted as in JSON, YAML, env files and code), and a value of
-    /// 16–512 bytes ended by whitespace, a quote or one of `,;()[]{}<>` (and `&`/`#` in a
-    /// URL query); also `Bearer <token>`. Only the value is reported.
+    /// 16–512 bytes: a quoted value without whitespace runs to its closing quote, others
+    /// end at whitespace, a quote or one of `,;()[]{}<>` (and `&`/`#` in a URL query);
+    /// also `Bearer <token>`. Only the value is reported.
     ///
     /// The value must have a Shannon entropy above 3.0 bits per character and mix at least
     /// two character classes. It must not be:

@@ -17,7 +17,8 @@
 //!   wins (validated vendor formats before PII, [`Detector::GenericSecret`] last).
 //! - Scanning never panics, whatever the input; its cost is linear in the input length.
 //! - Every candidate passes a validator beyond its pattern (Luhn, IBAN mod-97, JWT header
-//!   decoding, entropy), so near-misses are not reported.
+//!   decoding, libphonenumber validity for phone numbers, entropy), so near-misses are not
+//!   reported.
 //! - A [`Verdict::sample`] never contains the whole matched value (see [`mask`]).
 //! - No `unwrap`/`expect` outside tests: pattern compilation returns [`GuardError`].
 //!
@@ -43,6 +44,7 @@
 #![warn(missing_docs)]
 
 mod detector;
+mod phone;
 mod policy;
 mod scanner;
 mod validate;

@@ -11,11 +11,13 @@
 //! 4. a vectorisable skip to the next ASCII digit, for IBANs, card and phone numbers.
 //!
 //! Only at these candidate positions does an anchored `regex` or a hand-written scan run,
-//! followed by the detector's validator (checksum, entropy, decoding). Overlapping
+//! followed by the detector's validator (checksum, entropy, decoding; phone numbers are
+//! confirmed by libphonenumber's metadata in `phone.rs`). Overlapping
 //! candidates are then resolved in favour of the more specific detector
 //! (`Detector::specificity`).
 
 use crate::detector::{Detector, Finding};
+use crate::phone;
 use crate::validate::{self, is_word};
 use aho_corasick::{AhoCorasick, AhoCorasickBuilder, AhoCorasickKind, MatchKind};
 use regex::Regex;
@@ -53,6 +55,7 @@ enum Anchor {
     Github,
     SkDash,
     Slack,
+    SlackWebhook,
     Google,
     PemBegin,
     Jwt,
@@ -78,6 +81,7 @@ fn anchors_for(d: Detector) -> &'static [(&'static str, Anchor)] {
             ("ASIA", Anchor::Aws),
             ("ABIA", Anchor::Aws),
             ("ACCA", Anchor::Aws),
+            ("A3T", Anchor::Aws),
         ],
         Detector::GithubToken => &[
             ("ghp_", Anchor::Github),
@@ -89,7 +93,11 @@ fn anchors_for(d: Detector) -> &'static [(&'static str, Anchor)] {
         ],
         // OpenAI and Anthropic share the `sk-` anchor; the hit is routed by what follows.
         Detector::OpenaiKey | Detector::AnthropicKey => &[("sk-", Anchor::SkDash)],
-        Detector::SlackToken => &[("xox", Anchor::Slack)],
+        Detector::SlackToken => &[
+            ("xox", Anchor::Slack),
+            ("xapp-", Anchor::Slack),
+            ("hooks.slack.com/", Anchor::SlackWebhook),
+        ],
         Detector::GoogleApiKey => &[("AIza", Anchor::Google)],
         Detector::PrivateKey => &[("-----BEGIN", Anchor::PemBegin)],
         Detector::Jwt => &[("eyJ", Anchor::Jwt)],
@@ -111,22 +119,14 @@ struct Patterns {
     openai: Regex,
     anthropic: Regex,
     slack: Regex,
+    slack_webhook: Regex,
     google: Regex,
     pem_header: Regex,
     pem_footer: Regex,
     jwt: Regex,
-    email: Regex,
-    phone: Regex,
+    email_domain: Regex,
     bearer: Regex,
 }
-
-/// International (`+CC …`), NANP and trunk-`0` national shapes; see [`Detector::Phone`].
-const PHONE: &str = concat!(
-    r"\+[1-9][0-9]{0,2}(?:[ .-]?(?:\([0-9]{1,4}\)|[0-9]{1,5})){1,6}",
-    r"|(?:1[ .-])?(?:\([2-9][0-9]{2}\) ?|[2-9][0-9]{2}[ .-])[2-9][0-9]{2}[ .-][0-9]{4}",
-    r"|(?:0[1-9][0-9]{0,3}|\(0[1-9][0-9]{0,3}\))",
-    r"(?:(?: [0-9]{2,8}){1,4}|(?:-[0-9]{2,8}){1,4}|(?:\.[0-9]{2,8}){1,4})",
-);
 
 impl Patterns {
     fn compile() -> Result<Patterns, GuardError> {
@@ -134,22 +134,41 @@ impl Patterns {
             Regex::new(pattern).map_err(|source| GuardError::Pattern { name, source })
         }
         Ok(Patterns {
-            aws: re("aws", r"^(?:AKIA|ASIA|ABIA|ACCA)[A-Z0-9]{16}")?,
+            aws: re("aws", r"^(?:AKIA|ASIA|ABIA|ACCA|A3T[A-Z0-9])[A-Z0-9]{16}")?,
             github: re(
                 "github",
-                r"^(?:gh[pousr]_[A-Za-z0-9]{36}|github_pat_[A-Za-z0-9_]{82})",
+                r"^(?:ghr_[A-Za-z0-9]{76}|gh[pousr]_[A-Za-z0-9]{36}|github_pat_[A-Za-z0-9_]{82})",
             )?,
+            // Real keys embed `T3BlbkFJ` (base64 of "OpenAI"), as gitleaks, trufflehog and
+            // detect-secrets require.
             openai: re(
                 "openai",
-                r"^sk-(?:proj-|svcacct-|admin-)?[A-Za-z0-9_-]{32,256}",
+                r"^sk-(?:proj-|svcacct-|admin-)?[A-Za-z0-9_-]{8,200}T3BlbkFJ[A-Za-z0-9_-]{8,200}",
             )?,
+            // `sk-ant-<kind><version>-`, 93 characters and the `AA` suffix (gitleaks,
+            // kingfisher `anthropic-api-key`).
             anthropic: re(
                 "anthropic",
-                r"^sk-ant-[a-z]{2,10}[0-9]{0,3}-[A-Za-z0-9_-]{32,256}",
+                r"^sk-ant-[a-z]{2,10}[0-9]{2,4}-[A-Za-z0-9_-]{93}AA",
             )?,
+            // Slack token types (Slack API docs; gitleaks' slack rules): configuration
+            // access and refresh tokens (`xoxe.xoxp-1-…`, `xoxe-1-…`, 100+ characters),
+            // app-level tokens (`xapp-1-A…-<digits>-<hex>`), and bot/user/legacy tokens
+            // (`xox[abposr]-`, an optional `<digit>-` version, one to four numeric ids of
+            // 5+ digits, then a secret of 8+ alphanumerics).
             slack: re(
                 "slack",
-                r"^xox[baprs]-(?:[0-9]{1,20}-){1,3}[A-Za-z0-9]{8,64}",
+                concat!(
+                    r"^(?:xoxe\.xox[bp]-[0-9]-[A-Za-z0-9]{100,250}",
+                    r"|xoxe-[0-9]-[A-Za-z0-9]{100,250}",
+                    r"|xapp-[0-9]-[A-Za-z0-9]{8,20}-[0-9]{8,20}(?:-[A-Za-z0-9]{8,128})?",
+                    r"|xox[abposre]-(?:[0-9]-)?(?:[0-9]{5,20}-){1,4}[A-Za-z0-9]{8,64})",
+                ),
+            )?,
+            // Incoming webhooks and workflow triggers: the path after the host.
+            slack_webhook: re(
+                "slack_webhook",
+                r"^hooks\.slack\.com/(?:services|workflows|triggers)/[A-Za-z0-9+/]{20,120}",
             )?,
             google: re("google", r"^AIza[A-Za-z0-9_-]{35}")?,
             pem_header: re(
@@ -162,17 +181,17 @@ impl Patterns {
             )?,
             jwt: re(
                 "jwt",
-                r"^eyJ[A-Za-z0-9_-]{2,8192}\.[A-Za-z0-9_-]{2,16384}\.[A-Za-z0-9_-]{0,2048}",
+                r"^eyJ[A-Za-z0-9_-]{2,8192}\.eyJ[A-Za-z0-9_-]{2,16384}(?:\.[A-Za-z0-9_-]{0,2048})?",
             )?,
-            email: re(
-                "email",
+            // The domain after the `@` (unbounded: counted repetitions of Unicode classes
+            // compile too big; lengths are checked after the match).
+            email_domain: re(
+                "email_domain",
                 concat!(
-                    r"^[\p{Latin}0-9._%+-]{1,64}@",
-                    r"(?:[\p{Latin}0-9](?:[\p{Latin}0-9-]{0,61}[\p{Latin}0-9])?\.){1,8}",
-                    r"(?:[A-Za-z]{2,24}|xn--[A-Za-z0-9-]{1,59})",
+                    r"^(?:[\p{L}0-9][\p{L}\p{M}\p{N}-]*\.)+",
+                    r"(?:xn--[A-Za-z0-9-]+|[A-Za-z]+|[\p{L}\p{M}]+)",
                 ),
             )?,
-            phone: re("phone", PHONE)?,
             bearer: re("bearer", r"^(?i:bearer)[ \t]{1,4}")?,
         })
     }
@@ -200,9 +219,9 @@ impl fmt::Debug for Scanner {
 
 /// Largest distance (bytes) between a PEM header and its footer.
 const PEM_MAX_BLOCK: usize = 32 * 1024;
-/// Minimum digits in a numeric run before card and phone checks run (the shortest shape,
-/// an international number, has 8).
-const MIN_NUMERIC_DIGITS: usize = 8;
+/// Minimum digits in a numeric run before card and phone checks run (the shortest phone
+/// number has 7; cards have 13 or more).
+const MIN_NUMERIC_DIGITS: usize = phone::MIN_DIGITS;
 
 impl Scanner {
     /// Builds a scanner for the given detectors (duplicates are ignored; an empty slice
@@ -368,25 +387,47 @@ impl Scanner {
                 if let Some(tok) = find(re) {
                     let end = at + tok.len();
                     let body = tok.get(body_from(tok)..).unwrap_or_default();
-                    if ends_token(bytes, end, b"-")
-                        && validate::mixed_case_and_digits(body)
-                        && validate::token_body_ok(body)
-                    {
+                    // Anthropic keys are checked by length and suffix; OpenAI bodies must
+                    // mix cases and digits as random base62 does.
+                    let shape_ok =
+                        detector == Detector::AnthropicKey || validate::mixed_case_and_digits(body);
+                    if ends_token(bytes, end, b"-") && shape_ok && validate::token_body_ok(body) {
                         push(detector, at, end);
                     }
                 }
             }
-            Anchor::Slack if token_start => {
+            Anchor::Slack if token_start && prev != Some(b'.') => {
                 if let Some(tok) = find(&self.re.slack) {
                     let end = at + tok.len();
                     let body = tok.get(5..).unwrap_or_default();
-                    // The secret segment is random alphanumerics, so it holds letters.
-                    let secret = body.rsplit('-').next().unwrap_or_default();
+                    let segments: Vec<&str> = body.split(['-', '.']).collect();
+                    // The secret segment is random alphanumerics (so it holds a letter), or
+                    // the token has two long numeric ids (`xoxb-23984754863-2348975623112`).
+                    let secret = segments.last().copied().unwrap_or_default();
+                    let numeric_ids = segments
+                        .iter()
+                        .filter(|g| g.len() >= 5 && g.bytes().all(|b| b.is_ascii_digit()))
+                        .count();
+                    let distinct = segments.windows(2).any(|w| w[0] != w[1]);
                     if ends_token(bytes, end, b"-")
-                        && secret.bytes().any(|b| b.is_ascii_alphabetic())
-                        && validate::token_body_ok(body)
+                        && (secret.bytes().any(|b| b.is_ascii_alphabetic())
+                            || (numeric_ids >= 2 && distinct))
+                        && (validate::token_body_ok(body) || validate::token_body_ok(secret))
                     {
                         push(Detector::SlackToken, at, end);
+                    }
+                }
+            }
+            Anchor::SlackWebhook => {
+                if let Some(tok) = find(&self.re.slack_webhook) {
+                    let end = at + tok.len();
+                    // Include the scheme (`https://`, `http://` or a bare `//`).
+                    let start = ["https://", "http://", "//"]
+                        .iter()
+                        .find(|p| text[..at].ends_with(*p))
+                        .map_or(at, |p| at - p.len());
+                    if ends_token(bytes, end, b"") {
+                        push(Detector::SlackToken, start, end);
                     }
                 }
             }
@@ -496,8 +537,13 @@ impl Scanner {
             // (no space in CJK text) yields `tanaka@…`.
             let mut s = at;
             let mut too_long = false;
+            // The local part keeps to one script class: the one of the character before
+            // the `@` (ASCII punctuation `._%+-` goes with either).
+            let class = text[..at].chars().next_back().map(script_class);
             for (count, (i, c)) in text[..at].char_indices().rev().enumerate() {
-                if !is_local_char(c) {
+                let same =
+                    matches!(c, '.' | '_' | '%' | '+' | '-') || Some(script_class(c)) == class;
+                if !is_local_char(c) || !same {
                     break;
                 }
                 if count == 64 {
@@ -506,28 +552,46 @@ impl Scanner {
                 }
                 s = i;
             }
-            if too_long || s > 0 && bytes[s - 1] == b'@' {
-                continue; // local part longer than 64 characters, or `a@b@c`
+            if let Some(q) = quoted_local_start(bytes, at) {
+                s = q; // RFC 5322 quoted string: `"quoted local part"@example.org`
+            } else {
+                if too_long || s > 0 && bytes[s - 1] == b'@' {
+                    continue; // local part longer than 64 characters, or `a@b@c`
+                }
+                if s == at {
+                    continue;
+                }
+                let local = &text[s..at];
+                // RFC 5322 dot-atoms neither start nor end with a dot nor double one.
+                if local.starts_with('.') || local.ends_with('.') || local.contains("..") {
+                    continue;
+                }
             }
-            while s < at && bytes[s] == b'.' {
-                s += 1;
-            }
-            if s == at {
-                continue;
-            }
-            let local = &text[s..at];
-            if local.ends_with('.') || local.contains("..") {
-                continue;
-            }
-            let Some(m) = self.re.email.find(&text[s..]) else {
+            let Some(m) = self.re.email_domain.find(&text[at + 1..]) else {
                 continue;
             };
-            let end = s + m.end();
-            let tld = m.as_str().rsplit('.').next().unwrap_or_default();
-            let next_ok = text[end..]
-                .chars()
-                .next()
-                .is_none_or(|c| !(is_local_char(c) && c != '.' || c == '@'));
+            let end = at + 1 + m.end();
+            let domain = m.as_str();
+            if !domain_shape_ok(domain) {
+                continue;
+            }
+            // RFC 5891 §4.2.3.1: `--` in the third and fourth positions is reserved for
+            // A-labels (`xn--`).
+            if domain.split('.').any(|l| {
+                l.get(2..4) == Some("--")
+                    && !l.get(..2).is_some_and(|p| p.eq_ignore_ascii_case("xn"))
+            }) {
+                continue;
+            }
+            let tld = domain.rsplit('.').next().unwrap_or_default();
+            // The address ends where its TLD's script does (`…@example.co.jpまで`).
+            let tld_class = tld.chars().next_back().map(script_class);
+            let next_ok = text[end..].chars().next().is_none_or(|c| {
+                !(c == '@'
+                    || c == '-'
+                    || c == '_'
+                    || (c.is_alphanumeric() && Some(script_class(c)) == tld_class))
+            });
             if next_ok && !is_file_extension(tld) {
                 out.push(Finding {
                     detector: Detector::Email,
@@ -569,10 +633,13 @@ impl Scanner {
             }
             let (start, end, digits) = numeric_run(bytes, i);
             if digits >= MIN_NUMERIC_DIGITS {
+                let before = out.len();
                 if self.on(Detector::CreditCard) {
                     find_cards(text, i, end, out);
                 }
-                if self.on(Detector::Phone) {
+                // A run that holds a card number is not searched for phone numbers (the
+                // card would win the overlap anyway).
+                if self.on(Detector::Phone) && out.len() == before {
                     self.find_phones(text, start, end, out);
                 }
             }
@@ -580,35 +647,120 @@ impl Scanner {
         }
     }
 
+    /// Phone numbers in the numeric run `start..end` (`start` may be a `+` or `(`): the
+    /// whole run, else the longest stretches of its digit groups that start after a
+    /// space (`415-555-0132 415-555-0133` holds two), each confirmed by
+    /// [`phone::is_phone`] (libphonenumber metadata).
     fn find_phones(&self, text: &str, start: usize, end: usize, out: &mut Vec<Finding>) {
+        /// Most digit groups tried in one candidate (`+44 (0) 20 7946 0958` has five).
+        const MAX_GROUPS: usize = 8;
         let bytes = text.as_bytes();
-        for m in self.re.phone.find_iter(&text[start..end]) {
-            let (s, e) = (start + m.start(), start + m.end());
-            let digits = m.as_str().bytes().filter(u8::is_ascii_digit).count();
-            let range = match m.as_str().as_bytes()[0] {
-                b'+' => 8..=15,
-                b'0' => 9..=12,
-                b'(' if m.as_str().as_bytes().get(1) == Some(&b'0') => 9..=12,
-                _ => 10..=11,
+        // Digits glued to a word by `-` (`xox-12345678901-pt…`) belong to an identifier;
+        // digits continuing IBAN print groups (`NL91 ABNA 0417 1643 01`) to an account.
+        let glued_before = start > 0
+            && (is_word(bytes[start - 1])
+                || (bytes[start - 1] == b'-'
+                    && start > 1
+                    && bytes[start - 2].is_ascii_alphanumeric()));
+        let glued_after = bytes.get(end) == Some(&b'-')
+            && bytes.get(end + 1).is_some_and(u8::is_ascii_alphanumeric);
+        if glued_before || glued_after || after_iban_groups(bytes, start) {
+            return;
+        }
+        // Longer runs are tables of numbers, not phone numbers (and would cost a
+        // libphonenumber parse per window).
+        const MAX_RUN_GROUPS: usize = 16;
+        let mut groups: Vec<(usize, usize)> = Vec::new();
+        let mut j = start;
+        while j < end {
+            while j < end && !bytes[j].is_ascii_digit() {
+                j += 1;
+            }
+            let s = j;
+            while j < end && bytes[j].is_ascii_digit() {
+                j += 1;
+            }
+            if j > s {
+                groups.push((s, j));
+            }
+            if groups.len() > MAX_RUN_GROUPS {
+                return;
+            }
+        }
+        let mut g = 0;
+        while g < groups.len() {
+            let s = if g == 0 {
+                start
+            } else {
+                let gs = groups[g].0;
+                if gs > 0 && matches!(bytes[gs - 1], b'+' | b'(') {
+                    gs - 1
+                } else {
+                    gs
+                }
             };
-            // `+CC` must be separated from the rest, or the whole number contiguous:
-            // `+262142-12-31` (an extended-year date) and `+1441497364.649` are not phones.
-            let m_bytes = m.as_str().as_bytes();
-            let lead = m_bytes
-                .iter()
-                .skip(1)
-                .take_while(|b| b.is_ascii_digit())
-                .count();
-            let cc_ok = m_bytes[0] != b'+' || lead <= 3 || lead + 1 == m_bytes.len();
-            if cc_ok && range.contains(&digits) && numeric_bounds_ok(bytes, s, e) {
+            let mut found = None;
+            let last = (g + MAX_GROUPS - 1).min(groups.len() - 1);
+            for h in (g..=last).rev() {
+                let e = groups[h].1;
+                let digits: usize = groups[g..=h].iter().map(|(a, b)| b - a).sum();
+                if digits < phone::MIN_DIGITS {
+                    break;
+                }
+                // Written numbers have at most two single-digit groups (`+33 1 …`,
+                // `+44 (0) 20 …`, `1 415 …`).
+                let singles = groups[g..=h].iter().filter(|(a, b)| b - a == 1).count();
+                if digits <= phone::MAX_DIGITS
+                    && singles <= 2
+                    && numeric_bounds_ok(bytes, s, e)
+                    && phone::is_phone(&text[s..e])
+                {
+                    found = Some((s, e, h));
+                    break;
+                }
+            }
+            if let Some((s, e, h)) = found {
                 out.push(Finding {
                     detector: Detector::Phone,
                     start: s,
                     end: e,
                 });
+                g = h + 1;
+            } else {
+                g += 1;
+            }
+            // A new candidate starts only after whitespace (`(415) 555-0132` is one).
+            while g < groups.len() && !bytes[groups[g - 1].1..groups[g].0].contains(&b' ') {
+                g += 1;
             }
         }
     }
+}
+
+/// Whether `start` follows IBAN print groups: a country code and check digits (`NL91`),
+/// then 4-character `[A-Z0-9]` groups, each followed by one space.
+fn after_iban_groups(bytes: &[u8], start: usize) -> bool {
+    let mut j = start;
+    let mut groups = 0;
+    while j >= 5 && bytes[j - 1] == b' ' {
+        let g = &bytes[j - 5..j - 1];
+        if !g
+            .iter()
+            .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit())
+        {
+            break;
+        }
+        groups += 1;
+        j -= 5;
+        let at_token = j == 0 || !is_word(bytes[j - 1]);
+        if at_token
+            && g[..2].iter().all(u8::is_ascii_uppercase)
+            && g[2..].iter().all(u8::is_ascii_digit)
+        {
+            return groups >= 1;
+        }
+    }
+    false
 }
 
 /// Minimum number of base64 characters in a PEM body (a 256-bit EC key has about 160).
@@ -701,11 +853,19 @@ fn scan_assignments(text: &str, out: &mut Vec<Finding>) {
         while s < n && s - op_end < 3 && matches!(bytes[s], b' ' | b'\t') {
             s += 1;
         }
-        let quoted = s < n && matches!(bytes[s], b'"' | b'\'' | b'`');
+        let quote = (s < n && matches!(bytes[s], b'"' | b'\'' | b'`')).then(|| bytes[s]);
+        let quoted = quote.is_some();
         if quoted {
             s += 1;
         }
-        let Some(mut e) = generic_value_end(bytes, s) else {
+        // A quoted value runs to its closing quote (brackets and `$` included, as in
+        // `"m{{h}o)p${e]…}}"`) unless it holds whitespace; otherwise the usual delimiters.
+        let to_quote = quote.and_then(|q| {
+            let len = memchr::memchr(q, &bytes[s..(s + validate::GENERIC_MAX_LEN + 1).min(n)])?;
+            let v = &bytes[s..s + len];
+            (!v.iter().any(u8::is_ascii_whitespace)).then_some(s + len)
+        });
+        let Some(mut e) = to_quote.or_else(|| generic_value_end(bytes, s)) else {
             continue;
         };
         if in_query {
@@ -766,12 +926,71 @@ fn generic_value_end(bytes: &[u8], s: usize) -> Option<usize> {
     Some(e)
 }
 
-/// Characters of an e-mail local part: ASCII letters and digits, `._%+-`, and letters of
-/// the Latin script (Latin-1 Supplement, Latin Extended-A/B and Additional).
+/// Start of a quoted local part ending just before the `@` at `at`: the opening `"` of a
+/// quoted string of 1–64 ASCII bytes on one line (`\"` escapes a quote), not glued to
+/// a preceding word, or `None`.
+fn quoted_local_start(bytes: &[u8], at: usize) -> Option<usize> {
+    if at < 3 || bytes[at - 1] != b'"' {
+        return None;
+    }
+    let mut j = at - 1;
+    while j > 0 && at - j <= 66 {
+        j -= 1;
+        match bytes[j] {
+            b'\n' | b'\r' => return None,
+            b'"' if j == 0 || bytes[j - 1] != b'\\' => {
+                // Not glued to a word (`bad"quotes"@…` is not a quoted local part).
+                let free = j == 0 || !is_word(bytes[j - 1]);
+                return (free && j + 2 < at).then_some(j);
+            }
+            // Quoted strings are ASCII (RFC 5322 `qtext`); SMTPUTF8 does not extend them.
+            b if !b.is_ascii() => return None,
+            _ => {}
+        }
+    }
+    None
+}
+
+/// RFC 1035 lengths on a matched domain: one to eight labels of at most 63 characters
+/// that do not end with `-`, then a TLD of 2–24 letters or a punycode `xn--` label.
+fn domain_shape_ok(domain: &str) -> bool {
+    let Some((labels, tld)) = domain.rsplit_once('.') else {
+        return false;
+    };
+    let tld_len = tld.chars().count();
+    let tld_ok = if tld.starts_with("xn--") {
+        tld_len <= 63
+    } else {
+        (2..=24).contains(&tld_len)
+    };
+    let labels: Vec<&str> = labels.split('.').collect();
+    tld_ok
+        && labels.len() <= 8
+        && labels
+            .iter()
+            .all(|l| !l.is_empty() && l.chars().count() <= 63 && !l.ends_with('-'))
+}
+
+/// Characters of an e-mail local part: ASCII letters and digits, `._%+-`, and non-ASCII
+/// letters, digits and combining marks (RFC 6531 internationalized addresses).
 fn is_local_char(c: char) -> bool {
     c.is_ascii_alphanumeric()
         || matches!(c, '.' | '_' | '%' | '+' | '-')
-        || (c.is_alphabetic() && matches!(u32::from(c), 0xC0..=0x24F | 0x1E00..=0x1EFF))
+        || (!c.is_ascii() && (c.is_alphanumeric() || is_combining_mark(c)))
+}
+
+/// Combining marks used inside words of Indic and other scripts (virama, vowel signs) and
+/// the general combining diacritics: Unicode blocks U+0300–036F, U+0900–0DFF (Indic,
+/// where marks and letters interleave), U+1AB0–1AFF, U+20D0–20FF.
+fn is_combining_mark(c: char) -> bool {
+    matches!(u32::from(c), 0x300..=0x36F | 0x900..=0xDFF | 0x1AB0..=0x1AFF | 0x20D0..=0x20FF)
+}
+
+/// 0 for ASCII and Latin-script letters, 1 for every other script: an address does not
+/// switch between the two (`メールはtanaka@…` yields `tanaka@…`).
+fn script_class(c: char) -> u8 {
+    let latin = c.is_ascii() || matches!(u32::from(c), 0xC0..=0x24F | 0x1E00..=0x1EFF);
+    u8::from(!latin)
 }
 
 /// Image-file extensions that look like TLDs in `name@2x.png`.
@@ -802,7 +1021,7 @@ fn next_digit(bytes: &[u8], mut i: usize) -> usize {
 }
 
 /// The numeric run starting at digit `i`: digits joined by up to two separator characters
-/// out of ` -.()` (`555) 123-4567`). Returns `(start, end, digit_count)`, where `start`
+/// out of ` -.()/` (`555) 123-4567`, `415/666-7777`). Returns `(start, end, digit_count)`, where `start`
 /// includes a leading `+` or `(`.
 fn numeric_run(bytes: &[u8], i: usize) -> (usize, usize, usize) {
     let n = bytes.len();
@@ -820,7 +1039,7 @@ fn numeric_run(bytes: &[u8], i: usize) -> (usize, usize, usize) {
         }
         end = j;
         let mut k = j;
-        while k < n && k - j < 2 && matches!(bytes[k], b' ' | b'-' | b'.' | b'(' | b')') {
+        while k < n && k - j < 2 && matches!(bytes[k], b' ' | b'-' | b'.' | b'(' | b')' | b'/') {
             k += 1;
         }
         if k > j && k < n && bytes[k].is_ascii_digit() {

@@ -2,7 +2,7 @@
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use iban::Iban;
+use iban::{Iban, IbanLike, ParseIbanError};
 
 /// Minimum Shannon entropy (bits/char) of a vendor token body. Matches gitleaks' `entropy = 3`
 /// on its AWS and GitHub rules; rejects placeholders such as `ghp_xxxx…` or `AKIAAAAA…`.
@@ -88,6 +88,8 @@ fn brand_length_ok(digits: &str) -> bool {
         36 | 38 | 39 => (14..=19).contains(&len),
         // JCB.
         35 if (3528..=3589).contains(&p4) => (16..=19).contains(&len),
+        // UATP (Universal Air Travel Plan, MII 1): 15 digits.
+        10..=19 => len == 15,
         // Discover (6011, 644–649, 65), UnionPay (62), Maestro (50, 56–69).
         60..=69 | 50 | 56..=58 => (13..=19).contains(&len),
         _ => false,
@@ -95,16 +97,46 @@ fn brand_length_ok(digits: &str) -> bool {
 }
 
 /// IBAN check (ISO 13616 mod-97 plus the registered per-country BBAN format), delegated to
-/// the `iban_validate` crate. `compact` is the electronic format (no spaces).
+/// the `iban_validate` crate. `compact` is the electronic format (no spaces). Countries
+/// that the crate's copy of the SWIFT IBAN registry lacks are checked against
+/// [`REGISTRY_FALLBACK`]: the crate has already verified the ISO 7064 mod-97-10 check
+/// digits, and the fallback adds the registry's length and BBAN structure.
 pub(crate) fn iban_ok(compact: &str) -> bool {
-    (15..=34).contains(&compact.len()) && compact.parse::<Iban>().is_ok()
+    if !(15..=34).contains(&compact.len()) {
+        return false;
+    }
+    match compact.parse::<Iban>() {
+        Ok(_) => true,
+        Err(ParseIbanError::UnknownCountry(base)) => {
+            let country = base.country_code();
+            let bban = &base.electronic_str()[4..];
+            REGISTRY_FALLBACK.iter().any(|&(code, len, bban_ok)| {
+                code == country && compact.len() == len && bban_ok(bban)
+            })
+        }
+        Err(_) => false,
+    }
 }
 
-/// JWS compact serialization check (RFC 7515 §7.1 / RFC 7519): the header decodes (base64url,
-/// unpadded) to a JSON object mentioning `"alg"`, the payload decodes to a JSON object.
+/// Registry entries missing from `iban_validate` 5.0.1 (the newest release): country code,
+/// IBAN length and BBAN structure, from the SWIFT IBAN Registry.
+/// - Pakistan (`PK`, in the registry since 2012): 24 characters, BBAN `4!a16!c` (a
+///   4-letter bank code, then 16 alphanumerics), e.g. `PK36SCBL0000001123456702`.
+const REGISTRY_FALLBACK: &[(&str, usize, fn(&str) -> bool)] = &[("PK", 24, |bban| {
+    bban.len() == 20
+        && bban[..4].bytes().all(|b| b.is_ascii_uppercase())
+        && bban[4..]
+            .bytes()
+            .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit())
+})];
+
+/// JWS compact serialization check (RFC 7515 §7.1 / RFC 7519): the header decodes
+/// (base64url, unpadded) to a JSON object mentioning `"alg"`, the payload decodes to a JSON
+/// object, and a signature segment follows (it may be empty, `alg: none`) — or, with no
+/// third segment at all, the header declares `"typ":"JWT"`.
 pub(crate) fn jwt_ok(token: &str) -> bool {
     let mut parts = token.split('.');
-    let (Some(header), Some(payload), Some(_sig), None) =
+    let (Some(header), Some(payload), signature, None) =
         (parts.next(), parts.next(), parts.next(), parts.next())
     else {
         return false;
@@ -118,7 +150,24 @@ pub(crate) fn jwt_ok(token: &str) -> bool {
         return false;
     };
     let has_alg = h.windows(5).any(|w| w == b"\"alg\"");
-    has_alg && json_object(payload).is_some()
+    // Without a signature segment, the header must say it is a JWT (`"typ":"JWT"`).
+    let typed = signature.is_some() || header_declares_jwt(&h);
+    has_alg && typed && json_object(payload).is_some()
+}
+
+/// Whether a decoded JOSE header has `"typ"` set to `"JWT"` (RFC 7519 §5.1), whitespace
+/// around the colon allowed.
+fn header_declares_jwt(h: &[u8]) -> bool {
+    let Some(i) = h.windows(5).position(|w| w == b"\"typ\"") else {
+        return false;
+    };
+    let rest: Vec<u8> = h[i + 5..]
+        .iter()
+        .copied()
+        .filter(|b| !b.is_ascii_whitespace())
+        .take(6)
+        .collect();
+    rest.eq_ignore_ascii_case(b":\"JWT\"")
 }
 
 /// Shape checks on a vendor token body: entropy at least [`MIN_TOKEN_ENTROPY`].
@@ -332,6 +381,11 @@ mod tests {
         assert!(iban_ok("GB82WEST12345698765432"));
         assert!(!iban_ok("GB83WEST12345698765432"));
         assert!(!iban_ok("XX82WEST12345698765432"));
+        // Pakistan, missing from the crate's registry copy (fallback entry).
+        assert!(iban_ok("PK36SCBL0000001123456702"));
+        assert!(!iban_ok("PK37SCBL0000001123456702")); // check digits
+        assert!(!iban_ok("PK9012340000001123456702")); // mod-97 ok, bank code not letters
+        assert!(!iban_ok("PK36SCBL000000112345670")); // one character short
     }
 
     #[test]

@@ -194,7 +194,7 @@ fn redaction_replaces_each_finding() {
 #[test]
 fn overlaps_prefer_the_specific_detector() {
     let scanner = scanner();
-    let key = "sk-proj-Ab3dEf6hIj9kLm2nOp5qRs8tUv1wXy4zAB7cDE0fGH3iJK6";
+    let key = "sk-proj-Ab3dEf6hIj9kLm2nOp5qRsT3BlbkFJ8tUv1wXy4zAB7cDE0fGH3iJK6";
     let text = format!("OPENAI_API_KEY={key}\n");
     let found = scanner.scan(&text);
     assert_eq!(found.len(), 1, "{found:?}");
@@ -236,7 +236,7 @@ fn overlaps_prefer_the_specific_detector() {
 #[test]
 fn only_enabled_detectors_run() {
     let only_generic = Scanner::new(&[Detector::GenericSecret]).unwrap();
-    let key = "sk-proj-Ab3dEf6hIj9kLm2nOp5qRs8tUv1wXy4zAB7cDE0fGH3iJK6";
+    let key = "sk-proj-Ab3dEf6hIj9kLm2nOp5qRsT3BlbkFJ8tUv1wXy4zAB7cDE0fGH3iJK6";
     let found = only_generic.scan(&format!("OPENAI_API_KEY={key} mail a@example.com"));
     assert_eq!(found.len(), 1);
     assert_eq!(found[0].detector, Detector::GenericSecret);

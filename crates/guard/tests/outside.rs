@@ -1,0 +1,169 @@
+//! Precision and recall per detector on the outside evaluation set
+//! (`tests/outside/samples.json`): samples taken from other projects' public test data
+//! (gitleaks, detect-secrets, noseyparker, kingfisher, secretlint, presidio,
+//! libphonenumber, python-email-validator) with those projects' own labels. It is kept
+//! apart from the tuning corpus (`tests/corpus.json`) and is never used to write a rule;
+//! `tests/outside/README.md` says how it was built.
+//!
+//! Each sample tests one detector: only that detector's findings count. A finding is a
+//! true positive when it overlaps an expected value not yet matched (sources disagree on
+//! boundaries such as a `https://` prefix or a trailing `=`), otherwise a false positive;
+//! an expected value that no finding overlaps is a false negative.
+//!
+//! `cargo nextest run -p nexus-guard -E 'test(outside_precision)' --no-capture` prints
+//! the table; the test fails below 0.95 precision or recall for any detector.
+
+use nexus_guard::{Detector, Scanner};
+use serde::Deserialize;
+use std::collections::BTreeMap;
+
+#[derive(Deserialize)]
+struct Set {
+    samples: Vec<Sample>,
+}
+
+#[derive(Deserialize)]
+struct Sample {
+    id: String,
+    detector: Detector,
+    label: String,
+    text: String,
+    values: Vec<String>,
+    source: Source,
+}
+
+#[derive(Deserialize)]
+struct Source {
+    repo: String,
+    path: String,
+}
+
+#[derive(Default)]
+struct Tally {
+    pos: usize,
+    neg: usize,
+    tp: usize,
+    fp: usize,
+    fn_: usize,
+}
+
+/// Byte ranges of the expected values: successive occurrences for repeated values.
+fn expected_spans(s: &Sample) -> Vec<(usize, usize)> {
+    let mut spans: Vec<(usize, usize)> = Vec::new();
+    for v in &s.values {
+        let mut from = 0;
+        loop {
+            let at = s.text[from..]
+                .find(v.as_str())
+                .map(|i| from + i)
+                .unwrap_or_else(|| panic!("{}: value {v:?} not in text", s.id));
+            if !spans.contains(&(at, at + v.len())) {
+                spans.push((at, at + v.len()));
+                break;
+            }
+            from = at + 1;
+        }
+    }
+    spans
+}
+
+#[test]
+fn outside_precision_and_recall() {
+    let set: Set = serde_json::from_str(include_str!("outside/samples.json"))
+        .expect("outside/samples.json parses");
+    let scanner = Scanner::all().expect("built-in patterns compile");
+    let mut tally: BTreeMap<Detector, Tally> = Detector::ALL
+        .iter()
+        .map(|&d| (d, Tally::default()))
+        .collect();
+    let mut errors = Vec::new();
+    for s in &set.samples {
+        let positive = s.label != "none";
+        assert!(
+            !positive || s.label == s.detector.as_str(),
+            "{}: label {:?} is neither \"none\" nor the detector",
+            s.id,
+            s.label
+        );
+        assert_eq!(positive, !s.values.is_empty(), "{}: values vs label", s.id);
+        let t = tally
+            .get_mut(&s.detector)
+            .expect("every detector has a tally");
+        if positive {
+            t.pos += 1;
+        } else {
+            t.neg += 1;
+        }
+        let mut open = expected_spans(s);
+        for f in scanner
+            .scan(&s.text)
+            .iter()
+            .filter(|f| f.detector == s.detector)
+        {
+            if let Some(i) = open.iter().position(|&(a, b)| f.start < b && a < f.end) {
+                open.remove(i);
+                t.tp += 1;
+            } else {
+                t.fp += 1;
+                errors.push(format!(
+                    "FP {} ({} {}): {:?}",
+                    s.id,
+                    s.source.repo,
+                    s.source.path,
+                    &s.text[f.start..f.end]
+                ));
+            }
+        }
+        for (a, b) in open {
+            t.fn_ += 1;
+            errors.push(format!(
+                "FN {} ({} {}): {:?}",
+                s.id,
+                s.source.repo,
+                s.source.path,
+                &s.text[a..b]
+            ));
+        }
+    }
+
+    println!();
+    println!(
+        "{:<16} {:>4} {:>4} {:>4} {:>3} {:>3} {:>9} {:>7}",
+        "detector", "pos", "neg", "TP", "FP", "FN", "precision", "recall"
+    );
+    let mut failed = Vec::new();
+    for (d, t) in &tally {
+        let precision = ratio(t.tp, t.tp + t.fp);
+        let recall = ratio(t.tp, t.tp + t.fn_);
+        println!(
+            "{:<16} {:>4} {:>4} {:>4} {:>3} {:>3} {:>9.3} {:>7.3}",
+            d.as_str(),
+            t.pos,
+            t.neg,
+            t.tp,
+            t.fp,
+            t.fn_,
+            precision,
+            recall
+        );
+        if t.pos == 0 || t.neg == 0 {
+            failed.push(format!("{d}: no positive or no negative samples"));
+        }
+        if precision < 0.95 || recall < 0.95 {
+            failed.push(format!("{d}: precision {precision:.3}, recall {recall:.3}"));
+        }
+    }
+    for e in &errors {
+        println!("{e}");
+    }
+    assert!(failed.is_empty(), "{failed:#?}");
+}
+
+/// Precision/recall with the convention 0/0 = 1 (no predictions, nothing expected).
+fn ratio(num: usize, den: usize) -> f64 {
+    if den == 0 {
+        1.0
+    } else {
+        num as f64 / den as f64
+    }
+}
