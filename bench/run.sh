@@ -41,3 +41,7 @@ PY
 echo
 echo "resilience layer (bench/src/bin/resilience.rs):"
 "$target_dir/release/resilience"
+
+echo
+echo "provider floods, peak memory (bench/src/bin/flood.rs):"
+"$target_dir/release/flood"
