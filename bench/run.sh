@@ -45,3 +45,7 @@ echo "resilience layer (bench/src/bin/resilience.rs):"
 echo
 echo "fixed cost per run, one-step workflow (bench/src/bin/per_run.rs):"
 "$target_dir/release/per_run"
+
+echo
+echo "provider floods, peak memory (bench/src/bin/flood.rs):"
+"$target_dir/release/flood"

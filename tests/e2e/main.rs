@@ -4,6 +4,7 @@
 mod embedded;
 mod fallback;
 mod faults;
+mod flood;
 mod governance;
 mod providers;
 mod taxonomy;

@@ -54,6 +54,7 @@ fn info(provider: &str, name: &str, locality: Locality, ctx: Option<u32>) -> Mod
         size_bytes: None,
         parameter_size: None,
         quantization: None,
+        recommended_family: None,
     }
 }
 

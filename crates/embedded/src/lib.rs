@@ -12,6 +12,10 @@
 //! grammar from the step's JSON Schema when structured output is asked) and sent through
 //! a channel. The thread stops as soon as the receiving stream is dropped, which is how
 //! cancellation and timeouts reach it. One generation runs at a time.
+//!
+//! Invariant: generation stops after `max_tokens` sampled tokens (`finish_reason`
+//! `length`), and the stream is also [`metered`] like every provider's, so the reply
+//! never passes the engine's token and byte ceilings.
 
 use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
@@ -26,7 +30,7 @@ use llama_cpp_2::model::{LlamaChatMessage, LlamaModel};
 use llama_cpp_2::sampling::LlamaSampler;
 use nexus_engine::provider::{
     ChatChunk, ChatRequest, ChatStream, Locality, ModelInfo, Provider, ProviderError,
-    ProviderErrorKind, Role, Usage,
+    ProviderErrorKind, Role, Usage, metered,
 };
 
 /// File name of the default embedded model.
@@ -354,6 +358,7 @@ impl Provider for EmbeddedProvider {
             context_length: context,
             size_bytes: size,
             parameter_size: None,
+            recommended_family: None,
             quantization: self
                 .path
                 .file_name()
@@ -369,6 +374,7 @@ impl Provider for EmbeddedProvider {
             .acquire_owned()
             .await
             .map_err(internal)?;
+        let max_tokens = request.max_tokens;
         let (tx, rx) = tokio::sync::mpsc::channel(256);
         tokio::task::spawn_blocking(move || {
             let _permit = permit;
@@ -377,8 +383,7 @@ impl Provider for EmbeddedProvider {
             }
         });
         let mut rx = rx;
-        Ok(Box::pin(futures::stream::poll_fn(move |cx| {
-            rx.poll_recv(cx)
-        })))
+        let stream: ChatStream = Box::pin(futures::stream::poll_fn(move |cx| rx.poll_recv(cx)));
+        Ok(metered(stream, max_tokens))
     }
 }

@@ -6,6 +6,16 @@
 //! [`Provider::chat`] must abort the underlying request (for HTTP providers that happens
 //! when the `reqwest` response is dropped; the embedded provider checks for a closed
 //! channel after every token).
+//!
+//! The engine knows no provider by name: how a vendor words its errors, what an HTTP
+//! status means, which model families a provider recommends, all live with each provider
+//! (`nexus-llm`, `nexus-embedded`) and reach the engine as a [`ProviderErrorKind`], a
+//! [`ModelInfo`] or a [`Provider`] method.
+//!
+//! Invariant: a chat stream never carries more than [`ReplyMeter`] admits for the
+//! request's `max_tokens` (a margin over it, and a byte cap), so a provider that ignores
+//! `max_tokens` cannot grow Nexus's memory; every provider wraps its stream in
+//! [`metered`], and the cut is a [`ProviderErrorKind::OversizedReply`].
 
 use std::fmt;
 use std::pin::Pin;
@@ -50,6 +60,10 @@ pub struct ModelInfo {
     /// Quantization (`Q4_K_M`), when known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub quantization: Option<String>,
+    /// The model family, when the provider recommends this family for Nexus (Ollama:
+    /// `llama3.1`, `qwen2.5`, `deepseek-r1`); the selector names it in its reason.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recommended_family: Option<String>,
 }
 
 impl ModelInfo {
@@ -155,6 +169,9 @@ pub enum ProviderErrorKind {
     Protocol,
     /// The stream broke after some content arrived.
     StreamBroken,
+    /// The reply passed the request's `max_tokens` (with [`ReplyMeter`]'s margin) or the
+    /// byte cap: the provider ignored `max_tokens` or flooded. Nexus stopped reading.
+    OversizedReply,
     /// The reply was empty or did not satisfy the step's output schema.
     InvalidOutput,
     /// A timeout of the engine (first token, idle gap, total).
@@ -312,6 +329,13 @@ pub const TAXONOMY: &[TaxonomyRow] = &[
         source: "LiteLLM mid-stream fallback (a fresh request; never continue a tool call)",
     },
     TaxonomyRow {
+        kind: ProviderErrorKind::OversizedReply,
+        signals: "more than `max_tokens` + 10 % + 16 chunks, or more text than the byte cap (256 bytes a token, at most 8 MiB), or an over-long stream line or body",
+        action: ErrorAction::FallBack,
+        counts_for_breaker: true,
+        source: "OpenAI chat API (`max_tokens` ends a reply with `finish_reason: length`); a server that ignores it will again, so no retry (LiteLLM fallbacks)",
+    },
+    TaxonomyRow {
         kind: ProviderErrorKind::InvalidOutput,
         signals: "empty reply; reply not JSON or not matching `output_schema`",
         action: ErrorAction::RepairThenFallBack,
@@ -389,6 +413,7 @@ impl ProviderErrorKind {
             ProviderErrorKind::InvalidRequest => "invalid_request",
             ProviderErrorKind::Protocol => "protocol",
             ProviderErrorKind::StreamBroken => "stream_broken",
+            ProviderErrorKind::OversizedReply => "oversized_reply",
             ProviderErrorKind::InvalidOutput => "invalid_output",
             ProviderErrorKind::Timeout => "timeout",
             ProviderErrorKind::Cancelled => "cancelled",
@@ -470,43 +495,6 @@ impl fmt::Display for ProviderErrorKind {
     }
 }
 
-/// Phrases of context-window errors: OpenAI `context_length_exceeded`, llama.cpp server
-/// "exceed context window", Anthropic "prompt is too long", vLLM "maximum context length".
-const CONTEXT_PHRASES: &[&str] = &[
-    "context_length_exceeded",
-    "context length",
-    "context window",
-    "maximum context",
-    "exceed context",
-    "exceeds the context",
-    "prompt is too long",
-    "too many tokens",
-    "context overflow",
-];
-
-/// Phrases of refused parameters (OpenAI `unsupported_parameter`/`unsupported_value`,
-/// llama.cpp and vLLM messages about `response_format`).
-const PARAMETER_PHRASES: &[&str] = &[
-    "unsupported_parameter",
-    "unsupported_value",
-    "unsupported parameter",
-    "not supported",
-    "unrecognized request argument",
-    "unknown parameter",
-    "extra inputs are not permitted",
-    "response_format",
-    "json_schema",
-];
-
-/// Phrases of content-policy refusals (OpenAI `content_policy_violation`, Azure
-/// `content_filter`).
-const POLICY_PHRASES: &[&str] = &[
-    "content_policy",
-    "content policy",
-    "content_filter",
-    "safety system",
-];
-
 impl ProviderError {
     /// Builds an error of `kind`.
     pub fn new(kind: ProviderErrorKind, message: impl Into<String>) -> Self {
@@ -523,78 +511,161 @@ impl ProviderError {
         self.retry_after = retry_after;
         self
     }
+}
 
-    /// Classifies an error message without a status (Ollama `{"error": ...}` bodies,
-    /// errors inside a stream): context overflow, content policy and missing models by
-    /// their wording, otherwise `fallback`.
-    pub fn classify_message(message: &str, fallback: ProviderErrorKind) -> ProviderErrorKind {
-        let lower = message.to_ascii_lowercase();
-        if CONTEXT_PHRASES.iter().any(|p| lower.contains(p)) {
-            ProviderErrorKind::ContextOverflow
-        } else if POLICY_PHRASES.iter().any(|p| lower.contains(p)) {
-            ProviderErrorKind::ContentPolicy
-        } else if lower.contains("insufficient_quota") || lower.contains("billing") {
-            ProviderErrorKind::Quota
-        } else if lower.contains("not found") && lower.contains("model") {
-            ProviderErrorKind::ModelNotFound
-        } else {
-            fallback
+/// Chunks a reply may carry beyond its `max_tokens`, in tenths of `max_tokens`
+/// ([`reply_token_ceiling`]): providers count differently from the chunks Nexus sees (a
+/// proxy that re-chunks, a server that streams a stop sequence or a split UTF-8 character
+/// as its own chunk, Ollama's `num_predict` leaving out template tokens), so an honest
+/// reply may arrive in a few more chunks than `max_tokens`; 10 % plus
+/// [`REPLY_TOKEN_SLACK`] covers those while a flood is cut after at most 1.1 times the
+/// work asked for.
+pub const REPLY_TOKEN_MARGIN_TENTHS: u64 = 1;
+
+/// Chunks a reply may carry beyond its `max_tokens` whatever `max_tokens` is (a short
+/// reply's off-by-one counts: a final chunk, a stop sequence).
+pub const REPLY_TOKEN_SLACK: u64 = 16;
+
+/// Bytes of text one token may carry when a reply is metered against `max_tokens`: the
+/// longest pieces of common vocabularies (runs of spaces, dashes or `=` in code) are
+/// well under 256 bytes, while English averages about 4; a reply of N tokens may carry
+/// `256 × ceiling(N)` bytes, at most [`REPLY_BYTE_CAP`].
+pub const REPLY_BYTES_PER_TOKEN: usize = 256;
+
+/// Most bytes of text one reply may carry, whatever its `max_tokens` (8 MiB: 16 times a
+/// 128k-token reply at 4 bytes a token). With a few copies of the text (the reply, its
+/// events, its record) a flooded attempt stays within tens of MB.
+pub const REPLY_BYTE_CAP: usize = 8 << 20;
+
+/// The most chunks (tokens) a reply to `max_tokens` may carry:
+/// `max_tokens + max_tokens / 10 + 16`.
+pub fn reply_token_ceiling(max_tokens: u32) -> u64 {
+    let m = u64::from(max_tokens);
+    m + m * REPLY_TOKEN_MARGIN_TENTHS / 10 + REPLY_TOKEN_SLACK
+}
+
+/// The most bytes of text a reply to `max_tokens` may carry:
+/// `min(256 × reply_token_ceiling(max_tokens), 8 MiB)`.
+pub fn reply_byte_ceiling(max_tokens: u32) -> usize {
+    usize::try_from(reply_token_ceiling(max_tokens))
+        .unwrap_or(usize::MAX)
+        .saturating_mul(REPLY_BYTES_PER_TOKEN)
+        .min(REPLY_BYTE_CAP)
+}
+
+/// Counts one reply against its `max_tokens`: tokens (one per streamed chunk, or the
+/// provider's own count when it gives one) and bytes of text.
+#[derive(Debug, Clone)]
+pub struct ReplyMeter {
+    max_tokens: u32,
+    token_ceiling: u64,
+    byte_ceiling: usize,
+    tokens: u64,
+    bytes: usize,
+}
+
+impl ReplyMeter {
+    /// A meter for a request with this `max_tokens`.
+    pub fn new(max_tokens: u32) -> Self {
+        ReplyMeter {
+            max_tokens,
+            token_ceiling: reply_token_ceiling(max_tokens),
+            byte_ceiling: reply_byte_ceiling(max_tokens),
+            tokens: 0,
+            bytes: 0,
         }
     }
 
-    /// Classifies an HTTP error status and body from a provider ([`TAXONOMY`]): 401/403
-    /// auth; 402 and 429 `insufficient_quota` quota; 404 missing model; 429 rate limit;
-    /// 408, 409, 5xx transient; 4xx by the body's wording (context overflow, refused
-    /// parameter, content policy), else an invalid request.
-    pub fn from_status(status: u16, body: &str) -> Self {
-        let lower = body.to_ascii_lowercase();
-        let has = |phrases: &[&str]| phrases.iter().any(|p| lower.contains(p));
-        let kind = match status {
-            401 | 403 => ProviderErrorKind::Auth,
-            402 => ProviderErrorKind::Quota,
-            429 if lower.contains("insufficient_quota") || lower.contains("billing") => {
-                ProviderErrorKind::Quota
-            }
-            429 => ProviderErrorKind::RateLimited,
-            404 => ProviderErrorKind::ModelNotFound,
-            // llama-cpp-python answers a request-validation error (e.g. an unknown
-            // `response_format` type) with HTTP 500: the body decides.
-            500 if has(PARAMETER_PHRASES) && lower.contains("validation error") => {
-                ProviderErrorKind::UnsupportedParameter
-            }
-            408 | 409 | 500..=599 if !has(CONTEXT_PHRASES) => ProviderErrorKind::Transient,
-            _ if has(CONTEXT_PHRASES) => ProviderErrorKind::ContextOverflow,
-            _ if has(POLICY_PHRASES) => ProviderErrorKind::ContentPolicy,
-            400 | 422 if has(PARAMETER_PHRASES) => ProviderErrorKind::UnsupportedParameter,
-            _ => ProviderErrorKind::InvalidRequest,
-        };
-        let body = body.trim();
-        let body = if body.len() > 500 {
-            &body[..body.floor_char_boundary(500)]
-        } else {
-            body
-        };
-        ProviderError::new(kind, format!("HTTP {status}: {body}"))
+    /// Tokens (chunks) admitted so far.
+    pub fn tokens(&self) -> u64 {
+        self.tokens
+    }
+
+    /// Bytes of text admitted so far.
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// The most bytes of text this reply may carry.
+    pub fn byte_ceiling(&self) -> usize {
+        self.byte_ceiling
+    }
+
+    /// Admits `bytes` of text worth `tokens` tokens.
+    ///
+    /// # Errors
+    /// [`ProviderErrorKind::OversizedReply`] when the reply would pass the token or the
+    /// byte ceiling; nothing is admitted then.
+    pub fn admit(&mut self, bytes: usize, tokens: u64) -> Result<(), ProviderError> {
+        let t = self.tokens.saturating_add(tokens);
+        let b = self.bytes.saturating_add(bytes);
+        if t > self.token_ceiling {
+            return Err(self.cut(format!("more than {} tokens", self.token_ceiling)));
+        }
+        if b > self.byte_ceiling {
+            return Err(self.cut(format!("more than {} bytes", self.byte_ceiling)));
+        }
+        self.tokens = t;
+        self.bytes = b;
+        Ok(())
+    }
+
+    /// Checks the provider's own count of completion tokens at the end of a reply.
+    ///
+    /// # Errors
+    /// [`ProviderErrorKind::OversizedReply`] when it is over the token ceiling.
+    pub fn check_reported(&self, completion_tokens: u64) -> Result<(), ProviderError> {
+        if completion_tokens > self.token_ceiling {
+            return Err(self.cut(format!(
+                "{completion_tokens} completion tokens by the provider's count"
+            )));
+        }
+        Ok(())
+    }
+
+    /// The error for a reply cut here; `why` says what passed the ceiling.
+    pub fn cut(&self, why: String) -> ProviderError {
+        ProviderError::new(
+            ProviderErrorKind::OversizedReply,
+            format!(
+                "reply cut after {} tokens and {} bytes: {why} for max_tokens {} (the provider ignored max_tokens)",
+                self.tokens, self.bytes, self.max_tokens
+            ),
+        )
     }
 }
 
-/// Parses an HTTP `Retry-After` value: delay-seconds or an HTTP-date (RFC 9110 §10.2.3).
-/// A date in the past gives zero; an unreadable value gives `None`.
-pub fn parse_retry_after(
-    value: &str,
-    now: chrono::DateTime<chrono::Utc>,
-) -> Option<std::time::Duration> {
-    let value = value.trim();
-    if let Ok(secs) = value.parse::<f64>() {
-        return (secs.is_finite() && secs >= 0.0)
-            .then(|| std::time::Duration::from_secs_f64(secs.min(1e9)));
-    }
-    let at = chrono::DateTime::parse_from_rfc2822(value).ok()?;
-    Some(
-        (at.with_timezone(&chrono::Utc) - now)
-            .to_std()
-            .unwrap_or_default(),
-    )
+/// Wraps a chat stream so it carries at most what [`ReplyMeter`] admits for
+/// `max_tokens`: each delta counts as one token; a delta that would pass a ceiling, or a
+/// `Done` whose completion tokens do, becomes one
+/// [`ProviderErrorKind::OversizedReply`] error that ends the stream (the inner stream is
+/// dropped at once, which aborts the request).
+pub fn metered(stream: ChatStream, max_tokens: u32) -> ChatStream {
+    let state = Some((stream, ReplyMeter::new(max_tokens)));
+    Box::pin(futures::stream::unfold(state, |state| async move {
+        let (mut stream, mut meter) = state?;
+        let item = futures::StreamExt::next(&mut stream).await?;
+        match item {
+            Ok(ChatChunk::Delta(text)) => match meter.admit(text.len(), 1) {
+                Ok(()) => Some((Ok(ChatChunk::Delta(text)), Some((stream, meter)))),
+                Err(e) => Some((Err(e), None)),
+            },
+            Ok(ChatChunk::Done {
+                usage,
+                finish_reason,
+            }) => match meter.check_reported(usage.completion_tokens) {
+                Ok(()) => Some((
+                    Ok(ChatChunk::Done {
+                        usage,
+                        finish_reason,
+                    }),
+                    Some((stream, meter)),
+                )),
+                Err(e) => Some((Err(e), None)),
+            },
+            Err(e) => Some((Err(e), Some((stream, meter)))),
+        }
+    }))
 }
 
 /// A source of models: Ollama, an OpenAI-compatible server, the embedded model.
@@ -605,6 +676,12 @@ pub trait Provider: Send + Sync {
 
     /// Where the provider runs.
     fn locality(&self) -> Locality;
+
+    /// The provider's name for people (`Ollama`), used in the selector's reasons;
+    /// defaults to [`Provider::id`].
+    fn display_name(&self) -> &str {
+        self.id()
+    }
 
     /// How many requests to one model may be in flight at once (default: 1 for local and
     /// embedded models, 4 for cloud).
@@ -623,9 +700,62 @@ pub trait Provider: Send + Sync {
 
     /// Starts a streamed chat completion. The returned stream yields deltas and ends with
     /// one [`ChatChunk::Done`]; a stream that ends without it is treated as broken.
-    /// Dropping the stream aborts the request.
+    /// Dropping the stream aborts the request. The stream must stay within
+    /// [`ReplyMeter`]'s ceilings for `request.max_tokens` (wrap it in [`metered`]), and
+    /// the provider must not buffer more of the wire than that either.
     ///
     /// # Errors
     /// Any [`ProviderError`]; errors after the stream started come through the stream.
     async fn chat(&self, request: ChatRequest) -> Result<ChatStream, ProviderError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures::StreamExt;
+
+    #[test]
+    fn the_ceilings_follow_max_tokens_with_their_margin_and_the_cap() {
+        assert_eq!(reply_token_ceiling(0), 16);
+        assert_eq!(reply_token_ceiling(100), 126);
+        assert_eq!(reply_byte_ceiling(100), 126 * 256);
+        assert_eq!(reply_byte_ceiling(u32::MAX), REPLY_BYTE_CAP);
+        let mut m = ReplyMeter::new(10);
+        assert!(m.admit(10, 26).is_ok());
+        let err = m.admit(1, 1).err().map(|e| e.kind);
+        assert_eq!(err, Some(ProviderErrorKind::OversizedReply));
+        assert_eq!(m.tokens(), 26, "a refused chunk is not admitted");
+        let mut m = ReplyMeter::new(10);
+        let err = m.admit(26 * 256 + 1, 1).err().map(|e| e.kind);
+        assert_eq!(err, Some(ProviderErrorKind::OversizedReply));
+        assert!(m.check_reported(26).is_ok());
+        assert!(m.check_reported(27).is_err());
+    }
+
+    #[tokio::test]
+    async fn a_metered_stream_ends_with_one_oversized_error_at_the_ceiling() {
+        let endless: ChatStream = Box::pin(futures::stream::repeat_with(|| {
+            Ok(ChatChunk::Delta("flood ".into()))
+        }));
+        let items: Vec<_> = metered(endless, 20).collect().await;
+        assert_eq!(items.len(), 20 + 2 + 16 + 1);
+        assert!(items[..38].iter().all(|i| matches!(i, Ok(ChatChunk::Delta(_)))));
+        assert_eq!(
+            items[38].as_ref().err().map(|e| e.kind),
+            Some(ProviderErrorKind::OversizedReply)
+        );
+        let honest: ChatStream = Box::pin(futures::stream::iter(vec![
+            Ok(ChatChunk::Delta("a".into())),
+            Ok(ChatChunk::Done {
+                usage: Usage {
+                    prompt_tokens: 1,
+                    completion_tokens: 1,
+                },
+                finish_reason: Some("stop".into()),
+            }),
+        ]));
+        let items: Vec<_> = metered(honest, 1).collect().await;
+        assert_eq!(items.len(), 2);
+        assert!(items.iter().all(Result::is_ok));
+    }
 }

@@ -35,9 +35,6 @@ use serde::{Deserialize, Serialize};
 use crate::provider::{Locality, ModelInfo, Provider, ProviderError, ProviderErrorKind};
 use crate::workflow::{ModelRequirements, TaskClass};
 
-/// Ollama model families named by the product brief, for the reasons shown to users.
-pub const PREFERRED_OLLAMA_FAMILIES: [&str; 3] = ["llama3.1", "qwen2.5", "deepseek-r1"];
-
 /// The built-in catalog (YAML), compiled into the binary.
 pub const BUILTIN_CATALOG: &str = include_str!("../catalog.yaml");
 
@@ -514,14 +511,6 @@ impl Catalog {
     }
 }
 
-fn family_rank(name: &str) -> usize {
-    let base = name.split(':').next().unwrap_or(name);
-    PREFERRED_OLLAMA_FAMILIES
-        .iter()
-        .position(|f| base == *f)
-        .unwrap_or(PREFERRED_OLLAMA_FAMILIES.len())
-}
-
 fn locality_value(l: Locality) -> f64 {
     match l {
         Locality::Local => 1.0,
@@ -626,6 +615,7 @@ pub fn select(input: &SelectionInput, catalog: &Catalog, cx: SelectorContext<'_>
                         size_bytes: None,
                         parameter_size: None,
                         quantization: None,
+                        recommended_family: None,
                     })
                 },
                 std::borrow::Cow::Borrowed,
@@ -744,17 +734,13 @@ pub fn select(input: &SelectionInput, catalog: &Catalog, cx: SelectorContext<'_>
         );
         let reason = match (opt.explicit_rank, locality) {
             (Some(rank), _) => format!("explicit preference #{} of the step", rank + 1),
-            (None, Locality::Local) => {
-                let rank = family_rank(&opt.info.name);
-                if rank < PREFERRED_OLLAMA_FAMILIES.len() {
-                    format!(
-                        "installed Ollama model, family `{}`",
-                        PREFERRED_OLLAMA_FAMILIES[rank]
-                    )
-                } else {
-                    "installed Ollama model".to_string()
-                }
-            }
+            (None, Locality::Local) => match &opt.info.recommended_family {
+                Some(family) => format!(
+                    "installed {} model, family `{family}`",
+                    opt.provider.display_name()
+                ),
+                None => format!("installed {} model", opt.provider.display_name()),
+            },
             (None, Locality::Cloud) => "configured cloud model".to_string(),
             (None, Locality::Embedded) => {
                 "embedded model (last resort: runs when no local or cloud model can)".to_string()

@@ -1,38 +1,38 @@
-//! Nexus model providers that speak HTTP: Ollama (through `ollama-rs`) and
-//! OpenAI-compatible chat completions (through `reqwest`, with SSE streaming).
+//! Nexus model providers that speak HTTP: Ollama (NDJSON, with `ollama-rs`'s wire types)
+//! and OpenAI-compatible chat completions (through `reqwest`, with SSE streaming).
 //!
-//! Each provider keeps its wire format in its own module; the rest of Nexus sees only
-//! [`nexus_engine::provider`] types. API keys come from the environment only and are
-//! never written to files or the database.
+//! Each provider keeps its wire format and its vendors' error wording in its own module
+//! ([`ollama`], [`openai`]); what they share (HTTP statuses, `Retry-After`, capped reads)
+//! is in [`http`]. The rest of Nexus sees only [`nexus_engine::provider`] types: a
+//! failure reaches the engine as a taxonomy class, never as a status or a vendor's
+//! words. API keys come from the environment only and are never written to files or the
+//! database.
+//!
+//! Invariant: a reply never holds more than [`nexus_engine::provider::ReplyMeter`]
+//! admits for the request's `max_tokens`, and no read of the wire buffers more than the
+//! caps of [`http`].
 
+pub mod http;
 pub mod ollama;
 pub mod openai;
 
 pub use ollama::OllamaProvider;
 pub use openai::OpenAiProvider;
 
-use nexus_engine::provider::{ProviderError, ProviderErrorKind};
-
-/// Classifies a `reqwest` transport error: a refused or failed connection means the
-/// provider is unavailable (fall back at once), a timeout is a timeout, anything else
-/// (reset mid-body, decode) is transient.
-pub(crate) fn classify_reqwest(e: &reqwest::Error) -> ProviderError {
-    let kind = if e.is_connect() {
-        ProviderErrorKind::Unavailable
-    } else if e.is_timeout() {
-        ProviderErrorKind::Timeout
-    } else if e.is_builder() || e.is_request() && e.url().is_none() {
-        ProviderErrorKind::InvalidRequest
-    } else {
-        ProviderErrorKind::Transient
-    };
-    // reqwest's Display omits the cause ("error sending request"); add the chain.
-    let mut message = e.to_string();
-    let mut source = std::error::Error::source(e);
-    while let Some(s) = source {
-        message.push_str(": ");
-        message.push_str(&s.to_string());
-        source = s.source();
-    }
-    ProviderError::new(kind, message)
+/// Errors reading a provider's wire (internal to the providers; each becomes a
+/// [`nexus_engine::provider::ProviderError`] with its taxonomy class).
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The HTTP transport failed.
+    #[error(transparent)]
+    Transport(#[from] reqwest::Error),
+    /// One event of a stream (an SSE event, an NDJSON line) passed the cap, bytes.
+    #[error("one event of the reply stream passed {0} bytes")]
+    EventTooLong(usize),
+    /// An NDJSON stream broke or one of its lines passed [`http::EVENT_CAP`].
+    #[error("the NDJSON stream: {0}")]
+    Lines(#[from] tokio_util::codec::LinesCodecError),
+    /// A response body passed the cap, bytes.
+    #[error("the response body passed {0} bytes")]
+    BodyTooLong(usize),
 }

@@ -11,8 +11,15 @@
 //! `stream_options.include_usage` the last chunk carries `usage`. SSE framing is parsed
 //! by the `eventsource-stream` crate. When a server sends no usage, the completion
 //! tokens are counted as the number of content chunks (llama.cpp servers send one token
-//! per chunk) and the prompt tokens stay 0.
+//! per chunk) and the prompt tokens stay 0. A server that ignores `stream: true` and
+//! answers one `application/json` chat completion is read too, within a cap.
+//!
+//! Floods: the reply goes through [`metered`] (cut past `max_tokens` plus a margin, or
+//! past the byte cap); below it, no SSE event may pass [`http::EVENT_CAP`] and no
+//! non-streamed body twice the reply's byte ceiling, so nothing on the wire is buffered
+//! past a few MiB. Error wording is in [`errors`].
 
+pub mod errors;
 mod wire;
 
 use std::time::Duration;
@@ -22,10 +29,12 @@ use eventsource_stream::Eventsource;
 use futures::StreamExt;
 use nexus_engine::provider::{
     ChatChunk, ChatRequest, ChatStream, Locality, ModelInfo, Provider, ProviderError,
-    ProviderErrorKind, Usage, parse_retry_after,
+    ProviderErrorKind, Usage, metered, reply_byte_ceiling,
 };
 
-use crate::classify_reqwest;
+pub use errors::{classify_message, from_status};
+
+use crate::http::{self, classify_reqwest, classify_wire};
 
 /// Default base URL when only an API key is configured.
 pub const DEFAULT_BASE_URL: &str = "https://api.openai.com/v1";
@@ -123,6 +132,7 @@ impl OpenAiProvider {
             size_bytes: None,
             parameter_size: None,
             quantization: None,
+            recommended_family: None,
         }
     }
 
@@ -143,13 +153,9 @@ impl OpenAiProvider {
         if status.is_success() {
             return Ok(resp);
         }
-        let retry_after = resp
-            .headers()
-            .get(reqwest::header::RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| parse_retry_after(v, chrono::Utc::now()));
-        let text = resp.text().await.unwrap_or_default();
-        Err(ProviderError::from_status(status.as_u16(), &text).with_retry_after(retry_after))
+        let retry_after = http::retry_after(&resp);
+        let text = http::error_body(resp).await;
+        Err(from_status(status.as_u16(), &text).with_retry_after(retry_after))
     }
 }
 
@@ -174,10 +180,19 @@ impl Provider for OpenAiProvider {
             .map_err(|e| classify_reqwest(&e))?;
         let status = resp.status();
         if !status.is_success() {
-            let text = resp.text().await.unwrap_or_default();
-            return Err(ProviderError::from_status(status.as_u16(), &text));
+            let text = http::error_body(resp).await;
+            return Err(from_status(status.as_u16(), &text));
         }
-        let list: wire::ModelList = resp.json().await.map_err(|e| {
+        let body = http::read_capped(resp, http::LIST_BODY_CAP)
+            .await
+            .map_err(|e| match e {
+                crate::Error::Transport(t) => classify_reqwest(&t),
+                other => ProviderError::new(
+                    ProviderErrorKind::Protocol,
+                    format!("bad model list: {other}"),
+                ),
+            })?;
+        let list: wire::ModelList = serde_json::from_slice(&body).map_err(|e| {
             ProviderError::new(ProviderErrorKind::Protocol, format!("bad model list: {e}"))
         })?;
         Ok(list.data.into_iter().map(|m| Self::info(m.id)).collect())
@@ -227,14 +242,88 @@ impl Provider for OpenAiProvider {
             }
             other => other?,
         };
-        let mut events = resp.bytes_stream().eventsource();
-        let stream = async_stream(move |tx| async move {
+        let max_tokens = request.max_tokens;
+        let is_json = resp
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.trim_start().starts_with("application/json"));
+        if is_json {
+            return Ok(metered(whole_reply(resp, max_tokens).await?, max_tokens));
+        }
+        Ok(metered(stream_reply(resp, max_tokens), max_tokens))
+    }
+}
+
+/// Reads a non-streamed chat completion (a server that ignored `stream: true`): at most
+/// twice the reply's byte ceiling plus 64 KiB of JSON (escapes may double the text).
+async fn whole_reply(resp: reqwest::Response, max_tokens: u32) -> Result<ChatStream, ProviderError> {
+    let cap = reply_byte_ceiling(max_tokens)
+        .saturating_mul(2)
+        .saturating_add(64 << 10);
+    let body = http::read_capped(resp, cap)
+        .await
+        .map_err(|e| classify_wire(&e))?;
+    let reply: wire::ChatCompletion = serde_json::from_slice(&body).map_err(|e| {
+        match serde_json::from_slice::<wire::ErrorBody>(&body) {
+            Ok(b) => {
+                let msg = b.error.message();
+                ProviderError::new(classify_message(&msg, ProviderErrorKind::Protocol), msg)
+            }
+            Err(_) => ProviderError::new(
+                ProviderErrorKind::Protocol,
+                format!("bad chat completion: {e}"),
+            ),
+        }
+    })?;
+    drop(body);
+    let choice = reply.choices.into_iter().next();
+    let finish_reason = choice.as_ref().and_then(|c| c.finish_reason.clone());
+    let text = choice.and_then(|c| c.message.content).unwrap_or_default();
+    let usage = reply.usage.map_or(
+        Usage {
+            prompt_tokens: 0,
+            completion_tokens: u64::from(!text.is_empty()),
+        },
+        |u| Usage {
+            prompt_tokens: u.prompt_tokens,
+            completion_tokens: u.completion_tokens,
+        },
+    );
+    let mut items = Vec::with_capacity(2);
+    if !text.is_empty() {
+        items.push(Ok(ChatChunk::Delta(text)));
+    }
+    items.push(Ok(ChatChunk::Done {
+        usage,
+        finish_reason,
+    }));
+    Ok(Box::pin(futures::stream::iter(items)))
+}
+
+/// Reads a streamed chat completion (SSE), no event over [`http::EVENT_CAP`], no more
+/// than [`http::wire_cap`] bytes in all.
+fn stream_reply(resp: reqwest::Response, max_tokens: u32) -> ChatStream {
+        let mut events =
+            http::sse_capped(resp, http::EVENT_CAP, http::wire_cap(max_tokens)).eventsource();
+        async_stream(move |tx| async move {
             let mut usage: Option<Usage> = None;
             let mut chunks = 0u64;
             let mut finish: Option<String> = None;
             while let Some(event) = events.next().await {
                 let event = match event {
                     Ok(ev) => ev,
+                    Err(eventsource_stream::EventStreamError::Transport(e)) => {
+                        let err = match e {
+                            crate::Error::Transport(t) => ProviderError::new(
+                                ProviderErrorKind::Protocol,
+                                format!("the event stream broke: {}", classify_reqwest(&t).message),
+                            ),
+                            other => classify_wire(&other),
+                        };
+                        let _ = tx.send(Err(err)).await;
+                        return;
+                    }
                     Err(e) => {
                         let _ = tx
                             .send(Err(ProviderError::new(
@@ -265,10 +354,7 @@ impl Provider for OpenAiProvider {
                         let err = match serde_json::from_str::<wire::ErrorBody>(&event.data) {
                             Ok(b) => {
                                 let msg = b.error.message();
-                                let kind = ProviderError::classify_message(
-                                    &msg,
-                                    ProviderErrorKind::Protocol,
-                                );
+                                let kind = classify_message(&msg, ProviderErrorKind::Protocol);
                                 ProviderError::new(kind, msg)
                             }
                             Err(_) => ProviderError::new(
@@ -301,9 +387,7 @@ impl Provider for OpenAiProvider {
                 }
             }
             // The connection closed without `[DONE]`: the engine reports a broken stream.
-        });
-        Ok(stream)
-    }
+        })
 }
 
 /// Runs `producer` as a task feeding a channel and returns the channel as a stream.

@@ -117,3 +117,27 @@ impl ErrorDetail {
         }
     }
 }
+
+/// A non-streamed chat completion (`chat.completion`), for servers that ignore
+/// `stream: true`.
+#[derive(Deserialize)]
+pub(crate) struct ChatCompletion {
+    #[serde(default)]
+    pub choices: Vec<CompletionChoice>,
+    #[serde(default)]
+    pub usage: Option<WireUsage>,
+}
+
+#[derive(Deserialize)]
+pub(crate) struct CompletionChoice {
+    #[serde(default)]
+    pub message: CompletionMessage,
+    #[serde(default)]
+    pub finish_reason: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+pub(crate) struct CompletionMessage {
+    #[serde(default)]
+    pub content: Option<String>,
+}
