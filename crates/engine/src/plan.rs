@@ -20,9 +20,9 @@ use minijinja::{Environment, UndefinedBehavior};
 use crate::diagnostic::{Diagnostic, DiagnosticCode, Span};
 use crate::parse::{Locations, Parsed, StepLocations};
 use crate::workflow::{
-    ApprovalSettings, Budget, FORMAT_VERSION, FallbackLadder, InputSpec, InputType,
-    ModelRequirements, ModelSpec, OnFailure, OutputFormat, RetryPolicy, Step, StepKind, TaskClass,
-    Timeouts, Workflow,
+    Agent, ApprovalSettings, ApprovalStep, Budget, FORMAT_VERSION, FallbackLadder, InputSpec,
+    InputType, KindName, LlmStep, ModelRequirements, ModelSpec, OnFailure, OutputFormat,
+    RetryPolicy, Step, StepKind, TaskClass, TemplateStep, Timeouts, Workflow,
 };
 
 /// Provider ids a model reference may name.
@@ -112,7 +112,7 @@ pub struct PlannedStep {
     /// Step id.
     pub id: String,
     /// Kind, as written.
-    pub kind: StepKind,
+    pub kind: KindName,
     /// What it does.
     pub action: Action,
     /// Indices of the steps it needs.
@@ -722,6 +722,325 @@ fn compile_template(
     ok.then(|| reads.into_iter().collect())
 }
 
+/// What planning one step needs: the validation context, the template environment, the
+/// workflow, the step's scope and locations, and the steps its templates read so far.
+struct StepPlanner<'p, 'c> {
+    cx: &'p mut Ctx<'c>,
+    env: &'p mut Environment<'static>,
+    wf: &'p Workflow,
+    index: &'p HashMap<String, usize>,
+    scope: Scope<'p>,
+    id: &'p str,
+    locs: StepLocations,
+    reads: BTreeSet<usize>,
+}
+
+impl StepPlanner<'_, '_> {
+    /// Where the step's `field` is, for a diagnostic.
+    fn at(&self, field: &str) -> At {
+        At {
+            step: Some(self.id.to_string()),
+            field: field.to_string(),
+            span: self.locs.of(field),
+        }
+    }
+
+    /// Reports a problem with `field`.
+    fn report(&mut self, field: &str, code: DiagnosticCode, message: String, hint: &str) {
+        let d = self.at(field).diag(code, message, hint);
+        self.cx.push(d);
+    }
+
+    /// Compiles the step's template `text` written in `field` as `steps.<id>.<field>`,
+    /// adding the steps it reads; the template's name, or `None` when it has errors.
+    fn compile(&mut self, field: &str, text: &str) -> Option<String> {
+        let name = format!("steps.{}.{field}", self.id);
+        let at = self.at(field);
+        let reads = compile_template(
+            self.cx,
+            self.env,
+            self.wf,
+            self.index,
+            self.scope,
+            &name,
+            text.to_string(),
+            at,
+        )?;
+        self.reads.extend(reads);
+        Some(name)
+    }
+
+    /// The agent `name` written in `field`, or `None` (reported) when it is not declared.
+    fn agent(&mut self, field: &str, name: &str) -> Option<Agent> {
+        if let Some(a) = self.wf.agents.get(name) {
+            return Some(a.clone());
+        }
+        let dym = did_you_mean(name, self.wf.agents.keys().map(String::as_str));
+        self.report(
+            field,
+            DiagnosticCode::UnknownAgent,
+            format!("`{field}` names unknown agent `{name}`{dym}"),
+            "declare the agent under the workflow's `agents:` or fix the name",
+        );
+        None
+    }
+}
+
+/// Reports the fields written on the step that its kind does not use, and the kind's
+/// required field when it is missing (both found by the reader, see
+/// [`StepLocations::unexpected`]).
+fn check_kind_fields(p: &mut StepPlanner<'_, '_>, kind: KindName) {
+    for field in p.locs.unexpected.clone() {
+        p.report(
+            field,
+            DiagnosticCode::UnexpectedField,
+            format!(
+                "field `{field}` is not used by `kind: {}` steps",
+                kind.as_str()
+            ),
+            "remove the field, or change the step's `kind`",
+        );
+    }
+    if let Some(required) = p.locs.missing {
+        let d = Diagnostic::new(
+            DiagnosticCode::MissingField,
+            format!("`kind: {}` steps need a `{required}`", kind.as_str()),
+        )
+        .step(p.id)
+        .field(required)
+        .at(p.locs.start)
+        .hint(format!("add `{required}: ...` to the step"));
+        p.cx.push(d);
+    }
+}
+
+/// Checks the retry policy: at least one attempt, a sane coefficient, ordered intervals.
+fn check_retry(p: &mut StepPlanner<'_, '_>, retry: &RetryPolicy) {
+    if retry.max_attempts == 0 {
+        p.report(
+            "retry",
+            DiagnosticCode::InvalidValue,
+            "`retry.max_attempts` must be at least 1".into(),
+            "use 1 for no retries, or more",
+        );
+    }
+    if !(retry.backoff_coefficient >= 1.0 && retry.backoff_coefficient <= 100.0) {
+        p.report(
+            "retry",
+            DiagnosticCode::InvalidValue,
+            format!(
+                "`retry.backoff_coefficient` is {}; it must be between 1.0 and 100.0",
+                retry.backoff_coefficient
+            ),
+            "use 2.0 for doubling delays, 1.0 for a constant delay",
+        );
+    }
+    if retry.max_interval < retry.initial_interval {
+        p.report(
+            "retry",
+            DiagnosticCode::InvalidValue,
+            "`retry.max_interval` is shorter than `retry.initial_interval`".into(),
+            "make `max_interval` at least `initial_interval`",
+        );
+    }
+}
+
+/// Checks that no timeout is zero.
+fn check_timeouts(p: &mut StepPlanner<'_, '_>, timeouts: &Timeouts) {
+    for (name, value) in [
+        ("first_token", timeouts.first_token),
+        ("idle", timeouts.idle),
+        ("total", timeouts.total),
+    ] {
+        if value.is_some_and(|d| d.is_zero()) {
+            p.report(
+                "timeout",
+                DiagnosticCode::InvalidValue,
+                format!("`timeout.{name}` is zero"),
+                "give a positive duration such as `30s`, or leave the field out",
+            );
+        }
+    }
+}
+
+/// Compiles the step's `when` condition as `{% if EXPR %}true{% endif %}`; its template
+/// name, or `None` when there is none or it has errors (reported).
+fn plan_condition(p: &mut StepPlanner<'_, '_>, expr: &str) -> Option<String> {
+    if let Err(e) = Environment::new().compile_expression(expr) {
+        p.report(
+            "when",
+            DiagnosticCode::TemplateSyntax,
+            format!(
+                "condition does not compile: {}",
+                e.detail().unwrap_or("invalid expression")
+            ),
+            "write a minijinja expression such as `inputs.depth == \"full\"`",
+        );
+        return None;
+    }
+    p.compile("when", &format!("{{% if {expr} %}}true{{% endif %}}"))
+}
+
+/// Plans an `llm` step: agents, templates, model references, sampling parameters,
+/// output schema, budget.
+fn plan_llm(p: &mut StepPlanner<'_, '_>, step: &LlmStep) -> Action {
+    check_budget(
+        p.cx,
+        Some(p.id),
+        "budget",
+        step.budget.as_ref(),
+        p.locs.of("budget"),
+    );
+    let agent = step.agent.as_deref().and_then(|a| p.agent("agent", a));
+    if agent.as_ref().is_some_and(|a| a.system.is_some()) && step.system.is_some() {
+        p.report(
+            "system",
+            DiagnosticCode::InvalidValue,
+            "the step sets `system` and uses an agent that has its own system prompt".into(),
+            "remove the step's `system`, or use an agent without one",
+        );
+    }
+    let fallback = step.fallback.clone().unwrap_or_default();
+    let substitute_agent = fallback
+        .agent
+        .as_deref()
+        .and_then(|a| p.agent("fallback", a));
+    let system = step.system.as_deref().and_then(|s| p.compile("system", s));
+    let prompt = p.compile("prompt", &step.prompt);
+    let system = match (&system, agent.as_ref().and_then(|a| a.system.as_deref())) {
+        (None, Some(agent_system)) => p.compile("agent", agent_system),
+        _ => system,
+    };
+    let mut model = requirements(
+        step.model
+            .as_ref()
+            .or(agent.as_ref().and_then(|a| a.model.as_ref())),
+    );
+    model.local_only |= p.wf.local_only;
+    let substitute = match (&substitute_agent, &fallback.agent) {
+        (Some(a), Some(name)) => {
+            let system = a.system.as_deref().and_then(|s| p.compile("fallback", s));
+            let mut model = requirements(a.model.as_ref());
+            model.local_only |= p.wf.local_only;
+            Some(Substitute {
+                agent: name.clone(),
+                system,
+                model,
+            })
+        }
+        _ => None,
+    };
+    check_model_references(p, &model);
+    let temperature = step.temperature.unwrap_or(DEFAULT_TEMPERATURE);
+    if !(0.0..=2.0).contains(&temperature) {
+        p.report(
+            "temperature",
+            DiagnosticCode::InvalidValue,
+            format!("temperature {temperature} is out of range"),
+            "use a value from 0.0 to 2.0",
+        );
+    }
+    let max_tokens = step.max_tokens.unwrap_or(DEFAULT_MAX_TOKENS);
+    if max_tokens == 0 {
+        p.report(
+            "max_tokens",
+            DiagnosticCode::InvalidValue,
+            "`max_tokens` is 0".into(),
+            "use a positive number of tokens, e.g. 256",
+        );
+    }
+    let output_schema =
+        step.output_schema
+            .as_ref()
+            .and_then(|schema| match jsonschema::validator_for(schema) {
+                Ok(v) => Some((schema.clone(), Arc::new(v))),
+                Err(e) => {
+                    p.report(
+                        "output_schema",
+                        DiagnosticCode::InvalidValue,
+                        format!("`output_schema` is not a valid JSON Schema: {e}"),
+                        "give a JSON Schema object such as `{type: object, properties: {...}}`",
+                    );
+                    None
+                }
+            });
+    Action::Llm(Box::new(LlmAction {
+        system,
+        prompt: prompt.unwrap_or_default(),
+        model,
+        temperature,
+        max_tokens,
+        output_schema,
+        task: step.task.unwrap_or_default(),
+        agent: step.agent.clone(),
+        fallback,
+        substitute,
+        budget: step.budget.clone(),
+    }))
+}
+
+/// Checks each model reference of an `llm` step: a known provider, a model name, no
+/// cloud model on a `local_only` step.
+fn check_model_references(p: &mut StepPlanner<'_, '_>, model: &ModelRequirements) {
+    for (j, reference) in model.prefer.iter().enumerate() {
+        let provider = reference.split(':').next().unwrap_or_default();
+        let field = format!("model.prefer[{j}]");
+        let problem = if !KNOWN_PROVIDERS.contains(&provider) {
+            Some((
+                DiagnosticCode::UnknownProvider,
+                format!("model reference `{reference}` names unknown provider `{provider}`"),
+                "write `ollama:<model>`, `openai:<model>` or `embedded`".to_string(),
+            ))
+        } else if provider != "embedded"
+            && reference.split_once(':').is_none_or(|(_, m)| m.is_empty())
+        {
+            Some((
+                DiagnosticCode::InvalidValue,
+                format!("model reference `{reference}` has no model name"),
+                format!("write `{provider}:<model>`, e.g. `ollama:llama3.1`"),
+            ))
+        } else if model.local_only && provider == "openai" {
+            Some((
+                DiagnosticCode::InvalidValue,
+                format!(
+                    "model reference `{reference}` is a cloud model but the step is `local_only`"
+                ),
+                "remove the cloud model or `local_only`".to_string(),
+            ))
+        } else {
+            None
+        };
+        if let Some((code, message, hint)) = problem {
+            let d = Diagnostic::new(code, message)
+                .step(p.id)
+                .field(field)
+                .at(p.locs.of("model"))
+                .hint(hint);
+            p.cx.push(d);
+        }
+    }
+}
+
+/// Plans a `template` step.
+fn plan_template(p: &mut StepPlanner<'_, '_>, step: &TemplateStep) -> Action {
+    let template = p.compile("template", &step.template);
+    Action::Template {
+        template: template.unwrap_or_default(),
+        format: step.format.unwrap_or_default(),
+    }
+}
+
+/// Plans an `approval` step.
+fn plan_approval(p: &mut StepPlanner<'_, '_>, step: &ApprovalStep) -> Action {
+    let prompt = p.compile("prompt", &step.prompt);
+    Action::Approval {
+        prompt: prompt.unwrap_or_default(),
+        settings: step.approval.clone().unwrap_or_default(),
+    }
+}
+
+/// Plans one step: the checks every kind shares, then the kind's own planner. `None`
+/// when the step has errors (reported).
 #[allow(clippy::too_many_arguments)]
 fn plan_step(
     cx: &mut Ctx<'_>,
@@ -733,374 +1052,53 @@ fn plan_step(
     step: &Step,
     needs: &[usize],
 ) -> Option<PlannedStep> {
-    let locs = cx.step_locs(i);
-    let anc = match graph {
-        Some(graph) => Scope::Step { graph, step: i },
-        None => Scope::InCycle,
-    };
     let errors_before = cx.diags.len();
-    let at = |field: &str| At {
-        step: Some(step.id.clone()),
-        field: field.to_string(),
-        span: locs.of(field),
-    };
-
-    // Fields that belong to another kind.
-    let llm_only: [(&str, bool); 9] = [
-        ("system", step.system.is_some()),
-        ("model", step.model.is_some()),
-        ("temperature", step.temperature.is_some()),
-        ("max_tokens", step.max_tokens.is_some()),
-        ("output_schema", step.output_schema.is_some()),
-        ("task", step.task.is_some()),
-        ("agent", step.agent.is_some()),
-        ("budget", step.budget.is_some()),
-        ("fallback", step.fallback.is_some()),
-    ];
-    let template_only: [(&str, bool); 2] = [
-        ("template", step.template.is_some()),
-        ("format", step.format.is_some()),
-    ];
-    let approval_only: [(&str, bool); 1] = [("approval", step.approval.is_some())];
-    let prompt_field = [("prompt", step.prompt.is_some())];
-    let (foreign, required): (Vec<(&str, bool)>, &str) = match step.kind {
-        StepKind::Llm => (
-            template_only
-                .iter()
-                .chain(&approval_only)
-                .copied()
-                .collect(),
-            "prompt",
-        ),
-        StepKind::Template => (
-            llm_only
-                .iter()
-                .chain(&approval_only)
-                .chain(&prompt_field)
-                .copied()
-                .collect(),
-            "template",
-        ),
-        StepKind::Approval => (
-            llm_only.iter().chain(&template_only).copied().collect(),
-            "prompt",
-        ),
-    };
-    for (field, present) in &foreign {
-        if *present {
-            cx.push(at(field).diag(
-                DiagnosticCode::UnexpectedField,
-                format!(
-                    "field `{field}` is not used by `kind: {}` steps",
-                    step.kind.as_str()
-                ),
-                "remove the field, or change the step's `kind`",
-            ));
-        }
-    }
-    let required_present = match step.kind {
-        StepKind::Llm | StepKind::Approval => step.prompt.is_some(),
-        StepKind::Template => step.template.is_some(),
-    };
-    if !required_present {
-        cx.push(
-            Diagnostic::new(
-                DiagnosticCode::MissingField,
-                format!("`kind: {}` steps need a `{required}`", step.kind.as_str()),
-            )
-            .step(&step.id)
-            .field(required)
-            .at(locs.start)
-            .hint(format!("add `{required}: ...` to the step")),
-        );
-    }
-    check_budget(
+    let locs = cx.step_locs(i);
+    let mut p = StepPlanner {
         cx,
-        Some(&step.id),
-        "budget",
-        step.budget.as_ref(),
-        locs.of("budget"),
-    );
-    let agent_of = |cx: &mut Ctx<'_>, field: &str, name: &str| -> Option<crate::workflow::Agent> {
-        match wf.agents.get(name) {
-            Some(a) => Some(a.clone()),
-            None => {
-                let dym = did_you_mean(name, wf.agents.keys().map(String::as_str));
-                cx.push(at(field).diag(
-                    DiagnosticCode::UnknownAgent,
-                    format!("`{field}` names unknown agent `{name}`{dym}"),
-                    "declare the agent under the workflow's `agents:` or fix the name",
-                ));
-                None
-            }
-        }
+        env,
+        wf,
+        index,
+        scope: match graph {
+            Some(graph) => Scope::Step { graph, step: i },
+            None => Scope::InCycle,
+        },
+        id: &step.id,
+        locs,
+        reads: BTreeSet::new(),
     };
-    let agent = step.agent.as_deref().and_then(|a| agent_of(cx, "agent", a));
-    if agent.as_ref().is_some_and(|a| a.system.is_some()) && step.system.is_some() {
-        cx.push(at("system").diag(
-            DiagnosticCode::InvalidValue,
-            "the step sets `system` and uses an agent that has its own system prompt".into(),
-            "remove the step's `system`, or use an agent without one",
-        ));
-    }
-    let fallback = step.fallback.clone().unwrap_or_default();
-    let substitute_agent = fallback
-        .agent
-        .as_deref()
-        .and_then(|a| agent_of(cx, "fallback", a));
+    let kind = step.kind_name();
+    check_kind_fields(&mut p, kind);
     let on_failure = step.on_failure.clone().unwrap_or_default();
-    if let (OnFailure::Alternate(alt), true) = (&on_failure, true)
-        && alt == &step.id
-    {
-        cx.push(at("on_failure").diag(
+    if matches!(&on_failure, OnFailure::Alternate(alt) if alt == &step.id) {
+        p.report(
+            "on_failure",
             DiagnosticCode::InvalidValue,
             "a step cannot be its own alternate branch".into(),
             "name another step that lists this one in its `needs`",
-        ));
+        );
     }
-
-    // Retry and timeouts.
     let retry = step.retry.clone().unwrap_or_default();
-    if retry.max_attempts == 0 {
-        cx.push(at("retry").diag(
-            DiagnosticCode::InvalidValue,
-            "`retry.max_attempts` must be at least 1".into(),
-            "use 1 for no retries, or more",
-        ));
-    }
-    if !(retry.backoff_coefficient >= 1.0 && retry.backoff_coefficient <= 100.0) {
-        cx.push(at("retry").diag(
-            DiagnosticCode::InvalidValue,
-            format!(
-                "`retry.backoff_coefficient` is {}; it must be between 1.0 and 100.0",
-                retry.backoff_coefficient
-            ),
-            "use 2.0 for doubling delays, 1.0 for a constant delay",
-        ));
-    }
-    if retry.max_interval < retry.initial_interval {
-        cx.push(at("retry").diag(
-            DiagnosticCode::InvalidValue,
-            "`retry.max_interval` is shorter than `retry.initial_interval`".into(),
-            "make `max_interval` at least `initial_interval`",
-        ));
-    }
+    check_retry(&mut p, &retry);
     let timeouts = step.timeout.clone().unwrap_or_default();
-    for (name, value) in [
-        ("first_token", timeouts.first_token),
-        ("idle", timeouts.idle),
-        ("total", timeouts.total),
-    ] {
-        if value.is_some_and(|d| d.is_zero()) {
-            cx.push(at("timeout").diag(
-                DiagnosticCode::InvalidValue,
-                format!("`timeout.{name}` is zero"),
-                "give a positive duration such as `30s`, or leave the field out",
-            ));
-        }
-    }
-
-    // Condition.
-    let when = match &step.when {
-        Some(expr) => {
-            let name = format!("steps.{}.when", step.id);
-            let probe = Environment::new();
-            if let Err(e) = probe.compile_expression(expr) {
-                cx.push(at("when").diag(
-                    DiagnosticCode::TemplateSyntax,
-                    format!(
-                        "condition does not compile: {}",
-                        e.detail().unwrap_or("invalid expression")
-                    ),
-                    "write a minijinja expression such as `inputs.depth == \"full\"`",
-                ));
-                None
-            } else {
-                compile_template(
-                    cx,
-                    env,
-                    wf,
-                    index,
-                    anc,
-                    &name,
-                    format!("{{% if {expr} %}}true{{% endif %}}"),
-                    at("when"),
-                )
-                .map(|reads| (name, reads))
-            }
-        }
-        None => None,
+    check_timeouts(&mut p, &timeouts);
+    let when = step.when.as_deref().and_then(|e| plan_condition(&mut p, e));
+    let action = match &step.kind {
+        StepKind::Llm(s) => plan_llm(&mut p, s),
+        StepKind::Template(s) => plan_template(&mut p, s),
+        StepKind::Approval(s) => plan_approval(&mut p, s),
     };
-
-    let mut reads: BTreeSet<usize> = when
-        .as_ref()
-        .map(|(_, r)| r.iter().copied().collect())
-        .unwrap_or_default();
-    let mut compile =
-        |cx: &mut Ctx<'_>, env: &mut Environment<'static>, field: &str, text: &str| {
-            let name = format!("steps.{}.{field}", step.id);
-            compile_template(cx, env, wf, index, anc, &name, text.to_string(), at(field)).map(|r| {
-                reads.extend(r);
-                name
-            })
-        };
-
-    let action = match step.kind {
-        StepKind::Llm => {
-            let system = step
-                .system
-                .as_deref()
-                .and_then(|s| compile(cx, env, "system", s));
-            let prompt = step
-                .prompt
-                .as_deref()
-                .and_then(|p| compile(cx, env, "prompt", p));
-            let system = match (&system, agent.as_ref().and_then(|a| a.system.as_deref())) {
-                (None, Some(agent_system)) => compile(cx, env, "agent", agent_system),
-                _ => system,
-            };
-            let mut model = requirements(
-                step.model
-                    .as_ref()
-                    .or(agent.as_ref().and_then(|a| a.model.as_ref())),
-            );
-            model.local_only |= wf.local_only;
-            let substitute = match (&substitute_agent, &fallback.agent) {
-                (Some(a), Some(name)) => {
-                    let system = a
-                        .system
-                        .as_deref()
-                        .and_then(|s| compile(cx, env, "fallback", s));
-                    let mut model = requirements(a.model.as_ref());
-                    model.local_only |= wf.local_only;
-                    Some(Substitute {
-                        agent: name.clone(),
-                        system,
-                        model,
-                    })
-                }
-                _ => None,
-            };
-            for (j, reference) in model.prefer.iter().enumerate() {
-                let provider = reference.split(':').next().unwrap_or_default();
-                let span = locs.models.get(j).copied().flatten().or(locs.of("model"));
-                if !KNOWN_PROVIDERS.contains(&provider) {
-                    cx.push(
-                        Diagnostic::new(
-                            DiagnosticCode::UnknownProvider,
-                            format!(
-                                "model reference `{reference}` names unknown provider `{provider}`"
-                            ),
-                        )
-                        .step(&step.id)
-                        .field(format!("model.prefer[{j}]"))
-                        .at(span)
-                        .hint("write `ollama:<model>`, `openai:<model>` or `embedded`"),
-                    );
-                } else if provider != "embedded"
-                    && reference.split_once(':').is_none_or(|(_, m)| m.is_empty())
-                {
-                    cx.push(
-                        Diagnostic::new(
-                            DiagnosticCode::InvalidValue,
-                            format!("model reference `{reference}` has no model name"),
-                        )
-                        .step(&step.id)
-                        .field(format!("model.prefer[{j}]"))
-                        .at(span)
-                        .hint(format!(
-                            "write `{provider}:<model>`, e.g. `ollama:llama3.1`"
-                        )),
-                    );
-                } else if model.local_only && provider == "openai" {
-                    cx.push(
-                        Diagnostic::new(
-                            DiagnosticCode::InvalidValue,
-                            format!("model reference `{reference}` is a cloud model but the step is `local_only`"),
-                        )
-                        .step(&step.id)
-                        .field(format!("model.prefer[{j}]"))
-                        .at(span)
-                        .hint("remove the cloud model or `local_only`"),
-                    );
-                }
-            }
-            let temperature = step.temperature.unwrap_or(DEFAULT_TEMPERATURE);
-            if !(0.0..=2.0).contains(&temperature) {
-                cx.push(at("temperature").diag(
-                    DiagnosticCode::InvalidValue,
-                    format!("temperature {temperature} is out of range"),
-                    "use a value from 0.0 to 2.0",
-                ));
-            }
-            let max_tokens = step.max_tokens.unwrap_or(DEFAULT_MAX_TOKENS);
-            if max_tokens == 0 {
-                cx.push(at("max_tokens").diag(
-                    DiagnosticCode::InvalidValue,
-                    "`max_tokens` is 0".into(),
-                    "use a positive number of tokens, e.g. 256",
-                ));
-            }
-            let output_schema = match &step.output_schema {
-                Some(schema) => match jsonschema::validator_for(schema) {
-                    Ok(v) => Some((schema.clone(), Arc::new(v))),
-                    Err(e) => {
-                        cx.push(at("output_schema").diag(
-                            DiagnosticCode::InvalidValue,
-                            format!("`output_schema` is not a valid JSON Schema: {e}"),
-                            "give a JSON Schema object such as `{type: object, properties: {...}}`",
-                        ));
-                        None
-                    }
-                },
-                None => None,
-            };
-            Action::Llm(Box::new(LlmAction {
-                system,
-                prompt: prompt.unwrap_or_default(),
-                model,
-                temperature,
-                max_tokens,
-                output_schema,
-                task: step.task.unwrap_or_default(),
-                agent: step.agent.clone(),
-                fallback,
-                substitute,
-                budget: step.budget.clone(),
-            }))
-        }
-        StepKind::Approval => {
-            let prompt = step
-                .prompt
-                .as_deref()
-                .and_then(|p| compile(cx, env, "prompt", p));
-            Action::Approval {
-                prompt: prompt.unwrap_or_default(),
-                settings: step.approval.clone().unwrap_or_default(),
-            }
-        }
-        StepKind::Template => {
-            let template = step
-                .template
-                .as_deref()
-                .and_then(|t| compile(cx, env, "template", t));
-            Action::Template {
-                template: template.unwrap_or_default(),
-                format: step.format.unwrap_or_default(),
-            }
-        }
-    };
-
+    let reads = std::mem::take(&mut p.reads);
     if cx.diags.len() > errors_before {
         return None;
     }
     Some(PlannedStep {
         id: step.id.clone(),
-        kind: step.kind,
+        kind,
         action,
         needs: needs.to_vec(),
         reads: reads.into_iter().collect(),
-        when: when.map(|(name, _)| name),
+        when,
         retry,
         timeouts,
         on_failure,
