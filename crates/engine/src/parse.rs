@@ -1,23 +1,38 @@
 //! Reading workflow files: YAML → [`Workflow`], keeping line/column locations.
 //!
-//! The YAML is read with `serde-saphyr` (a maintained serde YAML crate that reports
-//! locations). The typed parse gives the [`Workflow`]; a second pass over the same text
-//! into a small "skeleton" of `Spanned` values records where the fields that validation
-//! talks about (ids, `needs`, templates, conditions, model references) were written, so a
-//! diagnostic found later can name its line and column.
+//! The YAML is read once, with `serde-saphyr` (a maintained serde YAML crate that reports
+//! locations), into a located copy of the file's shape: the same fields as [`Workflow`],
+//! each value that a diagnostic may point at wrapped in `serde_saphyr::Spanned`. Every
+//! value is deserialized straight from the YAML, so a type error is located at the value
+//! and worded by serde-saphyr; a step is read as one flat mapping holding the fields of
+//! every kind (serde's `flatten` and internally tagged enums would buffer the values and
+//! lose both the locations and serde-saphyr's wording).
+//!
+//! The located copy then becomes the typed [`Workflow`] (one [`StepKind`] variant per
+//! step) and its [`Locations`]. A field written on a step whose kind does not use it is
+//! left out of the typed step and listed in [`StepLocations::unexpected`]; a missing
+//! required field is named in [`StepLocations::missing`] (its typed value is empty).
+//! Validation reports both, so a file with such a step never becomes a plan.
+//!
+//! Adding a step kind: its struct in [`crate::workflow`], its fields in `StepText` below
+//! (with the kind's entry in [`kind_uses`]), and its conversion in `kind_of`.
 
 use std::collections::BTreeMap;
 use std::path::Path;
 
 use serde::Deserialize;
-use serde::de::IgnoredAny;
 use serde_saphyr::Spanned;
 
 use crate::diagnostic::{Diagnostic, DiagnosticCode, Span};
-use crate::workflow::Workflow;
+use crate::workflow::{
+    Agent, ApprovalSettings, ApprovalStep, Budget, FORMAT_VERSION, FallbackLadder, Guardrails,
+    InputSpec, KindName, LlmStep, ModelSpec, OnFailure, OutputFormat, Position, RetryPolicy, Step,
+    StepKind, TaskClass, TemplateStep, Timeouts, Workflow,
+};
 
 /// Locations of the parts of a workflow file that diagnostics refer to. Missing entries
-/// mean "unknown" (for example when a value came through an alias).
+/// mean "unknown" (for example when a value came through an alias, or the workflow did
+/// not come from a file).
 #[derive(Debug, Default, Clone)]
 pub struct Locations {
     /// Where the workflow's `id` value is.
@@ -38,18 +53,22 @@ pub struct Locations {
     pub agents: BTreeMap<String, Span>,
 }
 
-/// Locations inside one step.
+/// Locations inside one step, and the fields its kind did not take.
 #[derive(Debug, Default, Clone)]
 pub struct StepLocations {
     /// The step's mapping itself.
     pub start: Option<Span>,
     /// Field name → where its value is (`id`, `kind`, `prompt`, `when`, `template`,
-    /// `system`, `model`, `temperature`, ...).
+    /// `system`, `model`, `temperature`, ...; `needs` is its first entry).
     pub fields: BTreeMap<&'static str, Span>,
     /// Each `needs` entry.
     pub needs: Vec<Option<Span>>,
-    /// Each model reference of `model` / `model.prefer`.
-    pub models: Vec<Option<Span>>,
+    /// Fields written on the step that its kind does not use, in the order validation
+    /// reports them (see [`KIND_FIELDS`]); they are not in the typed step.
+    pub unexpected: Vec<&'static str>,
+    /// The required field of the kind when it was not written (`prompt`, `template`); the
+    /// typed step holds an empty value in its place.
+    pub missing: Option<&'static str>,
 }
 
 impl StepLocations {
@@ -70,6 +89,41 @@ pub struct Parsed {
     pub file: Option<String>,
 }
 
+/// The fields that belong to one kind or another, in the order a step's stray fields are
+/// reported.
+pub const KIND_FIELDS: [&str; 13] = [
+    "system",
+    "model",
+    "temperature",
+    "max_tokens",
+    "output_schema",
+    "task",
+    "agent",
+    "budget",
+    "fallback",
+    "template",
+    "format",
+    "approval",
+    "prompt",
+];
+
+/// Whether steps of `kind` use `field` (one of [`KIND_FIELDS`]).
+pub fn kind_uses(kind: KindName, field: &str) -> bool {
+    match kind {
+        KindName::Llm => !matches!(field, "template" | "format" | "approval"),
+        KindName::Template => matches!(field, "template" | "format"),
+        KindName::Approval => matches!(field, "prompt" | "approval"),
+    }
+}
+
+/// The field a step of `kind` must have.
+pub fn required_field(kind: KindName) -> &'static str {
+    match kind {
+        KindName::Llm | KindName::Approval => "prompt",
+        KindName::Template => "template",
+    }
+}
+
 fn span(loc: &serde_saphyr::Location) -> Option<Span> {
     let (line, column) = (loc.line(), loc.column());
     if line == 0 {
@@ -86,161 +140,286 @@ fn spanned<T>(s: &Spanned<T>) -> Option<Span> {
     span(&s.referenced)
 }
 
-#[derive(Deserialize)]
-struct SkelDoc {
-    #[serde(default)]
-    id: Option<Spanned<IgnoredAny>>,
-    #[serde(default)]
-    format: Option<Spanned<IgnoredAny>>,
-    #[serde(default)]
-    inputs: Option<BTreeMap<String, Spanned<IgnoredAny>>>,
-    #[serde(default)]
-    outputs: Option<BTreeMap<String, Spanned<IgnoredAny>>>,
-    #[serde(default)]
-    steps: Option<Spanned<Vec<Spanned<SkelStep>>>>,
-    #[serde(default)]
-    budget: Option<Spanned<IgnoredAny>>,
-    #[serde(default)]
-    agents: Option<BTreeMap<String, Spanned<IgnoredAny>>>,
+fn default_format() -> Spanned<u32> {
+    Spanned::new(
+        FORMAT_VERSION,
+        serde_saphyr::Location::UNKNOWN,
+        serde_saphyr::Location::UNKNOWN,
+    )
 }
 
+/// The file as written, located. Field names, order, defaults and required fields are
+/// those of [`Workflow`], so serde's messages (`unknown field ..., expected one of ...`)
+/// read the same.
 #[derive(Deserialize)]
-struct SkelStep {
+#[serde(deny_unknown_fields)]
+struct FileText {
+    #[serde(default = "default_format")]
+    format: Spanned<u32>,
+    id: Spanned<String>,
     #[serde(default)]
-    id: Option<Spanned<IgnoredAny>>,
+    name: Option<String>,
     #[serde(default)]
-    kind: Option<Spanned<IgnoredAny>>,
+    description: Option<String>,
     #[serde(default)]
-    needs: Option<Vec<Spanned<IgnoredAny>>>,
+    version: Option<String>,
     #[serde(default)]
-    when: Option<Spanned<IgnoredAny>>,
+    inputs: BTreeMap<String, Spanned<InputSpec>>,
     #[serde(default)]
-    system: Option<Spanned<IgnoredAny>>,
+    outputs: BTreeMap<String, Spanned<String>>,
     #[serde(default)]
-    prompt: Option<Spanned<IgnoredAny>>,
+    local_only: bool,
     #[serde(default)]
-    template: Option<Spanned<IgnoredAny>>,
+    budget: Option<Spanned<Budget>>,
     #[serde(default)]
-    format: Option<Spanned<IgnoredAny>>,
+    guardrails: Option<Guardrails>,
     #[serde(default)]
-    model: Option<Spanned<SkelModel>>,
-    #[serde(default)]
-    temperature: Option<Spanned<IgnoredAny>>,
-    #[serde(default)]
-    max_tokens: Option<Spanned<IgnoredAny>>,
-    #[serde(default)]
-    output_schema: Option<Spanned<IgnoredAny>>,
-    #[serde(default)]
-    retry: Option<Spanned<IgnoredAny>>,
-    #[serde(default)]
-    timeout: Option<Spanned<IgnoredAny>>,
-    #[serde(default)]
-    on_failure: Option<Spanned<IgnoredAny>>,
-    #[serde(default)]
-    cache: Option<Spanned<IgnoredAny>>,
-    #[serde(default)]
-    task: Option<Spanned<IgnoredAny>>,
-    #[serde(default)]
-    agent: Option<Spanned<IgnoredAny>>,
-    #[serde(default)]
-    budget: Option<Spanned<IgnoredAny>>,
-    #[serde(default)]
-    fallback: Option<Spanned<IgnoredAny>>,
-    #[serde(default)]
-    approval: Option<Spanned<IgnoredAny>>,
+    agents: BTreeMap<String, Spanned<Agent>>,
+    steps: Spanned<Vec<Spanned<StepText>>>,
 }
 
+/// One step as written: the common fields and the fields of every kind, in the order of
+/// the format's documentation (serde's `expected one of ...` lists them in this order).
 #[derive(Deserialize)]
-#[serde(untagged)]
-enum SkelModel {
-    One(Spanned<String>),
-    List(Vec<Spanned<IgnoredAny>>),
-    Map {
-        #[serde(default)]
-        prefer: Vec<Spanned<IgnoredAny>>,
-    },
+#[serde(deny_unknown_fields)]
+struct StepText {
+    id: Spanned<String>,
+    kind: Spanned<KindName>,
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    needs: Vec<Spanned<String>>,
+    #[serde(default)]
+    when: Option<Spanned<String>>,
+    #[serde(default)]
+    retry: Option<Spanned<RetryPolicy>>,
+    #[serde(default)]
+    timeout: Option<Spanned<Timeouts>>,
+    #[serde(default)]
+    on_failure: Option<Spanned<OnFailure>>,
+    #[serde(default)]
+    cache: Option<Spanned<bool>>,
+    // `llm`
+    #[serde(default)]
+    system: Option<Spanned<String>>,
+    #[serde(default)]
+    task: Option<Spanned<TaskClass>>,
+    #[serde(default)]
+    agent: Option<Spanned<String>>,
+    #[serde(default)]
+    budget: Option<Spanned<Budget>>,
+    #[serde(default)]
+    fallback: Option<Spanned<FallbackLadder>>,
+    // `llm` and `approval`
+    #[serde(default)]
+    prompt: Option<Spanned<String>>,
+    // `llm`
+    #[serde(default)]
+    model: Option<Spanned<ModelSpec>>,
+    #[serde(default)]
+    temperature: Option<Spanned<f32>>,
+    #[serde(default)]
+    max_tokens: Option<Spanned<u32>>,
+    #[serde(default)]
+    output_schema: Option<Spanned<serde_json::Value>>,
+    // `template`
+    #[serde(default)]
+    template: Option<Spanned<String>>,
+    #[serde(default)]
+    format: Option<Spanned<OutputFormat>>,
+    // `approval`
+    #[serde(default)]
+    approval: Option<Spanned<ApprovalSettings>>,
+    #[serde(default)]
+    position: Option<Position>,
 }
 
-fn skeleton(text: &str) -> Locations {
-    let Ok(doc) = serde_saphyr::from_str::<SkelDoc>(text) else {
-        return Locations::default();
+/// Records where `value` is under `name` and returns the value.
+fn take<T>(
+    fields: &mut BTreeMap<&'static str, Span>,
+    name: &'static str,
+    value: Option<Spanned<T>>,
+) -> Option<T> {
+    let value = value?;
+    if let Some(sp) = spanned(&value) {
+        fields.insert(name, sp);
+    }
+    Some(value.value)
+}
+
+/// The located step's kind-specific fields, still optional, with their locations taken.
+struct KindText {
+    system: Option<String>,
+    task: Option<TaskClass>,
+    agent: Option<String>,
+    budget: Option<Budget>,
+    fallback: Option<FallbackLadder>,
+    prompt: Option<String>,
+    model: Option<ModelSpec>,
+    temperature: Option<f32>,
+    max_tokens: Option<u32>,
+    output_schema: Option<serde_json::Value>,
+    template: Option<String>,
+    format: Option<OutputFormat>,
+    approval: Option<ApprovalSettings>,
+}
+
+impl KindText {
+    /// Whether the field named `name` (one of [`KIND_FIELDS`]) was written.
+    fn has(&self, name: &str) -> bool {
+        match name {
+            "system" => self.system.is_some(),
+            "model" => self.model.is_some(),
+            "temperature" => self.temperature.is_some(),
+            "max_tokens" => self.max_tokens.is_some(),
+            "output_schema" => self.output_schema.is_some(),
+            "task" => self.task.is_some(),
+            "agent" => self.agent.is_some(),
+            "budget" => self.budget.is_some(),
+            "fallback" => self.fallback.is_some(),
+            "template" => self.template.is_some(),
+            "format" => self.format.is_some(),
+            "approval" => self.approval.is_some(),
+            "prompt" => self.prompt.is_some(),
+            _ => false,
+        }
+    }
+}
+
+/// The typed kind of a step: the kind's own fields are kept, the others are named in
+/// `loc.unexpected`, a missing required field in `loc.missing`.
+fn kind_of(kind: KindName, t: KindText, loc: &mut StepLocations) -> StepKind {
+    loc.unexpected = KIND_FIELDS
+        .into_iter()
+        .filter(|f| t.has(f) && !kind_uses(kind, f))
+        .collect();
+    let required = required_field(kind);
+    if !t.has(required) {
+        loc.missing = Some(required);
+    }
+    match kind {
+        KindName::Llm => StepKind::Llm(LlmStep {
+            system: t.system,
+            task: t.task,
+            agent: t.agent,
+            budget: t.budget,
+            fallback: t.fallback,
+            prompt: t.prompt.unwrap_or_default(),
+            model: t.model,
+            temperature: t.temperature,
+            max_tokens: t.max_tokens,
+            output_schema: t.output_schema,
+        }),
+        KindName::Template => StepKind::Template(TemplateStep {
+            template: t.template.unwrap_or_default(),
+            format: t.format,
+        }),
+        KindName::Approval => StepKind::Approval(ApprovalStep {
+            prompt: t.prompt.unwrap_or_default(),
+            approval: t.approval,
+        }),
+    }
+}
+
+/// The typed step and its locations.
+fn step_of(step: Spanned<StepText>) -> (Step, StepLocations) {
+    let mut loc = StepLocations {
+        start: spanned(&step),
+        ..StepLocations::default()
     };
-    let mut out = Locations {
-        id: doc.id.as_ref().and_then(spanned),
-        format: doc.format.as_ref().and_then(spanned),
+    let s = step.value;
+    let f = &mut loc.fields;
+    let id = take(f, "id", Some(s.id)).unwrap_or_default();
+    let kind = take(f, "kind", Some(s.kind)).unwrap_or(KindName::Llm);
+    loc.needs = s.needs.iter().map(spanned).collect();
+    if let Some(first) = loc.needs.first().copied().flatten() {
+        f.insert("needs", first);
+    }
+    let needs = s.needs.into_iter().map(|n| n.value).collect();
+    let when = take(f, "when", s.when);
+    let retry = take(f, "retry", s.retry);
+    let timeout = take(f, "timeout", s.timeout);
+    let on_failure = take(f, "on_failure", s.on_failure);
+    let cache = take(f, "cache", s.cache);
+    let text = KindText {
+        system: take(f, "system", s.system),
+        task: take(f, "task", s.task),
+        agent: take(f, "agent", s.agent),
+        budget: take(f, "budget", s.budget),
+        fallback: take(f, "fallback", s.fallback),
+        prompt: take(f, "prompt", s.prompt),
+        model: take(f, "model", s.model),
+        temperature: take(f, "temperature", s.temperature),
+        max_tokens: take(f, "max_tokens", s.max_tokens),
+        output_schema: take(f, "output_schema", s.output_schema),
+        template: take(f, "template", s.template),
+        format: take(f, "format", s.format),
+        approval: take(f, "approval", s.approval),
+    };
+    let kind = kind_of(kind, text, &mut loc);
+    let step = Step {
+        id,
+        name: s.name,
+        needs,
+        when,
+        retry,
+        timeout,
+        on_failure,
+        cache,
+        position: s.position,
+        kind,
+    };
+    (step, loc)
+}
+
+/// Values of a located map, recording where each entry is.
+fn located_map<T>(
+    map: BTreeMap<String, Spanned<T>>,
+    at: &mut BTreeMap<String, Span>,
+) -> BTreeMap<String, T> {
+    map.into_iter()
+        .map(|(name, value)| {
+            if let Some(sp) = spanned(&value) {
+                at.insert(name.clone(), sp);
+            }
+            (name, value.value)
+        })
+        .collect()
+}
+
+/// The typed workflow and its locations.
+fn workflow_of(doc: FileText) -> (Workflow, Locations) {
+    let mut locs = Locations {
+        id: spanned(&doc.id),
+        format: spanned(&doc.format),
+        steps: spanned(&doc.steps),
         budget: doc.budget.as_ref().and_then(spanned),
         ..Locations::default()
     };
-    for (name, s) in doc.agents.unwrap_or_default() {
-        if let Some(sp) = spanned(&s) {
-            out.agents.insert(name, sp);
-        }
+    let inputs = located_map(doc.inputs, &mut locs.inputs);
+    let outputs = located_map(doc.outputs, &mut locs.outputs);
+    let agents = located_map(doc.agents, &mut locs.agents);
+    let mut steps = Vec::with_capacity(doc.steps.value.len());
+    for step in doc.steps.value {
+        let (step, loc) = step_of(step);
+        steps.push(step);
+        locs.step.push(loc);
     }
-    for (name, s) in doc.inputs.unwrap_or_default() {
-        if let Some(sp) = spanned(&s) {
-            out.inputs.insert(name, sp);
-        }
-    }
-    for (name, s) in doc.outputs.unwrap_or_default() {
-        if let Some(sp) = spanned(&s) {
-            out.outputs.insert(name, sp);
-        }
-    }
-    if let Some(steps) = doc.steps {
-        out.steps = spanned(&steps);
-        for step in steps.value {
-            let mut loc = StepLocations {
-                start: spanned(&step),
-                ..StepLocations::default()
-            };
-            let s = step.value;
-            let fields: [(&'static str, &Option<Spanned<IgnoredAny>>); 20] = [
-                ("on_failure", &s.on_failure),
-                ("cache", &s.cache),
-                ("task", &s.task),
-                ("agent", &s.agent),
-                ("budget", &s.budget),
-                ("fallback", &s.fallback),
-                ("approval", &s.approval),
-                ("id", &s.id),
-                ("kind", &s.kind),
-                ("when", &s.when),
-                ("system", &s.system),
-                ("prompt", &s.prompt),
-                ("template", &s.template),
-                ("format", &s.format),
-                ("temperature", &s.temperature),
-                ("max_tokens", &s.max_tokens),
-                ("output_schema", &s.output_schema),
-                ("retry", &s.retry),
-                ("timeout", &s.timeout),
-                ("needs", &None),
-            ];
-            for (name, value) in fields {
-                if let Some(sp) = value.as_ref().and_then(spanned) {
-                    loc.fields.insert(name, sp);
-                }
-            }
-            if let Some(needs) = &s.needs {
-                loc.needs = needs.iter().map(spanned).collect();
-                if let Some(first) = loc.needs.first().copied().flatten() {
-                    loc.fields.insert("needs", first);
-                }
-            }
-            if let Some(model) = &s.model {
-                if let Some(sp) = spanned(model) {
-                    loc.fields.insert("model", sp);
-                }
-                loc.models = match &model.value {
-                    SkelModel::One(one) => vec![spanned(one)],
-                    SkelModel::List(items) => items.iter().map(spanned).collect(),
-                    SkelModel::Map { prefer } => prefer.iter().map(spanned).collect(),
-                };
-            }
-            out.step.push(loc);
-        }
-    }
-    out
+    let workflow = Workflow {
+        format: doc.format.value,
+        id: doc.id.value,
+        name: doc.name,
+        description: doc.description,
+        version: doc.version,
+        inputs,
+        outputs,
+        local_only: doc.local_only,
+        budget: doc.budget.map(|b| b.value),
+        guardrails: doc.guardrails,
+        agents,
+        steps,
+    };
+    (workflow, locs)
 }
 
 /// Parses workflow YAML text. `file` is used in diagnostics only.
@@ -249,12 +428,15 @@ fn skeleton(text: &str) -> Locations {
 /// One [`DiagnosticCode::Syntax`] diagnostic, located, when the text is not valid YAML or
 /// does not match the format (wrong type, unknown or missing field).
 pub fn parse_str(text: &str, file: Option<&str>) -> Result<Parsed, Box<Diagnostic>> {
-    match serde_saphyr::from_str::<Workflow>(text) {
-        Ok(workflow) => Ok(Parsed {
-            workflow,
-            locations: skeleton(text),
-            file: file.map(str::to_owned),
-        }),
+    match serde_saphyr::from_str::<FileText>(text) {
+        Ok(doc) => {
+            let (workflow, locations) = workflow_of(doc);
+            Ok(Parsed {
+                workflow,
+                locations,
+                file: file.map(str::to_owned),
+            })
+        }
         Err(err) => {
             let at = err.location().and_then(|l| span(&l));
             let message = syntax_message(&err);

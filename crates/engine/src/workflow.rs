@@ -8,8 +8,8 @@
 //!
 //! Invariants kept by validation, not by these types: step ids are unique identifiers,
 //! `needs` name existing steps and form no cycle, every template and condition only
-//! references declared inputs and steps it depends on, and each step carries exactly the
-//! fields its `kind` uses.
+//! references declared inputs and steps it depends on. Each step carries exactly the
+//! fields of its `kind` by construction ([`StepKind`]).
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -278,10 +278,10 @@ pub struct InputSpec {
     pub default: Option<serde_json::Value>,
 }
 
-/// What a step does.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+/// The name of a step kind, as written in `kind:` (the tag of [`StepKind`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
-pub enum StepKind {
+pub enum KindName {
     /// Call a language model with a rendered prompt.
     Llm,
     /// Render text or JSON from inputs and upstream outputs; no model.
@@ -290,104 +290,211 @@ pub enum StepKind {
     Approval,
 }
 
-impl StepKind {
+impl KindName {
     /// The name used in workflow files.
     pub fn as_str(self) -> &'static str {
         match self {
-            StepKind::Llm => "llm",
-            StepKind::Template => "template",
-            StepKind::Approval => "approval",
+            KindName::Llm => "llm",
+            KindName::Template => "template",
+            KindName::Approval => "approval",
         }
     }
 }
 
-/// One step. Common fields first, then the fields of each kind (validation rejects fields
-/// that the step's kind does not use, naming the field).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
+/// One step: the common fields, `kind`, and the fields of that kind (an unknown field, or
+/// one of another kind, is an error).
+#[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
+#[schemars(extend("unevaluatedProperties" = false))]
 pub struct Step {
     /// Unique id within the workflow: a lowercase identifier (`[a-z_][a-z0-9_]*`), so
     /// templates can write `steps.<id>.output`.
     pub id: String,
-    /// What the step does.
-    pub kind: StepKind,
     /// Optional display name.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub name: Option<String>,
     /// Ids of the steps that must finish before this one starts.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(default)]
     pub needs: Vec<String>,
     /// A minijinja expression over `inputs` and `steps`; the step is skipped when it is
     /// false. Example: `inputs.depth == "full"`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub when: Option<String>,
     /// Retry policy for failed attempts (defaults: see [`RetryPolicy`]).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub retry: Option<RetryPolicy>,
     /// Timeouts per attempt (defaults: see [`Timeouts`]).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub timeout: Option<Timeouts>,
     /// What happens when the step fails after its fallback ladder (default `fail`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub on_failure: Option<OnFailure>,
     /// Reuse a stored output when the step's definition, resolved inputs and model are
     /// unchanged since an earlier run (default true; `nexus run --fresh` disables it).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub cache: Option<bool>,
+    /// Position of the node on the desktop canvas; ignored by the engine.
+    #[serde(default)]
+    pub position: Option<Position>,
+    /// What the step does (`kind:`) and the fields of that kind.
+    #[serde(flatten)]
+    pub kind: StepKind,
+}
 
-    // ----- kind: llm -----
-    /// `llm`: system prompt (a template).
+// In a file a kind's fields sit beside the common ones (`kind: llm`, then `prompt:`):
+// `StepKind` is flattened into the step. Files are read by `crate::parse`, which keeps the
+// location of every field and reports a field of another kind as `unexpected_field`; the
+// `Deserialize` derived here reads what `Serialize` below wrote (the stored copy of a
+// workflow). `Serialize` writes `id`, `kind`, the common fields, the kind's fields,
+// `position`: the order of the format's documentation, which the definition hash of a
+// step (the output cache's key) depends on.
+impl Step {
+    /// The name of the step's kind.
+    pub fn kind_name(&self) -> KindName {
+        self.kind.name()
+    }
+}
+
+/// What a step does, tagged by `kind:`; each kind has its own fields. A new kind is one
+/// more variant with its struct (and its fields in the located reader, `crate::parse`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum StepKind {
+    /// Call a language model with a rendered prompt.
+    Llm(LlmStep),
+    /// Render text or JSON from inputs and upstream outputs; no model.
+    Template(TemplateStep),
+    /// Wait for a human to approve or reject (the `prompt` is shown to them).
+    Approval(ApprovalStep),
+}
+
+impl StepKind {
+    /// The kind's name, as written in `kind:`.
+    pub fn name(&self) -> KindName {
+        match self {
+            StepKind::Llm(_) => KindName::Llm,
+            StepKind::Template(_) => KindName::Template,
+            StepKind::Approval(_) => KindName::Approval,
+        }
+    }
+}
+
+/// The fields of a `kind: llm` step.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LlmStep {
+    /// System prompt (a template).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub system: Option<String>,
-    /// `llm`: the kind of work, for the model selector (default `general`).
+    /// The kind of work, for the model selector (default `general`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub task: Option<TaskClass>,
-    /// `llm`: an agent from the workflow's `agents` whose system prompt and model
-    /// preferences this step uses.
+    /// An agent from the workflow's `agents` whose system prompt and model preferences
+    /// this step uses.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub agent: Option<String>,
-    /// `llm`: token and cost limits of this step.
+    /// Token and cost limits of this step.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub budget: Option<Budget>,
-    /// `llm`: the fallback ladder (defaults: see [`FallbackLadder`]).
+    /// The fallback ladder (defaults: see [`FallbackLadder`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fallback: Option<FallbackLadder>,
-    /// `llm`: the prompt, a minijinja template over `inputs` and `steps`;
-    /// `approval`: the question shown to the approver.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub prompt: Option<String>,
-    /// `llm`: which models may serve the step (default: the selector's order).
+    /// The prompt, a minijinja template over `inputs` and `steps`.
+    pub prompt: String,
+    /// Which models may serve the step (default: the selector's order).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model: Option<ModelSpec>,
-    /// `llm`: sampling temperature, 0.0–2.0 (default 0.2).
+    /// Sampling temperature, 0.0–2.0 (default 0.2).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub temperature: Option<f32>,
-    /// `llm`: maximum tokens to generate (default 256).
+    /// Maximum tokens to generate (default 256).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_tokens: Option<u32>,
-    /// `llm`: a JSON Schema the output must satisfy. The provider is asked for JSON that
-    /// follows it (Ollama `format`, OpenAI `response_format`, a llama.cpp grammar) and the
-    /// reply is validated on return; a reply that fails counts as a failed attempt.
+    /// A JSON Schema the output must satisfy. The provider is asked for JSON that follows
+    /// it (Ollama `format`, OpenAI `response_format`, a llama.cpp grammar) and the reply
+    /// is validated on return; a reply that fails counts as a failed attempt.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub output_schema: Option<serde_json::Value>,
+}
 
-    // ----- kind: template -----
-    /// `template`: the template to render.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub template: Option<String>,
-    /// `template`: whether the rendered text is kept as text or parsed as JSON
-    /// (default `text`).
+/// The fields of a `kind: template` step.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TemplateStep {
+    /// The template to render.
+    pub template: String,
+    /// Whether the rendered text is kept as text or parsed as JSON (default `text`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub format: Option<OutputFormat>,
+}
 
-    // ----- kind: approval -----
-    /// `approval`: timeout and default decision.
+/// The fields of a `kind: approval` step.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ApprovalStep {
+    /// The question shown to the approver (a template).
+    pub prompt: String,
+    /// Timeout and default decision.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub approval: Option<ApprovalSettings>,
+}
 
-    /// Position of the node on the desktop canvas; ignored by the engine.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub position: Option<Position>,
+/// How a [`Step`] is written: `id`, `kind`, the common fields, the kind's fields (one
+/// flattened struct, so no tag of its own), `position`.
+#[derive(Serialize)]
+struct StepOut<'a> {
+    id: &'a str,
+    kind: KindName,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    name: Option<&'a String>,
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    needs: &'a [String],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    when: Option<&'a String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    retry: Option<&'a RetryPolicy>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    timeout: Option<&'a Timeouts>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    on_failure: Option<&'a OnFailure>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cache: Option<bool>,
+    #[serde(flatten)]
+    fields: KindFieldsOut<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    position: Option<Position>,
+}
+
+/// The fields of a kind without its tag.
+#[derive(Serialize)]
+#[serde(untagged)]
+enum KindFieldsOut<'a> {
+    Llm(&'a LlmStep),
+    Template(&'a TemplateStep),
+    Approval(&'a ApprovalStep),
+}
+
+impl Serialize for Step {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let fields = match &self.kind {
+            StepKind::Llm(s) => KindFieldsOut::Llm(s),
+            StepKind::Template(s) => KindFieldsOut::Template(s),
+            StepKind::Approval(s) => KindFieldsOut::Approval(s),
+        };
+        StepOut {
+            id: &self.id,
+            kind: self.kind.name(),
+            name: self.name.as_ref(),
+            needs: &self.needs,
+            when: self.when.as_ref(),
+            retry: self.retry.as_ref(),
+            timeout: self.timeout.as_ref(),
+            on_failure: self.on_failure.as_ref(),
+            cache: self.cache,
+            fields,
+            position: self.position,
+        }
+        .serialize(serializer)
+    }
 }
 
 /// Canvas position of a step, in canvas pixels.

@@ -446,3 +446,68 @@ outputs:
     assert_eq!(by("manual").status, StepStatus::Succeeded);
     assert_eq!(by("manual").output.as_deref(), Some("handled by hand"));
 }
+
+/// The example workflows as JSON values (what the schema describes), by file name.
+fn example_workflow_values() -> Vec<(String, String, serde_json::Value)> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(repo().join("workflows")).expect("workflows/") {
+        let path = entry.expect("entry").path();
+        if path.extension().is_some_and(|x| x == "yaml") {
+            let text = std::fs::read_to_string(&path).expect("readable");
+            let value: serde_json::Value = serde_saphyr::from_str(&text).expect("YAML");
+            out.push((path.display().to_string(), text, value));
+        }
+    }
+    assert!(out.len() >= 3);
+    out
+}
+
+/// The JSON Schema accepts every example workflow and rejects a step that carries a field
+/// of another kind or an unknown field, as the engine does.
+#[test]
+fn the_json_schema_accepts_the_examples_and_rejects_stray_step_fields() {
+    let schema = nexus_engine::workflow::json_schema();
+    let validator = jsonschema::validator_for(&schema).expect("the schema compiles");
+    for (name, _, value) in example_workflow_values() {
+        let errors: Vec<String> = validator
+            .iter_errors(&value)
+            .map(|e| e.to_string())
+            .collect();
+        assert!(errors.is_empty(), "{name}: {errors:?}");
+    }
+    let dir = repo().join("tests/invalid");
+    let mut rejected = 0;
+    for entry in std::fs::read_dir(&dir).expect("tests/invalid") {
+        let path = entry.expect("entry").path();
+        let text = std::fs::read_to_string(&path).expect("readable");
+        let expect = text.lines().next().unwrap_or_default();
+        if expect.contains("unexpected_field") || text.contains("promt:") {
+            let value: serde_json::Value = serde_saphyr::from_str(&text).expect("YAML");
+            assert!(
+                !validator.is_valid(&value),
+                "{}: the schema accepts a step the engine rejects",
+                path.display()
+            );
+            rejected += 1;
+        }
+    }
+    assert!(rejected >= 6, "only {rejected} stray-field files checked");
+}
+
+/// The located reader (`parse`) and the serde types read the same workflow from a file,
+/// and the stored JSON copy (what `resume` reads back) is the same workflow again.
+#[test]
+fn the_located_reader_and_the_format_types_agree() {
+    for (name, text, _) in example_workflow_values() {
+        let parsed = nexus_engine::parse::parse_str(&text, Some(&name))
+            .unwrap_or_else(|d| panic!("{d}"))
+            .workflow;
+        let typed: nexus_engine::Workflow =
+            serde_saphyr::from_str(&text).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(parsed, typed, "{name}");
+        let stored = serde_json::to_value(&parsed).expect("serializes");
+        let back: nexus_engine::Workflow =
+            serde_json::from_value(stored).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(parsed, back, "{name}");
+    }
+}

@@ -1,0 +1,232 @@
+//! Validation: a parsed [`Workflow`] becomes a [`Plan`] — the DAG with its templates
+//! compiled — or a list of located [`Diagnostic`]s.
+//!
+//! Checks, each reported with file, line and column (or step id and field) and a hint:
+//! format version, ids, duplicate step ids, unknown `needs`, cycles (the cycle is named),
+//! fields that do not belong to a step's kind, value ranges, template and condition syntax,
+//! references to undeclared inputs or unknown steps, references to steps that are not
+//! dependencies, unknown model providers, output schemas that are not valid JSON Schema.
+//!
+//! Templates and conditions use minijinja, one engine for both. A condition `when: EXPR`
+//! is compiled as the template `{% if EXPR %}true{% endif %}`, so its references are
+//! checked the same way. Every template is compiled once, into [`Plan::env`], and the run
+//! renders it from there by name.
+//!
+//! Layout: [`validate()`](validate) orders the workflow-level checks (`validate`), each
+//! step is planned by `step` (the checks every kind shares) and the planner of its kind
+//! (`kinds::llm`, `kinds::template`, `kinds::approval`); `templates` compiles and checks
+//! references, `cycles` walks the `needs` graph, `inputs` checks declarations and
+//! resolves a run's values, `report` collects the diagnostics.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use minijinja::Environment;
+
+use crate::diagnostic::Diagnostic;
+use crate::workflow::{
+    ApprovalSettings, Budget, FallbackLadder, KindName, ModelRequirements, OnFailure, OutputFormat,
+    RetryPolicy, TaskClass, Timeouts, Workflow,
+};
+
+mod cycles;
+mod inputs;
+mod kinds;
+mod report;
+mod step;
+mod templates;
+mod validate;
+
+pub use inputs::{FileInputs, input_type_name, resolve_inputs, resolve_inputs_in};
+pub use validate::validate;
+
+/// Provider ids a model reference may name.
+pub const KNOWN_PROVIDERS: [&str; 3] = ["ollama", "openai", "embedded"];
+
+/// Default sampling temperature of `llm` steps.
+pub const DEFAULT_TEMPERATURE: f32 = 0.2;
+/// Default `max_tokens` of `llm` steps.
+pub const DEFAULT_MAX_TOKENS: u32 = 256;
+
+/// What a planned step does.
+#[derive(Debug, Clone)]
+pub enum Action {
+    /// Call a model.
+    Llm(Box<LlmAction>),
+    /// Render a template.
+    Template {
+        /// Name of the compiled template in [`Plan::env`].
+        template: String,
+        /// Text or JSON.
+        format: OutputFormat,
+    },
+    /// Wait for a human's decision.
+    Approval {
+        /// Name of the compiled question template.
+        prompt: String,
+        /// Timeout and default decision.
+        settings: ApprovalSettings,
+    },
+}
+
+/// A substitute agent of the fallback ladder, resolved for one step.
+#[derive(Debug, Clone)]
+pub struct Substitute {
+    /// The agent's name.
+    pub agent: String,
+    /// Name of the compiled system template, if the agent has one.
+    pub system: Option<String>,
+    /// The agent's model requirements (the workflow's `local_only` applied).
+    pub model: ModelRequirements,
+}
+
+/// A validated `llm` step.
+#[derive(Debug, Clone)]
+pub struct LlmAction {
+    /// Name of the compiled system template, if any.
+    pub system: Option<String>,
+    /// Name of the compiled prompt template.
+    pub prompt: String,
+    /// Model requirements (explicit preferences, minimum context, locality).
+    pub model: ModelRequirements,
+    /// Sampling temperature.
+    pub temperature: f32,
+    /// Maximum tokens to generate.
+    pub max_tokens: u32,
+    /// JSON Schema of the output and its compiled validator.
+    pub output_schema: Option<(serde_json::Value, Arc<jsonschema::Validator>)>,
+    /// The kind of work, for the selector.
+    pub task: TaskClass,
+    /// The agent the step uses, if any.
+    pub agent: Option<String>,
+    /// The fallback ladder.
+    pub fallback: FallbackLadder,
+    /// The substitute agent rung, when the ladder names one.
+    pub substitute: Option<Substitute>,
+    /// The step's own budget.
+    pub budget: Option<Budget>,
+}
+
+impl LlmAction {
+    /// The instruction that carries the output schema in the prompt when it cannot be a
+    /// constraint (a server that refuses structured output, the ladder's simplified rung);
+    /// empty without a schema.
+    pub fn schema_note(&self) -> String {
+        self.output_schema
+            .as_ref()
+            .map(|(schema, _)| {
+                format!("\n\nReply with only a JSON value that follows this JSON Schema:\n{schema}")
+            })
+            .unwrap_or_default()
+    }
+}
+
+/// One step of a [`Plan`].
+#[derive(Debug, Clone)]
+pub struct PlannedStep {
+    /// Step id.
+    pub id: String,
+    /// Kind, as written.
+    pub kind: KindName,
+    /// What it does.
+    pub action: Action,
+    /// Indices of the steps it needs.
+    pub needs: Vec<usize>,
+    /// Indices of the steps whose outputs its templates read (a subset of its ancestors).
+    pub reads: Vec<usize>,
+    /// Name of the compiled condition template, if any.
+    pub when: Option<String>,
+    /// Retry policy.
+    pub retry: RetryPolicy,
+    /// Timeouts.
+    pub timeouts: Timeouts,
+    /// What happens when it fails.
+    pub on_failure: OnFailure,
+    /// Whether a stored output may be reused.
+    pub cache: bool,
+    /// When this step is the `on_failure: {alternate: ...}` branch of another step: that
+    /// step's index. It runs only when that step failed.
+    pub alternate_of: Option<usize>,
+    /// A hash of the step's definition as written (position excluded), for the output
+    /// cache key.
+    pub definition_hash: String,
+}
+
+/// A validated workflow, ready to run.
+#[derive(Debug)]
+pub struct Plan {
+    /// The workflow as written.
+    pub workflow: Workflow,
+    /// The file it came from, if any.
+    pub file: Option<String>,
+    /// Steps in file order.
+    pub steps: Vec<PlannedStep>,
+    /// Step id → index.
+    pub index: HashMap<String, usize>,
+    /// For each step, the indices of the steps that need it.
+    pub dependants: Vec<Vec<usize>>,
+    /// Outputs: name → compiled template name, and the steps each reads.
+    pub outputs: Vec<(String, String, Vec<usize>)>,
+    /// Compiled templates (prompts, systems, templates, conditions, outputs).
+    pub env: Environment<'static>,
+}
+
+impl Plan {
+    /// The indices of the named steps and every step they depend on ("run up to").
+    /// Unknown names are ignored.
+    pub fn ancestors(&self, ids: &[String]) -> HashSet<usize> {
+        self.reach(ids, |i| &self.steps[i].needs)
+    }
+
+    /// The ids of the named steps and every step that depends on them ("run from": the
+    /// steps to run again; the others may reuse an earlier run's outputs).
+    pub fn descendants(&self, ids: &[String]) -> HashSet<String> {
+        self.reach(ids, |i| &self.dependants[i])
+            .into_iter()
+            .map(|i| self.steps[i].id.clone())
+            .collect()
+    }
+
+    /// The indices of the named steps and every step reachable from them along `next`.
+    fn reach<'a>(&'a self, ids: &[String], next: impl Fn(usize) -> &'a [usize]) -> HashSet<usize> {
+        let mut out = HashSet::new();
+        let mut stack: Vec<usize> = ids
+            .iter()
+            .filter_map(|id| self.index.get(id).copied())
+            .collect();
+        while let Some(i) = stack.pop() {
+            if out.insert(i) {
+                stack.extend(next(i).iter().copied());
+            }
+        }
+        out
+    }
+}
+
+/// Lowercase hex of bytes.
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        let _ = write!(out, "{b:02x}");
+    }
+    out
+}
+
+/// Parses and validates workflow text in one call.
+///
+/// # Errors
+/// The syntax error, or every validation diagnostic.
+pub fn load_str(text: &str, file: Option<&str>) -> Result<Plan, Vec<Diagnostic>> {
+    let parsed = crate::parse::parse_str(text, file).map_err(|d| vec![*d])?;
+    validate(&parsed)
+}
+
+/// Reads, parses and validates a workflow file.
+///
+/// # Errors
+/// The read or syntax error, or every validation diagnostic.
+pub fn load_file(path: &std::path::Path) -> Result<Plan, Vec<Diagnostic>> {
+    let parsed = crate::parse::parse_file(path).map_err(|d| vec![*d])?;
+    validate(&parsed)
+}

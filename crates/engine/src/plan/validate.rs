@@ -1,0 +1,264 @@
+//! The workflow-level checks and the order of validation: header (format, id, inputs,
+//! steps), step ids, `needs`, cycles, every step (see [`super::step`]), the run budget,
+//! alternate branches, outputs. Then the plan: steps, index, dependants, outputs, the
+//! compiled templates.
+//!
+//! Every problem is reported (never just the first); a workflow with any problem has no
+//! plan.
+
+use std::collections::{HashMap, HashSet};
+
+use super::cycles::check_cycles;
+use super::inputs::check_input;
+use super::report::{At, Ctx, did_you_mean, is_identifier};
+use super::step::{check_budget, plan_step};
+use super::templates::{Scope, compile_template, environment};
+use super::{Plan, PlannedStep};
+use crate::diagnostic::{Diagnostic, DiagnosticCode};
+use crate::parse::Parsed;
+use crate::workflow::{FORMAT_VERSION, OnFailure, Workflow};
+
+/// Validates a parsed workflow and builds its plan.
+///
+/// # Errors
+/// Every problem found, each located (never just the first).
+pub fn validate(parsed: &Parsed) -> Result<Plan, Vec<Diagnostic>> {
+    let wf = &parsed.workflow;
+    let mut cx = Ctx {
+        file: parsed.file.as_deref(),
+        locs: &parsed.locations,
+        diags: Vec::new(),
+    };
+    check_header(&mut cx, wf);
+    let index = index_steps(&mut cx, wf);
+    let needs = resolve_needs(&mut cx, wf, &index);
+    let has_cycle = check_cycles(&mut cx, wf, &needs);
+    // Dependency graph for reference checks; unknown when there is a cycle.
+    let graph = (!has_cycle).then_some(needs.as_slice());
+
+    let mut env = environment();
+    let mut steps = Vec::with_capacity(wf.steps.len());
+    for (i, step) in wf.steps.iter().enumerate() {
+        if let Some(planned) = plan_step(&mut cx, &mut env, wf, &index, graph, i, step, &needs[i]) {
+            steps.push(planned);
+        }
+    }
+    let budget_at = cx.locs.budget;
+    check_budget(&mut cx, None, "budget", wf.budget.as_ref(), budget_at);
+    if steps.len() == wf.steps.len() {
+        link_alternates(&mut cx, &index, &needs, &mut steps);
+    }
+    let mut outputs = Vec::new();
+    for (name, text) in &wf.outputs {
+        let tname = format!("outputs.{name}");
+        let at = At {
+            step: None,
+            field: format!("outputs.{name}"),
+            span: cx.locs.outputs.get(name).copied(),
+        };
+        let reads = compile_template(
+            &mut cx,
+            &mut env,
+            wf,
+            &index,
+            Scope::Outputs,
+            &tname,
+            text.clone(),
+            at,
+        );
+        if let Some(reads) = reads {
+            outputs.push((name.clone(), tname, reads));
+        }
+    }
+
+    if !cx.diags.is_empty() {
+        return Err(cx.diags);
+    }
+    let mut dependants = vec![Vec::new(); wf.steps.len()];
+    for (i, ns) in needs.iter().enumerate() {
+        for &n in ns {
+            dependants[n].push(i);
+        }
+    }
+    Ok(Plan {
+        workflow: wf.clone(),
+        file: parsed.file.clone(),
+        steps,
+        index,
+        dependants,
+        outputs,
+        env,
+    })
+}
+
+/// The format version, the workflow id, the input declarations, and that there are
+/// steps.
+fn check_header(cx: &mut Ctx<'_>, wf: &Workflow) {
+    if wf.format != FORMAT_VERSION {
+        cx.push(
+            Diagnostic::new(
+                DiagnosticCode::UnsupportedFormat,
+                format!("format version {} is not supported", wf.format),
+            )
+            .field("format")
+            .at(cx.locs.format)
+            .hint(format!("this build reads `format: {FORMAT_VERSION}`")),
+        );
+    }
+    if wf.id.trim().is_empty()
+        || !wf
+            .id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    {
+        cx.push(
+            Diagnostic::new(
+                DiagnosticCode::InvalidId,
+                format!("workflow id `{}` is not valid", wf.id),
+            )
+            .field("id")
+            .at(cx.locs.id)
+            .hint("use letters, digits, `-` and `_`, e.g. `spec-to-plan`"),
+        );
+    }
+    for (name, spec) in &wf.inputs {
+        check_input(cx, name, spec);
+    }
+    if wf.steps.is_empty() {
+        cx.push(
+            Diagnostic::new(DiagnosticCode::NoSteps, "the workflow has no steps")
+                .field("steps")
+                .at(cx.locs.steps)
+                .hint("add at least one step under `steps:`"),
+        );
+    }
+}
+
+/// Step id → index, reporting ids that are not identifiers and ids used twice (the first
+/// one wins).
+fn index_steps(cx: &mut Ctx<'_>, wf: &Workflow) -> HashMap<String, usize> {
+    let mut index: HashMap<String, usize> = HashMap::with_capacity(wf.steps.len());
+    for (i, step) in wf.steps.iter().enumerate() {
+        let locs = cx.step_locs(i);
+        if !is_identifier(&step.id) {
+            cx.push(
+                Diagnostic::new(
+                    DiagnosticCode::InvalidId,
+                    format!("step id `{}` is not a lowercase identifier", step.id),
+                )
+                .step(&step.id)
+                .field("id")
+                .at(locs.of("id"))
+                .hint("use lowercase letters, digits and `_`, starting with a letter (templates read it as `steps.<id>`)"),
+            );
+        }
+        if let Some(&first) = index.get(&step.id) {
+            let first_line = cx
+                .step_locs(first)
+                .of("id")
+                .map(|s| format!(" (first defined at line {})", s.line))
+                .unwrap_or_default();
+            cx.push(
+                Diagnostic::new(
+                    DiagnosticCode::DuplicateId,
+                    format!("step id `{}` is used twice{first_line}", step.id),
+                )
+                .step(&step.id)
+                .field("id")
+                .at(locs.of("id"))
+                .hint("give each step a unique id"),
+            );
+        } else {
+            index.insert(step.id.clone(), i);
+        }
+    }
+    index
+}
+
+/// Each step's `needs` as indices (duplicates dropped), reporting names of no step.
+fn resolve_needs(
+    cx: &mut Ctx<'_>,
+    wf: &Workflow,
+    index: &HashMap<String, usize>,
+) -> Vec<Vec<usize>> {
+    let mut needs: Vec<Vec<usize>> = vec![Vec::new(); wf.steps.len()];
+    for (i, step) in wf.steps.iter().enumerate() {
+        let locs = cx.step_locs(i);
+        let mut seen = HashSet::new();
+        for (j, need) in step.needs.iter().enumerate() {
+            let at = locs.needs.get(j).copied().flatten().or(locs.of("needs"));
+            match index.get(need) {
+                Some(&k) => {
+                    if seen.insert(k) {
+                        needs[i].push(k);
+                    }
+                }
+                None => {
+                    let dym = did_you_mean(need, index.keys().map(String::as_str));
+                    cx.push(
+                        Diagnostic::new(
+                            DiagnosticCode::UnknownNeed,
+                            format!("`needs` names unknown step `{need}`{dym}"),
+                        )
+                        .step(&step.id)
+                        .field(format!("needs[{j}]"))
+                        .at(at)
+                        .hint("name a step id defined in this workflow, or remove the entry"),
+                    );
+                }
+            }
+        }
+    }
+    needs
+}
+
+/// Alternate branches (`on_failure: {alternate: x}`): the named step must exist, need the
+/// failing step, and be the alternate of no other step; it is marked as such.
+fn link_alternates(
+    cx: &mut Ctx<'_>,
+    index: &HashMap<String, usize>,
+    needs: &[Vec<usize>],
+    steps: &mut [PlannedStep],
+) {
+    for i in 0..steps.len() {
+        let OnFailure::Alternate(alt) = &steps[i].on_failure else {
+            continue;
+        };
+        let alt = alt.clone();
+        let id = steps[i].id.clone();
+        let at = cx.step_locs(i).of("on_failure");
+        let problem = match index.get(&alt) {
+            None => {
+                let dym = did_you_mean(&alt, index.keys().map(String::as_str));
+                Some((
+                    DiagnosticCode::UnknownStep,
+                    format!("`on_failure.alternate` names unknown step `{alt}`{dym}"),
+                    "name a step of this workflow that lists this step in its `needs`".to_string(),
+                ))
+            }
+            Some(&k) if !needs[k].contains(&i) => Some((
+                DiagnosticCode::InvalidValue,
+                format!("the alternate step `{alt}` does not list `{id}` in its `needs`"),
+                format!("add `needs: [{id}]` to step `{alt}`"),
+            )),
+            Some(&k) if steps[k].alternate_of.is_some() => Some((
+                DiagnosticCode::InvalidValue,
+                format!("step `{alt}` is already the alternate branch of another step"),
+                "give each failing step its own alternate step".to_string(),
+            )),
+            Some(&k) => {
+                steps[k].alternate_of = Some(i);
+                None
+            }
+        };
+        if let Some((code, message, hint)) = problem {
+            cx.push(
+                Diagnostic::new(code, message)
+                    .step(&id)
+                    .field("on_failure.alternate")
+                    .at(at)
+                    .hint(hint),
+            );
+        }
+    }
+}
