@@ -90,7 +90,8 @@ pub enum Detector {
     /// GitHub token (GitHub docs, "About authentication to GitHub" / token formats):
     /// `ghp_` (classic PAT), `gho_` (OAuth), `ghu_` (user-to-server), `ghs_`
     /// (server-to-server), `ghr_` (refresh) followed by 36 alphanumerics (refresh tokens
-    /// also 76), or a
+    /// also 76; installation tokens also `ghs_<app id>_<JWT>`, GitHub changelog
+    /// 2026-04-24), or a
     /// fine-grained PAT `github_pat_` followed by 82 `[A-Za-z0-9_]`. Entropy >= 3.
     GithubToken,
     /// OpenAI API key: `sk-`, optionally `proj-`, `svcacct-` or `admin-`, then

@@ -137,7 +137,10 @@ impl Patterns {
             aws: re("aws", r"^(?:AKIA|ASIA|ABIA|ACCA|A3T[A-Z0-9])[A-Z0-9]{16}")?,
             github: re(
                 "github",
-                r"^(?:ghr_[A-Za-z0-9]{76}|gh[pousr]_[A-Za-z0-9]{36}|github_pat_[A-Za-z0-9_]{82})",
+                concat!(
+                    r"^(?:ghr_[A-Za-z0-9]{76}|gh[pousr]_[A-Za-z0-9]{36}|github_pat_[A-Za-z0-9_]{82}",
+                    r"|ghs_[0-9]{1,20}_eyJ[A-Za-z0-9_-]{2,8192}\.eyJ[A-Za-z0-9_-]{2,16384}\.[A-Za-z0-9_-]{0,2048})",
+                ),
             )?,
             // Real keys embed `T3BlbkFJ` (base64 of "OpenAI"), as gitleaks, trufflehog and
             // detect-secrets require.
@@ -350,7 +353,12 @@ impl Scanner {
                     let body = tok
                         .strip_prefix("github_pat_")
                         .unwrap_or_else(|| tok.get(4..).unwrap_or_default());
-                    if ends_token(bytes, end, b"") && validate::token_body_ok(body) {
+                    // `ghs_<app id>_<JWT>` installation tokens: the JWT must decode.
+                    let jwt_ok = body
+                        .split_once('_')
+                        .filter(|(_, jwt)| jwt.contains('.'))
+                        .is_none_or(|(_, jwt)| validate::jwt_ok(jwt));
+                    if ends_token(bytes, end, b"") && jwt_ok && validate::token_body_ok(body) {
                         push(Detector::GithubToken, at, end);
                     }
                 }

@@ -25,7 +25,6 @@ use std::collections::BTreeMap;
 const BELOW_TARGET: &[(Detector, f64, f64)] = &[
     (Detector::Email, 0.941, 0.941),
     (Detector::AwsAccessKey, 0.800, 0.400),
-    (Detector::GithubToken, 1.000, 0.937),
     (Detector::OpenaiKey, 1.000, 0.888),
     (Detector::PrivateKey, 1.000, 0.882),
     (Detector::GenericSecret, 0.481, 0.132),
