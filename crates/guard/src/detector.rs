@@ -33,15 +33,18 @@ pub enum Category {
 )]
 #[serde(rename_all = "snake_case")]
 pub enum Detector {
-    /// E-mail address, RFC 5321 shape: local part of 1–64 characters from
-    /// `[A-Za-z0-9._%+-]` and Latin-script letters (RFC 6531, `jürgen@…`; no leading,
-    /// trailing or doubled dot), `@`, one to eight DNS labels (RFC 1035: alphanumerics and
-    /// inner hyphens, at most 63 characters; Latin-script IDN labels allowed) and a TLD of
-    /// 2–24 ASCII letters or a punycode `xn--` TLD; labels with `--` in positions 3–4 must
-    /// be `xn--` A-labels (RFC 5891). `user@localhost` and `name@host` (no
-    /// TLD) are not flagged, nor are image-file names such as `logo@2x.png` (TLDs `png`,
-    /// `jpg`, `jpeg`, `gif`, `svg`, `webp`, `bmp`, `ico`, none of which is a delegated
-    /// TLD). Local parts in other scripts are not detected.
+    /// E-mail address, RFC 5321 shape with RFC 6531 internationalized parts: a local part
+    /// of 1–64 characters from `[A-Za-z0-9._%+-]` and non-ASCII letters, digits and
+    /// combining marks (`jürgen@…`, `葉士豪@…`; no leading, trailing or doubled dot) that
+    /// keeps to one script class (ASCII/Latin or other), or a quoted ASCII string
+    /// (`"quoted local part"@…`); `@`; one to eight DNS labels (RFC 1035: letters, digits
+    /// and inner hyphens in any script, at most 63 characters; `--` in positions 3–4 only
+    /// in `xn--` A-labels, RFC 5891) and a TLD of 2–24 letters of one script or a punycode
+    /// `xn--` label. The address ends where its TLD's script does, so `メールはsato.k@example.co.jpまで`
+    /// yields `sato.k@example.co.jp`. `user@localhost` and `name@host` (no TLD) are not
+    /// flagged, nor are image-file names such as `logo@2x.png` (TLDs `png`, `jpg`, `jpeg`,
+    /// `gif`, `svg`, `webp`, `bmp`, `ico`, none of which is a delegated TLD). Limitation:
+    /// the RFC 5322 symbols `!#$&'*/=?^`{|}~` in unquoted local parts are not read.
     Email,
     /// Telephone number, confirmed with libphonenumber's metadata (the `phonenumber`
     /// crate, a Rust port of Google's libphonenumber). Candidates are digit runs of 7–18
@@ -87,7 +90,8 @@ pub enum Detector {
     /// GitHub token (GitHub docs, "About authentication to GitHub" / token formats):
     /// `ghp_` (classic PAT), `gho_` (OAuth), `ghu_` (user-to-server), `ghs_`
     /// (server-to-server), `ghr_` (refresh) followed by 36 alphanumerics (refresh tokens
-    /// also 76), or a
+    /// also 76; installation tokens also `ghs_<app id>_<JWT>`, GitHub changelog
+    /// 2026-04-24), or a
     /// fine-grained PAT `github_pat_` followed by 82 `[A-Za-z0-9_]`. Entropy >= 3.
     GithubToken,
     /// OpenAI API key: `sk-`, optionally `proj-`, `svcacct-` or `admin-`, then

@@ -137,7 +137,10 @@ impl Patterns {
             aws: re("aws", r"^(?:AKIA|ASIA|ABIA|ACCA|A3T[A-Z0-9])[A-Z0-9]{16}")?,
             github: re(
                 "github",
-                r"^(?:ghr_[A-Za-z0-9]{76}|gh[pousr]_[A-Za-z0-9]{36}|github_pat_[A-Za-z0-9_]{82})",
+                concat!(
+                    r"^(?:ghr_[A-Za-z0-9]{76}|gh[pousr]_[A-Za-z0-9]{36}|github_pat_[A-Za-z0-9_]{82}",
+                    r"|ghs_[0-9]{1,20}_eyJ[A-Za-z0-9_-]{2,8192}\.eyJ[A-Za-z0-9_-]{2,16384}\.[A-Za-z0-9_-]{0,2048})",
+                ),
             )?,
             // Real keys embed `T3BlbkFJ` (base64 of "OpenAI"), as gitleaks, trufflehog and
             // detect-secrets require.
@@ -350,7 +353,12 @@ impl Scanner {
                     let body = tok
                         .strip_prefix("github_pat_")
                         .unwrap_or_else(|| tok.get(4..).unwrap_or_default());
-                    if ends_token(bytes, end, b"") && validate::token_body_ok(body) {
+                    // `ghs_<app id>_<JWT>` installation tokens: the JWT must decode.
+                    let jwt_ok = body
+                        .split_once('_')
+                        .filter(|(_, jwt)| jwt.contains('.'))
+                        .is_none_or(|(_, jwt)| validate::jwt_ok(jwt));
+                    if ends_token(bytes, end, b"") && jwt_ok && validate::token_body_ok(body) {
                         push(Detector::GithubToken, at, end);
                     }
                 }
@@ -397,38 +405,13 @@ impl Scanner {
                 }
             }
             Anchor::Slack if token_start && prev != Some(b'.') => {
-                if let Some(tok) = find(&self.re.slack) {
-                    let end = at + tok.len();
-                    let body = tok.get(5..).unwrap_or_default();
-                    let segments: Vec<&str> = body.split(['-', '.']).collect();
-                    // The secret segment is random alphanumerics (so it holds a letter), or
-                    // the token has two long numeric ids (`xoxb-23984754863-2348975623112`).
-                    let secret = segments.last().copied().unwrap_or_default();
-                    let numeric_ids = segments
-                        .iter()
-                        .filter(|g| g.len() >= 5 && g.bytes().all(|b| b.is_ascii_digit()))
-                        .count();
-                    let distinct = segments.windows(2).any(|w| w[0] != w[1]);
-                    if ends_token(bytes, end, b"-")
-                        && (secret.bytes().any(|b| b.is_ascii_alphabetic())
-                            || (numeric_ids >= 2 && distinct))
-                        && (validate::token_body_ok(body) || validate::token_body_ok(secret))
-                    {
-                        push(Detector::SlackToken, at, end);
-                    }
+                if let Some((s, e)) = self.slack_token(text, at) {
+                    push(Detector::SlackToken, s, e);
                 }
             }
             Anchor::SlackWebhook => {
-                if let Some(tok) = find(&self.re.slack_webhook) {
-                    let end = at + tok.len();
-                    // Include the scheme (`https://`, `http://` or a bare `//`).
-                    let start = ["https://", "http://", "//"]
-                        .iter()
-                        .find(|p| text[..at].ends_with(*p))
-                        .map_or(at, |p| at - p.len());
-                    if ends_token(bytes, end, b"") {
-                        push(Detector::SlackToken, start, end);
-                    }
+                if let Some((s, e)) = self.slack_webhook(text, at) {
+                    push(Detector::SlackToken, s, e);
                 }
             }
             Anchor::Google if token_start => {
@@ -479,6 +462,41 @@ impl Scanner {
             }
             _ => {}
         }
+    }
+
+    /// A Slack token starting at `at` (an `xox`/`xapp-` anchor): the pattern, then a secret
+    /// segment holding a letter (or two distinct numeric ids) and entropy >= 3 of the body
+    /// or of its secret segment. Returns the byte range.
+    fn slack_token(&self, text: &str, at: usize) -> Option<(usize, usize)> {
+        let bytes = text.as_bytes();
+        let tok = self.re.slack.find(&text[at..])?.as_str();
+        let end = at + tok.len();
+        let body = tok.get(5..).unwrap_or_default();
+        let segments: Vec<&str> = body.split(['-', '.']).collect();
+        // The secret segment is random alphanumerics (so it holds a letter), or the token
+        // has two distinct long numeric ids (`xoxb-23984754863-2348975623112`).
+        let secret = segments.last().copied().unwrap_or_default();
+        let numeric_ids = segments
+            .iter()
+            .filter(|g| g.len() >= 5 && g.bytes().all(|b| b.is_ascii_digit()))
+            .count();
+        let distinct = segments.windows(2).any(|w| w[0] != w[1]);
+        let ok = ends_token(bytes, end, b"-")
+            && (secret.bytes().any(|b| b.is_ascii_alphabetic()) || (numeric_ids >= 2 && distinct))
+            && (validate::token_body_ok(body) || validate::token_body_ok(secret));
+        ok.then_some((at, end))
+    }
+
+    /// A Slack webhook URL whose host starts at `at`, with its scheme (`https://`,
+    /// `http://` or a bare `//`) when one precedes it. Returns the byte range.
+    fn slack_webhook(&self, text: &str, at: usize) -> Option<(usize, usize)> {
+        let tok = self.re.slack_webhook.find(&text[at..])?.as_str();
+        let end = at + tok.len();
+        let start = ["https://", "http://", "//"]
+            .iter()
+            .find(|p| text[..at].ends_with(*p))
+            .map_or(at, |p| at - p.len());
+        ends_token(text.as_bytes(), end, b"").then_some((start, end))
     }
 
     /// End of a PEM private-key block whose header ends at `header_end`, or `None` when no

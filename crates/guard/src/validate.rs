@@ -118,11 +118,14 @@ pub(crate) fn iban_ok(compact: &str) -> bool {
     }
 }
 
+/// A registry entry: country code, IBAN length, BBAN structure check.
+type RegistryEntry = (&'static str, usize, fn(&str) -> bool);
+
 /// Registry entries missing from `iban_validate` 5.0.1 (the newest release): country code,
 /// IBAN length and BBAN structure, from the SWIFT IBAN Registry.
-/// - Pakistan (`PK`, in the registry since 2012): 24 characters, BBAN `4!a16!c` (a
+/// - Pakistan (`PK`): 24 characters, BBAN `4!a16!c` (a
 ///   4-letter bank code, then 16 alphanumerics), e.g. `PK36SCBL0000001123456702`.
-const REGISTRY_FALLBACK: &[(&str, usize, fn(&str) -> bool)] = &[("PK", 24, |bban| {
+const REGISTRY_FALLBACK: &[RegistryEntry] = &[("PK", 24, |bban| {
     bban.len() == 20
         && bban[..4].bytes().all(|b| b.is_ascii_uppercase())
         && bban[4..]
