@@ -6,6 +6,7 @@ mod fallback;
 mod faults;
 mod governance;
 mod providers;
+mod server_logs;
 mod taxonomy;
 
 use std::path::Path;
