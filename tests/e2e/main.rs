@@ -7,6 +7,7 @@ mod faults;
 mod flood;
 mod governance;
 mod providers;
+mod server_logs;
 mod taxonomy;
 
 use std::path::Path;
