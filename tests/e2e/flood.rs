@@ -117,7 +117,10 @@ async fn an_sse_flood_is_cut_at_max_tokens_and_the_step_falls_back() -> anyhow::
     let ceiling = reply_token_ceiling(MAX_TOKENS);
     assert_eq!(ceiling, 71, "50 + 10 % + 16");
     let (n, text) = first_attempt_text(&events);
-    assert_eq!(n as u64, ceiling, "the reply is cut at the ceiling, not later");
+    assert_eq!(
+        n as u64, ceiling,
+        "the reply is cut at the ceiling, not later"
+    );
     let expected: String = (0..ceiling).map(|i| format!("flood {i} ")).collect();
     assert_eq!(text, expected);
     assert!(
@@ -128,8 +131,8 @@ async fn an_sse_flood_is_cut_at_max_tokens_and_the_step_falls_back() -> anyhow::
 }
 
 #[tokio::test]
-async fn an_ollama_ndjson_flood_is_cut_at_num_predict_and_the_step_falls_back()
--> anyhow::Result<()> {
+async fn an_ollama_ndjson_flood_is_cut_at_num_predict_and_the_step_falls_back() -> anyhow::Result<()>
+{
     let flood = ScriptedOllama::start("flood:latest", vec![OllamaBehavior::Flood]).await?;
     let honest = ScriptedServer::start(vec![Behavior::Stream(words(&["ok"]))]).await?;
     let providers: Vec<Arc<dyn Provider>> = vec![
@@ -184,7 +187,11 @@ async fn an_endless_sse_event_or_ndjson_line_is_cut_at_the_event_cap() -> anyhow
         let items: Vec<_> = stream.collect().await;
         assert_eq!(items.len(), 1, "{model}: no content before the cut");
         let err = items[0].as_ref().err().expect("an error");
-        assert_eq!(err.kind, ProviderErrorKind::OversizedReply, "{model}: {err}");
+        assert_eq!(
+            err.kind,
+            ProviderErrorKind::OversizedReply,
+            "{model}: {err}"
+        );
         assert!(err.message.contains("1048576"), "{model}: {err}");
     }
     Ok(())
@@ -211,7 +218,10 @@ async fn a_stream_of_empty_chunks_is_cut_at_the_wire_cap() -> anyhow::Result<()>
     let err = items[0].as_ref().err().expect("an error");
     assert_eq!(err.kind, ProviderErrorKind::OversizedReply, "{err}");
     let cap = nexus_llm::http::wire_cap(MAX_TOKENS);
-    assert!(err.message.contains(&format!("passed {cap} bytes")), "{err}");
+    assert!(
+        err.message.contains(&format!("passed {cap} bytes")),
+        "{err}"
+    );
     Ok(())
 }
 
@@ -240,7 +250,11 @@ async fn a_64_mib_non_streamed_body_is_refused_at_the_byte_cap_and_the_step_fall
         "fine",
     )
     .await?;
-    assert_eq!(first_attempt_text(&events).0, 0, "nothing of the body is kept");
+    assert_eq!(
+        first_attempt_text(&events).0,
+        0,
+        "nothing of the body is kept"
+    );
     // 71 tokens × 256 bytes × 2 (JSON escapes) + 64 KiB of framing.
     assert!(message.contains("passed 101888 bytes"), "{message}");
     assert!(101_888 < REPLY_BYTE_CAP);

@@ -68,10 +68,7 @@ fn ndjson_line(content: &str) -> Bytes {
     Bytes::from(format!("{v}\n"))
 }
 
-fn endless(
-    head: Bytes,
-    piece: impl Fn(u64) -> Bytes + Send + 'static,
-) -> Body {
+fn endless(head: Bytes, piece: impl Fn(u64) -> Bytes + Send + 'static) -> Body {
     let body = futures::stream::unfold(0u64, move |i| {
         let next = piece(i);
         async move { Some((Ok::<_, Infallible>(next), i + 1)) }
@@ -108,9 +105,9 @@ fn flood(scenario: &str) -> Response {
             let head = Bytes::from_static(
                 br#"{"object":"chat.completion","choices":[{"index":0,"message":{"role":"assistant","content":""#,
             );
-            let pieces = futures::stream::iter((0..1024).map(|_| {
-                Ok::<_, Infallible>(Bytes::from(vec![b'x'; 64 << 10]))
-            }));
+            let pieces = futures::stream::iter(
+                (0..1024).map(|_| Ok::<_, Infallible>(Bytes::from(vec![b'x'; 64 << 10]))),
+            );
             let all = futures::StreamExt::chain(
                 futures::StreamExt::chain(futures::stream::iter([Ok(head)]), pieces),
                 futures::stream::iter([Ok(Bytes::from_static(br#""}}]}"#))]),
@@ -169,7 +166,10 @@ async fn servers(scenario: &'static str) -> anyhow::Result<(String, String)> {
     let mut urls = Vec::new();
     for app in [flooder, honest] {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        urls.push(format!("http://127.0.0.1:{}", listener.local_addr()?.port()));
+        urls.push(format!(
+            "http://127.0.0.1:{}",
+            listener.local_addr()?.port()
+        ));
         tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });

@@ -739,7 +739,11 @@ mod tests {
         }));
         let items: Vec<_> = metered(endless, 20).collect().await;
         assert_eq!(items.len(), 20 + 2 + 16 + 1);
-        assert!(items[..38].iter().all(|i| matches!(i, Ok(ChatChunk::Delta(_)))));
+        assert!(
+            items[..38]
+                .iter()
+                .all(|i| matches!(i, Ok(ChatChunk::Delta(_))))
+        );
         assert_eq!(
             items[38].as_ref().err().map(|e| e.kind),
             Some(ProviderErrorKind::OversizedReply)

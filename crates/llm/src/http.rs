@@ -181,13 +181,37 @@ impl EventSize {
 }
 
 /// Passes a response's bytes through, failing with [`Error::EventTooLong`] as soon as
-/// one SSE event (bytes between blank lines) passes `cap` bytes, so the SSE parser
-/// never buffers more than that.
+/// one SSE event (bytes between blank lines) passes `event_cap` bytes, so the SSE parser
+/// never buffers more than that, and with [`Error::BodyTooLong`] once the stream passes
+/// `total_cap` bytes.
 pub(crate) fn sse_capped(
+    resp: reqwest::Response,
+    event_cap: usize,
+    total_cap: usize,
+) -> impl Stream<Item = Result<Bytes, Error>> + Send {
+    let mut size = EventSize::default();
+    total_capped(resp, total_cap).map(move |item| {
+        let bytes = item?;
+        size.feed(&bytes, event_cap)?;
+        Ok(bytes)
+    })
+}
+
+/// Passes a response's bytes through, failing with [`Error::BodyTooLong`] once they pass
+/// `cap` bytes in all.
+pub(crate) fn total_capped(
     resp: reqwest::Response,
     cap: usize,
 ) -> impl Stream<Item = Result<Bytes, Error>> + Send {
-    capped(resp, cap, false)
+    let mut seen = 0usize;
+    resp.bytes_stream().map(move |item| {
+        let bytes = item?;
+        seen = seen.saturating_add(bytes.len());
+        if seen > cap {
+            return Err(Error::BodyTooLong(cap));
+        }
+        Ok(bytes)
+    })
 }
 
 /// The taxonomy class of a wire error.
@@ -207,7 +231,7 @@ pub(crate) fn classify_wire(e: &Error) -> ProviderError {
         | Error::BodyTooLong(_)
         | Error::Lines(tokio_util::codec::LinesCodecError::MaxLineLengthExceeded) => {
             ProviderError::new(
-            ProviderErrorKind::OversizedReply,
+                ProviderErrorKind::OversizedReply,
                 format!("{e}; Nexus stopped reading the reply"),
             )
         }
@@ -233,7 +257,10 @@ mod tests {
         let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_784_000_000);
         assert_eq!(parse_retry_after("2", now), Some(Duration::from_secs(2)));
         let later = httpdate::fmt_http_date(now + Duration::from_secs(30));
-        assert_eq!(parse_retry_after(&later, now), Some(Duration::from_secs(30)));
+        assert_eq!(
+            parse_retry_after(&later, now),
+            Some(Duration::from_secs(30))
+        );
         let earlier = httpdate::fmt_http_date(now - Duration::from_secs(30));
         assert_eq!(parse_retry_after(&earlier, now), Some(Duration::ZERO));
         assert_eq!(parse_retry_after("soon", now), None);

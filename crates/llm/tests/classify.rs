@@ -42,11 +42,7 @@ fn http_errors_are_classified_by_status_and_wording() {
         ),
     ];
     for (status, body, kind) in cases {
-        assert_eq!(
-            from_status(status, body).kind,
-            kind,
-            "{status} {body}"
-        );
+        assert_eq!(from_status(status, body).kind, kind, "{status} {body}");
     }
     let now = std::time::SystemTime::now();
     assert_eq!(

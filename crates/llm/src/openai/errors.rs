@@ -82,9 +82,7 @@ pub fn from_status(status: u16, body: &str) -> ProviderError {
         (500, _) if has(PARAMETER_PHRASES) && lower.contains("validation error") => {
             ProviderErrorKind::UnsupportedParameter
         }
-        (_, ProviderErrorKind::Transient) if !has(CONTEXT_PHRASES) => {
-            ProviderErrorKind::Transient
-        }
+        (_, ProviderErrorKind::Transient) if !has(CONTEXT_PHRASES) => ProviderErrorKind::Transient,
         (
             _,
             kind @ (ProviderErrorKind::Auth

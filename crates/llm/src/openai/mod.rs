@@ -257,7 +257,10 @@ impl Provider for OpenAiProvider {
 
 /// Reads a non-streamed chat completion (a server that ignored `stream: true`): at most
 /// twice the reply's byte ceiling plus 64 KiB of JSON (escapes may double the text).
-async fn whole_reply(resp: reqwest::Response, max_tokens: u32) -> Result<ChatStream, ProviderError> {
+async fn whole_reply(
+    resp: reqwest::Response,
+    max_tokens: u32,
+) -> Result<ChatStream, ProviderError> {
     let cap = reply_byte_ceiling(max_tokens)
         .saturating_mul(2)
         .saturating_add(64 << 10);
@@ -304,90 +307,90 @@ async fn whole_reply(resp: reqwest::Response, max_tokens: u32) -> Result<ChatStr
 /// Reads a streamed chat completion (SSE), no event over [`http::EVENT_CAP`], no more
 /// than [`http::wire_cap`] bytes in all.
 fn stream_reply(resp: reqwest::Response, max_tokens: u32) -> ChatStream {
-        let mut events =
-            http::sse_capped(resp, http::EVENT_CAP, http::wire_cap(max_tokens)).eventsource();
-        async_stream(move |tx| async move {
-            let mut usage: Option<Usage> = None;
-            let mut chunks = 0u64;
-            let mut finish: Option<String> = None;
-            while let Some(event) = events.next().await {
-                let event = match event {
-                    Ok(ev) => ev,
-                    Err(eventsource_stream::EventStreamError::Transport(e)) => {
-                        let err = match e {
-                            crate::Error::Transport(t) => ProviderError::new(
-                                ProviderErrorKind::Protocol,
-                                format!("the event stream broke: {}", classify_reqwest(&t).message),
-                            ),
-                            other => classify_wire(&other),
-                        };
-                        let _ = tx.send(Err(err)).await;
-                        return;
-                    }
-                    Err(e) => {
-                        let _ = tx
-                            .send(Err(ProviderError::new(
-                                ProviderErrorKind::Protocol,
-                                format!("the event stream broke: {e}"),
-                            )))
-                            .await;
-                        return;
-                    }
-                };
-                if event.data.trim() == "[DONE]" {
-                    let usage = usage.unwrap_or(Usage {
-                        prompt_tokens: 0,
-                        completion_tokens: chunks,
-                    });
+    let mut events =
+        http::sse_capped(resp, http::EVENT_CAP, http::wire_cap(max_tokens)).eventsource();
+    async_stream(move |tx| async move {
+        let mut usage: Option<Usage> = None;
+        let mut chunks = 0u64;
+        let mut finish: Option<String> = None;
+        while let Some(event) = events.next().await {
+            let event = match event {
+                Ok(ev) => ev,
+                Err(eventsource_stream::EventStreamError::Transport(e)) => {
+                    let err = match e {
+                        crate::Error::Transport(t) => ProviderError::new(
+                            ProviderErrorKind::Protocol,
+                            format!("the event stream broke: {}", classify_reqwest(&t).message),
+                        ),
+                        other => classify_wire(&other),
+                    };
+                    let _ = tx.send(Err(err)).await;
+                    return;
+                }
+                Err(e) => {
                     let _ = tx
-                        .send(Ok(ChatChunk::Done {
-                            usage,
-                            finish_reason: finish,
-                        }))
+                        .send(Err(ProviderError::new(
+                            ProviderErrorKind::Protocol,
+                            format!("the event stream broke: {e}"),
+                        )))
                         .await;
                     return;
                 }
-                let chunk: wire::ChatCompletionChunk = match serde_json::from_str(&event.data) {
-                    Ok(c) => c,
-                    Err(e) => {
-                        // An error object mid-stream, or garbage.
-                        let err = match serde_json::from_str::<wire::ErrorBody>(&event.data) {
-                            Ok(b) => {
-                                let msg = b.error.message();
-                                let kind = classify_message(&msg, ProviderErrorKind::Protocol);
-                                ProviderError::new(kind, msg)
-                            }
-                            Err(_) => ProviderError::new(
-                                ProviderErrorKind::Protocol,
-                                format!("bad chunk: {e}"),
-                            ),
-                        };
-                        let _ = tx.send(Err(err)).await;
-                        return;
-                    }
-                };
-                if let Some(u) = chunk.usage {
-                    usage = Some(Usage {
-                        prompt_tokens: u.prompt_tokens,
-                        completion_tokens: u.completion_tokens,
-                    });
-                }
-                for choice in chunk.choices {
-                    if let Some(reason) = choice.finish_reason {
-                        finish = Some(reason);
-                    }
-                    if let Some(content) = choice.delta.content
-                        && !content.is_empty()
-                    {
-                        chunks += 1;
-                        if tx.send(Ok(ChatChunk::Delta(content))).await.is_err() {
-                            return;
+            };
+            if event.data.trim() == "[DONE]" {
+                let usage = usage.unwrap_or(Usage {
+                    prompt_tokens: 0,
+                    completion_tokens: chunks,
+                });
+                let _ = tx
+                    .send(Ok(ChatChunk::Done {
+                        usage,
+                        finish_reason: finish,
+                    }))
+                    .await;
+                return;
+            }
+            let chunk: wire::ChatCompletionChunk = match serde_json::from_str(&event.data) {
+                Ok(c) => c,
+                Err(e) => {
+                    // An error object mid-stream, or garbage.
+                    let err = match serde_json::from_str::<wire::ErrorBody>(&event.data) {
+                        Ok(b) => {
+                            let msg = b.error.message();
+                            let kind = classify_message(&msg, ProviderErrorKind::Protocol);
+                            ProviderError::new(kind, msg)
                         }
+                        Err(_) => ProviderError::new(
+                            ProviderErrorKind::Protocol,
+                            format!("bad chunk: {e}"),
+                        ),
+                    };
+                    let _ = tx.send(Err(err)).await;
+                    return;
+                }
+            };
+            if let Some(u) = chunk.usage {
+                usage = Some(Usage {
+                    prompt_tokens: u.prompt_tokens,
+                    completion_tokens: u.completion_tokens,
+                });
+            }
+            for choice in chunk.choices {
+                if let Some(reason) = choice.finish_reason {
+                    finish = Some(reason);
+                }
+                if let Some(content) = choice.delta.content
+                    && !content.is_empty()
+                {
+                    chunks += 1;
+                    if tx.send(Ok(ChatChunk::Delta(content))).await.is_err() {
+                        return;
                     }
                 }
             }
-            // The connection closed without `[DONE]`: the engine reports a broken stream.
-        })
+        }
+        // The connection closed without `[DONE]`: the engine reports a broken stream.
+    })
 }
 
 /// Runs `producer` as a task feeding a channel and returns the channel as a stream.
