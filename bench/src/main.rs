@@ -25,7 +25,11 @@ struct Args {
     shapes: Vec<String>,
     /// `memory`, `sqlite` (the default durability, `synchronous = NORMAL`),
     /// `sqlite-full` (`NEXUS_DB_SYNC=full`: `synchronous = FULL`, a sync per commit).
-    #[arg(long, value_delimiter = ',', default_value = "memory,sqlite,sqlite-full")]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "memory,sqlite,sqlite-full"
+    )]
     modes: Vec<String>,
     /// Runs per configuration; the best is reported.
     #[arg(long, default_value_t = 3)]

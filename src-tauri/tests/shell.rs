@@ -112,7 +112,10 @@ fn files_validation_and_errors_cross_ipc() -> anyhow::Result<()> {
     assert_eq!(ok(&w, "settings", json!({}))?, before);
     // A template brings its data file into the folder.
     let text = ok(&w, "use_template", json!({"name": "document-report.yaml"}))?;
-    assert!(text.as_str().is_some_and(|t| t.contains("data/market-notes.txt")));
+    assert!(
+        text.as_str()
+            .is_some_and(|t| t.contains("data/market-notes.txt"))
+    );
     assert!(dir.path().join("workflows/data/market-notes.txt").is_file());
     Ok(())
 }

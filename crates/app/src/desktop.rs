@@ -191,8 +191,7 @@ impl EventSink for Started {
         if matches!(
             event,
             Event::RunStarted { .. } | Event::RunResumed { .. } | Event::RunFinished { .. }
-        )
-            && let Some(tx) = lock(&self.started).take()
+        ) && let Some(tx) = lock(&self.started).take()
         {
             let _ = tx.send(());
         }
@@ -474,16 +473,21 @@ impl Desktop {
     /// # Errors
     /// [`Error::BadPath`] for an unknown template; [`Error::Io`].
     pub fn use_template(&self, name: &str) -> Result<String> {
-        let (_, text) = TEMPLATES
-            .iter()
-            .find(|(n, _)| *n == name)
-            .ok_or_else(|| Error::BadPath {
-                path: name.to_string(),
-                reason: format!(
-                    "no such template; known: {}",
-                    TEMPLATES.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ")
-                ),
-            })?;
+        let (_, text) =
+            TEMPLATES
+                .iter()
+                .find(|(n, _)| *n == name)
+                .ok_or_else(|| Error::BadPath {
+                    path: name.to_string(),
+                    reason: format!(
+                        "no such template; known: {}",
+                        TEMPLATES
+                            .iter()
+                            .map(|(n, _)| *n)
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                })?;
         let root = self.root()?;
         for (_, file, data) in TEMPLATE_FILES.iter().filter(|(t, _, _)| *t == name) {
             let path = inside(&root, &root.join(file)).ok_or_else(|| Error::BadPath {

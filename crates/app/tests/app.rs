@@ -558,7 +558,9 @@ async fn file_access_stays_inside_the_workflows_folder() -> anyhow::Result<()> {
         match start(&app, show(value)).await {
             Err(Error::InvalidInputs { diagnostics }) => {
                 assert!(
-                    diagnostics[0].message.contains("outside the workflows folder"),
+                    diagnostics[0]
+                        .message
+                        .contains("outside the workflows folder"),
                     "{value}: {diagnostics:?}"
                 );
                 assert!(!format!("{diagnostics:?}").contains("the secret"));
@@ -573,7 +575,10 @@ async fn file_access_stays_inside_the_workflows_folder() -> anyhow::Result<()> {
             "{name}"
         );
         assert!(
-            matches!(app.write_workflow(name, "id: x\n"), Err(Error::BadPath { .. })),
+            matches!(
+                app.write_workflow(name, "id: x\n"),
+                Err(Error::BadPath { .. })
+            ),
             "{name}"
         );
     }
@@ -663,7 +668,11 @@ async fn file_inputs_resolve_against_the_workflow_folder_and_templates_bring_the
     // A fresh default folder gets the templates with their data.
     let fresh = desktop(&dir.path().join("fresh"), None)?;
     fresh.list_workflows()?;
-    assert!(dir.path().join("fresh/workflows/data/market-notes.txt").is_file());
+    assert!(
+        dir.path()
+            .join("fresh/workflows/data/market-notes.txt")
+            .is_file()
+    );
     Ok(())
 }
 
@@ -695,7 +704,10 @@ async fn an_interrupted_run_is_resumed_from_the_desktop_with_the_clis_code() -> 
         },
         2,
     )?;
-    let plan = Arc::new(nexus_engine::load_str(approve, Some("approve.yaml")).map_err(|d| anyhow::anyhow!("{d:?}"))?);
+    let plan = Arc::new(
+        nexus_engine::load_str(approve, Some("approve.yaml"))
+            .map_err(|d| anyhow::anyhow!("{d:?}"))?,
+    );
     let run_id = uuid::Uuid::now_v7().to_string();
     let options = nexus_engine::RunOptions {
         run_id: Some(run_id.clone()),
@@ -725,7 +737,9 @@ async fn an_interrupted_run_is_resumed_from_the_desktop_with_the_clis_code() -> 
     // The desktop continues it: `draft` is kept, the approval asks in the panel.
     let app = desktop(dir.path(), None)?;
     let sink = CollectingSink::default();
-    let resumed = app.resume_run(&run_id[..13], Arc::new(sink.clone())).await?;
+    let resumed = app
+        .resume_run(&run_id[..13], Arc::new(sink.clone()))
+        .await?;
     assert_eq!(resumed, run_id);
     asked(&app, &run_id).await?;
     app.answer(&run_id, "ship", HumanDecision::Approve)?;

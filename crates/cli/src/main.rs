@@ -191,7 +191,10 @@ fn main() -> ExitCode {
 }
 
 async fn dispatch(cli: Cli) -> Result<(), Failure> {
-    let db = cli.db.clone().unwrap_or_else(nexus_app::store::default_path);
+    let db = cli
+        .db
+        .clone()
+        .unwrap_or_else(nexus_app::store::default_path);
     match cli.command {
         Command::Run {
             file,
@@ -297,8 +300,12 @@ async fn execute(
     max_parallel: usize,
 ) -> Result<(), Failure> {
     // The CLI takes cloud keys from the environment only.
-    let engine = runs::engine(Arc::clone(&store), &ProviderSettings::default(), max_parallel)
-        .map_err(app_failure)?;
+    let engine = runs::engine(
+        Arc::clone(&store),
+        &ProviderSettings::default(),
+        max_parallel,
+    )
+    .map_err(app_failure)?;
     let c = options.cancel.clone();
     tokio::spawn(async move {
         if tokio::signal::ctrl_c().await.is_ok() {
@@ -369,10 +376,7 @@ async fn control(db: &Path, id: &str, request: Control) -> Result<(), Failure> {
     let run_id = runs::request_control(&store, id, request)
         .await
         .map_err(app_failure)?;
-    println!(
-        "asked the process running {run_id} to {}",
-        request.as_str()
-    );
+    println!("asked the process running {run_id} to {}", request.as_str());
     Ok(())
 }
 
@@ -444,8 +448,7 @@ fn validate(files: &[PathBuf], json: bool) -> Result<(), Failure> {
 
 async fn models(db: &Path, json: bool) -> Result<(), Failure> {
     let store = runs::open_store(db).await.map_err(app_failure)?;
-    let engine =
-        runs::engine(store, &ProviderSettings::default(), 8).map_err(app_failure)?;
+    let engine = runs::engine(store, &ProviderSettings::default(), 8).map_err(app_failure)?;
     let breakers = engine.breaker_states().await?;
     let stats = engine.model_stats();
     let catalog = Catalog::discover(engine.providers(), std::time::Duration::from_secs(3)).await;
@@ -527,7 +530,8 @@ async fn models(db: &Path, json: bool) -> Result<(), Failure> {
             i + 1,
             c.reference,
             c.reason,
-            c.score.describe(nexus_app::engine::workflow::TaskClass::General)
+            c.score
+                .describe(nexus_app::engine::workflow::TaskClass::General)
         );
     }
     for e in &order.excluded() {
