@@ -59,6 +59,7 @@ pub(super) fn compile_template(
     source: String,
     at: At,
 ) -> Option<Vec<usize>> {
+    let source_has_syntax = source.contains('{');
     if let Err(e) = env.add_template_owned(name.to_string(), source) {
         let detail = e.detail().unwrap_or("invalid syntax");
         let line = e
@@ -71,6 +72,11 @@ pub(super) fn compile_template(
             "fix the minijinja syntax: `{{ inputs.name }}`, `{{ steps.<id>.output }}`, `{% if ... %}...{% endif %}`",
         ));
         return None;
+    }
+    // A text without `{` has no minijinja syntax, so no references: skip the second
+    // parse that `undeclared_variables` makes (constant prompts, answers, headers).
+    if !source_has_syntax {
+        return Some(Vec::new());
     }
     let tmpl = env.get_template(name).ok()?;
     let vars = tmpl.undeclared_variables(true);
