@@ -29,8 +29,8 @@
 # (`node`, npm) are mounted read-only into the root, since rustup cannot download a
 # toolchain here; cargo gets a writable CARGO_HOME inside the root. Everything runs in a
 # private mount namespace, so no mount outlives the check (the trap unmounts as well).
-# About 15 minutes on 2 idle cores with empty caches, most of it the llama.cpp build (each
-# step prints its time); with --skip-builds about 5.
+# About 20 minutes on 2 idle cores with empty caches (32 min of CPU time), most of it the
+# llama.cpp build (each step prints its time); with --skip-builds about 5.
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 deps_script="$repo/scripts/install-build-deps.sh"
