@@ -720,16 +720,17 @@ mod tests {
         assert_eq!(reply_token_ceiling(100), 126);
         assert_eq!(reply_byte_ceiling(100), 126 * 256);
         assert_eq!(reply_byte_ceiling(u32::MAX), REPLY_BYTE_CAP);
+        // max_tokens 10: 10 + 1 + 16 = 27 chunks, 27 × 256 bytes.
         let mut m = ReplyMeter::new(10);
-        assert!(m.admit(10, 26).is_ok());
+        assert!(m.admit(10, 27).is_ok());
         let err = m.admit(1, 1).err().map(|e| e.kind);
         assert_eq!(err, Some(ProviderErrorKind::OversizedReply));
-        assert_eq!(m.tokens(), 26, "a refused chunk is not admitted");
+        assert_eq!(m.tokens(), 27, "a refused chunk is not admitted");
         let mut m = ReplyMeter::new(10);
-        let err = m.admit(26 * 256 + 1, 1).err().map(|e| e.kind);
+        let err = m.admit(27 * 256 + 1, 1).err().map(|e| e.kind);
         assert_eq!(err, Some(ProviderErrorKind::OversizedReply));
-        assert!(m.check_reported(26).is_ok());
-        assert!(m.check_reported(27).is_err());
+        assert!(m.check_reported(27).is_ok());
+        assert!(m.check_reported(28).is_err());
     }
 
     #[tokio::test]
