@@ -273,11 +273,15 @@ async fn delete_api_key(app: App<'_>, provider: String) -> Result<(), Error> {
 }
 
 /// The commands and their types, for the invoke handler and the TypeScript bindings.
+///
+/// The dialog commands are generic over the runtime; the turbofish names one only for
+/// their TypeScript types (the window they take is not part of them): tauri-specta strips
+/// it for the invoke handler, which uses `R`.
 pub fn bindings<R: tauri::Runtime>() -> tauri_specta::Builder<R> {
     tauri_specta::Builder::<R>::new().commands(tauri_specta::collect_commands![
         settings,
-        choose_workflows_folder::<R>,
-        choose_input_file::<R>,
+        choose_workflows_folder::<tauri::Wry>,
+        choose_input_file::<tauri::Wry>,
         list_workflows,
         templates,
         use_template,

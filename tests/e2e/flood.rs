@@ -186,7 +186,7 @@ async fn an_endless_sse_event_or_ndjson_line_is_cut_at_the_event_cap() -> anyhow
             .await?;
         let items: Vec<_> = stream.collect().await;
         assert_eq!(items.len(), 1, "{model}: no content before the cut");
-        let err = items[0].as_ref().err().expect("an error");
+        let err = items[0].as_ref().expect_err("an error");
         assert_eq!(
             err.kind,
             ProviderErrorKind::OversizedReply,
@@ -215,7 +215,7 @@ async fn a_stream_of_empty_chunks_is_cut_at_the_wire_cap() -> anyhow::Result<()>
         .await?;
     let items: Vec<_> = stream.collect().await;
     assert_eq!(items.len(), 1);
-    let err = items[0].as_ref().err().expect("an error");
+    let err = items[0].as_ref().expect_err("an error");
     assert_eq!(err.kind, ProviderErrorKind::OversizedReply, "{err}");
     let cap = nexus_llm::http::wire_cap(MAX_TOKENS);
     assert!(
@@ -257,7 +257,7 @@ async fn a_64_mib_non_streamed_body_is_refused_at_the_byte_cap_and_the_step_fall
     );
     // 71 tokens × 256 bytes × 2 (JSON escapes) + 64 KiB of framing.
     assert!(message.contains("passed 101888 bytes"), "{message}");
-    assert!(101_888 < REPLY_BYTE_CAP);
+    const { assert!(101_888 < REPLY_BYTE_CAP) };
     Ok(())
 }
 

@@ -84,6 +84,13 @@ pub enum Error {
         /// What is wrong, with the file's place.
         message: String,
     },
+    /// The workflow's guardrails refused the run before it started: an input matched a
+    /// `block` rule (nothing was stored), or the rules do not compile.
+    #[error("{message}")]
+    Guardrails {
+        /// Which input or rule, and what to change (never the text itself).
+        message: String,
+    },
 }
 
 fn first(diags: &[Diagnostic]) -> String {

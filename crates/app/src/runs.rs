@@ -58,7 +58,7 @@ pub fn engine(
 /// [`Error::Store`] when the run cannot be recorded. A failed step is not an error: it
 /// is in the report.
 pub async fn execute(
-    engine: &Engine,
+    engine: &Arc<Engine>,
     store: &Arc<SqliteStore>,
     plan: Arc<Plan>,
     inputs: serde_json::Map<String, serde_json::Value>,
@@ -76,8 +76,13 @@ pub async fn execute(
     );
     let result = engine.run(plan, inputs, options).await;
     watcher.abort();
-    result.map_err(|e| Error::Store {
-        message: format!("the run could not be recorded: {e}"),
+    result.map_err(|e| match e {
+        nexus_engine::EngineError::Store(e) => Error::Store {
+            message: format!("the run could not be recorded: {e}"),
+        },
+        other => Error::Guardrails {
+            message: other.to_string(),
+        },
     })
 }
 
