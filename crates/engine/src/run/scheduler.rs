@@ -57,6 +57,22 @@ struct Sched {
     store_error: Option<EngineError>,
 }
 
+impl Sched {
+    /// Takes a record of a step that needs no running (kept from an interrupted run,
+    /// reused, or outside `only`): see [`keep_record`].
+    fn keep(&mut self, i: usize, rec: StepRecord) {
+        keep_record(
+            &self.plan,
+            i,
+            &rec,
+            &mut self.status,
+            &mut self.outputs,
+            &mut self.pending,
+        );
+        self.records.push(rec);
+    }
+}
+
 /// What starting one ready step did.
 enum Start {
     /// The step finished at once (skipped, failed to render, a template).
@@ -262,18 +278,9 @@ impl Engine {
         }
         s.shared.emitter.publish(&finals);
         for rec in extra {
-            let Some(&i) = s.plan.index.get(&rec.step_id) else {
-                continue;
-            };
-            keep_record(
-                &s.plan,
-                i,
-                &rec,
-                &mut s.status,
-                &mut s.outputs,
-                &mut s.pending,
-            );
-            s.records.push(rec);
+            if let Some(&i) = s.plan.index.get(&rec.step_id) {
+                s.keep(i, rec);
+            }
         }
         Ok(())
     }
@@ -647,14 +654,6 @@ fn keep_prior(s: &mut Sched) {
         if s.status[i].is_some() {
             continue;
         }
-        keep_record(
-            &s.plan,
-            i,
-            &rec,
-            &mut s.status,
-            &mut s.outputs,
-            &mut s.pending,
-        );
         let mut spend = lock(&s.shared.spend);
         spend.tokens += rec
             .attempts
@@ -664,7 +663,7 @@ fn keep_prior(s: &mut Sched) {
             .sum::<u64>();
         spend.cost_usd += rec.cost_usd.unwrap_or(0.0);
         drop(spend);
-        s.records.push(rec);
+        s.keep(i, rec);
     }
 }
 
