@@ -10,15 +10,35 @@ export const commands = {
 /**
  * The app's settings (the workflows folder).
  */
-async settings() : Promise<Settings> {
-    return await TAURI_INVOKE("settings");
+async settings() : Promise<Result<Settings, Error>> {
+    try {
+    return { status: "ok", data: await TAURI_INVOKE("settings") };
+} catch (e) {
+    if(e instanceof Error) throw e;
+    else return { status: "error", error: e  as any };
+}
 },
 /**
- * Makes `folder` the workflows folder and remembers it.
+ * Asks the user for the workflows folder in the native folder dialog and makes the
+ * chosen one the workflows folder; `None` when the user cancelled. The web view cannot
+ * name a folder itself.
  */
-async setWorkflowsFolder(folder: string) : Promise<Result<Settings, Error>> {
+async chooseWorkflowsFolder() : Promise<Result<Settings | null, Error>> {
     try {
-    return { status: "ok", data: await TAURI_INVOKE("set_workflows_folder", { folder }) };
+    return { status: "ok", data: await TAURI_INVOKE("choose_workflows_folder") };
+} catch (e) {
+    if(e instanceof Error) throw e;
+    else return { status: "error", error: e  as any };
+}
+},
+/**
+ * Asks the user for a file in the native file dialog and allows runs of this app to
+ * read it as a `file` input (also outside the workflows folder); returns its path, the
+ * value to give the input, or `None` when the user cancelled.
+ */
+async chooseInputFile() : Promise<Result<string | null, Error>> {
+    try {
+    return { status: "ok", data: await TAURI_INVOKE("choose_input_file") };
 } catch (e) {
     if(e instanceof Error) throw e;
     else return { status: "error", error: e  as any };
@@ -38,8 +58,24 @@ async listWorkflows() : Promise<Result<string[], Error>> {
 /**
  * The example workflows, for "New from template".
  */
-async templates() : Promise<Template[]> {
-    return await TAURI_INVOKE("templates");
+async templates() : Promise<Result<Template[], Error>> {
+    try {
+    return { status: "ok", data: await TAURI_INVOKE("templates") };
+} catch (e) {
+    if(e instanceof Error) throw e;
+    else return { status: "error", error: e  as any };
+}
+},
+/**
+ * A template's text, after writing the data files it reads into the workflows folder.
+ */
+async useTemplate(name: string) : Promise<Result<string, Error>> {
+    try {
+    return { status: "ok", data: await TAURI_INVOKE("use_template", { name }) };
+} catch (e) {
+    if(e instanceof Error) throw e;
+    else return { status: "error", error: e  as any };
+}
 },
 /**
  * A workflow file's text (`name` relative to the workflows folder).
@@ -66,8 +102,13 @@ async writeWorkflow(name: string, text: string) : Promise<Result<null, Error>> {
 /**
  * The engine's diagnostics for a workflow text (empty when valid).
  */
-async validate(text: string, file: string | null) : Promise<Diagnostic[]> {
-    return await TAURI_INVOKE("validate", { text, file });
+async validate(text: string, file: string | null) : Promise<Result<Diagnostic[], Error>> {
+    try {
+    return { status: "ok", data: await TAURI_INVOKE("validate", { text, file }) };
+} catch (e) {
+    if(e instanceof Error) throw e;
+    else return { status: "error", error: e  as any };
+}
 },
 /**
  * Starts a run; its events arrive on `events`, the last one `run_finished`.
@@ -75,6 +116,18 @@ async validate(text: string, file: string | null) : Promise<Diagnostic[]> {
 async startRun(request: RunRequest, events: TAURI_CHANNEL<Event>) : Promise<Result<string, Error>> {
     try {
     return { status: "ok", data: await TAURI_INVOKE("start_run", { request, events }) };
+} catch (e) {
+    if(e instanceof Error) throw e;
+    else return { status: "error", error: e  as any };
+}
+},
+/**
+ * Continues a run: a paused run of this app goes on; an interrupted run (its process
+ * died) is continued here, keeping its completed steps; its events arrive on `events`.
+ */
+async resumeRun(runId: string, events: TAURI_CHANNEL<Event>) : Promise<Result<string, Error>> {
+    try {
+    return { status: "ok", data: await TAURI_INVOKE("resume_run", { runId, events }) };
 } catch (e) {
     if(e instanceof Error) throw e;
     else return { status: "error", error: e  as any };
@@ -105,8 +158,13 @@ async pauseRun(runId: string, pause: boolean) : Promise<Result<null, Error>> {
 /**
  * Questions runs wait on (approvals, failed steps).
  */
-async pendingQuestions() : Promise<PendingQuestion[]> {
-    return await TAURI_INVOKE("pending_questions");
+async pendingQuestions() : Promise<Result<PendingQuestion[], Error>> {
+    try {
+    return { status: "ok", data: await TAURI_INVOKE("pending_questions") };
+} catch (e) {
+    if(e instanceof Error) throw e;
+    else return { status: "error", error: e  as any };
+}
 },
 /**
  * Answers a run's question.
@@ -408,9 +466,19 @@ export type Error =
  */
 { kind: "keychain"; message: string } | 
 /**
+ * An operation stopped before it finished (its worker thread panicked or was shut
+ * down); nothing was half-written, saves are atomic.
+ */
+{ kind: "internal"; message: string } | 
+/**
  * The user's model catalog (`models.yaml`) is not valid.
  */
-{ kind: "config"; message: string }
+{ kind: "config"; message: string } | 
+/**
+ * The workflow's guardrails refused the run before it started: an input matched a
+ * `block` rule (nothing was stored), or the rules do not compile.
+ */
+{ kind: "guardrails"; message: string }
 /**
  * One event of a run. Serialized with a `type` tag in snake_case.
  */
@@ -640,7 +708,12 @@ parameter_size?: string | null;
 /**
  * Quantization (`Q4_K_M`), when known.
  */
-quantization?: string | null }
+quantization?: string | null; 
+/**
+ * The model family, when the provider recommends this family for Nexus (Ollama:
+ * `llama3.1`, `qwen2.5`, `deepseek-r1`); the selector names it in its reason.
+ */
+recommended_family?: string | null }
 /**
  * Everything the Models view shows.
  */
@@ -736,6 +809,11 @@ export type ProviderErrorKind =
  * The stream broke after some content arrived.
  */
 "stream_broken" | 
+/**
+ * The reply passed the request's `max_tokens` (with [`ReplyMeter`]'s margin) or the
+ * byte cap: the provider ignored `max_tokens` or flooded. Nexus stopped reading.
+ */
+"oversized_reply" | 
 /**
  * The reply was empty or did not satisfy the step's output schema.
  */

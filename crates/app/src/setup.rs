@@ -59,14 +59,6 @@ pub fn providers(settings: &ProviderSettings) -> Result<Vec<Arc<dyn Provider>>> 
     Ok(list)
 }
 
-/// The first of the environment variables `names` that is set and not blank.
-fn env_first(names: &[&str]) -> Option<String> {
-    names
-        .iter()
-        .filter_map(|n| std::env::var(n).ok())
-        .find(|v| !v.trim().is_empty())
-}
-
 /// The OpenAI-compatible provider: base URL from `NEXUS_OPENAI_BASE_URL`, else
 /// `OPENAI_BASE_URL`, else the public API; key from `NEXUS_OPENAI_API_KEY`, else
 /// `OPENAI_API_KEY`, else `keychain_key`; models from `NEXUS_OPENAI_MODELS`
@@ -77,24 +69,7 @@ fn env_first(names: &[&str]) -> Option<String> {
 /// # Errors
 /// [`Error::Config`] when the base URL is not a URL.
 pub fn openai(keychain_key: Option<&str>) -> Result<Option<nexus_llm::OpenAiProvider>> {
-    let base = env_first(&["NEXUS_OPENAI_BASE_URL", "OPENAI_BASE_URL"]);
-    let key = env_first(&["NEXUS_OPENAI_API_KEY", "OPENAI_API_KEY"])
-        .or_else(|| keychain_key.map(str::to_string));
-    if base.is_none() && key.is_none() {
-        return Ok(None);
-    }
-    let models = env_first(&["NEXUS_OPENAI_MODELS"])
-        .map(|m| {
-            m.split(',')
-                .map(str::trim)
-                .filter(|s| !s.is_empty())
-                .map(str::to_owned)
-                .collect()
-        })
-        .unwrap_or_default();
-    let base = base.unwrap_or_else(|| nexus_llm::openai::DEFAULT_BASE_URL.to_string());
-    nexus_llm::OpenAiProvider::new(&base, key, models)
-        .map(Some)
+    nexus_llm::OpenAiProvider::from_env_with_key(keychain_key)
         .map_err(|e| Error::Config { message: e.message })
 }
 

@@ -87,14 +87,28 @@ impl OpenAiProvider {
     /// # Errors
     /// As [`OpenAiProvider::new`].
     pub fn from_env() -> Result<Option<Self>, ProviderError> {
+        Self::from_env_with_key(None)
+    }
+
+    /// The provider configured by the environment: base URL from `NEXUS_OPENAI_BASE_URL`,
+    /// else `OPENAI_BASE_URL`, else the public API; key from `NEXUS_OPENAI_API_KEY`, else
+    /// `OPENAI_API_KEY`, else `fallback_key` (e.g. the OS keychain's); models from
+    /// `NEXUS_OPENAI_MODELS` (comma-separated). The base URL and the key are independent;
+    /// `None` when neither is configured.
+    ///
+    /// # Errors
+    /// As [`OpenAiProvider::new`].
+    pub fn from_env_with_key(fallback_key: Option<&str>) -> Result<Option<Self>, ProviderError> {
+        // The first of the two that is set and not blank.
         let var = |a: &str, b: &str| {
-            std::env::var(a)
-                .ok()
-                .or_else(|| std::env::var(b).ok())
-                .filter(|v| !v.trim().is_empty())
+            [a, b]
+                .iter()
+                .filter_map(|n| std::env::var(n).ok())
+                .find(|v| !v.trim().is_empty())
         };
         let base = var("NEXUS_OPENAI_BASE_URL", "OPENAI_BASE_URL");
-        let key = var("NEXUS_OPENAI_API_KEY", "OPENAI_API_KEY");
+        let key = var("NEXUS_OPENAI_API_KEY", "OPENAI_API_KEY")
+            .or_else(|| fallback_key.map(str::to_string));
         if base.is_none() && key.is_none() {
             return Ok(None);
         }
