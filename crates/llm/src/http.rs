@@ -227,14 +227,18 @@ pub(crate) fn classify_wire(e: &Error) -> ProviderError {
                 _ => ProviderError::new(ProviderErrorKind::Protocol, io.to_string()),
             }
         }
-        Error::EventTooLong(_)
-        | Error::BodyTooLong(_)
-        | Error::Lines(tokio_util::codec::LinesCodecError::MaxLineLengthExceeded) => {
+        Error::Lines(tokio_util::codec::LinesCodecError::MaxLineLengthExceeded) => {
             ProviderError::new(
                 ProviderErrorKind::OversizedReply,
-                format!("{e}; Nexus stopped reading the reply"),
+                format!(
+                    "the NDJSON stream: a line passed {EVENT_CAP} bytes; Nexus stopped reading the reply"
+                ),
             )
         }
+        Error::EventTooLong(_) | Error::BodyTooLong(_) => ProviderError::new(
+            ProviderErrorKind::OversizedReply,
+            format!("{e}; Nexus stopped reading the reply"),
+        ),
     }
 }
 
