@@ -357,7 +357,15 @@ export const useEditor = create<EditorState & EditorActions>()(
 
       setRunDetail(detail) {
         const run = get().run;
-        if (run && run.runId === detail.run_id) set({ run: { ...run, detail } });
+        if (!run || run.runId !== detail.run_id) return;
+        // Steps that stream nothing (templates, approvals, cached outputs) show their
+        // stored output once the record is read; a stored output replaces the streamed text.
+        const steps = { ...run.steps };
+        for (const st of detail.steps) {
+          const cur = steps[st.step_id];
+          if (cur && st.output != null) steps[st.step_id] = { ...cur, tokens: st.output };
+        }
+        set({ run: { ...run, steps, detail } });
       },
 
       async showRun(detail) {
