@@ -13,12 +13,34 @@ nanoseconds, created_at is RFC3339 (UTC). Inference runs on llama_cpp.Llama
 
   python3 tests/servers/ollama_server.py --model FILE --port PORT \
       [--host 127.0.0.1] [--name smollm2:135m] [--alias NAME ...]
-      [--ctx 4096] [--threads 1] [--verbose]
+      [--ctx 4096] [--threads 1] [--default-num-ctx 4096] [--spec JSON ...] [--verbose]
+
+--spec adds (or, for a --name/--alias, describes) one model as a JSON object:
+  {"name": "deepseek-r1:8b",            the tag as /api/tags lists it
+   "capabilities": ["completion", ...], /api/show `capabilities` (types/model/capability.go)
+   "context_length": 131072,            the trained window, model_info["<arch>.context_length"]
+   "remote_host": "https://ollama.com:443", "remote_model": "gpt-oss:20b",
+                                        a cloud model behind the daemon (api/types.go
+                                        ListModelResponse.RemoteHost/RemoteModel)
+   "script": {                          canned reply instead of the GGUF's:
+     "thinking": ["Let", " me"],        message.thinking chunks (think on)
+     "content": ["{\"a\"", ": 1}"],     message.content chunks
+     "think_tags": true,                an old pull whose template has no thinking support:
+                                        the reasoning arrives inside content as <think>..</think>
+     "split_utf8": true,                every NDJSON line goes out in several TCP writes cut
+                                        inside multi-byte characters
+     "error_after": "CUDA error: out of memory",
+                                        an {"error": ...} line after the content (the runner died)
+     "echo_tokens": true,               the reply states how many prompt tokens the model saw
+                                        and whether the prompt's first word survived truncation
+  }}
+Every model's prompt is truncated to the request's num_ctx (default --default-num-ctx, the
+daemon's default for < 24 GiB of VRAM in server/routes.go) as the daemon does, with HTTP 200.
 
 Prints `READY <port>` on stdout once listening (--port 0 picks a free port).
 Stdlib only besides llama_cpp.
 """
-import argparse, hashlib, json, os, random, sys, threading, time
+import argparse, hashlib, json, os, random, socket, sys, threading, time
 from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -55,6 +77,15 @@ class Backend:
                          n_threads_batch=args.threads, verbose=False)
         self.lock = threading.Lock()
         self.names = [args.name] + list(args.alias or [])
+        self.default_num_ctx = args.default_num_ctx
+        self.loaded = {}  # name -> num_ctx of the runner (server/sched.go keeps one per model)
+        # name -> spec (see the module doc); the --name/--alias models are the GGUF's
+        self.specs = {}
+        for raw in args.spec or []:
+            spec = json.loads(raw)
+            self.specs[norm(spec["name"])] = spec
+            if not any(norm(n) == norm(spec["name"]) for n in self.names):
+                self.names.append(spec["name"])
         st = os.stat(args.model)
         self.size, self.mtime = st.st_size, now_rfc3339(int(st.st_mtime * 1e9))
         with open(args.model, "rb") as f:
@@ -70,23 +101,80 @@ class Backend:
         for k, v in md.items():
             if k.startswith(("general.", self.arch + ".", "tokenizer.ggml.")) and len(v) < 256:
                 info[k] = int(v) if v.lstrip("-").isdigit() else float(v) if v.replace(".", "", 1).isdigit() else v
-        info[self.arch + ".context_length"] = int(md.get(self.arch + ".context_length", args.ctx))
+        # The stand-in's llama.cpp context is --ctx, so that is the most a request may use.
+        self.trained_ctx = min(int(md.get(self.arch + ".context_length", args.ctx)), args.ctx)
+        info[self.arch + ".context_length"] = self.trained_ctx
         self.model_info = dict(sorted(info.items()))
+
+    def spec(self, name):
+        return self.specs.get(norm(name), {})
+
+    def caps(self, name):
+        return list(self.spec(name).get("capabilities") or ["completion"])
+
+    def ctx_len(self, name):
+        return int(self.spec(name).get("context_length") or self.trained_ctx)
+
+    def tokenize(self, text):
+        return self.llm.tokenize(text.encode("utf-8"), add_bos=True, special=True)
+
+    @staticmethod
+    def with_system(messages):
+        if not messages or messages[0].get("role") != "system":
+            return [{"role": "system", "content": DEFAULT_SYSTEM}] + messages
+        return messages
+
+    @staticmethod
+    def render(messages):
+        return "".join(f"<|im_start|>{m.get('role', 'user')}\n{m.get('content') or ''}<|im_end|>\n"
+                       for m in messages) + "<|im_start|>assistant\n"
+
+    def fit(self, name, messages, raw_prompt, opts):
+        """The prompt tokens the model sees: (tokens, tokens before truncation, num_ctx).
+
+        num_ctx is the request's options.num_ctx, else the daemon's default; it is
+        clamped to the model's trained window (server/routes.go: `if ctxLen :=
+        runner.ContextLength(); ctxLen > 0 && opts.NumCtx > ctxLen`). Then, silently and
+        with HTTP 200: server/prompt.go chatPrompt drops messages from the front
+        (keeping system messages and always the last message) until the rendered prompt
+        fits; llm/llama_server.go keeps num_keep (default 4, api/types.go
+        DefaultOptions) plus BOS tokens and discards from just after them down to
+        contextShiftPromptLimit = num_ctx - max((num_ctx - keep) / 2, 1).
+        """
+        num_ctx = int(opts.get("num_ctx") or self.default_num_ctx)
+        num_ctx = min(num_ctx, self.ctx_len(name))
+        if raw_prompt is not None:
+            tokens = self.tokenize(raw_prompt)
+            full = len(tokens)
+        else:
+            full = len(self.tokenize(self.render(messages)))
+            tokens = []
+            for i in range(len(messages)):
+                system = [m for m in messages[:i] if m.get("role") == "system"]
+                tokens = self.tokenize(self.render(system + messages[i:]))
+                if len(tokens) <= num_ctx:
+                    break
+        limit_full = num_ctx - 1
+        if len(tokens) > limit_full:
+            keep = int(opts.get("num_keep", 4))
+            keep = len(tokens) if keep < 0 else keep
+            keep = min(keep + 1, limit_full)  # tokenizerAddsBOS
+            limit = num_ctx - max((num_ctx - max(0, min(keep, num_ctx - 1))) // 2, 1)
+            discard = len(tokens) - limit
+            tokens = tokens[:keep] + tokens[keep + discard:]
+        self.loaded[norm(name)] = num_ctx
+        return tokens, full, num_ctx
 
     def find(self, name):
         return any(norm(n) == norm(name) for n in self.names)
 
-    def generate(self, messages, raw_prompt, opts, fmt):
+    def generate(self, name, messages, raw_prompt, opts, fmt):
         """Yields text pieces, then a final dict of stats. Caller must hold self.lock."""
         t0 = time.monotonic_ns()
         if raw_prompt is None:
-            if not messages or messages[0].get("role") != "system":
-                messages = [{"role": "system", "content": DEFAULT_SYSTEM}] + messages
-            prompt = "".join(f"<|im_start|>{m.get('role', 'user')}\n{m.get('content') or ''}<|im_end|>\n"
-                             for m in messages) + "<|im_start|>assistant\n"
-        else:
-            prompt = raw_prompt
-        tokens = self.llm.tokenize(prompt.encode("utf-8"), add_bos=True, special=True)
+            messages = self.with_system(messages)
+        tokens, _, _ = self.fit(name, messages, raw_prompt, opts)
+        prompt = self.llm.detokenize(tokens, special=True).decode("utf-8", "replace")
         grammar = None
         if fmt == "json":
             grammar = LlamaGrammar.from_string(llama_cpp.llama_grammar.JSON_GBNF, verbose=False)
@@ -154,10 +242,18 @@ class Handler(BaseHTTPRequestHandler):
         self.send_header("Transfer-Encoding", "chunked")
         self.end_headers()
 
-    def chunk(self, obj):  # one NDJSON line == one HTTP chunk; raises if the client went away
-        line = json.dumps(obj, separators=(",", ":")).encode() + b"\n" if obj is not None else b""
-        self.wfile.write(f"{len(line):X}\r\n".encode() + line + b"\r\n")
-        self.wfile.flush()
+    def chunk(self, obj, split=False):  # one NDJSON line == one HTTP chunk; raises if the client went away
+        # Raw UTF-8 on the wire, as Go's encoding/json writes it (server/routes.go streamResponse
+        # uses json.Marshal, which escapes only <, >, & and invalid UTF-8).
+        line = json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode() + b"\n" \
+            if obj is not None else b""
+        pieces = [line]
+        if split:  # cut after the first byte of every multi-byte character: each piece its own write
+            cuts = [i + 1 for i, c in enumerate(line) if c >= 0xC0]
+            pieces = [line[a:b] for a, b in zip([0] + cuts, cuts + [len(line)]) if b > a]
+        for piece in pieces:
+            self.wfile.write(f"{len(piece):X}\r\n".encode() + piece + b"\r\n")
+            self.wfile.flush()
 
     def do_HEAD(self):
         self.do_GET(head=True)
@@ -168,10 +264,19 @@ class Handler(BaseHTTPRequestHandler):
             self.send_body(200, b"Ollama is running", "text/plain; charset=utf-8", head)
         elif path == "/api/version":
             self.send_body(200, {"version": VERSION}, head=head)
-        elif path in ("/api/tags", "/api/ps"):
-            extra = {"modified_at": b.mtime} if path == "/api/tags" else \
-                {"expires_at": now_rfc3339(time.time_ns() + 300 * 10**9), "size_vram": 0}
-            models = [dict(name=n, model=n, size=b.size, digest=b.digest, details=b.details, **extra) for n in b.names]
+        elif path == "/api/tags":  # api/types.go ListModelResponse
+            models = []
+            for n in b.names:
+                m = dict(name=n, model=n, modified_at=b.mtime, size=b.size, digest=b.digest, details=b.details)
+                sp = b.spec(n)
+                if sp.get("remote_host"):  # a cloud model: a small manifest pointing at the remote host
+                    m.update(remote_model=sp.get("remote_model") or n, remote_host=sp["remote_host"], size=384)
+                models.append(m)
+            self.send_body(200, {"models": models}, head=head)
+        elif path == "/api/ps":  # api/types.go ProcessModelResponse: only models loaded now
+            models = [dict(name=n, model=n, size=b.size, digest=b.digest, details=b.details,
+                           expires_at=now_rfc3339(time.time_ns() + 300 * 10**9), size_vram=0,
+                           context_length=b.loaded[norm(n)]) for n in b.names if norm(n) in b.loaded]
             self.send_body(200, {"models": models}, head=head)
         else:
             self.send_body(404, b"404 page not found", "text/plain", head)
@@ -216,9 +321,15 @@ class Handler(BaseHTTPRequestHandler):
         modelfile = (f'# Modelfile generated by "ollama show"\n# To build a new Modelfile based on this, replace '
                      f'FROM with:\n# FROM {name}\n\nFROM {os.path.abspath(b.llm.model_path)}\n'
                      f'TEMPLATE """{TEMPLATE}"""\n' + "".join(f'PARAMETER stop "{s}"\n' for s in STOPS))
-        self.send_body(200, {"license": "", "modelfile": modelfile, "parameters": params, "template": TEMPLATE,
-                             "system": DEFAULT_SYSTEM, "details": b.details, "model_info": b.model_info,
-                             "capabilities": ["completion"], "modified_at": b.mtime})
+        info = dict(b.model_info)
+        info[b.arch + ".context_length"] = b.ctx_len(name)
+        body = {"license": "", "modelfile": modelfile, "parameters": params, "template": TEMPLATE,
+                "system": DEFAULT_SYSTEM, "details": b.details, "model_info": info,
+                "capabilities": b.caps(name), "modified_at": b.mtime}
+        sp = b.spec(name)
+        if sp.get("remote_host"):  # routes.go ShowHandler: remote_model/remote_host of the config
+            body.update(remote_model=sp.get("remote_model") or name, remote_host=sp["remote_host"])
+        self.send_body(200, body)
 
     def h_pull(self, req, name):
         b, stream = self.backend, req.get("stream", True) is not False
@@ -245,6 +356,21 @@ class Handler(BaseHTTPRequestHandler):
         bad = [m.get("role") for m in msgs if m.get("role") not in ("system", "user", "assistant", "tool")]
         if bad:
             return self.error(400, f"invalid role: {bad[0]}")
+        b = self.backend
+        if b.find(name):
+            # routes.go ChatHandler: a thinking model thinks unless told not to; `think` on a
+            # model without the capability is a 400; then scheduleRunner's CheckCapabilities
+            # (server/images.go) refuses a model without completion (or tools when asked).
+            caps, think = b.caps(name), req.get("think")
+            if "thinking" in caps:
+                if think is None:
+                    req["think"] = True
+            elif think not in (None, False):
+                return self.error(400, f'"{name}" does not support thinking')
+            if "completion" not in caps:
+                return self.error(400, f'"{name}" does not support chat')
+            if req.get("tools") and "tools" not in caps:
+                return self.error(400, "does not support tools")
         self.infer(req, name, "chat", msgs, None, not msgs)
 
     def h_generate(self, req, name):
@@ -280,9 +406,11 @@ class Handler(BaseHTTPRequestHandler):
             unload = req.get("keep_alive") in (0, "0", "0s", "0m")
             return self.send_body(200, dict(body(""), done_reason="unload" if unload else "load", done=True))
         stream = req.get("stream", True) is not False
+        if b.spec(name).get("script"):
+            return self.scripted(req, name, kind, msgs, raw_prompt, opts, stream, body)
         with b.lock:  # one Llama instance: requests queue here, as they do in Ollama's scheduler
             load_ns = max(1, time.monotonic_ns() - t0)
-            gen = b.generate(msgs, raw_prompt, opts, fmt or None)
+            gen = b.generate(name, msgs, raw_prompt, opts, fmt or None)
             try:
                 item = next(gen)  # surfaces bad schema / options / context overflow before any header
             except Exception as e:
@@ -307,6 +435,67 @@ class Handler(BaseHTTPRequestHandler):
             finally:
                 gen.close()
 
+    def scripted(self, req, name, kind, msgs, raw_prompt, opts, stream, body):
+        """A canned reply, streamed as the daemon streams a model's (routes.go ChatHandler)."""
+        b, sc = self.backend, self.backend.spec(name)["script"]
+        with b.lock:
+            msgs = b.with_system(msgs) if raw_prompt is None else msgs
+            tokens, full, _ = b.fit(name, msgs, raw_prompt, opts)
+        content = list(sc.get("content") or [])
+        if sc.get("echo_tokens"):
+            last = (msgs or [{}])[-1].get("content") or raw_prompt or ""
+            seen = b.llm.detokenize(tokens, special=True).decode("utf-8", "replace")
+            first = (last.split() or [""])[0]
+            content = [f"saw {len(tokens)} of {full} prompt tokens; the first word was "
+                       f"{'kept' if first and first in seen else 'cut'}"]
+        thinking = list(sc.get("thinking") or [])
+        parts = []  # (field, text): routes.go sets message.thinking from the thinking parser
+        if sc.get("think_tags"):  # no thinking capability: the template's tags stay in content
+            parts = [("content", t) for t in ["<think>"] + thinking + ["</think>\n\n"] + content]
+        else:
+            parts = ([("thinking", t) for t in thinking] if req.get("think") not in (None, False) else []) + \
+                    [("content", t) for t in content]
+        n_predict = int(opts.get("num_predict", -1))
+        reason = "stop"
+        if 0 <= n_predict < len(parts):  # llm/server.go: the runner stops at num_predict, "length"
+            parts, reason = parts[:n_predict], "length"
+        split = bool(sc.get("split_utf8"))
+
+        def msg_body(field, text):
+            o = body("")
+            if kind == "chat":
+                o["message"] = {"role": "assistant", "content": text if field == "content" else ""}
+                if field == "thinking":
+                    o["message"]["thinking"] = text
+            else:
+                o.update({"response": text if field == "content" else ""},
+                         **({"thinking": text} if field == "thinking" else {}))
+            return o
+        final = {"context": tokens, "done_reason": reason, "prompt_eval_count": len(tokens),
+                 "prompt_eval_duration": 1, "eval_count": max(1, len(parts)), "eval_duration": 1,
+                 "load_duration": 1}
+        if not stream:
+            o = body("", dict(final))
+            text = "".join(t for f, t in parts if f == "content")
+            think = "".join(t for f, t in parts if f == "thinking")
+            o.update({"message": dict({"role": "assistant", "content": text}, **({"thinking": think} if think else {}))}
+                     if kind == "chat" else {"response": text})
+            return self.send_body(200, o)
+        try:
+            self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            self.start_stream()
+            for field, text in parts:
+                self.chunk(msg_body(field, text), split)
+            if sc.get("error_after"):
+                # routes.go streamResponse: after the first write an error is one more NDJSON
+                # line, `{"error": ...}`, and the stream ends (no done line).
+                self.chunk({"error": sc["error_after"]}, split)
+                return self.chunk(None)
+            self.chunk(body("", dict(final)), split)
+            self.chunk(None)
+        except (BrokenPipeError, ConnectionResetError, ConnectionAbortedError):
+            self.close_connection = True
+
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -316,6 +505,9 @@ def main():
     ap.add_argument("--name", default="smollm2:135m")
     ap.add_argument("--alias", action="append", default=[])
     ap.add_argument("--ctx", type=int, default=4096)
+    # server/routes.go: 4096 below 24 GiB of VRAM (OLLAMA_CONTEXT_LENGTH overrides it)
+    ap.add_argument("--default-num-ctx", type=int, default=int(os.environ.get("OLLAMA_CONTEXT_LENGTH") or 4096))
+    ap.add_argument("--spec", action="append", default=[])
     # 1 thread by default: llama.cpp's spinning worker threads collapse (30x slower) on a busy 2-core box.
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--verbose", action="store_true")
