@@ -171,6 +171,7 @@ async fn an_endless_sse_event_or_ndjson_line_is_cut_at_the_event_cap() -> anyhow
         temperature: 0.0,
         max_tokens: MAX_TOKENS,
         json_schema: None,
+        think: None,
     };
     let openai = OpenAiProvider::new(&sse.base_url, None, vec!["sse".into()])?;
     let ollama = OllamaProvider::new(&line.url)?;
@@ -211,6 +212,7 @@ async fn a_stream_of_empty_chunks_is_cut_at_the_wire_cap() -> anyhow::Result<()>
             temperature: 0.0,
             max_tokens: MAX_TOKENS,
             json_schema: None,
+            think: None,
         })
         .await?;
     let items: Vec<_> = stream.collect().await;
@@ -292,6 +294,7 @@ async fn the_embedded_model_stops_at_max_tokens() -> anyhow::Result<()> {
             temperature: 0.0,
             max_tokens: 8,
             json_schema: None,
+            think: None,
         })
         .await?;
     let items: Vec<_> = stream.collect().await;

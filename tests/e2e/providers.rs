@@ -29,6 +29,7 @@ fn request(model: &str) -> ChatRequest {
         temperature: 0.2,
         max_tokens: 24,
         json_schema: None,
+        think: None,
     }
 }
 
@@ -49,6 +50,7 @@ async fn collect(
     while let Some(chunk) = stream.next().await {
         match chunk? {
             ChatChunk::Delta(t) => deltas.push(t),
+            ChatChunk::Reasoning(_) => {}
             done @ ChatChunk::Done { .. } => return Ok((deltas, done)),
         }
     }

@@ -388,7 +388,9 @@ class Handler(BaseHTTPRequestHandler):
             return self.error(404, f'model "{name}" not found, try pulling it first')
         fmt, opts = req.get("format"), req.get("options") or {}
         if fmt not in (None, "", "json") and not isinstance(fmt, dict):
-            return self.error(400, 'invalid format: expected "json" or a JSON schema')
+            # llm/llama_server.go Completion's wording; the error reaches streamResponse before
+            # any write, so it is HTTP 500 (server/routes.go)
+            return self.error(500, f'invalid format: {json.dumps(fmt)}; expected "json" or a valid JSON Schema object')
         if not isinstance(opts, dict):
             return self.error(400, "json: cannot unmarshal options into Go struct field of type map[string]any")
 

@@ -305,12 +305,40 @@ impl OllamaServer {
     /// # Errors
     /// As [`OllamaServer::start`].
     pub fn start_with_model(names: &[&str], model: &Path) -> anyhow::Result<Self> {
+        Self::start_with(names, model, &[], &[])
+    }
+
+    /// [`OllamaServer::start`] with more models described by `specs` (each a JSON
+    /// object, see the `--spec` option in tests/servers/ollama_server.py: capabilities,
+    /// a trained window, `remote_host` for a cloud model, a canned `script` reply) and
+    /// more command-line arguments (`--default-num-ctx 2048`).
+    ///
+    /// # Errors
+    /// As [`OllamaServer::start`].
+    pub fn start_with_specs(
+        names: &[&str],
+        specs: &[serde_json::Value],
+        args: &[&str],
+    ) -> anyhow::Result<Self> {
+        Self::start_with(names, &model_path()?, specs, args)
+    }
+
+    fn start_with(
+        names: &[&str],
+        model: &Path,
+        specs: &[serde_json::Value],
+        args: &[&str],
+    ) -> anyhow::Result<Self> {
         let script = repo_root().join("tests/servers/ollama_server.py");
         let mut cmd = Command::new("python3");
         cmd.arg(&script)
             .arg("--model")
             .arg(model)
-            .args(["--port", "0"]);
+            .args(["--port", "0"])
+            .args(args);
+        for spec in specs {
+            cmd.arg("--spec").arg(spec.to_string());
+        }
         if let Some((first, rest)) = names.split_first() {
             cmd.args(["--name", first]);
             for n in rest {

@@ -55,6 +55,8 @@ fn info(provider: &str, name: &str, locality: Locality, ctx: Option<u32>) -> Mod
         parameter_size: None,
         quantization: None,
         recommended_family: None,
+        capabilities: Vec::new(),
+        loaded_context_length: None,
     }
 }
 

@@ -850,7 +850,7 @@ impl Desktop {
             .iter()
             .map(|c| RankedModel {
                 reference: c.reference.clone(),
-                locality: c.provider.locality(),
+                locality: c.locality(),
                 reason: c.reason.clone(),
                 score: c.score.total,
                 context_length: c.context_window,

@@ -25,6 +25,7 @@ use clap::{Parser, Subcommand};
 use nexus_app::engine::diagnostic::render_all;
 use nexus_app::engine::events::{EventSink, RunStatus, StepStatus};
 use nexus_app::engine::plan::Plan;
+use nexus_app::engine::provider::Locality;
 use nexus_app::engine::select::{Catalog, SelectionInput};
 use nexus_app::engine::{Diagnostic, RunOptions};
 use nexus_app::runs::{self, Control, Resumption};
@@ -495,9 +496,23 @@ async fn models(db: &Path, json: bool) -> Result<(), Failure> {
                     models.len()
                 );
                 for m in models {
-                    let mut details = Vec::new();
-                    if let Some(c) = m.context_length {
-                        details.push(format!("context {c}"));
+                    let mut details = vec![format!("{:?}", m.locality).to_lowercase()];
+                    if m.locality == Locality::Cloud
+                        && status.provider.locality() != Locality::Cloud
+                    {
+                        details[0].push_str(" (through the local daemon)");
+                    }
+                    match (m.context_length, m.loaded_context_length) {
+                        (Some(c), Some(l)) => {
+                            details.push(format!("context {c} tokens (loaded now with {l})"));
+                        }
+                        (Some(c), None) => details.push(format!("context {c} tokens")),
+                        (None, Some(l)) => details.push(format!("context {l} tokens (loaded)")),
+                        (None, None) => {}
+                    }
+                    if !m.capabilities.is_empty() {
+                        let caps: Vec<&str> = m.capabilities.iter().map(|c| c.as_str()).collect();
+                        details.push(format!("capabilities {}", caps.join("+")));
                     }
                     if let Some(s) = m.size_bytes {
                         details.push(format!("{:.1} MB", s as f64 / 1e6));
@@ -685,6 +700,9 @@ async fn runs(db: &Path, command: RunsCommand) -> Result<(), Failure> {
                 }
                 if let Some(e) = &s.error {
                     println!("  error: {e}");
+                }
+                if let Some(r) = &s.reasoning {
+                    println!("  reasoning (not passed on): {}", r.trim());
                 }
                 if let Some(o) = &s.output {
                     println!("  output: {}", o.trim());

@@ -16,6 +16,8 @@ struct Running {
     model: String,
     tail: String,
     tokens: u64,
+    /// Reasoning tokens of a thinking model, streamed apart from the answer.
+    thinking: u64,
 }
 
 /// The CLI's event sink.
@@ -119,6 +121,7 @@ impl EventSink for Progress {
                             model,
                             tail: String::new(),
                             tokens: 0,
+                            thinking: 0,
                         },
                     );
                 }
@@ -142,6 +145,34 @@ impl EventSink for Progress {
                         format!("{} · {} tok", r.model, r.tokens)
                     };
                     r.bar.set_message(msg);
+                }
+            }
+            Event::Reasoning { step_id, text, .. } => {
+                let focused = self.focused.lock().ok().and_then(|f| f.clone());
+                let mut first = false;
+                if let Ok(mut running) = self.running.lock()
+                    && let Some(r) = running.get_mut(step_id)
+                {
+                    first = r.thinking == 0;
+                    r.thinking += 1;
+                    r.tail.push_str(text);
+                    if r.tail.len() > 400 {
+                        r.tail = tail(&r.tail, 200);
+                    }
+                    let msg = if focused.as_deref() == Some(step_id.as_str()) {
+                        format!(
+                            "{} · thinking {} tok · {}",
+                            r.model,
+                            r.thinking,
+                            tail(&r.tail, 60)
+                        )
+                    } else {
+                        format!("{} · thinking {} tok", r.model, r.thinking)
+                    };
+                    r.bar.set_message(msg);
+                }
+                if first && !self.tty {
+                    self.line(format!("  … {step_id} is thinking: {}", tail(text, 60)));
                 }
             }
             Event::AttemptFailed {

@@ -359,6 +359,8 @@ impl Provider for EmbeddedProvider {
             size_bytes: size,
             parameter_size: None,
             recommended_family: None,
+            capabilities: Vec::new(),
+            loaded_context_length: None,
             quantization: self
                 .path
                 .file_name()

@@ -5,7 +5,8 @@
 //! forwards to a `tauri::ipc::Channel`, a test collects into a vector. Events that record a
 //! state change (`step_succeeded`, `step_failed`, `run_finished`, ...) are emitted only
 //! after the store has committed that change, so nothing is announced as done before it
-//! is stored. `token` events are not stored one by one: the step's output holds the text.
+//! is stored. `token` and `reasoning` events are not stored one by one: the step's output (and its
+//! reasoning) holds the text.
 
 use std::sync::{Arc, Mutex};
 
@@ -101,6 +102,18 @@ pub enum Event {
     },
     /// Generated text of a running `llm` step.
     Token {
+        /// Run id.
+        run_id: String,
+        /// Step id.
+        step_id: String,
+        /// The text.
+        text: String,
+    },
+    /// Reasoning text of a running `llm` step on a thinking model (Ollama's
+    /// `message.thinking`, or a `<think>` block stripped from the answer). Stored apart
+    /// from the output ([`crate::store::StepRecord::reasoning`]), never passed to the
+    /// steps that depend on it. Like `token`, not stored one by one.
+    Reasoning {
         /// Run id.
         run_id: String,
         /// Step id.
@@ -246,6 +259,7 @@ impl Event {
             Event::RunStarted { .. } => "run_started",
             Event::StepStarted { .. } => "step_started",
             Event::Token { .. } => "token",
+            Event::Reasoning { .. } => "reasoning",
             Event::AttemptFailed { .. } => "attempt_failed",
             Event::FallbackTaken { .. } => "fallback_taken",
             Event::StepSucceeded { .. } => "step_succeeded",
@@ -274,6 +288,7 @@ impl Event {
             | Event::GuardrailVerdict { step_id, .. } => Some(step_id),
             Event::StepStarted { step_id, .. }
             | Event::Token { step_id, .. }
+            | Event::Reasoning { step_id, .. }
             | Event::AttemptFailed { step_id, .. }
             | Event::FallbackTaken { step_id, .. }
             | Event::StepSucceeded { step_id, .. }

@@ -91,11 +91,12 @@ pub struct Parsed {
 
 /// The fields that belong to one kind or another, in the order a step's stray fields are
 /// reported.
-pub const KIND_FIELDS: [&str; 13] = [
+pub const KIND_FIELDS: [&str; 14] = [
     "system",
     "model",
     "temperature",
     "max_tokens",
+    "think",
     "output_schema",
     "task",
     "agent",
@@ -221,6 +222,8 @@ struct StepText {
     #[serde(default)]
     max_tokens: Option<Spanned<u32>>,
     #[serde(default)]
+    think: Option<Spanned<bool>>,
+    #[serde(default)]
     output_schema: Option<Spanned<serde_json::Value>>,
     // `template`
     #[serde(default)]
@@ -258,6 +261,7 @@ struct KindText {
     model: Option<ModelSpec>,
     temperature: Option<f32>,
     max_tokens: Option<u32>,
+    think: Option<bool>,
     output_schema: Option<serde_json::Value>,
     template: Option<String>,
     format: Option<OutputFormat>,
@@ -272,6 +276,7 @@ impl KindText {
             "model" => self.model.is_some(),
             "temperature" => self.temperature.is_some(),
             "max_tokens" => self.max_tokens.is_some(),
+            "think" => self.think.is_some(),
             "output_schema" => self.output_schema.is_some(),
             "task" => self.task.is_some(),
             "agent" => self.agent.is_some(),
@@ -308,6 +313,7 @@ fn kind_of(kind: KindName, t: KindText, loc: &mut StepLocations) -> StepKind {
             model: t.model,
             temperature: t.temperature,
             max_tokens: t.max_tokens,
+            think: t.think,
             output_schema: t.output_schema,
         }),
         KindName::Template => StepKind::Template(TemplateStep {
@@ -351,6 +357,7 @@ fn step_of(step: Spanned<StepText>) -> (Step, StepLocations) {
         model: take(f, "model", s.model),
         temperature: take(f, "temperature", s.temperature),
         max_tokens: take(f, "max_tokens", s.max_tokens),
+        think: take(f, "think", s.think),
         output_schema: take(f, "output_schema", s.output_schema),
         template: take(f, "template", s.template),
         format: take(f, "format", s.format),

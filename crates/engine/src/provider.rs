@@ -48,9 +48,14 @@ pub struct ModelInfo {
     pub name: String,
     /// Where it runs.
     pub locality: Locality,
-    /// Context window in tokens, when the provider reports it.
+    /// Context window in tokens, when the provider reports it (Ollama: the trained
+    /// window, up to which Nexus sends `num_ctx`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub context_length: Option<u32>,
+    /// The window the model is loaded with now, tokens (Ollama's `/api/ps`
+    /// `context_length`: the runner's `num_ctx`), when it is loaded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub loaded_context_length: Option<u32>,
     /// Size on disk in bytes, when known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub size_bytes: Option<u64>,
@@ -64,12 +69,67 @@ pub struct ModelInfo {
     /// `llama3.1`, `qwen2.5`, `deepseek-r1`); the selector names it in its reason.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub recommended_family: Option<String>,
+    /// What the model can do, as the provider reports it (Ollama's `/api/show`
+    /// `capabilities`); empty when the provider does not say, and then the selector
+    /// assumes a chat model.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub capabilities: Vec<ModelCapability>,
+}
+
+/// One thing a model can do, as Ollama names them (`types/model/capability.go` of the
+/// Ollama repository: `completion`, `tools`, `insert`, `vision`, `embedding`,
+/// `thinking`); other names read as [`ModelCapability::Other`].
+#[cfg_attr(feature = "specta", derive(specta::Type))]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ModelCapability {
+    /// Text generation (chat, generate): what an `llm` step needs.
+    Completion,
+    /// Tool (function) calls.
+    Tools,
+    /// Fill-in-the-middle (`suffix`).
+    Insert,
+    /// Image input.
+    Vision,
+    /// Embeddings only (`/api/embed`); no chat.
+    Embedding,
+    /// Reasoning streamed apart from the answer (`think`).
+    Thinking,
+    /// A capability Nexus does not know (`image`, `audio`).
+    #[serde(other)]
+    Other,
+}
+
+impl ModelCapability {
+    /// The provider's name for it (`other` for unknown ones).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ModelCapability::Completion => "completion",
+            ModelCapability::Tools => "tools",
+            ModelCapability::Insert => "insert",
+            ModelCapability::Vision => "vision",
+            ModelCapability::Embedding => "embedding",
+            ModelCapability::Thinking => "thinking",
+            ModelCapability::Other => "other",
+        }
+    }
 }
 
 impl ModelInfo {
     /// The `provider:name` reference used in workflow files and run records.
     pub fn reference(&self) -> String {
         format!("{}:{}", self.provider, self.name)
+    }
+
+    /// Whether the model can serve chat: the provider reports `completion`, or reports
+    /// nothing at all (an embedding-only model reports `embedding` without `completion`).
+    pub fn can_chat(&self) -> bool {
+        self.capabilities.is_empty() || self.capabilities.contains(&ModelCapability::Completion)
+    }
+
+    /// Whether the provider reports `cap` for the model.
+    pub fn has(&self, cap: ModelCapability) -> bool {
+        self.capabilities.contains(&cap)
     }
 }
 
@@ -107,6 +167,10 @@ pub struct ChatRequest {
     pub max_tokens: u32,
     /// When set, the reply must be JSON following this schema.
     pub json_schema: Option<serde_json::Value>,
+    /// Whether a reasoning model should think before answering (Ollama's `think`);
+    /// `None` leaves it to the model's default (Ollama: a `thinking` model thinks).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub think: Option<bool>,
 }
 
 /// Token counts of one completion.
@@ -124,6 +188,9 @@ pub struct Usage {
 pub enum ChatChunk {
     /// Generated text.
     Delta(String),
+    /// Reasoning text of a thinking model (Ollama's `message.thinking`, a stripped
+    /// `<think>` block): activity for the timeouts, kept apart from the answer.
+    Reasoning(String),
     /// The end of the completion, with token counts and why it stopped (`stop`,
     /// `length`, ...).
     Done {
@@ -636,7 +703,7 @@ impl ReplyMeter {
 }
 
 /// Wraps a chat stream so it carries at most what [`ReplyMeter`] admits for
-/// `max_tokens`: each delta counts as one token; a delta that would pass a ceiling, or a
+/// `max_tokens`: each delta (answer or reasoning) counts as one token; a delta that would pass a ceiling, or a
 /// `Done` whose completion tokens do, becomes one
 /// [`ProviderErrorKind::OversizedReply`] error that ends the stream (the inner stream is
 /// dropped at once, which aborts the request).
@@ -648,6 +715,12 @@ pub fn metered(stream: ChatStream, max_tokens: u32) -> ChatStream {
         match item {
             Ok(ChatChunk::Delta(text)) => match meter.admit(text.len(), 1) {
                 Ok(()) => Some((Ok(ChatChunk::Delta(text)), Some((stream, meter)))),
+                Err(e) => Some((Err(e), None)),
+            },
+            // Reasoning tokens are generated tokens: Ollama counts them in `eval_count` and
+            // against `num_predict`.
+            Ok(ChatChunk::Reasoning(text)) => match meter.admit(text.len(), 1) {
+                Ok(()) => Some((Ok(ChatChunk::Reasoning(text)), Some((stream, meter)))),
                 Err(e) => Some((Err(e), None)),
             },
             Ok(ChatChunk::Done {
@@ -681,6 +754,13 @@ pub trait Provider: Send + Sync {
     /// defaults to [`Provider::id`].
     fn display_name(&self) -> &str {
         self.id()
+    }
+
+    /// The full name of a model as the provider reads `name` (Ollama: `llama3.1` is
+    /// `llama3.1:latest`); the selector matches installed models against it. Defaults
+    /// to `name` unchanged.
+    fn resolve_name(&self, name: &str) -> String {
+        name.to_string()
     }
 
     /// How many requests to one model may be in flight at once (default: 1 for local and

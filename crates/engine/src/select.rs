@@ -2,7 +2,11 @@
 //! why.
 //!
 //! 1. **Hard filters** drop a model, with the reason kept: the step's or workflow's
-//!    `local_only` policy drops cloud models; the context window (when known) must hold
+//!    `local_only` policy drops cloud models (by the model's own locality: a cloud model
+//!    behind the local Ollama daemon is cloud); a model whose provider reports
+//!    capabilities must report `completion` (embedding models never chat), and
+//!    `thinking` for a step with `think: true`; the context window (when known: for
+//!    Ollama the trained window, which the provider sends as `num_ctx` up to) must hold
 //!    the prompt estimate plus `max_tokens` (and `min_context`); a step with an output
 //!    schema needs a model with structured output; the projected cost must fit the
 //!    remaining budget; an open circuit breaker drops the model until it half-opens. When
@@ -32,7 +36,9 @@ use chrono::{DateTime, Utc};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::provider::{Locality, ModelInfo, Provider, ProviderError, ProviderErrorKind};
+use crate::provider::{
+    Locality, ModelCapability, ModelInfo, Provider, ProviderError, ProviderErrorKind,
+};
 use crate::workflow::{ModelRequirements, TaskClass};
 
 /// The built-in catalog (YAML), compiled into the binary.
@@ -320,6 +326,9 @@ pub struct SelectionInput {
     pub max_tokens: u32,
     /// Whether the step needs structured output.
     pub needs_json: bool,
+    /// The step's `think:` (a `true` needs a model with the `thinking` capability, when
+    /// the provider reports capabilities).
+    pub think: Option<bool>,
     /// Money left in the step's and run's budgets, USD (the smaller), if limited.
     pub budget_usd: Option<f64>,
     /// Tokens left in the step's and run's budgets (the smaller), if limited.
@@ -351,6 +360,8 @@ pub struct Catalog {
 /// One model the step may try, with the reason it is in the list.
 #[derive(Clone)]
 pub struct Candidate {
+    /// Where the model runs ([`ModelInfo::locality`]).
+    pub locality: Locality,
     /// Who serves it.
     pub provider: Arc<dyn Provider>,
     /// The model's name at the provider.
@@ -376,9 +387,10 @@ impl Candidate {
             / 1_000_000.0
     }
 
-    /// Where the model runs.
+    /// Where the model runs (the model's own: a cloud model behind a local daemon is
+    /// cloud).
     pub fn locality(&self) -> Locality {
-        self.provider.locality()
+        self.locality
     }
 }
 
@@ -593,18 +605,22 @@ pub fn select(input: &SelectionInput, catalog: &Catalog, cx: SelectorContext<'_>
                 );
                 continue;
             };
-            // Resolve `llama3.1` to an installed `llama3.1:latest`; for the embedded
-            // provider take its one model.
+            // The provider's full name for the model (Ollama: `llama3.1` is
+            // `llama3.1:latest`); a provider that keeps names as written also matches
+            // `name:<tag>`; for the embedded provider take its one model.
+            let resolved = status.provider.resolve_name(model);
             let found = match &status.models {
                 Ok(models) => models.iter().find(|m| {
                     model.is_empty()
-                        || m.name == model
-                        || m.name
-                            .strip_prefix(model)
-                            .is_some_and(|r| r.starts_with(':'))
+                        || m.name == resolved
+                        || (resolved == model
+                            && m.name
+                                .strip_prefix(model)
+                                .is_some_and(|r| r.starts_with(':')))
                 }),
                 Err(_) => None,
             };
+            let model = resolved.as_str();
             let info = found.map_or_else(
                 || {
                     std::borrow::Cow::Owned(ModelInfo {
@@ -616,6 +632,8 @@ pub fn select(input: &SelectionInput, catalog: &Catalog, cx: SelectorContext<'_>
                         parameter_size: None,
                         quantization: None,
                         recommended_family: None,
+                        capabilities: Vec::new(),
+                        loaded_context_length: None,
                     })
                 },
                 std::borrow::Cow::Borrowed,
@@ -635,9 +653,14 @@ pub fn select(input: &SelectionInput, catalog: &Catalog, cx: SelectorContext<'_>
                     format!("unreachable at discovery ({e})"),
                 ),
                 Ok(models) => {
+                    // The provider's capabilities decide; a provider that reports none is
+                    // judged by the name (`text-embedding-3-small`).
                     let chat: Vec<&ModelInfo> = models
                         .iter()
-                        .filter(|m| !m.name.contains("embed"))
+                        .filter(|m| {
+                            m.can_chat()
+                                && (!m.capabilities.is_empty() || !m.name.contains("embed"))
+                        })
                         .collect();
                     if chat.is_empty() {
                         exclude(
@@ -662,7 +685,8 @@ pub fn select(input: &SelectionInput, catalog: &Catalog, cx: SelectorContext<'_>
     let mut passed: Vec<(Candidate, Option<usize>)> = Vec::new();
     let mut breaker_blocked: Vec<(Candidate, Option<usize>)> = Vec::new();
     for opt in options {
-        let locality = opt.provider.locality();
+        // The model's own locality: a cloud model behind a local daemon is cloud.
+        let locality = opt.info.locality;
         let reference = format!("{}:{}", opt.provider.id(), opt.info.name);
         let entry = cx.models.lookup(opt.provider.id(), &opt.info.name);
         let window = opt
@@ -670,10 +694,34 @@ pub fn select(input: &SelectionInput, catalog: &Catalog, cx: SelectorContext<'_>
             .context_length
             .or(entry.and_then(|e| e.context_window));
         if req.local_only && locality == Locality::Cloud {
+            let why = if opt.provider.locality() == Locality::Cloud {
+                "cloud model, the workflow or step is local_only".to_string()
+            } else {
+                format!(
+                    "cloud model served through the local {} daemon (the prompt would leave this machine), the workflow or step is local_only",
+                    opt.provider.display_name()
+                )
+            };
+            exclude(&mut sel, reference, why);
+            continue;
+        }
+        if !opt.info.can_chat() {
             exclude(
                 &mut sel,
                 reference,
-                "cloud model, the workflow or step is local_only".into(),
+                "no chat: the provider reports no `completion` capability (an embedding model)"
+                    .into(),
+            );
+            continue;
+        }
+        if input.think == Some(true)
+            && !opt.info.capabilities.is_empty()
+            && !opt.info.has(ModelCapability::Thinking)
+        {
+            exclude(
+                &mut sel,
+                reference,
+                "no `thinking` capability, which the step's `think: true` needs".into(),
             );
             continue;
         }
@@ -741,12 +789,17 @@ pub fn select(input: &SelectionInput, catalog: &Catalog, cx: SelectorContext<'_>
                 ),
                 None => format!("installed {} model", opt.provider.display_name()),
             },
+            (None, Locality::Cloud) if opt.provider.locality() != Locality::Cloud => format!(
+                "cloud model served through the local {} daemon",
+                opt.provider.display_name()
+            ),
             (None, Locality::Cloud) => "configured cloud model".to_string(),
             (None, Locality::Embedded) => {
                 "embedded model (last resort: runs when no local or cloud model can)".to_string()
             }
         };
         let cand = Candidate {
+            locality,
             provider: Arc::clone(opt.provider),
             model: opt.info.name.clone(),
             reference: reference.clone(),

@@ -130,6 +130,11 @@ pub struct StepRecord {
     pub input: Option<String>,
     /// The output text.
     pub output: Option<String>,
+    /// The reasoning of a thinking model (Ollama's `message.thinking`, or the
+    /// `<think>` block stripped from the answer), kept apart from `output`: never passed to
+    /// dependants, shown in the run panel and `nexus runs show`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reasoning: Option<String>,
     /// The output parsed as JSON, for structured outputs and `format: json`.
     pub output_json: Option<serde_json::Value>,
     /// Model that produced the output.

@@ -412,6 +412,12 @@ pub struct LlmStep {
     /// Maximum tokens to generate (default 256).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_tokens: Option<u32>,
+    /// Whether a reasoning model (deepseek-r1, qwen3) thinks before it answers: `true`
+    /// or `false` is sent as Ollama's `think`; absent, the model's default (Ollama: a
+    /// model with the `thinking` capability thinks). The reasoning is stored apart from
+    /// the output and never passed to the steps that depend on this one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub think: Option<bool>,
     /// A JSON Schema the output must satisfy. The provider is asked for JSON that follows
     /// it (Ollama `format`, OpenAI `response_format`, a llama.cpp grammar) and the reply
     /// is validated on return; a reply that fails counts as a failed attempt.

@@ -463,6 +463,7 @@ impl SqliteStore {
                 status: parse_status(&s.get::<String, _>("status"))?,
                 input: s.get("input"),
                 output: s.get("output"),
+                reasoning: s.get("reasoning"),
                 output_json: json(s.get("output_json"))?,
                 model: s.get("model"),
                 model_reason: s.get("model_reason"),
@@ -672,8 +673,8 @@ impl SqliteStore {
             sqlx::query(
                 "INSERT INTO steps (run_id, step_id, seq, kind, status, input, output, output_json,
                    model, model_reason, prompt_tokens, completion_tokens, started_at, duration_ms, error,
-                   cached, cost_usd, selection, handled)
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                   cached, cost_usd, selection, handled, reasoning)
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             )
             .bind(run_id)
             .bind(&step.step_id)
@@ -698,6 +699,7 @@ impl SqliteStore {
                     .and_then(|s| serde_json::to_string(s).ok()),
             )
             .bind(i64::from(step.handled))
+            .bind(&step.reasoning)
             .execute(&mut *tx)
             .await?;
             for g in &step.guardrails {

@@ -30,6 +30,7 @@ fn step(id: &str) -> StepRecord {
         status: StepStatus::Succeeded,
         input: Some("prompt".into()),
         output: Some("{\"ok\": true}".into()),
+        reasoning: Some("The user wants a yes: ok is true.".into()),
         output_json: Some(serde_json::json!({"ok": true})),
         model: Some("embedded:m".into()),
         model_reason: Some("why".into()),
@@ -144,6 +145,10 @@ async fn a_run_is_read_back_whole_after_reopening() -> anyhow::Result<()> {
     let a = &got.steps[0];
     assert_eq!(a.step_id, "a");
     assert_eq!(a.output_json, Some(serde_json::json!({"ok": true})));
+    assert_eq!(
+        a.reasoning.as_deref(),
+        Some("The user wants a yes: ok is true.")
+    );
     assert_eq!(
         a.usage,
         Some(Usage {

@@ -93,6 +93,9 @@ pub struct LlmAction {
     pub temperature: f32,
     /// Maximum tokens to generate.
     pub max_tokens: u32,
+    /// Whether a thinking model thinks (`think:` of the step; `None`: the model's
+    /// default).
+    pub think: Option<bool>,
     /// JSON Schema of the output and its compiled validator.
     pub output_schema: Option<(serde_json::Value, Arc<jsonschema::Validator>)>,
     /// The kind of work, for the selector.

@@ -17,6 +17,8 @@ use crate::workflow::{RetryPolicy, Timeouts};
 /// Outcome of one attempt.
 pub(super) struct AttemptOutput {
     pub(super) text: String,
+    /// The reasoning of a thinking model, apart from `text` (empty when none).
+    pub(super) reasoning: String,
     pub(super) usage: Usage,
     pub(super) first_token_ms: Option<u64>,
 }
@@ -71,6 +73,7 @@ impl Engine {
                 None => open.await?,
             };
             let mut text = String::new();
+            let mut reasoning = String::new();
             let mut seen_token = false;
             loop {
                 let deadline = if seen_token {
@@ -122,7 +125,28 @@ impl Engine {
                             text: t,
                         });
                     }
-                    Some(Ok(ChatChunk::Done { usage, .. })) => return Ok((text, usage)),
+                    // Reasoning is activity: it counts for the first-token and idle
+                    // timeouts (a thinking model's answer may come minutes later).
+                    Some(Ok(ChatChunk::Reasoning(t))) => {
+                        if !seen_token {
+                            seen_token = true;
+                            if let Ok(mut f) = first_token_at.lock() {
+                                *f = Some(ms(start.elapsed()));
+                            }
+                        }
+                        if t.is_empty() {
+                            continue;
+                        }
+                        reasoning.push_str(&t);
+                        cx.sh.emitter.emit(Event::Reasoning {
+                            run_id: cx.sh.run_id.clone(),
+                            step_id: cx.step.id.clone(),
+                            text: t,
+                        });
+                    }
+                    Some(Ok(ChatChunk::Done { usage, .. })) => {
+                        return Ok((text, reasoning, usage));
+                    }
                     Some(Err(mut e)) => {
                         // A break after content is its own class (a fresh request, never
                         // a continuation).
@@ -166,8 +190,9 @@ impl Engine {
         };
         let first_token_ms = first_token_at.lock().ok().and_then(|f| *f);
         match result {
-            Ok((text, usage)) => Ok(AttemptOutput {
+            Ok((text, reasoning, usage)) => Ok(AttemptOutput {
                 text,
+                reasoning,
                 usage,
                 first_token_ms,
             }),

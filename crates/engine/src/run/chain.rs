@@ -279,6 +279,7 @@ impl Engine {
             temperature: cx.llm.temperature,
             max_tokens: call.max_tokens,
             json_schema: call.json_schema.clone(),
+            think: cx.llm.think,
         };
         let a_start = Utc::now();
         let a_t0 = Instant::now();
@@ -337,6 +338,7 @@ impl Engine {
                 rec.attempts.push(attempt);
                 Ok(Success {
                     text: out.text,
+                    reasoning: out.reasoning,
                     json,
                     usage: out.usage,
                     reference: cand.reference.clone(),

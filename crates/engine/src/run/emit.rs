@@ -12,12 +12,13 @@ pub(super) struct Emitter {
 }
 
 impl Emitter {
-    /// Sends to subscribers at once; keeps non-token events for the next store write.
+    /// Sends to subscribers at once; keeps events other than tokens (answer or reasoning)
+    /// for the next store write.
     pub(super) fn emit(&self, event: Event) {
         for sink in &self.sinks {
             sink.emit(&event);
         }
-        if !matches!(event, Event::Token { .. })
+        if !matches!(event, Event::Token { .. } | Event::Reasoning { .. })
             && let Ok(mut b) = self.buffer.lock()
         {
             b.push(event);

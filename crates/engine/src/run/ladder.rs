@@ -36,6 +36,8 @@ pub(super) struct Call {
 /// A successful call.
 pub(super) struct Success {
     pub(super) text: String,
+    /// A thinking model's reasoning (empty when none): stored, never passed on.
+    pub(super) reasoning: String,
     pub(super) json: Option<serde_json::Value>,
     pub(super) usage: Usage,
     pub(super) reference: String,
@@ -231,6 +233,7 @@ impl Engine {
                 prompt_tokens: call.est_prompt,
                 max_tokens: call.max_tokens,
                 needs_json: call.json_schema.is_some(),
+                think: cx.llm.think,
                 budget_usd: cost,
                 budget_tokens: tokens,
             },
@@ -303,6 +306,7 @@ impl Engine {
             }
         };
         rec.model = Some(success.reference.clone());
+        rec.reasoning = (!success.reasoning.is_empty()).then_some(success.reasoning);
         let mut reason = format!(
             "{}: {}; {}",
             success.reference,

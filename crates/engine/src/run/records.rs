@@ -97,6 +97,7 @@ pub(super) fn record_for(
         status,
         input: None,
         output: None,
+        reasoning: None,
         output_json: None,
         model: None,
         model_reason: None,

@@ -147,6 +147,8 @@ impl OpenAiProvider {
             parameter_size: None,
             quantization: None,
             recommended_family: None,
+            capabilities: Vec::new(),
+            loaded_context_length: None,
         }
     }
 

@@ -100,6 +100,7 @@ pub(in crate::plan) fn plan(p: &mut StepPlanner<'_, '_>, step: &LlmStep) -> Acti
         model,
         temperature,
         max_tokens,
+        think: step.think,
         output_schema,
         task: step.task.unwrap_or_default(),
         agent: step.agent.clone(),
