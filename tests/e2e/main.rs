@@ -6,6 +6,7 @@ mod fallback;
 mod faults;
 mod flood;
 mod governance;
+mod ollama;
 mod providers;
 mod server_logs;
 mod taxonomy;

@@ -33,6 +33,7 @@ nanoseconds, created_at is RFC3339 (UTC). Inference runs on llama_cpp.Llama
                                         an {"error": ...} line after the content (the runner died)
      "echo_tokens": true,               the reply states how many prompt tokens the model saw
                                         and whether the prompt's first word survived truncation
+     "gap_ms": 100,                     paces the chunks as a model generating does
   }}
 Every model's prompt is truncated to the request's num_ctx (default --default-num-ctx, the
 daemon's default for < 24 GiB of VRAM in server/routes.go) as the daemon does, with HTTP 200.
@@ -487,6 +488,7 @@ class Handler(BaseHTTPRequestHandler):
             self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             self.start_stream()
             for field, text in parts:
+                time.sleep(float(sc.get("gap_ms", 0)) / 1000)
                 self.chunk(msg_body(field, text), split)
             if sc.get("error_after"):
                 # routes.go streamResponse: after the first write an error is one more NDJSON
