@@ -235,6 +235,26 @@ test('the run panel shows each step input, output, model and why, tokens and att
   await expect(page.getByTestId('detail-attempts').locator('li').first()).toContainText('transient: HTTP 503');
 });
 
+test('a thinking step streams its reasoning apart from its output in the run panel', async ({ page }) => {
+  await loadText(page, `id: thinking
+steps:
+  - id: plan
+    kind: llm
+    think: true
+    prompt: Pick a colour.
+    position: {x: 100, y: 60}
+`);
+  await page.getByTestId('run').click();
+  await page.getByTestId('run-start').click();
+  // While the step thinks its reasoning streams in the row, before any answer.
+  await expect(page.getByTestId('run-reasoning-plan')).toContainText('Thinking it over');
+  await expect(page.getByTestId('run-status')).toHaveText('succeeded', { timeout: 15_000 });
+  await expect(page.getByTestId('run-output-plan')).toContainText('Hello from plan');
+  await page.getByTestId('run-row-plan').click();
+  await expect(page.getByTestId('detail-reasoning')).toHaveText('Thinking it over');
+  await expect(page.getByTestId('detail-output')).toHaveText('Hello from plan');
+});
+
 test('an old run from the history opens on the canvas with its statuses and outputs', async ({ page }) => {
   await loadText(page, CHAIN);
   await page.getByTestId('run').click();

@@ -496,6 +496,13 @@ export type Event =
  */
 { type: "token"; run_id: string; step_id: string; text: string } | 
 /**
+ * Reasoning text of a running `llm` step on a thinking model (Ollama's
+ * `message.thinking`, or a `<think>` block stripped from the answer). Stored apart
+ * from the output ([`crate::store::StepRecord::reasoning`]), never passed to the
+ * steps that depend on it. Like `token`, not stored one by one.
+ */
+{ type: "reasoning"; run_id: string; step_id: string; text: string } | 
+/**
  * An attempt failed.
  */
 { type: "attempt_failed"; run_id: string; step_id: string; attempt: number; model: string | null; error_kind: ProviderErrorKind; message: string; retry_in_ms: number | null } | 
@@ -678,6 +685,40 @@ export type Locality =
  */
 "embedded"
 /**
+ * One thing a model can do, as Ollama names them (`types/model/capability.go` of the
+ * Ollama repository: `completion`, `tools`, `insert`, `vision`, `embedding`,
+ * `thinking`); other names read as [`ModelCapability::Other`].
+ */
+export type ModelCapability = 
+/**
+ * Text generation (chat, generate): what an `llm` step needs.
+ */
+"completion" | 
+/**
+ * Tool (function) calls.
+ */
+"tools" | 
+/**
+ * Fill-in-the-middle (`suffix`).
+ */
+"insert" | 
+/**
+ * Image input.
+ */
+"vision" | 
+/**
+ * Embeddings only (`/api/embed`); no chat.
+ */
+"embedding" | 
+/**
+ * Reasoning streamed apart from the answer (`think`).
+ */
+"thinking" | 
+/**
+ * A capability Nexus does not know (`image`, `audio`).
+ */
+"other"
+/**
  * A model a provider can serve now.
  */
 export type ModelInfo = { 
@@ -694,9 +735,15 @@ name: string;
  */
 locality: Locality; 
 /**
- * Context window in tokens, when the provider reports it.
+ * Context window in tokens, when the provider reports it (Ollama: the trained
+ * window, up to which Nexus sends `num_ctx`).
  */
 context_length?: number | null; 
+/**
+ * The window the model is loaded with now, tokens (Ollama's `/api/ps`
+ * `context_length`: the runner's `num_ctx`), when it is loaded.
+ */
+loaded_context_length?: number | null; 
 /**
  * Size on disk in bytes, when known.
  */
@@ -713,7 +760,13 @@ quantization?: string | null;
  * The model family, when the provider recommends this family for Nexus (Ollama:
  * `llama3.1`, `qwen2.5`, `deepseek-r1`); the selector names it in its reason.
  */
-recommended_family?: string | null }
+recommended_family?: string | null; 
+/**
+ * What the model can do, as the provider reports it (Ollama's `/api/show`
+ * `capabilities`); empty when the provider does not say, and then the selector
+ * assumes a chat model.
+ */
+capabilities?: ModelCapability[] }
 /**
  * Everything the Models view shows.
  */
@@ -1039,6 +1092,12 @@ input: string | null;
  * The output text.
  */
 output: string | null; 
+/**
+ * The reasoning of a thinking model (Ollama's `message.thinking`, or the
+ * `<think>` block stripped from the answer), kept apart from `output`: never passed to
+ * dependants, shown in the run panel and `nexus runs show`.
+ */
+reasoning?: string | null; 
 /**
  * The output parsed as JSON, for structured outputs and `format: json`.
  */

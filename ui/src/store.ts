@@ -26,6 +26,8 @@ export type StepNode = Node<StepNodeData, 'step'>;
 export interface StepRun {
   status: StepStatus;
   tokens: string;
+  /** A thinking model's reasoning, streamed and stored apart from the output (never passed on). */
+  reasoning?: string;
   model?: string | null;
   error?: string;
   durationMs?: number;
@@ -364,6 +366,7 @@ export const useEditor = create<EditorState & EditorActions>()(
         for (const st of detail.steps) {
           const cur = steps[st.step_id];
           if (cur && st.output != null) steps[st.step_id] = { ...cur, tokens: st.output };
+          if (steps[st.step_id] && st.reasoning != null) steps[st.step_id] = { ...steps[st.step_id], reasoning: st.reasoning };
         }
         set({ run: { ...run, steps, detail } });
       },
@@ -381,6 +384,7 @@ export const useEditor = create<EditorState & EditorActions>()(
           steps[st.step_id] = {
             status,
             tokens: st.output ?? '',
+            reasoning: st.reasoning ?? undefined,
             model: st.model,
             error: st.error ?? undefined,
             durationMs: st.duration_ms,
@@ -420,12 +424,15 @@ export const useEditor = create<EditorState & EditorActions>()(
         };
         switch (e.type) {
           case 'step_started':
-            patch(e.step_id, { status: e.attempt > 1 ? 'retrying' : 'running', model: e.model, tokens: '' });
+            patch(e.step_id, { status: e.attempt > 1 ? 'retrying' : 'running', model: e.model, tokens: '', reasoning: undefined });
             close(e.step_id, 'failed');
             attempts = [...attempts, { step: e.step_id, attempt: e.attempt, model: e.model, start: now, outcome: 'running' }];
             break;
           case 'token':
             patch(e.step_id, { tokens: (steps[e.step_id]?.tokens ?? '') + e.text });
+            break;
+          case 'reasoning':
+            patch(e.step_id, { reasoning: (steps[e.step_id]?.reasoning ?? '') + e.text });
             break;
           case 'attempt_failed':
             patch(e.step_id, { status: 'retrying', error: e.message });

@@ -17,7 +17,7 @@ import type {
   RunSummary,
   StoredRun,
 } from './backend';
-import type { StepRecord } from './bindings';
+import type { ModelCapability, StepRecord } from './bindings';
 
 const examples = import.meta.glob('../../workflows/*.yaml', {
   query: '?raw',
@@ -63,6 +63,7 @@ export class TestBackend implements Backend {
       size_bytes: size,
       parameter_size: null,
       quantization: null,
+      capabilities: provider === 'ollama' ? (['completion', 'tools'] as ModelCapability[]) : [],
     });
     return {
       providers: [
@@ -290,6 +291,16 @@ export class TestBackend implements Backend {
             const flaky = step.fields.retry !== undefined;
             for (let attempt = 1; attempt <= (flaky ? 2 : 1); attempt++) {
               emit({ type: 'step_started', run_id: runId, step_id: step.id, attempt, model });
+              // A step with `think: true` streams its reasoning first, apart from the answer.
+              let reasoning = '';
+              if (step.fields.think === true) {
+                for (const t of ['Thinking', ' it over']) {
+                  await sleep(60);
+                  if (cancelled) break;
+                  reasoning += t;
+                  emit({ type: 'reasoning', run_id: runId, step_id: step.id, text: t });
+                }
+              }
               let out = '';
               for (const t of ['Hello', ' from', ` ${step.id}`]) {
                 await sleep(60);
@@ -308,7 +319,10 @@ export class TestBackend implements Backend {
               }
               const usage = { prompt_tokens: 12, completion_tokens: 3 };
               attempts.push({ attempt, model, started_at: stepStart, duration_ms: 180, first_token_ms: 60, error_kind: null, error_message: null, usage });
-              record.steps.push(this.stepRecord(step.id, step.kind, 'succeeded', String(step.fields.prompt ?? step.fields.template ?? ''), out, model, stepStart, attempts, usage));
+              record.steps.push({
+                ...this.stepRecord(step.id, step.kind, 'succeeded', String(step.fields.prompt ?? step.fields.template ?? ''), out, model, stepStart, attempts, usage),
+                ...(reasoning ? { reasoning } : {}),
+              });
               emit({ type: 'step_succeeded', run_id: runId, step_id: step.id, model, usage, duration_ms: 180 * attempt, cached: false });
               finished.add(step.id);
             }

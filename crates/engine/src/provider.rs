@@ -72,7 +72,7 @@ pub struct ModelInfo {
     /// What the model can do, as the provider reports it (Ollama's `/api/show`
     /// `capabilities`); empty when the provider does not say, and then the selector
     /// assumes a chat model.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(default)]
     pub capabilities: Vec<ModelCapability>,
 }
 

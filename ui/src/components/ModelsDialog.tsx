@@ -55,6 +55,8 @@ export function ModelsDialog({ backend, onClose }: { backend: Backend; onClose()
                   <td>{m.name}</td>
                   <td>{size(m.size_bytes)}</td>
                   <td>{m.context_length ? `${m.context_length.toLocaleString()} tokens` : ''}</td>
+                  <td data-testid={`ollama-model-where-${m.name}`}>{m.locality === 'cloud' ? 'cloud (through the daemon)' : 'local'}</td>
+                  <td>{(m.capabilities ?? []).join(', ')}</td>
                   <td>{m.parameter_size ?? ''} {m.quantization ?? ''}</td>
                 </tr>
               ))}

@@ -6,7 +6,8 @@ import { Timeline } from './Timeline';
 /**
  * The run under the canvas: status, cancel, the question a step waits on, one row per
  * step (status, model, duration, output) and, for the selected row, what the store
- * recorded: the step's input, output, model and why, tokens and every attempt.
+ * recorded: the step's input, reasoning (a thinking model's, streamed apart and never passed
+ * on), output, model and why, tokens and every attempt.
  */
 export function RunPanel({ backend, handle }: { backend: Backend; handle: RunHandle | null }) {
   const run = useEditor((s) => s.run);
@@ -57,7 +58,15 @@ export function RunPanel({ backend, handle }: { backend: Backend; handle: RunHan
               <td>{s.status}</td>
               <td>{s.model ?? ''}</td>
               <td>{s.durationMs !== undefined ? `${s.durationMs} ms` : ''}</td>
-              <td className="output" data-testid={`run-output-${id}`}>{s.error && s.status !== 'succeeded' ? s.error : s.tokens}</td>
+              <td className="output" data-testid={`run-output-${id}`}>
+                {s.reasoning && (
+                  <details className="reasoning" data-testid={`run-reasoning-${id}`} open={!s.tokens}>
+                    <summary>{s.tokens ? 'reasoning' : 'thinking…'}</summary>
+                    {s.reasoning}
+                  </details>
+                )}
+                {s.error && s.status !== 'succeeded' ? s.error : s.tokens}
+              </td>
             </tr>
           ))}
         </tbody>
@@ -70,6 +79,12 @@ export function RunPanel({ backend, handle }: { backend: Backend; handle: RunHan
             <dl>
               <dt>input</dt>
               <dd><pre data-testid="detail-input">{detail.input ?? '—'}</pre></dd>
+              {detail.reasoning && (
+                <>
+                  <dt>reasoning (not passed to dependants)</dt>
+                  <dd><pre data-testid="detail-reasoning">{detail.reasoning}</pre></dd>
+                </>
+              )}
               <dt>output</dt>
               <dd><pre data-testid="detail-output">{detail.output_json ? JSON.stringify(detail.output_json, null, 2) : detail.output ?? '—'}</pre></dd>
               <dt>model</dt>
