@@ -571,3 +571,94 @@ fn run_from_and_until_a_step_reuse_and_limit_work() {
         .expect("run");
     assert_eq!(bad.status.code(), Some(2));
 }
+
+/// `nexus` against the Ollama-protocol test server at `url` only.
+fn nexus_on_ollama(args: &[&str], db: &Path, url: &str) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_nexus"))
+        .args(args)
+        .env("NEXUS_DB", db)
+        .env("OLLAMA_HOST", url)
+        .env("NEXUS_EMBEDDED_MODEL", "/nonexistent/model.gguf")
+        .env_remove("OPENAI_API_KEY")
+        .env_remove("OPENAI_BASE_URL")
+        .env_remove("NEXUS_OPENAI_BASE_URL")
+        .env_remove("NEXUS_OPENAI_API_KEY")
+        .current_dir(repo())
+        .output()
+        .expect("nexus runs")
+}
+
+fn ollama_server(specs: &[serde_json::Value]) -> nexus_tests::OllamaServer {
+    nexus_tests::OllamaServer::start_with_specs(&[], specs, &[]).expect("Ollama-protocol server")
+}
+
+#[test]
+fn models_shows_each_ollama_models_window_capabilities_and_locality() {
+    let server = ollama_server(&[
+        serde_json::json!({"name": "qwen3:8b", "context_length": 40960,
+            "capabilities": ["completion", "tools", "thinking"], "script": {"content": ["ok"]}}),
+        serde_json::json!({"name": "bge-m3:latest", "context_length": 8192,
+            "capabilities": ["embedding"], "script": {"content": ["ok"]}}),
+        serde_json::json!({"name": "gpt-oss:120b-cloud", "remote_host": "https://ollama.com:443",
+            "remote_model": "gpt-oss:120b", "context_length": 131072,
+            "capabilities": ["completion", "tools", "thinking"], "script": {"content": ["ok"]}}),
+    ]);
+    let dir = tempfile::tempdir().expect("tmp");
+    let out = nexus_on_ollama(&["models"], &dir.path().join("n.db"), &server.url);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let s = text(&out.stdout);
+    let line = |name: &str| {
+        s.lines()
+            .find(|l| l.contains(name))
+            .unwrap_or_else(|| panic!("no line for {name}:\n{s}"))
+            .to_string()
+    };
+    let qwen = line("ollama:qwen3:8b ");
+    assert!(
+        qwen.contains("local,")
+            && qwen.contains("context 40960 tokens")
+            && qwen.contains("capabilities completion+tools+thinking"),
+        "{qwen}"
+    );
+    let bge = line("ollama:bge-m3:latest ");
+    assert!(bge.contains("capabilities embedding"), "{bge}");
+    let cloud = line("ollama:gpt-oss:120b-cloud ");
+    assert!(
+        cloud.contains("cloud (through the local daemon)") && cloud.contains("context 131072"),
+        "{cloud}"
+    );
+    // The embedding model is never in the selector's order.
+    assert!(!s.contains(". ollama:bge-m3:latest"), "{s}");
+}
+
+#[test]
+fn a_thinking_run_shows_its_reasoning_in_the_progress_and_the_record() {
+    let server = ollama_server(&[serde_json::json!({"name": "deepseek-r1:8b",
+        "capabilities": ["completion", "thinking"],
+        "script": {"thinking": ["Weighing", " the options"], "content": ["Teal."]}})]);
+    let dir = tempfile::tempdir().expect("tmp");
+    let db = dir.path().join("n.db");
+    let wf = dir.path().join("think.yaml");
+    std::fs::write(
+        &wf,
+        "id: think\nsteps:\n  - id: plan\n    kind: llm\n    model: [ollama:deepseek-r1:8b]\n    think: true\n    prompt: Pick a colour.\n    max_tokens: 32\n",
+    )
+    .expect("write workflow");
+    let out = nexus_on_ollama(&["run", &wf.to_string_lossy()], &db, &server.url);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let progress = text(&out.stderr);
+    assert!(
+        progress.contains("plan is thinking: Weighing"),
+        "{progress}"
+    );
+    let list = nexus_on_ollama(&["runs", "list", "--json"], &db, &server.url);
+    let runs: serde_json::Value = serde_json::from_slice(&list.stdout).expect("JSON");
+    let run_id = runs[0]["run_id"].as_str().expect("run id").to_string();
+    let show = nexus_on_ollama(&["runs", "show", &run_id], &db, &server.url);
+    let shown = text(&show.stdout);
+    assert!(
+        shown.contains("reasoning (not passed on): Weighing the options")
+            && shown.contains("output: Teal."),
+        "{shown}"
+    );
+}
