@@ -84,6 +84,8 @@ pub struct OllamaProvider {
     url: String,
     /// Trained context window per model name, tokens, as `/api/show` last reported it.
     windows: Arc<Mutex<HashMap<String, u32>>>,
+    /// Requests one model serves at once ([`num_parallel`]).
+    parallel: usize,
 }
 
 /// `GET /api/tags` (Ollama's docs/api.md, "List Local Models"; `api/types.go`
@@ -204,6 +206,20 @@ fn split_host_port(hostport: &str) -> Option<(&str, &str)> {
     Some((host, port))
 }
 
+/// Requests the daemon serves at once per loaded model, from an `OLLAMA_NUM_PARALLEL`
+/// value read as the daemon reads it (`envconfig/config.go` `Var` and `Uint`: spaces and
+/// quotes dropped, a value that is not an unsigned integer means the default 1;
+/// `server/sched.go`: at least 1). More requests than this only queue in the daemon, and
+/// fewer leave its slots idle, so it is the provider's per-model concurrency.
+pub fn num_parallel(value: Option<&str>) -> usize {
+    value
+        .map(|v| v.trim().trim_matches(['"', '\'']))
+        .filter(|v| !v.is_empty())
+        .and_then(|v| v.parse::<usize>().ok())
+        .unwrap_or(1)
+        .max(1)
+}
+
 /// The `num_ctx` to send for a prompt of `prompt_tokens` (estimated with
 /// [`nexus_engine::select::estimate_tokens`], the selector's estimate) and `max_tokens`,
 /// tokens: the window of the loaded runner (`loaded`, from `/api/ps`) when it holds the
@@ -265,6 +281,7 @@ impl OllamaProvider {
             http,
             url,
             windows: Arc::default(),
+            parallel: num_parallel(std::env::var("OLLAMA_NUM_PARALLEL").ok().as_deref()),
         })
     }
 
@@ -280,6 +297,14 @@ impl OllamaProvider {
     /// The daemon's URL.
     pub fn url(&self) -> &str {
         &self.url
+    }
+
+    /// The same provider with `n` requests in flight per model (at least 1), for a
+    /// daemon started with another `OLLAMA_NUM_PARALLEL` than this process sees.
+    #[must_use]
+    pub fn with_parallel(mut self, n: usize) -> Self {
+        self.parallel = n.max(1);
+        self
     }
 
     /// Sends `body` to `path` (`/api/...`); a non-2xx answer is classified by its
@@ -480,6 +505,11 @@ impl Provider for OllamaProvider {
 
     fn resolve_name(&self, name: &str) -> String {
         tagged(name)
+    }
+
+    /// [`num_parallel`] of `OLLAMA_NUM_PARALLEL`, or [`OllamaProvider::with_parallel`].
+    fn max_concurrency(&self) -> usize {
+        self.parallel
     }
 
     async fn list_models(&self) -> Result<Vec<ModelInfo>, ProviderError> {
@@ -890,6 +920,19 @@ mod tests {
         for (value, want) in cases {
             assert_eq!(host_url(value), want, "OLLAMA_HOST={value:?}");
         }
+    }
+
+    #[test]
+    fn num_parallel_is_read_as_the_daemon_reads_it() {
+        assert_eq!(num_parallel(None), 1);
+        assert_eq!(num_parallel(Some("")), 1);
+        assert_eq!(num_parallel(Some("4")), 4);
+        assert_eq!(num_parallel(Some(" \"2\" ")), 2);
+        assert_eq!(num_parallel(Some("0")), 1);
+        assert_eq!(num_parallel(Some("-3")), 1);
+        assert_eq!(num_parallel(Some("many")), 1);
+        let p = OllamaProvider::new("127.0.0.1:9").map(|p| p.with_parallel(3));
+        assert_eq!(p.map(|p| p.max_concurrency()).ok(), Some(3));
     }
 
     #[test]
