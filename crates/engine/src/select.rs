@@ -607,7 +607,8 @@ pub fn select(input: &SelectionInput, catalog: &Catalog, cx: SelectorContext<'_>
             };
             // The provider's full name for the model (Ollama: `llama3.1` is
             // `llama3.1:latest`); a provider that keeps names as written also matches
-            // `name:<tag>`; for the embedded provider take its one model.
+            // `name:<tag>`; for the embedded provider take its one model. A model not
+            // installed keeps the name as written (the daemon resolves it the same way).
             let resolved = status.provider.resolve_name(model);
             let found = match &status.models {
                 Ok(models) => models.iter().find(|m| {
@@ -620,7 +621,6 @@ pub fn select(input: &SelectionInput, catalog: &Catalog, cx: SelectorContext<'_>
                 }),
                 Err(_) => None,
             };
-            let model = resolved.as_str();
             let info = found.map_or_else(
                 || {
                     std::borrow::Cow::Owned(ModelInfo {
