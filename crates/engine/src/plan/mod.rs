@@ -9,7 +9,7 @@
 //!
 //! Templates and conditions use minijinja, one engine for both. A condition `when: EXPR`
 //! is compiled as the template `{% if EXPR %}true{% endif %}`, so its references are
-//! checked the same way. Every template is compiled once, into [`Plan::env`], and the run
+//! checked the same way. Every template is compiled once, into [`Plan::templates`], and the run
 //! renders it from there by name.
 //!
 //! Layout: [`validate()`](validate) orders the workflow-level checks (`validate`), each
@@ -20,8 +20,6 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-
-use minijinja::Environment;
 
 use crate::diagnostic::Diagnostic;
 use crate::workflow::{
@@ -38,6 +36,7 @@ mod templates;
 mod validate;
 
 pub use inputs::{FileInputs, input_type_name, resolve_inputs, resolve_inputs_in};
+pub use templates::Templates;
 pub use validate::validate;
 
 /// Provider ids a model reference may name.
@@ -55,7 +54,7 @@ pub enum Action {
     Llm(Box<LlmAction>),
     /// Render a template.
     Template {
-        /// Name of the compiled template in [`Plan::env`].
+        /// Name of the compiled template in [`Plan::templates`].
         template: String,
         /// Text or JSON.
         format: OutputFormat,
@@ -168,7 +167,7 @@ pub struct Plan {
     /// Outputs: name → compiled template name, and the steps each reads.
     pub outputs: Vec<(String, String, Vec<usize>)>,
     /// Compiled templates (prompts, systems, templates, conditions, outputs).
-    pub env: Environment<'static>,
+    pub templates: Templates,
 }
 
 impl Plan {
