@@ -39,8 +39,18 @@ pub use inputs::{FileInputs, input_type_name, resolve_inputs, resolve_inputs_in}
 pub use templates::Templates;
 pub use validate::validate;
 
-/// Provider ids a model reference may name.
-pub const KNOWN_PROVIDERS: [&str; 3] = ["ollama", "openai", "embedded"];
+/// The provider ids model references may name: the built-in catalog's `providers:`
+/// section ([`crate::select::ProviderDecl`]), read once per process. Empty only if the
+/// compiled-in catalog were broken, which a test prevents.
+pub fn declared_providers() -> &'static [crate::select::ProviderDecl] {
+    static PROVIDERS: std::sync::LazyLock<Vec<crate::select::ProviderDecl>> =
+        std::sync::LazyLock::new(|| {
+            crate::select::ModelCatalog::builtin()
+                .map(|c| c.providers)
+                .unwrap_or_default()
+        });
+    &PROVIDERS
+}
 
 /// Default sampling temperature of `llm` steps.
 pub const DEFAULT_TEMPERATURE: f32 = 0.2;
