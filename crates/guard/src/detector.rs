@@ -85,7 +85,12 @@ pub enum Detector {
     /// AWS access key id (AWS IAM docs, "Unique identifier prefixes"): `AKIA` (long-term
     /// key), `ASIA` (temporary STS key), `ABIA` (STS service bearer token) or `ACCA`
     /// (context-specific credential) or `A3T` plus one character (gitleaks' `aws-access-token`),
-    /// followed by 16 uppercase alphanumerics, entropy >= 3.
+    /// followed by 16 uppercase alphanumerics of which at least four are distinct (so
+    /// fillers such as `AKIAXXXXXXXXXXXXXXXX` are not reported; ids are base32-like, so
+    /// the entropy floor of base62 tokens does not apply: noseyparker's
+    /// `AKIADEADBEEFDEADBEEF`). The other prefixes of the IAM table (`AIDA` users, `AROA`
+    /// roles, `AGPA` groups, `ANPA` policies, `APKA` public keys, …) name resources, not
+    /// credentials, and are not reported.
     AwsAccessKey,
     /// GitHub token (GitHub docs, "About authentication to GitHub" / token formats):
     /// `ghp_` (classic PAT), `gho_` (OAuth), `ghu_` (user-to-server), `ghs_`
@@ -97,8 +102,11 @@ pub enum Detector {
     /// OpenAI API key: `sk-`, optionally `proj-`, `svcacct-` or `admin-`, then
     /// `[A-Za-z0-9_-]` around the `T3BlbkFJ` marker (base64 of "OpenAI", which every issued
     /// key embeds; gitleaks `openai-api-key`, detect-secrets), at least 8 characters on
-    /// each side, mixing lowercase, uppercase and digits, entropy >= 3. Keys starting
-    /// `sk-ant-` belong to [`Detector::AnthropicKey`].
+    /// each side, mixing lowercase, uppercase and digits, entropy >= 3. Also legacy user
+    /// keys without the marker: `sk-` and exactly 48 `[A-Za-z0-9]` (noseyparker
+    /// `np.openai.1`, kingfisher `kingfisher.openai.1`) mixing cases and digits, with
+    /// entropy >= 3 and no run of six ascending characters (`…abcdefgh…`, a typed
+    /// example). Keys starting `sk-ant-` belong to [`Detector::AnthropicKey`].
     OpenaiKey,
     /// Anthropic API key: `sk-ant-<kind><version>-` (e.g. `sk-ant-api03-`,
     /// `sk-ant-admin01-`, `sk-ant-oat01-`) followed by exactly 93 `[A-Za-z0-9_-]` and the

@@ -117,6 +117,7 @@ struct Patterns {
     aws: Regex,
     github: Regex,
     openai: Regex,
+    openai_legacy: Regex,
     anthropic: Regex,
     slack: Regex,
     slack_webhook: Regex,
@@ -148,6 +149,7 @@ impl Patterns {
                 "openai",
                 r"^sk-(?:proj-|svcacct-|admin-)?[A-Za-z0-9_-]{8,200}T3BlbkFJ[A-Za-z0-9_-]{8,200}",
             )?,
+            openai_legacy: re("openai_legacy", r"^sk-[A-Za-z0-9]{48}")?,
             // `sk-ant-<kind><version>-`, 93 characters and the `AA` suffix (gitleaks,
             // kingfisher `anthropic-api-key`).
             anthropic: re(
@@ -342,7 +344,7 @@ impl Scanner {
             Anchor::Aws if token_start => {
                 if let Some(tok) = find(&self.re.aws) {
                     let end = at + tok.len();
-                    if ends_token(bytes, end, b"") && validate::token_body_ok(&tok[4..]) {
+                    if ends_token(bytes, end, b"") && validate::aws_body_ok(&tok[4..]) {
                         push(Detector::AwsAccessKey, at, end);
                     }
                 }
@@ -401,6 +403,24 @@ impl Scanner {
                         detector == Detector::AnthropicKey || validate::mixed_case_and_digits(body);
                     if ends_token(bytes, end, b"-") && shape_ok && validate::token_body_ok(body) {
                         push(detector, at, end);
+                        return;
+                    }
+                }
+                // Legacy OpenAI user keys: `sk-` and exactly 48 base62 characters, no
+                // marker (noseyparker `np.openai.1`, kingfisher `kingfisher.openai.1`).
+                // Without the marker the body must look random: mixed classes, entropy,
+                // and no run of six ascending characters (`abcdefgh` in a typed example).
+                if detector == Detector::OpenaiKey {
+                    if let Some(tok) = find(&self.re.openai_legacy) {
+                        let end = at + tok.len();
+                        let body = &tok[3..];
+                        if ends_token(bytes, end, b"-")
+                            && validate::mixed_case_and_digits(body)
+                            && validate::token_body_ok(body)
+                            && !validate::has_ascending_run(body, 6)
+                        {
+                            push(detector, at, end);
+                        }
                     }
                 }
             }
@@ -512,15 +532,20 @@ impl Scanner {
         let limit = (header_end + PEM_MAX_BLOCK).min(bytes.len());
         let finder = memchr::memmem::Finder::new(b"-----END");
         let mut from = header_end;
+        let mut footer = None;
         while let Some(off) = finder.find(&bytes[from..limit]) {
             let pos = from + off;
             if let Some(m) = self.re.pem_footer.find(&text[pos..]) {
                 if pem_body_ok(&bytes[header_end..pos]) {
                     return Some(pos + m.end());
                 }
+                footer = Some((pos, pos + m.end()));
                 break;
             }
             from = pos + 1;
+        }
+        if let Some(end) = pem_text_body_end(bytes, header_end, footer) {
+            return Some(end);
         }
         let mut end = header_end;
         while end < bytes.len() {
@@ -779,6 +804,71 @@ fn after_iban_groups(bytes: &[u8], start: usize) -> bool {
         }
     }
     false
+}
+
+/// Most bytes of a written-out (non-base64) key body: a line or two of prose.
+const PEM_TEXT_BODY_MAX: usize = 256;
+
+/// End of a private-key block whose body is written out in words rather than base64, as
+/// in detect-secrets' `PrivateKeyDetector` tests (`-----BEGIN RSA PRIVATE KEY-----` /
+/// `super secret private key here` / `-----END RSA PRIVATE KEY-----`): detect-secrets
+/// reports every private-key header, a key pasted with its body replaced or garbled is
+/// still a key block. Required here: the header ends its line (a line break or an escaped
+/// `\n` follows), the body (up to the footer, else the end of its line) is at most
+/// [`PEM_TEXT_BODY_MAX`] bytes of text on at most two lines, and it holds two or more
+/// words with letters. One-token bodies (`anything`, `xxx`, `***`, `...`, a short
+/// base64 string) are placeholders, as in gitleaks' and secretlint's negatives; so are
+/// bodies with `<…>` or `your`.
+fn pem_text_body_end(
+    bytes: &[u8],
+    header_end: usize,
+    footer: Option<(usize, usize)>,
+) -> Option<usize> {
+    let rest = &bytes[header_end..];
+    // A line break: `\r\n`, `\n`, or their escaped forms inside a string literal.
+    let brk = [&b"\\r\\n"[..], b"\\n", b"\r\n", b"\n"]
+        .iter()
+        .find(|p| rest.starts_with(p))
+        .map_or(0, |p| p.len());
+    if brk == 0 {
+        return None;
+    }
+    let body_start = header_end + brk;
+    let (body_end, end) = match footer {
+        Some((fs, fe)) if fs >= body_start => (fs, fe),
+        _ => {
+            let line_end =
+                memchr::memchr(b'\n', &bytes[body_start..]).map_or(bytes.len(), |i| body_start + i);
+            (line_end, line_end)
+        }
+    };
+    let body = bytes.get(body_start..body_end)?;
+    if body.len() > PEM_TEXT_BODY_MAX
+        || body
+            .iter()
+            .any(|&b| b.is_ascii_control() && !b.is_ascii_whitespace())
+    {
+        return None;
+    }
+    // Escaped line breaks (a key inside a JSON string) count as whitespace.
+    let body = std::str::from_utf8(body)
+        .ok()?
+        .replace("\\r", " ")
+        .replace("\\n", "\n")
+        .to_ascii_lowercase();
+    if body.contains('<') || body.contains("your") || body.matches('\n').count() > 2 {
+        return None;
+    }
+    let words = body
+        .split_whitespace()
+        .filter(|w| w.chars().any(char::is_alphabetic))
+        .count();
+    // Trim a trailing line break off a body that runs to the end of its line.
+    let mut end = end;
+    while end > body_start && matches!(bytes[end - 1], b'\r' | b'\n') {
+        end -= 1;
+    }
+    (words >= 2).then_some(end)
 }
 
 /// Minimum number of base64 characters in a PEM body (a 256-bit EC key has about 160).

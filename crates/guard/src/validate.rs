@@ -178,6 +178,45 @@ pub(crate) fn token_body_ok(body: &str) -> bool {
     shannon_entropy(body) >= MIN_TOKEN_ENTROPY
 }
 
+/// Shape check on the 16 characters after an AWS key id prefix: at least four distinct
+/// characters. Fillers of one to three characters (`AKIAXXXXXXXXXXXXXXXX`,
+/// `AKIAAAAAAAAAAAAAAAAA`) are placeholders; AWS key ids are uppercase base32-like
+/// strings of lower entropy than base62 (gitleaks notes that current ids use only
+/// `A-Z2-7`), so the generic entropy floor of other tokens is not applied.
+pub(crate) fn aws_body_ok(body: &str) -> bool {
+    let mut seen = [false; 256];
+    let mut distinct = 0;
+    for b in body.bytes() {
+        if !seen[usize::from(b)] {
+            seen[usize::from(b)] = true;
+            distinct += 1;
+        }
+    }
+    distinct >= 4
+}
+
+/// Whether `s` holds `n` or more consecutive ASCII alphanumerics in ascending order
+/// (`abcdef`, `123456`). A random base62 string of 48 characters holds a run of six with
+/// probability below 1e-7, so such a run marks a hand-typed example.
+pub(crate) fn has_ascending_run(s: &str, n: usize) -> bool {
+    let b = s.as_bytes();
+    let mut run = 1;
+    for w in b.windows(2) {
+        if w[0].is_ascii_alphanumeric()
+            && w[1] == w[0].wrapping_add(1)
+            && w[1].is_ascii_alphanumeric()
+        {
+            run += 1;
+            if run >= n {
+                return true;
+            }
+        } else {
+            run = 1;
+        }
+    }
+    false
+}
+
 /// Whether `body` mixes lowercase, uppercase and digits, as a random base62 key body of 32+
 /// characters does except with negligible probability (< 1e-7), while hyphenated prose
 /// slugs after `sk-` (`sk-learn-tutorial-part-2`) do not.

@@ -700,6 +700,42 @@ for t in [
 ]:
     add(X, "neg", t, [])
 
+# ------------------------------------------- added with the outside-set rules (literals)
+# Appended last, with fixed strings, so that the seeded bodies above stay the same.
+for t, v in [
+    ("Old notebook cell: openai.api_key = 'sk-Qw3rTy7uIoP9aSdF2gHjK4lZx6cVbN8mQ1wE5rT0yU3iO7pA'", "sk-Qw3rTy7uIoP9aSdF2gHjK4lZx6cVbN8mQ1wE5rT0yU3iO7pA"),
+    ("legacy key sk-Hk2Jf9Lm4Np7Qr1St6Uv3Wx8Yz5Ab0CdEfGh2Ij7Kl9Mn4Op, revoked in 2023", "sk-Hk2Jf9Lm4Np7Qr1St6Uv3Wx8Yz5Ab0CdEfGh2Ij7Kl9Mn4Op"),
+]:
+    add("openai_key", "pos", t, [("openai_key", v)])
+for t in [
+    "Typed example sk-Zq8mW2rT5yUabcdefghKp3Lx7Vn1Bc4Df6Gh9Jk2Mn5Pq8R is not a key.",
+    "Slug sk-abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUV is letters only.",
+]:
+    add("openai_key", "neg", t, [])
+for t, v in [
+    ("Test fixture key id AKIADEADBEEFDEADBEEF in the mock.", "AKIADEADBEEFDEADBEEF"),
+    ("temporary ASIAQWERTYQWERTYQWER from the STS call", "ASIAQWERTYQWERTYQWER"),
+]:
+    add("aws_access_key", "pos", t, [("aws_access_key", v)])
+for t in [
+    "Redacted id AKIAXXXXXXXXXXXXXXXX in the runbook.",
+    "Mask ASIA0000000000000000 in the template.",
+]:
+    add("aws_access_key", "neg", t, [])
+for t, v in [
+    ("My test key:\n-----BEGIN RSA PRIVATE KEY-----\nthe real key body goes in this line\n-----END RSA PRIVATE KEY-----\nthanks",
+     "-----BEGIN RSA PRIVATE KEY-----\nthe real key body goes in this line\n-----END RSA PRIVATE KEY-----"),
+    ("pasted half a key\n-----BEGIN EC PRIVATE KEY-----\ngarbled text after the copy\n\nrest of the message",
+     "-----BEGIN EC PRIVATE KEY-----\ngarbled text after the copy"),
+]:
+    add("private_key", "pos", t, [("private_key", v)])
+for t in [
+    "-----BEGIN PRIVATE KEY-----\nplaceholder\n-----END PRIVATE KEY-----",
+    '{"private_key": "-----BEGIN PRIVATE KEY-----\\n...\\n-----END PRIVATE KEY-----\\n"}',
+    "-----BEGIN RSA PRIVATE KEY-----\n<paste your key here>\n-----END RSA PRIVATE KEY-----",
+]:
+    add("private_key", "neg", t, [])
+
 json.dump({"about": "Labelled corpus for nexus-guard. Every value is synthetic: test card numbers, "
                     "registry example IBANs, AWS documentation example keys, fictional phone numbers "
                     "(NANP 555-01xx, Ofcom drama ranges) and randomly generated token bodies. Ids are "
