@@ -44,6 +44,7 @@
 #![warn(missing_docs)]
 
 mod detector;
+mod generic;
 mod phone;
 mod policy;
 mod scanner;

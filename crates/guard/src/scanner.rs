@@ -17,6 +17,7 @@
 //! (`Detector::specificity`).
 
 use crate::detector::{Detector, Finding};
+use crate::generic;
 use crate::phone;
 use crate::validate::{self, is_word};
 use aho_corasick::{AhoCorasick, AhoCorasickBuilder, AhoCorasickKind, MatchKind};
@@ -61,17 +62,6 @@ enum Anchor {
     Jwt,
     Bearer,
 }
-
-/// Keywords (lowercase) that mark an identifier as naming a credential.
-const KEYWORDS: &[&[u8]] = &[
-    b"key",
-    b"token",
-    b"secret",
-    b"password",
-    b"passwd",
-    b"pwd",
-    b"credential",
-];
 
 /// Literal anchors per detector.
 fn anchors_for(d: Detector) -> &'static [(&'static str, Anchor)] {
@@ -212,6 +202,8 @@ pub struct Scanner {
     anchors: Option<AhoCorasick>,
     anchor_kinds: Vec<Anchor>,
     re: Patterns,
+    is_quote: [memchr::memmem::Finder<'static>; 2],
+    dotnet: [memchr::memmem::Finder<'static>; 2],
 }
 
 impl fmt::Debug for Scanner {
@@ -270,6 +262,14 @@ impl Scanner {
             anchors,
             anchor_kinds,
             re: Patterns::compile()?,
+            is_quote: [
+                memchr::memmem::Finder::new(" is '").into_owned(),
+                memchr::memmem::Finder::new(" is \"").into_owned(),
+            ],
+            dotnet: [
+                memchr::memmem::Finder::new("NetworkCredential(").into_owned(),
+                memchr::memmem::Finder::new("DirectoryEntry(").into_owned(),
+            ],
         })
     }
 
@@ -313,7 +313,34 @@ impl Scanner {
             }
         }
         if self.on(Detector::GenericSecret) {
-            scan_assignments(text, &mut cands);
+            generic::scan_assignments(text, &mut cands);
+            generic::scan_xml_elements(text, &mut cands);
+            // .NET credential constructors: `NetworkCredential(user, password)`,
+            // `DirectoryEntry(path, user, password)`.
+            for (finder, index) in self.dotnet.iter().zip([1, 2]) {
+                for at in finder.find_iter(text.as_bytes()) {
+                    let open_end = at + finder.needle().len();
+                    if let Some((s, e)) = generic::dotnet_credential(text, open_end, index) {
+                        cands.push(Finding {
+                            detector: Detector::GenericSecret,
+                            start: s,
+                            end: e,
+                        });
+                    }
+                }
+            }
+            // `password is '…'` in prose: every ` is '` / ` is "` (`memmem`).
+            for finder in &self.is_quote {
+                for at in finder.find_iter(text.as_bytes()) {
+                    if let Some((s, e)) = generic::password_prose(text, at) {
+                        cands.push(Finding {
+                            detector: Detector::GenericSecret,
+                            start: s,
+                            end: e,
+                        });
+                    }
+                }
+            }
         }
         if self.on(Detector::Email) {
             self.scan_emails(text, &mut cands);
@@ -909,129 +936,6 @@ fn ends_token(bytes: &[u8], end: usize, extra: &[u8]) -> bool {
     bytes
         .get(end)
         .is_none_or(|&b| !(is_word(b) || extra.contains(&b)))
-}
-
-/// Generic `identifier <op> value` secrets, found from the assignment operator: every `:`
-/// and `=` (`memchr2`), then backwards over an optional closing quote and the identifier
-/// (`[A-Za-z0-9_.-]`, at most 64 bytes), which must contain one of [`KEYWORDS`] in any
-/// case; then forwards over an optional opening quote to the value (which ends at `&` or
-/// `#` when the identifier follows `?` or `&`, as in a URL query). Operators: `:`, `=`,
-/// `:=`, `=>`; comparisons (`==`, `!=`, `<=`, `>=`), paths (`::`) and URLs (`://`) are
-/// skipped.
-fn scan_assignments(text: &str, out: &mut Vec<Finding>) {
-    let bytes = text.as_bytes();
-    let n = bytes.len();
-    let mut done_until = 0;
-    for op in memchr::memchr2_iter(b':', b'=', bytes) {
-        if op < done_until {
-            continue;
-        }
-        let next = bytes.get(op + 1).copied();
-        let prev = op.checked_sub(1).map(|i| bytes[i]);
-        let op_end = match (bytes[op], next) {
-            (b':', Some(b'=')) => op + 2,
-            (b':', Some(b':' | b'/')) => continue,
-            (b'=', Some(b'>')) => op + 2,
-            (b'=', Some(b'=')) => continue,
-            (b'=', _) if matches!(prev, Some(b'=' | b'!' | b'<' | b'>' | b':')) => continue,
-            _ => op + 1,
-        };
-        // Backwards: spaces, an optional closing quote, the identifier.
-        let mut j = op;
-        while j > 0 && op - j < 3 && matches!(bytes[j - 1], b' ' | b'\t') {
-            j -= 1;
-        }
-        if j > 0 && matches!(bytes[j - 1], b'"' | b'\'') {
-            j -= 1;
-        }
-        let ident_end = j;
-        while j > 0
-            && ident_end - j < 64
-            && (bytes[j - 1].is_ascii_alphanumeric() || matches!(bytes[j - 1], b'_' | b'.' | b'-'))
-        {
-            j -= 1;
-        }
-        if j == ident_end || !contains_keyword(&bytes[j..ident_end]) {
-            continue;
-        }
-        // `?key=value&next=…`: in a URL query the value ends at `&` or `#`.
-        let in_query = j > 0 && matches!(bytes[j - 1], b'?' | b'&');
-        // Forwards: spaces, an optional opening quote, the value.
-        let mut s = op_end;
-        while s < n && s - op_end < 3 && matches!(bytes[s], b' ' | b'\t') {
-            s += 1;
-        }
-        let quote = (s < n && matches!(bytes[s], b'"' | b'\'' | b'`')).then(|| bytes[s]);
-        let quoted = quote.is_some();
-        if quoted {
-            s += 1;
-        }
-        // A quoted value runs to its closing quote (brackets and `$` included, as in
-        // `"m{{h}o)p${e]…}}"`) unless it holds whitespace; otherwise the usual delimiters.
-        let to_quote = quote.and_then(|q| {
-            let len = memchr::memchr(q, &bytes[s..(s + validate::GENERIC_MAX_LEN + 1).min(n)])?;
-            let v = &bytes[s..s + len];
-            (!v.iter().any(u8::is_ascii_whitespace)).then_some(s + len)
-        });
-        let Some(mut e) = to_quote.or_else(|| generic_value_end(bytes, s)) else {
-            continue;
-        };
-        if in_query {
-            e = memchr::memchr2(b'&', b'#', &bytes[s..e]).map_or(e, |i| s + i);
-        }
-        // Quoted values must close; unquoted ones must not be a call (`key: make_key()`).
-        let closed = if quoted {
-            matches!(bytes.get(e), Some(b'"' | b'\'' | b'`'))
-        } else {
-            bytes.get(e) != Some(&b'(')
-        };
-        if closed && validate::generic_value_ok(&text[s..e]) {
-            out.push(Finding {
-                detector: Detector::GenericSecret,
-                start: s,
-                end: e,
-            });
-            done_until = e;
-        }
-    }
-}
-
-/// Whether `ident` contains one of [`KEYWORDS`], ignoring ASCII case.
-fn contains_keyword(ident: &[u8]) -> bool {
-    let mut lower = [0u8; 64];
-    let len = ident.len().min(lower.len());
-    for (d, s) in lower.iter_mut().zip(&ident[..len]) {
-        *d = s.to_ascii_lowercase();
-    }
-    let lower = &lower[..len];
-    KEYWORDS
-        .iter()
-        .any(|k| lower.windows(k.len()).any(|w| w == *k))
-}
-
-/// End of a generic secret value starting at `s`: the first whitespace byte, quote or
-/// ASCII punctuation that delimits values in code and config (`,;()[]{}<>`). `None` when
-/// the value runs past [`validate::GENERIC_MAX_LEN`] bytes (too long to be a secret; the
-/// cap may fall inside a multi-byte character, so it is never used as an offset).
-fn generic_value_end(bytes: &[u8], s: usize) -> Option<usize> {
-    let mut e = s;
-    while e < bytes.len() {
-        let b = bytes[e];
-        if b.is_ascii_whitespace()
-            || matches!(
-                b,
-                b'"' | b'\'' | b'`' | b',' | b';' | b'(' | b')' | b'[' | b']'
-            )
-            || matches!(b, b'{' | b'}' | b'<' | b'>')
-        {
-            break;
-        }
-        e += 1;
-        if e - s > validate::GENERIC_MAX_LEN {
-            return None;
-        }
-    }
-    Some(e)
 }
 
 /// Start of a quoted local part ending just before the `@` at `at`: the opening `"` of a

@@ -358,8 +358,18 @@ for node in ast.parse(kw_src).body:
             exec(compile(ast.Module([node], []), "<src>", "exec"), {"base64": __import__("base64"), **kw_ns}, kw_ns)
         except Exception:
             pass
+# The keyword plugin's own regexes (plain `re.compile` definitions up to its
+# configuration-file table), to tell which Go verdicts depend on the file type.
+kw_plugin = read(DS, "detect_secrets/plugins/keyword.py")
+kw_re_ns = {"re": re}
+exec(kw_plugin[kw_plugin.index("DENYLIST = ("):kw_plugin.index("GOLANG_DENYLIST_REGEX_TO_GROUP")],
+     kw_re_ns)
+CONFIG_RULES = list(kw_re_ns["CONFIG_DENYLIST_REGEX_TO_GROUP"])
 # The keyword plugin's verdicts depend on the file type; the configuration-file and Go
-# lists are the ones whose syntax (quoted or not) is language-neutral.
+# lists are the ones whose syntax (quoted or not) is language-neutral, except for Go
+# negatives that the plugin's configuration-file rules flag (`password: "real_key"`:
+# `key: value` is no Go assignment, but it is YAML's): their verdict is the file type's,
+# so they are left out.
 for lst in ("CONFIG_TEST_CASES", "GOLANG_TEST_CASES"):
     for node in ast.parse(kw_src).body:
         if isinstance(node, ast.Assign) and node.targets[0].id == lst:
@@ -368,6 +378,9 @@ for lst in ("CONFIG_TEST_CASES", "GOLANG_TEST_CASES"):
                     line, secret = eval(compile(ast.Expression(e), "<src>", "eval"), dict(kw_ns))
                 except Exception:
                     continue  # LONG_LINE: random content
+                if (lst == "GOLANG_TEST_CASES" and secret is None
+                        and any(r.search(line) for r in CONFIG_RULES)):
+                    continue
                 add("generic_secret", secret is not None, line, [secret] if secret else [], DS, KW,
                     note=lst)
 
