@@ -736,6 +736,43 @@ for t in [
 ]:
     add("private_key", "neg", t, [])
 
+for t, v in [
+    ('var dbToken string = "q8Xk2mV9pL4nR7tY3wZ6"', "q8Xk2mV9pL4nR7tY3wZ6"),
+    ('DEPLOY_TOKEN ::= "Hj7kL2mN9pQ4rS6tV8wX"', "Hj7kL2mN9pQ4rS6tV8wX"),
+    ('API_SECRET ?= "zR5tY8uI2oP6aS9dF3gH"', "zR5tY8uI2oP6aS9dF3gH"),
+    ('$authToken .= "Lm3Nb6Vc9Xz2Aq5Ws8Ed";', "Lm3Nb6Vc9Xz2Aq5Ws8Ed"),
+    ('config.set("SERVICE_TOKEN", "Pq7Wx2Er5Ty8Ui3Op6As")', "Pq7Wx2Er5Ty8Ui3Op6As"),
+    ("<accessToken>\n  Zx8Cv2Bn5Mm7Qw3Er9Ty\n</accessToken>", "Zx8Cv2Bn5Mm7Qw3Er9Ty"),
+    ('db_password = "hunter2x"', "hunter2x"),
+    ('if (password == "letmein99") {', "letmein99"),
+    ('if ("Winter2024!" === adminPassword) {', "Winter2024!"),
+    ("username = deploy\npassword = bluebird77", "bluebird77"),
+    ("The admin password is 'Sunset#42' for now.", "Sunset#42"),
+    ('var cred = new NetworkCredential("svc-backup", "Q7rT2pLx9");', "Q7rT2pLx9"),
+    ('"user_auth": "c3ZjOnA0c3N3MHJkLXRlc3QtdmFsdWU9"', "c3ZjOnA0c3N3MHJkLXRlc3QtdmFsdWU9"),
+    ("creds = Yh6Tg4Rf2Ed8Ws1Qa9Zx", "Yh6Tg4Rf2Ed8Ws1Qa9Zx"),
+    (":password        => 'r3dw00d!'", "r3dw00d!"),
+]:
+    add(X, "pos", t, [(X, v)])
+for t in [
+    "credentialsId: 'a1b2c3d4-e5f6-4a7b-8c9d-0e1f2a3b4c5d'",
+    'public_key = "Xk9mP2vL5nQ8wR3tY6uI1oP4"',
+    '"secret_name": "prod-db-main-2"',
+    'passwordHint: "at least 12 chars"',
+    'password = "${DB_PASSWORD}"',
+    "password = env.DB_PASSWORD",
+    'password: "required"',
+    "if (password == null) {",
+    "token_server: auth.internal.example.com:8443",
+    "The password is too short.",
+    'const keyChars = "0123456789abcdefghijklmnopqrstuvwxyz"',
+    "passwordVariable: 'DB_PASS'",
+    "<UserSecretsId>4f1c2e7a-9b3d-4e8f-a6c5-2d9e1b7f3a08</UserSecretsId>",
+    'label = "Password:" + suffix',
+    "git push --force-with-lease is 'safe' enough",
+]:
+    add(X, "neg", t, [])
+
 json.dump({"about": "Labelled corpus for nexus-guard. Every value is synthetic: test card numbers, "
                     "registry example IBANs, AWS documentation example keys, fictional phone numbers "
                     "(NANP 555-01xx, Ofcom drama ranges) and randomly generated token bodies. Ids are "
