@@ -40,7 +40,9 @@ pub enum Detector {
     /// (`"quoted local part"@…`); `@`; one to eight DNS labels (RFC 1035: letters, digits
     /// and inner hyphens in any script, at most 63 characters; `--` in positions 3–4 only
     /// in `xn--` A-labels, RFC 5891) and a TLD of 2–24 letters of one script or a punycode
-    /// `xn--` label. The address ends where its TLD's script does, so `メールはsato.k@example.co.jpまで`
+    /// `xn--` label; a domain with `xn--` labels must convert to Unicode under IDNA (RFC
+    /// 5891, UTS #46; the `idna` crate), so `me@xn--0.tld` is not reported. The address
+    /// ends where its TLD's script does, so `メールはsato.k@example.co.jpまで`
     /// yields `sato.k@example.co.jp`. `user@localhost` and `name@host` (no TLD) are not
     /// flagged, nor are image-file names such as `logo@2x.png` (TLDs `png`, `jpg`, `jpeg`,
     /// `gif`, `svg`, `webp`, `bmp`, `ico`, none of which is a delegated TLD). Limitation:

@@ -645,6 +645,16 @@ impl Scanner {
             if !domain_shape_ok(domain) {
                 continue;
             }
+            // RFC 5891 §5.4: an A-label (`xn--…`) must decode (Punycode, RFC 3492) to a
+            // valid U-label; checked with the `idna` crate (UTS #46 processing), so
+            // `me@xn--0.tld` is not an address.
+            let a_label = domain
+                .as_bytes()
+                .windows(4)
+                .any(|w| w.eq_ignore_ascii_case(b"xn--"));
+            if a_label && idna::domain_to_unicode(domain).1.is_err() {
+                continue;
+            }
             // RFC 5891 §4.2.3.1: `--` in the third and fourth positions is reserved for
             // A-labels (`xn--`).
             if domain.split('.').any(|l| {

@@ -773,6 +773,10 @@ for t in [
 ]:
     add(X, "neg", t, [])
 
+add("email", "pos", "Пишите на ivan@xn--80a1acny.xn--e1afmkfd.xn--p1ai до пятницы.",
+    [("email", "ivan@xn--80a1acny.xn--e1afmkfd.xn--p1ai")])
+add("email", "neg", "Bounce from support@xn--9.example.com: no such domain.", [])
+
 json.dump({"about": "Labelled corpus for nexus-guard. Every value is synthetic: test card numbers, "
                     "registry example IBANs, AWS documentation example keys, fictional phone numbers "
                     "(NANP 555-01xx, Ofcom drama ranges) and randomly generated token bodies. Ids are "

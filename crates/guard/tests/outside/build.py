@@ -434,8 +434,12 @@ EVP = "tests/test_syntax.py"
 # Invalid addresses whose error concerns text around an otherwise valid address (display
 # names, angle brackets, a trailing period or newline): in free text a scanner rightly
 # reports the address inside, so they are not negatives for a scanner and are left out.
+# An invalid character `'<'` is an angle bracket too: `≮me@example.com`, whose `≮`
+# (U+226E) decomposes canonically to `<` and a combining mark, is `<` glued before
+# `me@example.com`.
 AROUND = ("display name", "angle bracket", "cannot end with a period", "U+000A",
-          "anything after", "SPACE", "full-width", "small commercial at", "too long")
+          "anything after", "SPACE", "full-width", "small commercial at", "too long",
+          "before the @-sign: '<'")
 for names, vals in param_lists(read(EV, EVP), {"MakeValidatedEmail": lambda **k: k}):
     if names[:2] == ["email_input", "output"]:
         for addr, out in vals:
