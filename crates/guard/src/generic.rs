@@ -113,38 +113,59 @@ fn classify(ident: &[u8]) -> Option<bool> {
     if ident.is_empty() || ident.len() > 64 || !may_have_keyword(ident) {
         return None;
     }
-    let words = ident_words(ident);
-    let hit = words.iter().rposition(|w| {
-        KEYWORDS.iter().any(|k| w.contains(k)) || WORD_KEYWORDS.contains(&w.as_str())
+    // Lowercase copy, word ranges and the words run together, all on the stack.
+    let mut buf = [0u8; 64];
+    for (d, c) in buf.iter_mut().zip(ident) {
+        *d = c.to_ascii_lowercase();
+    }
+    let lower = &buf[..ident.len()];
+    let mut ranges = [(0usize, 0usize); 64];
+    let n = word_ranges(ident, &mut ranges);
+    let words = &ranges[..n];
+    let word = |i: usize| &lower[words[i].0..words[i].1];
+    let find = |hay: &[u8], needle: &[u8]| hay.windows(needle.len()).position(|x| x == needle);
+    let hit = (0..n).rev().find(|&i| {
+        KEYWORDS
+            .iter()
+            .any(|k| find(word(i), k.as_bytes()).is_some())
+            || WORD_KEYWORDS.iter().any(|k| word(i) == k.as_bytes())
     })?;
-    let word = &words[hit];
-    let singular = |w: &str| -> bool {
-        let w = w.strip_suffix('s').filter(|s| !s.is_empty()).unwrap_or(w);
-        NOT_SECRET_AFTER.contains(&w)
+    let not_after = |w: &[u8]| -> bool {
+        let w = w.strip_suffix(b"s").filter(|s| !s.is_empty()).unwrap_or(w);
+        NOT_SECRET_AFTER.iter().any(|x| x.as_bytes() == w)
     };
+    let not_before = |w: &[u8]| NOT_SECRET_BEFORE.iter().any(|x| x.as_bytes() == w);
     // The keyword may be glued to its neighbours inside one word (`keyword`, `pubkey`).
+    let kw = word(hit);
     let (before, after) = KEYWORDS
         .iter()
-        .filter_map(|k| word.find(k).map(|i| (&word[..i], &word[i + k.len()..])))
-        .next()
-        .unwrap_or(("", ""));
+        .find_map(|k| find(kw, k.as_bytes()).map(|i| (&kw[..i], &kw[i + k.len()..])))
+        .unwrap_or((&[], &[]));
+    let mut cbuf = [0u8; 64];
+    let mut clen = 0;
+    for &(s, e) in words {
+        cbuf[clen..clen + (e - s)].copy_from_slice(&lower[s..e]);
+        clen += e - s;
+    }
+    let compact = &cbuf[..clen];
     // `private_key_id`, `api_key_id`: the id of a credential named by detect-secrets'
     // DENYLIST (a Google service-account file's `private_key_id`, reported as the tuning
     // corpus asserts); other keywords followed by `id` name an identifier.
-    let compact: String = words.concat();
-    let key_compound = DENYLIST[..9].iter().any(|d| compact.contains(d));
-    let excluded_after = |w: &String| singular(w) && !(key_compound && w == "id");
-    if words[hit + 1..].iter().any(excluded_after)
-        || (!after.is_empty() && singular(after))
-        || hit
-            .checked_sub(1)
-            .is_some_and(|i| NOT_SECRET_BEFORE.contains(&words[i].as_str()))
-        || (!before.is_empty() && NOT_SECRET_BEFORE.contains(&before))
+    let key_compound = DENYLIST[..9]
+        .iter()
+        .any(|d| find(compact, d.as_bytes()).is_some());
+    let excluded_after = |i: usize| not_after(word(i)) && !(key_compound && word(i) == b"id");
+    if (hit + 1..n).any(excluded_after)
+        || (!after.is_empty() && not_after(after))
+        || hit.checked_sub(1).is_some_and(|i| not_before(word(i)))
+        || (!before.is_empty() && not_before(before))
     {
         return None;
     }
-    let denylisted =
-        DENYLIST.iter().any(|d| compact.contains(d)) || words.iter().any(|w| w == "pass");
+    let denylisted = DENYLIST
+        .iter()
+        .any(|d| find(compact, d.as_bytes()).is_some())
+        || (0..n).any(|i| word(i) == b"pass");
     Some(denylisted)
 }
 
@@ -175,35 +196,42 @@ fn may_have_keyword(ident: &[u8]) -> bool {
     })
 }
 
-/// Lowercase words of an identifier, split at `_`, `-`, `.`, letter/digit changes and
-/// camel-case humps (`credentialsId` → `credentials`, `id`; `AUTO_SESSION_PASSWORD` →
-/// `auto`, `session`, `password`).
-fn ident_words(ident: &[u8]) -> Vec<String> {
-    let mut words: Vec<String> = Vec::new();
-    let mut cur = String::new();
+/// Byte ranges of the words of an identifier, split at `_`, `-`, `.`, letter/digit changes
+/// and camel-case humps (`credentialsId` → `credentials`, `Id`; `AUTO_SESSION_PASSWORD` →
+/// `AUTO`, `SESSION`, `PASSWORD`), written to `out`; returns how many.
+fn word_ranges(ident: &[u8], out: &mut [(usize, usize); 64]) -> usize {
+    let mut n = 0;
+    let mut start = None;
     for (i, &c) in ident.iter().enumerate() {
         if !c.is_ascii_alphanumeric() {
-            if !cur.is_empty() {
-                words.push(std::mem::take(&mut cur));
+            if let Some(s) = start.take() {
+                out[n] = (s, i);
+                n += 1;
             }
             continue;
         }
-        let starts = i.checked_sub(1).map(|j| ident[j]).is_some_and(|p| {
+        let hump = i.checked_sub(1).map(|j| ident[j]).is_some_and(|p| {
             p.is_ascii_alphanumeric()
                 && ((p.is_ascii_lowercase() && c.is_ascii_uppercase())
                     || (p.is_ascii_uppercase()
                         && c.is_ascii_uppercase()
                         && ident.get(i + 1).is_some_and(u8::is_ascii_lowercase)))
         });
-        if starts && !cur.is_empty() {
-            words.push(std::mem::take(&mut cur));
+        match start {
+            Some(s) if hump => {
+                out[n] = (s, i);
+                n += 1;
+                start = Some(i);
+            }
+            None => start = Some(i),
+            _ => {}
         }
-        cur.push(char::from(c.to_ascii_lowercase()));
     }
-    if !cur.is_empty() {
-        words.push(cur);
+    if let Some(s) = start {
+        out[n] = (s, ident.len());
+        n += 1;
     }
-    words
+    n
 }
 
 /// Most spaces or tabs between an identifier, its operator and its value (aligned
@@ -233,9 +261,9 @@ fn ident_start(bytes: &[u8], end: usize) -> usize {
 /// The identifier before an operator starting at `op`: spaces, an optional closing quote
 /// (then the matching opening quote must precede the name), the name; or, in a typed
 /// declaration (`var apiToken string = …`, `string apiToken = …` is the plain case), the
-/// name before one type word. Returns `(start, end, quoted)`; names glued to a path
-/// (`'/forgot-password' =>`) are skipped.
-fn ident_before(bytes: &[u8], op: usize) -> Option<(usize, usize, bool)> {
+/// name before one type word. Returns `(start, end, quoted, denylisted)` for a name that
+/// [`classify`] accepts; names glued to a path (`'/forgot-password' =>`) are skipped.
+fn ident_before(bytes: &[u8], op: usize) -> Option<(usize, usize, bool, bool)> {
     let mut j = op;
     while j > 0 && op - j < MAX_PAD && matches!(bytes[j - 1], b' ' | b'\t') {
         j -= 1;
@@ -254,9 +282,15 @@ fn ident_before(bytes: &[u8], op: usize) -> Option<(usize, usize, bool)> {
         return None;
     }
     if let Some(q) = q {
-        return (before == Some(q)).then_some((start, end, true));
+        if before != Some(q) {
+            return None;
+        }
+        return classify(&bytes[start..end]).map(|d| (start, end, true, d));
     }
-    if classify(&bytes[start..end]).is_none() && matches!(before, Some(b' ' | b'\t')) {
+    if let Some(d) = classify(&bytes[start..end]) {
+        return Some((start, end, false, d));
+    }
+    if matches!(before, Some(b' ' | b'\t')) {
         // Typed declaration: `<name> <type> =`, the type a word of at most 20 bytes.
         let ty = &bytes[start..end];
         if ty.len() <= 20 && ty.iter().all(u8::is_ascii_alphanumeric) {
@@ -269,11 +303,11 @@ fn ident_before(bytes: &[u8], op: usize) -> Option<(usize, usize, bool)> {
                 .checked_sub(1)
                 .is_some_and(|i| !matches!(bytes[i], b' ' | b'\t' | b'\n' | b'(' | b'{' | b'$'));
             if s2 < k && !glued {
-                return Some((s2, k, false));
+                return classify(&bytes[s2..k]).map(|d| (s2, k, false, d));
             }
         }
     }
-    Some((start, end, false))
+    None
 }
 
 /// A quoted literal opening at `open` (a quote byte): its inner range, on one line and
@@ -482,10 +516,7 @@ pub(crate) fn scan_assignments(text: &str, out: &mut Vec<Finding>) {
                 continue;
             }
         }
-        let Some((id_s, id_e, id_quoted)) = ident_before(bytes, op_start) else {
-            continue;
-        };
-        let Some(denylisted) = classify(&bytes[id_s..id_e]) else {
+        let Some((id_s, _, id_quoted, denylisted)) = ident_before(bytes, op_start) else {
             continue;
         };
         let in_query = id_s > 0 && matches!(bytes[id_s - 1], b'?' | b'&');
@@ -780,6 +811,8 @@ mod tests {
         assert_eq!(classify(b"passwordLabel"), None);
         assert_eq!(classify(b"dev.credentials.url"), None);
         assert_eq!(classify(b"aws_secret_access_key"), Some(true));
-        assert_eq!(ident_words(b"credentialsId"), ["credentials", "id"]);
+        let mut r = [(0, 0); 64];
+        assert_eq!(word_ranges(b"credentialsId", &mut r), 2);
+        assert_eq!(r[..2], [(0, 11), (11, 13)]);
     }
 }
