@@ -130,6 +130,11 @@ pub enum Detector {
     /// `-----BEGIN [RSA |EC |DSA |OPENSSH |ENCRYPTED |PGP ]PRIVATE KEY[ BLOCK]-----`. The
     /// finding spans the whole block up to the matching `-----END …-----` line when one
     /// follows within 32 KiB; otherwise the header plus the base64 body that follows it.
+    /// A body written out in words (detect-secrets' tests: `super secret private key
+    /// here`, `yabba dabba doo`) also makes a key block when the header ends its line, the
+    /// body is at most 256 bytes on at most two lines and holds two or more words;
+    /// one-token bodies (`anything`, `xxx`, `***`, `...`, a short base64 string) and
+    /// bodies with `<…>` or `your` are placeholders (gitleaks', secretlint's negatives).
     /// Public keys and certificates are not flagged.
     PrivateKey,
     /// JSON Web Token (RFC 7519) in JWS compact serialization (RFC 7515): base64url
@@ -138,28 +143,58 @@ pub enum Detector {
     /// starting `{`; the signature may be empty (`alg: none`) or, when the header says
     /// `"typ":"JWT"`, missing with its dot.
     Jwt,
-    /// Key/value style credential (after gitleaks `generic-api-key`): an identifier of at
-    /// most 64 `[A-Za-z0-9_.-]` containing `key`, `token`, `secret`, `password`, `passwd`,
-    /// `pwd` or `credential` (any case), an assignment (`:`, `=`, `:=`, `=>`; identifier
-    /// and value optionally quoted as in JSON, YAML, env files and code), and a value of
-    /// 16–512 bytes: a quoted value without whitespace runs to its closing quote, others
-    /// end at whitespace, a quote or one of `,;()[]{}<>` (and `&`/`#` in a URL query);
-    /// also `Bearer <token>`. Only the value is reported.
+    /// Credential found by the name it is assigned to. Two rules (see `generic.rs`):
     ///
-    /// The value must have a Shannon entropy above 3.0 bits per character and mix at least
-    /// two character classes. It must not be:
+    /// **High-entropy rule** (gitleaks `generic-api-key`): an identifier of at most 64
+    /// `[A-Za-z0-9_.-]` containing `key`, `token`, `secret`, `password`, `passwd`, `pwd`,
+    /// `credential` or `passphrase`, or the word `pass`, `auth` or `creds` (any case); an
+    /// operator — assignment `=`, `:`, `:=`, `::=`, `:::=`, `?=`, `.=`, `=>`, the
+    /// identifier optionally quoted and optionally followed by one type word
+    /// (`var apiToken string = …`); a comparison `==`, `===`, `!=`, `!==` with a quoted
+    /// literal on either side (detect-secrets); a quoted name, `,` and a quoted value
+    /// (`System.setProperty("API_TOKEN", "…")`); or an XML element `<apiToken>…</apiToken>`
+    /// — and a value of 16–512 bytes. A quoted value runs to its closing quote on the same
+    /// line (a literal wrapped again in the other quote is read inside); others end at
+    /// whitespace, a quote, `,`, `;` or an escaped line break, without unbalanced closing
+    /// brackets (and at `&`/`#` in a URL query). Also `Bearer <token>`. Only the value is
+    /// reported. The value must have a Shannon entropy above 3.0 bits per character and
+    /// mix at least two character classes. It must not be:
     /// - letters and `_.-` only (gitleaks' allowlist), or a slug or path whose
     ///   `-`/`_`/`.`/`/`/`:`-separated words are each all letters or all digits;
     /// - a placeholder (`example`, `changeme`, `xxxx`, `your_…`, `${VAR}`, `{{ var }}`,
     ///   `<token>`);
-    /// - a path (`/etc/x`, `./x`, `dir/file.ext`), a URL, a date or a call
-    ///   (`key: make_key()`);
+    /// - a path (`/etc/x`, `./x`, `dir/file.ext`), a URL, a host name or `host:port`, a
+    ///   date or a call (`key: make_key()`);
     /// - a code identifier (`super::Win32::KEY`, `X509KeyUsageFlags`: identifier-shaped
-    ///   with words averaging three or more characters, or a `SCREAMING_SNAKE` constant).
+    ///   with words averaging three or more characters, or a `SCREAMING_SNAKE` constant),
+    ///   or a character-set constant (ten ascending characters, `0123456789abc…`).
     ///
-    /// So `password: changeme` and `token: ${GITHUB_TOKEN}` are not flagged. Limitation:
-    /// long passphrases made of whole words without symbols
-    /// (`CorrectHorseBatteryStaple42`) look like identifiers and are missed.
+    /// Identifiers that name something about a credential are skipped (gitleaks'
+    /// allowlist): a keyword followed by `id`, `name`, `length`, `size`, `file`, `path`,
+    /// `url`, `endpoint`, `version`, `pair`, `label`, `hint`, `variable`, … or preceded by
+    /// `public`, `pub`, `bucket`, `schema`, `sequence`, `csrf`, … (`credentialsId`,
+    /// `kms_key_id`, `public_key`, `secret_name`, `csrf-token`, `passwordLabel`); the id
+    /// of a detect-secrets `DENYLIST` key (`private_key_id`) stays reported.
+    ///
+    /// **Password rule** (detect-secrets `KeywordDetector`, noseyparker `np.generic.3`–
+    /// `.5`, `.7`, `.8`, `.11`–`.14`): for names on detect-secrets' `DENYLIST` (`api_key`,
+    /// `private_key`, `client_key`, `db_pass`, `password`, `passwd`, `pwd`, `secret`, …)
+    /// and the word `pass`, a value of 4–64 characters at any entropy, spaces allowed,
+    /// when it is a quoted literal that ends its expression (not `"a" + b`), or an
+    /// unquoted value after a username assignment on the same or the previous line
+    /// (`user = Aladdin` / `password = open_sesame`). Also `the password is '…'` in prose
+    /// and the password argument of .NET's `NetworkCredential(user, password)` and
+    /// `DirectoryEntry(path, user, password)`. The value needs a letter or digit and must
+    /// not be a reference or template (`$VAR`, `%s`, `@x`, `&lt;…`, `{…}`, `<…>`,
+    /// `#css-id`), a path, route, URL or ARN, a dotted reference (`env.DB_PASSWORD`), a
+    /// call, an escaped multi-line string, a placeholder (the list above plus `fake`) or a
+    /// setting word (`required`, `none`, `true`, …).
+    ///
+    /// So `password: changeme`, `token: ${GITHUB_TOKEN}` and `password = "${DB}"` are not
+    /// flagged, while `password = "hunter2x"` is. Limitations: a long passphrase of whole
+    /// words without symbols in an unquoted value (`CorrectHorseBatteryStaple42`) looks
+    /// like an identifier and is missed; XML attribute pairs
+    /// (`<add key="DbPassword" value="…"/>`) are not read.
     GenericSecret,
 }
 

@@ -1,12 +1,14 @@
-//! The [`Scanner`]: candidate search (literal anchors, `@`, `:`/`=`, digit runs) plus
+//! The [`Scanner`]: candidate search (literal anchors, `@`, `:`/`=`/`,`, digit runs) plus
 //! validation.
 //!
-//! A scan makes at most four linear passes over the text, each cheap on clean prose:
+//! A scan makes a few linear passes over the text, each cheap on clean prose:
 //!
 //! 1. an Aho-Corasick automaton (SIMD "Teddy" prefilter) over the literal anchors of the
 //!    prefix-based detectors (`AKIA`, `ghp_`, `sk-`, `xox`, `AIza`, `-----BEGIN`, `eyJ`,
 //!    `Bearer`);
-//! 2. `memchr2` for `:` and `=`, the assignments of [`Detector::GenericSecret`];
+//! 2. `memchr3` for `:`, `=` and `,`, the operators of [`Detector::GenericSecret`], and
+//!    `memchr` for `>` (XML elements); `memmem` for ` is '` / ` is "` (`the password is
+//!    '…'`) and the two .NET credential constructors;
 //! 3. `memchr` for `@` (e-mail addresses);
 //! 4. a vectorisable skip to the next ASCII digit, for IBANs, card and phone numbers.
 //!
