@@ -152,8 +152,9 @@ pub enum Detector {
     /// identifier optionally quoted and optionally followed by one type word
     /// (`var apiToken string = …`); a comparison `==`, `===`, `!=`, `!==` with a quoted
     /// literal on either side (detect-secrets); a quoted name, `,` and a quoted value
-    /// (`System.setProperty("API_TOKEN", "…")`); or an XML element `<apiToken>…</apiToken>`
-    /// — and a value of 16–512 bytes. A quoted value runs to its closing quote on the same
+    /// (`System.setProperty("API_TOKEN", "…")`); an XML element `<apiToken>…</apiToken>`;
+    /// or the `value` attribute of an element whose `key`/`name` attribute names a
+    /// credential (`<add key="DbPassword" value="…"/>`) — and a value of 16–512 bytes. A quoted value runs to its closing quote on the same
     /// line (a literal wrapped again in the other quote is read inside); others end at
     /// whitespace, a quote, `,`, `;` or an escaped line break, without unbalanced closing
     /// brackets (and at `&`/`#` in a URL query). Also `Bearer <token>`. Only the value is
@@ -182,7 +183,8 @@ pub enum Detector {
     /// and the word `pass`, a value of 4–64 characters at any entropy, spaces allowed,
     /// when it is a quoted literal that ends its expression (not `"a" + b`), or an
     /// unquoted value after a username assignment on the same or the previous line
-    /// (`user = Aladdin` / `password = open_sesame`). Also `the password is '…'` in prose
+    /// (`user = Aladdin` / `password = open_sesame`); also `password "…";` (a name, a
+    /// space, a literal and `;`), `the password is '…'` in prose
     /// and the password argument of .NET's `NetworkCredential(user, password)` and
     /// `DirectoryEntry(path, user, password)`. The value needs a letter or digit and must
     /// not be a reference or template (`$VAR`, `%s`, `@x`, `&lt;…`, `{…}`, `<…>`,
@@ -193,8 +195,7 @@ pub enum Detector {
     /// So `password: changeme`, `token: ${GITHUB_TOKEN}` and `password = "${DB}"` are not
     /// flagged, while `password = "hunter2x"` is. Limitations: a long passphrase of whole
     /// words without symbols in an unquoted value (`CorrectHorseBatteryStaple42`) looks
-    /// like an identifier and is missed; XML attribute pairs
-    /// (`<add key="DbPassword" value="…"/>`) are not read.
+    /// like an identifier and is missed.
     GenericSecret,
 }
 

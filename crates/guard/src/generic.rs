@@ -310,6 +310,49 @@ fn ident_before(bytes: &[u8], op: usize) -> Option<(usize, usize, bool, bool)> {
     None
 }
 
+/// The `value` attribute of an XML element whose `key` or `name` attribute names a
+/// credential (.NET `appSettings`: `<add key="DbPassword" value="…"/>`; gitleaks'
+/// template list has it as `xml - attribute`, noseyparker `np.generic.9`): `value`
+/// before the operator at `op`, and earlier in the same tag `key="…"` or `name="…"`
+/// with a name that [`classify`] accepts. Returns as [`ident_before`] does.
+fn attribute_pair(bytes: &[u8], op: usize) -> Option<(usize, usize, bool, bool)> {
+    if bytes.get(op) != Some(&b'=') || op < 5 {
+        return None;
+    }
+    let id_s = op - 5;
+    if !bytes[id_s..op].eq_ignore_ascii_case(b"value")
+        || !id_s
+            .checked_sub(1)
+            .is_some_and(|i| bytes[i].is_ascii_whitespace())
+    {
+        return None;
+    }
+    let from = id_s.saturating_sub(512);
+    let tag = from + memchr::memrchr(b'<', &bytes[from..id_s])?;
+    let inside = &bytes[tag..id_s];
+    if inside.contains(&b'>') {
+        return None;
+    }
+    for attr in [&b"key="[..], b"name="] {
+        let Some(i) = inside
+            .windows(attr.len())
+            .position(|w| w.eq_ignore_ascii_case(attr))
+        else {
+            continue;
+        };
+        let open = tag + i + attr.len();
+        if !inside
+            .get(i.checked_sub(1)?)
+            .is_some_and(u8::is_ascii_whitespace)
+        {
+            continue;
+        }
+        let (s, e) = quoted_at(bytes, open).filter(|_| matches!(bytes[open], b'"' | b'\''))?;
+        return classify(&bytes[s..e]).map(|d| (id_s, op, false, d));
+    }
+    None
+}
+
 /// A quoted literal opening at `open` (a quote byte): its inner range, on one line and
 /// at most [`validate::GENERIC_MAX_LEN`] bytes.
 fn quoted_at(bytes: &[u8], open: usize) -> Option<(usize, usize)> {
@@ -516,7 +559,9 @@ pub(crate) fn scan_assignments(text: &str, out: &mut Vec<Finding>) {
                 continue;
             }
         }
-        let Some((id_s, _, id_quoted, denylisted)) = ident_before(bytes, op_start) else {
+        let Some((id_s, _, id_quoted, denylisted)) =
+            ident_before(bytes, op_start).or_else(|| attribute_pair(bytes, op_start))
+        else {
             continue;
         };
         let in_query = id_s > 0 && matches!(bytes[id_s - 1], b'?' | b'&');
@@ -674,6 +719,55 @@ pub(crate) fn dotnet_credential(
         return None;
     }
     judge(text, s, e, true, true)
+}
+
+/// `password "…";` (detect-secrets `FOLLOWED_BY_QUOTES_AND_SEMICOLON`, C-like
+/// declarations and configuration directives): every `;` right after a closing quote, the
+/// literal back to its opening quote on the same line, whitespace, and before it a name on
+/// detect-secrets' `DENYLIST` (password rule and high-entropy rule both apply).
+pub(crate) fn scan_quoted_statements(text: &str, out: &mut Vec<Finding>) {
+    let bytes = text.as_bytes();
+    for semi in memchr::memchr_iter(b';', bytes) {
+        let Some(close) = semi.checked_sub(1) else {
+            continue;
+        };
+        let q = bytes[close];
+        if !matches!(q, b'"' | b'\'') {
+            continue;
+        }
+        let line_start = memchr::memrchr(b'\n', &bytes[..close]).map_or(0, |i| i + 1);
+        let from = close
+            .saturating_sub(validate::GENERIC_MAX_LEN)
+            .max(line_start);
+        let Some(open) = memchr::memrchr(q, &bytes[from..close]).map(|i| from + i) else {
+            continue;
+        };
+        let mut j = open;
+        while j > line_start && open - j < MAX_PAD && matches!(bytes[j - 1], b' ' | b'\t') {
+            j -= 1;
+        }
+        if j == open {
+            continue; // `name"…"` or `= "…"`: not this form
+        }
+        let id_s = ident_start(bytes, j);
+        if id_s == j
+            || id_s
+                .checked_sub(1)
+                .is_some_and(|i| !bytes[i].is_ascii_whitespace())
+        {
+            continue;
+        }
+        if classify(&bytes[id_s..j]) != Some(true) {
+            continue;
+        }
+        if let Some((s, e)) = judge(text, open + 1, close, true, true) {
+            out.push(Finding {
+                detector: Detector::GenericSecret,
+                start: s,
+                end: e,
+            });
+        }
+    }
 }
 
 /// Whether `v` starts with `name(`: a function call.

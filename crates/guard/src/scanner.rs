@@ -7,7 +7,7 @@
 //!    prefix-based detectors (`AKIA`, `ghp_`, `sk-`, `xox`, `AIza`, `-----BEGIN`, `eyJ`,
 //!    `Bearer`);
 //! 2. `memchr3` for `:`, `=` and `,`, the operators of [`Detector::GenericSecret`], and
-//!    `memchr` for `>` (XML elements); `memmem` for ` is '` / ` is "` (`the password is
+//!    `memchr` for `>` (XML elements) and `;` (`password "…";`); `memmem` for ` is '` / ` is "` (`the password is
 //!    '…'`) and the two .NET credential constructors;
 //! 3. `memchr` for `@` (e-mail addresses);
 //! 4. a vectorisable skip to the next ASCII digit, for IBANs, card and phone numbers.
@@ -317,6 +317,7 @@ impl Scanner {
         if self.on(Detector::GenericSecret) {
             generic::scan_assignments(text, &mut cands);
             generic::scan_xml_elements(text, &mut cands);
+            generic::scan_quoted_statements(text, &mut cands);
             // .NET credential constructors: `NetworkCredential(user, password)`,
             // `DirectoryEntry(path, user, password)`.
             for (finder, index) in self.dotnet.iter().zip([1, 2]) {

@@ -777,6 +777,18 @@ add("email", "pos", "Пишите на ivan@xn--80a1acny.xn--e1afmkfd.xn--p1ai �
     [("email", "ivan@xn--80a1acny.xn--e1afmkfd.xn--p1ai")])
 add("email", "neg", "Bounce from support@xn--9.example.com: no such domain.", [])
 
+for t, v in [
+    ('<appSettings>\n  <add key="SmtpPassword" value="Gr33n!Leaf7"/>\n</appSettings>', "Gr33n!Leaf7"),
+    ('auth_param basic password "Tr4ck&Field9";', "Tr4ck&Field9"),
+]:
+    add(X, "pos", t, [(X, v)])
+for t in [
+    '<add key="SmtpHost" value="mail.example.com"/>',
+    '<add key="PasswordLength" value="12"/>',
+    'password "${SMTP_PASS}";',
+]:
+    add(X, "neg", t, [])
+
 json.dump({"about": "Labelled corpus for nexus-guard. Every value is synthetic: test card numbers, "
                     "registry example IBANs, AWS documentation example keys, fictional phone numbers "
                     "(NANP 555-01xx, Ofcom drama ranges) and randomly generated token bodies. Ids are "
