@@ -30,7 +30,7 @@ const KEYWORDS: &[&str] = &[
 
 /// Keywords that count only as a whole word of the identifier (`db_pass`, `user_auth`,
 /// `creds`; not `compass`, `author`, `authority`): gitleaks' `auth` and `creds`,
-/// noseyparker's `pass`.
+/// noseyparker's `pass` (as the last word, or after `db`, `database`, `key`).
 const WORD_KEYWORDS: &[&str] = &["pass", "auth", "creds"];
 
 /// detect-secrets `KeywordDetector.DENYLIST` (`_` optional, so written without it), plus
@@ -124,11 +124,21 @@ fn classify(ident: &[u8]) -> Option<bool> {
     let words = &ranges[..n];
     let word = |i: usize| &lower[words[i].0..words[i].1];
     let find = |hay: &[u8], needle: &[u8]| hay.windows(needle.len()).position(|x| x == needle);
+    // `pass` counts as the last word, right before the operator as in noseyparker's rules
+    // (`backend_pass =`, not `needless_pass_by_value =`), or in detect-secrets' DENYLIST
+    // compounds `db_pass`, `database_pass`, `key_pass` (`db_pass_secure`).
+    let pass_ok = |i: usize| {
+        i + 1 == n
+            || i.checked_sub(1)
+                .is_some_and(|j| matches!(word(j), b"db" | b"database" | b"key"))
+    };
     let hit = (0..n).rev().find(|&i| {
         KEYWORDS
             .iter()
             .any(|k| find(word(i), k.as_bytes()).is_some())
-            || WORD_KEYWORDS.iter().any(|k| word(i) == k.as_bytes())
+            || WORD_KEYWORDS
+                .iter()
+                .any(|k| word(i) == k.as_bytes() && (*k != "pass" || pass_ok(i)))
     })?;
     let not_after = |w: &[u8]| -> bool {
         let w = w.strip_suffix(b"s").filter(|s| !s.is_empty()).unwrap_or(w);
@@ -165,7 +175,7 @@ fn classify(ident: &[u8]) -> Option<bool> {
     let denylisted = DENYLIST
         .iter()
         .any(|d| find(compact, d.as_bytes()).is_some())
-        || (0..n).any(|i| word(i) == b"pass");
+        || (0..n).any(|i| word(i) == b"pass" && pass_ok(i));
     Some(denylisted)
 }
 
@@ -264,6 +274,8 @@ fn ident_start(bytes: &[u8], end: usize) -> usize {
 /// name before one type word. Returns `(start, end, quoted, denylisted)` for a name that
 /// [`classify`] accepts; names glued to a path (`'/forgot-password' =>`) are skipped.
 fn ident_before(bytes: &[u8], op: usize) -> Option<(usize, usize, bool, bool)> {
+    // Types precede `=` (`var apiToken string = …`); before `:` a second word is prose.
+    let typed_ok = bytes.get(op).is_some_and(|&b| b != b':') || bytes.get(op + 1) == Some(&b'=');
     let mut j = op;
     while j > 0 && op - j < MAX_PAD && matches!(bytes[j - 1], b' ' | b'\t') {
         j -= 1;
@@ -290,7 +302,7 @@ fn ident_before(bytes: &[u8], op: usize) -> Option<(usize, usize, bool, bool)> {
     if let Some(d) = classify(&bytes[start..end]) {
         return Some((start, end, false, d));
     }
-    if matches!(before, Some(b' ' | b'\t')) {
+    if typed_ok && matches!(before, Some(b' ' | b'\t')) {
         // Typed declaration: `<name> <type> =`, the type a word of at most 20 bytes.
         let ty = &bytes[start..end];
         if ty.len() <= 20 && ty.iter().all(u8::is_ascii_alphanumeric) {
@@ -408,14 +420,22 @@ fn unquoted_end(bytes: &[u8], s: usize) -> Option<usize> {
             return None;
         }
     }
-    let v = &bytes[s..e];
-    for (open, close) in [(b'(', b')'), (b'[', b']'), (b'{', b'}'), (b'<', b'>')] {
-        let opens = v.iter().filter(|&&b| b == open).count();
-        let mut closes = v.iter().filter(|&&b| b == close).count();
-        while closes > opens && e > s && bytes[e - 1] == close {
-            e -= 1;
-            closes -= 1;
+    // Trailing closers without an opener in the value, of any kind and in any order
+    // (`f(token=abc)]`).
+    while e > s {
+        let v = &bytes[s..e];
+        let last = bytes[e - 1];
+        let unbalanced = [(b'(', b')'), (b'[', b']'), (b'{', b'}'), (b'<', b'>')]
+            .iter()
+            .any(|&(open, close)| {
+                last == close
+                    && v.iter().filter(|&&b| b == close).count()
+                        > v.iter().filter(|&&b| b == open).count()
+            });
+        if !unbalanced {
+            break;
         }
+        e -= 1;
     }
     Some(e)
 }
@@ -473,7 +493,42 @@ fn judge(
     if validate::generic_value_ok(v) {
         return Some((s, e));
     }
-    (denylisted && password_gate && validate::password_value_ok(v)).then_some((s, e))
+    (denylisted && password_gate && validate::password_value_ok(v) && !names_itself(text, s, v))
+        .then_some((s, e))
+}
+
+/// [`judge`] for an unquoted value after a username (noseyparker `np.generic.4`), where a
+/// `snake_case` password (`open_sesame`) is a password, not a name.
+fn judge_after_user(text: &str, s: usize, e: usize) -> Option<(usize, usize)> {
+    let v = text.get(s..e)?;
+    (validate::generic_value_ok(v) || validate::password_literal_ok(v, true)).then_some((s, e))
+}
+
+/// Whether a literal repeats the name it is assigned to (`Fault::Pass => "Pass"`,
+/// `GoogleApiKey => "google_api_key"`): letters and digits compared without case, over the
+/// 64 bytes before the literal.
+fn names_itself(text: &str, s: usize, v: &str) -> bool {
+    let norm = |x: &[u8]| -> Vec<u8> {
+        x.iter()
+            .filter(|b| b.is_ascii_alphanumeric())
+            .map(u8::to_ascii_lowercase)
+            .collect()
+    };
+    let want = norm(v.as_bytes());
+    if want.is_empty() {
+        return false;
+    }
+    let before = &text.as_bytes()[s.saturating_sub(64)..s];
+    // The last identifier-like run before the literal.
+    let end = before
+        .iter()
+        .rposition(|b| b.is_ascii_alphanumeric())
+        .map_or(0, |i| i + 1);
+    let start = before[..end]
+        .iter()
+        .rposition(|&b| !(b.is_ascii_alphanumeric() || b == b'_' || b == b'-'))
+        .map_or(0, |i| i + 1);
+    norm(&before[start..end]) == want
 }
 
 /// Generic `identifier <op> value` secrets, found from operator bytes: every `:`, `=` and
@@ -613,15 +668,21 @@ pub(crate) fn scan_assignments(text: &str, out: &mut Vec<Finding>) {
         if in_query {
             e = memchr::memchr2(b'&', b'#', &bytes[s..e]).map_or(e, |i| s + i);
         }
-        // A call (`key: make_key()`, `derive_key(&salt`) is code, not a value.
-        if e == s || bytes[s..e].contains(&b'(') && call_shaped(&bytes[s..e]) {
+        // Code, not a value: a call, generic type or index (`make_key()`, `Mutex<Vec<u8>>`,
+        // `keys[0]`), a parenthesised or borrowed expression, a method chain.
+        if e == s || code_shaped(&bytes[s..e]) {
             continue;
         }
         // An unquoted password has no brackets (`request.form["password"]` is code).
         let gate = denylisted
             && !bytes[s..e].iter().any(|b| matches!(b, b'(' | b'['))
             && user_before(bytes, id_s);
-        if let Some(f) = judge(text, s, e, denylisted, gate) {
+        let found = if gate {
+            judge_after_user(text, s, e)
+        } else {
+            judge(text, s, e, denylisted, false)
+        };
+        if let Some(f) = found {
             push(out, f, &mut done_until);
         }
     }
@@ -770,13 +831,20 @@ pub(crate) fn scan_quoted_statements(text: &str, out: &mut Vec<Finding>) {
     }
 }
 
-/// Whether `v` starts with `name(`: a function call.
-fn call_shaped(v: &[u8]) -> bool {
+/// Whether an unquoted value is code: it starts with `(`, `[`, `<` or `&`, or with a name
+/// followed by `(`, `<`, `[` or `!(`/`![`/`!{` (a call, a generic type, an index, a
+/// macro), or it holds `()` or `?.`.
+fn code_shaped(v: &[u8]) -> bool {
     let name = v
         .iter()
         .take_while(|&&b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b':' | b'$'))
         .count();
-    name > 0 && v.get(name) == Some(&b'(')
+    matches!(v.first(), Some(b'(' | b'[' | b'<' | b'&'))
+        || (name > 0 && matches!(v.get(name), Some(b'(' | b'<' | b'[')))
+        || (name > 0
+            && v.get(name) == Some(&b'!')
+            && matches!(v.get(name + 1), Some(b'(' | b'[' | b'{')))
+        || v.windows(2).any(|w| w == b"()" || w == b"?.")
 }
 
 /// `"<literal>" == <identifier>` (detect-secrets `PRECEDED_BY_EQUAL_COMPARISON_SIGNS`):
@@ -840,7 +908,14 @@ fn comma_pair(text: &str, comma: usize) -> Option<(usize, usize)> {
     if !literal_ends(bytes, qe) || bytes[vs..ve].iter().any(u8::is_ascii_whitespace) {
         return None;
     }
-    judge(text, vs, ve, denylisted, true)
+    // The password rule only for a call's first two arguments (`f("PASSWORD", "…")`): in a
+    // list of strings (`["pass", "auth"]`) a short literal is no password.
+    let mut k = id_s - 1;
+    while k > 0 && matches!(bytes[k - 1], b' ' | b'\t') {
+        k -= 1;
+    }
+    let call = k > 0 && bytes[k - 1] == b'(';
+    judge(text, vs, ve, denylisted, call)
 }
 
 /// `the password is '…'` in prose (noseyparker `np.generic.11`–`np.generic.14`): the

@@ -332,11 +332,17 @@ const NOT_A_PASSWORD: &[&str] = &[
 /// - a reference or template: starting with `$`, `%`, `@`, `&`, `*`, a quote, or wrapped
 ///   in `{…}` / `<…>` (detect-secrets `is_templated_secret`), or `#` plus a slug
 ///   (`#add-password`, a CSS selector);
-/// - a path, route, URL or ARN (`/`, `::`), a dotted reference (`env.DB_PASSWORD`) or a
-///   call (`get_password()`);
+/// - a path, route, URL or ARN (`/`, `::`), a dotted reference (`env.DB_PASSWORD`), a
+///   call (`get_password()`), or a `snake_case` / `SCREAMING_SNAKE` name (`"OPENAI_API_KEY"`);
 /// - a placeholder (the generic list plus `fake`) or a setting word (`required`, `none`,
 ///   `true`, …).
 pub(crate) fn password_value_ok(value: &str) -> bool {
+    password_literal_ok(value, false)
+}
+
+/// [`password_value_ok`], with `allow_names` letting `snake_case` / `SCREAMING_SNAKE`
+/// values through (an unquoted value after a username: `password = open_sesame`).
+pub(crate) fn password_literal_ok(value: &str, allow_names: bool) -> bool {
     let chars = value.chars().count();
     if !(4..=64).contains(&chars)
         || value.contains(['\n', '\r'])
@@ -365,6 +371,14 @@ pub(crate) fn password_value_ok(value: &str) -> bool {
         return false;
     }
     if value.contains('/') || value.contains("::") || value.contains("()") {
+        return false;
+    }
+    // Identifier-shaped literals name something (`"OPENAI_API_KEY"`, `"private_key"`).
+    let snake = value.contains('_')
+        && b.iter().all(|c| c.is_ascii_alphanumeric() || *c == b'_')
+        && (b.iter().all(|c| !c.is_ascii_lowercase()) || b.iter().all(|c| !c.is_ascii_uppercase()))
+        && b.iter().any(u8::is_ascii_alphabetic);
+    if snake && !allow_names {
         return false;
     }
     let dotted = value.contains('.')

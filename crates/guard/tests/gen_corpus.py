@@ -789,6 +789,17 @@ for t in [
 ]:
     add(X, "neg", t, [])
 
+for t in [
+    "struct Store { keys: Mutex<HashMap<String, Vec<u8>>>, token_ttl: Option<Duration> }",
+    "let key = (request.run_id().to_string(), step);",
+    "let token = parenthesized!(content in input);",
+    'needless_pass_by_value = "warn"',
+    'match kind { Kind::Pass => "Pass", Kind::Fail => "Fail" }',
+    'in_environment: ["NEXUS_OPENAI_API_KEY", "OPENAI_API_KEY"]',
+    'const WORDS: &[&str] = &["pass", "auth", "creds"];',
+]:
+    add(X, "neg", t, [])
+
 json.dump({"about": "Labelled corpus for nexus-guard. Every value is synthetic: test card numbers, "
                     "registry example IBANs, AWS documentation example keys, fictional phone numbers "
                     "(NANP 555-01xx, Ofcom drama ranges) and randomly generated token bodies. Ids are "
