@@ -147,17 +147,20 @@ pub enum Detector {
     ///
     /// **High-entropy rule** (gitleaks `generic-api-key`): an identifier of at most 64
     /// `[A-Za-z0-9_.-]` containing `key`, `token`, `secret`, `password`, `passwd`, `pwd`,
-    /// `credential` or `passphrase`, or the word `pass`, `auth` or `creds` (any case); an
+    /// `credential` or `passphrase`, or the word `auth` or `creds`, or `pass` as the last
+    /// word or in `db_pass`/`key_pass` (any case); an
     /// operator — assignment `=`, `:`, `:=`, `::=`, `:::=`, `?=`, `.=`, `=>`, the
     /// identifier optionally quoted and optionally followed by one type word
     /// (`var apiToken string = …`); a comparison `==`, `===`, `!=`, `!==` with a quoted
     /// literal on either side (detect-secrets); a quoted name, `,` and a quoted value
     /// (`System.setProperty("API_TOKEN", "…")`); an XML element `<apiToken>…</apiToken>`;
     /// or the `value` attribute of an element whose `key`/`name` attribute names a
-    /// credential (`<add key="DbPassword" value="…"/>`) — and a value of 16–512 bytes. A quoted value runs to its closing quote on the same
-    /// line (a literal wrapped again in the other quote is read inside); others end at
-    /// whitespace, a quote, `,`, `;` or an escaped line break, without unbalanced closing
-    /// brackets (and at `&`/`#` in a URL query). Also `Bearer <token>`. Only the value is
+    /// credential (`<add key="DbPassword" value="…"/>`) — and a value of 16–512 bytes. A
+    /// quoted value runs to its closing quote on the same line (a literal wrapped again in
+    /// the other quote is read inside); others end at whitespace, a quote, `,`, `;` or an
+    /// escaped line break, without unbalanced closing brackets (and at `&`/`#` in a URL
+    /// query); unquoted code (a call, generic type, index, macro or method chain:
+    /// `Mutex<Vec<u8>>`, `quote!(…)`) is not a value. Also `Bearer <token>`. Only the value is
     /// reported. The value must have a Shannon entropy above 3.0 bits per character and
     /// mix at least two character classes. It must not be:
     /// - letters and `_.-` only (gitleaks' allowlist), or a slug or path whose
@@ -189,8 +192,10 @@ pub enum Detector {
     /// `DirectoryEntry(path, user, password)`. The value needs a letter or digit and must
     /// not be a reference or template (`$VAR`, `%s`, `@x`, `&lt;…`, `{…}`, `<…>`,
     /// `#css-id`), a path, route, URL or ARN, a dotted reference (`env.DB_PASSWORD`), a
-    /// call, an escaped multi-line string, a placeholder (the list above plus `fake`) or a
-    /// setting word (`required`, `none`, `true`, …).
+    /// call, a `snake_case`/`SCREAMING_SNAKE` name in quotes (`"OPENAI_API_KEY"`), its own
+    /// name (`Pass => "Pass"`), an escaped multi-line string, a placeholder (the list above
+    /// plus `fake`) or a setting word (`required`, `none`, `true`, …). In a list of strings
+    /// (not a call's arguments) only the high-entropy rule applies (`["pass", "auth"]`).
     ///
     /// So `password: changeme`, `token: ${GITHUB_TOKEN}` and `password = "${DB}"` are not
     /// flagged, while `password = "hunter2x"` is. Limitations: a long passphrase of whole
