@@ -135,15 +135,37 @@ impl CatalogEntry {
 #[serde(deny_unknown_fields)]
 struct CatalogFile {
     #[serde(default)]
+    providers: Vec<ProviderDecl>,
+    #[serde(default)]
     models: Vec<CatalogEntry>,
     #[serde(default)]
     weights: Option<SelectorWeights>,
+}
+
+/// A provider id that model references may name, as the catalog's `providers:` section
+/// declares it: `{id, locality, model_optional, example}`. Validation checks references
+/// against these declarations; the providers' code lives in `nexus-llm`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderDecl {
+    /// The id before the `:` of a model reference (`ollama`).
+    pub id: String,
+    /// Where the provider's models run; a `cloud` provider is refused on `local_only`
+    /// steps at validation.
+    pub locality: Locality,
+    /// Whether a reference may omit the model (`embedded` alone names the bundled model).
+    #[serde(default)]
+    pub model_optional: bool,
+    /// A reference to show in hints (`ollama:llama3.1`).
+    pub example: String,
 }
 
 /// Known models: the built-in catalog plus the user's entries, and the user's selector
 /// weights when their file sets them (`weights: {quality: 0.5, locality: 0.1, ...}`).
 #[derive(Debug, Clone, Default)]
 pub struct ModelCatalog {
+    /// Provider ids that model references may name.
+    pub providers: Vec<ProviderDecl>,
     /// Entries; later entries with the same provider and name replace earlier ones.
     pub entries: Vec<CatalogEntry>,
     /// Selector weights from the user's file, if any (missing weights keep their
@@ -171,6 +193,7 @@ impl ModelCatalog {
                 message: e.to_string().lines().next().unwrap_or_default().to_string(),
             })?;
         Ok(ModelCatalog {
+            providers: file.providers,
             entries: file.models,
             weights: file.weights,
         })
@@ -189,6 +212,10 @@ impl ModelCatalog {
         let more = Self::parse(&text, &path.display().to_string())?;
         if more.weights.is_some() {
             self.weights = more.weights;
+        }
+        for decl in more.providers {
+            self.providers.retain(|p| p.id != decl.id);
+            self.providers.push(decl);
         }
         for entry in more.entries {
             self.entries

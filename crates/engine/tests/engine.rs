@@ -511,3 +511,53 @@ fn the_located_reader_and_the_format_types_agree() {
         assert_eq!(parsed, back, "{name}");
     }
 }
+
+/// Model references are checked against the catalog's provider declarations: a cloud
+/// provider is refused on a `local_only` step, a provider whose declaration makes the
+/// model optional may be named alone, an undeclared one is named with the forms allowed.
+#[test]
+fn model_references_follow_the_catalogs_provider_declarations() {
+    use nexus_engine::provider::Locality;
+    use nexus_engine::select::ModelCatalog;
+    let catalog = ModelCatalog::builtin().expect("built-in catalog");
+    let cloud: Vec<&str> = catalog
+        .providers
+        .iter()
+        .filter(|p| p.locality == Locality::Cloud)
+        .map(|p| p.id.as_str())
+        .collect();
+    assert_eq!(cloud, ["openai"]);
+    let step = |model: &str, local_only: bool| {
+        format!(
+            "id: w\nlocal_only: {local_only}\nsteps:\n  - id: a\n    kind: llm\n    prompt: hi\n    model: {{prefer: [\"{model}\"]}}\n"
+        )
+    };
+    assert!(nexus_engine::load_str(&step("embedded", true), None).is_ok());
+    assert!(nexus_engine::load_str(&step("ollama:llama3.1", true), None).is_ok());
+    let errs = nexus_engine::load_str(&step("openai:gpt-4o-mini", true), None).unwrap_err();
+    assert!(errs[0].message.contains("is a cloud model"), "{errs:?}");
+    let errs = nexus_engine::load_str(&step("ollama", false), None).unwrap_err();
+    assert!(errs[0].message.contains("has no model name"), "{errs:?}");
+    let errs = nexus_engine::load_str(&step("vllm:x", false), None).unwrap_err();
+    assert_eq!(
+        errs[0].hint.as_deref(),
+        Some("write `ollama:<model>`, `openai:<model>` or `embedded`")
+    );
+    // A user's file may add a provider declaration; the same id replaces the built-in one.
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("models.yaml");
+    std::fs::write(
+        &path,
+        "providers:\n  - {id: openai, locality: local, example: openai:local-model}\n",
+    )
+    .expect("write");
+    let mut catalog = catalog;
+    catalog.extend_from_file(&path).expect("extend");
+    let openai: Vec<_> = catalog
+        .providers
+        .iter()
+        .filter(|p| p.id == "openai")
+        .collect();
+    assert_eq!(openai.len(), 1);
+    assert_eq!(openai[0].locality, Locality::Local);
+}

@@ -40,7 +40,9 @@ pub enum Detector {
     /// (`"quoted local part"@…`); `@`; one to eight DNS labels (RFC 1035: letters, digits
     /// and inner hyphens in any script, at most 63 characters; `--` in positions 3–4 only
     /// in `xn--` A-labels, RFC 5891) and a TLD of 2–24 letters of one script or a punycode
-    /// `xn--` label. The address ends where its TLD's script does, so `メールはsato.k@example.co.jpまで`
+    /// `xn--` label; a domain with `xn--` labels must convert to Unicode under IDNA (RFC
+    /// 5891, UTS #46; the `idna` crate), so `me@xn--0.tld` is not reported. The address
+    /// ends where its TLD's script does, so `メールはsato.k@example.co.jpまで`
     /// yields `sato.k@example.co.jp`. `user@localhost` and `name@host` (no TLD) are not
     /// flagged, nor are image-file names such as `logo@2x.png` (TLDs `png`, `jpg`, `jpeg`,
     /// `gif`, `svg`, `webp`, `bmp`, `ico`, none of which is a delegated TLD). Limitation:
@@ -85,7 +87,12 @@ pub enum Detector {
     /// AWS access key id (AWS IAM docs, "Unique identifier prefixes"): `AKIA` (long-term
     /// key), `ASIA` (temporary STS key), `ABIA` (STS service bearer token) or `ACCA`
     /// (context-specific credential) or `A3T` plus one character (gitleaks' `aws-access-token`),
-    /// followed by 16 uppercase alphanumerics, entropy >= 3.
+    /// followed by 16 uppercase alphanumerics of which at least four are distinct (so
+    /// fillers such as `AKIAXXXXXXXXXXXXXXXX` are not reported; ids are base32-like, so
+    /// the entropy floor of base62 tokens does not apply: noseyparker's
+    /// `AKIADEADBEEFDEADBEEF`). The other prefixes of the IAM table (`AIDA` users, `AROA`
+    /// roles, `AGPA` groups, `ANPA` policies, `APKA` public keys, …) name resources, not
+    /// credentials, and are not reported.
     AwsAccessKey,
     /// GitHub token (GitHub docs, "About authentication to GitHub" / token formats):
     /// `ghp_` (classic PAT), `gho_` (OAuth), `ghu_` (user-to-server), `ghs_`
@@ -97,8 +104,11 @@ pub enum Detector {
     /// OpenAI API key: `sk-`, optionally `proj-`, `svcacct-` or `admin-`, then
     /// `[A-Za-z0-9_-]` around the `T3BlbkFJ` marker (base64 of "OpenAI", which every issued
     /// key embeds; gitleaks `openai-api-key`, detect-secrets), at least 8 characters on
-    /// each side, mixing lowercase, uppercase and digits, entropy >= 3. Keys starting
-    /// `sk-ant-` belong to [`Detector::AnthropicKey`].
+    /// each side, mixing lowercase, uppercase and digits, entropy >= 3. Also legacy user
+    /// keys without the marker: `sk-` and exactly 48 `[A-Za-z0-9]` (noseyparker
+    /// `np.openai.1`, kingfisher `kingfisher.openai.1`) mixing cases and digits, with
+    /// entropy >= 3 and no run of six ascending characters (`…abcdefgh…`, a typed
+    /// example). Keys starting `sk-ant-` belong to [`Detector::AnthropicKey`].
     OpenaiKey,
     /// Anthropic API key: `sk-ant-<kind><version>-` (e.g. `sk-ant-api03-`,
     /// `sk-ant-admin01-`, `sk-ant-oat01-`) followed by exactly 93 `[A-Za-z0-9_-]` and the
@@ -120,6 +130,11 @@ pub enum Detector {
     /// `-----BEGIN [RSA |EC |DSA |OPENSSH |ENCRYPTED |PGP ]PRIVATE KEY[ BLOCK]-----`. The
     /// finding spans the whole block up to the matching `-----END …-----` line when one
     /// follows within 32 KiB; otherwise the header plus the base64 body that follows it.
+    /// A body written out in words (detect-secrets' tests: `super secret private key
+    /// here`, `yabba dabba doo`) also makes a key block when the header ends its line, the
+    /// body is at most 256 bytes on at most two lines and holds two or more words;
+    /// one-token bodies (`anything`, `xxx`, `***`, `...`, a short base64 string) and
+    /// bodies with `<…>` or `your` are placeholders (gitleaks', secretlint's negatives).
     /// Public keys and certificates are not flagged.
     PrivateKey,
     /// JSON Web Token (RFC 7519) in JWS compact serialization (RFC 7515): base64url
@@ -128,28 +143,64 @@ pub enum Detector {
     /// starting `{`; the signature may be empty (`alg: none`) or, when the header says
     /// `"typ":"JWT"`, missing with its dot.
     Jwt,
-    /// Key/value style credential (after gitleaks `generic-api-key`): an identifier of at
-    /// most 64 `[A-Za-z0-9_.-]` containing `key`, `token`, `secret`, `password`, `passwd`,
-    /// `pwd` or `credential` (any case), an assignment (`:`, `=`, `:=`, `=>`; identifier
-    /// and value optionally quoted as in JSON, YAML, env files and code), and a value of
-    /// 16–512 bytes: a quoted value without whitespace runs to its closing quote, others
-    /// end at whitespace, a quote or one of `,;()[]{}<>` (and `&`/`#` in a URL query);
-    /// also `Bearer <token>`. Only the value is reported.
+    /// Credential found by the name it is assigned to. Two rules (see `generic.rs`):
     ///
-    /// The value must have a Shannon entropy above 3.0 bits per character and mix at least
-    /// two character classes. It must not be:
+    /// **High-entropy rule** (gitleaks `generic-api-key`): an identifier of at most 64
+    /// `[A-Za-z0-9_.-]` containing `key`, `token`, `secret`, `password`, `passwd`, `pwd`,
+    /// `credential` or `passphrase`, or the word `auth` or `creds`, or `pass` as the last
+    /// word or in `db_pass`/`key_pass` (any case); an
+    /// operator — assignment `=`, `:`, `:=`, `::=`, `:::=`, `?=`, `.=`, `=>`, the
+    /// identifier optionally quoted and optionally followed by one type word
+    /// (`var apiToken string = …`); a comparison `==`, `===`, `!=`, `!==` with a quoted
+    /// literal on either side (detect-secrets); a quoted name, `,` and a quoted value
+    /// (`System.setProperty("API_TOKEN", "…")`); an XML element `<apiToken>…</apiToken>`;
+    /// or the `value` attribute of an element whose `key`/`name` attribute names a
+    /// credential (`<add key="DbPassword" value="…"/>`) — and a value of 16–512 bytes. A
+    /// quoted value runs to its closing quote on the same line (a literal wrapped again in
+    /// the other quote is read inside); others end at whitespace, a quote, `,`, `;` or an
+    /// escaped line break, without unbalanced closing brackets (and at `&`/`#` in a URL
+    /// query); unquoted code (a call, generic type, index, macro or method chain:
+    /// `Mutex<Vec<u8>>`, `quote!(…)`) is not a value. Also `Bearer <token>`. Only the value is
+    /// reported. The value must have a Shannon entropy above 3.0 bits per character and
+    /// mix at least two character classes. It must not be:
     /// - letters and `_.-` only (gitleaks' allowlist), or a slug or path whose
     ///   `-`/`_`/`.`/`/`/`:`-separated words are each all letters or all digits;
     /// - a placeholder (`example`, `changeme`, `xxxx`, `your_…`, `${VAR}`, `{{ var }}`,
     ///   `<token>`);
-    /// - a path (`/etc/x`, `./x`, `dir/file.ext`), a URL, a date or a call
-    ///   (`key: make_key()`);
+    /// - a path (`/etc/x`, `./x`, `dir/file.ext`), a URL, a host name or `host:port`, a
+    ///   date or a call (`key: make_key()`);
     /// - a code identifier (`super::Win32::KEY`, `X509KeyUsageFlags`: identifier-shaped
-    ///   with words averaging three or more characters, or a `SCREAMING_SNAKE` constant).
+    ///   with words averaging three or more characters, or a `SCREAMING_SNAKE` constant),
+    ///   or a character-set constant (ten ascending characters, `0123456789abc…`).
     ///
-    /// So `password: changeme` and `token: ${GITHUB_TOKEN}` are not flagged. Limitation:
-    /// long passphrases made of whole words without symbols
-    /// (`CorrectHorseBatteryStaple42`) look like identifiers and are missed.
+    /// Identifiers that name something about a credential are skipped (gitleaks'
+    /// allowlist): a keyword followed by `id`, `name`, `length`, `size`, `file`, `path`,
+    /// `url`, `endpoint`, `version`, `pair`, `label`, `hint`, `variable`, … or preceded by
+    /// `public`, `pub`, `bucket`, `schema`, `sequence`, `csrf`, … (`credentialsId`,
+    /// `kms_key_id`, `public_key`, `secret_name`, `csrf-token`, `passwordLabel`); the id
+    /// of a detect-secrets `DENYLIST` key (`private_key_id`) stays reported.
+    ///
+    /// **Password rule** (detect-secrets `KeywordDetector`, noseyparker `np.generic.3`–
+    /// `.5`, `.7`, `.8`, `.11`–`.14`): for names on detect-secrets' `DENYLIST` (`api_key`,
+    /// `private_key`, `client_key`, `db_pass`, `password`, `passwd`, `pwd`, `secret`, …)
+    /// and the word `pass`, a value of 4–64 characters at any entropy, spaces allowed,
+    /// when it is a quoted literal that ends its expression (not `"a" + b`), or an
+    /// unquoted value after a username assignment on the same or the previous line
+    /// (`user = Aladdin` / `password = open_sesame`); also `password "…";` (a name, a
+    /// space, a literal and `;`), `the password is '…'` in prose
+    /// and the password argument of .NET's `NetworkCredential(user, password)` and
+    /// `DirectoryEntry(path, user, password)`. The value needs a letter or digit and must
+    /// not be a reference or template (`$VAR`, `%s`, `@x`, `&lt;…`, `{…}`, `<…>`,
+    /// `#css-id`), a path, route, URL or ARN, a dotted reference (`env.DB_PASSWORD`), a
+    /// call, a `snake_case`/`SCREAMING_SNAKE` name in quotes (`"OPENAI_API_KEY"`), its own
+    /// name (`Pass => "Pass"`), an escaped multi-line string, a placeholder (the list above
+    /// plus `fake`) or a setting word (`required`, `none`, `true`, …). In a list of strings
+    /// (not a call's arguments) only the high-entropy rule applies (`["pass", "auth"]`).
+    ///
+    /// So `password: changeme`, `token: ${GITHUB_TOKEN}` and `password = "${DB}"` are not
+    /// flagged, while `password = "hunter2x"` is. Limitations: a long passphrase of whole
+    /// words without symbols in an unquoted value (`CorrectHorseBatteryStaple42`) looks
+    /// like an identifier and is missed.
     GenericSecret,
 }
 

@@ -17,8 +17,9 @@
 //!   wins (validated vendor formats before PII, [`Detector::GenericSecret`] last).
 //! - Scanning never panics, whatever the input; its cost is linear in the input length.
 //! - Every candidate passes a validator beyond its pattern (Luhn, IBAN mod-97, JWT header
-//!   decoding, libphonenumber validity for phone numbers, entropy), so near-misses are not
-//!   reported.
+//!   decoding, IDNA for punycode domains, libphonenumber validity for phone numbers,
+//!   entropy, or the placeholder and reference checks on password literals), so
+//!   near-misses are not reported.
 //! - A [`Verdict::sample`] never contains the whole matched value (see [`mask`]).
 //! - No `unwrap`/`expect` outside tests: pattern compilation returns [`GuardError`].
 //!
@@ -44,6 +45,7 @@
 #![warn(missing_docs)]
 
 mod detector;
+mod generic;
 mod phone;
 mod policy;
 mod scanner;

@@ -1,12 +1,14 @@
-//! The [`Scanner`]: candidate search (literal anchors, `@`, `:`/`=`, digit runs) plus
+//! The [`Scanner`]: candidate search (literal anchors, `@`, `:`/`=`/`,`, digit runs) plus
 //! validation.
 //!
-//! A scan makes at most four linear passes over the text, each cheap on clean prose:
+//! A scan makes a few linear passes over the text, each cheap on clean prose:
 //!
 //! 1. an Aho-Corasick automaton (SIMD "Teddy" prefilter) over the literal anchors of the
 //!    prefix-based detectors (`AKIA`, `ghp_`, `sk-`, `xox`, `AIza`, `-----BEGIN`, `eyJ`,
 //!    `Bearer`);
-//! 2. `memchr2` for `:` and `=`, the assignments of [`Detector::GenericSecret`];
+//! 2. `memchr3` for `:`, `=` and `,`, the operators of [`Detector::GenericSecret`], and
+//!    `memchr` for `>` (XML elements) and `;` (`password "…";`); `memmem` for ` is '` / ` is "` (`the password is
+//!    '…'`) and the two .NET credential constructors;
 //! 3. `memchr` for `@` (e-mail addresses);
 //! 4. a vectorisable skip to the next ASCII digit, for IBANs, card and phone numbers.
 //!
@@ -17,6 +19,7 @@
 //! (`Detector::specificity`).
 
 use crate::detector::{Detector, Finding};
+use crate::generic;
 use crate::phone;
 use crate::validate::{self, is_word};
 use aho_corasick::{AhoCorasick, AhoCorasickBuilder, AhoCorasickKind, MatchKind};
@@ -62,17 +65,6 @@ enum Anchor {
     Bearer,
 }
 
-/// Keywords (lowercase) that mark an identifier as naming a credential.
-const KEYWORDS: &[&[u8]] = &[
-    b"key",
-    b"token",
-    b"secret",
-    b"password",
-    b"passwd",
-    b"pwd",
-    b"credential",
-];
-
 /// Literal anchors per detector.
 fn anchors_for(d: Detector) -> &'static [(&'static str, Anchor)] {
     match d {
@@ -117,6 +109,7 @@ struct Patterns {
     aws: Regex,
     github: Regex,
     openai: Regex,
+    openai_legacy: Regex,
     anthropic: Regex,
     slack: Regex,
     slack_webhook: Regex,
@@ -148,6 +141,7 @@ impl Patterns {
                 "openai",
                 r"^sk-(?:proj-|svcacct-|admin-)?[A-Za-z0-9_-]{8,200}T3BlbkFJ[A-Za-z0-9_-]{8,200}",
             )?,
+            openai_legacy: re("openai_legacy", r"^sk-[A-Za-z0-9]{48}")?,
             // `sk-ant-<kind><version>-`, 93 characters and the `AA` suffix (gitleaks,
             // kingfisher `anthropic-api-key`).
             anthropic: re(
@@ -210,6 +204,8 @@ pub struct Scanner {
     anchors: Option<AhoCorasick>,
     anchor_kinds: Vec<Anchor>,
     re: Patterns,
+    is_quote: [memchr::memmem::Finder<'static>; 2],
+    dotnet: [memchr::memmem::Finder<'static>; 2],
 }
 
 impl fmt::Debug for Scanner {
@@ -268,6 +264,14 @@ impl Scanner {
             anchors,
             anchor_kinds,
             re: Patterns::compile()?,
+            is_quote: [
+                memchr::memmem::Finder::new(" is '").into_owned(),
+                memchr::memmem::Finder::new(" is \"").into_owned(),
+            ],
+            dotnet: [
+                memchr::memmem::Finder::new("NetworkCredential(").into_owned(),
+                memchr::memmem::Finder::new("DirectoryEntry(").into_owned(),
+            ],
         })
     }
 
@@ -311,7 +315,35 @@ impl Scanner {
             }
         }
         if self.on(Detector::GenericSecret) {
-            scan_assignments(text, &mut cands);
+            generic::scan_assignments(text, &mut cands);
+            generic::scan_xml_elements(text, &mut cands);
+            generic::scan_quoted_statements(text, &mut cands);
+            // .NET credential constructors: `NetworkCredential(user, password)`,
+            // `DirectoryEntry(path, user, password)`.
+            for (finder, index) in self.dotnet.iter().zip([1, 2]) {
+                for at in finder.find_iter(text.as_bytes()) {
+                    let open_end = at + finder.needle().len();
+                    if let Some((s, e)) = generic::dotnet_credential(text, open_end, index) {
+                        cands.push(Finding {
+                            detector: Detector::GenericSecret,
+                            start: s,
+                            end: e,
+                        });
+                    }
+                }
+            }
+            // `password is '…'` in prose: every ` is '` / ` is "` (`memmem`).
+            for finder in &self.is_quote {
+                for at in finder.find_iter(text.as_bytes()) {
+                    if let Some((s, e)) = generic::password_prose(text, at) {
+                        cands.push(Finding {
+                            detector: Detector::GenericSecret,
+                            start: s,
+                            end: e,
+                        });
+                    }
+                }
+            }
         }
         if self.on(Detector::Email) {
             self.scan_emails(text, &mut cands);
@@ -342,7 +374,7 @@ impl Scanner {
             Anchor::Aws if token_start => {
                 if let Some(tok) = find(&self.re.aws) {
                     let end = at + tok.len();
-                    if ends_token(bytes, end, b"") && validate::token_body_ok(&tok[4..]) {
+                    if ends_token(bytes, end, b"") && validate::aws_body_ok(&tok[4..]) {
                         push(Detector::AwsAccessKey, at, end);
                     }
                 }
@@ -401,6 +433,24 @@ impl Scanner {
                         detector == Detector::AnthropicKey || validate::mixed_case_and_digits(body);
                     if ends_token(bytes, end, b"-") && shape_ok && validate::token_body_ok(body) {
                         push(detector, at, end);
+                        return;
+                    }
+                }
+                // Legacy OpenAI user keys: `sk-` and exactly 48 base62 characters, no
+                // marker (noseyparker `np.openai.1`, kingfisher `kingfisher.openai.1`).
+                // Without the marker the body must look random: mixed classes, entropy,
+                // and no run of six ascending characters (`abcdefgh` in a typed example).
+                if detector == Detector::OpenaiKey {
+                    if let Some(tok) = find(&self.re.openai_legacy) {
+                        let end = at + tok.len();
+                        let body = &tok[3..];
+                        if ends_token(bytes, end, b"-")
+                            && validate::mixed_case_and_digits(body)
+                            && validate::token_body_ok(body)
+                            && !validate::has_ascending_run(body, 6)
+                        {
+                            push(detector, at, end);
+                        }
                     }
                 }
             }
@@ -512,15 +562,20 @@ impl Scanner {
         let limit = (header_end + PEM_MAX_BLOCK).min(bytes.len());
         let finder = memchr::memmem::Finder::new(b"-----END");
         let mut from = header_end;
+        let mut footer = None;
         while let Some(off) = finder.find(&bytes[from..limit]) {
             let pos = from + off;
             if let Some(m) = self.re.pem_footer.find(&text[pos..]) {
                 if pem_body_ok(&bytes[header_end..pos]) {
                     return Some(pos + m.end());
                 }
+                footer = Some((pos, pos + m.end()));
                 break;
             }
             from = pos + 1;
+        }
+        if let Some(end) = pem_text_body_end(bytes, header_end, footer) {
+            return Some(end);
         }
         let mut end = header_end;
         while end < bytes.len() {
@@ -591,6 +646,16 @@ impl Scanner {
             let end = at + 1 + m.end();
             let domain = m.as_str();
             if !domain_shape_ok(domain) {
+                continue;
+            }
+            // RFC 5891 §5.4: an A-label (`xn--…`) must decode (Punycode, RFC 3492) to a
+            // valid U-label; checked with the `idna` crate (UTS #46 processing), so
+            // `me@xn--0.tld` is not an address.
+            let a_label = domain
+                .as_bytes()
+                .windows(4)
+                .any(|w| w.eq_ignore_ascii_case(b"xn--"));
+            if a_label && idna::domain_to_unicode(domain).1.is_err() {
                 continue;
             }
             // RFC 5891 §4.2.3.1: `--` in the third and fourth positions is reserved for
@@ -781,6 +846,71 @@ fn after_iban_groups(bytes: &[u8], start: usize) -> bool {
     false
 }
 
+/// Most bytes of a written-out (non-base64) key body: a line or two of prose.
+const PEM_TEXT_BODY_MAX: usize = 256;
+
+/// End of a private-key block whose body is written out in words rather than base64, as
+/// in detect-secrets' `PrivateKeyDetector` tests (`-----BEGIN RSA PRIVATE KEY-----` /
+/// `super secret private key here` / `-----END RSA PRIVATE KEY-----`): detect-secrets
+/// reports every private-key header, a key pasted with its body replaced or garbled is
+/// still a key block. Required here: the header ends its line (a line break or an escaped
+/// `\n` follows), the body (up to the footer, else the end of its line) is at most
+/// [`PEM_TEXT_BODY_MAX`] bytes of text on at most two lines, and it holds two or more
+/// words with letters. One-token bodies (`anything`, `xxx`, `***`, `...`, a short
+/// base64 string) are placeholders, as in gitleaks' and secretlint's negatives; so are
+/// bodies with `<…>` or `your`.
+fn pem_text_body_end(
+    bytes: &[u8],
+    header_end: usize,
+    footer: Option<(usize, usize)>,
+) -> Option<usize> {
+    let rest = &bytes[header_end..];
+    // A line break: `\r\n`, `\n`, or their escaped forms inside a string literal.
+    let brk = [&b"\\r\\n"[..], b"\\n", b"\r\n", b"\n"]
+        .iter()
+        .find(|p| rest.starts_with(p))
+        .map_or(0, |p| p.len());
+    if brk == 0 {
+        return None;
+    }
+    let body_start = header_end + brk;
+    let (body_end, end) = match footer {
+        Some((fs, fe)) if fs >= body_start => (fs, fe),
+        _ => {
+            let line_end =
+                memchr::memchr(b'\n', &bytes[body_start..]).map_or(bytes.len(), |i| body_start + i);
+            (line_end, line_end)
+        }
+    };
+    let body = bytes.get(body_start..body_end)?;
+    if body.len() > PEM_TEXT_BODY_MAX
+        || body
+            .iter()
+            .any(|&b| b.is_ascii_control() && !b.is_ascii_whitespace())
+    {
+        return None;
+    }
+    // Escaped line breaks (a key inside a JSON string) count as whitespace.
+    let body = std::str::from_utf8(body)
+        .ok()?
+        .replace("\\r", " ")
+        .replace("\\n", "\n")
+        .to_ascii_lowercase();
+    if body.contains('<') || body.contains("your") || body.matches('\n').count() > 2 {
+        return None;
+    }
+    let words = body
+        .split_whitespace()
+        .filter(|w| w.chars().any(char::is_alphabetic))
+        .count();
+    // Trim a trailing line break off a body that runs to the end of its line.
+    let mut end = end;
+    while end > body_start && matches!(bytes[end - 1], b'\r' | b'\n') {
+        end -= 1;
+    }
+    (words >= 2).then_some(end)
+}
+
 /// Minimum number of base64 characters in a PEM body (a 256-bit EC key has about 160).
 const PEM_MIN_BODY: usize = 40;
 
@@ -819,129 +949,6 @@ fn ends_token(bytes: &[u8], end: usize, extra: &[u8]) -> bool {
     bytes
         .get(end)
         .is_none_or(|&b| !(is_word(b) || extra.contains(&b)))
-}
-
-/// Generic `identifier <op> value` secrets, found from the assignment operator: every `:`
-/// and `=` (`memchr2`), then backwards over an optional closing quote and the identifier
-/// (`[A-Za-z0-9_.-]`, at most 64 bytes), which must contain one of [`KEYWORDS`] in any
-/// case; then forwards over an optional opening quote to the value (which ends at `&` or
-/// `#` when the identifier follows `?` or `&`, as in a URL query). Operators: `:`, `=`,
-/// `:=`, `=>`; comparisons (`==`, `!=`, `<=`, `>=`), paths (`::`) and URLs (`://`) are
-/// skipped.
-fn scan_assignments(text: &str, out: &mut Vec<Finding>) {
-    let bytes = text.as_bytes();
-    let n = bytes.len();
-    let mut done_until = 0;
-    for op in memchr::memchr2_iter(b':', b'=', bytes) {
-        if op < done_until {
-            continue;
-        }
-        let next = bytes.get(op + 1).copied();
-        let prev = op.checked_sub(1).map(|i| bytes[i]);
-        let op_end = match (bytes[op], next) {
-            (b':', Some(b'=')) => op + 2,
-            (b':', Some(b':' | b'/')) => continue,
-            (b'=', Some(b'>')) => op + 2,
-            (b'=', Some(b'=')) => continue,
-            (b'=', _) if matches!(prev, Some(b'=' | b'!' | b'<' | b'>' | b':')) => continue,
-            _ => op + 1,
-        };
-        // Backwards: spaces, an optional closing quote, the identifier.
-        let mut j = op;
-        while j > 0 && op - j < 3 && matches!(bytes[j - 1], b' ' | b'\t') {
-            j -= 1;
-        }
-        if j > 0 && matches!(bytes[j - 1], b'"' | b'\'') {
-            j -= 1;
-        }
-        let ident_end = j;
-        while j > 0
-            && ident_end - j < 64
-            && (bytes[j - 1].is_ascii_alphanumeric() || matches!(bytes[j - 1], b'_' | b'.' | b'-'))
-        {
-            j -= 1;
-        }
-        if j == ident_end || !contains_keyword(&bytes[j..ident_end]) {
-            continue;
-        }
-        // `?key=value&next=…`: in a URL query the value ends at `&` or `#`.
-        let in_query = j > 0 && matches!(bytes[j - 1], b'?' | b'&');
-        // Forwards: spaces, an optional opening quote, the value.
-        let mut s = op_end;
-        while s < n && s - op_end < 3 && matches!(bytes[s], b' ' | b'\t') {
-            s += 1;
-        }
-        let quote = (s < n && matches!(bytes[s], b'"' | b'\'' | b'`')).then(|| bytes[s]);
-        let quoted = quote.is_some();
-        if quoted {
-            s += 1;
-        }
-        // A quoted value runs to its closing quote (brackets and `$` included, as in
-        // `"m{{h}o)p${e]…}}"`) unless it holds whitespace; otherwise the usual delimiters.
-        let to_quote = quote.and_then(|q| {
-            let len = memchr::memchr(q, &bytes[s..(s + validate::GENERIC_MAX_LEN + 1).min(n)])?;
-            let v = &bytes[s..s + len];
-            (!v.iter().any(u8::is_ascii_whitespace)).then_some(s + len)
-        });
-        let Some(mut e) = to_quote.or_else(|| generic_value_end(bytes, s)) else {
-            continue;
-        };
-        if in_query {
-            e = memchr::memchr2(b'&', b'#', &bytes[s..e]).map_or(e, |i| s + i);
-        }
-        // Quoted values must close; unquoted ones must not be a call (`key: make_key()`).
-        let closed = if quoted {
-            matches!(bytes.get(e), Some(b'"' | b'\'' | b'`'))
-        } else {
-            bytes.get(e) != Some(&b'(')
-        };
-        if closed && validate::generic_value_ok(&text[s..e]) {
-            out.push(Finding {
-                detector: Detector::GenericSecret,
-                start: s,
-                end: e,
-            });
-            done_until = e;
-        }
-    }
-}
-
-/// Whether `ident` contains one of [`KEYWORDS`], ignoring ASCII case.
-fn contains_keyword(ident: &[u8]) -> bool {
-    let mut lower = [0u8; 64];
-    let len = ident.len().min(lower.len());
-    for (d, s) in lower.iter_mut().zip(&ident[..len]) {
-        *d = s.to_ascii_lowercase();
-    }
-    let lower = &lower[..len];
-    KEYWORDS
-        .iter()
-        .any(|k| lower.windows(k.len()).any(|w| w == *k))
-}
-
-/// End of a generic secret value starting at `s`: the first whitespace byte, quote or
-/// ASCII punctuation that delimits values in code and config (`,;()[]{}<>`). `None` when
-/// the value runs past [`validate::GENERIC_MAX_LEN`] bytes (too long to be a secret; the
-/// cap may fall inside a multi-byte character, so it is never used as an offset).
-fn generic_value_end(bytes: &[u8], s: usize) -> Option<usize> {
-    let mut e = s;
-    while e < bytes.len() {
-        let b = bytes[e];
-        if b.is_ascii_whitespace()
-            || matches!(
-                b,
-                b'"' | b'\'' | b'`' | b',' | b';' | b'(' | b')' | b'[' | b']'
-            )
-            || matches!(b, b'{' | b'}' | b'<' | b'>')
-        {
-            break;
-        }
-        e += 1;
-        if e - s > validate::GENERIC_MAX_LEN {
-            return None;
-        }
-    }
-    Some(e)
 }
 
 /// Start of a quoted local part ending just before the `@` at `at`: the opening `"` of a

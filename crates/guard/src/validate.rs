@@ -178,6 +178,45 @@ pub(crate) fn token_body_ok(body: &str) -> bool {
     shannon_entropy(body) >= MIN_TOKEN_ENTROPY
 }
 
+/// Shape check on the 16 characters after an AWS key id prefix: at least four distinct
+/// characters. Fillers of one to three characters (`AKIAXXXXXXXXXXXXXXXX`,
+/// `AKIAAAAAAAAAAAAAAAAA`) are placeholders; AWS key ids are uppercase base32-like
+/// strings of lower entropy than base62 (gitleaks notes that current ids use only
+/// `A-Z2-7`), so the generic entropy floor of other tokens is not applied.
+pub(crate) fn aws_body_ok(body: &str) -> bool {
+    let mut seen = [false; 256];
+    let mut distinct = 0;
+    for b in body.bytes() {
+        if !seen[usize::from(b)] {
+            seen[usize::from(b)] = true;
+            distinct += 1;
+        }
+    }
+    distinct >= 4
+}
+
+/// Whether `s` holds `n` or more consecutive ASCII alphanumerics in ascending order
+/// (`abcdef`, `123456`). A random base62 string of 48 characters holds a run of six with
+/// probability below 1e-7, so such a run marks a hand-typed example.
+pub(crate) fn has_ascending_run(s: &str, n: usize) -> bool {
+    let b = s.as_bytes();
+    let mut run = 1;
+    for w in b.windows(2) {
+        if w[0].is_ascii_alphanumeric()
+            && w[1] == w[0].wrapping_add(1)
+            && w[1].is_ascii_alphanumeric()
+        {
+            run += 1;
+            if run >= n {
+                return true;
+            }
+        } else {
+            run = 1;
+        }
+    }
+    false
+}
+
 /// Whether `body` mixes lowercase, uppercase and digits, as a random base62 key body of 32+
 /// characters does except with negligible probability (< 1e-7), while hyphenated prose
 /// slugs after `sk-` (`sk-learn-tutorial-part-2`) do not.
@@ -261,7 +300,7 @@ pub(crate) fn generic_value_ok(value: &str) -> bool {
     }) {
         return false;
     }
-    if looks_like_code_identifier(value) {
+    if looks_like_code_identifier(value) || is_host(value) || has_ascending_run(value, 10) {
         return false;
     }
     let lower = value.to_ascii_lowercase();
@@ -269,6 +308,118 @@ pub(crate) fn generic_value_ok(value: &str) -> bool {
         return false;
     }
     shannon_entropy(value) > MIN_GENERIC_ENTROPY
+}
+
+/// Values that name a setting rather than hold a password (`password: "required"`).
+const NOT_A_PASSWORD: &[&str] = &[
+    "true",
+    "false",
+    "null",
+    "none",
+    "nil",
+    "undefined",
+    "required",
+    "optional",
+    "string",
+    "hidden",
+    "empty",
+];
+
+/// Checks on a literal under the password rule of [`crate::Detector::GenericSecret`]
+/// (detect-secrets' `KeywordDetector` filters, noseyparker's password rules): 4–64
+/// characters on one line (no escaped `\n` either), at least one ASCII letter or digit (detect-secrets
+/// `is_not_alphanumeric_string`), and not
+/// - a reference or template: starting with `$`, `%`, `@`, `&`, `*`, a quote, or wrapped
+///   in `{…}` / `<…>` (detect-secrets `is_templated_secret`), or `#` plus a slug
+///   (`#add-password`, a CSS selector);
+/// - a path, route, URL or ARN (`/`, `::`), a dotted reference (`env.DB_PASSWORD`), a
+///   call (`get_password()`), or a `snake_case` / `SCREAMING_SNAKE` name (`"OPENAI_API_KEY"`);
+/// - a placeholder (the generic list plus `fake`) or a setting word (`required`, `none`,
+///   `true`, …).
+pub(crate) fn password_value_ok(value: &str) -> bool {
+    password_literal_ok(value, false)
+}
+
+/// [`password_value_ok`], with `allow_names` letting `snake_case` / `SCREAMING_SNAKE`
+/// values through (an unquoted value after a username: `password = open_sesame`).
+pub(crate) fn password_literal_ok(value: &str, allow_names: bool) -> bool {
+    let chars = value.chars().count();
+    if !(4..=64).contains(&chars)
+        || value.contains(['\n', '\r'])
+        || value.contains("\\n")
+        || value.contains("\\r")
+    {
+        return false;
+    }
+    let b = value.as_bytes();
+    if !b.iter().any(u8::is_ascii_alphanumeric) {
+        return false;
+    }
+    let first = b[0];
+    let last = b[b.len() - 1];
+    if matches!(first, b'$' | b'%' | b'@' | b'&' | b'*' | b'"' | b'\'')
+        || (first == b'{' && last == b'}')
+        || (first == b'<' && last == b'>')
+    {
+        return false;
+    }
+    if first == b'#'
+        && value[1..]
+            .bytes()
+            .all(|c| c.is_ascii_alphabetic() || matches!(c, b'-' | b'_'))
+    {
+        return false;
+    }
+    if value.contains('/') || value.contains("::") || value.contains("()") {
+        return false;
+    }
+    // Identifier-shaped literals name something (`"OPENAI_API_KEY"`, `"private_key"`).
+    let snake = value.contains('_')
+        && b.iter().all(|c| c.is_ascii_alphanumeric() || *c == b'_')
+        && (b.iter().all(|c| !c.is_ascii_lowercase()) || b.iter().all(|c| !c.is_ascii_uppercase()))
+        && b.iter().any(u8::is_ascii_alphabetic);
+    if snake && !allow_names {
+        return false;
+    }
+    let dotted = value.contains('.')
+        && value.split('.').all(|w| {
+            w.bytes()
+                .next()
+                .is_some_and(|c| c.is_ascii_alphabetic() || c == b'_')
+                && w.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'_')
+        });
+    if dotted {
+        return false;
+    }
+    let lower = value.to_ascii_lowercase();
+    !(PLACEHOLDERS.iter().any(|p| lower.contains(p))
+        || lower.contains("fake")
+        || NOT_A_PASSWORD.contains(&lower.as_str()))
+}
+
+/// Whether `value` is a host name or `host:port` (`dev-lb1.api.example.com:5215`):
+/// lowercase dot-separated labels of letters, digits and `-`, the last one letters only
+/// (2–24, a TLD), then optionally `:` and a port.
+fn is_host(value: &str) -> bool {
+    let host = match value.rsplit_once(':') {
+        Some((h, port))
+            if !port.is_empty() && port.len() <= 5 && port.bytes().all(|c| c.is_ascii_digit()) =>
+        {
+            h
+        }
+        Some(_) => return false,
+        None => value,
+    };
+    let labels: Vec<&str> = host.split('.').collect();
+    labels.len() >= 3
+        && labels.iter().all(|l| {
+            !l.is_empty()
+                && l.bytes()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-')
+        })
+        && labels.last().is_some_and(|t| {
+            (2..=24).contains(&t.len()) && t.bytes().all(|c| c.is_ascii_lowercase())
+        })
 }
 
 /// `dir/name.ext`: contains `/`, and the last segment ends in a 1–5 character extension

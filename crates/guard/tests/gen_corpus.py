@@ -700,6 +700,106 @@ for t in [
 ]:
     add(X, "neg", t, [])
 
+# ------------------------------------------- added with the outside-set rules (literals)
+# Appended last, with fixed strings, so that the seeded bodies above stay the same.
+for t, v in [
+    ("Old notebook cell: openai.api_key = 'sk-Qw3rTy7uIoP9aSdF2gHjK4lZx6cVbN8mQ1wE5rT0yU3iO7pA'", "sk-Qw3rTy7uIoP9aSdF2gHjK4lZx6cVbN8mQ1wE5rT0yU3iO7pA"),
+    ("legacy key sk-Hk2Jf9Lm4Np7Qr1St6Uv3Wx8Yz5Ab0CdEfGh2Ij7Kl9Mn4Op, revoked in 2023", "sk-Hk2Jf9Lm4Np7Qr1St6Uv3Wx8Yz5Ab0CdEfGh2Ij7Kl9Mn4Op"),
+]:
+    add("openai_key", "pos", t, [("openai_key", v)])
+for t in [
+    "Typed example sk-Zq8mW2rT5yUabcdefghKp3Lx7Vn1Bc4Df6Gh9Jk2Mn5Pq8R is not a key.",
+    "Slug sk-abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUV is letters only.",
+]:
+    add("openai_key", "neg", t, [])
+for t, v in [
+    ("Test fixture key id AKIADEADBEEFDEADBEEF in the mock.", "AKIADEADBEEFDEADBEEF"),
+    ("temporary ASIAQWERTYQWERTYQWER from the STS call", "ASIAQWERTYQWERTYQWER"),
+]:
+    add("aws_access_key", "pos", t, [("aws_access_key", v)])
+for t in [
+    "Redacted id AKIAXXXXXXXXXXXXXXXX in the runbook.",
+    "Mask ASIA0000000000000000 in the template.",
+]:
+    add("aws_access_key", "neg", t, [])
+for t, v in [
+    ("My test key:\n-----BEGIN RSA PRIVATE KEY-----\nthe real key body goes in this line\n-----END RSA PRIVATE KEY-----\nthanks",
+     "-----BEGIN RSA PRIVATE KEY-----\nthe real key body goes in this line\n-----END RSA PRIVATE KEY-----"),
+    ("pasted half a key\n-----BEGIN EC PRIVATE KEY-----\ngarbled text after the copy\n\nrest of the message",
+     "-----BEGIN EC PRIVATE KEY-----\ngarbled text after the copy"),
+]:
+    add("private_key", "pos", t, [("private_key", v)])
+for t in [
+    "-----BEGIN PRIVATE KEY-----\nplaceholder\n-----END PRIVATE KEY-----",
+    '{"private_key": "-----BEGIN PRIVATE KEY-----\\n...\\n-----END PRIVATE KEY-----\\n"}',
+    "-----BEGIN RSA PRIVATE KEY-----\n<paste your key here>\n-----END RSA PRIVATE KEY-----",
+]:
+    add("private_key", "neg", t, [])
+
+for t, v in [
+    ('var dbToken string = "q8Xk2mV9pL4nR7tY3wZ6"', "q8Xk2mV9pL4nR7tY3wZ6"),
+    ('DEPLOY_TOKEN ::= "Hj7kL2mN9pQ4rS6tV8wX"', "Hj7kL2mN9pQ4rS6tV8wX"),
+    ('API_SECRET ?= "zR5tY8uI2oP6aS9dF3gH"', "zR5tY8uI2oP6aS9dF3gH"),
+    ('$authToken .= "Lm3Nb6Vc9Xz2Aq5Ws8Ed";', "Lm3Nb6Vc9Xz2Aq5Ws8Ed"),
+    ('config.set("SERVICE_TOKEN", "Pq7Wx2Er5Ty8Ui3Op6As")', "Pq7Wx2Er5Ty8Ui3Op6As"),
+    ("<accessToken>\n  Zx8Cv2Bn5Mm7Qw3Er9Ty\n</accessToken>", "Zx8Cv2Bn5Mm7Qw3Er9Ty"),
+    ('db_password = "hunter2x"', "hunter2x"),
+    ('if (password == "letmein99") {', "letmein99"),
+    ('if ("Winter2024!" === adminPassword) {', "Winter2024!"),
+    ("username = deploy\npassword = bluebird77", "bluebird77"),
+    ("The admin password is 'Sunset#42' for now.", "Sunset#42"),
+    ('var cred = new NetworkCredential("svc-backup", "Q7rT2pLx9");', "Q7rT2pLx9"),
+    ('"user_auth": "c3ZjOnA0c3N3MHJkLXRlc3QtdmFsdWU9"', "c3ZjOnA0c3N3MHJkLXRlc3QtdmFsdWU9"),
+    ("creds = Yh6Tg4Rf2Ed8Ws1Qa9Zx", "Yh6Tg4Rf2Ed8Ws1Qa9Zx"),
+    (":password        => 'r3dw00d!'", "r3dw00d!"),
+]:
+    add(X, "pos", t, [(X, v)])
+for t in [
+    "credentialsId: 'a1b2c3d4-e5f6-4a7b-8c9d-0e1f2a3b4c5d'",
+    'public_key = "Xk9mP2vL5nQ8wR3tY6uI1oP4"',
+    '"secret_name": "prod-db-main-2"',
+    'passwordHint: "at least 12 chars"',
+    'password = "${DB_PASSWORD}"',
+    "password = env.DB_PASSWORD",
+    'password: "required"',
+    "if (password == null) {",
+    "token_server: auth.internal.example.com:8443",
+    "The password is too short.",
+    'const keyChars = "0123456789abcdefghijklmnopqrstuvwxyz"',
+    "passwordVariable: 'DB_PASS'",
+    "<UserSecretsId>4f1c2e7a-9b3d-4e8f-a6c5-2d9e1b7f3a08</UserSecretsId>",
+    'label = "Password:" + suffix',
+    "git push --force-with-lease is 'safe' enough",
+]:
+    add(X, "neg", t, [])
+
+add("email", "pos", "Пишите на ivan@xn--80a1acny.xn--e1afmkfd.xn--p1ai до пятницы.",
+    [("email", "ivan@xn--80a1acny.xn--e1afmkfd.xn--p1ai")])
+add("email", "neg", "Bounce from support@xn--9.example.com: no such domain.", [])
+
+for t, v in [
+    ('<appSettings>\n  <add key="SmtpPassword" value="Gr33n!Leaf7"/>\n</appSettings>', "Gr33n!Leaf7"),
+    ('auth_param basic password "Tr4ck&Field9";', "Tr4ck&Field9"),
+]:
+    add(X, "pos", t, [(X, v)])
+for t in [
+    '<add key="SmtpHost" value="mail.example.com"/>',
+    '<add key="PasswordLength" value="12"/>',
+    'password "${SMTP_PASS}";',
+]:
+    add(X, "neg", t, [])
+
+for t in [
+    "struct Store { keys: Mutex<HashMap<String, Vec<u8>>>, token_ttl: Option<Duration> }",
+    "let key = (request.run_id().to_string(), step);",
+    "let token = parenthesized!(content in input);",
+    'needless_pass_by_value = "warn"',
+    'match kind { Kind::Pass => "Pass", Kind::Fail => "Fail" }',
+    'in_environment: ["NEXUS_OPENAI_API_KEY", "OPENAI_API_KEY"]',
+    'const WORDS: &[&str] = &["pass", "auth", "creds"];',
+]:
+    add(X, "neg", t, [])
+
 json.dump({"about": "Labelled corpus for nexus-guard. Every value is synthetic: test card numbers, "
                     "registry example IBANs, AWS documentation example keys, fictional phone numbers "
                     "(NANP 555-01xx, Ofcom drama ranges) and randomly generated token bodies. Ids are "

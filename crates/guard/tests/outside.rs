@@ -24,11 +24,8 @@ use std::collections::BTreeMap;
 /// as floors; see the README's guardrail section for the causes. Empty this list to make
 /// the test strict.
 const BELOW_TARGET: &[(Detector, f64, f64)] = &[
-    (Detector::Email, 0.941, 0.941),
-    (Detector::AwsAccessKey, 0.800, 0.400),
-    (Detector::OpenaiKey, 1.000, 0.888),
-    (Detector::PrivateKey, 1.000, 0.882),
-    (Detector::GenericSecret, 0.481, 0.132),
+    (Detector::Email, 1.000, 0.941),
+    (Detector::AwsAccessKey, 0.833, 0.500),
 ];
 
 #[derive(Deserialize)]
@@ -61,22 +58,29 @@ struct Tally {
     fn_: usize,
 }
 
-/// Byte ranges of the expected values: successive occurrences for repeated values.
+/// Byte ranges of the expected values: successive occurrences for repeated values, and
+/// occurrences that stand alone before those inside a longer token (the source's `"pyne"`
+/// in `the user "pyne-user" is "pyne"` is the second one).
 fn expected_spans(s: &Sample) -> Vec<(usize, usize)> {
+    let glued =
+        |b: Option<&u8>| b.is_some_and(|&b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
     let mut spans: Vec<(usize, usize)> = Vec::new();
     for v in &s.values {
-        let mut from = 0;
-        loop {
-            let at = s.text[from..]
-                .find(v.as_str())
-                .map(|i| from + i)
-                .unwrap_or_else(|| panic!("{}: value {v:?} not in text", s.id));
-            if !spans.contains(&(at, at + v.len())) {
-                spans.push((at, at + v.len()));
-                break;
-            }
-            from = at + 1;
-        }
+        let all: Vec<usize> = s.text.match_indices(v.as_str()).map(|(i, _)| i).collect();
+        assert!(!all.is_empty(), "{}: value {v:?} not in text", s.id);
+        let bytes = s.text.as_bytes();
+        let alone = |&&at: &&usize| {
+            !glued(at.checked_sub(1).and_then(|i| bytes.get(i))) && !glued(bytes.get(at + v.len()))
+        };
+        let free = |&&at: &&usize| !spans.contains(&(at, at + v.len()));
+        let at = all
+            .iter()
+            .filter(free)
+            .find(alone)
+            .or_else(|| all.iter().find(free))
+            .copied()
+            .unwrap_or_else(|| panic!("{}: value {v:?} repeated more than it occurs", s.id));
+        spans.push((at, at + v.len()));
     }
     spans
 }

@@ -9,7 +9,7 @@
 //!
 //! Templates and conditions use minijinja, one engine for both. A condition `when: EXPR`
 //! is compiled as the template `{% if EXPR %}true{% endif %}`, so its references are
-//! checked the same way. Every template is compiled once, into [`Plan::env`], and the run
+//! checked the same way. Every template is compiled once, into [`Plan::templates`], and the run
 //! renders it from there by name.
 //!
 //! Layout: [`validate()`](validate) orders the workflow-level checks (`validate`), each
@@ -20,8 +20,6 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-
-use minijinja::Environment;
 
 use crate::diagnostic::Diagnostic;
 use crate::workflow::{
@@ -38,10 +36,21 @@ mod templates;
 mod validate;
 
 pub use inputs::{FileInputs, input_type_name, resolve_inputs, resolve_inputs_in};
+pub use templates::Templates;
 pub use validate::validate;
 
-/// Provider ids a model reference may name.
-pub const KNOWN_PROVIDERS: [&str; 3] = ["ollama", "openai", "embedded"];
+/// The provider ids model references may name: the built-in catalog's `providers:`
+/// section ([`crate::select::ProviderDecl`]), read once per process. Empty only if the
+/// compiled-in catalog were broken, which a test prevents.
+pub fn declared_providers() -> &'static [crate::select::ProviderDecl] {
+    static PROVIDERS: std::sync::LazyLock<Vec<crate::select::ProviderDecl>> =
+        std::sync::LazyLock::new(|| {
+            crate::select::ModelCatalog::builtin()
+                .map(|c| c.providers)
+                .unwrap_or_default()
+        });
+    &PROVIDERS
+}
 
 /// Default sampling temperature of `llm` steps.
 pub const DEFAULT_TEMPERATURE: f32 = 0.2;
@@ -55,7 +64,7 @@ pub enum Action {
     Llm(Box<LlmAction>),
     /// Render a template.
     Template {
-        /// Name of the compiled template in [`Plan::env`].
+        /// Name of the compiled template in [`Plan::templates`].
         template: String,
         /// Text or JSON.
         format: OutputFormat,
@@ -171,7 +180,7 @@ pub struct Plan {
     /// Outputs: name → compiled template name, and the steps each reads.
     pub outputs: Vec<(String, String, Vec<usize>)>,
     /// Compiled templates (prompts, systems, templates, conditions, outputs).
-    pub env: Environment<'static>,
+    pub templates: Templates,
 }
 
 impl Plan {

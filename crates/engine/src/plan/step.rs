@@ -11,7 +11,7 @@ use minijinja::Environment;
 use super::PlannedStep;
 use super::kinds;
 use super::report::{At, Ctx, did_you_mean};
-use super::templates::{Scope, compile_template};
+use super::templates::{Scope, Templates, compile_template};
 use crate::diagnostic::{Diagnostic, DiagnosticCode, Span};
 use crate::parse::StepLocations;
 use crate::workflow::{
@@ -22,7 +22,7 @@ use crate::workflow::{
 /// workflow, the step's scope and locations, and the steps its templates read so far.
 pub(super) struct StepPlanner<'p, 'c> {
     pub(super) cx: &'p mut Ctx<'c>,
-    pub(super) env: &'p mut Environment<'static>,
+    pub(super) templates: &'p mut Templates,
     pub(super) wf: &'p Workflow,
     pub(super) index: &'p HashMap<String, usize>,
     pub(super) scope: Scope<'p>,
@@ -60,7 +60,7 @@ impl StepPlanner<'_, '_> {
         let at = self.at(field);
         let reads = compile_template(
             self.cx,
-            self.env,
+            self.templates,
             self.wf,
             self.index,
             self.scope,
@@ -189,7 +189,7 @@ fn plan_condition(p: &mut StepPlanner<'_, '_>, expr: &str) -> Option<String> {
 #[allow(clippy::too_many_arguments)]
 pub(super) fn plan_step(
     cx: &mut Ctx<'_>,
-    env: &mut Environment<'static>,
+    templates: &mut Templates,
     wf: &Workflow,
     index: &HashMap<String, usize>,
     graph: Option<&[Vec<usize>]>,
@@ -201,7 +201,7 @@ pub(super) fn plan_step(
     let locs = cx.step_locs(i);
     let mut p = StepPlanner {
         cx,
-        env,
+        templates,
         wf,
         index,
         scope: match graph {

@@ -20,12 +20,74 @@ use crate::workflow::Workflow;
 /// filters (`truncate`, `wordcount`, ...) that Jinja users expect, strict undefined
 /// values (a misspelt name fails the render instead of printing nothing), trailing
 /// newlines trimmed.
-pub(super) fn environment() -> Environment<'static> {
+fn environment() -> Environment<'static> {
     let mut env = Environment::new();
     minijinja_contrib::add_to_environment(&mut env);
     env.set_undefined_behavior(UndefinedBehavior::Strict);
     env.set_keep_trailing_newline(false);
     env
+}
+
+/// A plan's templates (prompts, systems, templates, conditions, outputs), by name.
+///
+/// A text with a `{` is compiled once into a minijinja [`Environment`] and rendered from
+/// there. A text without one has no minijinja syntax (every tag, expression and comment
+/// starts with `{`), so it is kept as the text it renders to: compiling it would cost
+/// minijinja's preallocated instruction buffers (about 12 KB per template in minijinja
+/// 2.24, `Instructions::new`) for nothing, which dominated validating large files.
+pub struct Templates {
+    env: Environment<'static>,
+    literals: HashMap<String, String>,
+}
+
+impl std::fmt::Debug for Templates {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Templates")
+            .field("compiled", &self.env.templates().count())
+            .field("literals", &self.literals.len())
+            .finish()
+    }
+}
+
+impl Default for Templates {
+    fn default() -> Self {
+        Self {
+            env: environment(),
+            literals: HashMap::new(),
+        }
+    }
+}
+
+impl Templates {
+    /// Renders the template `name` with `ctx` (any serializable value; Nexus passes
+    /// `{inputs, steps}`).
+    ///
+    /// # Errors
+    /// minijinja's error: an unknown template name, or a failed render (an undefined
+    /// value, a filter's error).
+    pub fn render<S: serde::Serialize>(
+        &self,
+        name: &str,
+        ctx: S,
+    ) -> Result<String, minijinja::Error> {
+        if let Some(text) = self.literals.get(name) {
+            return Ok(text.clone());
+        }
+        self.env.get_template(name)?.render(ctx)
+    }
+
+    /// Keeps a text without template syntax under `name`, as minijinja would render it
+    /// with `keep_trailing_newline(false)`: one trailing `\n`, then one `\r`, removed
+    /// (minijinja's lexer, `Tokenizer::new`).
+    fn add_literal(&mut self, name: String, mut text: String) {
+        if text.ends_with('\n') {
+            text.pop();
+        }
+        if text.ends_with('\r') {
+            text.pop();
+        }
+        self.literals.insert(name, text);
+    }
 }
 
 /// What a template may reference.
@@ -51,7 +113,7 @@ pub(super) enum Scope<'a> {
 #[allow(clippy::too_many_arguments)]
 pub(super) fn compile_template(
     cx: &mut Ctx<'_>,
-    env: &mut Environment<'static>,
+    templates: &mut Templates,
     wf: &Workflow,
     index: &HashMap<String, usize>,
     scope: Scope<'_>,
@@ -59,7 +121,13 @@ pub(super) fn compile_template(
     source: String,
     at: At,
 ) -> Option<Vec<usize>> {
-    let source_has_syntax = source.contains('{');
+    // A text without `{` has no minijinja syntax, so no references (constant prompts,
+    // answers, headers): kept as it is, see [`Templates`].
+    if !source.contains('{') {
+        templates.add_literal(name.to_string(), source);
+        return Some(Vec::new());
+    }
+    let env = &mut templates.env;
     if let Err(e) = env.add_template_owned(name.to_string(), source) {
         let detail = e.detail().unwrap_or("invalid syntax");
         let line = e
@@ -72,11 +140,6 @@ pub(super) fn compile_template(
             "fix the minijinja syntax: `{{ inputs.name }}`, `{{ steps.<id>.output }}`, `{% if ... %}...{% endif %}`",
         ));
         return None;
-    }
-    // A text without `{` has no minijinja syntax, so no references: skip the second
-    // parse that `undeclared_variables` makes (constant prompts, answers, headers).
-    if !source_has_syntax {
-        return Some(Vec::new());
     }
     let tmpl = env.get_template(name).ok()?;
     let vars = tmpl.undeclared_variables(true);
@@ -160,4 +223,37 @@ pub(super) fn compile_template(
         }
     }
     ok.then(|| reads.into_iter().collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A text kept as a literal renders exactly as minijinja renders the same text
+    /// compiled (trailing newline rules included).
+    #[test]
+    fn a_literal_renders_as_minijinja_renders_the_same_text() {
+        let texts = [
+            "ok",
+            "ok\n",
+            "ok\n\n",
+            "a\r\n",
+            "\r",
+            "",
+            "100 % sure #1\n  indented\n",
+        ];
+        let mut templates = Templates::default();
+        let mut env = environment();
+        for (i, text) in texts.iter().enumerate() {
+            templates.add_literal(format!("t{i}"), (*text).to_string());
+            env.add_template_owned(format!("t{i}"), (*text).to_string())
+                .unwrap();
+        }
+        for (i, text) in texts.iter().enumerate() {
+            let name = format!("t{i}");
+            let want = env.get_template(&name).unwrap().render(()).unwrap();
+            assert_eq!(templates.render(&name, ()).unwrap(), want, "text {text:?}");
+        }
+        assert!(templates.render("missing", ()).is_err());
+    }
 }

@@ -12,7 +12,7 @@ use super::cycles::check_cycles;
 use super::inputs::check_input;
 use super::report::{At, Ctx, did_you_mean, is_identifier};
 use super::step::{check_budget, plan_step};
-use super::templates::{Scope, compile_template, environment};
+use super::templates::{Scope, Templates, compile_template};
 use super::{Plan, PlannedStep};
 use crate::diagnostic::{Diagnostic, DiagnosticCode};
 use crate::parse::Parsed;
@@ -36,10 +36,19 @@ pub fn validate(parsed: &Parsed) -> Result<Plan, Vec<Diagnostic>> {
     // Dependency graph for reference checks; unknown when there is a cycle.
     let graph = (!has_cycle).then_some(needs.as_slice());
 
-    let mut env = environment();
+    let mut templates = Templates::default();
     let mut steps = Vec::with_capacity(wf.steps.len());
     for (i, step) in wf.steps.iter().enumerate() {
-        if let Some(planned) = plan_step(&mut cx, &mut env, wf, &index, graph, i, step, &needs[i]) {
+        if let Some(planned) = plan_step(
+            &mut cx,
+            &mut templates,
+            wf,
+            &index,
+            graph,
+            i,
+            step,
+            &needs[i],
+        ) {
             steps.push(planned);
         }
     }
@@ -58,7 +67,7 @@ pub fn validate(parsed: &Parsed) -> Result<Plan, Vec<Diagnostic>> {
         };
         let reads = compile_template(
             &mut cx,
-            &mut env,
+            &mut templates,
             wf,
             &index,
             Scope::Outputs,
@@ -87,7 +96,7 @@ pub fn validate(parsed: &Parsed) -> Result<Plan, Vec<Diagnostic>> {
         index,
         dependants,
         outputs,
-        env,
+        templates,
     })
 }
 

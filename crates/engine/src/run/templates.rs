@@ -41,8 +41,7 @@ pub(super) fn render(
         }
     }
     let ctx = TemplateContext { inputs, steps };
-    let tmpl = plan.env.get_template(name).map_err(|e| e.to_string())?;
-    tmpl.render(&ctx).map_err(|e| {
+    plan.templates.render(name, &ctx).map_err(|e| {
         let mut msg = e.to_string();
         let mut source = std::error::Error::source(&e);
         while let Some(s) = source {

@@ -151,8 +151,35 @@ def gitleaks_regexes(src):
     return out
 
 
-def gitleaks_cases(src):
-    """(rule_id, is_tp, text) for every literal tp/fp of every rule function in `src`."""
+GL_GENERATE = "cmd/generate/config/utils/generate.go"
+
+
+def sample_templates(ident, secret):
+    """The texts of gitleaks' `utils.GenerateSampleSecrets(ident, secret)`: every entry of
+    its `samples` map (commented-out TODO entries excluded) with `{i}`, `{I}` and `{s}`
+    replaced, in the order of the entries' names (Go map order is random)."""
+    src = read(GITLEAKS, GL_GENERATE)
+    fn = src.index("func GenerateSampleSecrets(")
+    blk_at = src.index("map[string]string{", fn) + len("map[string]string")
+    blk = src[blk_at:matching(src, blk_at)]
+    entries = {}
+    for item in split_top(blk[1:-1]):
+        k, _, v = item.partition(":")
+        k, v = k.strip(), v.strip()
+        if GO_STR.fullmatch(k) and GO_STR.fullmatch(v):
+            entries[go_unquote(k)] = go_unquote(v)
+    out = []
+    for name in sorted(entries):
+        t = entries[name]
+        out.append(t.replace("{i}", ident).replace("{I}", ident.upper()).replace("{s}", secret))
+    return out
+
+
+def gitleaks_cases(src, keyword_rule=False):
+    """(rule_id, is_tp, text, secret) for every literal tp/fp of every rule function in
+    `src`; `secret` is the generated sample's secret (else None: read from the text).
+    `keyword_rule`: the rule's regex needs an identifier before the secret (gitleaks'
+    `GenerateSemiGenericRegex`), so generated samples keep their templates."""
     for fn in re.finditer(r"^func \w+\(\) \*config\.Rule \{", src, re.M):
         end = matching(src, fn.end() - 1)
         body = src[fn.start():end]
@@ -181,16 +208,29 @@ def gitleaks_cases(src):
                     for x in inner:
                         text = literal_expr(x)
                         if text:
-                            yield rid.group(1), kind == "tps", text
+                            yield rid.group(1), kind == "tps", text, None
                     continue
                 g = re.match(r"utils\.GenerateSampleSecrets?\((.*)\)$", e, re.S)
                 if g:
                     args = split_top(g.group(1))
-                    text = literal_expr(args[1]) if len(args) == 2 else None
-                else:
-                    text = literal_expr(e)
+                    ident = literal_expr(args[0]) if len(args) == 2 else None
+                    secret = literal_expr(args[1]) if len(args) == 2 else None
+                    if not (ident and secret):
+                        continue  # a secret generated at run time
+                    if not keyword_rule:
+                        # A token rule reads the token alone: the bare secret is the case.
+                        yield rid.group(1), kind == "tps", secret, None
+                        continue
+                    # A keyword rule reads the identifier too: the texts gitleaks tests
+                    # are its templates filled with identifier and secret.
+                    plural = g.group(0).startswith("utils.GenerateSampleSecrets(")
+                    for text in (sample_templates(ident, secret) if plural
+                                 else [f'{ident}_api_token = "{secret}"']):
+                        yield rid.group(1), kind == "tps", text, secret
+                    continue
+                text = literal_expr(e)
                 if text:
-                    yield rid.group(1), kind == "tps", text
+                    yield rid.group(1), kind == "tps", text, None
 
 
 def assigned_value(text):
@@ -230,9 +270,9 @@ for file, det, rule_re in GL_MAP:
     # as a negative (gitleaks' anthropic api/admin rules) is a positive for our detector,
     # which covers both.
     src = read(GITLEAKS, path)
-    cases = sorted(gitleaks_cases(src), key=lambda c: not c[1])
+    cases = sorted(gitleaks_cases(src, keyword_rule=det == "generic_secret"), key=lambda c: not c[1])
     regexes = {r: x for r, x in gitleaks_regexes(src).items() if re.fullmatch(rule_re, r)}
-    for rid, tp, text in cases:
+    for rid, tp, text, secret in cases:
         if not re.fullmatch(rule_re, rid) or (tp, text) in seen:
             continue
         # A rule's false positive that a sibling rule (also ours) matches is that rule's
@@ -242,7 +282,7 @@ for file, det, rule_re in GL_MAP:
         seen.add((tp, text))
         if det == "google_api_key" and not tp and text in GCP_ALLOWLISTED:
             continue
-        value = text if det in ("private_key",) else assigned_value(text)
+        value = secret or (text if det in ("private_key",) else assigned_value(text))
         if det == "jwt" and tp:
             value = re.search(r"eyJ[A-Za-z0-9_\-]+\.[A-Za-z0-9_\-]+\.?[A-Za-z0-9_\-]*", text).group(0)
         add(det, tp, text, [value] if tp else [], GITLEAKS, path, note=rid)
@@ -318,8 +358,18 @@ for node in ast.parse(kw_src).body:
             exec(compile(ast.Module([node], []), "<src>", "exec"), {"base64": __import__("base64"), **kw_ns}, kw_ns)
         except Exception:
             pass
+# The keyword plugin's own regexes (plain `re.compile` definitions up to its
+# configuration-file table), to tell which Go verdicts depend on the file type.
+kw_plugin = read(DS, "detect_secrets/plugins/keyword.py")
+kw_re_ns = {"re": re}
+exec(kw_plugin[kw_plugin.index("DENYLIST = ("):kw_plugin.index("GOLANG_DENYLIST_REGEX_TO_GROUP")],
+     kw_re_ns)
+CONFIG_RULES = list(kw_re_ns["CONFIG_DENYLIST_REGEX_TO_GROUP"])
 # The keyword plugin's verdicts depend on the file type; the configuration-file and Go
-# lists are the ones whose syntax (quoted or not) is language-neutral.
+# lists are the ones whose syntax (quoted or not) is language-neutral, except for Go
+# negatives that the plugin's configuration-file rules flag (`password: "real_key"`:
+# `key: value` is no Go assignment, but it is YAML's): their verdict is the file type's,
+# so they are left out.
 for lst in ("CONFIG_TEST_CASES", "GOLANG_TEST_CASES"):
     for node in ast.parse(kw_src).body:
         if isinstance(node, ast.Assign) and node.targets[0].id == lst:
@@ -328,6 +378,9 @@ for lst in ("CONFIG_TEST_CASES", "GOLANG_TEST_CASES"):
                     line, secret = eval(compile(ast.Expression(e), "<src>", "eval"), dict(kw_ns))
                 except Exception:
                     continue  # LONG_LINE: random content
+                if (lst == "GOLANG_TEST_CASES" and secret is None
+                        and any(r.search(line) for r in CONFIG_RULES)):
+                    continue
                 add("generic_secret", secret is not None, line, [secret] if secret else [], DS, KW,
                     note=lst)
 
@@ -381,8 +434,12 @@ EVP = "tests/test_syntax.py"
 # Invalid addresses whose error concerns text around an otherwise valid address (display
 # names, angle brackets, a trailing period or newline): in free text a scanner rightly
 # reports the address inside, so they are not negatives for a scanner and are left out.
+# An invalid character `'<'` is an angle bracket too: `≮me@example.com`, whose `≮`
+# (U+226E) decomposes canonically to `<` and a combining mark, is `<` glued before
+# `me@example.com`.
 AROUND = ("display name", "angle bracket", "cannot end with a period", "U+000A",
-          "anything after", "SPACE", "full-width", "small commercial at", "too long")
+          "anything after", "SPACE", "full-width", "small commercial at", "too long",
+          "before the @-sign: '<'")
 for names, vals in param_lists(read(EV, EVP), {"MakeValidatedEmail": lambda **k: k}):
     if names[:2] == ["email_input", "output"]:
         for addr, out in vals:

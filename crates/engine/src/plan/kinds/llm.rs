@@ -7,8 +7,10 @@ use std::sync::Arc;
 use crate::diagnostic::{Diagnostic, DiagnosticCode};
 use crate::plan::step::{StepPlanner, check_budget};
 use crate::plan::{
-    Action, DEFAULT_MAX_TOKENS, DEFAULT_TEMPERATURE, KNOWN_PROVIDERS, LlmAction, Substitute,
+    Action, DEFAULT_MAX_TOKENS, DEFAULT_TEMPERATURE, LlmAction, Substitute, declared_providers,
 };
+use crate::provider::Locality;
+use crate::select::ProviderDecl;
 use crate::workflow::{LlmStep, ModelRequirements, ModelSpec};
 
 /// Plans an `llm` step: agents, templates, model references, sampling parameters,
@@ -116,30 +118,31 @@ fn check_model_references(p: &mut StepPlanner<'_, '_>, model: &ModelRequirements
     for (j, reference) in model.prefer.iter().enumerate() {
         let provider = reference.split(':').next().unwrap_or_default();
         let field = format!("model.prefer[{j}]");
-        let problem = if !KNOWN_PROVIDERS.contains(&provider) {
-            Some((
+        let declared = declared_providers();
+        let problem = match declared.iter().find(|d| d.id == provider) {
+            None => Some((
                 DiagnosticCode::UnknownProvider,
                 format!("model reference `{reference}` names unknown provider `{provider}`"),
-                "write `ollama:<model>`, `openai:<model>` or `embedded`".to_string(),
-            ))
-        } else if provider != "embedded"
-            && reference.split_once(':').is_none_or(|(_, m)| m.is_empty())
-        {
-            Some((
-                DiagnosticCode::InvalidValue,
-                format!("model reference `{reference}` has no model name"),
-                format!("write `{provider}:<model>`, e.g. `ollama:llama3.1`"),
-            ))
-        } else if model.local_only && provider == "openai" {
-            Some((
+                format!("write {}", reference_forms(declared)),
+            )),
+            Some(d)
+                if !d.model_optional
+                    && reference.split_once(':').is_none_or(|(_, m)| m.is_empty()) =>
+            {
+                Some((
+                    DiagnosticCode::InvalidValue,
+                    format!("model reference `{reference}` has no model name"),
+                    format!("write `{provider}:<model>`, e.g. `{}`", d.example),
+                ))
+            }
+            Some(d) if model.local_only && d.locality == Locality::Cloud => Some((
                 DiagnosticCode::InvalidValue,
                 format!(
                     "model reference `{reference}` is a cloud model but the step is `local_only`"
                 ),
                 "remove the cloud model or `local_only`".to_string(),
-            ))
-        } else {
-            None
+            )),
+            Some(_) => None,
         };
         if let Some((code, message, hint)) = problem {
             let d = Diagnostic::new(code, message)
@@ -165,5 +168,25 @@ fn requirements(spec: Option<&ModelSpec>) -> ModelRequirements {
         },
         Some(ModelSpec::Requirements(r)) => r.clone(),
         None => ModelRequirements::default(),
+    }
+}
+
+/// The reference forms of the declared providers for a hint: "`ollama:<model>`,
+/// `openai:<model>` or `embedded`".
+fn reference_forms(declared: &[ProviderDecl]) -> String {
+    let forms: Vec<String> = declared
+        .iter()
+        .map(|d| {
+            if d.model_optional {
+                format!("`{}`", d.id)
+            } else {
+                format!("`{}:<model>`", d.id)
+            }
+        })
+        .collect();
+    match forms.split_last() {
+        Some((last, rest)) if !rest.is_empty() => format!("{} or {last}", rest.join(", ")),
+        Some((last, _)) => last.clone(),
+        None => "a provider id declared in the model catalog".to_string(),
     }
 }
