@@ -563,3 +563,51 @@ async fn a_bare_model_name_means_the_latest_tag() -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+/// A thinking model's reasoning is stored and shown, so it passes the guardrails as the
+/// output does: a key in the reasoning is redacted in the stored record by the default
+/// policy, and the audit names the stage.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_reasoning_passes_the_guardrails_before_it_is_stored() -> anyhow::Result<()> {
+    let server = start(
+        &[],
+        vec![scripted(
+            "deepseek-r1:8b",
+            &["completion", "thinking"],
+            json!({"thinking": ["The key is ", "AKIAIOSFODNN7EXAMPLE", ", so use it."],
+                   "content": ["Done."]}),
+        )],
+        &[],
+    )
+    .await?;
+    let provider = OllamaProvider::new(&server.url)?;
+    let (store, _dir) = temp_store().await?;
+    let wf = plan(
+        "id: think-guard\nsteps:\n  - id: plan\n    kind: llm\n    model: [ollama:deepseek-r1:8b]\n    think: true\n    prompt: Plan it.\n    max_tokens: 64\n    retry: {max_attempts: 1}\n",
+    );
+    let (report, _) = run_plan(
+        wf,
+        vec![Arc::new(provider)],
+        Some(store.clone()),
+        vec![],
+        CancellationToken::new(),
+    )
+    .await?;
+    assert_eq!(report.status, RunStatus::Succeeded, "{:?}", report.steps);
+    let stored = store.get_run(&report.run_id).await?;
+    let reasoning = stored.steps[0].reasoning.clone().unwrap_or_default();
+    assert!(!reasoning.contains("AKIAIOSFODNN7EXAMPLE"), "{reasoning}");
+    assert!(
+        reasoning.contains("[REDACTED:aws_access_key]"),
+        "{reasoning}"
+    );
+    assert!(
+        stored.steps[0]
+            .guardrails
+            .iter()
+            .any(|g| g.stage == "reasoning"),
+        "{:?}",
+        stored.steps[0].guardrails
+    );
+    Ok(())
+}

@@ -305,8 +305,26 @@ impl Engine {
                 return (finish(rec, lad, status, Some(e.to_string())), None);
             }
         };
+        // The reasoning is stored and shown, so it passes the same policy as the output.
+        if !success.reasoning.is_empty() {
+            match self
+                .guard_text(
+                    &cx.sh,
+                    &cx.step.id,
+                    "reasoning",
+                    success.reasoning,
+                    &mut rec,
+                )
+                .await
+            {
+                Ok(reasoning) => rec.reasoning = Some(reasoning),
+                Err(e) => {
+                    let status = stopped(&e);
+                    return (finish(rec, lad, status, Some(e.to_string())), None);
+                }
+            }
+        }
         rec.model = Some(success.reference.clone());
-        rec.reasoning = (!success.reasoning.is_empty()).then_some(success.reasoning);
         let mut reason = format!(
             "{}: {}; {}",
             success.reference,
