@@ -48,11 +48,28 @@ async fn a_breaker_trips_stays_open_across_a_restart_then_half_opens_and_closes(
         },
         ..EngineConfig::default()
     };
+    // The fallback answers at once (a canned reply of the Ollama test server), so the
+    // three runs below finish well within the breaker's open time even on a loaded
+    // machine (the embedded model once took 8 s there, and the breaker half-opened early).
+    let backup = tokio::task::spawn_blocking(|| {
+        nexus_tests::OllamaServer::start_with_specs(
+            &[],
+            &[
+                serde_json::json!({"name": "backup", "capabilities": ["completion"],
+                                  "script": {"content": ["fine"]}}),
+            ],
+            &[],
+        )
+    })
+    .await??;
     let providers = || -> anyhow::Result<Vec<Arc<dyn Provider>>> {
-        Ok(vec![scripted(&server, "scripted")?, embedded()?])
+        Ok(vec![
+            scripted(&server, "scripted")?,
+            Arc::new(OllamaProvider::new(&backup.url)?),
+        ])
     };
     let wf = plan(
-        "id: breaker\nsteps:\n  - id: a\n    kind: llm\n    model: [openai:scripted, embedded]\n    prompt: Say hi.\n    max_tokens: 4\n    cache: false\n    retry: {max_attempts: 2, initial_interval: 10ms, jitter: false}\n    fallback: {simplify: false}\n",
+        "id: breaker\nsteps:\n  - id: a\n    kind: llm\n    model: [openai:scripted, ollama:backup]\n    prompt: Say hi.\n    max_tokens: 4\n    cache: false\n    retry: {max_attempts: 2, initial_interval: 10ms, jitter: false}\n    fallback: {simplify: false}\n",
     );
     let key = "openai:scripted";
 
