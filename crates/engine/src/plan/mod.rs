@@ -41,7 +41,10 @@ pub use validate::validate;
 
 /// The provider ids model references may name: the built-in catalog's `providers:`
 /// section ([`crate::select::ProviderDecl`]), read once per process. Empty only if the
-/// compiled-in catalog were broken, which a test prevents.
+/// compiled-in catalog were broken, which a test prevents. A user's catalog file may
+/// declare more providers for the selector, but validation reads only the built-in
+/// declarations (it reads no configuration), so a reference to a provider declared only
+/// there is reported as unknown.
 pub fn declared_providers() -> &'static [crate::select::ProviderDecl] {
     static PROVIDERS: std::sync::LazyLock<Vec<crate::select::ProviderDecl>> =
         std::sync::LazyLock::new(|| {
