@@ -29,6 +29,22 @@ async fn start(
     tokio::task::spawn_blocking(move || OllamaServer::start_with_specs(names, &specs, args)).await?
 }
 
+/// Runs `wf` on the one Ollama `provider`, with no extra event sinks and no cancellation.
+async fn run_on(
+    wf: Arc<nexus_engine::Plan>,
+    provider: OllamaProvider,
+    store: Option<Arc<nexus_store::SqliteStore>>,
+) -> anyhow::Result<(nexus_engine::RunReport, Vec<Event>)> {
+    run_plan(
+        wf,
+        vec![Arc::new(provider)],
+        store,
+        vec![],
+        CancellationToken::new(),
+    )
+    .await
+}
+
 /// A model of the test server that answers `content` (canned chunks).
 fn scripted(name: &str, caps: &[&str], script: serde_json::Value) -> serde_json::Value {
     json!({"name": name, "capabilities": caps, "script": script})
@@ -97,14 +113,7 @@ async fn a_local_only_run_never_reaches_a_cloud_model_behind_the_local_daemon() 
     let wf = plan(
         "id: private\nlocal_only: true\nsteps:\n  - id: a\n    kind: llm\n    prompt: Summarise my medical record.\n    max_tokens: 16\n",
     );
-    let (report, _) = run_plan(
-        wf,
-        vec![Arc::new(provider.clone())],
-        None,
-        vec![],
-        CancellationToken::new(),
-    )
-    .await?;
+    let (report, _) = run_on(wf, provider.clone(), None).await?;
     assert_eq!(report.status, RunStatus::Failed);
     let error = report.steps[0].error.clone().unwrap_or_default();
     assert!(
@@ -123,14 +132,7 @@ async fn a_local_only_run_never_reaches_a_cloud_model_behind_the_local_daemon() 
     let wf = plan(
         "id: open\nsteps:\n  - id: a\n    kind: llm\n    prompt: Say hi.\n    max_tokens: 16\n",
     );
-    let (report, _) = run_plan(
-        wf,
-        vec![Arc::new(provider)],
-        None,
-        vec![],
-        CancellationToken::new(),
-    )
-    .await?;
+    let (report, _) = run_on(wf, provider, None).await?;
     assert_eq!(report.status, RunStatus::Succeeded, "{:?}", report.error);
     let reason = report.steps[0].model_reason.clone().unwrap_or_default();
     assert!(
@@ -196,14 +198,7 @@ steps:
     retry: {max_attempts: 1}
 "#,
     );
-    let (report, events) = run_plan(
-        wf,
-        vec![Arc::new(provider)],
-        Some(store.clone()),
-        vec![],
-        CancellationToken::new(),
-    )
-    .await?;
+    let (report, events) = run_on(wf, provider, Some(store.clone())).await?;
     assert_eq!(report.status, RunStatus::Succeeded, "{:?}", report.steps);
 
     // The reasoning streamed as its own events, before the answer's tokens.
@@ -373,14 +368,7 @@ async fn capabilities_decide_which_models_may_chat_and_think() -> anyhow::Result
     let wf = plan(
         "id: t\nsteps:\n  - id: a\n    kind: llm\n    think: true\n    prompt: Think first.\n    max_tokens: 16\n",
     );
-    let (report, _) = run_plan(
-        wf,
-        vec![Arc::new(provider.clone())],
-        None,
-        vec![],
-        CancellationToken::new(),
-    )
-    .await?;
+    let (report, _) = run_on(wf, provider.clone(), None).await?;
     assert_eq!(report.status, RunStatus::Succeeded, "{:?}", report.error);
     assert_eq!(
         report.steps[0].model.as_deref(),
@@ -475,14 +463,7 @@ async fn the_stream_keeps_split_characters_the_daemons_error_line_and_done_reaso
     let wf = plan(
         "id: t\nsteps:\n  - id: a\n    kind: llm\n    model: [ollama:oom, ollama:utf8]\n    prompt: Greet.\n    max_tokens: 32\n",
     );
-    let (report, _) = run_plan(
-        wf,
-        vec![Arc::new(provider)],
-        None,
-        vec![],
-        CancellationToken::new(),
-    )
-    .await?;
+    let (report, _) = run_on(wf, provider, None).await?;
     assert_eq!(report.status, RunStatus::Succeeded, "{:?}", report.error);
     let step = &report.steps[0];
     assert_eq!(step.model.as_deref(), Some("ollama:utf8:latest"));
@@ -519,14 +500,7 @@ async fn a_bare_model_name_means_the_latest_tag() -> anyhow::Result<()> {
     let wf = plan(
         "id: t\nsteps:\n  - id: a\n    kind: llm\n    model: [ollama:llama3.1]\n    prompt: Hi.\n    max_tokens: 8\n",
     );
-    let (report, _) = run_plan(
-        wf.clone(),
-        vec![Arc::new(provider)],
-        None,
-        vec![],
-        CancellationToken::new(),
-    )
-    .await?;
+    let (report, _) = run_on(wf.clone(), provider, None).await?;
     assert_eq!(report.status, RunStatus::Succeeded, "{:?}", report.error);
     assert_eq!(
         report.steps[0].model.as_deref(),
@@ -546,14 +520,7 @@ async fn a_bare_model_name_means_the_latest_tag() -> anyhow::Result<()> {
     )
     .await?;
     let provider = OllamaProvider::new(&server.url)?;
-    let (report, _) = run_plan(
-        wf,
-        vec![Arc::new(provider)],
-        None,
-        vec![],
-        CancellationToken::new(),
-    )
-    .await?;
+    let (report, _) = run_on(wf, provider, None).await?;
     assert_eq!(report.status, RunStatus::Failed);
     let step = &report.steps[0];
     assert_eq!(
@@ -585,14 +552,7 @@ async fn the_reasoning_passes_the_guardrails_before_it_is_stored() -> anyhow::Re
     let wf = plan(
         "id: think-guard\nsteps:\n  - id: plan\n    kind: llm\n    model: [ollama:deepseek-r1:8b]\n    think: true\n    prompt: Plan it.\n    max_tokens: 64\n    retry: {max_attempts: 1}\n",
     );
-    let (report, _) = run_plan(
-        wf,
-        vec![Arc::new(provider)],
-        Some(store.clone()),
-        vec![],
-        CancellationToken::new(),
-    )
-    .await?;
+    let (report, _) = run_on(wf, provider, Some(store.clone())).await?;
     assert_eq!(report.status, RunStatus::Succeeded, "{:?}", report.steps);
     let stored = store.get_run(&report.run_id).await?;
     let reasoning = stored.steps[0].reasoning.clone().unwrap_or_default();
