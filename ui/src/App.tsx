@@ -272,6 +272,20 @@ function Editor({ backend }: { backend: Backend }) {
     [backend],
   );
 
+  // A started or resumed run: the panel takes its id and handle, and the stored record
+  // fills the run panel's details once the run is over.
+  const follow = useCallback(
+    (h: RunHandle) => {
+      const run = useEditor.getState().run;
+      if (run) useEditor.setState({ run: { ...run, runId: h.runId } });
+      setHandle(h);
+      void h.done.then(() => backend.getRun(h.runId)).then(
+        (detail) => useEditor.getState().setRunDetail(detail),
+        () => {},
+      );
+    },
+    [backend],
+  );
   const startRun = useCallback(
     async (inputs: Record<string, string>) => {
       setDialog(null);
@@ -283,20 +297,13 @@ function Editor({ backend }: { backend: Backend }) {
           ...runOptions,
           file: useEditor.getState().path,
         });
-        const run = useEditor.getState().run;
-        if (run) useEditor.setState({ run: { ...run, runId: h.runId } });
-        setHandle(h);
-        // The stored record fills the run panel's details once the run is over.
-        void h.done.then(() => backend.getRun(h.runId)).then(
-          (detail) => useEditor.getState().setRunDetail(detail),
-          () => {},
-        );
+        follow(h);
       } catch (e) {
         useEditor.setState({ run: null });
         useEditor.getState().setMessage({ kind: 'error', text: `Not started: ${e instanceof Error ? e.message : String(e)}` });
       }
     },
-    [backend, runOptions],
+    [backend, runOptions, follow],
   );
   const resumeRun = useCallback(
     async (runId: string) => {
@@ -305,19 +312,13 @@ function Editor({ backend }: { backend: Backend }) {
         await useEditor.getState().showRun(await backend.getRun(runId));
         useEditor.getState().startRun('starting');
         const h = await backend.resume(runId, (e) => useEditor.getState().applyEvent(e));
-        const run = useEditor.getState().run;
-        if (run) useEditor.setState({ run: { ...run, runId: h.runId } });
-        setHandle(h);
-        void h.done.then(() => backend.getRun(h.runId)).then(
-          (detail) => useEditor.getState().setRunDetail(detail),
-          () => {},
-        );
+        follow(h);
       } catch (e) {
         useEditor.setState({ run: null });
         useEditor.getState().setMessage({ kind: 'error', text: `Not resumed: ${e instanceof Error ? e.message : String(e)}` });
       }
     },
-    [backend],
+    [backend, follow],
   );
   const askRun = useCallback((options: RunOptions) => {
     setRunOptions(options);
