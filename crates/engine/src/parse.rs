@@ -26,8 +26,9 @@ use serde_saphyr::Spanned;
 use crate::diagnostic::{Diagnostic, DiagnosticCode, Span};
 use crate::workflow::{
     Agent, ApprovalSettings, ApprovalStep, Budget, FORMAT_VERSION, FallbackLadder, Guardrails,
-    InputSpec, KindName, LlmStep, ModelSpec, OnFailure, OutputFormat, Position, RetryPolicy, Step,
-    StepKind, TaskClass, TemplateStep, Timeouts, Workflow,
+    InputSpec, KindName, LlmStep, LoopCap, LoopStep, MapStep, ModelSpec, OnFailure, OnItemError,
+    OutputFormat, Position, RetryPolicy, Step, StepKind, SwitchCase, SwitchStep, TaskClass,
+    TemplateStep, Timeouts, TriggerRule, Workflow,
 };
 
 /// Locations of the parts of a workflow file that diagnostics refer to. Missing entries
@@ -69,6 +70,8 @@ pub struct StepLocations {
     /// The required field of the kind when it was not written (`prompt`, `template`); the
     /// typed step holds an empty value in its place.
     pub missing: Option<&'static str>,
+    /// The locations of the steps of a `map` or `loop` body, by position.
+    pub body: Vec<StepLocations>,
 }
 
 impl StepLocations {
@@ -91,7 +94,23 @@ pub struct Parsed {
 
 /// The fields that belong to one kind or another, in the order a step's stray fields are
 /// reported.
-pub const KIND_FIELDS: [&str; 14] = [
+pub const KIND_FIELDS: [&str; 30] = [
+    "cases",
+    "default",
+    "items",
+    "as",
+    "index_as",
+    "concurrency",
+    "on_item_error",
+    "tolerated_failures",
+    "tolerated_failure_percent",
+    "result",
+    "max_iterations",
+    "state",
+    "set",
+    "until",
+    "on_max_iterations",
+    "steps",
     "system",
     "model",
     "temperature",
@@ -111,9 +130,39 @@ pub const KIND_FIELDS: [&str; 14] = [
 /// Whether steps of `kind` use `field` (one of [`KIND_FIELDS`]).
 pub fn kind_uses(kind: KindName, field: &str) -> bool {
     match kind {
-        KindName::Llm => !matches!(field, "template" | "format" | "approval"),
+        KindName::Llm => matches!(
+            field,
+            "system"
+                | "model"
+                | "temperature"
+                | "max_tokens"
+                | "think"
+                | "output_schema"
+                | "task"
+                | "agent"
+                | "budget"
+                | "fallback"
+                | "prompt"
+        ),
         KindName::Template => matches!(field, "template" | "format"),
         KindName::Approval => matches!(field, "prompt" | "approval"),
+        KindName::Switch => matches!(field, "cases" | "default"),
+        KindName::Map => matches!(
+            field,
+            "items"
+                | "as"
+                | "index_as"
+                | "concurrency"
+                | "on_item_error"
+                | "tolerated_failures"
+                | "tolerated_failure_percent"
+                | "result"
+                | "steps"
+        ),
+        KindName::Loop => matches!(
+            field,
+            "max_iterations" | "state" | "set" | "until" | "on_max_iterations" | "steps"
+        ),
     }
 }
 
@@ -122,6 +171,9 @@ pub fn required_field(kind: KindName) -> &'static str {
     match kind {
         KindName::Llm | KindName::Approval => "prompt",
         KindName::Template => "template",
+        KindName::Switch => "cases",
+        KindName::Map => "items",
+        KindName::Loop => "max_iterations",
     }
 }
 
@@ -191,6 +243,8 @@ struct StepText {
     #[serde(default)]
     needs: Vec<Spanned<String>>,
     #[serde(default)]
+    trigger_rule: Option<Spanned<TriggerRule>>,
+    #[serde(default)]
     when: Option<Spanned<String>>,
     #[serde(default)]
     retry: Option<Spanned<RetryPolicy>>,
@@ -233,6 +287,42 @@ struct StepText {
     // `approval`
     #[serde(default)]
     approval: Option<Spanned<ApprovalSettings>>,
+    // `switch`
+    #[serde(default)]
+    cases: Option<Spanned<Vec<SwitchCase>>>,
+    #[serde(default)]
+    default: Option<Spanned<Vec<String>>>,
+    // `map`
+    #[serde(default)]
+    items: Option<Spanned<String>>,
+    #[serde(default, rename = "as")]
+    item_as: Option<Spanned<String>>,
+    #[serde(default)]
+    index_as: Option<Spanned<String>>,
+    #[serde(default)]
+    concurrency: Option<Spanned<u32>>,
+    #[serde(default)]
+    on_item_error: Option<Spanned<OnItemError>>,
+    #[serde(default)]
+    tolerated_failures: Option<Spanned<u32>>,
+    #[serde(default)]
+    tolerated_failure_percent: Option<Spanned<f64>>,
+    #[serde(default)]
+    result: Option<Spanned<String>>,
+    // `loop`
+    #[serde(default)]
+    max_iterations: Option<Spanned<u32>>,
+    #[serde(default)]
+    state: Option<Spanned<BTreeMap<String, serde_json::Value>>>,
+    #[serde(default)]
+    set: Option<Spanned<BTreeMap<String, String>>>,
+    #[serde(default)]
+    until: Option<Spanned<String>>,
+    #[serde(default)]
+    on_max_iterations: Option<Spanned<LoopCap>>,
+    // `map` and `loop`
+    #[serde(default)]
+    steps: Option<Spanned<Vec<Spanned<StepText>>>>,
     #[serde(default)]
     position: Option<Position>,
 }
@@ -266,6 +356,22 @@ struct KindText {
     template: Option<String>,
     format: Option<OutputFormat>,
     approval: Option<ApprovalSettings>,
+    cases: Option<Vec<SwitchCase>>,
+    default: Option<Vec<String>>,
+    items: Option<String>,
+    item_as: Option<String>,
+    index_as: Option<String>,
+    concurrency: Option<u32>,
+    on_item_error: Option<OnItemError>,
+    tolerated_failures: Option<u32>,
+    tolerated_failure_percent: Option<f64>,
+    result: Option<String>,
+    max_iterations: Option<u32>,
+    state: Option<BTreeMap<String, serde_json::Value>>,
+    set: Option<BTreeMap<String, String>>,
+    until: Option<String>,
+    on_max_iterations: Option<LoopCap>,
+    steps: Option<Vec<Step>>,
 }
 
 impl KindText {
@@ -286,6 +392,22 @@ impl KindText {
             "format" => self.format.is_some(),
             "approval" => self.approval.is_some(),
             "prompt" => self.prompt.is_some(),
+            "cases" => self.cases.is_some(),
+            "default" => self.default.is_some(),
+            "items" => self.items.is_some(),
+            "as" => self.item_as.is_some(),
+            "index_as" => self.index_as.is_some(),
+            "concurrency" => self.concurrency.is_some(),
+            "on_item_error" => self.on_item_error.is_some(),
+            "tolerated_failures" => self.tolerated_failures.is_some(),
+            "tolerated_failure_percent" => self.tolerated_failure_percent.is_some(),
+            "result" => self.result.is_some(),
+            "max_iterations" => self.max_iterations.is_some(),
+            "state" => self.state.is_some(),
+            "set" => self.set.is_some(),
+            "until" => self.until.is_some(),
+            "on_max_iterations" => self.on_max_iterations.is_some(),
+            "steps" => self.steps.is_some(),
             _ => false,
         }
     }
@@ -324,6 +446,29 @@ fn kind_of(kind: KindName, t: KindText, loc: &mut StepLocations) -> StepKind {
             prompt: t.prompt.unwrap_or_default(),
             approval: t.approval,
         }),
+        KindName::Switch => StepKind::Switch(SwitchStep {
+            cases: t.cases.unwrap_or_default(),
+            default: t.default.unwrap_or_default(),
+        }),
+        KindName::Map => StepKind::Map(MapStep {
+            items: t.items.unwrap_or_default(),
+            item_as: t.item_as,
+            index_as: t.index_as,
+            concurrency: t.concurrency,
+            on_item_error: t.on_item_error,
+            tolerated_failures: t.tolerated_failures,
+            tolerated_failure_percent: t.tolerated_failure_percent,
+            result: t.result,
+            steps: t.steps.unwrap_or_default(),
+        }),
+        KindName::Loop => StepKind::Loop(LoopStep {
+            max_iterations: t.max_iterations.unwrap_or_default(),
+            state: t.state.unwrap_or_default(),
+            set: t.set.unwrap_or_default(),
+            until: t.until,
+            on_max_iterations: t.on_max_iterations,
+            steps: t.steps.unwrap_or_default(),
+        }),
     }
 }
 
@@ -334,6 +479,15 @@ fn step_of(step: Spanned<StepText>) -> (Step, StepLocations) {
         ..StepLocations::default()
     };
     let s = step.value;
+    let body = s.steps.map(|body| {
+        if let Some(sp) = spanned(&body) {
+            loc.fields.insert("steps", sp);
+        }
+        let (steps, locs): (Vec<Step>, Vec<StepLocations>) =
+            body.value.into_iter().map(step_of).unzip();
+        loc.body = locs;
+        steps
+    });
     let f = &mut loc.fields;
     let id = take(f, "id", Some(s.id)).unwrap_or_default();
     let kind = take(f, "kind", Some(s.kind)).unwrap_or(KindName::Llm);
@@ -342,6 +496,7 @@ fn step_of(step: Spanned<StepText>) -> (Step, StepLocations) {
         f.insert("needs", first);
     }
     let needs = s.needs.into_iter().map(|n| n.value).collect();
+    let trigger_rule = take(f, "trigger_rule", s.trigger_rule);
     let when = take(f, "when", s.when);
     let retry = take(f, "retry", s.retry);
     let timeout = take(f, "timeout", s.timeout);
@@ -362,12 +517,33 @@ fn step_of(step: Spanned<StepText>) -> (Step, StepLocations) {
         template: take(f, "template", s.template),
         format: take(f, "format", s.format),
         approval: take(f, "approval", s.approval),
+        cases: take(f, "cases", s.cases),
+        default: take(f, "default", s.default),
+        items: take(f, "items", s.items),
+        item_as: take(f, "as", s.item_as),
+        index_as: take(f, "index_as", s.index_as),
+        concurrency: take(f, "concurrency", s.concurrency),
+        on_item_error: take(f, "on_item_error", s.on_item_error),
+        tolerated_failures: take(f, "tolerated_failures", s.tolerated_failures),
+        tolerated_failure_percent: take(
+            f,
+            "tolerated_failure_percent",
+            s.tolerated_failure_percent,
+        ),
+        result: take(f, "result", s.result),
+        max_iterations: take(f, "max_iterations", s.max_iterations),
+        state: take(f, "state", s.state),
+        set: take(f, "set", s.set),
+        until: take(f, "until", s.until),
+        on_max_iterations: take(f, "on_max_iterations", s.on_max_iterations),
+        steps: body,
     };
     let kind = kind_of(kind, text, &mut loc);
     let step = Step {
         id,
         name: s.name,
         needs,
+        trigger_rule,
         when,
         retry,
         timeout,

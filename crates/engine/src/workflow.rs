@@ -17,6 +17,10 @@ use std::time::Duration;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+mod control;
+
+pub use control::{LoopCap, LoopStep, MapStep, OnItemError, SwitchCase, SwitchStep, TriggerRule};
+
 /// Version of the workflow file format this build reads and writes.
 pub const FORMAT_VERSION: u32 = 1;
 
@@ -288,6 +292,12 @@ pub enum KindName {
     Template,
     /// Wait for a human to approve or reject (the `prompt` is shown to them).
     Approval,
+    /// Take the first case whose condition holds; the other cases' steps are skipped.
+    Switch,
+    /// Run a body of steps once per item of a list.
+    Map,
+    /// Run a body of steps again until a condition holds.
+    Loop,
 }
 
 impl KindName {
@@ -297,6 +307,9 @@ impl KindName {
             KindName::Llm => "llm",
             KindName::Template => "template",
             KindName::Approval => "approval",
+            KindName::Switch => "switch",
+            KindName::Map => "map",
+            KindName::Loop => "loop",
         }
     }
 }
@@ -315,6 +328,10 @@ pub struct Step {
     /// Ids of the steps that must finish before this one starts.
     #[serde(default)]
     pub needs: Vec<String>,
+    /// When the step runs, given how its dependencies ended (default `all_success`; see
+    /// [`TriggerRule`]).
+    #[serde(default)]
+    pub trigger_rule: Option<TriggerRule>,
     /// A minijinja expression over `inputs` and `steps`; the step is skipped when it is
     /// false. Example: `inputs.depth == "full"`.
     #[serde(default)]
@@ -368,6 +385,12 @@ pub enum StepKind {
     Template(TemplateStep),
     /// Wait for a human to approve or reject (the `prompt` is shown to them).
     Approval(ApprovalStep),
+    /// Take the first case whose condition holds; the other cases' steps are skipped.
+    Switch(SwitchStep),
+    /// Run a body of steps once per item of a list.
+    Map(MapStep),
+    /// Run a body of steps again until a condition holds.
+    Loop(LoopStep),
 }
 
 impl StepKind {
@@ -377,6 +400,9 @@ impl StepKind {
             StepKind::Llm(_) => KindName::Llm,
             StepKind::Template(_) => KindName::Template,
             StepKind::Approval(_) => KindName::Approval,
+            StepKind::Switch(_) => KindName::Switch,
+            StepKind::Map(_) => KindName::Map,
+            StepKind::Loop(_) => KindName::Loop,
         }
     }
 }
@@ -458,6 +484,8 @@ struct StepOut<'a> {
     #[serde(skip_serializing_if = "<[String]>::is_empty")]
     needs: &'a [String],
     #[serde(skip_serializing_if = "Option::is_none")]
+    trigger_rule: Option<TriggerRule>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     when: Option<&'a String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     retry: Option<&'a RetryPolicy>,
@@ -480,6 +508,9 @@ enum KindFieldsOut<'a> {
     Llm(&'a LlmStep),
     Template(&'a TemplateStep),
     Approval(&'a ApprovalStep),
+    Switch(&'a SwitchStep),
+    Map(&'a MapStep),
+    Loop(&'a LoopStep),
 }
 
 impl Serialize for Step {
@@ -488,12 +519,16 @@ impl Serialize for Step {
             StepKind::Llm(s) => KindFieldsOut::Llm(s),
             StepKind::Template(s) => KindFieldsOut::Template(s),
             StepKind::Approval(s) => KindFieldsOut::Approval(s),
+            StepKind::Switch(s) => KindFieldsOut::Switch(s),
+            StepKind::Map(s) => KindFieldsOut::Map(s),
+            StepKind::Loop(s) => KindFieldsOut::Loop(s),
         };
         StepOut {
             id: &self.id,
             kind: self.kind.name(),
             name: self.name.as_ref(),
             needs: &self.needs,
+            trigger_rule: self.trigger_rule,
             when: self.when.as_ref(),
             retry: self.retry.as_ref(),
             timeout: self.timeout.as_ref(),

@@ -23,10 +23,11 @@ use std::sync::Arc;
 
 use crate::diagnostic::Diagnostic;
 use crate::workflow::{
-    ApprovalSettings, Budget, FallbackLadder, KindName, ModelRequirements, OnFailure, OutputFormat,
-    RetryPolicy, TaskClass, Timeouts, Workflow,
+    ApprovalSettings, Budget, FallbackLadder, KindName, LoopCap, ModelRequirements, OnFailure,
+    OnItemError, OutputFormat, RetryPolicy, TaskClass, Timeouts, TriggerRule, Workflow,
 };
 
+mod body;
 mod cycles;
 mod inputs;
 mod kinds;
@@ -79,6 +80,67 @@ pub enum Action {
         /// Timeout and default decision.
         settings: ApprovalSettings,
     },
+    /// Choose a branch: the first case whose condition holds.
+    Switch {
+        /// Per case: its name and its compiled condition template.
+        cases: Vec<(String, String)>,
+    },
+    /// Run a body once per item.
+    Map(Box<MapAction>),
+    /// Run a body until a condition holds.
+    Loop(Box<LoopAction>),
+}
+
+/// A validated `map` step.
+#[derive(Debug, Clone)]
+pub struct MapAction {
+    /// Name of the compiled template that renders the item list as JSON.
+    pub items: String,
+    /// The variable the body reads the item by.
+    pub item_as: String,
+    /// The variable the body reads the item's position by.
+    pub index_as: String,
+    /// Items in flight at once (at least 1).
+    pub concurrency: usize,
+    /// What a failed item does.
+    pub on_item_error: OnItemError,
+    /// Failed items tolerated (`continue`/`drop`); `None`: any number.
+    pub tolerated_failures: Option<u32>,
+    /// Failed items tolerated as a percentage of all items.
+    pub tolerated_failure_percent: Option<f64>,
+    /// Name of the compiled template (in the body's templates) that renders an item's
+    /// result as JSON; `None`: the body's last step's output.
+    pub result: Option<String>,
+    /// The body, a plan of its own.
+    pub body: Arc<Plan>,
+}
+
+/// The initial value of a loop's state variable.
+#[derive(Debug, Clone)]
+pub enum StateInit {
+    /// A JSON value as written.
+    Value(serde_json::Value),
+    /// A string with template syntax: the name of its compiled template (rendered as
+    /// text).
+    Template(String),
+}
+
+/// A validated `loop` step.
+#[derive(Debug, Clone)]
+pub struct LoopAction {
+    /// The most iterations.
+    pub max_iterations: u32,
+    /// State variables and their initial values, by name.
+    pub state: Vec<(String, StateInit)>,
+    /// After each iteration: variable → compiled template (in the body's templates) that
+    /// renders its new value as JSON.
+    pub set: Vec<(String, String)>,
+    /// Compiled `until` condition (in the body's templates), if any.
+    pub until: Option<String>,
+    /// What reaching the cap does.
+    pub cap: LoopCap,
+    /// The body, a plan of its own.
+    pub body: Arc<Plan>,
 }
 
 /// A substitute agent of the fallback ladder, resolved for one step.
@@ -147,6 +209,12 @@ pub struct PlannedStep {
     pub action: Action,
     /// Indices of the steps it needs.
     pub needs: Vec<usize>,
+    /// When it runs, given how its dependencies ended.
+    pub trigger_rule: TriggerRule,
+    /// The `switch` steps that name this step in a case: the switch's index and the
+    /// cases (positions; `-1` for `default`) on which this step runs. It is skipped when
+    /// one of them took another case.
+    pub branches: Vec<(usize, Vec<i64>)>,
     /// Indices of the steps whose outputs its templates read (a subset of its ancestors).
     pub reads: Vec<usize>,
     /// Name of the compiled condition template, if any.

@@ -11,7 +11,7 @@ use minijinja::Environment;
 use super::PlannedStep;
 use super::kinds;
 use super::report::{At, Ctx, did_you_mean};
-use super::templates::{Scope, Templates, compile_template};
+use super::templates::{BodyFrame, Scope, Templates, compile_template};
 use crate::diagnostic::{Diagnostic, DiagnosticCode, Span};
 use crate::parse::StepLocations;
 use crate::workflow::{
@@ -70,6 +70,55 @@ impl StepPlanner<'_, '_> {
         )?;
         self.reads.extend(reads);
         Some(name)
+    }
+
+    /// Compiles the template `text` as `steps.<id>.<name>`, located at the step's `field`,
+    /// adding the steps it reads; the template's name, or `None` when it has errors.
+    pub(super) fn compile_named(
+        &mut self,
+        name: &str,
+        field: &str,
+        text: String,
+    ) -> Option<String> {
+        let name = format!("steps.{}.{name}", self.id);
+        let at = self.at(field);
+        let reads = compile_template(
+            self.cx,
+            self.templates,
+            self.wf,
+            self.index,
+            self.scope,
+            &name,
+            text,
+            at,
+        )?;
+        self.reads.extend(reads);
+        Some(name)
+    }
+
+    /// Checks that `expr` (written in `field`) is a minijinja expression, reporting it
+    /// when not.
+    pub(super) fn check_expression(&mut self, field: &str, expr: &str) -> bool {
+        match Environment::new().compile_expression(expr) {
+            Ok(_) => true,
+            Err(e) => {
+                let what = if field == "when" {
+                    "condition".to_string()
+                } else {
+                    format!("`{field}`")
+                };
+                self.report(
+                    field,
+                    DiagnosticCode::TemplateSyntax,
+                    format!(
+                        "{what} does not compile: {}",
+                        e.detail().unwrap_or("invalid expression")
+                    ),
+                    "write a minijinja expression such as `steps.plan.json.tasks` or `inputs.depth == \"full\"`",
+                );
+                false
+            }
+        }
     }
 
     /// The agent `name` written in `field`, or `None` (reported) when it is not declared.
@@ -169,19 +218,22 @@ fn check_timeouts(p: &mut StepPlanner<'_, '_>, timeouts: &Timeouts) {
 /// Compiles the step's `when` condition as `{% if EXPR %}true{% endif %}`; its template
 /// name, or `None` when there is none or it has errors (reported).
 fn plan_condition(p: &mut StepPlanner<'_, '_>, expr: &str) -> Option<String> {
-    if let Err(e) = Environment::new().compile_expression(expr) {
-        p.report(
-            "when",
-            DiagnosticCode::TemplateSyntax,
-            format!(
-                "condition does not compile: {}",
-                e.detail().unwrap_or("invalid expression")
-            ),
-            "write a minijinja expression such as `inputs.depth == \"full\"`",
-        );
+    if !p.check_expression("when", expr) {
         return None;
     }
-    p.compile("when", &format!("{{% if {expr} %}}true{{% endif %}}"))
+    p.compile("when", &condition_template(expr))
+}
+
+/// The template a condition `EXPR` is compiled as: it renders `true` when the
+/// expression is truthy, nothing otherwise.
+pub(super) fn condition_template(expr: &str) -> String {
+    format!("{{% if {expr} %}}true{{% endif %}}")
+}
+
+/// The template a value expression `EXPR` is compiled as: it renders the value as JSON
+/// (minijinja's `tojson` filter), which the run parses back.
+pub(super) fn value_template(expr: &str) -> String {
+    format!("{{{{ ({expr}) | tojson }}}}")
 }
 
 /// Plans one step: the checks every kind shares, then the kind's own planner. `None`
@@ -193,6 +245,7 @@ pub(super) fn plan_step(
     wf: &Workflow,
     index: &HashMap<String, usize>,
     graph: Option<&[Vec<usize>]>,
+    frame: Option<&BodyFrame<'_>>,
     i: usize,
     step: &Step,
     needs: &[usize],
@@ -204,9 +257,14 @@ pub(super) fn plan_step(
         templates,
         wf,
         index,
-        scope: match graph {
-            Some(graph) => Scope::Step { graph, step: i },
-            None => Scope::InCycle,
+        scope: match (frame, graph) {
+            (Some(frame), graph) => Scope::Body {
+                graph,
+                step: Some(i),
+                frame,
+            },
+            (None, Some(graph)) => Scope::Step { graph, step: i },
+            (None, None) => Scope::InCycle,
         },
         id: &step.id,
         locs,
@@ -232,6 +290,9 @@ pub(super) fn plan_step(
         StepKind::Llm(s) => kinds::llm::plan(&mut p, s),
         StepKind::Template(s) => kinds::template::plan(&mut p, s),
         StepKind::Approval(s) => kinds::approval::plan(&mut p, s),
+        StepKind::Switch(s) => kinds::switch::plan(&mut p, s),
+        StepKind::Map(s) => kinds::map::plan(&mut p, s),
+        StepKind::Loop(s) => kinds::loops::plan(&mut p, s),
     };
     let reads = std::mem::take(&mut p.reads);
     if cx.diags.len() > errors_before {
@@ -242,6 +303,8 @@ pub(super) fn plan_step(
         kind,
         action,
         needs: needs.to_vec(),
+        trigger_rule: step.trigger_rule.unwrap_or_default(),
+        branches: Vec::new(),
         reads: reads.into_iter().collect(),
         when,
         retry,

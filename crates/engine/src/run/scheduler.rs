@@ -20,9 +20,10 @@ use tokio::task::JoinSet;
 use super::budget::Spend;
 use super::emit::Emitter;
 use super::guard::{guard_inputs, settle};
+use super::join::{States, blocked_by};
 use super::ladder::LlmContext;
 use super::records::{apply_on_failure, final_event, keep_record, record_for};
-use super::templates::render;
+use super::templates::{Frame, render};
 use super::{
     Engine, EngineError, Finished, RunOptions, RunReport, RunShared, StepOutput, lock, ms,
 };
@@ -32,32 +33,99 @@ use crate::select::Catalog;
 use crate::store::{RunFinish, RunRecord, StepRecord};
 use crate::workflow::OutputFormat;
 
-type Inputs = serde_json::Map<String, serde_json::Value>;
+pub(super) type Inputs = serde_json::Map<String, serde_json::Value>;
 
-/// The state of one run while it is scheduled.
-struct Sched {
-    plan: Arc<Plan>,
-    inputs: Arc<Inputs>,
-    shared: Arc<RunShared>,
-    options: RunOptions,
+/// The state of one step list while it is scheduled: a run's steps, or one item or
+/// iteration of a body (see [`Frame`]).
+pub(super) struct Sched {
+    pub(super) plan: Arc<Plan>,
+    pub(super) inputs: Arc<Inputs>,
+    pub(super) shared: Arc<RunShared>,
+    pub(super) options: RunOptions,
+    /// Where the list runs (the record path prefix, a body's variables and outer outputs).
+    pub(super) frame: Arc<Frame>,
+    /// Per step: skipped because something above it failed (Airflow's `upstream_failed`).
+    upstream_failed: Vec<bool>,
+    /// Records of an interrupted run that belong to the bodies of this list's steps
+    /// (full paths such as `each[3].summarize`), handed to those steps when they start.
+    nested_prior: Vec<StepRecord>,
     /// Per step: dependencies not finished yet.
     pending: Vec<usize>,
     /// Per step: its final state once finished.
     status: Vec<Option<StepStatus>>,
     /// Per step: its output once succeeded.
-    outputs: Vec<Option<Arc<StepOutput>>>,
+    pub(super) outputs: Vec<Option<Arc<StepOutput>>>,
     /// Finished steps, in completion order.
-    records: Vec<StepRecord>,
+    pub(super) records: Vec<StepRecord>,
     /// Steps whose dependencies are all finished, not started yet (popped from the end).
     ready: Vec<usize>,
     tasks: JoinSet<Finished>,
     task_steps: HashMap<tokio::task::Id, usize>,
-    cancelled: bool,
+    pub(super) cancelled: bool,
     paused: bool,
-    store_error: Option<EngineError>,
+    pub(super) store_error: Option<EngineError>,
 }
 
 impl Sched {
+    /// A step list ready to schedule: nothing finished yet.
+    pub(super) fn new(
+        plan: Arc<Plan>,
+        inputs: Arc<Inputs>,
+        shared: Arc<RunShared>,
+        options: RunOptions,
+        frame: Arc<Frame>,
+    ) -> Sched {
+        let n = plan.steps.len();
+        Sched {
+            pending: plan.steps.iter().map(|s| s.needs.len()).collect(),
+            status: vec![None; n],
+            outputs: vec![None; n],
+            upstream_failed: vec![false; n],
+            nested_prior: Vec::new(),
+            records: Vec::with_capacity(n),
+            ready: Vec::new(),
+            tasks: JoinSet::new(),
+            task_steps: HashMap::new(),
+            cancelled: false,
+            paused: false,
+            store_error: None,
+            plan,
+            inputs,
+            shared,
+            options,
+            frame,
+        }
+    }
+
+    /// The records of the interrupted run that belong to the body of the step recorded
+    /// as `path` (taken out of `nested_prior`).
+    pub(super) fn take_nested(&mut self, path: &str) -> Vec<StepRecord> {
+        let prefix = format!("{path}[");
+        let (mine, rest) = std::mem::take(&mut self.nested_prior)
+            .into_iter()
+            .partition(|r| r.step_id.starts_with(&prefix));
+        self.nested_prior = rest;
+        mine
+    }
+
+    /// A copy of `step` under its recorded id (its path inside a body), for the tasks
+    /// that record and announce it.
+    pub(super) fn recorded(&self, step: &PlannedStep) -> PlannedStep {
+        let mut step = step.clone();
+        if !self.frame.prefix.is_empty() {
+            step.id = self.frame.path(&step.id);
+        }
+        step
+    }
+
+    /// Queues every step whose dependencies are all finished and that has no record.
+    pub(super) fn queue_initial(&mut self) {
+        self.ready = (0..self.plan.steps.len())
+            .filter(|&i| self.pending[i] == 0 && self.status[i].is_none())
+            .rev()
+            .collect();
+    }
+
     /// Takes a record of a step that needs no running (kept from an interrupted run,
     /// reused, or outside `only`): see [`keep_record`].
     fn keep(&mut self, i: usize, rec: StepRecord) {
@@ -128,10 +196,7 @@ impl Engine {
         self.open_run(&plan, &run_id, &inputs, &options, &emitter)
             .await?;
 
-        let has_llm = plan
-            .steps
-            .iter()
-            .any(|s| matches!(s.action, Action::Llm(_)));
+        let has_llm = plan_has_llm(&plan);
         let catalog = Arc::new(if has_llm {
             self.discover().await
         } else {
@@ -149,30 +214,18 @@ impl Engine {
             use_cache: options.use_cache,
             catalog,
             control: options.control.clone(),
+            body_records: Mutex::new(Vec::new()),
         });
-        let n = plan.steps.len();
-        let mut s = Sched {
-            pending: plan.steps.iter().map(|s| s.needs.len()).collect(),
-            status: vec![None; n],
-            outputs: vec![None; n],
-            records: Vec::with_capacity(n),
-            ready: Vec::new(),
-            tasks: JoinSet::new(),
-            task_steps: HashMap::new(),
-            cancelled: false,
-            paused: false,
-            store_error: None,
+        let mut s = Sched::new(
             plan,
-            inputs: Arc::new(inputs),
+            Arc::new(inputs),
             shared,
             options,
-        };
+            Arc::new(Frame::default()),
+        );
         keep_prior(&mut s);
         self.record_untouched(&mut s).await?;
-        s.ready = (0..n)
-            .filter(|&i| s.pending[i] == 0 && s.status[i].is_none())
-            .rev()
-            .collect();
+        s.queue_initial();
         self.schedule(&mut s).await;
         if let Some(e) = s.store_error.take() {
             return Err(e);
@@ -261,15 +314,7 @@ impl Engine {
             return Ok(());
         }
         let run_id = &s.shared.run_id;
-        let finals: Vec<Event> = extra
-            .iter()
-            .filter_map(|r| {
-                s.plan
-                    .index
-                    .get(&r.step_id)
-                    .map(|&i| final_event(run_id, &s.plan.steps[i], r))
-            })
-            .collect();
+        let finals: Vec<Event> = extra.iter().map(|r| final_event(run_id, r)).collect();
         if let Some(store) = &self.store {
             let mut events = s.shared.emitter.drain();
             events.extend(finals.iter().cloned());
@@ -286,7 +331,7 @@ impl Engine {
     }
 
     /// The scheduling loop: start what is ready, wait for what runs, store, release.
-    async fn schedule(self: &Arc<Self>, s: &mut Sched) {
+    pub(super) async fn schedule(self: &Arc<Self>, s: &mut Sched) {
         let mut pause_rx = s.options.control.subscribe();
         loop {
             let mut done: Vec<Finished> = Vec::new();
@@ -374,8 +419,8 @@ impl Engine {
         }
     }
 
-    /// Starts one ready step: skips it when a dependency did not give what it needs or its
-    /// condition is false, runs a template inline, and spawns approval and `llm` steps.
+    /// Starts one ready step: skips it when its join rule is not met or its condition is
+    /// false, runs templates and switches inline, and spawns the other kinds.
     fn start_step(self: &Arc<Self>, s: &mut Sched, i: usize, max: usize) -> Start {
         let plan = Arc::clone(&s.plan);
         let step = &plan.steps[i];
@@ -393,11 +438,17 @@ impl Engine {
                 "the run was cancelled before the step started",
             );
         }
-        if let Some(why) = blocked_by(&plan, &s.status, step) {
-            return finish(StepStatus::Skipped, &why);
+        let states = States {
+            status: &s.status,
+            upstream_failed: &s.upstream_failed,
+            outputs: &s.outputs,
+        };
+        if let Some(blocked) = blocked_by(&plan, &states, step) {
+            s.upstream_failed[i] = blocked.by_failure;
+            return finish(StepStatus::Skipped, &blocked.reason);
         }
         if let Some(when) = &step.when {
-            match render(&plan, when, &s.inputs, &step.reads, &s.outputs) {
+            match render(&plan, when, &s.inputs, &s.frame, &step.reads, &s.outputs) {
                 Ok(v) if v.trim() == "true" => {}
                 Ok(_) => return finish(StepStatus::Skipped, "its `when` condition is false"),
                 Err(e) => {
@@ -408,7 +459,7 @@ impl Engine {
                 }
             }
         }
-        let r = |t: &str| render(&plan, t, &s.inputs, &step.reads, &s.outputs);
+        let r = |t: &str| render(&plan, t, &s.inputs, &s.frame, &step.reads, &s.outputs);
         match &step.action {
             Action::Template { template, format } => {
                 let t0 = Instant::now();
@@ -417,10 +468,32 @@ impl Engine {
                     Err(e) => finish(StepStatus::Failed, &format!("template failed: {e}")),
                 }
             }
-            Action::Approval { prompt, settings } => {
-                if s.tasks.len() >= max {
-                    return Start::Full;
+            Action::Switch { cases } => {
+                let (rec, out) = super::switch::choose(s, i, cases);
+                Start::Done(Box::new((i, rec, out)))
+            }
+            Action::Map(_) | Action::Loop(_) | Action::Approval { .. } | Action::Llm(_)
+                if s.tasks.len() >= max =>
+            {
+                Start::Full
+            }
+            Action::Map(map) => {
+                let path = s.frame.path(&step.id);
+                let prior = s.take_nested(&path);
+                match super::map::prepare(s, i, map, prior) {
+                    Ok(ctx) => self.spawn(s, i, move |engine| engine.run_map(ctx)),
+                    Err(e) => finish(StepStatus::Failed, &e),
                 }
+            }
+            Action::Loop(lp) => {
+                let path = s.frame.path(&step.id);
+                let prior = s.take_nested(&path);
+                match super::loops::prepare(s, i, lp, prior) {
+                    Ok(ctx) => self.spawn(s, i, move |engine| engine.run_loop(ctx)),
+                    Err(e) => finish(StepStatus::Failed, &e),
+                }
+            }
+            Action::Approval { prompt, settings } => {
                 let message = match r(prompt) {
                     Ok(m) => m,
                     Err(e) => {
@@ -430,21 +503,15 @@ impl Engine {
                         );
                     }
                 };
-                let (engine, sh) = (Arc::clone(self), Arc::clone(&s.shared));
-                let (step, settings) = (step.clone(), settings.clone());
-                let handle = s.tasks.spawn(async move {
-                    let (rec, out) = engine
+                let sh = Arc::clone(&s.shared);
+                let (step, settings) = (s.recorded(step), settings.clone());
+                self.spawn(s, i, move |engine| async move {
+                    engine
                         .run_approval_step(&sh, &step, message, &settings)
-                        .await;
-                    (i, rec, out)
-                });
-                s.task_steps.insert(handle.id(), i);
-                Start::Spawned
+                        .await
+                })
             }
             Action::Llm(llm) => {
-                if s.tasks.len() >= max {
-                    return Start::Full;
-                }
                 let rendered = r(&llm.prompt).and_then(|prompt| {
                     let system = llm.system.as_deref().map(r).transpose()?;
                     let substitute_system = llm
@@ -464,24 +531,38 @@ impl Engine {
                         );
                     }
                 };
-                let engine = Arc::clone(self);
                 let ctx = LlmContext {
                     sh: Arc::clone(&s.shared),
-                    step: step.clone(),
+                    step: s.recorded(step),
                     llm: (**llm).clone(),
                     prompt,
                     system,
                     substitute_system,
                     cancel: s.options.cancel.child_token(),
                 };
-                let handle = s.tasks.spawn(async move {
-                    let (rec, out) = engine.run_llm_step(ctx).await;
-                    (i, rec, out)
-                });
-                s.task_steps.insert(handle.id(), i);
-                Start::Spawned
+                self.spawn(
+                    s,
+                    i,
+                    move |engine| async move { engine.run_llm_step(ctx).await },
+                )
             }
         }
+    }
+
+    /// Runs step `i` as a task: `work` gets the engine and yields the step's record and
+    /// output.
+    fn spawn<F, Fut>(self: &Arc<Self>, s: &mut Sched, i: usize, work: F) -> Start
+    where
+        F: FnOnce(Arc<Self>) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = (StepRecord, Option<StepOutput>)> + Send + 'static,
+    {
+        let engine = Arc::clone(self);
+        let handle = s.tasks.spawn(async move {
+            let (rec, out) = work(engine).await;
+            (i, rec, out)
+        });
+        s.task_steps.insert(handle.id(), i);
+        Start::Spawned
     }
 
     /// A rendered template step: its text passes the guardrails (inline; as a task when a
@@ -527,10 +608,13 @@ impl Engine {
             if rec.status == StepStatus::Failed && !rec.handled {
                 apply_on_failure(&s.plan.steps[*i], rec, out);
             }
+            if !s.frame.prefix.is_empty() {
+                rec.step_id = s.frame.path(&s.plan.steps[*i].id);
+            }
         }
         let finals: Vec<Event> = done
             .iter()
-            .map(|(i, rec, _)| final_event(&s.shared.run_id, &s.plan.steps[*i], rec))
+            .map(|(_, rec, _)| final_event(&s.shared.run_id, rec))
             .collect();
         if let Some(store) = &self.store
             && s.store_error.is_none()
@@ -574,6 +658,8 @@ impl Engine {
         let any_failed = records
             .iter()
             .any(|r| r.status == StepStatus::Failed && !r.handled);
+        let mut records = records;
+        records.append(&mut lock(&shared.body_records));
         let run_status = if cancelled || options.cancel.is_cancelled() {
             RunStatus::Cancelled
         } else if any_failed {
@@ -587,7 +673,7 @@ impl Engine {
                 .iter()
                 .all(|&r| status[r] == Some(StepStatus::Succeeded))
             {
-                match render(&plan, tmpl, &inputs, reads, &outputs) {
+                match render(&plan, tmpl, &inputs, &Frame::default(), reads, &outputs) {
                     Ok(text) => serde_json::Value::String(text),
                     Err(e) => serde_json::Value::String(format!("<output failed to render: {e}>")),
                 }
@@ -645,10 +731,13 @@ impl Engine {
 
 /// Takes the records of an interrupted run's completed steps (kept, never re-run) and
 /// counts what they spent against the run's budget (cached steps spent nothing).
-fn keep_prior(s: &mut Sched) {
+pub(super) fn keep_prior(s: &mut Sched) {
     let prior = s.options.resume.take().unwrap_or_default();
     for rec in prior {
-        let Some(&i) = s.plan.index.get(&rec.step_id) else {
+        let local = rec.step_id.strip_prefix(s.frame.prefix.as_str());
+        let Some(&i) = local.and_then(|id| s.plan.index.get(id)) else {
+            // A body's record (`each[3].summarize`): its step gets it when it starts.
+            s.nested_prior.push(rec);
             continue;
         };
         if s.status[i].is_some() {
@@ -665,6 +754,45 @@ fn keep_prior(s: &mut Sched) {
         drop(spend);
         s.keep(i, rec);
     }
+    mark_upstream_failed(s);
+}
+
+/// Marks the kept skipped steps that were skipped because something above them failed
+/// (see [`super::join`]): a fixpoint over `needs`, since kept records come in no
+/// particular order.
+fn mark_upstream_failed(s: &mut Sched) {
+    loop {
+        let mut changed = false;
+        for (i, step) in s.plan.steps.iter().enumerate() {
+            if s.status[i] != Some(StepStatus::Skipped) || s.upstream_failed[i] {
+                continue;
+            }
+            let failed_above = step.needs.iter().any(|&d| {
+                matches!(
+                    s.status[d],
+                    Some(StepStatus::Failed | StepStatus::Cancelled)
+                ) || s.upstream_failed[d]
+            });
+            if failed_above && step.alternate_of.is_none() {
+                s.upstream_failed[i] = true;
+                changed = true;
+            }
+        }
+        if !changed {
+            break;
+        }
+    }
+}
+
+/// Whether a plan, or a body inside it, has `llm` steps (the run then lists the
+/// providers' models first).
+fn plan_has_llm(plan: &Plan) -> bool {
+    plan.steps.iter().any(|s| match &s.action {
+        Action::Llm(_) => true,
+        Action::Map(m) => plan_has_llm(&m.body),
+        Action::Loop(l) => plan_has_llm(&l.body),
+        _ => false,
+    })
 }
 
 /// The copy of an earlier run's succeeded record that a "run from here" run keeps.
@@ -685,28 +813,6 @@ fn reused_record(rec: &StepRecord, from: &str) -> StepRecord {
     r.duration_ms = 0;
     r.started_at = Utc::now();
     r
-}
-
-/// Why a ready step cannot run: a dependency failed, was skipped or cancelled (Airflow's
-/// `all_success`), or, for an alternate branch, the step it backs up did not fail.
-fn blocked_by(plan: &Plan, status: &[Option<StepStatus>], step: &PlannedStep) -> Option<String> {
-    let &dep = step.needs.iter().find(|&&d| {
-        if step.alternate_of == Some(d) {
-            status[d] != Some(StepStatus::Failed)
-        } else {
-            status[d] != Some(StepStatus::Succeeded)
-        }
-    })?;
-    let why = if step.alternate_of == Some(dep) {
-        "did not fail (this step is its alternate branch)"
-    } else {
-        match status[dep] {
-            Some(StepStatus::Failed) => "failed",
-            Some(StepStatus::Cancelled) => "was cancelled",
-            _ => "was skipped",
-        }
-    };
-    Some(format!("dependency `{}` {why}", plan.steps[dep].id))
 }
 
 /// The record and output of a template step from its guarded text.

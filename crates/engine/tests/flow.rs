@@ -1,0 +1,651 @@
+//! Control flow without a model: `map` (concurrency, order, item errors, tolerance,
+//! nesting), `loop` (state, `until`, the cap), `switch` and the join rules, and resuming
+//! runs interrupted inside bodies. Body steps are `template` steps, and `approval` steps
+//! answered by a test handler that holds each question until the test lets it go (the
+//! engine's own human-handler interface, so the engine runs as it does for a person).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code may stop at the failing line
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use nexus_engine::events::{CollectingSink, Event, EventSink, RunStatus, StepStatus};
+use nexus_engine::human::{HumanDecision, HumanHandler, HumanRequest};
+use nexus_engine::store::StepRecord;
+use nexus_engine::{Engine, EngineConfig, RunOptions, RunReport};
+use serde_json::json;
+
+fn plan(yaml: &str) -> Arc<nexus_engine::Plan> {
+    Arc::new(
+        nexus_engine::load_str(yaml, Some("flow.yaml"))
+            .unwrap_or_else(|d| panic!("{}", nexus_engine::diagnostic::render_all(&d))),
+    )
+}
+
+async fn run_with(yaml: &str, options: RunOptions) -> (RunReport, Vec<Event>) {
+    let plan = plan(yaml);
+    let inputs = nexus_engine::resolve_inputs(&plan, &Default::default())
+        .unwrap_or_else(|d| panic!("{}", nexus_engine::diagnostic::render_all(&d)));
+    let engine = Arc::new(Engine::new(vec![], None, EngineConfig::default()));
+    let sink = Arc::new(CollectingSink::new());
+    let mut options = options;
+    options.sinks.push(sink.clone() as Arc<dyn EventSink>);
+    let report = engine.run(plan, inputs, options).await.expect("run");
+    (report, sink.events())
+}
+
+async fn run(yaml: &str) -> RunReport {
+    run_with(yaml, RunOptions::default()).await.0
+}
+
+fn step<'a>(report: &'a RunReport, id: &str) -> &'a StepRecord {
+    report
+        .steps
+        .iter()
+        .find(|s| s.step_id == id)
+        .unwrap_or_else(|| {
+            let ids: Vec<&str> = report.steps.iter().map(|s| s.step_id.as_str()).collect();
+            panic!("no record `{id}`; records: {ids:?}")
+        })
+}
+
+fn json_of(report: &RunReport, id: &str) -> serde_json::Value {
+    step(report, id).output_json.clone().unwrap_or_default()
+}
+
+/// Holds each approval question until the test's driver releases it; counts how many
+/// wait at once.
+#[derive(Default)]
+struct Gate {
+    waiting: Mutex<Vec<(usize, tokio::sync::oneshot::Sender<()>)>>,
+    changed: tokio::sync::Notify,
+    most_at_once: AtomicUsize,
+}
+
+#[async_trait]
+impl HumanHandler for Gate {
+    async fn decide(&self, request: &HumanRequest) -> Option<HumanDecision> {
+        let HumanRequest::Approval { message, .. } = request else {
+            return None;
+        };
+        let k: usize = message
+            .trim_start_matches("item ")
+            .parse()
+            .expect("item number");
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        {
+            let mut w = self.waiting.lock().unwrap();
+            w.push((k, tx));
+            self.most_at_once.fetch_max(w.len(), Ordering::SeqCst);
+        }
+        self.changed.notify_one();
+        rx.await.ok()?;
+        Some(HumanDecision::Approve)
+    }
+}
+
+impl Gate {
+    /// Lets `total` questions go, one at a time, each once `expect(released)` of them
+    /// wait, the newest first (so items finish in another order than they started).
+    async fn drive(&self, total: usize, expect: impl Fn(usize) -> usize) {
+        for released in 0..total {
+            loop {
+                let notified = self.changed.notified();
+                if self.waiting.lock().unwrap().len() >= expect(released) {
+                    break;
+                }
+                notified.await;
+            }
+            let mut w = self.waiting.lock().unwrap();
+            let newest = (0..w.len()).max_by_key(|&j| w[j].0).unwrap();
+            let (_, tx) = w.remove(newest);
+            let _ = tx.send(());
+        }
+    }
+}
+
+const GATED_MAP: &str = r#"
+id: gated
+steps:
+  - id: list
+    kind: template
+    format: json
+    template: '[{% for i in range(7) %}{{ i }}{% if not loop.last %},{% endif %}{% endfor %}]'
+  - id: each
+    kind: map
+    needs: [list]
+    items: steps.list.json
+    concurrency: 3
+    steps:
+      - id: ask
+        kind: approval
+        prompt: "item {{ index }}"
+      - id: done
+        kind: template
+        needs: [ask]
+        template: "{{ item }}-done"
+"#;
+
+/// At most `concurrency` items are in flight, the map uses all of them, and the results
+/// are in input order although the items finish newest first.
+#[tokio::test]
+async fn a_map_runs_at_most_concurrency_items_and_keeps_input_order() {
+    let gate = Arc::new(Gate::default());
+    let driver = {
+        let gate = Arc::clone(&gate);
+        // Three wait at once until fewer than three items are left to start.
+        tokio::spawn(async move { gate.drive(7, |released| 3.min(7 - released)).await })
+    };
+    let options = RunOptions {
+        human: Some(gate.clone() as Arc<dyn HumanHandler>),
+        ..RunOptions::default()
+    };
+    let (report, _) = tokio::time::timeout(Duration::from_secs(60), run_with(GATED_MAP, options))
+        .await
+        .expect("the map never had three items in flight");
+    driver.await.unwrap();
+    assert_eq!(report.status, RunStatus::Succeeded, "{:?}", report.error);
+    assert_eq!(gate.most_at_once.load(Ordering::SeqCst), 3);
+    let out = json_of(&report, "each");
+    let want: Vec<String> = (0..7).map(|i| format!("{i}-done")).collect();
+    assert_eq!(out["results"], json!(want));
+    assert_eq!(out["succeeded"], 7);
+    // Every item's steps are recorded under their path.
+    for k in 0..7 {
+        assert_eq!(
+            step(&report, &format!("each[{k}].ask")).status,
+            StepStatus::Succeeded
+        );
+        assert_eq!(
+            step(&report, &format!("each[{k}].done")).output.as_deref(),
+            Some(format!("{k}-done").as_str())
+        );
+    }
+}
+
+fn failing_map(mode: &str, extra: &str) -> String {
+    format!(
+        r#"
+id: failing
+steps:
+  - id: each
+    kind: map
+    items: '[1, 2, 0, 4, 0, 6]'
+    concurrency: 1
+    on_item_error: {mode}
+    {extra}
+    steps:
+      - id: check
+        kind: template
+        format: json
+        template: '{{% if item == 0 %}}not json{{% else %}}{{{{ item * 10 }}}}{{% endif %}}'
+  - id: after
+    kind: template
+    needs: [each]
+    template: "{{{{ steps.each.json.results | length }}}}"
+"#
+    )
+}
+
+#[tokio::test]
+async fn fail_fast_stops_at_the_first_failed_item() {
+    let report = run(&failing_map("fail_fast", "")).await;
+    assert_eq!(report.status, RunStatus::Failed);
+    let each = step(&report, "each");
+    assert_eq!(each.status, StepStatus::Failed);
+    let error = each.error.as_deref().unwrap_or_default();
+    assert!(error.contains("1 of 6 items failed (item 2:"), "{error}");
+    let items = &each.output_json.as_ref().unwrap()["items"];
+    let states: Vec<&str> = items
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        states,
+        [
+            "succeeded",
+            "succeeded",
+            "failed",
+            "not_run",
+            "not_run",
+            "not_run"
+        ]
+    );
+    assert!(
+        report
+            .steps
+            .iter()
+            .all(|s| !s.step_id.starts_with("each[3]"))
+    );
+    assert_eq!(step(&report, "after").status, StepStatus::Skipped);
+}
+
+#[tokio::test]
+async fn continue_keeps_failed_items_as_null_and_drop_leaves_them_out() {
+    let report = run(&failing_map("continue", "")).await;
+    assert_eq!(report.status, RunStatus::Succeeded, "{:?}", report.error);
+    let out = json_of(&report, "each");
+    assert_eq!(out["results"], json!([10, 20, null, 40, null, 60]));
+    assert_eq!(
+        (out["succeeded"].clone(), out["failed"].clone()),
+        (json!(4), json!(2))
+    );
+    assert_eq!(step(&report, "each[2].check").status, StepStatus::Failed);
+    assert_eq!(step(&report, "after").output.as_deref(), Some("6"));
+
+    let report = run(&failing_map("drop", "")).await;
+    assert_eq!(report.status, RunStatus::Succeeded);
+    assert_eq!(json_of(&report, "each")["results"], json!([10, 20, 40, 60]));
+    assert_eq!(step(&report, "after").output.as_deref(), Some("4"));
+}
+
+#[tokio::test]
+async fn a_tolerance_fails_the_map_when_more_items_fail() {
+    let within = run(&failing_map("continue", "tolerated_failures: 2")).await;
+    assert_eq!(step(&within, "each").status, StepStatus::Succeeded);
+    let over = run(&failing_map("continue", "tolerated_failures: 1")).await;
+    let each = step(&over, "each");
+    assert_eq!(each.status, StepStatus::Failed);
+    assert!(
+        each.error
+            .as_deref()
+            .unwrap()
+            .contains("2 of 6 items failed"),
+        "{:?}",
+        each.error
+    );
+    // 2 of 6 is 33 %.
+    let pct = run(&failing_map("drop", "tolerated_failure_percent: 30")).await;
+    assert_eq!(step(&pct, "each").status, StepStatus::Failed);
+    let pct = run(&failing_map("drop", "tolerated_failure_percent: 34")).await;
+    assert_eq!(step(&pct, "each").status, StepStatus::Succeeded);
+}
+
+#[tokio::test]
+async fn maps_nest_and_read_the_enclosing_item_and_steps() {
+    let report = run(r#"
+id: nested
+inputs:
+  sep: {default: "x"}
+steps:
+  - id: sizes
+    kind: template
+    format: json
+    template: '{"rows": [[1, 2], [3], []]}'
+  - id: rows
+    kind: map
+    needs: [sizes]
+    items: steps.sizes.json.rows
+    as: row
+    index_as: r
+    steps:
+      - id: cells
+        kind: map
+        items: row
+        as: cell
+        steps:
+          - id: show
+            kind: template
+            template: "{{ r }}{{ inputs.sep }}{{ index }}={{ cell }} of {{ steps.sizes.json.rows | length }}"
+"#)
+    .await;
+    assert_eq!(report.status, RunStatus::Succeeded, "{:?}", report.error);
+    assert_eq!(
+        step(&report, "rows[0].cells[1].show").output.as_deref(),
+        Some("0x1=2 of 3")
+    );
+    assert_eq!(
+        step(&report, "rows[1].cells[0].show").output.as_deref(),
+        Some("1x0=3 of 3")
+    );
+    let rows = json_of(&report, "rows");
+    assert_eq!(
+        rows["results"][0]["results"],
+        json!(["0x0=1 of 3", "0x1=2 of 3"])
+    );
+    assert_eq!(rows["results"][2]["results"], json!([]));
+    assert_eq!(step(&report, "rows[2].cells").status, StepStatus::Succeeded);
+}
+
+#[tokio::test]
+async fn a_map_over_something_that_is_not_a_list_fails_with_what_it_got() {
+    let report = run("id: m\nsteps:\n  - id: each\n    kind: map\n    items: '{\"a\": 1}'\n    steps:\n      - id: x\n        kind: template\n        template: hi\n").await;
+    let each = step(&report, "each");
+    assert_eq!(each.status, StepStatus::Failed);
+    assert_eq!(
+        each.error.as_deref(),
+        Some("`items` is an object, not a list; give an expression whose value is a JSON array")
+    );
+}
+
+const LOOP: &str = r#"
+id: refine
+inputs:
+  target: {type: number, default: 3}
+steps:
+  - id: seed
+    kind: template
+    template: draft
+  - id: rounds
+    kind: loop
+    needs: [seed]
+    max_iterations: 10
+    state:
+      text: "{{ steps.seed.output }}"
+      score: 0
+    set:
+      text: steps.revise.output
+      score: state.score + 1
+    until: state.score >= inputs.target
+    steps:
+      - id: revise
+        kind: template
+        template: "{{ state.text }}+r{{ iteration }}"
+"#;
+
+#[tokio::test]
+async fn a_loop_carries_its_state_and_stops_when_until_holds() {
+    let report = run(LOOP).await;
+    assert_eq!(report.status, RunStatus::Succeeded, "{:?}", report.error);
+    let out = json_of(&report, "rounds");
+    assert_eq!(out["iterations"], 3);
+    assert_eq!(out["stopped_by"], "until");
+    assert_eq!(out["state"], json!({"text": "draft+r0+r1+r2", "score": 3}));
+    assert_eq!(
+        step(&report, "rounds[1].revise").output.as_deref(),
+        Some("draft+r0+r1")
+    );
+    assert!(report.steps.iter().all(|s| s.step_id != "rounds[3].revise"));
+}
+
+#[tokio::test]
+async fn a_loop_at_its_cap_succeeds_or_fails_as_written() {
+    let capped = LOOP.replace("max_iterations: 10", "max_iterations: 2");
+    let report = run(&capped).await;
+    let out = json_of(&report, "rounds");
+    assert_eq!(step(&report, "rounds").status, StepStatus::Succeeded);
+    assert_eq!(
+        (out["iterations"].clone(), out["stopped_by"].clone()),
+        (json!(2), json!("max_iterations"))
+    );
+
+    let failing = capped.replace(
+        "max_iterations: 2",
+        "max_iterations: 2\n    on_max_iterations: fail",
+    );
+    let report = run(&failing).await;
+    let rounds = step(&report, "rounds");
+    assert_eq!(rounds.status, StepStatus::Failed);
+    assert!(
+        rounds
+            .error
+            .as_deref()
+            .unwrap()
+            .contains("`until` did not hold within `max_iterations` (2)")
+    );
+    assert_eq!(report.status, RunStatus::Failed);
+}
+
+fn switch_workflow(kind: &str) -> String {
+    format!(
+        r#"
+id: route
+inputs:
+  kind: {{default: "{kind}"}}
+steps:
+  - id: route
+    kind: switch
+    cases:
+      - name: bug
+        when: inputs.kind == "bug"
+        then: [fix]
+      - name: docs
+        when: inputs.kind == "docs"
+        then: [write, review]
+    default: [triage]
+  - id: fix
+    kind: template
+    template: fixed
+  - id: write
+    kind: template
+    template: written
+  - id: review
+    kind: template
+    needs: [write]
+    template: "reviewed {{{{ steps.write.output }}}}"
+  - id: triage
+    kind: template
+    template: triaged
+  - id: join
+    kind: template
+    needs: [fix, review, triage]
+    trigger_rule: none_failed_min_one_success
+    template: "done ({{{{ steps.route.output }}}})"
+  - id: strict
+    kind: template
+    needs: [fix, review, triage]
+    template: never
+"#
+    )
+}
+
+#[tokio::test]
+async fn a_switch_runs_the_case_taken_and_skips_the_others() {
+    for (kind, ran, skipped) in [
+        ("bug", vec!["fix"], vec!["write", "review", "triage"]),
+        ("docs", vec!["write", "review"], vec!["fix", "triage"]),
+        ("other", vec!["triage"], vec!["fix", "write", "review"]),
+    ] {
+        let report = run(&switch_workflow(kind)).await;
+        assert_eq!(
+            report.status,
+            RunStatus::Succeeded,
+            "{kind}: {:?}",
+            report.error
+        );
+        for id in ran {
+            assert_eq!(
+                step(&report, id).status,
+                StepStatus::Succeeded,
+                "{kind}: {id}"
+            );
+        }
+        for id in skipped {
+            let rec = step(&report, id);
+            assert_eq!(rec.status, StepStatus::Skipped, "{kind}: {id}");
+        }
+        let case = if kind == "other" { "default" } else { kind };
+        assert_eq!(step(&report, "route").output.as_deref(), Some(case));
+        assert_eq!(
+            step(&report, "join").output.as_deref(),
+            Some(format!("done ({case})").as_str())
+        );
+        // The default rule (all_success) after the branches: never runs.
+        assert_eq!(step(&report, "strict").status, StepStatus::Skipped);
+    }
+    let report = run(&switch_workflow("bug")).await;
+    assert_eq!(
+        step(&report, "triage").error.as_deref(),
+        Some("not on the branch switch `route` took (case `bug`)")
+    );
+}
+
+/// Every join rule against dependencies that succeeded (`ok`), failed (`bad`), were
+/// skipped by a false condition (`off`), or were skipped because their own dependency
+/// failed (`after_bad`, Airflow's `upstream_failed`).
+#[tokio::test]
+async fn join_rules_follow_the_table() {
+    // (rule, dependencies, runs?)
+    let table: &[(&str, &[&str], bool)] = &[
+        ("all_success", &["ok", "ok2"], true),
+        ("all_success", &["ok", "off"], false),
+        ("all_success", &["ok", "bad"], false),
+        ("all_done", &["ok", "bad", "off"], true),
+        ("one_success", &["bad", "off", "ok"], true),
+        ("one_success", &["bad", "off"], false),
+        ("one_failed", &["ok", "bad"], true),
+        ("one_failed", &["ok", "off"], false),
+        ("one_failed", &["ok", "after_bad"], true),
+        ("all_failed", &["bad", "after_bad"], true),
+        ("all_failed", &["bad", "ok"], false),
+        ("none_failed", &["ok", "off"], true),
+        ("none_failed", &["off"], true),
+        ("none_failed", &["ok", "bad"], false),
+        ("none_failed", &["ok", "after_bad"], false),
+        ("none_failed_min_one_success", &["ok", "off"], true),
+        ("none_failed_min_one_success", &["off"], false),
+        ("none_failed_min_one_success", &["ok", "after_bad"], false),
+    ];
+    for (rule, deps, runs) in table {
+        let yaml = format!(
+            r#"
+id: join
+steps:
+  - id: ok
+    kind: template
+    template: a
+  - id: ok2
+    kind: template
+    template: b
+  - id: bad
+    kind: template
+    format: json
+    template: not json
+  - id: off
+    kind: template
+    when: "false"
+    template: c
+  - id: after_bad
+    kind: template
+    needs: [bad]
+    template: d
+  - id: target
+    kind: template
+    needs: [{deps}]
+    trigger_rule: {rule}
+    template: ran
+  - id: below
+    kind: template
+    needs: [target]
+    trigger_rule: none_failed
+    template: below
+"#,
+            deps = deps.join(", ")
+        );
+        let report = run(&yaml).await;
+        let target = step(&report, "target");
+        let want = if *runs {
+            StepStatus::Succeeded
+        } else {
+            StepStatus::Skipped
+        };
+        assert_eq!(
+            target.status, want,
+            "{rule} after {deps:?}: {:?}",
+            target.error
+        );
+        // A skip because of a failure travels down; any other skip does not.
+        let failed_above = !runs
+            && deps.iter().any(|d| *d == "bad" || *d == "after_bad")
+            && !matches!(*rule, "one_failed" | "all_failed");
+        let below = step(&report, "below").status;
+        let want_below = if failed_above {
+            StepStatus::Skipped
+        } else {
+            StepStatus::Succeeded
+        };
+        assert_eq!(below, want_below, "below {rule} after {deps:?}");
+    }
+}
+
+/// A run interrupted inside a map and a loop (some item and iteration steps stored,
+/// others not) resumes from the stored records: no stored step runs again, the others
+/// run, and the outputs equal those of an uninterrupted run.
+#[tokio::test]
+async fn a_run_resumed_inside_a_map_and_a_loop_runs_only_what_is_missing() {
+    let yaml = r#"
+id: resume
+steps:
+  - id: each
+    kind: map
+    items: '[1, 2, 3, 4]'
+    steps:
+      - id: a
+        kind: template
+        template: "a{{ item }}"
+      - id: b
+        kind: template
+        needs: [a]
+        template: "{{ steps.a.output }}b"
+  - id: rounds
+    kind: loop
+    needs: [each]
+    max_iterations: 3
+    state: {acc: ""}
+    set: {acc: steps.add.output}
+    steps:
+      - id: add
+        kind: template
+        template: "{{ state.acc }}{{ iteration }}"
+"#;
+    let (full, _) = run_with(yaml, RunOptions::default()).await;
+    assert_eq!(full.status, RunStatus::Succeeded, "{:?}", full.error);
+    // What a crash could have left: items 0 and 2 complete, item 1 half done, the
+    // loop's first iteration done; nothing of the map or loop steps themselves.
+    let kept_ids = [
+        "each[0].a",
+        "each[0].b",
+        "each[1].a",
+        "each[2].a",
+        "each[2].b",
+        "rounds[0].add",
+    ];
+    let kept: Vec<StepRecord> = full
+        .steps
+        .iter()
+        .filter(|s| kept_ids.contains(&s.step_id.as_str()))
+        .cloned()
+        .collect();
+    assert_eq!(kept.len(), kept_ids.len());
+    let options = RunOptions {
+        run_id: Some(full.run_id.clone()),
+        resume: Some(kept.clone()),
+        ..RunOptions::default()
+    };
+    let (resumed, events) = run_with(yaml, options).await;
+    assert_eq!(resumed.status, RunStatus::Succeeded, "{:?}", resumed.error);
+    let ran: Vec<String> = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::StepSucceeded { step_id, .. } => Some(step_id.clone()),
+            _ => None,
+        })
+        .collect();
+    for id in kept_ids {
+        assert!(!ran.iter().any(|r| r == id), "`{id}` ran again");
+        let before = kept.iter().find(|k| k.step_id == id).unwrap();
+        assert_eq!(step(&resumed, id).started_at, before.started_at, "{id}");
+    }
+    for id in [
+        "each[1].b",
+        "each[3].a",
+        "each[3].b",
+        "rounds[1].add",
+        "rounds[2].add",
+        "each",
+        "rounds",
+    ] {
+        assert!(ran.iter().any(|r| r == id), "`{id}` did not run: {ran:?}");
+    }
+    let by_id = |r: &RunReport| -> BTreeMap<String, Option<String>> {
+        r.steps
+            .iter()
+            .map(|s| (s.step_id.clone(), s.output.clone()))
+            .collect()
+    };
+    assert_eq!(by_id(&resumed), by_id(&full));
+}
