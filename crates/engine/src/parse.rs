@@ -27,8 +27,8 @@ use crate::diagnostic::{Diagnostic, DiagnosticCode, Span};
 use crate::workflow::{
     Agent, ApprovalSettings, ApprovalStep, Budget, FORMAT_VERSION, FallbackLadder, Guardrails,
     InputSpec, KindName, LlmStep, LoopCap, LoopStep, MapStep, ModelSpec, OnFailure, OnItemError,
-    OutputFormat, Position, RetryPolicy, Step, StepKind, SwitchCase, SwitchStep, TaskClass,
-    TemplateStep, Timeouts, TriggerRule, Workflow,
+    OutputFormat, Position, RetryPolicy, Step, StepKind, SubWorkflowStep, SwitchCase, SwitchStep,
+    TaskClass, TemplateStep, Timeouts, TriggerRule, Workflow,
 };
 
 /// Locations of the parts of a workflow file that diagnostics refer to. Missing entries
@@ -94,7 +94,9 @@ pub struct Parsed {
 
 /// The fields that belong to one kind or another, in the order a step's stray fields are
 /// reported.
-pub const KIND_FIELDS: [&str; 30] = [
+pub const KIND_FIELDS: [&str; 32] = [
+    "workflow",
+    "inputs",
     "cases",
     "default",
     "items",
@@ -163,6 +165,7 @@ pub fn kind_uses(kind: KindName, field: &str) -> bool {
             field,
             "max_iterations" | "state" | "set" | "until" | "on_max_iterations" | "steps"
         ),
+        KindName::Workflow => matches!(field, "workflow" | "inputs"),
     }
 }
 
@@ -174,6 +177,7 @@ pub fn required_field(kind: KindName) -> &'static str {
         KindName::Switch => "cases",
         KindName::Map => "items",
         KindName::Loop => "max_iterations",
+        KindName::Workflow => "workflow",
     }
 }
 
@@ -323,6 +327,11 @@ struct StepText {
     // `map` and `loop`
     #[serde(default)]
     steps: Option<Spanned<Vec<Spanned<StepText>>>>,
+    // `workflow`
+    #[serde(default)]
+    workflow: Option<Spanned<String>>,
+    #[serde(default)]
+    inputs: Option<Spanned<BTreeMap<String, serde_json::Value>>>,
     #[serde(default)]
     position: Option<Position>,
 }
@@ -372,6 +381,8 @@ struct KindText {
     until: Option<String>,
     on_max_iterations: Option<LoopCap>,
     steps: Option<Vec<Step>>,
+    workflow: Option<String>,
+    inputs: Option<BTreeMap<String, serde_json::Value>>,
 }
 
 impl KindText {
@@ -408,6 +419,8 @@ impl KindText {
             "until" => self.until.is_some(),
             "on_max_iterations" => self.on_max_iterations.is_some(),
             "steps" => self.steps.is_some(),
+            "workflow" => self.workflow.is_some(),
+            "inputs" => self.inputs.is_some(),
             _ => false,
         }
     }
@@ -468,6 +481,10 @@ fn kind_of(kind: KindName, t: KindText, loc: &mut StepLocations) -> StepKind {
             until: t.until,
             on_max_iterations: t.on_max_iterations,
             steps: t.steps.unwrap_or_default(),
+        }),
+        KindName::Workflow => StepKind::Workflow(SubWorkflowStep {
+            workflow: t.workflow.unwrap_or_default(),
+            inputs: t.inputs.unwrap_or_default(),
         }),
     }
 }
@@ -537,6 +554,8 @@ fn step_of(step: Spanned<StepText>) -> (Step, StepLocations) {
         until: take(f, "until", s.until),
         on_max_iterations: take(f, "on_max_iterations", s.on_max_iterations),
         steps: body,
+        workflow: take(f, "workflow", s.workflow),
+        inputs: take(f, "inputs", s.inputs),
     };
     let kind = kind_of(kind, text, &mut loc);
     let step = Step {

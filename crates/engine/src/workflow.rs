@@ -19,7 +19,10 @@ use serde::{Deserialize, Serialize};
 
 mod control;
 
-pub use control::{LoopCap, LoopStep, MapStep, OnItemError, SwitchCase, SwitchStep, TriggerRule};
+pub use control::{
+    LoopCap, LoopStep, MAX_WORKFLOW_DEPTH, MapStep, OnItemError, SubWorkflowStep, SwitchCase,
+    SwitchStep, TriggerRule,
+};
 
 /// Version of the workflow file format this build reads and writes.
 pub const FORMAT_VERSION: u32 = 1;
@@ -298,6 +301,8 @@ pub enum KindName {
     Map,
     /// Run a body of steps again until a condition holds.
     Loop,
+    /// Run another workflow file as a child run.
+    Workflow,
 }
 
 impl KindName {
@@ -310,6 +315,7 @@ impl KindName {
             KindName::Switch => "switch",
             KindName::Map => "map",
             KindName::Loop => "loop",
+            KindName::Workflow => "workflow",
         }
     }
 }
@@ -391,6 +397,8 @@ pub enum StepKind {
     Map(MapStep),
     /// Run a body of steps again until a condition holds.
     Loop(LoopStep),
+    /// Run another workflow file as a child run.
+    Workflow(SubWorkflowStep),
 }
 
 impl StepKind {
@@ -403,6 +411,7 @@ impl StepKind {
             StepKind::Switch(_) => KindName::Switch,
             StepKind::Map(_) => KindName::Map,
             StepKind::Loop(_) => KindName::Loop,
+            StepKind::Workflow(_) => KindName::Workflow,
         }
     }
 }
@@ -511,6 +520,7 @@ enum KindFieldsOut<'a> {
     Switch(&'a SwitchStep),
     Map(&'a MapStep),
     Loop(&'a LoopStep),
+    Workflow(&'a SubWorkflowStep),
 }
 
 impl Serialize for Step {
@@ -522,6 +532,7 @@ impl Serialize for Step {
             StepKind::Switch(s) => KindFieldsOut::Switch(s),
             StepKind::Map(s) => KindFieldsOut::Map(s),
             StepKind::Loop(s) => KindFieldsOut::Loop(s),
+            StepKind::Workflow(s) => KindFieldsOut::Workflow(s),
         };
         StepOut {
             id: &self.id,

@@ -649,3 +649,198 @@ steps:
     };
     assert_eq!(by_id(&resumed), by_id(&full));
 }
+
+/// Writes workflow files into a temporary folder; returns it and the first file's path.
+fn files(list: &[(&str, &str)]) -> (tempfile::TempDir, std::path::PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    for (name, text) in list {
+        std::fs::write(dir.path().join(name), text).unwrap();
+    }
+    let first = dir.path().join(list[0].0);
+    (dir, first)
+}
+
+const CHILD: &str = r#"
+id: child
+inputs:
+  topic: {}
+  times: {type: number, default: 2}
+outputs:
+  summary: "{{ steps.say.output }}"
+steps:
+  - id: say
+    kind: template
+    template: "{{ inputs.topic }} x{{ inputs.times }}"
+"#;
+
+async fn run_file(path: &std::path::Path, options: RunOptions) -> RunReport {
+    let plan = Arc::new(
+        nexus_engine::load_file(path)
+            .unwrap_or_else(|d| panic!("{}", nexus_engine::diagnostic::render_all(&d))),
+    );
+    let inputs = nexus_engine::resolve_inputs(&plan, &Default::default()).unwrap();
+    let engine = Arc::new(Engine::new(vec![], None, EngineConfig::default()));
+    engine.run(plan, inputs, options).await.expect("run")
+}
+
+#[tokio::test]
+async fn a_sub_workflow_runs_with_its_inputs_and_its_outputs_become_the_steps() {
+    let (_dir, parent) = files(&[
+        (
+            "parent.yaml",
+            r#"
+id: parent
+steps:
+  - id: topic
+    kind: template
+    template: tea
+  - id: call
+    kind: workflow
+    needs: [topic]
+    workflow: child.yaml
+    inputs:
+      topic: "{{ steps.topic.output }}"
+      times: 3
+  - id: after
+    kind: template
+    needs: [call]
+    template: "got {{ steps.call.json.summary }}"
+"#,
+        ),
+        ("child.yaml", CHILD),
+    ]);
+    let report = run_file(&parent, RunOptions::default()).await;
+    assert_eq!(report.status, RunStatus::Succeeded, "{:?}", report.error);
+    let call = step(&report, "call");
+    assert_eq!(call.output.as_deref(), Some("tea x3"));
+    let input: serde_json::Value = serde_json::from_str(call.input.as_deref().unwrap()).unwrap();
+    assert_eq!(input["run_id"], format!("{}.call", report.run_id));
+    assert_eq!(input["inputs"], json!({"topic": "tea", "times": 3}));
+    assert_eq!(step(&report, "after").output.as_deref(), Some("got tea x3"));
+}
+
+#[tokio::test]
+async fn a_failed_sub_workflow_fails_the_step_with_the_childs_run_and_error() {
+    let failing_child = CHILD.replace(
+        "template: \"{{ inputs.topic }} x{{ inputs.times }}\"",
+        "format: json\n    template: \"not json {{ inputs.topic }}\"",
+    );
+    let (_dir, parent) = files(&[
+        (
+            "parent.yaml",
+            "id: parent\nsteps:\n  - id: call\n    kind: workflow\n    workflow: child.yaml\n    inputs: {topic: tea}\n",
+        ),
+        ("child.yaml", &failing_child),
+    ]);
+    let report = run_file(&parent, RunOptions::default()).await;
+    assert_eq!(report.status, RunStatus::Failed);
+    let error = step(&report, "call").error.clone().unwrap();
+    let child_id = format!("{}.call", report.run_id);
+    assert!(
+        error.contains(&format!("the child run {child_id} of `")),
+        "{error}"
+    );
+    assert!(
+        error.contains("ended failed: step(s) failed: say: "),
+        "{error}"
+    );
+}
+
+/// Answers nothing: each question waits until the run is cancelled; says when asked.
+#[derive(Default)]
+struct Never {
+    asked: tokio::sync::Notify,
+}
+
+#[async_trait]
+impl HumanHandler for Never {
+    async fn decide(&self, _request: &HumanRequest) -> Option<HumanDecision> {
+        self.asked.notify_one();
+        std::future::pending().await
+    }
+}
+
+#[tokio::test]
+async fn cancelling_the_parent_cancels_the_child_run() {
+    let (_dir, parent) = files(&[
+        (
+            "parent.yaml",
+            "id: parent\nsteps:\n  - id: call\n    kind: workflow\n    workflow: child.yaml\n",
+        ),
+        (
+            "child.yaml",
+            "id: child\nsteps:\n  - id: wait\n    kind: approval\n    prompt: go on?\n",
+        ),
+    ]);
+    let never = Arc::new(Never::default());
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let options = RunOptions {
+        cancel: cancel.clone(),
+        human: Some(never.clone() as Arc<dyn HumanHandler>),
+        ..RunOptions::default()
+    };
+    let run = tokio::spawn(async move { run_file(&parent, options).await });
+    never.asked.notified().await;
+    cancel.cancel();
+    let report = tokio::time::timeout(Duration::from_secs(30), run)
+        .await
+        .expect("the cancel reached the child")
+        .unwrap();
+    assert_eq!(report.status, RunStatus::Cancelled);
+    let call = step(&report, "call");
+    assert_eq!(call.status, StepStatus::Cancelled);
+    assert!(call.error.as_deref().unwrap().contains("was cancelled"));
+}
+
+#[test]
+fn files_that_call_each_other_are_rejected_with_the_chain() {
+    let call = |target: &str| {
+        format!("id: w\nsteps:\n  - id: call\n    kind: workflow\n    workflow: {target}\n")
+    };
+    let (_dir, a) = files(&[
+        ("a.yaml", &call("b.yaml")),
+        ("b.yaml", &call("c.yaml")),
+        ("c.yaml", &call("a.yaml")),
+    ]);
+    let diags = nexus_engine::load_file(&a).expect_err("a cycle");
+    let text = nexus_engine::diagnostic::render_all(&diags);
+    assert!(
+        text.contains(
+            "workflow files call each other in a cycle: a.yaml → b.yaml → c.yaml → a.yaml"
+        ),
+        "{text}"
+    );
+    assert!(
+        diags
+            .iter()
+            .all(|d| d.code == nexus_engine::DiagnosticCode::Cycle),
+        "{text}"
+    );
+    // A file that calls itself.
+    let (_dir, me) = files(&[("me.yaml", &call("me.yaml"))]);
+    let text = nexus_engine::diagnostic::render_all(&nexus_engine::load_file(&me).err().unwrap());
+    assert!(text.contains("cycle: me.yaml → me.yaml"), "{text}");
+}
+
+#[test]
+fn a_sub_workflow_call_is_checked_against_the_childs_inputs() {
+    let (_dir, parent) = files(&[
+        (
+            "parent.yaml",
+            "id: p\nsteps:\n  - id: call\n    kind: workflow\n    workflow: child.yaml\n    inputs: {topik: tea}\n  - id: missing\n    kind: workflow\n    workflow: nowhere.yaml\n",
+        ),
+        ("child.yaml", CHILD),
+    ]);
+    let text =
+        nexus_engine::diagnostic::render_all(&nexus_engine::load_file(&parent).err().unwrap());
+    assert!(
+        text.contains("`inputs.topik` is not an input of `"),
+        "{text}"
+    );
+    assert!(text.contains("declares: times, topic"), "{text}");
+    assert!(
+        text.contains("child.yaml` needs the input `topic`, which the step does not give"),
+        "{text}"
+    );
+    assert!(text.contains("cannot read the sub-workflow `"), "{text}");
+}

@@ -37,7 +37,7 @@ use nexus_engine::provider::{ProviderErrorKind, Usage};
 use nexus_engine::select::ModelStats;
 use nexus_engine::store::{
     AttemptRecord, CachedOutput, EngineState, FallbackRecord, GuardrailRecord, RunFinish,
-    RunRecord, RunStore, StepRecord, StoreError,
+    RunRecord, RunStore, StepRecord, StoreError, StoredChild,
 };
 use serde::Serialize;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
@@ -360,6 +360,15 @@ impl SqliteStore {
     /// # Errors
     /// [`Error::NotFound`], [`Error::Ambiguous`], [`Error::Query`].
     pub async fn resolve_run_id(&self, id_or_prefix: &str) -> Result<String, Error> {
+        // A full id wins over being the prefix of another (a child run's id is its
+        // parent's id followed by the step's path).
+        let exact = sqlx::query("SELECT run_id FROM runs WHERE run_id = ?")
+            .bind(id_or_prefix)
+            .fetch_optional(&self.pool)
+            .await?;
+        if let Some(row) = exact {
+            return Ok(row.get("run_id"));
+        }
         let pattern = format!(
             "{}%",
             id_or_prefix
@@ -772,8 +781,8 @@ impl RunStore for SqliteStore {
     async fn create_run(&self, run: &RunRecord) -> Result<(), StoreError> {
         sqlx::query(
             "INSERT INTO runs (run_id, workflow_id, workflow_name, workflow_version, file, inputs, status, started_at,
-               workflow_json, heartbeat_at, owner_pid)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+               workflow_json, heartbeat_at, owner_pid, parent_run_id, parent_step_id)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(&run.run_id)
         .bind(&run.workflow_id)
@@ -786,6 +795,8 @@ impl RunStore for SqliteStore {
         .bind(run.workflow.as_ref().map(ToString::to_string))
         .bind(ts(&run.started_at))
         .bind(i64::from(std::process::id()))
+        .bind(run.parent.as_ref().map(|(r, _)| r))
+        .bind(run.parent.as_ref().map(|(_, s)| s))
         .execute(&self.pool)
         .await
         .map_err(Error::from)?;
@@ -799,6 +810,34 @@ impl RunStore for SqliteStore {
         events: &[Event],
     ) -> Result<(), StoreError> {
         Ok(self.write_steps(run_id, steps, events).await?)
+    }
+
+    async fn child_run(&self, run_id: &str) -> Result<Option<StoredChild>, StoreError> {
+        let exists = sqlx::query("SELECT run_id FROM runs WHERE run_id = ?")
+            .bind(run_id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(Error::from)?;
+        if exists.is_none() {
+            return Ok(None);
+        }
+        let run = self.get_run(run_id).await?;
+        let status = RunStatus::parse(&run.status).ok_or_else(|| {
+            Error::Decode(format!(
+                "run {run_id} has an unknown status `{}`",
+                run.status
+            ))
+        })?;
+        let outputs = match run.outputs {
+            Some(serde_json::Value::Object(o)) => o,
+            _ => serde_json::Map::new(),
+        };
+        Ok(Some(StoredChild {
+            status,
+            steps: run.steps,
+            outputs,
+            error: run.error,
+        }))
     }
 
     async fn finish_run(

@@ -20,6 +20,7 @@ fn run(id: &str) -> RunRecord {
         inputs: serde_json::json!({"topic": "tea"}),
         workflow: Some(serde_json::json!({"id": "wf", "steps": []})),
         started_at: Utc::now(),
+        parent: None,
     }
 }
 
@@ -202,6 +203,43 @@ async fn run_ids_resolve_by_unique_prefix() -> anyhow::Result<()> {
     let s = step("a");
     store.record_steps("abc-1", &[&s], &[]).await?;
     assert!(store.record_steps("abc-1", &[&s], &[]).await.is_err());
+    Ok(())
+}
+
+/// A child run (id: the parent's id and the step's path) is stored with its parent, is
+/// read back for the parent's resume, and its parent's full id still resolves although
+/// it is a prefix of the child's.
+#[tokio::test]
+async fn a_child_run_is_linked_to_its_parent_and_read_back() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let store = SqliteStore::open(&dir.path().join("runs.db")).await?;
+    store.create_run(&run("p-1")).await?;
+    let mut child = run("p-1.each[2].summarize");
+    child.parent = Some(("p-1".into(), "each[2].summarize".into()));
+    store.create_run(&child).await?;
+    assert_eq!(store.resolve_run_id("p-1").await?, "p-1");
+    assert!(store.child_run("p-1.other").await?.is_none());
+    store
+        .record_steps("p-1.each[2].summarize", &[&step("a")], &[])
+        .await?;
+    let got = store
+        .child_run("p-1.each[2].summarize")
+        .await?
+        .expect("stored");
+    assert_eq!(got.status, RunStatus::Running);
+    assert_eq!(got.steps.len(), 1);
+    assert_eq!(got.steps[0].step_id, "a");
+    let parent: Option<String> =
+        sqlx::query_scalar("SELECT parent_run_id FROM runs WHERE run_id = 'p-1.each[2].summarize'")
+            .fetch_one(
+                &sqlx::SqlitePool::connect(&format!(
+                    "sqlite://{}",
+                    dir.path().join("runs.db").display()
+                ))
+                .await?,
+            )
+            .await?;
+    assert_eq!(parent.as_deref(), Some("p-1"));
     Ok(())
 }
 

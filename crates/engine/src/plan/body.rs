@@ -63,6 +63,7 @@ pub(super) fn plan_body(
         file: p.cx.file,
         locs: &locations,
         diags: Vec::new(),
+        chain: p.cx.chain,
     };
     let mut templates = Templates::default();
     let list = plan_list(&mut cx, &mut templates, p.wf, steps, Some(&frame));

@@ -89,6 +89,19 @@ pub enum Action {
     Map(Box<MapAction>),
     /// Run a body until a condition holds.
     Loop(Box<LoopAction>),
+    /// Run another workflow file as a child run.
+    Workflow(Box<SubWorkflowAction>),
+}
+
+/// A validated `workflow` step.
+#[derive(Debug, Clone)]
+pub struct SubWorkflowAction {
+    /// The child's file as resolved (relative to the caller's folder), for messages.
+    pub file: String,
+    /// The child's plan, validated with the caller.
+    pub plan: Arc<Plan>,
+    /// The child's inputs by name.
+    pub inputs: Vec<(String, StateInit)>,
 }
 
 /// A validated `map` step.

@@ -23,11 +23,29 @@ use crate::workflow::{FORMAT_VERSION, OnFailure, Step, Workflow};
 /// # Errors
 /// Every problem found, each located (never just the first).
 pub fn validate(parsed: &Parsed) -> Result<Plan, Vec<Diagnostic>> {
+    validate_in(parsed, &[])
+}
+
+/// Validates a workflow called by the files `callers` (outermost first; see
+/// [`Ctx::chain`]).
+pub(super) fn validate_in(
+    parsed: &Parsed,
+    callers: &[std::path::PathBuf],
+) -> Result<Plan, Vec<Diagnostic>> {
     let wf = &parsed.workflow;
+    let mut chain = callers.to_vec();
+    if let Some(me) = parsed
+        .file
+        .as_deref()
+        .and_then(|f| std::fs::canonicalize(f).ok())
+    {
+        chain.push(me);
+    }
     let mut cx = Ctx {
         file: parsed.file.as_deref(),
         locs: &parsed.locations,
         diags: Vec::new(),
+        chain: &chain,
     };
     check_header(&mut cx, wf);
     check_unique_ids(&mut cx, wf);

@@ -159,6 +159,9 @@ pub struct RunOptions {
     /// "Run up to this step": run only these steps and the steps they depend on; the
     /// others are recorded as skipped.
     pub only: Option<Vec<String>>,
+    /// For the child run of a `workflow` step: the parent run's id and the step's
+    /// recorded id (stored with the run).
+    pub parent: Option<(String, String)>,
 }
 
 impl Default for RunOptions {
@@ -173,6 +176,7 @@ impl Default for RunOptions {
             resume: None,
             reuse: None,
             only: None,
+            parent: None,
         }
     }
 }

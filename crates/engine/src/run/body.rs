@@ -117,6 +117,7 @@ pub(super) fn body_options(
         resume: None,
         reuse: None,
         only: None,
+        parent: None,
     }
 }
 

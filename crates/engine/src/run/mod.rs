@@ -40,6 +40,7 @@ mod map;
 mod questions;
 mod records;
 mod scheduler;
+mod subflow;
 mod switch;
 mod templates;
 

@@ -264,6 +264,7 @@ impl Engine {
                             inputs: serde_json::Value::Object(inputs.clone()),
                             workflow: serde_json::to_value(&plan.workflow).ok(),
                             started_at: Utc::now(),
+                            parent: options.parent.clone(),
                         })
                         .await?;
                 }
@@ -472,7 +473,11 @@ impl Engine {
                 let (rec, out) = super::switch::choose(s, i, cases);
                 Start::Done(Box::new((i, rec, out)))
             }
-            Action::Map(_) | Action::Loop(_) | Action::Approval { .. } | Action::Llm(_)
+            Action::Map(_)
+            | Action::Loop(_)
+            | Action::Workflow(_)
+            | Action::Approval { .. }
+            | Action::Llm(_)
                 if s.tasks.len() >= max =>
             {
                 Start::Full
@@ -485,6 +490,10 @@ impl Engine {
                     Err(e) => finish(StepStatus::Failed, &e),
                 }
             }
+            Action::Workflow(sub) => match super::subflow::prepare(s, i, sub) {
+                Ok(ctx) => self.spawn(s, i, move |engine| engine.run_sub(ctx)),
+                Err(e) => finish(StepStatus::Failed, &e),
+            },
             Action::Loop(lp) => {
                 let path = s.frame.path(&step.id);
                 let prior = s.take_nested(&path);
@@ -791,6 +800,7 @@ fn plan_has_llm(plan: &Plan) -> bool {
         Action::Llm(_) => true,
         Action::Map(m) => plan_has_llm(&m.body),
         Action::Loop(l) => plan_has_llm(&l.body),
+        Action::Workflow(w) => plan_has_llm(&w.plan),
         _ => false,
     })
 }

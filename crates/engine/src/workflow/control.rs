@@ -210,3 +210,27 @@ pub struct LoopStep {
     /// The body: the steps run in each iteration.
     pub steps: Vec<Step>,
 }
+
+/// The fields of a `kind: workflow` step (a sub-workflow, as n8n's Execute Sub-workflow
+/// and Windmill's flows-in-flows): another workflow file runs as a run of its own, linked
+/// to this step, and its outputs become this step's output (JSON: the outputs object;
+/// text: the only output, or the object as JSON when there are several).
+///
+/// The child run's id is derived from the parent's (`<parent run>.<step path>`), so a
+/// resumed parent continues the same child run instead of starting it again. Cancelling
+/// or pausing the parent reaches the child; a failed child fails the step with the
+/// child's run id and error. Files that call each other in a cycle are rejected at
+/// validation with the chain named; calls nest at most [`MAX_WORKFLOW_DEPTH`] deep.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SubWorkflowStep {
+    /// The workflow file to run, relative to this file's folder, e.g. `summarize.yaml`.
+    pub workflow: String,
+    /// The child's inputs by name: a value as the child declares it (a string with
+    /// template syntax is rendered over `inputs` and this step's dependencies).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub inputs: BTreeMap<String, serde_json::Value>,
+}
+
+/// How deep `workflow` steps may nest (a file calling a file calling a file ...).
+pub const MAX_WORKFLOW_DEPTH: usize = 8;

@@ -1,0 +1,156 @@
+//! The planner of `workflow` steps: the child file is read and validated with the
+//! caller (its diagnostics summarized at the step), a call cycle between files is
+//! reported with the chain of files, the inputs given are checked against the child's
+//! declarations and compiled.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use crate::diagnostic::DiagnosticCode;
+use crate::plan::step::StepPlanner;
+use crate::plan::validate::validate_in;
+use crate::plan::{Action, Plan, StateInit, SubWorkflowAction};
+use crate::workflow::{MAX_WORKFLOW_DEPTH, OutputFormat, SubWorkflowStep};
+
+/// What a step with errors plans to (discarded: the errors are reported).
+fn nothing() -> Action {
+    Action::Template {
+        template: String::new(),
+        format: OutputFormat::Text,
+    }
+}
+
+/// A path's file name for a chain of calls.
+fn name_of(path: &Path) -> String {
+    path.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| path.display().to_string())
+}
+
+/// Plans a `workflow` step.
+pub(in crate::plan) fn plan(p: &mut StepPlanner<'_, '_>, step: &SubWorkflowStep) -> Action {
+    if p.locs.missing.is_some() {
+        return nothing();
+    }
+    let base =
+        p.cx.file
+            .map(Path::new)
+            .and_then(Path::parent)
+            .unwrap_or(Path::new(""));
+    let path = base.join(&step.workflow);
+    let shown = path.display().to_string();
+    let Some(child) = load_child(p, &path, &shown) else {
+        return nothing();
+    };
+    let mut inputs = Vec::with_capacity(step.inputs.len());
+    for (name, value) in &step.inputs {
+        if !child.workflow.inputs.contains_key(name) {
+            let declared: Vec<&str> = child.workflow.inputs.keys().map(String::as_str).collect();
+            p.report(
+                "inputs",
+                DiagnosticCode::BadInput,
+                format!("`inputs.{name}` is not an input of `{shown}`"),
+                &format!(
+                    "`{shown}` declares: {}",
+                    if declared.is_empty() {
+                        "no inputs".to_string()
+                    } else {
+                        declared.join(", ")
+                    }
+                ),
+            );
+            continue;
+        }
+        let init = match value {
+            serde_json::Value::String(text) if text.contains('{') => p
+                .compile_named(&format!("inputs.{name}"), "inputs", text.clone())
+                .map(StateInit::Template),
+            other => Some(StateInit::Value(other.clone())),
+        };
+        if let Some(init) = init {
+            inputs.push((name.clone(), init));
+        }
+    }
+    for (name, spec) in &child.workflow.inputs {
+        if spec.default.is_none() && !step.inputs.contains_key(name) {
+            p.report(
+                "inputs",
+                DiagnosticCode::MissingInput,
+                format!("`{shown}` needs the input `{name}`, which the step does not give"),
+                &format!("add `inputs: {{{name}: ...}}` to the step"),
+            );
+        }
+    }
+    Action::Workflow(Box::new(SubWorkflowAction {
+        file: shown,
+        plan: Arc::new(child),
+        inputs,
+    }))
+}
+
+/// Reads and validates the child file; `None` (reported) when it cannot be read, calls
+/// back into a file being validated, nests too deep, or is invalid.
+fn load_child(p: &mut StepPlanner<'_, '_>, path: &Path, shown: &str) -> Option<Plan> {
+    let canonical = match std::fs::canonicalize(path) {
+        Ok(c) => c,
+        Err(e) => {
+            p.report(
+                "workflow",
+                DiagnosticCode::Io,
+                format!("cannot read the sub-workflow `{shown}`: {e}"),
+                "give the path of a workflow file relative to this file's folder",
+            );
+            return None;
+        }
+    };
+    if let Some(pos) = p.cx.chain.iter().position(|c| *c == canonical) {
+        let mut names: Vec<String> = p.cx.chain[pos..].iter().map(|c| name_of(c)).collect();
+        names.push(name_of(&canonical));
+        p.report(
+            "workflow",
+            DiagnosticCode::Cycle,
+            format!(
+                "workflow files call each other in a cycle: {}",
+                names.join(" → ")
+            ),
+            "remove one of these `workflow` steps so no file calls itself",
+        );
+        return None;
+    }
+    if p.cx.chain.len() >= MAX_WORKFLOW_DEPTH {
+        p.report(
+            "workflow",
+            DiagnosticCode::InvalidValue,
+            format!("`workflow` steps nest more than {MAX_WORKFLOW_DEPTH} files deep"),
+            "call fewer levels of sub-workflows",
+        );
+        return None;
+    }
+    let problems = match crate::parse::parse_file(path) {
+        Err(d) => vec![*d],
+        Ok(parsed) => match validate_in(&parsed, p.cx.chain) {
+            Ok(plan) => return Some(plan),
+            Err(diags) => diags,
+        },
+    };
+    let first = problems
+        .first()
+        .map(ToString::to_string)
+        .unwrap_or_default();
+    let more = match problems.len() {
+        0 | 1 => String::new(),
+        n => format!(" (and {} more)", n - 1),
+    };
+    let code = if problems.iter().any(|d| d.code == DiagnosticCode::Cycle) {
+        DiagnosticCode::Cycle
+    } else {
+        DiagnosticCode::InvalidValue
+    };
+    p.report(
+        "workflow",
+        code,
+        format!("the sub-workflow `{shown}` is not valid: {first}{more}"),
+        &format!("run `nexus validate {shown}` and fix what it reports"),
+    );
+    None
+}
