@@ -257,6 +257,8 @@ struct StepText {
     #[serde(default)]
     on_failure: Option<Spanned<OnFailure>>,
     #[serde(default)]
+    on_error: Option<Spanned<Vec<String>>>,
+    #[serde(default)]
     cache: Option<Spanned<bool>>,
     // `llm`
     #[serde(default)]
@@ -518,6 +520,7 @@ fn step_of(step: Spanned<StepText>) -> (Step, StepLocations) {
     let retry = take(f, "retry", s.retry);
     let timeout = take(f, "timeout", s.timeout);
     let on_failure = take(f, "on_failure", s.on_failure);
+    let on_error = take(f, "on_error", s.on_error).unwrap_or_default();
     let cache = take(f, "cache", s.cache);
     let text = KindText {
         system: take(f, "system", s.system),
@@ -567,6 +570,7 @@ fn step_of(step: Spanned<StepText>) -> (Step, StepLocations) {
         retry,
         timeout,
         on_failure,
+        on_error,
         cache,
         position: s.position,
         kind,

@@ -351,6 +351,13 @@ pub struct Step {
     /// What happens when the step fails after its fallback ladder (default `fail`).
     #[serde(default)]
     pub on_failure: Option<OnFailure>,
+    /// Error handlers (seeds/003's `onError`): steps that run only when this step failed
+    /// (after `on_failure`), each reading the failure as `error` (`error.step`,
+    /// `error.message`, `error.class`, `error.attempts`). Each depends on this step
+    /// (written in its `needs` or not). A failure with handlers does not fail the run, and
+    /// counts as skipped, not failed, for the join rules of the steps after it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub on_error: Vec<String>,
     /// Reuse a stored output when the step's definition, resolved inputs and model are
     /// unchanged since an earlier run (default true; `nexus run --fresh` disables it).
     #[serde(default)]
@@ -502,6 +509,8 @@ struct StepOut<'a> {
     timeout: Option<&'a Timeouts>,
     #[serde(skip_serializing_if = "Option::is_none")]
     on_failure: Option<&'a OnFailure>,
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    on_error: &'a [String],
     #[serde(skip_serializing_if = "Option::is_none")]
     cache: Option<bool>,
     #[serde(flatten)]
@@ -544,6 +553,7 @@ impl Serialize for Step {
             retry: self.retry.as_ref(),
             timeout: self.timeout.as_ref(),
             on_failure: self.on_failure.as_ref(),
+            on_error: &self.on_error,
             cache: self.cache,
             fields,
             position: self.position,

@@ -844,3 +844,58 @@ fn a_sub_workflow_call_is_checked_against_the_childs_inputs() {
     );
     assert!(text.contains("cannot read the sub-workflow `"), "{text}");
 }
+
+fn handled_workflow(fetch: &str) -> String {
+    format!(
+        r#"
+id: data
+steps:
+  - id: fetch
+    kind: template
+    format: json
+    template: '{fetch}'
+    on_error: [handle_fetch]
+  - id: handle_fetch
+    kind: template
+    template: "{{{{ error.step }}}} failed: {{{{ error.message }}}}"
+  - id: use_backup
+    kind: template
+    needs: [handle_fetch]
+    format: json
+    template: '{{"rows": [9]}}'
+  - id: transform
+    kind: template
+    needs: [fetch, use_backup]
+    trigger_rule: none_failed_min_one_success
+    template: "{{% if steps.fetch is defined %}}{{{{ steps.fetch.json.rows }}}}{{% else %}}{{{{ steps.use_backup.json.rows }}}}{{% endif %}}"
+"#
+    )
+}
+
+/// seeds/003's `onError`: a failed step hands over to its handler, which reads the error;
+/// the backup path joins the main path again, and the run does not fail.
+#[tokio::test]
+async fn on_error_handlers_read_the_error_and_the_run_goes_on() {
+    let report = run(&handled_workflow("not json")).await;
+    assert_eq!(report.status, RunStatus::Succeeded, "{:?}", report.error);
+    let fetch = step(&report, "fetch");
+    assert_eq!(fetch.status, StepStatus::Failed);
+    assert!(fetch.handled);
+    assert_eq!(
+        fetch.fallbacks.last().map(|f| f.rung.as_str()),
+        Some("on_error")
+    );
+    let handled = step(&report, "handle_fetch").output.clone().unwrap();
+    assert!(
+        handled.starts_with("fetch failed: template failed: rendered text is not JSON"),
+        "{handled}"
+    );
+    assert_eq!(step(&report, "transform").output.as_deref(), Some("[9]"));
+
+    // Without a failure the handlers are skipped and the main path's output is used.
+    let report = run(&handled_workflow(r#"{"rows": [1, 2]}"#)).await;
+    assert_eq!(report.status, RunStatus::Succeeded);
+    assert_eq!(step(&report, "handle_fetch").status, StepStatus::Skipped);
+    assert_eq!(step(&report, "use_backup").status, StepStatus::Skipped);
+    assert_eq!(step(&report, "transform").output.as_deref(), Some("[1, 2]"));
+}

@@ -29,6 +29,7 @@ use crate::workflow::{
 
 mod body;
 mod cycles;
+mod handlers;
 mod inputs;
 mod kinds;
 mod report;
@@ -240,9 +241,12 @@ pub struct PlannedStep {
     pub on_failure: OnFailure,
     /// Whether a stored output may be reused.
     pub cache: bool,
-    /// When this step is the `on_failure: {alternate: ...}` branch of another step: that
-    /// step's index. It runs only when that step failed.
+    /// When this step is the `on_failure: {alternate: ...}` branch or an `on_error`
+    /// handler of another step: that step's index. It runs only when that step failed,
+    /// and its templates read the failure as `error`.
     pub alternate_of: Option<usize>,
+    /// This step's `on_error` handlers (indices): with any, its failure is handled.
+    pub handlers: Vec<usize>,
     /// A hash of the step's definition as written (position excluded), for the output
     /// cache key.
     pub definition_hash: String,

@@ -246,26 +246,44 @@ pub(super) fn plan_step(
     index: &HashMap<String, usize>,
     graph: Option<&[Vec<usize>]>,
     frame: Option<&BodyFrame<'_>>,
+    handler: bool,
     i: usize,
     step: &Step,
     needs: &[usize],
 ) -> Option<PlannedStep> {
     let errors_before = cx.diags.len();
     let locs = cx.step_locs(i);
+    let scope = match (frame, graph) {
+        (Some(frame), graph) => Scope::Body {
+            graph,
+            step: Some(i),
+            frame,
+        },
+        (None, Some(graph)) => Scope::Step { graph, step: i },
+        (None, None) => Scope::InCycle,
+    };
+    // A handler also reads `error`: its scope is wrapped in a frame that binds it (the
+    // frame's enclosing list is the step's own, so step references resolve as before).
+    let handler_frame = handler.then(|| BodyFrame {
+        vars: vec!["error".to_string()],
+        outer_index: index,
+        outer_scope: scope,
+        outer_reads: std::cell::RefCell::new(std::collections::BTreeSet::new()),
+    });
+    let scope = match &handler_frame {
+        Some(hf) => Scope::Body {
+            graph,
+            step: Some(i),
+            frame: hf,
+        },
+        None => scope,
+    };
     let mut p = StepPlanner {
         cx,
         templates,
         wf,
         index,
-        scope: match (frame, graph) {
-            (Some(frame), graph) => Scope::Body {
-                graph,
-                step: Some(i),
-                frame,
-            },
-            (None, Some(graph)) => Scope::Step { graph, step: i },
-            (None, None) => Scope::InCycle,
-        },
+        scope,
         id: &step.id,
         locs,
         reads: BTreeSet::new(),
@@ -313,6 +331,7 @@ pub(super) fn plan_step(
         on_failure,
         cache: step.cache.unwrap_or(true),
         alternate_of: None,
+        handlers: Vec::new(),
         definition_hash: definition_hash(step),
     })
 }

@@ -113,19 +113,23 @@ pub(super) fn plan_list(
     let index = index_steps(cx, list);
     let mut needs = resolve_needs(cx, list, &index);
     let branches = super::kinds::switch::resolve_cases(cx, list, &index, &mut needs);
+    let handlers = super::handlers::resolve_handlers(cx, list, &index, &mut needs);
+    let on_failure_steps = super::handlers::failure_steps(list, &index, &handlers);
     let has_cycle = check_cycles(cx, list, &needs);
     // Dependency graph for reference checks; unknown when there is a cycle.
     let graph = (!has_cycle).then_some(needs.as_slice());
     let mut steps = Vec::with_capacity(list.len());
     for (i, step) in list.iter().enumerate() {
-        if let Some(planned) =
-            plan_step(cx, templates, wf, &index, graph, frame, i, step, &needs[i])
-        {
+        let handler = on_failure_steps.contains(&i);
+        if let Some(planned) = plan_step(
+            cx, templates, wf, &index, graph, frame, handler, i, step, &needs[i],
+        ) {
             steps.push(planned);
         }
     }
     if steps.len() == list.len() {
         link_alternates(cx, &index, &needs, &mut steps);
+        link_handlers(cx, handlers, &mut steps);
         for (i, b) in branches.into_iter().enumerate() {
             steps[i].branches = b;
         }
@@ -134,6 +138,34 @@ pub(super) fn plan_list(
         steps,
         index,
         needs,
+    }
+}
+
+/// Marks each `on_error` handler as running on its step's failure; a step may handle the
+/// failure of one step only (as an alternate branch may back up one step).
+fn link_handlers(cx: &mut Ctx<'_>, handlers: Vec<Vec<usize>>, steps: &mut [PlannedStep]) {
+    for (i, hs) in handlers.into_iter().enumerate() {
+        for &h in &hs {
+            match steps[h].alternate_of {
+                None => steps[h].alternate_of = Some(i),
+                Some(other) if other == i => {}
+                Some(other) => {
+                    let at = cx.step_locs(i).of("on_error");
+                    let msg = format!(
+                        "step `{}` already handles the failure of `{}`",
+                        steps[h].id, steps[other].id
+                    );
+                    cx.push(
+                        Diagnostic::new(DiagnosticCode::InvalidValue, msg)
+                            .step(&steps[i].id)
+                            .field("on_error")
+                            .at(at)
+                            .hint("give each failing step its own handler steps"),
+                    );
+                }
+            }
+        }
+        steps[i].handlers = hs;
     }
 }
 

@@ -2,9 +2,10 @@
 //! the `switch` branches, then the step's join rule ([`TriggerRule`], Airflow's trigger
 //! rules).
 //!
-//! A dependency counts as failed when it failed, was cancelled, or was skipped because of
-//! a failure above it (Airflow's `upstream_failed`); as skipped when it was skipped for
-//! any other reason (a false `when`, a branch not taken, `on_failure: skip`, a rule that
+//! A dependency counts as failed when it failed (unless an alternate branch or `on_error`
+//! handlers took the failure over), was cancelled, or was skipped because of a failure
+//! above it (Airflow's `upstream_failed`); as skipped when its failure was handled or it
+//! was skipped for any other reason (a false `when`, a branch not taken, `on_failure: skip`, a rule that
 //! needed a failure and got none). A step skipped by its rule because dependencies
 //! failed is itself marked failure-caused, so the mark travels down a chain of
 //! `all_success` steps to a `none_failed` join.
@@ -25,6 +26,8 @@ pub(super) struct Blocked {
 /// The states of the run's steps so far, as the join rules read them.
 pub(super) struct States<'a> {
     pub(super) status: &'a [Option<StepStatus>],
+    /// Per step: failed, and the failure was handled (alternate branch, `on_error`).
+    pub(super) handled: &'a [bool],
     pub(super) upstream_failed: &'a [bool],
     pub(super) outputs: &'a [Option<std::sync::Arc<StepOutput>>],
 }
@@ -32,7 +35,8 @@ pub(super) struct States<'a> {
 impl States<'_> {
     fn failed_like(&self, d: usize) -> bool {
         match self.status[d] {
-            Some(StepStatus::Failed | StepStatus::Cancelled) => true,
+            Some(StepStatus::Failed) => !self.handled[d],
+            Some(StepStatus::Cancelled) => true,
             Some(StepStatus::Skipped) => self.upstream_failed[d],
             _ => false,
         }

@@ -46,6 +46,8 @@ pub(super) struct Sched {
     pub(super) frame: Arc<Frame>,
     /// Per step: skipped because something above it failed (Airflow's `upstream_failed`).
     upstream_failed: Vec<bool>,
+    /// Per step: failed, and an alternate branch or `on_error` handlers took it over.
+    handled: Vec<bool>,
     /// Records of an interrupted run that belong to the bodies of this list's steps
     /// (full paths such as `each[3].summarize`), handed to those steps when they start.
     nested_prior: Vec<StepRecord>,
@@ -81,6 +83,7 @@ impl Sched {
             status: vec![None; n],
             outputs: vec![None; n],
             upstream_failed: vec![false; n],
+            handled: vec![false; n],
             nested_prior: Vec::new(),
             records: Vec::with_capacity(n),
             ready: Vec::new(),
@@ -129,6 +132,7 @@ impl Sched {
     /// Takes a record of a step that needs no running (kept from an interrupted run,
     /// reused, or outside `only`): see [`keep_record`].
     fn keep(&mut self, i: usize, rec: StepRecord) {
+        self.handled[i] = rec.handled;
         keep_record(
             &self.plan,
             i,
@@ -441,6 +445,7 @@ impl Engine {
         }
         let states = States {
             status: &s.status,
+            handled: &s.handled,
             upstream_failed: &s.upstream_failed,
             outputs: &s.outputs,
         };
@@ -448,8 +453,9 @@ impl Engine {
             s.upstream_failed[i] = blocked.by_failure;
             return finish(StepStatus::Skipped, &blocked.reason);
         }
+        let frame = failure_frame(s, step);
         if let Some(when) = &step.when {
-            match render(&plan, when, &s.inputs, &s.frame, &step.reads, &s.outputs) {
+            match render(&plan, when, &s.inputs, &frame, &step.reads, &s.outputs) {
                 Ok(v) if v.trim() == "true" => {}
                 Ok(_) => return finish(StepStatus::Skipped, "its `when` condition is false"),
                 Err(e) => {
@@ -460,7 +466,7 @@ impl Engine {
                 }
             }
         }
-        let r = |t: &str| render(&plan, t, &s.inputs, &s.frame, &step.reads, &s.outputs);
+        let r = |t: &str| render(&plan, t, &s.inputs, &frame, &step.reads, &s.outputs);
         match &step.action {
             Action::Template { template, format } => {
                 let t0 = Instant::now();
@@ -616,6 +622,7 @@ impl Engine {
         for (i, rec, out) in &mut done {
             if rec.status == StepStatus::Failed && !rec.handled {
                 apply_on_failure(&s.plan.steps[*i], rec, out);
+                hand_to_handlers(&s.plan, &s.plan.steps[*i], rec);
             }
             if !s.frame.prefix.is_empty() {
                 rec.step_id = s.frame.path(&s.plan.steps[*i].id);
@@ -639,6 +646,7 @@ impl Engine {
         s.shared.emitter.publish(&finals);
         for (i, rec, out) in done {
             s.status[i] = Some(rec.status);
+            s.handled[i] = rec.handled;
             s.outputs[i] = out.map(Arc::new);
             s.records.push(rec);
             for &d in &s.plan.dependants[i] {
@@ -776,11 +784,10 @@ fn mark_upstream_failed(s: &mut Sched) {
             if s.status[i] != Some(StepStatus::Skipped) || s.upstream_failed[i] {
                 continue;
             }
-            let failed_above = step.needs.iter().any(|&d| {
-                matches!(
-                    s.status[d],
-                    Some(StepStatus::Failed | StepStatus::Cancelled)
-                ) || s.upstream_failed[d]
+            let failed_above = step.needs.iter().any(|&d| match s.status[d] {
+                Some(StepStatus::Failed) => !s.handled[d],
+                Some(StepStatus::Cancelled) => true,
+                _ => s.upstream_failed[d],
             });
             if failed_above && step.alternate_of.is_none() {
                 s.upstream_failed[i] = true;
@@ -791,6 +798,57 @@ fn mark_upstream_failed(s: &mut Sched) {
             break;
         }
     }
+}
+
+/// A failed step with `on_error` handlers: its failure is handled (the run does not fail
+/// because of it), and the hand-over is recorded as the ladder's last rung.
+fn hand_to_handlers(plan: &Plan, step: &PlannedStep, rec: &mut StepRecord) {
+    if rec.status != StepStatus::Failed || step.handlers.is_empty() {
+        return;
+    }
+    let names: Vec<&str> = step
+        .handlers
+        .iter()
+        .map(|&h| plan.steps[h].id.as_str())
+        .collect();
+    rec.handled = true;
+    rec.fallbacks.push(crate::store::FallbackRecord {
+        from: rec.model.clone().unwrap_or_else(|| step.id.clone()),
+        to: format!("error handler(s) `{}`", names.join("`, `")),
+        reason: rec.error.clone().unwrap_or_else(|| "failed".into()),
+        rung: "on_error".into(),
+    });
+}
+
+/// The frame a step's templates render in: the list's, plus `error` for a step that runs
+/// on another's failure (`{step, message, class, attempts}` from the failed record).
+fn failure_frame(s: &Sched, step: &PlannedStep) -> Arc<Frame> {
+    let Some(failed) = step.alternate_of else {
+        return Arc::clone(&s.frame);
+    };
+    let id = s.frame.path(&s.plan.steps[failed].id);
+    let Some(rec) = s.records.iter().rev().find(|r| r.step_id == id) else {
+        return Arc::clone(&s.frame);
+    };
+    let class = rec
+        .attempts
+        .iter()
+        .rev()
+        .find_map(|a| a.error_kind)
+        .and_then(|k| serde_json::to_value(k).ok());
+    let error = serde_json::json!({
+        "step": id,
+        "message": rec.error,
+        "class": class,
+        "attempts": rec.attempts.len(),
+    });
+    let mut vars = s.frame.vars.clone();
+    vars.insert("error".into(), error);
+    Arc::new(Frame {
+        prefix: s.frame.prefix.clone(),
+        vars,
+        outer: s.frame.outer.clone(),
+    })
 }
 
 /// Whether a plan, or a body inside it, has `llm` steps (the run then lists the
