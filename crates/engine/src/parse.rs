@@ -27,8 +27,8 @@ use crate::diagnostic::{Diagnostic, DiagnosticCode, Span};
 use crate::workflow::{
     Agent, ApprovalSettings, ApprovalStep, Budget, FORMAT_VERSION, FallbackLadder, Guardrails,
     InputSpec, KindName, LlmStep, LoopCap, LoopStep, MapStep, ModelSpec, OnFailure, OnItemError,
-    OutputFormat, Position, RetryPolicy, Step, StepKind, SubWorkflowStep, SwitchCase, SwitchStep,
-    TaskClass, TemplateStep, Timeouts, TriggerRule, Workflow,
+    OutputFormat, Position, RetryPolicy, RunFailureHandler, Step, StepKind, SubWorkflowStep,
+    SwitchCase, SwitchStep, TaskClass, TemplateStep, Timeouts, TriggerRule, WaitStep, Workflow,
 };
 
 /// Locations of the parts of a workflow file that diagnostics refer to. Missing entries
@@ -52,6 +52,8 @@ pub struct Locations {
     pub budget: Option<Span>,
     /// Per agent, by name: where its declaration is.
     pub agents: BTreeMap<String, Span>,
+    /// Where the workflow's `on_failure` handler is.
+    pub on_failure: Option<Span>,
 }
 
 /// Locations inside one step, and the fields its kind did not take.
@@ -94,7 +96,8 @@ pub struct Parsed {
 
 /// The fields that belong to one kind or another, in the order a step's stray fields are
 /// reported.
-pub const KIND_FIELDS: [&str; 32] = [
+pub const KIND_FIELDS: [&str; 33] = [
+    "duration",
     "workflow",
     "inputs",
     "cases",
@@ -166,6 +169,7 @@ pub fn kind_uses(kind: KindName, field: &str) -> bool {
             "max_iterations" | "state" | "set" | "until" | "on_max_iterations" | "steps"
         ),
         KindName::Workflow => matches!(field, "workflow" | "inputs"),
+        KindName::Wait => matches!(field, "duration" | "until"),
     }
 }
 
@@ -178,6 +182,8 @@ pub fn required_field(kind: KindName) -> &'static str {
         KindName::Map => "items",
         KindName::Loop => "max_iterations",
         KindName::Workflow => "workflow",
+        // Either field; a wait with neither is reported by its planner.
+        KindName::Wait => "",
     }
 }
 
@@ -231,8 +237,35 @@ struct FileText {
     #[serde(default)]
     guardrails: Option<Guardrails>,
     #[serde(default)]
+    on_failure: Option<Spanned<RunFailureHandler>>,
+    #[serde(default)]
     agents: BTreeMap<String, Spanned<Agent>>,
     steps: Spanned<Vec<Spanned<StepText>>>,
+}
+
+/// A located humantime duration (`90s`, `10m`): serde-saphyr's `Spanned` around the text,
+/// parsed by `humantime` with its own error wording.
+mod located_duration {
+    use serde::{Deserialize, Deserializer};
+    use serde_saphyr::Spanned;
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<Spanned<std::time::Duration>>, D::Error> {
+        let text: Option<Spanned<String>> = Option::deserialize(d)?;
+        text.map(|t| {
+            humantime::parse_duration(&t.value)
+                .map(|value| Spanned {
+                    value,
+                    referenced: t.referenced,
+                    defined: t.defined,
+                })
+                .map_err(|e| {
+                    serde::de::Error::custom(format!("`{}` is not a duration: {e}", t.value))
+                })
+        })
+        .transpose()
+    }
 }
 
 /// One step as written: the common fields and the fields of every kind, in the order of
@@ -334,6 +367,9 @@ struct StepText {
     workflow: Option<Spanned<String>>,
     #[serde(default)]
     inputs: Option<Spanned<BTreeMap<String, serde_json::Value>>>,
+    // `wait` (and `until`, shared with `loop`)
+    #[serde(default, with = "located_duration")]
+    duration: Option<Spanned<std::time::Duration>>,
     #[serde(default)]
     position: Option<Position>,
 }
@@ -385,6 +421,7 @@ struct KindText {
     steps: Option<Vec<Step>>,
     workflow: Option<String>,
     inputs: Option<BTreeMap<String, serde_json::Value>>,
+    duration: Option<std::time::Duration>,
 }
 
 impl KindText {
@@ -423,6 +460,7 @@ impl KindText {
             "steps" => self.steps.is_some(),
             "workflow" => self.workflow.is_some(),
             "inputs" => self.inputs.is_some(),
+            "duration" => self.duration.is_some(),
             _ => false,
         }
     }
@@ -436,7 +474,7 @@ fn kind_of(kind: KindName, t: KindText, loc: &mut StepLocations) -> StepKind {
         .filter(|f| t.has(f) && !kind_uses(kind, f))
         .collect();
     let required = required_field(kind);
-    if !t.has(required) {
+    if !required.is_empty() && !t.has(required) {
         loc.missing = Some(required);
     }
     match kind {
@@ -487,6 +525,10 @@ fn kind_of(kind: KindName, t: KindText, loc: &mut StepLocations) -> StepKind {
         KindName::Workflow => StepKind::Workflow(SubWorkflowStep {
             workflow: t.workflow.unwrap_or_default(),
             inputs: t.inputs.unwrap_or_default(),
+        }),
+        KindName::Wait => StepKind::Wait(WaitStep {
+            duration: t.duration,
+            until: t.until,
         }),
     }
 }
@@ -559,6 +601,7 @@ fn step_of(step: Spanned<StepText>) -> (Step, StepLocations) {
         steps: body,
         workflow: take(f, "workflow", s.workflow),
         inputs: take(f, "inputs", s.inputs),
+        duration: take(f, "duration", s.duration),
     };
     let kind = kind_of(kind, text, &mut loc);
     let step = Step {
@@ -600,6 +643,7 @@ fn workflow_of(doc: FileText) -> (Workflow, Locations) {
         format: spanned(&doc.format),
         steps: spanned(&doc.steps),
         budget: doc.budget.as_ref().and_then(spanned),
+        on_failure: doc.on_failure.as_ref().and_then(spanned),
         ..Locations::default()
     };
     let inputs = located_map(doc.inputs, &mut locs.inputs);
@@ -622,6 +666,7 @@ fn workflow_of(doc: FileText) -> (Workflow, Locations) {
         local_only: doc.local_only,
         budget: doc.budget.map(|b| b.value),
         guardrails: doc.guardrails,
+        on_failure: doc.on_failure.map(|h| h.value),
         agents,
         steps,
     };

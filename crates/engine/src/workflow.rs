@@ -20,8 +20,8 @@ use serde::{Deserialize, Serialize};
 mod control;
 
 pub use control::{
-    LoopCap, LoopStep, MAX_WORKFLOW_DEPTH, MapStep, OnItemError, SubWorkflowStep, SwitchCase,
-    SwitchStep, TriggerRule,
+    LoopCap, LoopStep, MAX_WORKFLOW_DEPTH, MapStep, OnItemError, RunFailureHandler,
+    SubWorkflowStep, SwitchCase, SwitchStep, TriggerRule, WaitStep,
 };
 
 /// Version of the workflow file format this build reads and writes.
@@ -63,6 +63,9 @@ pub struct Workflow {
     /// `nexus_guard::default_rules`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub guardrails: Option<Guardrails>,
+    /// A workflow run when a run of this one fails (see [`RunFailureHandler`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_failure: Option<RunFailureHandler>,
     /// Named personas (system prompt and model preferences) that steps may use with
     /// `agent:` and that the fallback ladder may substitute.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
@@ -303,6 +306,8 @@ pub enum KindName {
     Loop,
     /// Run another workflow file as a child run.
     Workflow,
+    /// Wait for a duration or until a time.
+    Wait,
 }
 
 impl KindName {
@@ -316,6 +321,7 @@ impl KindName {
             KindName::Map => "map",
             KindName::Loop => "loop",
             KindName::Workflow => "workflow",
+            KindName::Wait => "wait",
         }
     }
 }
@@ -406,6 +412,8 @@ pub enum StepKind {
     Loop(LoopStep),
     /// Run another workflow file as a child run.
     Workflow(SubWorkflowStep),
+    /// Wait for a duration or until a time.
+    Wait(WaitStep),
 }
 
 impl StepKind {
@@ -419,6 +427,7 @@ impl StepKind {
             StepKind::Map(_) => KindName::Map,
             StepKind::Loop(_) => KindName::Loop,
             StepKind::Workflow(_) => KindName::Workflow,
+            StepKind::Wait(_) => KindName::Wait,
         }
     }
 }
@@ -530,6 +539,7 @@ enum KindFieldsOut<'a> {
     Map(&'a MapStep),
     Loop(&'a LoopStep),
     Workflow(&'a SubWorkflowStep),
+    Wait(&'a WaitStep),
 }
 
 impl Serialize for Step {
@@ -542,6 +552,7 @@ impl Serialize for Step {
             StepKind::Map(s) => KindFieldsOut::Map(s),
             StepKind::Loop(s) => KindFieldsOut::Loop(s),
             StepKind::Workflow(s) => KindFieldsOut::Workflow(s),
+            StepKind::Wait(s) => KindFieldsOut::Wait(s),
         };
         StepOut {
             id: &self.id,

@@ -899,3 +899,146 @@ async fn on_error_handlers_read_the_error_and_the_run_goes_on() {
     assert_eq!(step(&report, "use_backup").status, StepStatus::Skipped);
     assert_eq!(step(&report, "transform").output.as_deref(), Some("[1, 2]"));
 }
+
+const WAIT: &str = r#"
+id: wait
+steps:
+  - id: before
+    kind: template
+    template: done
+  - id: pause
+    kind: wait
+    needs: [before]
+    duration: 1h
+  - id: after
+    kind: template
+    needs: [pause]
+    template: "after {{ steps.pause.output }}"
+"#;
+
+/// A resumed wait counts from when its dependencies finished, as stored: a wait whose
+/// time has passed while the process was down finishes at once.
+#[tokio::test]
+async fn a_resumed_wait_waits_only_for_what_is_left() {
+    let (full, _) = {
+        // The stored record of `before`, as if the run was interrupted two hours ago.
+        let plan = plan(WAIT);
+        let inputs = nexus_engine::resolve_inputs(&plan, &Default::default()).unwrap();
+        let engine = Arc::new(Engine::new(vec![], None, EngineConfig::default()));
+        let cancel = tokio_util::sync::CancellationToken::new();
+        let sink = Arc::new(CancelOnStart {
+            step: "pause".into(),
+            cancel: cancel.clone(),
+        });
+        let options = RunOptions {
+            cancel,
+            sinks: vec![sink as Arc<dyn EventSink>],
+            ..RunOptions::default()
+        };
+        (engine.run(plan, inputs, options).await.unwrap(), ())
+    };
+    // Cancelled while waiting: the wait said so.
+    let pause = step(&full, "pause");
+    assert_eq!(pause.status, StepStatus::Cancelled);
+    assert!(
+        pause
+            .error
+            .as_deref()
+            .unwrap()
+            .starts_with("cancelled while waiting until ")
+    );
+
+    let mut before = step(&full, "before").clone();
+    before.started_at = chrono::Utc::now() - chrono::Duration::hours(2);
+    let finished_at = before.started_at + chrono::Duration::milliseconds(before.duration_ms as i64);
+    let options = RunOptions {
+        run_id: Some(full.run_id.clone()),
+        resume: Some(vec![before]),
+        ..RunOptions::default()
+    };
+    let (report, _) = tokio::time::timeout(Duration::from_secs(30), run_with(WAIT, options))
+        .await
+        .expect("the wait's time had passed");
+    assert_eq!(report.status, RunStatus::Succeeded, "{:?}", report.error);
+    let want = (finished_at + chrono::Duration::hours(1))
+        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    assert_eq!(
+        step(&report, "pause").output.as_deref(),
+        Some(want.as_str())
+    );
+    assert_eq!(step(&report, "after").output, Some(format!("after {want}")));
+}
+
+#[tokio::test]
+async fn a_wait_for_a_time_already_past_finishes_at_once() {
+    let yaml = "id: w\ninputs:\n  at: {default: \"2020-01-01T00:00:00Z\"}\nsteps:\n  - id: pause\n    kind: wait\n    until: \"{{ inputs.at }}\"\n";
+    let report = tokio::time::timeout(Duration::from_secs(30), run(yaml))
+        .await
+        .expect("finished at once");
+    assert_eq!(
+        step(&report, "pause").output.as_deref(),
+        Some("2020-01-01T00:00:00.000Z")
+    );
+    let bad = run(&yaml.replace("2020-01-01T00:00:00Z", "next tuesday")).await;
+    let error = step(&bad, "pause").error.clone().unwrap();
+    assert!(
+        error.contains("`until` rendered `next tuesday`, which is not an RFC 3339 time"),
+        "{error}"
+    );
+}
+
+/// Cancels the run when step `step` starts.
+struct CancelOnStart {
+    step: String,
+    cancel: tokio_util::sync::CancellationToken,
+}
+
+impl EventSink for CancelOnStart {
+    fn emit(&self, event: &Event) {
+        if let Event::StepStarted { step_id, .. } = event
+            && *step_id == self.step
+        {
+            self.cancel.cancel();
+        }
+    }
+}
+
+/// A failed run starts its workflow's failure handler (seeds/003's `errorHandlers`) with
+/// the facts the handler declares; a run that succeeds does not.
+#[tokio::test]
+async fn a_failed_run_runs_its_failure_handler_with_the_failed_steps() {
+    let handler = r#"
+id: handler
+inputs:
+  run_id: {}
+  failed_steps: {type: json}
+outputs:
+  said: "{{ steps.log.output }}"
+steps:
+  - id: log
+    kind: template
+    template: "{{ inputs.failed_steps | length }} failed in {{ inputs.run_id }}: {{ inputs.failed_steps[0].step }}"
+"#;
+    let failing = "id: main\non_failure: {workflow: handler.yaml}\nsteps:\n  - id: parse\n    kind: template\n    format: json\n    template: nope\n";
+    let (_dir, main) = files(&[("main.yaml", failing), ("handler.yaml", handler)]);
+    let report = run_file(&main, RunOptions::default()).await;
+    assert_eq!(report.status, RunStatus::Failed);
+    let (id, status) = report.on_failure_run.clone().expect("the handler ran");
+    assert_eq!(id, format!("{}.on_failure", report.run_id));
+    assert_eq!(status, RunStatus::Succeeded);
+
+    let ok = failing.replace("template: nope", "template: '[]'");
+    let (_dir, main) = files(&[("main.yaml", &ok), ("handler.yaml", handler)]);
+    let report = run_file(&main, RunOptions::default()).await;
+    assert_eq!(report.status, RunStatus::Succeeded);
+    assert_eq!(report.on_failure_run, None);
+
+    // A handler needing an input a failed run does not give is refused at validation.
+    let needy = handler.replace("run_id: {}", "run_id: {}\n  ticket: {}");
+    let (_dir, main) = files(&[("main.yaml", failing), ("handler.yaml", &needy)]);
+    let text = nexus_engine::diagnostic::render_all(&nexus_engine::load_file(&main).unwrap_err());
+    assert!(
+        text.contains("needs the input `ticket`, which a failed run does not give"),
+        "{text}"
+    );
+}

@@ -102,6 +102,7 @@ pub(super) fn plan_body(
         dependants,
         outputs: Vec::new(),
         templates,
+        on_failure: None,
     };
     (plan, names)
 }
@@ -120,6 +121,7 @@ fn body_workflow(wf: &Workflow, steps: &[Step]) -> Workflow {
         local_only: wf.local_only,
         budget: wf.budget.clone(),
         guardrails: wf.guardrails.clone(),
+        on_failure: None,
         agents: wf.agents.clone(),
         steps: steps.to_vec(),
     }

@@ -36,6 +36,7 @@ mod report;
 mod step;
 mod templates;
 mod validate;
+mod wait;
 
 pub use inputs::{FileInputs, input_type_name, resolve_inputs, resolve_inputs_in};
 pub use templates::Templates;
@@ -92,6 +93,13 @@ pub enum Action {
     Loop(Box<LoopAction>),
     /// Run another workflow file as a child run.
     Workflow(Box<SubWorkflowAction>),
+    /// Wait for a duration (from when the dependencies finished) or until a time.
+    Wait {
+        /// How long, when the step gives a duration.
+        duration: Option<std::time::Duration>,
+        /// Name of the compiled template that renders the time (RFC 3339).
+        until: Option<String>,
+    },
 }
 
 /// A validated `workflow` step.
@@ -269,6 +277,8 @@ pub struct Plan {
     pub outputs: Vec<(String, String, Vec<usize>)>,
     /// Compiled templates (prompts, systems, templates, conditions, outputs).
     pub templates: Templates,
+    /// The workflow run when a run fails: its file (as resolved) and plan.
+    pub on_failure: Option<(String, Arc<Plan>)>,
 }
 
 impl Plan {

@@ -312,6 +312,7 @@ pub(super) fn plan_step(
         StepKind::Map(s) => kinds::map::plan(&mut p, s),
         StepKind::Loop(s) => kinds::loops::plan(&mut p, s),
         StepKind::Workflow(s) => kinds::subflow::plan(&mut p, s),
+        StepKind::Wait(s) => super::wait::plan(&mut p, s),
     };
     let reads = std::mem::take(&mut p.reads);
     if cx.diags.len() > errors_before {

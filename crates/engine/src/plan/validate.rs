@@ -77,6 +77,10 @@ pub(super) fn validate_in(
         }
     }
 
+    let on_failure = wf
+        .on_failure
+        .as_ref()
+        .and_then(|h| super::kinds::subflow::plan_failure_handler(&mut cx, h));
     if !cx.diags.is_empty() {
         return Err(cx.diags);
     }
@@ -89,6 +93,7 @@ pub(super) fn validate_in(
         dependants,
         outputs,
         templates,
+        on_failure,
     })
 }
 

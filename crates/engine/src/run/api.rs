@@ -162,6 +162,9 @@ pub struct RunOptions {
     /// For the child run of a `workflow` step: the parent run's id and the step's
     /// recorded id (stored with the run).
     pub parent: Option<(String, String)>,
+    /// When the run first started (a resumed run: its stored start), the base of a
+    /// `wait` step without dependencies; `None`: now.
+    pub started_at: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 impl Default for RunOptions {
@@ -177,6 +180,7 @@ impl Default for RunOptions {
             reuse: None,
             only: None,
             parent: None,
+            started_at: None,
         }
     }
 }
@@ -196,4 +200,7 @@ pub struct RunReport {
     pub duration_ms: u64,
     /// Why the run did not succeed.
     pub error: Option<String>,
+    /// The run of the workflow's failure handler (`on_failure`) and how it ended, when
+    /// the run failed and has one.
+    pub on_failure_run: Option<(String, RunStatus)>,
 }

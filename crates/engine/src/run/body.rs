@@ -51,6 +51,11 @@ impl Engine {
     /// Runs one body to its end.
     pub(super) fn run_body(self: Arc<Self>, run: BodyRun) -> BodyFuture {
         Box::pin(async move {
+            let mut run = run;
+            // A body resumed after a crash started when its first kept step did.
+            if let Some(first) = run.prior.iter().map(|r| r.started_at).min() {
+                run.frame.started_at = first;
+            }
             let options = RunOptions {
                 resume: Some(run.prior),
                 reuse: None,
@@ -118,6 +123,7 @@ pub(super) fn body_options(
         reuse: None,
         only: None,
         parent: None,
+        started_at: None,
     }
 }
 

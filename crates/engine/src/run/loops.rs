@@ -195,6 +195,7 @@ impl Engine {
         };
         let mut after = Frame {
             prefix: outcome.frame.prefix.clone(),
+            started_at: outcome.frame.started_at,
             vars: outcome.frame.vars.clone(),
             outer: outcome.frame.outer.clone(),
         };

@@ -43,6 +43,7 @@ mod scheduler;
 mod subflow;
 mod switch;
 mod templates;
+mod wait;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

@@ -220,13 +220,11 @@ impl Engine {
             control: options.control.clone(),
             body_records: Mutex::new(Vec::new()),
         });
-        let mut s = Sched::new(
-            plan,
-            Arc::new(inputs),
-            shared,
-            options,
-            Arc::new(Frame::default()),
-        );
+        let frame = Frame {
+            started_at: options.started_at.unwrap_or_else(Utc::now),
+            ..Frame::default()
+        };
+        let mut s = Sched::new(plan, Arc::new(inputs), shared, options, Arc::new(frame));
         keep_prior(&mut s);
         self.record_untouched(&mut s).await?;
         s.queue_initial();
@@ -482,6 +480,7 @@ impl Engine {
             Action::Map(_)
             | Action::Loop(_)
             | Action::Workflow(_)
+            | Action::Wait { .. }
             | Action::Approval { .. }
             | Action::Llm(_)
                 if s.tasks.len() >= max =>
@@ -492,19 +491,33 @@ impl Engine {
                 let path = s.frame.path(&step.id);
                 let prior = s.take_nested(&path);
                 match super::map::prepare(s, i, map, prior) {
-                    Ok(ctx) => self.spawn(s, i, move |engine| engine.run_map(ctx)),
+                    Ok(ctx) => self.spawn_announced(s, i, move |engine| engine.run_map(ctx)),
+                    Err(e) => finish(StepStatus::Failed, &e),
+                }
+            }
+            Action::Wait { duration, until } => {
+                match super::wait::deadline(s, i, *duration, until.as_deref()) {
+                    Ok(deadline) => {
+                        let (rec, cancel) = (
+                            record_for(&s.recorded(step), StepStatus::Succeeded, None, now),
+                            s.options.cancel.child_token(),
+                        );
+                        self.spawn_announced(s, i, move |_| {
+                            super::wait::wait(rec, deadline, cancel)
+                        })
+                    }
                     Err(e) => finish(StepStatus::Failed, &e),
                 }
             }
             Action::Workflow(sub) => match super::subflow::prepare(s, i, sub) {
-                Ok(ctx) => self.spawn(s, i, move |engine| engine.run_sub(ctx)),
+                Ok(ctx) => self.spawn_announced(s, i, move |engine| engine.run_sub(ctx)),
                 Err(e) => finish(StepStatus::Failed, &e),
             },
             Action::Loop(lp) => {
                 let path = s.frame.path(&step.id);
                 let prior = s.take_nested(&path);
                 match super::loops::prepare(s, i, lp, prior) {
-                    Ok(ctx) => self.spawn(s, i, move |engine| engine.run_loop(ctx)),
+                    Ok(ctx) => self.spawn_announced(s, i, move |engine| engine.run_loop(ctx)),
                     Err(e) => finish(StepStatus::Failed, &e),
                 }
             }
@@ -562,6 +575,22 @@ impl Engine {
                 )
             }
         }
+    }
+
+    /// Runs step `i` of a control-flow kind (map, loop, sub-workflow, wait) as a task,
+    /// announcing its start (an `llm` step announces each attempt itself).
+    fn spawn_announced<F, Fut>(self: &Arc<Self>, s: &mut Sched, i: usize, work: F) -> Start
+    where
+        F: FnOnce(Arc<Self>) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = (StepRecord, Option<StepOutput>)> + Send + 'static,
+    {
+        s.shared.emitter.emit(Event::StepStarted {
+            run_id: s.shared.run_id.clone(),
+            step_id: s.frame.path(&s.plan.steps[i].id),
+            attempt: 1,
+            model: None,
+        });
+        self.spawn(s, i, work)
     }
 
     /// Runs step `i` as a task: `work` gets the engine and yields the step's record and
@@ -660,7 +689,11 @@ impl Engine {
     }
 
     /// Renders the workflow's outputs, stores the run's end and builds the report.
-    async fn finish_run(&self, s: Sched, started: Instant) -> Result<RunReport, EngineError> {
+    async fn finish_run(
+        self: &Arc<Self>,
+        s: Sched,
+        started: Instant,
+    ) -> Result<RunReport, EngineError> {
         let Sched {
             plan,
             inputs,
@@ -684,21 +717,7 @@ impl Engine {
         } else {
             RunStatus::Succeeded
         };
-        let mut out_values = serde_json::Map::new();
-        for (name, tmpl, reads) in &plan.outputs {
-            let value = if reads
-                .iter()
-                .all(|&r| status[r] == Some(StepStatus::Succeeded))
-            {
-                match render(&plan, tmpl, &inputs, &Frame::default(), reads, &outputs) {
-                    Ok(text) => serde_json::Value::String(text),
-                    Err(e) => serde_json::Value::String(format!("<output failed to render: {e}>")),
-                }
-            } else {
-                serde_json::Value::Null
-            };
-            out_values.insert(name.clone(), value);
-        }
+        let out_values = render_outputs(&plan, &inputs, &status, &outputs);
         let error = match run_status {
             RunStatus::Cancelled => Some("the run was cancelled".to_string()),
             RunStatus::Failed => {
@@ -735,6 +754,23 @@ impl Engine {
                 .await?;
         }
         shared.emitter.publish(&[finish_event]);
+        let on_failure_run = match (&plan.on_failure, run_status) {
+            (Some((file, handler)), RunStatus::Failed) => {
+                let handler = Arc::clone(handler);
+                let failed = failed_steps(&records);
+                let facts = [
+                    ("run_id", run_id.clone()),
+                    ("workflow_id", plan.workflow.id.clone()),
+                    ("error", error.clone().unwrap_or_default()),
+                    ("failed_steps", failed),
+                ];
+                Some(
+                    self.run_failure_handler(&run_id, file, handler, facts)
+                        .await,
+                )
+            }
+            _ => None,
+        };
         Ok(RunReport {
             run_id,
             status: run_status,
@@ -742,6 +778,45 @@ impl Engine {
             steps: records,
             duration_ms,
             error,
+            on_failure_run,
+        })
+    }
+
+    /// Runs the workflow's failure handler as a child run (`<run>.on_failure`) with the
+    /// facts it declares as inputs; its id and how it ended. (A boxed future: the
+    /// handler's run goes through [`Engine::run`], which this is part of.)
+    fn run_failure_handler(
+        self: &Arc<Self>,
+        run_id: &str,
+        file: &str,
+        handler: Arc<Plan>,
+        facts: [(&str, String); 4],
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = (String, RunStatus)> + Send>> {
+        let id = format!("{run_id}.on_failure");
+        let given = facts
+            .into_iter()
+            .filter(|(name, _)| handler.workflow.inputs.contains_key(*name))
+            .map(|(name, value)| (name.to_string(), value))
+            .collect();
+        let (run_id, file) = (run_id.to_string(), file.to_string());
+        let engine = Arc::clone(self);
+        Box::pin(async move {
+            let Ok(inputs) = crate::plan::resolve_inputs(&handler, &given) else {
+                tracing::warn!(run_id, file, "the failure handler's inputs are not valid");
+                return (id, RunStatus::Failed);
+            };
+            let options = RunOptions {
+                run_id: Some(id.clone()),
+                parent: Some((run_id.clone(), "on_failure".into())),
+                ..RunOptions::default()
+            };
+            match engine.run(handler, inputs, options).await {
+                Ok(report) => (id, report.status),
+                Err(e) => {
+                    tracing::warn!(run_id, file, error = %e, "the failure handler could not run");
+                    (id, RunStatus::Failed)
+                }
+            }
         })
     }
 }
@@ -800,6 +875,41 @@ fn mark_upstream_failed(s: &mut Sched) {
     }
 }
 
+/// The workflow's outputs: each rendered over what succeeded (a template may test
+/// `steps.x is defined` to choose between branches); `null` when it reads a step that
+/// did not succeed and does not render without it.
+fn render_outputs(
+    plan: &Plan,
+    inputs: &Inputs,
+    status: &[Option<StepStatus>],
+    outputs: &[Option<Arc<StepOutput>>],
+) -> serde_json::Map<String, serde_json::Value> {
+    let frame = Frame::default();
+    let mut out = serde_json::Map::new();
+    for (name, tmpl, reads) in &plan.outputs {
+        let complete = reads
+            .iter()
+            .all(|&r| status[r] == Some(StepStatus::Succeeded));
+        let value = match render(plan, tmpl, inputs, &frame, reads, outputs) {
+            Ok(text) => serde_json::Value::String(text),
+            Err(_) if !complete => serde_json::Value::Null,
+            Err(e) => serde_json::Value::String(format!("<output failed to render: {e}>")),
+        };
+        out.insert(name.clone(), value);
+    }
+    out
+}
+
+/// The failed steps of a run as JSON (`[{step, error}]`), for its failure handler.
+fn failed_steps(records: &[StepRecord]) -> String {
+    let list: Vec<serde_json::Value> = records
+        .iter()
+        .filter(|r| r.status == StepStatus::Failed && !r.handled)
+        .map(|r| serde_json::json!({ "step": r.step_id, "error": r.error }))
+        .collect();
+    serde_json::Value::Array(list).to_string()
+}
+
 /// A failed step with `on_error` handlers: its failure is handled (the run does not fail
 /// because of it), and the hand-over is recorded as the ladder's last rung.
 fn hand_to_handlers(plan: &Plan, step: &PlannedStep, rec: &mut StepRecord) {
@@ -846,6 +956,7 @@ fn failure_frame(s: &Sched, step: &PlannedStep) -> Arc<Frame> {
     vars.insert("error".into(), error);
     Arc::new(Frame {
         prefix: s.frame.prefix.clone(),
+        started_at: s.frame.started_at,
         vars,
         outer: s.frame.outer.clone(),
     })

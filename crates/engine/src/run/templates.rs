@@ -14,14 +14,27 @@ use crate::plan::Plan;
 ///
 /// Invariant: `outer` holds the outputs of every enclosing step a body's templates read
 /// (validation adds them to the owner's reads), `vars` every variable they may read.
-#[derive(Default)]
 pub(super) struct Frame {
     /// Prepended to the list's step ids in records and events (`each[3].`).
     pub(super) prefix: String,
+    /// When the list started (a resumed list: when it first started, from its stored
+    /// records or the run's start), the base of a `wait` step without dependencies.
+    pub(super) started_at: chrono::DateTime<chrono::Utc>,
     /// Variables bound by the enclosing bodies (`item`, `index`, `state`, ...).
     pub(super) vars: serde_json::Map<String, serde_json::Value>,
     /// Outputs of enclosing steps, by step id.
     pub(super) outer: BTreeMap<String, Arc<StepOutput>>,
+}
+
+impl Default for Frame {
+    fn default() -> Self {
+        Frame {
+            prefix: String::new(),
+            started_at: chrono::Utc::now(),
+            vars: serde_json::Map::new(),
+            outer: BTreeMap::new(),
+        }
+    }
 }
 
 impl Frame {
@@ -46,6 +59,7 @@ impl Frame {
         outer.extend(reads);
         Frame {
             prefix: format!("{path}[{n}]."),
+            started_at: chrono::Utc::now(),
             vars: all,
             outer,
         }

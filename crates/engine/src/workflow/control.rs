@@ -234,3 +234,36 @@ pub struct SubWorkflowStep {
 
 /// How deep `workflow` steps may nest (a file calling a file calling a file ...).
 pub const MAX_WORKFLOW_DEPTH: usize = 8;
+
+/// The fields of a `kind: wait` step: it finishes when a duration has passed or at a
+/// time (Step Functions' Wait state, n8n's Wait node). The wait is durable: a duration
+/// counts from when the step's dependencies finished (the latest of them), or from the
+/// run's start for a step without dependencies, both read from the stored run, so a run
+/// resumed after a restart waits only for what is left. Output: the time it waited for
+/// (RFC 3339) as text, `{"until": ..., "waited_ms": n}` as JSON.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WaitStep {
+    /// How long to wait, e.g. `90s`, `10m`, `2h` (humantime).
+    #[serde(
+        default,
+        with = "humantime_serde::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schemars(with = "Option<String>")]
+    pub duration: Option<std::time::Duration>,
+    /// The time to wait for, RFC 3339 (`2026-12-24T09:00:00Z`); a template over `inputs`
+    /// and the step's dependencies. A time already past finishes at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub until: Option<String>,
+}
+
+/// A handler workflow run when a run fails (seeds/003's `errorHandlers`): the file runs
+/// as a child run (`<run id>.on_failure`) with the inputs it declares among `run_id`,
+/// `workflow_id`, `error` (the run's error) and `failed_steps` (JSON: `[{step, error}]`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RunFailureHandler {
+    /// The handler workflow file, relative to this file's folder.
+    pub workflow: String,
+}

@@ -7,6 +7,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use crate::diagnostic::DiagnosticCode;
+use crate::plan::report::{At, Ctx};
 use crate::plan::step::StepPlanner;
 use crate::plan::validate::validate_in;
 use crate::plan::{Action, Plan, StateInit, SubWorkflowAction};
@@ -39,7 +40,8 @@ pub(in crate::plan) fn plan(p: &mut StepPlanner<'_, '_>, step: &SubWorkflowStep)
             .unwrap_or(Path::new(""));
     let path = base.join(&step.workflow);
     let shown = path.display().to_string();
-    let Some(child) = load_child(p, &path, &shown) else {
+    let at = p.at("workflow");
+    let Some(child) = load_workflow(p.cx, &at, &path, &shown) else {
         return nothing();
     };
     let mut inputs = Vec::with_capacity(step.inputs.len());
@@ -88,14 +90,23 @@ pub(in crate::plan) fn plan(p: &mut StepPlanner<'_, '_>, step: &SubWorkflowStep)
     }))
 }
 
-/// Reads and validates the child file; `None` (reported) when it cannot be read, calls
-/// back into a file being validated, nests too deep, or is invalid.
-fn load_child(p: &mut StepPlanner<'_, '_>, path: &Path, shown: &str) -> Option<Plan> {
+/// Reads and validates a called workflow file (a `workflow` step's or a run failure
+/// handler's); `None` (reported at `at`) when it cannot be read, calls back into a file
+/// being validated, nests too deep, or is invalid.
+pub(in crate::plan) fn load_workflow(
+    cx: &mut Ctx<'_>,
+    at: &At,
+    path: &Path,
+    shown: &str,
+) -> Option<Plan> {
+    let report = |cx: &mut Ctx<'_>, code, message: String, hint: &str| {
+        cx.push(at.diag(code, message, hint));
+    };
     let canonical = match std::fs::canonicalize(path) {
         Ok(c) => c,
         Err(e) => {
-            p.report(
-                "workflow",
+            report(
+                cx,
                 DiagnosticCode::Io,
                 format!("cannot read the sub-workflow `{shown}`: {e}"),
                 "give the path of a workflow file relative to this file's folder",
@@ -103,11 +114,11 @@ fn load_child(p: &mut StepPlanner<'_, '_>, path: &Path, shown: &str) -> Option<P
             return None;
         }
     };
-    if let Some(pos) = p.cx.chain.iter().position(|c| *c == canonical) {
-        let mut names: Vec<String> = p.cx.chain[pos..].iter().map(|c| name_of(c)).collect();
+    if let Some(pos) = cx.chain.iter().position(|c| *c == canonical) {
+        let mut names: Vec<String> = cx.chain[pos..].iter().map(|c| name_of(c)).collect();
         names.push(name_of(&canonical));
-        p.report(
-            "workflow",
+        report(
+            cx,
             DiagnosticCode::Cycle,
             format!(
                 "workflow files call each other in a cycle: {}",
@@ -117,9 +128,9 @@ fn load_child(p: &mut StepPlanner<'_, '_>, path: &Path, shown: &str) -> Option<P
         );
         return None;
     }
-    if p.cx.chain.len() >= MAX_WORKFLOW_DEPTH {
-        p.report(
-            "workflow",
+    if cx.chain.len() >= MAX_WORKFLOW_DEPTH {
+        report(
+            cx,
             DiagnosticCode::InvalidValue,
             format!("`workflow` steps nest more than {MAX_WORKFLOW_DEPTH} files deep"),
             "call fewer levels of sub-workflows",
@@ -128,7 +139,7 @@ fn load_child(p: &mut StepPlanner<'_, '_>, path: &Path, shown: &str) -> Option<P
     }
     let problems = match crate::parse::parse_file(path) {
         Err(d) => vec![*d],
-        Ok(parsed) => match validate_in(&parsed, p.cx.chain) {
+        Ok(parsed) => match validate_in(&parsed, cx.chain) {
             Ok(plan) => return Some(plan),
             Err(diags) => diags,
         },
@@ -146,11 +157,48 @@ fn load_child(p: &mut StepPlanner<'_, '_>, path: &Path, shown: &str) -> Option<P
     } else {
         DiagnosticCode::InvalidValue
     };
-    p.report(
-        "workflow",
+    report(
+        cx,
         code,
         format!("the sub-workflow `{shown}` is not valid: {first}{more}"),
         &format!("run `nexus validate {shown}` and fix what it reports"),
     );
     None
+}
+
+/// The inputs a run failure handler may declare (see
+/// [`crate::workflow::RunFailureHandler`]).
+pub const HANDLER_INPUTS: [&str; 4] = ["run_id", "workflow_id", "error", "failed_steps"];
+
+/// Plans the workflow-level `on_failure` handler: its file loaded like a sub-workflow's,
+/// its required inputs among [`HANDLER_INPUTS`].
+pub(in crate::plan) fn plan_failure_handler(
+    cx: &mut Ctx<'_>,
+    handler: &crate::workflow::RunFailureHandler,
+) -> Option<(String, Arc<Plan>)> {
+    let base = cx
+        .file
+        .map(Path::new)
+        .and_then(Path::parent)
+        .unwrap_or(Path::new(""));
+    let path = base.join(&handler.workflow);
+    let shown = path.display().to_string();
+    let at = At {
+        step: None,
+        field: "on_failure.workflow".into(),
+        span: cx.locs.on_failure,
+    };
+    let plan = load_workflow(cx, &at, &path, &shown)?;
+    let mut ok = true;
+    for (name, spec) in &plan.workflow.inputs {
+        if spec.default.is_none() && !HANDLER_INPUTS.contains(&name.as_str()) {
+            ok = false;
+            cx.push(at.diag(
+                DiagnosticCode::MissingInput,
+                format!("the failure handler `{shown}` needs the input `{name}`, which a failed run does not give"),
+                &format!("declare only inputs among {} (or give `{name}` a default)", HANDLER_INPUTS.join(", ")),
+            ));
+        }
+    }
+    ok.then(|| (shown, Arc::new(plan)))
 }
