@@ -5,6 +5,7 @@ mod embedded;
 mod fallback;
 mod faults;
 mod flood;
+mod flow;
 mod governance;
 mod ollama;
 mod providers;

@@ -50,7 +50,7 @@ pub(super) fn blocked_by(plan: &Plan, st: &States<'_>, step: &PlannedStep) -> Op
     {
         return Some(Blocked {
             reason: format!(
-                "dependency `{}` did not fail (this step is its alternate branch)",
+                "dependency `{}` did not fail (this step runs only on its failure)",
                 plan.steps[alt].id
             ),
             by_failure: false,
