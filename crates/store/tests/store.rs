@@ -274,3 +274,54 @@ async fn durability_is_a_setting_applied_to_every_connection() -> anyhow::Result
     );
     Ok(())
 }
+
+/// Step writes that arrive together are committed together (group commit) without
+/// changing what each caller sees: every write returns once its records are stored, the
+/// records of a run keep distinct sequence numbers in the order they were queued per
+/// caller, and a bad write in a group (a step recorded twice) fails only its caller.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_step_writes_are_grouped_and_a_bad_one_fails_alone() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let store = std::sync::Arc::new(SqliteStore::open(&dir.path().join("runs.db")).await?);
+    store.create_run(&run("g-1")).await?;
+    store.create_run(&run("g-2")).await?;
+    store.record_steps("g-1", &[&step("dup")], &[]).await?;
+    let mut tasks = tokio::task::JoinSet::new();
+    for k in 0..60 {
+        let store = std::sync::Arc::clone(&store);
+        tasks.spawn(async move {
+            let (run_id, id) = match k {
+                30 => ("g-1", "dup".to_string()),
+                _ if k % 2 == 0 => ("g-1", format!("s{k}")),
+                _ => ("g-2", format!("s{k}")),
+            };
+            (k, store.record_steps(run_id, &[&step(&id)], &[]).await)
+        });
+    }
+    while let Some(joined) = tasks.join_next().await {
+        let (k, result) = joined?;
+        if k == 30 {
+            assert!(result.is_err(), "the duplicate write must fail");
+        } else {
+            assert!(result.is_ok(), "write {k} failed: {result:?}");
+        }
+    }
+    for (run_id, count) in [("g-1", 30), ("g-2", 30)] {
+        let stored = store.get_run(run_id).await?;
+        assert_eq!(stored.steps.len(), count, "{run_id}");
+        let seqs: Vec<i64> =
+            sqlx::query_scalar("SELECT seq FROM steps WHERE run_id = ? ORDER BY seq")
+                .bind(run_id)
+                .fetch_all(
+                    &sqlx::SqlitePool::connect(&format!(
+                        "sqlite://{}",
+                        dir.path().join("runs.db").display()
+                    ))
+                    .await?,
+                )
+                .await?;
+        let want: Vec<i64> = (1..=i64::try_from(count)?).collect();
+        assert_eq!(seqs, want, "{run_id}: one sequence number per step");
+    }
+    Ok(())
+}
