@@ -11,6 +11,7 @@ mod ollama;
 mod providers;
 mod server_logs;
 mod taxonomy;
+mod tools;
 
 use std::path::Path;
 use std::sync::Arc;

@@ -28,7 +28,8 @@ use crate::workflow::{
     Agent, ApprovalSettings, ApprovalStep, Budget, FORMAT_VERSION, FallbackLadder, Guardrails,
     InputSpec, KindName, LlmStep, LoopCap, LoopStep, MapStep, ModelSpec, OnFailure, OnItemError,
     OutputFormat, Position, RetryPolicy, RunFailureHandler, Step, StepKind, SubWorkflowStep,
-    SwitchCase, SwitchStep, TaskClass, TemplateStep, Timeouts, TriggerRule, WaitStep, Workflow,
+    SwitchCase, SwitchStep, TaskClass, TemplateStep, Timeouts, ToolDecl, ToolStep, TriggerRule,
+    WaitStep, Workflow,
 };
 
 /// Locations of the parts of a workflow file that diagnostics refer to. Missing entries
@@ -96,7 +97,9 @@ pub struct Parsed {
 
 /// The fields that belong to one kind or another, in the order a step's stray fields are
 /// reported.
-pub const KIND_FIELDS: [&str; 33] = [
+pub const KIND_FIELDS: [&str; 35] = [
+    "tool",
+    "args",
     "duration",
     "workflow",
     "inputs",
@@ -170,6 +173,7 @@ pub fn kind_uses(kind: KindName, field: &str) -> bool {
         ),
         KindName::Workflow => matches!(field, "workflow" | "inputs"),
         KindName::Wait => matches!(field, "duration" | "until"),
+        KindName::Tool => matches!(field, "tool" | "args"),
     }
 }
 
@@ -184,6 +188,7 @@ pub fn required_field(kind: KindName) -> &'static str {
         KindName::Workflow => "workflow",
         // Either field; a wait with neither is reported by its planner.
         KindName::Wait => "",
+        KindName::Tool => "tool",
     }
 }
 
@@ -236,6 +241,8 @@ struct FileText {
     budget: Option<Spanned<Budget>>,
     #[serde(default)]
     guardrails: Option<Guardrails>,
+    #[serde(default)]
+    tools: BTreeMap<String, ToolDecl>,
     #[serde(default)]
     on_failure: Option<Spanned<RunFailureHandler>>,
     #[serde(default)]
@@ -370,6 +377,11 @@ struct StepText {
     // `wait` (and `until`, shared with `loop`)
     #[serde(default, with = "located_duration")]
     duration: Option<Spanned<std::time::Duration>>,
+    // `tool`
+    #[serde(default)]
+    tool: Option<Spanned<String>>,
+    #[serde(default)]
+    args: Option<Spanned<BTreeMap<String, serde_json::Value>>>,
     #[serde(default)]
     position: Option<Position>,
 }
@@ -422,6 +434,8 @@ struct KindText {
     workflow: Option<String>,
     inputs: Option<BTreeMap<String, serde_json::Value>>,
     duration: Option<std::time::Duration>,
+    tool: Option<String>,
+    args: Option<BTreeMap<String, serde_json::Value>>,
 }
 
 impl KindText {
@@ -461,6 +475,8 @@ impl KindText {
             "workflow" => self.workflow.is_some(),
             "inputs" => self.inputs.is_some(),
             "duration" => self.duration.is_some(),
+            "tool" => self.tool.is_some(),
+            "args" => self.args.is_some(),
             _ => false,
         }
     }
@@ -529,6 +545,10 @@ fn kind_of(kind: KindName, t: KindText, loc: &mut StepLocations) -> StepKind {
         KindName::Wait => StepKind::Wait(WaitStep {
             duration: t.duration,
             until: t.until,
+        }),
+        KindName::Tool => StepKind::Tool(ToolStep {
+            tool: t.tool.unwrap_or_default(),
+            args: t.args.unwrap_or_default(),
         }),
     }
 }
@@ -602,6 +622,8 @@ fn step_of(step: Spanned<StepText>) -> (Step, StepLocations) {
         workflow: take(f, "workflow", s.workflow),
         inputs: take(f, "inputs", s.inputs),
         duration: take(f, "duration", s.duration),
+        tool: take(f, "tool", s.tool),
+        args: take(f, "args", s.args),
     };
     let kind = kind_of(kind, text, &mut loc);
     let step = Step {
@@ -666,6 +688,7 @@ fn workflow_of(doc: FileText) -> (Workflow, Locations) {
         local_only: doc.local_only,
         budget: doc.budget.map(|b| b.value),
         guardrails: doc.guardrails,
+        tools: doc.tools,
         on_failure: doc.on_failure.map(|h| h.value),
         agents,
         steps,

@@ -18,11 +18,13 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 mod control;
+mod tools;
 
 pub use control::{
     LoopCap, LoopStep, MAX_WORKFLOW_DEPTH, MapStep, OnItemError, RunFailureHandler,
     SubWorkflowStep, SwitchCase, SwitchStep, TriggerRule, WaitStep,
 };
+pub use tools::{FileTool, HttpTool, ToolDecl, ToolStep};
 
 /// Version of the workflow file format this build reads and writes.
 pub const FORMAT_VERSION: u32 = 1;
@@ -63,6 +65,9 @@ pub struct Workflow {
     /// `nexus_guard::default_rules`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub guardrails: Option<Guardrails>,
+    /// Tools that `kind: tool` steps call, by name (see [`ToolDecl`]).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub tools: BTreeMap<String, ToolDecl>,
     /// A workflow run when a run of this one fails (see [`RunFailureHandler`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub on_failure: Option<RunFailureHandler>,
@@ -308,6 +313,8 @@ pub enum KindName {
     Workflow,
     /// Wait for a duration or until a time.
     Wait,
+    /// Call a tool declared under `tools:`.
+    Tool,
 }
 
 impl KindName {
@@ -322,6 +329,7 @@ impl KindName {
             KindName::Loop => "loop",
             KindName::Workflow => "workflow",
             KindName::Wait => "wait",
+            KindName::Tool => "tool",
         }
     }
 }
@@ -414,6 +422,8 @@ pub enum StepKind {
     Workflow(SubWorkflowStep),
     /// Wait for a duration or until a time.
     Wait(WaitStep),
+    /// Call a tool declared under `tools:`.
+    Tool(ToolStep),
 }
 
 impl StepKind {
@@ -428,6 +438,7 @@ impl StepKind {
             StepKind::Loop(_) => KindName::Loop,
             StepKind::Workflow(_) => KindName::Workflow,
             StepKind::Wait(_) => KindName::Wait,
+            StepKind::Tool(_) => KindName::Tool,
         }
     }
 }
@@ -540,6 +551,7 @@ enum KindFieldsOut<'a> {
     Loop(&'a LoopStep),
     Workflow(&'a SubWorkflowStep),
     Wait(&'a WaitStep),
+    Tool(&'a ToolStep),
 }
 
 impl Serialize for Step {
@@ -553,6 +565,7 @@ impl Serialize for Step {
             StepKind::Loop(s) => KindFieldsOut::Loop(s),
             StepKind::Workflow(s) => KindFieldsOut::Workflow(s),
             StepKind::Wait(s) => KindFieldsOut::Wait(s),
+            StepKind::Tool(s) => KindFieldsOut::Tool(s),
         };
         StepOut {
             id: &self.id,

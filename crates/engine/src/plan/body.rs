@@ -121,6 +121,7 @@ fn body_workflow(wf: &Workflow, steps: &[Step]) -> Workflow {
         local_only: wf.local_only,
         budget: wf.budget.clone(),
         guardrails: wf.guardrails.clone(),
+        tools: wf.tools.clone(),
         on_failure: None,
         agents: wf.agents.clone(),
         steps: steps.to_vec(),

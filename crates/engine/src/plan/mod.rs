@@ -35,6 +35,7 @@ mod kinds;
 mod report;
 mod step;
 mod templates;
+pub(crate) mod tools;
 mod validate;
 mod wait;
 
@@ -93,6 +94,8 @@ pub enum Action {
     Loop(Box<LoopAction>),
     /// Run another workflow file as a child run.
     Workflow(Box<SubWorkflowAction>),
+    /// Call a tool.
+    Tool(Box<ToolAction>),
     /// Wait for a duration (from when the dependencies finished) or until a time.
     Wait {
         /// How long, when the step gives a duration.
@@ -100,6 +103,23 @@ pub enum Action {
         /// Name of the compiled template that renders the time (RFC 3339).
         until: Option<String>,
     },
+}
+
+/// A validated `tool` step.
+#[derive(Debug, Clone)]
+pub struct ToolAction {
+    /// The tool's name under `tools:`.
+    pub name: String,
+    /// The tool as declared.
+    pub decl: crate::workflow::ToolDecl,
+    /// The arguments as written (an object).
+    pub args: serde_json::Value,
+    /// The templated strings among them: JSON pointer → compiled template name.
+    pub templated: Vec<(String, String)>,
+    /// For a `file` tool: its workspace folder, canonical.
+    pub workspace: Option<std::path::PathBuf>,
+    /// Whether the workflow is `local_only` (an `http` tool may reach loopback only).
+    pub local_only: bool,
 }
 
 /// A validated `workflow` step.

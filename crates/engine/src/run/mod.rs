@@ -43,6 +43,7 @@ mod scheduler;
 mod subflow;
 mod switch;
 mod templates;
+mod tool;
 mod wait;
 
 use std::collections::HashMap;

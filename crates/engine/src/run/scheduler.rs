@@ -480,6 +480,7 @@ impl Engine {
             Action::Map(_)
             | Action::Loop(_)
             | Action::Workflow(_)
+            | Action::Tool(_)
             | Action::Wait { .. }
             | Action::Approval { .. }
             | Action::Llm(_)
@@ -509,6 +510,10 @@ impl Engine {
                     Err(e) => finish(StepStatus::Failed, &e),
                 }
             }
+            Action::Tool(tool) => match super::tool::prepare(s, i, tool) {
+                Ok(call) => self.spawn_announced(s, i, move |_| call.run()),
+                Err(e) => finish(StepStatus::Failed, &e),
+            },
             Action::Workflow(sub) => match super::subflow::prepare(s, i, sub) {
                 Ok(ctx) => self.spawn_announced(s, i, move |engine| engine.run_sub(ctx)),
                 Err(e) => finish(StepStatus::Failed, &e),
