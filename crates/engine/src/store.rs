@@ -51,6 +51,8 @@ pub struct StoredChild {
     pub outputs: serde_json::Map<String, serde_json::Value>,
     /// Its error, when it did not succeed.
     pub error: Option<String>,
+    /// When it first started (the base of its `wait` steps without dependencies).
+    pub started_at: DateTime<Utc>,
 }
 
 /// One attempt of a step.

@@ -1024,7 +1024,7 @@ steps:
     let report = run_file(&main, RunOptions::default()).await;
     assert_eq!(report.status, RunStatus::Failed);
     let (id, status) = report.on_failure_run.clone().expect("the handler ran");
-    assert_eq!(id, format!("{}.on_failure", report.run_id));
+    assert_eq!(id, format!("{}:on_failure", report.run_id));
     assert_eq!(status, RunStatus::Succeeded);
 
     let ok = failing.replace("template: nope", "template: '[]'");
@@ -1041,4 +1041,148 @@ steps:
         text.contains("needs the input `ticket`, which a failed run does not give"),
         "{text}"
     );
+}
+
+/// A `fail_fast` map cancels the items in flight, including one waiting for a human
+/// (the question ends with the item instead of holding the map forever).
+#[tokio::test]
+async fn fail_fast_ends_an_item_waiting_for_a_human() {
+    let yaml = r#"
+id: ff
+steps:
+  - id: each
+    kind: map
+    items: '[0, 1]'
+    concurrency: 2
+    steps:
+      - id: ask
+        kind: approval
+        when: item == 1
+        prompt: "item {{ index }}"
+      - id: check
+        kind: template
+        needs: [ask]
+        trigger_rule: all_done
+        format: json
+        template: '{% if item == 0 %}broken{% else %}1{% endif %}'
+"#;
+    let never = Arc::new(Never::default());
+    let options = RunOptions {
+        human: Some(never.clone() as Arc<dyn HumanHandler>),
+        ..RunOptions::default()
+    };
+    let (report, _) = tokio::time::timeout(Duration::from_secs(30), run_with(yaml, options))
+        .await
+        .expect("the waiting item was cancelled");
+    let each = step(&report, "each");
+    assert_eq!(each.status, StepStatus::Failed);
+    assert_eq!(step(&report, "each[1].ask").status, StepStatus::Cancelled);
+    assert_eq!(
+        each.output_json.as_ref().unwrap()["items"][1]["status"],
+        "cancelled"
+    );
+}
+
+/// Answers every question with "cancel the run".
+struct CancelAll;
+
+#[async_trait]
+impl HumanHandler for CancelAll {
+    async fn decide(&self, _request: &HumanRequest) -> Option<HumanDecision> {
+        Some(HumanDecision::Cancel)
+    }
+}
+
+#[tokio::test]
+async fn an_approver_cancelling_inside_a_sub_workflow_cancels_the_parent_run() {
+    let (_dir, parent) = files(&[
+        (
+            "parent.yaml",
+            "id: parent\nsteps:\n  - id: call\n    kind: workflow\n    workflow: child.yaml\n  - id: after\n    kind: template\n    needs: [call]\n    trigger_rule: all_done\n    template: after\n",
+        ),
+        (
+            "child.yaml",
+            "id: child\nsteps:\n  - id: ok\n    kind: approval\n    prompt: go?\n",
+        ),
+    ]);
+    let options = RunOptions {
+        human: Some(Arc::new(CancelAll) as Arc<dyn HumanHandler>),
+        ..RunOptions::default()
+    };
+    let report = run_file(&parent, options).await;
+    assert_eq!(report.status, RunStatus::Cancelled, "{:?}", report.error);
+    assert_eq!(step(&report, "call").status, StepStatus::Cancelled);
+}
+
+/// A resumed run judges kept skips as the run did: a step skipped by `on_failure: skip`
+/// after `all_done` is a plain skip, so a `none_failed` step below it still runs.
+#[tokio::test]
+async fn a_resumed_run_keeps_the_join_results_of_the_uninterrupted_run() {
+    let yaml = r#"
+id: resume-join
+steps:
+  - id: a
+    kind: template
+    format: json
+    template: broken
+    on_failure: skip
+  - id: b
+    kind: template
+    format: json
+    template: broken
+  - id: notify
+    kind: template
+    needs: [b]
+    trigger_rule: all_done
+    format: json
+    template: broken
+    on_failure: skip
+  - id: report
+    kind: template
+    needs: [notify, a]
+    trigger_rule: none_failed
+    template: reported
+"#;
+    let (full, _) = run_with(yaml, RunOptions::default()).await;
+    assert_eq!(
+        step(&full, "report").status,
+        StepStatus::Succeeded,
+        "{:?}",
+        step(&full, "report").error
+    );
+    let kept: Vec<StepRecord> = full
+        .steps
+        .iter()
+        .filter(|s| ["a", "b", "notify"].contains(&s.step_id.as_str()))
+        .cloned()
+        .collect();
+    let options = RunOptions {
+        run_id: Some(full.run_id.clone()),
+        resume: Some(kept),
+        ..RunOptions::default()
+    };
+    let (resumed, _) = run_with(yaml, options).await;
+    assert_eq!(
+        step(&resumed, "report").status,
+        StepStatus::Succeeded,
+        "{:?}",
+        step(&resumed, "report").error
+    );
+}
+
+#[test]
+fn a_local_only_workflow_makes_the_files_it_calls_local_only() {
+    let (_dir, parent) = files(&[
+        (
+            "parent.yaml",
+            "id: parent\nlocal_only: true\nsteps:\n  - id: call\n    kind: workflow\n    workflow: child.yaml\n",
+        ),
+        (
+            "child.yaml",
+            "id: child\nsteps:\n  - id: ask\n    kind: llm\n    model: openai:gpt-4o-mini\n    prompt: hi\n",
+        ),
+    ]);
+    let text = nexus_engine::diagnostic::render_all(&nexus_engine::load_file(&parent).unwrap_err());
+    assert!(text.contains("the sub-workflow `"), "{text}");
+    assert!(text.contains("local"), "{text}");
 }

@@ -559,12 +559,25 @@ impl SqliteStore {
     /// # Errors
     /// [`Error::Query`].
     pub async fn heartbeat(&self, run_id: &str) -> Result<(), Error> {
-        sqlx::query("UPDATE runs SET heartbeat_at = ?, owner_pid = ? WHERE run_id = ?")
-            .bind(ts(&Utc::now()))
-            .bind(i64::from(std::process::id()))
-            .bind(run_id)
-            .execute(&self.pool)
-            .await?;
+        // The run's unfinished child runs (`<id>.<step path>`, `<id>:on_failure`) run in
+        // the same process and are alive with it.
+        let escaped = run_id
+            .replace('\\', "\\\\")
+            .replace('%', "\\%")
+            .replace('_', "\\_");
+        sqlx::query(
+            "UPDATE runs SET heartbeat_at = ?, owner_pid = ?
+             WHERE run_id = ?
+                OR ((run_id LIKE ? ESCAPE '\\' OR run_id LIKE ? ESCAPE '\\')
+                    AND status IN ('running', 'paused', 'waiting_for_human'))",
+        )
+        .bind(ts(&Utc::now()))
+        .bind(i64::from(std::process::id()))
+        .bind(run_id)
+        .bind(format!("{escaped}.%"))
+        .bind(format!("{escaped}:%"))
+        .execute(&self.pool)
+        .await?;
         Ok(())
     }
 
@@ -951,11 +964,15 @@ impl RunStore for SqliteStore {
             Some(serde_json::Value::Object(o)) => o,
             _ => serde_json::Map::new(),
         };
+        let started_at = DateTime::parse_from_rfc3339(&run.started_at)
+            .map(|t| t.with_timezone(&Utc))
+            .map_err(|e| Error::Decode(format!("run {run_id} has a bad start time: {e}")))?;
         Ok(Some(StoredChild {
             status,
             steps: run.steps,
             outputs,
             error: run.error,
+            started_at,
         }))
     }
 

@@ -166,6 +166,37 @@ fn check_kind_fields(p: &mut StepPlanner<'_, '_>, kind: KindName) {
     }
 }
 
+/// `retry` and `timeout` apply to one call (a model, a tool, a render); on a kind that
+/// only arranges other steps they would do nothing, so they are reported.
+fn check_unused_common(p: &mut StepPlanner<'_, '_>, step: &Step) {
+    let kind = step.kind_name();
+    let arranges = matches!(
+        kind,
+        KindName::Switch | KindName::Map | KindName::Loop | KindName::Workflow | KindName::Wait
+    );
+    if arranges && step.retry.is_some() {
+        p.report(
+            "retry",
+            DiagnosticCode::InvalidValue,
+            format!("`retry` has no effect on `kind: {}` steps", kind.as_str()),
+            "put the retry policy on the steps it runs (their own `retry`)",
+        );
+    }
+    if (arranges || kind == KindName::Tool) && step.timeout.is_some() {
+        let hint = if kind == KindName::Tool {
+            "give the tool a `timeout` under `tools:`"
+        } else {
+            "put timeouts on the steps it runs"
+        };
+        p.report(
+            "timeout",
+            DiagnosticCode::InvalidValue,
+            format!("`timeout` has no effect on `kind: {}` steps", kind.as_str()),
+            hint,
+        );
+    }
+}
+
 /// Checks the retry policy: at least one attempt, a sane coefficient, ordered intervals.
 fn check_retry(p: &mut StepPlanner<'_, '_>, retry: &RetryPolicy) {
     if retry.max_attempts == 0 {
@@ -290,6 +321,7 @@ pub(super) fn plan_step(
     };
     let kind = step.kind_name();
     check_kind_fields(&mut p, kind);
+    check_unused_common(&mut p, step);
     let on_failure = step.on_failure.clone().unwrap_or_default();
     if matches!(&on_failure, OnFailure::Alternate(alt) if alt == &step.id) {
         p.report(

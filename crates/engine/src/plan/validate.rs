@@ -80,7 +80,7 @@ pub(super) fn validate_in(
     let on_failure = wf
         .on_failure
         .as_ref()
-        .and_then(|h| super::kinds::subflow::plan_failure_handler(&mut cx, h));
+        .and_then(|h| super::kinds::subflow::plan_failure_handler(&mut cx, h, wf.local_only));
     if !cx.diags.is_empty() {
         return Err(cx.diags);
     }

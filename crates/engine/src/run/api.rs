@@ -33,7 +33,10 @@ pub enum EngineError {
 /// Engine settings.
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
-    /// Most `llm` steps in flight at once, over all providers (default 8).
+    /// Most steps running as tasks at once (`llm`, approval, tool, wait, map, loop,
+    /// sub-workflow) in one step list (default 8): the run's own steps, and separately
+    /// each item or iteration of a body, so a map's items multiply it (a map's own
+    /// `concurrency` bounds its items). Each model's own limit applies on top.
     pub max_parallel: usize,
     /// Per-provider override of [`Provider::max_concurrency`] (provider id → limit).
     pub provider_limits: HashMap<String, usize>,

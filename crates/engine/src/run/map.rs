@@ -3,7 +3,8 @@
 //! flight, and the items' results are gathered in input order.
 //!
 //! Invariants: an item starts only while fewer than `concurrency` run; with `fail_fast`
-//! the first failed item cancels the items in flight and no further item starts; a
+//! the first failed item cancels the items in flight (their model calls, tools, waits
+//! and questions to a human end) and no further item starts; a
 //! resumed map keeps every item step already recorded (a completed item runs nothing).
 
 use std::collections::HashMap;

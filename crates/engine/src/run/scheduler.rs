@@ -381,6 +381,10 @@ impl Engine {
             return;
         }
         s.paused = paused_now;
+        if !s.frame.prefix.is_empty() {
+            // A body follows the run's pause; the run's own list announces and stores it.
+            return;
+        }
         let run_id = s.shared.run_id.clone();
         let (event, run_status) = if s.paused {
             (Event::RunPaused { run_id }, RunStatus::Paused)
@@ -538,9 +542,10 @@ impl Engine {
                 };
                 let sh = Arc::clone(&s.shared);
                 let (step, settings) = (s.recorded(step), settings.clone());
+                let cancel = s.options.cancel.child_token();
                 self.spawn(s, i, move |engine| async move {
                     engine
-                        .run_approval_step(&sh, &step, message, &settings)
+                        .run_approval_step(&sh, &step, message, &settings, cancel)
                         .await
                 })
             }
@@ -624,8 +629,8 @@ impl Engine {
         format: OutputFormat,
         t0: Instant,
     ) -> Start {
-        let step = &s.plan.steps[i];
-        let mut rec = record_for(step, StepStatus::Succeeded, None, Utc::now());
+        let step = s.recorded(&s.plan.steps[i]);
+        let mut rec = record_for(&step, StepStatus::Succeeded, None, Utc::now());
         let guarded = match &s.shared.guard {
             None => Ok(text),
             Some(policy) => {
@@ -770,7 +775,7 @@ impl Engine {
                     ("failed_steps", failed),
                 ];
                 Some(
-                    self.run_failure_handler(&run_id, file, handler, facts)
+                    self.run_failure_handler(&run_id, file, handler, facts, &options)
                         .await,
                 )
             }
@@ -796,8 +801,10 @@ impl Engine {
         file: &str,
         handler: Arc<Plan>,
         facts: [(&str, String); 4],
+        parent: &RunOptions,
     ) -> std::pin::Pin<Box<dyn std::future::Future<Output = (String, RunStatus)> + Send>> {
-        let id = format!("{run_id}.on_failure");
+        // `:` cannot appear in a step path, so no step's child run has this id.
+        let id = format!("{run_id}:on_failure");
         let given = facts
             .into_iter()
             .filter(|(name, _)| handler.workflow.inputs.contains_key(*name))
@@ -805,16 +812,16 @@ impl Engine {
             .collect();
         let (run_id, file) = (run_id.to_string(), file.to_string());
         let engine = Arc::clone(self);
+        // Cancelling the failed run (still being finished) cancels its handler; the same
+        // person answers its questions.
+        let mut options = super::body::body_options(parent, parent.cancel.child_token());
         Box::pin(async move {
             let Ok(inputs) = crate::plan::resolve_inputs(&handler, &given) else {
                 tracing::warn!(run_id, file, "the failure handler's inputs are not valid");
                 return (id, RunStatus::Failed);
             };
-            let options = RunOptions {
-                run_id: Some(id.clone()),
-                parent: Some((run_id.clone(), "on_failure".into())),
-                ..RunOptions::default()
-            };
+            options.run_id = Some(id.clone());
+            options.parent = Some((run_id.clone(), "on_failure".into()));
             match engine.run(handler, inputs, options).await {
                 Ok(report) => (id, report.status),
                 Err(e) => {
@@ -855,29 +862,44 @@ pub(super) fn keep_prior(s: &mut Sched) {
 }
 
 /// Marks the kept skipped steps that were skipped because something above them failed
-/// (see [`super::join`]): a fixpoint over `needs`, since kept records come in no
-/// particular order.
+/// (see [`super::join`]), as the run marked them: each kept skip is judged again by the
+/// join rules over its kept dependencies, in dependency order, so a step skipped by its
+/// condition or by `on_failure: skip` stays a plain skip.
 fn mark_upstream_failed(s: &mut Sched) {
-    loop {
-        let mut changed = false;
-        for (i, step) in s.plan.steps.iter().enumerate() {
-            if s.status[i] != Some(StepStatus::Skipped) || s.upstream_failed[i] {
-                continue;
-            }
-            let failed_above = step.needs.iter().any(|&d| match s.status[d] {
-                Some(StepStatus::Failed) => !s.handled[d],
-                Some(StepStatus::Cancelled) => true,
-                _ => s.upstream_failed[d],
-            });
-            if failed_above && step.alternate_of.is_none() {
-                s.upstream_failed[i] = true;
-                changed = true;
-            }
+    for i in topological(&s.plan) {
+        if s.status[i] != Some(StepStatus::Skipped)
+            || s.plan.steps[i].needs.iter().any(|&d| s.status[d].is_none())
+        {
+            continue;
         }
-        if !changed {
-            break;
+        let states = States {
+            status: &s.status,
+            handled: &s.handled,
+            upstream_failed: &s.upstream_failed,
+            outputs: &s.outputs,
+        };
+        let by_failure =
+            blocked_by(&s.plan, &states, &s.plan.steps[i]).is_some_and(|b| b.by_failure);
+        s.upstream_failed[i] = by_failure;
+    }
+}
+
+/// The plan's step indices, each after the steps it needs (Kahn's algorithm; the plan
+/// has no cycle).
+fn topological(plan: &Plan) -> Vec<usize> {
+    let mut pending: Vec<usize> = plan.steps.iter().map(|s| s.needs.len()).collect();
+    let mut ready: Vec<usize> = (0..plan.steps.len()).filter(|&i| pending[i] == 0).collect();
+    let mut order = Vec::with_capacity(plan.steps.len());
+    while let Some(i) = ready.pop() {
+        order.push(i);
+        for &d in &plan.dependants[i] {
+            pending[d] -= 1;
+            if pending[d] == 0 {
+                ready.push(d);
+            }
         }
     }
+    order
 }
 
 /// The workflow's outputs: each rendered over what succeeded (a template may test

@@ -31,6 +31,11 @@ pub(super) struct SubRun {
     inputs: serde_json::Map<String, serde_json::Value>,
     run_id: String,
     options: RunOptions,
+    /// The parent run's token: a child cancelled from within (its approver chose to
+    /// cancel) cancels the parent run too.
+    run_cancel: tokio_util::sync::CancellationToken,
+    /// The token of the list the step is in: cancelled when the cancel came from outside.
+    outer_cancel: tokio_util::sync::CancellationToken,
 }
 
 /// Renders and resolves the child's inputs (as the CLI would from `--input` values:
@@ -67,6 +72,8 @@ pub(super) fn prepare(s: &Sched, i: usize, action: &SubWorkflowAction) -> Result
         inputs,
         run_id,
         options,
+        run_cancel: s.shared.cancel.clone(),
+        outer_cancel: s.options.cancel.clone(),
     })
 }
 
@@ -94,6 +101,7 @@ impl Engine {
             Some(store) => store.child_run(&run.run_id).await,
             None => Ok(None),
         };
+        let (outer_cancel, run_cancel) = (run.outer_cancel.clone(), run.run_cancel.clone());
         let outcome = match stored {
             Err(e) => Err(format!(
                 "the child run {} could not be read: {e}",
@@ -108,6 +116,9 @@ impl Engine {
                 Ok((child.status, child.outputs, child.error))
             }
             Ok(stored) => {
+                if let Some(child) = &stored {
+                    run.options.started_at = Some(child.started_at);
+                }
                 run.options.resume = stored.map(|c| c.steps);
                 let engine = Arc::clone(&self);
                 let plan = Arc::clone(&run.action.plan);
@@ -138,6 +149,11 @@ impl Engine {
                 )
             }
             Ok((RunStatus::Cancelled, _, _)) => {
+                if !outer_cancel.is_cancelled() {
+                    // Cancelled from inside (an approver chose to cancel the run): the
+                    // person meant this run, not only the child.
+                    run_cancel.cancel();
+                }
                 rec.status = StepStatus::Cancelled;
                 rec.error = Some(format!("the child run {} was cancelled", run.run_id));
                 (rec, None)

@@ -78,9 +78,9 @@ impl TriggerRule {
 /// else `default`. The steps named by the cases that were not taken are skipped (and,
 /// through their join rules, what depends on them); the steps named by the case taken run.
 /// Each step named in a case depends on the switch (written in its `needs` or not).
-/// Output: the name of the case taken as text, and `{"case": name, "index": n}` as JSON
-/// (`index` is -1 for `default`); with no case taken and no `default`, every branch is
-/// skipped and the switch's output is `none`.
+/// Output: the name of the case taken as text, and `{"case": name, "index": n}` as JSON;
+/// when no case holds the switch takes `default` (`{"case": "default", "index": -1}`),
+/// which runs the steps under `default:`, if any.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SwitchStep {
@@ -238,8 +238,11 @@ pub const MAX_WORKFLOW_DEPTH: usize = 8;
 /// The fields of a `kind: wait` step: it finishes when a duration has passed or at a
 /// time (Step Functions' Wait state, n8n's Wait node). The wait is durable: a duration
 /// counts from when the step's dependencies finished (the latest of them), or from the
-/// run's start for a step without dependencies, both read from the stored run, so a run
-/// resumed after a restart waits only for what is left. Output: the time it waited for
+/// run's start for a step without dependencies (the child run's start inside a
+/// sub-workflow), both read from the stored run, so a run resumed after a restart waits
+/// only for what is left. Inside a `map` or `loop` body a wait without dependencies
+/// counts from the body's first stored step, or from when the body started in this
+/// process when none was stored: give it a dependency to make it exact. Output: the time it waited for
 /// (RFC 3339) as text, `{"until": ..., "waited_ms": n}` as JSON.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -259,7 +262,7 @@ pub struct WaitStep {
 }
 
 /// A handler workflow run when a run fails (seeds/003's `errorHandlers`): the file runs
-/// as a child run (`<run id>.on_failure`) with the inputs it declares among `run_id`,
+/// as a child run (`<run id>:on_failure`) with the inputs it declares among `run_id`,
 /// `workflow_id`, `error` (the run's error) and `failed_steps` (JSON: `[{step, error}]`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]

@@ -41,7 +41,7 @@ pub(in crate::plan) fn plan(p: &mut StepPlanner<'_, '_>, step: &SubWorkflowStep)
     let path = base.join(&step.workflow);
     let shown = path.display().to_string();
     let at = p.at("workflow");
-    let Some(child) = load_workflow(p.cx, &at, &path, &shown) else {
+    let Some(child) = load_workflow(p.cx, &at, &path, &shown, p.wf.local_only) else {
         return nothing();
     };
     let mut inputs = Vec::with_capacity(step.inputs.len());
@@ -92,12 +92,15 @@ pub(in crate::plan) fn plan(p: &mut StepPlanner<'_, '_>, step: &SubWorkflowStep)
 
 /// Reads and validates a called workflow file (a `workflow` step's or a run failure
 /// handler's); `None` (reported at `at`) when it cannot be read, calls back into a file
-/// being validated, nests too deep, or is invalid.
+/// being validated, nests too deep, or is invalid. A `local_only` caller makes the
+/// callee `local_only` too (a private workflow's data stays on the machine whatever file
+/// it calls).
 pub(in crate::plan) fn load_workflow(
     cx: &mut Ctx<'_>,
     at: &At,
     path: &Path,
     shown: &str,
+    local_only: bool,
 ) -> Option<Plan> {
     let report = |cx: &mut Ctx<'_>, code, message: String, hint: &str| {
         cx.push(at.diag(code, message, hint));
@@ -139,10 +142,13 @@ pub(in crate::plan) fn load_workflow(
     }
     let problems = match crate::parse::parse_file(path) {
         Err(d) => vec![*d],
-        Ok(parsed) => match validate_in(&parsed, cx.chain) {
-            Ok(plan) => return Some(plan),
-            Err(diags) => diags,
-        },
+        Ok(mut parsed) => {
+            parsed.workflow.local_only |= local_only;
+            match validate_in(&parsed, cx.chain) {
+                Ok(plan) => return Some(plan),
+                Err(diags) => diags,
+            }
+        }
     };
     let first = problems
         .first()
@@ -175,6 +181,7 @@ pub const HANDLER_INPUTS: [&str; 4] = ["run_id", "workflow_id", "error", "failed
 pub(in crate::plan) fn plan_failure_handler(
     cx: &mut Ctx<'_>,
     handler: &crate::workflow::RunFailureHandler,
+    local_only: bool,
 ) -> Option<(String, Arc<Plan>)> {
     let base = cx
         .file
@@ -188,7 +195,7 @@ pub(in crate::plan) fn plan_failure_handler(
         field: "on_failure.workflow".into(),
         span: cx.locs.on_failure,
     };
-    let plan = load_workflow(cx, &at, &path, &shown)?;
+    let plan = load_workflow(cx, &at, &path, &shown, local_only)?;
     let mut ok = true;
     for (name, spec) in &plan.workflow.inputs {
         if spec.default.is_none() && !HANDLER_INPUTS.contains(&name.as_str()) {
