@@ -245,3 +245,142 @@ steps:
     );
     Ok(())
 }
+
+/// The market and listings fixture of seeds/002's workflows: market data per location,
+/// three listings, an owner per listing.
+async fn real_estate_service() -> anyhow::Result<String> {
+    use axum::extract::Path;
+    let app = axum::Router::new()
+        .route(
+            "/market",
+            get(|Query(q): Query<std::collections::HashMap<String, String>>| async move {
+                Json(serde_json::json!({
+                    "location": q.get("location").cloned().unwrap_or_default(),
+                    "median_price": 412000, "inventory": 1840, "days_on_market": 37
+                }))
+            }),
+        )
+        .route(
+            "/listings",
+            get(|| async {
+                Json(serde_json::json!({"listings": [
+                    {"id": 11, "address": "Rua das Flores 5", "price": 390000},
+                    {"id": 12, "address": "Avenida da Boavista 80", "price": 520000},
+                    {"id": 13, "address": "Rua de Santa Catarina 210", "price": 305000}
+                ]}))
+            }),
+        )
+        .route(
+            "/owners/{id}",
+            get(|Path(id): Path<u32>| async move {
+                Json(serde_json::json!({"owner": format!("Owner {id}"), "phone": format!("+351 900 000 {id:03}")}))
+            }),
+        );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    Ok(format!("http://{addr}/"))
+}
+
+/// Runs an example of `workflows/` from a copy in a new folder (so what it writes stays
+/// there) on the embedded model, with `service` as its service input.
+async fn run_example_copy(
+    name: &str,
+    service: &str,
+) -> anyhow::Result<(RunReport, tempfile::TempDir)> {
+    let dir = tempfile::tempdir()?;
+    std::fs::create_dir(dir.path().join("reports"))?;
+    let text = std::fs::read_to_string(nexus_tests::repo_root().join("workflows").join(name))?;
+    let path = dir.path().join(name);
+    std::fs::write(&path, text)?;
+    let plan = nexus_engine::load_file(&path)
+        .map_err(|d| anyhow::anyhow!(nexus_engine::diagnostic::render_all(&d)))?;
+    let given = [("service".to_string(), service.to_string())]
+        .into_iter()
+        .collect();
+    let inputs = nexus_engine::resolve_inputs(&plan, &given)
+        .map_err(|d| anyhow::anyhow!(nexus_engine::diagnostic::render_all(&d)))?;
+    let engine = engine(vec![crate::embedded()?], None, EngineConfig::default());
+    let report = engine
+        .run(Arc::new(plan), inputs, RunOptions::default())
+        .await?;
+    Ok((report, dir))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seed_market_analysis_calls_the_service_and_saves_the_report() -> anyhow::Result<()> {
+    let service = real_estate_service().await?;
+    let (report, dir) = run_example_copy("market-analysis.yaml", &service).await?;
+    assert_eq!(report.status, RunStatus::Succeeded, "{:?}", report.error);
+    let collect = rec(&report, "collect_market_data");
+    let call: serde_json::Value = serde_json::from_str(collect.input.as_deref().unwrap_or("{}"))?;
+    assert_eq!(call["tool"], "market");
+    assert_eq!(call["args"]["query"]["location"], "Lisbon");
+    assert_eq!(
+        collect.output_json.as_ref().unwrap()["median_price"],
+        412000
+    );
+    let saved = std::fs::read_to_string(dir.path().join("reports/market-lisbon.md"))?;
+    assert!(
+        saved.starts_with("# Market report: Lisbon\n\nMedian price: 412000"),
+        "{saved}"
+    );
+    let generated = rec(&report, "generate_report")
+        .output
+        .clone()
+        .unwrap_or_default();
+    assert!(
+        saved.contains(generated.trim()),
+        "the model's report is in the file"
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seed_lead_generation_maps_over_listings_and_updates_the_crm() -> anyhow::Result<()> {
+    let service = real_estate_service().await?;
+    let (report, dir) = run_example_copy("lead-generation.yaml", &service).await?;
+    assert_eq!(report.status, RunStatus::Succeeded, "{:?}", report.error);
+    // One item per listing, each with its owner looked up over HTTP.
+    for (k, id) in [11, 12, 13].iter().enumerate() {
+        let owner = rec(&report, &format!("properties[{k}].extract_owner_info"));
+        let call: serde_json::Value = serde_json::from_str(owner.input.as_deref().unwrap_or("{}"))?;
+        assert!(
+            call["args"]["path"]
+                .as_str()
+                .unwrap_or_default()
+                .ends_with(&format!("owners/{id}"))
+        );
+        assert_eq!(
+            owner.output_json.as_ref().unwrap()["owner"],
+            format!("Owner {id}")
+        );
+    }
+    let crm: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(
+        dir.path().join("reports/crm-porto.json"),
+    )?)?;
+    assert_eq!(crm["leads"].as_array().map(Vec::len), Some(3));
+    assert_eq!(crm["leads"][1]["owner"], "Owner 12");
+    // The outreach drafted agrees with the qualification the model gave.
+    let qualified: Vec<i64> = crm["qualified"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|v| v.as_i64())
+        .collect();
+    let outreach = crm["outreach"].as_str().unwrap_or_default();
+    for (id, address) in [
+        (11, "Rua das Flores 5"),
+        (12, "Avenida da Boavista 80"),
+        (13, "Rua de Santa Catarina 210"),
+    ] {
+        assert_eq!(
+            outreach.contains(address),
+            qualified.contains(&id),
+            "lead {id}: {outreach}"
+        );
+    }
+    Ok(())
+}
