@@ -66,6 +66,7 @@ pub const TEMPLATE_FILES: &[(&str, &str, &str)] = &[(
 
 /// The app's remembered settings (`<config dir>/nexus/desktop.json`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, specta::Type)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 pub struct Settings {
     /// The folder whose `*.yaml` files the app lists and saves to.
     pub workflows_folder: String,
@@ -73,6 +74,7 @@ pub struct Settings {
 
 /// An example workflow.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, specta::Type)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 pub struct Template {
     /// File name (`feature-spec.yaml`).
     pub name: String,
@@ -82,6 +84,7 @@ pub struct Template {
 
 /// What a Run button asks for.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, specta::Type)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 pub struct RunRequest {
     /// The workflow text as in the editor (saved or not).
     pub text: String,
@@ -101,6 +104,7 @@ pub struct RunRequest {
 
 /// One provider in the models view.
 #[derive(Debug, Clone, PartialEq, Serialize, specta::Type)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 pub struct ProviderView {
     /// `ollama`, `openai`, `embedded`.
     pub id: String,
@@ -116,6 +120,7 @@ pub struct ProviderView {
 
 /// A model in the selector's order.
 #[derive(Debug, Clone, PartialEq, Serialize, specta::Type)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 pub struct RankedModel {
     /// `provider:model`.
     pub reference: String,
@@ -131,6 +136,7 @@ pub struct RankedModel {
 
 /// Whether a cloud provider has a key, and where it comes from.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, specta::Type)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 pub struct KeyStatus {
     /// Provider id.
     pub provider: String,
@@ -144,6 +150,7 @@ pub struct KeyStatus {
 
 /// Everything the Models view shows.
 #[derive(Debug, Clone, PartialEq, Serialize, specta::Type)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 pub struct ModelsView {
     /// Each configured provider with its models.
     pub providers: Vec<ProviderView>,
@@ -161,6 +168,7 @@ pub struct ModelsView {
 
 /// One progress line of a model pull.
 #[derive(Debug, Clone, PartialEq, Serialize, specta::Type)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 pub struct PullProgress {
     /// The daemon's status text (`pulling manifest`, `pulling <digest>`, `success`).
     pub status: String,
@@ -172,11 +180,28 @@ pub struct PullProgress {
 
 /// A question a run waits on, for the run panel.
 #[derive(Debug, Clone, PartialEq, Serialize, specta::Type)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 pub struct PendingQuestion {
     /// Run id.
     pub run_id: String,
     /// The question.
     pub request: HumanRequest,
+}
+
+/// One circuit breaker, for the models view and `GET /api/breakers` of `nexus serve`.
+#[derive(Debug, Clone, PartialEq, Serialize, specta::Type)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
+pub struct BreakerView {
+    /// `provider:model`.
+    pub model: String,
+    /// Its state now (`closed`, `open` with `until`, `half_open`).
+    pub state: nexus_engine::breaker::BreakerState,
+    /// Consecutive trips without a full close (0 when closed).
+    pub trips: u32,
+    /// Counted failures in a row.
+    pub consecutive_failures: u32,
+    /// The message of the most recent failure recorded, if any.
+    pub last_failure: Option<String>,
 }
 
 /// Passes events on and says when the run is stored (its first event, `run_started` or
@@ -513,6 +538,14 @@ impl Desktop {
         std::fs::read_to_string(&path).map_err(|e| io(&path, e))
     }
 
+    /// Whether workflow `name` (relative to the workflows folder) exists as a file.
+    ///
+    /// # Errors
+    /// [`Error::BadPath`] for a path leaving the folder or not a workflow file name.
+    pub fn workflow_exists(&self, name: &str) -> Result<bool> {
+        Ok(self.resolve(name)?.is_file())
+    }
+
     /// Saves `text` as workflow `name` (relative to the workflows folder), atomically.
     /// The text is written as given, so an unchanged workflow saves to identical bytes.
     ///
@@ -785,6 +818,50 @@ impl Desktop {
                 r.control.resume();
             }
         })
+    }
+
+    /// Leaves `request` for run `run_id` (id or prefix): obeyed at once when the run
+    /// runs in this process, else through the database by the process that runs it (a
+    /// `nexus run`, the desktop app), as `nexus pause|resume|cancel` does. Returns the
+    /// run's full id.
+    ///
+    /// # Errors
+    /// [`Error::UnknownRun`]; [`Error::NotActive`] when the run has finished or no process
+    /// runs it (interrupted: continue it with [`Desktop::resume_run`]); [`Error::Store`].
+    pub async fn control_run(&self, run_id: &str, request: crate::runs::Control) -> Result<String> {
+        let store = self.store().await?;
+        let run = store.get_run(run_id).await?;
+        crate::runs::ensure_unfinished(&run)?;
+        let here = self.active(&run.run_id, |r| match request {
+            crate::runs::Control::Pause => r.control.pause(),
+            crate::runs::Control::Resume => r.control.resume(),
+            crate::runs::Control::Cancel => r.cancel.cancel(),
+        });
+        if here.is_ok() {
+            return Ok(run.run_id);
+        }
+        crate::runs::request_control(&store, &run.run_id, request).await
+    }
+
+    /// Every known circuit breaker with its state now, sorted by `provider:model`.
+    ///
+    /// # Errors
+    /// [`Error::Store`], [`Error::Config`].
+    pub async fn breakers(&self) -> Result<Vec<BreakerView>> {
+        let engine = self.engine().await?;
+        let states = engine.breaker_states().await.map_err(|e| Error::Store {
+            message: e.to_string(),
+        })?;
+        Ok(states
+            .into_iter()
+            .map(|(model, state, snap)| BreakerView {
+                model,
+                state,
+                trips: snap.trips,
+                consecutive_failures: snap.consecutive_failures,
+                last_failure: snap.last_failure,
+            })
+            .collect())
     }
 
     /// The questions runs of this app wait on.
