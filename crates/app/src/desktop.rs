@@ -205,10 +205,14 @@ pub struct BreakerView {
 }
 
 /// Passes events on and says when the run is stored (its first event, `run_started` or
-/// `run_resumed`, is emitted after the store committed the run) or over.
+/// `run_resumed`, is emitted after the store committed the run) or over. A
+/// `waiting_for_human` event announces its question to the panel before anyone can see
+/// the event, so an answer sent on seeing it is kept even when it arrives before the
+/// engine starts waiting ([`PanelHuman`]).
 struct Started {
     inner: Arc<dyn EventSink>,
     started: Mutex<Option<oneshot::Sender<()>>>,
+    human: Arc<PanelHuman>,
 }
 
 impl EventSink for Started {
@@ -219,6 +223,21 @@ impl EventSink for Started {
         ) && let Some(tx) = lock(&self.started).take()
         {
             let _ = tx.send(());
+        }
+        match event {
+            Event::WaitingForHuman {
+                run_id, step_id, ..
+            } => {
+                lock(&self.human.questions)
+                    .announced
+                    .insert((run_id.clone(), step_id.clone()), None);
+            }
+            Event::RunFinished { run_id, .. } => {
+                lock(&self.human.questions)
+                    .announced
+                    .retain(|(run, _), _| run != run_id);
+            }
+            _ => {}
         }
         self.inner.emit(event);
     }
@@ -243,10 +262,25 @@ struct OpenQuestion {
 /// ([`Desktop::answer`]) or the engine stops waiting (the approval's timeout, the run
 /// cancelled: the engine drops the `decide` future); either way the question leaves the
 /// panel ([`Asked`] removes it on drop).
+///
+/// The engine emits `waiting_for_human` (and stores the run's status) before it calls
+/// `decide`; a question announced by that event but not yet asked keeps an answer given
+/// in between, and `decide` returns it at once. Both maps share one lock, so an answer
+/// goes to exactly one of them.
 #[derive(Default)]
 struct PanelHuman {
-    open: Mutex<HashMap<(String, String), OpenQuestion>>,
+    questions: Mutex<Questions>,
     next: AtomicU64,
+}
+
+type QuestionKey = (String, String);
+
+#[derive(Default)]
+struct Questions {
+    /// Questions `decide` waits on, by (run, step).
+    open: HashMap<QuestionKey, OpenQuestion>,
+    /// Questions announced by their event and not asked yet, with an early answer.
+    announced: HashMap<QuestionKey, Option<HumanDecision>>,
 }
 
 /// Removes its question from the panel when `decide` ends, however it ends.
@@ -258,9 +292,13 @@ struct Asked<'a> {
 
 impl Drop for Asked<'_> {
     fn drop(&mut self) {
-        let mut open = lock(&self.human.open);
-        if open.get(&self.key).is_some_and(|q| q.id == self.id) {
-            open.remove(&self.key);
+        let mut questions = lock(&self.human.questions);
+        if questions
+            .open
+            .get(&self.key)
+            .is_some_and(|q| q.id == self.id)
+        {
+            questions.open.remove(&self.key);
         }
     }
 }
@@ -271,14 +309,20 @@ impl HumanHandler for PanelHuman {
         let (tx, rx) = oneshot::channel();
         let key = (request.run_id().to_string(), request.step_id().to_string());
         let id = self.next.fetch_add(1, Ordering::Relaxed);
-        lock(&self.open).insert(
-            key.clone(),
-            OpenQuestion {
-                id,
-                request: request.clone(),
-                answer: tx,
-            },
-        );
+        {
+            let mut questions = lock(&self.questions);
+            if let Some(Some(early)) = questions.announced.remove(&key) {
+                return Some(early);
+            }
+            questions.open.insert(
+                key.clone(),
+                OpenQuestion {
+                    id,
+                    request: request.clone(),
+                    answer: tx,
+                },
+            );
+        }
         let _asked = Asked {
             human: self,
             key,
@@ -719,6 +763,7 @@ impl Desktop {
         let sink: Arc<dyn EventSink> = Arc::new(Started {
             inner: sink,
             started: Mutex::new(Some(stored_tx)),
+            human: Arc::clone(&self.human),
         });
         options.sinks.push(Arc::clone(&sink));
         options.human = Some(Arc::clone(&self.human) as Arc<dyn HumanHandler>);
@@ -866,7 +911,8 @@ impl Desktop {
 
     /// The questions runs of this app wait on.
     pub fn pending_questions(&self) -> Vec<PendingQuestion> {
-        lock(&self.human.open)
+        lock(&self.human.questions)
+            .open
             .iter()
             .map(|((run_id, _), q)| PendingQuestion {
                 run_id: run_id.clone(),
@@ -875,14 +921,26 @@ impl Desktop {
             .collect()
     }
 
-    /// Answers the question step `step_id` of run `run_id` waits on.
+    /// Answers the question step `step_id` of run `run_id` waits on (also when the
+    /// run's `waiting_for_human` event was seen but the engine is not waiting yet).
     ///
     /// # Errors
     /// [`Error::NotActive`] when no such question is open.
     pub fn answer(&self, run_id: &str, step_id: &str, decision: HumanDecision) -> Result<()> {
         let key = (run_id.to_string(), step_id.to_string());
-        let open = lock(&self.human.open).remove(&key);
-        let sent = open.is_some_and(|q| q.answer.send(decision).is_ok());
+        let mut questions = lock(&self.human.questions);
+        let sent = match questions.open.remove(&key) {
+            Some(q) => q.answer.send(decision).is_ok(),
+            // Announced by its event, not asked yet: `decide` takes this answer.
+            None => match questions.announced.get_mut(&key) {
+                Some(slot @ None) => {
+                    *slot = Some(decision);
+                    true
+                }
+                _ => false,
+            },
+        };
+        drop(questions);
         match sent {
             true => Ok(()),
             false => Err(Error::NotActive {

@@ -146,15 +146,16 @@ pub fn router(
     } else {
         app = app.fallback(no_editor);
     }
-    app.layer(axum::middleware::map_response_with_state(
-        state.clone(),
-        too_large,
-    ))
-    .layer(RequestBodyLimitLayer::new(body_limit))
-    .layer(DefaultBodyLimit::max(body_limit))
-    // No origin is allowed: a preflight gets no `Access-Control-Allow-*` header.
-    .layer(CorsLayer::new())
-    .with_state(state)
+    app.layer(RequestBodyLimitLayer::new(body_limit))
+        .layer(DefaultBodyLimit::max(body_limit))
+        // No origin is allowed: a preflight gets no `Access-Control-Allow-*` header.
+        .layer(CorsLayer::new())
+        // Outermost, so it sees the 413s of the limit layers too.
+        .layer(axum::middleware::map_response_with_state(
+            state.clone(),
+            too_large,
+        ))
+        .with_state(state)
 }
 
 async fn openapi_document() -> Response {
