@@ -21,6 +21,14 @@ async function open(page: Page, name: string) {
   await page.getByTestId('open').click();
   await page.getByTestId(`open-${name}`).click();
   await page.getByTestId('canvas').locator('.react-flow__node').first().waitFor();
+  // Every node in view (the canvas draws only what is visible).
+  await page.getByTestId('canvas').locator('.react-flow__controls-fitview').click();
+}
+
+/** Selects step `id` (with every node brought into view first). */
+async function select(page: Page, id: string) {
+  await page.getByTestId('canvas').locator('.react-flow__controls-fitview').click();
+  await page.getByTestId(`node-${id}`).click();
 }
 
 async function runToEnd(page: Page) {
@@ -47,7 +55,7 @@ test('an opened workflow is edited and saved to the server; an unchanged save is
   await expect(page.getByTestId('toast')).toContainText('Saved edit.yaml');
   const same = ((await (await request.get('/api/workflows/edit.yaml')).json()) as { text: string }).text;
   expect(same).toBe(before);
-  await page.getByTestId('node-done').click();
+  await select(page, 'draft');
   await page.getByTestId('field-template').fill('shipped from the browser');
   await page.getByTestId('save').click();
   await expect(page.getByTestId('toast')).toContainText('Saved edit.yaml');
@@ -99,12 +107,12 @@ test('run from a step reuses the steps before it; run up to a step runs only wha
   const started = async () =>
     (await latestRun(request)).events.filter((e) => e.type === 'step_started').map((e) => e.step_id);
   expect(await started()).toEqual(['first', 'second', 'third']);
-  await page.getByTestId('node-third').click();
+  await select(page, 'third');
   await page.getByTestId('run-from').click();
   await expect(page.getByTestId('run-dialog')).toContainText('Run from third');
   await runToEnd(page);
   expect(await started()).toEqual(['third']);
-  await page.getByTestId('node-second').click();
+  await select(page, 'second');
   await page.getByTestId('run-until').click();
   await runToEnd(page);
   expect(await started()).toEqual(['first', 'second']);
