@@ -8,7 +8,15 @@ import { expect, test, type APIRequestContext, type Page } from '@playwright/tes
 interface Stored {
   run_id: string;
   status: string;
-  steps: { step_id: string; output: string | null; model: string | null }[];
+  steps: {
+    step_id: string;
+    input: string | null;
+    output: string | null;
+    model: string | null;
+    model_reason: string | null;
+    usage: { prompt_tokens: number; completion_tokens: number } | null;
+    attempts: unknown[];
+  }[];
   events: { type: string; step_id?: string }[];
 }
 
@@ -81,6 +89,29 @@ test('a run streams the embedded model tokens into the node and the panel shows 
   await expect(page.getByTestId('run-output-hello')).toContainText(hello.output!.trim().slice(0, 20));
   await page.getByTestId('run-row-hello').click();
   await expect(page.getByTestId('detail-model')).toHaveText('embedded:smollm2-135m-instruct');
+});
+
+test('the run panel shows the stored input, output, model and why, tokens, attempts and one timeline bar per attempt', async ({ page, request }) => {
+  await open(page, 'chain.yaml');
+  await page.getByTestId('run').click();
+  await runToEnd(page);
+  const run = await latestRun(request);
+  for (const step of run.steps) {
+    await page.getByTestId(`run-row-${step.step_id}`).click();
+    await expect(page.getByTestId('detail-input')).toHaveText(step.input!);
+    await expect(page.getByTestId('detail-output')).toHaveText(step.output!);
+    await expect(page.getByTestId('detail-model')).toHaveText(step.model!);
+    await expect(page.getByTestId('detail-why')).toContainText(step.model_reason!);
+    await expect(page.getByTestId('detail-tokens')).toContainText(
+      `${step.usage!.prompt_tokens} in, ${step.usage!.completion_tokens} out`,
+    );
+    await expect(page.getByTestId('detail-attempts').locator('li')).toHaveCount(step.attempts.length);
+    await expect(page.getByTestId(`gantt-bar-${step.step_id}-1`)).toHaveAttribute('data-outcome', 'succeeded');
+  }
+  // The steps ran one after the other: each bar starts after the one before it.
+  const x = async (id: string) => Number(await page.getByTestId(`gantt-bar-${id}-1`).getAttribute('x'));
+  expect(await x('second')).toBeGreaterThan(await x('first'));
+  expect(await x('third')).toBeGreaterThan(await x('second'));
 });
 
 test('the history lists the server runs and opens one on the canvas', async ({ page, request }) => {
