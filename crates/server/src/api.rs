@@ -82,6 +82,33 @@ impl From<QueryRejection> for ApiError {
 
 type ApiResult<T> = Result<T, ApiError>;
 
+/// The rule for workflow and template names in paths (a regular expression, as stated
+/// in the OpenAPI document): a file name without a folder, of ASCII letters, digits,
+/// `.`, `_` and `-`, starting with a letter or digit, ending in `.yaml` or `.yml`.
+pub const NAME_PATTERN: &str = r"^[A-Za-z0-9][A-Za-z0-9._-]*\.(yaml|yml)$";
+
+/// Checks `name` against [`NAME_PATTERN`].
+fn check_name(name: &str) -> ApiResult<()> {
+    let stem = name
+        .strip_suffix(".yaml")
+        .or_else(|| name.strip_suffix(".yml"));
+    let ok = stem.is_some_and(|stem| {
+        stem.chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphanumeric())
+            && stem
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+    });
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::bad_request(format!(
+            "`{name}` is not a workflow file name: use letters, digits, `.`, `_` and `-`, ending in `.yaml` or `.yml` (`my-flow.yaml`)"
+        )))
+    }
+}
+
 /// `GET /api/health`.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Health {
@@ -154,13 +181,14 @@ pub struct Validation {
 
 /// Reads workflow `name`.
 #[utoipa::path(get, path = "/api/workflows/{name}", tag = "workflows",
-    params(("name" = String, Path, description = "File name in the workflows folder (`my-flow.yaml`)")),
+    params(("name" = String, Path, pattern = r"^[A-Za-z0-9][A-Za-z0-9._-]*\.(yaml|yml)$", description = "File name in the workflows folder (`my-flow.yaml`)")),
     responses((status = 200, body = WorkflowText), (status = 400, body = ApiError),
         (status = 404, body = ApiError)))]
 pub async fn read_workflow(
     State(s): State<AppState>,
     Param(name): Param<String>,
 ) -> ApiResult<axum::Json<WorkflowText>> {
+    check_name(&name)?;
     let text = blocking(move || {
         if !s.desktop.workflow_exists(&name)? {
             return Ok(Err(ApiError::not_found(format!(
@@ -177,7 +205,7 @@ pub async fn read_workflow(
 
 /// Saves workflow `name` atomically and answers with its diagnostics.
 #[utoipa::path(put, path = "/api/workflows/{name}", tag = "workflows",
-    params(("name" = String, Path, description = "File name in the workflows folder (`my-flow.yaml`)")),
+    params(("name" = String, Path, pattern = r"^[A-Za-z0-9][A-Za-z0-9._-]*\.(yaml|yml)$", description = "File name in the workflows folder (`my-flow.yaml`)")),
     request_body = SaveWorkflow,
     responses((status = 200, body = Validation), (status = 400, body = ApiError),
         (status = 413, body = ApiError), (status = 415, body = ApiError)))]
@@ -186,6 +214,7 @@ pub async fn save_workflow(
     Param(name): Param<String>,
     Body(body): Body<SaveWorkflow>,
 ) -> ApiResult<axum::Json<Validation>> {
+    check_name(&name)?;
     let validation = blocking(move || {
         s.desktop.write_workflow(&name, &body.text)?;
         let diagnostics = s.desktop.validate(&body.text, Some(&name));
@@ -213,7 +242,8 @@ pub struct ValidateRequest {
 /// Validates a workflow text (saved or not).
 #[utoipa::path(post, path = "/api/validate", tag = "workflows",
     request_body = ValidateRequest,
-    responses((status = 200, body = Validation), (status = 400, body = ApiError)))]
+    responses((status = 200, body = Validation), (status = 400, body = ApiError),
+        (status = 413, body = ApiError), (status = 415, body = ApiError)))]
 pub async fn validate(
     State(s): State<AppState>,
     Body(body): Body<ValidateRequest>,
@@ -239,12 +269,19 @@ pub async fn templates(State(s): State<AppState>) -> axum::Json<Vec<Template>> {
 
 /// A template's text, after writing the data files it reads into the workflows folder.
 #[utoipa::path(post, path = "/api/templates/{name}/use", tag = "workflows",
-    params(("name" = String, Path, description = "Template file name (`feature-spec.yaml`)")),
-    responses((status = 200, body = WorkflowText), (status = 400, body = ApiError)))]
+    params(("name" = String, Path, pattern = r"^[A-Za-z0-9][A-Za-z0-9._-]*\.(yaml|yml)$", description = "Template file name (`feature-spec.yaml`)")),
+    responses((status = 200, body = WorkflowText), (status = 400, body = ApiError),
+        (status = 404, body = ApiError)))]
 pub async fn use_template(
     State(s): State<AppState>,
     Param(name): Param<String>,
 ) -> ApiResult<axum::Json<WorkflowText>> {
+    check_name(&name)?;
+    if !s.desktop.templates().iter().any(|t| t.name == name) {
+        return Err(ApiError::not_found(format!(
+            "no template `{name}`; GET /api/templates lists them"
+        )));
+    }
     let text = blocking(move || {
         s.desktop
             .use_template(&name)
@@ -261,6 +298,7 @@ pub struct StartRun {
     /// The workflow's file name in the workflows folder. Its saved text runs when `text`
     /// is absent; `file` inputs are read relative to its folder.
     #[serde(default)]
+    #[schema(pattern = r"^[A-Za-z0-9][A-Za-z0-9._-]*\.(yaml|yml)$")]
     pub file: Option<String>,
     /// The workflow text to run (as in the editor, saved or not).
     #[serde(default)]
@@ -296,11 +334,15 @@ pub struct RunId {
     request_body = StartRun,
     responses((status = 201, body = RunId), (status = 400, body = ApiError),
         (status = 404, body = ApiError), (status = 409, body = ApiError),
+        (status = 413, body = ApiError), (status = 415, body = ApiError),
         (status = 422, body = ApiError)))]
 pub async fn start_run(
     State(s): State<AppState>,
     Body(body): Body<StartRun>,
 ) -> ApiResult<(StatusCode, axum::Json<RunId>)> {
+    if let Some(file) = &body.file {
+        check_name(file)?;
+    }
     let text = match (body.text, &body.file) {
         (Some(text), _) => text,
         (None, Some(file)) => {
@@ -317,9 +359,11 @@ pub async fn start_run(
             .await??
         }
         (None, None) => {
-            return Err(ApiError::bad_request(
-                "give `file` (a workflow in the workflows folder) or `text` (a workflow's YAML)",
-            ));
+            return Err(ApiError::Http(HttpError::NoWorkflow {
+                message:
+                    "give `file` (a workflow in the workflows folder) or `text` (a workflow's YAML)"
+                        .to_string(),
+            }));
         }
     };
     let request = RunRequest {
@@ -427,6 +471,20 @@ pub async fn resume_run(
     Ok(axum::Json(RunId { run_id }))
 }
 
+/// One message of a run's event stream (Server-Sent Events), as the OpenAPI 3.1
+/// convention for `text/event-stream` describes it: the fields of one SSE event.
+#[derive(Debug, ToSchema)]
+pub struct RunEventMessage {
+    /// The event's index in the run's log, from 0 (send the last one seen back as
+    /// `Last-Event-ID` to continue after it).
+    pub id: String,
+    /// The SSE event name: always `message`.
+    pub event: Option<String>,
+    /// The engine event as JSON (the `Event` schema, tagged by `type`).
+    #[schema(content_media_type = "application/json")]
+    pub data: String,
+}
+
 /// A run's events as Server-Sent Events: each `data:` is one engine event (JSON tagged
 /// by `type`), its `id:` the event's index; the stream ends after `run_finished`. A
 /// run of this server streams from its start (tokens included) or after
@@ -435,7 +493,7 @@ pub async fn resume_run(
     params(("id" = String, Path, description = "Run id or a unique prefix"),
         ("Last-Event-ID" = Option<String>, Header, description = "Resume after this event index"),
         ("token" = Option<String>, Query, description = "The API token, for clients that cannot send headers (EventSource)")),
-    responses((status = 200, content_type = "text/event-stream", body = nexus_app::engine::Event),
+    responses((status = 200, content_type = "text/event-stream", body = RunEventMessage),
         (status = 404, body = ApiError)))]
 pub async fn run_events(
     State(s): State<AppState>,
@@ -480,7 +538,8 @@ pub async fn questions(State(s): State<AppState>) -> axum::Json<Vec<PendingQuest
         ("step" = String, Path, description = "The step's id")),
     request_body = HumanDecision,
     responses((status = 204, description = "The run goes on"), (status = 400, body = ApiError),
-        (status = 409, body = ApiError)))]
+        (status = 409, body = ApiError), (status = 413, body = ApiError),
+        (status = 415, body = ApiError)))]
 pub async fn answer(
     State(s): State<AppState>,
     Param((id, step)): Param<(String, String)>,

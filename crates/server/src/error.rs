@@ -87,6 +87,11 @@ pub enum HttpError {
         /// What is wrong, naming the field.
         message: String,
     },
+    /// A run was asked for without a workflow: neither `file` nor `text` (422).
+    NoWorkflow {
+        /// What to give.
+        message: String,
+    },
     /// The body needs `Content-Type: application/json` (415).
     UnsupportedMediaType {
         /// What to send.
@@ -171,6 +176,7 @@ impl ApiError {
                 HttpError::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
                 HttpError::ForbiddenHost { .. } => StatusCode::FORBIDDEN,
                 HttpError::BadRequest { .. } => StatusCode::BAD_REQUEST,
+                HttpError::NoWorkflow { .. } => StatusCode::UNPROCESSABLE_ENTITY,
                 HttpError::UnsupportedMediaType { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 HttpError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
                 HttpError::NotFound { .. } => StatusCode::NOT_FOUND,

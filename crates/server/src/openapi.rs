@@ -36,6 +36,7 @@ use crate::api;
         api::models,
         api::breakers,
     ),
+    components(schemas(nexus_app::engine::Event)),
     modifiers(&Security),
     tags(
         (name = "health", description = "Whether the server is up"),
