@@ -9,6 +9,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 VERSION=4.32.5
 venv="${NEXUS_FUZZ_VENV:-$HOME/.cache/nexus-fuzz-venv}"
+if ! python3 -c 'import ensurepip' >/dev/null 2>&1; then
+  bash scripts/ensure-debian-packages.sh "the API fuzzer's virtual environment" python3-venv
+fi
 if [ ! -x "$venv/bin/schemathesis" ] || [ "$("$venv/bin/schemathesis" --version 2>/dev/null)" != "schemathesis, version $VERSION" ]; then
   python3 -m venv "$venv"
   "$venv/bin/pip" install --quiet --disable-pip-version-check "schemathesis==$VERSION"
