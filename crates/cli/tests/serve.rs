@@ -208,8 +208,14 @@ async fn every_endpoint_answers_and_a_real_run_streams_its_events_in_order() -> 
         (404, &json!("not_found")),
         "{missing}"
     );
-    let (s, bad) = json_of(get("/api/workflows/notes.txt").await?).await?;
-    assert_eq!((s, &bad["kind"]), (400, &json!("bad_path")), "{bad}");
+    for bad_name in ["notes.txt", "..%2Fescape.yaml", "%2Fetc%2Fhosts.yaml"] {
+        let (s, bad) = json_of(get(&format!("/api/workflows/{bad_name}")).await?).await?;
+        assert_eq!((s, &bad["kind"]), (400, &json!("bad_request")), "{bad}");
+        assert!(
+            bad["message"].as_str().unwrap().contains("my-flow.yaml"),
+            "{bad}"
+        );
+    }
     let broken =
         "id: broken\nsteps:\n  - id: a\n    kind: template\n    template: x\n    needs: [ghost]\n";
     let (s, saved) = json_of(
@@ -260,6 +266,13 @@ async fn every_endpoint_answers_and_a_real_run_streams_its_events_in_order() -> 
     assert_eq!(s, 200);
     assert!(used["text"].as_str().unwrap().contains("id:"));
     assert!(dir.path().join("workflows/data/market-notes.txt").is_file());
+    let (s, e) = json_of(
+        http.post(server.url("/api/templates/nope.yaml/use"))
+            .send()
+            .await?,
+    )
+    .await?;
+    assert_eq!((s, &e["kind"]), (404, &json!("not_found")), "{e}");
 
     // Bad requests are tagged JSON errors, and nothing runs.
     let (s, e) = json_of(http.post(server.url("/api/runs")).body("{}").send().await?).await?;
@@ -284,7 +297,7 @@ async fn every_endpoint_answers_and_a_real_run_streams_its_events_in_order() -> 
             .await?,
     )
     .await?;
-    assert_eq!((s, &e["kind"]), (400, &json!("bad_request")), "{e}");
+    assert_eq!((s, &e["kind"]), (422, &json!("no_workflow")), "{e}");
     let (s, e) = json_of(
         http.post(server.url("/api/runs"))
             .json(&json!({"file": "approve.yaml"}))
