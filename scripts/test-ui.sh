@@ -17,15 +17,15 @@ npx tsc --noEmit
 npx vite build --logLevel warn
 npx playwright test
 # The editor as a web app on the real engine. The `nexus` binary is the one the
-# workspace's tests built (the same features, so llama.cpp is not built again).
+# workspace's tests built (scripts/test.sh runs them first): building it here would
+# rebuild the desktop shell, which embeds the editor's files just rebuilt above.
 if [ -z "${NEXUS_BIN:-}" ]; then
-  if cargo nextest --version >/dev/null 2>&1; then
-    (cd .. && cargo nextest run --workspace --no-run --quiet)
-  else
-    (cd .. && cargo test --workspace --no-run --quiet)
-  fi
   NEXUS_BIN="$(cd .. && cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')/debug/nexus"
   export NEXUS_BIN
+fi
+if [ ! -x "$NEXUS_BIN" ]; then
+  echo "no nexus binary at $NEXUS_BIN: build the workspace's tests first (cargo nextest run --workspace --no-run), or set NEXUS_BIN" >&2
+  exit 1
 fi
 bash ../scripts/fetch-model.sh >/dev/null
 npx playwright test --config playwright.serve.config.ts
