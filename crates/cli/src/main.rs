@@ -306,11 +306,14 @@ async fn serve(
     let with_editor = config.editor.is_some();
     nexus_server::serve(desktop, config, |bound| {
         use std::io::Write;
-        println!("nexus serve: listening on http://{bound}");
+        // A closed stdout (the starting process stopped reading) must not stop the
+        // server: write errors are ignored (`println!` would panic).
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "nexus serve: listening on http://{bound}");
         if with_editor {
-            println!("nexus serve: the editor is at http://{bound}/");
+            let _ = writeln!(out, "nexus serve: the editor is at http://{bound}/");
         }
-        let _ = std::io::stdout().flush();
+        let _ = out.flush();
     })
     .await
     .map_err(|e| fail(2, e.to_string()))

@@ -314,15 +314,15 @@ async fn every_endpoint_answers_and_a_real_run_streams_its_events_in_order() -> 
     )
     .await?;
     assert_eq!((s, &e["kind"]), (422, &json!("invalid_workflow")), "{e}");
-    let big = "x".repeat(nexus_server::DEFAULT_BODY_LIMIT + 1);
-    let (s, e) = json_of(
-        http.post(server.url("/api/validate"))
-            .json(&json!({"text": big}))
-            .send()
-            .await?,
-    )
-    .await?;
+    // An oversized body is refused from its announced length, before it is read (sent
+    // by hand: an HTTP client still writing the body would meet the closed connection).
+    let (s, e) = oversized(&server, nexus_server::DEFAULT_BODY_LIMIT + 1).await?;
     assert_eq!((s, &e["kind"]), (413, &json!("payload_too_large")), "{e}");
+    assert_eq!(
+        e["limit_bytes"],
+        json!(nexus_server::DEFAULT_BODY_LIMIT),
+        "{e}"
+    );
     let (s, e) = json_of(http.delete(server.url("/api/runs")).send().await?).await?;
     assert_eq!((s, &e["kind"]), (405, &json!("method_not_allowed")), "{e}");
     let (s, e) = json_of(get("/api/nothing-here").await?).await?;
@@ -550,6 +550,27 @@ async fn open_questions(http: &reqwest::Client, server: &Server) -> Result<Value
     bail!("no question was listed within 10 s of its waiting_for_human event")
 }
 
+/// `POST /api/validate` announcing a body of `len` bytes and sending none; the status
+/// and JSON body of the answer.
+async fn oversized(server: &Server, len: usize) -> Result<(u16, Value)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = server.base.trim_start_matches("http://");
+    let mut tcp = tokio::net::TcpStream::connect(addr).await?;
+    let head = format!(
+        "POST /api/validate HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {len}\r\nConnection: close\r\n\r\n"
+    );
+    tcp.write_all(head.as_bytes()).await?;
+    let mut answer = String::new();
+    tcp.read_to_string(&mut answer).await?;
+    let status = answer
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .context("status line")?;
+    let body = answer.split("\r\n\r\n").nth(1).context("body")?;
+    Ok((status, serde_json::from_str(body.trim())?))
+}
+
 async fn get_with_host(
     http: &reqwest::Client,
     server: &Server,
@@ -742,5 +763,61 @@ async fn a_run_interrupted_by_sigkill_is_continued_by_the_next_server() -> Resul
     )
     .await?;
     assert_eq!((s, &e["kind"]), (409, &json!("not_active")), "{e}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_built_editor_is_served_at_the_root_and_an_editorless_server_says_how_to_get_it()
+-> Result<()> {
+    let dir = folder();
+    let dist = dir.path().join("dist");
+    std::fs::create_dir_all(dist.join("assets"))?;
+    std::fs::write(
+        dist.join("index.html"),
+        "<!doctype html><title>Nexus editor</title>",
+    )?;
+    std::fs::write(dist.join("assets/app.js"), "console.log('nexus')")?;
+    let http = reqwest::Client::new();
+    let server = Server::start(
+        dir.path(),
+        &["--bind", "127.0.0.1:0", "--editor", &dist.to_string_lossy()],
+        None,
+    )?;
+    for (path, body) in [
+        ("/", "<title>Nexus editor</title>"),
+        ("/assets/app.js", "console.log('nexus')"),
+        // The editor's own routes get its page.
+        ("/some/editor/route", "<title>Nexus editor</title>"),
+    ] {
+        let r = http.get(server.url(path)).send().await?;
+        assert_eq!(r.status(), 200, "{path}");
+        assert!(r.text().await?.contains(body), "{path}");
+    }
+    // The API is not shadowed by the editor's fallback.
+    let (s, e) = json_of(http.get(server.url("/api/nothing")).send().await?).await?;
+    assert_eq!((s, &e["kind"]), (404, &json!("not_found")));
+    drop(server);
+
+    let bare = Server::start(dir.path(), &["--bind", "127.0.0.1:0"], None)?;
+    let r = http.get(bare.url("/")).send().await?;
+    assert_eq!(r.status(), 404);
+    assert!(r.text().await?.contains("--editor ui/dist"));
+    let e = Server::start(
+        dir.path(),
+        &[
+            "--bind",
+            "127.0.0.1:0",
+            "--editor",
+            &dir.path().to_string_lossy(),
+        ],
+        None,
+    )
+    .err()
+    .expect("refused")
+    .to_string();
+    assert!(
+        e.contains("has no index.html") && e.contains("npm run build"),
+        "{e}"
+    );
     Ok(())
 }
