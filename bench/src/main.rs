@@ -5,7 +5,9 @@
 //! Shapes: `chain` (N steps in a line), `fanout` (one root, N-2 parallel steps, one
 //! join that needs them all) and `templated` (a chain whose steps render
 //! `{{ steps.<previous>.output | length }}`: a compiled template and a checked reference
-//! per step; not in the default set, LangGraph has no counterpart). Prints one JSON object per line, best of `--repeat` runs:
+//! per step; not in the default set, LangGraph has no counterpart) and `map` (one `map`
+//! step over N items, 16 in flight, each item a body of one no-op step: `us_per_step` is
+//! then per item). Prints one JSON object per line, best of `--repeat` runs:
 //! `{"engine":"nexus","shape":..,"steps":..,"mode":..,"total_ms":..,"us_per_step":..,"validate_ms":..}`
 //! (`validate_ms`: parsing and validating the workflow text into a plan, best of `--repeat`;
 //! `validate_cpu_ms`: the same in CPU time of the validating thread, which a loaded
@@ -25,7 +27,7 @@ struct Args {
     /// Step counts.
     #[arg(long, value_delimiter = ',', default_value = "1000,10000")]
     sizes: Vec<usize>,
-    /// `chain`, `fanout`.
+    /// `chain`, `fanout`, `templated`, `map`.
     #[arg(long, value_delimiter = ',', default_value = "chain,fanout")]
     shapes: Vec<String>,
     /// `memory`, `sqlite` (the default durability, `synchronous = NORMAL`),
@@ -44,6 +46,14 @@ struct Args {
 fn workflow(shape: &str, n: usize) -> String {
     let mut y = String::with_capacity(n * 64);
     y.push_str("id: noop\nsteps:\n");
+    if shape == "map" {
+        // One map step over N items, each running a body of one no-op step.
+        let _ = write!(
+            y,
+            "  - id: each\n    kind: map\n    items: range({n}) | list\n    concurrency: 16\n    steps:\n      - id: s\n        kind: template\n        template: ok\n"
+        );
+        return y;
+    }
     for i in 0..n {
         if shape == "templated" && i > 0 {
             // Each step reads the one before it: a compiled template and a checked
@@ -134,9 +144,11 @@ async fn main() -> anyhow::Result<()> {
                         "run failed: {:?}",
                         report.error
                     );
+                    // A map records its items' steps and itself.
+                    let want = if shape == "map" { n + 1 } else { n };
                     anyhow::ensure!(
-                        report.steps.len() == n,
-                        "expected {n} steps, got {}",
+                        report.steps.len() == want,
+                        "expected {want} steps, got {}",
                         report.steps.len()
                     );
                     best = best.min(ms);

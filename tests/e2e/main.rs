@@ -5,11 +5,13 @@ mod embedded;
 mod fallback;
 mod faults;
 mod flood;
+mod flow;
 mod governance;
 mod ollama;
 mod providers;
 mod server_logs;
 mod taxonomy;
+mod tools;
 
 use std::path::Path;
 use std::sync::Arc;

@@ -245,6 +245,10 @@ pub async fn prepare_resume(store: &SqliteStore, id: &str) -> Result<Resumption>
     let options = RunOptions {
         run_id: Some(run.run_id.clone()),
         resume: Some(run.steps.clone()),
+        // A `wait` step without dependencies counts from the run's first start.
+        started_at: chrono::DateTime::parse_from_rfc3339(&run.started_at)
+            .ok()
+            .map(|t| t.with_timezone(&chrono::Utc)),
         ..RunOptions::default()
     };
     Ok(Resumption::Continue(Box::new(Resumable {

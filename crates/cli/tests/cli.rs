@@ -352,6 +352,196 @@ fn runs_killed_at_any_moment_resume_without_losing_or_repeating_steps() {
     assert!(resumed >= 30, "most kills land mid-run ({resumed})");
 }
 
+const CRASH_FLOW: &str = r#"
+id: crash-flow
+steps:
+  - id: list
+    kind: template
+    format: json
+    template: '[1, 2, 3, 4]'
+  - id: each
+    kind: map
+    needs: [list]
+    items: steps.list.json
+    concurrency: 2
+    steps:
+      - id: write
+        kind: llm
+        model: [openai:scripted]
+        prompt: "Item {{ item }}"
+  - id: rounds
+    kind: loop
+    needs: [each]
+    max_iterations: 2
+    state: {n: 0}
+    set: {n: state.n + 1}
+    steps:
+      - id: think
+        kind: llm
+        model: [openai:scripted]
+        prompt: "Round {{ iteration }} after {{ steps.each.json.results | length }} items"
+  - id: child
+    kind: workflow
+    needs: [rounds]
+    workflow: crash-child.yaml
+  - id: last
+    kind: template
+    needs: [child]
+    template: "{{ steps.child.output }} / {{ steps.rounds.json.state.n }}"
+outputs:
+  final: "{{ steps.last.output }}"
+"#;
+
+const CRASH_CHILD: &str = r#"
+id: crash-child
+outputs:
+  said: "{{ steps.b.output }}"
+steps:
+  - id: a
+    kind: llm
+    model: [openai:scripted]
+    prompt: Child start.
+  - id: b
+    kind: llm
+    needs: [a]
+    model: [openai:scripted]
+    prompt: "Child after {{ steps.a.output }}"
+"#;
+
+/// The crash test inside bodies and a child run: `nexus run` is killed with SIGKILL at
+/// 30 moments spread over a run with a map (items in flight), a loop and a sub-workflow,
+/// then `nexus resume` continues it. No completed item, iteration or child step may be
+/// lost or run again, and every one succeeds exactly once.
+#[test]
+fn runs_killed_inside_a_map_a_loop_and_a_sub_workflow_resume_without_repeating_steps() {
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let server = rt
+        .block_on(nexus_tests::scripted::ScriptedServer::start(vec![
+            nexus_tests::scripted::Behavior::Paced(
+                vec!["one".into(), " two".into()],
+                std::time::Duration::from_millis(30),
+            ),
+        ]))
+        .expect("scripted server");
+    let dir = tempfile::tempdir().expect("tmp");
+    std::fs::write(dir.path().join("crash-child.yaml"), CRASH_CHILD).expect("write child");
+    let wf = dir.path().join("crash-flow.yaml");
+    std::fs::write(&wf, CRASH_FLOW).expect("write workflow");
+    let wf = wf.to_string_lossy().into_owned();
+    let parent_steps = [
+        "list",
+        "each",
+        "each[0].write",
+        "each[1].write",
+        "each[2].write",
+        "each[3].write",
+        "rounds",
+        "rounds[0].think",
+        "rounds[1].think",
+        "child",
+        "last",
+    ];
+
+    let started = std::time::Instant::now();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_nexus"));
+    scripted_env(&mut cmd, &dir.path().join("baseline.db"), &server.base_url);
+    let out = cmd.args(["run", &wf, "--json"]).output().expect("run");
+    let full = started.elapsed();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+
+    let kills = 30u32;
+    let mut resumed = 0;
+    for i in 0..kills {
+        let db = dir.path().join(format!("crash-flow-{i}.db"));
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_nexus"));
+        scripted_env(&mut cmd, &db, &server.base_url);
+        let mut child = cmd
+            .args(["run", &wf, "--json"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("spawn");
+        // Kill moments spread over the run, offset so they do not line up with steps.
+        let at = full.mul_f64(f64::from(i) / f64::from(kills))
+            + std::time::Duration::from_millis(u64::from(i * 11 % 29));
+        std::thread::sleep(at);
+        let _ = child.kill(); // SIGKILL
+        let _ = child.wait();
+
+        let store = rt
+            .block_on(nexus_app::store::SqliteStore::open(&db))
+            .expect("open store");
+        let runs = rt.block_on(store.list_runs(10)).expect("list");
+        let Some(parent) = runs.iter().find(|r| !r.run_id.contains('.')) else {
+            continue;
+        };
+        let before = rt.block_on(store.get_run(&parent.run_id)).expect("run");
+        if before.status == "succeeded" {
+            continue;
+        }
+        let child_id = format!("{}.child", before.run_id);
+        let child_before = rt.block_on(store.get_run(&child_id)).ok();
+        let kept = snapshot(&before);
+        let kept_child = child_before.as_ref().map(snapshot).unwrap_or_default();
+        drop(store);
+
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_nexus"));
+        scripted_env(&mut cmd, &db, &server.base_url);
+        let out = cmd
+            .args(["resume", &before.run_id, "--json"])
+            .output()
+            .expect("resume");
+        assert!(
+            out.status.success(),
+            "kill {i} at {at:?}: resume failed: {}",
+            text(&out.stderr)
+        );
+        resumed += 1;
+        let store = rt
+            .block_on(nexus_app::store::SqliteStore::open(&db))
+            .expect("open store");
+        let after = rt.block_on(store.get_run(&before.run_id)).expect("run");
+        assert_eq!(after.status, "succeeded", "kill {i}");
+        let now = snapshot(&after);
+        let ids: Vec<&str> = now.keys().map(String::as_str).collect();
+        let mut want = parent_steps.to_vec();
+        want.sort_unstable();
+        assert_eq!(ids, want, "kill {i}: every step exactly once");
+        for (step, was) in &kept {
+            assert_eq!(
+                now.get(step),
+                Some(was),
+                "kill {i}: `{step}` was lost or ran again"
+            );
+        }
+        for step in parent_steps {
+            let n = after
+                .events
+                .iter()
+                .filter(|e| matches!(e, nexus_app::engine::Event::StepSucceeded { step_id, .. } if step_id == step))
+                .count();
+            assert_eq!(n, 1, "kill {i}: `{step}` succeeded {n} times");
+        }
+        let child_after = rt.block_on(store.get_run(&child_id)).expect("child run");
+        assert_eq!(child_after.status, "succeeded", "kill {i}");
+        assert_eq!(
+            child_after.steps.len(),
+            2,
+            "kill {i}: child steps once each"
+        );
+        let child_now = snapshot(&child_after);
+        for (step, was) in &kept_child {
+            assert_eq!(
+                child_now.get(step),
+                Some(was),
+                "kill {i}: child `{step}` ran again"
+            );
+        }
+    }
+    eprintln!("{kills} kills: {resumed} resumed mid-run");
+    assert!(resumed >= 15, "most kills land mid-run ({resumed})");
+}
+
 /// Approval steps ask on the terminal; the answer is read from stdin.
 #[test]
 fn approval_steps_ask_in_the_terminal() {

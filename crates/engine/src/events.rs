@@ -75,6 +75,20 @@ impl RunStatus {
             RunStatus::Cancelled => "cancelled",
         }
     }
+
+    /// The state named `name` (as [`RunStatus::as_str`] writes it), if any.
+    pub fn parse(name: &str) -> Option<RunStatus> {
+        [
+            RunStatus::Running,
+            RunStatus::Paused,
+            RunStatus::WaitingForHuman,
+            RunStatus::Succeeded,
+            RunStatus::Failed,
+            RunStatus::Cancelled,
+        ]
+        .into_iter()
+        .find(|s| s.as_str() == name)
+    }
 }
 
 /// One event of a run. Serialized with a `type` tag in snake_case.

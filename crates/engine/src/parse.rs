@@ -26,8 +26,10 @@ use serde_saphyr::Spanned;
 use crate::diagnostic::{Diagnostic, DiagnosticCode, Span};
 use crate::workflow::{
     Agent, ApprovalSettings, ApprovalStep, Budget, FORMAT_VERSION, FallbackLadder, Guardrails,
-    InputSpec, KindName, LlmStep, ModelSpec, OnFailure, OutputFormat, Position, RetryPolicy, Step,
-    StepKind, TaskClass, TemplateStep, Timeouts, Workflow,
+    InputSpec, KindName, LlmStep, LoopCap, LoopStep, MapStep, ModelSpec, OnFailure, OnItemError,
+    OutputFormat, Position, RetryPolicy, RunFailureHandler, Step, StepKind, SubWorkflowStep,
+    SwitchCase, SwitchStep, TaskClass, TemplateStep, Timeouts, ToolDecl, ToolStep, TriggerRule,
+    WaitStep, Workflow,
 };
 
 /// Locations of the parts of a workflow file that diagnostics refer to. Missing entries
@@ -51,6 +53,8 @@ pub struct Locations {
     pub budget: Option<Span>,
     /// Per agent, by name: where its declaration is.
     pub agents: BTreeMap<String, Span>,
+    /// Where the workflow's `on_failure` handler is.
+    pub on_failure: Option<Span>,
 }
 
 /// Locations inside one step, and the fields its kind did not take.
@@ -69,6 +73,8 @@ pub struct StepLocations {
     /// The required field of the kind when it was not written (`prompt`, `template`); the
     /// typed step holds an empty value in its place.
     pub missing: Option<&'static str>,
+    /// The locations of the steps of a `map` or `loop` body, by position.
+    pub body: Vec<StepLocations>,
 }
 
 impl StepLocations {
@@ -91,7 +97,28 @@ pub struct Parsed {
 
 /// The fields that belong to one kind or another, in the order a step's stray fields are
 /// reported.
-pub const KIND_FIELDS: [&str; 14] = [
+pub const KIND_FIELDS: [&str; 35] = [
+    "tool",
+    "args",
+    "duration",
+    "workflow",
+    "inputs",
+    "cases",
+    "default",
+    "items",
+    "as",
+    "index_as",
+    "concurrency",
+    "on_item_error",
+    "tolerated_failures",
+    "tolerated_failure_percent",
+    "result",
+    "max_iterations",
+    "state",
+    "set",
+    "until",
+    "on_max_iterations",
+    "steps",
     "system",
     "model",
     "temperature",
@@ -111,9 +138,42 @@ pub const KIND_FIELDS: [&str; 14] = [
 /// Whether steps of `kind` use `field` (one of [`KIND_FIELDS`]).
 pub fn kind_uses(kind: KindName, field: &str) -> bool {
     match kind {
-        KindName::Llm => !matches!(field, "template" | "format" | "approval"),
+        KindName::Llm => matches!(
+            field,
+            "system"
+                | "model"
+                | "temperature"
+                | "max_tokens"
+                | "think"
+                | "output_schema"
+                | "task"
+                | "agent"
+                | "budget"
+                | "fallback"
+                | "prompt"
+        ),
         KindName::Template => matches!(field, "template" | "format"),
         KindName::Approval => matches!(field, "prompt" | "approval"),
+        KindName::Switch => matches!(field, "cases" | "default"),
+        KindName::Map => matches!(
+            field,
+            "items"
+                | "as"
+                | "index_as"
+                | "concurrency"
+                | "on_item_error"
+                | "tolerated_failures"
+                | "tolerated_failure_percent"
+                | "result"
+                | "steps"
+        ),
+        KindName::Loop => matches!(
+            field,
+            "max_iterations" | "state" | "set" | "until" | "on_max_iterations" | "steps"
+        ),
+        KindName::Workflow => matches!(field, "workflow" | "inputs"),
+        KindName::Wait => matches!(field, "duration" | "until"),
+        KindName::Tool => matches!(field, "tool" | "args"),
     }
 }
 
@@ -122,6 +182,13 @@ pub fn required_field(kind: KindName) -> &'static str {
     match kind {
         KindName::Llm | KindName::Approval => "prompt",
         KindName::Template => "template",
+        KindName::Switch => "cases",
+        KindName::Map => "items",
+        KindName::Loop => "max_iterations",
+        KindName::Workflow => "workflow",
+        // Either field; a wait with neither is reported by its planner.
+        KindName::Wait => "",
+        KindName::Tool => "tool",
     }
 }
 
@@ -175,8 +242,37 @@ struct FileText {
     #[serde(default)]
     guardrails: Option<Guardrails>,
     #[serde(default)]
+    tools: BTreeMap<String, ToolDecl>,
+    #[serde(default)]
+    on_failure: Option<Spanned<RunFailureHandler>>,
+    #[serde(default)]
     agents: BTreeMap<String, Spanned<Agent>>,
     steps: Spanned<Vec<Spanned<StepText>>>,
+}
+
+/// A located humantime duration (`90s`, `10m`): serde-saphyr's `Spanned` around the text,
+/// parsed by `humantime` with its own error wording.
+mod located_duration {
+    use serde::{Deserialize, Deserializer};
+    use serde_saphyr::Spanned;
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<Spanned<std::time::Duration>>, D::Error> {
+        let text: Option<Spanned<String>> = Option::deserialize(d)?;
+        text.map(|t| {
+            humantime::parse_duration(&t.value)
+                .map(|value| Spanned {
+                    value,
+                    referenced: t.referenced,
+                    defined: t.defined,
+                })
+                .map_err(|e| {
+                    serde::de::Error::custom(format!("`{}` is not a duration: {e}", t.value))
+                })
+        })
+        .transpose()
+    }
 }
 
 /// One step as written: the common fields and the fields of every kind, in the order of
@@ -191,6 +287,8 @@ struct StepText {
     #[serde(default)]
     needs: Vec<Spanned<String>>,
     #[serde(default)]
+    trigger_rule: Option<Spanned<TriggerRule>>,
+    #[serde(default)]
     when: Option<Spanned<String>>,
     #[serde(default)]
     retry: Option<Spanned<RetryPolicy>>,
@@ -198,6 +296,8 @@ struct StepText {
     timeout: Option<Spanned<Timeouts>>,
     #[serde(default)]
     on_failure: Option<Spanned<OnFailure>>,
+    #[serde(default)]
+    on_error: Option<Spanned<Vec<String>>>,
     #[serde(default)]
     cache: Option<Spanned<bool>>,
     // `llm`
@@ -233,6 +333,55 @@ struct StepText {
     // `approval`
     #[serde(default)]
     approval: Option<Spanned<ApprovalSettings>>,
+    // `switch`
+    #[serde(default)]
+    cases: Option<Spanned<Vec<SwitchCase>>>,
+    #[serde(default)]
+    default: Option<Spanned<Vec<String>>>,
+    // `map`
+    #[serde(default)]
+    items: Option<Spanned<String>>,
+    #[serde(default, rename = "as")]
+    item_as: Option<Spanned<String>>,
+    #[serde(default)]
+    index_as: Option<Spanned<String>>,
+    #[serde(default)]
+    concurrency: Option<Spanned<u32>>,
+    #[serde(default)]
+    on_item_error: Option<Spanned<OnItemError>>,
+    #[serde(default)]
+    tolerated_failures: Option<Spanned<u32>>,
+    #[serde(default)]
+    tolerated_failure_percent: Option<Spanned<f64>>,
+    #[serde(default)]
+    result: Option<Spanned<String>>,
+    // `loop`
+    #[serde(default)]
+    max_iterations: Option<Spanned<u32>>,
+    #[serde(default)]
+    state: Option<Spanned<BTreeMap<String, serde_json::Value>>>,
+    #[serde(default)]
+    set: Option<Spanned<BTreeMap<String, String>>>,
+    #[serde(default)]
+    until: Option<Spanned<String>>,
+    #[serde(default)]
+    on_max_iterations: Option<Spanned<LoopCap>>,
+    // `map` and `loop`
+    #[serde(default)]
+    steps: Option<Spanned<Vec<Spanned<StepText>>>>,
+    // `workflow`
+    #[serde(default)]
+    workflow: Option<Spanned<String>>,
+    #[serde(default)]
+    inputs: Option<Spanned<BTreeMap<String, serde_json::Value>>>,
+    // `wait` (and `until`, shared with `loop`)
+    #[serde(default, with = "located_duration")]
+    duration: Option<Spanned<std::time::Duration>>,
+    // `tool`
+    #[serde(default)]
+    tool: Option<Spanned<String>>,
+    #[serde(default)]
+    args: Option<Spanned<BTreeMap<String, serde_json::Value>>>,
     #[serde(default)]
     position: Option<Position>,
 }
@@ -266,6 +415,27 @@ struct KindText {
     template: Option<String>,
     format: Option<OutputFormat>,
     approval: Option<ApprovalSettings>,
+    cases: Option<Vec<SwitchCase>>,
+    default: Option<Vec<String>>,
+    items: Option<String>,
+    item_as: Option<String>,
+    index_as: Option<String>,
+    concurrency: Option<u32>,
+    on_item_error: Option<OnItemError>,
+    tolerated_failures: Option<u32>,
+    tolerated_failure_percent: Option<f64>,
+    result: Option<String>,
+    max_iterations: Option<u32>,
+    state: Option<BTreeMap<String, serde_json::Value>>,
+    set: Option<BTreeMap<String, String>>,
+    until: Option<String>,
+    on_max_iterations: Option<LoopCap>,
+    steps: Option<Vec<Step>>,
+    workflow: Option<String>,
+    inputs: Option<BTreeMap<String, serde_json::Value>>,
+    duration: Option<std::time::Duration>,
+    tool: Option<String>,
+    args: Option<BTreeMap<String, serde_json::Value>>,
 }
 
 impl KindText {
@@ -286,6 +456,27 @@ impl KindText {
             "format" => self.format.is_some(),
             "approval" => self.approval.is_some(),
             "prompt" => self.prompt.is_some(),
+            "cases" => self.cases.is_some(),
+            "default" => self.default.is_some(),
+            "items" => self.items.is_some(),
+            "as" => self.item_as.is_some(),
+            "index_as" => self.index_as.is_some(),
+            "concurrency" => self.concurrency.is_some(),
+            "on_item_error" => self.on_item_error.is_some(),
+            "tolerated_failures" => self.tolerated_failures.is_some(),
+            "tolerated_failure_percent" => self.tolerated_failure_percent.is_some(),
+            "result" => self.result.is_some(),
+            "max_iterations" => self.max_iterations.is_some(),
+            "state" => self.state.is_some(),
+            "set" => self.set.is_some(),
+            "until" => self.until.is_some(),
+            "on_max_iterations" => self.on_max_iterations.is_some(),
+            "steps" => self.steps.is_some(),
+            "workflow" => self.workflow.is_some(),
+            "inputs" => self.inputs.is_some(),
+            "duration" => self.duration.is_some(),
+            "tool" => self.tool.is_some(),
+            "args" => self.args.is_some(),
             _ => false,
         }
     }
@@ -299,7 +490,7 @@ fn kind_of(kind: KindName, t: KindText, loc: &mut StepLocations) -> StepKind {
         .filter(|f| t.has(f) && !kind_uses(kind, f))
         .collect();
     let required = required_field(kind);
-    if !t.has(required) {
+    if !required.is_empty() && !t.has(required) {
         loc.missing = Some(required);
     }
     match kind {
@@ -324,6 +515,41 @@ fn kind_of(kind: KindName, t: KindText, loc: &mut StepLocations) -> StepKind {
             prompt: t.prompt.unwrap_or_default(),
             approval: t.approval,
         }),
+        KindName::Switch => StepKind::Switch(SwitchStep {
+            cases: t.cases.unwrap_or_default(),
+            default: t.default.unwrap_or_default(),
+        }),
+        KindName::Map => StepKind::Map(MapStep {
+            items: t.items.unwrap_or_default(),
+            item_as: t.item_as,
+            index_as: t.index_as,
+            concurrency: t.concurrency,
+            on_item_error: t.on_item_error,
+            tolerated_failures: t.tolerated_failures,
+            tolerated_failure_percent: t.tolerated_failure_percent,
+            result: t.result,
+            steps: t.steps.unwrap_or_default(),
+        }),
+        KindName::Loop => StepKind::Loop(LoopStep {
+            max_iterations: t.max_iterations.unwrap_or_default(),
+            state: t.state.unwrap_or_default(),
+            set: t.set.unwrap_or_default(),
+            until: t.until,
+            on_max_iterations: t.on_max_iterations,
+            steps: t.steps.unwrap_or_default(),
+        }),
+        KindName::Workflow => StepKind::Workflow(SubWorkflowStep {
+            workflow: t.workflow.unwrap_or_default(),
+            inputs: t.inputs.unwrap_or_default(),
+        }),
+        KindName::Wait => StepKind::Wait(WaitStep {
+            duration: t.duration,
+            until: t.until,
+        }),
+        KindName::Tool => StepKind::Tool(ToolStep {
+            tool: t.tool.unwrap_or_default(),
+            args: t.args.unwrap_or_default(),
+        }),
     }
 }
 
@@ -334,6 +560,15 @@ fn step_of(step: Spanned<StepText>) -> (Step, StepLocations) {
         ..StepLocations::default()
     };
     let s = step.value;
+    let body = s.steps.map(|body| {
+        if let Some(sp) = spanned(&body) {
+            loc.fields.insert("steps", sp);
+        }
+        let (steps, locs): (Vec<Step>, Vec<StepLocations>) =
+            body.value.into_iter().map(step_of).unzip();
+        loc.body = locs;
+        steps
+    });
     let f = &mut loc.fields;
     let id = take(f, "id", Some(s.id)).unwrap_or_default();
     let kind = take(f, "kind", Some(s.kind)).unwrap_or(KindName::Llm);
@@ -342,10 +577,12 @@ fn step_of(step: Spanned<StepText>) -> (Step, StepLocations) {
         f.insert("needs", first);
     }
     let needs = s.needs.into_iter().map(|n| n.value).collect();
+    let trigger_rule = take(f, "trigger_rule", s.trigger_rule);
     let when = take(f, "when", s.when);
     let retry = take(f, "retry", s.retry);
     let timeout = take(f, "timeout", s.timeout);
     let on_failure = take(f, "on_failure", s.on_failure);
+    let on_error = take(f, "on_error", s.on_error).unwrap_or_default();
     let cache = take(f, "cache", s.cache);
     let text = KindText {
         system: take(f, "system", s.system),
@@ -362,16 +599,43 @@ fn step_of(step: Spanned<StepText>) -> (Step, StepLocations) {
         template: take(f, "template", s.template),
         format: take(f, "format", s.format),
         approval: take(f, "approval", s.approval),
+        cases: take(f, "cases", s.cases),
+        default: take(f, "default", s.default),
+        items: take(f, "items", s.items),
+        item_as: take(f, "as", s.item_as),
+        index_as: take(f, "index_as", s.index_as),
+        concurrency: take(f, "concurrency", s.concurrency),
+        on_item_error: take(f, "on_item_error", s.on_item_error),
+        tolerated_failures: take(f, "tolerated_failures", s.tolerated_failures),
+        tolerated_failure_percent: take(
+            f,
+            "tolerated_failure_percent",
+            s.tolerated_failure_percent,
+        ),
+        result: take(f, "result", s.result),
+        max_iterations: take(f, "max_iterations", s.max_iterations),
+        state: take(f, "state", s.state),
+        set: take(f, "set", s.set),
+        until: take(f, "until", s.until),
+        on_max_iterations: take(f, "on_max_iterations", s.on_max_iterations),
+        steps: body,
+        workflow: take(f, "workflow", s.workflow),
+        inputs: take(f, "inputs", s.inputs),
+        duration: take(f, "duration", s.duration),
+        tool: take(f, "tool", s.tool),
+        args: take(f, "args", s.args),
     };
     let kind = kind_of(kind, text, &mut loc);
     let step = Step {
         id,
         name: s.name,
         needs,
+        trigger_rule,
         when,
         retry,
         timeout,
         on_failure,
+        on_error,
         cache,
         position: s.position,
         kind,
@@ -401,6 +665,7 @@ fn workflow_of(doc: FileText) -> (Workflow, Locations) {
         format: spanned(&doc.format),
         steps: spanned(&doc.steps),
         budget: doc.budget.as_ref().and_then(spanned),
+        on_failure: doc.on_failure.as_ref().and_then(spanned),
         ..Locations::default()
     };
     let inputs = located_map(doc.inputs, &mut locs.inputs);
@@ -423,6 +688,8 @@ fn workflow_of(doc: FileText) -> (Workflow, Locations) {
         local_only: doc.local_only,
         budget: doc.budget.map(|b| b.value),
         guardrails: doc.guardrails,
+        tools: doc.tools,
+        on_failure: doc.on_failure.map(|h| h.value),
         agents,
         steps,
     };

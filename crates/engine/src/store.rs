@@ -34,6 +34,25 @@ pub struct RunRecord {
     pub workflow: Option<serde_json::Value>,
     /// Start time.
     pub started_at: DateTime<Utc>,
+    /// For a run started by a `workflow` step: the parent run's id and the step's
+    /// recorded id.
+    #[serde(default)]
+    pub parent: Option<(String, String)>,
+}
+
+/// A child run as stored, read when its parent resumes (see [`RunStore::child_run`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredChild {
+    /// Its state.
+    pub status: crate::events::RunStatus,
+    /// Its steps' records.
+    pub steps: Vec<StepRecord>,
+    /// Its outputs, when it finished.
+    pub outputs: serde_json::Map<String, serde_json::Value>,
+    /// Its error, when it did not succeed.
+    pub error: Option<String>,
+    /// When it first started (the base of its `wait` steps without dependencies).
+    pub started_at: DateTime<Utc>,
 }
 
 /// One attempt of a step.
@@ -239,6 +258,15 @@ pub trait RunStore: Send + Sync {
         status: RunStatus,
         events: &[Event],
     ) -> Result<(), StoreError>;
+
+    /// The child run `run_id` of a `workflow` step, if it is stored (default: none, so
+    /// a resumed parent starts its children again).
+    ///
+    /// # Errors
+    /// [`StoreError`] when the read fails.
+    async fn child_run(&self, _run_id: &str) -> Result<Option<StoredChild>, StoreError> {
+        Ok(None)
+    }
 
     /// Loads the breakers and model statistics kept across runs.
     ///

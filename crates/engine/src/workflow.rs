@@ -17,6 +17,15 @@ use std::time::Duration;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+mod control;
+mod tools;
+
+pub use control::{
+    LoopCap, LoopStep, MAX_WORKFLOW_DEPTH, MapStep, OnItemError, RunFailureHandler,
+    SubWorkflowStep, SwitchCase, SwitchStep, TriggerRule, WaitStep,
+};
+pub use tools::{FileTool, HttpTool, ToolDecl, ToolStep};
+
 /// Version of the workflow file format this build reads and writes.
 pub const FORMAT_VERSION: u32 = 1;
 
@@ -56,6 +65,12 @@ pub struct Workflow {
     /// `nexus_guard::default_rules`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub guardrails: Option<Guardrails>,
+    /// Tools that `kind: tool` steps call, by name (see [`ToolDecl`]).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub tools: BTreeMap<String, ToolDecl>,
+    /// A workflow run when a run of this one fails (see [`RunFailureHandler`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_failure: Option<RunFailureHandler>,
     /// Named personas (system prompt and model preferences) that steps may use with
     /// `agent:` and that the fallback ladder may substitute.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
@@ -288,6 +303,18 @@ pub enum KindName {
     Template,
     /// Wait for a human to approve or reject (the `prompt` is shown to them).
     Approval,
+    /// Take the first case whose condition holds; the other cases' steps are skipped.
+    Switch,
+    /// Run a body of steps once per item of a list.
+    Map,
+    /// Run a body of steps again until a condition holds.
+    Loop,
+    /// Run another workflow file as a child run.
+    Workflow,
+    /// Wait for a duration or until a time.
+    Wait,
+    /// Call a tool declared under `tools:`.
+    Tool,
 }
 
 impl KindName {
@@ -297,6 +324,12 @@ impl KindName {
             KindName::Llm => "llm",
             KindName::Template => "template",
             KindName::Approval => "approval",
+            KindName::Switch => "switch",
+            KindName::Map => "map",
+            KindName::Loop => "loop",
+            KindName::Workflow => "workflow",
+            KindName::Wait => "wait",
+            KindName::Tool => "tool",
         }
     }
 }
@@ -315,6 +348,10 @@ pub struct Step {
     /// Ids of the steps that must finish before this one starts.
     #[serde(default)]
     pub needs: Vec<String>,
+    /// When the step runs, given how its dependencies ended (default `all_success`; see
+    /// [`TriggerRule`]).
+    #[serde(default)]
+    pub trigger_rule: Option<TriggerRule>,
     /// A minijinja expression over `inputs` and `steps`; the step is skipped when it is
     /// false. Example: `inputs.depth == "full"`.
     #[serde(default)]
@@ -328,6 +365,13 @@ pub struct Step {
     /// What happens when the step fails after its fallback ladder (default `fail`).
     #[serde(default)]
     pub on_failure: Option<OnFailure>,
+    /// Error handlers (seeds/003's `onError`): steps that run only when this step failed
+    /// (after `on_failure`), each reading the failure as `error` (`error.step`,
+    /// `error.message`, `error.class`, `error.attempts`). Each depends on this step
+    /// (written in its `needs` or not). A failure with handlers does not fail the run, and
+    /// counts as skipped, not failed, for the join rules of the steps after it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub on_error: Vec<String>,
     /// Reuse a stored output when the step's definition, resolved inputs and model are
     /// unchanged since an earlier run (default true; `nexus run --fresh` disables it).
     #[serde(default)]
@@ -368,6 +412,18 @@ pub enum StepKind {
     Template(TemplateStep),
     /// Wait for a human to approve or reject (the `prompt` is shown to them).
     Approval(ApprovalStep),
+    /// Take the first case whose condition holds; the other cases' steps are skipped.
+    Switch(SwitchStep),
+    /// Run a body of steps once per item of a list.
+    Map(MapStep),
+    /// Run a body of steps again until a condition holds.
+    Loop(LoopStep),
+    /// Run another workflow file as a child run.
+    Workflow(SubWorkflowStep),
+    /// Wait for a duration or until a time.
+    Wait(WaitStep),
+    /// Call a tool declared under `tools:`.
+    Tool(ToolStep),
 }
 
 impl StepKind {
@@ -377,6 +433,12 @@ impl StepKind {
             StepKind::Llm(_) => KindName::Llm,
             StepKind::Template(_) => KindName::Template,
             StepKind::Approval(_) => KindName::Approval,
+            StepKind::Switch(_) => KindName::Switch,
+            StepKind::Map(_) => KindName::Map,
+            StepKind::Loop(_) => KindName::Loop,
+            StepKind::Workflow(_) => KindName::Workflow,
+            StepKind::Wait(_) => KindName::Wait,
+            StepKind::Tool(_) => KindName::Tool,
         }
     }
 }
@@ -458,6 +520,8 @@ struct StepOut<'a> {
     #[serde(skip_serializing_if = "<[String]>::is_empty")]
     needs: &'a [String],
     #[serde(skip_serializing_if = "Option::is_none")]
+    trigger_rule: Option<TriggerRule>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     when: Option<&'a String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     retry: Option<&'a RetryPolicy>,
@@ -465,6 +529,8 @@ struct StepOut<'a> {
     timeout: Option<&'a Timeouts>,
     #[serde(skip_serializing_if = "Option::is_none")]
     on_failure: Option<&'a OnFailure>,
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    on_error: &'a [String],
     #[serde(skip_serializing_if = "Option::is_none")]
     cache: Option<bool>,
     #[serde(flatten)]
@@ -480,6 +546,12 @@ enum KindFieldsOut<'a> {
     Llm(&'a LlmStep),
     Template(&'a TemplateStep),
     Approval(&'a ApprovalStep),
+    Switch(&'a SwitchStep),
+    Map(&'a MapStep),
+    Loop(&'a LoopStep),
+    Workflow(&'a SubWorkflowStep),
+    Wait(&'a WaitStep),
+    Tool(&'a ToolStep),
 }
 
 impl Serialize for Step {
@@ -488,16 +560,24 @@ impl Serialize for Step {
             StepKind::Llm(s) => KindFieldsOut::Llm(s),
             StepKind::Template(s) => KindFieldsOut::Template(s),
             StepKind::Approval(s) => KindFieldsOut::Approval(s),
+            StepKind::Switch(s) => KindFieldsOut::Switch(s),
+            StepKind::Map(s) => KindFieldsOut::Map(s),
+            StepKind::Loop(s) => KindFieldsOut::Loop(s),
+            StepKind::Workflow(s) => KindFieldsOut::Workflow(s),
+            StepKind::Wait(s) => KindFieldsOut::Wait(s),
+            StepKind::Tool(s) => KindFieldsOut::Tool(s),
         };
         StepOut {
             id: &self.id,
             kind: self.kind.name(),
             name: self.name.as_ref(),
             needs: &self.needs,
+            trigger_rule: self.trigger_rule,
             when: self.when.as_ref(),
             retry: self.retry.as_ref(),
             timeout: self.timeout.as_ref(),
             on_failure: self.on_failure.as_ref(),
+            on_error: &self.on_error,
             cache: self.cache,
             fields,
             position: self.position,

@@ -37,7 +37,7 @@ use nexus_engine::provider::{ProviderErrorKind, Usage};
 use nexus_engine::select::ModelStats;
 use nexus_engine::store::{
     AttemptRecord, CachedOutput, EngineState, FallbackRecord, GuardrailRecord, RunFinish,
-    RunRecord, RunStore, StepRecord, StoreError,
+    RunRecord, RunStore, StepRecord, StoreError, StoredChild,
 };
 use serde::Serialize;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
@@ -137,6 +137,37 @@ pub struct SqliteStore {
     path: PathBuf,
     /// Next step sequence number per run, so a write does not scan the run's steps.
     next_seq: Arc<Mutex<HashMap<String, i64>>>,
+    /// Step writes waiting to be committed together (see [`SqliteStore::write_steps`]).
+    group: Arc<GroupCommit>,
+}
+
+/// Group commit of step writes (the technique of database logs: writes that arrive
+/// while one transaction commits are committed together by the next one). Each caller
+/// queues its write, then takes the writer lock; the holder commits everything queued in
+/// one transaction and tells each caller its result, so a caller returns only once its
+/// own records are committed, as before, but concurrent steps (map items, fan-out
+/// branches, several runs) share commits.
+#[derive(Default)]
+struct GroupCommit {
+    queue: Mutex<Vec<PendingWrite>>,
+    writer: tokio::sync::Mutex<()>,
+}
+
+impl std::fmt::Debug for GroupCommit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let queued = self.queue.lock().map(|q| q.len()).unwrap_or_default();
+        f.debug_struct("GroupCommit")
+            .field("queued", &queued)
+            .finish()
+    }
+}
+
+/// One queued step write.
+struct PendingWrite {
+    run_id: String,
+    steps: Vec<StepRecord>,
+    events: Vec<Event>,
+    done: tokio::sync::oneshot::Sender<Result<(), Error>>,
 }
 
 /// One line of `runs list`.
@@ -305,6 +336,7 @@ impl SqliteStore {
             pool,
             path: path.to_path_buf(),
             next_seq: Arc::new(Mutex::new(HashMap::new())),
+            group: Arc::new(GroupCommit::default()),
         })
     }
 
@@ -362,6 +394,15 @@ impl SqliteStore {
     /// # Errors
     /// [`Error::NotFound`], [`Error::Ambiguous`], [`Error::Query`].
     pub async fn resolve_run_id(&self, id_or_prefix: &str) -> Result<String, Error> {
+        // A full id wins over being the prefix of another (a child run's id is its
+        // parent's id followed by the step's path).
+        let exact = sqlx::query("SELECT run_id FROM runs WHERE run_id = ?")
+            .bind(id_or_prefix)
+            .fetch_optional(&self.pool)
+            .await?;
+        if let Some(row) = exact {
+            return Ok(row.get("run_id"));
+        }
         let pattern = format!(
             "{}%",
             id_or_prefix
@@ -520,12 +561,25 @@ impl SqliteStore {
     /// # Errors
     /// [`Error::Query`].
     pub async fn heartbeat(&self, run_id: &str) -> Result<(), Error> {
-        sqlx::query("UPDATE runs SET heartbeat_at = ?, owner_pid = ? WHERE run_id = ?")
-            .bind(ts(&Utc::now()))
-            .bind(i64::from(std::process::id()))
-            .bind(run_id)
-            .execute(&self.pool)
-            .await?;
+        // The run's unfinished child runs (`<id>.<step path>`, `<id>:on_failure`) run in
+        // the same process and are alive with it.
+        let escaped = run_id
+            .replace('\\', "\\\\")
+            .replace('%', "\\%")
+            .replace('_', "\\_");
+        sqlx::query(
+            "UPDATE runs SET heartbeat_at = ?, owner_pid = ?
+             WHERE run_id = ?
+                OR ((run_id LIKE ? ESCAPE '\\' OR run_id LIKE ? ESCAPE '\\')
+                    AND status IN ('running', 'paused', 'waiting_for_human'))",
+        )
+        .bind(ts(&Utc::now()))
+        .bind(i64::from(std::process::id()))
+        .bind(run_id)
+        .bind(format!("{escaped}.%"))
+        .bind(format!("{escaped}:%"))
+        .execute(&self.pool)
+        .await?;
         Ok(())
     }
 
@@ -650,23 +704,113 @@ impl SqliteStore {
         Ok(())
     }
 
+    /// Writes step records and events durably (one commit), grouped with the writes of
+    /// other steps that are waiting at the same time (see [`GroupCommit`]). When a group's
+    /// transaction fails, each write of the group is retried alone, so a bad write (a
+    /// step recorded twice) fails only its own caller.
     async fn write_steps(
         &self,
         run_id: &str,
         steps: &[&StepRecord],
         events: &[Event],
     ) -> Result<(), Error> {
-        let known = self
-            .next_seq
+        let (done, mut result) = tokio::sync::oneshot::channel();
+        if let Ok(mut q) = self.group.queue.lock() {
+            q.push(PendingWrite {
+                run_id: run_id.to_string(),
+                steps: steps.iter().map(|s| (*s).clone()).collect(),
+                events: events.to_vec(),
+                done,
+            });
+        }
+        let writer = self.group.writer.lock().await;
+        if let Ok(r) = result.try_recv() {
+            // The previous holder committed this write with its group.
+            return r;
+        }
+        let batch = self
+            .group
+            .queue
             .lock()
-            .ok()
-            .and_then(|m| m.get(run_id).copied());
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+            .map(|mut q| std::mem::take(&mut *q))
+            .unwrap_or_default();
+        self.commit_group(batch).await;
+        drop(writer);
+        result
+            .await
+            .unwrap_or_else(|_| Err(Error::Decode("a step write was lost".into())))
+    }
+
+    /// Commits queued writes in one transaction, or, when that fails, each alone.
+    async fn commit_group(&self, batch: Vec<PendingWrite>) {
+        if batch.len() > 1 {
+            let mut seqs = HashMap::new();
+            let all: Result<(), Error> = async {
+                let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+                for w in &batch {
+                    self.insert_steps(&mut tx, &mut seqs, &w.run_id, &w.steps, &w.events)
+                        .await?;
+                }
+                tx.commit().await?;
+                Ok(())
+            }
+            .await;
+            if all.is_ok() {
+                self.remember_seqs(seqs);
+                for w in batch {
+                    let _ = w.done.send(Ok(()));
+                }
+                return;
+            }
+        }
+        for w in batch {
+            let mut seqs = HashMap::new();
+            let one: Result<(), Error> = async {
+                let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+                self.insert_steps(&mut tx, &mut seqs, &w.run_id, &w.steps, &w.events)
+                    .await?;
+                tx.commit().await?;
+                Ok(())
+            }
+            .await;
+            if one.is_ok() {
+                self.remember_seqs(seqs);
+            }
+            let _ = w.done.send(one);
+        }
+    }
+
+    /// Keeps the next sequence numbers of a committed group.
+    fn remember_seqs(&self, seqs: HashMap<String, i64>) {
+        if let Ok(mut m) = self.next_seq.lock() {
+            m.extend(seqs);
+        }
+    }
+
+    /// Inserts one write's steps (with their guardrail findings, attempts, fallbacks) and
+    /// events in `tx`; `seqs` holds the last sequence number per run written in this
+    /// transaction.
+    async fn insert_steps(
+        &self,
+        tx: &mut sqlx::Transaction<'static, sqlx::Sqlite>,
+        seqs: &mut HashMap<String, i64>,
+        run_id: &str,
+        steps: &[StepRecord],
+        events: &[Event],
+    ) -> Result<(), Error> {
+        let known = match seqs.get(run_id) {
+            Some(&s) => Some(s),
+            None => self
+                .next_seq
+                .lock()
+                .ok()
+                .and_then(|m| m.get(run_id).copied()),
+        };
         let base: i64 = match known {
             Some(base) => base,
             None => sqlx::query("SELECT COALESCE(MAX(seq), 0) AS m FROM steps WHERE run_id = ?")
                 .bind(run_id)
-                .fetch_one(&mut *tx)
+                .fetch_one(&mut **tx)
                 .await?
                 .get("m"),
         };
@@ -702,7 +846,7 @@ impl SqliteStore {
             )
             .bind(i64::from(step.handled))
             .bind(&step.reasoning)
-            .execute(&mut *tx)
+            .execute(&mut **tx)
             .await?;
             for g in &step.guardrails {
                 sqlx::query(
@@ -718,7 +862,7 @@ impl SqliteStore {
                 .bind(i64::try_from(g.count).unwrap_or(i64::MAX))
                 .bind(&g.sample)
                 .bind(ts(&step.started_at))
-                .execute(&mut *tx)
+                .execute(&mut **tx)
                 .await?;
             }
             for a in &step.attempts {
@@ -738,7 +882,7 @@ impl SqliteStore {
                 .bind(&a.error_message)
                 .bind(a.usage.map(|u| i64_of(u.prompt_tokens)))
                 .bind(a.usage.map(|u| i64_of(u.completion_tokens)))
-                .execute(&mut *tx)
+                .execute(&mut **tx)
                 .await?;
             }
             for (k, f) in step.fallbacks.iter().enumerate() {
@@ -753,18 +897,15 @@ impl SqliteStore {
                 .bind(&f.to)
                 .bind(&f.reason)
                 .bind(&f.rung)
-                .execute(&mut *tx)
+                .execute(&mut **tx)
                 .await?;
             }
         }
-        Self::insert_events(&mut tx, run_id, events).await?;
-        tx.commit().await?;
-        if let Ok(mut m) = self.next_seq.lock() {
-            m.insert(
-                run_id.to_string(),
-                base + i64::try_from(steps.len()).unwrap_or(0),
-            );
-        }
+        Self::insert_events(tx, run_id, events).await?;
+        seqs.insert(
+            run_id.to_string(),
+            base + i64::try_from(steps.len()).unwrap_or(0),
+        );
         Ok(())
     }
 }
@@ -774,8 +915,8 @@ impl RunStore for SqliteStore {
     async fn create_run(&self, run: &RunRecord) -> Result<(), StoreError> {
         sqlx::query(
             "INSERT INTO runs (run_id, workflow_id, workflow_name, workflow_version, file, inputs, status, started_at,
-               workflow_json, heartbeat_at, owner_pid)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+               workflow_json, heartbeat_at, owner_pid, parent_run_id, parent_step_id)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(&run.run_id)
         .bind(&run.workflow_id)
@@ -788,6 +929,8 @@ impl RunStore for SqliteStore {
         .bind(run.workflow.as_ref().map(ToString::to_string))
         .bind(ts(&run.started_at))
         .bind(i64::from(std::process::id()))
+        .bind(run.parent.as_ref().map(|(r, _)| r))
+        .bind(run.parent.as_ref().map(|(_, s)| s))
         .execute(&self.pool)
         .await
         .map_err(Error::from)?;
@@ -801,6 +944,38 @@ impl RunStore for SqliteStore {
         events: &[Event],
     ) -> Result<(), StoreError> {
         Ok(self.write_steps(run_id, steps, events).await?)
+    }
+
+    async fn child_run(&self, run_id: &str) -> Result<Option<StoredChild>, StoreError> {
+        let exists = sqlx::query("SELECT run_id FROM runs WHERE run_id = ?")
+            .bind(run_id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(Error::from)?;
+        if exists.is_none() {
+            return Ok(None);
+        }
+        let run = self.get_run(run_id).await?;
+        let status = RunStatus::parse(&run.status).ok_or_else(|| {
+            Error::Decode(format!(
+                "run {run_id} has an unknown status `{}`",
+                run.status
+            ))
+        })?;
+        let outputs = match run.outputs {
+            Some(serde_json::Value::Object(o)) => o,
+            _ => serde_json::Map::new(),
+        };
+        let started_at = DateTime::parse_from_rfc3339(&run.started_at)
+            .map(|t| t.with_timezone(&Utc))
+            .map_err(|e| Error::Decode(format!("run {run_id} has a bad start time: {e}")))?;
+        Ok(Some(StoredChild {
+            status,
+            steps: run.steps,
+            outputs,
+            error: run.error,
+            started_at,
+        }))
     }
 
     async fn finish_run(

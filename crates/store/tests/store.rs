@@ -20,6 +20,7 @@ fn run(id: &str) -> RunRecord {
         inputs: serde_json::json!({"topic": "tea"}),
         workflow: Some(serde_json::json!({"id": "wf", "steps": []})),
         started_at: Utc::now(),
+        parent: None,
     }
 }
 
@@ -205,6 +206,43 @@ async fn run_ids_resolve_by_unique_prefix() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A child run (id: the parent's id and the step's path) is stored with its parent, is
+/// read back for the parent's resume, and its parent's full id still resolves although
+/// it is a prefix of the child's.
+#[tokio::test]
+async fn a_child_run_is_linked_to_its_parent_and_read_back() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let store = SqliteStore::open(&dir.path().join("runs.db")).await?;
+    store.create_run(&run("p-1")).await?;
+    let mut child = run("p-1.each[2].summarize");
+    child.parent = Some(("p-1".into(), "each[2].summarize".into()));
+    store.create_run(&child).await?;
+    assert_eq!(store.resolve_run_id("p-1").await?, "p-1");
+    assert!(store.child_run("p-1.other").await?.is_none());
+    store
+        .record_steps("p-1.each[2].summarize", &[&step("a")], &[])
+        .await?;
+    let got = store
+        .child_run("p-1.each[2].summarize")
+        .await?
+        .expect("stored");
+    assert_eq!(got.status, RunStatus::Running);
+    assert_eq!(got.steps.len(), 1);
+    assert_eq!(got.steps[0].step_id, "a");
+    let parent: Option<String> =
+        sqlx::query_scalar("SELECT parent_run_id FROM runs WHERE run_id = 'p-1.each[2].summarize'")
+            .fetch_one(
+                &sqlx::SqlitePool::connect(&format!(
+                    "sqlite://{}",
+                    dir.path().join("runs.db").display()
+                ))
+                .await?,
+            )
+            .await?;
+    assert_eq!(parent.as_deref(), Some("p-1"));
+    Ok(())
+}
+
 #[tokio::test]
 async fn durability_is_a_setting_applied_to_every_connection() -> anyhow::Result<()> {
     use nexus_store::Durability;
@@ -234,5 +272,56 @@ async fn durability_is_a_setting_applied_to_every_connection() -> anyhow::Result
         matches!(&refused, Err(Error::Setting(m)) if m.contains("`full`")),
         "{refused:?}"
     );
+    Ok(())
+}
+
+/// Step writes that arrive together are committed together (group commit) without
+/// changing what each caller sees: every write returns once its records are stored, the
+/// records of a run keep distinct sequence numbers in the order they were queued per
+/// caller, and a bad write in a group (a step recorded twice) fails only its caller.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_step_writes_are_grouped_and_a_bad_one_fails_alone() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let store = std::sync::Arc::new(SqliteStore::open(&dir.path().join("runs.db")).await?);
+    store.create_run(&run("g-1")).await?;
+    store.create_run(&run("g-2")).await?;
+    store.record_steps("g-1", &[&step("dup")], &[]).await?;
+    let mut tasks = tokio::task::JoinSet::new();
+    for k in 0..60 {
+        let store = std::sync::Arc::clone(&store);
+        tasks.spawn(async move {
+            let (run_id, id) = match k {
+                30 => ("g-1", "dup".to_string()),
+                _ if k % 2 == 0 => ("g-1", format!("s{k}")),
+                _ => ("g-2", format!("s{k}")),
+            };
+            (k, store.record_steps(run_id, &[&step(&id)], &[]).await)
+        });
+    }
+    while let Some(joined) = tasks.join_next().await {
+        let (k, result) = joined?;
+        if k == 30 {
+            assert!(result.is_err(), "the duplicate write must fail");
+        } else {
+            assert!(result.is_ok(), "write {k} failed: {result:?}");
+        }
+    }
+    for (run_id, count) in [("g-1", 30), ("g-2", 30)] {
+        let stored = store.get_run(run_id).await?;
+        assert_eq!(stored.steps.len(), count, "{run_id}");
+        let seqs: Vec<i64> =
+            sqlx::query_scalar("SELECT seq FROM steps WHERE run_id = ? ORDER BY seq")
+                .bind(run_id)
+                .fetch_all(
+                    &sqlx::SqlitePool::connect(&format!(
+                        "sqlite://{}",
+                        dir.path().join("runs.db").display()
+                    ))
+                    .await?,
+                )
+                .await?;
+        let want: Vec<i64> = (1..=i64::try_from(count)?).collect();
+        assert_eq!(seqs, want, "{run_id}: one sequence number per step");
+    }
     Ok(())
 }

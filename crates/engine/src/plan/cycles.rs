@@ -8,10 +8,10 @@ use std::collections::HashSet;
 
 use super::report::Ctx;
 use crate::diagnostic::{Diagnostic, DiagnosticCode};
-use crate::workflow::Workflow;
+use crate::workflow::Step;
 
 /// Finds cycles with a depth-first search and reports each once, naming its steps.
-pub(super) fn check_cycles(cx: &mut Ctx<'_>, wf: &Workflow, needs: &[Vec<usize>]) -> bool {
+pub(super) fn check_cycles(cx: &mut Ctx<'_>, list: &[Step], needs: &[Vec<usize>]) -> bool {
     #[derive(Clone, Copy, PartialEq)]
     enum Mark {
         New,
@@ -57,7 +57,7 @@ pub(super) fn check_cycles(cx: &mut Ctx<'_>, wf: &Workflow, needs: &[Vec<usize>]
                         key.sort_unstable();
                         if reported.insert(key) {
                             let names: Vec<&str> =
-                                cycle.iter().map(|&s| wf.steps[s].id.as_str()).collect();
+                                cycle.iter().map(|&s| list[s].id.as_str()).collect();
                             let first = cycle[0];
                             let text = format!("{} → {}", names.join(" → "), names[0]);
                             let locs = cx.step_locs(first);
@@ -66,7 +66,7 @@ pub(super) fn check_cycles(cx: &mut Ctx<'_>, wf: &Workflow, needs: &[Vec<usize>]
                                     DiagnosticCode::Cycle,
                                     format!("the steps form a cycle: {text}"),
                                 )
-                                .step(&wf.steps[first].id)
+                                .step(&list[first].id)
                                 .field("needs")
                                 .at(locs.of("needs"))
                                 .hint(

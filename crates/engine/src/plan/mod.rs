@@ -23,17 +23,21 @@ use std::sync::Arc;
 
 use crate::diagnostic::Diagnostic;
 use crate::workflow::{
-    ApprovalSettings, Budget, FallbackLadder, KindName, ModelRequirements, OnFailure, OutputFormat,
-    RetryPolicy, TaskClass, Timeouts, Workflow,
+    ApprovalSettings, Budget, FallbackLadder, KindName, LoopCap, ModelRequirements, OnFailure,
+    OnItemError, OutputFormat, RetryPolicy, TaskClass, Timeouts, TriggerRule, Workflow,
 };
 
+mod body;
 mod cycles;
+mod handlers;
 mod inputs;
 mod kinds;
 mod report;
 mod step;
 mod templates;
+pub(crate) mod tools;
 mod validate;
+mod wait;
 
 pub use inputs::{FileInputs, input_type_name, resolve_inputs, resolve_inputs_in};
 pub use templates::Templates;
@@ -79,6 +83,106 @@ pub enum Action {
         /// Timeout and default decision.
         settings: ApprovalSettings,
     },
+    /// Choose a branch: the first case whose condition holds.
+    Switch {
+        /// Per case: its name and its compiled condition template.
+        cases: Vec<(String, String)>,
+    },
+    /// Run a body once per item.
+    Map(Box<MapAction>),
+    /// Run a body until a condition holds.
+    Loop(Box<LoopAction>),
+    /// Run another workflow file as a child run.
+    Workflow(Box<SubWorkflowAction>),
+    /// Call a tool.
+    Tool(Box<ToolAction>),
+    /// Wait for a duration (from when the dependencies finished) or until a time.
+    Wait {
+        /// How long, when the step gives a duration.
+        duration: Option<std::time::Duration>,
+        /// Name of the compiled template that renders the time (RFC 3339).
+        until: Option<String>,
+    },
+}
+
+/// A validated `tool` step.
+#[derive(Debug, Clone)]
+pub struct ToolAction {
+    /// The tool's name under `tools:`.
+    pub name: String,
+    /// The tool as declared.
+    pub decl: crate::workflow::ToolDecl,
+    /// The arguments as written (an object).
+    pub args: serde_json::Value,
+    /// The templated strings among them: JSON pointer → compiled template name.
+    pub templated: Vec<(String, String)>,
+    /// For a `file` tool: its workspace folder, canonical.
+    pub workspace: Option<std::path::PathBuf>,
+    /// Whether the workflow is `local_only` (an `http` tool may reach loopback only).
+    pub local_only: bool,
+}
+
+/// A validated `workflow` step.
+#[derive(Debug, Clone)]
+pub struct SubWorkflowAction {
+    /// The child's file as resolved (relative to the caller's folder), for messages.
+    pub file: String,
+    /// The child's plan, validated with the caller.
+    pub plan: Arc<Plan>,
+    /// The child's inputs by name.
+    pub inputs: Vec<(String, StateInit)>,
+}
+
+/// A validated `map` step.
+#[derive(Debug, Clone)]
+pub struct MapAction {
+    /// Name of the compiled template that renders the item list as JSON.
+    pub items: String,
+    /// The variable the body reads the item by.
+    pub item_as: String,
+    /// The variable the body reads the item's position by.
+    pub index_as: String,
+    /// Items in flight at once (at least 1).
+    pub concurrency: usize,
+    /// What a failed item does.
+    pub on_item_error: OnItemError,
+    /// Failed items tolerated (`continue`/`drop`); `None`: any number.
+    pub tolerated_failures: Option<u32>,
+    /// Failed items tolerated as a percentage of all items.
+    pub tolerated_failure_percent: Option<f64>,
+    /// Name of the compiled template (in the body's templates) that renders an item's
+    /// result as JSON; `None`: the body's last step's output.
+    pub result: Option<String>,
+    /// The body, a plan of its own.
+    pub body: Arc<Plan>,
+}
+
+/// The initial value of a loop's state variable.
+#[derive(Debug, Clone)]
+pub enum StateInit {
+    /// A JSON value as written.
+    Value(serde_json::Value),
+    /// A string with template syntax: the name of its compiled template (rendered as
+    /// text).
+    Template(String),
+}
+
+/// A validated `loop` step.
+#[derive(Debug, Clone)]
+pub struct LoopAction {
+    /// The most iterations.
+    pub max_iterations: u32,
+    /// State variables and their initial values, by name.
+    pub state: Vec<(String, StateInit)>,
+    /// After each iteration: variable → compiled template (in the body's templates) that
+    /// renders its new value as JSON.
+    pub set: Vec<(String, String)>,
+    /// Compiled `until` condition (in the body's templates), if any.
+    pub until: Option<String>,
+    /// What reaching the cap does.
+    pub cap: LoopCap,
+    /// The body, a plan of its own.
+    pub body: Arc<Plan>,
 }
 
 /// A substitute agent of the fallback ladder, resolved for one step.
@@ -147,6 +251,12 @@ pub struct PlannedStep {
     pub action: Action,
     /// Indices of the steps it needs.
     pub needs: Vec<usize>,
+    /// When it runs, given how its dependencies ended.
+    pub trigger_rule: TriggerRule,
+    /// The `switch` steps that name this step in a case: the switch's index and the
+    /// cases (positions; `-1` for `default`) on which this step runs. It is skipped when
+    /// one of them took another case.
+    pub branches: Vec<(usize, Vec<i64>)>,
     /// Indices of the steps whose outputs its templates read (a subset of its ancestors).
     pub reads: Vec<usize>,
     /// Name of the compiled condition template, if any.
@@ -159,9 +269,12 @@ pub struct PlannedStep {
     pub on_failure: OnFailure,
     /// Whether a stored output may be reused.
     pub cache: bool,
-    /// When this step is the `on_failure: {alternate: ...}` branch of another step: that
-    /// step's index. It runs only when that step failed.
+    /// When this step is the `on_failure: {alternate: ...}` branch or an `on_error`
+    /// handler of another step: that step's index. It runs only when that step failed,
+    /// and its templates read the failure as `error`.
     pub alternate_of: Option<usize>,
+    /// This step's `on_error` handlers (indices): with any, its failure is handled.
+    pub handlers: Vec<usize>,
     /// A hash of the step's definition as written (position excluded), for the output
     /// cache key.
     pub definition_hash: String,
@@ -184,6 +297,8 @@ pub struct Plan {
     pub outputs: Vec<(String, String, Vec<usize>)>,
     /// Compiled templates (prompts, systems, templates, conditions, outputs).
     pub templates: Templates,
+    /// The workflow run when a run fails: its file (as resolved) and plan.
+    pub on_failure: Option<(String, Arc<Plan>)>,
 }
 
 impl Plan {

@@ -17,6 +17,10 @@ pub(super) struct Ctx<'a> {
     pub(super) file: Option<&'a str>,
     pub(super) locs: &'a Locations,
     pub(super) diags: Vec<Diagnostic>,
+    /// The workflow files being validated, outermost first, this one last (canonical
+    /// paths; a file not read from disk is not in it): a `workflow` step naming one of
+    /// them is a cycle.
+    pub(super) chain: &'a [std::path::PathBuf],
 }
 
 impl<'a> Ctx<'a> {

@@ -11,7 +11,7 @@ use minijinja::Environment;
 use super::PlannedStep;
 use super::kinds;
 use super::report::{At, Ctx, did_you_mean};
-use super::templates::{Scope, Templates, compile_template};
+use super::templates::{BodyFrame, Scope, Templates, compile_template};
 use crate::diagnostic::{Diagnostic, DiagnosticCode, Span};
 use crate::parse::StepLocations;
 use crate::workflow::{
@@ -72,6 +72,55 @@ impl StepPlanner<'_, '_> {
         Some(name)
     }
 
+    /// Compiles the template `text` as `steps.<id>.<name>`, located at the step's `field`,
+    /// adding the steps it reads; the template's name, or `None` when it has errors.
+    pub(super) fn compile_named(
+        &mut self,
+        name: &str,
+        field: &str,
+        text: String,
+    ) -> Option<String> {
+        let name = format!("steps.{}.{name}", self.id);
+        let at = self.at(field);
+        let reads = compile_template(
+            self.cx,
+            self.templates,
+            self.wf,
+            self.index,
+            self.scope,
+            &name,
+            text,
+            at,
+        )?;
+        self.reads.extend(reads);
+        Some(name)
+    }
+
+    /// Checks that `expr` (written in `field`) is a minijinja expression, reporting it
+    /// when not.
+    pub(super) fn check_expression(&mut self, field: &str, expr: &str) -> bool {
+        match Environment::new().compile_expression(expr) {
+            Ok(_) => true,
+            Err(e) => {
+                let what = if field == "when" {
+                    "condition".to_string()
+                } else {
+                    format!("`{field}`")
+                };
+                self.report(
+                    field,
+                    DiagnosticCode::TemplateSyntax,
+                    format!(
+                        "{what} does not compile: {}",
+                        e.detail().unwrap_or("invalid expression")
+                    ),
+                    "write a minijinja expression such as `steps.plan.json.tasks` or `inputs.depth == \"full\"`",
+                );
+                false
+            }
+        }
+    }
+
     /// The agent `name` written in `field`, or `None` (reported) when it is not declared.
     pub(super) fn agent(&mut self, field: &str, name: &str) -> Option<Agent> {
         if let Some(a) = self.wf.agents.get(name) {
@@ -114,6 +163,37 @@ fn check_kind_fields(p: &mut StepPlanner<'_, '_>, kind: KindName) {
         .at(p.locs.start)
         .hint(format!("add `{required}: ...` to the step"));
         p.cx.push(d);
+    }
+}
+
+/// `retry` and `timeout` apply to one call (a model, a tool, a render); on a kind that
+/// only arranges other steps they would do nothing, so they are reported.
+fn check_unused_common(p: &mut StepPlanner<'_, '_>, step: &Step) {
+    let kind = step.kind_name();
+    let arranges = matches!(
+        kind,
+        KindName::Switch | KindName::Map | KindName::Loop | KindName::Workflow | KindName::Wait
+    );
+    if arranges && step.retry.is_some() {
+        p.report(
+            "retry",
+            DiagnosticCode::InvalidValue,
+            format!("`retry` has no effect on `kind: {}` steps", kind.as_str()),
+            "put the retry policy on the steps it runs (their own `retry`)",
+        );
+    }
+    if (arranges || kind == KindName::Tool) && step.timeout.is_some() {
+        let hint = if kind == KindName::Tool {
+            "give the tool a `timeout` under `tools:`"
+        } else {
+            "put timeouts on the steps it runs"
+        };
+        p.report(
+            "timeout",
+            DiagnosticCode::InvalidValue,
+            format!("`timeout` has no effect on `kind: {}` steps", kind.as_str()),
+            hint,
+        );
     }
 }
 
@@ -169,19 +249,22 @@ fn check_timeouts(p: &mut StepPlanner<'_, '_>, timeouts: &Timeouts) {
 /// Compiles the step's `when` condition as `{% if EXPR %}true{% endif %}`; its template
 /// name, or `None` when there is none or it has errors (reported).
 fn plan_condition(p: &mut StepPlanner<'_, '_>, expr: &str) -> Option<String> {
-    if let Err(e) = Environment::new().compile_expression(expr) {
-        p.report(
-            "when",
-            DiagnosticCode::TemplateSyntax,
-            format!(
-                "condition does not compile: {}",
-                e.detail().unwrap_or("invalid expression")
-            ),
-            "write a minijinja expression such as `inputs.depth == \"full\"`",
-        );
+    if !p.check_expression("when", expr) {
         return None;
     }
-    p.compile("when", &format!("{{% if {expr} %}}true{{% endif %}}"))
+    p.compile("when", &condition_template(expr))
+}
+
+/// The template a condition `EXPR` is compiled as: it renders `true` when the
+/// expression is truthy, nothing otherwise.
+pub(super) fn condition_template(expr: &str) -> String {
+    format!("{{% if {expr} %}}true{{% endif %}}")
+}
+
+/// The template a value expression `EXPR` is compiled as: it renders the value as JSON
+/// (minijinja's `tojson` filter), which the run parses back.
+pub(super) fn value_template(expr: &str) -> String {
+    format!("{{{{ ({expr}) | tojson }}}}")
 }
 
 /// Plans one step: the checks every kind shares, then the kind's own planner. `None`
@@ -193,27 +276,52 @@ pub(super) fn plan_step(
     wf: &Workflow,
     index: &HashMap<String, usize>,
     graph: Option<&[Vec<usize>]>,
+    frame: Option<&BodyFrame<'_>>,
+    handler: bool,
     i: usize,
     step: &Step,
     needs: &[usize],
 ) -> Option<PlannedStep> {
     let errors_before = cx.diags.len();
     let locs = cx.step_locs(i);
+    let scope = match (frame, graph) {
+        (Some(frame), graph) => Scope::Body {
+            graph,
+            step: Some(i),
+            frame,
+        },
+        (None, Some(graph)) => Scope::Step { graph, step: i },
+        (None, None) => Scope::InCycle,
+    };
+    // A handler also reads `error`: its scope is wrapped in a frame that binds it (the
+    // frame's enclosing list is the step's own, so step references resolve as before).
+    let handler_frame = handler.then(|| BodyFrame {
+        vars: vec!["error".to_string()],
+        outer_index: index,
+        outer_scope: scope,
+        outer_reads: std::cell::RefCell::new(std::collections::BTreeSet::new()),
+    });
+    let scope = match &handler_frame {
+        Some(hf) => Scope::Body {
+            graph,
+            step: Some(i),
+            frame: hf,
+        },
+        None => scope,
+    };
     let mut p = StepPlanner {
         cx,
         templates,
         wf,
         index,
-        scope: match graph {
-            Some(graph) => Scope::Step { graph, step: i },
-            None => Scope::InCycle,
-        },
+        scope,
         id: &step.id,
         locs,
         reads: BTreeSet::new(),
     };
     let kind = step.kind_name();
     check_kind_fields(&mut p, kind);
+    check_unused_common(&mut p, step);
     let on_failure = step.on_failure.clone().unwrap_or_default();
     if matches!(&on_failure, OnFailure::Alternate(alt) if alt == &step.id) {
         p.report(
@@ -232,6 +340,12 @@ pub(super) fn plan_step(
         StepKind::Llm(s) => kinds::llm::plan(&mut p, s),
         StepKind::Template(s) => kinds::template::plan(&mut p, s),
         StepKind::Approval(s) => kinds::approval::plan(&mut p, s),
+        StepKind::Switch(s) => kinds::switch::plan(&mut p, s),
+        StepKind::Map(s) => kinds::map::plan(&mut p, s),
+        StepKind::Loop(s) => kinds::loops::plan(&mut p, s),
+        StepKind::Workflow(s) => kinds::subflow::plan(&mut p, s),
+        StepKind::Wait(s) => super::wait::plan(&mut p, s),
+        StepKind::Tool(s) => super::tools::plan(&mut p, s),
     };
     let reads = std::mem::take(&mut p.reads);
     if cx.diags.len() > errors_before {
@@ -242,6 +356,8 @@ pub(super) fn plan_step(
         kind,
         action,
         needs: needs.to_vec(),
+        trigger_rule: step.trigger_rule.unwrap_or_default(),
+        branches: Vec::new(),
         reads: reads.into_iter().collect(),
         when,
         retry,
@@ -249,6 +365,7 @@ pub(super) fn plan_step(
         on_failure,
         cache: step.cache.unwrap_or(true),
         alternate_of: None,
+        handlers: Vec::new(),
         definition_hash: definition_hash(step),
     })
 }

@@ -90,6 +90,38 @@ impl Templates {
     }
 }
 
+/// What the templates of a `map` or `loop` body see besides the body's own steps: the
+/// variables the body binds (`item`, `index`, `state`, `iteration`), and the steps the
+/// body's owner may read in the enclosing workflow or body (its own scope).
+pub(super) struct BodyFrame<'a> {
+    /// Variable names the body's templates may read (their first path segment).
+    pub(super) vars: Vec<String>,
+    /// The enclosing step list's ids.
+    pub(super) outer_index: &'a HashMap<String, usize>,
+    /// The scope of the body's owner (the `map` or `loop` step) in the enclosing list.
+    pub(super) outer_scope: Scope<'a>,
+    /// The enclosing steps the body's templates read (indices in the enclosing list):
+    /// the owner reads them, so their outputs reach the body at run time.
+    pub(super) outer_reads: std::cell::RefCell<BTreeSet<usize>>,
+}
+
+impl BodyFrame<'_> {
+    /// The variables bound by this body and the enclosing ones, innermost first.
+    fn all_vars(&self) -> Vec<String> {
+        let mut vars = self.vars.clone();
+        if let Scope::Body { frame, .. } = self.outer_scope {
+            vars.extend(frame.all_vars());
+        }
+        vars
+    }
+
+    /// Whether `name` is a variable bound by this body or an enclosing one.
+    fn binds(&self, name: &str) -> bool {
+        self.vars.iter().any(|v| v == name)
+            || matches!(self.outer_scope, Scope::Body { frame, .. } if frame.binds(name))
+    }
+}
+
 /// What a template may reference.
 #[derive(Clone, Copy)]
 pub(super) enum Scope<'a> {
@@ -105,6 +137,65 @@ pub(super) enum Scope<'a> {
     /// A step of a workflow with a cycle: dependencies are unknown (the cycle is
     /// reported already), so references are not checked against them.
     InCycle,
+    /// A template of a `map` or `loop` body: the body's steps that `step` depends on in
+    /// `graph` (any body step when `step` is `None`: the owner's `result`, `set` and
+    /// `until`; any when `graph` is `None`, a body with a cycle), then what the body's
+    /// frame sees.
+    Body {
+        /// `needs` of the body's steps, by index; `None` when they form a cycle.
+        graph: Option<&'a [Vec<usize>]>,
+        /// The body step whose template this is.
+        step: Option<usize>,
+        /// The variables and enclosing steps the body sees.
+        frame: &'a BodyFrame<'a>,
+    },
+}
+
+/// Where a referenced step was found.
+enum Found {
+    /// In the template's own step list, at this index.
+    Local(usize),
+    /// In an enclosing list (recorded in that body's frame).
+    Outer,
+}
+
+/// Why a referenced step cannot be read.
+enum Missing {
+    /// No step has this id where the template is.
+    Unknown,
+    /// The step exists but the template's step does not depend on it.
+    NotADependency,
+}
+
+/// Looks `id` up from a template in `scope` whose own step list is `index`, then in the
+/// enclosing lists of a body.
+fn find_step(scope: Scope<'_>, index: &HashMap<String, usize>, id: &str) -> Result<Found, Missing> {
+    if let Some(&k) = index.get(id) {
+        let reachable = match scope {
+            Scope::Step { graph, step } => depends_on(graph, step, k),
+            Scope::Body {
+                graph: Some(graph),
+                step: Some(step),
+                ..
+            } => depends_on(graph, step, k),
+            Scope::Outputs | Scope::InCycle | Scope::Body { .. } => true,
+        };
+        return if reachable {
+            Ok(Found::Local(k))
+        } else {
+            Err(Missing::NotADependency)
+        };
+    }
+    let Scope::Body { frame, .. } = scope else {
+        return Err(Missing::Unknown);
+    };
+    match find_step(frame.outer_scope, frame.outer_index, id)? {
+        Found::Local(k) => {
+            frame.outer_reads.borrow_mut().insert(k);
+            Ok(Found::Outer)
+        }
+        Found::Outer => Ok(Found::Outer),
+    }
 }
 
 /// Compiles one template into `env` under `name` and checks its references. Returns the
@@ -164,30 +255,25 @@ pub(super) fn compile_template(
                 }
             }
             ("inputs", None) => {}
-            ("steps", Some(step)) => match index.get(step) {
-                None => {
+            ("steps", Some(step)) => match find_step(scope, index, step) {
+                Err(Missing::Unknown) => {
                     ok = false;
                     let dym = did_you_mean(step, index.keys().map(String::as_str));
                     cx.push(at.diag(
                         DiagnosticCode::UnknownStep,
                         format!("template references unknown step `steps.{step}`{dym}"),
-                        "reference a step id defined in this workflow",
+                        "reference a step id defined in this workflow (a step inside a `map` or `loop` body is read only from that body)",
                     ));
                 }
-                Some(&k) => {
-                    // `Some(None)`: a step in a cycle, whose dependencies are unknown (the
-                    // cycle is reported already).
-                    if let Scope::Step { graph, step: me } = scope
-                        && !depends_on(graph, me, k)
-                    {
-                        ok = false;
-                        cx.push(at.diag(
-                            DiagnosticCode::NotADependency,
-                            format!("template reads `steps.{step}` but `{step}` is not among this step's dependencies, so its output may not exist yet"),
-                            &format!("add `{step}` to this step's `needs`"),
-                        ));
-                        continue;
-                    }
+                Err(Missing::NotADependency) => {
+                    ok = false;
+                    cx.push(at.diag(
+                        DiagnosticCode::NotADependency,
+                        format!("template reads `steps.{step}` but `{step}` is not among this step's dependencies, so its output may not exist yet"),
+                        &format!("add `{step}` to this step's `needs`"),
+                    ));
+                }
+                Ok(found) => {
                     if let Some(attr) = parts.next()
                         && attr != "output"
                         && attr != "json"
@@ -199,7 +285,9 @@ pub(super) fn compile_template(
                             &format!("a step has `output` (its text) and `json` (its parsed JSON): write `steps.{step}.output`"),
                         ));
                     }
-                    reads.insert(k);
+                    if let Found::Local(k) = found {
+                        reads.insert(k);
+                    }
                 }
             },
             ("steps", None) => {
@@ -212,12 +300,26 @@ pub(super) fn compile_template(
             }
             // minijinja reports global functions (`range`, `namespace`, ...) as undeclared.
             (other, _) if env.globals().any(|(g, _)| g == other) => {}
+            (other, _) if matches!(scope, Scope::Body { frame, .. } if frame.binds(other)) => {}
             (other, _) => {
                 ok = false;
+                let hint = match scope {
+                    Scope::Body { frame, .. } => {
+                        let vars = frame.all_vars();
+                        let dym = did_you_mean(other, vars.iter().map(String::as_str));
+                        format!(
+                            "this body's templates see `inputs.<name>`, `steps.<id>.output` and `{}`{dym}",
+                            vars.join("`, `")
+                        )
+                    }
+                    _ => format!(
+                        "templates see `inputs.<name>` and `steps.<id>.output`; did you mean `inputs.{other}`?"
+                    ),
+                };
                 cx.push(at.diag(
                     DiagnosticCode::UnknownInput,
                     format!("template references unknown variable `{other}`"),
-                    &format!("templates see `inputs.<name>` and `steps.<id>.output`; did you mean `inputs.{other}`?"),
+                    &hint,
                 ));
             }
         }

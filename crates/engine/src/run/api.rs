@@ -33,7 +33,10 @@ pub enum EngineError {
 /// Engine settings.
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
-    /// Most `llm` steps in flight at once, over all providers (default 8).
+    /// Most steps running as tasks at once (`llm`, approval, tool, wait, map, loop,
+    /// sub-workflow) in one step list (default 8): the run's own steps, and separately
+    /// each item or iteration of a body, so a map's items multiply it (a map's own
+    /// `concurrency` bounds its items). Each model's own limit applies on top.
     pub max_parallel: usize,
     /// Per-provider override of [`Provider::max_concurrency`] (provider id → limit).
     pub provider_limits: HashMap<String, usize>,
@@ -159,6 +162,12 @@ pub struct RunOptions {
     /// "Run up to this step": run only these steps and the steps they depend on; the
     /// others are recorded as skipped.
     pub only: Option<Vec<String>>,
+    /// For the child run of a `workflow` step: the parent run's id and the step's
+    /// recorded id (stored with the run).
+    pub parent: Option<(String, String)>,
+    /// When the run first started (a resumed run: its stored start), the base of a
+    /// `wait` step without dependencies; `None`: now.
+    pub started_at: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 impl Default for RunOptions {
@@ -173,6 +182,8 @@ impl Default for RunOptions {
             resume: None,
             reuse: None,
             only: None,
+            parent: None,
+            started_at: None,
         }
     }
 }
@@ -192,4 +203,7 @@ pub struct RunReport {
     pub duration_ms: u64,
     /// Why the run did not succeed.
     pub error: Option<String>,
+    /// The run of the workflow's failure handler (`on_failure`) and how it ended, when
+    /// the run failed and has one.
+    pub on_failure_run: Option<(String, RunStatus)>,
 }

@@ -51,7 +51,7 @@ impl Engine {
             stage: stage.to_string(),
             findings: findings.clone(),
         };
-        match self.ask(sh, request, None).await {
+        match self.ask(sh, request, None, &sh.cancel).await {
             // Approved: the text goes on as written (redactions still apply).
             Some(HumanDecision::Approve) => Ok(()),
             Some(HumanDecision::Cancel) => {

@@ -384,7 +384,7 @@ impl Engine {
             reason: reason.into(),
             rung: "human".into(),
         };
-        match self.ask(&cx.sh, request, None).await {
+        match self.ask(&cx.sh, request, None, &cx.cancel).await {
             Some(HumanDecision::Retry) => {
                 rec.fallbacks
                     .push(human("retry", "a human asked to run the ladder again"));

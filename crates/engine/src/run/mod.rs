@@ -28,15 +28,23 @@
 
 mod api;
 mod attempt;
+mod body;
 mod budget;
 mod chain;
 mod emit;
 mod guard;
+mod join;
 mod ladder;
+mod loops;
+mod map;
 mod questions;
 mod records;
 mod scheduler;
+mod subflow;
+mod switch;
 mod templates;
+mod tool;
+mod wait;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -105,6 +113,9 @@ struct RunShared {
     catalog: Arc<Catalog>,
     /// The run's pause switch: the ladder's last rung pauses the run while it asks.
     control: RunControl,
+    /// The records of the steps of `map` and `loop` bodies, added as each body ends; the
+    /// run's report lists them after the top-level steps.
+    body_records: Mutex<Vec<StepRecord>>,
 }
 
 impl Engine {

@@ -14,12 +14,14 @@ use crate::workflow::ApprovalDefault;
 
 impl Engine {
     /// Asks a human, with the run in `waiting_for_human` meanwhile. `None` when nobody
-    /// can be asked, the timeout passed, or the run was cancelled.
+    /// can be asked, the timeout passed, or the run or the asking step (`cancel`: a
+    /// `fail_fast` map cancels its items' steps) was cancelled.
     pub(super) async fn ask(
         &self,
         sh: &RunShared,
         request: HumanRequest,
         timeout: Option<Duration>,
+        cancel: &tokio_util::sync::CancellationToken,
     ) -> Option<HumanDecision> {
         let human = sh.human.as_ref()?;
         // A failed step holds the run paused while a human decides (no new step starts);
@@ -46,6 +48,7 @@ impl Engine {
                 }
             } => d,
             () = sh.cancel.cancelled() => None,
+            () = cancel.cancelled() => None,
         };
         drop(hold);
         sh.emitter.emit(Event::HumanDecided {
@@ -80,6 +83,7 @@ impl Engine {
         step: &PlannedStep,
         message: String,
         settings: &crate::workflow::ApprovalSettings,
+        cancel: tokio_util::sync::CancellationToken,
     ) -> (StepRecord, Option<StepOutput>) {
         let t0 = Instant::now();
         let mut rec = record_for(step, StepStatus::Succeeded, None, Utc::now());
@@ -105,7 +109,7 @@ impl Engine {
             step_id: step.id.clone(),
             message,
         };
-        let decision = self.ask(sh, request, settings.timeout).await;
+        let decision = self.ask(sh, request, settings.timeout, &cancel).await;
         let (approved, by) = match decision {
             Some(HumanDecision::Approve) => (true, "human"),
             Some(HumanDecision::Cancel) => {
@@ -116,7 +120,7 @@ impl Engine {
                 return (rec, None);
             }
             Some(_) => (false, "human"),
-            None if sh.cancel.is_cancelled() => {
+            None if sh.cancel.is_cancelled() || cancel.is_cancelled() => {
                 rec.status = StepStatus::Cancelled;
                 rec.error = Some("cancelled while waiting for approval".into());
                 rec.duration_ms = ms(t0.elapsed());

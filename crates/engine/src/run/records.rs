@@ -115,11 +115,12 @@ pub(super) fn record_for(
     }
 }
 
-pub(super) fn final_event(run_id: &str, step: &PlannedStep, rec: &StepRecord) -> Event {
+/// The event that announces a finished step (under its recorded id).
+pub(super) fn final_event(run_id: &str, rec: &StepRecord) -> Event {
     match rec.status {
         StepStatus::Succeeded => Event::StepSucceeded {
             run_id: run_id.to_string(),
-            step_id: step.id.clone(),
+            step_id: rec.step_id.clone(),
             model: rec.model.clone(),
             usage: rec.usage,
             duration_ms: rec.duration_ms,
@@ -127,12 +128,12 @@ pub(super) fn final_event(run_id: &str, step: &PlannedStep, rec: &StepRecord) ->
         },
         StepStatus::Failed => Event::StepFailed {
             run_id: run_id.to_string(),
-            step_id: step.id.clone(),
+            step_id: rec.step_id.clone(),
             error: rec.error.clone().unwrap_or_default(),
         },
         StepStatus::Skipped | StepStatus::Cancelled => Event::StepSkipped {
             run_id: run_id.to_string(),
-            step_id: step.id.clone(),
+            step_id: rec.step_id.clone(),
             reason: rec.error.clone().unwrap_or_default(),
         },
     }

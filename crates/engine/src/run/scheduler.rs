@@ -20,9 +20,10 @@ use tokio::task::JoinSet;
 use super::budget::Spend;
 use super::emit::Emitter;
 use super::guard::{guard_inputs, settle};
+use super::join::{States, blocked_by};
 use super::ladder::LlmContext;
 use super::records::{apply_on_failure, final_event, keep_record, record_for};
-use super::templates::render;
+use super::templates::{Frame, render};
 use super::{
     Engine, EngineError, Finished, RunOptions, RunReport, RunShared, StepOutput, lock, ms,
 };
@@ -32,35 +33,106 @@ use crate::select::Catalog;
 use crate::store::{RunFinish, RunRecord, StepRecord};
 use crate::workflow::OutputFormat;
 
-type Inputs = serde_json::Map<String, serde_json::Value>;
+pub(super) type Inputs = serde_json::Map<String, serde_json::Value>;
 
-/// The state of one run while it is scheduled.
-struct Sched {
-    plan: Arc<Plan>,
-    inputs: Arc<Inputs>,
-    shared: Arc<RunShared>,
-    options: RunOptions,
+/// The state of one step list while it is scheduled: a run's steps, or one item or
+/// iteration of a body (see [`Frame`]).
+pub(super) struct Sched {
+    pub(super) plan: Arc<Plan>,
+    pub(super) inputs: Arc<Inputs>,
+    pub(super) shared: Arc<RunShared>,
+    pub(super) options: RunOptions,
+    /// Where the list runs (the record path prefix, a body's variables and outer outputs).
+    pub(super) frame: Arc<Frame>,
+    /// Per step: skipped because something above it failed (Airflow's `upstream_failed`).
+    upstream_failed: Vec<bool>,
+    /// Per step: failed, and an alternate branch or `on_error` handlers took it over.
+    handled: Vec<bool>,
+    /// Records of an interrupted run that belong to the bodies of this list's steps
+    /// (full paths such as `each[3].summarize`), handed to those steps when they start.
+    nested_prior: Vec<StepRecord>,
     /// Per step: dependencies not finished yet.
     pending: Vec<usize>,
     /// Per step: its final state once finished.
     status: Vec<Option<StepStatus>>,
     /// Per step: its output once succeeded.
-    outputs: Vec<Option<Arc<StepOutput>>>,
+    pub(super) outputs: Vec<Option<Arc<StepOutput>>>,
     /// Finished steps, in completion order.
-    records: Vec<StepRecord>,
+    pub(super) records: Vec<StepRecord>,
     /// Steps whose dependencies are all finished, not started yet (popped from the end).
     ready: Vec<usize>,
     tasks: JoinSet<Finished>,
     task_steps: HashMap<tokio::task::Id, usize>,
-    cancelled: bool,
+    pub(super) cancelled: bool,
     paused: bool,
-    store_error: Option<EngineError>,
+    pub(super) store_error: Option<EngineError>,
 }
 
 impl Sched {
+    /// A step list ready to schedule: nothing finished yet.
+    pub(super) fn new(
+        plan: Arc<Plan>,
+        inputs: Arc<Inputs>,
+        shared: Arc<RunShared>,
+        options: RunOptions,
+        frame: Arc<Frame>,
+    ) -> Sched {
+        let n = plan.steps.len();
+        Sched {
+            pending: plan.steps.iter().map(|s| s.needs.len()).collect(),
+            status: vec![None; n],
+            outputs: vec![None; n],
+            upstream_failed: vec![false; n],
+            handled: vec![false; n],
+            nested_prior: Vec::new(),
+            records: Vec::with_capacity(n),
+            ready: Vec::new(),
+            tasks: JoinSet::new(),
+            task_steps: HashMap::new(),
+            cancelled: false,
+            paused: false,
+            store_error: None,
+            plan,
+            inputs,
+            shared,
+            options,
+            frame,
+        }
+    }
+
+    /// The records of the interrupted run that belong to the body of the step recorded
+    /// as `path` (taken out of `nested_prior`).
+    pub(super) fn take_nested(&mut self, path: &str) -> Vec<StepRecord> {
+        let prefix = format!("{path}[");
+        let (mine, rest) = std::mem::take(&mut self.nested_prior)
+            .into_iter()
+            .partition(|r| r.step_id.starts_with(&prefix));
+        self.nested_prior = rest;
+        mine
+    }
+
+    /// A copy of `step` under its recorded id (its path inside a body), for the tasks
+    /// that record and announce it.
+    pub(super) fn recorded(&self, step: &PlannedStep) -> PlannedStep {
+        let mut step = step.clone();
+        if !self.frame.prefix.is_empty() {
+            step.id = self.frame.path(&step.id);
+        }
+        step
+    }
+
+    /// Queues every step whose dependencies are all finished and that has no record.
+    pub(super) fn queue_initial(&mut self) {
+        self.ready = (0..self.plan.steps.len())
+            .filter(|&i| self.pending[i] == 0 && self.status[i].is_none())
+            .rev()
+            .collect();
+    }
+
     /// Takes a record of a step that needs no running (kept from an interrupted run,
     /// reused, or outside `only`): see [`keep_record`].
     fn keep(&mut self, i: usize, rec: StepRecord) {
+        self.handled[i] = rec.handled;
         keep_record(
             &self.plan,
             i,
@@ -128,10 +200,7 @@ impl Engine {
         self.open_run(&plan, &run_id, &inputs, &options, &emitter)
             .await?;
 
-        let has_llm = plan
-            .steps
-            .iter()
-            .any(|s| matches!(s.action, Action::Llm(_)));
+        let has_llm = plan_has_llm(&plan);
         let catalog = Arc::new(if has_llm {
             self.discover().await
         } else {
@@ -149,30 +218,16 @@ impl Engine {
             use_cache: options.use_cache,
             catalog,
             control: options.control.clone(),
+            body_records: Mutex::new(Vec::new()),
         });
-        let n = plan.steps.len();
-        let mut s = Sched {
-            pending: plan.steps.iter().map(|s| s.needs.len()).collect(),
-            status: vec![None; n],
-            outputs: vec![None; n],
-            records: Vec::with_capacity(n),
-            ready: Vec::new(),
-            tasks: JoinSet::new(),
-            task_steps: HashMap::new(),
-            cancelled: false,
-            paused: false,
-            store_error: None,
-            plan,
-            inputs: Arc::new(inputs),
-            shared,
-            options,
+        let frame = Frame {
+            started_at: options.started_at.unwrap_or_else(Utc::now),
+            ..Frame::default()
         };
+        let mut s = Sched::new(plan, Arc::new(inputs), shared, options, Arc::new(frame));
         keep_prior(&mut s);
         self.record_untouched(&mut s).await?;
-        s.ready = (0..n)
-            .filter(|&i| s.pending[i] == 0 && s.status[i].is_none())
-            .rev()
-            .collect();
+        s.queue_initial();
         self.schedule(&mut s).await;
         if let Some(e) = s.store_error.take() {
             return Err(e);
@@ -211,6 +266,7 @@ impl Engine {
                             inputs: serde_json::Value::Object(inputs.clone()),
                             workflow: serde_json::to_value(&plan.workflow).ok(),
                             started_at: Utc::now(),
+                            parent: options.parent.clone(),
                         })
                         .await?;
                 }
@@ -261,15 +317,7 @@ impl Engine {
             return Ok(());
         }
         let run_id = &s.shared.run_id;
-        let finals: Vec<Event> = extra
-            .iter()
-            .filter_map(|r| {
-                s.plan
-                    .index
-                    .get(&r.step_id)
-                    .map(|&i| final_event(run_id, &s.plan.steps[i], r))
-            })
-            .collect();
+        let finals: Vec<Event> = extra.iter().map(|r| final_event(run_id, r)).collect();
         if let Some(store) = &self.store {
             let mut events = s.shared.emitter.drain();
             events.extend(finals.iter().cloned());
@@ -286,7 +334,7 @@ impl Engine {
     }
 
     /// The scheduling loop: start what is ready, wait for what runs, store, release.
-    async fn schedule(self: &Arc<Self>, s: &mut Sched) {
+    pub(super) async fn schedule(self: &Arc<Self>, s: &mut Sched) {
         let mut pause_rx = s.options.control.subscribe();
         loop {
             let mut done: Vec<Finished> = Vec::new();
@@ -333,6 +381,10 @@ impl Engine {
             return;
         }
         s.paused = paused_now;
+        if !s.frame.prefix.is_empty() {
+            // A body follows the run's pause; the run's own list announces and stores it.
+            return;
+        }
         let run_id = s.shared.run_id.clone();
         let (event, run_status) = if s.paused {
             (Event::RunPaused { run_id }, RunStatus::Paused)
@@ -374,8 +426,8 @@ impl Engine {
         }
     }
 
-    /// Starts one ready step: skips it when a dependency did not give what it needs or its
-    /// condition is false, runs a template inline, and spawns approval and `llm` steps.
+    /// Starts one ready step: skips it when its join rule is not met or its condition is
+    /// false, runs templates and switches inline, and spawns the other kinds.
     fn start_step(self: &Arc<Self>, s: &mut Sched, i: usize, max: usize) -> Start {
         let plan = Arc::clone(&s.plan);
         let step = &plan.steps[i];
@@ -393,11 +445,19 @@ impl Engine {
                 "the run was cancelled before the step started",
             );
         }
-        if let Some(why) = blocked_by(&plan, &s.status, step) {
-            return finish(StepStatus::Skipped, &why);
+        let states = States {
+            status: &s.status,
+            handled: &s.handled,
+            upstream_failed: &s.upstream_failed,
+            outputs: &s.outputs,
+        };
+        if let Some(blocked) = blocked_by(&plan, &states, step) {
+            s.upstream_failed[i] = blocked.by_failure;
+            return finish(StepStatus::Skipped, &blocked.reason);
         }
+        let frame = failure_frame(s, step);
         if let Some(when) = &step.when {
-            match render(&plan, when, &s.inputs, &step.reads, &s.outputs) {
+            match render(&plan, when, &s.inputs, &frame, &step.reads, &s.outputs) {
                 Ok(v) if v.trim() == "true" => {}
                 Ok(_) => return finish(StepStatus::Skipped, "its `when` condition is false"),
                 Err(e) => {
@@ -408,7 +468,7 @@ impl Engine {
                 }
             }
         }
-        let r = |t: &str| render(&plan, t, &s.inputs, &step.reads, &s.outputs);
+        let r = |t: &str| render(&plan, t, &s.inputs, &frame, &step.reads, &s.outputs);
         match &step.action {
             Action::Template { template, format } => {
                 let t0 = Instant::now();
@@ -417,10 +477,60 @@ impl Engine {
                     Err(e) => finish(StepStatus::Failed, &format!("template failed: {e}")),
                 }
             }
-            Action::Approval { prompt, settings } => {
-                if s.tasks.len() >= max {
-                    return Start::Full;
+            Action::Switch { cases } => {
+                let (rec, out) = super::switch::choose(s, i, cases);
+                Start::Done(Box::new((i, rec, out)))
+            }
+            Action::Map(_)
+            | Action::Loop(_)
+            | Action::Workflow(_)
+            | Action::Tool(_)
+            | Action::Wait { .. }
+            | Action::Approval { .. }
+            | Action::Llm(_)
+                if s.tasks.len() >= max =>
+            {
+                Start::Full
+            }
+            Action::Map(map) => {
+                let path = s.frame.path(&step.id);
+                let prior = s.take_nested(&path);
+                match super::map::prepare(s, i, map, prior) {
+                    Ok(ctx) => self.spawn_announced(s, i, move |engine| engine.run_map(ctx)),
+                    Err(e) => finish(StepStatus::Failed, &e),
                 }
+            }
+            Action::Wait { duration, until } => {
+                match super::wait::deadline(s, i, *duration, until.as_deref()) {
+                    Ok(deadline) => {
+                        let (rec, cancel) = (
+                            record_for(&s.recorded(step), StepStatus::Succeeded, None, now),
+                            s.options.cancel.child_token(),
+                        );
+                        self.spawn_announced(s, i, move |_| {
+                            super::wait::wait(rec, deadline, cancel)
+                        })
+                    }
+                    Err(e) => finish(StepStatus::Failed, &e),
+                }
+            }
+            Action::Tool(tool) => match super::tool::prepare(s, i, tool) {
+                Ok(call) => self.spawn_announced(s, i, move |_| call.run()),
+                Err(e) => finish(StepStatus::Failed, &e),
+            },
+            Action::Workflow(sub) => match super::subflow::prepare(s, i, sub) {
+                Ok(ctx) => self.spawn_announced(s, i, move |engine| engine.run_sub(ctx)),
+                Err(e) => finish(StepStatus::Failed, &e),
+            },
+            Action::Loop(lp) => {
+                let path = s.frame.path(&step.id);
+                let prior = s.take_nested(&path);
+                match super::loops::prepare(s, i, lp, prior) {
+                    Ok(ctx) => self.spawn_announced(s, i, move |engine| engine.run_loop(ctx)),
+                    Err(e) => finish(StepStatus::Failed, &e),
+                }
+            }
+            Action::Approval { prompt, settings } => {
                 let message = match r(prompt) {
                     Ok(m) => m,
                     Err(e) => {
@@ -430,21 +540,16 @@ impl Engine {
                         );
                     }
                 };
-                let (engine, sh) = (Arc::clone(self), Arc::clone(&s.shared));
-                let (step, settings) = (step.clone(), settings.clone());
-                let handle = s.tasks.spawn(async move {
-                    let (rec, out) = engine
-                        .run_approval_step(&sh, &step, message, &settings)
-                        .await;
-                    (i, rec, out)
-                });
-                s.task_steps.insert(handle.id(), i);
-                Start::Spawned
+                let sh = Arc::clone(&s.shared);
+                let (step, settings) = (s.recorded(step), settings.clone());
+                let cancel = s.options.cancel.child_token();
+                self.spawn(s, i, move |engine| async move {
+                    engine
+                        .run_approval_step(&sh, &step, message, &settings, cancel)
+                        .await
+                })
             }
             Action::Llm(llm) => {
-                if s.tasks.len() >= max {
-                    return Start::Full;
-                }
                 let rendered = r(&llm.prompt).and_then(|prompt| {
                     let system = llm.system.as_deref().map(r).transpose()?;
                     let substitute_system = llm
@@ -464,24 +569,54 @@ impl Engine {
                         );
                     }
                 };
-                let engine = Arc::clone(self);
                 let ctx = LlmContext {
                     sh: Arc::clone(&s.shared),
-                    step: step.clone(),
+                    step: s.recorded(step),
                     llm: (**llm).clone(),
                     prompt,
                     system,
                     substitute_system,
                     cancel: s.options.cancel.child_token(),
                 };
-                let handle = s.tasks.spawn(async move {
-                    let (rec, out) = engine.run_llm_step(ctx).await;
-                    (i, rec, out)
-                });
-                s.task_steps.insert(handle.id(), i);
-                Start::Spawned
+                self.spawn(
+                    s,
+                    i,
+                    move |engine| async move { engine.run_llm_step(ctx).await },
+                )
             }
         }
+    }
+
+    /// Runs step `i` of a control-flow kind (map, loop, sub-workflow, wait) as a task,
+    /// announcing its start (an `llm` step announces each attempt itself).
+    fn spawn_announced<F, Fut>(self: &Arc<Self>, s: &mut Sched, i: usize, work: F) -> Start
+    where
+        F: FnOnce(Arc<Self>) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = (StepRecord, Option<StepOutput>)> + Send + 'static,
+    {
+        s.shared.emitter.emit(Event::StepStarted {
+            run_id: s.shared.run_id.clone(),
+            step_id: s.frame.path(&s.plan.steps[i].id),
+            attempt: 1,
+            model: None,
+        });
+        self.spawn(s, i, work)
+    }
+
+    /// Runs step `i` as a task: `work` gets the engine and yields the step's record and
+    /// output.
+    fn spawn<F, Fut>(self: &Arc<Self>, s: &mut Sched, i: usize, work: F) -> Start
+    where
+        F: FnOnce(Arc<Self>) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = (StepRecord, Option<StepOutput>)> + Send + 'static,
+    {
+        let engine = Arc::clone(self);
+        let handle = s.tasks.spawn(async move {
+            let (rec, out) = work(engine).await;
+            (i, rec, out)
+        });
+        s.task_steps.insert(handle.id(), i);
+        Start::Spawned
     }
 
     /// A rendered template step: its text passes the guardrails (inline; as a task when a
@@ -494,8 +629,8 @@ impl Engine {
         format: OutputFormat,
         t0: Instant,
     ) -> Start {
-        let step = &s.plan.steps[i];
-        let mut rec = record_for(step, StepStatus::Succeeded, None, Utc::now());
+        let step = s.recorded(&s.plan.steps[i]);
+        let mut rec = record_for(&step, StepStatus::Succeeded, None, Utc::now());
         let guarded = match &s.shared.guard {
             None => Ok(text),
             Some(policy) => {
@@ -526,11 +661,15 @@ impl Engine {
         for (i, rec, out) in &mut done {
             if rec.status == StepStatus::Failed && !rec.handled {
                 apply_on_failure(&s.plan.steps[*i], rec, out);
+                hand_to_handlers(&s.plan, &s.plan.steps[*i], rec);
+            }
+            if !s.frame.prefix.is_empty() {
+                rec.step_id = s.frame.path(&s.plan.steps[*i].id);
             }
         }
         let finals: Vec<Event> = done
             .iter()
-            .map(|(i, rec, _)| final_event(&s.shared.run_id, &s.plan.steps[*i], rec))
+            .map(|(_, rec, _)| final_event(&s.shared.run_id, rec))
             .collect();
         if let Some(store) = &self.store
             && s.store_error.is_none()
@@ -546,6 +685,7 @@ impl Engine {
         s.shared.emitter.publish(&finals);
         for (i, rec, out) in done {
             s.status[i] = Some(rec.status);
+            s.handled[i] = rec.handled;
             s.outputs[i] = out.map(Arc::new);
             s.records.push(rec);
             for &d in &s.plan.dependants[i] {
@@ -559,7 +699,11 @@ impl Engine {
     }
 
     /// Renders the workflow's outputs, stores the run's end and builds the report.
-    async fn finish_run(&self, s: Sched, started: Instant) -> Result<RunReport, EngineError> {
+    async fn finish_run(
+        self: &Arc<Self>,
+        s: Sched,
+        started: Instant,
+    ) -> Result<RunReport, EngineError> {
         let Sched {
             plan,
             inputs,
@@ -574,6 +718,8 @@ impl Engine {
         let any_failed = records
             .iter()
             .any(|r| r.status == StepStatus::Failed && !r.handled);
+        let mut records = records;
+        records.append(&mut lock(&shared.body_records));
         let run_status = if cancelled || options.cancel.is_cancelled() {
             RunStatus::Cancelled
         } else if any_failed {
@@ -581,21 +727,7 @@ impl Engine {
         } else {
             RunStatus::Succeeded
         };
-        let mut out_values = serde_json::Map::new();
-        for (name, tmpl, reads) in &plan.outputs {
-            let value = if reads
-                .iter()
-                .all(|&r| status[r] == Some(StepStatus::Succeeded))
-            {
-                match render(&plan, tmpl, &inputs, reads, &outputs) {
-                    Ok(text) => serde_json::Value::String(text),
-                    Err(e) => serde_json::Value::String(format!("<output failed to render: {e}>")),
-                }
-            } else {
-                serde_json::Value::Null
-            };
-            out_values.insert(name.clone(), value);
-        }
+        let out_values = render_outputs(&plan, &inputs, &status, &outputs);
         let error = match run_status {
             RunStatus::Cancelled => Some("the run was cancelled".to_string()),
             RunStatus::Failed => {
@@ -632,6 +764,23 @@ impl Engine {
                 .await?;
         }
         shared.emitter.publish(&[finish_event]);
+        let on_failure_run = match (&plan.on_failure, run_status) {
+            (Some((file, handler)), RunStatus::Failed) => {
+                let handler = Arc::clone(handler);
+                let failed = failed_steps(&records);
+                let facts = [
+                    ("run_id", run_id.clone()),
+                    ("workflow_id", plan.workflow.id.clone()),
+                    ("error", error.clone().unwrap_or_default()),
+                    ("failed_steps", failed),
+                ];
+                Some(
+                    self.run_failure_handler(&run_id, file, handler, facts, &options)
+                        .await,
+                )
+            }
+            _ => None,
+        };
         Ok(RunReport {
             run_id,
             status: run_status,
@@ -639,16 +788,60 @@ impl Engine {
             steps: records,
             duration_ms,
             error,
+            on_failure_run,
+        })
+    }
+
+    /// Runs the workflow's failure handler as a child run (`<run>.on_failure`) with the
+    /// facts it declares as inputs; its id and how it ended. (A boxed future: the
+    /// handler's run goes through [`Engine::run`], which this is part of.)
+    fn run_failure_handler(
+        self: &Arc<Self>,
+        run_id: &str,
+        file: &str,
+        handler: Arc<Plan>,
+        facts: [(&str, String); 4],
+        parent: &RunOptions,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = (String, RunStatus)> + Send>> {
+        // `:` cannot appear in a step path, so no step's child run has this id.
+        let id = format!("{run_id}:on_failure");
+        let given = facts
+            .into_iter()
+            .filter(|(name, _)| handler.workflow.inputs.contains_key(*name))
+            .map(|(name, value)| (name.to_string(), value))
+            .collect();
+        let (run_id, file) = (run_id.to_string(), file.to_string());
+        let engine = Arc::clone(self);
+        // Cancelling the failed run (still being finished) cancels its handler; the same
+        // person answers its questions.
+        let mut options = super::body::body_options(parent, parent.cancel.child_token());
+        Box::pin(async move {
+            let Ok(inputs) = crate::plan::resolve_inputs(&handler, &given) else {
+                tracing::warn!(run_id, file, "the failure handler's inputs are not valid");
+                return (id, RunStatus::Failed);
+            };
+            options.run_id = Some(id.clone());
+            options.parent = Some((run_id.clone(), "on_failure".into()));
+            match engine.run(handler, inputs, options).await {
+                Ok(report) => (id, report.status),
+                Err(e) => {
+                    tracing::warn!(run_id, file, error = %e, "the failure handler could not run");
+                    (id, RunStatus::Failed)
+                }
+            }
         })
     }
 }
 
 /// Takes the records of an interrupted run's completed steps (kept, never re-run) and
 /// counts what they spent against the run's budget (cached steps spent nothing).
-fn keep_prior(s: &mut Sched) {
+pub(super) fn keep_prior(s: &mut Sched) {
     let prior = s.options.resume.take().unwrap_or_default();
     for rec in prior {
-        let Some(&i) = s.plan.index.get(&rec.step_id) else {
+        let local = rec.step_id.strip_prefix(s.frame.prefix.as_str());
+        let Some(&i) = local.and_then(|id| s.plan.index.get(id)) else {
+            // A body's record (`each[3].summarize`): its step gets it when it starts.
+            s.nested_prior.push(rec);
             continue;
         };
         if s.status[i].is_some() {
@@ -665,6 +858,147 @@ fn keep_prior(s: &mut Sched) {
         drop(spend);
         s.keep(i, rec);
     }
+    mark_upstream_failed(s);
+}
+
+/// Marks the kept skipped steps that were skipped because something above them failed
+/// (see [`super::join`]), as the run marked them: each kept skip is judged again by the
+/// join rules over its kept dependencies, in dependency order, so a step skipped by its
+/// condition or by `on_failure: skip` stays a plain skip.
+fn mark_upstream_failed(s: &mut Sched) {
+    for i in topological(&s.plan) {
+        if s.status[i] != Some(StepStatus::Skipped)
+            || s.plan.steps[i].needs.iter().any(|&d| s.status[d].is_none())
+        {
+            continue;
+        }
+        let states = States {
+            status: &s.status,
+            handled: &s.handled,
+            upstream_failed: &s.upstream_failed,
+            outputs: &s.outputs,
+        };
+        let by_failure =
+            blocked_by(&s.plan, &states, &s.plan.steps[i]).is_some_and(|b| b.by_failure);
+        s.upstream_failed[i] = by_failure;
+    }
+}
+
+/// The plan's step indices, each after the steps it needs (Kahn's algorithm; the plan
+/// has no cycle).
+fn topological(plan: &Plan) -> Vec<usize> {
+    let mut pending: Vec<usize> = plan.steps.iter().map(|s| s.needs.len()).collect();
+    let mut ready: Vec<usize> = (0..plan.steps.len()).filter(|&i| pending[i] == 0).collect();
+    let mut order = Vec::with_capacity(plan.steps.len());
+    while let Some(i) = ready.pop() {
+        order.push(i);
+        for &d in &plan.dependants[i] {
+            pending[d] -= 1;
+            if pending[d] == 0 {
+                ready.push(d);
+            }
+        }
+    }
+    order
+}
+
+/// The workflow's outputs: each rendered over what succeeded (a template may test
+/// `steps.x is defined` to choose between branches); `null` when it reads a step that
+/// did not succeed and does not render without it.
+fn render_outputs(
+    plan: &Plan,
+    inputs: &Inputs,
+    status: &[Option<StepStatus>],
+    outputs: &[Option<Arc<StepOutput>>],
+) -> serde_json::Map<String, serde_json::Value> {
+    let frame = Frame::default();
+    let mut out = serde_json::Map::new();
+    for (name, tmpl, reads) in &plan.outputs {
+        let complete = reads
+            .iter()
+            .all(|&r| status[r] == Some(StepStatus::Succeeded));
+        let value = match render(plan, tmpl, inputs, &frame, reads, outputs) {
+            Ok(text) => serde_json::Value::String(text),
+            Err(_) if !complete => serde_json::Value::Null,
+            Err(e) => serde_json::Value::String(format!("<output failed to render: {e}>")),
+        };
+        out.insert(name.clone(), value);
+    }
+    out
+}
+
+/// The failed steps of a run as JSON (`[{step, error}]`), for its failure handler.
+fn failed_steps(records: &[StepRecord]) -> String {
+    let list: Vec<serde_json::Value> = records
+        .iter()
+        .filter(|r| r.status == StepStatus::Failed && !r.handled)
+        .map(|r| serde_json::json!({ "step": r.step_id, "error": r.error }))
+        .collect();
+    serde_json::Value::Array(list).to_string()
+}
+
+/// A failed step with `on_error` handlers: its failure is handled (the run does not fail
+/// because of it), and the hand-over is recorded as the ladder's last rung.
+fn hand_to_handlers(plan: &Plan, step: &PlannedStep, rec: &mut StepRecord) {
+    if rec.status != StepStatus::Failed || step.handlers.is_empty() {
+        return;
+    }
+    let names: Vec<&str> = step
+        .handlers
+        .iter()
+        .map(|&h| plan.steps[h].id.as_str())
+        .collect();
+    rec.handled = true;
+    rec.fallbacks.push(crate::store::FallbackRecord {
+        from: rec.model.clone().unwrap_or_else(|| step.id.clone()),
+        to: format!("error handler(s) `{}`", names.join("`, `")),
+        reason: rec.error.clone().unwrap_or_else(|| "failed".into()),
+        rung: "on_error".into(),
+    });
+}
+
+/// The frame a step's templates render in: the list's, plus `error` for a step that runs
+/// on another's failure (`{step, message, class, attempts}` from the failed record).
+fn failure_frame(s: &Sched, step: &PlannedStep) -> Arc<Frame> {
+    let Some(failed) = step.alternate_of else {
+        return Arc::clone(&s.frame);
+    };
+    let id = s.frame.path(&s.plan.steps[failed].id);
+    let Some(rec) = s.records.iter().rev().find(|r| r.step_id == id) else {
+        return Arc::clone(&s.frame);
+    };
+    let class = rec
+        .attempts
+        .iter()
+        .rev()
+        .find_map(|a| a.error_kind)
+        .and_then(|k| serde_json::to_value(k).ok());
+    let error = serde_json::json!({
+        "step": id,
+        "message": rec.error,
+        "class": class,
+        "attempts": rec.attempts.len(),
+    });
+    let mut vars = s.frame.vars.clone();
+    vars.insert("error".into(), error);
+    Arc::new(Frame {
+        prefix: s.frame.prefix.clone(),
+        started_at: s.frame.started_at,
+        vars,
+        outer: s.frame.outer.clone(),
+    })
+}
+
+/// Whether a plan, or a body inside it, has `llm` steps (the run then lists the
+/// providers' models first).
+fn plan_has_llm(plan: &Plan) -> bool {
+    plan.steps.iter().any(|s| match &s.action {
+        Action::Llm(_) => true,
+        Action::Map(m) => plan_has_llm(&m.body),
+        Action::Loop(l) => plan_has_llm(&l.body),
+        Action::Workflow(w) => plan_has_llm(&w.plan),
+        _ => false,
+    })
 }
 
 /// The copy of an earlier run's succeeded record that a "run from here" run keeps.
@@ -685,28 +1019,6 @@ fn reused_record(rec: &StepRecord, from: &str) -> StepRecord {
     r.duration_ms = 0;
     r.started_at = Utc::now();
     r
-}
-
-/// Why a ready step cannot run: a dependency failed, was skipped or cancelled (Airflow's
-/// `all_success`), or, for an alternate branch, the step it backs up did not fail.
-fn blocked_by(plan: &Plan, status: &[Option<StepStatus>], step: &PlannedStep) -> Option<String> {
-    let &dep = step.needs.iter().find(|&&d| {
-        if step.alternate_of == Some(d) {
-            status[d] != Some(StepStatus::Failed)
-        } else {
-            status[d] != Some(StepStatus::Succeeded)
-        }
-    })?;
-    let why = if step.alternate_of == Some(dep) {
-        "did not fail (this step is its alternate branch)"
-    } else {
-        match status[dep] {
-            Some(StepStatus::Failed) => "failed",
-            Some(StepStatus::Cancelled) => "was cancelled",
-            _ => "was skipped",
-        }
-    };
-    Some(format!("dependency `{}` {why}", plan.steps[dep].id))
 }
 
 /// The record and output of a template step from its guarded text.

@@ -4,4 +4,8 @@
 
 pub(super) mod approval;
 pub(super) mod llm;
+pub(super) mod loops;
+pub(super) mod map;
+pub(super) mod subflow;
+pub(super) mod switch;
 pub(super) mod template;

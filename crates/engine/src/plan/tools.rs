@@ -1,0 +1,230 @@
+//! The planner of `tool` steps: the tool must be declared; its arguments are checked
+//! against the tool's kind and their templated strings compiled; an `http` tool's URL
+//! and hosts are checked (loopback only in a `local_only` workflow), a `file` tool's
+//! workspace is resolved.
+
+use std::path::Path;
+
+use crate::diagnostic::DiagnosticCode;
+use crate::plan::report::did_you_mean;
+use crate::plan::step::StepPlanner;
+use crate::plan::{Action, ToolAction};
+use crate::workflow::{HttpTool, ToolDecl, ToolStep};
+
+/// The arguments an `http` tool call may give.
+const HTTP_ARGS: [&str; 7] = ["path", "query", "headers", "method", "body", "form", "raw"];
+/// The arguments a `file` tool call may give.
+const FILE_ARGS: [&str; 3] = ["op", "path", "content"];
+/// The methods an `http` tool may use.
+const METHODS: [&str; 7] = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"];
+
+/// Whether `host` names this machine (`localhost`, 127.0.0.0/8, `::1`).
+pub(crate) fn is_loopback(host: &str) -> bool {
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// The hosts an `http` tool may reach: as declared, or the host of its URL.
+pub(crate) fn allowed_hosts(tool: &HttpTool) -> Vec<String> {
+    if !tool.allow_hosts.is_empty() {
+        return tool.allow_hosts.clone();
+    }
+    reqwest::Url::parse(&tool.url)
+        .ok()
+        .and_then(|u| u.host_str().map(str::to_owned))
+        .into_iter()
+        .collect()
+}
+
+/// Plans a `tool` step.
+pub(super) fn plan(p: &mut StepPlanner<'_, '_>, step: &ToolStep) -> Action {
+    let Some(decl) = p.wf.tools.get(&step.tool).cloned() else {
+        if p.locs.missing.is_none() {
+            let dym = did_you_mean(&step.tool, p.wf.tools.keys().map(String::as_str));
+            p.report(
+                "tool",
+                DiagnosticCode::UnknownStep,
+                format!("`tool` names unknown tool `{}`{dym}", step.tool),
+                "declare the tool under the workflow's `tools:` (`http:` or `file:`) or fix the name",
+            );
+        }
+        return placeholder(step);
+    };
+    let allowed: &[&str] = match &decl {
+        ToolDecl::Http(_) => &HTTP_ARGS,
+        ToolDecl::File(_) => &FILE_ARGS,
+    };
+    for key in step.args.keys() {
+        if !allowed.contains(&key.as_str()) {
+            p.report(
+                "args",
+                DiagnosticCode::UnexpectedField,
+                format!("`args.{key}` is not an argument of tool `{}`", step.tool),
+                &format!("its arguments are: {}", allowed.join(", ")),
+            );
+        }
+    }
+    let workspace = match &decl {
+        ToolDecl::Http(http) => {
+            check_http(p, &step.tool, http, step);
+            None
+        }
+        ToolDecl::File(file) => check_file(p, &step.tool, &file.workspace, step),
+    };
+    let args = serde_json::to_value(&step.args).unwrap_or_default();
+    let mut templated = Vec::new();
+    compile_strings(p, &args, String::new(), &mut templated);
+    Action::Tool(Box::new(ToolAction {
+        name: step.tool.clone(),
+        decl,
+        args,
+        templated,
+        workspace,
+        local_only: p.wf.local_only,
+    }))
+}
+
+/// What a step with an unknown tool plans to (discarded: the error is reported).
+fn placeholder(step: &ToolStep) -> Action {
+    Action::Tool(Box::new(ToolAction {
+        name: step.tool.clone(),
+        decl: ToolDecl::File(crate::workflow::FileTool {
+            workspace: String::new(),
+        }),
+        args: serde_json::Value::Null,
+        templated: Vec::new(),
+        workspace: None,
+        local_only: false,
+    }))
+}
+
+/// The URL parses, the method is known, the hosts are allowed for the workflow.
+fn check_http(p: &mut StepPlanner<'_, '_>, name: &str, http: &HttpTool, step: &ToolStep) {
+    let url = match reqwest::Url::parse(&http.url) {
+        Ok(u) if matches!(u.scheme(), "http" | "https") => u,
+        Ok(u) => {
+            p.report(
+                "tool",
+                DiagnosticCode::InvalidValue,
+                format!(
+                    "tool `{name}`: `{}` is not an http or https URL (scheme `{}`)",
+                    http.url,
+                    u.scheme()
+                ),
+                "give an http:// or https:// URL",
+            );
+            return;
+        }
+        Err(e) => {
+            p.report(
+                "tool",
+                DiagnosticCode::InvalidValue,
+                format!("tool `{name}`: `{}` is not a URL: {e}", http.url),
+                "give a full URL such as `http://127.0.0.1:8080/api/`",
+            );
+            return;
+        }
+    };
+    let method = step
+        .args
+        .get("method")
+        .and_then(serde_json::Value::as_str)
+        .or(http.method.as_deref())
+        .unwrap_or("GET");
+    if !method.contains('{') && !METHODS.contains(&method.to_ascii_uppercase().as_str()) {
+        p.report(
+            "args",
+            DiagnosticCode::InvalidValue,
+            format!("tool `{name}`: method `{method}` is not an HTTP method"),
+            &format!("use one of {}", METHODS.join(", ")),
+        );
+    }
+    if p.wf.local_only {
+        let hosts = allowed_hosts(http);
+        let host = url.host_str().unwrap_or_default().to_string();
+        for h in hosts.iter().chain(std::iter::once(&host)) {
+            if !is_loopback(h) {
+                p.report(
+                    "tool",
+                    DiagnosticCode::InvalidValue,
+                    format!("tool `{name}` may reach `{h}`, but the workflow is `local_only`"),
+                    "in a local_only workflow an http tool may reach only this machine (localhost, 127.0.0.1, ::1)",
+                );
+                break;
+            }
+        }
+    }
+}
+
+/// The workspace exists (resolved from the workflow file's folder); the operation, if
+/// written as text, is known.
+fn check_file(
+    p: &mut StepPlanner<'_, '_>,
+    name: &str,
+    workspace: &str,
+    step: &ToolStep,
+) -> Option<std::path::PathBuf> {
+    if let Some(op) = step.args.get("op").and_then(serde_json::Value::as_str)
+        && !op.contains('{')
+        && !matches!(op, "read" | "write" | "list")
+    {
+        p.report(
+            "args",
+            DiagnosticCode::InvalidValue,
+            format!("tool `{name}`: `op: {op}` is not an operation"),
+            "use `read`, `write` or `list`",
+        );
+    }
+    let base =
+        p.cx.file
+            .map(Path::new)
+            .and_then(Path::parent)
+            .unwrap_or(Path::new(""));
+    match std::fs::canonicalize(base.join(workspace)) {
+        Ok(dir) if dir.is_dir() => Some(dir),
+        _ => {
+            p.report(
+                "tool",
+                DiagnosticCode::Io,
+                format!(
+                    "tool `{name}`: the workspace `{}` is not a folder",
+                    base.join(workspace).display()
+                ),
+                "create the folder, or give its path relative to the workflow file's folder",
+            );
+            None
+        }
+    }
+}
+
+/// Compiles every string with template syntax in `value` (at JSON pointer `at`).
+fn compile_strings(
+    p: &mut StepPlanner<'_, '_>,
+    value: &serde_json::Value,
+    at: String,
+    out: &mut Vec<(String, String)>,
+) {
+    match value {
+        serde_json::Value::String(text) if text.contains('{') => {
+            let suffix = format!("args{}", at.replace('/', "."));
+            if let Some(name) = p.compile_named(&suffix, "args", text.clone()) {
+                out.push((at, name));
+            }
+        }
+        serde_json::Value::Array(items) => {
+            for (k, v) in items.iter().enumerate() {
+                compile_strings(p, v, format!("{at}/{k}"), out);
+            }
+        }
+        serde_json::Value::Object(map) => {
+            for (k, v) in map {
+                let key = k.replace('~', "~0").replace('/', "~1");
+                compile_strings(p, v, format!("{at}/{key}"), out);
+            }
+        }
+        _ => {}
+    }
+}

@@ -1,0 +1,392 @@
+//! The executor of `tool` steps: the arguments are rendered when the step starts, then
+//! the call runs as a task under the step's cancellation token.
+//!
+//! `http`: the request goes only to an allowed host (loopback only in a `local_only`
+//! workflow: checked again on the final URL, so a templated `path` cannot leave); 429,
+//! 5xx and connection failures are retried under the step's retry policy; the body is
+//! read up to [`MAX_BODY`] bytes. `file`: every path is resolved inside the workspace
+//! with symbolic links followed, and refused when it leads outside.
+
+use std::path::{Component, Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use futures::StreamExt;
+use tokio_util::sync::CancellationToken;
+
+use super::records::record_for;
+use super::scheduler::Sched;
+use super::templates::render;
+use super::{StepOutput, ms};
+use crate::events::StepStatus;
+use crate::plan::tools::{allowed_hosts, is_loopback};
+use crate::plan::{PlannedStep, ToolAction};
+use crate::store::{AttemptRecord, StepRecord};
+use crate::workflow::{HttpTool, ToolDecl};
+
+/// The largest response body an `http` tool reads, bytes (10 MiB).
+pub const MAX_BODY: usize = 10 * 1024 * 1024;
+
+/// A tool call ready to run: its step, tool and rendered arguments.
+pub(super) struct ToolCall {
+    step: PlannedStep,
+    tool: ToolAction,
+    args: serde_json::Map<String, serde_json::Value>,
+    cancel: CancellationToken,
+}
+
+/// Renders the arguments of the tool step at `i`; the call, or why the step fails.
+pub(super) fn prepare(s: &Sched, i: usize, tool: &ToolAction) -> Result<ToolCall, String> {
+    let step = &s.plan.steps[i];
+    let mut args = tool.args.clone();
+    for (pointer, template) in &tool.templated {
+        let text = render(
+            &s.plan,
+            template,
+            &s.inputs,
+            &s.frame,
+            &step.reads,
+            &s.outputs,
+        )
+        .map_err(|e| format!("`args{}` failed to render: {e}", pointer.replace('/', ".")))?;
+        if let Some(slot) = args.pointer_mut(pointer) {
+            *slot = serde_json::Value::String(text);
+        }
+    }
+    let serde_json::Value::Object(args) = args else {
+        return Err("`args` is not an object".into());
+    };
+    Ok(ToolCall {
+        step: s.recorded(step),
+        tool: tool.clone(),
+        args,
+        cancel: s.options.cancel.child_token(),
+    })
+}
+
+impl ToolCall {
+    /// Makes the call; the step's record and output.
+    pub(super) async fn run(self) -> (StepRecord, Option<StepOutput>) {
+        let t0 = Instant::now();
+        let mut rec = record_for(&self.step, StepStatus::Succeeded, None, Utc::now());
+        rec.input =
+            Some(serde_json::json!({ "tool": self.tool.name, "args": self.args }).to_string());
+        let result = tokio::select! {
+            r = self.call(&mut rec) => r,
+            () = self.cancel.cancelled() => Err(Ended),
+        };
+        rec.duration_ms = ms(t0.elapsed());
+        match result {
+            Ok(out) => {
+                rec.output = Some(out.text.clone());
+                rec.output_json = out.json.clone();
+                (rec, Some(out))
+            }
+            Err(Ended) if self.cancel.is_cancelled() => {
+                rec.status = StepStatus::Cancelled;
+                rec.error = Some(format!(
+                    "cancelled during the call of tool `{}`",
+                    self.tool.name
+                ));
+                (rec, None)
+            }
+            Err(Ended) => (rec, None),
+        }
+    }
+
+    async fn call(&self, rec: &mut StepRecord) -> Result<StepOutput, Ended> {
+        let result = match &self.tool.decl {
+            ToolDecl::Http(http) => self.http(http, rec).await,
+            ToolDecl::File(_) => self.file().await,
+        };
+        result.map_err(|e| {
+            rec.status = StepStatus::Failed;
+            rec.error = Some(format!("tool `{}`: {e}", self.tool.name));
+            Ended
+        })
+    }
+
+    fn arg_str(&self, key: &str) -> Option<&str> {
+        self.args.get(key).and_then(serde_json::Value::as_str)
+    }
+
+    /// One `http` call with retries.
+    async fn http(&self, http: &HttpTool, rec: &mut StepRecord) -> Result<StepOutput, String> {
+        let base = reqwest::Url::parse(&http.url).map_err(|e| format!("bad URL: {e}"))?;
+        let mut url = match self.arg_str("path") {
+            Some(path) => base
+                .join(path)
+                .map_err(|e| format!("`path` `{path}`: {e}"))?,
+            None => base,
+        };
+        if let Some(serde_json::Value::Object(query)) = self.args.get("query") {
+            let mut pairs = url.query_pairs_mut();
+            for (k, v) in query {
+                let v = v.as_str().map_or_else(|| v.to_string(), str::to_owned);
+                pairs.append_pair(k, &v);
+            }
+        }
+        let host = url.host_str().unwrap_or_default().to_string();
+        if !allowed_hosts(http)
+            .iter()
+            .any(|h| h.eq_ignore_ascii_case(&host))
+        {
+            return Err(format!(
+                "host `{host}` is not among the tool's allowed hosts ({})",
+                allowed_hosts(http).join(", ")
+            ));
+        }
+        if self.tool.local_only && !is_loopback(&host) {
+            return Err(format!(
+                "host `{host}` is not this machine, and the workflow is `local_only`"
+            ));
+        }
+        let method = self
+            .arg_str("method")
+            .or(http.method.as_deref())
+            .unwrap_or("GET")
+            .to_ascii_uppercase();
+        let method = reqwest::Method::from_bytes(method.as_bytes())
+            .map_err(|_| format!("`{method}` is not an HTTP method"))?;
+        let client = reqwest::Client::builder()
+            .timeout(http.timeout.unwrap_or(Duration::from_secs(30)))
+            .build()
+            .map_err(|e| e.to_string())?;
+        let policy = self.step.retry.clone();
+        let mut delays = super::attempt::retry_delays(&policy);
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let started = Utc::now();
+            let t0 = Instant::now();
+            let outcome = self.send(&client, method.clone(), url.clone(), http).await;
+            let (retryable, error, wait) = match outcome {
+                Ok(out) => {
+                    rec.attempts
+                        .push(attempt_record(attempt, started, t0, None));
+                    return Ok(out);
+                }
+                Err(f) => f,
+            };
+            rec.attempts
+                .push(attempt_record(attempt, started, t0, Some(error.clone())));
+            let Some(delay) = delays.next().filter(|_| retryable) else {
+                return Err(error);
+            };
+            tokio::time::sleep(wait.map_or(delay, |w| w.min(policy.max_interval))).await;
+        }
+    }
+
+    /// Sends one request; on failure, whether to retry, the error, and Retry-After.
+    async fn send(
+        &self,
+        client: &reqwest::Client,
+        method: reqwest::Method,
+        url: reqwest::Url,
+        http: &HttpTool,
+    ) -> Result<StepOutput, (bool, String, Option<Duration>)> {
+        let mut req = client.request(method, url);
+        for (k, v) in &http.headers {
+            req = req.header(k, v);
+        }
+        if let Some(serde_json::Value::Object(headers)) = self.args.get("headers") {
+            for (k, v) in headers {
+                req = req.header(k, v.as_str().map_or_else(|| v.to_string(), str::to_owned));
+            }
+        }
+        if let Some(body) = self.args.get("body") {
+            req = req.json(body);
+        } else if let Some(serde_json::Value::Object(form)) = self.args.get("form") {
+            let pairs: Vec<(String, String)> = form
+                .iter()
+                .map(|(k, v)| {
+                    (
+                        k.clone(),
+                        v.as_str().map_or_else(|| v.to_string(), str::to_owned),
+                    )
+                })
+                .collect();
+            req = req.form(&pairs);
+        } else if let Some(raw) = self.arg_str("raw") {
+            req = req.body(raw.to_string());
+        }
+        let resp = req
+            .send()
+            .await
+            .map_err(|e| (true, format!("request failed: {e}"), None))?;
+        let status = resp.status();
+        let wait = resp
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(Duration::from_secs);
+        let json_type = resp
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|t| t.contains("json"));
+        let text = read_body(resp).await.map_err(|e| (false, e, None))?;
+        if !status.is_success() {
+            let retry = status.as_u16() == 429 || status.is_server_error();
+            let start: String = text.chars().take(200).collect();
+            return Err((retry, format!("HTTP {status}: {start}"), wait));
+        }
+        let json = if json_type {
+            Some(serde_json::from_str(&text).map_err(|e| {
+                (
+                    false,
+                    format!("the response says JSON but is not: {e}"),
+                    None,
+                )
+            })?)
+        } else {
+            serde_json::from_str(&text)
+                .ok()
+                .filter(|v: &serde_json::Value| v.is_object() || v.is_array())
+        };
+        Ok(StepOutput { text, json })
+    }
+
+    /// One `file` operation.
+    async fn file(&self) -> Result<StepOutput, String> {
+        let workspace = self
+            .tool
+            .workspace
+            .clone()
+            .ok_or("the workspace is not known")?;
+        let op = self.arg_str("op").unwrap_or("read");
+        let rel = self
+            .arg_str("path")
+            .unwrap_or(if op == "list" { "." } else { "" });
+        if rel.is_empty() {
+            return Err(format!("`{op}` needs a `path`"));
+        }
+        let path = inside(&workspace, rel, op == "write").await?;
+        match op {
+            "read" => {
+                let text = tokio::fs::read_to_string(&path)
+                    .await
+                    .map_err(|e| format!("cannot read `{rel}`: {e}"))?;
+                Ok(StepOutput { text, json: None })
+            }
+            "write" => {
+                let content = self.arg_str("content").unwrap_or_default();
+                tokio::fs::write(&path, content)
+                    .await
+                    .map_err(|e| format!("cannot write `{rel}`: {e}"))?;
+                let json = serde_json::json!({ "path": rel, "bytes": content.len() });
+                Ok(StepOutput {
+                    text: rel.to_string(),
+                    json: Some(json),
+                })
+            }
+            "list" => {
+                let mut entries = tokio::fs::read_dir(&path)
+                    .await
+                    .map_err(|e| format!("cannot list `{rel}`: {e}"))?;
+                let mut names = Vec::new();
+                while let Ok(Some(e)) = entries.next_entry().await {
+                    names.push(e.file_name().to_string_lossy().into_owned());
+                }
+                names.sort();
+                Ok(StepOutput {
+                    text: names.join("\n"),
+                    json: Some(serde_json::json!(names)),
+                })
+            }
+            other => Err(format!(
+                "`op: {other}` is not an operation (read, write, list)"
+            )),
+        }
+    }
+}
+
+/// The call ended without an output: it failed (the record says why) or was cancelled.
+struct Ended;
+
+/// `rel` inside `workspace`: no absolute path, no `..`, and after following symbolic
+/// links still inside (for a file to write, its folder must be).
+async fn inside(workspace: &Path, rel: &str, new_file: bool) -> Result<PathBuf, String> {
+    let relative = Path::new(rel);
+    if relative
+        .components()
+        .any(|c| !matches!(c, Component::Normal(_) | Component::CurDir))
+    {
+        return Err(format!(
+            "`{rel}` leaves the workspace (give a path inside it, without `..`)"
+        ));
+    }
+    let joined = workspace.join(relative);
+    let (check, tail) = if new_file {
+        let parent = joined
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| workspace.to_path_buf());
+        (parent, joined.file_name().map(|n| n.to_os_string()))
+    } else {
+        (joined.clone(), None)
+    };
+    let real = tokio::fs::canonicalize(&check)
+        .await
+        .map_err(|e| format!("`{rel}`: {e}"))?;
+    if !real.starts_with(workspace) {
+        return Err(format!(
+            "`{rel}` leads outside the workspace (through a symbolic link)"
+        ));
+    }
+    if let Some(name) = tail {
+        let target = real.join(name);
+        // An existing symbolic link as the file itself may point outside.
+        if let Ok(meta) = tokio::fs::symlink_metadata(&target).await
+            && meta.file_type().is_symlink()
+        {
+            let to = tokio::fs::canonicalize(&target)
+                .await
+                .map_err(|e| format!("`{rel}`: {e}"))?;
+            if !to.starts_with(workspace) {
+                return Err(format!(
+                    "`{rel}` leads outside the workspace (through a symbolic link)"
+                ));
+            }
+        }
+        return Ok(target);
+    }
+    Ok(real)
+}
+
+/// Reads a body up to [`MAX_BODY`] bytes as text.
+async fn read_body(resp: reqwest::Response) -> Result<String, String> {
+    let mut body = Vec::new();
+    let mut stream = resp.bytes_stream();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| format!("the response broke off: {e}"))?;
+        if body.len() + chunk.len() > MAX_BODY {
+            return Err(format!(
+                "the response is larger than {} MiB",
+                MAX_BODY / (1024 * 1024)
+            ));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    String::from_utf8(body).map_err(|_| "the response is not UTF-8 text".to_string())
+}
+
+fn attempt_record(
+    attempt: u32,
+    started: chrono::DateTime<Utc>,
+    t0: Instant,
+    error: Option<String>,
+) -> AttemptRecord {
+    AttemptRecord {
+        attempt,
+        model: None,
+        started_at: started,
+        duration_ms: ms(t0.elapsed()),
+        first_token_ms: None,
+        // A tool's failure has no model error class; its message says what failed.
+        error_kind: None,
+        error_message: error,
+        usage: None,
+    }
+}
