@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite: build dependencies, the embedded model, the real
 # OpenAI-compatible server the tests start, then every test of the workspace, then the
-# editor's browser tests (scripts/test-ui.sh), then the real desktop window
+# HTTP API fuzzed from its OpenAPI document (scripts/fuzz-api.sh), then the editor's
+# browser tests (scripts/test-ui.sh), then the real desktop window
 # (scripts/test-desktop.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -13,5 +14,6 @@ if cargo nextest --version >/dev/null 2>&1; then
 else
   cargo test --workspace --no-fail-fast
 fi
+scripts/fuzz-api.sh
 scripts/test-ui.sh
 scripts/test-desktop.sh

@@ -1,5 +1,10 @@
 import { expect, test, type Page } from '@playwright/test';
 
+// Editor behaviour that needs no engine, against the in-memory test backend
+// (src/testBackend.ts). Runs, the run panel, the history, run from / up to a step and
+// approvals are tested on the real engine in e2e-serve/ (the editor served by
+// `nexus serve`).
+
 const TWO_STEPS = `id: pair
 steps:
   - id: a
@@ -117,26 +122,6 @@ test('saving keeps positions, reopening shows the same graph, an unchanged save 
   expect(reopened).toEqual(positions);
 });
 
-test('a run shows each node status and the streamed tokens', async ({ page }) => {
-  await page.getByTestId('run').click();
-  await expect(page.getByTestId('run-dialog')).toBeVisible();
-  await page.getByTestId('run-start').click();
-  const ids = await page.evaluate(() => window.nexus!.editor.getState().nodes.map((n) => n.id));
-  expect(ids.length).toBeGreaterThan(1);
-  // A node is seen running with tokens streaming in, then every node succeeds.
-  await expect(page.getByTestId(`tokens-${ids[0]}`)).toContainText('Hello');
-  // Every step succeeds: in the run panel, and on every node the canvas shows.
-  for (const id of ids) {
-    await expect(page.getByTestId(`run-row-${id}`)).toContainText('succeeded', { timeout: 15_000 });
-  }
-  await page.getByTestId('canvas').locator('.react-flow__controls-fitview').click();
-  for (const id of ids) {
-    await expect(page.getByTestId(`status-${id}`)).toHaveText('succeeded');
-  }
-  await expect(page.getByTestId('run-status')).toHaveText('succeeded');
-  await expect(page.getByTestId(`run-output-${ids[0]}`)).toContainText(`Hello from ${ids[0]}`);
-});
-
 test('the search palette adds a step and finds one', async ({ page }) => {
   await loadText(page, TWO_STEPS);
   await page.getByTestId('canvas').click({ position: { x: 5, y: 5 } });
@@ -170,23 +155,6 @@ test('validation errors show on the node and the field', async ({ page }) => {
   await expect(page.getByTestId('node-error-empty')).toHaveCount(0);
 });
 
-test('the timeline shows one bar per attempt, parallel steps side by side', async ({ page }) => {
-  await loadText(
-    page,
-    `id: t\nsteps:\n  - {id: root, kind: template, template: r, position: {x: 100, y: 50}}\n  - {id: left, kind: llm, prompt: l, needs: [root], retry: {max_attempts: 2}, position: {x: 0, y: 250}}\n  - {id: right, kind: llm, prompt: r, needs: [root], position: {x: 300, y: 250}}\n`,
-  );
-  await page.getByTestId('run').click();
-  await page.getByTestId('run-start').click();
-  await expect(page.getByTestId('run-status')).toHaveText('succeeded', { timeout: 15_000 });
-  await expect(page.getByTestId('gantt-bar-left-1')).toHaveAttribute('data-outcome', 'failed');
-  await expect(page.getByTestId('gantt-bar-left-2')).toHaveAttribute('data-outcome', 'succeeded');
-  await expect(page.getByTestId('gantt-bar-right-1')).toHaveAttribute('data-outcome', 'succeeded');
-  // `left` and `right` ran at the same time: their first bars start together.
-  const x = async (id: string) => Number(await page.getByTestId(id).getAttribute('x'));
-  expect(Math.abs((await x('gantt-bar-left-1')) - (await x('gantt-bar-right-1')))).toBeLessThan(30);
-  expect(await x('gantt-bar-left-1')).toBeGreaterThan(await x('gantt-bar-root-1'));
-});
-
 test('a broken file opens with its error located and is not rewritten', async ({ page }) => {
   const broken = 'id: broken\nsteps:\n  - id: a\n    kind: llm\n    prompt: "unclosed\n';
   await page.evaluate((t) => window.nexus!.backend.files.set('broken.yaml', t), broken);
@@ -216,25 +184,6 @@ steps:
     position: {x: 100, y: 420}
 `;
 
-async function runToEnd(page: Page) {
-  await page.getByTestId('run-start').click();
-  await expect(page.getByTestId('run-status')).toHaveText('succeeded', { timeout: 15_000 });
-}
-
-test('the run panel shows each step input, output, model and why, tokens and attempts', async ({ page }) => {
-  await loadText(page, CHAIN.replace('prompt: three', 'prompt: three\n    retry: {max_attempts: 2}'));
-  await page.getByTestId('run').click();
-  await runToEnd(page);
-  await page.getByTestId('run-row-third').click();
-  await expect(page.getByTestId('detail-input')).toHaveText('three');
-  await expect(page.getByTestId('detail-output')).toHaveText('Hello from third');
-  await expect(page.getByTestId('detail-model')).toHaveText('embedded:smollm2-135m-instruct');
-  await expect(page.getByTestId('detail-why')).toContainText('explicit preference');
-  await expect(page.getByTestId('detail-tokens')).toContainText('12 in, 3 out');
-  await expect(page.getByTestId('detail-attempts').locator('li')).toHaveCount(2);
-  await expect(page.getByTestId('detail-attempts').locator('li').first()).toContainText('transient: HTTP 503');
-});
-
 test('a thinking step streams its reasoning apart from its output in the run panel', async ({ page }) => {
   await loadText(page, `id: thinking
 steps:
@@ -255,48 +204,6 @@ steps:
   await expect(page.getByTestId('detail-output')).toHaveText('Hello from plan');
 });
 
-test('an old run from the history opens on the canvas with its statuses and outputs', async ({ page }) => {
-  await loadText(page, CHAIN);
-  await page.getByTestId('run').click();
-  await runToEnd(page);
-  // Another workflow replaces the canvas; the history brings the run back.
-  await loadText(page, TWO_STEPS);
-  await expect(page.getByTestId('node-first')).toHaveCount(0);
-  await page.getByTestId('history').click();
-  const rows = page.getByTestId('history-dialog').locator('tr');
-  await expect(rows).toHaveCount(1);
-  await expect(rows.first()).toContainText('chain');
-  await rows.first().click();
-  await expect(page.getByTestId('run-panel')).toContainText('from the history');
-  await page.getByTestId('canvas').locator('.react-flow__controls-fitview').click();
-  for (const id of ['first', 'second', 'third']) {
-    await expect(page.getByTestId(`status-${id}`)).toHaveText('succeeded');
-  }
-  await expect(page.getByTestId('run-output-second')).toHaveText('Hello from second');
-  await expect(page.getByTestId('timeline').locator('rect')).toHaveCount(3);
-});
-
-test('run from a step reuses the steps before it; run up to a step runs only what it needs', async ({ page }) => {
-  await loadText(page, CHAIN);
-  await page.getByTestId('run').click();
-  await runToEnd(page);
-  const started = () =>
-    page.evaluate(async () => {
-      const b = window.nexus!.backend;
-      const run = await b.getRun(b.runs[0].run_id);
-      return run.events.filter((e) => e.type === 'step_started').map((e) => (e as { step_id: string }).step_id);
-    });
-  await page.getByTestId('node-second').click();
-  await page.getByTestId('run-from').click();
-  await expect(page.getByTestId('run-dialog')).toContainText('Run from second');
-  await runToEnd(page);
-  expect(await started()).toEqual(['second', 'third']);
-  await page.getByTestId('node-second').click();
-  await page.getByTestId('run-until').click();
-  await runToEnd(page);
-  expect(await started()).toEqual(['first', 'second']);
-});
-
 test('the prompt editor completes inputs and upstream outputs', async ({ page }) => {
   await loadText(page, CHAIN);
   await page.getByTestId('node-third').click();
@@ -310,27 +217,6 @@ test('the prompt editor completes inputs and upstream outputs', async ({ page })
   await expect(prompt).toHaveValue('three {{ steps.first.output }}');
   const saved = await page.evaluate(() => window.nexus!.editor.getState().serialize());
   expect(saved).toContain('prompt: three {{ steps.first.output }}');
-});
-
-test('an approval step asks in the run panel and goes on when approved', async ({ page }) => {
-  await loadText(page, `id: ship
-steps:
-  - id: draft
-    kind: template
-    template: v1
-    position: {x: 100, y: 60}
-  - id: ok
-    kind: approval
-    needs: [draft]
-    prompt: Release it?
-    position: {x: 100, y: 240}
-`);
-  await page.getByTestId('run').click();
-  await page.getByTestId('run-start').click();
-  await expect(page.getByTestId('run-question')).toContainText('Release it?');
-  await page.getByTestId('answer-approve').click();
-  await expect(page.getByTestId('run-status')).toHaveText('succeeded');
-  await expect(page.getByTestId('run-question')).toHaveCount(0);
 });
 
 test('the models view shows Ollama, pulls with progress and keeps a key', async ({ page }) => {

@@ -3,13 +3,25 @@ import { createRoot } from 'react-dom/client';
 import { App } from './App';
 import { TestBackend } from './testBackend';
 import { TauriBackend, inTauri } from './tauriBackend';
+import { HttpBackend, servedByNexus } from './httpBackend';
 import { useEditor } from './store';
 import type { Backend } from './backend';
 import { getCurrentWindow } from '@tauri-apps/api/window';
 
-// Inside the desktop app every call goes to the Tauri shell; in a plain browser
-// (development, Playwright) the in-memory backend serves the example workflows.
-const backend: Backend = inTauri() ? new TauriBackend() : new TestBackend();
+// Inside the desktop app every call goes to the Tauri shell; a page loaded from
+// `nexus serve` calls its HTTP API (the real engine; an API token, when the server
+// needs one, is given in the address as `#token=...`); in any other browser
+// (development, the editor-only Playwright tests) the in-memory backend serves the
+// example workflows.
+async function pickBackend(): Promise<Backend> {
+  if (inTauri()) return new TauriBackend();
+  if (await servedByNexus()) {
+    const token = new URLSearchParams(window.location.hash.slice(1)).get('token');
+    return new HttpBackend('', token);
+  }
+  return new TestBackend();
+}
+const backend: Backend = await pickBackend();
 declare global {
   interface Window {
     nexus?: { backend: TestBackend; editor: typeof useEditor };

@@ -66,6 +66,7 @@ pub const TEMPLATE_FILES: &[(&str, &str, &str)] = &[(
 
 /// The app's remembered settings (`<config dir>/nexus/desktop.json`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, specta::Type)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 pub struct Settings {
     /// The folder whose `*.yaml` files the app lists and saves to.
     pub workflows_folder: String,
@@ -73,6 +74,7 @@ pub struct Settings {
 
 /// An example workflow.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, specta::Type)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 pub struct Template {
     /// File name (`feature-spec.yaml`).
     pub name: String,
@@ -82,6 +84,7 @@ pub struct Template {
 
 /// What a Run button asks for.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, specta::Type)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 pub struct RunRequest {
     /// The workflow text as in the editor (saved or not).
     pub text: String,
@@ -101,6 +104,7 @@ pub struct RunRequest {
 
 /// One provider in the models view.
 #[derive(Debug, Clone, PartialEq, Serialize, specta::Type)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 pub struct ProviderView {
     /// `ollama`, `openai`, `embedded`.
     pub id: String,
@@ -116,6 +120,7 @@ pub struct ProviderView {
 
 /// A model in the selector's order.
 #[derive(Debug, Clone, PartialEq, Serialize, specta::Type)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 pub struct RankedModel {
     /// `provider:model`.
     pub reference: String,
@@ -131,6 +136,7 @@ pub struct RankedModel {
 
 /// Whether a cloud provider has a key, and where it comes from.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, specta::Type)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 pub struct KeyStatus {
     /// Provider id.
     pub provider: String,
@@ -144,6 +150,7 @@ pub struct KeyStatus {
 
 /// Everything the Models view shows.
 #[derive(Debug, Clone, PartialEq, Serialize, specta::Type)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 pub struct ModelsView {
     /// Each configured provider with its models.
     pub providers: Vec<ProviderView>,
@@ -161,6 +168,7 @@ pub struct ModelsView {
 
 /// One progress line of a model pull.
 #[derive(Debug, Clone, PartialEq, Serialize, specta::Type)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 pub struct PullProgress {
     /// The daemon's status text (`pulling manifest`, `pulling <digest>`, `success`).
     pub status: String,
@@ -172,6 +180,7 @@ pub struct PullProgress {
 
 /// A question a run waits on, for the run panel.
 #[derive(Debug, Clone, PartialEq, Serialize, specta::Type)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 pub struct PendingQuestion {
     /// Run id.
     pub run_id: String,
@@ -179,11 +188,31 @@ pub struct PendingQuestion {
     pub request: HumanRequest,
 }
 
+/// One circuit breaker, for the models view and `GET /api/breakers` of `nexus serve`.
+#[derive(Debug, Clone, PartialEq, Serialize, specta::Type)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
+pub struct BreakerView {
+    /// `provider:model`.
+    pub model: String,
+    /// Its state now (`closed`, `open` with `until`, `half_open`).
+    pub state: nexus_engine::breaker::BreakerState,
+    /// Consecutive trips without a full close (0 when closed).
+    pub trips: u32,
+    /// Counted failures in a row.
+    pub consecutive_failures: u32,
+    /// The message of the most recent failure recorded, if any.
+    pub last_failure: Option<String>,
+}
+
 /// Passes events on and says when the run is stored (its first event, `run_started` or
-/// `run_resumed`, is emitted after the store committed the run) or over.
+/// `run_resumed`, is emitted after the store committed the run) or over. A
+/// `waiting_for_human` event announces its question to the panel before anyone can see
+/// the event, so an answer sent on seeing it is kept even when it arrives before the
+/// engine starts waiting ([`PanelHuman`]).
 struct Started {
     inner: Arc<dyn EventSink>,
     started: Mutex<Option<oneshot::Sender<()>>>,
+    human: Arc<PanelHuman>,
 }
 
 impl EventSink for Started {
@@ -194,6 +223,21 @@ impl EventSink for Started {
         ) && let Some(tx) = lock(&self.started).take()
         {
             let _ = tx.send(());
+        }
+        match event {
+            Event::WaitingForHuman {
+                run_id, step_id, ..
+            } => {
+                lock(&self.human.questions)
+                    .announced
+                    .insert((run_id.clone(), step_id.clone()), None);
+            }
+            Event::RunFinished { run_id, .. } => {
+                lock(&self.human.questions)
+                    .announced
+                    .retain(|(run, _), _| run != run_id);
+            }
+            _ => {}
         }
         self.inner.emit(event);
     }
@@ -218,10 +262,25 @@ struct OpenQuestion {
 /// ([`Desktop::answer`]) or the engine stops waiting (the approval's timeout, the run
 /// cancelled: the engine drops the `decide` future); either way the question leaves the
 /// panel ([`Asked`] removes it on drop).
+///
+/// The engine emits `waiting_for_human` (and stores the run's status) before it calls
+/// `decide`; a question announced by that event but not yet asked keeps an answer given
+/// in between, and `decide` returns it at once. Both maps share one lock, so an answer
+/// goes to exactly one of them.
 #[derive(Default)]
 struct PanelHuman {
-    open: Mutex<HashMap<(String, String), OpenQuestion>>,
+    questions: Mutex<Questions>,
     next: AtomicU64,
+}
+
+type QuestionKey = (String, String);
+
+#[derive(Default)]
+struct Questions {
+    /// Questions `decide` waits on, by (run, step).
+    open: HashMap<QuestionKey, OpenQuestion>,
+    /// Questions announced by their event and not asked yet, with an early answer.
+    announced: HashMap<QuestionKey, Option<HumanDecision>>,
 }
 
 /// Removes its question from the panel when `decide` ends, however it ends.
@@ -233,9 +292,13 @@ struct Asked<'a> {
 
 impl Drop for Asked<'_> {
     fn drop(&mut self) {
-        let mut open = lock(&self.human.open);
-        if open.get(&self.key).is_some_and(|q| q.id == self.id) {
-            open.remove(&self.key);
+        let mut questions = lock(&self.human.questions);
+        if questions
+            .open
+            .get(&self.key)
+            .is_some_and(|q| q.id == self.id)
+        {
+            questions.open.remove(&self.key);
         }
     }
 }
@@ -246,14 +309,20 @@ impl HumanHandler for PanelHuman {
         let (tx, rx) = oneshot::channel();
         let key = (request.run_id().to_string(), request.step_id().to_string());
         let id = self.next.fetch_add(1, Ordering::Relaxed);
-        lock(&self.open).insert(
-            key.clone(),
-            OpenQuestion {
-                id,
-                request: request.clone(),
-                answer: tx,
-            },
-        );
+        {
+            let mut questions = lock(&self.questions);
+            if let Some(Some(early)) = questions.announced.remove(&key) {
+                return Some(early);
+            }
+            questions.open.insert(
+                key.clone(),
+                OpenQuestion {
+                    id,
+                    request: request.clone(),
+                    answer: tx,
+                },
+            );
+        }
         let _asked = Asked {
             human: self,
             key,
@@ -513,6 +582,14 @@ impl Desktop {
         std::fs::read_to_string(&path).map_err(|e| io(&path, e))
     }
 
+    /// Whether workflow `name` (relative to the workflows folder) exists as a file.
+    ///
+    /// # Errors
+    /// [`Error::BadPath`] for a path leaving the folder or not a workflow file name.
+    pub fn workflow_exists(&self, name: &str) -> Result<bool> {
+        Ok(self.resolve(name)?.is_file())
+    }
+
     /// Saves `text` as workflow `name` (relative to the workflows folder), atomically.
     /// The text is written as given, so an unchanged workflow saves to identical bytes.
     ///
@@ -686,6 +763,7 @@ impl Desktop {
         let sink: Arc<dyn EventSink> = Arc::new(Started {
             inner: sink,
             started: Mutex::new(Some(stored_tx)),
+            human: Arc::clone(&self.human),
         });
         options.sinks.push(Arc::clone(&sink));
         options.human = Some(Arc::clone(&self.human) as Arc<dyn HumanHandler>);
@@ -787,9 +865,54 @@ impl Desktop {
         })
     }
 
+    /// Leaves `request` for run `run_id` (id or prefix): obeyed at once when the run
+    /// runs in this process, else through the database by the process that runs it (a
+    /// `nexus run`, the desktop app), as `nexus pause|resume|cancel` does. Returns the
+    /// run's full id.
+    ///
+    /// # Errors
+    /// [`Error::UnknownRun`]; [`Error::NotActive`] when the run has finished or no process
+    /// runs it (interrupted: continue it with [`Desktop::resume_run`]); [`Error::Store`].
+    pub async fn control_run(&self, run_id: &str, request: crate::runs::Control) -> Result<String> {
+        let store = self.store().await?;
+        let run = store.get_run(run_id).await?;
+        crate::runs::ensure_unfinished(&run)?;
+        let here = self.active(&run.run_id, |r| match request {
+            crate::runs::Control::Pause => r.control.pause(),
+            crate::runs::Control::Resume => r.control.resume(),
+            crate::runs::Control::Cancel => r.cancel.cancel(),
+        });
+        if here.is_ok() {
+            return Ok(run.run_id);
+        }
+        crate::runs::request_control(&store, &run.run_id, request).await
+    }
+
+    /// Every known circuit breaker with its state now, sorted by `provider:model`.
+    ///
+    /// # Errors
+    /// [`Error::Store`], [`Error::Config`].
+    pub async fn breakers(&self) -> Result<Vec<BreakerView>> {
+        let engine = self.engine().await?;
+        let states = engine.breaker_states().await.map_err(|e| Error::Store {
+            message: e.to_string(),
+        })?;
+        Ok(states
+            .into_iter()
+            .map(|(model, state, snap)| BreakerView {
+                model,
+                state,
+                trips: snap.trips,
+                consecutive_failures: snap.consecutive_failures,
+                last_failure: snap.last_failure,
+            })
+            .collect())
+    }
+
     /// The questions runs of this app wait on.
     pub fn pending_questions(&self) -> Vec<PendingQuestion> {
-        lock(&self.human.open)
+        lock(&self.human.questions)
+            .open
             .iter()
             .map(|((run_id, _), q)| PendingQuestion {
                 run_id: run_id.clone(),
@@ -798,14 +921,26 @@ impl Desktop {
             .collect()
     }
 
-    /// Answers the question step `step_id` of run `run_id` waits on.
+    /// Answers the question step `step_id` of run `run_id` waits on (also when the
+    /// run's `waiting_for_human` event was seen but the engine is not waiting yet).
     ///
     /// # Errors
     /// [`Error::NotActive`] when no such question is open.
     pub fn answer(&self, run_id: &str, step_id: &str, decision: HumanDecision) -> Result<()> {
         let key = (run_id.to_string(), step_id.to_string());
-        let open = lock(&self.human.open).remove(&key);
-        let sent = open.is_some_and(|q| q.answer.send(decision).is_ok());
+        let mut questions = lock(&self.human.questions);
+        let sent = match questions.open.remove(&key) {
+            Some(q) => q.answer.send(decision).is_ok(),
+            // Announced by its event, not asked yet: `decide` takes this answer.
+            None => match questions.announced.get_mut(&key) {
+                Some(slot @ None) => {
+                    *slot = Some(decision);
+                    true
+                }
+                _ => false,
+            },
+        };
+        drop(questions);
         match sent {
             true => Ok(()),
             false => Err(Error::NotActive {

@@ -6,6 +6,7 @@ use serde::Serialize;
 
 /// What went wrong in a desktop operation.
 #[derive(Debug, thiserror::Error, Serialize, specta::Type)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Error {
     /// The workflow text does not parse or validate; each diagnostic names its place

@@ -117,6 +117,30 @@ enum Command {
     },
     /// Print the JSON Schema of the workflow file format.
     Schema,
+    /// Serve the HTTP API (and the editor as a web app) until Ctrl-C. Binds loopback;
+    /// another address needs --allow-remote and an API token in NEXUS_API_TOKEN (with a
+    /// token set, loopback requests need it too).
+    Serve {
+        /// Where to listen (port 0: any free port; the address is printed).
+        #[arg(long, default_value = nexus_server::DEFAULT_ADDR)]
+        bind: std::net::SocketAddr,
+        /// Allow a non-loopback address (needs NEXUS_API_TOKEN).
+        #[arg(long)]
+        allow_remote: bool,
+        /// The workflows folder the API lists and saves to. Default: `NEXUS_WORKFLOWS`,
+        /// else `workflows/` here or above, else `<documents>/Nexus/workflows`.
+        #[arg(long, env = "NEXUS_WORKFLOWS")]
+        workflows: Option<PathBuf>,
+        /// The built editor to serve at `/` (`ui/dist`). Default: `ui/dist` here when
+        /// it is built; without it only the API is served.
+        #[arg(long, env = "NEXUS_EDITOR")]
+        editor: Option<PathBuf>,
+        /// The largest request body accepted, bytes.
+        #[arg(long, default_value_t = nexus_server::DEFAULT_BODY_LIMIT)]
+        body_limit: usize,
+    },
+    /// Print the OpenAPI document of `nexus serve`'s API.
+    Openapi,
 }
 
 #[derive(Subcommand)]
@@ -224,12 +248,75 @@ async fn dispatch(cli: Cli) -> Result<(), Failure> {
         Command::Validate { files, json } => validate(&files, json),
         Command::Models { json } => models(&db, json).await,
         Command::Runs { command } => runs(&db, command).await,
+        Command::Serve {
+            bind,
+            allow_remote,
+            workflows,
+            editor,
+            body_limit,
+        } => serve(db, bind, allow_remote, workflows, editor, body_limit).await,
+        Command::Openapi => {
+            use std::io::Write;
+            let text = nexus_server::openapi::json()?;
+            // A closed pipe (`| head`) is not an error worth a panic.
+            let _ = std::io::stdout().write_all(text.as_bytes());
+            Ok(())
+        }
         Command::Schema => {
             let schema = nexus_app::engine::workflow::json_schema();
             println!("{}", serde_json::to_string_pretty(&schema)?);
             Ok(())
         }
     }
+}
+
+/// `nexus serve`: the app's operations over HTTP; the run database is shared with the
+/// CLI and the desktop app. Cloud keys come from the environment only.
+async fn serve(
+    db: PathBuf,
+    addr: std::net::SocketAddr,
+    allow_remote: bool,
+    workflows: Option<PathBuf>,
+    editor: Option<PathBuf>,
+    body_limit: usize,
+) -> Result<(), Failure> {
+    let mut paths = nexus_app::Paths::standard();
+    paths.database = db;
+    if let Some(folder) = workflows {
+        paths.default_workflows = std::path::absolute(&folder).unwrap_or(folder);
+    }
+    // The server never changes the folder, so it never writes this file; the desktop
+    // app's own settings file is not read.
+    if let Some(dir) = paths.settings_file.parent() {
+        paths.settings_file = dir.join("serve.json");
+    }
+    let editor = editor.or_else(|| {
+        let built = PathBuf::from("ui/dist");
+        built.join("index.html").is_file().then_some(built)
+    });
+    let config = nexus_server::Config {
+        addr,
+        allow_remote,
+        token: std::env::var("NEXUS_API_TOKEN").ok(),
+        editor,
+        body_limit,
+    };
+    let desktop =
+        nexus_app::Desktop::new(paths, Arc::new(nexus_app::keys::ProcessSecrets::default()));
+    let with_editor = config.editor.is_some();
+    nexus_server::serve(desktop, config, |bound| {
+        use std::io::Write;
+        // A closed stdout (the starting process stopped reading) must not stop the
+        // server: write errors are ignored (`println!` would panic).
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "nexus serve: listening on http://{bound}");
+        if with_editor {
+            let _ = writeln!(out, "nexus serve: the editor is at http://{bound}/");
+        }
+        let _ = out.flush();
+    })
+    .await
+    .map_err(|e| fail(2, e.to_string()))
 }
 
 fn diagnostics_failure(diags: &[Diagnostic], what: &str) -> Failure {

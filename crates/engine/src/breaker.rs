@@ -168,6 +168,7 @@ impl BreakerConfig {
 /// Serialized internally tagged: `{"state":"closed"}`,
 /// `{"state":"open","until":"2025-01-01T12:00:30Z"}` (RFC 3339, UTC), `{"state":"half_open"}`.
 #[cfg_attr(feature = "specta", derive(specta::Type))]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "state", rename_all = "snake_case")]
 pub enum BreakerState {
@@ -217,6 +218,7 @@ pub enum CallOutcome {
 ///
 /// Serialized as `{"from":{"state":"closed"},"to":{"state":"open","until":"…"},"reason":"…"}`.
 #[cfg_attr(feature = "specta", derive(specta::Type))]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Transition {
     /// State before.

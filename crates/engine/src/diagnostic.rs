@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 
 /// What kind of problem a [`Diagnostic`] reports. Serialized as a snake_case string.
 #[cfg_attr(feature = "specta", derive(specta::Type))]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum DiagnosticCode {
@@ -84,6 +85,7 @@ impl DiagnosticCode {
 
 /// A 1-based line and column in a workflow file.
 #[cfg_attr(feature = "specta", derive(specta::Type))]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Span {
     /// Line, counting from 1.
@@ -94,6 +96,7 @@ pub struct Span {
 
 /// One located problem in a workflow.
 #[cfg_attr(feature = "specta", derive(specta::Type))]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Diagnostic {
     /// What kind of problem.

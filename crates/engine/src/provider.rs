@@ -27,6 +27,7 @@ use serde::{Deserialize, Serialize};
 /// Where a provider runs, which decides its default concurrency and its place in the
 /// selector's order.
 #[cfg_attr(feature = "specta", derive(specta::Type))]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Locality {
@@ -40,6 +41,7 @@ pub enum Locality {
 
 /// A model a provider can serve now.
 #[cfg_attr(feature = "specta", derive(specta::Type))]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ModelInfo {
     /// Provider id (`ollama`, `openai`, `embedded`).
@@ -80,6 +82,7 @@ pub struct ModelInfo {
 /// Ollama repository: `completion`, `tools`, `insert`, `vision`, `embedding`,
 /// `thinking`); other names read as [`ModelCapability::Other`].
 #[cfg_attr(feature = "specta", derive(specta::Type))]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ModelCapability {
@@ -175,6 +178,7 @@ pub struct ChatRequest {
 
 /// Token counts of one completion.
 #[cfg_attr(feature = "specta", derive(specta::Type))]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct Usage {
     /// Tokens in the prompt, as the provider counted them.
@@ -207,6 +211,7 @@ pub type ChatStream = Pin<Box<dyn Stream<Item = Result<ChatChunk, ProviderError>
 /// How a provider failed: the error taxonomy. Each class maps to one [`ErrorAction`]
 /// (see [`TAXONOMY`], the single table the engine and the README follow).
 #[cfg_attr(feature = "specta", derive(specta::Type))]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ProviderErrorKind {

@@ -57,6 +57,7 @@ pub struct StoredChild {
 
 /// One attempt of a step.
 #[cfg_attr(feature = "specta", derive(specta::Type))]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AttemptRecord {
     /// Attempt number, from 1, counted across models.
@@ -80,6 +81,7 @@ pub struct AttemptRecord {
 /// A rung of the fallback ladder taken: a move from one model (or parameters, agent) to
 /// the next, or to the step's `on_failure`, or to a human.
 #[cfg_attr(feature = "specta", derive(specta::Type))]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FallbackRecord {
     /// Model (or state) given up.
@@ -95,6 +97,7 @@ pub struct FallbackRecord {
 
 /// One guardrail verdict on a step's input or output, for the audit table.
 #[cfg_attr(feature = "specta", derive(specta::Type))]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GuardrailRecord {
     /// `input` or `output`.
@@ -137,6 +140,7 @@ pub struct EngineState {
 
 /// A finished step.
 #[cfg_attr(feature = "specta", derive(specta::Type))]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StepRecord {
     /// Step id.
@@ -181,6 +185,7 @@ pub struct StepRecord {
     /// The selector's decision ("why this model").
     #[serde(default)]
     #[cfg_attr(feature = "specta", specta(type = Option<serde_json::Value>))]
+    #[cfg_attr(feature = "utoipa", schema(value_type = Option<Object>))]
     pub selection: Option<crate::select::SelectionRecord>,
     /// Guardrail verdicts on the step's input and output.
     #[serde(default)]

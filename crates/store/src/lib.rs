@@ -172,6 +172,7 @@ struct PendingWrite {
 
 /// One line of `runs list`.
 #[cfg_attr(feature = "specta", derive(specta::Type))]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Serialize)]
 pub struct RunSummary {
     /// Run id.
@@ -192,6 +193,7 @@ pub struct RunSummary {
 
 /// A stored run with everything recorded about it.
 #[cfg_attr(feature = "specta", derive(specta::Type))]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Serialize)]
 pub struct StoredRun {
     /// Run id.

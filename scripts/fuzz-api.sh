@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# Fuzzes the HTTP API of `nexus serve` from its OpenAPI document with Schemathesis
+# (installed from PyPI by name, pinned, into a virtual environment under the cache dir):
+# no 5xx, no crash, every response (and every event of a run's stream) matching the
+# document, documented status codes and content types. The server runs on a free loopback
+# port with a fresh workflows folder and run database; runs use the embedded model.
+# NEXUS_BIN names the `nexus` binary (default: the workspace's debug build).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+VERSION=4.32.5
+venv="${NEXUS_FUZZ_VENV:-$HOME/.cache/nexus-fuzz-venv}"
+if ! python3 -c 'import ensurepip' >/dev/null 2>&1; then
+  bash scripts/ensure-debian-packages.sh "the API fuzzer's virtual environment" python3-venv
+fi
+if [ ! -x "$venv/bin/schemathesis" ] || [ "$("$venv/bin/schemathesis" --version 2>/dev/null)" != "schemathesis, version $VERSION" ]; then
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install --quiet --disable-pip-version-check "schemathesis==$VERSION"
+fi
+if [ -z "${NEXUS_BIN:-}" ]; then
+  NEXUS_BIN="$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')/debug/nexus"
+fi
+[ -x "$NEXUS_BIN" ] || { echo "no nexus binary at $NEXUS_BIN: build the workspace first (cargo nextest run --workspace --no-run)" >&2; exit 1; }
+work="$(mktemp -d)"
+server=""
+cleanup() {
+  if [ -n "$server" ]; then kill "$server" 2>/dev/null || true; wait "$server" 2>/dev/null || true; fi
+  rm -rf "$work"
+}
+trap cleanup EXIT
+mkdir -p "$work/workflows"
+cp workflows/*.yaml "$work/workflows/"
+cp -r workflows/data "$work/workflows/"
+NEXUS_DB="$work/runs.db" OLLAMA_HOST=127.0.0.1:9 \
+  env -u NEXUS_API_TOKEN -u OPENAI_API_KEY -u OPENAI_BASE_URL -u NEXUS_OPENAI_BASE_URL -u NEXUS_OPENAI_API_KEY \
+  "$NEXUS_BIN" serve --bind 127.0.0.1:0 --workflows "$work/workflows" >"$work/out" 2>"$work/err" &
+server=$!
+# Wait for the "listening on" line (the server prints it once it accepts connections).
+for _ in $(seq 1 300); do
+  grep -q 'listening on' "$work/out" 2>/dev/null && break
+  kill -0 "$server" 2>/dev/null || { cat "$work/err" >&2; exit 1; }
+  sleep 0.1
+done
+base="$(grep -o 'http://[0-9.:]*' "$work/out" | head -1)"
+[ -n "$base" ] || { echo "nexus serve did not start" >&2; cat "$work/err" >&2; exit 1; }
+status=0
+"$venv/bin/schemathesis" --config-file tests/fuzz/schemathesis.toml run schema/openapi.json \
+  --url "$base" --checks all --seed "${NEXUS_FUZZ_SEED:-1}" || status=$?
+if ! kill -0 "$server" 2>/dev/null; then
+  echo "nexus serve died during the fuzzing:" >&2
+  cat "$work/err" >&2
+  exit 1
+fi
+exit "$status"

@@ -1,0 +1,172 @@
+import { expect, test, type APIRequestContext, type Page } from '@playwright/test';
+
+// The editor as a web app on the real engine: every page here was loaded from
+// `nexus serve` (playwright.serve.config.ts), so runs, history and questions go through
+// its HTTP API to the engine and the embedded model. Expectations are what the engine
+// reports (stored records read back over the API), never fixed numbers.
+
+interface Stored {
+  run_id: string;
+  status: string;
+  steps: {
+    step_id: string;
+    input: string | null;
+    output: string | null;
+    model: string | null;
+    model_reason: string | null;
+    usage: { prompt_tokens: number; completion_tokens: number } | null;
+    attempts: unknown[];
+  }[];
+  events: { type: string; step_id?: string }[];
+}
+
+async function latestRun(request: APIRequestContext): Promise<Stored> {
+  const runs = (await (await request.get('/api/runs?limit=1')).json()) as { run_id: string }[];
+  return (await (await request.get(`/api/runs/${runs[0].run_id}`)).json()) as Stored;
+}
+
+async function open(page: Page, name: string) {
+  await page.getByTestId('open').click();
+  await page.getByTestId(`open-${name}`).click();
+  await page.getByTestId('canvas').locator('.react-flow__node').first().waitFor();
+  // Every node in view (the canvas draws only what is visible).
+  await page.getByTestId('canvas').locator('.react-flow__controls-fitview').click();
+}
+
+/** Selects step `id` (with every node brought into view first). */
+async function select(page: Page, id: string) {
+  await page.getByTestId('canvas').locator('.react-flow__controls-fitview').click();
+  await page.getByTestId(`node-${id}`).click();
+}
+
+async function runToEnd(page: Page) {
+  await page.getByTestId('run-start').click();
+  await expect(page.getByTestId('run-status')).toHaveText('succeeded', { timeout: 90_000 });
+}
+
+test.beforeEach(async ({ page }) => {
+  await page.goto('/');
+  await page.getByTestId('canvas').waitFor();
+});
+
+test('the page talks to nexus serve: the open dialog lists the server folder', async ({ page, request }) => {
+  const listed = (await (await request.get('/api/workflows')).json()) as string[];
+  expect(listed).toEqual(['approve.yaml', 'chain.yaml', 'edit.yaml', 'stream.yaml']);
+  await page.getByTestId('open').click();
+  for (const name of listed) await expect(page.getByTestId(`open-${name}`)).toBeVisible();
+});
+
+test('an opened workflow is edited and saved to the server; an unchanged save is byte-identical', async ({ page, request }) => {
+  const before = ((await (await request.get('/api/workflows/edit.yaml')).json()) as { text: string }).text;
+  await open(page, 'edit.yaml');
+  await page.getByTestId('save').click();
+  await expect(page.getByTestId('toast')).toContainText('Saved edit.yaml');
+  const same = ((await (await request.get('/api/workflows/edit.yaml')).json()) as { text: string }).text;
+  expect(same).toBe(before);
+  await select(page, 'draft');
+  await page.getByTestId('field-template').fill('shipped from the browser');
+  await page.getByTestId('save').click();
+  await expect(page.getByTestId('toast')).toContainText('Saved edit.yaml');
+  const after = ((await (await request.get('/api/workflows/edit.yaml')).json()) as { text: string }).text;
+  expect(after).toContain('template: shipped from the browser');
+  expect(after).toContain('# Edited and saved by the tests.');
+  const check = (await (await request.post('/api/validate', { data: { text: after } })).json()) as { valid: boolean };
+  expect(check.valid).toBe(true);
+});
+
+test('a run streams the embedded model tokens into the node and the panel shows the stored output', async ({ page, request }) => {
+  await open(page, 'stream.yaml');
+  await page.getByTestId('run').click();
+  await expect(page.getByTestId('run-dialog')).toBeVisible();
+  await page.getByTestId('run-start').click();
+  // Tokens are seen while the step runs (the run panel row shows them as they come).
+  await expect(page.getByTestId('tokens-hello')).toHaveText(/\S/, { timeout: 90_000 });
+  await expect(page.getByTestId('run-status')).toHaveText('succeeded', { timeout: 90_000 });
+  const run = await latestRun(request);
+  expect(run.status).toBe('succeeded');
+  const hello = run.steps.find((s) => s.step_id === 'hello')!;
+  expect(hello.model).toBe('embedded:smollm2-135m-instruct');
+  await expect(page.getByTestId('run-output-hello')).toContainText(hello.output!.trim().slice(0, 20));
+  await page.getByTestId('run-row-hello').click();
+  await expect(page.getByTestId('detail-model')).toHaveText('embedded:smollm2-135m-instruct');
+});
+
+test('the run panel shows the stored input, output, model and why, tokens, attempts and one timeline bar per attempt', async ({ page, request }) => {
+  await open(page, 'chain.yaml');
+  await page.getByTestId('run').click();
+  await runToEnd(page);
+  const run = await latestRun(request);
+  for (const step of run.steps) {
+    await page.getByTestId(`run-row-${step.step_id}`).click();
+    await expect(page.getByTestId('detail-input')).toHaveText(step.input!);
+    await expect(page.getByTestId('detail-output')).toHaveText(step.output!);
+    await expect(page.getByTestId('detail-model')).toHaveText(step.model!);
+    await expect(page.getByTestId('detail-why')).toContainText(step.model_reason!);
+    await expect(page.getByTestId('detail-tokens')).toContainText(
+      `${step.usage!.prompt_tokens} in, ${step.usage!.completion_tokens} out`,
+    );
+    await expect(page.getByTestId('detail-attempts').locator('li')).toHaveCount(step.attempts.length);
+    await expect(page.getByTestId(`gantt-bar-${step.step_id}-1`)).toHaveAttribute('data-outcome', 'succeeded');
+  }
+  // The steps ran one after the other: each bar starts after the one before it.
+  const x = async (id: string) => Number(await page.getByTestId(`gantt-bar-${id}-1`).getAttribute('x'));
+  expect(await x('second')).toBeGreaterThan(await x('first'));
+  expect(await x('third')).toBeGreaterThan(await x('second'));
+});
+
+test('the history lists the server runs and opens one on the canvas', async ({ page, request }) => {
+  await open(page, 'stream.yaml');
+  await page.getByTestId('run').click();
+  await runToEnd(page);
+  const run = await latestRun(request);
+  await open(page, 'approve.yaml');
+  await expect(page.getByTestId('node-hello')).toHaveCount(0);
+  await page.getByTestId('history').click();
+  const rows = page.getByTestId('history-dialog').locator('tr', { hasText: 'stream' });
+  await expect(rows.first()).toBeVisible();
+  await rows.first().click();
+  await expect(page.getByTestId('run-panel')).toContainText('from the history');
+  await expect(page.getByTestId('run-id')).toHaveText(run.run_id);
+  await page.getByTestId('canvas').locator('.react-flow__controls-fitview').click();
+  await expect(page.getByTestId('status-hello')).toHaveText('succeeded');
+});
+
+test('run from a step reuses the steps before it; run up to a step runs only what it needs', async ({ page, request }) => {
+  await open(page, 'chain.yaml');
+  await page.getByTestId('run').click();
+  await runToEnd(page);
+  const started = async () =>
+    (await latestRun(request)).events.filter((e) => e.type === 'step_started').map((e) => e.step_id);
+  expect(await started()).toEqual(['first', 'second', 'third']);
+  await select(page, 'third');
+  await page.getByTestId('run-from').click();
+  await expect(page.getByTestId('run-dialog')).toContainText('Run from third');
+  await runToEnd(page);
+  expect(await started()).toEqual(['third']);
+  await select(page, 'second');
+  await page.getByTestId('run-until').click();
+  await runToEnd(page);
+  expect(await started()).toEqual(['first', 'second']);
+});
+
+test('an approval asks in the run panel and the run goes on when it is approved', async ({ page, request }) => {
+  await open(page, 'approve.yaml');
+  await page.getByTestId('run').click();
+  await page.getByTestId('run-start').click();
+  await expect(page.getByTestId('run-question')).toContainText('Release v1?', { timeout: 30_000 });
+  // Listed once the engine waits (just after the event the panel shows).
+  await expect
+    .poll(async () =>
+      ((await (await request.get('/api/questions')).json()) as { request: { step_id: string } }[]).map(
+        (q) => q.request.step_id,
+      ),
+    )
+    .toEqual(['ok']);
+  await page.getByTestId('answer-approve').click();
+  await expect(page.getByTestId('run-status')).toHaveText('succeeded', { timeout: 30_000 });
+  await expect(page.getByTestId('run-question')).toHaveCount(0);
+  const run = await latestRun(request);
+  expect(run.steps.map((s) => s.step_id)).toEqual(['draft', 'ok', 'done']);
+  expect(run.events.some((e) => e.type === 'human_decided')).toBe(true);
+  expect(((await (await request.get('/api/questions')).json()) as unknown[]).length).toBe(0);
+});
