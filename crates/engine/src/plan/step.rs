@@ -56,20 +56,7 @@ impl StepPlanner<'_, '_> {
     /// Compiles the step's template `text` written in `field` as `steps.<id>.<field>`,
     /// adding the steps it reads; the template's name, or `None` when it has errors.
     pub(super) fn compile(&mut self, field: &str, text: &str) -> Option<String> {
-        let name = format!("steps.{}.{field}", self.id);
-        let at = self.at(field);
-        let reads = compile_template(
-            self.cx,
-            self.templates,
-            self.wf,
-            self.index,
-            self.scope,
-            &name,
-            text.to_string(),
-            at,
-        )?;
-        self.reads.extend(reads);
-        Some(name)
+        self.compile_named(field, field, text.to_string())
     }
 
     /// Compiles the template `text` as `steps.<id>.<name>`, located at the step's `field`,

@@ -107,6 +107,57 @@ impl Engine {
     }
 }
 
+/// What a `map` or `loop` step hands each of its bodies: its recorded step, the run's
+/// inputs and shared state, the options its bodies run under (a token of its own), the
+/// frame it runs in, the outputs it reads, and its bodies' records from an interrupted
+/// run.
+pub(super) struct BodyOwner {
+    pub(super) step: crate::plan::PlannedStep,
+    pub(super) inputs: Arc<Inputs>,
+    pub(super) shared: Arc<RunShared>,
+    pub(super) options: RunOptions,
+    pub(super) frame: Arc<Frame>,
+    pub(super) reads: Vec<(String, Arc<StepOutput>)>,
+    pub(super) prior: Vec<StepRecord>,
+}
+
+impl BodyOwner {
+    /// The owner state of step `i` of `s`.
+    pub(super) fn new(s: &Sched, i: usize, prior: Vec<StepRecord>) -> BodyOwner {
+        BodyOwner {
+            step: s.recorded(&s.plan.steps[i]),
+            inputs: Arc::clone(&s.inputs),
+            shared: Arc::clone(&s.shared),
+            options: body_options(&s.options, s.options.cancel.child_token()),
+            frame: Arc::clone(&s.frame),
+            reads: owner_reads(s, i),
+            prior,
+        }
+    }
+
+    /// The run of body `plan` as item or iteration `n`, binding `vars`; the records of an
+    /// interrupted run under its prefix are taken out of `prior`.
+    pub(super) fn body(
+        &mut self,
+        plan: &Arc<Plan>,
+        n: usize,
+        vars: impl IntoIterator<Item = (String, serde_json::Value)>,
+    ) -> BodyRun {
+        let frame = self
+            .frame
+            .child(&self.step.id, n, vars, self.reads.iter().cloned());
+        let prior = take_prefixed(&mut self.prior, &frame.prefix);
+        BodyRun {
+            plan: Arc::clone(plan),
+            inputs: Arc::clone(&self.inputs),
+            shared: Arc::clone(&self.shared),
+            options: self.options.clone(),
+            frame,
+            prior,
+        }
+    }
+}
+
 /// The options a body runs under: the owner's token, the run's control and handler.
 pub(super) fn body_options(
     parent: &RunOptions,

@@ -13,13 +13,13 @@ use std::time::Instant;
 
 use chrono::Utc;
 
-use super::body::{BodyRun, body_options, owner_reads, take_prefixed};
+use super::body::BodyOwner;
 use super::records::record_for;
-use super::scheduler::{Inputs, Sched};
+use super::scheduler::Sched;
 use super::templates::{Frame, all_steps, render, render_value};
-use super::{Engine, RunOptions, RunShared, StepOutput, ms};
+use super::{Engine, StepOutput, ms};
 use crate::events::StepStatus;
-use crate::plan::{LoopAction, PlannedStep, StateInit};
+use crate::plan::{LoopAction, StateInit};
 use crate::store::StepRecord;
 use crate::workflow::LoopCap;
 
@@ -27,15 +27,9 @@ type State = serde_json::Map<String, serde_json::Value>;
 
 /// A `loop` step ready to run.
 pub(super) struct LoopRun {
-    step: PlannedStep,
+    owner: BodyOwner,
     lp: LoopAction,
     state: State,
-    inputs: Arc<Inputs>,
-    shared: Arc<RunShared>,
-    options: RunOptions,
-    frame: Arc<Frame>,
-    reads: Vec<(String, Arc<StepOutput>)>,
-    prior: Vec<StepRecord>,
 }
 
 /// Evaluates the initial state of the loop at `i`; the run, or why the step fails.
@@ -59,15 +53,9 @@ pub(super) fn prepare(
         state.insert(name.clone(), value);
     }
     Ok(LoopRun {
-        step: s.recorded(step),
+        owner: BodyOwner::new(s, i, prior),
         lp: lp.clone(),
         state,
-        inputs: Arc::clone(&s.inputs),
-        shared: Arc::clone(&s.shared),
-        options: body_options(&s.options, s.options.cancel.child_token()),
-        frame: Arc::clone(&s.frame),
-        reads: owner_reads(s, i),
-        prior,
     })
 }
 
@@ -86,7 +74,7 @@ impl Engine {
         mut run: LoopRun,
     ) -> (StepRecord, Option<StepOutput>) {
         let t0 = Instant::now();
-        let mut rec = record_for(&run.step, StepStatus::Succeeded, None, Utc::now());
+        let mut rec = record_for(&run.owner.step, StepStatus::Succeeded, None, Utc::now());
         let mut iterations = 0;
         let mut stop = Stop::Cap;
         for it in 0..run.lp.max_iterations {
@@ -145,7 +133,7 @@ impl Engine {
 
     /// Runs iteration `k`, then updates the state; whether `until` holds now.
     async fn iterate(self: &Arc<Self>, run: &mut LoopRun, k: usize) -> Result<bool, Stop> {
-        if run.options.cancel.is_cancelled() {
+        if run.owner.options.cancel.is_cancelled() {
             return Err(Stop::Cancelled);
         }
         let vars = [
@@ -155,18 +143,7 @@ impl Engine {
             ),
             ("iteration".to_string(), serde_json::Value::from(k)),
         ];
-        let frame = run
-            .frame
-            .child(&run.step.id, k, vars, run.reads.iter().cloned());
-        let prior = take_prefixed(&mut run.prior, &frame.prefix);
-        let body = BodyRun {
-            plan: Arc::clone(&run.lp.body),
-            inputs: Arc::clone(&run.inputs),
-            shared: Arc::clone(&run.shared),
-            options: run.options.clone(),
-            frame,
-            prior,
-        };
+        let body = run.owner.body(&run.lp.body, k, vars);
         let outcome = Arc::clone(self).run_body(body).await;
         if let Some(failure) = outcome.failure {
             return Err(Stop::Failed(format!("iteration {k} failed: {failure}")));
@@ -181,7 +158,7 @@ impl Engine {
             let v = render_value(
                 plan,
                 t,
-                &run.inputs,
+                &run.owner.inputs,
                 &outcome.frame,
                 &every,
                 &outcome.outputs,
@@ -202,8 +179,15 @@ impl Engine {
         after
             .vars
             .insert("state".into(), serde_json::Value::Object(run.state.clone()));
-        render(plan, until, &run.inputs, &after, &every, &outcome.outputs)
-            .map(|v| v.trim() == "true")
-            .map_err(|e| Stop::Failed(format!("iteration {k}: `until` failed to evaluate: {e}")))
+        render(
+            plan,
+            until,
+            &run.owner.inputs,
+            &after,
+            &every,
+            &outcome.outputs,
+        )
+        .map(|v| v.trim() == "true")
+        .map_err(|e| Stop::Failed(format!("iteration {k}: `until` failed to evaluate: {e}")))
     }
 }

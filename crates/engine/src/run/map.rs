@@ -14,27 +14,21 @@ use std::time::Instant;
 use chrono::Utc;
 use tokio::task::JoinSet;
 
-use super::body::{BodyOutcome, BodyRun, body_options, owner_reads, take_prefixed, type_name};
+use super::body::{BodyOutcome, BodyOwner, type_name};
 use super::records::record_for;
-use super::scheduler::{Inputs, Sched};
-use super::templates::{Frame, all_steps, render_value};
-use super::{Engine, RunOptions, RunShared, StepOutput, ms};
+use super::scheduler::Sched;
+use super::templates::{all_steps, render_value};
+use super::{Engine, StepOutput, ms};
 use crate::events::StepStatus;
-use crate::plan::{MapAction, PlannedStep};
+use crate::plan::MapAction;
 use crate::store::StepRecord;
 use crate::workflow::OnItemError;
 
 /// A `map` step ready to run.
 pub(super) struct MapRun {
-    step: PlannedStep,
+    owner: BodyOwner,
     map: MapAction,
     items: Vec<serde_json::Value>,
-    inputs: Arc<Inputs>,
-    shared: Arc<RunShared>,
-    options: RunOptions,
-    frame: Arc<Frame>,
-    reads: Vec<(String, Arc<StepOutput>)>,
-    prior: Vec<StepRecord>,
 }
 
 /// Evaluates the item list of the map at `i`; the run, or why the step fails.
@@ -61,15 +55,9 @@ pub(super) fn prepare(
         ));
     };
     Ok(MapRun {
-        step: s.recorded(step),
+        owner: BodyOwner::new(s, i, prior),
         map: map.clone(),
         items,
-        inputs: Arc::clone(&s.inputs),
-        shared: Arc::clone(&s.shared),
-        options: body_options(&s.options, s.options.cancel.child_token()),
-        frame: Arc::clone(&s.frame),
-        reads: owner_reads(s, i),
-        prior,
     })
 }
 
@@ -120,11 +108,15 @@ impl Engine {
         let mut stop = false;
         loop {
             while !stop && next < n && tasks.len() < run.map.concurrency {
-                if run.options.cancel.is_cancelled() {
+                if run.owner.options.cancel.is_cancelled() {
                     stop = true;
                     break;
                 }
-                let body = self.item_body(&mut run, next);
+                let vars = [
+                    (run.map.item_as.clone(), run.items[next].clone()),
+                    (run.map.index_as.clone(), serde_json::Value::from(next)),
+                ];
+                let body = run.owner.body(&run.map.body, next, vars);
                 let engine = Arc::clone(&self);
                 let k = next;
                 let handle = tasks.spawn(async move { (k, engine.run_body(body).await) });
@@ -146,34 +138,13 @@ impl Engine {
             self.gather(&run, k, &outcome, &mut g);
             if g.state[k] == ItemState::Failed && run.map.on_item_error == OnItemError::FailFast {
                 stop = true;
-                run.options.cancel.cancel();
+                run.owner.options.cancel.cancel();
             }
         }
-        let mut rec = record_for(&run.step, StepStatus::Succeeded, None, started);
+        let mut rec = record_for(&run.owner.step, StepStatus::Succeeded, None, started);
         let out = finish_map(&run, g, &mut rec);
         rec.duration_ms = ms(t0.elapsed());
         (rec, out)
-    }
-
-    /// The body run of item `k`: its frame (the item and its index bound) and its
-    /// records from an interrupted run.
-    fn item_body(&self, run: &mut MapRun, k: usize) -> BodyRun {
-        let vars = [
-            (run.map.item_as.clone(), run.items[k].clone()),
-            (run.map.index_as.clone(), serde_json::Value::from(k)),
-        ];
-        let frame = run
-            .frame
-            .child(&run.step.id, k, vars, run.reads.iter().cloned());
-        let prior = take_prefixed(&mut run.prior, &frame.prefix);
-        BodyRun {
-            plan: Arc::clone(&run.map.body),
-            inputs: Arc::clone(&run.inputs),
-            shared: Arc::clone(&run.shared),
-            options: run.options.clone(),
-            frame,
-            prior,
-        }
     }
 
     /// Records how item `k` ended and its result.
@@ -192,7 +163,7 @@ impl Engine {
             Some(t) => render_value(
                 body,
                 t,
-                &run.inputs,
+                &run.owner.inputs,
                 &outcome.frame,
                 &all_steps(body),
                 &outcome.outputs,
@@ -248,7 +219,7 @@ fn finish_map(run: &MapRun, g: Gathered, rec: &mut StepRecord) -> Option<StepOut
         _ => g.results,
     };
     let first_error = (0..n).find_map(|k| g.errors[k].as_ref().map(|e| (k, e)));
-    let error = if run.options.cancel.is_cancelled() && failed == 0 {
+    let error = if run.owner.options.cancel.is_cancelled() && failed == 0 {
         rec.status = StepStatus::Cancelled;
         Some("the map was cancelled before all its items ran".to_string())
     } else if failed > 0 && !tolerated(&run.map, failed, n) {
