@@ -263,8 +263,11 @@ async fn dispatch(cli: Cli) -> Result<(), Failure> {
             Ok(())
         }
         Command::Schema => {
+            use std::io::Write;
             let schema = nexus_app::engine::workflow::json_schema();
-            println!("{}", serde_json::to_string_pretty(&schema)?);
+            let text = format!("{}\n", serde_json::to_string_pretty(&schema)?);
+            // A closed pipe (`| head`) is not an error worth a panic.
+            let _ = std::io::stdout().write_all(text.as_bytes());
             Ok(())
         }
     }

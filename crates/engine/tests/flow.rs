@@ -827,7 +827,7 @@ fn a_sub_workflow_call_is_checked_against_the_childs_inputs() {
     let (_dir, parent) = files(&[
         (
             "parent.yaml",
-            "id: p\nsteps:\n  - id: call\n    kind: workflow\n    workflow: child.yaml\n    inputs: {topik: tea}\n  - id: missing\n    kind: workflow\n    workflow: nowhere.yaml\n",
+            "id: p\nsteps:\n  - id: call\n    kind: workflow\n    workflow: child.yaml\n    inputs: {topik: tea}\n  - id: typed\n    kind: workflow\n    workflow: child.yaml\n    inputs: {topic: tea, times: many}\n  - id: missing\n    kind: workflow\n    workflow: nowhere.yaml\n",
         ),
         ("child.yaml", CHILD),
     ]);
@@ -843,6 +843,11 @@ fn a_sub_workflow_call_is_checked_against_the_childs_inputs() {
         "{text}"
     );
     assert!(text.contains("cannot read the sub-workflow `"), "{text}");
+    assert!(
+        text.contains("`inputs.times` is `\"many\"`, but `"),
+        "{text}"
+    );
+    assert!(text.contains("declares it a number"), "{text}");
 }
 
 fn handled_workflow(fetch: &str) -> String {

@@ -67,7 +67,23 @@ pub(in crate::plan) fn plan(p: &mut StepPlanner<'_, '_>, step: &SubWorkflowStep)
             serde_json::Value::String(text) if text.contains('{') => p
                 .compile_named(&format!("inputs.{name}"), "inputs", text.clone())
                 .map(StateInit::Template),
-            other => Some(StateInit::Value(other.clone())),
+            other => {
+                let kind = child.workflow.inputs.get(name).map(|spec| spec.kind);
+                if let Some(kind) = kind
+                    && !literal_fits(kind, other)
+                {
+                    p.report(
+                        "inputs",
+                        DiagnosticCode::BadInput,
+                        format!(
+                            "`inputs.{name}` is `{other}`, but `{shown}` declares it a {}",
+                            crate::plan::input_type_name(kind)
+                        ),
+                        "give a value of the declared type",
+                    );
+                }
+                Some(StateInit::Value(other.clone()))
+            }
         };
         if let Some(init) = init {
             inputs.push((name.clone(), init));
@@ -88,6 +104,21 @@ pub(in crate::plan) fn plan(p: &mut StepPlanner<'_, '_>, step: &SubWorkflowStep)
         plan: Arc::new(child),
         inputs,
     }))
+}
+
+/// Whether a literal value given to a child's input reads as its declared type (the run
+/// passes it as text, parsed as the CLI parses `--input`).
+fn literal_fits(kind: crate::workflow::InputType, value: &serde_json::Value) -> bool {
+    use crate::workflow::InputType;
+    match (kind, value) {
+        (InputType::Number, serde_json::Value::Number(_)) => true,
+        (InputType::Number, serde_json::Value::String(s)) => s.trim().parse::<f64>().is_ok(),
+        (InputType::Number, _) => false,
+        (InputType::Boolean, serde_json::Value::Bool(_)) => true,
+        (InputType::Boolean, serde_json::Value::String(s)) => matches!(s.trim(), "true" | "false"),
+        (InputType::Boolean, _) => false,
+        (InputType::String | InputType::File | InputType::Json, _) => true,
+    }
 }
 
 /// Reads and validates a called workflow file (a `workflow` step's or a run failure
