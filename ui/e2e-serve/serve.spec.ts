@@ -51,7 +51,7 @@ test.beforeEach(async ({ page }) => {
 
 test('the page talks to nexus serve: the open dialog lists the server folder', async ({ page, request }) => {
   const listed = (await (await request.get('/api/workflows')).json()) as string[];
-  expect(listed).toEqual(['approve.yaml', 'chain.yaml', 'edit.yaml', 'stream.yaml']);
+  expect(listed).toEqual(['approve.yaml', 'chain.yaml', 'edit.yaml', 'fanout.yaml', 'stream.yaml']);
   await page.getByTestId('open').click();
   for (const name of listed) await expect(page.getByTestId(`open-${name}`)).toBeVisible();
 });
@@ -169,4 +169,16 @@ test('an approval asks in the run panel and the run goes on when it is approved'
   expect(run.steps.map((s) => s.step_id)).toEqual(['draft', 'ok', 'done']);
   expect(run.events.some((e) => e.type === 'human_decided')).toBe(true);
   expect(((await (await request.get('/api/questions')).json()) as unknown[]).length).toBe(0);
+});
+
+test('a map shows its items\' progress on its node, as the engine stored them', async ({ page, request }) => {
+  await open(page, 'fanout.yaml');
+  await page.getByTestId('run').click();
+  await runToEnd(page);
+  await expect(page.getByTestId('progress-each')).toHaveText('3/3 done');
+  const stored = await latestRun(request);
+  const items = stored.steps.filter((s) => s.step_id.startsWith('each['));
+  expect(items.map((s) => s.step_id).sort()).toEqual(['each[0].say', 'each[1].say', 'each[2].say']);
+  const progress = stored.events.filter((e) => e.type === 'map_progress');
+  expect(progress).toHaveLength(3);
 });

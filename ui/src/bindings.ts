@@ -519,6 +519,11 @@ export type Event =
  */
 { type: "step_failed"; run_id: string; step_id: string; error: string } | 
 /**
+ * A `map` step's progress, after each of its items ended (the editor shows
+ * `done/total done, failed failed` on the map).
+ */
+{ type: "map_progress"; run_id: string; step_id: string; done: number; failed: number; total: number } | 
+/**
  * A step was not run (stored before this is emitted).
  */
 { type: "step_skipped"; run_id: string; step_id: string; reason: string } | 

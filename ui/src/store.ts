@@ -31,6 +31,8 @@ export interface StepRun {
   model?: string | null;
   error?: string;
   durationMs?: number;
+  /** A map's items: ended (failed included), failed, in all. */
+  progress?: { done: number; failed: number; total: number };
 }
 
 export interface AttemptBar {
@@ -449,6 +451,9 @@ export const useEditor = create<EditorState & EditorActions>()(
           case 'step_skipped':
             patch(e.step_id, { status: 'skipped', error: e.reason });
             close(e.step_id, 'skipped');
+            break;
+          case 'map_progress':
+            patch(e.step_id, { progress: { done: e.done, failed: e.failed, total: e.total } });
             break;
           case 'run_finished':
             set({ run: { ...run, steps, attempts, status: e.status, question: null } });

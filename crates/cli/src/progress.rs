@@ -238,6 +238,20 @@ impl EventSink for Progress {
                 }
                 self.line(format!("  - {step_id} skipped: {reason}"));
             }
+            Event::MapProgress {
+                step_id,
+                done,
+                failed,
+                total,
+                ..
+            } => {
+                let failed = if *failed > 0 {
+                    format!(", {failed} failed")
+                } else {
+                    String::new()
+                };
+                self.line(format!("  ⋯ {step_id}: {done}/{total} items done{failed}"));
+            }
             Event::RunPaused { .. } => {
                 self.line("  ⏸ paused: steps in flight finish, no new step starts".into())
             }

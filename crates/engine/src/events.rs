@@ -194,6 +194,20 @@ pub enum Event {
         /// Why.
         error: String,
     },
+    /// A `map` step's progress, after each of its items ended (the editor shows
+    /// `done/total done, failed failed` on the map).
+    MapProgress {
+        /// Run id.
+        run_id: String,
+        /// The map step's id (its path inside a body).
+        step_id: String,
+        /// Items ended so far, failed ones included.
+        done: u32,
+        /// Items that failed so far.
+        failed: u32,
+        /// Items in all.
+        total: u32,
+    },
     /// A step was not run (stored before this is emitted).
     StepSkipped {
         /// Run id.
@@ -282,6 +296,7 @@ impl Event {
             Event::StepSucceeded { .. } => "step_succeeded",
             Event::StepFailed { .. } => "step_failed",
             Event::StepSkipped { .. } => "step_skipped",
+            Event::MapProgress { .. } => "map_progress",
             Event::RunFinished { .. } => "run_finished",
             Event::RunPaused { .. } => "run_paused",
             Event::RunResumed { .. } => "run_resumed",
@@ -310,6 +325,7 @@ impl Event {
             | Event::FallbackTaken { step_id, .. }
             | Event::StepSucceeded { step_id, .. }
             | Event::StepFailed { step_id, .. }
+            | Event::MapProgress { step_id, .. }
             | Event::StepSkipped { step_id, .. } => Some(step_id),
         }
     }

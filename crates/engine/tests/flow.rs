@@ -226,8 +226,32 @@ async fn fail_fast_stops_at_the_first_failed_item() {
 
 #[tokio::test]
 async fn continue_keeps_failed_items_as_null_and_drop_leaves_them_out() {
-    let report = run(&failing_map("continue", "")).await;
+    let (report, events) = run_with(&failing_map("continue", ""), RunOptions::default()).await;
     assert_eq!(report.status, RunStatus::Succeeded, "{:?}", report.error);
+    // One progress event per item, counting up to all six with the two failures.
+    let progress: Vec<(u32, u32, u32)> = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::MapProgress {
+                done,
+                failed,
+                total,
+                ..
+            } => Some((*done, *failed, *total)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        progress,
+        [
+            (1, 0, 6),
+            (2, 0, 6),
+            (3, 1, 6),
+            (4, 1, 6),
+            (5, 2, 6),
+            (6, 2, 6)
+        ]
+    );
     let out = json_of(&report, "each");
     assert_eq!(out["results"], json!([10, 20, null, 40, null, 60]));
     assert_eq!(

@@ -41,6 +41,12 @@ function StepNodeView({ id, data, selected }: NodeProps<StepNodeType>) {
           <span data-testid={`status-${id}`} className="badge">
             {run.status}
           </span>
+          {run.progress && (
+            <span className="progress" data-testid={`progress-${id}`}>
+              {run.progress.done}/{run.progress.total} done
+              {run.progress.failed > 0 ? `, ${run.progress.failed} failed` : ''}
+            </span>
+          )}
           {run.tokens && (
             <span className="tokens" data-testid={`tokens-${id}`}>
               {run.tokens.slice(-80)}

@@ -136,6 +136,7 @@ impl Engine {
                 }
             };
             self.gather(&run, k, &outcome, &mut g);
+            announce_progress(&run, &g);
             if g.state[k] == ItemState::Failed && run.map.on_item_error == OnItemError::FailFast {
                 stop = true;
                 run.owner.options.cancel.cancel();
@@ -191,6 +192,21 @@ impl Engine {
             }
         }
     }
+}
+
+/// Emits the map's progress: items ended and failed so far, out of all.
+fn announce_progress(run: &MapRun, g: &Gathered) {
+    let count = |f: &dyn Fn(ItemState) -> bool| {
+        u32::try_from(g.state.iter().filter(|&&s| f(s)).count()).unwrap_or(u32::MAX)
+    };
+    let sh = &run.owner.shared;
+    sh.emitter.emit(crate::events::Event::MapProgress {
+        run_id: sh.run_id.clone(),
+        step_id: run.owner.step.id.clone(),
+        done: count(&|s| s != ItemState::NotRun),
+        failed: count(&|s| s == ItemState::Failed),
+        total: u32::try_from(g.state.len()).unwrap_or(u32::MAX),
+    });
 }
 
 /// The map's record and output from its items: the status (tolerance applied), the
