@@ -39,16 +39,14 @@ pub(super) fn prepare(
     lp: &LoopAction,
     prior: Vec<StepRecord>,
 ) -> Result<LoopRun, String> {
-    let step = &s.plan.steps[i];
     let mut state = State::new();
     for (name, init) in &lp.state {
         let value = match init {
             StateInit::Value(v) => v.clone(),
-            StateInit::Template(t) => {
-                render(&s.plan, t, &s.inputs, &s.frame, &step.reads, &s.outputs)
-                    .map(serde_json::Value::String)
-                    .map_err(|e| format!("`state.{name}` failed to render: {e}"))?
-            }
+            StateInit::Template(t) => s
+                .render_for(i, t)
+                .map(serde_json::Value::String)
+                .map_err(|e| format!("`state.{name}` failed to render: {e}"))?,
         };
         state.insert(name.clone(), value);
     }

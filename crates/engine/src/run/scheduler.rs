@@ -121,6 +121,20 @@ impl Sched {
         step
     }
 
+    /// Renders template `name` of step `i` in this list's frame (the inputs, the outputs
+    /// the step reads, the body's variables).
+    pub(super) fn render_for(&self, i: usize, name: &str) -> Result<String, String> {
+        let reads = &self.plan.steps[i].reads;
+        render(
+            &self.plan,
+            name,
+            &self.inputs,
+            &self.frame,
+            reads,
+            &self.outputs,
+        )
+    }
+
     /// Queues every step whose dependencies are all finished and that has no record.
     pub(super) fn queue_initial(&mut self) {
         self.ready = (0..self.plan.steps.len())

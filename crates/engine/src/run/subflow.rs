@@ -18,7 +18,6 @@ use chrono::Utc;
 use super::body::body_options;
 use super::records::record_for;
 use super::scheduler::Sched;
-use super::templates::render;
 use super::{Engine, EngineError, RunOptions, RunReport, StepOutput, ms};
 use crate::events::{RunStatus, StepStatus};
 use crate::plan::{PlannedStep, StateInit, SubWorkflowAction};
@@ -45,10 +44,9 @@ pub(super) fn prepare(s: &Sched, i: usize, action: &SubWorkflowAction) -> Result
     let mut given = BTreeMap::new();
     for (name, init) in &action.inputs {
         let text = match init {
-            StateInit::Template(t) => {
-                render(&s.plan, t, &s.inputs, &s.frame, &step.reads, &s.outputs)
-                    .map_err(|e| format!("`inputs.{name}` failed to render: {e}"))?
-            }
+            StateInit::Template(t) => s
+                .render_for(i, t)
+                .map_err(|e| format!("`inputs.{name}` failed to render: {e}"))?,
             StateInit::Value(serde_json::Value::String(v)) => v.clone(),
             StateInit::Value(v) => v.to_string(),
         };

@@ -8,7 +8,6 @@ use chrono::Utc;
 
 use super::records::record_for;
 use super::scheduler::Sched;
-use super::templates::render;
 use super::{StepOutput, ms};
 use crate::events::StepStatus;
 use crate::store::StepRecord;
@@ -27,7 +26,7 @@ pub(super) fn choose(
     let mut rec = record_for(step, StepStatus::Succeeded, None, Utc::now());
     let mut taken = None;
     for (n, (name, cond)) in cases.iter().enumerate() {
-        match render(&s.plan, cond, &s.inputs, &s.frame, &step.reads, &s.outputs) {
+        match s.render_for(i, cond) {
             Ok(v) if v.trim() == "true" => {
                 taken = Some((name.as_str(), i64::try_from(n).unwrap_or(i64::MAX)));
                 break;

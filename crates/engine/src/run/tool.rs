@@ -16,7 +16,6 @@ use tokio_util::sync::CancellationToken;
 
 use super::records::record_for;
 use super::scheduler::Sched;
-use super::templates::render;
 use super::{StepOutput, ms};
 use crate::events::StepStatus;
 use crate::plan::tools::{allowed_hosts, is_loopback};
@@ -40,15 +39,9 @@ pub(super) fn prepare(s: &Sched, i: usize, tool: &ToolAction) -> Result<ToolCall
     let step = &s.plan.steps[i];
     let mut args = tool.args.clone();
     for (pointer, template) in &tool.templated {
-        let text = render(
-            &s.plan,
-            template,
-            &s.inputs,
-            &s.frame,
-            &step.reads,
-            &s.outputs,
-        )
-        .map_err(|e| format!("`args{}` failed to render: {e}", pointer.replace('/', ".")))?;
+        let text = s
+            .render_for(i, template)
+            .map_err(|e| format!("`args{}` failed to render: {e}", pointer.replace('/', ".")))?;
         if let Some(slot) = args.pointer_mut(pointer) {
             *slot = serde_json::Value::String(text);
         }

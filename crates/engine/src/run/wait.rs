@@ -12,7 +12,6 @@ use chrono::{DateTime, Utc};
 use tokio_util::sync::CancellationToken;
 
 use super::scheduler::Sched;
-use super::templates::render;
 use super::{StepOutput, ms};
 use crate::events::StepStatus;
 use crate::store::StepRecord;
@@ -26,15 +25,9 @@ pub(super) fn deadline(
 ) -> Result<DateTime<Utc>, String> {
     let step = &s.plan.steps[i];
     if let Some(template) = until {
-        let text = render(
-            &s.plan,
-            template,
-            &s.inputs,
-            &s.frame,
-            &step.reads,
-            &s.outputs,
-        )
-        .map_err(|e| format!("`until` failed to render: {e}"))?;
+        let text = s
+            .render_for(i, template)
+            .map_err(|e| format!("`until` failed to render: {e}"))?;
         return DateTime::parse_from_rfc3339(text.trim())
             .map(|t| t.with_timezone(&Utc))
             .map_err(|e| format!("`until` rendered `{text}`, which is not an RFC 3339 time: {e}"));
