@@ -10,6 +10,7 @@ mod governance;
 mod ollama;
 mod providers;
 mod server_logs;
+mod shell;
 mod taxonomy;
 mod tools;
 

@@ -611,11 +611,11 @@ sample: string }
  */
 export type HumanDecision = 
 /**
- * Yes (approval, guardrail).
+ * Yes (approval, guardrail, permission).
  */
 { decision: "approve" } | 
 /**
- * No (approval, guardrail).
+ * No (approval, guardrail, permission).
  */
 { decision: "reject" } | 
 /**
@@ -650,7 +650,12 @@ export type HumanRequest =
  * A step failed after every rung of its fallback ladder: retry, use an output
  * typed by the human, skip, or cancel the run.
  */
-{ kind: "step_failed"; run_id: string; step_id: string; error: string }
+{ kind: "step_failed"; run_id: string; step_id: string; error: string } | 
+/**
+ * A `shell` tool is about to run for the first time for this workflow file: may
+ * it? Approve gives the permission and remembers it for the file as it is.
+ */
+{ kind: "permission"; run_id: string; step_id: string; tool: string; command: string[]; cwd: string }
 export type JsonValue = null | boolean | number | string | JsonValue[] | Partial<{ [key in string]: JsonValue }>
 /**
  * Whether a cloud provider has a key, and where it comes from.

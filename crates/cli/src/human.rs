@@ -1,5 +1,6 @@
-//! Questions for a human in the terminal: approval steps, guardrail approvals and the
-//! last rung of the fallback ladder. The question goes to stderr; the answer is one line
+//! Questions for a human in the terminal: approval steps, guardrail approvals, the
+//! last rung of the fallback ladder and permissions of `shell` tools (given without a
+//! question for the tools named by `--allow-tool`). The question goes to stderr; the answer is one line
 //! read from stdin (so scripts and tests can answer through a pipe). When stdin is closed
 //! the engine applies the default (an approval step's `default`; a failed step stays
 //! failed).
@@ -14,14 +15,18 @@ use tokio::sync::Mutex;
 pub struct Terminal {
     multi: Option<MultiProgress>,
     lines: Mutex<Lines<BufReader<Stdin>>>,
+    /// `shell` tools allowed on the command line.
+    allow_tools: Vec<String>,
 }
 
 impl Terminal {
-    /// A terminal handler; `multi` is suspended while a question is shown.
-    pub fn new(multi: Option<MultiProgress>) -> Self {
+    /// A terminal handler; `multi` is suspended while a question is shown; the
+    /// permission of the `shell` tools in `allow_tools` is given without asking.
+    pub fn new(multi: Option<MultiProgress>, allow_tools: Vec<String>) -> Self {
         Terminal {
             multi,
             lines: Mutex::new(BufReader::new(tokio::io::stdin()).lines()),
+            allow_tools,
         }
     }
 
@@ -36,9 +41,19 @@ impl Terminal {
 #[async_trait]
 impl HumanHandler for Terminal {
     async fn decide(&self, request: &HumanRequest) -> Option<HumanDecision> {
+        if let HumanRequest::Permission { tool, .. } = request
+            && self.allow_tools.contains(tool)
+        {
+            self.say(&format!(
+                "  tool `{tool}` may run (--allow-tool {tool}); remembered for this file"
+            ));
+            return Some(HumanDecision::Approve);
+        }
         let mut lines = self.lines.lock().await;
         let (question, choices) = match request {
-            HumanRequest::Approval { .. } | HumanRequest::Guardrail { .. } => (
+            HumanRequest::Approval { .. }
+            | HumanRequest::Guardrail { .. }
+            | HumanRequest::Permission { .. } => (
                 request.question(),
                 "approve? [y]es / [n]o / [c]ancel the run",
             ),

@@ -70,6 +70,10 @@ enum Command {
         /// Run up to this step: only it and the steps it depends on.
         #[arg(long, value_name = "STEP")]
         until: Option<String>,
+        /// Give the `shell` tool NAME permission to run without asking (repeatable); it
+        /// is remembered until the workflow file changes.
+        #[arg(long = "allow-tool", value_name = "NAME")]
+        allow_tools: Vec<String>,
     },
     /// Continue a run: a paused run is resumed by the process running it; an interrupted
     /// run (its process died) is continued here, keeping its completed steps.
@@ -82,6 +86,9 @@ enum Command {
         /// Most `llm` steps in flight at once.
         #[arg(long, default_value_t = 8)]
         max_parallel: usize,
+        /// Give the `shell` tool NAME permission to run without asking (repeatable).
+        #[arg(long = "allow-tool", value_name = "NAME")]
+        allow_tools: Vec<String>,
     },
     /// Pause a running run: steps in flight finish, no new step starts.
     Pause {
@@ -230,15 +237,29 @@ async fn dispatch(cli: Cli) -> Result<(), Failure> {
             from,
             reuse,
             until,
+            allow_tools,
         } => {
             let partial = Partial { from, reuse, until };
-            run(&db, &file, &inputs, json, max_parallel, fresh, partial).await
+            let session = Session {
+                json,
+                max_parallel,
+                allow_tools,
+            };
+            run(&db, &file, &inputs, fresh, partial, session).await
         }
         Command::Resume {
             id,
             json,
             max_parallel,
-        } => resume(&db, &id, json, max_parallel).await,
+            allow_tools,
+        } => {
+            let session = Session {
+                json,
+                max_parallel,
+                allow_tools,
+            };
+            resume(&db, &id, session).await
+        }
         Command::Pause { id } => control(&db, &id, Control::Pause).await,
         Command::Cancel { id } => control(&db, &id, Control::Cancel).await,
         Command::Errors => {
@@ -354,14 +375,23 @@ fn app_failure(e: nexus_app::Error) -> Failure {
     }
 }
 
+/// How a run is shown and answered in this terminal.
+struct Session {
+    /// Print the report as JSON instead of progress and text.
+    json: bool,
+    /// Most `llm` steps in flight at once.
+    max_parallel: usize,
+    /// `shell` tools given permission on the command line.
+    allow_tools: Vec<String>,
+}
+
 async fn run(
     db: &Path,
     file: &Path,
     raw_inputs: &[String],
-    json: bool,
-    max_parallel: usize,
     fresh: bool,
     partial: Partial,
+    session: Session,
 ) -> Result<(), Failure> {
     let plan = nexus_app::engine::load_file(file).map_err(|d| {
         diagnostics_failure(&d, &format!("{} is not a valid workflow", file.display()))
@@ -377,7 +407,7 @@ async fn run(
     nexus_app::setup::apply_partial(&store, &plan, &partial, &mut options)
         .await
         .map_err(app_failure)?;
-    execute(store, Arc::new(plan), inputs, options, json, max_parallel).await
+    execute(store, Arc::new(plan), inputs, options, session).await
 }
 
 /// Runs (or continues) a run with progress, heartbeat, control requests and a terminal
@@ -387,9 +417,13 @@ async fn execute(
     plan: Arc<Plan>,
     inputs: serde_json::Map<String, serde_json::Value>,
     mut options: RunOptions,
-    json: bool,
-    max_parallel: usize,
+    session: Session,
 ) -> Result<(), Failure> {
+    let Session {
+        json,
+        max_parallel,
+        allow_tools,
+    } = session;
     // The CLI takes cloud keys from the environment only.
     let engine = runs::engine(
         Arc::clone(&store),
@@ -409,6 +443,7 @@ async fn execute(
     }
     options.human = Some(Arc::new(human::Terminal::new(
         progress.as_ref().map(|p| p.multi()),
+        allow_tools,
     )));
     // Heartbeat and control requests from `nexus pause|resume|cancel`.
     let report = runs::execute(&engine, &store, Arc::clone(&plan), inputs, options)
@@ -471,7 +506,7 @@ async fn control(db: &Path, id: &str, request: Control) -> Result<(), Failure> {
     Ok(())
 }
 
-async fn resume(db: &Path, id: &str, json: bool, max_parallel: usize) -> Result<(), Failure> {
+async fn resume(db: &Path, id: &str, session: Session) -> Result<(), Failure> {
     let store = runs::open_store(db).await.map_err(app_failure)?;
     let run = match runs::prepare_resume(&store, id)
         .await
@@ -483,7 +518,7 @@ async fn resume(db: &Path, id: &str, json: bool, max_parallel: usize) -> Result<
         }
         Resumption::Continue(run) => *run,
     };
-    if !json {
+    if !session.json {
         eprintln!(
             "resuming run {} ({} of {} steps already completed)",
             run.run_id,
@@ -491,15 +526,7 @@ async fn resume(db: &Path, id: &str, json: bool, max_parallel: usize) -> Result<
             run.plan.steps.len()
         );
     }
-    execute(
-        store,
-        Arc::new(run.plan),
-        run.inputs,
-        run.options,
-        json,
-        max_parallel,
-    )
-    .await
+    execute(store, Arc::new(run.plan), run.inputs, run.options, session).await
 }
 
 fn validate(files: &[PathBuf], json: bool) -> Result<(), Failure> {

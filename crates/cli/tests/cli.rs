@@ -595,6 +595,66 @@ fn approval_steps_ask_in_the_terminal() {
 
 /// `nexus pause`, `nexus resume` and `nexus cancel` act on a run in another process.
 #[test]
+fn a_shell_tool_asks_in_the_terminal_and_allow_tool_gives_the_permission() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let wf = dir.path().join("shell.yaml");
+    let yaml = "id: shell\ntools:\n  hello:\n    shell:\n      command: [echo, hello from the shell]\nsteps:\n  - id: greet\n    kind: tool\n    tool: hello\noutputs:\n  said: \"{{ steps.greet.output }}\"\n";
+    std::fs::write(&wf, yaml).expect("write");
+    let wf = wf.to_string_lossy().into_owned();
+    let run_with = |extra: &[&str], stdin: Option<&str>| {
+        use std::io::Write;
+        let mut child = Command::new(env!("CARGO_BIN_EXE_nexus"))
+            .args(["run", &wf])
+            .args(extra)
+            .env("NEXUS_DB", dir.path().join("s.db"))
+            .env("OLLAMA_HOST", "127.0.0.1:9")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn");
+        if let Some(mut input) = child.stdin.take()
+            && let Some(answer) = stdin
+        {
+            let _ = input.write_all(answer.as_bytes());
+        }
+        child.wait_with_output().expect("output")
+    };
+    // Closed input: nobody can give the permission; the step fails saying how to.
+    let closed = run_with(&[], None);
+    assert_eq!(closed.status.code(), Some(1), "{}", text(&closed.stderr));
+    assert!(
+        text(&closed.stderr).contains("allow tool `hello` to run `echo hello from the shell`"),
+        "{}",
+        text(&closed.stderr)
+    );
+    assert!(
+        text(&closed.stdout).contains("--allow-tool hello"),
+        "{}",
+        text(&closed.stdout)
+    );
+    assert!(!text(&closed.stdout).contains("hello from the shell\n"));
+    // Answered yes: it runs, and the next run does not ask.
+    let yes = run_with(&[], Some("y\n"));
+    assert!(yes.status.success(), "{}", text(&yes.stderr));
+    assert!(text(&yes.stdout).contains("hello from the shell"));
+    let again = run_with(&[], None);
+    assert!(again.status.success(), "{}", text(&again.stderr));
+    assert!(
+        !text(&again.stderr).contains("allow tool"),
+        "{}",
+        text(&again.stderr)
+    );
+    // A changed file asks again; --allow-tool gives the permission without a question.
+    std::fs::write(&wf, yaml.replace("hello from the shell", "hello again")).expect("write");
+    let changed = run_with(&[], None);
+    assert_eq!(changed.status.code(), Some(1), "{}", text(&changed.stderr));
+    let allowed = run_with(&["--allow-tool", "hello"], None);
+    assert!(allowed.status.success(), "{}", text(&allowed.stderr));
+    assert!(text(&allowed.stdout).contains("hello again"));
+}
+
+#[test]
 fn pause_resume_and_cancel_reach_a_run_in_another_process() {
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     let server = rt

@@ -1,5 +1,5 @@
-//! Human-in-the-loop: approval steps, guardrail approvals and the last rung of the
-//! fallback ladder ask a person through a [`HumanHandler`] (the CLI prompts in the
+//! Human-in-the-loop: approval steps, guardrail approvals, the last rung of the
+//! fallback ladder and permissions for `shell` tools ask a person through a [`HumanHandler`] (the CLI prompts in the
 //! terminal; the desktop app shows the question in the run panel).
 //!
 //! While a question is open the run's state is `waiting_for_human`; the answer is
@@ -45,6 +45,20 @@ pub enum HumanRequest {
         /// The last error.
         error: String,
     },
+    /// A `shell` tool is about to run for the first time for this workflow file: may
+    /// it? Approve gives the permission and remembers it for the file as it is.
+    Permission {
+        /// Run id.
+        run_id: String,
+        /// Step id.
+        step_id: String,
+        /// The tool's name under `tools:`.
+        tool: String,
+        /// The program and its first arguments, as declared.
+        command: Vec<String>,
+        /// The working folder.
+        cwd: String,
+    },
 }
 
 impl HumanRequest {
@@ -53,7 +67,8 @@ impl HumanRequest {
         match self {
             HumanRequest::Approval { run_id, .. }
             | HumanRequest::Guardrail { run_id, .. }
-            | HumanRequest::StepFailed { run_id, .. } => run_id,
+            | HumanRequest::StepFailed { run_id, .. }
+            | HumanRequest::Permission { run_id, .. } => run_id,
         }
     }
 
@@ -62,7 +77,8 @@ impl HumanRequest {
         match self {
             HumanRequest::Approval { step_id, .. }
             | HumanRequest::Guardrail { step_id, .. }
-            | HumanRequest::StepFailed { step_id, .. } => step_id,
+            | HumanRequest::StepFailed { step_id, .. }
+            | HumanRequest::Permission { step_id, .. } => step_id,
         }
     }
 
@@ -79,6 +95,12 @@ impl HumanRequest {
             HumanRequest::StepFailed { error, .. } => {
                 format!("the step failed after its fallback ladder: {error}")
             }
+            HumanRequest::Permission {
+                tool, command, cwd, ..
+            } => format!(
+                "allow tool `{tool}` to run `{}` in `{cwd}`? (remembered until the workflow file changes)",
+                command.join(" ")
+            ),
         }
     }
 }
@@ -89,9 +111,9 @@ impl HumanRequest {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "decision", rename_all = "snake_case")]
 pub enum HumanDecision {
-    /// Yes (approval, guardrail).
+    /// Yes (approval, guardrail, permission).
     Approve,
-    /// No (approval, guardrail).
+    /// No (approval, guardrail, permission).
     Reject,
     /// Run the step's ladder again (failed step).
     Retry,

@@ -315,4 +315,29 @@ pub trait RunStore: Send + Sync {
     async fn cache_put(&self, _key: &str, _output: &CachedOutput) -> Result<(), StoreError> {
         Ok(())
     }
+
+    /// Whether the user gave tool `tool` of the workflow whose hash is `workflow_hash`
+    /// permission to run (see [`crate::workflow::ShellTool`]; default: never, so each
+    /// run asks again).
+    ///
+    /// # Errors
+    /// [`StoreError`] when the read fails.
+    async fn permission(&self, _workflow_hash: &str, _tool: &str) -> Result<bool, StoreError> {
+        Ok(false)
+    }
+
+    /// Remembers a permission: tool `tool` (running `command`, as declared) of the
+    /// workflow `workflow_id` whose hash is `workflow_hash`.
+    ///
+    /// # Errors
+    /// [`StoreError`] when the write fails.
+    async fn grant_permission(
+        &self,
+        _workflow_hash: &str,
+        _tool: &str,
+        _workflow_id: &str,
+        _command: &[String],
+    ) -> Result<(), StoreError> {
+        Ok(())
+    }
 }

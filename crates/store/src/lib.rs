@@ -1112,6 +1112,40 @@ impl RunStore for SqliteStore {
         }))
     }
 
+    async fn permission(&self, workflow_hash: &str, tool: &str) -> Result<bool, StoreError> {
+        let row = sqlx::query("SELECT 1 FROM permissions WHERE workflow_hash = ? AND tool = ?")
+            .bind(workflow_hash)
+            .bind(tool)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(Error::from)?;
+        Ok(row.is_some())
+    }
+
+    async fn grant_permission(
+        &self,
+        workflow_hash: &str,
+        tool: &str,
+        workflow_id: &str,
+        command: &[String],
+    ) -> Result<(), StoreError> {
+        let command = serde_json::to_string(command).map_err(|e| StoreError(e.to_string()))?;
+        sqlx::query(
+            "INSERT INTO permissions (workflow_hash, tool, workflow_id, command, granted_at)
+             VALUES (?, ?, ?, ?, ?)
+             ON CONFLICT (workflow_hash, tool) DO UPDATE SET granted_at = excluded.granted_at",
+        )
+        .bind(workflow_hash)
+        .bind(tool)
+        .bind(workflow_id)
+        .bind(command)
+        .bind(ts(&Utc::now()))
+        .execute(&self.pool)
+        .await
+        .map_err(Error::from)?;
+        Ok(())
+    }
+
     async fn cache_put(&self, key: &str, output: &CachedOutput) -> Result<(), StoreError> {
         sqlx::query(
             "INSERT INTO step_cache (key, output, output_json, model, prompt_tokens, completion_tokens, run_id, created_at)

@@ -116,10 +116,14 @@ pub struct ToolAction {
     pub args: serde_json::Value,
     /// The templated strings among them: JSON pointer → compiled template name.
     pub templated: Vec<(String, String)>,
-    /// For a `file` tool: its workspace folder, canonical.
+    /// For a `file` tool: its workspace folder; for a `shell` tool: its working folder
+    /// (both canonical).
     pub workspace: Option<std::path::PathBuf>,
     /// Whether the workflow is `local_only` (an `http` tool may reach loopback only).
     pub local_only: bool,
+    /// For a `shell` tool: the hash of the workflow as written (sha256 over its JSON
+    /// form, hex), under which the user's permission is remembered.
+    pub workflow_hash: Option<String>,
 }
 
 /// A validated `workflow` step.

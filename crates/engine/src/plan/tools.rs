@@ -1,7 +1,7 @@
 //! The planner of `tool` steps: the tool must be declared; its arguments are checked
 //! against the tool's kind and their templated strings compiled; an `http` tool's URL
 //! and hosts are checked (loopback only in a `local_only` workflow), a `file` tool's
-//! workspace is resolved.
+//! workspace and a `shell` tool's working folder are resolved.
 
 use std::path::Path;
 
@@ -9,12 +9,14 @@ use crate::diagnostic::DiagnosticCode;
 use crate::plan::report::did_you_mean;
 use crate::plan::step::StepPlanner;
 use crate::plan::{Action, ToolAction};
-use crate::workflow::{HttpTool, ToolDecl, ToolStep};
+use crate::workflow::{HttpTool, ShellTool, ToolDecl, ToolStep};
 
 /// The arguments an `http` tool call may give.
 const HTTP_ARGS: [&str; 7] = ["path", "query", "headers", "method", "body", "form", "raw"];
 /// The arguments a `file` tool call may give.
 const FILE_ARGS: [&str; 3] = ["op", "path", "content"];
+/// The arguments a `shell` tool call may give.
+const SHELL_ARGS: [&str; 2] = ["argv", "stdin"];
 /// The methods an `http` tool may use.
 const METHODS: [&str; 7] = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"];
 
@@ -48,7 +50,7 @@ pub(super) fn plan(p: &mut StepPlanner<'_, '_>, step: &ToolStep) -> Action {
                 "tool",
                 DiagnosticCode::UnknownStep,
                 format!("`tool` names unknown tool `{}`{dym}", step.tool),
-                "declare the tool under the workflow's `tools:` (`http:` or `file:`) or fix the name",
+                "declare the tool under the workflow's `tools:` (`http:`, `file:` or `shell:`) or fix the name",
             );
         }
         return placeholder(step);
@@ -56,6 +58,7 @@ pub(super) fn plan(p: &mut StepPlanner<'_, '_>, step: &ToolStep) -> Action {
     let allowed: &[&str] = match &decl {
         ToolDecl::Http(_) => &HTTP_ARGS,
         ToolDecl::File(_) => &FILE_ARGS,
+        ToolDecl::Shell(_) => &SHELL_ARGS,
     };
     for key in step.args.keys() {
         if !allowed.contains(&key.as_str()) {
@@ -72,11 +75,16 @@ pub(super) fn plan(p: &mut StepPlanner<'_, '_>, step: &ToolStep) -> Action {
             check_http(p, &step.tool, http, step);
             None
         }
-        ToolDecl::File(file) => check_file(p, &step.tool, &file.workspace, step),
+        ToolDecl::File(file) => {
+            check_op(p, &step.tool, step);
+            folder(p, &step.tool, "workspace", &file.workspace)
+        }
+        ToolDecl::Shell(shell) => check_shell(p, &step.tool, shell, step),
     };
     let args = serde_json::to_value(&step.args).unwrap_or_default();
     let mut templated = Vec::new();
     compile_strings(p, &args, String::new(), &mut templated);
+    let workflow_hash = matches!(decl, ToolDecl::Shell(_)).then(|| workflow_hash(p.wf));
     Action::Tool(Box::new(ToolAction {
         name: step.tool.clone(),
         decl,
@@ -84,7 +92,16 @@ pub(super) fn plan(p: &mut StepPlanner<'_, '_>, step: &ToolStep) -> Action {
         templated,
         workspace,
         local_only: p.wf.local_only,
+        workflow_hash,
     }))
+}
+
+/// sha256 over the workflow's JSON form, hex: a permission given for a `shell` tool holds
+/// for the workflow as it is, and any change asks again.
+fn workflow_hash(wf: &crate::workflow::Workflow) -> String {
+    use sha2::Digest;
+    let json = serde_json::to_vec(wf).unwrap_or_default();
+    super::hex(&sha2::Sha256::digest(&json))
 }
 
 /// What a step with an unknown tool plans to (discarded: the error is reported).
@@ -98,6 +115,7 @@ fn placeholder(step: &ToolStep) -> Action {
         templated: Vec::new(),
         workspace: None,
         local_only: false,
+        workflow_hash: None,
     }))
 }
 
@@ -159,14 +177,8 @@ fn check_http(p: &mut StepPlanner<'_, '_>, name: &str, http: &HttpTool, step: &T
     }
 }
 
-/// The workspace exists (resolved from the workflow file's folder); the operation, if
-/// written as text, is known.
-fn check_file(
-    p: &mut StepPlanner<'_, '_>,
-    name: &str,
-    workspace: &str,
-    step: &ToolStep,
-) -> Option<std::path::PathBuf> {
+/// The operation of a `file` call, if written as text, is known.
+fn check_op(p: &mut StepPlanner<'_, '_>, name: &str, step: &ToolStep) {
     if let Some(op) = step.args.get("op").and_then(serde_json::Value::as_str)
         && !op.contains('{')
         && !matches!(op, "read" | "write" | "list")
@@ -178,20 +190,63 @@ fn check_file(
             "use `read`, `write` or `list`",
         );
     }
+}
+
+/// A `shell` tool has a program; `argv` is a list; its working folder exists.
+fn check_shell(
+    p: &mut StepPlanner<'_, '_>,
+    name: &str,
+    shell: &ShellTool,
+    step: &ToolStep,
+) -> Option<std::path::PathBuf> {
+    if shell.command.first().is_none_or(|c| c.trim().is_empty()) {
+        p.report(
+            "tool",
+            DiagnosticCode::InvalidValue,
+            format!("tool `{name}`: `command` names no program"),
+            "give the program and its first arguments as a list, e.g. `command: [git, status]`",
+        );
+    }
+    if let Some(argv) = step.args.get("argv")
+        && !argv.is_array()
+    {
+        p.report(
+            "args",
+            DiagnosticCode::InvalidValue,
+            format!("tool `{name}`: `argv` is not a list"),
+            "give the further arguments as a list of texts, e.g. `argv: [\"--file\", \"{{ inputs.path }}\"]`",
+        );
+    }
+    folder(p, name, "cwd", shell.cwd.as_deref().unwrap_or("."))
+}
+
+/// The folder `rel` (a tool's `workspace` or `cwd`), resolved from the workflow file's
+/// folder, canonical; reported when it is not a folder.
+fn folder(
+    p: &mut StepPlanner<'_, '_>,
+    name: &str,
+    field: &str,
+    rel: &str,
+) -> Option<std::path::PathBuf> {
     let base =
         p.cx.file
             .map(Path::new)
             .and_then(Path::parent)
             .unwrap_or(Path::new(""));
-    match std::fs::canonicalize(base.join(workspace)) {
+    let base = if base.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        base
+    };
+    match std::fs::canonicalize(base.join(rel)) {
         Ok(dir) if dir.is_dir() => Some(dir),
         _ => {
             p.report(
                 "tool",
                 DiagnosticCode::Io,
                 format!(
-                    "tool `{name}`: the workspace `{}` is not a folder",
-                    base.join(workspace).display()
+                    "tool `{name}`: the {field} `{}` is not a folder",
+                    base.join(rel).display()
                 ),
                 "create the folder, or give its path relative to the workflow file's folder",
             );

@@ -40,6 +40,7 @@ mod map;
 mod questions;
 mod records;
 mod scheduler;
+mod shell;
 mod subflow;
 mod switch;
 mod templates;
@@ -116,6 +117,9 @@ struct RunShared {
     /// The records of the steps of `map` and `loop` bodies, added as each body ends; the
     /// run's report lists them after the top-level steps.
     body_records: Mutex<Vec<StepRecord>>,
+    /// Permissions of `shell` tools decided in this run (workflow hash and tool → given),
+    /// held while one is asked so that parallel calls ask once.
+    permissions: tokio::sync::Mutex<HashMap<(String, String), bool>>,
 }
 
 impl Engine {

@@ -233,6 +233,7 @@ impl Engine {
             catalog,
             control: options.control.clone(),
             body_records: Mutex::new(Vec::new()),
+            permissions: tokio::sync::Mutex::new(HashMap::new()),
         });
         let frame = Frame {
             started_at: options.started_at.unwrap_or_else(Utc::now),
@@ -529,6 +530,10 @@ impl Engine {
                 }
             }
             Action::Tool(tool) => match super::tool::prepare(s, i, tool) {
+                Ok(call) if call.needs_permission() => {
+                    let sh = Arc::clone(&s.shared);
+                    self.spawn_announced(s, i, move |engine| call.run_permitted(engine, sh))
+                }
                 Ok(call) => self.spawn_announced(s, i, move |_| call.run()),
                 Err(e) => finish(StepStatus::Failed, &e),
             },

@@ -5,9 +5,12 @@
 //! workflow: checked again on the final URL, so a templated `path` cannot leave); 429,
 //! 5xx and connection failures are retried under the step's retry policy; the body is
 //! read up to [`MAX_BODY`] bytes. `file`: every path is resolved inside the workspace
-//! with symbolic links followed, and refused when it leads outside.
+//! with symbolic links followed, and refused when it leads outside. `shell`: runs only
+//! with the user's permission for the workflow file as it is (found in the store, or
+//! asked once per run through the [`crate::human::HumanHandler`]); refused, nothing runs.
 
 use std::path::{Component, Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
@@ -16,12 +19,13 @@ use tokio_util::sync::CancellationToken;
 
 use super::records::record_for;
 use super::scheduler::Sched;
-use super::{StepOutput, ms};
+use super::{Engine, RunShared, StepOutput, ms};
 use crate::events::StepStatus;
+use crate::human::{HumanDecision, HumanRequest};
 use crate::plan::tools::{allowed_hosts, is_loopback};
 use crate::plan::{PlannedStep, ToolAction};
 use crate::store::{AttemptRecord, StepRecord};
-use crate::workflow::{HttpTool, ToolDecl};
+use crate::workflow::{HttpTool, ShellTool, ToolDecl};
 
 /// The largest response body an `http` tool reads, bytes (10 MiB).
 pub const MAX_BODY: usize = 10 * 1024 * 1024;
@@ -32,6 +36,8 @@ pub(super) struct ToolCall {
     tool: ToolAction,
     args: serde_json::Map<String, serde_json::Value>,
     cancel: CancellationToken,
+    /// The workflow's id, stored with a permission.
+    workflow_id: String,
 }
 
 /// Renders the arguments of the tool step at `i`; the call, or why the step fails.
@@ -54,19 +60,49 @@ pub(super) fn prepare(s: &Sched, i: usize, tool: &ToolAction) -> Result<ToolCall
         tool: tool.clone(),
         args,
         cancel: s.options.cancel.child_token(),
+        workflow_id: s.plan.workflow.id.clone(),
     })
 }
 
 impl ToolCall {
+    /// Whether the call needs the user's permission first (a `shell` tool).
+    pub(super) fn needs_permission(&self) -> bool {
+        matches!(self.tool.decl, ToolDecl::Shell(_))
+    }
+
+    /// Makes the call once the permission is there; without it the step fails (or is
+    /// cancelled, when the run was) and nothing runs.
+    pub(super) async fn run_permitted(
+        self,
+        engine: Arc<Engine>,
+        sh: Arc<RunShared>,
+    ) -> (StepRecord, Option<StepOutput>) {
+        match engine.permit(&sh, &self).await {
+            Ok(()) => self.run().await,
+            Err((status, error)) => {
+                let mut rec = record_for(&self.step, status, Some(&error), Utc::now());
+                rec.input = Some(
+                    serde_json::json!({ "tool": self.tool.name, "args": self.args }).to_string(),
+                );
+                (rec, None)
+            }
+        }
+    }
+
     /// Makes the call; the step's record and output.
     pub(super) async fn run(self) -> (StepRecord, Option<StepOutput>) {
         let t0 = Instant::now();
         let mut rec = record_for(&self.step, StepStatus::Succeeded, None, Utc::now());
         rec.input =
             Some(serde_json::json!({ "tool": self.tool.name, "args": self.args }).to_string());
-        let result = tokio::select! {
-            r = self.call(&mut rec) => r,
-            () = self.cancel.cancelled() => Err(Ended),
+        let result = if self.needs_permission() {
+            // A `shell` call ends itself on cancellation, once its program is killed.
+            self.call(&mut rec).await
+        } else {
+            tokio::select! {
+                r = self.call(&mut rec) => r,
+                () = self.cancel.cancelled() => Err(Ended),
+            }
         };
         rec.duration_ms = ms(t0.elapsed());
         match result {
@@ -91,6 +127,7 @@ impl ToolCall {
         let result = match &self.tool.decl {
             ToolDecl::Http(http) => self.http(http, rec).await,
             ToolDecl::File(_) => self.file().await,
+            ToolDecl::Shell(shell) => self.shell(shell, rec).await,
         };
         result.map_err(|e| {
             rec.status = StepStatus::Failed;
@@ -241,6 +278,29 @@ impl ToolCall {
         Ok(StepOutput { text, json })
     }
 
+    /// One `shell` call (the permission was checked).
+    async fn shell(&self, shell: &ShellTool, rec: &mut StepRecord) -> Result<StepOutput, String> {
+        let cwd = self
+            .tool
+            .workspace
+            .clone()
+            .ok_or("the working folder is not known")?;
+        let extra: Vec<String> = match self.args.get("argv") {
+            None => Vec::new(),
+            Some(serde_json::Value::Array(items)) => items
+                .iter()
+                .map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_owned))
+                .collect(),
+            Some(_) => return Err("`argv` is not a list".into()),
+        };
+        let (started, t0) = (Utc::now(), Instant::now());
+        let stdin = self.arg_str("stdin");
+        let result = super::shell::run(shell, &cwd, &extra, stdin, &self.cancel).await;
+        let error = result.as_ref().err().cloned();
+        rec.attempts.push(attempt_record(1, started, t0, error));
+        result
+    }
+
     /// One `file` operation.
     async fn file(&self) -> Result<StepOutput, String> {
         let workspace = self
@@ -297,6 +357,93 @@ impl ToolCall {
 
 /// The call ended without an output: it failed (the record says why) or was cancelled.
 struct Ended;
+
+impl Engine {
+    /// The permission of the `shell` tool `call` uses: given earlier in this run, found in
+    /// the store for this workflow hash, or asked now (approve: remembered in the store).
+    /// Parallel calls wait for one question. Otherwise the status and error of the step.
+    async fn permit(&self, sh: &RunShared, call: &ToolCall) -> Result<(), (StepStatus, String)> {
+        let ToolDecl::Shell(shell) = &call.tool.decl else {
+            return Ok(());
+        };
+        let hash = call.tool.workflow_hash.clone().unwrap_or_default();
+        let name = call.tool.name.clone();
+        let refused = || {
+            (
+                StepStatus::Failed,
+                format!(
+                    "tool `{name}` may not run `{}`: the permission was refused (answer yes when asked, or run with `--allow-tool {name}`)",
+                    shell.command.join(" ")
+                ),
+            )
+        };
+        let mut decided = sh.permissions.lock().await;
+        let key = (hash.clone(), name.clone());
+        match decided.get(&key) {
+            Some(true) => return Ok(()),
+            Some(false) => return Err(refused()),
+            None => {}
+        }
+        if let Some(store) = &self.store {
+            match store.permission(&hash, &name).await {
+                Ok(true) => {
+                    decided.insert(key, true);
+                    return Ok(());
+                }
+                Ok(false) => {}
+                Err(e) => tracing::warn!("cannot read the permissions: {e}"),
+            }
+        }
+        let cwd = call
+            .tool
+            .workspace
+            .as_ref()
+            .map(|p| p.display().to_string())
+            .unwrap_or_default();
+        let request = HumanRequest::Permission {
+            run_id: sh.run_id.clone(),
+            step_id: call.step.id.clone(),
+            tool: name.clone(),
+            command: shell.command.clone(),
+            cwd,
+        };
+        match self.ask(sh, request, None, &call.cancel).await {
+            Some(HumanDecision::Approve) => {
+                if let Some(store) = &self.store
+                    && let Err(e) = store
+                        .grant_permission(&hash, &name, &call.workflow_id, &shell.command)
+                        .await
+                {
+                    tracing::warn!("cannot remember the permission: {e}");
+                }
+                decided.insert(key, true);
+                Ok(())
+            }
+            Some(HumanDecision::Cancel) => {
+                sh.cancel.cancel();
+                Err((
+                    StepStatus::Cancelled,
+                    "the run was cancelled when asked for the permission".into(),
+                ))
+            }
+            None if sh.cancel.is_cancelled() || call.cancel.is_cancelled() => Err((
+                StepStatus::Cancelled,
+                "cancelled while asking for the permission".into(),
+            )),
+            None => Err((
+                StepStatus::Failed,
+                format!(
+                    "tool `{name}` may not run `{}`: it needs the user's permission and nobody could be asked (run with `--allow-tool {name}`, or answer when asked)",
+                    shell.command.join(" ")
+                ),
+            )),
+            Some(_) => {
+                decided.insert(key, false);
+                Err(refused())
+            }
+        }
+    }
+}
 
 /// `rel` inside `workspace`: no absolute path, no `..`, and after following symbolic
 /// links still inside (for a file to write, its folder must be).

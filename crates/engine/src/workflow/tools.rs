@@ -1,8 +1,9 @@
 //! Tools of the format: declared once per workflow under `tools:`, called by `kind: tool`
 //! steps with templated arguments.
 //!
-//! Two kinds so far: `http` (a request to an allowed host) and `file` (read, write and
-//! list inside a workspace folder of the workflow).
+//! Three kinds so far: `http` (a request to an allowed host), `file` (read, write and
+//! list inside a workspace folder of the workflow) and `shell` (a program run with an
+//! argv, only with the user's permission).
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -10,7 +11,7 @@ use std::time::Duration;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-/// A tool, tagged by its kind (`http:` or `file:`).
+/// A tool, tagged by its kind (`http:`, `file:` or `shell:`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum ToolDecl {
@@ -18,6 +19,8 @@ pub enum ToolDecl {
     Http(HttpTool),
     /// Files inside a workspace folder.
     File(FileTool),
+    /// A program run with an argv.
+    Shell(ShellTool),
 }
 
 /// An `http` tool: a base URL, default method and headers, the hosts a call may reach.
@@ -64,6 +67,46 @@ pub struct HttpTool {
 pub struct FileTool {
     /// The workspace folder (it must exist).
     pub workspace: String,
+}
+
+/// A `shell` tool: a program and its first arguments, run without a shell (no string is
+/// ever parsed by `sh`), in a working folder, with only the environment variables it
+/// names, for at most `timeout`.
+///
+/// A call's `args` may give `argv` (a list of further arguments, each a template) and
+/// `stdin` (text written to the program's input). The program's standard output is the
+/// step's text output and, when it is a JSON object or array, its JSON output; a
+/// non-zero exit code fails the step with the code and the end of its standard error.
+/// Output over 10 MiB stops the program and fails the step. Cancelling the run, or the
+/// timeout, kills the program.
+///
+/// A `shell` tool runs only with the user's permission for this workflow and this tool,
+/// asked before its first call (in the terminal, the desktop app's run panel or
+/// `nexus serve`'s questions) and remembered for the file as it is: any change to the
+/// workflow file asks again (the rule of VS Code's workspace trust and Claude Code's
+/// per-command permissions, kept per file hash). `nexus run --allow-tool NAME` gives
+/// the permission without asking.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ShellTool {
+    /// The program and its first arguments, e.g. `[git, status, --short]`. The program is
+    /// looked up on `PATH` (of the environment given to it) unless it is a path.
+    pub command: Vec<String>,
+    /// The working folder, relative to the workflow file's folder (default: that folder).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cwd: Option<String>,
+    /// Names of environment variables passed on from Nexus's environment (default: only
+    /// `PATH`). Every other variable is removed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub env: Option<Vec<String>>,
+    /// Longest time the program may run, e.g. `2m` (default `60s`).
+    #[serde(
+        default,
+        with = "humantime_serde::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schemars(with = "Option<String>")]
+    pub timeout: Option<Duration>,
 }
 
 /// The fields of a `kind: tool` step.
