@@ -2,7 +2,8 @@
 
 Texts are hand-written; token bodies are random (seeded, so reruns are identical) and
 every value is synthetic: test card numbers, registry example IBANs, made-up AWS key
-ids (AWS's documentation example ids as negatives), fictional phone numbers. Usage: python3 tests/gen_corpus.py tests/corpus.json
+ids (AWS's documentation example ids as negatives), fictional phone numbers.
+Usage: python3 tests/gen_corpus.py tests/corpus.json
 """
 import json, random, base64, sys
 
