@@ -262,14 +262,14 @@ async fn guardrails_redact_before_the_provider_sees_the_text_block_and_audit() -
     // Default rules: secrets are redacted, e-mail addresses only warned about.
     let (report, events) = go(
         &e,
-        plan("id: guard\nsteps:\n  - id: a\n    kind: llm\n    model: [openai:scripted]\n    prompt: \"Deploy with key AKIAIOSFODNN7EXAMPLE and mail jane.doe@example.com\"\n    max_tokens: 8\n"),
+        plan("id: guard\nsteps:\n  - id: a\n    kind: llm\n    model: [openai:scripted]\n    prompt: \"Deploy with key AKIAQ3VR7NXL2MTB5KDW and mail jane.doe@example.com\"\n    max_tokens: 8\n"),
         RunOptions::default(),
     )
     .await?;
     assert_eq!(report.status, RunStatus::Succeeded, "{:?}", report.error);
     let sent = server.bodies()[0].to_string();
     assert!(
-        !sent.contains("AKIAIOSFODNN7EXAMPLE"),
+        !sent.contains("AKIAQ3VR7NXL2MTB5KDW"),
         "the key never left: {sent}"
     );
     assert!(sent.contains("[REDACTED:aws_access_key]"), "{sent}");
@@ -284,7 +284,7 @@ async fn guardrails_redact_before_the_provider_sees_the_text_block_and_audit() -
     let key = verdict("input", "aws_access_key").expect("key verdict");
     assert_eq!(key.action, "redact");
     assert!(
-        !key.sample.contains("AKIAIOSFODNN7EXAMPLE"),
+        !key.sample.contains("AKIAQ3VR7NXL2MTB5KDW"),
         "masked sample"
     );
     assert_eq!(verdict("input", "email").expect("email").action, "warn");
@@ -907,8 +907,8 @@ async fn run_inputs_template_outputs_and_approval_questions_pass_the_guardrails(
         "inputs:\n  note: {type: string}\n",
         "steps:\n",
         "  - id: echo\n    kind: template\n    template: \"{{ inputs.note }}\"\n",
-        "  - id: built\n    kind: template\n    template: \"{{ 'AKIAIOSF' ~ 'ODNN7EXAMPLE' }}\"\n",
-        "  - id: ask\n    kind: approval\n    prompt: \"Use key {{ 'AKIAIOSF' ~ 'ODNN7EXAMPLE' }}?\"\n",
+        "  - id: built\n    kind: template\n    template: \"{{ 'AKIAQ3VR' ~ '7NXL2MTB5KDW' }}\"\n",
+        "  - id: ask\n    kind: approval\n    prompt: \"Use key {{ 'AKIAQ3VR' ~ '7NXL2MTB5KDW' }}?\"\n",
     ));
     let human = Arc::new(Scripted {
         answers: Mutex::new(vec![HumanDecision::Approve]),
@@ -916,7 +916,7 @@ async fn run_inputs_template_outputs_and_approval_questions_pass_the_guardrails(
     });
     let sink = Arc::new(nexus_engine::events::CollectingSink::new());
     let mut inputs = serde_json::Map::new();
-    inputs.insert("note".into(), "deploy with AKIAIOSFODNN7EXAMPLE".into());
+    inputs.insert("note".into(), "deploy with AKIAQ3VR7NXL2MTB5KDW".into());
     let report = e
         .run(
             wf,
@@ -933,7 +933,7 @@ async fn run_inputs_template_outputs_and_approval_questions_pass_the_guardrails(
     let stored = store.get_run(&report.run_id).await?;
     let everything = serde_json::to_string(&stored)?;
     assert!(
-        !everything.contains("AKIAIOSFODNN7EXAMPLE"),
+        !everything.contains("AKIAQ3VR7NXL2MTB5KDW"),
         "the key is stored nowhere: {everything}"
     );
     assert_eq!(
@@ -952,7 +952,7 @@ async fn run_inputs_template_outputs_and_approval_questions_pass_the_guardrails(
         human.asked.lock().map(|a| a.clone()).unwrap_or_default()
     );
     assert!(
-        !asked.contains("AKIAIOSFODNN7EXAMPLE"),
+        !asked.contains("AKIAQ3VR7NXL2MTB5KDW"),
         "shown redacted: {asked}"
     );
     assert!(events.iter().any(|e| matches!(

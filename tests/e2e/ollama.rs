@@ -541,7 +541,7 @@ async fn the_reasoning_passes_the_guardrails_before_it_is_stored() -> anyhow::Re
         vec![scripted(
             "deepseek-r1:8b",
             &["completion", "thinking"],
-            json!({"thinking": ["The key is ", "AKIAIOSFODNN7EXAMPLE", ", so use it."],
+            json!({"thinking": ["The key is ", "AKIAQ3VR7NXL2MTB5KDW", ", so use it."],
                    "content": ["Done."]}),
         )],
         &[],
@@ -556,7 +556,7 @@ async fn the_reasoning_passes_the_guardrails_before_it_is_stored() -> anyhow::Re
     assert_eq!(report.status, RunStatus::Succeeded, "{:?}", report.steps);
     let stored = store.get_run(&report.run_id).await?;
     let reasoning = stored.steps[0].reasoning.clone().unwrap_or_default();
-    assert!(!reasoning.contains("AKIAIOSFODNN7EXAMPLE"), "{reasoning}");
+    assert!(!reasoning.contains("AKIAQ3VR7NXL2MTB5KDW"), "{reasoning}");
     assert!(
         reasoning.contains("[REDACTED:aws_access_key]"),
         "{reasoning}"

@@ -165,7 +165,7 @@ fn mixed_text(bytes: usize, with_findings: bool) -> String {
     ];
     let findings = [
         "contact jane.doe@example.com for access ",
-        "AWS key AKIAIOSFODNN7EXAMPLE in the old config ",
+        "AWS key AKIAQ3VR7NXL2MTB5KDW in the old config ",
         "card 4111 1111 1111 1111 on file ",
         "call +44 20 7946 0958 tomorrow ",
         "IBAN GB82 WEST 1234 5698 7654 32 ",

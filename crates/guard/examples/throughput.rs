@@ -119,7 +119,7 @@ const FINDINGS: &[&str] = &[
     "Call +44 20 7946 0958 tomorrow.",
     "Card 4111 1111 1111 1111 exp 12/29.",
     "IBAN GB82 WEST 1234 5698 7654 32.",
-    "aws_access_key_id = AKIAIOSFODNN7EXAMPLE",
+    "aws_access_key_id = AKIAQ3VR7NXL2MTB5KDW",
     "export GITHUB_TOKEN=ghp_Ab3dEf6hIj9kLm2nOp5qRs8tUv1wXy4zAB7c",
     "OPENAI_API_KEY=sk-proj-Ab3dEf6hIj9kLm2nOp5qRs8tUv1wXy4zAB7cDE0fGH3iJK6",
     "Authorization: Bearer eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiIxMjM0NTY3ODkwIiwibmFtZSI6IkpvaG4gRG9lIiwiaWF0IjoxNTE2MjM5MDIyfQ.SflKxwRJSMeKKF2QT4fwpMeJf36POk6yJV_adQssw5c",

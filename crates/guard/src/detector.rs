@@ -34,19 +34,29 @@ pub enum Category {
 #[serde(rename_all = "snake_case")]
 pub enum Detector {
     /// E-mail address, RFC 5321 shape with RFC 6531 internationalized parts: a local part
-    /// of 1–64 characters from `[A-Za-z0-9._%+-]` and non-ASCII letters, digits and
-    /// combining marks (`jürgen@…`, `葉士豪@…`; no leading, trailing or doubled dot) that
-    /// keeps to one script class (ASCII/Latin or other), or a quoted ASCII string
-    /// (`"quoted local part"@…`); `@`; one to eight DNS labels (RFC 1035: letters, digits
-    /// and inner hyphens in any script, at most 63 characters; `--` in positions 3–4 only
-    /// in `xn--` A-labels, RFC 5891) and a TLD of 2–24 letters of one script or a punycode
-    /// `xn--` label; a domain with `xn--` labels must convert to Unicode under IDNA (RFC
-    /// 5891, UTS #46; the `idna` crate), so `me@xn--0.tld` is not reported. The address
-    /// ends where its TLD's script does, so `メールはsato.k@example.co.jpまで`
+    /// of 1–64 characters, RFC 5322 `atext` (ASCII letters, digits and
+    /// ``!$%'*+-^_`{|}~``; `o'brien@…`, `!def!xyz%abc@…`) and non-ASCII letters, digits
+    /// and combining marks (`jürgen@…`, `葉士豪@…`) keeping to one script class
+    /// (ASCII/Latin or other), as a dot-atom (no leading, trailing or doubled dot), or a
+    /// quoted ASCII string (`"quoted local part"@…`); `@`; one to eight DNS labels (RFC
+    /// 1035: letters, digits and inner hyphens in any script, at most 63 characters; `--`
+    /// in positions 3–4 only in `xn--` A-labels, RFC 5891) and a TLD of 2–24 letters of one
+    /// script or a punycode `xn--` label; a domain with `xn--` labels must convert to
+    /// Unicode under IDNA (RFC 5891, UTS #46; the `idna` crate), so `me@xn--0.tld` is not
+    /// reported. In free text the local part ends at what delimits the text around it: the
+    /// `atext` symbols `# & / = ?` (URL paths, queries and fragments, `key=value`: WHATWG
+    /// URL Standard), so `?email=jane@example.com` yields `jane@example.com`; a leading
+    /// quote or Markdown character (`'`, `` ` ``, `*`, `~`, `|`, `{`) and a `}` closing
+    /// an earlier template expression are left out, and a local part holding a
+    /// replacement field (`{user}@…`, `${USER}@…`) is a template, not reported; CJK
+    /// punctuation (`「`, `：`, `、`) and other scripts end it (`メールはsato.k@…`). The
+    /// address ends where its TLD's script does, so `メールはsato.k@example.co.jpまで`
     /// yields `sato.k@example.co.jp`. `user@localhost` and `name@host` (no TLD) are not
     /// flagged, nor are image-file names such as `logo@2x.png` (TLDs `png`, `jpg`, `jpeg`,
-    /// `gif`, `svg`, `webp`, `bmp`, `ico`, none of which is a delegated TLD). Limitation:
-    /// the RFC 5322 symbols `!#$&'*/=?^`{|}~` in unquoted local parts are not read.
+    /// `gif`, `svg`, `webp`, `bmp`, `ico`, none of which is a delegated TLD). Limitations:
+    /// an address whose local part holds `# & / = ?` is reported from the character after
+    /// the last of them (`customer/department=shipping@…` as `shipping@…`); non-ASCII
+    /// symbols in a local part (RFC 6531 admits them: `＠@fullwidth.at`) are not read.
     Email,
     /// Telephone number, confirmed with libphonenumber's metadata (the `phonenumber`
     /// crate, a Rust port of Google's libphonenumber). Candidates are digit runs of 7–18
@@ -87,12 +97,14 @@ pub enum Detector {
     /// AWS access key id (AWS IAM docs, "Unique identifier prefixes"): `AKIA` (long-term
     /// key), `ASIA` (temporary STS key), `ABIA` (STS service bearer token) or `ACCA`
     /// (context-specific credential) or `A3T` plus one character (gitleaks' `aws-access-token`),
-    /// followed by 16 uppercase alphanumerics of which at least four are distinct (so
-    /// fillers such as `AKIAXXXXXXXXXXXXXXXX` are not reported; ids are base32-like, so
-    /// the entropy floor of base62 tokens does not apply: noseyparker's
-    /// `AKIADEADBEEFDEADBEEF`). The other prefixes of the IAM table (`AIDA` users, `AROA`
-    /// roles, `AGPA` groups, `ANPA` policies, `APKA` public keys, …) name resources, not
-    /// credentials, and are not reported.
+    /// followed by 16 uppercase alphanumerics. No entropy floor: detect-secrets'
+    /// `AWSKeyDetector`, noseyparker and secretlint report fillers such as
+    /// `AKIAZZZZZZZZZZZZZZZZ` and `AKIADEADBEEFDEADBEEF` too. Not reported: AWS's
+    /// documentation example ids, ending in `EXAMPLE` (`AKIAIOSFODNN7EXAMPLE`; gitleaks'
+    /// allowlist `.+EXAMPLE$`, secretlint's and AWS git-secrets' allowed list), and the
+    /// mask `AKIAXXXXXXXXXXXXXXXX` (a body of `X` only). The other prefixes of the IAM
+    /// table (`AIDA` users, `AROA` roles, `AGPA` groups, `ANPA` policies, `APKA` public
+    /// keys, …) name resources, not credentials, and are not reported.
     AwsAccessKey,
     /// GitHub token (GitHub docs, "About authentication to GitHub" / token formats):
     /// `ghp_` (classic PAT), `gho_` (OAuth), `ghu_` (user-to-server), `ghs_`

@@ -28,7 +28,7 @@
 //! use nexus_guard::{Detector, Policy, Scanner, redact};
 //!
 //! let scanner = Scanner::all()?;
-//! let text = "key AKIAIOSFODNN7EXAMPLE, mail bob@example.com";
+//! let text = "key AKIAQ3VR7NXL2MTB5KDW, mail bob@example.com";
 //! let found = scanner.scan(text);
 //! assert_eq!(found[0].detector, Detector::AwsAccessKey);
 //! assert_eq!(

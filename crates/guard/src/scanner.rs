@@ -374,7 +374,7 @@ impl Scanner {
             Anchor::Aws if token_start => {
                 if let Some(tok) = find(&self.re.aws) {
                     let end = at + tok.len();
-                    if ends_token(bytes, end, b"") && validate::aws_body_ok(&tok[4..]) {
+                    if ends_token(bytes, end, b"") && validate::aws_key_id_ok(tok) {
                         push(Detector::AwsAccessKey, at, end);
                     }
                 }
@@ -605,18 +605,18 @@ impl Scanner {
             if at < done_until || at == 0 {
                 continue;
             }
-            // Walk back over the local part: ASCII atoms plus Latin-script letters
-            // (RFC 6531 `jürgen@…`). Other scripts end it, so that `メールはtanaka@…`
-            // (no space in CJK text) yields `tanaka@…`.
+            // Walk back over the local part (`is_local_char`): RFC 5322 atext plus
+            // Latin-script letters (RFC 6531 `jürgen@…`). Other scripts end it, so that
+            // `メールはtanaka@…` (no space in CJK text) yields `tanaka@…`; so does the end
+            // of the previous address (`a@example.com|b@example.org`).
             let mut s = at;
             let mut too_long = false;
             // The local part keeps to one script class: the one of the character before
-            // the `@` (ASCII punctuation `._%+-` goes with either).
+            // the `@` (ASCII punctuation goes with either).
             let class = text[..at].chars().next_back().map(script_class);
             for (count, (i, c)) in text[..at].char_indices().rev().enumerate() {
-                let same =
-                    matches!(c, '.' | '_' | '%' | '+' | '-') || Some(script_class(c)) == class;
-                if !is_local_char(c) || !same {
+                let same = c.is_ascii_punctuation() || Some(script_class(c)) == class;
+                if i < done_until || !is_local_char(c) || !same {
                     break;
                 }
                 if count == 64 {
@@ -631,14 +631,10 @@ impl Scanner {
                 if too_long || s > 0 && bytes[s - 1] == b'@' {
                     continue; // local part longer than 64 characters, or `a@b@c`
                 }
-                if s == at {
+                let Some(start) = unquoted_local_start(bytes, s, at) else {
                     continue;
-                }
-                let local = &text[s..at];
-                // RFC 5322 dot-atoms neither start nor end with a dot nor double one.
-                if local.starts_with('.') || local.ends_with('.') || local.contains("..") {
-                    continue;
-                }
+                };
+                s = start;
             }
             let Some(m) = self.re.email_domain.find(&text[at + 1..]) else {
                 continue;
@@ -996,12 +992,71 @@ fn domain_shape_ok(domain: &str) -> bool {
             .all(|l| !l.is_empty() && l.chars().count() <= 63 && !l.ends_with('-'))
 }
 
-/// Characters of an e-mail local part: ASCII letters and digits, `._%+-`, and non-ASCII
-/// letters, digits and combining marks (RFC 6531 internationalized addresses).
+/// Characters of an unquoted e-mail local part: RFC 5322 `atext` (ASCII letters, digits and
+/// ``!#$%&'*+-/=?^_`{|}~``) and `.`, except `# & / = ?`, plus non-ASCII letters, digits and
+/// combining marks (RFC 6531 internationalized addresses; `UTF8-non-ascii` also admits
+/// symbols and punctuation, which are not taken, so CJK punctuation such as `「`, `：` or
+/// `、` ends an address). `# & / = ?` delimit the text an address is written in: the path,
+/// query and fragment of a URL and its `name=value` pairs (WHATWG URL Standard,
+/// `application/x-www-form-urlencoded`), and `key=value` assignments, so
+/// `?email=jane@example.com` and `user/jane@example.com` yield `jane@example.com`.
 fn is_local_char(c: char) -> bool {
+    /// RFC 5322 `atext` symbols other than `# & / = ?`, and the dot of a dot-atom.
+    const SYMBOLS: &[u8] = b".!$%'*+-^_`{|}~";
     c.is_ascii_alphanumeric()
-        || matches!(c, '.' | '_' | '%' | '+' | '-')
+        || (c.is_ascii() && SYMBOLS.contains(&(c as u8)))
         || (!c.is_ascii() && (c.is_alphanumeric() || is_combining_mark(c)))
+}
+
+/// Start of the unquoted local part whose characters ([`is_local_char`]) run from `s` to
+/// the `@` at `at`, or `None` when there is none. RFC 5322 symbols that also mark up the
+/// text around an address are read as that markup where they open the run:
+/// - a `}` whose `{` is not in the run closes a template expression (`{{ user }}@…`,
+///   `{% endif %}jane@…`): the local part starts after it;
+/// - a run that holds a replacement field, `{` and a name of letters, digits, `_` or `.`
+///   then `}` (`{user}`, `{0}`, `{}`: Python's `str.format`, .NET composite formatting,
+///   `${USER}`, Jinja's `{{user}}`), is a template, not an address;
+/// - a leading quote, Markdown code-span, emphasis, strikethrough or table-cell character
+///   (`'`, `` ` ``, `*`, `~`, `|`: CommonMark, GitHub Flavored Markdown) or an opening brace
+///   is not part of it, so `'jane@example.com'`, `` `jane@…` ``, `**jane@…**`, `|jane@…|`
+///   and `{jane@…}` yield `jane@…` (and `*@example.com`, a wildcard, is no address);
+/// - the rest is an RFC 5322 dot-atom: it neither starts nor ends with a dot nor doubles one.
+fn unquoted_local_start(bytes: &[u8], mut s: usize, at: usize) -> Option<usize> {
+    let from = s;
+    let mut depth = 0usize;
+    for (k, &b) in bytes[from..at].iter().enumerate() {
+        match b {
+            b'{' => depth += 1,
+            b'}' if depth == 0 => s = from + k + 1,
+            b'}' => depth -= 1,
+            _ => {}
+        }
+    }
+    let mut open = false;
+    let field = bytes[s..at].iter().any(|&b| match b {
+        b'{' => {
+            open = true;
+            false
+        }
+        b'}' => open,
+        b'_' | b'.' => false,
+        b => {
+            open &= b.is_ascii_alphanumeric();
+            false
+        }
+    });
+    if field {
+        return None;
+    }
+    while s < at && matches!(bytes[s], b'\'' | b'`' | b'*' | b'~' | b'|' | b'{') {
+        s += 1;
+    }
+    let local = &bytes[s..at];
+    let dot_atom = !local.is_empty()
+        && !local.starts_with(b".")
+        && !local.ends_with(b".")
+        && !local.windows(2).any(|w| w == b"..");
+    dot_atom.then_some(s)
 }
 
 /// Combining marks used inside words of Indic and other scripts (virama, vowel signs) and

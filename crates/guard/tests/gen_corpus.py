@@ -1,8 +1,9 @@
 """Generator of tests/corpus.json (kept for provenance; the JSON is the source of truth).
 
 Texts are hand-written; token bodies are random (seeded, so reruns are identical) and
-every value is synthetic: test card numbers, registry example IBANs, AWS documentation
-example key ids, fictional phone numbers. Usage: python3 tests/gen_corpus.py tests/corpus.json
+every value is synthetic: test card numbers, registry example IBANs, made-up AWS key
+ids (AWS's documentation example ids as negatives), fictional phone numbers.
+Usage: python3 tests/gen_corpus.py tests/corpus.json
 """
 import json, random, base64, sys
 
@@ -253,8 +254,8 @@ for t in [
 A = "aws_access_key"
 aws_rand = ["AKIA" + rnd(UPNUM, 16) for _ in range(6)] + ["ASIA" + rnd(UPNUM, 16) for _ in range(4)]
 aws_pos = [
-    ("aws_access_key_id = AKIAIOSFODNN7EXAMPLE", "AKIAIOSFODNN7EXAMPLE"),
-    ("export AWS_ACCESS_KEY_ID=AKIAI44QH8DHBEXAMPLE", "AKIAI44QH8DHBEXAMPLE"),
+    ("aws_access_key_id = AKIAQ3VR7NXL2MTB5KDW", "AKIAQ3VR7NXL2MTB5KDW"),
+    ("export AWS_ACCESS_KEY_ID=AKIAT6HW4JZP2RCX7LNB", "AKIAT6HW4JZP2RCX7LNB"),
     ('{"AccessKeyId": "%s", "Expiration": "2024-06-01T00:00:00Z"}' % aws_rand[6], aws_rand[6]),
     ("The leaked key %s was rotated on Monday." % aws_rand[0], aws_rand[0]),
     ("[default]\naws_access_key_id=%s\nregion=eu-west-1" % aws_rand[1], aws_rand[1]),
@@ -265,8 +266,8 @@ aws_pos = [
     ("- name: AWS_KEY\n  value: %s" % aws_rand[8], aws_rand[8]),
     ("docker run -e AWS_ACCESS_KEY_ID=%s app" % aws_rand[5], aws_rand[5]),
     ("STS returned %s for the session." % aws_rand[9], aws_rand[9]),
-    ("Key id `AKIAIOSFODNN7EXAMPLE` in the README example.", "AKIAIOSFODNN7EXAMPLE"),
-    ("https://example.com/upload?AWSAccessKeyId=AKIAI44QH8DHBEXAMPLE&Expires=1700000000", "AKIAI44QH8DHBEXAMPLE"),
+    ("Key id `AKIAM5KD3QWZ7VXR2TLH` pasted in the README.", "AKIAM5KD3QWZ7VXR2TLH"),
+    ("https://example.com/upload?AWSAccessKeyId=AKIAW2NX6RTB4LQZ7VMD&Expires=1700000000", "AKIAW2NX6RTB4LQZ7VMD"),
     ("log: user=deploy key=%s action=PutObject" % aws_rand[0], aws_rand[0]),
     ("ABIA%s is an STS bearer token id." % "Z3XK7QPLM2NB5VRT", "ABIAZ3XK7QPLM2NB5VRT"),
 ]
@@ -278,7 +279,6 @@ for t in [
     "Glued: AKIAIOSFODNN7EXAMPLE1 has an extra character.",
     "Lowercase akiaiosfodnn7example is not a key id.",
     "Prefixed xAKIAIOSFODNN7EXAMPLE is part of a longer word.",
-    "Placeholder AKIAAAAAAAAAAAAAAAAA in the template.",
     "The ASIA region and the ASIAPACIFIC market grew.",
     "Report ASIA-PACIFIC-2024-REPORT is attached.",
     "Dashed AKIA-IOSF-ODNN-7EXA-MPLE is not valid.",
@@ -719,7 +719,6 @@ for t, v in [
     add("aws_access_key", "pos", t, [("aws_access_key", v)])
 for t in [
     "Redacted id AKIAXXXXXXXXXXXXXXXX in the runbook.",
-    "Mask ASIA0000000000000000 in the template.",
 ]:
     add("aws_access_key", "neg", t, [])
 for t, v in [
@@ -800,8 +799,58 @@ for t in [
 ]:
     add(X, "neg", t, [])
 
+# ------------------------------------------- added with the outside-set rules, part 5
+# AWS: key ids are reported without an entropy floor (detect-secrets, noseyparker,
+# secretlint), except AWS's documentation examples (`…EXAMPLE`, gitleaks' allowlist) and
+# the `X` mask.
+for t, v in [
+    ("Template value AKIAAAAAAAAAAAAAAAAA for the test account.", "AKIAAAAAAAAAAAAAAAAA"),
+    ("Zeroed ASIA0000000000000000 in the template.", "ASIA0000000000000000"),
+]:
+    add("aws_access_key", "pos", t, [("aws_access_key", v)])
+for t in [
+    "aws_access_key_id = AKIAIOSFODNN7EXAMPLE",
+    "export AWS_ACCESS_KEY_ID=AKIAI44QH8DHBEXAMPLE",
+    "Key id `AKIAIOSFODNN7EXAMPLE` in the README example.",
+    "https://example.com/upload?AWSAccessKeyId=AKIAI44QH8DHBEXAMPLE&Expires=1700000000",
+    "Masked session key ASIAXXXXXXXXXXXXXXXX in the log.",
+]:
+    add("aws_access_key", "neg", t, [])
+
+# E-mail: RFC 5322 symbols in local parts (RFC 3696 section 3 examples), and the text an
+# address is written in: key=value, URL paths and queries, quotes and Markdown, CJK
+# punctuation, templates.
+for t, v in [
+    ("Write to o'brien@example.ie about the lease.", ["o'brien@example.ie"]),
+    ("RFC 3696 lists !def!xyz%abc@example.com and $A12345@example.com as valid.",
+     ["!def!xyz%abc@example.com", "$A12345@example.com"]),
+    ("email=jane.doe@example.com", ["jane.doe@example.com"]),
+    ("git config user.email=dev@example.org --global", ["dev@example.org"]),
+    ("EMAIL=ci-bot@example.io make release", ["ci-bot@example.io"]),
+    ("https://example.com/invite?to=alice@example.org&role=admin", ["alice@example.org"]),
+    ("https://example.com/unsubscribe?a=1&email=bob.smith@example.co.uk#done", ["bob.smith@example.co.uk"]),
+    ("GET /users/carol@example.com/profile", ["carol@example.com"]),
+    ("Set EMAIL to 'ops@example.com' in the env.", ["ops@example.com"]),
+    ("Use `dev@example.com` for tests and **admin@example.org** for the repo.", ["dev@example.com", "admin@example.org"]),
+    ("|alice@example.com|bob@example.org|", ["alice@example.com", "bob@example.org"]),
+    ("~~old@example.com~~ new@example.com", ["old@example.com", "new@example.com"]),
+    ("連絡先：tanaka@example.jp", ["tanaka@example.jp"]),
+    ("「sato@example.co.jp」までご連絡ください。", ["sato@example.co.jp"]),
+    ("担当（suzuki@example.com）、副担当、ito@example.jp。", ["suzuki@example.com", "ito@example.jp"]),
+    ("{% if vip %}vip@example.com{% endif %}", ["vip@example.com"]),
+]:
+    add("email", "pos", t, [("email", x) for x in v])
+for t in [
+    "Allow *@example.com in the sender filter.",
+    "Jinja fills {{ user.name }}@example.com at send time.",
+    "f'{user}@example.com' is built per user.",
+    'echo "${USER}@example.com"',
+    "The template {0}@example.com takes the login.",
+]:
+    add("email", "neg", t, [])
+
 json.dump({"about": "Labelled corpus for nexus-guard. Every value is synthetic: test card numbers, "
-                    "registry example IBANs, AWS documentation example keys, fictional phone numbers "
+                    "registry example IBANs, made-up AWS key ids (AWS documentation example keys as negatives), fictional phone numbers "
                     "(NANP 555-01xx, Ofcom drama ranges) and randomly generated token bodies. Ids are "
                     "<target detector>/<pos|neg>/<n>; expect lists every item the scanner must report.",
            "samples": samples}, open(sys.argv[1], "w"), indent=1, ensure_ascii=False)

@@ -145,7 +145,7 @@ fn ratio(num: usize, den: usize) -> f64 {
 #[test]
 fn redaction_replaces_each_finding() {
     let scanner = scanner();
-    let text = "mail jane@example.com, card 4111 1111 1111 1111, key AKIAIOSFODNN7EXAMPLE.";
+    let text = "mail jane@example.com, card 4111 1111 1111 1111, key AKIAQ3VR7NXL2MTB5KDW.";
     let found = scanner.scan(text);
     assert_eq!(
         found.iter().map(|f| f.detector).collect::<Vec<_>>(),
@@ -180,7 +180,7 @@ fn redaction_replaces_each_finding() {
     ];
     assert_eq!(
         redact(text, &bogus),
-        "mail [REDACTED:email], card 4111 1111 1111 1111, key AKIAIOSFODNN7EXAMPLE."
+        "mail [REDACTED:email], card 4111 1111 1111 1111, key AKIAQ3VR7NXL2MTB5KDW."
     );
     let utf = "é";
     let inside = [Finding {
@@ -285,7 +285,7 @@ fn policy_actions() {
     assert_eq!(out.verdicts[0].action, GuardAction::Warn);
 
     // Redact.
-    let out = policy.apply("key AKIAIOSFODNN7EXAMPLE ok");
+    let out = policy.apply("key AKIAQ3VR7NXL2MTB5KDW ok");
     assert_eq!(out.text, "key [REDACTED:aws_access_key] ok");
     assert!(!out.blocked && !out.needs_approval);
     assert!(out.has_secrets());
@@ -438,7 +438,7 @@ fn utf8_offsets_around_findings() {
             "jane@example.com",
         ),
         ("Zoë’s card → 4111 1111 1111 1111 ✓", "4111 1111 1111 1111"),
-        ("🔑AKIAIOSFODNN7EXAMPLE🔑", "AKIAIOSFODNN7EXAMPLE"),
+        ("🔑AKIAQ3VR7NXL2MTB5KDW🔑", "AKIAQ3VR7NXL2MTB5KDW"),
         ("«+44 20 7946 0958»", "+44 20 7946 0958"),
         (
             "Ключ: ghp_Ab3dEf6hIj9kLm2nOp5qRs8tUv1wXy4zAB7c — удалить",
@@ -564,6 +564,9 @@ fn large_random_inputs_do_not_panic() {
         "-----BEGIN PRIVATE KEY-----",
         "AKIA",
         "+1",
+        "{",
+        "{a}'|@",
+        "}~@a.co ",
     ] {
         let text = unit.repeat((1 << 18) / unit.len());
         let start = std::time::Instant::now();
@@ -573,6 +576,101 @@ fn large_random_inputs_do_not_panic() {
             "{unit:?} took {:?}",
             start.elapsed()
         );
+    }
+}
+
+/// AWS key ids are reported without an entropy floor, as detect-secrets, noseyparker and
+/// secretlint report them; AWS's documentation example ids (`…EXAMPLE`) and the `X` mask
+/// are placeholders.
+#[test]
+fn aws_key_ids_and_their_placeholders() {
+    let scanner = scanner();
+    let keys = |text: &str| -> Vec<String> {
+        scanner
+            .scan(text)
+            .iter()
+            .filter(|f| f.detector == Detector::AwsAccessKey)
+            .map(|f| text[f.start..f.end].to_owned())
+            .collect()
+    };
+    for key in [
+        "AKIAQ3VR7NXL2MTB5KDW",
+        "ASIAAAAAAAAAAAAAAAAA",
+        "ABIA0000000000000000",
+        "ACCADEADBEEFDEADBEEF",
+        "A3T0XXXXXXXXXXXXXXXY",
+    ] {
+        assert_eq!(keys(&format!("id {key} here")), [key]);
+    }
+    for placeholder in [
+        "AKIAIOSFODNN7EXAMPLE",
+        "AKIAI44QH8DHBEXAMPLE",
+        "ASIAIOSFODNN7EXAMPLE",
+        "AKIAXXXXXXXXXXXXXXXX",
+        "ASIAXXXXXXXXXXXXXXXX",
+    ] {
+        assert!(
+            keys(&format!("id {placeholder} here")).is_empty(),
+            "{placeholder}"
+        );
+    }
+}
+
+/// E-mail local parts take RFC 5322's symbols, but not the text the address is written
+/// in: `key=value`, URL paths and queries, quotes and Markdown, templates, CJK punctuation.
+#[test]
+fn email_local_parts_and_their_surroundings() {
+    let scanner = scanner();
+    let emails = |text: &str| -> Vec<String> {
+        scanner
+            .scan(text)
+            .iter()
+            .filter(|f| f.detector == Detector::Email)
+            .map(|f| text[f.start..f.end].to_owned())
+            .collect()
+    };
+    let cases: &[(&str, &[&str])] = &[
+        ("mail o'brien@example.ie", &["o'brien@example.ie"]),
+        ("$A12345@example.com", &["$A12345@example.com"]),
+        ("!def!xyz%abc@example.com", &["!def!xyz%abc@example.com"]),
+        ("a^b`c{|}~d@example.org", &["a^b`c{|}~d@example.org"]),
+        ("user.email=dev@example.org", &["dev@example.org"]),
+        ("--to=ops@example.net --dry-run", &["ops@example.net"]),
+        (
+            "https://example.com/x?a=1&to=bob@example.org#top",
+            &["bob@example.org"],
+        ),
+        (
+            "https://example.com/u/carol@example.com/",
+            &["carol@example.com"],
+        ),
+        ("q/r=s?t^u{|}~@example.org", &["t^u{|}~@example.org"]),
+        ("say 'jane@example.com'", &["jane@example.com"]),
+        ("`jane@example.com`", &["jane@example.com"]),
+        ("**jane@example.com**", &["jane@example.com"]),
+        ("~~jane@example.com~~", &["jane@example.com"]),
+        ("{jane@example.com}", &["jane@example.com"]),
+        (
+            "|jane@example.com|bob@example.org|",
+            &["jane@example.com", "bob@example.org"],
+        ),
+        (
+            "{% if a %}jane@example.com{% endif %}",
+            &["jane@example.com"],
+        ),
+        ("連絡先：tanaka@example.jp。", &["tanaka@example.jp"]),
+        ("「sato@example.co.jp」", &["sato@example.co.jp"]),
+        ("（suzuki@example.com）、", &["suzuki@example.com"]),
+        ("*@example.com", &[]),
+        ("{{ user }}@example.com", &[]),
+        ("{{user}}@example.com", &[]),
+        ("f'{user}@example.com'", &[]),
+        ("${USER}@example.com", &[]),
+        ("{}@example.com", &[]),
+        ("'@example.com", &[]),
+    ];
+    for (text, want) in cases {
+        assert_eq!(emails(text), *want, "{text}");
     }
 }
 
