@@ -33,3 +33,8 @@ if ! python3 scripts/check-llama-server.py "$model"; then
   build --force-reinstall --no-deps --no-cache-dir --no-binary llama-cpp-python
   python3 scripts/check-llama-server.py "$model"
 fi
+
+# The official reference MCP servers (stdio and streamable HTTP), pinned in
+# tests/servers/mcp/package-lock.json.
+echo "installing the reference MCP servers (tests/servers/mcp)"
+npm ci --prefix tests/servers/mcp --no-audit --no-fund --loglevel=error

@@ -7,6 +7,7 @@ mod faults;
 mod flood;
 mod flow;
 mod governance;
+mod mcp;
 mod ollama;
 mod providers;
 mod server_logs;

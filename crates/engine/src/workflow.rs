@@ -24,7 +24,7 @@ pub use control::{
     LoopCap, LoopStep, MAX_WORKFLOW_DEPTH, MapStep, OnItemError, RunFailureHandler,
     SubWorkflowStep, SwitchCase, SwitchStep, TriggerRule, WaitStep,
 };
-pub use tools::{FileTool, HttpTool, ShellTool, ToolDecl, ToolStep};
+pub use tools::{FileTool, HttpTool, McpTool, ShellTool, ToolDecl, ToolStep};
 
 /// Version of the workflow file format this build reads and writes.
 pub const FORMAT_VERSION: u32 = 1;

@@ -9,7 +9,7 @@ use crate::diagnostic::DiagnosticCode;
 use crate::plan::report::did_you_mean;
 use crate::plan::step::StepPlanner;
 use crate::plan::{Action, ToolAction};
-use crate::workflow::{HttpTool, ShellTool, ToolDecl, ToolStep};
+use crate::workflow::{HttpTool, McpTool, ShellTool, ToolDecl, ToolStep};
 
 /// The arguments an `http` tool call may give.
 const HTTP_ARGS: [&str; 7] = ["path", "query", "headers", "method", "body", "form", "raw"];
@@ -17,6 +17,8 @@ const HTTP_ARGS: [&str; 7] = ["path", "query", "headers", "method", "body", "for
 const FILE_ARGS: [&str; 3] = ["op", "path", "content"];
 /// The arguments a `shell` tool call may give.
 const SHELL_ARGS: [&str; 2] = ["argv", "stdin"];
+/// The arguments an `mcp` tool call may give.
+const MCP_ARGS: [&str; 2] = ["call", "arguments"];
 /// The methods an `http` tool may use.
 const METHODS: [&str; 7] = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"];
 
@@ -59,6 +61,7 @@ pub(super) fn plan(p: &mut StepPlanner<'_, '_>, step: &ToolStep) -> Action {
         ToolDecl::Http(_) => &HTTP_ARGS,
         ToolDecl::File(_) => &FILE_ARGS,
         ToolDecl::Shell(_) => &SHELL_ARGS,
+        ToolDecl::Mcp(_) => &MCP_ARGS,
     };
     for key in step.args.keys() {
         if !allowed.contains(&key.as_str()) {
@@ -80,11 +83,12 @@ pub(super) fn plan(p: &mut StepPlanner<'_, '_>, step: &ToolStep) -> Action {
             folder(p, &step.tool, "workspace", &file.workspace)
         }
         ToolDecl::Shell(shell) => check_shell(p, &step.tool, shell, step),
+        ToolDecl::Mcp(mcp) => check_mcp(p, &step.tool, mcp, step),
     };
     let args = serde_json::to_value(&step.args).unwrap_or_default();
     let mut templated = Vec::new();
     compile_strings(p, &args, String::new(), &mut templated);
-    let workflow_hash = matches!(decl, ToolDecl::Shell(_)).then(|| workflow_hash(p.wf));
+    let workflow_hash = needs_permission(&decl).then(|| workflow_hash(p.wf));
     Action::Tool(Box::new(ToolAction {
         name: step.tool.clone(),
         decl,
@@ -94,6 +98,16 @@ pub(super) fn plan(p: &mut StepPlanner<'_, '_>, step: &ToolStep) -> Action {
         local_only: p.wf.local_only,
         workflow_hash,
     }))
+}
+
+/// Whether calls of the tool start a program on this machine, so need the user's
+/// permission: a `shell` tool, an `mcp` server over stdio.
+pub(crate) fn needs_permission(decl: &ToolDecl) -> bool {
+    match decl {
+        ToolDecl::Shell(_) => true,
+        ToolDecl::Mcp(mcp) => mcp.command.is_some(),
+        ToolDecl::Http(_) | ToolDecl::File(_) => false,
+    }
 }
 
 /// sha256 over the workflow's JSON form, hex: a permission given for a `shell` tool holds
@@ -218,6 +232,92 @@ fn check_shell(
         );
     }
     folder(p, name, "cwd", shell.cwd.as_deref().unwrap_or("."))
+}
+
+/// An `mcp` tool has `command` or `url` (not both), a loopback URL in a `local_only`
+/// workflow; a call names a tool the server's `allow` list admits, `arguments` is an
+/// object. The stdio server's working folder, when it has one.
+fn check_mcp(
+    p: &mut StepPlanner<'_, '_>,
+    name: &str,
+    mcp: &McpTool,
+    step: &ToolStep,
+) -> Option<std::path::PathBuf> {
+    match step.args.get("call") {
+        Some(serde_json::Value::String(call)) => {
+            if !call.contains('{') && !mcp.allow.is_empty() && !mcp.allow.contains(call) {
+                p.report(
+                    "args",
+                    DiagnosticCode::InvalidValue,
+                    format!(
+                        "tool `{name}`: `call: {call}` is not among the server's allowed tools"
+                    ),
+                    &format!(
+                        "call one of {}, or add it to the tool's `allow`",
+                        mcp.allow.join(", ")
+                    ),
+                );
+            }
+        }
+        _ => p.report(
+            "args",
+            DiagnosticCode::MissingField,
+            format!("tool `{name}`: a call of an MCP server needs `args.call`, the server's tool"),
+            "give the tool's name, e.g. `args: {call: read_file, arguments: {path: notes.md}}`",
+        ),
+    }
+    if step.args.get("arguments").is_some_and(|a| !a.is_object()) {
+        p.report(
+            "args",
+            DiagnosticCode::InvalidValue,
+            format!("tool `{name}`: `arguments` is not an object"),
+            "give the tool's arguments by name, e.g. `arguments: {path: notes.md}`",
+        );
+    }
+    match (&mcp.command, &mcp.url) {
+        (Some(command), None) => {
+            if command.first().is_none_or(|c| c.trim().is_empty()) {
+                p.report(
+                    "tool",
+                    DiagnosticCode::InvalidValue,
+                    format!("tool `{name}`: `command` names no program"),
+                    "give the server's program and arguments as a list, e.g. `command: [npx, -y, \"@modelcontextprotocol/server-filesystem\", .]`",
+                );
+            }
+            folder(p, name, "cwd", mcp.cwd.as_deref().unwrap_or("."))
+        }
+        (None, Some(url)) => {
+            let host = reqwest::Url::parse(url)
+                .ok()
+                .filter(|u| matches!(u.scheme(), "http" | "https"))
+                .and_then(|u| u.host_str().map(str::to_owned));
+            match host {
+                None => p.report(
+                    "tool",
+                    DiagnosticCode::InvalidValue,
+                    format!("tool `{name}`: `{url}` is not an http or https URL"),
+                    "give the server's streamable HTTP endpoint, e.g. `http://127.0.0.1:3001/mcp`",
+                ),
+                Some(h) if p.wf.local_only && !is_loopback(&h) => p.report(
+                    "tool",
+                    DiagnosticCode::InvalidValue,
+                    format!("tool `{name}` reaches `{h}`, but the workflow is `local_only`"),
+                    "in a local_only workflow an MCP server must be on this machine (localhost, 127.0.0.1, ::1) or started with `command`",
+                ),
+                Some(_) => {}
+            }
+            None
+        }
+        _ => {
+            p.report(
+                "tool",
+                DiagnosticCode::InvalidValue,
+                format!("tool `{name}`: an MCP server needs exactly one of `command` (stdio) and `url` (streamable HTTP)"),
+                "give `command: [program, args...]` to start the server, or `url:` to reach a running one",
+            );
+            None
+        }
+    }
 }
 
 /// The folder `rel` (a tool's `workspace` or `cwd`), resolved from the workflow file's

@@ -37,6 +37,7 @@ mod join;
 mod ladder;
 mod loops;
 mod map;
+mod mcp;
 mod questions;
 mod records;
 mod scheduler;
@@ -120,6 +121,8 @@ struct RunShared {
     /// Permissions of `shell` tools decided in this run (workflow hash and tool → given),
     /// held while one is asked so that parallel calls ask once.
     permissions: tokio::sync::Mutex<HashMap<(String, String), bool>>,
+    /// The run's connections to MCP servers, closed when the run ends.
+    mcp: mcp::McpSessions,
 }
 
 impl Engine {

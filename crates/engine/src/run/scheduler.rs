@@ -234,6 +234,7 @@ impl Engine {
             control: options.control.clone(),
             body_records: Mutex::new(Vec::new()),
             permissions: tokio::sync::Mutex::new(HashMap::new()),
+            mcp: super::mcp::McpSessions::default(),
         });
         let frame = Frame {
             started_at: options.started_at.unwrap_or_else(Utc::now),
@@ -244,6 +245,8 @@ impl Engine {
         self.record_untouched(&mut s).await?;
         s.queue_initial();
         self.schedule(&mut s).await;
+        // Every step has ended: the run's MCP servers are closed (their processes end).
+        s.shared.mcp.close_all().await;
         if let Some(e) = s.store_error.take() {
             return Err(e);
         }
@@ -531,8 +534,7 @@ impl Engine {
             }
             Action::Tool(tool) => match super::tool::prepare(s, i, tool) {
                 Ok(call) if call.needs_permission() => {
-                    let sh = Arc::clone(&s.shared);
-                    self.spawn_announced(s, i, move |engine| call.run_permitted(engine, sh))
+                    self.spawn_announced(s, i, move |engine| call.run_permitted(engine))
                 }
                 Ok(call) => self.spawn_announced(s, i, move |_| call.run()),
                 Err(e) => finish(StepStatus::Failed, &e),

@@ -25,7 +25,7 @@ use crate::human::{HumanDecision, HumanRequest};
 use crate::plan::tools::{allowed_hosts, is_loopback};
 use crate::plan::{PlannedStep, ToolAction};
 use crate::store::{AttemptRecord, StepRecord};
-use crate::workflow::{HttpTool, ShellTool, ToolDecl};
+use crate::workflow::{HttpTool, McpTool, ShellTool, ToolDecl};
 
 /// The largest response body an `http` tool reads, bytes (10 MiB).
 pub const MAX_BODY: usize = 10 * 1024 * 1024;
@@ -38,6 +38,8 @@ pub(super) struct ToolCall {
     cancel: CancellationToken,
     /// The workflow's id, stored with a permission.
     workflow_id: String,
+    /// The run (its permissions and MCP connections).
+    shared: Arc<RunShared>,
 }
 
 /// Renders the arguments of the tool step at `i`; the call, or why the step fails.
@@ -61,13 +63,15 @@ pub(super) fn prepare(s: &Sched, i: usize, tool: &ToolAction) -> Result<ToolCall
         args,
         cancel: s.options.cancel.child_token(),
         workflow_id: s.plan.workflow.id.clone(),
+        shared: Arc::clone(&s.shared),
     })
 }
 
 impl ToolCall {
-    /// Whether the call needs the user's permission first (a `shell` tool).
+    /// Whether the call needs the user's permission first (a `shell` tool, an `mcp`
+    /// server started over stdio).
     pub(super) fn needs_permission(&self) -> bool {
-        matches!(self.tool.decl, ToolDecl::Shell(_))
+        crate::plan::tools::needs_permission(&self.tool.decl)
     }
 
     /// Makes the call once the permission is there; without it the step fails (or is
@@ -75,8 +79,8 @@ impl ToolCall {
     pub(super) async fn run_permitted(
         self,
         engine: Arc<Engine>,
-        sh: Arc<RunShared>,
     ) -> (StepRecord, Option<StepOutput>) {
+        let sh = Arc::clone(&self.shared);
         match engine.permit(&sh, &self).await {
             Ok(()) => self.run().await,
             Err((status, error)) => {
@@ -95,8 +99,8 @@ impl ToolCall {
         let mut rec = record_for(&self.step, StepStatus::Succeeded, None, Utc::now());
         rec.input =
             Some(serde_json::json!({ "tool": self.tool.name, "args": self.args }).to_string());
-        let result = if self.needs_permission() {
-            // A `shell` call ends itself on cancellation, once its program is killed.
+        let result = if matches!(self.tool.decl, ToolDecl::Shell(_) | ToolDecl::Mcp(_)) {
+            // A `shell` or `mcp` call ends itself on cancellation (a program killed first).
             self.call(&mut rec).await
         } else {
             tokio::select! {
@@ -128,6 +132,7 @@ impl ToolCall {
             ToolDecl::Http(http) => self.http(http, rec).await,
             ToolDecl::File(_) => self.file().await,
             ToolDecl::Shell(shell) => self.shell(shell, rec).await,
+            ToolDecl::Mcp(mcp) => self.mcp(mcp, rec).await,
         };
         result.map_err(|e| {
             rec.status = StepStatus::Failed;
@@ -301,6 +306,34 @@ impl ToolCall {
         result
     }
 
+    /// One `mcp` call (the permission of a stdio server was checked).
+    async fn mcp(&self, mcp: &McpTool, rec: &mut StepRecord) -> Result<StepOutput, String> {
+        let call = self
+            .arg_str("call")
+            .ok_or("`call` names no tool of the server")?;
+        let arguments = match self.args.get("arguments") {
+            None => serde_json::Map::new(),
+            Some(serde_json::Value::Object(a)) => a.clone(),
+            Some(_) => return Err("`arguments` is not an object".into()),
+        };
+        let (started, t0) = (Utc::now(), Instant::now());
+        let result = self
+            .shared
+            .mcp
+            .call(
+                &self.tool.name,
+                mcp,
+                self.tool.workspace.as_deref(),
+                call,
+                arguments,
+                &self.cancel,
+            )
+            .await;
+        let error = result.as_ref().err().cloned();
+        rec.attempts.push(attempt_record(1, started, t0, error));
+        result
+    }
+
     /// One `file` operation.
     async fn file(&self) -> Result<StepOutput, String> {
         let workspace = self
@@ -363,8 +396,13 @@ impl Engine {
     /// the store for this workflow hash, or asked now (approve: remembered in the store).
     /// Parallel calls wait for one question. Otherwise the status and error of the step.
     async fn permit(&self, sh: &RunShared, call: &ToolCall) -> Result<(), (StepStatus, String)> {
-        let ToolDecl::Shell(shell) = &call.tool.decl else {
-            return Ok(());
+        let command = match &call.tool.decl {
+            ToolDecl::Shell(shell) => shell.command.clone(),
+            ToolDecl::Mcp(McpTool {
+                command: Some(command),
+                ..
+            }) => command.clone(),
+            _ => return Ok(()),
         };
         let hash = call.tool.workflow_hash.clone().unwrap_or_default();
         let name = call.tool.name.clone();
@@ -373,7 +411,7 @@ impl Engine {
                 StepStatus::Failed,
                 format!(
                     "tool `{name}` may not run `{}`: the permission was refused (answer yes when asked, or run with `--allow-tool {name}`)",
-                    shell.command.join(" ")
+                    command.join(" ")
                 ),
             )
         };
@@ -404,14 +442,14 @@ impl Engine {
             run_id: sh.run_id.clone(),
             step_id: call.step.id.clone(),
             tool: name.clone(),
-            command: shell.command.clone(),
+            command: command.clone(),
             cwd,
         };
         match self.ask(sh, request, None, &call.cancel).await {
             Some(HumanDecision::Approve) => {
                 if let Some(store) = &self.store
                     && let Err(e) = store
-                        .grant_permission(&hash, &name, &call.workflow_id, &shell.command)
+                        .grant_permission(&hash, &name, &call.workflow_id, &command)
                         .await
                 {
                     tracing::warn!("cannot remember the permission: {e}");
@@ -434,7 +472,7 @@ impl Engine {
                 StepStatus::Failed,
                 format!(
                     "tool `{name}` may not run `{}`: it needs the user's permission and nobody could be asked (run with `--allow-tool {name}`, or answer when asked)",
-                    shell.command.join(" ")
+                    command.join(" ")
                 ),
             )),
             Some(_) => {

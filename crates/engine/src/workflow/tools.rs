@@ -1,9 +1,9 @@
 //! Tools of the format: declared once per workflow under `tools:`, called by `kind: tool`
 //! steps with templated arguments.
 //!
-//! Three kinds so far: `http` (a request to an allowed host), `file` (read, write and
-//! list inside a workspace folder of the workflow) and `shell` (a program run with an
-//! argv, only with the user's permission).
+//! Four kinds: `http` (a request to an allowed host), `file` (read, write and list inside
+//! a workspace folder of the workflow), `shell` (a program run with an argv, only with
+//! the user's permission) and `mcp` (the tools of a Model Context Protocol server).
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -11,7 +11,7 @@ use std::time::Duration;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-/// A tool, tagged by its kind (`http:`, `file:` or `shell:`).
+/// A tool, tagged by its kind (`http:`, `file:`, `shell:` or `mcp:`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum ToolDecl {
@@ -21,6 +21,8 @@ pub enum ToolDecl {
     File(FileTool),
     /// A program run with an argv.
     Shell(ShellTool),
+    /// A Model Context Protocol server.
+    Mcp(McpTool),
 }
 
 /// An `http` tool: a base URL, default method and headers, the hosts a call may reach.
@@ -100,6 +102,52 @@ pub struct ShellTool {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub env: Option<Vec<String>>,
     /// Longest time the program may run, e.g. `2m` (default `60s`).
+    #[serde(
+        default,
+        with = "humantime_serde::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schemars(with = "Option<String>")]
+    pub timeout: Option<Duration>,
+}
+
+/// An `mcp` tool: a Model Context Protocol server (specification 2025-06-18 and later,
+/// through the official Rust SDK `rmcp`), started as a child process speaking over its
+/// standard input and output (`command`), or reached over streamable HTTP (`url`).
+///
+/// A call's `args` give `call` (the server's tool) and `arguments` (an object; string
+/// values are templates). The server is connected at the first call of a run and its
+/// tool list read once; every call of the run uses that connection, and it is closed
+/// when the run ends (a stdio server's process group is killed if it does not exit, and
+/// when the run is cancelled). Each call waits at most `timeout`. The result's text
+/// content is the step's text output; its structured content (or its text when that is
+/// a JSON object or array) the JSON output; a result marked as an error fails the step
+/// with the server's text.
+///
+/// A stdio server is a program started on this machine: like a `shell` tool it needs
+/// the user's permission for the workflow file as it is. A `url` server must be on
+/// loopback in a `local_only` workflow.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct McpTool {
+    /// The server's program and arguments, for a stdio server, e.g.
+    /// `[npx, -y, "@modelcontextprotocol/server-filesystem", ./data]`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command: Option<Vec<String>>,
+    /// The server's streamable HTTP endpoint, e.g. `http://127.0.0.1:3001/mcp`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// For a stdio server: its working folder, relative to the workflow file's folder.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cwd: Option<String>,
+    /// For a stdio server: names of environment variables passed on (default: `PATH`
+    /// and `HOME`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub env: Option<Vec<String>>,
+    /// The server's tools that calls may use (default: all it lists).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allow: Vec<String>,
+    /// Longest time for one call, e.g. `2m` (default `60s`).
     #[serde(
         default,
         with = "humantime_serde::option",
