@@ -12,7 +12,7 @@ use futures::StreamExt;
 use nexus_engine::events::{Event, RunStatus, StepStatus};
 use nexus_engine::provider::{
     ChatChunk, ChatRequest, Locality, Message, ModelCapability, Provider, ProviderError,
-    ProviderErrorKind, Role,
+    ProviderErrorKind, ToolChoice,
 };
 use nexus_llm::OllamaProvider;
 use nexus_tests::OllamaServer;
@@ -53,14 +53,13 @@ fn scripted(name: &str, caps: &[&str], script: serde_json::Value) -> serde_json:
 fn ask(model: &str, prompt: &str, max_tokens: u32) -> ChatRequest {
     ChatRequest {
         model: model.to_string(),
-        messages: vec![Message {
-            role: Role::User,
-            content: prompt.to_string(),
-        }],
+        messages: vec![Message::user(prompt.to_string())],
         temperature: 0.2,
         max_tokens,
         json_schema: None,
         think: None,
+        tools: Vec::new(),
+        tool_choice: ToolChoice::Auto,
     }
 }
 

@@ -1,5 +1,5 @@
-//! Ollama provider: `ollama-rs`'s wire types over a `reqwest` client that caps every
-//! read.
+//! Ollama provider: the daemon's REST API (`docs/api.md` of the Ollama repository) over
+//! a `reqwest` client that caps every read, with Nexus's own wire types ([`wire`]).
 //!
 //! The daemon is found at `OLLAMA_HOST`, read as the Ollama CLI reads it ([`host_url`],
 //! after `envconfig/config.go` of the Ollama repository), default
@@ -7,9 +7,9 @@
 //! through the local daemon carries `remote_host`: [`Locality::Cloud`]), with the
 //! trained context window and the capabilities from `POST /api/show`
 //! (`model_info["<arch>.context_length"]`, `capabilities`). Chat uses `POST /api/chat`
-//! with NDJSON streaming; the final chunk (`done: true`) carries `prompt_eval_count`,
-//! `eval_count` and `done_reason` (`stop`, `length`), which become the step's token counts
-//! and finish reason (Ollama's docs/api.md).
+//! with NDJSON streaming ([`stream`]); the final chunk (`done: true`) carries
+//! `prompt_eval_count`, `eval_count` and `done_reason` (`stop`, `length`), which become
+//! the step's token counts and finish reason.
 //!
 //! Context window: the daemon runs a model with its own `num_ctx` (4096 tokens below
 //! 24 GiB of VRAM, `server/routes.go`) and silently truncates a longer prompt (HTTP 200,
@@ -22,9 +22,19 @@
 //!
 //! Thinking models: `think` is sent when the step sets it; `message.thinking` chunks and a
 //! `<think>…</think>` block at the start of the content (older deepseek-r1 pulls) become
-//! [`ChatChunk::Reasoning`], apart from the answer.
+//! [`ChatChunk::Reasoning`](nexus_engine::provider::ChatChunk::Reasoning), apart from the answer.
 //!
-//! Error mapping ([`classify_message`]): a refused connection is
+//! Tools: a model whose `/api/show` capabilities include `tools` takes
+//! [`ChatRequest::tools`] natively ([`Provider::native_tool_calls`]); the daemon sends
+//! each call complete in `message.tool_calls` (object `arguments`, `id`, `index`), which
+//! becomes one [`ChatChunk::ToolCall`](nexus_engine::provider::ChatChunk::ToolCall); results go back as `role: "tool"` messages with
+//! `tool_name` and `tool_call_id`. Embeddings: `POST /api/embed` ([`embed`]). Pulls:
+//! `POST /api/pull` with the layers' progress summed ([`pull`]).
+//!
+//! Concurrency: `OLLAMA_NUM_PARALLEL` requests per model ([`num_parallel`]), and at most
+//! `OLLAMA_MAX_LOADED_MODELS` models in flight on the daemon ([`max_loaded_models`]).
+//!
+//! Error mapping ([`classify_message`], [`errors`]): a refused connection is
 //! [`ProviderErrorKind::Unavailable`]; "not found" and "file does not exist" are
 //! [`ProviderErrorKind::ModelNotFound`]; the daemon's out-of-memory wording
 //! (`llm/status.go`) is unavailable (fall back, no retry); "does not support" (chat,
@@ -32,29 +42,32 @@
 //! invalid `format` an unsupported parameter (never retried as transient); an
 //! `{"error": ...}` line mid-stream keeps the daemon's words.
 //!
-//! Floods: `ollama-rs`'s own stream keeps every unfinished line in memory, so chat reads
-//! the NDJSON itself (`tokio-util`'s `LinesCodec`, no line over [`http::EVENT_CAP`]) and
-//! the reply goes through [`metered`] (cut past `num_predict` = `max_tokens` plus a
-//! margin, or past the byte cap). Model lists are read within [`http::LIST_BODY_CAP`].
+//! Floods: chat reads the NDJSON itself (`tokio-util`'s `LinesCodec`, no line over
+//! [`http::EVENT_CAP`]) and the reply goes through [`metered`] (cut past `num_predict` =
+//! `max_tokens` plus a margin, or past the byte cap). Model lists and embeddings are
+//! read within caps ([`http::LIST_BODY_CAP`], [`http::embed_body_cap`]).
 //!
 //! The families Nexus recommends ([`RECOMMENDED_FAMILIES`]) reach the selector as
 //! [`ModelInfo::recommended_family`].
 
+mod embed;
+pub mod errors;
+pub mod pull;
+pub mod stream;
+mod wire;
+
 use async_trait::async_trait;
-use futures::{StreamExt, TryStreamExt};
 use nexus_engine::provider::{
-    ChatChunk, ChatRequest, ChatStream, Locality, ModelCapability, ModelInfo, Provider,
-    ProviderError, ProviderErrorKind, Role, Usage, metered,
+    ChatRequest, ChatStream, EmbedRequest, Embeddings, Locality, ModelCapability,
+    ModelInfo, Provider, ProviderError, ProviderErrorKind, Role, ToolChoice, metered,
 };
-use ollama_rs::Ollama;
-use ollama_rs::error::OllamaError;
-use ollama_rs::generation::chat::ChatMessage;
-use ollama_rs::generation::chat::request::ChatMessageRequest;
-use ollama_rs::generation::parameters::{FormatType, JsonStructure};
-use ollama_rs::models::ModelOptions;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use tokio_util::codec::{FramedRead, LinesCodec};
+
+pub use errors::{OUT_OF_MEMORY_PHRASES, classify_message, classify_with};
+use errors::check;
+pub use pull::{PullProgress, PullStream};
+pub use stream::ThinkTags;
 
 use crate::http::{self, classify_reqwest, classify_wire};
 
@@ -79,62 +92,14 @@ pub const DAEMON_DEFAULT_NUM_CTX: u32 = 4096;
 /// The Ollama provider (id `ollama`, local; its cloud models are [`Locality::Cloud`]).
 #[derive(Debug, Clone)]
 pub struct OllamaProvider {
-    client: Ollama,
     http: reqwest::Client,
     url: String,
     /// Trained context window per model name, tokens, as `/api/show` last reported it.
     windows: Arc<Mutex<HashMap<String, u32>>>,
     /// Requests one model serves at once ([`num_parallel`]).
     parallel: usize,
-}
-
-/// `GET /api/tags` (Ollama's docs/api.md, "List Local Models"; `api/types.go`
-/// `ListModelResponse`).
-#[derive(serde::Deserialize)]
-struct Tags {
-    #[serde(default)]
-    models: Vec<TagModel>,
-}
-
-/// One model of `/api/tags`.
-#[derive(serde::Deserialize)]
-struct TagModel {
-    name: String,
-    #[serde(default)]
-    size: u64,
-    /// Set for a cloud model the daemon forwards to (`https://ollama.com:443`).
-    #[serde(default)]
-    remote_host: Option<String>,
-    #[serde(default)]
-    details: Option<TagDetails>,
-}
-
-/// `details` of a `/api/tags` model.
-#[derive(serde::Deserialize)]
-struct TagDetails {
-    #[serde(default)]
-    quantization_level: Option<String>,
-}
-
-/// `GET /api/ps` (`api/types.go` `ProcessResponse`): the models loaded now.
-#[derive(serde::Deserialize)]
-struct Ps {
-    #[serde(default)]
-    models: Vec<PsModel>,
-}
-
-/// One loaded model and the `num_ctx` its runner was started with.
-#[derive(serde::Deserialize)]
-struct PsModel {
-    name: String,
-    #[serde(default)]
-    context_length: u32,
-}
-
-/// An `{"error": "..."}` object, as a body or as a line of the stream.
-#[derive(serde::Deserialize)]
-struct ErrorLine {
-    error: String,
+    /// Models the daemon keeps loaded at once ([`max_loaded_models`]).
+    max_loaded: usize,
 }
 
 /// The URL a client connects to for an `OLLAMA_HOST` value, as the Ollama CLI reads it
@@ -220,6 +185,27 @@ pub fn num_parallel(value: Option<&str>) -> usize {
         .max(1)
 }
 
+/// Models the daemon keeps loaded per GPU when `OLLAMA_MAX_LOADED_MODELS` is 0 or unset
+/// (`server/sched.go` `defaultModelsPerGPU`).
+pub const DEFAULT_MODELS_PER_GPU: usize = 3;
+
+/// How many different models the daemon keeps loaded at once, from an
+/// `OLLAMA_MAX_LOADED_MODELS` value read as the daemon reads it (`envconfig/config.go`
+/// `MaxRunners`: `Var` and `Uint`, default 0; a value that is not an unsigned integer
+/// means the default). 0 means [`DEFAULT_MODELS_PER_GPU`] per GPU, or 3 on a CPU
+/// (`server/sched.go` `processPending`: `defaultModelsPerGPU * max(len(gpus), 1)`); Nexus
+/// cannot count the daemon's GPUs, so it takes one (3), and a daemon with several GPUs
+/// is set with [`OllamaProvider::with_max_loaded_models`]. Past this the daemon unloads
+/// a model to load another, so it bounds the models Nexus has in flight on it.
+pub fn max_loaded_models(value: Option<&str>) -> usize {
+    value
+        .map(|v| v.trim().trim_matches(['"', '\'']))
+        .filter(|v| !v.is_empty())
+        .and_then(|v| v.parse::<usize>().ok())
+        .filter(|&n| n > 0)
+        .unwrap_or(DEFAULT_MODELS_PER_GPU)
+}
+
 /// The `num_ctx` to send for a prompt of `prompt_tokens` (estimated with
 /// [`nexus_engine::select::estimate_tokens`], the selector's estimate) and `max_tokens`,
 /// tokens: the window of the loaded runner (`loaded`, from `/api/ps`) when it holds the
@@ -266,22 +252,23 @@ impl OllamaProvider {
     /// [`ProviderErrorKind::InvalidRequest`] when `url` is not a URL.
     pub fn new(url: &str) -> Result<Self, ProviderError> {
         let url = host_url(url);
-        let client = Ollama::try_new(url.as_str()).map_err(|e| {
-            ProviderError::new(
+        if let Err(e) = reqwest::Url::parse(&url) {
+            return Err(ProviderError::new(
                 ProviderErrorKind::InvalidRequest,
                 format!("OLLAMA_HOST `{url}` is not a valid URL: {e}"),
-            )
-        })?;
+            ));
+        }
         let http = reqwest::Client::builder()
             .connect_timeout(std::time::Duration::from_secs(10))
             .build()
             .map_err(|e| ProviderError::new(ProviderErrorKind::Internal, e.to_string()))?;
+        let env = |name: &str| std::env::var(name).ok();
         Ok(OllamaProvider {
-            client,
             http,
             url,
             windows: Arc::default(),
-            parallel: num_parallel(std::env::var("OLLAMA_NUM_PARALLEL").ok().as_deref()),
+            parallel: num_parallel(env("OLLAMA_NUM_PARALLEL").as_deref()),
+            max_loaded: max_loaded_models(env("OLLAMA_MAX_LOADED_MODELS").as_deref()),
         })
     }
 
@@ -307,12 +294,21 @@ impl OllamaProvider {
         self
     }
 
+    /// The same provider with at most `n` models in flight (at least 1), for a daemon
+    /// started with another `OLLAMA_MAX_LOADED_MODELS` than this process sees, or with
+    /// several GPUs (3 per GPU by default).
+    #[must_use]
+    pub fn with_max_loaded_models(mut self, n: usize) -> Self {
+        self.max_loaded = n.max(1);
+        self
+    }
+
     /// Sends `body` to `path` (`/api/...`); a non-2xx answer is classified by its
     /// `{"error": ...}` text.
     async fn post(
         &self,
         path: &str,
-        body: &serde_json::Value,
+        body: &impl serde::Serialize,
     ) -> Result<reqwest::Response, ProviderError> {
         let resp = self
             .http
@@ -340,150 +336,25 @@ impl OllamaProvider {
     }
 
     /// Pulls (downloads) `model` into the daemon (`POST /api/pull`, streamed), yielding
-    /// the daemon's progress lines as they come: a status text (`pulling manifest`,
-    /// `pulling <digest>`, `verifying sha256 digest`, `success`) with byte counts while a
-    /// layer downloads. The stream ends after `success`.
+    /// the daemon's progress lines as they come, each with the sums over all layers
+    /// ([`pull`]): a status text (`pulling manifest`, `pulling <digest>`, `verifying
+    /// sha256 digest`, `success`) with byte counts while a layer downloads. The stream
+    /// ends after `success`.
     ///
     /// # Errors
     /// Classified like chat errors: [`ProviderErrorKind::Unavailable`] when the daemon
     /// cannot be reached, [`ProviderErrorKind::ModelNotFound`] for an unknown name (the
-    /// daemon answers `{"error": "pull model manifest: file does not exist"}`).
-    pub async fn pull(
-        &self,
-        model: &str,
-    ) -> Result<
-        impl futures::Stream<Item = Result<PullProgress, ProviderError>> + Send + use<>,
-        ProviderError,
-    > {
-        let stream = self
-            .client
-            .pull_model_stream(model.to_string(), false)
-            .await
-            .map_err(classify)?;
-        Ok(stream.map(|item| {
-            item.map(|s| PullProgress {
-                status: s.message,
-                digest: s.digest,
-                total_bytes: s.total,
-                completed_bytes: s.completed,
-            })
-            .map_err(classify)
-        }))
+    /// daemon answers `{"error": "pull model manifest: file does not exist"}` after the
+    /// 200), [`ProviderErrorKind::Protocol`] for a stream that ends before `success`.
+    pub async fn pull(&self, model: &str) -> Result<pull::PullStream, ProviderError> {
+        let body = wire::PullRequest {
+            model,
+            name: model,
+            stream: true,
+        };
+        let resp = self.post("/api/pull", &body).await?;
+        Ok(pull::progress_stream(resp))
     }
-}
-
-/// One progress line of [`OllamaProvider::pull`] (Ollama's docs/api.md, "Pull a Model").
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct PullProgress {
-    /// The daemon's status text (`pulling manifest`, `pulling <digest>`, `success`).
-    pub status: String,
-    /// The layer being downloaded, when downloading.
-    pub digest: Option<String>,
-    /// The layer's size, bytes, when downloading.
-    pub total_bytes: Option<u64>,
-    /// Bytes of the layer downloaded so far.
-    pub completed_bytes: Option<u64>,
-}
-
-/// Passes a 2xx response; classifies any other by its error text.
-async fn check(resp: reqwest::Response) -> Result<reqwest::Response, ProviderError> {
-    if resp.status().is_success() {
-        return Ok(resp);
-    }
-    let status = resp.status().as_u16();
-    let body = http::error_body(resp).await;
-    let message = serde_json::from_str::<ErrorLine>(&body)
-        .map(|e| e.error)
-        .unwrap_or(body);
-    let message = if message.trim().is_empty() {
-        http::status_message(status, "")
-    } else {
-        message
-    };
-    Err(classify_status(status, &message))
-}
-
-/// Classifies an HTTP error answer of the daemon by its status and words: a 4xx that
-/// [`classify_message`] does not recognise is an invalid request (never retried), a 5xx
-/// transient.
-fn classify_status(status: u16, message: &str) -> ProviderError {
-    let fallback = if (400..500).contains(&status) && status != 408 && status != 429 {
-        ProviderErrorKind::InvalidRequest
-    } else if status == 429 {
-        ProviderErrorKind::RateLimited
-    } else {
-        ProviderErrorKind::Transient
-    };
-    classify_with(message, fallback)
-}
-
-fn classify(e: OllamaError) -> ProviderError {
-    match e {
-        OllamaError::ReqwestError(e) => classify_reqwest(&e),
-        OllamaError::InternalError(inner) => classify_message(&inner.message),
-        OllamaError::Other(body) => {
-            // ollama-rs hands back the error body; the daemon answers `{"error": "..."}`.
-            let message = serde_json::from_str::<serde_json::Value>(&body)
-                .ok()
-                .and_then(|v| v.get("error").and_then(|m| m.as_str()).map(str::to_owned))
-                .unwrap_or(body);
-            classify_message(&message)
-        }
-        OllamaError::JsonError(e) => ProviderError::new(
-            ProviderErrorKind::Protocol,
-            format!("bad JSON from Ollama: {e}"),
-        ),
-        OllamaError::ToolCallError(e) => {
-            ProviderError::new(ProviderErrorKind::Protocol, format!("tool call error: {e}"))
-        }
-    }
-}
-
-/// The daemon's words for a model that cannot be loaded for lack of memory
-/// (`llm/status.go` `outOfMemorySubstrings` of the Ollama repository), lower case, plus
-/// "unable to load".
-pub const OUT_OF_MEMORY_PHRASES: &[&str] = &[
-    "out of memory",
-    "out of device memory",
-    "cudamalloc failed",
-    "hipmalloc failed",
-    "failed to allocate",
-    "allocation failed",
-    "not enough memory",
-    "insufficient memory",
-    "vk_error_out_of_device_memory",
-    "erroroutofmemory",
-    "unable to load",
-];
-
-/// Classifies the daemon's `{"error": ...}` text without a status (ollama-rs's errors, a
-/// line of a stream): as [`classify_with`], anything unrecognised transient.
-pub fn classify_message(message: &str) -> ProviderError {
-    classify_with(message, ProviderErrorKind::Transient)
-}
-
-/// Classifies the daemon's error text, `fallback` when the words say nothing:
-/// - "not found", "file does not exist" (a pull of an unknown name): model not found;
-/// - [`OUT_OF_MEMORY_PHRASES`]: unavailable (the model cannot be loaded here; fall back);
-/// - "invalid format" (`llm/llama_server.go`): an unsupported parameter (the structured
-///   output is dropped);
-/// - "does not support" (chat, generate, thinking, tools, insert: `server/routes.go`,
-///   `server/images.go` `CheckCapabilities`): an invalid request, which no retry mends;
-/// - llama.cpp's context and policy wording, relayed by Ollama, as for OpenAI servers.
-pub fn classify_with(message: &str, fallback: ProviderErrorKind) -> ProviderError {
-    let lower = message.to_ascii_lowercase();
-    let kind = if lower.contains("not found") || lower.contains("file does not exist") {
-        ProviderErrorKind::ModelNotFound
-    } else if OUT_OF_MEMORY_PHRASES.iter().any(|p| lower.contains(p)) {
-        ProviderErrorKind::Unavailable
-    } else if lower.contains("invalid format") {
-        ProviderErrorKind::UnsupportedParameter
-    } else if lower.contains("does not support") {
-        ProviderErrorKind::InvalidRequest
-    } else {
-        crate::openai::classify_message(message, fallback)
-    };
-    ProviderError::new(kind, format!("ollama: {message}"))
 }
 
 fn context_length(info: &serde_json::Map<String, serde_json::Value>) -> Option<u32> {
@@ -519,7 +390,7 @@ impl Provider for OllamaProvider {
             .send()
             .await
             .map_err(|e| classify_reqwest(&e))?;
-        let tags = Self::json::<Tags>(check(resp).await?).await?.models;
+        let tags = Self::json::<wire::Tags>(check(resp).await?).await?.models;
         let (details, loaded) = futures::future::join(
             futures::future::join_all(tags.iter().map(|m| self.show(&m.name))),
             self.loaded(),
@@ -534,6 +405,10 @@ impl Provider for OllamaProvider {
                 if let (Some(ctx), Ok(mut w)) = (context_length, self.windows.lock()) {
                     w.insert(m.name.clone(), ctx);
                 }
+                let capabilities = info
+                    .as_ref()
+                    .map(|i| i.capabilities.iter().map(|c| capability(c)).collect())
+                    .unwrap_or_default();
                 ModelInfo {
                     provider: "ollama".into(),
                     recommended_family: recommended_family(&m.name).map(str::to_owned),
@@ -554,65 +429,146 @@ impl Provider for OllamaProvider {
                             .map(|n| format!("{:.1}B", n as f64 / 1e9))
                     }),
                     quantization: m.details.and_then(|d| d.quantization_level),
-                    capabilities: info
-                        .map(|i| i.capabilities.iter().map(|c| capability(c)).collect())
-                        .unwrap_or_default(),
+                    capabilities,
                 }
             })
             .collect())
     }
 
+    /// [`max_loaded_models`] of `OLLAMA_MAX_LOADED_MODELS`, or
+    /// [`OllamaProvider::with_max_loaded_models`].
+    fn max_loaded_models(&self) -> Option<usize> {
+        Some(self.max_loaded)
+    }
+
+    /// The `tools` capability of `/api/show` (`types/model/capability.go`): without it
+    /// the daemon refuses `tools` with "does not support tools" (`server/images.go`).
+    fn native_tool_calls(&self, model: &ModelInfo) -> bool {
+        model.has(ModelCapability::Tools)
+    }
+
+    fn can_embed(&self) -> bool {
+        true
+    }
+
     async fn chat(&self, request: ChatRequest) -> Result<ChatStream, ProviderError> {
-        let prompt_tokens: u64 = request
-            .messages
-            .iter()
-            .map(|m| nexus_engine::select::estimate_tokens(&m.content))
-            .sum();
+        let prompt_tokens = prompt_estimate(&request);
         let (loaded, trained) = self.windows_of(&request.model).await;
         let num_ctx = num_ctx(prompt_tokens, request.max_tokens, loaded, trained)?;
-        let messages = request
-            .messages
-            .into_iter()
-            .map(|m| match m.role {
-                Role::System => ChatMessage::system(m.content),
-                Role::User => ChatMessage::user(m.content),
-                Role::Assistant => ChatMessage::assistant(m.content),
-            })
-            .collect();
-        let options = ModelOptions::default()
-            .temperature(request.temperature)
-            .num_predict(i32::try_from(request.max_tokens).unwrap_or(i32::MAX))
-            .num_ctx(u64::from(num_ctx));
-        let mut req = ChatMessageRequest::new(request.model, messages).options(options);
-        if let Some(schema) = request.json_schema {
-            let format = serde_json::from_value::<JsonStructure>(schema)
-                .map(|s| FormatType::StructuredJson(Box::new(s)))
-                .unwrap_or(FormatType::Json);
-            req = req.format(format);
-        }
         let max_tokens = request.max_tokens;
-        let mut body = serde_json::to_value(&req).map_err(|e| {
-            ProviderError::new(ProviderErrorKind::Internal, format!("chat request: {e}"))
-        })?;
-        body["stream"] = serde_json::Value::Bool(true);
+        let body = chat_body(&request, num_ctx);
+        let resp = self.post("/api/chat", &body).await?;
+        Ok(metered(stream::ndjson_reply(resp, max_tokens), max_tokens))
+    }
+
+    /// `POST /api/embed` ([`embed`]).
+    async fn embed(&self, request: EmbedRequest) -> Result<Embeddings, ProviderError> {
+        embed::embed(self, &request).await
+    }
+}
+
+/// The prompt's tokens as the selector estimates them: the messages' text, the tool
+/// calls' arguments and the tools' schemas (the daemon renders them into the prompt).
+fn prompt_estimate(request: &ChatRequest) -> u64 {
+    let estimate = nexus_engine::select::estimate_tokens;
+    let messages: u64 = request
+        .messages
+        .iter()
+        .map(|m| {
+            estimate(&m.content)
+                + m.tool_calls
+                    .iter()
+                    .map(|c| estimate(&c.name) + estimate(&c.arguments.to_string()))
+                    .sum::<u64>()
+        })
+        .sum();
+    let tools: u64 = request
+        .tools
+        .iter()
+        .map(|t| estimate(&t.description) + estimate(&t.parameters.to_string()) + 4)
+        .sum();
+    messages + tools
+}
+
+/// The body of `POST /api/chat` for `request` (`api/types.go` `ChatRequest`).
+fn chat_body(request: &ChatRequest, num_ctx: u32) -> wire::ChatRequest<'_> {
+    let messages = request
+        .messages
+        .iter()
+        .map(|m| wire::Message {
+            role: match m.role {
+                Role::System => "system",
+                Role::User => "user",
+                Role::Assistant => "assistant",
+                Role::Tool => "tool",
+            },
+            content: &m.content,
+            tool_calls: m
+                .tool_calls
+                .iter()
+                .enumerate()
+                .map(|(index, c)| wire::ToolCall {
+                    id: Some(c.id.clone()),
+                    function: wire::ToolCallFunction {
+                        index,
+                        name: c.name.clone(),
+                        arguments: c.arguments.clone(),
+                    },
+                })
+                .collect(),
+            tool_name: m.tool_name.as_deref(),
+            tool_call_id: m.tool_call_id.as_deref(),
+        })
+        .collect();
+    // The daemon has no `tool_choice`: a forced tool is offered alone.
+    let tools = request
+        .tools
+        .iter()
+        .filter(|t| match &request.tool_choice {
+            ToolChoice::Tool(name) => &t.name == name,
+            ToolChoice::Auto | ToolChoice::Required => true,
+        })
+        .map(|t| wire::Tool {
+            kind: "function",
+            function: wire::ToolFunction {
+                name: &t.name,
+                description: &t.description,
+                parameters: &t.parameters,
+            },
+        })
+        .collect();
+    wire::ChatRequest {
+        model: &request.model,
+        messages,
+        stream: true,
+        // A schema object as it is; anything else asks for plain JSON (`"json"`).
+        format: request.json_schema.as_ref().map(|s| {
+            if s.is_object() {
+                s.clone()
+            } else {
+                serde_json::Value::String("json".into())
+            }
+        }),
+        tools,
+        options: wire::Options {
+            temperature: request.temperature,
+            num_predict: i64::from(request.max_tokens),
+            num_ctx,
+        },
         // `think` only when the step says: absent, a thinking model thinks and any other
         // answers (`server/routes.go` ChatHandler); `true` on a model without the
         // capability is a 400.
-        if let Some(think) = request.think {
-            body["think"] = serde_json::Value::Bool(think);
-        }
-        let resp = self.post("/api/chat", &body).await?;
-        Ok(metered(ndjson_reply(resp, max_tokens), max_tokens))
+        think: request.think,
     }
 }
 
 impl OllamaProvider {
     /// `POST /api/show` of one model (`model` per the current docs; `name` for daemons
     /// before 0.5).
-    async fn show(&self, name: &str) -> Result<ollama_rs::models::ModelInfo, ProviderError> {
+    async fn show(&self, name: &str) -> Result<wire::Show, ProviderError> {
         let body = serde_json::json!({ "model": name, "name": name });
         let resp = self.post("/api/show", &body).await?;
-        Self::json::<ollama_rs::models::ModelInfo>(resp).await
+        Self::json::<wire::Show>(resp).await
     }
 
     /// The models loaded now and their runners' windows, tokens (`GET /api/ps`; empty
@@ -625,7 +581,7 @@ impl OllamaProvider {
                 .send()
                 .await
                 .ok()?;
-            Self::json::<Ps>(check(resp).await.ok()?).await.ok()
+            Self::json::<wire::Ps>(check(resp).await.ok()?).await.ok()
         }
         .await;
         ps.map(|p| {
@@ -678,206 +634,6 @@ pub fn tagged(name: &str) -> String {
 fn capability(name: &str) -> ModelCapability {
     serde_json::from_value(serde_json::Value::String(name.to_string()))
         .unwrap_or(ModelCapability::Other)
-}
-
-/// One NDJSON line of `POST /api/chat` (`api/types.go` `ChatResponse`), or an error line.
-#[derive(serde::Deserialize)]
-struct ChatLine {
-    #[serde(default)]
-    message: Option<LineMessage>,
-    #[serde(default)]
-    done: bool,
-    #[serde(default)]
-    done_reason: Option<String>,
-    #[serde(default)]
-    prompt_eval_count: Option<u64>,
-    #[serde(default)]
-    eval_count: Option<u64>,
-    #[serde(default)]
-    error: Option<String>,
-}
-
-/// `message` of a chat line: the answer's text and the reasoning's.
-#[derive(serde::Deserialize)]
-struct LineMessage {
-    #[serde(default)]
-    content: String,
-    #[serde(default)]
-    thinking: String,
-}
-
-/// Splits a `<think>…</think>` block at the start of a reply's content from the answer,
-/// across chunk boundaries (older deepseek-r1 pulls whose template has no thinking
-/// support put the reasoning in the content; Ollama's own `thinking/parser.go` strips the
-/// same opening and closing tags when it knows them).
-#[derive(Debug, Default)]
-pub struct ThinkTags {
-    state: TagState,
-    pending: String,
-    trim_answer: bool,
-}
-
-#[derive(Debug, Default, PartialEq, Eq)]
-enum TagState {
-    /// Nothing but whitespace seen: the content may still open with `<think>`.
-    #[default]
-    Start,
-    /// Inside the block.
-    Thinking,
-    /// After the block, or content without one.
-    Answer,
-}
-
-const OPEN_TAG: &str = "<think>";
-const CLOSE_TAG: &str = "</think>";
-
-impl ThinkTags {
-    /// Feeds one chunk of content; returns (reasoning, answer) text ready to pass on
-    /// (either may be empty; a possible partial tag is held back).
-    pub fn push(&mut self, text: &str) -> (String, String) {
-        let mut reasoning = String::new();
-        let mut answer = String::new();
-        self.pending.push_str(text);
-        loop {
-            match self.state {
-                TagState::Start => {
-                    let t = self.pending.trim_start();
-                    if let Some(rest) = t.strip_prefix(OPEN_TAG) {
-                        self.pending = rest.to_string();
-                        self.state = TagState::Thinking;
-                    } else if OPEN_TAG.starts_with(t) {
-                        break;
-                    } else {
-                        self.state = TagState::Answer;
-                    }
-                }
-                TagState::Thinking => {
-                    if let Some(i) = self.pending.find(CLOSE_TAG) {
-                        reasoning.push_str(&self.pending[..i]);
-                        self.pending = self.pending[i + CLOSE_TAG.len()..].to_string();
-                        self.state = TagState::Answer;
-                        self.trim_answer = true;
-                    } else {
-                        let keep = partial_suffix(&self.pending, CLOSE_TAG);
-                        let cut = self.pending.len() - keep;
-                        reasoning.push_str(&self.pending[..cut]);
-                        self.pending.drain(..cut);
-                        break;
-                    }
-                }
-                TagState::Answer => {
-                    let mut t = std::mem::take(&mut self.pending);
-                    if self.trim_answer {
-                        t = t.trim_start().to_string();
-                        self.trim_answer = t.is_empty();
-                    }
-                    answer.push_str(&t);
-                    break;
-                }
-            }
-        }
-        (reasoning, answer)
-    }
-
-    /// The end of the content: whatever was held back (an unclosed block is reasoning).
-    pub fn finish(&mut self) -> (String, String) {
-        let rest = std::mem::take(&mut self.pending);
-        match self.state {
-            TagState::Thinking => (rest, String::new()),
-            TagState::Start | TagState::Answer => (String::new(), rest),
-        }
-    }
-}
-
-/// Bytes at the end of `text` that could begin `tag`.
-fn partial_suffix(text: &str, tag: &str) -> usize {
-    (1..tag.len())
-        .rev()
-        .find(|&n| {
-            text.len() >= n
-                && text.is_char_boundary(text.len() - n)
-                && tag.starts_with(&text[text.len() - n..])
-        })
-        .unwrap_or(0)
-}
-
-/// One NDJSON line of `POST /api/chat` as chunks: its reasoning and content, then `Done`
-/// when it is the last (`done: true`, with `prompt_eval_count`, `eval_count` and
-/// `done_reason`); an `{"error": ...}` line is the daemon's error, classified by its words.
-fn line_chunks(line: &str, tags: &mut ThinkTags) -> Vec<Result<ChatChunk, ProviderError>> {
-    if line.trim().is_empty() {
-        return Vec::new();
-    }
-    let resp = match serde_json::from_str::<ChatLine>(line) {
-        Ok(r) => r,
-        Err(e) => {
-            return vec![Err(ProviderError::new(
-                ProviderErrorKind::Protocol,
-                format!("bad line from Ollama: {e}"),
-            ))];
-        }
-    };
-    if let Some(error) = resp.error {
-        return vec![Err(classify_message(&error))];
-    }
-    let mut out = Vec::with_capacity(3);
-    let mut push = |reasoning: String, answer: String| {
-        if !reasoning.is_empty() {
-            out.push(Ok(ChatChunk::Reasoning(reasoning)));
-        }
-        if !answer.is_empty() {
-            out.push(Ok(ChatChunk::Delta(answer)));
-        }
-    };
-    if let Some(m) = resp.message {
-        push(m.thinking, String::new());
-        if !m.content.is_empty() {
-            let (r, a) = tags.push(&m.content);
-            push(r, a);
-        }
-    }
-    if resp.done {
-        let (r, a) = tags.finish();
-        push(r, a);
-        out.push(Ok(ChatChunk::Done {
-            usage: Usage {
-                prompt_tokens: resp.prompt_eval_count.unwrap_or(0),
-                completion_tokens: resp.eval_count.unwrap_or(0),
-            },
-            finish_reason: Some(resp.done_reason.unwrap_or_else(|| "stop".into())),
-        }));
-    }
-    out
-}
-
-/// The NDJSON stream of a chat reply, no line over [`http::EVENT_CAP`], no more than
-/// [`http::wire_cap`] bytes in all; it ends at the first error.
-fn ndjson_reply(resp: reqwest::Response, max_tokens: u32) -> ChatStream {
-    let bytes = http::total_capped(resp, http::wire_cap(max_tokens)).map_err(std::io::Error::other);
-    let lines = FramedRead::new(
-        tokio_util::io::StreamReader::new(bytes),
-        LinesCodec::new_with_max_length(http::EVENT_CAP),
-    );
-    let mut tags = ThinkTags::default();
-    let chunks = lines
-        .map(move |line| match line {
-            Ok(line) => line_chunks(&line, &mut tags),
-            Err(e) => {
-                let e = crate::Error::from(e);
-                let mut err = classify_wire(&e);
-                if err.kind == ProviderErrorKind::Protocol {
-                    err.message = format!("the Ollama stream broke: {}", err.message);
-                }
-                vec![Err(err)]
-            }
-        })
-        .flat_map(futures::stream::iter);
-    let mut failed = false;
-    Box::pin(chunks.take_while(move |item| {
-        let go = !failed;
-        failed |= item.is_err();
-        futures::future::ready(go)
-    }))
 }
 
 #[cfg(test)]
@@ -945,126 +701,6 @@ mod tests {
             "registry:5000/me/model:latest"
         );
         assert_eq!(tagged("me/model@sha256:abc"), "me/model@sha256:abc");
-    }
-
-    #[test]
-    fn think_blocks_are_split_from_the_answer_across_chunk_boundaries() {
-        let chunks = [
-            "\n<th",
-            "ink>The user",
-            " wants JSON.</thi",
-            "nk>\n\n",
-            "{\"a\"",
-            ": 1}",
-        ];
-        let mut tags = ThinkTags::default();
-        let (mut reasoning, mut answer) = (String::new(), String::new());
-        for c in chunks {
-            let (r, a) = tags.push(c);
-            reasoning.push_str(&r);
-            answer.push_str(&a);
-        }
-        let (r, a) = tags.finish();
-        reasoning.push_str(&r);
-        answer.push_str(&a);
-        assert_eq!(reasoning, "The user wants JSON.");
-        assert_eq!(answer, "{\"a\": 1}");
-
-        // Content without a block passes unchanged, even if it mentions a tag later.
-        let mut tags = ThinkTags::default();
-        let (r, a) = tags.push("Use <think> tags");
-        assert_eq!((r.as_str(), a.as_str()), ("", "Use <think> tags"));
-        // A short first chunk that could open a tag is held, then released.
-        let mut tags = ThinkTags::default();
-        assert_eq!(tags.push("<t"), (String::new(), String::new()));
-        assert_eq!(tags.push("able>"), (String::new(), "<table>".to_string()));
-        // An unclosed block is reasoning.
-        let mut tags = ThinkTags::default();
-        let (r, _) = tags.push("<think>still thinking</");
-        assert_eq!(r, "still thinking");
-        assert_eq!(tags.finish(), ("</".to_string(), String::new()));
-    }
-
-    #[test]
-    fn thinking_lines_become_reasoning_and_done_reason_is_kept() {
-        let mut tags = ThinkTags::default();
-        let line = r#"{"model":"m","message":{"role":"assistant","content":"","thinking":"Hmm"},"done":false}"#;
-        assert_eq!(
-            line_chunks(line, &mut tags),
-            vec![Ok(ChatChunk::Reasoning("Hmm".into()))]
-        );
-        let done = r#"{"model":"m","message":{"role":"assistant","content":""},"done":true,"done_reason":"length","prompt_eval_count":7,"eval_count":3}"#;
-        assert_eq!(
-            line_chunks(done, &mut tags),
-            vec![Ok(ChatChunk::Done {
-                usage: Usage {
-                    prompt_tokens: 7,
-                    completion_tokens: 3
-                },
-                finish_reason: Some("length".into())
-            })]
-        );
-        let err = line_chunks(r#"{"error":"CUDA error: out of memory"}"#, &mut tags);
-        let Some(Err(e)) = err.first() else {
-            panic!("an error line must be an error: {err:?}");
-        };
-        assert_eq!(e.kind, ProviderErrorKind::Unavailable);
-        assert!(e.message.contains("CUDA error: out of memory"), "{e}");
-    }
-
-    #[test]
-    fn the_daemons_words_decide_the_class() {
-        let kind = |status: Option<u16>, msg: &str| match status {
-            Some(s) => classify_status(s, msg).kind,
-            None => classify_message(msg).kind,
-        };
-        use ProviderErrorKind as K;
-        // server/routes.go ChatHandler and server/images.go CheckCapabilities.
-        assert_eq!(
-            kind(Some(400), "\"bge-m3\" does not support chat"),
-            K::InvalidRequest
-        );
-        assert_eq!(
-            kind(Some(400), "\"llama3.1\" does not support thinking"),
-            K::InvalidRequest
-        );
-        assert_eq!(kind(Some(400), "does not support tools"), K::InvalidRequest);
-        // llm/llama_server.go: a bad `format` (HTTP 500 when it reaches streamResponse).
-        assert_eq!(
-            kind(
-                Some(500),
-                "invalid format: \"yaml\"; expected \"json\" or a valid JSON Schema object"
-            ),
-            K::UnsupportedParameter
-        );
-        // llm/status.go out-of-memory wording: fall back, no retry.
-        for oom in [
-            "model requires more system memory (9.5 GiB) than is available: insufficient memory",
-            "failed to allocate compute buffers",
-            "CUDA error: out of memory",
-            "llama runner process has terminated: cudaMalloc failed: out of memory",
-        ] {
-            assert_eq!(kind(Some(500), oom), K::Unavailable, "{oom}");
-            assert_eq!(kind(None, oom), K::Unavailable, "{oom}");
-        }
-        // The desktop pull of an unknown name (server/images.go pullModelManifest).
-        assert_eq!(
-            kind(None, "pull model manifest: file does not exist"),
-            K::ModelNotFound
-        );
-        assert_eq!(
-            kind(Some(404), "model \"x\" not found, try pulling it first"),
-            K::ModelNotFound
-        );
-        assert_eq!(kind(Some(400), "missing request body"), K::InvalidRequest);
-        assert_eq!(
-            kind(
-                Some(503),
-                "server busy, please try again.  maximum pending requests exceeded"
-            ),
-            K::Transient
-        );
-        assert_eq!(kind(None, "an unexpected failure"), K::Transient);
     }
 
     #[test]
