@@ -2,15 +2,18 @@
 //! real SQLite file, real loopback servers. One test binary (modules below).
 
 mod embedded;
+mod embeddings;
 mod fallback;
 mod faults;
 mod flood;
 mod flow;
 mod governance;
+mod loaded_models;
 mod ollama;
 mod providers;
 mod server_logs;
 mod taxonomy;
+mod tool_calls;
 mod tools;
 
 use std::path::Path;

@@ -144,5 +144,4 @@ mod tests {
         );
         assert_eq!(kind(None, "an unexpected failure"), K::Transient);
     }
-
 }

@@ -58,14 +58,14 @@ mod wire;
 
 use async_trait::async_trait;
 use nexus_engine::provider::{
-    ChatRequest, ChatStream, EmbedRequest, Embeddings, Locality, ModelCapability,
-    ModelInfo, Provider, ProviderError, ProviderErrorKind, Role, ToolChoice, metered,
+    ChatRequest, ChatStream, EmbedRequest, Embeddings, Locality, ModelCapability, ModelInfo,
+    Provider, ProviderError, ProviderErrorKind, Role, ToolChoice, metered,
 };
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-pub use errors::{OUT_OF_MEMORY_PHRASES, classify_message, classify_with};
 use errors::check;
+pub use errors::{OUT_OF_MEMORY_PHRASES, classify_message, classify_with};
 pub use pull::{PullProgress, PullStream};
 pub use stream::ThinkTags;
 

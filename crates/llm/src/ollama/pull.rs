@@ -84,10 +84,8 @@ impl Progress {
             // back (a repeated digest, the config blob sharing one, is a cache hit).
             layer.1 = layer.1.max(completed.unwrap_or(0));
         }
-        let (total_bytes, completed_bytes) = self
-            .layers
-            .values()
-            .fold((0u64, 0u64), |(t, c), (lt, lc)| {
+        let (total_bytes, completed_bytes) =
+            self.layers.values().fold((0u64, 0u64), |(t, c), (lt, lc)| {
                 (t.saturating_add(*lt), c.saturating_add(*lc))
             });
         Ok(PullProgress {
@@ -159,13 +157,25 @@ mod tests {
         };
         assert_eq!(line(None, None, None), Some((0, 0, 0)));
         assert_eq!(line(Some("sha256:a"), Some(100), None), Some((100, 0, 1)));
-        assert_eq!(line(Some("sha256:a"), Some(100), Some(60)), Some((100, 60, 1)));
-        assert_eq!(line(Some("sha256:a"), Some(100), Some(100)), Some((100, 100, 1)));
+        assert_eq!(
+            line(Some("sha256:a"), Some(100), Some(60)),
+            Some((100, 60, 1))
+        );
+        assert_eq!(
+            line(Some("sha256:a"), Some(100), Some(100)),
+            Some((100, 100, 1))
+        );
         // The next layer's count starts at 0: the sum keeps the first layer's bytes.
         assert_eq!(line(Some("sha256:b"), Some(10), None), Some((110, 100, 2)));
-        assert_eq!(line(Some("sha256:b"), Some(10), Some(4)), Some((110, 104, 2)));
+        assert_eq!(
+            line(Some("sha256:b"), Some(10), Some(4)),
+            Some((110, 104, 2))
+        );
         // A repeated digest (a cache hit) is not counted twice.
-        assert_eq!(line(Some("sha256:a"), Some(100), Some(100)), Some((110, 104, 2)));
+        assert_eq!(
+            line(Some("sha256:a"), Some(100), Some(100)),
+            Some((110, 104, 2))
+        );
         assert_eq!(line(None, None, None), Some((110, 104, 2)));
     }
 }

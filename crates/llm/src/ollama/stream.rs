@@ -9,7 +9,9 @@
 //! across TCP writes survives and a flood cannot grow memory; it ends at the first error.
 
 use futures::{StreamExt, TryStreamExt};
-use nexus_engine::provider::{ChatChunk, ChatStream, ProviderError, ProviderErrorKind, ToolCall, Usage};
+use nexus_engine::provider::{
+    ChatChunk, ChatStream, ProviderError, ProviderErrorKind, ToolCall, Usage,
+};
 use tokio_util::codec::{FramedRead, LinesCodec};
 
 use super::errors::classify_message;
@@ -286,7 +288,6 @@ mod tests {
         assert_eq!(tags.finish(), ("</".to_string(), String::new()));
     }
 
-
     #[test]
     fn thinking_lines_become_reasoning_and_done_reason_is_kept() {
         let mut tags = Reply::default();
@@ -313,7 +314,6 @@ mod tests {
         assert_eq!(e.kind, ProviderErrorKind::Unavailable);
         assert!(e.message.contains("CUDA error: out of memory"), "{e}");
     }
-
 
     #[test]
     fn tool_calls_become_complete_calls_with_an_id() {

@@ -7,8 +7,12 @@
 //! the choice ends with `finish_reason: "tool_calls"`. llama-cpp-python repeats `id` and
 //! the whole `name` in every fragment (`llama_chat_format.py`
 //! `_convert_completion_to_chat_function`), so a name that comes again is the same name,
-//! not more of it. The arguments are parsed once the call is complete; text that is not
-//! JSON is the model's fault, a [`ProviderErrorKind::InvalidOutput`] naming the tool.
+//! not more of it. Ollama's OpenAI-compatible endpoint sends each call whole with the
+//! `index` its parser gave it (`openai/openai.go` `ToToolCalls`), 0 for every call of a
+//! parser that counts none, so a fragment with a new `id` at an index already holding a
+//! call with another id starts a new call. The arguments are parsed once the call is
+//! complete; text that is not JSON is the model's fault, a
+//! [`ProviderErrorKind::InvalidOutput`] naming the tool.
 
 use std::collections::BTreeMap;
 
@@ -19,10 +23,12 @@ use super::wire::ToolCallDelta;
 /// Most tool calls one reply may make (OpenAI runs parallel calls in the handful).
 pub const MAX_TOOL_CALLS: usize = 128;
 
-/// The calls of one reply being assembled, by `index`.
+/// The calls of one reply being assembled, in the order they started.
 #[derive(Debug, Default)]
 pub(crate) struct Assembler {
-    calls: BTreeMap<usize, Partial>,
+    calls: Vec<Partial>,
+    /// The call each `index` is adding to now.
+    current: BTreeMap<usize, usize>,
 }
 
 #[derive(Debug, Default)]
@@ -43,14 +49,31 @@ impl Assembler {
     /// # Errors
     /// [`ProviderErrorKind::Protocol`] past [`MAX_TOOL_CALLS`] calls.
     pub(crate) fn push(&mut self, delta: ToolCallDelta) -> Result<(), ProviderError> {
-        if !self.calls.contains_key(&delta.index) && self.calls.len() >= MAX_TOOL_CALLS {
-            return Err(ProviderError::new(
-                ProviderErrorKind::Protocol,
-                format!("the reply made more than {MAX_TOOL_CALLS} tool calls"),
-            ));
-        }
-        let call = self.calls.entry(delta.index).or_default();
-        if let Some(id) = delta.id.filter(|i| !i.is_empty()) {
+        let id = delta.id.filter(|i| !i.is_empty());
+        let held =
+            self.current
+                .get(&delta.index)
+                .copied()
+                .filter(|&at| match (&self.calls[at].id, &id) {
+                    (Some(old), Some(new)) => old == new,
+                    _ => true,
+                });
+        let at = match held {
+            Some(at) => at,
+            None => {
+                if self.calls.len() >= MAX_TOOL_CALLS {
+                    return Err(ProviderError::new(
+                        ProviderErrorKind::Protocol,
+                        format!("the reply made more than {MAX_TOOL_CALLS} tool calls"),
+                    ));
+                }
+                self.calls.push(Partial::default());
+                self.current.insert(delta.index, self.calls.len() - 1);
+                self.calls.len() - 1
+            }
+        };
+        let call = &mut self.calls[at];
+        if let Some(id) = id {
             call.id.get_or_insert(id);
         }
         if let Some(f) = delta.function {
@@ -66,7 +89,7 @@ impl Assembler {
         Ok(())
     }
 
-    /// The complete calls, in `index` order.
+    /// The complete calls, in the order they started.
     ///
     /// # Errors
     /// [`ProviderErrorKind::Protocol`] for a call without a name;
@@ -75,6 +98,7 @@ impl Assembler {
     pub(crate) fn finish(self) -> Result<Vec<ToolCall>, ProviderError> {
         self.calls
             .into_iter()
+            .enumerate()
             .map(|(index, call)| {
                 if call.name.is_empty() {
                     return Err(ProviderError::new(
@@ -159,14 +183,43 @@ mod tests {
         );
         let err = a.finish().err();
         assert!(
-            err.as_ref().is_some_and(|e| e.kind == ProviderErrorKind::InvalidOutput
-                && e.message.contains("`get_weather`")
-                && e.message.contains("{\"city\": \"To")),
+            err.as_ref()
+                .is_some_and(|e| e.kind == ProviderErrorKind::InvalidOutput
+                    && e.message.contains("`get_weather`")
+                    && e.message.contains("{\"city\": \"To")),
             "{err:?}"
         );
         let mut a = Assembler::default();
         assert!(a.push(delta(0, None, None, "{}")).is_ok());
         let err = a.finish().err().map(|e| e.kind);
         assert_eq!(err, Some(ProviderErrorKind::Protocol));
+    }
+
+    #[test]
+    fn a_new_id_at_an_index_in_use_is_a_new_call() {
+        // Ollama's OpenAI-compatible endpoint: two whole calls, both at index 0.
+        let mut a = Assembler::default();
+        assert!(
+            a.push(delta(
+                0,
+                Some("call_1"),
+                Some("get_weather"),
+                "{\"city\":\"Oslo\"}"
+            ))
+            .is_ok()
+        );
+        assert!(
+            a.push(delta(
+                0,
+                Some("call_2"),
+                Some("get_weather"),
+                "{\"city\":\"Rome\"}"
+            ))
+            .is_ok()
+        );
+        let calls = a.finish().unwrap_or_default();
+        let ids: Vec<&str> = calls.iter().map(|c| c.id.as_str()).collect();
+        assert_eq!(ids, ["call_1", "call_2"]);
+        assert_eq!(calls[1].arguments, serde_json::json!({"city": "Rome"}));
     }
 }
