@@ -140,7 +140,7 @@ impl ScriptedServer {
 /// A vector of `dims` numbers made from `text` (its length, its vowels, its spaces and
 /// then its bytes), unnormalised: equal texts, equal vectors.
 fn text_vector(text: &str, dims: usize) -> Vec<f32> {
-    let count = |f: fn(&u8) -> bool| text.bytes().filter(|b| f(b)).count() as f32;
+    let count = |f: fn(&u8) -> bool| text.bytes().filter(&f).count() as f32;
     let mut v = vec![
         text.len() as f32,
         count(|b| b"aeiou".contains(b)),

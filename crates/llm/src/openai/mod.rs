@@ -313,7 +313,7 @@ fn chat_body(request: &ChatRequest) -> wire::ChatCompletionRequest<'_> {
                 Role::Tool => "tool",
             },
             // An assistant message with only tool calls has `content: null`.
-            content: (!(m.content.is_empty() && !m.tool_calls.is_empty()))
+            content: (!m.content.is_empty() || m.tool_calls.is_empty())
                 .then_some(m.content.as_str()),
             tool_calls: m
                 .tool_calls
