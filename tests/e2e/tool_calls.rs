@@ -333,3 +333,37 @@ async fn openai_compatible_tool_calls_stream_from_llama_cpp_python() -> anyhow::
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn the_embedded_model_calls_no_tools_and_serves_no_embeddings() -> anyhow::Result<()> {
+    let provider = crate::embedded()?;
+    let models = provider.list_models().await?;
+    assert!(!provider.native_tool_calls(&models[0]));
+    assert!(!provider.can_embed());
+    // Refused before the model is loaded: an invalid request, so the engine moves on.
+    let mut req = ChatRequest::new(models[0].name.clone(), vec![Message::user("hi")], 8);
+    req.tools = vec![weather_tool()];
+    let err = first_error(&items(provider.as_ref(), req).await);
+    assert!(
+        err.as_ref()
+            .is_some_and(|e| e.kind == ProviderErrorKind::InvalidRequest
+                && e.message.contains("no native tool calls")),
+        "{err:?}"
+    );
+    let err = provider
+        .embed(nexus_engine::provider::EmbedRequest {
+            model: models[0].name.clone(),
+            inputs: vec!["hi".into()],
+            dimensions: None,
+            truncate: false,
+        })
+        .await
+        .err();
+    assert!(
+        err.as_ref()
+            .is_some_and(|e| e.kind == ProviderErrorKind::InvalidRequest
+                && e.message.contains("does not serve embeddings")),
+        "{err:?}"
+    );
+    Ok(())
+}

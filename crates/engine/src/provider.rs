@@ -257,8 +257,8 @@ pub struct ChatRequest {
 }
 
 impl ChatRequest {
-    /// A request for `model` with `messages`, no schema, no tools, the model's default
-    /// thinking.
+    /// A request for `model` with `messages` and at most `max_tokens` tokens generated:
+    /// temperature 0.2, no schema, no tools, the model's default thinking.
     pub fn new(model: impl Into<String>, messages: Vec<Message>, max_tokens: u32) -> Self {
         ChatRequest {
             model: model.into(),
