@@ -8,6 +8,11 @@
 //! without a slot of its own (the daemon serves it with the loaded runner), and the
 //! model's provider slot is given back when its last request ends. A request waits for
 //! its model's request slot first, then (for the model's first request) a provider slot.
+//!
+//! So a loaded model whose requests keep coming keeps its provider slot (no reload while
+//! it has work), and a waiting model gets one as soon as a loaded model has nothing in
+//! flight; a model that is never idle can keep another waiting for as long as it has
+//! requests.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
