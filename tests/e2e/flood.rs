@@ -11,7 +11,7 @@ use std::sync::Arc;
 use futures::StreamExt;
 use nexus_engine::events::{Event, RunStatus, StepStatus};
 use nexus_engine::provider::{
-    ChatChunk, ChatRequest, Message, Provider, ProviderErrorKind, REPLY_BYTE_CAP, Role,
+    ChatChunk, ChatRequest, Message, Provider, ProviderErrorKind, REPLY_BYTE_CAP, ToolChoice,
     reply_token_ceiling,
 };
 use nexus_llm::{OllamaProvider, OpenAiProvider};
@@ -164,14 +164,13 @@ async fn an_endless_sse_event_or_ndjson_line_is_cut_at_the_event_cap() -> anyhow
     let line = ScriptedOllama::start("line:latest", vec![OllamaBehavior::FloodLine]).await?;
     let request = ChatRequest {
         model: String::new(),
-        messages: vec![Message {
-            role: Role::User,
-            content: "hi".into(),
-        }],
+        messages: vec![Message::user("hi")],
         temperature: 0.0,
         max_tokens: MAX_TOKENS,
         json_schema: None,
         think: None,
+        tools: Vec::new(),
+        tool_choice: ToolChoice::Auto,
     };
     let openai = OpenAiProvider::new(&sse.base_url, None, vec!["sse".into()])?;
     let ollama = OllamaProvider::new(&line.url)?;
@@ -205,14 +204,13 @@ async fn a_stream_of_empty_chunks_is_cut_at_the_wire_cap() -> anyhow::Result<()>
     let stream = openai
         .chat(ChatRequest {
             model: "empty".into(),
-            messages: vec![Message {
-                role: Role::User,
-                content: "hi".into(),
-            }],
+            messages: vec![Message::user("hi")],
             temperature: 0.0,
             max_tokens: MAX_TOKENS,
             json_schema: None,
             think: None,
+            tools: Vec::new(),
+            tool_choice: ToolChoice::Auto,
         })
         .await?;
     let items: Vec<_> = stream.collect().await;
@@ -287,14 +285,13 @@ async fn the_embedded_model_stops_at_max_tokens() -> anyhow::Result<()> {
     let stream = model
         .chat(ChatRequest {
             model: info[0].name.clone(),
-            messages: vec![Message {
-                role: Role::User,
-                content: "Count from 1 to 500, one number a line.".into(),
-            }],
+            messages: vec![Message::user("Count from 1 to 500, one number a line.")],
             temperature: 0.0,
             max_tokens: 8,
             json_schema: None,
             think: None,
+            tools: Vec::new(),
+            tool_choice: ToolChoice::Auto,
         })
         .await?;
     let items: Vec<_> = stream.collect().await;

@@ -2,17 +2,20 @@
 //! real SQLite file, real loopback servers. One test binary (modules below).
 
 mod embedded;
+mod embeddings;
 mod fallback;
 mod faults;
 mod flood;
 mod flow;
 mod governance;
+mod loaded_models;
 mod mcp;
 mod ollama;
 mod providers;
 mod server_logs;
 mod shell;
 mod taxonomy;
+mod tool_calls;
 mod tools;
 
 use std::path::Path;

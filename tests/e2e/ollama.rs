@@ -12,7 +12,7 @@ use futures::StreamExt;
 use nexus_engine::events::{Event, RunStatus, StepStatus};
 use nexus_engine::provider::{
     ChatChunk, ChatRequest, Locality, Message, ModelCapability, Provider, ProviderError,
-    ProviderErrorKind, Role,
+    ProviderErrorKind, ToolChoice,
 };
 use nexus_llm::OllamaProvider;
 use nexus_tests::OllamaServer;
@@ -53,14 +53,13 @@ fn scripted(name: &str, caps: &[&str], script: serde_json::Value) -> serde_json:
 fn ask(model: &str, prompt: &str, max_tokens: u32) -> ChatRequest {
     ChatRequest {
         model: model.to_string(),
-        messages: vec![Message {
-            role: Role::User,
-            content: prompt.to_string(),
-        }],
+        messages: vec![Message::user(prompt.to_string())],
         temperature: 0.2,
         max_tokens,
         json_schema: None,
         think: None,
+        tools: Vec::new(),
+        tool_choice: ToolChoice::Auto,
     }
 }
 
@@ -568,6 +567,70 @@ async fn the_reasoning_passes_the_guardrails_before_it_is_stored() -> anyhow::Re
             .any(|g| g.stage == "reasoning"),
         "{:?}",
         stored.steps[0].guardrails
+    );
+    Ok(())
+}
+
+/// A pull reports each layer with its own count (server/images.go PullModel,
+/// server/download.go); Nexus sums them, so the bytes pulled never go back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pull_sums_the_layers_so_its_progress_never_goes_back() -> anyhow::Result<()> {
+    use futures::TryStreamExt;
+    let server = start(&["llama3.1:8b"], vec![], &[]).await?;
+    let provider = OllamaProvider::new(&server.url)?;
+    let lines: Vec<nexus_llm::ollama::PullProgress> =
+        provider.pull("llama3.1:8b").await?.try_collect().await?;
+    assert_eq!(
+        lines.first().map(|l| l.status.as_str()),
+        Some("pulling manifest")
+    );
+    assert_eq!(lines.last().map(|l| l.status.as_str()), Some("success"));
+    let digests: std::collections::BTreeSet<&str> =
+        lines.iter().filter_map(|l| l.digest.as_deref()).collect();
+    assert_eq!(digests.len(), 4, "the GGUF, template, params and config");
+    // The daemon's own count starts again at each layer (the case the sums are for) ...
+    let layer_counts: Vec<u64> = lines
+        .iter()
+        .filter(|l| l.digest.is_some())
+        .map(|l| l.layer_completed_bytes.unwrap_or(0))
+        .collect();
+    assert!(
+        layer_counts.windows(2).any(|w| w[1] < w[0]),
+        "{layer_counts:?}"
+    );
+    // ... and the sums never go back, ending at every layer's bytes.
+    assert!(
+        lines
+            .windows(2)
+            .all(|w| w[1].completed_bytes >= w[0].completed_bytes),
+        "{lines:?}"
+    );
+    let model_bytes = std::fs::metadata(nexus_tests::model_path()?)?.len();
+    let last = lines.last().cloned().unwrap_or_else(|| unreachable!());
+    assert_eq!(last.layers, 4);
+    assert_eq!(last.completed_bytes, last.total_bytes);
+    assert!(last.total_bytes > model_bytes, "{last:?}");
+
+    // Pulled again: every blob is on disk, one complete line per layer, the same sums.
+    let again: Vec<nexus_llm::ollama::PullProgress> =
+        provider.pull("llama3.1:8b").await?.try_collect().await?;
+    let layer_lines: Vec<_> = again.iter().filter(|l| l.digest.is_some()).collect();
+    assert_eq!(layer_lines.len(), 4, "{again:?}");
+    assert!(
+        layer_lines
+            .iter()
+            .all(|l| l.layer_completed_bytes == l.layer_total_bytes)
+    );
+    assert_eq!(again.last().map(|l| l.total_bytes), Some(last.total_bytes));
+
+    // An unknown name: the daemon's error line after the 200, a missing model.
+    let unknown: Result<Vec<_>, _> = provider.pull("no-such-model").await?.try_collect().await;
+    let err = unknown.err();
+    assert!(
+        err.as_ref()
+            .is_some_and(|e| e.kind == ProviderErrorKind::ModelNotFound
+                && e.message.contains("file does not exist")),
+        "{err:?}"
     );
     Ok(())
 }

@@ -6,7 +6,9 @@ use std::sync::Arc;
 
 use futures::StreamExt;
 use nexus_engine::events::{Event, RunStatus};
-use nexus_engine::provider::{ChatChunk, ChatRequest, Message, Provider, ProviderErrorKind, Role};
+use nexus_engine::provider::{
+    ChatChunk, ChatRequest, Message, Provider, ProviderErrorKind, ToolChoice,
+};
 use nexus_llm::{OllamaProvider, OpenAiProvider};
 use nexus_tests::{LlamaServer, OllamaServer, free_port};
 use tokio_util::sync::CancellationToken;
@@ -17,19 +19,15 @@ fn request(model: &str) -> ChatRequest {
     ChatRequest {
         model: model.to_string(),
         messages: vec![
-            Message {
-                role: Role::System,
-                content: "You are brief.".into(),
-            },
-            Message {
-                role: Role::User,
-                content: "Name three colors.".into(),
-            },
+            Message::system("You are brief."),
+            Message::user("Name three colors."),
         ],
         temperature: 0.2,
         max_tokens: 24,
         json_schema: None,
         think: None,
+        tools: Vec::new(),
+        tool_choice: ToolChoice::Auto,
     }
 }
 
@@ -50,7 +48,7 @@ async fn collect(
     while let Some(chunk) = stream.next().await {
         match chunk? {
             ChatChunk::Delta(t) => deltas.push(t),
-            ChatChunk::Reasoning(_) => {}
+            ChatChunk::Reasoning(_) | ChatChunk::ToolCall(_) => {}
             done @ ChatChunk::Done { .. } => return Ok((deltas, done)),
         }
     }

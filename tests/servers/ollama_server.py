@@ -4,7 +4,8 @@
 Implements the subset of Ollama's REST API that Nexus uses, following
 docs/api.md of github.com/ollama/ollama (and server/routes.go for error
 wording): GET / , GET /api/version, GET /api/tags, GET /api/ps,
-POST /api/show, POST /api/chat, POST /api/generate, POST /api/pull.
+POST /api/show, POST /api/chat, POST /api/generate, POST /api/pull,
+POST /api/embed.
 Streaming endpoints answer NDJSON over HTTP/1.1 chunked transfer, one JSON
 object per chunk; `"stream": false` gives one JSON object. Durations are in
 nanoseconds, created_at is RFC3339 (UTC). Inference runs on llama_cpp.Llama
@@ -34,9 +35,27 @@ nanoseconds, created_at is RFC3339 (UTC). Inference runs on llama_cpp.Llama
      "echo_tokens": true,               the reply states how many prompt tokens the model saw
                                         and whether the prompt's first word survived truncation
      "gap_ms": 100,                     paces the chunks as a model generating does
+     "tool_calls": [{"name": "get_weather", "arguments": {"city": "Tokyo"}}],
+                                        when the request offers tools and the last message is
+                                        not a tool result: the model's calls, sent as the daemon
+                                        parses them (one message.tool_calls line each, object
+                                        arguments, `id` call_xxxxxxxx, `index` counting from 0;
+                                        a call of a tool not offered stays text in the content)
+     "after_tool": "It is {content} in {tool_name}.",
+                                        the reply when the last message is a tool result: the
+                                        tool message read back ({tool_name}, {tool_call_id},
+                                        {content}, and {calls}: the assistant's earlier tool
+                                        calls as the daemon received them, JSON)
   }}
 Every model's prompt is truncated to the request's num_ctx (default --default-num-ctx, the
 daemon's default for < 24 GiB of VRAM in server/routes.go) as the daemon does, with HTTP 200.
+
+/api/embed embeds with the same GGUF (a second llama_cpp.Llama in embedding mode, mean
+pooled), for any model name: the daemon's EmbedHandler asks for no capability.
+/api/pull streams one model's manifest layers one after another (the GGUF, its template,
+its parameters, then the config blob; server/images.go PullModel), each with its own
+digest, total and completed (server/download.go); a second pull of a name finds every
+blob on disk and reports each layer once, complete.
 
 Prints `READY <port>` on stdout once listening (--port 0 picks a free port).
 Stdlib only besides llama_cpp.
@@ -62,6 +81,17 @@ def now_rfc3339(ns=None):
     base = datetime.fromtimestamp(ns // 1_000_000_000, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
     frac = f"{ns % 1_000_000_000:09d}".rstrip("0")  # Go's RFC3339Nano trims trailing zeros
     return base + ("." + frac if frac else "") + "Z"
+
+
+def normalize(vec):
+    """server/routes.go normalize: unit length (float32 in the daemon)."""
+    n = max(sum(v * v for v in vec) ** 0.5, 1e-12)
+    return [v / n for v in vec]
+
+
+def tool_call_id():
+    """server/routes.go toolCallId: call_ and 8 of [a-z0-9]."""
+    return "call_" + "".join(random.choice("abcdefghijklmnopqrstuvwxyz0123456789") for _ in range(8))
 
 
 def norm(name):
@@ -106,6 +136,25 @@ class Backend:
         self.trained_ctx = min(int(md.get(self.arch + ".context_length", args.ctx)), args.ctx)
         info[self.arch + ".context_length"] = self.trained_ctx
         self.model_info = dict(sorted(info.items()))
+        self.model_path, self.ctx, self.threads = args.model, args.ctx, args.threads
+        self.embedder = None  # made on the first /api/embed
+        self.pulled = set()  # names whose blobs are "on disk" after a pull
+        # A model's manifest layers (server/images.go PullModel pulls mf.Layers, then
+        # mf.Config): the GGUF, the template, the parameters; the config blob last.
+        params = json.dumps({"stop": STOPS}).encode()
+        config = json.dumps({"model_format": "gguf", "model_family": self.arch}).encode()
+        self.layers = [("sha256:" + self.digest, self.size)] + [
+            ("sha256:" + hashlib.sha256(blob).hexdigest(), len(blob))
+            for blob in (TEMPLATE.encode(), params, config)]
+
+    def embed_model(self):
+        """The GGUF in embedding mode (caller holds self.lock)."""
+        if self.embedder is None:
+            # One batch holds a whole text (llama_cpp would cut it at n_batch).
+            self.embedder = Llama(model_path=self.model_path, n_ctx=self.ctx, n_batch=self.ctx, n_ubatch=self.ctx,
+                                  n_threads=self.threads, n_threads_batch=self.threads, embedding=True,
+                                  pooling_type=llama_cpp.LLAMA_POOLING_TYPE_MEAN, verbose=False)
+        return self.embedder
 
     def spec(self, name):
         return self.specs.get(norm(name), {})
@@ -297,7 +346,7 @@ class Handler(BaseHTTPRequestHandler):
             elif int(self.headers.get("Content-Length") or 0) > 0:
                 raw = self.rfile.read(int(self.headers["Content-Length"]))
             path = self.path.split("?")[0].rstrip("/")
-            if path not in ("/api/chat", "/api/generate", "/api/show", "/api/pull"):
+            if path not in ("/api/chat", "/api/generate", "/api/show", "/api/pull", "/api/embed"):
                 return self.send_body(404, b"404 page not found", "text/plain")
             if not raw.strip():
                 return self.error(400, "missing request body")
@@ -308,6 +357,8 @@ class Handler(BaseHTTPRequestHandler):
             if not isinstance(req, dict):
                 return self.error(400, "json: cannot unmarshal request body into Go value of type api.Request")
             name = req.get("model") or req.get("name") or ""
+            if not name and path == "/api/embed":  # EmbedHandler: writeModelRefParseError's fallback
+                return self.error(404, f"model '{name}' not found")
             if not name:
                 return self.error(400, "model is required")
             getattr(self, "h_" + path.rsplit("/", 1)[-1])(req, name)
@@ -342,13 +393,67 @@ class Handler(BaseHTTPRequestHandler):
         if not b.find(name):  # streamResponse: the error arrives as an NDJSON line after the 200
             self.chunk({"error": err})
             return self.chunk(None)
-        dg = "sha256:" + b.digest
-        for done in (0, b.size // 3, 2 * b.size // 3, b.size):
-            self.chunk({"status": f"pulling {b.digest[:12]}", "digest": dg, "total": b.size, "completed": done})
-            time.sleep(0.01)
-        for s in ("verifying sha256 digest", "writing manifest", "success"):
-            self.chunk({"status": s})
+        cached = norm(name) in b.pulled
+        for digest, size in b.layers:  # server/images.go PullModel: one layer after another
+            status = f"pulling {digest[7:19]}"
+            if cached:  # download.go downloadBlob: the blob is on disk, one line, complete
+                self.chunk({"status": status, "digest": digest, "total": size, "completed": size})
+                continue
+            # blobDownload.Wait reports every 60 ms: first before any byte arrives (Completed
+            # 0, which `omitempty` drops), then the bytes so far, this layer's own count.
+            for done in (0, size // 3, 2 * size // 3, size):
+                line = {"status": status, "digest": digest, "total": size}
+                if done:
+                    line["completed"] = done
+                self.chunk(line)
+                time.sleep(0.005)
+        b.pulled.add(norm(name))
+        for st in ("verifying sha256 digest", "writing manifest", "success"):
+            self.chunk({"status": st})
         self.chunk(None)
+
+    def h_embed(self, req, name):
+        """server/routes.go EmbedHandler."""
+        b, raw = self.backend, req.get("input")
+        if isinstance(raw, str):
+            inputs = [raw] if raw else []
+        elif isinstance(raw, list):
+            if not all(isinstance(v, str) for v in raw):
+                return self.error(400, "invalid input type")
+            inputs = list(raw)
+        elif raw is None:
+            inputs = []
+        else:
+            return self.error(400, "invalid input type")
+        if not b.find(name):
+            return self.error(404, f"model '{name}' not found")
+        opts, t0 = req.get("options") or {}, time.monotonic_ns()
+        if not inputs:
+            return self.send_body(200, {"model": name, "embeddings": []})
+        # inputTokensAndContext: the window is the model's, or num_ctx when smaller (the
+        # request's options, else the daemon's default); adjustTokenLimit keeps room for
+        # BOS and EOS when the text's tokens lack them.
+        ctx_len = min(int(opts.get("num_ctx") or b.default_num_ctx), b.ctx_len(name)) - 2
+        truncate = req.get("truncate") is not False
+        dims = int(req.get("dimensions") or 0)
+        vectors, count = [], 0
+        with b.lock:
+            emb = b.embed_model()
+            for text in inputs:
+                tokens = emb.tokenize(text.encode("utf-8"), add_bos=False, special=False)
+                if len(tokens) > ctx_len:
+                    if not truncate:
+                        return self.error(400, "the input length exceeds the context length")
+                    tokens = tokens[:ctx_len]
+                    text = emb.detokenize(tokens).decode("utf-8", "ignore")
+                vec = emb.embed(text)
+                count += len(tokens)
+                vec = normalize(vec)  # "this first normalization should be done by the model"
+                if 0 < dims < len(vec):
+                    vec = normalize(vec[:dims])
+                vectors.append(vec)
+        self.send_body(200, {"model": name, "embeddings": vectors, "total_duration": max(1, time.monotonic_ns() - t0),
+                             "load_duration": 1, "prompt_eval_count": count})
 
     def h_chat(self, req, name):
         msgs = req.get("messages") or []
@@ -357,6 +462,20 @@ class Handler(BaseHTTPRequestHandler):
         bad = [m.get("role") for m in msgs if m.get("role") not in ("system", "user", "assistant", "tool")]
         if bad:
             return self.error(400, f"invalid role: {bad[0]}")
+        # api/types.go: tools are Tool objects; a call's arguments are a JSON object
+        # (ToolCallFunctionArguments.UnmarshalJSON reads an ordered map), so anything else
+        # fails the request's binding with a 400.
+        tools = req.get("tools") or []
+        if not isinstance(tools, list) or not all(
+                isinstance(t, dict) and isinstance(t.get("function"), dict)
+                and isinstance(t["function"].get("name"), str) for t in tools):
+            return self.error(400, "json: cannot unmarshal tools into Go struct field ChatRequest.tools of type api.Tools")
+        for m in msgs:
+            for c in m.get("tool_calls") or []:
+                args = (c.get("function") or {}).get("arguments") if isinstance(c, dict) else None
+                if args is not None and not isinstance(args, dict):
+                    return self.error(400, "json: cannot unmarshal " + type(args).__name__ +
+                                      " into Go value of type map[string]interface {}")
         b = self.backend
         if b.find(name):
             # routes.go ChatHandler: a thinking model thinks unless told not to; `think` on a
@@ -451,6 +570,22 @@ class Handler(BaseHTTPRequestHandler):
             first = (last.split() or [""])[0]
             content = [f"saw {len(tokens)} of {full} prompt tokens; the first word was "
                        f"{'kept' if first and first in seen else 'cut'}"]
+        calls = []
+        last = (msgs or [{}])[-1]
+        if last.get("role") == "tool" and sc.get("after_tool") is not None:
+            # The tool's result read back (docs/api.md "Chat request (With history, with
+            # tools)": role tool with tool_name), and the calls the history carried.
+            seen = [c for m in msgs if m.get("role") == "assistant" for c in (m.get("tool_calls") or [])]
+            content = [sc["after_tool"].format(tool_name=last.get("tool_name", ""),
+                                               tool_call_id=last.get("tool_call_id", ""),
+                                               content=last.get("content", ""),
+                                               calls=json.dumps(seen, separators=(",", ":")))]
+        elif req.get("tools") and sc.get("tool_calls"):
+            # tools/tools.go Parser: only calls of tools the request offers are parsed; the
+            # model's text for any other stays content.
+            offered = {t["function"]["name"] for t in req["tools"]}
+            calls = [c for c in sc["tool_calls"] if c["name"] in offered]
+            content = [json.dumps(c, separators=(",", ":")) for c in sc["tool_calls"] if c["name"] not in offered]
         thinking = list(sc.get("thinking") or [])
         parts = []  # (field, text): routes.go sets message.thinking from the thinking parser
         if sc.get("think_tags"):  # no thinking capability: the template's tags stay in content
@@ -458,6 +593,11 @@ class Handler(BaseHTTPRequestHandler):
         else:
             parts = ([("thinking", t) for t in thinking] if req.get("think") not in (None, False) else []) + \
                     [("content", t) for t in content]
+        # routes.go ChatHandler: each parsed call gets toolCallId(); tools.go counts `index`
+        # across the reply. Arguments go out as the JSON object they are.
+        parts += [("tool_call", {"id": tool_call_id(),
+                                 "function": {"index": i, "name": c["name"], "arguments": c.get("arguments") or {}}})
+                  for i, c in enumerate(calls)]
         n_predict = int(opts.get("num_predict", -1))
         reason = "stop"
         if 0 <= n_predict < len(parts):  # llm/server.go: the runner stops at num_predict, "length"
@@ -470,6 +610,8 @@ class Handler(BaseHTTPRequestHandler):
                 o["message"] = {"role": "assistant", "content": text if field == "content" else ""}
                 if field == "thinking":
                     o["message"]["thinking"] = text
+                if field == "tool_call":
+                    o["message"]["tool_calls"] = [text]
             else:
                 o.update({"response": text if field == "content" else ""},
                          **({"thinking": text} if field == "thinking" else {}))
@@ -481,7 +623,9 @@ class Handler(BaseHTTPRequestHandler):
             o = body("", dict(final))
             text = "".join(t for f, t in parts if f == "content")
             think = "".join(t for f, t in parts if f == "thinking")
-            o.update({"message": dict({"role": "assistant", "content": text}, **({"thinking": think} if think else {}))}
+            tcs = [t for f, t in parts if f == "tool_call"]  # routes.go: gathered into the one message
+            o.update({"message": dict({"role": "assistant", "content": text}, **({"thinking": think} if think else {}),
+                                      **({"tool_calls": tcs} if tcs else {}))}
                      if kind == "chat" else {"response": text})
             return self.send_body(200, o)
         try:

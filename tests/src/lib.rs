@@ -254,6 +254,19 @@ impl LlamaServer {
     /// # Errors
     /// As [`LlamaServer::start`].
     pub fn start_with_model(alias: &str, model: &Path) -> anyhow::Result<Self> {
+        Self::start_with(alias, model, &[])
+    }
+
+    /// [`LlamaServer::start`] with more of the server's options (`--chat_format
+    /// chatml-function-calling`, `--embedding true`).
+    ///
+    /// # Errors
+    /// As [`LlamaServer::start`].
+    pub fn start_with_args(alias: &str, args: &[&str]) -> anyhow::Result<Self> {
+        Self::start_with(alias, &model_path()?, args)
+    }
+
+    fn start_with(alias: &str, model: &Path, args: &[&str]) -> anyhow::Result<Self> {
         let port = free_port()?;
         let mut cmd = Command::new("python3");
         cmd.args(["-m", "llama_cpp.server", "--model"])
@@ -267,7 +280,8 @@ impl LlamaServer {
                 alias,
                 "--n_ctx",
                 "2048",
-            ]);
+            ])
+            .args(args);
         let (mut process, _) = ServerProcess::spawn("the llama-cpp-python server", &mut cmd, false)
             .context("run scripts/setup-test-servers.sh")?;
         process.port = port;

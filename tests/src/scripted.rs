@@ -8,6 +8,10 @@
 //! [`ScriptedOllama`] is the same for Ollama's `POST /api/chat` (NDJSON chunks, Ollama's
 //! docs/api.md "Generate a chat completion"), with `/api/tags` and `/api/show`.
 //!
+//! `POST /v1/embeddings` answers as OpenAI's "Create embeddings" documents: `data` with
+//! one `embedding` per input (listed last input first, each with its `index`), made from
+//! the text so equal texts get equal vectors, cut to `dimensions`, and `usage`.
+//!
 //! The floods generate their bytes lazily, so the server itself holds almost nothing
 //! whatever it sends.
 
@@ -54,6 +58,9 @@ pub enum Behavior {
     FloodBody(usize),
     /// Answer a non-streamed `chat.completion` with this content and usage.
     Whole(String),
+    /// Stream these `chat.completion.chunk` objects as they are, one SSE event each, then
+    /// `[DONE]` (tool-call deltas, as a test writes them from OpenAI's documentation).
+    Events(Vec<serde_json::Value>),
 }
 
 struct Inner {
@@ -92,6 +99,7 @@ impl ScriptedServer {
         let app = Router::new()
             .route("/v1/chat/completions", post(chat))
             .route("/v1/models", get(models))
+            .route("/v1/embeddings", post(embeddings))
             .with_state(Arc::clone(&inner));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let port = listener.local_addr()?.port();
@@ -127,6 +135,51 @@ impl ScriptedServer {
     pub fn client_disconnected(&self) -> bool {
         self.inner.disconnected.load(Ordering::SeqCst)
     }
+}
+
+/// A vector of `dims` numbers made from `text` (its length, its vowels, its spaces and
+/// then its bytes), unnormalised: equal texts, equal vectors.
+fn text_vector(text: &str, dims: usize) -> Vec<f32> {
+    let count = |f: fn(&u8) -> bool| text.bytes().filter(&f).count() as f32;
+    let mut v = vec![
+        text.len() as f32,
+        count(|b| b"aeiou".contains(b)),
+        count(|b| *b == b' '),
+    ];
+    v.extend(text.bytes().map(f32::from));
+    v.resize(dims, 0.5);
+    v
+}
+
+async fn embeddings(State(inner): State<Arc<Inner>>, body: Bytes) -> Response {
+    let req: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+    if let Ok(mut b) = inner.bodies.lock() {
+        b.push(req.clone());
+    }
+    let inputs: Vec<String> = match &req["input"] {
+        serde_json::Value::String(s) => vec![s.clone()],
+        serde_json::Value::Array(a) => a
+            .iter()
+            .filter_map(|v| v.as_str().map(str::to_owned))
+            .collect(),
+        _ => Vec::new(),
+    };
+    let dims = req["dimensions"]
+        .as_u64()
+        .and_then(|d| usize::try_from(d).ok())
+        .unwrap_or(8);
+    let data: Vec<serde_json::Value> = inputs
+        .iter()
+        .enumerate()
+        .rev()
+        .map(|(i, t)| serde_json::json!({"object": "embedding", "index": i, "embedding": text_vector(t, dims)}))
+        .collect();
+    let tokens: usize = inputs.iter().map(|t| t.split_whitespace().count()).sum();
+    axum::Json(serde_json::json!({
+        "object": "list", "data": data, "model": req["model"],
+        "usage": {"prompt_tokens": tokens, "total_tokens": tokens}
+    }))
+    .into_response()
 }
 
 async fn models() -> impl IntoResponse {
@@ -315,6 +368,14 @@ async fn chat(State(inner): State<Arc<Inner>>, body: Bytes) -> Response {
                 "usage": {"prompt_tokens": 7, "completion_tokens": 1, "total_tokens": 8}
             });
             json_response(Body::from(v.to_string()))
+        }
+        Behavior::Events(events) => {
+            let mut items: Vec<Bytes> = events
+                .iter()
+                .map(|e| Bytes::from(format!("data: {e}\n\n")))
+                .collect();
+            items.push(Bytes::from("data: [DONE]\n\n"));
+            sse(futures::stream::iter(items.into_iter().map(Ok)))
         }
         Behavior::Slow(interval) => {
             let guard = DisconnectGuard(Arc::clone(&inner.disconnected), false);

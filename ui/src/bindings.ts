@@ -926,7 +926,10 @@ error: string | null;
  */
 models: ModelInfo[] }
 /**
- * One progress line of a model pull.
+ * One progress line of a model pull, summed over the model's layers: the daemon
+ * downloads them one after another and counts each from 0, so the sums are what a
+ * progress bar shows (the downloaded bytes never decrease; the total grows as layers
+ * appear).
  */
 export type PullProgress = { 
 /**
@@ -934,13 +937,17 @@ export type PullProgress = {
  */
 status: string; 
 /**
- * Bytes of the current layer, when downloading.
+ * Bytes of all layers seen so far, on the lines about a layer (`pulling <digest>`).
  */
 total_bytes: number | null; 
 /**
- * Bytes downloaded of it so far.
+ * Bytes of them downloaded so far, on the same lines.
  */
-completed_bytes: number | null }
+completed_bytes: number | null; 
+/**
+ * Layers seen so far.
+ */
+layers: number }
 /**
  * A model in the selector's order.
  */

@@ -81,13 +81,18 @@ export class TestBackend implements Backend {
 
   async pullModel(name: string, onProgress: (p: PullProgress) => void) {
     if (name.includes('missing')) throw new Error('pull model manifest: file does not exist');
-    const total = 1000;
-    onProgress({ status: 'pulling manifest', total_bytes: null, completed_bytes: null });
-    for (const done of [0, 250, 500, 750, 1000]) {
+    // As the app reports a pull: sums over the layers seen so far (a 900-byte model
+    // layer, then a 100-byte one), so the downloaded bytes never go back.
+    onProgress({ status: 'pulling manifest', total_bytes: null, completed_bytes: null, layers: 0 });
+    for (const done of [0, 300, 600, 900]) {
       await new Promise((r) => setTimeout(r, 40));
-      onProgress({ status: 'pulling 6a0746a1ec1a', total_bytes: total, completed_bytes: done });
+      onProgress({ status: 'pulling 6a0746a1ec1a', total_bytes: 900, completed_bytes: done, layers: 1 });
     }
-    onProgress({ status: 'success', total_bytes: null, completed_bytes: null });
+    for (const done of [0, 100]) {
+      await new Promise((r) => setTimeout(r, 40));
+      onProgress({ status: 'pulling 966de95ca8a6', total_bytes: 1000, completed_bytes: 900 + done, layers: 2 });
+    }
+    onProgress({ status: 'success', total_bytes: null, completed_bytes: null, layers: 2 });
   }
 
   async setApiKey(provider: string) {

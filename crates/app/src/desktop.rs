@@ -166,16 +166,21 @@ pub struct ModelsView {
     pub keys: Vec<KeyStatus>,
 }
 
-/// One progress line of a model pull.
+/// One progress line of a model pull, summed over the model's layers: the daemon
+/// downloads them one after another and counts each from 0, so the sums are what a
+/// progress bar shows (the downloaded bytes never decrease; the total grows as layers
+/// appear).
 #[derive(Debug, Clone, PartialEq, Serialize, specta::Type)]
 #[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 pub struct PullProgress {
     /// The daemon's status text (`pulling manifest`, `pulling <digest>`, `success`).
     pub status: String,
-    /// Bytes of the current layer, when downloading.
+    /// Bytes of all layers seen so far, on the lines about a layer (`pulling <digest>`).
     pub total_bytes: Option<f64>,
-    /// Bytes downloaded of it so far.
+    /// Bytes of them downloaded so far, on the same lines.
     pub completed_bytes: Option<f64>,
+    /// Layers seen so far.
+    pub layers: u32,
 }
 
 /// A question a run waits on, for the run panel.
@@ -1042,10 +1047,12 @@ impl Desktop {
         while let Some(line) = stream.next().await {
             let line = line?;
             // Sizes as f64: JSON numbers in the UI (a model is far below 2^53 bytes).
+            let layer = line.digest.is_some();
             progress(PullProgress {
                 status: line.status,
-                total_bytes: line.total_bytes.map(|b| b as f64),
-                completed_bytes: line.completed_bytes.map(|b| b as f64),
+                total_bytes: layer.then_some(line.total_bytes as f64),
+                completed_bytes: layer.then_some(line.completed_bytes as f64),
+                layers: u32::try_from(line.layers).unwrap_or(u32::MAX),
             });
         }
         Ok(())

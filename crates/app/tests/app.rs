@@ -341,6 +341,11 @@ async fn the_models_view_pulls_from_ollama_and_keeps_keys_in_the_secret_store() 
         done.len() >= 2 && done.windows(2).all(|w| w[0] <= w[1]),
         "{done:?}"
     );
+    // Summed over the model's layers (the daemon counts each from 0): past the GGUF's
+    // own size at the end, all four layers seen.
+    let model_bytes = std::fs::metadata(nexus_tests::model_path()?)?.len() as f64;
+    assert!(done.last().is_some_and(|&d| d > model_bytes), "{done:?}");
+    assert_eq!(lines.iter().map(|l| l.layers).max(), Some(4));
     // The daemon's "pull model manifest: file does not exist" (an NDJSON error line after
     // the 200) is a missing model, not a transient failure.
     let unknown = app.pull_model("no-such-model", |_| {}).await;

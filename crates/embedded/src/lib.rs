@@ -28,6 +28,7 @@ use llama_cpp_2::llama_batch::LlamaBatch;
 use llama_cpp_2::model::params::LlamaModelParams;
 use llama_cpp_2::model::{LlamaChatMessage, LlamaModel};
 use llama_cpp_2::sampling::LlamaSampler;
+use nexus_engine::provider::tools::no_native_tools;
 use nexus_engine::provider::{
     ChatChunk, ChatRequest, ChatStream, Locality, ModelInfo, Provider, ProviderError,
     ProviderErrorKind, Role, Usage, metered,
@@ -210,6 +211,7 @@ fn generate(loaded: &Loaded, request: &ChatRequest, tx: &Tx) -> Result<(), Provi
                 Role::System => "system",
                 Role::User => "user",
                 Role::Assistant => "assistant",
+                Role::Tool => "tool",
             };
             LlamaChatMessage::new(role.to_string(), m.content.clone()).map_err(internal)
         })
@@ -370,7 +372,12 @@ impl Provider for EmbeddedProvider {
         }])
     }
 
+    /// No native tool calls: the model has no tool-calling template, so an agent step
+    /// uses its JSON strategy (a grammar-constrained reply) with it.
     async fn chat(&self, request: ChatRequest) -> Result<ChatStream, ProviderError> {
+        if !request.tools.is_empty() {
+            return Err(no_native_tools(self.id(), &request.model));
+        }
         let loaded = self.load().await?;
         let permit = Arc::clone(&self.gate)
             .acquire_owned()

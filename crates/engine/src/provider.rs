@@ -16,6 +16,12 @@
 //! request's `max_tokens` (a margin over it, and a byte cap), so a provider that ignores
 //! `max_tokens` cannot grow Nexus's memory; every provider wraps its stream in
 //! [`metered`], and the cut is a [`ProviderErrorKind::OversizedReply`].
+//!
+//! Tool calls ([`tools`]) and embeddings ([`embed`]) are optional: a provider says
+//! whether a model takes tools natively ([`Provider::native_tool_calls`]; an agent step
+//! uses a JSON strategy for the others) and whether it serves embeddings
+//! ([`Provider::can_embed`]); how many different models one provider keeps loaded at
+//! once ([`Provider::max_loaded_models`]) bounds the models Nexus has in flight on it.
 
 use std::fmt;
 use std::pin::Pin;
@@ -23,6 +29,12 @@ use std::pin::Pin;
 use async_trait::async_trait;
 use futures::Stream;
 use serde::{Deserialize, Serialize};
+
+pub mod embed;
+pub mod tools;
+
+pub use embed::{EmbedRequest, Embeddings, MAX_EMBED_INPUTS};
+pub use tools::{ToolCall, ToolChoice, ToolSpec};
 
 /// Where a provider runs, which decides its default concurrency and its place in the
 /// selector's order.
@@ -144,17 +156,77 @@ pub enum Role {
     System,
     /// The user's message.
     User,
-    /// A model's reply.
+    /// A model's reply (its text, its tool calls, or both).
     Assistant,
+    /// The result of a tool the model called ([`Message::tool_result`]).
+    Tool,
 }
 
-/// One chat message.
+/// One chat message: text, and for an assistant the tool calls it made, for a tool
+/// result the call it answers.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Message {
     /// Who speaks.
     pub role: Role,
-    /// What is said.
+    /// What is said (a tool's result as text, often JSON).
     pub content: String,
+    /// The tool calls of an assistant message, in the order the model made them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tool_calls: Vec<ToolCall>,
+    /// For a [`Role::Tool`] message: the [`ToolCall::id`] it answers (OpenAI's
+    /// `tool_call_id`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_call_id: Option<String>,
+    /// For a [`Role::Tool`] message: the tool's name (Ollama's `tool_name`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_name: Option<String>,
+}
+
+impl Message {
+    /// A message of `role` with `content` and nothing else.
+    pub fn new(role: Role, content: impl Into<String>) -> Self {
+        Message {
+            role,
+            content: content.into(),
+            tool_calls: Vec::new(),
+            tool_call_id: None,
+            tool_name: None,
+        }
+    }
+
+    /// A system message.
+    pub fn system(content: impl Into<String>) -> Self {
+        Self::new(Role::System, content)
+    }
+
+    /// A user message.
+    pub fn user(content: impl Into<String>) -> Self {
+        Self::new(Role::User, content)
+    }
+
+    /// An assistant message with text only.
+    pub fn assistant(content: impl Into<String>) -> Self {
+        Self::new(Role::Assistant, content)
+    }
+
+    /// The assistant message that made `calls` (with whatever text came with them), for
+    /// the history sent back with their results.
+    pub fn assistant_tool_calls(content: impl Into<String>, calls: Vec<ToolCall>) -> Self {
+        Message {
+            tool_calls: calls,
+            ..Self::new(Role::Assistant, content)
+        }
+    }
+
+    /// The result of `call`, as text (`content`; an error the tool returned is a result
+    /// too, so the model can recover).
+    pub fn tool_result(call: &ToolCall, content: impl Into<String>) -> Self {
+        Message {
+            tool_call_id: Some(call.id.clone()),
+            tool_name: Some(call.name.clone()),
+            ..Self::new(Role::Tool, content)
+        }
+    }
 }
 
 /// A chat request, provider-neutral.
@@ -174,6 +246,31 @@ pub struct ChatRequest {
     /// `None` leaves it to the model's default (Ollama: a `thinking` model thinks).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub think: Option<bool>,
+    /// The tools the model may call (empty: none, a plain chat). Only for a model whose
+    /// provider reports [`Provider::native_tool_calls`]; any other provider refuses the
+    /// request with [`ProviderErrorKind::InvalidRequest`].
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tools: Vec<ToolSpec>,
+    /// How the model may use [`ChatRequest::tools`] (ignored without tools).
+    #[serde(default)]
+    pub tool_choice: ToolChoice,
+}
+
+impl ChatRequest {
+    /// A request for `model` with `messages` and at most `max_tokens` tokens generated:
+    /// temperature 0.2, no schema, no tools, the model's default thinking.
+    pub fn new(model: impl Into<String>, messages: Vec<Message>, max_tokens: u32) -> Self {
+        ChatRequest {
+            model: model.into(),
+            messages,
+            temperature: 0.2,
+            max_tokens,
+            json_schema: None,
+            think: None,
+            tools: Vec::new(),
+            tool_choice: ToolChoice::Auto,
+        }
+    }
 }
 
 /// Token counts of one completion.
@@ -195,6 +292,10 @@ pub enum ChatChunk {
     /// Reasoning text of a thinking model (Ollama's `message.thinking`, a stripped
     /// `<think>` block): activity for the timeouts, kept apart from the answer.
     Reasoning(String),
+    /// One complete tool call (id, name, parsed arguments), when the request offered
+    /// tools: the provider assembles streamed fragments first ([`tools`]). The reply's
+    /// `Done` then usually says `tool_calls` (OpenAI) or `stop` (Ollama).
+    ToolCall(ToolCall),
     /// The end of the completion, with token counts and why it stopped (`stop`,
     /// `length`, ...).
     Done {
@@ -708,7 +809,7 @@ impl ReplyMeter {
 }
 
 /// Wraps a chat stream so it carries at most what [`ReplyMeter`] admits for
-/// `max_tokens`: each delta (answer or reasoning) counts as one token; a delta that would pass a ceiling, or a
+/// `max_tokens`: each delta (answer or reasoning) and each tool call counts as one token; a delta that would pass a ceiling, or a
 /// `Done` whose completion tokens do, becomes one
 /// [`ProviderErrorKind::OversizedReply`] error that ends the stream (the inner stream is
 /// dropped at once, which aborts the request).
@@ -728,6 +829,15 @@ pub fn metered(stream: ChatStream, max_tokens: u32) -> ChatStream {
                 Ok(()) => Some((Ok(ChatChunk::Reasoning(text)), Some((stream, meter)))),
                 Err(e) => Some((Err(e), None)),
             },
+            // A call's arguments were generated too: their JSON's bytes count, and the
+            // call counts as one chunk (the provider's own count arrives with `Done`).
+            Ok(ChatChunk::ToolCall(call)) => {
+                let bytes = call.name.len() + call.arguments.to_string().len();
+                match meter.admit(bytes, 1) {
+                    Ok(()) => Some((Ok(ChatChunk::ToolCall(call)), Some((stream, meter)))),
+                    Err(e) => Some((Err(e), None)),
+                }
+            }
             Ok(ChatChunk::Done {
                 usage,
                 finish_reason,
@@ -777,6 +887,29 @@ pub trait Provider: Send + Sync {
         }
     }
 
+    /// How many different models of this provider may have requests in flight at once
+    /// (`None`, the default: no limit beyond each model's own
+    /// [`Provider::max_concurrency`]). A local daemon keeps only so many models loaded
+    /// (Ollama's `OLLAMA_MAX_LOADED_MODELS`) and unloads one to serve another, so more
+    /// models in flight than that only make it reload models.
+    fn max_loaded_models(&self) -> Option<usize> {
+        None
+    }
+
+    /// Whether `model` takes [`ChatRequest::tools`] and answers with
+    /// [`ChatChunk::ToolCall`]s (default: no). An agent step uses its JSON strategy for
+    /// a model without native tool calls; such a provider refuses a request with tools
+    /// ([`ProviderErrorKind::InvalidRequest`]).
+    fn native_tool_calls(&self, model: &ModelInfo) -> bool {
+        let _ = model;
+        false
+    }
+
+    /// Whether the provider serves [`Provider::embed`] (default: no).
+    fn can_embed(&self) -> bool {
+        false
+    }
+
     /// The models available now.
     ///
     /// # Errors
@@ -792,6 +925,20 @@ pub trait Provider: Send + Sync {
     /// # Errors
     /// Any [`ProviderError`]; errors after the stream started come through the stream.
     async fn chat(&self, request: ChatRequest) -> Result<ChatStream, ProviderError>;
+
+    /// Embeds `request.inputs` with `request.model`: one vector per input, in order
+    /// (see [`embed`]). The default refuses: the provider serves no embeddings.
+    ///
+    /// # Errors
+    /// [`ProviderErrorKind::InvalidRequest`] from a provider without embeddings (the
+    /// default) or for more than [`MAX_EMBED_INPUTS`] inputs;
+    /// [`ProviderErrorKind::ContextOverflow`] for a text longer than the model's window
+    /// when `truncate` is off; [`ProviderErrorKind::Protocol`] for a reply that is not
+    /// one vector of one length per input; otherwise as [`Provider::chat`].
+    async fn embed(&self, request: EmbedRequest) -> Result<Embeddings, ProviderError> {
+        let _ = request;
+        Err(embed::unsupported(self.id()))
+    }
 }
 
 #[cfg(test)]

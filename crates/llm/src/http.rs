@@ -31,6 +31,15 @@ pub const EVENT_CAP: usize = 1 << 20;
 /// the largest public lists (OpenRouter's is under 2 MiB).
 pub const LIST_BODY_CAP: usize = 16 << 20;
 
+/// Most bytes of an embeddings reply of `inputs` vectors: 256 KiB a vector (8,192
+/// numbers of up to 32 characters of JSON) plus 64 KiB, at most 64 MiB.
+pub fn embed_body_cap(inputs: usize) -> usize {
+    inputs
+        .saturating_mul(256 << 10)
+        .saturating_add(64 << 10)
+        .min(64 << 20)
+}
+
 /// Wire bytes one streamed reply to `max_tokens` may take in all, framing included:
 /// twice the reply's byte ceiling (JSON escapes) plus 2 KiB of framing per admitted
 /// chunk (an OpenAI chunk object is ~250 bytes) plus 1 MiB. A server that streams only

@@ -1,5 +1,5 @@
-//! Nexus model providers that speak HTTP: Ollama (NDJSON, with `ollama-rs`'s wire types)
-//! and OpenAI-compatible chat completions (through `reqwest`, with SSE streaming).
+//! Nexus model providers that speak HTTP: Ollama (its REST API, NDJSON streams) and
+//! OpenAI-compatible chat completions (through `reqwest`, with SSE streaming).
 //!
 //! Each provider keeps its wire format and its vendors' error wording in its own module
 //! ([`ollama`], [`openai`]); what they share (HTTP statuses, `Retry-After`, capped reads)

@@ -144,6 +144,8 @@ impl Engine {
                             text: t,
                         });
                     }
+                    // An `llm` step offers no tools, so a call is a stray: ignored.
+                    Some(Ok(ChatChunk::ToolCall(_))) => {}
                     Some(Ok(ChatChunk::Done { usage, .. })) => {
                         return Ok((text, reasoning, usage));
                     }

@@ -17,7 +17,9 @@ use super::ladder::{Call, ChainEnd, Ladder, LlmContext, Success};
 use super::{Engine, lock, ms};
 use crate::breaker::{Admission, CallOutcome};
 use crate::events::Event;
-use crate::provider::{ChatRequest, ErrorAction, Locality, ProviderError, ProviderErrorKind};
+use crate::provider::{
+    ChatRequest, ErrorAction, Locality, ProviderError, ProviderErrorKind, ToolChoice,
+};
 use crate::select::Candidate;
 use crate::store::{AttemptRecord, FallbackRecord, StepRecord};
 
@@ -280,6 +282,8 @@ impl Engine {
             max_tokens: call.max_tokens,
             json_schema: call.json_schema.clone(),
             think: cx.llm.think,
+            tools: Vec::new(),
+            tool_choice: ToolChoice::Auto,
         };
         let a_start = Utc::now();
         let a_t0 = Instant::now();

@@ -120,8 +120,8 @@ impl Engine {
                 });
             }
             out.push(Message {
-                role: m.role,
                 content: outcome.text,
+                ..m.clone()
             });
         }
         lad.cloud_verdicts_recorded = true;

@@ -19,7 +19,7 @@ use super::{Engine, RunShared, StepOutput, lock, ms};
 use crate::events::StepStatus;
 use crate::human::{HumanDecision, HumanRequest};
 use crate::plan::{LlmAction, PlannedStep};
-use crate::provider::{Message, ProviderError, ProviderErrorKind, Role, Usage};
+use crate::provider::{Message, ProviderError, ProviderErrorKind, Usage};
 use crate::select::{SelectionInput, estimate_tokens};
 use crate::store::{CachedOutput, FallbackRecord, StepRecord};
 use crate::workflow::OnFailure;
@@ -114,15 +114,9 @@ fn finish(
 fn messages(system: Option<&String>, prompt: &str) -> Vec<Message> {
     let mut m = Vec::with_capacity(2);
     if let Some(system) = system {
-        m.push(Message {
-            role: Role::System,
-            content: system.clone(),
-        });
+        m.push(Message::system(system.clone()));
     }
-    m.push(Message {
-        role: Role::User,
-        content: prompt.to_string(),
-    });
+    m.push(Message::user(prompt));
     m
 }
 

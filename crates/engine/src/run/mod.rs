@@ -4,7 +4,9 @@
 //!   becomes ready when the step it backs up failed). `template` steps and conditions are
 //!   evaluated inline on the scheduler task; `llm` and `approval` steps run as tasks, at
 //!   most `max_parallel` at once, and each model has its own semaphore
-//!   ([`Provider::max_concurrency`]: 1 for a local model, 4 for cloud).
+//!   ([`Provider::max_concurrency`]: 1 for a local model, 4 for cloud); a provider that
+//!   keeps only so many models loaded ([`Provider::max_loaded_models`]) has at most that
+//!   many models in flight ([`slots`]).
 //! - A step whose dependency failed or was skipped is skipped (Airflow's default
 //!   `all_success` trigger rule); its `when` condition is checked before it runs.
 //! - Completed steps are written to the [`RunStore`] in batches (one transaction for all
@@ -42,6 +44,7 @@ mod questions;
 mod records;
 mod scheduler;
 mod shell;
+mod slots;
 mod subflow;
 mod switch;
 mod templates;
@@ -53,7 +56,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::Utc;
-use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use crate::breaker::{BreakerSnapshot, BreakerState, Breakers};
@@ -73,7 +75,7 @@ pub struct Engine {
     providers: Vec<Arc<dyn crate::provider::Provider>>,
     store: Option<Arc<dyn RunStore>>,
     config: EngineConfig,
-    slots: Mutex<HashMap<String, Arc<Semaphore>>>,
+    slots: slots::Slots,
     state_loaded: tokio::sync::OnceCell<()>,
     breakers: Mutex<Breakers>,
     stats: Mutex<HashMap<String, ModelStats>>,
@@ -137,7 +139,7 @@ impl Engine {
             providers,
             store,
             config,
-            slots: Mutex::new(HashMap::new()),
+            slots: slots::Slots::default(),
             state_loaded: tokio::sync::OnceCell::new(),
             breakers: Mutex::new(breakers),
             stats: Mutex::new(HashMap::new()),
@@ -216,17 +218,16 @@ impl Engine {
         )
     }
 
-    fn slot(&self, candidate: &Candidate) -> Arc<Semaphore> {
-        let mut slots = lock(&self.slots);
-        Arc::clone(slots.entry(candidate.reference.clone()).or_insert_with(|| {
-            let limit = self
-                .config
-                .provider_limits
-                .get(candidate.provider.id())
-                .copied()
-                .unwrap_or_else(|| candidate.provider.max_concurrency())
-                .max(1);
-            Arc::new(Semaphore::new(limit))
-        }))
+    /// The candidate's model slot: its requests in flight, and its provider's models in
+    /// flight ([`slots`]).
+    fn slot(&self, candidate: &Candidate) -> Arc<slots::ModelSlot> {
+        let limit = self
+            .config
+            .provider_limits
+            .get(candidate.provider.id())
+            .copied()
+            .unwrap_or_else(|| candidate.provider.max_concurrency());
+        self.slots
+            .model(&candidate.reference, candidate.provider.as_ref(), limit)
     }
 }

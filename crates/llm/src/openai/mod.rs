@@ -14,12 +14,21 @@
 //! per chunk) and the prompt tokens stay 0. A server that ignores `stream: true` and
 //! answers one `application/json` chat completion is read too, within a cap.
 //!
+//! Tools: [`ChatRequest::tools`] go out as `tools` with `tool_choice`; streamed
+//! `delta.tool_calls` fragments are joined by `index` into complete calls
+//! ([`tools`]), passed on as [`ChatChunk::ToolCall`]s before `Done` (whose finish reason
+//! is then `tool_calls`). A server known to ignore tools is configured with
+//! `NEXUS_OPENAI_TOOLS=off` ([`OpenAiProvider::with_native_tools`]): then the provider
+//! reports no native tool calls and refuses requests with tools. Embeddings:
+//! `POST /embeddings` ([`Provider::embed`]).
+//!
 //! Floods: the reply goes through [`metered`] (cut past `max_tokens` plus a margin, or
 //! past the byte cap); below it, no SSE event may pass [`http::EVENT_CAP`] and no
 //! non-streamed body twice the reply's byte ceiling, so nothing on the wire is buffered
 //! past a few MiB. Error wording is in [`errors`].
 
 pub mod errors;
+pub mod tools;
 mod wire;
 
 use std::time::Duration;
@@ -27,9 +36,10 @@ use std::time::Duration;
 use async_trait::async_trait;
 use eventsource_stream::Eventsource;
 use futures::StreamExt;
+use nexus_engine::provider::tools::no_native_tools;
 use nexus_engine::provider::{
-    ChatChunk, ChatRequest, ChatStream, Locality, ModelInfo, Provider, ProviderError,
-    ProviderErrorKind, Usage, metered, reply_byte_ceiling,
+    ChatChunk, ChatRequest, ChatStream, EmbedRequest, Embeddings, Locality, ModelInfo, Provider,
+    ProviderError, ProviderErrorKind, Role, ToolChoice, Usage, metered, reply_byte_ceiling,
 };
 
 pub use errors::{classify_message, from_status};
@@ -46,6 +56,8 @@ pub struct OpenAiProvider {
     base_url: String,
     api_key: Option<String>,
     models: Vec<String>,
+    /// Whether the server takes `tools` ([`OpenAiProvider::with_native_tools`]).
+    native_tools: bool,
 }
 
 impl std::fmt::Debug for OpenAiProvider {
@@ -54,6 +66,7 @@ impl std::fmt::Debug for OpenAiProvider {
             .field("base_url", &self.base_url)
             .field("api_key", &self.api_key.as_ref().map(|_| "<set>"))
             .field("models", &self.models)
+            .field("native_tools", &self.native_tools)
             .finish()
     }
 }
@@ -78,7 +91,17 @@ impl OpenAiProvider {
             base_url: base_url.trim_end_matches('/').to_string(),
             api_key,
             models,
+            native_tools: true,
         })
+    }
+
+    /// The same provider with native tool calls on or off (on by default: the API
+    /// defines `tools`). Off for a server that ignores `tools` and answers in text, so an
+    /// agent step uses its JSON strategy with it.
+    #[must_use]
+    pub fn with_native_tools(mut self, on: bool) -> Self {
+        self.native_tools = on;
+        self
     }
 
     /// The provider configured by the environment, or `None` when neither a base URL nor
@@ -93,8 +116,9 @@ impl OpenAiProvider {
     /// The provider configured by the environment: base URL from `NEXUS_OPENAI_BASE_URL`,
     /// else `OPENAI_BASE_URL`, else the public API; key from `NEXUS_OPENAI_API_KEY`, else
     /// `OPENAI_API_KEY`, else `fallback_key` (e.g. the OS keychain's); models from
-    /// `NEXUS_OPENAI_MODELS` (comma-separated). The base URL and the key are independent;
-    /// `None` when neither is configured.
+    /// `NEXUS_OPENAI_MODELS` (comma-separated); native tool calls off when
+    /// `NEXUS_OPENAI_TOOLS` is `off`, `false`, `no` or `0`. The base URL and the key are
+    /// independent; `None` when neither is configured.
     ///
     /// # Errors
     /// As [`OpenAiProvider::new`].
@@ -122,7 +146,13 @@ impl OpenAiProvider {
             })
             .unwrap_or_default();
         let base = base.unwrap_or_else(|| DEFAULT_BASE_URL.to_string());
-        Self::new(&base, key, models).map(Some)
+        let tools = std::env::var("NEXUS_OPENAI_TOOLS").map_or(true, |v| {
+            !matches!(
+                v.trim().to_ascii_lowercase().as_str(),
+                "off" | "false" | "no" | "0"
+            )
+        });
+        Self::new(&base, key, models).map(|p| Some(p.with_native_tools(tools)))
     }
 
     /// The base URL.
@@ -156,11 +186,18 @@ impl OpenAiProvider {
         &self,
         body: &wire::ChatCompletionRequest<'_>,
     ) -> Result<reqwest::Response, ProviderError> {
+        self.post("/chat/completions", body).await
+    }
+
+    /// Sends `body` to `path` (`/chat/completions`, `/embeddings`); a non-2xx answer is
+    /// classified by its status and words, with its `Retry-After`.
+    async fn post(
+        &self,
+        path: &str,
+        body: &impl serde::Serialize,
+    ) -> Result<reqwest::Response, ProviderError> {
         let resp = self
-            .authed(
-                self.http
-                    .post(format!("{}/chat/completions", self.base_url)),
-            )
+            .authed(self.http.post(format!("{}{path}", self.base_url)))
             .json(body)
             .send()
             .await
@@ -183,6 +220,11 @@ impl Provider for OpenAiProvider {
 
     fn locality(&self) -> Locality {
         Locality::Cloud
+    }
+
+    /// `POST /embeddings`: the vectors in `data[].index` order.
+    async fn embed(&self, request: EmbedRequest) -> Result<Embeddings, ProviderError> {
+        embed(self, &request).await
     }
 
     async fn list_models(&self) -> Result<Vec<ModelInfo>, ProviderError> {
@@ -214,33 +256,19 @@ impl Provider for OpenAiProvider {
         Ok(list.data.into_iter().map(|m| Self::info(m.id)).collect())
     }
 
+    fn native_tool_calls(&self, _model: &ModelInfo) -> bool {
+        self.native_tools
+    }
+
+    fn can_embed(&self) -> bool {
+        true
+    }
+
     async fn chat(&self, request: ChatRequest) -> Result<ChatStream, ProviderError> {
-        let messages: Vec<wire::Message<'_>> = request
-            .messages
-            .iter()
-            .map(|m| wire::Message {
-                role: match m.role {
-                    nexus_engine::provider::Role::System => "system",
-                    nexus_engine::provider::Role::User => "user",
-                    nexus_engine::provider::Role::Assistant => "assistant",
-                },
-                content: &m.content,
-            })
-            .collect();
-        let mut body = wire::ChatCompletionRequest {
-            model: &request.model,
-            messages,
-            temperature: request.temperature,
-            max_tokens: request.max_tokens,
-            stream: true,
-            stream_options: wire::StreamOptions {
-                include_usage: true,
-            },
-            response_format: request
-                .json_schema
-                .as_ref()
-                .map(wire::ResponseFormat::json_schema),
-        };
+        if !request.tools.is_empty() && !self.native_tools {
+            return Err(no_native_tools(self.id(), &request.model));
+        }
+        let mut body = chat_body(&request);
         let resp = match self.send(&body).await {
             // Servers that do not know `json_schema` (older llama.cpp servers) take
             // `json_object` with a `schema`: try that once before failing.
@@ -271,6 +299,131 @@ impl Provider for OpenAiProvider {
     }
 }
 
+/// The body of `POST /chat/completions` for `request`: the messages with their tool
+/// calls (arguments as JSON text) and results, the tools and `tool_choice`.
+fn chat_body(request: &ChatRequest) -> wire::ChatCompletionRequest<'_> {
+    let messages = request
+        .messages
+        .iter()
+        .map(|m| wire::Message {
+            role: match m.role {
+                Role::System => "system",
+                Role::User => "user",
+                Role::Assistant => "assistant",
+                Role::Tool => "tool",
+            },
+            // An assistant message with only tool calls has `content: null`.
+            content: (!m.content.is_empty() || m.tool_calls.is_empty())
+                .then_some(m.content.as_str()),
+            tool_calls: m
+                .tool_calls
+                .iter()
+                .map(|c| wire::ToolCallOut {
+                    id: &c.id,
+                    kind: "function",
+                    function: wire::FunctionOut {
+                        name: &c.name,
+                        arguments: c.arguments.to_string(),
+                    },
+                })
+                .collect(),
+            tool_call_id: m.tool_call_id.as_deref(),
+        })
+        .collect();
+    let tools: Vec<wire::Tool<'_>> = request
+        .tools
+        .iter()
+        .map(|t| wire::Tool {
+            kind: "function",
+            function: wire::ToolFunction {
+                name: &t.name,
+                description: &t.description,
+                parameters: &t.parameters,
+            },
+        })
+        .collect();
+    let tool_choice = (!tools.is_empty()).then(|| match &request.tool_choice {
+        ToolChoice::Auto => serde_json::json!("auto"),
+        ToolChoice::Required => serde_json::json!("required"),
+        ToolChoice::Tool(name) => {
+            serde_json::json!({"type": "function", "function": {"name": name}})
+        }
+    });
+    wire::ChatCompletionRequest {
+        model: &request.model,
+        messages,
+        temperature: request.temperature,
+        max_tokens: request.max_tokens,
+        stream: true,
+        stream_options: wire::StreamOptions {
+            include_usage: true,
+        },
+        response_format: request
+            .json_schema
+            .as_ref()
+            .map(wire::ResponseFormat::json_schema),
+        tools,
+        tool_choice,
+    }
+}
+
+/// `POST /embeddings` of `request` ("Create embeddings"): float vectors, sorted by
+/// `data[].index`; a server that answers one vector per token (llama-cpp-python with a
+/// model that does not pool) is refused with a clear protocol error.
+async fn embed(
+    provider: &OpenAiProvider,
+    request: &EmbedRequest,
+) -> Result<Embeddings, ProviderError> {
+    nexus_engine::provider::embed::check_request(request)?;
+    if request.inputs.is_empty() {
+        return Embeddings::checked(request.model.clone(), Vec::new(), 0, 0);
+    }
+    let body = wire::EmbeddingsRequest {
+        model: &request.model,
+        input: &request.inputs,
+        encoding_format: "float",
+        dimensions: request.dimensions.filter(|&d| d > 0),
+    };
+    let resp = provider.post("/embeddings", &body).await?;
+    let bytes = http::read_capped(resp, http::embed_body_cap(request.inputs.len()))
+        .await
+        .map_err(|e| classify_wire(&e))?;
+    let mut reply: wire::EmbeddingsResponse = serde_json::from_slice(&bytes).map_err(|e| {
+        ProviderError::new(
+            ProviderErrorKind::Protocol,
+            format!("bad embeddings from the server: {e}"),
+        )
+    })?;
+    drop(bytes);
+    reply.data.sort_by_key(|d| d.index);
+    let vectors = reply
+        .data
+        .into_iter()
+        .enumerate()
+        .map(|(i, d)| match d.embedding {
+            wire::WireVector::Flat(v) => Ok(v),
+            wire::WireVector::PerToken(rows) => Err(ProviderError::new(
+                ProviderErrorKind::Protocol,
+                format!(
+                    "embedding {i} is {} vectors, one per token, not one vector: the server does not pool this model's token embeddings (serve an embedding model, or one with a pooling type)",
+                    rows.len()
+                ),
+            )),
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let model = if reply.model.is_empty() {
+        request.model.clone()
+    } else {
+        reply.model
+    };
+    Embeddings::checked(
+        model,
+        vectors,
+        request.inputs.len(),
+        reply.usage.map_or(0, |u| u.prompt_tokens),
+    )
+}
+
 /// Reads a non-streamed chat completion (a server that ignored `stream: true`): at most
 /// twice the reply's byte ceiling plus 64 KiB of JSON (escapes may double the text).
 async fn whole_reply(
@@ -298,7 +451,14 @@ async fn whole_reply(
     drop(body);
     let choice = reply.choices.into_iter().next();
     let finish_reason = choice.as_ref().and_then(|c| c.finish_reason.clone());
-    let text = choice.and_then(|c| c.message.content).unwrap_or_default();
+    let (text, calls) = choice.map_or((None, None), |c| (c.message.content, c.message.tool_calls));
+    let text = text.unwrap_or_default();
+    let mut assembler = tools::Assembler::default();
+    for (i, mut call) in calls.unwrap_or_default().into_iter().enumerate() {
+        call.index = i;
+        assembler.push(call)?;
+    }
+    let calls = assembler.finish()?;
     let usage = reply.usage.map_or(
         Usage {
             prompt_tokens: 0,
@@ -309,10 +469,11 @@ async fn whole_reply(
             completion_tokens: u.completion_tokens,
         },
     );
-    let mut items = Vec::with_capacity(2);
+    let mut items = Vec::with_capacity(2 + calls.len());
     if !text.is_empty() {
         items.push(Ok(ChatChunk::Delta(text)));
     }
+    items.extend(calls.into_iter().map(|c| Ok(ChatChunk::ToolCall(c))));
     items.push(Ok(ChatChunk::Done {
         usage,
         finish_reason,
@@ -329,6 +490,7 @@ fn stream_reply(resp: reqwest::Response, max_tokens: u32) -> ChatStream {
         let mut usage: Option<Usage> = None;
         let mut chunks = 0u64;
         let mut finish: Option<String> = None;
+        let mut calls = tools::Assembler::default();
         while let Some(event) = events.next().await {
             let event = match event {
                 Ok(ev) => ev,
@@ -354,6 +516,9 @@ fn stream_reply(resp: reqwest::Response, max_tokens: u32) -> ChatStream {
                 }
             };
             if event.data.trim() == "[DONE]" {
+                if !send_calls(&tx, std::mem::take(&mut calls)).await {
+                    return;
+                }
                 let usage = usage.unwrap_or(Usage {
                     prompt_tokens: 0,
                     completion_tokens: chunks,
@@ -392,9 +557,6 @@ fn stream_reply(resp: reqwest::Response, max_tokens: u32) -> ChatStream {
                 });
             }
             for choice in chunk.choices {
-                if let Some(reason) = choice.finish_reason {
-                    finish = Some(reason);
-                }
                 if let Some(content) = choice.delta.content
                     && !content.is_empty()
                 {
@@ -403,10 +565,50 @@ fn stream_reply(resp: reqwest::Response, max_tokens: u32) -> ChatStream {
                         return;
                     }
                 }
+                for fragment in choice.delta.tool_calls.unwrap_or_default() {
+                    chunks += 1;
+                    if let Err(e) = calls.push(fragment) {
+                        let _ = tx.send(Err(e)).await;
+                        return;
+                    }
+                }
+                if let Some(reason) = choice.finish_reason {
+                    finish = Some(reason);
+                    // The calls are complete once the choice ends.
+                    if !send_calls(&tx, std::mem::take(&mut calls)).await {
+                        return;
+                    }
+                }
             }
         }
         // The connection closed without `[DONE]`: the engine reports a broken stream.
     })
+}
+
+/// Sends the calls `assembler` holds as [`ChatChunk::ToolCall`]s; `false` when the
+/// stream must end (the receiver is gone, or the calls were broken and their error was
+/// sent).
+async fn send_calls(
+    tx: &tokio::sync::mpsc::Sender<Result<ChatChunk, ProviderError>>,
+    assembler: tools::Assembler,
+) -> bool {
+    if assembler.is_empty() {
+        return true;
+    }
+    match assembler.finish() {
+        Ok(calls) => {
+            for call in calls {
+                if tx.send(Ok(ChatChunk::ToolCall(call))).await.is_err() {
+                    return false;
+                }
+            }
+            true
+        }
+        Err(e) => {
+            let _ = tx.send(Err(e)).await;
+            false
+        }
+    }
 }
 
 /// Runs `producer` as a task feeding a channel and returns the channel as a stream.

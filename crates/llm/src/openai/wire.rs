@@ -1,6 +1,7 @@
-//! Wire types of the OpenAI chat completions API (request, streamed chunk, errors), only
-//! the fields Nexus uses. Source: OpenAI API reference, "Create chat completion" and
-//! "The chat completion chunk object".
+//! Wire types of the OpenAI chat completions and embeddings APIs (request, streamed
+//! chunk, tool calls, errors), only the fields Nexus uses. Source: OpenAI API
+//! reference, "Create chat completion", "The chat completion chunk object" and "Create
+//! embeddings".
 
 use serde::{Deserialize, Serialize};
 
@@ -14,12 +15,55 @@ pub(crate) struct ChatCompletionRequest<'a> {
     pub stream_options: StreamOptions,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub response_format: Option<ResponseFormat>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub tools: Vec<Tool<'a>>,
+    /// `"auto"`, `"required"` or `{"type": "function", "function": {"name": ...}}`; only
+    /// with tools.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tool_choice: Option<serde_json::Value>,
 }
 
+/// A message: `content` is null for an assistant message with only tool calls.
 #[derive(Serialize)]
 pub(crate) struct Message<'a> {
     pub role: &'static str,
-    pub content: &'a str,
+    pub content: Option<&'a str>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub tool_calls: Vec<ToolCallOut<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tool_call_id: Option<&'a str>,
+}
+
+/// A tool offered: `{"type": "function", "function": {"name", "description",
+/// "parameters"}}`.
+#[derive(Serialize)]
+pub(crate) struct Tool<'a> {
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub function: ToolFunction<'a>,
+}
+
+#[derive(Serialize)]
+pub(crate) struct ToolFunction<'a> {
+    pub name: &'a str,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    pub description: &'a str,
+    pub parameters: &'a serde_json::Value,
+}
+
+/// A tool call sent back in the history: the arguments as a JSON string.
+#[derive(Serialize)]
+pub(crate) struct ToolCallOut<'a> {
+    pub id: &'a str,
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub function: FunctionOut<'a>,
+}
+
+#[derive(Serialize)]
+pub(crate) struct FunctionOut<'a> {
+    pub name: &'a str,
+    pub arguments: String,
 }
 
 #[derive(Serialize)]
@@ -78,6 +122,29 @@ pub(crate) struct ChunkChoice {
 pub(crate) struct Delta {
     #[serde(default)]
     pub content: Option<String>,
+    /// Fragments of tool calls, by `index` (`null` from llama-cpp-python when none).
+    #[serde(default)]
+    pub tool_calls: Option<Vec<ToolCallDelta>>,
+}
+
+/// One fragment of a streamed tool call: the first of an `index` has `id`, `type` and
+/// `function.name`, the next ones pieces of `function.arguments`.
+#[derive(Deserialize, Debug, Default)]
+pub(crate) struct ToolCallDelta {
+    #[serde(default)]
+    pub index: usize,
+    #[serde(default)]
+    pub id: Option<String>,
+    #[serde(default)]
+    pub function: Option<FunctionDelta>,
+}
+
+#[derive(Deserialize, Debug, Default)]
+pub(crate) struct FunctionDelta {
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub arguments: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -140,4 +207,43 @@ pub(crate) struct CompletionChoice {
 pub(crate) struct CompletionMessage {
     #[serde(default)]
     pub content: Option<String>,
+    /// Whole tool calls: `function.arguments` is the complete JSON string.
+    #[serde(default)]
+    pub tool_calls: Option<Vec<ToolCallDelta>>,
+}
+
+/// `POST /embeddings` ("Create embeddings").
+#[derive(Serialize)]
+pub(crate) struct EmbeddingsRequest<'a> {
+    pub model: &'a str,
+    pub input: &'a [String],
+    pub encoding_format: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dimensions: Option<u32>,
+}
+
+/// Its answer: `data[].embedding` in `data[].index` order, `usage.prompt_tokens`.
+#[derive(Deserialize)]
+pub(crate) struct EmbeddingsResponse {
+    pub data: Vec<EmbeddingEntry>,
+    #[serde(default)]
+    pub model: String,
+    #[serde(default)]
+    pub usage: Option<WireUsage>,
+}
+
+#[derive(Deserialize)]
+pub(crate) struct EmbeddingEntry {
+    #[serde(default)]
+    pub index: usize,
+    pub embedding: WireVector,
+}
+
+/// An embedding as servers send it: one list of numbers (OpenAI), or one list per token
+/// (llama-cpp-python serving a model without pooling), which Nexus refuses.
+#[derive(Deserialize)]
+#[serde(untagged)]
+pub(crate) enum WireVector {
+    Flat(Vec<f32>),
+    PerToken(Vec<Vec<f32>>),
 }
