@@ -542,6 +542,27 @@ fn runs_killed_inside_a_map_a_loop_and_a_sub_workflow_resume_without_repeating_s
     assert!(resumed >= 15, "most kills land mid-run ({resumed})");
 }
 
+/// Runs `nexus ARGS` on the database `db` with Ollama unreachable, writing `stdin` (when
+/// given) as the terminal's answers and then closing it.
+fn run_answering(args: &[&str], db: &Path, stdin: Option<&str>) -> Output {
+    use std::io::Write;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_nexus"))
+        .args(args)
+        .env("NEXUS_DB", db)
+        .env("OLLAMA_HOST", "127.0.0.1:9")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    if let Some(mut input) = child.stdin.take()
+        && let Some(answer) = stdin
+    {
+        let _ = input.write_all(answer.as_bytes());
+    }
+    child.wait_with_output().expect("output")
+}
+
 /// Approval steps ask on the terminal; the answer is read from stdin.
 #[test]
 fn approval_steps_ask_in_the_terminal() {
@@ -553,24 +574,8 @@ fn approval_steps_ask_in_the_terminal() {
     )
     .expect("write");
     let wf = wf.to_string_lossy().into_owned();
-    let run_with = |stdin: Option<&str>| {
-        use std::io::Write;
-        let mut child = Command::new(env!("CARGO_BIN_EXE_nexus"))
-            .args(["run", &wf])
-            .env("NEXUS_DB", dir.path().join("a.db"))
-            .env("OLLAMA_HOST", "127.0.0.1:9")
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .expect("spawn");
-        if let Some(mut input) = child.stdin.take()
-            && let Some(answer) = stdin
-        {
-            let _ = input.write_all(answer.as_bytes());
-        }
-        child.wait_with_output().expect("output")
-    };
+    let db = dir.path().join("a.db");
+    let run_with = |stdin: Option<&str>| run_answering(&["run", &wf], &db, stdin);
     let yes = run_with(Some("y\n"));
     assert!(yes.status.success(), "{}", text(&yes.stderr));
     assert!(
@@ -601,24 +606,13 @@ fn a_shell_tool_asks_in_the_terminal_and_allow_tool_gives_the_permission() {
     let yaml = "id: shell\ntools:\n  hello:\n    shell:\n      command: [echo, hello from the shell]\nsteps:\n  - id: greet\n    kind: tool\n    tool: hello\noutputs:\n  said: \"{{ steps.greet.output }}\"\n";
     std::fs::write(&wf, yaml).expect("write");
     let wf = wf.to_string_lossy().into_owned();
+    let db = dir.path().join("s.db");
     let run_with = |extra: &[&str], stdin: Option<&str>| {
-        use std::io::Write;
-        let mut child = Command::new(env!("CARGO_BIN_EXE_nexus"))
-            .args(["run", &wf])
-            .args(extra)
-            .env("NEXUS_DB", dir.path().join("s.db"))
-            .env("OLLAMA_HOST", "127.0.0.1:9")
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .expect("spawn");
-        if let Some(mut input) = child.stdin.take()
-            && let Some(answer) = stdin
-        {
-            let _ = input.write_all(answer.as_bytes());
-        }
-        child.wait_with_output().expect("output")
+        let args: Vec<&str> = ["run", wf.as_str()]
+            .into_iter()
+            .chain(extra.iter().copied())
+            .collect();
+        run_answering(&args, &db, stdin)
     };
     // Closed input: nobody can give the permission; the step fails saying how to.
     let closed = run_with(&[], None);

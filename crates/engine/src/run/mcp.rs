@@ -173,12 +173,7 @@ async fn connect(
     if let Some(dir) = cwd {
         cmd.current_dir(dir);
     }
-    let default_env = ["PATH".to_string(), "HOME".to_string()];
-    for name in mcp.env.as_deref().unwrap_or(&default_env) {
-        if let Some(value) = std::env::var_os(name) {
-            cmd.env(name, value);
-        }
-    }
+    super::shell::pass_env(&mut cmd, mcp.env.as_deref(), &["PATH", "HOME"]);
     let mut wrap = process_wrap::tokio::CommandWrap::from(cmd);
     #[cfg(unix)]
     wrap.wrap(process_wrap::tokio::ProcessGroup::leader());

@@ -56,12 +56,7 @@ pub(super) async fn run(
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true);
-    let default_env = ["PATH".to_string()];
-    for name in shell.env.as_deref().unwrap_or(&default_env) {
-        if let Some(value) = std::env::var_os(name) {
-            cmd.env(name, value);
-        }
-    }
+    pass_env(&mut cmd, shell.env.as_deref(), &["PATH"]);
     let mut child = cmd
         .spawn()
         .map_err(|e| format!("cannot start `{program}`: {e}"))?;
@@ -126,6 +121,24 @@ pub(super) async fn run(
         .ok()
         .filter(|v: &serde_json::Value| v.is_object() || v.is_array());
     Ok(StepOutput { text, json })
+}
+
+/// Passes on the variables of Nexus's environment that `names` lists (`default` when the
+/// tool names none) to a command whose environment was cleared.
+pub(super) fn pass_env(
+    cmd: &mut tokio::process::Command,
+    names: Option<&[String]>,
+    default: &[&str],
+) {
+    let names: Vec<&str> = match names {
+        Some(n) => n.iter().map(String::as_str).collect(),
+        None => default.to_vec(),
+    };
+    for name in names {
+        if let Some(value) = std::env::var_os(name) {
+            cmd.env(name, value);
+        }
+    }
 }
 
 /// Reads `pipe` to its end, failing past [`MAX_OUTPUT`] bytes.
