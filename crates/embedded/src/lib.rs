@@ -31,7 +31,7 @@ use llama_cpp_2::sampling::LlamaSampler;
 use nexus_engine::provider::tools::no_native_tools;
 use nexus_engine::provider::{
     ChatChunk, ChatRequest, ChatStream, Locality, ModelInfo, Provider, ProviderError,
-    ProviderErrorKind, Role, Usage, metered,
+    ProviderErrorKind, Usage, metered,
 };
 
 /// File name of the default embedded model.
@@ -207,12 +207,7 @@ fn generate(loaded: &Loaded, request: &ChatRequest, tx: &Tx) -> Result<(), Provi
         .messages
         .iter()
         .map(|m| {
-            let role = match m.role {
-                Role::System => "system",
-                Role::User => "user",
-                Role::Assistant => "assistant",
-                Role::Tool => "tool",
-            };
+            let role = m.role.as_str();
             LlamaChatMessage::new(role.to_string(), m.content.clone()).map_err(internal)
         })
         .collect::<Result<Vec<_>, _>>()?;

@@ -162,6 +162,20 @@ pub enum Role {
     Tool,
 }
 
+impl Role {
+    /// The role's name on the wire: `system`, `user`, `assistant`, `tool`, as OpenAI's
+    /// Chat Completions API, Ollama's `/api/chat` and chat templates (llama.cpp) all
+    /// spell it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::System => "system",
+            Role::User => "user",
+            Role::Assistant => "assistant",
+            Role::Tool => "tool",
+        }
+    }
+}
+
 /// One chat message: text, and for an assistant the tool calls it made, for a tool
 /// result the call it answers.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -59,7 +59,7 @@ mod wire;
 use async_trait::async_trait;
 use nexus_engine::provider::{
     ChatRequest, ChatStream, EmbedRequest, Embeddings, Locality, ModelCapability, ModelInfo,
-    Provider, ProviderError, ProviderErrorKind, Role, ToolChoice, metered,
+    Provider, ProviderError, ProviderErrorKind, ToolChoice, metered,
 };
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -496,12 +496,7 @@ fn chat_body(request: &ChatRequest, num_ctx: u32) -> wire::ChatRequest<'_> {
         .messages
         .iter()
         .map(|m| wire::Message {
-            role: match m.role {
-                Role::System => "system",
-                Role::User => "user",
-                Role::Assistant => "assistant",
-                Role::Tool => "tool",
-            },
+            role: m.role.as_str(),
             content: &m.content,
             tool_calls: m
                 .tool_calls

@@ -39,7 +39,7 @@ use futures::StreamExt;
 use nexus_engine::provider::tools::no_native_tools;
 use nexus_engine::provider::{
     ChatChunk, ChatRequest, ChatStream, EmbedRequest, Embeddings, Locality, ModelInfo, Provider,
-    ProviderError, ProviderErrorKind, Role, ToolChoice, Usage, metered, reply_byte_ceiling,
+    ProviderError, ProviderErrorKind, ToolChoice, Usage, metered, reply_byte_ceiling,
 };
 
 pub use errors::{classify_message, from_status};
@@ -306,12 +306,7 @@ fn chat_body(request: &ChatRequest) -> wire::ChatCompletionRequest<'_> {
         .messages
         .iter()
         .map(|m| wire::Message {
-            role: match m.role {
-                Role::System => "system",
-                Role::User => "user",
-                Role::Assistant => "assistant",
-                Role::Tool => "tool",
-            },
+            role: m.role.as_str(),
             // An assistant message with only tool calls has `content: null`.
             content: (!m.content.is_empty() || m.tool_calls.is_empty())
                 .then_some(m.content.as_str()),
