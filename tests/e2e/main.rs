@@ -18,6 +18,7 @@ mod shell;
 mod taxonomy;
 mod tool_calls;
 mod tools;
+mod vote;
 
 use std::path::Path;
 use std::sync::Arc;

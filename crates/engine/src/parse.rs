@@ -27,9 +27,9 @@ use crate::diagnostic::{Diagnostic, DiagnosticCode, Span};
 use crate::workflow::{
     Agent, AgentStep, ApprovalSettings, ApprovalStep, Budget, FORMAT_VERSION, FallbackLadder,
     Guardrails, InputSpec, KindName, LlmStep, LoopCap, LoopStep, MapStep, ModelSpec, OnFailure,
-    OnItemError, OutputFormat, Position, RetryPolicy, RunFailureHandler, Step, StepKind,
+    OnItemError, OnTie, OutputFormat, Position, RetryPolicy, RunFailureHandler, Step, StepKind,
     SubWorkflowStep, SwitchCase, SwitchStep, TaskClass, TemplateStep, Timeouts, ToolDecl, ToolStep,
-    TriggerRule, WaitStep, Workflow,
+    TriggerRule, VoteRule, VoteStep, Voter, WaitStep, Workflow,
 };
 
 /// Locations of the parts of a workflow file that diagnostics refer to. Missing entries
@@ -97,7 +97,13 @@ pub struct Parsed {
 
 /// The fields that belong to one kind or another, in the order a step's stray fields are
 /// reported.
-pub const KIND_FIELDS: [&str; 37] = [
+pub const KIND_FIELDS: [&str; 43] = [
+    "choices",
+    "voters",
+    "rule",
+    "threshold",
+    "quorum",
+    "on_tie",
     "tool",
     "args",
     "tools",
@@ -192,13 +198,25 @@ pub fn kind_uses(kind: KindName, field: &str) -> bool {
                 | "max_iterations"
                 | "max_tool_calls"
         ),
+        KindName::Vote => matches!(
+            field,
+            "prompt"
+                | "choices"
+                | "voters"
+                | "rule"
+                | "threshold"
+                | "quorum"
+                | "on_tie"
+                | "temperature"
+                | "max_tokens"
+        ),
     }
 }
 
 /// The field a step of `kind` must have.
 pub fn required_field(kind: KindName) -> &'static str {
     match kind {
-        KindName::Llm | KindName::Approval | KindName::Agent => "prompt",
+        KindName::Llm | KindName::Approval | KindName::Agent | KindName::Vote => "prompt",
         KindName::Template => "template",
         KindName::Switch => "cases",
         KindName::Map => "items",
@@ -405,6 +423,19 @@ struct StepText {
     tools: Option<Spanned<Vec<String>>>,
     #[serde(default)]
     max_tool_calls: Option<Spanned<u32>>,
+    // `vote`
+    #[serde(default)]
+    choices: Option<Spanned<Vec<String>>>,
+    #[serde(default)]
+    voters: Option<Spanned<Vec<Voter>>>,
+    #[serde(default)]
+    rule: Option<Spanned<VoteRule>>,
+    #[serde(default)]
+    threshold: Option<Spanned<f64>>,
+    #[serde(default)]
+    quorum: Option<Spanned<u32>>,
+    #[serde(default)]
+    on_tie: Option<Spanned<OnTie>>,
     #[serde(default)]
     position: Option<Position>,
 }
@@ -461,6 +492,12 @@ struct KindText {
     args: Option<BTreeMap<String, serde_json::Value>>,
     tools: Option<Vec<String>>,
     max_tool_calls: Option<u32>,
+    choices: Option<Vec<String>>,
+    voters: Option<Vec<Voter>>,
+    rule: Option<VoteRule>,
+    threshold: Option<f64>,
+    quorum: Option<u32>,
+    on_tie: Option<OnTie>,
 }
 
 impl KindText {
@@ -504,6 +541,12 @@ impl KindText {
             "args" => self.args.is_some(),
             "tools" => self.tools.is_some(),
             "max_tool_calls" => self.max_tool_calls.is_some(),
+            "choices" => self.choices.is_some(),
+            "voters" => self.voters.is_some(),
+            "rule" => self.rule.is_some(),
+            "threshold" => self.threshold.is_some(),
+            "quorum" => self.quorum.is_some(),
+            "on_tie" => self.on_tie.is_some(),
             _ => false,
         }
     }
@@ -592,6 +635,17 @@ fn kind_of(kind: KindName, t: KindText, loc: &mut StepLocations) -> StepKind {
             max_iterations: t.max_iterations,
             max_tool_calls: t.max_tool_calls,
         }),
+        KindName::Vote => StepKind::Vote(VoteStep {
+            prompt: t.prompt.unwrap_or_default(),
+            choices: t.choices.unwrap_or_default(),
+            voters: t.voters.unwrap_or_default(),
+            rule: t.rule,
+            threshold: t.threshold,
+            quorum: t.quorum,
+            on_tie: t.on_tie,
+            max_tokens: t.max_tokens,
+            temperature: t.temperature,
+        }),
     }
 }
 
@@ -668,6 +722,12 @@ fn step_of(step: Spanned<StepText>) -> (Step, StepLocations) {
         args: take(f, "args", s.args),
         tools: take(f, "tools", s.tools),
         max_tool_calls: take(f, "max_tool_calls", s.max_tool_calls),
+        choices: take(f, "choices", s.choices),
+        voters: take(f, "voters", s.voters),
+        rule: take(f, "rule", s.rule),
+        threshold: take(f, "threshold", s.threshold),
+        quorum: take(f, "quorum", s.quorum),
+        on_tie: take(f, "on_tie", s.on_tie),
     };
     let kind = kind_of(kind, text, &mut loc);
     let step = Step {

@@ -20,6 +20,7 @@ use serde::{Deserialize, Serialize};
 mod agent;
 mod control;
 mod tools;
+mod vote;
 
 pub use agent::{AgentStep, DEFAULT_AGENT_ITERATIONS, DEFAULT_AGENT_TOOL_CALLS};
 pub use control::{
@@ -27,6 +28,7 @@ pub use control::{
     SubWorkflowStep, SwitchCase, SwitchStep, TriggerRule, WaitStep,
 };
 pub use tools::{FileTool, HttpTool, McpTool, ShellTool, ToolDecl, ToolStep};
+pub use vote::{OnTie, VoteRule, VoteStep, Voter};
 
 /// Version of the workflow file format this build reads and writes.
 pub const FORMAT_VERSION: u32 = 1;
@@ -319,6 +321,8 @@ pub enum KindName {
     Tool,
     /// A model in a loop that calls tools until it gives a final answer.
     Agent,
+    /// Several voters answer with a choice; a rule decides.
+    Vote,
 }
 
 impl KindName {
@@ -335,6 +339,7 @@ impl KindName {
             KindName::Wait => "wait",
             KindName::Tool => "tool",
             KindName::Agent => "agent",
+            KindName::Vote => "vote",
         }
     }
 }
@@ -431,6 +436,8 @@ pub enum StepKind {
     Tool(ToolStep),
     /// A model in a loop that calls tools until it gives a final answer.
     Agent(AgentStep),
+    /// Several voters answer with a choice; a rule decides.
+    Vote(VoteStep),
 }
 
 impl StepKind {
@@ -447,6 +454,7 @@ impl StepKind {
             StepKind::Wait(_) => KindName::Wait,
             StepKind::Tool(_) => KindName::Tool,
             StepKind::Agent(_) => KindName::Agent,
+            StepKind::Vote(_) => KindName::Vote,
         }
     }
 }
@@ -561,6 +569,7 @@ enum KindFieldsOut<'a> {
     Wait(&'a WaitStep),
     Tool(&'a ToolStep),
     Agent(&'a AgentStep),
+    Vote(&'a VoteStep),
 }
 
 impl Serialize for Step {
@@ -576,6 +585,7 @@ impl Serialize for Step {
             StepKind::Wait(s) => KindFieldsOut::Wait(s),
             StepKind::Tool(s) => KindFieldsOut::Tool(s),
             StepKind::Agent(s) => KindFieldsOut::Agent(s),
+            StepKind::Vote(s) => KindFieldsOut::Vote(s),
         };
         StepOut {
             id: &self.id,

@@ -98,6 +98,8 @@ pub enum Action {
     Tool(Box<ToolAction>),
     /// A model calling tools in a loop.
     Agent(Box<AgentAction>),
+    /// Voters answering with a choice, a rule deciding.
+    Vote(Box<VoteAction>),
     /// Wait for a duration (from when the dependencies finished) or until a time.
     Wait {
         /// How long, when the step gives a duration.
@@ -120,6 +122,42 @@ pub struct AgentAction {
     pub max_iterations: u32,
     /// Most tool calls over the loop.
     pub max_tool_calls: u32,
+}
+
+/// A validated `vote` step.
+#[derive(Debug, Clone)]
+pub struct VoteAction {
+    /// The ballot's call: the question's template, sampling, and the ballot's schema
+    /// (`{"choice": <one of choices>, "reason"}`) as the output schema; each voter
+    /// replaces the model requirements.
+    pub llm: LlmAction,
+    /// The choices, in the order written (a tie with `first_choice` goes to the first).
+    pub choices: Vec<String>,
+    /// The voters, in the order they are asked.
+    pub voters: Vec<VoterAction>,
+    /// How the ballots decide.
+    pub rule: crate::workflow::VoteRule,
+    /// The share of the weight a supermajority needs, in (0.5, 1].
+    pub threshold: f64,
+    /// The fewest ballots that count.
+    pub quorum: u32,
+    /// What a tie gives.
+    pub on_tie: crate::workflow::OnTie,
+}
+
+/// One voter of a [`VoteAction`].
+#[derive(Debug, Clone)]
+pub struct VoterAction {
+    /// Its name in the ballots.
+    pub name: String,
+    /// Its agent's compiled system prompt, when it has one.
+    pub system: Option<String>,
+    /// Which models may serve it.
+    pub model: ModelRequirements,
+    /// Its weight, above 0.
+    pub weight: f64,
+    /// Whether its ballot against the winner blocks it.
+    pub veto: bool,
 }
 
 /// A validated `tool` step.

@@ -334,6 +334,7 @@ pub(super) fn plan_step(
         StepKind::Wait(s) => super::wait::plan(&mut p, s),
         StepKind::Tool(s) => super::tools::plan(&mut p, s),
         StepKind::Agent(s) => kinds::agent::plan(&mut p, s),
+        StepKind::Vote(s) => kinds::vote::plan(&mut p, s),
     };
     let reads = std::mem::take(&mut p.reads);
     if cx.diags.len() > errors_before {

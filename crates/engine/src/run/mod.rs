@@ -51,6 +51,7 @@ mod subflow;
 mod switch;
 mod templates;
 mod tool;
+mod vote;
 mod wait;
 
 use std::collections::HashMap;

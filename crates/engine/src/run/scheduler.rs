@@ -507,6 +507,7 @@ impl Engine {
             | Action::Approval { .. }
             | Action::Llm(_)
             | Action::Agent(_)
+            | Action::Vote(_)
                 if s.tasks.len() >= max =>
             {
                 Start::Full
@@ -590,6 +591,28 @@ impl Engine {
                 }
                 Err(e) => finish(StepStatus::Failed, &e),
             },
+            Action::Vote(vote) => {
+                let systems: Result<Vec<Option<String>>, String> = vote
+                    .voters
+                    .iter()
+                    .map(|v| v.system.as_deref().map(&r).transpose())
+                    .collect();
+                match (llm_context(s, step, &vote.llm, r), systems) {
+                    (Ok(base), Ok(systems)) => {
+                        let ctx = super::vote::VoteContext {
+                            base,
+                            vote: Arc::new((**vote).clone()),
+                            systems,
+                        };
+                        self.spawn(s, i, move |engine| engine.run_vote_step(ctx))
+                    }
+                    (Err(e), _) => finish(StepStatus::Failed, &e),
+                    (_, Err(e)) => finish(
+                        StepStatus::Failed,
+                        &format!("a voter's system prompt failed to render: {e}"),
+                    ),
+                }
+            }
         }
     }
 
@@ -1030,7 +1053,7 @@ fn llm_context(
 /// the providers' models first).
 fn plan_has_llm(plan: &Plan) -> bool {
     plan.steps.iter().any(|s| match &s.action {
-        Action::Llm(_) | Action::Agent(_) => true,
+        Action::Llm(_) | Action::Agent(_) | Action::Vote(_) => true,
         Action::Map(m) => plan_has_llm(&m.body),
         Action::Loop(l) => plan_has_llm(&l.body),
         Action::Workflow(w) => plan_has_llm(&w.plan),

@@ -114,7 +114,10 @@ pub(in crate::plan) fn plan(p: &mut StepPlanner<'_, '_>, step: &LlmStep) -> Acti
 
 /// Checks each model reference of an `llm` step: a known provider, a model name, no
 /// cloud model on a `local_only` step.
-fn check_model_references(p: &mut StepPlanner<'_, '_>, model: &ModelRequirements) {
+pub(in crate::plan) fn check_model_references(
+    p: &mut StepPlanner<'_, '_>,
+    model: &ModelRequirements,
+) {
     for (j, reference) in model.prefer.iter().enumerate() {
         let provider = reference.split(':').next().unwrap_or_default();
         let field = format!("model.prefer[{j}]");
@@ -156,7 +159,7 @@ fn check_model_references(p: &mut StepPlanner<'_, '_>, model: &ModelRequirements
 }
 
 /// Model requirements from a step's or agent's `model` field.
-fn requirements(spec: Option<&ModelSpec>) -> ModelRequirements {
+pub(in crate::plan) fn requirements(spec: Option<&ModelSpec>) -> ModelRequirements {
     match spec {
         Some(ModelSpec::One(one)) => ModelRequirements {
             prefer: vec![one.clone()],

@@ -10,3 +10,4 @@ pub(super) mod map;
 pub(super) mod subflow;
 pub(super) mod switch;
 pub(super) mod template;
+pub(super) mod vote;
