@@ -122,6 +122,11 @@ enum Command {
         #[command(subcommand)]
         command: RunsCommand,
     },
+    /// The permissions given to `shell` tools and stdio MCP servers.
+    Permissions {
+        #[command(subcommand)]
+        command: PermissionsCommand,
+    },
     /// Print the JSON Schema of the workflow file format.
     Schema,
     /// Serve the HTTP API (and the editor as a web app) until Ctrl-C. Binds loopback;
@@ -168,6 +173,24 @@ enum RunsCommand {
         /// Print as JSON.
         #[arg(long)]
         json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum PermissionsCommand {
+    /// Every permission given, newest first.
+    List {
+        /// Print as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Take back a workflow's permissions (all its tools, or one); its next run asks again.
+    Revoke {
+        /// The workflow's id.
+        workflow: String,
+        /// Only this tool.
+        #[arg(long)]
+        tool: Option<String>,
     },
 }
 
@@ -269,6 +292,7 @@ async fn dispatch(cli: Cli) -> Result<(), Failure> {
         Command::Validate { files, json } => validate(&files, json),
         Command::Models { json } => models(&db, json).await,
         Command::Runs { command } => runs(&db, command).await,
+        Command::Permissions { command } => permissions(&db, command).await,
         Command::Serve {
             bind,
             allow_remote,
@@ -690,6 +714,36 @@ async fn models(db: &Path, json: bool) -> Result<(), Failure> {
                 .map(|f| format!(", last failure: {f}"))
                 .unwrap_or_default()
         );
+    }
+    Ok(())
+}
+
+async fn permissions(db: &Path, command: PermissionsCommand) -> Result<(), Failure> {
+    let store: Arc<SqliteStore> = runs::open_store(db).await.map_err(app_failure)?;
+    match command {
+        PermissionsCommand::List { json } => {
+            let all = store.list_permissions().await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&all)?);
+            } else if all.is_empty() {
+                println!("no permissions given in {}", store.path().display());
+            } else {
+                for p in all {
+                    println!(
+                        "{}  {}  `{}`  (file {}…, given {})",
+                        p.workflow_id,
+                        p.tool,
+                        p.command.join(" "),
+                        p.workflow_hash.chars().take(12).collect::<String>(),
+                        p.granted_at
+                    );
+                }
+            }
+        }
+        PermissionsCommand::Revoke { workflow, tool } => {
+            let n = store.revoke_permissions(&workflow, tool.as_deref()).await?;
+            println!("revoked {n} permission(s) of `{workflow}`; its next run asks again");
+        }
     }
     Ok(())
 }

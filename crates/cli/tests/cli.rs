@@ -639,6 +639,24 @@ fn a_shell_tool_asks_in_the_terminal_and_allow_tool_gives_the_permission() {
         "{}",
         text(&again.stderr)
     );
+    // `nexus permissions` lists what was given and takes it back: the next run asks.
+    let listed = run_answering(&["permissions", "list", "--json"], &db, None);
+    assert!(listed.status.success(), "{}", text(&listed.stderr));
+    let given: serde_json::Value = serde_json::from_str(&text(&listed.stdout)).expect("json");
+    assert_eq!(given.as_array().map(Vec::len), Some(1), "{given}");
+    assert_eq!(given[0]["workflow_id"], "shell");
+    assert_eq!(given[0]["tool"], "hello");
+    assert_eq!(
+        given[0]["command"],
+        serde_json::json!(["echo", "hello from the shell"])
+    );
+    let revoked = run_answering(&["permissions", "revoke", "shell"], &db, None);
+    assert!(revoked.status.success(), "{}", text(&revoked.stderr));
+    assert!(text(&revoked.stdout).contains("revoked 1 permission"));
+    let asked = run_with(&[], None);
+    assert_eq!(asked.status.code(), Some(1), "{}", text(&asked.stderr));
+    let yes = run_with(&[], Some("y\n"));
+    assert!(yes.status.success(), "{}", text(&yes.stderr));
     // A changed file asks again; --allow-tool gives the permission without a question.
     std::fs::write(&wf, yaml.replace("hello from the shell", "hello again")).expect("write");
     let changed = run_with(&[], None);

@@ -170,6 +170,22 @@ struct PendingWrite {
     done: tokio::sync::oneshot::Sender<Result<(), Error>>,
 }
 
+/// A permission the user gave a `shell` tool or a stdio MCP server (`nexus permissions
+/// list`): for the workflow file as it was (its sha256) and the tool.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Permission {
+    /// The workflow's id.
+    pub workflow_id: String,
+    /// The tool's name under `tools:`.
+    pub tool: String,
+    /// The program the permission covers (the tool's argv).
+    pub command: Vec<String>,
+    /// sha256 of the workflow's JSON form, hex: the file as it was when allowed.
+    pub workflow_hash: String,
+    /// When it was given, RFC 3339.
+    pub granted_at: String,
+}
+
 /// One line of `runs list`.
 #[cfg_attr(feature = "specta", derive(specta::Type))]
 #[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
@@ -594,6 +610,47 @@ impl SqliteStore {
     ///
     /// # Errors
     /// [`Error::Query`].
+    /// Every permission given, newest first.
+    pub async fn list_permissions(&self) -> Result<Vec<Permission>, Error> {
+        let rows = sqlx::query(
+            "SELECT workflow_hash, tool, workflow_id, command, granted_at FROM permissions
+             ORDER BY granted_at DESC, workflow_id, tool",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let command: String = r.get("command");
+                Ok(Permission {
+                    workflow_id: r.get("workflow_id"),
+                    tool: r.get("tool"),
+                    command: serde_json::from_str(&command)
+                        .map_err(|e| Error::Decode(e.to_string()))?,
+                    workflow_hash: r.get("workflow_hash"),
+                    granted_at: r.get("granted_at"),
+                })
+            })
+            .collect()
+    }
+
+    /// Takes back the permissions of `workflow_id` (every tool, or only `tool`); how many
+    /// there were. The next run asks again.
+    pub async fn revoke_permissions(
+        &self,
+        workflow_id: &str,
+        tool: Option<&str>,
+    ) -> Result<u64, Error> {
+        let done = sqlx::query(
+            "DELETE FROM permissions WHERE workflow_id = ? AND (? IS NULL OR tool = ?)",
+        )
+        .bind(workflow_id)
+        .bind(tool)
+        .bind(tool)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
+    }
+
     pub async fn latest_run_of(&self, workflow_id: &str) -> Result<Option<String>, Error> {
         Ok(sqlx::query(
             "SELECT run_id FROM runs WHERE workflow_id = ? ORDER BY started_at DESC, run_id DESC LIMIT 1",
