@@ -33,7 +33,22 @@ export interface StepRun {
   durationMs?: number;
   /** A map's items: ended (failed included), failed, in all. */
   progress?: { done: number; failed: number; total: number };
+  /** The attempt now running or last run (1 for the first). */
+  attempt?: number;
+  /** When the current attempt started (ms since the epoch), while it runs. */
+  startedAt?: number;
+  /** Streamed token events of the current attempt (a live count; the usage is exact). */
+  tokenCount?: number;
+  /** Prompt and completion tokens, once the step has succeeded. */
+  usage?: { prompt_tokens: number; completion_tokens: number } | null;
+  /** The last fallback taken (`from → to`, with its reason). */
+  fallback?: string;
+  /** Cost in US dollars, from the stored record. */
+  costUsd?: number | null;
 }
+
+/** Most events kept for the run panel's Events tab (the oldest are dropped). */
+export const MAX_EVENTS = 2000;
 
 export interface AttemptBar {
   step: string;
@@ -70,7 +85,11 @@ export interface EditorState {
     question: { stepId: string; text: string } | null;
     /** A run opened from the history (not live). */
     past: boolean;
+    /** The run's events in order, at most `MAX_EVENTS` (the latest). */
+    events: EngineEvent[];
   } | null;
+  /** The selector's first pick for a general step, shown on nodes whose model is "auto". */
+  firstModel: string | null;
   clipboard: StepData[];
 }
 
@@ -162,6 +181,7 @@ export const useEditor = create<EditorState & EditorActions>()(
       message: null,
       diagnostics: [],
       run: null,
+      firstModel: null,
       clipboard: [],
 
       async load(path, text) {
@@ -356,7 +376,7 @@ export const useEditor = create<EditorState & EditorActions>()(
       startRun(runId) {
         const steps: Record<string, StepRun> = {};
         for (const n of get().nodes) steps[n.id] = { status: 'queued', tokens: '' };
-        set({ run: { runId, status: 'running', steps, startedAt: Date.now(), attempts: [], detail: null, question: null, past: false } });
+        set({ run: { runId, status: 'running', steps, startedAt: Date.now(), attempts: [], detail: null, question: null, past: false, events: [] } });
       },
 
       setRunDetail(detail) {
@@ -369,6 +389,7 @@ export const useEditor = create<EditorState & EditorActions>()(
           const cur = steps[st.step_id];
           if (cur && st.output != null) steps[st.step_id] = { ...cur, tokens: st.output };
           if (steps[st.step_id] && st.reasoning != null) steps[st.step_id] = { ...steps[st.step_id], reasoning: st.reasoning };
+          if (steps[st.step_id]) steps[st.step_id] = { ...steps[st.step_id], usage: st.usage, costUsd: st.cost_usd, attempt: st.attempts.length || steps[st.step_id].attempt };
         }
         set({ run: { ...run, steps, detail } });
       },
@@ -390,6 +411,10 @@ export const useEditor = create<EditorState & EditorActions>()(
             model: st.model,
             error: st.error ?? undefined,
             durationMs: st.duration_ms,
+            attempt: st.attempts.length,
+            usage: st.usage,
+            costUsd: st.cost_usd,
+            fallback: st.fallbacks.length ? `${st.fallbacks[st.fallbacks.length - 1].from} → ${st.fallbacks[st.fallbacks.length - 1].to}` : undefined,
           };
           st.attempts.forEach((a, i) => {
             const start = Date.parse(a.started_at) - startedAt;
@@ -405,15 +430,17 @@ export const useEditor = create<EditorState & EditorActions>()(
           });
         }
         set({
-          run: { runId: detail.run_id, status: detail.status, steps, startedAt, attempts, detail, question: null, past: true },
+          run: { runId: detail.run_id, status: detail.status, steps, startedAt, attempts, detail, question: null, past: true, events: detail.events.slice(-MAX_EVENTS) },
           message: { kind: 'info', text: `Run ${detail.run_id.slice(0, 8)} of ${detail.workflow_id} (${detail.status}); save to keep this workflow as a file` },
         });
       },
 
       applyEvent(e) {
-        const run = get().run;
+        let run = get().run;
         if (!run) return;
         const steps = { ...run.steps };
+        const events = run.events.length >= MAX_EVENTS ? [...run.events.slice(1), e] : [...run.events, e];
+        run = { ...run, events };
         const patch = (id: string, p: Partial<StepRun>) => {
           steps[id] = { ...(steps[id] ?? { status: 'queued', tokens: '' }), ...p };
         };
@@ -426,12 +453,20 @@ export const useEditor = create<EditorState & EditorActions>()(
         };
         switch (e.type) {
           case 'step_started':
-            patch(e.step_id, { status: e.attempt > 1 ? 'retrying' : 'running', model: e.model, tokens: '', reasoning: undefined });
+            patch(e.step_id, {
+              status: e.attempt > 1 ? 'retrying' : 'running',
+              model: e.model,
+              tokens: '',
+              reasoning: undefined,
+              attempt: e.attempt,
+              startedAt: Date.now(),
+              tokenCount: 0,
+            });
             close(e.step_id, 'failed');
             attempts = [...attempts, { step: e.step_id, attempt: e.attempt, model: e.model, start: now, outcome: 'running' }];
             break;
           case 'token':
-            patch(e.step_id, { tokens: (steps[e.step_id]?.tokens ?? '') + e.text });
+            patch(e.step_id, { tokens: (steps[e.step_id]?.tokens ?? '') + e.text, tokenCount: (steps[e.step_id]?.tokenCount ?? 0) + 1 });
             break;
           case 'reasoning':
             patch(e.step_id, { reasoning: (steps[e.step_id]?.reasoning ?? '') + e.text });
@@ -441,16 +476,19 @@ export const useEditor = create<EditorState & EditorActions>()(
             close(e.step_id, 'failed');
             break;
           case 'step_succeeded':
-            patch(e.step_id, { status: 'succeeded', model: e.model, durationMs: e.duration_ms });
+            patch(e.step_id, { status: 'succeeded', model: e.model, durationMs: e.duration_ms, usage: e.usage, startedAt: undefined });
             close(e.step_id, 'succeeded');
             break;
           case 'step_failed':
-            patch(e.step_id, { status: 'failed', error: e.error });
+            patch(e.step_id, { status: 'failed', error: e.error, startedAt: undefined });
             close(e.step_id, 'failed');
             break;
           case 'step_skipped':
             patch(e.step_id, { status: 'skipped', error: e.reason });
             close(e.step_id, 'skipped');
+            break;
+          case 'fallback_taken':
+            patch(e.step_id, { fallback: `${e.from} → ${e.to}` });
             break;
           case 'map_progress':
             patch(e.step_id, { progress: { done: e.done, failed: e.failed, total: e.total } });

@@ -1,0 +1,307 @@
+// The inspector's controls, one per value shape read from the workflow schema
+// (registry.ts `Shape`): switches for booleans, number fields, duration fields that check
+// the humantime form, selects for enums, nested groups for objects (retry policy,
+// timeouts, fallback ladder, budget), a variant select for unions (`on_failure`), and
+// YAML text for everything else. Each control has its label and the schema's help text.
+import { useEffect, useState, type ReactNode } from 'react';
+import { Flex, Select, Switch, Text, TextArea, TextField } from '@radix-ui/themes';
+import { parse as parseYaml, stringify as stringifyYaml } from 'yaml';
+import { DURATION, type Shape, type SubField } from '../registry';
+
+/** A schema description as a short help text: links and line breaks of the doc comment removed. */
+export function helpText(description: string): string {
+  return description
+    .replace(/\[`([^`]+)`\]/g, '$1')
+    .replace(/\s*\n\s*/g, ' ')
+    .trim();
+}
+
+const DEFAULT = '__default';
+
+/** A labelled field with its help text and errors. */
+export function Field({
+  label,
+  help,
+  htmlFor,
+  errors,
+  errorTestId,
+  children,
+}: {
+  label: string;
+  help?: string;
+  htmlFor?: string;
+  errors?: string[];
+  errorTestId?: string;
+  children: ReactNode;
+}) {
+  return (
+    <div className="field">
+      <Text as="label" size="2" weight="medium" htmlFor={htmlFor} className="field-label">
+        {label}
+      </Text>
+      {children}
+      {help && (
+        <Text as="p" size="1" color="gray" className="field-help">
+          {help}
+        </Text>
+      )}
+      {errors?.map((e, i) => (
+        <Text as="p" size="1" color="red" key={i} className="field-error" data-testid={errorTestId} role="alert">
+          {e}
+        </Text>
+      ))}
+    </div>
+  );
+}
+
+/** The control for one value of a shape. `value` is the YAML value; `undefined` means unset. */
+export function ValueControl({
+  id,
+  shape,
+  value,
+  onChange,
+  label,
+}: {
+  id: string;
+  shape: Shape;
+  value: unknown;
+  onChange(v: unknown): void;
+  label: string;
+}) {
+  switch (shape.type) {
+    case 'boolean':
+      return (
+        <Flex align="center" gap="2">
+          <Switch
+            id={id}
+            data-testid={id}
+            aria-label={label}
+            checked={typeof value === 'boolean' ? value : (shape.default ?? false)}
+            onCheckedChange={(c) => onChange(c)}
+          />
+          <Text size="1" color="gray">
+            {typeof value === 'boolean' ? (value ? 'on' : 'off') : `default (${shape.default ? 'on' : 'off'})`}
+          </Text>
+        </Flex>
+      );
+    case 'integer':
+    case 'number':
+      return <NumberInput id={id} shape={shape} value={value} onChange={onChange} label={label} />;
+    case 'string':
+      return shape.duration ? (
+        <DurationInput id={id} value={value} placeholder={shape.default} onChange={onChange} label={label} />
+      ) : (
+        <TextInput id={id} value={value} placeholder={shape.default} onChange={onChange} label={label} />
+      );
+    case 'enum':
+      return (
+        <Select.Root
+          value={typeof value === 'string' ? value : DEFAULT}
+          onValueChange={(v) => onChange(v === DEFAULT ? undefined : v)}
+        >
+          <Select.Trigger id={id} data-testid={id} aria-label={label} className="wide-select" />
+          <Select.Content position="popper">
+            <Select.Item value={DEFAULT}>default</Select.Item>
+            {shape.options.map((o) => (
+              <Select.Item key={o.value} value={o.value} data-testid={`${id}-option-${o.value}`}>
+                {o.value}
+              </Select.Item>
+            ))}
+          </Select.Content>
+        </Select.Root>
+      );
+    case 'object':
+      return <ObjectControl id={id} fields={shape.fields} value={value} onChange={onChange} />;
+    case 'union':
+      return <UnionControl id={id} shape={shape} value={value} onChange={onChange} label={label} />;
+    case 'raw':
+      return <YamlInput id={id} value={value} onChange={onChange} label={label} />;
+  }
+}
+
+function TextInput({ id, value, placeholder, onChange, label }: { id: string; value: unknown; placeholder?: string; onChange(v: unknown): void; label: string }) {
+  return (
+    <TextField.Root
+      id={id}
+      data-testid={id}
+      aria-label={label}
+      key={`${id}-${String(value ?? '')}`}
+      defaultValue={value === undefined || value === null ? '' : String(value)}
+      placeholder={placeholder}
+      onBlur={(e) => onChange(e.target.value === '' ? undefined : e.target.value)}
+      onKeyDown={(e) => e.key === 'Enter' && (e.target as HTMLInputElement).blur()}
+    />
+  );
+}
+
+function NumberInput({ id, shape, value, onChange, label }: { id: string; shape: Extract<Shape, { type: 'integer' | 'number' }>; value: unknown; onChange(v: unknown): void; label: string }) {
+  const [error, setError] = useState<string | null>(null);
+  return (
+    <>
+      <TextField.Root
+        id={id}
+        data-testid={id}
+        aria-label={label}
+        type="number"
+        key={`${id}-${String(value ?? '')}`}
+        step={shape.type === 'integer' ? 1 : 'any'}
+        min={shape.minimum}
+        max={shape.maximum}
+        defaultValue={typeof value === 'number' ? String(value) : ''}
+        placeholder={shape.default !== undefined ? String(shape.default) : undefined}
+        onBlur={(e) => {
+          const raw = e.target.value.trim();
+          if (raw === '') {
+            setError(null);
+            onChange(undefined);
+            return;
+          }
+          const n = Number(raw);
+          if (!Number.isFinite(n) || (shape.type === 'integer' && !Number.isInteger(n))) {
+            setError(`${label}: ${shape.type === 'integer' ? 'a whole number' : 'a number'} is needed`);
+            return;
+          }
+          setError(null);
+          onChange(n);
+        }}
+      />
+      {error && <Text size="1" color="red" role="alert">{error}</Text>}
+    </>
+  );
+}
+
+/** A humantime duration (`500ms`, `2s`, `1m 30s`); a value that is not one is refused with the form to use. */
+function DurationInput({ id, value, placeholder, onChange, label }: { id: string; value: unknown; placeholder?: string; onChange(v: unknown): void; label: string }) {
+  const [error, setError] = useState<string | null>(null);
+  return (
+    <>
+      <TextField.Root
+        id={id}
+        data-testid={id}
+        aria-label={label}
+        key={`${id}-${String(value ?? '')}`}
+        defaultValue={typeof value === 'string' ? value : ''}
+        placeholder={placeholder ?? 'e.g. 30s'}
+        onBlur={(e) => {
+          const raw = e.target.value.trim();
+          if (raw !== '' && !DURATION.test(raw)) {
+            setError(`${label}: "${raw}" is not a duration; write a number and a unit, e.g. 500ms, 30s, 2m, 1h`);
+            return;
+          }
+          setError(null);
+          onChange(raw === '' ? undefined : raw);
+        }}
+        onKeyDown={(e) => e.key === 'Enter' && (e.target as HTMLInputElement).blur()}
+      >
+        <TextField.Slot side="right">
+          <Text size="1" color="gray">duration</Text>
+        </TextField.Slot>
+      </TextField.Root>
+      {error && <Text size="1" color="red" role="alert" data-testid={`${id}-error`}>{error}</Text>}
+    </>
+  );
+}
+
+function ObjectControl({ id, fields, value, onChange }: { id: string; fields: SubField[]; value: unknown; onChange(v: unknown): void }) {
+  const obj = value && typeof value === 'object' && !Array.isArray(value) ? (value as Record<string, unknown>) : {};
+  const set = (k: string, v: unknown) => {
+    const next = { ...obj, [k]: v };
+    if (v === undefined) delete next[k];
+    onChange(Object.keys(next).length ? next : undefined);
+  };
+  return (
+    <div className="object-control" data-testid={id}>
+      {fields.map((f) => (
+        <Field key={f.name} label={f.name.replace(/_/g, ' ')} help={helpText(f.description)} htmlFor={`${id}-${f.name}`}>
+          <ValueControl id={`${id}-${f.name}`} shape={f.shape} value={obj[f.name]} onChange={(v) => set(f.name, v)} label={f.name} />
+        </Field>
+      ))}
+    </div>
+  );
+}
+
+function UnionControl({ id, shape, value, onChange, label }: { id: string; shape: Extract<Shape, { type: 'union' }>; value: unknown; onChange(v: unknown): void; label: string }) {
+  const current =
+    typeof value === 'string'
+      ? value
+      : value && typeof value === 'object'
+        ? (Object.keys(value)[0] ?? DEFAULT)
+        : DEFAULT;
+  const variant = shape.variants.find((v) => (v.type === 'const' ? v.value : v.key) === current);
+  return (
+    <Flex direction="column" gap="2">
+      <Select.Root
+        value={current}
+        onValueChange={(v) => {
+          const chosen = shape.variants.find((x) => (x.type === 'const' ? x.value : x.key) === v);
+          if (!chosen) onChange(undefined);
+          else if (chosen.type === 'const') onChange(chosen.value);
+          else onChange({ [chosen.key]: '' });
+        }}
+      >
+        <Select.Trigger id={id} data-testid={id} aria-label={label} className="wide-select" />
+        <Select.Content position="popper">
+          <Select.Item value={DEFAULT}>default</Select.Item>
+          {shape.variants.map((v) => {
+            const key = v.type === 'const' ? v.value : v.key;
+            return (
+              <Select.Item key={key} value={key} data-testid={`${id}-option-${key}`}>
+                {key}
+              </Select.Item>
+            );
+          })}
+        </Select.Content>
+      </Select.Root>
+      {variant && (
+        <Text size="1" color="gray">
+          {helpText(variant.description)}
+        </Text>
+      )}
+      {variant?.type === 'object' && (
+        <ValueControl
+          id={`${id}-${variant.key}`}
+          shape={variant.shape}
+          value={(value as Record<string, unknown>)[variant.key]}
+          onChange={(v) => onChange({ [variant.key]: v ?? '' })}
+          label={`${label} ${variant.key}`}
+        />
+      )}
+    </Flex>
+  );
+}
+
+/** Any other value as YAML text, parsed by the `yaml` library when the field is left. */
+function YamlInput({ id, value, onChange, label }: { id: string; value: unknown; onChange(v: unknown): void; label: string }) {
+  const text = value === undefined || value === null ? '' : stringifyYaml(value).trimEnd();
+  const [draft, setDraft] = useState(text);
+  const [error, setError] = useState<string | null>(null);
+  useEffect(() => setDraft(text), [text]);
+  return (
+    <>
+      <TextArea
+        id={id}
+        data-testid={id}
+        aria-label={`${label} (YAML)`}
+        className="mono"
+        value={draft}
+        rows={Math.min(8, Math.max(2, draft.split('\n').length))}
+        placeholder="YAML"
+        onChange={(e) => setDraft(e.target.value)}
+        onBlur={() => {
+          if (draft.trim() === '') {
+            setError(null);
+            onChange(undefined);
+            return;
+          }
+          try {
+            onChange(parseYaml(draft));
+            setError(null);
+          } catch (e) {
+            setError(`${label}: not valid YAML: ${e instanceof Error ? e.message.split('\n')[0] : String(e)}`);
+          }
+        }}
+      />
+      {error && <Text size="1" color="red" role="alert">{error}</Text>}
+    </>
+  );
+}
