@@ -94,7 +94,7 @@ function StepNodeView({ id, data, selected }: NodeProps<StepNodeType>) {
   const failed = status === 'failed' || (status === 'retrying' && run?.error);
   return (
     <div className={classes} style={style} data-testid={`node-${id}`}>
-      <Handle type="target" position={Position.Top} data-testid={`handle-in-${id}`} aria-label={`${id}: needs`} />
+      <Handle type="target" position={Position.Top} data-testid={`handle-in-${id}`} title={`${id}: needs (drag an output here)`} />
       <div className="step-head">
         <Icon size={14} aria-hidden />
         <span className="step-kind">{look.label}</span>
@@ -169,7 +169,7 @@ function StepNodeView({ id, data, selected }: NodeProps<StepNodeType>) {
       </div>
       <span className="handle-label in" aria-hidden>needs</span>
       <span className="handle-label out" aria-hidden>output</span>
-      <Handle type="source" position={Position.Bottom} data-testid={`handle-out-${id}`} aria-label={`${id}: output`} />
+      <Handle type="source" position={Position.Bottom} data-testid={`handle-out-${id}`} title={`${id}: output (drag to a step that needs it)`} />
     </div>
   );
 }
