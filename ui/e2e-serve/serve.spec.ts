@@ -182,3 +182,46 @@ test('a map shows its items\' progress on its node, as the engine stored them', 
   const progress = stored.events.filter((e) => e.type === 'map_progress');
   expect(progress).toHaveLength(3);
 });
+
+test('the run diff shows what changed between two runs of a workflow on the real engine', async ({ page, request }) => {
+  const text = (template: string) => `id: diffed
+steps:
+  - id: note
+    kind: template
+    template: "${template}"
+    position: {x: 100, y: 60}
+  - id: say
+    kind: llm
+    needs: [note]
+    model: [embedded:smollm2-135m-instruct]
+    max_tokens: 8
+    cache: false
+    prompt: "Repeat: {{ steps.note.output }}"
+    position: {x: 100, y: 240}
+`;
+  const ids: string[] = [];
+  for (const t of ['release one on Monday', 'release two on Monday']) {
+    await page.evaluate(async (w) => {
+      await window.nexus!.editor.getState().load(null, w);
+    }, text(t));
+    await page.getByTestId('run').click();
+    await runToEnd(page);
+    ids.push((await latestRun(request)).run_id);
+  }
+  const [before, after] = await Promise.all(ids.map(async (id) => (await (await request.get(`/api/runs/${id}`)).json()) as Stored));
+  await page.getByTestId('history').click();
+  await page.getByTestId(`history-pick-${ids[0]}`).click();
+  await page.getByTestId(`history-pick-${ids[1]}`).click();
+  await page.getByTestId('history-compare').click();
+  // The template's output changed by one word: the diff marks it removed and added.
+  await expect(page.getByTestId('diff-changed-note-output')).toBeVisible();
+  await expect(page.getByTestId('diff-output-note').locator('del')).toHaveText('one');
+  await expect(page.getByTestId('diff-output-note').locator('ins')).toHaveText('two');
+  // Model, tokens and duration as the engine stored them for each run.
+  const say = (r: Stored) => r.steps.find((s) => s.step_id === 'say')!;
+  await expect(page.getByTestId('diff-say-model-before')).toHaveText(say(before).model!);
+  await expect(page.getByTestId('diff-say-model-after')).toHaveText(say(after).model!);
+  const tokens = (r: Stored) => String(say(r).usage!.prompt_tokens + say(r).usage!.completion_tokens);
+  await expect(page.getByTestId('diff-say-tokens-before')).toHaveText(tokens(before));
+  await expect(page.getByTestId('diff-say-tokens-after')).toHaveText(tokens(after));
+});

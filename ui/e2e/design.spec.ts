@@ -209,3 +209,34 @@ test('an empty workflow says what to do; the title marks unsaved changes', async
   await expect(page.getByTestId('empty-state')).toHaveCount(0);
   await expect(page.getByTestId('unsaved')).toBeVisible();
 });
+
+test('two runs of a workflow compare step by step in the history', async ({ page }) => {
+  await loadText(page, SHOWCASE);
+  const runOnce = async () => {
+    await page.getByTestId('run').click();
+    await page.getByTestId('run-start').click();
+    await expect(page.getByTestId('run-status')).toHaveText('succeeded', { timeout: 15_000 });
+  };
+  await runOnce();
+  // Without its retry policy the test backend's `research` succeeds at the first attempt.
+  await page.getByTestId('node-research').click();
+  await page.evaluate(() => window.nexus!.editor.getState().updateField('research', 'retry', undefined));
+  await runOnce();
+  await page.getByTestId('history').click();
+  const rows = page.getByTestId('history-dialog').locator('tbody tr', { hasText: 'showcase' });
+  await expect(rows).toHaveCount(2);
+  await expect(page.getByTestId('history-compare')).toBeDisabled();
+  await rows.nth(0).getByRole('checkbox').click();
+  await rows.nth(1).getByRole('checkbox').click();
+  await page.getByTestId('history-compare').click();
+  await expect(page.getByTestId('run-diff-summary')).toContainText('1 of 3 steps changed');
+  await expect(page.getByTestId('diff-changed-research-attempts')).toBeVisible();
+  await expect(page.getByTestId('diff-research-attempts-before')).toHaveText('2');
+  await expect(page.getByTestId('diff-research-attempts-after')).toHaveText('1');
+  await expect(page.getByTestId('diff-unchanged-draft')).toBeVisible();
+  await expect(page.getByTestId('diff-output-draft')).toHaveText('Hello from draft');
+  await expect(page.getByTestId('diff-output-draft').locator('ins, del')).toHaveCount(0);
+  const axe = await new AxeBuilder({ page }).include('[data-testid="history-dialog"]').analyze();
+  const bad = axe.violations.filter((v) => v.impact === 'serious' || v.impact === 'critical');
+  expect(bad.map((v) => `${v.id}: ${v.nodes.map((n) => `${n.target.join(' ')} ${n.failureSummary}`).join(', ')}`)).toEqual([]);
+});
