@@ -240,3 +240,20 @@ test('two runs of a workflow compare step by step in the history', async ({ page
   const bad = axe.violations.filter((v) => v.impact === 'serious' || v.impact === 'critical');
   expect(bad.map((v) => `${v.id}: ${v.nodes.map((n) => `${n.target.join(' ')} ${n.failureSummary}`).join(', ')}`)).toEqual([]);
 });
+
+test('the prompt editor highlights minijinja and shows the validator errors as squiggles', async ({ page }) => {
+  await loadText(page, SHOWCASE);
+  await page.getByTestId('node-draft').click();
+  const prompt = page.getByTestId('field-prompt');
+  // Highlighted: the braces and the variable are separate tokens.
+  await expect(prompt.locator('span', { hasText: '{{' }).first()).toBeVisible();
+  await prompt.fill('Write from {{ steps.nowhere.output }}');
+  await expect(page.getByTestId('field-error-prompt')).toBeVisible();
+  // The squiggle is under the unknown name, with the validator's message.
+  const squiggle = page.getByTestId('field-prompt-editor').locator('.cm-lintRange-error');
+  await expect(squiggle.first()).toBeVisible();
+  await expect(page.getByTestId('field-prompt-editor')).toContainText('Write from {{ steps.nowhere.output }}');
+  await prompt.fill('Write from {{ steps.research.output }}');
+  await expect(page.getByTestId('field-error-prompt')).toHaveCount(0);
+  await expect(squiggle).toHaveCount(0);
+});

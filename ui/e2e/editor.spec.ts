@@ -213,10 +213,12 @@ test('the prompt editor completes inputs and upstream outputs', async ({ page })
   await prompt.click();
   await prompt.press('End');
   await prompt.pressSequentially(' {{ steps.fi');
-  await expect(page.getByTestId('completions')).toBeVisible();
-  await expect(page.getByTestId('completions').locator('li')).toHaveCount(1);
+  // CodeMirror's completion list (the prompt is a CodeMirror editor).
+  const completions = page.locator('.cm-tooltip-autocomplete');
+  await expect(completions).toBeVisible();
+  await expect(completions.getByRole('option')).toHaveCount(1);
   await prompt.press('Enter');
-  await expect(prompt).toHaveValue('three {{ steps.first.output }}');
+  await expect(prompt).toHaveText('three {{ steps.first.output }}');
   const saved = await page.evaluate(() => window.nexus!.editor.getState().serialize());
   expect(saved).toContain('prompt: three {{ steps.first.output }}');
 });

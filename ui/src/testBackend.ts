@@ -205,6 +205,16 @@ export class TestBackend implements Backend {
           out.push({ code: 'cycle', message: `the steps form a cycle through \`${s.id}\``, step: s.id, field: 'needs' });
         }
       }
+      // Templates read only known steps (the engine: plan/templates.rs, `unknown_step`).
+      for (const field of ['prompt', 'system', 'template']) {
+        const text = s.fields[field];
+        if (typeof text !== 'string') continue;
+        for (const m of text.matchAll(/\bsteps\.([a-z_][a-z0-9_]*)/g)) {
+          if (!ids.has(m[1])) {
+            out.push({ code: 'unknown_step', message: `template references unknown step \`steps.${m[1]}\``, step: s.id, field });
+          }
+        }
+      }
       const required = s.kind === 'template' ? 'template' : 'prompt';
       if (!s.fields[required]) {
         out.push({ code: 'missing_field', message: `\`kind: ${s.kind}\` steps need a \`${required}\``, step: s.id, field: required });

@@ -1,9 +1,10 @@
 // The selected step's fields, grouped in sections (General, Prompt, Model, Output,
 // Reliability, Governance; registry.ts assigns each schema field to one) with a control
 // per value shape (fields.tsx) and the schema's doc comment as each field's help text.
-import { useMemo, useRef, useState } from 'react';
+import { useMemo } from 'react';
 import { Accordion } from 'radix-ui';
-import { Badge, Button, Code, Flex, Heading, Text, TextArea, TextField, Tooltip } from '@radix-ui/themes';
+import { Badge, Button, Code, Flex, Heading, Text, TextField, Tooltip } from '@radix-ui/themes';
+import { CodeEditor, type EditorProblem } from './CodeEditor';
 import { ChevronDown, MousePointerClick, Play, SkipForward } from 'lucide-react';
 import { fieldsOf, SECTIONS, type FieldSpec } from '../registry';
 import { useEditor } from '../store';
@@ -20,111 +21,15 @@ function asText(v: unknown): string {
 }
 
 /**
- * A prompt or template field that completes variables: typing `{{` (and the start of a
- * name) lists the workflow's inputs and the outputs of upstream steps; Enter, Tab or a
- * click inserts the one chosen.
+ * Where in a field's text a validator message points: the first `code` span of the
+ * message found in the text (an unknown `steps.nope`), else the whole text.
  */
-function PromptEditor({
-  testId,
-  value,
-  rows,
-  variables,
-  label,
-  onChange,
-}: {
-  testId: string;
-  value: string;
-  rows: number;
-  variables: string[];
-  label: string;
-  onChange(v: string): void;
-}) {
-  const ref = useRef<HTMLTextAreaElement>(null);
-  const [query, setQuery] = useState<{ start: number; text: string } | null>(null);
-  const [active, setActive] = useState(0);
-  const matches = useMemo(
-    () => (query ? variables.filter((v) => v.replace(/[{} ]/g, '').includes(query.text.trim())) : []),
-    [query, variables],
-  );
-  const track = (el: HTMLTextAreaElement) => {
-    const before = el.value.slice(0, el.selectionStart);
-    const open = before.lastIndexOf('{{');
-    if (open >= 0 && !before.slice(open).includes('}}') && /^\{\{[\w. ]*$/.test(before.slice(open))) {
-      setQuery({ start: open, text: before.slice(open + 2) });
-      setActive(0);
-    } else {
-      setQuery(null);
-    }
-  };
-  const choose = (v: string) => {
-    const el = ref.current;
-    if (!el || !query) return;
-    const next = el.value.slice(0, query.start) + v + el.value.slice(el.selectionStart);
-    onChange(next);
-    setQuery(null);
-    const at = query.start + v.length;
-    requestAnimationFrame(() => {
-      el.focus();
-      el.setSelectionRange(at, at);
-    });
-  };
-  const listId = `${testId}-completions`;
-  return (
-    <span className="prompt-editor">
-      <TextArea
-        ref={ref}
-        id={testId}
-        data-testid={testId}
-        aria-label={label}
-        className="mono"
-        value={value}
-        rows={rows}
-        role="combobox"
-        aria-expanded={Boolean(query && matches.length)}
-        aria-controls={listId}
-        aria-autocomplete="list"
-        onChange={(e) => {
-          onChange(e.target.value);
-          track(e.target);
-        }}
-        onKeyDown={(e) => {
-          if (!query || matches.length === 0) return;
-          if (e.key === 'ArrowDown') {
-            e.preventDefault();
-            setActive((active + 1) % matches.length);
-          } else if (e.key === 'ArrowUp') {
-            e.preventDefault();
-            setActive((active + matches.length - 1) % matches.length);
-          } else if (e.key === 'Enter' || e.key === 'Tab') {
-            e.preventDefault();
-            choose(matches[active]);
-          } else if (e.key === 'Escape') {
-            setQuery(null);
-          }
-        }}
-        onBlur={() => setTimeout(() => setQuery(null), 150)}
-      />
-      {query && matches.length > 0 && (
-        <ul className="completions" data-testid="completions" id={listId} role="listbox">
-          {matches.map((m, i) => (
-            <li
-              key={m}
-              role="option"
-              aria-selected={i === active}
-              className={i === active ? 'active' : ''}
-              data-testid={`completion-${m.replace(/[{} ]/g, '')}`}
-              onMouseDown={(e) => {
-                e.preventDefault();
-                choose(m);
-              }}
-            >
-              {m}
-            </li>
-          ))}
-        </ul>
-      )}
-    </span>
-  );
+export function locate(text: string, message: string): EditorProblem {
+  for (const m of message.matchAll(/`([^`]+)`/g)) {
+    const at = text.indexOf(m[1]);
+    if (at >= 0) return { from: at, to: at + m[1].length, message };
+  }
+  return { message };
 }
 
 /** How a section's fields are set, for its collapsed header ("retry, timeout"). */
@@ -196,12 +101,16 @@ export function Inspector({ backend, onRun }: { backend: Backend; onRun(options:
       const big = f.name === 'prompt' || f.name === 'template';
       return (
         <Field key={f.name} label={f.name} help={help} htmlFor={`field-${f.name}`} errors={errors} errorTestId={`field-error-${f.name}`}>
-          <PromptEditor
+          <CodeEditor
+            key={`${step.id}-${f.name}`}
+            language="jinja"
             testId={`field-${f.name}`}
             label={f.name}
             value={asText(step.fields[f.name])}
-            rows={big ? 7 : 2}
+            minLines={big ? 5 : 1}
             variables={variables}
+            problems={errors.map((m) => locate(asText(step.fields[f.name]), m))}
+            placeholder={big ? 'Type {{ to insert an input or an upstream output' : undefined}
             onChange={(v) => updateField(step.id, f.name, v || undefined)}
           />
         </Field>
