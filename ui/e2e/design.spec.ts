@@ -257,3 +257,31 @@ test('the prompt editor highlights minijinja and shows the validator errors as s
   await expect(page.getByTestId('field-error-prompt')).toHaveCount(0);
   await expect(squiggle).toHaveCount(0);
 });
+
+test('the YAML view is kept in sync with the canvas both ways and locates syntax errors', async ({ page }) => {
+  await loadText(page, SHOWCASE);
+  await page.getByTestId('yaml-toggle').click();
+  const yamlText = page.getByTestId('yaml-text');
+  await expect(yamlText).toContainText('name: Research the topic');
+  // Canvas/inspector → text.
+  await page.getByTestId('node-render').click();
+  await page.getByTestId('field-template').fill('Final: {{ steps.draft.output }}');
+  await expect(yamlText).toContainText('Final: {{ steps.draft.output }}');
+  // Text → canvas: a renamed display name and a new step appear on the canvas.
+  const edited = SHOWCASE.replace('name: Research the topic', 'name: Dig into the topic') +
+    '  - id: extra\n    kind: template\n    needs: [render]\n    template: more\n    position: {x: 380, y: 480}\n';
+  await yamlText.fill(edited);
+  await expect(page.getByTestId('node-research')).toContainText('Dig into the topic');
+  await expect(page.getByTestId('node-extra')).toBeVisible();
+  await expect(page.getByTestId('canvas').locator('.react-flow__edge')).toHaveCount(3);
+  expect(await serialized(page)).toContain('id: extra');
+  // A syntax error is located in the text and leaves the canvas as it was.
+  await yamlText.fill(edited.replace('template: more', 'template: "more'));
+  await expect(page.getByTestId('yaml-status')).toContainText(/line \d+/);
+  await expect(page.getByTestId('yaml-view').locator('.cm-lintRange-error').first()).toBeVisible();
+  await expect(page.getByTestId('node-extra')).toBeVisible();
+  // Undo takes back the text edit like any other edit.
+  await page.getByTestId('canvas').click({ position: { x: 5, y: 5 } });
+  await page.getByTestId('undo').click();
+  await expect(page.getByTestId('node-extra')).toHaveCount(0);
+});

@@ -13,6 +13,7 @@ import { Button, Callout, Flex, Heading, IconButton, Kbd, Text, TextField, Theme
 import {
   CircleAlert,
   Cpu,
+  FileCode,
   FileText,
   FolderOpen,
   GripVertical,
@@ -42,6 +43,7 @@ import { RunPanel } from './components/RunPanel';
 import { HistoryDialog } from './components/HistoryDialog';
 import { ModelsDialog } from './components/ModelsDialog';
 import { Field } from './components/fields';
+import { YamlView } from './components/YamlView';
 import { kindLook } from './design/kinds';
 import { Modal } from './design/Modal';
 import { useColorScheme } from './design/useColorScheme';
@@ -352,6 +354,7 @@ function Editor({ backend }: { backend: Backend }) {
   const [dialog, setDialog] = useState<'open' | 'run' | 'search' | 'history' | 'models' | 'shortcuts' | null>(null);
   const [runOptions, setRunOptions] = useState<RunOptions>({});
   const [handle, setHandle] = useState<RunHandle | null>(null);
+  const [yamlOpen, setYamlOpen] = useState(false);
   const nodes = useEditor((s) => s.nodes);
   const edges = useEditor((s) => s.edges);
 
@@ -508,6 +511,19 @@ function Editor({ backend }: { backend: Backend }) {
           <Tool testId="history" label="History" tip="Past runs" icon={History} onClick={() => setDialog('history')} />
           <Tool testId="models" label="Models" tip="Models, Ollama and API keys" icon={Cpu} onClick={() => setDialog('models')} />
           <Tool testId="shortcuts" label="Keyboard shortcuts" tip="Keyboard shortcuts (?)" icon={Keyboard} onClick={() => setDialog('shortcuts')} />
+          <Tooltip content={yamlOpen ? 'Hide the YAML view' : 'Show the workflow as YAML beside the canvas (kept in sync)'}>
+            <Toolbar.Button asChild>
+              <Button
+                variant={yamlOpen ? 'solid' : 'soft'}
+                color="gray"
+                data-testid="yaml-toggle"
+                aria-pressed={yamlOpen}
+                onClick={() => setYamlOpen(!yamlOpen)}
+              >
+                <FileCode size={15} /> YAML
+              </Button>
+            </Toolbar.Button>
+          </Tooltip>
         </ToolGroup>
         <Toolbar.Button asChild>
           <Button data-testid="run" onClick={() => askRun({})}>
@@ -533,6 +549,7 @@ function Editor({ backend }: { backend: Backend }) {
       <main className="main">
         <Palette />
         <Canvas />
+        {yamlOpen && <YamlView />}
         <Inspector backend={backend} onRun={askRun} />
       </main>
       <RunPanel backend={backend} handle={handle} />

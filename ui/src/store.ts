@@ -107,6 +107,13 @@ export interface EditorActions {
   paste(): void;
   layout(): Promise<void>;
   serialize(): string;
+  /**
+   * Replaces the workflow by an edited text (the YAML view): its steps, edges, inputs and
+   * document (so its comments and layout are what is saved). A step without a position
+   * keeps the one it had; selection is kept by id. Text with YAML syntax errors changes
+   * nothing and returns them, located.
+   */
+  applyText(text: string): { line: number; column: number; message: string }[];
   markSaved(path: string, text: string): void;
   setMessage(message: EditorState['message']): void;
   setDiagnostics(d: Diagnostic[]): void;
@@ -358,6 +365,21 @@ export const useEditor = create<EditorState & EditorActions>()(
         if (!dirty && doc) return original;
         const target = doc ?? parseWorkflow('id: untitled\nsteps: []\n').doc;
         return serializeWorkflow(target, stepsOf(nodes, edges));
+      },
+
+      applyText(text) {
+        const wf = parseWorkflow(text);
+        if (wf.errors.length) return wf.errors;
+        const prev = new Map(get().nodes.map((n) => [n.id, n]));
+        const nodes: StepNode[] = wf.steps.map((step, i) => ({
+          id: step.id,
+          type: 'step',
+          position: step.position ?? prev.get(step.id)?.position ?? { x: 0, y: i * 120 },
+          selected: prev.get(step.id)?.selected ?? false,
+          data: { step },
+        }));
+        set({ doc: wf.doc, workflowId: wf.id, inputs: wf.inputs, nodes, edges: toEdges(wf.steps), dirty: text !== get().original });
+        return [];
       },
 
       markSaved(path, text) {
