@@ -122,6 +122,10 @@ test('a running node shows its status, elapsed time, tokens and attempt; the run
   await page.getByTestId('run-tab-steps').click();
   await page.getByTestId('run-row-research').click();
   await expect(page.getByTestId('detail-attempts').locator('li')).toHaveCount(2);
+  // The screen with a finished run, the step drawer open, is accessible too.
+  const axe = await new AxeBuilder({ page }).analyze();
+  const bad = axe.violations.filter((v) => v.impact === 'serious' || v.impact === 'critical');
+  expect(bad.map((v) => `${v.id}: ${v.nodes.map((n) => n.target.join(' ')).join(', ')}`)).toEqual([]);
 });
 
 test('the inspector groups fields in sections with real controls and the schema help texts', async ({ page }) => {

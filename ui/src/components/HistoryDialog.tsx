@@ -114,7 +114,7 @@ export function HistoryDialog({
                 </Table.Cell>
                 <Table.RowHeaderCell>{r.workflow_id}</Table.RowHeaderCell>
                 <Table.Cell>
-                  <Badge color={STATUS_COLOR[r.status] ?? 'gray'}>{r.status}</Badge>
+                  <Badge highContrast color={STATUS_COLOR[r.status] ?? 'gray'}>{r.status}</Badge>
                 </Table.Cell>
                 <Table.Cell>{new Date(r.started_at).toLocaleString()}</Table.Cell>
                 <Table.Cell>{r.steps}</Table.Cell>

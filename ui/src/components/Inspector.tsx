@@ -10,7 +10,7 @@ import { fieldsOf, SECTIONS, type FieldSpec } from '../registry';
 import { useEditor } from '../store';
 import type { Backend, RunOptions } from '../backend';
 import { ModelPicker } from './ModelPicker';
-import { Field, helpText, ValueControl } from './fields';
+import { Field, Help, helpText, ValueControl } from './fields';
 import { kindLook } from '../design/kinds';
 
 const TEXT_FIELDS = new Set(['prompt', 'system', 'template', 'when']);
@@ -164,7 +164,7 @@ export function Inspector({ backend, onRun }: { backend: Backend; onRun(options:
       {live && (live.tokens || live.error) && (
         <div className="live-output" data-testid="inspector-output">
           <Flex gap="2" align="center">
-            <Badge color={live.status === 'failed' ? 'red' : live.status === 'succeeded' ? 'green' : 'amber'}>{live.status}</Badge>
+            <Badge highContrast color={live.status === 'failed' ? 'red' : live.status === 'succeeded' ? 'green' : 'amber'}>{live.status}</Badge>
             {live.model && <Text size="1" color="gray">on {live.model}</Text>}
           </Flex>
           <pre>{live.error && live.status !== 'succeeded' ? live.error : live.tokens}</pre>
@@ -183,7 +183,7 @@ export function Inspector({ backend, onRun }: { backend: Backend; onRun(options:
                 </Accordion.Trigger>
               </Accordion.Header>
               <Accordion.Content className="section-content">
-                <Text as="p" size="1" color="gray" className="section-hint">{s.hint}</Text>
+                <Text as="p" size="1" color="gray" className="section-hint"><Help text={s.hint} /></Text>
                 {s.id === 'general' && (
                   <Field label="id" help="Unique within the workflow; templates read it as steps.<id>.output." htmlFor="field-id">
                     <TextField.Root

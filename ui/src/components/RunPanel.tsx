@@ -104,14 +104,15 @@ function StepsTab() {
               key={id}
               data-testid={`run-row-${id}`}
               className={`clickable ${open === id ? 'open' : ''}`}
-              tabIndex={0}
-              aria-expanded={open === id}
               onClick={() => setOpen(open === id ? null : id)}
-              onKeyDown={(e) => (e.key === 'Enter' || e.key === ' ') && (e.preventDefault(), setOpen(open === id ? null : id))}
             >
-              <Table.RowHeaderCell>{id}</Table.RowHeaderCell>
+              <Table.RowHeaderCell>
+                <Button size="1" variant="ghost" color="gray" highContrast aria-expanded={open === id} aria-label={`${id}: details`}>
+                  {id}
+                </Button>
+              </Table.RowHeaderCell>
               <Table.Cell>
-                <Badge color={STATUS_COLOR[s.status] ?? (s.status === 'retrying' ? 'amber' : 'gray')} data-testid={`run-step-status-${id}`}>
+                <Badge highContrast color={STATUS_COLOR[s.status] ?? (s.status === 'retrying' ? 'amber' : 'gray')} data-testid={`run-step-status-${id}`}>
                   {s.status}
                 </Badge>
               </Table.Cell>
@@ -203,7 +204,7 @@ export function RunPanel({ backend, handle }: { backend: Backend; handle: RunHan
   return (
     <section className="run-panel" data-testid="run-panel" aria-label="Run">
       <div className="run-panel-head">
-        <Badge size="2" color={STATUS_COLOR[run.status] ?? 'gray'} data-testid="run-status">{run.status}</Badge>
+        <Badge size="2" highContrast color={STATUS_COLOR[run.status] ?? 'gray'} data-testid="run-status">{run.status}</Badge>
         {run.past && <Text size="1" color="gray">from the history</Text>}
         <span className="run-id" data-testid="run-id">{run.runId}</span>
         {run.status === 'running' && handle && !run.past && (

@@ -4,7 +4,7 @@
 // timeouts, fallback ladder, budget), a variant select for unions (`on_failure`), and
 // YAML text for everything else. Each control has its label and the schema's help text.
 import { useEffect, useState, type ReactNode } from 'react';
-import { Flex, Select, Switch, Text, TextArea, TextField } from '@radix-ui/themes';
+import { Code, Flex, Select, Switch, Text, TextArea, TextField } from '@radix-ui/themes';
 import { parse as parseYaml, stringify as stringifyYaml } from 'yaml';
 import { DURATION, type Shape, type SubField } from '../registry';
 
@@ -17,6 +17,23 @@ export function helpText(description: string): string {
 }
 
 const DEFAULT = '__default';
+
+/** A help text with its `code` spans (Markdown backticks of the doc comment) as code. */
+export function Help({ text }: { text: string }) {
+  return (
+    <>
+      {text.split(/(`[^`]+`)/).map((part, i) =>
+        part.startsWith('`') && part.endsWith('`') && part.length > 2 ? (
+          <Code key={i} size="1" variant="ghost">
+            {part.slice(1, -1)}
+          </Code>
+        ) : (
+          part
+        ),
+      )}
+    </>
+  );
+}
 
 /** A labelled field with its help text and errors. */
 export function Field({
@@ -42,7 +59,7 @@ export function Field({
       {children}
       {help && (
         <Text as="p" size="1" color="gray" className="field-help">
-          {help}
+          <Help text={help} />
         </Text>
       )}
       {errors?.map((e, i) => (
@@ -254,7 +271,7 @@ function UnionControl({ id, shape, value, onChange, label }: { id: string; shape
       </Select.Root>
       {variant && (
         <Text size="1" color="gray">
-          {helpText(variant.description)}
+          <Help text={helpText(variant.description)} />
         </Text>
       )}
       {variant?.type === 'object' && (
