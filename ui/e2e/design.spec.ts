@@ -289,3 +289,39 @@ test('the YAML view is kept in sync with the canvas both ways and locates syntax
   await page.getByTestId('undo').click();
   await expect(page.getByTestId('node-extra')).toHaveCount(0);
 });
+
+test('output_schema is edited as YAML with a preview of the object the step returns', async ({ page }) => {
+  await loadText(page, SHOWCASE);
+  await page.getByTestId('node-draft').click();
+  const editor = page.getByTestId('field-output_schema');
+  await editor.fill('type: object\nrequired: [title]\nproperties:\n  title: {type: string, description: The headline}\n  tags:\n    type: array\n    items: {type: string}\n');
+  await page.getByTestId('field-id').click();
+  await expect(page.getByTestId('field-output_schema-preview-title')).toContainText('title string required — The headline');
+  await expect(page.getByTestId('field-output_schema-preview-tags')).toContainText('tags array');
+  expect(await serialized(page)).toMatch(/output_schema:\s+type: object\s+required:\s+- title/);
+  // Text that is not YAML is refused with the reason and leaves the schema as it was.
+  await editor.fill('type: [object');
+  await page.getByTestId('field-id').click();
+  await expect(page.getByTestId('field-output_schema-error')).toContainText('not valid YAML');
+  expect(await serialized(page)).toContain('description: The headline');
+});
+
+test('every kind in the schema is in the palette and opens in the inspector with its sections', async ({ page }) => {
+  const errors: string[] = [];
+  page.on('pageerror', (e) => errors.push(e.message));
+  await page.evaluate(async () => {
+    await window.nexus!.editor.getState().load(null, 'id: kinds\nsteps: []\n');
+  });
+  const kinds = await page.getByTestId('palette').locator('[data-testid^="palette-"]').evaluateAll((els) =>
+    els.map((e) => e.getAttribute('data-testid')!.replace('palette-', '')),
+  );
+  expect(kinds).toEqual(expect.arrayContaining(['llm', 'template', 'approval']));
+  for (const kind of kinds) {
+    await page.getByTestId(`palette-${kind}`).focus();
+    await page.keyboard.press('Enter');
+    await expect(page.getByTestId('field-id')).toHaveValue(`${kind}_1`);
+    await expect(page.getByTestId('section-general')).toBeVisible();
+    await expect(page.getByTestId(`node-${kind}_1`)).toBeVisible();
+  }
+  expect(errors).toEqual([]);
+});

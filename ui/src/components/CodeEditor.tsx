@@ -48,7 +48,7 @@ const theme = EditorView.theme({
   '.cm-scroller': { fontFamily: 'var(--code-font-family)', lineHeight: '1.5' },
   '.cm-gutters': { backgroundColor: 'var(--gray-2)', color: 'var(--gray-11)', border: 'none' },
   '.cm-activeLine': { backgroundColor: 'var(--gray-a2)' },
-  '.cm-placeholder': { color: 'var(--gray-10)' },
+  '.cm-placeholder': { color: 'var(--gray-11)' },
   '&.cm-focused .cm-selectionBackground, .cm-selectionBackground': { backgroundColor: 'var(--accent-a5) !important' },
   '.cm-tooltip': { backgroundColor: 'var(--color-panel-solid)', border: '1px solid var(--gray-a6)', borderRadius: 'var(--radius-2)', color: 'var(--gray-12)' },
   '.cm-tooltip-autocomplete ul li[aria-selected]': { backgroundColor: 'var(--accent-a5)', color: 'var(--gray-12)' },
@@ -127,9 +127,8 @@ export function CodeEditor({
         if (u.docChanged && !u.transactions.some((t) => t.annotation(external))) latest.current.onChange(u.state.doc.toString());
         if (u.focusChanged && !u.view.hasFocus) latest.current.onBlur?.();
       }),
-      lintGutter(),
     ];
-    if (gutter) extensions.push(lineNumbers());
+    if (gutter) extensions.push(lineNumbers(), lintGutter());
     if (placeholder) extensions.push(placeholderExt(placeholder));
     if (language === 'jinja') {
       extensions.push(autocompletion({ override: [variableCompletion(() => latest.current.variables)], icons: false, interactionDelay: 0 }));

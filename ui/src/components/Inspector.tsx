@@ -10,7 +10,7 @@ import { fieldsOf, SECTIONS, type FieldSpec } from '../registry';
 import { useEditor } from '../store';
 import type { Backend, RunOptions } from '../backend';
 import { ModelPicker } from './ModelPicker';
-import { Field, Help, helpText, ValueControl } from './fields';
+import { Field, Help, helpText, SchemaEditor, ValueControl } from './fields';
 import { kindLook } from '../design/kinds';
 
 const TEXT_FIELDS = new Set(['prompt', 'system', 'template', 'when']);
@@ -94,6 +94,13 @@ export function Inspector({ backend, onRun }: { backend: Backend; onRun(options:
       return (
         <Field key="model" label="model" help={help} htmlFor="model-picker" errors={errors} errorTestId="field-error-model">
           <ModelPicker backend={backend} value={step.fields.model} onChange={(v) => updateField(step.id, 'model', v)} />
+        </Field>
+      );
+    }
+    if (f.name === 'output_schema') {
+      return (
+        <Field key={`${step.id}-output_schema`} label="output schema" help={help} htmlFor="field-output_schema" errors={errors} errorTestId="field-error-output_schema">
+          <SchemaEditor id="field-output_schema" value={step.fields.output_schema} onChange={(v) => updateField(step.id, 'output_schema', v)} />
         </Field>
       );
     }

@@ -3,8 +3,9 @@
 // the humantime form, selects for enums, nested groups for objects (retry policy,
 // timeouts, fallback ladder, budget), a variant select for unions (`on_failure`), and
 // YAML text for everything else. Each control has its label and the schema's help text.
-import { useEffect, useState, type ReactNode } from 'react';
-import { Code, Flex, Select, Switch, Text, TextArea, TextField } from '@radix-ui/themes';
+import { useEffect, useRef, useState, type ReactNode } from 'react';
+import { CodeEditor } from './CodeEditor';
+import { Code, Flex, Select, Switch, Text, TextField } from '@radix-ui/themes';
 import { parse as parseYaml, stringify as stringifyYaml } from 'yaml';
 import { DURATION, type Shape, type SubField } from '../registry';
 
@@ -287,38 +288,92 @@ function UnionControl({ id, shape, value, onChange, label }: { id: string; shape
   );
 }
 
-/** Any other value as YAML text, parsed by the `yaml` library when the field is left. */
+/** Any other value as YAML text (CodeMirror), parsed by the `yaml` library when the field is left. */
 function YamlInput({ id, value, onChange, label }: { id: string; value: unknown; onChange(v: unknown): void; label: string }) {
   const text = value === undefined || value === null ? '' : stringifyYaml(value).trimEnd();
   const [draft, setDraft] = useState(text);
   const [error, setError] = useState<string | null>(null);
   useEffect(() => setDraft(text), [text]);
+  const commit = () => {
+    if (draft.trim() === '') {
+      setError(null);
+      onChange(undefined);
+      return;
+    }
+    try {
+      onChange(parseYaml(draft));
+      setError(null);
+    } catch (e) {
+      setError(`${label}: not valid YAML: ${e instanceof Error ? e.message.split('\n')[0] : String(e)}`);
+    }
+  };
+  const latest = useRef(commit);
+  latest.current = commit;
   return (
     <>
-      <TextArea
-        id={id}
-        data-testid={id}
-        aria-label={`${label} (YAML)`}
-        className="mono"
+      <CodeEditor
+        language="yaml"
+        testId={id}
+        label={`${label} (YAML)`}
         value={draft}
-        rows={Math.min(8, Math.max(2, draft.split('\n').length))}
+        minLines={2}
         placeholder="YAML"
-        onChange={(e) => setDraft(e.target.value)}
-        onBlur={() => {
-          if (draft.trim() === '') {
-            setError(null);
-            onChange(undefined);
-            return;
-          }
-          try {
-            onChange(parseYaml(draft));
-            setError(null);
-          } catch (e) {
-            setError(`${label}: not valid YAML: ${e instanceof Error ? e.message.split('\n')[0] : String(e)}`);
-          }
-        }}
+        problems={error ? [{ message: error }] : []}
+        onChange={setDraft}
+        onBlur={() => latest.current()}
       />
-      {error && <Text size="1" color="red" role="alert">{error}</Text>}
+      {error && <Text size="1" color="red" role="alert" data-testid={`${id}-error`}>{error}</Text>}
     </>
+  );
+}
+
+/** A JSON Schema's properties, for the preview under `output_schema`: name, type, required, description. */
+function schemaRows(schema: unknown, prefix = '', depth = 0): { path: string; type: string; required: boolean; description: string }[] {
+  if (!schema || typeof schema !== 'object' || depth > 3) return [];
+  const s = schema as { properties?: Record<string, unknown>; required?: string[]; items?: unknown };
+  const out: { path: string; type: string; required: boolean; description: string }[] = [];
+  for (const [name, prop] of Object.entries(s.properties ?? {})) {
+    const p = (prop ?? {}) as { type?: string | string[]; description?: string; items?: unknown; enum?: unknown[] };
+    const type = p.enum ? `enum (${p.enum.map(String).join(', ')})` : Array.isArray(p.type) ? p.type.join(' | ') : (p.type ?? 'any');
+    out.push({ path: `${prefix}${name}`, type, required: (s.required ?? []).includes(name), description: p.description ?? '' });
+    out.push(...schemaRows(prop, `${prefix}${name}.`, depth + 1));
+    if (p.items) out.push(...schemaRows(p.items, `${prefix}${name}[].`, depth + 1));
+  }
+  return out;
+}
+
+/**
+ * `output_schema`: the JSON Schema as YAML in the code editor, and a preview of the
+ * object the step must return (each property with its type and whether it is required).
+ */
+export function SchemaEditor({ id, value, onChange }: { id: string; value: unknown; onChange(v: unknown): void }) {
+  const rows = schemaRows(value);
+  const type = value && typeof value === 'object' ? (value as { type?: unknown }).type : undefined;
+  return (
+    <Flex direction="column" gap="2">
+      <YamlInput id={id} value={value} onChange={onChange} label="output_schema" />
+      {value !== undefined && value !== null && (
+        <div className="schema-preview" data-testid={`${id}-preview`}>
+          <Text size="1" weight="bold">
+            The step returns {type === 'object' || rows.length ? 'an object' : type ? `a ${String(type)}` : 'JSON'}
+            {rows.length ? ':' : ''}
+          </Text>
+          {typeof value !== 'object' && (
+            <Text size="1" color="red" role="alert">
+              A JSON Schema is an object, e.g. type: object with properties.
+            </Text>
+          )}
+          <ul>
+            {rows.map((r) => (
+              <li key={r.path} data-testid={`${id}-preview-${r.path}`}>
+                <Code size="1" variant="ghost">{r.path}</Code> <Text size="1" color="gray">{r.type}</Text>
+                {r.required && <Text size="1" weight="bold"> required</Text>}
+                {r.description && <Text size="1" color="gray"> — {r.description}</Text>}
+              </li>
+            ))}
+          </ul>
+        </div>
+      )}
+    </Flex>
   );
 }
