@@ -225,3 +225,32 @@ steps:
   await expect(page.getByTestId('diff-say-tokens-before')).toHaveText(tokens(before));
   await expect(page.getByTestId('diff-say-tokens-after')).toHaveText(tokens(after));
 });
+
+test('what the inspector controls write is a workflow the engine accepts', async ({ page, request }) => {
+  await open(page, 'chain.yaml');
+  await select(page, 'second');
+  await page.getByTestId('section-toggle-reliability').click();
+  await page.getByTestId('field-retry-max_attempts').fill('4');
+  await page.getByTestId('field-retry-max_attempts').blur();
+  await page.getByTestId('field-retry-max_interval').fill('10s');
+  await page.getByTestId('field-retry-max_interval').blur();
+  await page.getByTestId('field-retry-jitter').click();
+  await page.getByTestId('field-timeout-first_token').fill('90s');
+  await page.getByTestId('field-timeout-first_token').blur();
+  await page.getByTestId('field-fallback-simplify').click();
+  await page.getByTestId('field-fallback-ask_human').click();
+  await page.getByTestId('field-on_failure').click();
+  await page.getByTestId('field-on_failure-option-skip').click();
+  await page.getByTestId('section-toggle-governance').click();
+  await page.getByTestId('field-local_only').click();
+  await page.getByTestId('field-budget-max_tokens').fill('500');
+  await page.getByTestId('field-budget-max_tokens').blur();
+  await page.getByTestId('field-task').click();
+  await page.getByTestId('field-task-option-summarization').click();
+  const text = await page.evaluate(() => window.nexus!.editor.getState().serialize());
+  for (const part of ['max_attempts: 4', 'max_interval: 10s', 'jitter: false', 'first_token: 90s', 'simplify: false', 'ask_human: true', 'on_failure: skip', 'local_only: true', 'max_tokens: 500', 'task: summarization']) {
+    expect(text).toContain(part);
+  }
+  const check = (await (await request.post('/api/validate', { data: { text } })).json()) as { valid: boolean; diagnostics?: unknown[] };
+  expect(check).toMatchObject({ valid: true });
+});

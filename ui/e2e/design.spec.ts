@@ -325,3 +325,17 @@ test('every kind in the schema is in the palette and opens in the inspector with
   }
   expect(errors).toEqual([]);
 });
+
+test('local only is a switch in Governance that keeps the chosen model', async ({ page }) => {
+  await loadText(page, SHOWCASE);
+  await page.getByTestId('node-draft').click();
+  await page.getByTestId('section-toggle-governance').click();
+  await expect(page.getByTestId('section-governance')).toContainText('only Ollama and the embedded model are candidates');
+  await page.getByTestId('field-local_only').click();
+  expect(await serialized(page)).toMatch(/model:\s+prefer:\s+- ollama:llama3\.1:8b\s+local_only: true/);
+  await expect(page.getByTestId('badge-local-draft')).toHaveText('local only');
+  await expect(page.getByTestId('model-picker')).toContainText('ollama:llama3.1:8b');
+  await page.getByTestId('field-local_only').click();
+  expect(await serialized(page)).toContain('model: [ ollama:llama3.1:8b ]');
+  await expect(page.getByTestId('badge-local-draft')).toHaveCount(0);
+});

@@ -224,3 +224,8 @@ export const FIELDS: FieldSpec[] = [
 export function fieldsOf(kind: string): FieldSpec[] {
   return FIELDS.filter((f) => f.kinds === 'all' || f.kinds.includes(kind));
 }
+
+/** The description of property `prop` of schema definition `def` (e.g. `ModelRequirements.local_only`). */
+export function defDescription(def: string, prop: string): string {
+  return defs[def]?.properties?.[prop]?.description ?? '';
+}

@@ -3,10 +3,10 @@
 // per value shape (fields.tsx) and the schema's doc comment as each field's help text.
 import { useMemo } from 'react';
 import { Accordion } from 'radix-ui';
-import { Badge, Button, Code, Flex, Heading, Text, TextField, Tooltip } from '@radix-ui/themes';
+import { Badge, Button, Code, Flex, Heading, Switch, Text, TextField, Tooltip } from '@radix-ui/themes';
 import { CodeEditor, type EditorProblem } from './CodeEditor';
 import { ChevronDown, MousePointerClick, Play, SkipForward } from 'lucide-react';
-import { fieldsOf, SECTIONS, type FieldSpec } from '../registry';
+import { defDescription, fieldsOf, SECTIONS, type FieldSpec } from '../registry';
 import { useEditor } from '../store';
 import type { Backend, RunOptions } from '../backend';
 import { ModelPicker } from './ModelPicker';
@@ -30,6 +30,33 @@ export function locate(text: string, message: string): EditorProblem {
     if (at >= 0) return { from: at, to: at + m[1].length, message };
   }
   return { message };
+}
+
+/**
+ * "Local only" of an `llm` step: `model.local_only` of the full model form; turning it on
+ * turns a reference or a list into `{prefer: [...], local_only: true}`, turning it off
+ * gives the shorthand back when nothing else is set.
+ */
+function LocalOnly({ value, onChange }: { value: unknown; onChange(v: unknown): void }) {
+  const obj = value && typeof value === 'object' && !Array.isArray(value) ? (value as Record<string, unknown>) : null;
+  const on = obj?.local_only === true;
+  const set = (next: boolean) => {
+    const prefer = obj ? obj.prefer : typeof value === 'string' ? [value] : value;
+    const full: Record<string, unknown> = { ...(obj ?? {}), ...(prefer !== undefined ? { prefer } : {}), local_only: next };
+    if (!next) delete full.local_only;
+    const keys = Object.keys(full);
+    if (keys.length === 0) onChange(undefined);
+    else if (keys.length === 1 && keys[0] === 'prefer') onChange(full.prefer);
+    else onChange(full);
+  };
+  return (
+    <Field label="local only" help={helpText(defDescription('ModelRequirements', 'local_only'))} htmlFor="field-local_only">
+      <Flex align="center" gap="2">
+        <Switch id="field-local_only" data-testid="field-local_only" aria-label="local only" checked={on} onCheckedChange={set} />
+        <Text size="1" color="gray">{on ? 'on' : 'off'}</Text>
+      </Flex>
+    </Field>
+  );
 }
 
 /** How a section's fields are set, for its collapsed header ("retry, timeout"). */
@@ -206,6 +233,9 @@ export function Inspector({ backend, onRun }: { backend: Backend; onRun(options:
                   </Field>
                 )}
                 {s.fields.map(control)}
+                {s.id === 'governance' && fields.some((f) => f.name === 'model') && (
+                  <LocalOnly value={step.fields.model} onChange={(v) => updateField(step.id, 'model', v)} />
+                )}
                 {s.id === 'prompt' && variables.length > 0 && (
                   <div className="variables" data-testid="variables">
                     <Text size="1" color="gray">Insert:</Text>

@@ -22,10 +22,33 @@ export function ModelPicker({
   useEffect(() => {
     void backend.models().then(setModels);
   }, [backend]);
-  const current = Array.isArray(value) && value.length === 1 ? String(value[0]) : typeof value === 'string' ? value : value ? CUSTOM : AUTO;
+  // The full form `{prefer, min_context, local_only}` keeps its other keys; its first
+  // preference is the pick.
+  const obj = value && typeof value === 'object' && !Array.isArray(value) ? (value as { prefer?: string[] }) : null;
+  const list = obj ? obj.prefer : value;
+  const current =
+    Array.isArray(list) && list.length === 1
+      ? String(list[0])
+      : typeof list === 'string'
+        ? list
+        : list === undefined || list === null || (Array.isArray(list) && list.length === 0)
+          ? AUTO
+          : CUSTOM;
   const known = current === AUTO || current === CUSTOM || models.some((m) => m.reference === current);
   return (
-    <Select.Root value={current} onValueChange={(v) => v !== CUSTOM && onChange(v === AUTO ? undefined : [v])}>
+    <Select.Root
+      value={current}
+      onValueChange={(v) => {
+        if (v === CUSTOM) return;
+        const prefer = v === AUTO ? undefined : [v];
+        if (!obj) onChange(prefer);
+        else {
+          const next: Record<string, unknown> = { ...obj, prefer };
+          if (!prefer) delete next.prefer;
+          onChange(Object.keys(next).length ? next : undefined);
+        }
+      }}
+    >
       <Select.Trigger id="model-picker" data-testid="model-picker" aria-label="model" className="wide-select" />
       <Select.Content position="popper">
         <Select.Item value={AUTO}>auto (the selector's order{models[0] ? `: ${models[0].reference} first` : ''})</Select.Item>
