@@ -339,3 +339,21 @@ test('local only is a switch in Governance that keeps the chosen model', async (
   expect(await serialized(page)).toContain('model: [ ollama:llama3.1:8b ]');
   await expect(page.getByTestId('badge-local-draft')).toHaveCount(0);
 });
+
+test('a failed step shows its error on the node and in the inspector', async ({ page }) => {
+  await loadText(page, `id: gate
+steps:
+  - id: ask
+    kind: approval
+    prompt: Ship it?
+    position: {x: 100, y: 60}
+`);
+  await page.getByTestId('run').click();
+  await page.getByTestId('run-start').click();
+  await page.getByTestId('answer-reject').click();
+  await expect(page.getByTestId('run-status')).toHaveText('failed', { timeout: 15_000 });
+  await expect(page.getByTestId('status-ask')).toHaveText('failed');
+  await expect(page.getByTestId('run-error-ask')).toHaveText('rejected');
+  await page.getByTestId('node-ask').click();
+  await expect(page.getByTestId('inspector-output')).toContainText('rejected');
+});

@@ -462,7 +462,10 @@ export const useEditor = create<EditorState & EditorActions>()(
         if (!run) return;
         const steps = { ...run.steps };
         const events = run.events.length >= MAX_EVENTS ? [...run.events.slice(1), e] : [...run.events, e];
-        run = { ...run, events };
+        // The run's id is known from its first event, even before the backend's handle
+        // (an approval can ask before `run()` has returned).
+        const runId = run.runId === 'starting' && 'run_id' in e ? e.run_id : run.runId;
+        run = { ...run, events, runId };
         const patch = (id: string, p: Partial<StepRun>) => {
           steps[id] = { ...(steps[id] ?? { status: 'queued', tokens: '' }), ...p };
         };

@@ -278,6 +278,7 @@ export class TestBackend implements Backend {
       const started = Date.now();
       emit({ type: 'run_started', run_id: runId, workflow_id: wf.id, steps: steps.length });
       let remaining = [...steps];
+      const failedSteps = new Set<string>();
       while (remaining.length && !cancelled) {
         const ready = remaining.filter((s) => s.needs.every((n) => finished.has(n)));
         if (!ready.length) break;
@@ -300,6 +301,7 @@ export class TestBackend implements Backend {
                 : { type: 'step_failed', run_id: runId, step_id: step.id, error: 'rejected' });
               record.steps.push(this.stepRecord(step.id, step.kind, ok ? 'succeeded' : 'failed', null, ok ? 'approved' : null, null, stepStart, attempts));
               if (ok) finished.add(step.id);
+              else failedSteps.add(step.id);
               return;
             }
             // A step with a retry policy fails its first attempt once (to show retries).
@@ -343,9 +345,10 @@ export class TestBackend implements Backend {
             }
           }),
         );
-        remaining = remaining.filter((s) => !finished.has(s.id));
+        // A failed step is not run again; the steps that need it never become ready.
+        remaining = remaining.filter((s) => !finished.has(s.id) && !failedSteps.has(s.id));
       }
-      const status = cancelled ? 'cancelled' : remaining.length ? 'failed' : 'succeeded';
+      const status = cancelled ? 'cancelled' : remaining.length || failedSteps.size ? 'failed' : 'succeeded';
       record.status = status;
       record.finished_at = new Date().toISOString();
       emit({ type: 'run_finished', run_id: runId, status, duration_ms: Date.now() - started });
