@@ -247,7 +247,14 @@ test('what the inspector controls write is a workflow the engine accepts', async
   await page.getByTestId('field-budget-max_tokens').blur();
   await page.getByTestId('field-task').click();
   await page.getByTestId('field-task-option-summarization').click();
+  // The workflow's own settings, with no step selected.
+  await page.getByTestId('canvas').click({ position: { x: 5, y: 5 } });
+  await page.getByTestId('wf-local_only').click();
+  await page.getByTestId('wf-budget-max_cost_usd').fill('0.25');
+  await page.getByTestId('wf-budget-max_cost_usd').blur();
   const text = await page.evaluate(() => window.nexus!.editor.getState().serialize());
+  expect(text).toMatch(/^local_only: true$/m);
+  expect(text).toMatch(/^budget:\s+max_cost_usd: 0\.25$/m);
   for (const part of ['max_attempts: 4', 'max_interval: 10s', 'jitter: false', 'first_token: 90s', 'simplify: false', 'ask_human: true', 'on_failure: skip', 'local_only: true', 'max_tokens: 500', 'task: summarization']) {
     expect(text).toContain(part);
   }

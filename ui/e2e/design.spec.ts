@@ -357,3 +357,19 @@ steps:
   await page.getByTestId('node-ask').click();
   await expect(page.getByTestId('inspector-output')).toContainText('rejected');
 });
+
+test('with no step selected the inspector edits the workflow settings, undo included', async ({ page }) => {
+  await loadText(page, SHOWCASE);
+  await page.getByTestId('canvas').click({ position: { x: 5, y: 5 } });
+  await expect(page.getByTestId('workflow-settings')).toContainText('Workflow settings');
+  await expect(page.getByTestId('wf-name')).toHaveValue('Showcase');
+  await expect(page.getByTestId('wf-section-governance')).toContainText('Privacy policy');
+  await page.getByTestId('wf-name').fill('Tide facts');
+  await page.getByTestId('wf-name').blur();
+  await page.getByTestId('wf-local_only').click();
+  const text = await serialized(page);
+  expect(text).toMatch(/^name: Tide facts$/m);
+  expect(text).toMatch(/^local_only: true$/m);
+  await page.getByTestId('undo').click();
+  expect(await serialized(page)).not.toContain('local_only: true');
+});

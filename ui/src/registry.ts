@@ -229,3 +229,21 @@ export function fieldsOf(kind: string): FieldSpec[] {
 export function defDescription(def: string, prop: string): string {
   return defs[def]?.properties?.[prop]?.description ?? '';
 }
+
+/** Workflow-level settings the inspector shows when no step is selected (structure, id and inputs are edited elsewhere). */
+const WORKFLOW_SKIP = new Set(['format', 'id', 'inputs', 'steps']);
+const WORKFLOW_SECTION: Record<string, SectionId> = {
+  local_only: 'governance',
+  budget: 'governance',
+  guardrails: 'governance',
+  on_failure: 'reliability',
+  outputs: 'output',
+};
+const root = schema as unknown as Node;
+/** The workflow's own fields (name, description, local_only, budget, guardrails, ...), from the schema's top level. */
+export const WORKFLOW_FIELDS: FieldSpec[] = Object.entries(root.properties ?? {})
+  .filter(([name]) => !WORKFLOW_SKIP.has(name))
+  .map(([name, p]) => ({ name, description: describe(p), kinds: 'all', shape: shapeOf(p), section: WORKFLOW_SECTION[name] ?? 'general' }));
+
+/** The names of the workflow-level fields the editor keeps (store `settings`). */
+export const WORKFLOW_KEYS = WORKFLOW_FIELDS.map((f) => f.name);

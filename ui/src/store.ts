@@ -14,6 +14,7 @@ import {
 import ELK from 'elkjs/lib/elk.bundled.js';
 import type { Document } from 'yaml';
 import { parseWorkflow, reaches, serializeWorkflow, type StepData } from './workflow';
+import { WORKFLOW_KEYS } from './registry';
 import type { Diagnostic, EngineEvent, StoredRun } from './backend';
 
 export type StepStatus = 'queued' | 'running' | 'retrying' | 'succeeded' | 'failed' | 'skipped';
@@ -66,6 +67,8 @@ export interface EditorState {
   doc: Document | null;
   workflowId: string;
   inputs: Record<string, { type?: string; default?: unknown; description?: string }>;
+  /** The workflow's own settings (registry WORKFLOW_KEYS: name, local_only, budget, ...). */
+  settings: Record<string, unknown>;
   nodes: StepNode[];
   edges: Edge[];
   dirty: boolean;
@@ -101,6 +104,8 @@ export interface EditorActions {
   onNodesChange(changes: NodeChange<StepNode>[]): void;
   onEdgesChange(changes: EdgeChange[]): void;
   updateField(id: string, key: string, value: unknown): void;
+  /** Sets (or, with `undefined`, removes) a workflow-level setting. */
+  updateSetting(key: string, value: unknown): void;
   renameStep(id: string, next: string): boolean;
   deleteSelected(): void;
   copy(): void;
@@ -182,6 +187,7 @@ export const useEditor = create<EditorState & EditorActions>()(
       doc: null,
       workflowId: 'untitled',
       inputs: {},
+      settings: {},
       nodes: [],
       edges: [],
       dirty: false,
@@ -202,6 +208,7 @@ export const useEditor = create<EditorState & EditorActions>()(
           doc: wf.doc,
           workflowId: wf.id,
           inputs: wf.inputs,
+          settings: wf.settings,
           nodes,
           edges,
           dirty: false,
@@ -283,6 +290,12 @@ export const useEditor = create<EditorState & EditorActions>()(
         });
       },
 
+      updateSetting(key, value) {
+        const settings = { ...get().settings, [key]: value };
+        if (value === undefined) delete settings[key];
+        set({ settings, dirty: true });
+      },
+
       renameStep(id, next) {
         if (!/^[a-z_][a-z0-9_]*$/.test(next) || get().nodes.some((n) => n.id === next)) {
           set({ message: { kind: 'error', text: `\`${next}\` is not a free lowercase identifier` } });
@@ -361,10 +374,10 @@ export const useEditor = create<EditorState & EditorActions>()(
       },
 
       serialize() {
-        const { doc, dirty, original, nodes, edges } = get();
+        const { doc, dirty, original, nodes, edges, settings } = get();
         if (!dirty && doc) return original;
         const target = doc ?? parseWorkflow('id: untitled\nsteps: []\n').doc;
-        return serializeWorkflow(target, stepsOf(nodes, edges));
+        return serializeWorkflow(target, stepsOf(nodes, edges), { keys: WORKFLOW_KEYS, values: settings });
       },
 
       applyText(text) {
@@ -378,7 +391,7 @@ export const useEditor = create<EditorState & EditorActions>()(
           selected: prev.get(step.id)?.selected ?? false,
           data: { step },
         }));
-        set({ doc: wf.doc, workflowId: wf.id, inputs: wf.inputs, nodes, edges: toEdges(wf.steps), dirty: text !== get().original });
+        set({ doc: wf.doc, workflowId: wf.id, inputs: wf.inputs, settings: wf.settings, nodes, edges: toEdges(wf.steps), dirty: text !== get().original });
         return [];
       },
 
@@ -538,6 +551,7 @@ export const useEditor = create<EditorState & EditorActions>()(
       partialize: (s) => ({
         nodes: s.nodes.map((n) => ({ id: n.id, type: n.type, position: n.position, data: n.data })),
         edges: s.edges.map((e) => ({ id: e.id, source: e.source, target: e.target })),
+        settings: s.settings,
       }),
       equality: (a, b) => JSON.stringify(a) === JSON.stringify(b),
       limit: 200,

@@ -6,7 +6,7 @@ import { Accordion } from 'radix-ui';
 import { Badge, Button, Code, Flex, Heading, Switch, Text, TextField, Tooltip } from '@radix-ui/themes';
 import { CodeEditor, type EditorProblem } from './CodeEditor';
 import { ChevronDown, MousePointerClick, Play, SkipForward } from 'lucide-react';
-import { defDescription, fieldsOf, SECTIONS, type FieldSpec } from '../registry';
+import { defDescription, fieldsOf, SECTIONS, WORKFLOW_FIELDS, type FieldSpec } from '../registry';
 import { useEditor } from '../store';
 import type { Backend, RunOptions } from '../backend';
 import { ModelPicker } from './ModelPicker';
@@ -59,6 +59,47 @@ function LocalOnly({ value, onChange }: { value: unknown; onChange(v: unknown): 
   );
 }
 
+/** The workflow's own settings (name, description, local only, budget, guardrails, on_failure, ...), by section. */
+function WorkflowSettings() {
+  const settings = useEditor((s) => s.settings);
+  const workflowId = useEditor((s) => s.workflowId);
+  const updateSetting = useEditor((s) => s.updateSetting);
+  const sections = SECTIONS.map((s) => ({ ...s, fields: WORKFLOW_FIELDS.filter((f) => f.section === s.id) })).filter((s) => s.fields.length > 0);
+  return (
+    <div data-testid="workflow-settings">
+      <div className="inspector-head">
+        <Heading as="h2" size="3">Workflow settings</Heading>
+        <Text size="1" color="gray">
+          <Code variant="ghost">{workflowId}</Code> · apply to every step and run
+        </Text>
+      </div>
+      <Accordion.Root type="multiple" defaultValue={['general', 'governance']} className="sections">
+        {sections.map((s) => {
+          const set = summary(s.fields, settings);
+          return (
+            <Accordion.Item key={s.id} value={s.id} className="section" data-testid={`wf-section-${s.id}`}>
+              <Accordion.Header className="section-header">
+                <Accordion.Trigger className="section-trigger" data-testid={`wf-section-toggle-${s.id}`}>
+                  <span className="section-title">{s.title}</span>
+                  {set && <span className="section-summary">{set}</span>}
+                  <ChevronDown size={14} className="chevron" aria-hidden />
+                </Accordion.Trigger>
+              </Accordion.Header>
+              <Accordion.Content className="section-content">
+                {s.fields.map((f) => (
+                  <Field key={f.name} label={f.name.replace(/_/g, ' ')} help={helpText(f.description)} htmlFor={`wf-${f.name}`}>
+                    <ValueControl id={`wf-${f.name}`} shape={f.shape} value={settings[f.name]} label={f.name} onChange={(v) => updateSetting(f.name, v)} />
+                  </Field>
+                ))}
+              </Accordion.Content>
+            </Accordion.Item>
+          );
+        })}
+      </Accordion.Root>
+    </div>
+  );
+}
+
 /** How a section's fields are set, for its collapsed header ("retry, timeout"). */
 function summary(fields: FieldSpec[], values: Record<string, unknown>): string {
   return fields
@@ -94,13 +135,13 @@ export function Inspector({ backend, onRun }: { backend: Backend; onRun(options:
   if (!node) {
     return (
       <aside className="inspector" data-testid="inspector" aria-label="Inspector">
-        <Flex direction="column" align="center" gap="2" className="inspector-empty">
-          <MousePointerClick size={28} aria-hidden />
-          <Text size="2" weight="medium">No step selected</Text>
-          <Text size="1" color="gray" align="center">
+        <Flex align="center" gap="2" className="inspector-empty">
+          <MousePointerClick size={18} aria-hidden />
+          <Text size="1" color="gray">
             Select a step on the canvas to edit it, or add one from the palette (double-click, Enter, or drag).
           </Text>
         </Flex>
+        <WorkflowSettings />
       </aside>
     );
   }
