@@ -152,7 +152,35 @@ function TextInput({ id, value, placeholder, onChange, label }: { id: string; va
   );
 }
 
-function NumberInput({ id, shape, value, onChange, label }: { id: string; shape: Extract<Shape, { type: 'integer' | 'number' }>; value: unknown; onChange(v: unknown): void; label: string }) {
+/**
+ * A text field whose value is checked when it is left: `parse` turns the text into the
+ * value (`undefined` for an empty field) or refuses it with a message shown under it.
+ */
+function CheckedInput({
+  id,
+  label,
+  text,
+  placeholder,
+  type,
+  step,
+  min,
+  max,
+  slot,
+  parse,
+  onChange,
+}: {
+  id: string;
+  label: string;
+  text: string;
+  placeholder?: string;
+  type?: 'number';
+  step?: number | 'any';
+  min?: number;
+  max?: number;
+  slot?: ReactNode;
+  parse(raw: string): { value: unknown } | { error: string };
+  onChange(v: unknown): void;
+}) {
   const [error, setError] = useState<string | null>(null);
   return (
     <>
@@ -160,63 +188,68 @@ function NumberInput({ id, shape, value, onChange, label }: { id: string; shape:
         id={id}
         data-testid={id}
         aria-label={label}
-        type="number"
-        key={`${id}-${String(value ?? '')}`}
-        step={shape.type === 'integer' ? 1 : 'any'}
-        min={shape.minimum}
-        max={shape.maximum}
-        defaultValue={typeof value === 'number' ? String(value) : ''}
-        placeholder={shape.default !== undefined ? String(shape.default) : undefined}
+        type={type}
+        step={step}
+        min={min}
+        max={max}
+        key={`${id}-${text}`}
+        defaultValue={text}
+        placeholder={placeholder}
         onBlur={(e) => {
           const raw = e.target.value.trim();
-          if (raw === '') {
-            setError(null);
-            onChange(undefined);
-            return;
-          }
-          const n = Number(raw);
-          if (!Number.isFinite(n) || (shape.type === 'integer' && !Number.isInteger(n))) {
-            setError(`${label}: ${shape.type === 'integer' ? 'a whole number' : 'a number'} is needed`);
+          const parsed = raw === '' ? { value: undefined } : parse(raw);
+          if ('error' in parsed) {
+            setError(parsed.error);
             return;
           }
           setError(null);
-          onChange(n);
+          onChange(parsed.value);
         }}
-      />
-      {error && <Text size="1" color="red" role="alert">{error}</Text>}
+        onKeyDown={(e) => e.key === 'Enter' && (e.target as HTMLInputElement).blur()}
+      >
+        {slot && <TextField.Slot side="right">{slot}</TextField.Slot>}
+      </TextField.Root>
+      {error && <Text size="1" color="red" role="alert" data-testid={`${id}-error`}>{error}</Text>}
     </>
+  );
+}
+
+function NumberInput({ id, shape, value, onChange, label }: { id: string; shape: Extract<Shape, { type: 'integer' | 'number' }>; value: unknown; onChange(v: unknown): void; label: string }) {
+  return (
+    <CheckedInput
+      id={id}
+      label={label}
+      type="number"
+      step={shape.type === 'integer' ? 1 : 'any'}
+      min={shape.minimum}
+      max={shape.maximum}
+      text={typeof value === 'number' ? String(value) : ''}
+      placeholder={shape.default !== undefined ? String(shape.default) : undefined}
+      parse={(raw) => {
+        const n = Number(raw);
+        return !Number.isFinite(n) || (shape.type === 'integer' && !Number.isInteger(n))
+          ? { error: `${label}: ${shape.type === 'integer' ? 'a whole number' : 'a number'} is needed` }
+          : { value: n };
+      }}
+      onChange={onChange}
+    />
   );
 }
 
 /** A humantime duration (`500ms`, `2s`, `1m 30s`); a value that is not one is refused with the form to use. */
 function DurationInput({ id, value, placeholder, onChange, label }: { id: string; value: unknown; placeholder?: string; onChange(v: unknown): void; label: string }) {
-  const [error, setError] = useState<string | null>(null);
   return (
-    <>
-      <TextField.Root
-        id={id}
-        data-testid={id}
-        aria-label={label}
-        key={`${id}-${String(value ?? '')}`}
-        defaultValue={typeof value === 'string' ? value : ''}
-        placeholder={placeholder ?? 'e.g. 30s'}
-        onBlur={(e) => {
-          const raw = e.target.value.trim();
-          if (raw !== '' && !DURATION.test(raw)) {
-            setError(`${label}: "${raw}" is not a duration; write a number and a unit, e.g. 500ms, 30s, 2m, 1h`);
-            return;
-          }
-          setError(null);
-          onChange(raw === '' ? undefined : raw);
-        }}
-        onKeyDown={(e) => e.key === 'Enter' && (e.target as HTMLInputElement).blur()}
-      >
-        <TextField.Slot side="right">
-          <Text size="1" color="gray">duration</Text>
-        </TextField.Slot>
-      </TextField.Root>
-      {error && <Text size="1" color="red" role="alert" data-testid={`${id}-error`}>{error}</Text>}
-    </>
+    <CheckedInput
+      id={id}
+      label={label}
+      text={typeof value === 'string' ? value : ''}
+      placeholder={placeholder ?? 'e.g. 30s'}
+      slot={<Text size="1" color="gray">duration</Text>}
+      parse={(raw) =>
+        DURATION.test(raw) ? { value: raw } : { error: `${label}: "${raw}" is not a duration; write a number and a unit, e.g. 500ms, 30s, 2m, 1h` }
+      }
+      onChange={onChange}
+    />
   );
 }
 
