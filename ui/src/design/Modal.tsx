@@ -23,7 +23,8 @@ export function Modal({
 }) {
   return (
     <Dialog.Root open onOpenChange={(open) => !open && onClose()}>
-      <Dialog.Content data-testid={testId} maxWidth={`${width}px`} aria-describedby={description ? undefined : undefined}>
+      {/* Without a description the dialog says so (aria-describedby undefined), as Radix asks. */}
+      <Dialog.Content data-testid={testId} maxWidth={`${width}px`} {...(description ? {} : { 'aria-describedby': undefined })}>
         <Flex justify="between" align="start" gap="3">
           <Dialog.Title size="4" mb="1">
             {title}
@@ -34,9 +35,11 @@ export function Modal({
             </IconButton>
           </Dialog.Close>
         </Flex>
-        <Dialog.Description size="2" color="gray" mb="3">
-          {description ?? ''}
-        </Dialog.Description>
+        {description ? (
+          <Dialog.Description size="2" color="gray" mb="3">
+            {description}
+          </Dialog.Description>
+        ) : null}
         <Flex direction="column" gap="3">
           {children}
         </Flex>
