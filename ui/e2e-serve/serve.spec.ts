@@ -1,3 +1,4 @@
+import AxeBuilder from '@axe-core/playwright';
 import { expect, test, type APIRequestContext, type Page } from '@playwright/test';
 
 // The editor as a web app on the real engine: every page here was loaded from
@@ -260,4 +261,14 @@ test('what the inspector controls write is a workflow the engine accepts', async
   }
   const check = (await (await request.post('/api/validate', { data: { text } })).json()) as { valid: boolean; diagnostics?: unknown[] };
   expect(check).toMatchObject({ valid: true });
+});
+
+test('the main screen after a real run has no serious accessibility violations', async ({ page }) => {
+  await open(page, 'stream.yaml');
+  await page.getByTestId('run').click();
+  await runToEnd(page);
+  await select(page, 'hello');
+  const axe = await new AxeBuilder({ page }).analyze();
+  const bad = axe.violations.filter((v) => v.impact === 'serious' || v.impact === 'critical');
+  expect(bad.map((v) => `${v.id}: ${v.nodes.map((n) => n.target.join(' ')).join(', ')}`)).toEqual([]);
 });
