@@ -66,10 +66,14 @@ test('an opened workflow is edited and saved to the server; an unchanged save is
   expect(same).toBe(before);
   await select(page, 'draft');
   await page.getByTestId('field-template').fill('shipped from the browser');
+  // The edit has reached the graph (the node shows it) before it is saved.
+  await expect(page.getByTestId('node-draft')).toContainText('shipped from the browser');
   await page.getByTestId('save').click();
   await expect(page.getByTestId('toast')).toContainText('Saved edit.yaml');
-  const after = ((await (await request.get('/api/workflows/edit.yaml')).json()) as { text: string }).text;
-  expect(after).toContain('template: shipped from the browser');
+  // The first save's message is still up: wait for the second save to reach the server.
+  const read = async () => ((await (await request.get('/api/workflows/edit.yaml')).json()) as { text: string }).text;
+  await expect.poll(read).toContain('template: shipped from the browser');
+  const after = await read();
   expect(after).toContain('# Edited and saved by the tests.');
   const check = (await (await request.post('/api/validate', { data: { text: after } })).json()) as { valid: boolean };
   expect(check.valid).toBe(true);
