@@ -1,6 +1,7 @@
 //! Cross-crate end-to-end tests: real workflows, real tokens from the embedded model, a
 //! real SQLite file, real loopback servers. One test binary (modules below).
 
+mod agent;
 mod embedded;
 mod embeddings;
 mod fallback;

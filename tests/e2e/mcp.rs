@@ -13,7 +13,7 @@ use nexus_engine::{EngineConfig, RunOptions, RunReport};
 use crate::engine;
 
 /// A reference server's program in `tests/servers/mcp/node_modules/.bin`.
-fn server_bin(name: &str) -> anyhow::Result<String> {
+pub(crate) fn server_bin(name: &str) -> anyhow::Result<String> {
     let bin = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("servers/mcp/node_modules/.bin")
         .join(name);
@@ -51,7 +51,7 @@ fn rec<'a>(report: &'a RunReport, id: &str) -> &'a nexus_engine::store::StepReco
 }
 
 /// The live (not zombie) processes whose working folder is `dir`.
-fn running_in(dir: &Path) -> Vec<u32> {
+pub(crate) fn running_in(dir: &Path) -> Vec<u32> {
     let Ok(dir) = std::fs::canonicalize(dir) else {
         return Vec::new();
     };

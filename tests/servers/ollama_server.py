@@ -44,8 +44,14 @@ nanoseconds, created_at is RFC3339 (UTC). Inference runs on llama_cpp.Llama
      "after_tool": "It is {content} in {tool_name}.",
                                         the reply when the last message is a tool result: the
                                         tool message read back ({tool_name}, {tool_call_id},
-                                        {content}, and {calls}: the assistant's earlier tool
-                                        calls as the daemon received them, JSON)
+                                        {content}, {calls}: the assistant's earlier tool
+                                        calls as the daemon received them, JSON, and
+                                        {results}: every tool message's content, a JSON list)
+     "rounds": [[{"name": ..., "arguments": ...}], ...],
+                                        an agent's loop: when the request offers tools and
+                                        its history holds k assistant messages with tool
+                                        calls, round k's calls (as "tool_calls" are sent);
+                                        once the rounds are used up, "after_tool" answers
   }}
 Every model's prompt is truncated to the request's num_ctx (default --default-num-ctx, the
 daemon's default for < 24 GiB of VRAM in server/routes.go) as the daemon does, with HTTP 200.
@@ -572,14 +578,22 @@ class Handler(BaseHTTPRequestHandler):
                        f"{'kept' if first and first in seen else 'cut'}"]
         calls = []
         last = (msgs or [{}])[-1]
-        if last.get("role") == "tool" and sc.get("after_tool") is not None:
+        rounds = sc.get("rounds")
+        done = sum(1 for m in msgs if m.get("role") == "assistant" and m.get("tool_calls"))
+        if rounds is not None and req.get("tools") and done < len(rounds):
+            # An agent's loop: round k answers the request that carries k earlier calls.
+            offered = {t["function"]["name"] for t in req["tools"]}
+            calls = [c for c in rounds[done] if c["name"] in offered]
+            content = [json.dumps(c, separators=(",", ":")) for c in rounds[done] if c["name"] not in offered]
+        elif last.get("role") == "tool" and sc.get("after_tool") is not None:
             # The tool's result read back (docs/api.md "Chat request (With history, with
             # tools)": role tool with tool_name), and the calls the history carried.
             seen = [c for m in msgs if m.get("role") == "assistant" for c in (m.get("tool_calls") or [])]
             content = [sc["after_tool"].format(tool_name=last.get("tool_name", ""),
                                                tool_call_id=last.get("tool_call_id", ""),
                                                content=last.get("content", ""),
-                                               calls=json.dumps(seen, separators=(",", ":")))]
+                                               calls=json.dumps(seen, separators=(",", ":")),
+                                               results=json.dumps([m.get("content", "") for m in msgs if m.get("role") == "tool"]))]
         elif req.get("tools") and sc.get("tool_calls"):
             # tools/tools.go Parser: only calls of tools the request offers are parsed; the
             # model's text for any other stays content.

@@ -33,7 +33,8 @@ use axum::routing::{get, post};
 pub enum Behavior {
     /// Answer with this status and an OpenAI error body.
     Status(u16),
-    /// Accept the request and never answer.
+    /// Accept the request and never answer (until the client goes away:
+    /// [`ScriptedServer::client_disconnected`]).
     Hang,
     /// Stream these tokens, then `[DONE]`.
     Stream(Vec<String>),
@@ -303,6 +304,9 @@ async fn chat(State(inner): State<Arc<Inner>>, body: Bytes) -> Response {
             resp
         }
         Behavior::Hang => {
+            // Dropped, with the flag set, when the client goes away (hyper drops the
+            // handler of a closed connection).
+            let _guard = DisconnectGuard(Arc::clone(&inner.disconnected), false);
             futures::future::pending::<()>().await;
             StatusCode::INTERNAL_SERVER_ERROR.into_response()
         }

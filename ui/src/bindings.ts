@@ -1171,7 +1171,12 @@ guardrails?: GuardrailRecord[];
  * True when the step failed but its `on_failure` handled it (an alternate branch),
  * so the run does not fail because of it.
  */
-handled?: boolean }
+handled?: boolean; 
+/**
+ * For an `agent` step: each model call and tool call of its loop, in order (kept
+ * when the step fails, e.g. at `max_iterations`).
+ */
+transcript: TranscriptEntry[] }
 /**
  * Final state of a step.
  */
@@ -1273,6 +1278,19 @@ name: string;
  * The workflow text.
  */
 text: string }
+/**
+ * What an agent step did, in order: each model call and each tool call (stored with the
+ * step's record, shown by `nexus runs show` and the run panel).
+ */
+export type TranscriptEntry = 
+/**
+ * One model call of the loop (its retries and fallbacks are the step's attempts).
+ */
+{ type: "model"; iteration: number; model: string; strategy: string; text: string; tool_calls: JsonValue[]; prompt_tokens: number; completion_tokens: number; duration_ms: number } | 
+/**
+ * One tool call and its result.
+ */
+{ type: "tool"; iteration: number; id: string; name: string; arguments: JsonValue; ok: boolean; result: string; duration_ms: number }
 /**
  * A change of state, returned by [`Breaker::record`] and [`Breaker::advance`] so the engine
  * can emit it as an event.

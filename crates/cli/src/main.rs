@@ -821,6 +821,7 @@ async fn runs(db: &Path, command: RunsCommand) -> Result<(), Failure> {
                 if let Some(r) = &s.reasoning {
                     println!("  reasoning (not passed on): {}", r.trim());
                 }
+                print_transcript(&s.transcript);
                 if let Some(o) = &s.output {
                     println!("  output: {}", o.trim());
                 }
@@ -831,4 +832,56 @@ async fn runs(db: &Path, command: RunsCommand) -> Result<(), Failure> {
         }
     }
     Ok(())
+}
+
+/// An agent step's transcript, one line per model call and tool call (long texts cut at
+/// 200 characters).
+fn print_transcript(transcript: &[nexus_app::engine::store::TranscriptEntry]) {
+    use nexus_app::engine::store::TranscriptEntry;
+    let short = |t: &str| {
+        let t = t.trim().replace('\n', " ");
+        if t.chars().count() > 200 {
+            format!("{}…", t.chars().take(200).collect::<String>())
+        } else {
+            t
+        }
+    };
+    for e in transcript {
+        match e {
+            TranscriptEntry::Model {
+                iteration,
+                model,
+                strategy,
+                text,
+                tool_calls,
+                prompt_tokens,
+                completion_tokens,
+                duration_ms,
+            } => {
+                let calls: Vec<&str> = tool_calls.iter().map(|c| c.name.as_str()).collect();
+                let said = if calls.is_empty() {
+                    format!("answered: {}", short(text))
+                } else {
+                    format!("called {}", calls.join(", "))
+                };
+                println!(
+                    "  [{iteration}] model {model} ({strategy}) — {prompt_tokens}+{completion_tokens} tokens, {duration_ms} ms — {said}"
+                );
+            }
+            TranscriptEntry::Tool {
+                iteration,
+                name,
+                arguments,
+                ok,
+                result,
+                duration_ms,
+                ..
+            } => println!(
+                "  [{iteration}] tool {name}({}) — {} in {duration_ms} ms: {}",
+                short(&arguments.to_string()),
+                if *ok { "ok" } else { "error" },
+                short(result)
+            ),
+        }
+    }
 }

@@ -25,11 +25,11 @@ use serde_saphyr::Spanned;
 
 use crate::diagnostic::{Diagnostic, DiagnosticCode, Span};
 use crate::workflow::{
-    Agent, ApprovalSettings, ApprovalStep, Budget, FORMAT_VERSION, FallbackLadder, Guardrails,
-    InputSpec, KindName, LlmStep, LoopCap, LoopStep, MapStep, ModelSpec, OnFailure, OnItemError,
-    OutputFormat, Position, RetryPolicy, RunFailureHandler, Step, StepKind, SubWorkflowStep,
-    SwitchCase, SwitchStep, TaskClass, TemplateStep, Timeouts, ToolDecl, ToolStep, TriggerRule,
-    WaitStep, Workflow,
+    Agent, AgentStep, ApprovalSettings, ApprovalStep, Budget, FORMAT_VERSION, FallbackLadder,
+    Guardrails, InputSpec, KindName, LlmStep, LoopCap, LoopStep, MapStep, ModelSpec, OnFailure,
+    OnItemError, OutputFormat, Position, RetryPolicy, RunFailureHandler, Step, StepKind,
+    SubWorkflowStep, SwitchCase, SwitchStep, TaskClass, TemplateStep, Timeouts, ToolDecl, ToolStep,
+    TriggerRule, WaitStep, Workflow,
 };
 
 /// Locations of the parts of a workflow file that diagnostics refer to. Missing entries
@@ -97,9 +97,11 @@ pub struct Parsed {
 
 /// The fields that belong to one kind or another, in the order a step's stray fields are
 /// reported.
-pub const KIND_FIELDS: [&str; 35] = [
+pub const KIND_FIELDS: [&str; 37] = [
     "tool",
     "args",
+    "tools",
+    "max_tool_calls",
     "duration",
     "workflow",
     "inputs",
@@ -174,13 +176,29 @@ pub fn kind_uses(kind: KindName, field: &str) -> bool {
         KindName::Workflow => matches!(field, "workflow" | "inputs"),
         KindName::Wait => matches!(field, "duration" | "until"),
         KindName::Tool => matches!(field, "tool" | "args"),
+        KindName::Agent => matches!(
+            field,
+            "system"
+                | "model"
+                | "temperature"
+                | "max_tokens"
+                | "output_schema"
+                | "task"
+                | "agent"
+                | "budget"
+                | "fallback"
+                | "prompt"
+                | "tools"
+                | "max_iterations"
+                | "max_tool_calls"
+        ),
     }
 }
 
 /// The field a step of `kind` must have.
 pub fn required_field(kind: KindName) -> &'static str {
     match kind {
-        KindName::Llm | KindName::Approval => "prompt",
+        KindName::Llm | KindName::Approval | KindName::Agent => "prompt",
         KindName::Template => "template",
         KindName::Switch => "cases",
         KindName::Map => "items",
@@ -382,6 +400,11 @@ struct StepText {
     tool: Option<Spanned<String>>,
     #[serde(default)]
     args: Option<Spanned<BTreeMap<String, serde_json::Value>>>,
+    // `agent` (and `max_iterations`, shared with `loop`)
+    #[serde(default)]
+    tools: Option<Spanned<Vec<String>>>,
+    #[serde(default)]
+    max_tool_calls: Option<Spanned<u32>>,
     #[serde(default)]
     position: Option<Position>,
 }
@@ -436,6 +459,8 @@ struct KindText {
     duration: Option<std::time::Duration>,
     tool: Option<String>,
     args: Option<BTreeMap<String, serde_json::Value>>,
+    tools: Option<Vec<String>>,
+    max_tool_calls: Option<u32>,
 }
 
 impl KindText {
@@ -477,6 +502,8 @@ impl KindText {
             "duration" => self.duration.is_some(),
             "tool" => self.tool.is_some(),
             "args" => self.args.is_some(),
+            "tools" => self.tools.is_some(),
+            "max_tool_calls" => self.max_tool_calls.is_some(),
             _ => false,
         }
     }
@@ -549,6 +576,21 @@ fn kind_of(kind: KindName, t: KindText, loc: &mut StepLocations) -> StepKind {
         KindName::Tool => StepKind::Tool(ToolStep {
             tool: t.tool.unwrap_or_default(),
             args: t.args.unwrap_or_default(),
+        }),
+        KindName::Agent => StepKind::Agent(AgentStep {
+            system: t.system,
+            task: t.task,
+            agent: t.agent,
+            budget: t.budget,
+            fallback: t.fallback,
+            prompt: t.prompt.unwrap_or_default(),
+            model: t.model,
+            temperature: t.temperature,
+            max_tokens: t.max_tokens,
+            output_schema: t.output_schema,
+            tools: t.tools.unwrap_or_default(),
+            max_iterations: t.max_iterations,
+            max_tool_calls: t.max_tool_calls,
         }),
     }
 }
@@ -624,6 +666,8 @@ fn step_of(step: Spanned<StepText>) -> (Step, StepLocations) {
         duration: take(f, "duration", s.duration),
         tool: take(f, "tool", s.tool),
         args: take(f, "args", s.args),
+        tools: take(f, "tools", s.tools),
+        max_tool_calls: take(f, "max_tool_calls", s.max_tool_calls),
     };
     let kind = kind_of(kind, text, &mut loc);
     let step = Step {

@@ -405,6 +405,9 @@ pub struct Candidate {
     pub input_usd_per_mtok: f64,
     /// Price of generated tokens, USD per million.
     pub output_usd_per_mtok: f64,
+    /// Whether the provider takes tools natively for this model
+    /// ([`crate::provider::Provider::native_tool_calls`]).
+    pub native_tools: bool,
 }
 
 impl Candidate {
@@ -835,6 +838,7 @@ pub fn select(input: &SelectionInput, catalog: &Catalog, cx: SelectorContext<'_>
             context_window: window,
             input_usd_per_mtok: entry.map_or(0.0, |e| e.input_usd_per_mtok),
             output_usd_per_mtok: entry.map_or(0.0, |e| e.output_usd_per_mtok),
+            native_tools: opt.provider.native_tool_calls(&opt.info),
         };
         if let Some(until) = cx.open_breakers.get(&reference) {
             exclude(

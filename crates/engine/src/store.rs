@@ -194,6 +194,61 @@ pub struct StepRecord {
     /// so the run does not fail because of it.
     #[serde(default)]
     pub handled: bool,
+    /// For an `agent` step: each model call and tool call of its loop, in order (kept
+    /// when the step fails, e.g. at `max_iterations`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub transcript: Vec<TranscriptEntry>,
+}
+
+/// What an agent step did, in order: each model call and each tool call (stored with the
+/// step's record, shown by `nexus runs show` and the run panel).
+#[cfg_attr(feature = "specta", derive(specta::Type))]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum TranscriptEntry {
+    /// One model call of the loop (its retries and fallbacks are the step's attempts).
+    Model {
+        /// The loop's iteration, from 1.
+        iteration: u32,
+        /// The model that answered (`provider:model`).
+        model: String,
+        /// How tools reached the model: `native`, `json` or `react`.
+        strategy: String,
+        /// The model's text (the final answer, or what it said beside its calls).
+        #[serde(default, skip_serializing_if = "String::is_empty")]
+        text: String,
+        /// The calls it made: `[{"id", "name", "arguments"}]`.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        #[cfg_attr(feature = "specta", specta(type = Vec<serde_json::Value>))]
+        #[cfg_attr(feature = "utoipa", schema(value_type = Vec<Object>))]
+        tool_calls: Vec<crate::provider::ToolCall>,
+        /// Prompt tokens of the call.
+        prompt_tokens: u64,
+        /// Generated tokens of the call.
+        completion_tokens: u64,
+        /// Wall time of the call with its retries, ms.
+        duration_ms: u64,
+    },
+    /// One tool call and its result.
+    Tool {
+        /// The loop's iteration that asked for it.
+        iteration: u32,
+        /// The call's id (quoted by the result message).
+        id: String,
+        /// The name the model called (`files__read_file` for an MCP server's tool).
+        name: String,
+        /// The arguments the model gave.
+        #[cfg_attr(feature = "specta", specta(type = serde_json::Value))]
+        #[cfg_attr(feature = "utoipa", schema(value_type = Object))]
+        arguments: serde_json::Value,
+        /// Whether the tool succeeded.
+        ok: bool,
+        /// The result given to the model (the tool's output, or its error).
+        result: String,
+        /// Wall time of the call, ms.
+        duration_ms: u64,
+    },
 }
 
 /// The end of a run.

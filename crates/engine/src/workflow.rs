@@ -17,9 +17,11 @@ use std::time::Duration;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+mod agent;
 mod control;
 mod tools;
 
+pub use agent::{AgentStep, DEFAULT_AGENT_ITERATIONS, DEFAULT_AGENT_TOOL_CALLS};
 pub use control::{
     LoopCap, LoopStep, MAX_WORKFLOW_DEPTH, MapStep, OnItemError, RunFailureHandler,
     SubWorkflowStep, SwitchCase, SwitchStep, TriggerRule, WaitStep,
@@ -315,6 +317,8 @@ pub enum KindName {
     Wait,
     /// Call a tool declared under `tools:`.
     Tool,
+    /// A model in a loop that calls tools until it gives a final answer.
+    Agent,
 }
 
 impl KindName {
@@ -330,6 +334,7 @@ impl KindName {
             KindName::Workflow => "workflow",
             KindName::Wait => "wait",
             KindName::Tool => "tool",
+            KindName::Agent => "agent",
         }
     }
 }
@@ -424,6 +429,8 @@ pub enum StepKind {
     Wait(WaitStep),
     /// Call a tool declared under `tools:`.
     Tool(ToolStep),
+    /// A model in a loop that calls tools until it gives a final answer.
+    Agent(AgentStep),
 }
 
 impl StepKind {
@@ -439,6 +446,7 @@ impl StepKind {
             StepKind::Workflow(_) => KindName::Workflow,
             StepKind::Wait(_) => KindName::Wait,
             StepKind::Tool(_) => KindName::Tool,
+            StepKind::Agent(_) => KindName::Agent,
         }
     }
 }
@@ -552,6 +560,7 @@ enum KindFieldsOut<'a> {
     Workflow(&'a SubWorkflowStep),
     Wait(&'a WaitStep),
     Tool(&'a ToolStep),
+    Agent(&'a AgentStep),
 }
 
 impl Serialize for Step {
@@ -566,6 +575,7 @@ impl Serialize for Step {
             StepKind::Workflow(s) => KindFieldsOut::Workflow(s),
             StepKind::Wait(s) => KindFieldsOut::Wait(s),
             StepKind::Tool(s) => KindFieldsOut::Tool(s),
+            StepKind::Agent(s) => KindFieldsOut::Agent(s),
         };
         StepOut {
             id: &self.id,

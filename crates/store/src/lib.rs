@@ -501,6 +501,12 @@ impl SqliteStore {
                 }
                 None => None,
             };
+            let transcript = match s.get::<Option<String>, _>("transcript") {
+                Some(text) => {
+                    serde_json::from_str(&text).map_err(|e| Error::Decode(e.to_string()))?
+                }
+                None => Vec::new(),
+            };
             steps.push(StepRecord {
                 kind: s.get("kind"),
                 status: parse_status(&s.get::<String, _>("status"))?,
@@ -521,6 +527,7 @@ impl SqliteStore {
                 selection,
                 guardrails,
                 handled: s.get::<i64, _>("handled") != 0,
+                transcript,
                 step_id,
             });
         }
@@ -819,8 +826,8 @@ impl SqliteStore {
             sqlx::query(
                 "INSERT INTO steps (run_id, step_id, seq, kind, status, input, output, output_json,
                    model, model_reason, prompt_tokens, completion_tokens, started_at, duration_ms, error,
-                   cached, cost_usd, selection, handled, reasoning)
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                   cached, cost_usd, selection, handled, reasoning, transcript)
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             )
             .bind(run_id)
             .bind(&step.step_id)
@@ -846,6 +853,11 @@ impl SqliteStore {
             )
             .bind(i64::from(step.handled))
             .bind(&step.reasoning)
+            .bind(
+                (!step.transcript.is_empty())
+                    .then(|| serde_json::to_string(&step.transcript).ok())
+                    .flatten(),
+            )
             .execute(&mut **tx)
             .await?;
             for g in &step.guardrails {

@@ -94,6 +94,7 @@ fn step(id: &str) -> StepRecord {
             sample: "a…@example.com".into(),
         }],
         handled: false,
+        transcript: Vec::new(),
     }
 }
 

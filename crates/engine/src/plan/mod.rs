@@ -96,6 +96,8 @@ pub enum Action {
     Workflow(Box<SubWorkflowAction>),
     /// Call a tool.
     Tool(Box<ToolAction>),
+    /// A model calling tools in a loop.
+    Agent(Box<AgentAction>),
     /// Wait for a duration (from when the dependencies finished) or until a time.
     Wait {
         /// How long, when the step gives a duration.
@@ -103,6 +105,21 @@ pub enum Action {
         /// Name of the compiled template that renders the time (RFC 3339).
         until: Option<String>,
     },
+}
+
+/// A validated `agent` step: its model call as an `llm` step's, the tools it may call,
+/// its caps.
+#[derive(Debug, Clone)]
+pub struct AgentAction {
+    /// The model fields (prompt, system, model requirements, sampling, output schema,
+    /// fallback, budget), planned as an `llm` step's.
+    pub llm: LlmAction,
+    /// The tools, in the order the step lists them.
+    pub tools: Vec<ToolAction>,
+    /// Most model calls of the loop.
+    pub max_iterations: u32,
+    /// Most tool calls over the loop.
+    pub max_tool_calls: u32,
 }
 
 /// A validated `tool` step.

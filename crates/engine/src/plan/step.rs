@@ -333,6 +333,7 @@ pub(super) fn plan_step(
         StepKind::Workflow(s) => kinds::subflow::plan(&mut p, s),
         StepKind::Wait(s) => super::wait::plan(&mut p, s),
         StepKind::Tool(s) => super::tools::plan(&mut p, s),
+        StepKind::Agent(s) => kinds::agent::plan(&mut p, s),
     };
     let reads = std::mem::take(&mut p.reads);
     if cx.diags.len() > errors_before {

@@ -100,6 +100,37 @@ pub(super) fn plan(p: &mut StepPlanner<'_, '_>, step: &ToolStep) -> Action {
     }))
 }
 
+/// The tool `name` as an agent step offers it: the tool-level checks of [`plan`] without
+/// a call's arguments (the model gives those at run time).
+pub(in crate::plan) fn agent_tool(
+    p: &mut StepPlanner<'_, '_>,
+    name: &str,
+    decl: &ToolDecl,
+) -> ToolAction {
+    let no_args = ToolStep {
+        tool: name.to_string(),
+        args: std::collections::BTreeMap::new(),
+    };
+    let workspace = match decl {
+        ToolDecl::Http(http) => {
+            check_http(p, name, http, &no_args);
+            None
+        }
+        ToolDecl::File(file) => folder(p, name, "workspace", &file.workspace),
+        ToolDecl::Shell(shell) => check_shell(p, name, shell, &no_args),
+        ToolDecl::Mcp(mcp) => check_mcp_server(p, name, mcp),
+    };
+    ToolAction {
+        name: name.to_string(),
+        decl: decl.clone(),
+        args: serde_json::Value::Object(serde_json::Map::new()),
+        templated: Vec::new(),
+        workspace,
+        local_only: p.wf.local_only,
+        workflow_hash: needs_permission(decl).then(|| workflow_hash(p.wf)),
+    }
+}
+
 /// Whether calls of the tool start a program on this machine, so need the user's
 /// permission: a `shell` tool, an `mcp` server over stdio.
 pub(crate) fn needs_permission(decl: &ToolDecl) -> bool {
@@ -234,9 +265,8 @@ fn check_shell(
     folder(p, name, "cwd", shell.cwd.as_deref().unwrap_or("."))
 }
 
-/// An `mcp` tool has `command` or `url` (not both), a loopback URL in a `local_only`
-/// workflow; a call names a tool the server's `allow` list admits, `arguments` is an
-/// object. The stdio server's working folder, when it has one.
+/// A call of an `mcp` tool names a tool the server's `allow` list admits, `arguments` is
+/// an object; then the server's checks ([`check_mcp_server`]).
 fn check_mcp(
     p: &mut StepPlanner<'_, '_>,
     name: &str,
@@ -274,6 +304,16 @@ fn check_mcp(
             "give the tool's arguments by name, e.g. `arguments: {path: notes.md}`",
         );
     }
+    check_mcp_server(p, name, mcp)
+}
+
+/// An `mcp` tool has `command` or `url` (not both), a loopback URL in a `local_only`
+/// workflow; the stdio server's working folder, when it has one.
+fn check_mcp_server(
+    p: &mut StepPlanner<'_, '_>,
+    name: &str,
+    mcp: &McpTool,
+) -> Option<std::path::PathBuf> {
     match (&mcp.command, &mcp.url) {
         (Some(command), None) => {
             if command.first().is_none_or(|c| c.trim().is_empty()) {

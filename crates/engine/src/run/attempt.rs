@@ -21,6 +21,8 @@ pub(super) struct AttemptOutput {
     pub(super) reasoning: String,
     pub(super) usage: Usage,
     pub(super) first_token_ms: Option<u64>,
+    /// The tool calls of the reply, in order (only when the request offered tools).
+    pub(super) tool_calls: Vec<crate::provider::ToolCall>,
 }
 
 /// Builds the backoff delays of a retry policy (one per retry) with `backon`.
@@ -74,6 +76,7 @@ impl Engine {
             };
             let mut text = String::new();
             let mut reasoning = String::new();
+            let mut calls = Vec::new();
             let mut seen_token = false;
             loop {
                 let deadline = if seen_token {
@@ -144,10 +147,19 @@ impl Engine {
                             text: t,
                         });
                     }
-                    // An `llm` step offers no tools, so a call is a stray: ignored.
-                    Some(Ok(ChatChunk::ToolCall(_))) => {}
+                    // A call is activity too; an `llm` step offers no tools, so there it is
+                    // a stray, dropped by the caller.
+                    Some(Ok(ChatChunk::ToolCall(call))) => {
+                        if !seen_token {
+                            seen_token = true;
+                            if let Ok(mut f) = first_token_at.lock() {
+                                *f = Some(ms(start.elapsed()));
+                            }
+                        }
+                        calls.push(call);
+                    }
                     Some(Ok(ChatChunk::Done { usage, .. })) => {
-                        return Ok((text, reasoning, usage));
+                        return Ok((text, reasoning, usage, calls));
                     }
                     Some(Err(mut e)) => {
                         // A break after content is its own class (a fresh request, never
@@ -192,11 +204,12 @@ impl Engine {
         };
         let first_token_ms = first_token_at.lock().ok().and_then(|f| *f);
         match result {
-            Ok((text, reasoning, usage)) => Ok(AttemptOutput {
+            Ok((text, reasoning, usage, tool_calls)) => Ok(AttemptOutput {
                 text,
                 reasoning,
                 usage,
                 first_token_ms,
+                tool_calls,
             }),
             Err(e) => Err((e, first_token_ms)),
         }

@@ -14,7 +14,7 @@ use chrono::Utc;
 use super::attempt::{check_output, retry_delays};
 use super::budget::Reservation;
 use super::ladder::{Call, ChainEnd, Ladder, LlmContext, Success};
-use super::{Engine, lock, ms};
+use super::{Engine, agent_protocol, lock, ms};
 use crate::breaker::{Admission, CallOutcome};
 use crate::events::Event;
 use crate::provider::{
@@ -275,7 +275,11 @@ impl Engine {
             attempt: lad.attempt_no,
             model: Some(cand.reference.clone()),
         });
-        let request = ChatRequest {
+        let strategy = call
+            .tools
+            .as_ref()
+            .map(|_| agent_protocol::Strategy::for_candidate(cand));
+        let mut request = ChatRequest {
             model: cand.model.clone(),
             messages: call.messages.clone(),
             temperature: cx.llm.temperature,
@@ -285,6 +289,9 @@ impl Engine {
             tools: Vec::new(),
             tool_choice: ToolChoice::Auto,
         };
+        if let (Some(specs), Some(strategy)) = (&call.tools, strategy) {
+            agent_protocol::shape_request(&mut request, specs, strategy);
+        }
         let a_start = Utc::now();
         let a_t0 = Instant::now();
         let result = self.attempt(cx, cand, request).await;
@@ -298,9 +305,12 @@ impl Engine {
             run.tokens += tokens;
             run.cost_usd += cost;
         }
-        let result = result.and_then(|out| {
-            let call_json = call.json_schema.is_some() || cx.llm.output_schema.is_some();
-            check_output(&cx.llm, out, call_json)
+        let result = result.and_then(|out| match strategy {
+            Some(strategy) => agent_protocol::decode_turn(&cx.llm, strategy, out),
+            None => {
+                let call_json = call.json_schema.is_some() || cx.llm.output_schema.is_some();
+                check_output(&cx.llm, out, call_json).map(|(out, json)| (out, json, None))
+            }
         });
         let mut attempt = AttemptRecord {
             attempt: lad.attempt_no,
@@ -314,7 +324,7 @@ impl Engine {
         };
         // The breaker and the statistics.
         let (outcome, latency) = match &result {
-            Ok((out, _)) => (
+            Ok((out, _, _)) => (
                 CallOutcome::Success,
                 out.first_token_ms.or(Some(duration_ms)),
             ),
@@ -336,7 +346,7 @@ impl Engine {
         )
         .await;
         match result {
-            Ok((out, json)) => {
+            Ok((out, json, used)) => {
                 attempt.first_token_ms = out.first_token_ms;
                 attempt.usage = Some(out.usage);
                 rec.attempts.push(attempt);
@@ -348,6 +358,8 @@ impl Engine {
                     reference: cand.reference.clone(),
                     reason: cand.reason.clone(),
                     score: cand.score,
+                    tool_calls: out.tool_calls,
+                    strategy: used,
                 })
             }
             Err((err, first_token_ms)) => {

@@ -119,8 +119,27 @@ impl Engine {
                     finding_text(v)
                 });
             }
+            // An agent's earlier tool calls carry text too: their arguments are checked
+            // the same way, and a scrubbed value stays JSON when it still parses.
+            let mut tool_calls = m.tool_calls.clone();
+            for call in &mut tool_calls {
+                let args = policy.apply(&call.arguments.to_string());
+                stopped |= args.blocked || args.needs_approval;
+                for v in &args.verdicts {
+                    findings.push(if record {
+                        record_verdict(&cx.sh, &cx.step.id, "tool call (cloud)", v, rec)
+                    } else {
+                        finding_text(v)
+                    });
+                }
+                if !args.verdicts.is_empty() {
+                    call.arguments = serde_json::from_str(&args.text)
+                        .unwrap_or(serde_json::Value::String(args.text));
+                }
+            }
             out.push(Message {
                 content: outcome.text,
+                tool_calls,
                 ..m.clone()
             });
         }

@@ -19,7 +19,7 @@ use super::{Engine, RunShared, StepOutput, lock, ms};
 use crate::events::StepStatus;
 use crate::human::{HumanDecision, HumanRequest};
 use crate::plan::{LlmAction, PlannedStep};
-use crate::provider::{Message, ProviderError, ProviderErrorKind, Usage};
+use crate::provider::{Message, ProviderError, ProviderErrorKind, ToolSpec, Usage};
 use crate::select::{SelectionInput, estimate_tokens};
 use crate::store::{CachedOutput, FallbackRecord, StepRecord};
 use crate::workflow::OnFailure;
@@ -31,6 +31,10 @@ pub(super) struct Call {
     pub(super) max_tokens: u32,
     pub(super) json_schema: Option<serde_json::Value>,
     pub(super) est_prompt: u64,
+    /// An agent's turn: the tools offered. A candidate with native tool calls gets them
+    /// as `tools`; another gets the JSON protocol ([`super::agent_protocol`]), constrained
+    /// by `json_schema` (the protocol's schema) while that is set.
+    pub(super) tools: Option<Arc<Vec<ToolSpec>>>,
 }
 
 /// A successful call.
@@ -43,6 +47,10 @@ pub(super) struct Success {
     pub(super) reference: String,
     pub(super) reason: String,
     pub(super) score: crate::select::ScoreParts,
+    /// An agent's turn: the tool calls the model made (empty for a final answer).
+    pub(super) tool_calls: Vec<crate::provider::ToolCall>,
+    /// An agent's turn: how the tools reached the model.
+    pub(super) strategy: Option<super::agent_protocol::Strategy>,
 }
 
 /// How a chain of candidates ended without success.
@@ -76,17 +84,17 @@ pub(super) struct LlmContext {
 }
 
 /// The texts of one `llm` step after the input guardrails.
-struct Guarded {
-    prompt: String,
-    system: Option<String>,
+pub(super) struct Guarded {
+    pub(super) prompt: String,
+    pub(super) system: Option<String>,
     substitute_system: Option<String>,
 }
 
 /// How a step ended on the ladder.
-type StepEnd = (StepRecord, Option<StepOutput>);
+pub(super) type StepEnd = (StepRecord, Option<StepOutput>);
 
 /// The status of a step stopped by an error: cancelled for a cancel, else failed.
-fn stopped(e: &ProviderError) -> StepStatus {
+pub(super) fn stopped(e: &ProviderError) -> StepStatus {
     if e.kind == ProviderErrorKind::Cancelled {
         StepStatus::Cancelled
     } else {
@@ -95,7 +103,7 @@ fn stopped(e: &ProviderError) -> StepStatus {
 }
 
 /// Sets a step's final status, error, duration and cost.
-fn finish(
+pub(super) fn finish(
     mut rec: StepRecord,
     lad: &Ladder,
     status: StepStatus,
@@ -148,6 +156,7 @@ impl Engine {
             max_tokens: cx.llm.max_tokens,
             json_schema: cx.llm.output_schema.as_ref().map(|(s, _)| s.clone()),
             est_prompt,
+            tools: None,
         };
         let selection = self.selection_for(&cx, &cx.llm.model, &base, lad.spend);
         rec.selection = Some(selection.record.clone());
@@ -186,7 +195,7 @@ impl Engine {
 
     /// Guardrails on the step's input (prompt, system, the substitute agent's system),
     /// before any provider sees it.
-    async fn guard_step_input(
+    pub(super) async fn guard_step_input(
         &self,
         cx: &LlmContext,
         rec: &mut StepRecord,
@@ -212,7 +221,7 @@ impl Engine {
     }
 
     /// The selector's ranking for a call of this step under what its budgets leave.
-    fn selection_for(
+    pub(super) fn selection_for(
         &self,
         cx: &LlmContext,
         req: &crate::workflow::ModelRequirements,
@@ -226,7 +235,9 @@ impl Engine {
                 task: cx.llm.task,
                 prompt_tokens: call.est_prompt,
                 max_tokens: call.max_tokens,
-                needs_json: call.json_schema.is_some(),
+                // An agent's turn sends its protocol schema only to models without
+                // native tool calls (local or embedded), and checks its final answer itself.
+                needs_json: call.tools.is_none() && call.json_schema.is_some(),
                 think: cx.llm.think,
                 budget_usd: cost,
                 budget_tokens: tokens,
@@ -466,6 +477,7 @@ impl Engine {
             max_tokens: base.max_tokens,
             json_schema: base.json_schema.clone(),
             est_prompt: base.est_prompt,
+            tools: None,
         };
         let sel = self.selection_for(cx, &sub.model, &call, lad.spend);
         let Some(first) = sel.candidates.first() else {
@@ -503,6 +515,7 @@ impl Engine {
             max_tokens,
             json_schema: None,
             est_prompt: 0,
+            tools: None,
         };
         let sel = self.selection_for(cx, &cx.llm.model, &probe, lad.spend);
         let mut simple = sel.candidates;
@@ -535,6 +548,7 @@ impl Engine {
                 max_tokens,
                 json_schema: None,
                 est_prompt: estimate_tokens(&text) + sys_tokens + 8,
+                tools: None,
             };
             rec.fallbacks.push(FallbackRecord {
                 from: lad.last_model.clone().unwrap_or_else(|| "chain".into()),

@@ -19,6 +19,7 @@ use rmcp::service::{RoleClient, RunningService};
 use tokio_util::sync::CancellationToken;
 
 use super::StepOutput;
+use crate::provider::ToolSpec;
 use crate::workflow::McpTool;
 
 /// The timeout of one call when the tool sets none.
@@ -30,11 +31,12 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long a cancelled call still lets a starting server finish its handshake.
 const CANCEL_GRACE: Duration = Duration::from_secs(5);
 
-/// One connected server: the client, and the names of the tools it listed.
+/// One connected server: the client, and the tools it listed (name, description, input
+/// schema).
 struct Session {
     service: tokio::sync::Mutex<Option<RunningService<RoleClient, ()>>>,
     peer: rmcp::service::Peer<RoleClient>,
-    tools: Vec<String>,
+    tools: Vec<ToolSpec>,
 }
 
 /// The MCP connections of one run, by tool name.
@@ -66,7 +68,14 @@ impl McpSessions {
             })??;
         let peer = service.peer().clone();
         let tools = match tokio::time::timeout(CONNECT_TIMEOUT, peer.list_all_tools()).await {
-            Ok(Ok(tools)) => tools.into_iter().map(|t| t.name.to_string()).collect(),
+            Ok(Ok(tools)) => tools
+                .into_iter()
+                .map(|t| ToolSpec {
+                    name: t.name.to_string(),
+                    description: t.description.map(|d| d.to_string()).unwrap_or_default(),
+                    parameters: serde_json::Value::Object((*t.input_schema).clone()),
+                })
+                .collect(),
             Ok(Err(e)) => {
                 let _ = service.cancel().await;
                 return Err(format!("the MCP server did not list its tools: {e}"));
@@ -98,6 +107,45 @@ impl McpSessions {
         }
     }
 
+    /// The connection of tool `name`, or why there is none; a cancel while connecting
+    /// gives a starting server a moment to finish its handshake, so that it is kept and
+    /// closed with the run rather than left to a kill on drop.
+    async fn connected(
+        &self,
+        name: &str,
+        mcp: &McpTool,
+        cwd: Option<&Path>,
+        cancel: &CancellationToken,
+    ) -> Result<Arc<Session>, String> {
+        let connecting = self.session(name, mcp, cwd);
+        tokio::pin!(connecting);
+        tokio::select! {
+            s = &mut connecting => s,
+            () = cancel.cancelled() => {
+                let _ = tokio::time::timeout(CANCEL_GRACE, &mut connecting).await;
+                Err("cancelled while connecting to the MCP server".into())
+            }
+        }
+    }
+
+    /// The tools of tool `name`'s server that the workflow allows (all it lists when
+    /// `allow` is empty), connecting once per run: what an agent step offers the model.
+    pub(super) async fn list(
+        &self,
+        name: &str,
+        mcp: &McpTool,
+        cwd: Option<&Path>,
+        cancel: &CancellationToken,
+    ) -> Result<Vec<ToolSpec>, String> {
+        let session = self.connected(name, mcp, cwd, cancel).await?;
+        Ok(session
+            .tools
+            .iter()
+            .filter(|t| mcp.allow.is_empty() || mcp.allow.contains(&t.name))
+            .cloned()
+            .collect())
+    }
+
     /// Calls `call` with `arguments` on tool `name`'s server; the result as the step's
     /// output, or why it failed (not connected, not allowed or not listed, timed out,
     /// cancelled, an error result with the server's text).
@@ -110,27 +158,18 @@ impl McpSessions {
         arguments: serde_json::Map<String, serde_json::Value>,
         cancel: &CancellationToken,
     ) -> Result<StepOutput, String> {
-        let connecting = self.session(name, mcp, cwd);
-        tokio::pin!(connecting);
-        let session = tokio::select! {
-            s = &mut connecting => s?,
-            () = cancel.cancelled() => {
-                // A server that is starting gets a moment to finish its handshake, so that
-                // it is kept and closed with the run rather than left to a kill on drop.
-                let _ = tokio::time::timeout(CANCEL_GRACE, &mut connecting).await;
-                return Err("cancelled while connecting to the MCP server".into());
-            }
-        };
+        let session = self.connected(name, mcp, cwd, cancel).await?;
         if !mcp.allow.is_empty() && !mcp.allow.iter().any(|a| a == call) {
             return Err(format!(
                 "`{call}` is not among the tools this workflow allows ({})",
                 mcp.allow.join(", ")
             ));
         }
-        if !session.tools.iter().any(|t| t == call) {
+        if !session.tools.iter().any(|t| t.name == call) {
+            let names: Vec<&str> = session.tools.iter().map(|t| t.name.as_str()).collect();
             return Err(format!(
                 "the server has no tool `{call}`; it lists: {}",
-                session.tools.join(", ")
+                names.join(", ")
             ));
         }
         let params = CallToolRequestParams::new(call.to_string()).with_arguments(arguments);

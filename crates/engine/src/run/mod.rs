@@ -28,6 +28,8 @@
 //! ([`ladder`]), the candidate chain ([`chain`]) and one attempt under its timeouts
 //! ([`attempt`]).
 
+mod agent;
+mod agent_protocol;
 mod api;
 mod attempt;
 mod body;

@@ -112,6 +112,7 @@ pub(super) fn record_for(
         selection: None,
         guardrails: Vec::new(),
         handled: false,
+        transcript: Vec::new(),
     }
 }
 

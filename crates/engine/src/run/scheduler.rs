@@ -28,7 +28,7 @@ use super::{
     Engine, EngineError, Finished, RunOptions, RunReport, RunShared, StepOutput, lock, ms,
 };
 use crate::events::{Event, RunStatus, StepStatus};
-use crate::plan::{Action, Plan, PlannedStep};
+use crate::plan::{Action, LlmAction, Plan, PlannedStep};
 use crate::select::Catalog;
 use crate::store::{RunFinish, RunRecord, StepRecord};
 use crate::workflow::OutputFormat;
@@ -506,6 +506,7 @@ impl Engine {
             | Action::Wait { .. }
             | Action::Approval { .. }
             | Action::Llm(_)
+            | Action::Agent(_)
                 if s.tasks.len() >= max =>
             {
                 Start::Full
@@ -570,41 +571,25 @@ impl Engine {
                         .await
                 })
             }
-            Action::Llm(llm) => {
-                let rendered = r(&llm.prompt).and_then(|prompt| {
-                    let system = llm.system.as_deref().map(r).transpose()?;
-                    let substitute_system = llm
-                        .substitute
-                        .as_ref()
-                        .and_then(|sub| sub.system.as_deref())
-                        .map(r)
-                        .transpose()?;
-                    Ok((prompt, system, substitute_system))
-                });
-                let (prompt, system, substitute_system) = match rendered {
-                    Ok(t) => t,
-                    Err(e) => {
-                        return finish(
-                            StepStatus::Failed,
-                            &format!("prompt failed to render: {e}"),
-                        );
-                    }
-                };
-                let ctx = LlmContext {
-                    sh: Arc::clone(&s.shared),
-                    step: s.recorded(step),
-                    llm: (**llm).clone(),
-                    prompt,
-                    system,
-                    substitute_system,
-                    cancel: s.options.cancel.child_token(),
-                };
-                self.spawn(
+            Action::Llm(llm) => match llm_context(s, step, llm, r) {
+                Ok(ctx) => self.spawn(
                     s,
                     i,
                     move |engine| async move { engine.run_llm_step(ctx).await },
-                )
-            }
+                ),
+                Err(e) => finish(StepStatus::Failed, &e),
+            },
+            Action::Agent(agent) => match llm_context(s, step, &agent.llm, r) {
+                Ok(llm) => {
+                    let ctx = super::agent::AgentContext {
+                        llm,
+                        agent: Arc::new((**agent).clone()),
+                        workflow_id: s.plan.workflow.id.clone(),
+                    };
+                    self.spawn(s, i, move |engine| engine.run_agent_step(ctx))
+                }
+                Err(e) => finish(StepStatus::Failed, &e),
+            },
         }
     }
 
@@ -1010,11 +995,42 @@ fn failure_frame(s: &Sched, step: &PlannedStep) -> Arc<Frame> {
     })
 }
 
-/// Whether a plan, or a body inside it, has `llm` steps (the run then lists the
-/// providers' models first).
+/// The context of a model call of step `step` (an `llm` step, or an agent's turns): its
+/// prompts rendered, or why they failed to.
+fn llm_context(
+    s: &Sched,
+    step: &PlannedStep,
+    llm: &LlmAction,
+    r: impl Fn(&str) -> Result<String, String>,
+) -> Result<LlmContext, String> {
+    let rendered = r(&llm.prompt).and_then(|prompt| {
+        let system = llm.system.as_deref().map(&r).transpose()?;
+        let substitute_system = llm
+            .substitute
+            .as_ref()
+            .and_then(|sub| sub.system.as_deref())
+            .map(&r)
+            .transpose()?;
+        Ok((prompt, system, substitute_system))
+    });
+    let (prompt, system, substitute_system) =
+        rendered.map_err(|e| format!("prompt failed to render: {e}"))?;
+    Ok(LlmContext {
+        sh: Arc::clone(&s.shared),
+        step: s.recorded(step),
+        llm: llm.clone(),
+        prompt,
+        system,
+        substitute_system,
+        cancel: s.options.cancel.child_token(),
+    })
+}
+
+/// Whether a plan, or a body inside it, has `llm` or `agent` steps (the run then lists
+/// the providers' models first).
 fn plan_has_llm(plan: &Plan) -> bool {
     plan.steps.iter().any(|s| match &s.action {
-        Action::Llm(_) => true,
+        Action::Llm(_) | Action::Agent(_) => true,
         Action::Map(m) => plan_has_llm(&m.body),
         Action::Loop(l) => plan_has_llm(&l.body),
         Action::Workflow(w) => plan_has_llm(&w.plan),

@@ -68,6 +68,26 @@ pub(super) fn prepare(s: &Sched, i: usize, tool: &ToolAction) -> Result<ToolCall
 }
 
 impl ToolCall {
+    /// A call an agent step makes: the step's tool with the model's arguments, under
+    /// `cancel` (a child of the step's token).
+    pub(super) fn for_agent(
+        step: &PlannedStep,
+        tool: ToolAction,
+        args: serde_json::Map<String, serde_json::Value>,
+        cancel: CancellationToken,
+        workflow_id: &str,
+        shared: &Arc<RunShared>,
+    ) -> ToolCall {
+        ToolCall {
+            step: step.clone(),
+            tool,
+            args,
+            cancel,
+            workflow_id: workflow_id.to_string(),
+            shared: Arc::clone(shared),
+        }
+    }
+
     /// Whether the call needs the user's permission first (a `shell` tool, an `mcp`
     /// server started over stdio).
     pub(super) fn needs_permission(&self) -> bool {
@@ -395,7 +415,11 @@ impl Engine {
     /// The permission of the `shell` tool `call` uses: given earlier in this run, found in
     /// the store for this workflow hash, or asked now (approve: remembered in the store).
     /// Parallel calls wait for one question. Otherwise the status and error of the step.
-    async fn permit(&self, sh: &RunShared, call: &ToolCall) -> Result<(), (StepStatus, String)> {
+    pub(super) async fn permit(
+        &self,
+        sh: &RunShared,
+        call: &ToolCall,
+    ) -> Result<(), (StepStatus, String)> {
         let command = match &call.tool.decl {
             ToolDecl::Shell(shell) => shell.command.clone(),
             ToolDecl::Mcp(McpTool {

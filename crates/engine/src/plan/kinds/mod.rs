@@ -2,6 +2,7 @@
 //! [`crate::workflow::StepKind`]) and the step's planning context, reports what is wrong,
 //! and returns the step's [`super::Action`]. A new kind is one more module here.
 
+pub(super) mod agent;
 pub(super) mod approval;
 pub(super) mod llm;
 pub(super) mod loops;
