@@ -374,6 +374,8 @@ export class TestBackend implements Backend {
       input,
       output,
       output_json: null,
+      // Only agent steps have a transcript (their model and tool calls); the test backend runs none.
+      transcript: [],
       model,
       model_reason: model ? 'explicit preference (first reachable of the step\'s list)' : null,
       usage,
