@@ -62,7 +62,7 @@ for (const scheme of ['light', 'dark'] as const) {
     const axe = await new AxeBuilder({ page }).analyze();
     const bad = axe.violations.filter((v) => v.impact === 'serious' || v.impact === 'critical');
     expect(bad.map((v) => `${v.id}: ${v.nodes.map((n) => n.target.join(' ')).join(', ')}`)).toEqual([]);
-    await expect(page).toHaveScreenshot(`main-${scheme}.png`, { maxDiffPixelRatio: 0.01 });
+    await expect(page).toHaveScreenshot(`main-${scheme}.png`, { maxDiffPixelRatio: 0.002 });
   });
 }
 
