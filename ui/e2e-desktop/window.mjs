@@ -1,8 +1,9 @@
 // The real desktop window end to end: open an example workflow from the workflows
 // folder, run it on the embedded model, see every node reach "succeeded" and the output
 // in the run panel; then run document-report.yaml, whose file input's default lives in
-// the workflows folder (the app starts elsewhere); save a screenshot of the window to
-// target/desktop-e2e/window.png.
+// the workflows folder (the app starts elsewhere), twice, and open the run diff of the two
+// runs; save screenshots of the window to target/desktop-e2e/ (window.png: the main
+// screen; run-diff.png: the diff; window-end.png: the end, or window.png on a failure).
 // Run by scripts/test-desktop.sh (under Xvfb).
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
@@ -17,6 +18,15 @@ mkdirSync(shots, { recursive: true });
 
 const started = Date.now();
 const log = (what) => console.log(`[${((Date.now() - started) / 1000).toFixed(1)} s] ${what}`);
+/** Captures the window from the X server (see the note at the end). */
+function shot(name) {
+  try {
+    execFileSync('import', ['-window', 'root', path.join(shots, name)], { timeout: 30_000 });
+    console.log(`screenshot: ${path.join(shots, name)}`);
+  } catch (e) {
+    console.error(`no screenshot ${name}: ${e}`);
+  }
+}
 const { driver, stop } = await launch();
 log('window open');
 let failed = null;
@@ -83,17 +93,37 @@ try {
   await driver.wait(until.elementTextContains(report, 'Report for'), 60_000);
   await driver.wait(until.elementTextIs(await driver.findElement(byId('run-status')), 'succeeded'), 60_000);
   log('document-report succeeded');
+  // The main screen in the editor's design, then the run diff of two runs of one workflow:
+  // document-report once more (its steps' outputs come from the cache), both ticked in
+  // the history and compared.
+  shot('window.png');
+  const firstRun = await driver.findElement(byId('run-id')).getText();
+  await driver.findElement(byId('run')).click();
+  await driver.wait(until.elementLocated(byId('run-start')), 10_000).click();
+  await driver.wait(async () => {
+    const id = await driver.findElement(byId('run-id')).getText();
+    return id !== firstRun && id !== 'starting' && (await driver.findElement(byId('run-status')).getText()) === 'succeeded';
+  }, 600_000);
+  await driver.findElement(byId('history')).click();
+  await driver.wait(until.elementLocated(By.css('[data-testid="history-dialog"] tbody tr')), 20_000);
+  const rows = [];
+  for (const row of await driver.findElements(By.css('[data-testid="history-dialog"] tbody tr'))) {
+    if ((await row.getText()).includes('document-report')) rows.push(row);
+  }
+  assert.ok(rows.length >= 2, 'two runs of document-report in the history');
+  for (const row of rows.slice(0, 2)) await row.findElement(By.css('[role="checkbox"]')).click();
+  await driver.findElement(byId('history-compare')).click();
+  const summary = await driver.wait(until.elementLocated(byId('run-diff-summary')), 20_000);
+  assert.match(await summary.getText(), /\d+ of \d+ steps changed/);
+  log(`run diff: ${await summary.getText()}`);
+  shot('run-diff.png');
+  await driver.findElement(byId('history-dialog-close')).click();
 } catch (e) {
   failed = e;
 } finally {
   // WebKitWebDriver's own screenshot command hangs under Xvfb (WebKitGTK 2.50), so the
   // window is captured from the X server with ImageMagick's `import`.
-  try {
-    execFileSync('import', ['-window', 'root', path.join(shots, 'window.png')], { timeout: 30_000 });
-    console.log(`screenshot: ${path.join(shots, 'window.png')}`);
-  } catch (e) {
-    console.error(`no screenshot: ${e}`);
-  }
+  shot(failed ? 'window.png' : 'window-end.png');
   await stop();
 }
 if (failed) {

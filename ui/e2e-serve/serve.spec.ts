@@ -1,3 +1,4 @@
+import AxeBuilder from '@axe-core/playwright';
 import { expect, test, type APIRequestContext, type Page } from '@playwright/test';
 
 // The editor as a web app on the real engine: every page here was loaded from
@@ -65,10 +66,14 @@ test('an opened workflow is edited and saved to the server; an unchanged save is
   expect(same).toBe(before);
   await select(page, 'draft');
   await page.getByTestId('field-template').fill('shipped from the browser');
+  // The edit has reached the graph (the node shows it) before it is saved.
+  await expect(page.getByTestId('node-draft')).toContainText('shipped from the browser');
   await page.getByTestId('save').click();
   await expect(page.getByTestId('toast')).toContainText('Saved edit.yaml');
-  const after = ((await (await request.get('/api/workflows/edit.yaml')).json()) as { text: string }).text;
-  expect(after).toContain('template: shipped from the browser');
+  // The first save's message is still up: wait for the second save to reach the server.
+  const read = async () => ((await (await request.get('/api/workflows/edit.yaml')).json()) as { text: string }).text;
+  await expect.poll(read).toContain('template: shipped from the browser');
+  const after = await read();
   expect(after).toContain('# Edited and saved by the tests.');
   const check = (await (await request.post('/api/validate', { data: { text: after } })).json()) as { valid: boolean };
   expect(check.valid).toBe(true);
@@ -181,4 +186,93 @@ test('a map shows its items\' progress on its node, as the engine stored them', 
   expect(items.map((s) => s.step_id).sort()).toEqual(['each[0].say', 'each[1].say', 'each[2].say']);
   const progress = stored.events.filter((e) => e.type === 'map_progress');
   expect(progress).toHaveLength(3);
+});
+
+test('the run diff shows what changed between two runs of a workflow on the real engine', async ({ page, request }) => {
+  const text = (template: string) => `id: diffed
+steps:
+  - id: note
+    kind: template
+    template: "${template}"
+    position: {x: 100, y: 60}
+  - id: say
+    kind: llm
+    needs: [note]
+    model: [embedded:smollm2-135m-instruct]
+    max_tokens: 8
+    cache: false
+    prompt: "Repeat: {{ steps.note.output }}"
+    position: {x: 100, y: 240}
+`;
+  const ids: string[] = [];
+  for (const t of ['release one on Monday', 'release two on Monday']) {
+    await page.evaluate(async (w) => {
+      await window.nexus!.editor.getState().load(null, w);
+    }, text(t));
+    await page.getByTestId('run').click();
+    await runToEnd(page);
+    ids.push((await latestRun(request)).run_id);
+  }
+  const [before, after] = await Promise.all(ids.map(async (id) => (await (await request.get(`/api/runs/${id}`)).json()) as Stored));
+  await page.getByTestId('history').click();
+  await page.getByTestId(`history-pick-${ids[0]}`).click();
+  await page.getByTestId(`history-pick-${ids[1]}`).click();
+  await page.getByTestId('history-compare').click();
+  // The template's output changed by one word: the diff marks it removed and added.
+  await expect(page.getByTestId('diff-changed-note-output')).toBeVisible();
+  await expect(page.getByTestId('diff-output-note').locator('del')).toHaveText('one');
+  await expect(page.getByTestId('diff-output-note').locator('ins')).toHaveText('two');
+  // Model, tokens and duration as the engine stored them for each run.
+  const say = (r: Stored) => r.steps.find((s) => s.step_id === 'say')!;
+  await expect(page.getByTestId('diff-say-model-before')).toHaveText(say(before).model!);
+  await expect(page.getByTestId('diff-say-model-after')).toHaveText(say(after).model!);
+  const tokens = (r: Stored) => String(say(r).usage!.prompt_tokens + say(r).usage!.completion_tokens);
+  await expect(page.getByTestId('diff-say-tokens-before')).toHaveText(tokens(before));
+  await expect(page.getByTestId('diff-say-tokens-after')).toHaveText(tokens(after));
+});
+
+test('what the inspector controls write is a workflow the engine accepts', async ({ page, request }) => {
+  await open(page, 'chain.yaml');
+  await select(page, 'second');
+  await page.getByTestId('section-toggle-reliability').click();
+  await page.getByTestId('field-retry-max_attempts').fill('4');
+  await page.getByTestId('field-retry-max_attempts').blur();
+  await page.getByTestId('field-retry-max_interval').fill('10s');
+  await page.getByTestId('field-retry-max_interval').blur();
+  await page.getByTestId('field-retry-jitter').click();
+  await page.getByTestId('field-timeout-first_token').fill('90s');
+  await page.getByTestId('field-timeout-first_token').blur();
+  await page.getByTestId('field-fallback-simplify').click();
+  await page.getByTestId('field-fallback-ask_human').click();
+  await page.getByTestId('field-on_failure').click();
+  await page.getByTestId('field-on_failure-option-skip').click();
+  await page.getByTestId('section-toggle-governance').click();
+  await page.getByTestId('field-local_only').click();
+  await page.getByTestId('field-budget-max_tokens').fill('500');
+  await page.getByTestId('field-budget-max_tokens').blur();
+  await page.getByTestId('field-task').click();
+  await page.getByTestId('field-task-option-summarization').click();
+  // The workflow's own settings, with no step selected.
+  await page.getByTestId('canvas').click({ position: { x: 5, y: 5 } });
+  await page.getByTestId('wf-local_only').click();
+  await page.getByTestId('wf-budget-max_cost_usd').fill('0.25');
+  await page.getByTestId('wf-budget-max_cost_usd').blur();
+  const text = await page.evaluate(() => window.nexus!.editor.getState().serialize());
+  expect(text).toMatch(/^local_only: true$/m);
+  expect(text).toMatch(/^budget:\s+max_cost_usd: 0\.25$/m);
+  for (const part of ['max_attempts: 4', 'max_interval: 10s', 'jitter: false', 'first_token: 90s', 'simplify: false', 'ask_human: true', 'on_failure: skip', 'local_only: true', 'max_tokens: 500', 'task: summarization']) {
+    expect(text).toContain(part);
+  }
+  const check = (await (await request.post('/api/validate', { data: { text } })).json()) as { valid: boolean; diagnostics?: unknown[] };
+  expect(check).toMatchObject({ valid: true });
+});
+
+test('the main screen after a real run has no serious accessibility violations', async ({ page }) => {
+  await open(page, 'stream.yaml');
+  await page.getByTestId('run').click();
+  await runToEnd(page);
+  await select(page, 'hello');
+  const axe = await new AxeBuilder({ page }).analyze();
+  const bad = axe.violations.filter((v) => v.impact === 'serious' || v.impact === 'critical');
+  expect(bad.map((v) => `${v.id}: ${v.nodes.map((n) => n.target.join(' ')).join(', ')}`)).toEqual([]);
 });

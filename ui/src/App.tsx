@@ -1,4 +1,4 @@
-import { useCallback, useEffect, useMemo, useRef, useState, type DragEvent } from 'react';
+import { useCallback, useEffect, useRef, useState, type DragEvent, type ReactNode } from 'react';
 import {
   Background,
   Controls,
@@ -8,16 +8,45 @@ import {
   useReactFlow,
   type Connection,
 } from '@xyflow/react';
+import { Toolbar } from 'radix-ui';
+import { Button, Callout, Flex, Heading, IconButton, Kbd, Text, TextField, Theme, Tooltip } from '@radix-ui/themes';
+import {
+  CircleAlert,
+  Cpu,
+  FileCode,
+  FileText,
+  FolderOpen,
+  GripVertical,
+  History,
+  Info,
+  Keyboard,
+  Network,
+  Play,
+  Redo2,
+  Save,
+  SaveAll,
+  Search,
+  Trash2,
+  Undo2,
+  Workflow,
+  type LucideIcon,
+} from 'lucide-react';
+import '@radix-ui/themes/styles.css';
 import '@xyflow/react/dist/style.css';
 import './styles.css';
 import { KINDS } from './registry';
-import { useEditor } from './store';
+import { useEditor, type StepNode } from './store';
 import { StepNodeComponent } from './components/StepNode';
 import { Inspector } from './components/Inspector';
 import { SearchPalette } from './components/SearchPalette';
 import { RunPanel } from './components/RunPanel';
 import { HistoryDialog } from './components/HistoryDialog';
 import { ModelsDialog } from './components/ModelsDialog';
+import { Field } from './components/fields';
+import { YamlView } from './components/YamlView';
+import { kindLook } from './design/kinds';
+import { Modal } from './design/Modal';
+import { useColorScheme } from './design/useColorScheme';
 import type { Backend, RunHandle, RunOptions } from './backend';
 
 const nodeTypes = { step: StepNodeComponent };
@@ -31,27 +60,61 @@ function redo() {
   useEditor.setState({ dirty: true });
 }
 
+/**
+ * The step kinds from the schema (registry.ts): drag one onto the canvas, or focus it and
+ * press Enter (double-click works too) to add it in the middle of the view.
+ */
 function Palette() {
   const addStep = useEditor((s) => s.addStep);
+  const { screenToFlowPosition } = useReactFlow();
+  const addHere = (kind: string) => {
+    const canvas = document.querySelector('[data-testid="canvas"]')?.getBoundingClientRect();
+    const at = canvas
+      ? screenToFlowPosition({ x: canvas.left + canvas.width / 2 - 110, y: canvas.top + canvas.height / 3 })
+      : { x: 40, y: 40 };
+    const id = addStep(kind, at);
+    useEditor.setState({ nodes: useEditor.getState().nodes.map((n) => ({ ...n, selected: n.id === id })) });
+  };
   return (
-    <nav className="palette" data-testid="palette">
-      <div className="title">Steps</div>
-      {KINDS.map((k) => (
-        <div
-          key={k.kind}
-          className="palette-item"
-          data-testid={`palette-${k.kind}`}
-          draggable
-          title={k.description}
-          onDragStart={(e) => {
-            e.dataTransfer.setData('application/nexus-kind', k.kind);
-            e.dataTransfer.effectAllowed = 'move';
-          }}
-          onDoubleClick={() => addStep(k.kind, { x: 40, y: 40 })}
-        >
-          {k.kind}
-        </div>
-      ))}
+    <nav className="palette" data-testid="palette" aria-label="Step kinds">
+      <Text as="div" size="1" weight="bold" color="gray" className="palette-title">
+        STEPS
+      </Text>
+      <ul className="palette-list">
+        {KINDS.map((k) => {
+          const look = kindLook(k.kind);
+          const Icon = look.icon;
+          return (
+            <li key={k.kind}>
+              <Tooltip content={k.description} side="right">
+                <button
+                  type="button"
+                  className="palette-item"
+                  data-testid={`palette-${k.kind}`}
+                  style={{ ['--kind' as string]: `var(--${look.color}-9)`, ['--kind-soft' as string]: `var(--${look.color}-a3)` }}
+                  draggable
+                  aria-label={`Add ${look.label} step`}
+                  onDragStart={(e) => {
+                    e.dataTransfer.setData('application/nexus-kind', k.kind);
+                    e.dataTransfer.effectAllowed = 'move';
+                  }}
+                  onClick={(e) => e.detail === 0 && addHere(k.kind)}
+                  onDoubleClick={() => addHere(k.kind)}
+                >
+                  <span className="kind-chip" aria-hidden>
+                    <Icon size={14} />
+                  </span>
+                  <span className="palette-label">{look.label}</span>
+                  <GripVertical size={14} className="grip" aria-hidden />
+                </button>
+              </Tooltip>
+            </li>
+          );
+        })}
+      </ul>
+      <div className="minimap-dock" data-testid="minimap-dock" aria-label="Overview of the canvas">
+        <MiniMap pannable zoomable ariaLabel="Overview of the canvas" bgColor="var(--gray-2)" maskColor="var(--gray-a4)" maskStrokeColor="var(--accent-9)" maskStrokeWidth={2} nodeColor={(n) => `var(--${kindLook((n as StepNode).data.step.kind).color}-9)`} />
+      </div>
     </nav>
   );
 }
@@ -65,6 +128,7 @@ function Canvas() {
   const addStep = useEditor((s) => s.addStep);
   const { screenToFlowPosition } = useReactFlow();
   const temporal = useEditor.temporal;
+  const scheme = useColorScheme();
 
   const onDrop = useCallback(
     (e: DragEvent) => {
@@ -94,13 +158,22 @@ function Canvas() {
         deleteKeyCode={['Delete', 'Backspace']}
         multiSelectionKeyCode={['Shift', 'Meta', 'Control']}
         fitView
+        colorMode={scheme}
+        defaultEdgeOptions={{ type: 'smoothstep' }}
         minZoom={0.05}
         onlyRenderVisibleElements
       >
-        <Background />
-        <MiniMap pannable zoomable />
-        <Controls />
+        <Background gap={20} size={1.2} />
+        <Controls showInteractive={false} />
       </ReactFlow>
+      {nodes.length === 0 && (
+        <div className="empty-state" data-testid="empty-state">
+          <Text size="3" weight="medium">This workflow has no steps yet</Text>
+          <Text size="2" color="gray">
+            Drag a step from the palette, focus one and press Enter, or press Ctrl+K. Open / New starts from a template.
+          </Text>
+        </div>
+      )}
     </div>
   );
 }
@@ -122,40 +195,59 @@ function RunDialog({
       Object.entries(inputs).map(([k, v]) => [k, v.default === undefined ? '' : String(v.default)]),
     ),
   );
+  const names = Object.keys(inputs);
   return (
-    <div className="dialog" data-testid="run-dialog">
-      <h3>
-        {options.from ? `Run from ${options.from}` : options.until ? `Run up to ${options.until}` : 'Run'}: inputs
-      </h3>
-      {options.from && <p>Steps before {options.from} reuse the outputs of this workflow's latest run.</p>}
+    <Modal
+      testId="run-dialog"
+      title={options.from ? `Run from ${options.from}` : options.until ? `Run up to ${options.until}` : 'Run'}
+      description={
+        options.from
+          ? `Steps before ${options.from} reuse the outputs of this workflow's latest run.`
+          : names.length
+            ? 'The workflow\'s inputs for this run.'
+            : 'This workflow takes no inputs.'
+      }
+      onClose={onClose}
+      footer={
+        <>
+          <Button variant="soft" color="gray" onClick={onClose}>
+            Close
+          </Button>
+          <Button data-testid="run-start" onClick={() => onStart(values)}>
+            <Play size={14} /> Start
+          </Button>
+        </>
+      }
+    >
       {Object.entries(inputs).map(([name, spec]) => (
-        <label key={name} title={spec.description}>
-          {name}
-          <input
-            data-testid={`input-${name}`}
-            value={values[name] ?? ''}
-            onChange={(e) => setValues({ ...values, [name]: e.target.value })}
-          />
-          {spec.type === 'file' && (
-            <button
-              data-testid={`browse-${name}`}
-              title="A file outside the workflows folder can be used only when chosen here"
-              onClick={() =>
-                void backend.chooseInputFile().then((path) => {
-                  if (path) setValues((v) => ({ ...v, [name]: path }));
-                })
-              }
-            >
-              Browse…
-            </button>
-          )}
-        </label>
+        <Field key={name} label={name} help={spec.description} htmlFor={`input-${name}`}>
+          <Flex gap="2">
+            <TextField.Root
+              className="grow"
+              id={`input-${name}`}
+              data-testid={`input-${name}`}
+              value={values[name] ?? ''}
+              onChange={(e) => setValues({ ...values, [name]: e.target.value })}
+            />
+            {spec.type === 'file' && (
+              <Tooltip content="A file outside the workflows folder can be used only when chosen here">
+                <Button
+                  variant="soft"
+                  data-testid={`browse-${name}`}
+                  onClick={() =>
+                    void backend.chooseInputFile().then((path) => {
+                      if (path) setValues((v) => ({ ...v, [name]: path }));
+                    })
+                  }
+                >
+                  Browse…
+                </Button>
+              </Tooltip>
+            )}
+          </Flex>
+        </Field>
       ))}
-      <div className="row">
-        <button data-testid="run-start" onClick={() => onStart(values)}>Start</button>
-        <button onClick={onClose}>Close</button>
-      </div>
-    </div>
+    </Modal>
   );
 }
 
@@ -174,65 +266,84 @@ function OpenDialog({ backend, onClose }: { backend: Backend; onClose(): void })
     void backend.templates().then(setTemplates);
   }, [backend, refresh]);
   return (
-    <div className="dialog" data-testid="open-dialog">
-      <h3>Open</h3>
-      <div className="row">
-        <label>
-          Workflows folder
-          <input data-testid="folder-input" value={folder} readOnly />
-        </label>
-        <button
-          data-testid="folder-choose"
-          onClick={() =>
-            backend.chooseWorkflowsFolder().then(
-              (s) => {
-                setError(null);
-                if (s) refresh();
-              },
-              (e) => setError(String(e)),
-            )
-          }
-        >
-          Choose folder…
-        </button>
-      </div>
-      {error && <div className="toast error">{error}</div>}
-      {files.map((f) => (
-        <button
-          key={f}
-          data-testid={`open-${f}`}
-          onClick={async () => {
-            await load(f, await backend.readWorkflow(f));
-            onClose();
-          }}
-        >
-          {f}
-        </button>
-      ))}
-      <h3>New from template</h3>
-      {templates.map((t) => (
-        <button
-          key={t.name}
-          data-testid={`template-${t.name}`}
-          onClick={async () => {
-            try {
-              await load(null, await backend.useTemplate(t.name));
-            } catch (e) {
-              setError(String(e));
-              return;
+    <Modal testId="open-dialog" title="Open or start a workflow" width={720} onClose={onClose}>
+      <Field label="Workflows folder" htmlFor="folder-input">
+        <Flex gap="2">
+          <TextField.Root className="grow" id="folder-input" data-testid="folder-input" value={folder} readOnly />
+          <Button
+            variant="soft"
+            data-testid="folder-choose"
+            onClick={() =>
+              backend.chooseWorkflowsFolder().then(
+                (s) => {
+                  setError(null);
+                  if (s) refresh();
+                },
+                (e) => setError(String(e)),
+              )
             }
-            useEditor.setState({ dirty: true });
-            onClose();
-          }}
-        >
-          {t.name}
-        </button>
-      ))}
-      <div className="row">
-        <button onClick={onClose}>Close</button>
+          >
+            <FolderOpen size={14} /> Choose folder…
+          </Button>
+        </Flex>
+      </Field>
+      {error && (
+        <Callout.Root color="red" size="1">
+          <Callout.Text>{error}</Callout.Text>
+        </Callout.Root>
+      )}
+      <Heading as="h3" size="2">Workflows in the folder</Heading>
+      {files.length === 0 && <Text size="2" color="gray">No workflow files here yet.</Text>}
+      <div className="file-grid">
+        {files.map((f) => (
+          <Button
+            key={f}
+            variant="surface"
+            color="gray"
+            className="file-button"
+            data-testid={`open-${f}`}
+            onClick={async () => {
+              await load(f, await backend.readWorkflow(f));
+              onClose();
+            }}
+          >
+            <FileText size={14} /> {f}
+          </Button>
+        ))}
       </div>
-    </div>
+      <Heading as="h3" size="2">New from a template</Heading>
+      <div className="template-grid" data-testid="template-gallery">
+        {templates.map((t) => (
+          <button
+            type="button"
+            key={t.name}
+            className="template-card"
+            data-testid={`template-${t.name}`}
+            onClick={async () => {
+              try {
+                await load(null, await backend.useTemplate(t.name));
+              } catch (e) {
+                setError(String(e));
+                return;
+              }
+              useEditor.setState({ dirty: true });
+              onClose();
+            }}
+          >
+            <Text size="2" weight="medium">{t.name.replace(/\.ya?ml$/, '')}</Text>
+            <Text size="1" color="gray">{templateSummary(t.text)}</Text>
+          </button>
+        ))}
+      </div>
+    </Modal>
   );
+}
+
+/** A template's description or name line, for its card in the gallery. */
+function templateSummary(text: string): string {
+  const m = /^description:\s*(.+)$/m.exec(text) ?? /^name:\s*(.+)$/m.exec(text);
+  const steps = (text.match(/^\s*- id:/gm) ?? []).length;
+  return `${m ? m[1].replace(/^["']|["']$/g, '').slice(0, 90) : ''}${m ? ' · ' : ''}${steps} steps`;
 }
 
 function Editor({ backend }: { backend: Backend }) {
@@ -240,9 +351,10 @@ function Editor({ backend }: { backend: Backend }) {
   const dirty = useEditor((s) => s.dirty);
   const message = useEditor((s) => s.message);
   const workflowId = useEditor((s) => s.workflowId);
-  const [dialog, setDialog] = useState<'open' | 'run' | 'search' | 'history' | 'models' | null>(null);
+  const [dialog, setDialog] = useState<'open' | 'run' | 'search' | 'history' | 'models' | 'shortcuts' | null>(null);
   const [runOptions, setRunOptions] = useState<RunOptions>({});
   const [handle, setHandle] = useState<RunHandle | null>(null);
+  const [yamlOpen, setYamlOpen] = useState(false);
   const nodes = useEditor((s) => s.nodes);
   const edges = useEditor((s) => s.edges);
 
@@ -347,6 +459,8 @@ function Editor({ backend }: { backend: Backend }) {
       } else if (mod && e.key.toLowerCase() === 's') {
         e.preventDefault();
         void save(e.shiftKey);
+      } else if (e.key === '?' && !mod) {
+        setDialog('shortcuts');
       }
     };
     window.addEventListener('keydown', onKey);
@@ -362,31 +476,80 @@ function Editor({ backend }: { backend: Backend }) {
     return () => window.removeEventListener('beforeunload', onBeforeUnload);
   }, []);
 
-  const title = useMemo(() => `${path ?? workflowId}${dirty ? ' •' : ''}`, [path, workflowId, dirty]);
+  const name = path ?? workflowId;
   return (
     <div className="app">
-      <header className="toolbar">
-        <span className="title" data-testid="title">{title}</span>
-        <button data-testid="open" onClick={() => setDialog('open')}>Open / New</button>
-        <button data-testid="save" onClick={() => void save(false)}>Save</button>
-        <button data-testid="save-as" onClick={() => void save(true)}>Save as</button>
-        <button data-testid="undo" onClick={undo}>Undo</button>
-        <button data-testid="redo" onClick={redo}>Redo</button>
-        <button data-testid="delete" onClick={() => useEditor.getState().deleteSelected()}>Delete</button>
-        <button data-testid="layout" onClick={() => void useEditor.getState().layout()}>Auto-layout</button>
-        <button data-testid="search" onClick={() => setDialog('search')}>Search (Ctrl+K)</button>
-        <button data-testid="run" onClick={() => askRun({})}>Run</button>
-        <button data-testid="history" onClick={() => setDialog('history')}>History</button>
-        <button data-testid="models" onClick={() => setDialog('models')}>Models</button>
-      </header>
+      <Toolbar.Root className="toolbar" aria-label="Editor">
+        <Flex align="center" gap="2" className="toolbar-title">
+          <span className="logo" aria-hidden>
+            <Workflow size={16} />
+          </span>
+          <Text size="2" weight="bold" data-testid="title" className="ellipsis">
+            {name}
+            {dirty && (
+              <span className="unsaved" data-testid="unsaved" title="Unsaved changes" aria-label="unsaved changes">
+                {' •'}
+              </span>
+            )}
+          </Text>
+        </Flex>
+        <ToolGroup>
+          <Tool testId="open" label="Open / New" tip="Open a workflow or start from a template" icon={FolderOpen} onClick={() => setDialog('open')} text />
+          <Tool testId="save" label="Save" tip="Save (Ctrl+S)" icon={Save} onClick={() => void save(false)} />
+          <Tool testId="save-as" label="Save as" tip="Save as… (Ctrl+Shift+S)" icon={SaveAll} onClick={() => void save(true)} />
+        </ToolGroup>
+        <Toolbar.Separator className="toolbar-sep" />
+        <ToolGroup>
+          <Tool testId="undo" label="Undo" tip="Undo (Ctrl+Z)" icon={Undo2} onClick={undo} />
+          <Tool testId="redo" label="Redo" tip="Redo (Ctrl+Shift+Z)" icon={Redo2} onClick={redo} />
+          <Tool testId="delete" label="Delete" tip="Delete the selection (Delete)" icon={Trash2} onClick={() => useEditor.getState().deleteSelected()} />
+          <Tool testId="layout" label="Auto-layout" tip="Arrange the steps by their dependencies" icon={Network} onClick={() => void useEditor.getState().layout()} />
+          <Tool testId="search" label="Search" tip="Add or find a step (Ctrl+K)" icon={Search} onClick={() => setDialog('search')} />
+        </ToolGroup>
+        <div className="grow" />
+        <ToolGroup>
+          <Tool testId="history" label="History" tip="Past runs" icon={History} onClick={() => setDialog('history')} />
+          <Tool testId="models" label="Models" tip="Models, Ollama and API keys" icon={Cpu} onClick={() => setDialog('models')} />
+          <Tool testId="shortcuts" label="Keyboard shortcuts" tip="Keyboard shortcuts (?)" icon={Keyboard} onClick={() => setDialog('shortcuts')} />
+          <Tooltip content={yamlOpen ? 'Hide the YAML view' : 'Show the workflow as YAML beside the canvas (kept in sync)'}>
+            <Toolbar.Button asChild>
+              <Button
+                variant={yamlOpen ? 'solid' : 'soft'}
+                color="gray"
+                data-testid="yaml-toggle"
+                aria-pressed={yamlOpen}
+                onClick={() => setYamlOpen(!yamlOpen)}
+              >
+                <FileCode size={15} /> YAML
+              </Button>
+            </Toolbar.Button>
+          </Tooltip>
+        </ToolGroup>
+        <Toolbar.Button asChild>
+          <Button data-testid="run" onClick={() => askRun({})}>
+            <Play size={14} /> Run
+          </Button>
+        </Toolbar.Button>
+      </Toolbar.Root>
       {message && (
-        <div className={`toast ${message.kind}`} data-testid="toast" onClick={() => useEditor.getState().setMessage(null)}>
-          {message.text}
+        <div className="message-layer">
+          <Callout.Root
+            color={message.kind === 'error' ? 'red' : 'blue'}
+            size="1"
+            variant="surface"
+            role={message.kind === 'error' ? 'alert' : 'status'}
+            className="message"
+            onClick={() => useEditor.getState().setMessage(null)}
+          >
+            <Callout.Icon>{message.kind === 'error' ? <CircleAlert size={14} /> : <Info size={14} />}</Callout.Icon>
+            <Callout.Text data-testid="toast">{message.text}</Callout.Text>
+          </Callout.Root>
         </div>
       )}
       <main className="main">
         <Palette />
         <Canvas />
+        {yamlOpen && <YamlView />}
         <Inspector backend={backend} onRun={askRun} />
       </main>
       <RunPanel backend={backend} handle={handle} />
@@ -395,22 +558,86 @@ function Editor({ backend }: { backend: Backend }) {
       {dialog === 'run' && <RunDialog backend={backend} options={runOptions} onStart={(i) => void startRun(i)} onClose={() => setDialog(null)} />}
       {dialog === 'history' && <HistoryDialog backend={backend} onClose={() => setDialog(null)} onResume={(id) => void resumeRun(id)} />}
       {dialog === 'models' && <ModelsDialog backend={backend} onClose={() => setDialog(null)} />}
+      {dialog === 'shortcuts' && <ShortcutsDialog onClose={() => setDialog(null)} />}
     </div>
+  );
+}
+
+function ToolGroup({ children }: { children: ReactNode }) {
+  return <Flex gap="1" align="center">{children}</Flex>;
+}
+
+/** One toolbar button: an icon (and its label when `text`), a tooltip, an accessible name. */
+function Tool({ testId, label, tip, icon: Icon, onClick, text }: { testId: string; label: string; tip: string; icon: LucideIcon; onClick(): void; text?: boolean }) {
+  return (
+    <Tooltip content={tip}>
+      <Toolbar.Button asChild>
+        {text ? (
+          <Button variant="soft" color="gray" data-testid={testId} aria-label={label} onClick={onClick}>
+            <Icon size={15} /> {label}
+          </Button>
+        ) : (
+          <IconButton variant="ghost" color="gray" data-testid={testId} aria-label={label} onClick={onClick}>
+            <Icon size={16} />
+          </IconButton>
+        )}
+      </Toolbar.Button>
+    </Tooltip>
+  );
+}
+
+const SHORTCUTS: [string[], string][] = [
+  [['Ctrl', 'K'], 'Add a step or find one'],
+  [['Ctrl', 'S'], 'Save'],
+  [['Ctrl', 'Shift', 'S'], 'Save as'],
+  [['Ctrl', 'Z'], 'Undo'],
+  [['Ctrl', 'Shift', 'Z'], 'Redo'],
+  [['Ctrl', 'C'], 'Copy the selected steps'],
+  [['Ctrl', 'V'], 'Paste'],
+  [['Delete'], 'Delete the selection'],
+  [['Enter'], 'On a palette item: add that step'],
+  [['Tab'], 'Move between steps on the canvas'],
+  [['?'], 'This sheet'],
+];
+
+function ShortcutsDialog({ onClose }: { onClose(): void }) {
+  return (
+    <Modal testId="shortcuts-dialog" title="Keyboard shortcuts" onClose={onClose}>
+      <dl className="shortcuts">
+        {SHORTCUTS.map(([keys, what]) => (
+          <div key={what} className="shortcut">
+            <dt>
+              {keys.map((k) => (
+                <Kbd key={k}>{k}</Kbd>
+              ))}
+            </dt>
+            <dd>{what}</dd>
+          </div>
+        ))}
+      </dl>
+    </Modal>
   );
 }
 
 export function App({ backend }: { backend: Backend }) {
   const started = useRef(false);
+  const scheme = useColorScheme();
   useEffect(() => {
     if (started.current) return;
     started.current = true;
     void backend.templates().then((t) => {
       if (t[0]) void useEditor.getState().load(null, t[0].text);
     });
+    void backend.models().then(
+      (m) => useEditor.setState({ firstModel: m[0]?.reference ?? null }),
+      () => {},
+    );
   }, [backend]);
   return (
-    <ReactFlowProvider>
-      <Editor backend={backend} />
-    </ReactFlowProvider>
+    <Theme appearance={scheme} accentColor="indigo" grayColor="slate" radius="medium" scaling="100%" panelBackground="solid">
+      <ReactFlowProvider>
+        <Editor backend={backend} />
+      </ReactFlowProvider>
+    </Theme>
   );
 }

@@ -14,6 +14,7 @@ import {
 import ELK from 'elkjs/lib/elk.bundled.js';
 import type { Document } from 'yaml';
 import { parseWorkflow, reaches, serializeWorkflow, type StepData } from './workflow';
+import { WORKFLOW_KEYS } from './registry';
 import type { Diagnostic, EngineEvent, StoredRun } from './backend';
 
 export type StepStatus = 'queued' | 'running' | 'retrying' | 'succeeded' | 'failed' | 'skipped';
@@ -33,7 +34,22 @@ export interface StepRun {
   durationMs?: number;
   /** A map's items: ended (failed included), failed, in all. */
   progress?: { done: number; failed: number; total: number };
+  /** The attempt now running or last run (1 for the first). */
+  attempt?: number;
+  /** When the current attempt started (ms since the epoch), while it runs. */
+  startedAt?: number;
+  /** Streamed token events of the current attempt (a live count; the usage is exact). */
+  tokenCount?: number;
+  /** Prompt and completion tokens, once the step has succeeded. */
+  usage?: { prompt_tokens: number; completion_tokens: number } | null;
+  /** The last fallback taken (`from → to`, with its reason). */
+  fallback?: string;
+  /** Cost in US dollars, from the stored record. */
+  costUsd?: number | null;
 }
+
+/** Most events kept for the run panel's Events tab (the oldest are dropped). */
+export const MAX_EVENTS = 2000;
 
 export interface AttemptBar {
   step: string;
@@ -51,6 +67,8 @@ export interface EditorState {
   doc: Document | null;
   workflowId: string;
   inputs: Record<string, { type?: string; default?: unknown; description?: string }>;
+  /** The workflow's own settings (registry WORKFLOW_KEYS: name, local_only, budget, ...). */
+  settings: Record<string, unknown>;
   nodes: StepNode[];
   edges: Edge[];
   dirty: boolean;
@@ -70,7 +88,11 @@ export interface EditorState {
     question: { stepId: string; text: string } | null;
     /** A run opened from the history (not live). */
     past: boolean;
+    /** The run's events in order, at most `MAX_EVENTS` (the latest). */
+    events: EngineEvent[];
   } | null;
+  /** The selector's first pick for a general step, shown on nodes whose model is "auto". */
+  firstModel: string | null;
   clipboard: StepData[];
 }
 
@@ -82,12 +104,21 @@ export interface EditorActions {
   onNodesChange(changes: NodeChange<StepNode>[]): void;
   onEdgesChange(changes: EdgeChange[]): void;
   updateField(id: string, key: string, value: unknown): void;
+  /** Sets (or, with `undefined`, removes) a workflow-level setting. */
+  updateSetting(key: string, value: unknown): void;
   renameStep(id: string, next: string): boolean;
   deleteSelected(): void;
   copy(): void;
   paste(): void;
   layout(): Promise<void>;
   serialize(): string;
+  /**
+   * Replaces the workflow by an edited text (the YAML view): its steps, edges, inputs and
+   * document (so its comments and layout are what is saved). A step without a position
+   * keeps the one it had; selection is kept by id. Text with YAML syntax errors changes
+   * nothing and returns them, located.
+   */
+  applyText(text: string): { line: number; column: number; message: string }[];
   markSaved(path: string, text: string): void;
   setMessage(message: EditorState['message']): void;
   setDiagnostics(d: Diagnostic[]): void;
@@ -156,12 +187,14 @@ export const useEditor = create<EditorState & EditorActions>()(
       doc: null,
       workflowId: 'untitled',
       inputs: {},
+      settings: {},
       nodes: [],
       edges: [],
       dirty: false,
       message: null,
       diagnostics: [],
       run: null,
+      firstModel: null,
       clipboard: [],
 
       async load(path, text) {
@@ -175,6 +208,7 @@ export const useEditor = create<EditorState & EditorActions>()(
           doc: wf.doc,
           workflowId: wf.id,
           inputs: wf.inputs,
+          settings: wf.settings,
           nodes,
           edges,
           dirty: false,
@@ -256,6 +290,12 @@ export const useEditor = create<EditorState & EditorActions>()(
         });
       },
 
+      updateSetting(key, value) {
+        const settings = { ...get().settings, [key]: value };
+        if (value === undefined) delete settings[key];
+        set({ settings, dirty: true });
+      },
+
       renameStep(id, next) {
         if (!/^[a-z_][a-z0-9_]*$/.test(next) || get().nodes.some((n) => n.id === next)) {
           set({ message: { kind: 'error', text: `\`${next}\` is not a free lowercase identifier` } });
@@ -334,10 +374,25 @@ export const useEditor = create<EditorState & EditorActions>()(
       },
 
       serialize() {
-        const { doc, dirty, original, nodes, edges } = get();
+        const { doc, dirty, original, nodes, edges, settings } = get();
         if (!dirty && doc) return original;
         const target = doc ?? parseWorkflow('id: untitled\nsteps: []\n').doc;
-        return serializeWorkflow(target, stepsOf(nodes, edges));
+        return serializeWorkflow(target, stepsOf(nodes, edges), { keys: WORKFLOW_KEYS, values: settings });
+      },
+
+      applyText(text) {
+        const wf = parseWorkflow(text);
+        if (wf.errors.length) return wf.errors;
+        const prev = new Map(get().nodes.map((n) => [n.id, n]));
+        const nodes: StepNode[] = wf.steps.map((step, i) => ({
+          id: step.id,
+          type: 'step',
+          position: step.position ?? prev.get(step.id)?.position ?? { x: 0, y: i * 120 },
+          selected: prev.get(step.id)?.selected ?? false,
+          data: { step },
+        }));
+        set({ doc: wf.doc, workflowId: wf.id, inputs: wf.inputs, settings: wf.settings, nodes, edges: toEdges(wf.steps), dirty: text !== get().original });
+        return [];
       },
 
       markSaved(path, text) {
@@ -356,7 +411,7 @@ export const useEditor = create<EditorState & EditorActions>()(
       startRun(runId) {
         const steps: Record<string, StepRun> = {};
         for (const n of get().nodes) steps[n.id] = { status: 'queued', tokens: '' };
-        set({ run: { runId, status: 'running', steps, startedAt: Date.now(), attempts: [], detail: null, question: null, past: false } });
+        set({ run: { runId, status: 'running', steps, startedAt: Date.now(), attempts: [], detail: null, question: null, past: false, events: [] } });
       },
 
       setRunDetail(detail) {
@@ -369,6 +424,7 @@ export const useEditor = create<EditorState & EditorActions>()(
           const cur = steps[st.step_id];
           if (cur && st.output != null) steps[st.step_id] = { ...cur, tokens: st.output };
           if (steps[st.step_id] && st.reasoning != null) steps[st.step_id] = { ...steps[st.step_id], reasoning: st.reasoning };
+          if (steps[st.step_id]) steps[st.step_id] = { ...steps[st.step_id], usage: st.usage, costUsd: st.cost_usd, attempt: st.attempts.length || steps[st.step_id].attempt };
         }
         set({ run: { ...run, steps, detail } });
       },
@@ -390,6 +446,10 @@ export const useEditor = create<EditorState & EditorActions>()(
             model: st.model,
             error: st.error ?? undefined,
             durationMs: st.duration_ms,
+            attempt: st.attempts.length,
+            usage: st.usage,
+            costUsd: st.cost_usd,
+            fallback: st.fallbacks.length ? `${st.fallbacks[st.fallbacks.length - 1].from} → ${st.fallbacks[st.fallbacks.length - 1].to}` : undefined,
           };
           st.attempts.forEach((a, i) => {
             const start = Date.parse(a.started_at) - startedAt;
@@ -405,15 +465,20 @@ export const useEditor = create<EditorState & EditorActions>()(
           });
         }
         set({
-          run: { runId: detail.run_id, status: detail.status, steps, startedAt, attempts, detail, question: null, past: true },
+          run: { runId: detail.run_id, status: detail.status, steps, startedAt, attempts, detail, question: null, past: true, events: detail.events.slice(-MAX_EVENTS) },
           message: { kind: 'info', text: `Run ${detail.run_id.slice(0, 8)} of ${detail.workflow_id} (${detail.status}); save to keep this workflow as a file` },
         });
       },
 
       applyEvent(e) {
-        const run = get().run;
+        let run = get().run;
         if (!run) return;
         const steps = { ...run.steps };
+        const events = run.events.length >= MAX_EVENTS ? [...run.events.slice(1), e] : [...run.events, e];
+        // The run's id is known from its first event, even before the backend's handle
+        // (an approval can ask before `run()` has returned).
+        const runId = run.runId === 'starting' && 'run_id' in e ? e.run_id : run.runId;
+        run = { ...run, events, runId };
         const patch = (id: string, p: Partial<StepRun>) => {
           steps[id] = { ...(steps[id] ?? { status: 'queued', tokens: '' }), ...p };
         };
@@ -426,12 +491,20 @@ export const useEditor = create<EditorState & EditorActions>()(
         };
         switch (e.type) {
           case 'step_started':
-            patch(e.step_id, { status: e.attempt > 1 ? 'retrying' : 'running', model: e.model, tokens: '', reasoning: undefined });
+            patch(e.step_id, {
+              status: e.attempt > 1 ? 'retrying' : 'running',
+              model: e.model,
+              tokens: '',
+              reasoning: undefined,
+              attempt: e.attempt,
+              startedAt: Date.now(),
+              tokenCount: 0,
+            });
             close(e.step_id, 'failed');
             attempts = [...attempts, { step: e.step_id, attempt: e.attempt, model: e.model, start: now, outcome: 'running' }];
             break;
           case 'token':
-            patch(e.step_id, { tokens: (steps[e.step_id]?.tokens ?? '') + e.text });
+            patch(e.step_id, { tokens: (steps[e.step_id]?.tokens ?? '') + e.text, tokenCount: (steps[e.step_id]?.tokenCount ?? 0) + 1 });
             break;
           case 'reasoning':
             patch(e.step_id, { reasoning: (steps[e.step_id]?.reasoning ?? '') + e.text });
@@ -441,16 +514,19 @@ export const useEditor = create<EditorState & EditorActions>()(
             close(e.step_id, 'failed');
             break;
           case 'step_succeeded':
-            patch(e.step_id, { status: 'succeeded', model: e.model, durationMs: e.duration_ms });
+            patch(e.step_id, { status: 'succeeded', model: e.model, durationMs: e.duration_ms, usage: e.usage, startedAt: undefined });
             close(e.step_id, 'succeeded');
             break;
           case 'step_failed':
-            patch(e.step_id, { status: 'failed', error: e.error });
+            patch(e.step_id, { status: 'failed', error: e.error, startedAt: undefined });
             close(e.step_id, 'failed');
             break;
           case 'step_skipped':
             patch(e.step_id, { status: 'skipped', error: e.reason });
             close(e.step_id, 'skipped');
+            break;
+          case 'fallback_taken':
+            patch(e.step_id, { fallback: `${e.from} → ${e.to}` });
             break;
           case 'map_progress':
             patch(e.step_id, { progress: { done: e.done, failed: e.failed, total: e.total } });
@@ -475,6 +551,7 @@ export const useEditor = create<EditorState & EditorActions>()(
       partialize: (s) => ({
         nodes: s.nodes.map((n) => ({ id: n.id, type: n.type, position: n.position, data: n.data })),
         edges: s.edges.map((e) => ({ id: e.id, source: e.source, target: e.target })),
+        settings: s.settings,
       }),
       equality: (a, b) => JSON.stringify(a) === JSON.stringify(b),
       limit: 200,

@@ -205,6 +205,16 @@ export class TestBackend implements Backend {
           out.push({ code: 'cycle', message: `the steps form a cycle through \`${s.id}\``, step: s.id, field: 'needs' });
         }
       }
+      // Templates read only known steps (the engine: plan/templates.rs, `unknown_step`).
+      for (const field of ['prompt', 'system', 'template']) {
+        const text = s.fields[field];
+        if (typeof text !== 'string') continue;
+        for (const m of text.matchAll(/\bsteps\.([a-z_][a-z0-9_]*)/g)) {
+          if (!ids.has(m[1])) {
+            out.push({ code: 'unknown_step', message: `template references unknown step \`steps.${m[1]}\``, step: s.id, field });
+          }
+        }
+      }
       const required = s.kind === 'template' ? 'template' : 'prompt';
       if (!s.fields[required]) {
         out.push({ code: 'missing_field', message: `\`kind: ${s.kind}\` steps need a \`${required}\``, step: s.id, field: required });
@@ -268,6 +278,7 @@ export class TestBackend implements Backend {
       const started = Date.now();
       emit({ type: 'run_started', run_id: runId, workflow_id: wf.id, steps: steps.length });
       let remaining = [...steps];
+      const failedSteps = new Set<string>();
       while (remaining.length && !cancelled) {
         const ready = remaining.filter((s) => s.needs.every((n) => finished.has(n)));
         if (!ready.length) break;
@@ -290,6 +301,7 @@ export class TestBackend implements Backend {
                 : { type: 'step_failed', run_id: runId, step_id: step.id, error: 'rejected' });
               record.steps.push(this.stepRecord(step.id, step.kind, ok ? 'succeeded' : 'failed', null, ok ? 'approved' : null, null, stepStart, attempts));
               if (ok) finished.add(step.id);
+              else failedSteps.add(step.id);
               return;
             }
             // A step with a retry policy fails its first attempt once (to show retries).
@@ -333,9 +345,10 @@ export class TestBackend implements Backend {
             }
           }),
         );
-        remaining = remaining.filter((s) => !finished.has(s.id));
+        // A failed step is not run again; the steps that need it never become ready.
+        remaining = remaining.filter((s) => !finished.has(s.id) && !failedSteps.has(s.id));
       }
-      const status = cancelled ? 'cancelled' : remaining.length ? 'failed' : 'succeeded';
+      const status = cancelled ? 'cancelled' : remaining.length || failedSteps.size ? 'failed' : 'succeeded';
       record.status = status;
       record.finished_at = new Date().toISOString();
       emit({ type: 'run_finished', run_id: runId, status, duration_ms: Date.now() - started });
@@ -361,6 +374,8 @@ export class TestBackend implements Backend {
       input,
       output,
       output_json: null,
+      // Only agent steps have a transcript (their model and tool calls); the test backend runs none.
+      transcript: [],
       model,
       model_reason: model ? 'explicit preference (first reachable of the step\'s list)' : null,
       usage,

@@ -17,6 +17,8 @@ export interface ParsedWorkflow {
   id: string;
   inputs: Record<string, { type?: string; default?: unknown; description?: string }>;
   steps: StepData[];
+  /** Every other top-level key (name, description, local_only, budget, ...), as written. */
+  settings: Record<string, unknown>;
   /** YAML syntax errors, located. */
   errors: { line: number; column: number; message: string }[];
 }
@@ -49,6 +51,7 @@ export function parseWorkflow(text: string): ParsedWorkflow {
     id: typeof js.id === 'string' ? js.id : 'untitled',
     inputs: (js.inputs as ParsedWorkflow['inputs']) ?? {},
     steps,
+    settings: Object.fromEntries(Object.entries(js).filter(([k]) => !['format', 'id', 'inputs', 'steps'].includes(k))),
     errors,
   };
 }
@@ -82,7 +85,11 @@ function setOrDelete(map: YAMLMap, doc: Document, key: string, value: unknown) {
  * order in the file; new steps are appended; removed ones are dropped. Only changed keys
  * are rewritten.
  */
-export function serializeWorkflow(doc: Document, steps: StepData[]): string {
+export function serializeWorkflow(doc: Document, steps: StepData[], settings?: { keys: string[]; values: Record<string, unknown> }): string {
+  if (settings && isMap(doc.contents)) {
+    const top = doc.contents as YAMLMap;
+    for (const key of settings.keys) setOrDelete(top, doc, key, settings.values[key]);
+  }
   const seq = stepMaps(doc);
   const byId = new Map<string, YAMLMap>();
   for (const item of seq.items) {

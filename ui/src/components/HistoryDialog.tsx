@@ -1,10 +1,25 @@
 import { useEffect, useState } from 'react';
+import { Badge, Button, Callout, Checkbox, Flex, Table, Text } from '@radix-ui/themes';
+import { ArrowLeft, GitCompare } from 'lucide-react';
+import { RunDiff } from './RunDiff';
+import { Modal } from '../design/Modal';
 import { useEditor } from '../store';
-import type { Backend, RunSummary } from '../backend';
+import type { Backend, RunSummary, StoredRun } from '../backend';
 
 /** Past runs from the run database (shared with the CLI); opening one shows it on the canvas. */
 /** Runs that have not finished: paused, waiting, or interrupted (their process died). */
 const UNFINISHED = new Set(['running', 'paused', 'waiting_for_human']);
+
+/** A run status's badge colour. */
+export const STATUS_COLOR: Record<string, 'green' | 'red' | 'amber' | 'gray' | 'blue'> = {
+  succeeded: 'green',
+  failed: 'red',
+  running: 'blue',
+  paused: 'amber',
+  waiting_for_human: 'amber',
+  cancelled: 'gray',
+  skipped: 'gray',
+};
 
 export function HistoryDialog({
   backend,
@@ -18,6 +33,19 @@ export function HistoryDialog({
 }) {
   const [runs, setRuns] = useState<RunSummary[] | null>(null);
   const [error, setError] = useState<string | null>(null);
+  /** Runs picked for the run-to-run diff (at most two, of one workflow). */
+  const [picked, setPicked] = useState<string[]>([]);
+  const [diff, setDiff] = useState<[StoredRun, StoredRun] | null>(null);
+  const pickedWorkflow = runs?.find((r) => r.run_id === picked[0])?.workflow_id;
+  const compare = async () => {
+    try {
+      const both = await Promise.all(picked.map((id) => backend.getRun(id)));
+      both.sort((a, b) => Date.parse(a.started_at) - Date.parse(b.started_at));
+      setDiff([both[0], both[1]]);
+    } catch (e) {
+      setError(String(e));
+    }
+  };
   useEffect(() => {
     backend.listRuns(50).then(setRuns, (e) => setError(String(e)));
   }, [backend]);
@@ -31,40 +59,86 @@ export function HistoryDialog({
     }
   };
   return (
-    <div className="dialog wide" data-testid="history-dialog">
-      <h3>Run history</h3>
-      {error && <div className="toast error">{error}</div>}
-      {runs === null && !error && <p>Loading…</p>}
-      {runs?.length === 0 && <p>No runs yet.</p>}
-      <table>
-        <tbody>
-          {runs?.map((r) => (
-            <tr key={r.run_id} data-testid={`history-row-${r.run_id}`} onClick={() => void open(r.run_id)}>
-              <td>{r.workflow_id}</td>
-              <td>{r.status}</td>
-              <td>{new Date(r.started_at).toLocaleString()}</td>
-              <td>{r.steps} steps</td>
-              <td>{r.tokens} tokens</td>
-              <td>
-                {UNFINISHED.has(r.status) && (
-                  <button
-                    data-testid={`history-resume-${r.run_id}`}
-                    onClick={(e) => {
-                      e.stopPropagation();
-                      onResume(r.run_id);
-                    }}
-                  >
-                    Resume
-                  </button>
-                )}
-              </td>
-            </tr>
-          ))}
-        </tbody>
-      </table>
-      <div className="row">
-        <button onClick={onClose}>Close</button>
-      </div>
-    </div>
+    <Modal testId="history-dialog" title="Run history" description="Runs of every workflow, newest first (shared with the CLI). Open one to see it on the canvas." width={860} onClose={onClose}>
+      {error && (
+        <Callout.Root color="red" size="1">
+          <Callout.Text>{error}</Callout.Text>
+        </Callout.Root>
+      )}
+      {diff && (
+        <>
+          <Flex>
+            <Button variant="soft" color="gray" data-testid="diff-back" onClick={() => setDiff(null)}>
+              <ArrowLeft size={14} /> All runs
+            </Button>
+          </Flex>
+          <RunDiff before={diff[0]} after={diff[1]} />
+        </>
+      )}
+      {!diff && runs && runs.length > 1 && (
+        <Flex align="center" gap="3">
+          <Text size="1" color="gray" className="grow">
+            Tick two runs of one workflow to see what changed between them, step by step.
+          </Text>
+          <Button data-testid="history-compare" disabled={picked.length !== 2} onClick={() => void compare()}>
+            <GitCompare size={14} /> Compare
+          </Button>
+        </Flex>
+      )}
+      {!diff && runs === null && !error && <Text size="2" color="gray">Loading…</Text>}
+      {runs?.length === 0 && <Text size="2" color="gray">No runs yet.</Text>}
+      {!diff && runs && runs.length > 0 && (
+        <Table.Root size="1" variant="surface">
+          <Table.Header>
+            <Table.Row>
+              <Table.ColumnHeaderCell><span className="sr-only">compare</span></Table.ColumnHeaderCell>
+              <Table.ColumnHeaderCell>workflow</Table.ColumnHeaderCell>
+              <Table.ColumnHeaderCell>status</Table.ColumnHeaderCell>
+              <Table.ColumnHeaderCell>started</Table.ColumnHeaderCell>
+              <Table.ColumnHeaderCell>steps</Table.ColumnHeaderCell>
+              <Table.ColumnHeaderCell>tokens</Table.ColumnHeaderCell>
+              <Table.ColumnHeaderCell><span className="sr-only">actions</span></Table.ColumnHeaderCell>
+            </Table.Row>
+          </Table.Header>
+          <Table.Body>
+            {runs.map((r) => (
+              <Table.Row key={r.run_id} data-testid={`history-row-${r.run_id}`} className="clickable" onClick={() => void open(r.run_id)}>
+                <Table.Cell onClick={(e) => e.stopPropagation()}>
+                  <Checkbox
+                    data-testid={`history-pick-${r.run_id}`}
+                    aria-label={`Compare run ${r.run_id}`}
+                    checked={picked.includes(r.run_id)}
+                    disabled={!picked.includes(r.run_id) && (picked.length >= 2 || (pickedWorkflow !== undefined && pickedWorkflow !== r.workflow_id))}
+                    onCheckedChange={(c) => setPicked(c ? [...picked, r.run_id] : picked.filter((p) => p !== r.run_id))}
+                  />
+                </Table.Cell>
+                <Table.RowHeaderCell>{r.workflow_id}</Table.RowHeaderCell>
+                <Table.Cell>
+                  <Badge highContrast color={STATUS_COLOR[r.status] ?? 'gray'}>{r.status}</Badge>
+                </Table.Cell>
+                <Table.Cell>{new Date(r.started_at).toLocaleString()}</Table.Cell>
+                <Table.Cell>{r.steps}</Table.Cell>
+                <Table.Cell>{r.tokens}</Table.Cell>
+                <Table.Cell>
+                  {UNFINISHED.has(r.status) && (
+                    <Button
+                      size="1"
+                      variant="soft"
+                      data-testid={`history-resume-${r.run_id}`}
+                      onClick={(e) => {
+                        e.stopPropagation();
+                        onResume(r.run_id);
+                      }}
+                    >
+                      Resume
+                    </Button>
+                  )}
+                </Table.Cell>
+              </Table.Row>
+            ))}
+          </Table.Body>
+        </Table.Root>
+      )}
+    </Modal>
   );
 }

@@ -1,8 +1,18 @@
-import { useMemo, useRef, useState } from 'react';
-import { fieldsOf } from '../registry';
+// The selected step's fields, grouped in sections (General, Prompt, Model, Output,
+// Reliability, Governance; registry.ts assigns each schema field to one) with a control
+// per value shape (fields.tsx) and the schema's doc comment as each field's help text.
+import { useMemo, type ReactNode } from 'react';
+import { Accordion } from 'radix-ui';
+import { Badge, Button, Code, Flex, Heading, Switch, Text, TextField, Tooltip } from '@radix-ui/themes';
+import { CodeEditor, type EditorProblem } from './CodeEditor';
+import { ChevronDown, MousePointerClick, Play, SkipForward } from 'lucide-react';
+import { defDescription, fieldsOf, SECTIONS, WORKFLOW_FIELDS, type FieldSpec } from '../registry';
 import { useEditor } from '../store';
 import type { Backend, RunOptions } from '../backend';
+import type { StepData } from '../workflow';
 import { ModelPicker } from './ModelPicker';
+import { Field, Help, helpText, SchemaEditor, ValueControl } from './fields';
+import { kindLook } from '../design/kinds';
 
 const TEXT_FIELDS = new Set(['prompt', 'system', 'template', 'when']);
 
@@ -11,227 +21,324 @@ function asText(v: unknown): string {
   return typeof v === 'string' ? v : JSON.stringify(v);
 }
 
-function parseValue(raw: string): unknown {
-  if (raw.trim() === '') return undefined;
-  try {
-    return JSON.parse(raw);
-  } catch {
-    return raw;
+/**
+ * Where in a field's text a validator message points: the first `code` span of the
+ * message found in the text (an unknown `steps.nope`), else the whole text.
+ */
+export function locate(text: string, message: string): EditorProblem {
+  for (const m of message.matchAll(/`([^`]+)`/g)) {
+    const at = text.indexOf(m[1]);
+    if (at >= 0) return { from: at, to: at + m[1].length, message };
   }
+  return { message };
 }
 
 /**
- * A prompt or template field that completes variables: typing `{{` (and the start of a
- * name) lists the workflow's inputs and the outputs of upstream steps; Enter, Tab or a
- * click inserts the one chosen.
+ * "Local only" of an `llm` step: `model.local_only` of the full model form; turning it on
+ * turns a reference or a list into `{prefer: [...], local_only: true}`, turning it off
+ * gives the shorthand back when nothing else is set.
  */
-function PromptEditor({
-  testId,
-  value,
-  rows,
-  variables,
-  onChange,
-}: {
-  testId: string;
-  value: string;
-  rows: number;
-  variables: string[];
-  onChange(v: string): void;
-}) {
-  const ref = useRef<HTMLTextAreaElement>(null);
-  const [query, setQuery] = useState<{ start: number; text: string } | null>(null);
-  const [active, setActive] = useState(0);
-  const matches = useMemo(
-    () => (query ? variables.filter((v) => v.replace(/[{} ]/g, '').includes(query.text.trim())) : []),
-    [query, variables],
-  );
-  const track = (el: HTMLTextAreaElement) => {
-    const before = el.value.slice(0, el.selectionStart);
-    const open = before.lastIndexOf('{{');
-    if (open >= 0 && !before.slice(open).includes('}}') && /^\{\{[\w. ]*$/.test(before.slice(open))) {
-      setQuery({ start: open, text: before.slice(open + 2) });
-      setActive(0);
-    } else {
-      setQuery(null);
-    }
-  };
-  const choose = (v: string) => {
-    const el = ref.current;
-    if (!el || !query) return;
-    const next = el.value.slice(0, query.start) + v + el.value.slice(el.selectionStart);
-    onChange(next);
-    setQuery(null);
-    const at = query.start + v.length;
-    requestAnimationFrame(() => {
-      el.focus();
-      el.setSelectionRange(at, at);
-    });
+function LocalOnly({ value, onChange }: { value: unknown; onChange(v: unknown): void }) {
+  const obj = value && typeof value === 'object' && !Array.isArray(value) ? (value as Record<string, unknown>) : null;
+  const on = obj?.local_only === true;
+  const set = (next: boolean) => {
+    const prefer = obj ? obj.prefer : typeof value === 'string' ? [value] : value;
+    const full: Record<string, unknown> = { ...(obj ?? {}), ...(prefer !== undefined ? { prefer } : {}), local_only: next };
+    if (!next) delete full.local_only;
+    const keys = Object.keys(full);
+    if (keys.length === 0) onChange(undefined);
+    else if (keys.length === 1 && keys[0] === 'prefer') onChange(full.prefer);
+    else onChange(full);
   };
   return (
-    <span className="prompt-editor">
-      <textarea
-        ref={ref}
-        data-testid={testId}
-        value={value}
-        rows={rows}
-        onChange={(e) => {
-          onChange(e.target.value);
-          track(e.target);
-        }}
-        onKeyDown={(e) => {
-          if (!query || matches.length === 0) return;
-          if (e.key === 'ArrowDown') {
-            e.preventDefault();
-            setActive((active + 1) % matches.length);
-          } else if (e.key === 'ArrowUp') {
-            e.preventDefault();
-            setActive((active + matches.length - 1) % matches.length);
-          } else if (e.key === 'Enter' || e.key === 'Tab') {
-            e.preventDefault();
-            choose(matches[active]);
-          } else if (e.key === 'Escape') {
-            setQuery(null);
-          }
-        }}
-        onBlur={() => setTimeout(() => setQuery(null), 150)}
+    <Field label="local only" help={helpText(defDescription('ModelRequirements', 'local_only'))} htmlFor="field-local_only">
+      <Flex align="center" gap="2">
+        <Switch id="field-local_only" data-testid="field-local_only" aria-label="local only" checked={on} onCheckedChange={set} />
+        <Text size="1" color="gray">{on ? 'on' : 'off'}</Text>
+      </Flex>
+    </Field>
+  );
+}
+
+/** The workflow's own settings (name, description, local only, budget, guardrails, on_failure, ...), by section. */
+function WorkflowSettings() {
+  const settings = useEditor((s) => s.settings);
+  const workflowId = useEditor((s) => s.workflowId);
+  const updateSetting = useEditor((s) => s.updateSetting);
+  const sections = SECTIONS.map((s) => ({ ...s, fields: WORKFLOW_FIELDS.filter((f) => f.section === s.id) })).filter((s) => s.fields.length > 0);
+  return (
+    <div data-testid="workflow-settings">
+      <div className="inspector-head">
+        <Heading as="h2" size="3">Workflow settings</Heading>
+        <Text size="1" color="gray">
+          <Code variant="ghost">{workflowId}</Code> · apply to every step and run
+        </Text>
+      </div>
+      <Sections
+        sections={sections}
+        values={settings}
+        prefix="wf-"
+        open={['general', 'governance']}
+        body={(s) =>
+          s.fields.map((f) => (
+            <Field key={f.name} label={f.name.replace(/_/g, ' ')} help={helpText(f.description)} htmlFor={`wf-${f.name}`}>
+              <ValueControl id={`wf-${f.name}`} shape={f.shape} value={settings[f.name]} label={f.name} onChange={(v) => updateSetting(f.name, v)} />
+            </Field>
+          ))
+        }
       />
-      {query && matches.length > 0 && (
-        <ul className="completions" data-testid="completions">
-          {matches.map((m, i) => (
-            <li
-              key={m}
-              className={i === active ? 'active' : ''}
-              data-testid={`completion-${m.replace(/[{} ]/g, '')}`}
-              onMouseDown={(e) => {
-                e.preventDefault();
-                choose(m);
-              }}
-            >
-              {m}
-            </li>
-          ))}
-        </ul>
-      )}
-    </span>
+    </div>
+  );
+}
+
+/**
+ * The inspector's sections as an accordion (Radix): a header with the section's title and
+ * what is set in it, then its hint and whatever `body` renders for it. `prefix` names the
+ * test ids (`section-general`, `section-toggle-general`).
+ */
+function Sections({
+  sections,
+  values,
+  prefix,
+  open,
+  body,
+}: {
+  sections: (typeof SECTIONS[number] & { fields: FieldSpec[] })[];
+  values: Record<string, unknown>;
+  prefix: string;
+  open: string[];
+  body(section: typeof SECTIONS[number] & { fields: FieldSpec[] }): ReactNode;
+}) {
+  return (
+    <Accordion.Root type="multiple" defaultValue={open} className="sections">
+      {sections.map((s) => {
+        const set = summary(s.fields, values);
+        return (
+          <Accordion.Item key={s.id} value={s.id} className="section" data-testid={`${prefix}section-${s.id}`}>
+            <Accordion.Header className="section-header">
+              <Accordion.Trigger className="section-trigger" data-testid={`${prefix}section-toggle-${s.id}`}>
+                <span className="section-title">{s.title}</span>
+                {set && <span className="section-summary">{set}</span>}
+                <ChevronDown size={14} className="chevron" aria-hidden />
+              </Accordion.Trigger>
+            </Accordion.Header>
+            <Accordion.Content className="section-content">
+              <Text as="p" size="1" color="gray" className="section-hint"><Help text={s.hint} /></Text>
+              {body(s)}
+            </Accordion.Content>
+          </Accordion.Item>
+        );
+      })}
+    </Accordion.Root>
+  );
+}
+
+/** The selected step's header: kind chip, title, kind and id, run from / up to here. */
+function StepHead({ step, onRun }: { step: StepData; onRun(options: RunOptions): void }) {
+  const look = kindLook(step.kind);
+  const Icon = look.icon;
+  return (
+    <div className="inspector-head" style={{ ['--kind' as string]: `var(--${look.color}-9)` }}>
+      <Flex align="center" gap="2">
+        <span className="kind-chip" aria-hidden>
+          <Icon size={16} />
+        </span>
+        <div className="grow">
+          <Heading as="h2" size="3" className="ellipsis">
+            {String(step.fields.name ?? '') || step.id}
+          </Heading>
+          <Text size="1" color="gray">
+            {look.label} step · <Code variant="ghost">{step.id}</Code>
+          </Text>
+        </div>
+      </Flex>
+      <Flex gap="2" mt="3">
+        <Tooltip content="Run this step and everything after it; reuse the outputs of the steps before it from the latest run">
+          <Button size="1" variant="soft" data-testid="run-from" onClick={() => onRun({ from: step.id })}>
+            <SkipForward size={14} /> Run from here
+          </Button>
+        </Tooltip>
+        <Tooltip content="Run only this step and the steps it needs">
+          <Button size="1" variant="soft" data-testid="run-until" onClick={() => onRun({ until: step.id })}>
+            <Play size={14} /> Run up to here
+          </Button>
+        </Tooltip>
+      </Flex>
+    </div>
+  );
+}
+
+/** How a section's fields are set, for its collapsed header ("retry, timeout"). */
+function summary(fields: FieldSpec[], values: Record<string, unknown>): string {
+  return fields
+    .filter((f) => values[f.name] !== undefined && values[f.name] !== null && values[f.name] !== '')
+    .map((f) => f.name)
+    .join(', ');
+}
+
+/** One field of the selected step, with the control its name or shape calls for. */
+function StepField({ field: f, step, backend, variables, errors }: { field: FieldSpec; step: StepData; backend: Backend; variables: string[]; errors: string[] }) {
+  const updateField = useEditor((s) => s.updateField);
+  const help = helpText(f.description);
+  if (f.name === 'model') {
+    return (
+      <Field key="model" label="model" help={help} htmlFor="model-picker" errors={errors} errorTestId="field-error-model">
+        <ModelPicker backend={backend} value={step.fields.model} onChange={(v) => updateField(step.id, 'model', v)} />
+      </Field>
+    );
+  }
+  if (f.name === 'output_schema') {
+    return (
+      <Field key={`${step.id}-output_schema`} label="output schema" help={help} htmlFor="field-output_schema" errors={errors} errorTestId="field-error-output_schema">
+        <SchemaEditor id="field-output_schema" value={step.fields.output_schema} onChange={(v) => updateField(step.id, 'output_schema', v)} />
+      </Field>
+    );
+  }
+  if (TEXT_FIELDS.has(f.name)) {
+    const big = f.name === 'prompt' || f.name === 'template';
+    return (
+      <Field key={f.name} label={f.name} help={help} htmlFor={`field-${f.name}`} errors={errors} errorTestId={`field-error-${f.name}`}>
+        <CodeEditor
+          key={`${step.id}-${f.name}`}
+          language="jinja"
+          testId={`field-${f.name}`}
+          label={f.name}
+          value={asText(step.fields[f.name])}
+          minLines={big ? 5 : 1}
+          variables={variables}
+          problems={errors.map((m) => locate(asText(step.fields[f.name]), m))}
+          placeholder={big ? 'Type {{ to insert an input or an upstream output' : undefined}
+          onChange={(v) => updateField(step.id, f.name, v || undefined)}
+        />
+      </Field>
+    );
+  }
+  return (
+    <Field key={`${step.id}-${f.name}`} label={f.name.replace(/_/g, ' ')} help={help} htmlFor={`field-${f.name}`} errors={errors} errorTestId={`field-error-${f.name}`}>
+      <ValueControl
+        id={`field-${f.name}`}
+        shape={f.shape}
+        value={step.fields[f.name]}
+        label={f.name}
+        onChange={(v) => updateField(step.id, f.name, v)}
+      />
+    </Field>
   );
 }
 
 /** The selected step's fields, with the variables its templates may use. */
 export function Inspector({ backend, onRun }: { backend: Backend; onRun(options: RunOptions): void }) {
-  const node = useEditor((s) => s.nodes.find((n) => n.selected));
-  const edges = useEditor((s) => s.edges);
-  const inputs = useEditor((s) => s.inputs);
-  const diagnostics = useEditor((s) => s.diagnostics);
-  const updateField = useEditor((s) => s.updateField);
-  const renameStep = useEditor((s) => s.renameStep);
-  const live = useEditor((s) => (node ? s.run?.steps[node.id] : undefined));
-  const upstream = useMemo(() => {
-    if (!node) return [];
-    // Every ancestor: a template may read any step it depends on.
-    const seen = new Set<string>();
-    const stack = [node.id];
-    while (stack.length) {
-      const id = stack.pop()!;
-      for (const e of edges) if (e.target === id && !seen.has(e.source)) {
+const node = useEditor((s) => s.nodes.find((n) => n.selected));
+const edges = useEditor((s) => s.edges);
+const inputs = useEditor((s) => s.inputs);
+const diagnostics = useEditor((s) => s.diagnostics);
+const updateField = useEditor((s) => s.updateField);
+const renameStep = useEditor((s) => s.renameStep);
+const live = useEditor((s) => (node ? s.run?.steps[node.id] : undefined));
+const upstream = useMemo(() => {
+  if (!node) return [];
+  // Every ancestor: a template may read any step it depends on.
+  const seen = new Set<string>();
+  const stack = [node.id];
+  while (stack.length) {
+    const id = stack.pop()!;
+    for (const e of edges)
+      if (e.target === id && !seen.has(e.source)) {
         seen.add(e.source);
         stack.push(e.source);
       }
-    }
-    return [...seen].sort();
-  }, [node, edges]);
-  if (!node) {
-    return <aside className="inspector" data-testid="inspector"><p className="hint">Select a step to edit it.</p></aside>;
   }
-  const step = node.data.step;
-  const variables = [
-    ...Object.keys(inputs).map((k) => `{{ inputs.${k} }}`),
-    ...upstream.map((u) => `{{ steps.${u}.output }}`),
-  ];
+  return [...seen].sort();
+}, [node, edges]);
+if (!node) {
   return (
-    <aside className="inspector" data-testid="inspector">
-      <div className="row">
-        <button data-testid="run-from" title="Run this step and everything after it; reuse the outputs of the steps before it from the latest run" onClick={() => onRun({ from: step.id })}>
-          Run from here
-        </button>
-        <button data-testid="run-until" title="Run only this step and the steps it needs" onClick={() => onRun({ until: step.id })}>
-          Run up to here
-        </button>
-      </div>
-      {live && (live.tokens || live.error) && (
-        <div className="live-output" data-testid="inspector-output">
-          <div>
-            {live.status}
-            {live.model ? ` on ${live.model}` : ''}
-          </div>
-          <pre>{live.error && live.status !== 'succeeded' ? live.error : live.tokens}</pre>
-        </div>
-      )}
-      <label>
-        id
-        <input
-          data-testid="field-id"
-          defaultValue={step.id}
-          key={`id-${step.id}`}
-          onBlur={(e) => {
-            if (e.target.value !== step.id && !renameStep(step.id, e.target.value)) e.target.value = step.id;
-          }}
-        />
-      </label>
-      <div className="kind">kind: {step.kind}</div>
-      {fieldsOf(step.kind).map((f) => {
-        if (f.name === 'model') {
-          return (
-            <ModelPicker
-              key="model"
-              backend={backend}
-              value={step.fields.model}
-              onChange={(v) => updateField(step.id, 'model', v)}
-            />
-          );
-        }
-        const errors = diagnostics.filter((d) => d.step === step.id && d.field === f.name);
-        return (
-          <label key={f.name} title={f.description}>
-            {f.name}
-            {TEXT_FIELDS.has(f.name) ? (
-              <PromptEditor
-                testId={`field-${f.name}`}
-                value={asText(step.fields[f.name])}
-                rows={f.name === 'prompt' || f.name === 'template' ? 6 : 2}
-                variables={variables}
-                onChange={(v) => updateField(step.id, f.name, v || undefined)}
-              />
-            ) : (
-              <input
-                data-testid={`field-${f.name}`}
-                defaultValue={asText(step.fields[f.name])}
-                key={`${step.id}-${f.name}`}
-                onBlur={(e) => updateField(step.id, f.name, parseValue(e.target.value))}
-              />
-            )}
-            {errors.map((d, i) => (
-              <span className="field-error" key={i} data-testid={`field-error-${f.name}`}>{d.message}</span>
-            ))}
-          </label>
-        );
-      })}
-      {variables.length > 0 && (
-        <div className="variables" data-testid="variables">
-          <div>Insert into the prompt:</div>
-          {variables.map((v) => (
-            <button
-              key={v}
-              data-testid={`insert-${v.replace(/[{} ]/g, '')}`}
-              onClick={() => {
-                const field = step.kind === 'template' ? 'template' : 'prompt';
-                updateField(step.id, field, `${asText(step.fields[field])}${v}`);
-              }}
-            >
-              {v}
-            </button>
-          ))}
-        </div>
-      )}
+    <aside className="inspector" data-testid="inspector" aria-label="Inspector">
+      <Flex align="center" gap="2" className="inspector-empty">
+        <MousePointerClick size={18} aria-hidden />
+        <Text size="1" color="gray">
+          Select a step on the canvas to edit it, or add one from the palette (double-click, Enter, or drag).
+        </Text>
+      </Flex>
+      <WorkflowSettings />
     </aside>
   );
+}
+const step = node.data.step;
+const variables = [
+  ...Object.keys(inputs).map((k) => `{{ inputs.${k} }}`),
+  ...upstream.map((u) => `{{ steps.${u}.output }}`),
+];
+const fields = fieldsOf(step.kind);
+const errorsOf = (name: string) => diagnostics.filter((d) => d.step === step.id && d.field === name).map((d) => d.message);
+
+const control = (f: FieldSpec) => (
+  <StepField key={`${step.id}-${f.name}`} field={f} step={step} backend={backend} variables={variables} errors={errorsOf(f.name)} />
+);
+
+const sections = SECTIONS.map((s) => ({ ...s, fields: fields.filter((f) => f.section === s.id) })).filter(
+  (s) => s.id === 'general' || s.fields.length > 0,
+);
+return (
+  <aside className="inspector" data-testid="inspector" aria-label="Inspector">
+    <StepHead step={step} onRun={onRun} />
+    {live && (live.tokens || live.error) && (
+      <div className="live-output" data-testid="inspector-output">
+        <Flex gap="2" align="center">
+          <Badge highContrast color={live.status === 'failed' ? 'red' : live.status === 'succeeded' ? 'green' : 'amber'}>{live.status}</Badge>
+          {live.model && <Text size="1" color="gray">on {live.model}</Text>}
+        </Flex>
+        <pre>{live.error && live.status !== 'succeeded' ? live.error : live.tokens}</pre>
+      </div>
+    )}
+    <Sections
+      sections={sections}
+      values={step.fields}
+      prefix=""
+      open={['general', 'prompt', 'model', 'output']}
+      body={(s) => (
+        <>
+          {s.id === 'general' && (
+            <Field label="id" help="Unique within the workflow; templates read it as steps.<id>.output." htmlFor="field-id">
+              <TextField.Root
+                id="field-id"
+                data-testid="field-id"
+                defaultValue={step.id}
+                key={`id-${step.id}`}
+                onBlur={(e) => {
+                  if (e.target.value !== step.id && !renameStep(step.id, e.target.value)) e.target.value = step.id;
+                }}
+                onKeyDown={(e) => e.key === 'Enter' && (e.target as HTMLInputElement).blur()}
+              />
+            </Field>
+          )}
+          {s.fields.map(control)}
+          {s.id === 'governance' && fields.some((f) => f.name === 'model') && (
+            <LocalOnly value={step.fields.model} onChange={(v) => updateField(step.id, 'model', v)} />
+          )}
+          {s.id === 'prompt' && variables.length > 0 && (
+            <div className="variables" data-testid="variables">
+              <Text size="1" color="gray">Insert:</Text>
+              {variables.map((v) => (
+                <Button
+                  key={v}
+                  size="1"
+                  variant="surface"
+                  color="gray"
+                  className="mono"
+                  data-testid={`insert-${v.replace(/[{} ]/g, '')}`}
+                  onClick={() => {
+                    const field = step.kind === 'template' ? 'template' : 'prompt';
+                    updateField(step.id, field, `${asText(step.fields[field])}${v}`);
+                  }}
+                >
+                  {v}
+                </Button>
+              ))}
+            </div>
+          )}
+        </>
+      )}
+    />
+  </aside>
+);
 }

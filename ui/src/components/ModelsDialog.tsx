@@ -1,5 +1,8 @@
 import { useCallback, useEffect, useState } from 'react';
+import { Badge, Button, Callout, Flex, Heading, Progress, Table, Text, TextField } from '@radix-ui/themes';
+import { Download, KeyRound, Trash2 } from 'lucide-react';
 import type { Backend, ModelsView, PullProgress } from '../backend';
+import { Modal } from '../design/Modal';
 
 function size(bytes: number | null | undefined): string {
   if (!bytes) return '';
@@ -38,83 +41,90 @@ export function ModelsDialog({ backend, onClose }: { backend: Backend; onClose()
   const ollama = view?.providers.find((p) => p.id === 'ollama');
   const pct = progress?.total_bytes ? Math.round(((progress.completed_bytes ?? 0) / progress.total_bytes) * 100) : null;
   return (
-    <div className="dialog wide" data-testid="models-dialog">
-      <h3>Models</h3>
-      {error && <div className="toast error" data-testid="models-error">{error}</div>}
-      {!view && !error && <p>Looking for models…</p>}
+    <Modal testId="models-dialog" title="Models" description="What can run now: Ollama, the embedded model, cloud keys and the selector's order." width={860} onClose={onClose}>
+      {error && (
+        <Callout.Root color="red" size="1">
+          <Callout.Text data-testid="models-error">{error}</Callout.Text>
+        </Callout.Root>
+      )}
+      {!view && !error && <Text size="2" color="gray">Looking for models…</Text>}
       {view && (
         <>
-          <h4>Ollama</h4>
-          <p data-testid="ollama-status">
+          <Heading as="h3" size="3">Ollama</Heading>
+          <Text as="p" size="2" data-testid="ollama-status">
             {ollama?.reachable ? `running at ${view.ollama_url}` : `not running at ${view.ollama_url}: ${ollama?.error ?? ''}`}
-          </p>
-          <table>
-            <tbody>
+          </Text>
+          <Table.Root size="1" variant="surface">
+            <Table.Body>
               {ollama?.models.map((m) => (
-                <tr key={m.name} data-testid={`ollama-model-${m.name}`}>
-                  <td>{m.name}</td>
-                  <td>{size(m.size_bytes)}</td>
-                  <td>{m.context_length ? `${m.context_length.toLocaleString()} tokens` : ''}</td>
-                  <td data-testid={`ollama-model-where-${m.name}`}>{m.locality === 'cloud' ? 'cloud (through the daemon)' : 'local'}</td>
-                  <td>{(m.capabilities ?? []).join(', ')}</td>
-                  <td>{m.parameter_size ?? ''} {m.quantization ?? ''}</td>
-                </tr>
+                <Table.Row key={m.name} data-testid={`ollama-model-${m.name}`}>
+                  <Table.RowHeaderCell>{m.name}</Table.RowHeaderCell>
+                  <Table.Cell>{size(m.size_bytes)}</Table.Cell>
+                  <Table.Cell>{m.context_length ? `${m.context_length.toLocaleString()} tokens` : ''}</Table.Cell>
+                  <Table.Cell data-testid={`ollama-model-where-${m.name}`}>{m.locality === 'cloud' ? 'cloud (through the daemon)' : 'local'}</Table.Cell>
+                  <Table.Cell>{(m.capabilities ?? []).map((c) => <Badge key={c} mr="1" color="gray">{c}</Badge>)}</Table.Cell>
+                  <Table.Cell>{m.parameter_size ?? ''} {m.quantization ?? ''}</Table.Cell>
+                </Table.Row>
               ))}
-            </tbody>
-          </table>
-          <div className="row">
-            <input
+            </Table.Body>
+          </Table.Root>
+          <Flex gap="2">
+            <TextField.Root
+              className="grow"
+              aria-label="Model to pull"
               data-testid="pull-name"
               placeholder="model to pull, e.g. qwen2.5:7b"
               value={pullName}
               onChange={(e) => setPullName(e.target.value)}
             />
-            <button data-testid="pull" disabled={!pullName.trim() || pulling} onClick={() => void pull()}>
-              Pull
-            </button>
-          </div>
+            <Button data-testid="pull" disabled={!pullName.trim() || pulling} onClick={() => void pull()}>
+              <Download size={14} /> Pull
+            </Button>
+          </Flex>
           {progress && (
-            <div data-testid="pull-progress">
-              <progress max={100} value={pct ?? undefined} data-testid="pull-bar" />
-              <span data-testid="pull-status">
+            <Flex data-testid="pull-progress" align="center" gap="3">
+              <Progress value={pct ?? undefined} data-testid="pull-bar" aria-label="Pull progress" className="grow" />
+              <Text size="1" data-testid="pull-status">
                 {progress.status}
                 {pct !== null ? ` ${pct}%` : ''}
-              </span>
-            </div>
+              </Text>
+            </Flex>
           )}
-          <h4>Embedded model</h4>
-          <p data-testid="embedded-status">
+          <Heading as="h3" size="3">Embedded model</Heading>
+          <Text as="p" size="2" data-testid="embedded-status">
             {view.embedded_present ? `ready: ${view.embedded_path}` : `missing: ${view.embedded_path} (run scripts/fetch-model.sh)`}
-          </p>
-          <h4>Cloud providers</h4>
+          </Text>
+          <Heading as="h3" size="3">Cloud providers</Heading>
           {view.keys.map((k) => (
-            <div className="row" key={k.provider} data-testid={`key-${k.provider}`}>
-              <span>
+            <Flex gap="2" align="center" key={k.provider} data-testid={`key-${k.provider}`}>
+              <KeyRound size={14} aria-hidden />
+              <Text size="2" className="grow">
                 {k.provider}: {k.in_environment ? 'key from the environment' : k.in_keychain ? 'key in the keychain' : 'no key'}
                 {k.keychain_error ? ` (the keychain cannot be read: ${k.keychain_error})` : ''}
-              </span>
-              <input
+              </Text>
+              <TextField.Root
                 type="password"
+                aria-label={`${k.provider} API key`}
                 data-testid={`key-input-${k.provider}`}
                 placeholder="API key"
                 value={key}
                 onChange={(e) => setKey(e.target.value)}
               />
-              <button
+              <Button
                 data-testid={`key-save-${k.provider}`}
                 disabled={!key.trim()}
                 onClick={() => backend.setApiKey(k.provider, key).then(() => { setKey(''); refresh(); }, (e) => setError(String(e)))}
               >
                 Save
-              </button>
+              </Button>
               {k.in_keychain && (
-                <button data-testid={`key-delete-${k.provider}`} onClick={() => backend.deleteApiKey(k.provider).then(refresh, (e) => setError(String(e)))}>
-                  Remove
-                </button>
+                <Button color="red" variant="soft" data-testid={`key-delete-${k.provider}`} onClick={() => backend.deleteApiKey(k.provider).then(refresh, (e) => setError(String(e)))}>
+                  <Trash2 size={14} /> Remove
+                </Button>
               )}
-            </div>
+            </Flex>
           ))}
-          <h4>Selector order</h4>
+          <Heading as="h3" size="3">Selector order</Heading>
           <ol data-testid="selector-order">
             {view.order.map((m) => (
               <li key={m.reference}>
@@ -124,9 +134,6 @@ export function ModelsDialog({ backend, onClose }: { backend: Backend; onClose()
           </ol>
         </>
       )}
-      <div className="row">
-        <button onClick={onClose}>Close</button>
-      </div>
-    </div>
+    </Modal>
   );
 }

@@ -1,64 +1,129 @@
+// The run under the canvas: status, cancel, the question a step waits on, and tabs:
+// Steps (one row per step: status, model, tokens, cost, duration, attempts, output; the
+// selected row's drawer with the step's input, reasoning, output, model and why, tokens,
+// attempts, fallbacks and guardrail verdicts), Timeline (the Gantt chart), Events (the
+// engine's events as they came) and Outputs (the run's outputs and each step's output).
 import { useState } from 'react';
+import { Badge, Button, Callout, Code, Flex, Table, Tabs, Text } from '@radix-ui/themes';
+import { Check, Square, X } from 'lucide-react';
 import { useEditor } from '../store';
 import type { Backend, HumanDecision, RunHandle } from '../backend';
 import { Timeline } from './Timeline';
+import { STATUS_COLOR } from './HistoryDialog';
 
-/**
- * The run under the canvas: status, cancel, the question a step waits on, one row per
- * step (status, model, duration, output) and, for the selected row, what the store
- * recorded: the step's input, reasoning (a thinking model's, streamed apart and never passed
- * on), output, model and why, tokens and every attempt.
- */
-export function RunPanel({ backend, handle }: { backend: Backend; handle: RunHandle | null }) {
+function duration(ms: number | undefined): string {
+  if (ms === undefined) return '';
+  return ms < 1000 ? `${ms} ms` : `${(ms / 1000).toFixed(1)} s`;
+}
+
+function StepDrawer({ open }: { open: string }) {
+  const run = useEditor((s) => s.run);
+  const detail = run?.detail?.steps.find((s) => s.step_id === open);
+  return (
+    <div className="step-detail" data-testid="step-detail">
+      <Text as="div" size="2" weight="bold" mb="2">{open}</Text>
+      {!detail && <Text size="1" color="gray">Details appear when the step's record is stored (at the end of the run).</Text>}
+      {detail && (
+        <dl>
+          <dt>input</dt>
+          <dd><pre data-testid="detail-input">{detail.input ?? '—'}</pre></dd>
+          {detail.reasoning && (
+            <>
+              <dt>reasoning (not passed to dependants)</dt>
+              <dd><pre data-testid="detail-reasoning">{detail.reasoning}</pre></dd>
+            </>
+          )}
+          <dt>output</dt>
+          <dd><pre data-testid="detail-output">{detail.output_json ? JSON.stringify(detail.output_json, null, 2) : detail.output ?? '—'}</pre></dd>
+          <dt>model</dt>
+          <dd data-testid="detail-model">{detail.model ?? '—'}</dd>
+          <dt>why this model</dt>
+          <dd data-testid="detail-why">{detail.model_reason ?? '—'}{detail.cached ? ' (output from the cache)' : ''}</dd>
+          <dt>tokens</dt>
+          <dd data-testid="detail-tokens">
+            {detail.usage ? `${detail.usage.prompt_tokens} in, ${detail.usage.completion_tokens} out` : '—'}
+            {detail.cost_usd ? `, $${detail.cost_usd.toFixed(6)}` : ''}
+          </dd>
+          <dt>duration</dt>
+          <dd>{detail.duration_ms} ms</dd>
+          <dt>attempts</dt>
+          <dd>
+            <ol data-testid="detail-attempts">
+              {detail.attempts.map((a) => (
+                <li key={a.attempt}>
+                  {a.model ?? 'no model'}, {a.duration_ms} ms
+                  {a.error_kind ? ` — ${a.error_kind}: ${a.error_message ?? ''}` : ' — ok'}
+                </li>
+              ))}
+            </ol>
+          </dd>
+          <dt>fallbacks</dt>
+          <dd data-testid="detail-fallbacks">
+            {detail.fallbacks.length === 0 && '—'}
+            {detail.fallbacks.map((f, i) => (
+              <div key={i}>fallback ({f.rung}): {f.from} → {f.to}: {f.reason}</div>
+            ))}
+          </dd>
+          <dt>guardrails</dt>
+          <dd data-testid="detail-guardrails">
+            {(detail.guardrails ?? []).length === 0 && '—'}
+            {(detail.guardrails ?? []).map((g, i) => (
+              <div key={i}>
+                {g.stage} · {g.detector}: {g.action} ({g.count}, {g.severity})
+              </div>
+            ))}
+          </dd>
+        </dl>
+      )}
+    </div>
+  );
+}
+
+function StepsTab() {
   const run = useEditor((s) => s.run);
   const [open, setOpen] = useState<string | null>(null);
   if (!run) return null;
-  const detail = run.detail?.steps.find((s) => s.step_id === open);
-  const decide = (decision: HumanDecision) => {
-    if (run.question) void backend.answer(run.runId, run.question.stepId, decision);
-  };
   return (
-    <section className="run-panel" data-testid="run-panel">
-      <div className="row">
-        <strong data-testid="run-status">{run.status}</strong>
-        {run.past && <span>from the history</span>}
-        <span className="run-id" data-testid="run-id">{run.runId}</span>
-        {run.status === 'running' && handle && !run.past && (
-          <button data-testid="run-cancel" onClick={() => handle.cancel()}>Cancel</button>
-        )}
-      </div>
-      {run.question && (
-        <div className="question" data-testid="run-question">
-          <span>
-            <strong>{run.question.stepId}</strong> asks: {run.question.text}
-          </span>
-          <button data-testid="answer-approve" onClick={() => decide({ decision: 'approve' })}>Approve</button>
-          <button data-testid="answer-reject" onClick={() => decide({ decision: 'reject' })}>Reject</button>
-        </div>
-      )}
-      <table>
-        <thead>
-          <tr>
-            <th>step</th>
-            <th>status</th>
-            <th>model</th>
-            <th>time</th>
-            <th>output</th>
-          </tr>
-        </thead>
-        <tbody>
+    <>
+      <Table.Root size="1" data-testid="run-steps">
+        <Table.Header>
+          <Table.Row>
+            <Table.ColumnHeaderCell>step</Table.ColumnHeaderCell>
+            <Table.ColumnHeaderCell>status</Table.ColumnHeaderCell>
+            <Table.ColumnHeaderCell>model</Table.ColumnHeaderCell>
+            <Table.ColumnHeaderCell className="num">tokens</Table.ColumnHeaderCell>
+            <Table.ColumnHeaderCell className="num">cost</Table.ColumnHeaderCell>
+            <Table.ColumnHeaderCell className="num">time</Table.ColumnHeaderCell>
+            <Table.ColumnHeaderCell className="num">attempts</Table.ColumnHeaderCell>
+            <Table.ColumnHeaderCell>output</Table.ColumnHeaderCell>
+          </Table.Row>
+        </Table.Header>
+        <Table.Body>
           {Object.entries(run.steps).map(([id, s]) => (
-            <tr
+            <Table.Row
               key={id}
               data-testid={`run-row-${id}`}
-              className={open === id ? 'open' : ''}
+              className={`clickable ${open === id ? 'open' : ''}`}
               onClick={() => setOpen(open === id ? null : id)}
             >
-              <td>{id}</td>
-              <td>{s.status}</td>
-              <td>{s.model ?? ''}</td>
-              <td>{s.durationMs !== undefined ? `${s.durationMs} ms` : ''}</td>
-              <td className="output" data-testid={`run-output-${id}`}>
+              <Table.RowHeaderCell>
+                <Button size="1" variant="ghost" color="gray" highContrast aria-expanded={open === id} aria-label={`${id}: details`}>
+                  {id}
+                </Button>
+              </Table.RowHeaderCell>
+              <Table.Cell>
+                <Badge highContrast color={STATUS_COLOR[s.status] ?? (s.status === 'retrying' ? 'amber' : 'gray')} data-testid={`run-step-status-${id}`}>
+                  {s.status}
+                </Badge>
+              </Table.Cell>
+              <Table.Cell><Code variant="ghost" size="1">{s.model ?? ''}</Code></Table.Cell>
+              <Table.Cell className="num" data-testid={`run-tokens-${id}`}>
+                {s.usage ? s.usage.prompt_tokens + s.usage.completion_tokens : s.tokenCount || ''}
+              </Table.Cell>
+              <Table.Cell className="num">{s.costUsd ? `$${s.costUsd.toFixed(4)}` : ''}</Table.Cell>
+              <Table.Cell className="num">{duration(s.durationMs)}</Table.Cell>
+              <Table.Cell className="num" data-testid={`run-attempts-${id}`}>{s.attempt ?? ''}</Table.Cell>
+              <Table.Cell className="output" data-testid={`run-output-${id}`}>
                 {s.reasoning && (
                   <details className="reasoning" data-testid={`run-reasoning-${id}`} open={!s.tokens}>
                     <summary>{s.tokens ? 'reasoning' : 'thinking…'}</summary>
@@ -66,57 +131,129 @@ export function RunPanel({ backend, handle }: { backend: Backend; handle: RunHan
                   </details>
                 )}
                 {s.error && s.status !== 'succeeded' ? s.error : s.tokens}
-              </td>
-            </tr>
+              </Table.Cell>
+            </Table.Row>
           ))}
-        </tbody>
-      </table>
-      {open && (
-        <div className="step-detail" data-testid="step-detail">
-          <h4>{open}</h4>
-          {!detail && <p>Details appear when the step's record is stored (at the end of the run).</p>}
-          {detail && (
-            <dl>
-              <dt>input</dt>
-              <dd><pre data-testid="detail-input">{detail.input ?? '—'}</pre></dd>
-              {detail.reasoning && (
-                <>
-                  <dt>reasoning (not passed to dependants)</dt>
-                  <dd><pre data-testid="detail-reasoning">{detail.reasoning}</pre></dd>
-                </>
-              )}
-              <dt>output</dt>
-              <dd><pre data-testid="detail-output">{detail.output_json ? JSON.stringify(detail.output_json, null, 2) : detail.output ?? '—'}</pre></dd>
-              <dt>model</dt>
-              <dd data-testid="detail-model">{detail.model ?? '—'}</dd>
-              <dt>why this model</dt>
-              <dd data-testid="detail-why">{detail.model_reason ?? '—'}{detail.cached ? ' (output from the cache)' : ''}</dd>
-              <dt>tokens</dt>
-              <dd data-testid="detail-tokens">
-                {detail.usage ? `${detail.usage.prompt_tokens} in, ${detail.usage.completion_tokens} out` : '—'}
-                {detail.cost_usd ? `, $${detail.cost_usd.toFixed(6)}` : ''}
-              </dd>
-              <dt>duration</dt>
-              <dd>{detail.duration_ms} ms</dd>
-              <dt>attempts</dt>
-              <dd>
-                <ol data-testid="detail-attempts">
-                  {detail.attempts.map((a) => (
-                    <li key={a.attempt}>
-                      {a.model ?? 'no model'}, {a.duration_ms} ms
-                      {a.error_kind ? ` — ${a.error_kind}: ${a.error_message ?? ''}` : ' — ok'}
-                    </li>
-                  ))}
-                </ol>
-                {detail.fallbacks.map((f, i) => (
-                  <div key={i}>fallback ({f.rung}): {f.from} → {f.to}: {f.reason}</div>
-                ))}
-              </dd>
-            </dl>
-          )}
-        </div>
+        </Table.Body>
+      </Table.Root>
+      {open && <StepDrawer open={open} />}
+    </>
+  );
+}
+
+function EventsTab() {
+  const events = useEditor((s) => s.run?.events ?? []);
+  // Tokens are many and small: shown as one line per run of them.
+  const rows: { type: string; step?: string; text: string }[] = [];
+  for (const e of events) {
+    const step = 'step_id' in e ? e.step_id : undefined;
+    const last = rows[rows.length - 1];
+    if ((e.type === 'token' || e.type === 'reasoning') && last && last.type === e.type && last.step === step) {
+      last.text += e.text;
+      continue;
+    }
+    const { type, run_id: _r, step_id: _s, ...rest } = e as Record<string, unknown> & { type: string };
+    void _r;
+    void _s;
+    rows.push({ type, step, text: type === 'token' || type === 'reasoning' ? String(rest.text ?? '') : JSON.stringify(rest) });
+  }
+  return (
+    <ol className="events" data-testid="run-events">
+      {rows.length === 0 && <Text size="1" color="gray">No events yet.</Text>}
+      {rows.map((r, i) => (
+        <li key={i} data-testid={`event-${r.type}`}>
+          <Code size="1" color={r.type.includes('fail') ? 'red' : r.type.includes('succeeded') ? 'green' : 'gray'}>{r.type}</Code>{' '}
+          {r.step && <strong>{r.step}</strong>} {r.text}
+        </li>
+      ))}
+    </ol>
+  );
+}
+
+function OutputsTab() {
+  const run = useEditor((s) => s.run);
+  if (!run) return null;
+  const outputs = run.detail?.outputs;
+  return (
+    <Flex direction="column" gap="2" className="outputs" data-testid="run-outputs">
+      {outputs !== undefined && outputs !== null && (
+        <>
+          <Text size="1" weight="bold">Workflow outputs</Text>
+          <pre data-testid="run-outputs-json">{JSON.stringify(outputs, null, 2)}</pre>
+        </>
       )}
-      <Timeline />
+      {Object.entries(run.steps)
+        .filter(([, s]) => s.tokens)
+        .map(([id, s]) => (
+          <div key={id}>
+            <Text size="1" weight="bold">{id}</Text>
+            <pre data-testid={`outputs-${id}`}>{s.tokens}</pre>
+          </div>
+        ))}
+    </Flex>
+  );
+}
+
+export function RunPanel({ backend, handle }: { backend: Backend; handle: RunHandle | null }) {
+  const run = useEditor((s) => s.run);
+  const [tab, setTab] = useState('steps');
+  if (!run) return null;
+  const decide = (decision: HumanDecision) => {
+    if (run.question) void backend.answer(run.runId, run.question.stepId, decision);
+  };
+  return (
+    <section className="run-panel" data-testid="run-panel" aria-label="Run">
+      <div className="run-panel-head">
+        <Badge size="2" highContrast color={STATUS_COLOR[run.status] ?? 'gray'} data-testid="run-status">{run.status}</Badge>
+        {run.past && <Text size="1" color="gray">from the history</Text>}
+        <span className="run-id" data-testid="run-id">{run.runId}</span>
+        {run.status === 'running' && handle && !run.past && (
+          <Button size="1" color="red" variant="soft" data-testid="run-cancel" onClick={() => handle.cancel()}>
+            <Square size={12} /> Cancel
+          </Button>
+        )}
+      </div>
+      {run.question && (
+        <Callout.Root color="amber" size="1" className="question" data-testid="run-question">
+          <Callout.Text>
+            <strong>{run.question.stepId}</strong> asks: {run.question.text}
+          </Callout.Text>
+          <Flex gap="2">
+            <Button size="1" color="green" data-testid="answer-approve" onClick={() => decide({ decision: 'approve' })}>
+              <Check size={12} /> Approve
+            </Button>
+            <Button size="1" color="red" variant="soft" data-testid="answer-reject" onClick={() => decide({ decision: 'reject' })}>
+              <X size={12} /> Reject
+            </Button>
+          </Flex>
+        </Callout.Root>
+      )}
+      <Tabs.Root value={tab} onValueChange={setTab} className="run-tabs">
+        <Tabs.List size="1" aria-label="Run views">
+          {[
+            ['steps', 'Steps'],
+            ['timeline', 'Timeline'],
+            ['events', 'Events'],
+            ['outputs', 'Outputs'],
+          ].map(([v, label]) => (
+            <Tabs.Trigger key={v} value={v} data-testid={`run-tab-${v}`}>
+              {label}
+            </Tabs.Trigger>
+          ))}
+        </Tabs.List>
+        <Tabs.Content value="steps" forceMount className="run-tab">
+          <StepsTab />
+        </Tabs.Content>
+        <Tabs.Content value="timeline" forceMount className="run-tab">
+          <Timeline />
+        </Tabs.Content>
+        <Tabs.Content value="events" forceMount className="run-tab">
+          {tab === 'events' && <EventsTab />}
+        </Tabs.Content>
+        <Tabs.Content value="outputs" forceMount className="run-tab">
+          {tab === 'outputs' && <OutputsTab />}
+        </Tabs.Content>
+      </Tabs.Root>
     </section>
   );
 }

@@ -1,5 +1,8 @@
 import { useMemo, useState } from 'react';
 import { useReactFlow } from '@xyflow/react';
+import { Button, Flex, TextField } from '@radix-ui/themes';
+import { Search } from 'lucide-react';
+import { Modal } from '../design/Modal';
 import { KINDS } from '../registry';
 import { useEditor } from '../store';
 
@@ -34,33 +37,42 @@ export function SearchPalette({ onClose }: { onClose(): void }) {
     return [...add, ...find];
   }, [q, nodes, setCenter, getViewport]);
   return (
-    <div className="dialog" data-testid="search-palette">
-      <input
+    <Modal testId="search-palette" title="Add or find a step" onClose={onClose}>
+      <TextField.Root
         autoFocus
         data-testid="search-input"
+        aria-label="Add a step or find one"
         placeholder="Add a step or find one…"
         value={query}
         onChange={(e) => setQuery(e.target.value)}
         onKeyDown={(e) => {
-          if (e.key === 'Escape') onClose();
           if (e.key === 'Enter' && results[0]) {
             results[0].run();
             onClose();
           }
         }}
-      />
-      {results.map((r) => (
-        <button
-          key={r.key}
-          data-testid={`search-${r.key}`}
-          onClick={() => {
-            r.run();
-            onClose();
-          }}
-        >
-          {r.label}
-        </button>
-      ))}
-    </div>
+      >
+        <TextField.Slot>
+          <Search size={14} />
+        </TextField.Slot>
+      </TextField.Root>
+      <Flex direction="column" gap="1" className="search-results">
+        {results.map((r) => (
+          <Button
+            key={r.key}
+            variant="ghost"
+            color="gray"
+            className="search-result"
+            data-testid={`search-${r.key}`}
+            onClick={() => {
+              r.run();
+              onClose();
+            }}
+          >
+            {r.label}
+          </Button>
+        ))}
+      </Flex>
+    </Modal>
   );
 }
