@@ -27,6 +27,21 @@ function shot(name) {
     console.error(`no screenshot ${name}: ${e}`);
   }
 }
+/** Waits until the title (found afresh each time) names `file`. */
+async function titled(driver, file) {
+  let seen = '';
+  try {
+    await driver.wait(async () => {
+      const titles = await driver.findElements(byId('title'));
+      // textContent, not getText: WebKitWebDriver's visibility atom reports the
+      // toolbar's ellipsised title as not displayed, so its text reads as empty.
+      seen = (await Promise.all(titles.map((t) => driver.executeScript('return arguments[0].textContent', t)))).join(' | ');
+      return seen.includes(file);
+    }, 10_000);
+  } catch (e) {
+    throw new Error(`the title does not name ${file}: it shows "${seen}" (${e})`);
+  }
+}
 const { driver, stop } = await launch();
 log('window open');
 let failed = null;
@@ -36,7 +51,7 @@ try {
   await driver.findElement(byId('open')).click();
   const entry = await driver.wait(until.elementLocated(byId('open-feature-spec.yaml')), 20_000);
   await entry.click();
-  await driver.wait(until.elementTextContains(await driver.findElement(byId('title')), 'feature-spec.yaml'), 10_000);
+  await titled(driver, 'feature-spec.yaml');
   log('feature-spec.yaml open');
   const ids = ['requirements', 'architecture', 'test_plan', 'summary'];
   for (const id of ids) await driver.wait(until.elementLocated(byId(`node-${id}`)), 10_000);
@@ -58,7 +73,8 @@ try {
     const row = await driver.findElement(byId(`run-row-${id}`)).getText();
     assert.match(row, /succeeded/, `run panel row ${id}`);
   }
-  const output = await driver.findElement(byId('run-output-summary')).getText();
+  // The output is in the run panel's Outputs tab (not the one shown): read as textContent.
+  const output = await driver.executeScript('return arguments[0].textContent', await driver.findElement(byId('run-output-summary')));
   assert.ok(output.trim().length > 0, 'the summary step has an output in the run panel');
   // The stored record: model and why, tokens.
   const cell = await driver.findElement(By.css('[data-testid="run-row-summary"] td'));
@@ -82,7 +98,7 @@ try {
   // not in the folder the app was started from.
   await driver.findElement(byId('open')).click();
   await driver.wait(until.elementLocated(byId('open-document-report.yaml')), 20_000).click();
-  await driver.wait(until.elementTextContains(await driver.findElement(byId('title')), 'document-report.yaml'), 10_000);
+  await titled(driver, 'document-report.yaml');
   await driver.findElement(byId('run')).click();
   const doc = await driver.wait(until.elementLocated(byId('input-document')), 10_000);
   assert.equal(await doc.getAttribute('value'), 'data/market-notes.txt');
@@ -90,7 +106,12 @@ try {
   await driver.wait(until.elementLocated(byId('tokens-key_points')), 120_000);
   log('document-report running');
   const report = await driver.wait(until.elementLocated(byId('run-output-report')), 600_000);
-  await driver.wait(until.elementTextContains(report, 'Report for'), 60_000);
+  // In the Outputs tab (not the one shown): read as textContent.
+  await driver.wait(
+    async () => String(await driver.executeScript('return arguments[0].textContent', report)).includes('Report for'),
+    60_000,
+    'the report output says "Report for"',
+  );
   await driver.wait(until.elementTextIs(await driver.findElement(byId('run-status')), 'succeeded'), 60_000);
   log('document-report succeeded');
   // The main screen in the editor's design, then the run diff of two runs of one workflow:
