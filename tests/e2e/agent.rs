@@ -20,6 +20,7 @@ use nexus_tests::scripted::{Behavior, ScriptedServer};
 use serde_json::{Value, json};
 
 use crate::engine;
+use crate::shell::ended;
 
 /// Approves every permission.
 struct Yes;
@@ -31,8 +32,9 @@ impl HumanHandler for Yes {
     }
 }
 
-/// Runs the workflow `yaml` (written to `dir/wf.yaml`) on `providers`, with a store.
-async fn run_yaml(
+/// Runs the workflow `yaml` (written to `dir/wf.yaml`) on `providers`, with a store
+/// when given.
+pub(crate) async fn run_yaml(
     dir: &Path,
     yaml: &str,
     providers: Vec<Arc<dyn Provider>>,
@@ -415,16 +417,6 @@ async fn the_embedded_model_drives_an_agent_through_the_json_protocol() -> anyho
         ),
     }
     Ok(())
-}
-
-/// Whether process `pid` has ended (gone, or a zombie waiting to be reaped).
-fn ended(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Err(_) => true,
-        Ok(stat) => stat
-            .rsplit_once(") ")
-            .is_some_and(|(_, rest)| rest.starts_with('Z') || rest.starts_with('X')),
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -255,7 +255,7 @@ steps:
 }
 
 /// Whether process `pid` has ended (gone, or a zombie waiting to be reaped).
-fn ended(pid: u32) -> bool {
+pub(crate) fn ended(pid: u32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
         Err(_) => true,
         Ok(stat) => stat

@@ -3,36 +3,17 @@
 //! tally stored in SQLite; and three ballots of the embedded model under the ballot's
 //! grammar.
 
-use std::path::Path;
 use std::sync::Arc;
 
+use nexus_engine::RunOptions;
 use nexus_engine::events::{RunStatus, StepStatus};
 use nexus_engine::provider::Provider;
-use nexus_engine::{EngineConfig, RunOptions, RunReport};
 use nexus_llm::OllamaProvider;
 use nexus_store::SqliteStore;
 use nexus_tests::OllamaServer;
 use serde_json::{Value, json};
 
-use crate::engine;
-
-async fn run_yaml(
-    dir: &Path,
-    yaml: &str,
-    providers: Vec<Arc<dyn Provider>>,
-    store: Option<Arc<SqliteStore>>,
-) -> anyhow::Result<RunReport> {
-    let path = dir.join("wf.yaml");
-    std::fs::write(&path, yaml)?;
-    let plan = nexus_engine::load_file(&path)
-        .map_err(|d| anyhow::anyhow!(nexus_engine::diagnostic::render_all(&d)))?;
-    let inputs = nexus_engine::resolve_inputs(&plan, &Default::default())
-        .map_err(|d| anyhow::anyhow!(nexus_engine::diagnostic::render_all(&d)))?;
-    let engine = engine(providers, store, EngineConfig::default());
-    Ok(engine
-        .run(Arc::new(plan), inputs, RunOptions::default())
-        .await?)
-}
+use crate::agent::run_yaml;
 
 /// A model of the test server whose reply is `ballot`.
 fn voter(name: &str, ballot: Value) -> Value {
@@ -86,6 +67,7 @@ async fn weighted_ballots_decide_a_veto_blocks_and_the_ballots_are_stored() -> a
         &yaml,
         vec![provider.clone()],
         Some(store.clone()),
+        RunOptions::default(),
     )
     .await?;
     assert_eq!(report.status, RunStatus::Succeeded, "{:?}", report.error);
@@ -123,12 +105,26 @@ async fn weighted_ballots_decide_a_veto_blocks_and_the_ballots_are_stored() -> a
     let yaml = workflow(
         "      - {name: lead, model: ollama:lead:latest}\n      - {name: qa, model: ollama:qa:latest}\n      - {name: ops, model: ollama:ops:latest, veto: true}",
     );
-    let report = run_yaml(dir.path(), &yaml, vec![provider.clone()], None).await?;
+    let report = run_yaml(
+        dir.path(),
+        &yaml,
+        vec![provider.clone()],
+        None,
+        RunOptions::default(),
+    )
+    .await?;
     assert_eq!(report.steps[0].output.as_deref(), Some("wait"));
     let yaml = workflow(
         "      - {name: lead, model: ollama:lead:latest, weight: 3}\n      - {name: qa, model: ollama:qa:latest, veto: true}\n      - {name: ops, model: ollama:ops:latest}",
     );
-    let report = run_yaml(dir.path(), &yaml, vec![provider], Some(store.clone())).await?;
+    let report = run_yaml(
+        dir.path(),
+        &yaml,
+        vec![provider],
+        Some(store.clone()),
+        RunOptions::default(),
+    )
+    .await?;
     assert_eq!(report.status, RunStatus::Failed);
     let decide = &report.steps[0];
     assert_eq!(decide.status, StepStatus::Failed);
@@ -151,7 +147,14 @@ async fn the_embedded_model_casts_valid_ballots_under_the_grammar() -> anyhow::R
         "      - {name: a, model: embedded}\n      - {name: b, model: embedded}\n      - {name: c, model: embedded}",
     )
     .replace("    choices: [ship, wait]", "    choices: [ship, wait]\n    rule: weighted\n    on_tie: first_choice\n    max_tokens: 48");
-    let report = run_yaml(dir.path(), &yaml, vec![crate::embedded()?], None).await?;
+    let report = run_yaml(
+        dir.path(),
+        &yaml,
+        vec![crate::embedded()?],
+        None,
+        RunOptions::default(),
+    )
+    .await?;
     let decide = &report.steps[0];
     assert_eq!(decide.status, StepStatus::Succeeded, "{:?}", decide.error);
     let json = decide.output_json.clone().unwrap_or_default();

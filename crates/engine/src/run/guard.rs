@@ -109,29 +109,26 @@ impl Engine {
         let mut findings = Vec::new();
         let mut stopped = false;
         let record = !lad.cloud_verdicts_recorded;
-        for m in messages {
-            let outcome = policy.apply(&m.content);
+        // Applies the policy to one text, noting its verdicts (recorded the first time).
+        let mut check = |text: &str, stage: &str, rec: &mut StepRecord| {
+            let outcome = policy.apply(text);
             stopped |= outcome.blocked || outcome.needs_approval;
             for v in &outcome.verdicts {
                 findings.push(if record {
-                    record_verdict(&cx.sh, &cx.step.id, "input (cloud)", v, rec)
+                    record_verdict(&cx.sh, &cx.step.id, stage, v, rec)
                 } else {
                     finding_text(v)
                 });
             }
+            outcome
+        };
+        for m in messages {
+            let outcome = check(&m.content, "input (cloud)", rec);
             // An agent's earlier tool calls carry text too: their arguments are checked
             // the same way, and a scrubbed value stays JSON when it still parses.
             let mut tool_calls = m.tool_calls.clone();
             for call in &mut tool_calls {
-                let args = policy.apply(&call.arguments.to_string());
-                stopped |= args.blocked || args.needs_approval;
-                for v in &args.verdicts {
-                    findings.push(if record {
-                        record_verdict(&cx.sh, &cx.step.id, "tool call (cloud)", v, rec)
-                    } else {
-                        finding_text(v)
-                    });
-                }
+                let args = check(&call.arguments.to_string(), "tool call (cloud)", rec);
                 if !args.verdicts.is_empty() {
                     call.arguments = serde_json::from_str(&args.text)
                         .unwrap_or(serde_json::Value::String(args.text));
