@@ -211,12 +211,17 @@ steps:
     }, text(t));
     await page.getByTestId('run').click();
     await runToEnd(page);
-    ids.push((await latestRun(request)).run_id);
+    // The run this page ran, as the run panel names it (not the newest in the database,
+    // which under load can be another test's run).
+    ids.push((await page.getByTestId('run-id').textContent())!.trim());
   }
+  expect(new Set(ids).size).toBe(2);
   const [before, after] = await Promise.all(ids.map(async (id) => (await (await request.get(`/api/runs/${id}`)).json()) as Stored));
   await page.getByTestId('history').click();
   await page.getByTestId(`history-pick-${ids[0]}`).click();
+  await expect(page.getByTestId(`history-pick-${ids[0]}`)).toBeChecked();
   await page.getByTestId(`history-pick-${ids[1]}`).click();
+  await expect(page.getByTestId(`history-pick-${ids[1]}`)).toBeChecked();
   await page.getByTestId('history-compare').click();
   // The template's output changed by one word: the diff marks it removed and added.
   await expect(page.getByTestId('diff-changed-note-output')).toBeVisible();
