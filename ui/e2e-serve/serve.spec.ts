@@ -40,9 +40,12 @@ async function select(page: Page, id: string) {
   await page.getByTestId(`node-${id}`).click();
 }
 
-async function runToEnd(page: Page) {
+/** Starts the run, waits for it to succeed, and returns its id as the run panel names it
+ * (the run this page ran, which under load need not be the newest in the database). */
+async function runToEnd(page: Page): Promise<string> {
   await page.getByTestId('run-start').click();
   await expect(page.getByTestId('run-status')).toHaveText('succeeded', { timeout: 90_000 });
+  return (await page.getByTestId('run-id').textContent())!.trim();
 }
 
 test.beforeEach(async ({ page }) => {
@@ -210,10 +213,7 @@ steps:
       await window.nexus!.editor.getState().load(null, w);
     }, text(t));
     await page.getByTestId('run').click();
-    await runToEnd(page);
-    // The run this page ran, as the run panel names it (not the newest in the database,
-    // which under load can be another test's run).
-    ids.push((await page.getByTestId('run-id').textContent())!.trim());
+    ids.push(await runToEnd(page));
   }
   expect(new Set(ids).size).toBe(2);
   const [before, after] = await Promise.all(ids.map(async (id) => (await (await request.get(`/api/runs/${id}`)).json()) as Stored));
