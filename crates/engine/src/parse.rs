@@ -29,7 +29,7 @@ use crate::workflow::{
     Guardrails, InputSpec, KindName, LlmStep, LoopCap, LoopStep, MapStep, ModelSpec, OnFailure,
     OnItemError, OnTie, OutputFormat, Position, RetryPolicy, RunFailureHandler, Step, StepKind,
     SubWorkflowStep, SwitchCase, SwitchStep, TaskClass, TemplateStep, Timeouts, ToolDecl, ToolStep,
-    TriggerRule, VoteRule, VoteStep, Voter, WaitStep, Workflow,
+    Trigger, TriggerRule, VoteRule, VoteStep, Voter, WaitStep, Workflow,
 };
 
 /// Locations of the parts of a workflow file that diagnostics refer to. Missing entries
@@ -55,6 +55,8 @@ pub struct Locations {
     pub agents: BTreeMap<String, Span>,
     /// Where the workflow's `on_failure` handler is.
     pub on_failure: Option<Span>,
+    /// Per trigger, by position: where its declaration is.
+    pub triggers: Vec<Option<Span>>,
 }
 
 /// Locations inside one step, and the fields its kind did not take.
@@ -283,6 +285,8 @@ struct FileText {
     on_failure: Option<Spanned<RunFailureHandler>>,
     #[serde(default)]
     agents: BTreeMap<String, Spanned<Agent>>,
+    #[serde(default)]
+    triggers: Vec<Spanned<Trigger>>,
     steps: Spanned<Vec<Spanned<StepText>>>,
 }
 
@@ -775,6 +779,8 @@ fn workflow_of(doc: FileText) -> (Workflow, Locations) {
     let inputs = located_map(doc.inputs, &mut locs.inputs);
     let outputs = located_map(doc.outputs, &mut locs.outputs);
     let agents = located_map(doc.agents, &mut locs.agents);
+    locs.triggers = doc.triggers.iter().map(spanned).collect();
+    let triggers = doc.triggers.into_iter().map(|t| t.value).collect();
     let mut steps = Vec::with_capacity(doc.steps.value.len());
     for step in doc.steps.value {
         let (step, loc) = step_of(step);
@@ -795,6 +801,7 @@ fn workflow_of(doc: FileText) -> (Workflow, Locations) {
         tools: doc.tools,
         on_failure: doc.on_failure.map(|h| h.value),
         agents,
+        triggers,
         steps,
     };
     (workflow, locs)

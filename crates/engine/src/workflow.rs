@@ -20,6 +20,7 @@ use serde::{Deserialize, Serialize};
 mod agent;
 mod control;
 mod tools;
+mod triggers;
 mod vote;
 
 pub use agent::{AgentStep, DEFAULT_AGENT_ITERATIONS, DEFAULT_AGENT_TOOL_CALLS};
@@ -28,6 +29,10 @@ pub use control::{
     SubWorkflowStep, SwitchCase, SwitchStep, TriggerRule, WaitStep,
 };
 pub use tools::{FileTool, HttpTool, McpTool, ShellTool, ToolDecl, ToolStep};
+pub use triggers::{
+    CatchUp, CronTrigger, DEFAULT_DEBOUNCE_MS, DEFAULT_MAX_CATCH_UP, FileTrigger,
+    MAX_WEBHOOK_WAIT_MS, ManualTrigger, Overlap, Respond, Trigger, WebhookAuth, WebhookTrigger,
+};
 pub use vote::{OnTie, VoteRule, VoteStep, Voter};
 
 /// Version of the workflow file format this build reads and writes.
@@ -79,6 +84,10 @@ pub struct Workflow {
     /// `agent:` and that the fallback ladder may substitute.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub agents: BTreeMap<String, Agent>,
+    /// What starts runs besides a person: schedules, webhooks, file changes (see
+    /// [`Trigger`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub triggers: Vec<Trigger>,
     /// The steps, in any order; `needs` defines the DAG.
     pub steps: Vec<Step>,
 }

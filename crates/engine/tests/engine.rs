@@ -85,12 +85,16 @@ fn example_workflows_are_valid() {
 fn committed_json_schema_is_current() {
     let generated = nexus_engine::workflow::json_schema();
     let path = repo().join("schema/workflow.schema.json");
+    if std::env::var_os("UPDATE_SCHEMA").is_some() {
+        let text = serde_json::to_string_pretty(&generated).expect("schema as JSON");
+        std::fs::write(&path, text + "\n").expect("write the schema");
+    }
     let committed: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&path).unwrap_or_default())
             .unwrap_or_default();
     assert!(
         committed == generated,
-        "schema/workflow.schema.json is stale: run `cargo run -p nexus-cli -- schema > schema/workflow.schema.json`"
+        "schema/workflow.schema.json is stale: run `UPDATE_SCHEMA=1 cargo nextest run -p nexus-engine -E 'test(committed_json_schema)'` (or `nexus schema > schema/workflow.schema.json`)"
     );
 }
 
@@ -560,4 +564,72 @@ fn model_references_follow_the_catalogs_provider_declarations() {
         .collect();
     assert_eq!(openai.len(), 1);
     assert_eq!(openai[0].locality, Locality::Local);
+}
+
+fn cron_of(yaml: &str) -> nexus_engine::workflow::CronTrigger {
+    let text = format!(
+        "id: t\ntriggers:\n  - {yaml}\nsteps:\n  - id: a\n    kind: template\n    template: hi\n"
+    );
+    let plan = nexus_engine::load_str(&text, None).expect("valid");
+    match &plan.workflow.triggers[0] {
+        nexus_engine::workflow::Trigger::Cron(c) => c.clone(),
+        other => panic!("not cron: {other:?}"),
+    }
+}
+
+fn utc(s: &str) -> chrono::DateTime<chrono::Utc> {
+    s.parse().expect("RFC 3339")
+}
+
+/// A schedule is read in its IANA zone, seconds are optional, and a daylight-saving
+/// change moves a fire out of the skipped hour and fires a repeated hour once.
+#[test]
+fn cron_schedules_follow_their_time_zone_and_daylight_saving() {
+    use nexus_engine::plan::Schedule;
+    // 9:00 in Berlin is 08:00 UTC in winter and 07:00 UTC in summer.
+    let s = Schedule::of(&cron_of(
+        "{kind: cron, schedule: '0 9 * * *', timezone: Europe/Berlin}",
+    ))
+    .expect("schedule");
+    assert_eq!(
+        s.next_after(utc("2027-01-10T08:00:00Z")),
+        Some(utc("2027-01-11T08:00:00Z"))
+    );
+    assert_eq!(
+        s.next_after(utc("2027-07-01T06:59:59Z")),
+        Some(utc("2027-07-01T07:00:00Z"))
+    );
+    // Six fields: seconds first.
+    let s = Schedule::of(&cron_of(
+        "{kind: cron, schedule: '*/30 * * * * *', timezone: UTC}",
+    ))
+    .expect("schedule");
+    assert_eq!(
+        s.next_after(utc("2027-01-10T08:00:00Z")),
+        Some(utc("2027-01-10T08:00:30Z"))
+    );
+    // 02:30 does not exist in Berlin on 2027-03-28 (clocks jump from 02:00 to 03:00).
+    let s = Schedule::of(&cron_of(
+        "{kind: cron, schedule: '30 2 * * *', timezone: Europe/Berlin}",
+    ))
+    .expect("schedule");
+    let after_gap = s
+        .next_after(utc("2027-03-27T12:00:00Z"))
+        .expect("a next fire");
+    // The fire moves to the first time after the gap, 03:00 local (as Vixie cron does).
+    assert_eq!(after_gap, utc("2027-03-28T01:00:00Z"));
+    // 02:30 happens twice in Berlin on 2027-10-31 (clocks go back from 03:00 to 02:00).
+    let first = s.next_after(utc("2027-10-30T12:00:00Z")).expect("first");
+    let second = s.next_after(first).expect("second");
+    assert!(
+        second - first >= chrono::Duration::hours(23),
+        "{first} then {second}"
+    );
+    assert!(
+        Schedule::of(&nexus_engine::workflow::CronTrigger {
+            timezone: Some("Mars/Olympus".into()),
+            ..cron_of("{kind: cron, schedule: '0 9 * * *'}")
+        })
+        .is_err()
+    );
 }

@@ -36,11 +36,13 @@ mod report;
 mod step;
 mod templates;
 pub(crate) mod tools;
+mod triggers;
 mod validate;
 mod wait;
 
 pub use inputs::{FileInputs, input_type_name, resolve_inputs, resolve_inputs_in};
 pub use templates::Templates;
+pub use triggers::Schedule;
 pub use validate::validate;
 
 /// The provider ids model references may name: the built-in catalog's `providers:`
