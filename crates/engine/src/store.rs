@@ -38,6 +38,22 @@ pub struct RunRecord {
     /// recorded id.
     #[serde(default)]
     pub parent: Option<(String, String)>,
+    /// The trigger that started the run; `None`: a person (the Run button, `nexus run`,
+    /// `POST /api/runs`).
+    #[serde(default)]
+    pub trigger: Option<RunTrigger>,
+}
+
+/// The trigger that started a run, stored with it (history and `runs list` filter by
+/// it): its kind and its name in the workflow file (see [`crate::workflow::Trigger`]).
+#[cfg_attr(feature = "specta", derive(specta::Type))]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunTrigger {
+    /// `cron`, `webhook` or `file`.
+    pub kind: String,
+    /// The trigger's name (its kind when the file gives none).
+    pub name: String,
 }
 
 /// A child run as stored, read when its parent resumes (see [`RunStore::child_run`]).

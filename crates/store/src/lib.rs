@@ -37,7 +37,7 @@ use nexus_engine::provider::{ProviderErrorKind, Usage};
 use nexus_engine::select::ModelStats;
 use nexus_engine::store::{
     AttemptRecord, CachedOutput, EngineState, FallbackRecord, GuardrailRecord, RunFinish,
-    RunRecord, RunStore, StepRecord, StoreError, StoredChild,
+    RunRecord, RunStore, RunTrigger, StepRecord, StoreError, StoredChild,
 };
 use serde::Serialize;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
@@ -205,6 +205,16 @@ pub struct RunSummary {
     pub steps: i64,
     /// Tokens over all steps (prompt + completion).
     pub tokens: i64,
+    /// The trigger that started it; `None`: a person.
+    pub trigger: Option<RunTrigger>,
+}
+
+/// Which runs [`SqliteStore::list_runs_where`] lists.
+#[derive(Debug, Clone, Default)]
+pub struct RunFilter {
+    /// Only runs started by a trigger of this kind or name (`cron`, `nightly`, ...);
+    /// `manual` also matches the runs a person started. `None`: every run.
+    pub trigger: Option<String>,
 }
 
 /// A stored run with everything recorded about it.
@@ -244,6 +254,8 @@ pub struct StoredRun {
     pub heartbeat_at: Option<String>,
     /// The id of the process that last ran the run.
     pub owner_pid: Option<i64>,
+    /// The trigger that started it; `None`: a person.
+    pub trigger: Option<RunTrigger>,
 }
 
 /// The default database path: `NEXUS_DB` if set, else `<data dir>/nexus/nexus.db`.
@@ -255,6 +267,16 @@ pub fn default_path() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("."))
         .join("nexus")
         .join("nexus.db")
+}
+
+/// The `trigger_kind` and `trigger_name` columns of a `runs` row.
+fn trigger_of(r: &sqlx::sqlite::SqliteRow) -> Option<RunTrigger> {
+    let kind: Option<String> = r.get("trigger_kind");
+    let name: Option<String> = r.get("trigger_name");
+    kind.map(|kind| RunTrigger {
+        name: name.unwrap_or_else(|| kind.clone()),
+        kind,
+    })
 }
 
 fn ts(t: &DateTime<Utc>) -> String {
@@ -381,19 +403,37 @@ impl SqliteStore {
     /// # Errors
     /// [`Error::Query`].
     pub async fn list_runs(&self, limit: u32) -> Result<Vec<RunSummary>, Error> {
+        self.list_runs_where(limit, &RunFilter::default()).await
+    }
+
+    /// The most recent runs that `filter` lets through, newest first.
+    ///
+    /// # Errors
+    /// [`Error::Query`].
+    pub async fn list_runs_where(
+        &self,
+        limit: u32,
+        filter: &RunFilter,
+    ) -> Result<Vec<RunSummary>, Error> {
         let rows = sqlx::query(
             "SELECT r.run_id, r.workflow_id, r.status, r.started_at, r.finished_at,
+                    r.trigger_kind, r.trigger_name,
                     (SELECT COUNT(*) FROM steps s WHERE s.run_id = r.run_id) AS steps,
                     (SELECT COALESCE(SUM(COALESCE(prompt_tokens,0) + COALESCE(completion_tokens,0)),0)
                        FROM steps s WHERE s.run_id = r.run_id) AS tokens
-             FROM runs r ORDER BY r.started_at DESC, r.run_id DESC LIMIT ?",
+             FROM runs r
+             WHERE ?1 IS NULL OR r.trigger_kind = ?1 OR r.trigger_name = ?1
+                OR (?1 = 'manual' AND r.trigger_kind IS NULL)
+             ORDER BY r.started_at DESC, r.run_id DESC LIMIT ?2",
         )
+        .bind(filter.trigger.as_deref())
         .bind(i64::from(limit))
         .fetch_all(&self.pool)
         .await?;
         Ok(rows
             .into_iter()
             .map(|r| RunSummary {
+                trigger: trigger_of(&r),
                 run_id: r.get("run_id"),
                 workflow_id: r.get("workflow_id"),
                 status: r.get("status"),
@@ -403,6 +443,52 @@ impl SqliteStore {
                 tokens: r.get("tokens"),
             })
             .collect())
+    }
+
+    /// The last fire stored for a cron trigger (see [`SqliteStore::claim_fire`]).
+    ///
+    /// # Errors
+    /// [`Error::Query`], [`Error::Decode`] for a stored time that is not RFC 3339.
+    pub async fn last_fire(
+        &self,
+        workflow_id: &str,
+        trigger_name: &str,
+    ) -> Result<Option<DateTime<Utc>>, Error> {
+        let row = sqlx::query(
+            "SELECT last_fire FROM trigger_fires WHERE workflow_id = ? AND trigger_name = ?",
+        )
+        .bind(workflow_id)
+        .bind(trigger_name)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| parse_ts(&r.get::<String, _>("last_fire")))
+            .transpose()
+    }
+
+    /// Claims the fire of a cron trigger at `fire` (its scheduled time): stores it as the
+    /// trigger's last fire and returns true only when no fire at or after `fire` was
+    /// stored before, in one statement, so of two processes (or a process and itself
+    /// after a restart) exactly one starts the run of a fire.
+    ///
+    /// # Errors
+    /// [`Error::Query`].
+    pub async fn claim_fire(
+        &self,
+        workflow_id: &str,
+        trigger_name: &str,
+        fire: DateTime<Utc>,
+    ) -> Result<bool, Error> {
+        let done = sqlx::query(
+            "INSERT INTO trigger_fires (workflow_id, trigger_name, last_fire) VALUES (?, ?, ?)
+             ON CONFLICT (workflow_id, trigger_name) DO UPDATE SET last_fire = excluded.last_fire
+             WHERE excluded.last_fire > trigger_fires.last_fire",
+        )
+        .bind(workflow_id)
+        .bind(trigger_name)
+        .bind(ts(&fire))
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
     }
 
     /// Resolves a full run id or a unique prefix of one.
@@ -575,6 +661,7 @@ impl SqliteStore {
             workflow: json(r.get("workflow_json"))?,
             heartbeat_at: r.get("heartbeat_at"),
             owner_pid: r.get("owner_pid"),
+            trigger: trigger_of(&r),
         })
     }
 
@@ -984,8 +1071,9 @@ impl RunStore for SqliteStore {
     async fn create_run(&self, run: &RunRecord) -> Result<(), StoreError> {
         sqlx::query(
             "INSERT INTO runs (run_id, workflow_id, workflow_name, workflow_version, file, inputs, status, started_at,
-               workflow_json, heartbeat_at, owner_pid, parent_run_id, parent_step_id)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+               workflow_json, heartbeat_at, owner_pid, parent_run_id, parent_step_id,
+               trigger_kind, trigger_name)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(&run.run_id)
         .bind(&run.workflow_id)
@@ -1000,6 +1088,8 @@ impl RunStore for SqliteStore {
         .bind(i64::from(std::process::id()))
         .bind(run.parent.as_ref().map(|(r, _)| r))
         .bind(run.parent.as_ref().map(|(_, s)| s))
+        .bind(run.trigger.as_ref().map(|t| &t.kind))
+        .bind(run.trigger.as_ref().map(|t| &t.name))
         .execute(&self.pool)
         .await
         .map_err(Error::from)?;

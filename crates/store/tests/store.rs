@@ -21,6 +21,7 @@ fn run(id: &str) -> RunRecord {
         workflow: Some(serde_json::json!({"id": "wf", "steps": []})),
         started_at: Utc::now(),
         parent: None,
+        trigger: None,
     }
 }
 
@@ -324,5 +325,83 @@ async fn concurrent_step_writes_are_grouped_and_a_bad_one_fails_alone() -> anyho
         let want: Vec<i64> = (1..=i64::try_from(count)?).collect();
         assert_eq!(seqs, want, "{run_id}: one sequence number per step");
     }
+    Ok(())
+}
+
+/// A run keeps the trigger that started it, and the list filters by a trigger's kind or
+/// name (`manual`: the runs a person started).
+#[tokio::test]
+async fn runs_record_and_filter_by_their_trigger() -> anyhow::Result<()> {
+    use nexus_engine::store::RunTrigger;
+    use nexus_store::RunFilter;
+    let dir = tempfile::tempdir()?;
+    let store = SqliteStore::open(&dir.path().join("runs.db")).await?;
+    store.create_run(&run("0001-person")).await?;
+    let mut nightly = run("0002-nightly");
+    nightly.trigger = Some(RunTrigger {
+        kind: "cron".into(),
+        name: "nightly".into(),
+    });
+    store.create_run(&nightly).await?;
+    let mut hook = run("0003-hook");
+    hook.trigger = Some(RunTrigger {
+        kind: "webhook".into(),
+        name: "webhook".into(),
+    });
+    store.create_run(&hook).await?;
+    let ids = |filter: Option<&str>| {
+        let store = &store;
+        let filter = RunFilter {
+            trigger: filter.map(str::to_string),
+        };
+        async move {
+            let mut ids: Vec<String> = store
+                .list_runs_where(10, &filter)
+                .await
+                .expect("list")
+                .into_iter()
+                .map(|r| r.run_id)
+                .collect();
+            ids.sort();
+            ids
+        }
+    };
+    assert_eq!(ids(None).await.len(), 3);
+    assert_eq!(ids(Some("cron")).await, ["0002-nightly"]);
+    assert_eq!(ids(Some("nightly")).await, ["0002-nightly"]);
+    assert_eq!(ids(Some("webhook")).await, ["0003-hook"]);
+    assert_eq!(ids(Some("manual")).await, ["0001-person"]);
+    assert!(ids(Some("file")).await.is_empty());
+    let stored = store.get_run("0002-nightly").await?;
+    assert_eq!(stored.trigger, nightly.trigger);
+    let listed = store.list_runs(10).await?;
+    let person = listed.iter().find(|r| r.run_id == "0001-person").expect("listed");
+    assert_eq!(person.trigger, None);
+    Ok(())
+}
+
+/// A cron fire is claimed once: a second claim of the same or an earlier time is refused,
+/// also through a second connection to the same file (another process) and after
+/// reopening it (a restart), and the last fire is read back.
+#[tokio::test]
+async fn a_fire_is_claimed_once_across_connections_and_restarts() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("runs.db");
+    let nine: chrono::DateTime<Utc> = "2027-01-11T09:00:00Z".parse()?;
+    let ten: chrono::DateTime<Utc> = "2027-01-11T10:00:00Z".parse()?;
+    {
+        let a = SqliteStore::open(&path).await?;
+        let b = SqliteStore::open(&path).await?;
+        assert_eq!(a.last_fire("wf", "cron").await?, None);
+        assert!(a.claim_fire("wf", "cron", nine).await?);
+        assert!(!b.claim_fire("wf", "cron", nine).await?, "the same fire twice");
+        assert!(b.claim_fire("wf", "other", nine).await?, "another trigger");
+        assert_eq!(b.last_fire("wf", "cron").await?, Some(nine));
+    }
+    let reopened = SqliteStore::open(&path).await?;
+    assert!(!reopened.claim_fire("wf", "cron", nine).await?);
+    assert!(reopened.claim_fire("wf", "cron", ten).await?);
+    assert!(!reopened.claim_fire("wf", "cron", nine).await?, "an earlier fire");
+    assert_eq!(reopened.last_fire("wf", "cron").await?, Some(ten));
     Ok(())
 }

@@ -168,6 +168,8 @@ pub struct RunOptions {
     /// When the run first started (a resumed run: its stored start), the base of a
     /// `wait` step without dependencies; `None`: now.
     pub started_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// The trigger that started the run, stored with it; `None`: a person.
+    pub trigger: Option<crate::store::RunTrigger>,
 }
 
 impl Default for RunOptions {
@@ -183,6 +185,7 @@ impl Default for RunOptions {
             reuse: None,
             only: None,
             parent: None,
+            trigger: None,
             started_at: None,
         }
     }

@@ -175,6 +175,7 @@ pub(super) fn body_options(
         only: None,
         parent: None,
         started_at: None,
+        trigger: None,
     }
 }
 

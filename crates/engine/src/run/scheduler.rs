@@ -285,6 +285,7 @@ impl Engine {
                             workflow: serde_json::to_value(&plan.workflow).ok(),
                             started_at: Utc::now(),
                             parent: options.parent.clone(),
+                            trigger: options.trigger.clone(),
                         })
                         .await?;
                 }
