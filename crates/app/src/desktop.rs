@@ -491,7 +491,7 @@ impl Desktop {
     }
 
     /// The workflows folder with links resolved (created when missing).
-    fn root(&self) -> Result<PathBuf> {
+    pub(crate) fn root(&self) -> Result<PathBuf> {
         let folder = self.folder();
         std::fs::create_dir_all(&folder).map_err(|e| io(&folder, e))?;
         folder.canonicalize().map_err(|e| io(&folder, e))
@@ -638,7 +638,7 @@ impl Desktop {
         nexus_engine::load_str(text, file).err().unwrap_or_default()
     }
 
-    async fn store(&self) -> Result<Arc<SqliteStore>> {
+    pub(crate) async fn store(&self) -> Result<Arc<SqliteStore>> {
         let store = self
             .store
             .get_or_try_init(|| async {
@@ -699,6 +699,20 @@ impl Desktop {
     /// `from`/`until` step that does not exist, nothing to reuse), [`Error::Store`],
     /// [`Error::Config`]. Failures of steps are not errors here: they are events.
     pub async fn start_run(&self, request: RunRequest, sink: Arc<dyn EventSink>) -> Result<String> {
+        self.start_run_by(request, None, sink).await
+    }
+
+    /// [`Desktop::start_run`] for a run a trigger starts: `trigger` is stored with the
+    /// run (`None`: a person).
+    ///
+    /// # Errors
+    /// As [`Desktop::start_run`].
+    pub async fn start_run_by(
+        &self,
+        request: RunRequest,
+        trigger: Option<nexus_engine::store::RunTrigger>,
+        sink: Arc<dyn EventSink>,
+    ) -> Result<String> {
         let plan = nexus_engine::load_str(&request.text, request.file.as_deref())
             .map_err(|diagnostics| Error::InvalidWorkflow { diagnostics })?;
         let inputs = self.inputs(&plan, request.file.as_deref(), &request.inputs)?;
@@ -706,6 +720,7 @@ impl Desktop {
         let engine = self.engine().await?;
         let mut options = RunOptions {
             use_cache: !request.fresh,
+            trigger,
             ..RunOptions::default()
         };
         let partial = Partial {
@@ -960,6 +975,19 @@ impl Desktop {
     /// [`Error::Store`].
     pub async fn list_runs(&self, limit: u32) -> Result<Vec<RunSummary>> {
         Ok(self.store().await?.list_runs(limit).await?)
+    }
+
+    /// The latest `limit` runs that `filter` lets through (e.g. those a trigger
+    /// started), newest first.
+    ///
+    /// # Errors
+    /// [`Error::Store`].
+    pub async fn list_runs_where(
+        &self,
+        limit: u32,
+        filter: &nexus_store::RunFilter,
+    ) -> Result<Vec<RunSummary>> {
+        Ok(self.store().await?.list_runs_where(limit, filter).await?)
     }
 
     /// Everything stored about a run (id or unique prefix): steps with input, output,

@@ -10,6 +10,7 @@ mod error;
 pub mod keys;
 pub mod runs;
 pub mod setup;
+pub mod triggers;
 
 pub use desktop::{Desktop, Paths, RunRequest, Settings};
 pub use error::{Error, Result};

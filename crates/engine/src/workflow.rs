@@ -30,8 +30,9 @@ pub use control::{
 };
 pub use tools::{FileTool, HttpTool, McpTool, ShellTool, ToolDecl, ToolStep};
 pub use triggers::{
-    CatchUp, CronTrigger, DEFAULT_DEBOUNCE_MS, DEFAULT_MAX_CATCH_UP, FileTrigger,
-    MAX_WEBHOOK_WAIT_MS, ManualTrigger, Overlap, Respond, Trigger, WebhookAuth, WebhookTrigger,
+    CatchUp, CronTrigger, DEFAULT_DEBOUNCE_MS, DEFAULT_MAX_CATCH_UP,
+    DEFAULT_WEBHOOK_RATE_PER_MINUTE, DEFAULT_WEBHOOK_WAIT_MS, FileTrigger, MAX_WEBHOOK_WAIT_MS,
+    ManualTrigger, Overlap, Respond, Trigger, WebhookAuth, WebhookTrigger,
 };
 pub use vote::{OnTie, VoteRule, VoteStep, Voter};
 

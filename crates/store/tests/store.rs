@@ -375,7 +375,10 @@ async fn runs_record_and_filter_by_their_trigger() -> anyhow::Result<()> {
     let stored = store.get_run("0002-nightly").await?;
     assert_eq!(stored.trigger, nightly.trigger);
     let listed = store.list_runs(10).await?;
-    let person = listed.iter().find(|r| r.run_id == "0001-person").expect("listed");
+    let person = listed
+        .iter()
+        .find(|r| r.run_id == "0001-person")
+        .expect("listed");
     assert_eq!(person.trigger, None);
     Ok(())
 }
@@ -394,14 +397,20 @@ async fn a_fire_is_claimed_once_across_connections_and_restarts() -> anyhow::Res
         let b = SqliteStore::open(&path).await?;
         assert_eq!(a.last_fire("wf", "cron").await?, None);
         assert!(a.claim_fire("wf", "cron", nine).await?);
-        assert!(!b.claim_fire("wf", "cron", nine).await?, "the same fire twice");
+        assert!(
+            !b.claim_fire("wf", "cron", nine).await?,
+            "the same fire twice"
+        );
         assert!(b.claim_fire("wf", "other", nine).await?, "another trigger");
         assert_eq!(b.last_fire("wf", "cron").await?, Some(nine));
     }
     let reopened = SqliteStore::open(&path).await?;
     assert!(!reopened.claim_fire("wf", "cron", nine).await?);
     assert!(reopened.claim_fire("wf", "cron", ten).await?);
-    assert!(!reopened.claim_fire("wf", "cron", nine).await?, "an earlier fire");
+    assert!(
+        !reopened.claim_fire("wf", "cron", nine).await?,
+        "an earlier fire"
+    );
     assert_eq!(reopened.last_fire("wf", "cron").await?, Some(ten));
     Ok(())
 }

@@ -62,6 +62,24 @@ impl Schedule {
     }
 }
 
+impl Schedule {
+    /// The last fire at or before `at`, or `None` when the pattern never fired before.
+    pub fn latest_at_or_before(&self, at: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        self.cron
+            .find_previous_occurrence(&at.with_timezone(&self.zone), true)
+            .ok()
+            .map(|t| t.with_timezone(&Utc))
+    }
+
+    /// The last fire strictly before `before`.
+    pub fn latest_before(&self, before: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        self.cron
+            .find_previous_occurrence(&before.with_timezone(&self.zone), false)
+            .ok()
+            .map(|t| t.with_timezone(&Utc))
+    }
+}
+
 /// This machine's IANA time zone, UTC when it cannot be told.
 fn local_zone() -> chrono_tz::Tz {
     iana_time_zone::get_timezone()

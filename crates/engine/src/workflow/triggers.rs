@@ -39,6 +39,16 @@ impl Trigger {
         }
     }
 
+    /// Whether it is armed (`manual` is always possible).
+    pub fn enabled(&self) -> bool {
+        match self {
+            Trigger::Cron(t) => t.enabled,
+            Trigger::Webhook(t) => t.enabled,
+            Trigger::File(t) => t.enabled,
+            Trigger::Manual(_) => true,
+        }
+    }
+
     /// The trigger's name: its `name`, or its kind when it has none.
     pub fn name(&self) -> &str {
         let name = match self {
@@ -64,6 +74,10 @@ pub struct CronTrigger {
     /// The trigger's name (default `cron`), recorded with each run it starts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
+    /// Whether the trigger is armed (default true); `false` keeps it in the file
+    /// without running it (n8n's inactive workflows).
+    #[serde(default = "yes", skip_serializing_if = "is_true")]
+    pub enabled: bool,
     /// The cron pattern, e.g. `0 9 * * *` (9:00 every day) or `*/30 * * * * *` (every 30
     /// seconds).
     pub schedule: String,
@@ -77,7 +91,8 @@ pub struct CronTrigger {
     pub overlap: Overlap,
     /// Fires missed while nothing ran the trigger (the machine slept, the server was
     /// stopped), counted from the last fire stored in the run database (default
-    /// `latest`).
+    /// `latest`). The fires `all` catches up run one after another, whatever `overlap`
+    /// says.
     #[serde(default, skip_serializing_if = "is_default")]
     pub catch_up: CatchUp,
     /// With `catch_up: all`, the most missed fires started (default 10); older ones are
@@ -117,6 +132,14 @@ pub enum CatchUp {
     All,
 }
 
+fn yes() -> bool {
+    true
+}
+
+fn is_true(v: &bool) -> bool {
+    *v
+}
+
 fn is_default<T: Default + PartialEq>(v: &T) -> bool {
     *v == T::default()
 }
@@ -138,6 +161,10 @@ pub struct WebhookTrigger {
     /// The trigger's name (default `webhook`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
+    /// Whether the trigger is armed (default true); `false` keeps it in the file
+    /// without running it (n8n's inactive workflows).
+    #[serde(default = "yes", skip_serializing_if = "is_true")]
+    pub enabled: bool,
     /// The hook's path under `/hooks/`, e.g. `lead-generation` or `github/push`
     /// (letters, digits, `-`, `_`, `/`).
     pub path: String,
@@ -165,6 +192,12 @@ pub struct WebhookTrigger {
 
 /// The most milliseconds `respond: wait` may wait.
 pub const MAX_WEBHOOK_WAIT_MS: u64 = 300_000;
+
+/// How long `respond: wait` waits by default, ms.
+pub const DEFAULT_WEBHOOK_WAIT_MS: u64 = 30_000;
+
+/// Calls a minute a webhook accepts by default.
+pub const DEFAULT_WEBHOOK_RATE_PER_MINUTE: u32 = 60;
 
 /// How a webhook request is authenticated, tagged by `kind`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -209,6 +242,10 @@ pub struct FileTrigger {
     /// The trigger's name (default `file`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
+    /// Whether the trigger is armed (default true); `false` keeps it in the file
+    /// without running it (n8n's inactive workflows).
+    #[serde(default = "yes", skip_serializing_if = "is_true")]
+    pub enabled: bool,
     /// Files or folders to watch, relative to the workflow file's folder (folders are
     /// watched with everything under them).
     pub paths: Vec<String>,
