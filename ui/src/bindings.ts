@@ -1064,7 +1064,24 @@ steps: number;
 /**
  * Tokens over all steps (prompt + completion).
  */
-tokens: number }
+tokens: number; 
+/**
+ * The trigger that started it; `None`: a person.
+ */
+trigger: RunTrigger | null }
+/**
+ * The trigger that started a run, stored with it (history and `runs list` filter by
+ * it): its kind and its name in the workflow file (see [`crate::workflow::Trigger`]).
+ */
+export type RunTrigger = { 
+/**
+ * `cron`, `webhook` or `file`.
+ */
+kind: string; 
+/**
+ * The trigger's name (its kind when the file gives none).
+ */
+name: string }
 /**
  * The app's remembered settings (`<config dir>/nexus/desktop.json`).
  */
@@ -1264,7 +1281,11 @@ heartbeat_at: string | null;
 /**
  * The id of the process that last ran the run.
  */
-owner_pid: number | null }
+owner_pid: number | null; 
+/**
+ * The trigger that started it; `None`: a person.
+ */
+trigger: RunTrigger | null }
 export type TAURI_CHANNEL<TSend> = null
 /**
  * An example workflow.

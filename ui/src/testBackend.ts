@@ -143,6 +143,7 @@ export class TestBackend implements Backend {
       status: r.status,
       started_at: r.started_at,
       finished_at: r.finished_at,
+      trigger: r.trigger,
       steps: r.steps.length,
       tokens: r.steps.reduce((n, s) => n + (s.usage ? s.usage.prompt_tokens + s.usage.completion_tokens : 0), 0),
     }));
@@ -242,6 +243,7 @@ export class TestBackend implements Backend {
       workflow_version: null,
       file: options.file ?? null,
       inputs,
+      trigger: null,
       status: 'running',
       outputs: null,
       error: null,

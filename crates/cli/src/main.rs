@@ -162,6 +162,10 @@ enum RunsCommand {
         /// How many.
         #[arg(long, default_value_t = 20)]
         limit: u32,
+        /// Only the runs a trigger of this kind or name started (`cron`, `webhook`,
+        /// `file`, a trigger's name); `manual`: the runs a person started.
+        #[arg(long)]
+        trigger: Option<String>,
         /// Print as JSON.
         #[arg(long)]
         json: bool,
@@ -751,21 +755,30 @@ async fn permissions(db: &Path, command: PermissionsCommand) -> Result<(), Failu
 async fn runs(db: &Path, command: RunsCommand) -> Result<(), Failure> {
     let store: Arc<SqliteStore> = runs::open_store(db).await.map_err(app_failure)?;
     match command {
-        RunsCommand::List { limit, json } => {
-            let runs = store.list_runs(limit).await?;
+        RunsCommand::List {
+            limit,
+            trigger,
+            json,
+        } => {
+            let filter = nexus_app::store::RunFilter { trigger };
+            let runs = store.list_runs_where(limit, &filter).await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&runs)?);
             } else if runs.is_empty() {
                 println!("no runs stored in {}", store.path().display());
             } else {
                 println!(
-                    "{:<36}  {:<24}  {:<10}  {:>5}  {:>7}  started",
-                    "run", "workflow", "status", "steps", "tokens"
+                    "{:<36}  {:<24}  {:<10}  {:>5}  {:>7}  {:<16}  started",
+                    "run", "workflow", "status", "steps", "tokens", "trigger"
                 );
                 for r in runs {
+                    let by = r.trigger.as_ref().map_or_else(
+                        || "manual".to_string(),
+                        |t| format!("{}:{}", t.kind, t.name),
+                    );
                     println!(
-                        "{:<36}  {:<24}  {:<10}  {:>5}  {:>7}  {}",
-                        r.run_id, r.workflow_id, r.status, r.steps, r.tokens, r.started_at
+                        "{:<36}  {:<24}  {:<10}  {:>5}  {:>7}  {:<16}  {}",
+                        r.run_id, r.workflow_id, r.status, r.steps, r.tokens, by, r.started_at
                     );
                 }
             }

@@ -32,6 +32,16 @@ impl Server {
     /// Starts `nexus serve ARGS` on `db` and `workflows` and waits for its "listening"
     /// line; `token` goes to NEXUS_API_TOKEN.
     fn start(dir: &Path, args: &[&str], token: Option<&str>) -> Result<Server> {
+        Server::start_with(dir, args, token, &[])
+    }
+
+    /// [`Server::start`] with more environment variables.
+    fn start_with(
+        dir: &Path,
+        args: &[&str],
+        token: Option<&str>,
+        env: &[(&str, &str)],
+    ) -> Result<Server> {
         let stderr = dir.join(format!("serve-{}.log", std::process::id()));
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -56,6 +66,7 @@ impl Server {
             Some(t) => cmd.env("NEXUS_API_TOKEN", t),
             None => cmd.env_remove("NEXUS_API_TOKEN"),
         };
+        cmd.envs(env.iter().copied());
         let mut child = cmd.spawn().context("spawn nexus serve")?;
         let stdout = child.stdout.take().context("stdout")?;
         let mut line = String::new();
@@ -819,5 +830,188 @@ async fn the_built_editor_is_served_at_the_root_and_an_editorless_server_says_ho
         e.contains("has no index.html") && e.contains("npm run build"),
         "{e}"
     );
+    Ok(())
+}
+
+const HOOKED: &str = r#"id: intake
+inputs:
+  title: {type: string}
+triggers:
+  - kind: webhook
+    path: github/issues
+    auth: {kind: hmac_sha256, secret_env: NEXUS_HOOK_SECRET}
+    respond: wait
+    wait_ms: 60000
+    rate_per_minute: 5
+    inputs:
+      title: "{{ body.issue.title }}"
+  - kind: webhook
+    name: later
+    path: intake
+    auth: {kind: token, secret_env: NEXUS_HOOK_SECRET}
+  - kind: cron
+    schedule: "0 9 * * *"
+    timezone: Europe/Lisbon
+    inputs: {title: daily}
+steps:
+  - id: hello
+    kind: template
+    template: "issue {{ inputs.title }}"
+outputs:
+  said: "{{ steps.hello.output }}"
+"#;
+
+fn signed(body: &[u8]) -> String {
+    use hmac::Mac;
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(b"hook-secret").expect("key");
+    mac.update(body);
+    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+}
+
+/// Webhooks on the real server: a signed call waits for the outputs, an accepted call
+/// answers 202 with the run id; a missing or wrong signature, a wrong method, a body that
+/// is not JSON, one over the size limit and calls over the rate are refused with their
+/// status and start nothing; `/api/triggers` lists the triggers and `/api/runs?trigger=`
+/// filters by them.
+#[tokio::test(flavor = "multi_thread")]
+async fn webhooks_start_runs_only_for_good_calls_and_triggers_are_listed() -> Result<()> {
+    let dir = folder();
+    std::fs::write(dir.path().join("workflows/intake.yaml"), HOOKED)?;
+    let server = Server::start_with(
+        dir.path(),
+        &["--body-limit", "4096"],
+        None,
+        &[("NEXUS_HOOK_SECRET", "hook-secret")],
+    )?;
+    let http = reqwest::Client::new();
+    let (status, list) = json_of(http.get(server.url("/api/triggers")).send().await?).await?;
+    assert_eq!(status, 200);
+    let kinds: Vec<(&str, bool)> = list
+        .as_array()
+        .context("a list")?
+        .iter()
+        .map(|t| {
+            (
+                t["kind"].as_str().unwrap_or(""),
+                t["armed"].as_bool() == Some(true),
+            )
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        [("webhook", true), ("webhook", true), ("cron", true)],
+        "{list}"
+    );
+    assert_eq!(list[0]["detail"], "POST /hooks/github/issues");
+    let hook = server.url("/hooks/github/issues");
+    let body = br#"{"issue": {"title": "crash on save"}}"#.to_vec();
+
+    let refused = [
+        http.post(&hook).body(body.clone()).send().await?,
+        http.post(&hook)
+            .header("X-Hub-Signature-256", signed(b"{}"))
+            .body(body.clone())
+            .send()
+            .await?,
+        http.get(&hook).send().await?,
+        http.post(&hook)
+            .header("X-Hub-Signature-256", signed(b"{not json"))
+            .body(b"{not json".to_vec())
+            .send()
+            .await?,
+        http.post(&hook).body(vec![b' '; 8192]).send().await?,
+        http.post(server.url("/hooks/nowhere"))
+            .body("{}")
+            .send()
+            .await?,
+    ];
+    let mut answers = Vec::new();
+    for r in refused {
+        let allow = r
+            .headers()
+            .get("allow")
+            .map(|v| v.to_str().unwrap_or("").to_string());
+        let (status, v) = json_of(r).await?;
+        answers.push((status, v["kind"].as_str().unwrap_or("").to_string(), allow));
+    }
+    let statuses: Vec<u16> = answers.iter().map(|a| a.0).collect();
+    assert_eq!(statuses, [401, 401, 405, 400, 413, 404], "{answers:?}");
+    assert_eq!(answers[0].1, "unauthorized");
+    assert_eq!(answers[2].2.as_deref(), Some("POST"));
+    assert_eq!(answers[3].1, "bad_body");
+    let (_, runs) = json_of(http.get(server.url("/api/runs")).send().await?).await?;
+    assert_eq!(runs, json!([]), "a refused call started a run");
+
+    // A good signature: the call waits for the run and gets its outputs.
+    let (status, done) = json_of(
+        http.post(&hook)
+            .header("X-Hub-Signature-256", signed(&body))
+            .body(body.clone())
+            .send()
+            .await?,
+    )
+    .await?;
+    assert_eq!(status, 200, "{done}");
+    assert_eq!(done["status"], "succeeded");
+    assert_eq!(done["outputs"]["said"], "issue crash on save");
+    // A token hook answers at once; its run is listed by trigger.
+    let (status, later) = json_of(
+        http.post(server.url("/hooks/intake"))
+            .bearer_auth("hook-secret")
+            .json(&json!({"title": "later"}))
+            .send()
+            .await?,
+    )
+    .await?;
+    assert_eq!(status, 202, "{later}");
+    let run_id = later["run_id"].as_str().context("run id")?.to_string();
+    let mut stream = Box::pin(events(&http, &server, &run_id).await?);
+    read_until(&mut stream, &mut Vec::new(), finished).await;
+    let (_, by_name) = json_of(
+        http.get(server.url("/api/runs?trigger=later"))
+            .send()
+            .await?,
+    )
+    .await?;
+    assert_eq!(by_name.as_array().map(Vec::len), Some(1), "{by_name}");
+    assert_eq!(
+        by_name[0]["trigger"],
+        json!({"kind": "webhook", "name": "later"})
+    );
+    let (_, by_kind) = json_of(
+        http.get(server.url("/api/runs?trigger=webhook"))
+            .send()
+            .await?,
+    )
+    .await?;
+    assert_eq!(by_kind.as_array().map(Vec::len), Some(2), "{by_kind}");
+    let (_, manual) = json_of(
+        http.get(server.url("/api/runs?trigger=manual"))
+            .send()
+            .await?,
+    )
+    .await?;
+    assert_eq!(manual, json!([]));
+
+    // `rate_per_minute: 5`: 5 authenticated calls to this hook so far (the 2 wrong
+    // signatures are refused before the bucket); the next ones get 429 with Retry-After.
+    let mut limited = None;
+    for _ in 0..6 {
+        let r = http
+            .post(&hook)
+            .header("X-Hub-Signature-256", signed(b"{not json"))
+            .body(b"{not json".to_vec())
+            .send()
+            .await?;
+        if r.status().as_u16() == 429 {
+            limited = r
+                .headers()
+                .get("retry-after")
+                .map(|v| v.to_str().unwrap_or("").to_string());
+            break;
+        }
+    }
+    let secs: u64 = limited.context("no 429 within the rate")?.parse()?;
+    assert!((1..=60).contains(&secs), "{secs}");
     Ok(())
 }

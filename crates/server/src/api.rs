@@ -35,6 +35,8 @@ pub struct AppState {
     pub body_limit: usize,
     /// Whether requests need the API token.
     pub token_required: bool,
+    /// The workflows folder's triggers (`None`: this server runs none).
+    pub triggers: Option<Arc<nexus_app::triggers::Triggers>>,
 }
 
 /// A JSON body whose rejections are [`ApiError`]s.
@@ -391,6 +393,9 @@ pub struct ListRuns {
     /// How many runs, newest first (1 to 1000, default 50).
     #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<u32>,
+    /// Only the runs a trigger of this kind or name started (`cron`, `webhook`, `file`,
+    /// a trigger's `name`); `manual`: the runs a person started.
+    pub trigger: Option<String>,
 }
 
 /// The latest runs (of this server, the CLI and the desktop app), newest first.
@@ -406,7 +411,18 @@ pub async fn list_runs(
             "limit {limit} is out of range; give 1 to 1000"
         )));
     }
-    Ok(axum::Json(s.desktop.list_runs(limit).await?))
+    let filter = nexus_app::store::RunFilter { trigger: q.trigger };
+    Ok(axum::Json(s.desktop.list_runs_where(limit, &filter).await?))
+}
+
+/// The triggers of the workflows folder: what each reacts to, whether it is armed, a
+/// cron trigger's next and last fire, and what keeps a trigger from working.
+#[utoipa::path(get, path = "/api/triggers", tag = "triggers",
+    responses((status = 200, body = Vec<nexus_app::triggers::TriggerView>)))]
+pub async fn list_triggers(
+    State(s): State<AppState>,
+) -> axum::Json<Vec<nexus_app::triggers::TriggerView>> {
+    axum::Json(s.triggers.as_ref().map(|t| t.list()).unwrap_or_default())
 }
 
 /// Everything stored about a run: every step record (input, output, model and why,

@@ -15,6 +15,7 @@
 pub mod api;
 pub mod auth;
 mod error;
+pub mod hooks;
 pub mod hub;
 pub mod openapi;
 
@@ -105,12 +106,18 @@ pub fn router(
     token: Option<auth::TokenHash>,
     editor: Option<PathBuf>,
     body_limit: usize,
+    triggers: Option<(Arc<nexus_app::triggers::Triggers>, Arc<hub::Hub>)>,
 ) -> Router {
+    let (triggers, hub) = match triggers {
+        Some((t, hub)) => (Some(t), hub),
+        None => (None, Arc::new(hub::Hub::default())),
+    };
     let state = api::AppState {
         desktop,
-        hub: Arc::new(hub::Hub::default()),
+        hub,
         body_limit,
         token_required: token.is_some(),
+        triggers,
     };
     let access = auth::Access { token };
     let api = Router::new()
@@ -135,10 +142,13 @@ pub fn router(
         .route("/questions", get(api::questions))
         .route("/models", get(api::models))
         .route("/breakers", get(api::breakers))
+        .route("/triggers", get(api::list_triggers))
         .fallback(api::no_route)
         .method_not_allowed_fallback(api::wrong_method)
         .layer(axum::middleware::from_fn_with_state(access, auth::check));
-    let mut app = Router::new().nest("/api", api);
+    let mut app = Router::new()
+        .nest("/api", api)
+        .route("/hooks/{*path}", axum::routing::any(hooks::call));
     if let Some(dir) = editor {
         // Unknown paths get the editor's page (it has one route).
         let index = ServeFile::new(dir.join("index.html"));
@@ -156,6 +166,31 @@ pub fn router(
             too_large,
         ))
         .with_state(state)
+}
+
+/// Arms the workflows folder's triggers on the system clock, webhooks included; the
+/// events of the runs they start are kept in `hub` like those started over the API.
+pub fn start_triggers(
+    desktop: &Arc<nexus_app::Desktop>,
+    hub: &Arc<hub::Hub>,
+) -> nexus_app::triggers::Triggers {
+    use nexus_app::triggers::{Hosting, SinkFactory, SystemClock, Triggers};
+    let hub = Arc::clone(hub);
+    let sinks: SinkFactory = Arc::new(move || {
+        let log = Arc::new(hub::RunLog::default());
+        let hub = Arc::clone(&hub);
+        let sink: Arc<dyn nexus_app::engine::EventSink> = Arc::clone(&log) as _;
+        let stored: Box<dyn FnOnce(&str) + Send> = Box::new(move |run_id: &str| {
+            hub.register(run_id, log);
+        });
+        (sink, stored)
+    });
+    Triggers::start(
+        Arc::clone(desktop),
+        Arc::new(SystemClock),
+        Hosting { webhooks: true },
+        Some(sinks),
+    )
 }
 
 async fn openapi_document() -> Response {
@@ -214,7 +249,18 @@ pub async fn serve(
         addr: config.addr,
         message: e.to_string(),
     })?;
-    let app = router(Arc::new(desktop), token, config.editor, config.body_limit);
+    let desktop = Arc::new(desktop);
+    let hub = Arc::new(hub::Hub::default());
+    let triggers = Arc::new(start_triggers(&desktop, &hub));
+    // Ready only once the folder's triggers are armed (or listed with their problems).
+    triggers.first_scan().await;
+    let app = router(
+        desktop,
+        token,
+        config.editor,
+        config.body_limit,
+        Some((triggers, hub)),
+    );
     ready(bound);
     // Open event streams would hold a graceful shutdown forever: Ctrl-C stops at once.
     tokio::select! {

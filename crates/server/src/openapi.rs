@@ -35,6 +35,8 @@ use crate::api;
         api::answer,
         api::models,
         api::breakers,
+        api::list_triggers,
+        crate::hooks::call,
     ),
     components(schemas(nexus_app::engine::Event)),
     modifiers(&Security),
@@ -44,6 +46,7 @@ use crate::api;
         (name = "runs", description = "Start, follow, pause, resume and cancel runs; run history"),
         (name = "questions", description = "What runs ask a person"),
         (name = "models", description = "Providers, models and circuit breakers"),
+        (name = "triggers", description = "Cron, webhook and file triggers; webhooks are called at `/hooks/<path>` with the hook's own token or signature"),
     )
 )]
 pub struct ApiDoc;

@@ -137,8 +137,13 @@ pub struct Hosting {
 
 /// Makes the event sink of a run a trigger starts, and is told the run's id once it is
 /// stored (`nexus serve` keeps the events for `GET /api/runs/{id}/events`).
-pub type SinkFactory =
-    Arc<dyn Fn() -> (Arc<dyn EventSink>, Box<dyn FnOnce(&str) + Send>) + Send + Sync>;
+pub type SinkFactory = Arc<dyn Fn() -> RunSink + Send + Sync>;
+
+/// The event sink of one triggered run and the callback told its id once it is stored.
+pub type RunSink = (Arc<dyn EventSink>, Box<dyn FnOnce(&str) + Send>);
+
+/// Next and last fire of one cron trigger (UTC), `None` when not known.
+type FireTimes = (Option<DateTime<Utc>>, Option<DateTime<Utc>>);
 
 /// One trigger of one valid workflow file.
 #[derive(Debug, Clone)]
@@ -237,9 +242,11 @@ pub(crate) struct Inner {
     slots: Mutex<HashMap<(String, String), Arc<Slot>>>,
     finished: Arc<Finished>,
     /// Next and last fire of the cron triggers, by (workflow id, trigger name).
-    times: Mutex<HashMap<(String, String), (Option<DateTime<Utc>>, Option<DateTime<Utc>>)>>,
+    times: Mutex<HashMap<(String, String), FireTimes>>,
     limits: webhook::Limits,
     stop: CancellationToken,
+    /// How many scans of the folder finished.
+    scans: watch::Sender<u64>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -278,10 +285,18 @@ impl Triggers {
             times: Mutex::new(HashMap::new()),
             limits: webhook::Limits::default(),
             stop: CancellationToken::new(),
+            scans: watch::Sender::new(0),
         });
         let triggers = Triggers { inner };
         triggers.spawn_rescans();
         triggers
+    }
+
+    /// Returns once the folder was scanned and its triggers armed the first time (each
+    /// cron trigger then arms on its own task).
+    pub async fn first_scan(&self) {
+        let mut rx = self.inner.scans.subscribe();
+        let _ = rx.wait_for(|n| *n >= 1).await;
     }
 
     /// Receives every [`TriggerEvent`] from now on.
@@ -393,6 +408,7 @@ impl Inner {
             Ok(s) => s,
             Err(e) => {
                 tracing::error!("the workflows folder scan failed: {e}");
+                self.scans.send_modify(|n| *n += 1);
                 return;
             }
         };
@@ -464,6 +480,7 @@ impl Inner {
         }
         let old = std::mem::replace(&mut *lock(&self.armed), armed);
         old.cancel.cancel();
+        self.scans.send_modify(|n| *n += 1);
     }
 
     fn slot(&self, target: &Target) -> Arc<Slot> {
@@ -561,11 +578,10 @@ impl Inner {
             kind: target.trigger.kind().to_string(),
             name: target.name.clone(),
         };
-        let (sink, on_stored): (Arc<dyn EventSink>, Box<dyn FnOnce(&str) + Send>) =
-            match &self.sinks {
-                Some(make) => make(),
-                None => (Arc::new(NoSink), Box::new(|_: &str| {})),
-            };
+        let (sink, on_stored): RunSink = match &self.sinks {
+            Some(make) => make(),
+            None => (Arc::new(NoSink), Box::new(|_: &str| {})),
+        };
         let sink = Arc::new(FinishSink {
             inner: sink,
             finished: Arc::clone(&self.finished),

@@ -82,10 +82,11 @@ pub struct HookStarted {
     pub wait_ms: u64,
 }
 
-/// Why a call started nothing, tagged by `error` (the server maps each to its status).
+/// Why a call started nothing, tagged by `kind` like the API's errors (the server maps
+/// each to its status).
 #[derive(Debug, Clone, PartialEq, Serialize, specta::Type, thiserror::Error)]
 #[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
-#[serde(tag = "error", rename_all = "snake_case")]
+#[serde(tag = "kind", rename_all = "snake_case")]
 pub enum HookError {
     /// No armed webhook has this path (404).
     #[error("{message}")]
