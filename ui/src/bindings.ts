@@ -475,6 +475,15 @@ export type Error =
  */
 { kind: "config"; message: string } | 
 /**
+ * An event posted to a run was refused: a name that cannot name an event.
+ */
+{ kind: "invalid_event"; message: string } | 
+/**
+ * A run has as many events waiting for its `event` steps as it may keep
+ * ([`nexus_store::MAX_OPEN_EVENTS`]); nothing was stored.
+ */
+{ kind: "too_many_events"; message: string } | 
+/**
  * The workflow's guardrails refused the run before it started: an input matched a
  * `block` rule (nothing was stored), or the rules do not compile.
  */

@@ -399,6 +399,8 @@ pub struct Desktop {
     runs: Arc<Mutex<HashMap<String, ActiveRun>>>,
     human: Arc<PanelHuman>,
     granted: Mutex<HashSet<PathBuf>>,
+    /// How runs' callback URLs are made, once `nexus serve` set it.
+    callback_urls: Mutex<Option<Arc<dyn nexus_engine::CallbackUrls>>>,
 }
 
 impl Desktop {
@@ -421,6 +423,7 @@ impl Desktop {
             runs: Arc::new(Mutex::new(HashMap::new())),
             human: Arc::new(PanelHuman::default()),
             granted: Mutex::new(HashSet::new()),
+            callback_urls: Mutex::new(None),
         }
     }
 
@@ -687,8 +690,28 @@ impl Desktop {
         let store = self.store().await?;
         let settings = self.provider_settings().await;
         let engine = crate::runs::engine(store, &settings, 4)?;
+        if let Some(urls) = lock(&self.callback_urls).clone() {
+            engine.set_callback_urls(urls);
+        }
         *slot = Some(Arc::clone(&engine));
         Ok(engine)
+    }
+
+    /// The engine if one was made (a run, a model list), without making one.
+    pub(crate) async fn engine_if_started(&self) -> Option<Arc<Engine>> {
+        self.engine.lock().await.clone()
+    }
+
+    /// Sets how runs' callback URLs are made, for the engine now and any made later.
+    pub(crate) async fn set_callback_urls(
+        &self,
+        urls: Arc<dyn nexus_engine::CallbackUrls>,
+    ) -> Result<()> {
+        *lock(&self.callback_urls) = Some(Arc::clone(&urls));
+        if let Some(engine) = self.engine_if_started().await {
+            engine.set_callback_urls(urls);
+        }
+        Ok(())
     }
 
     /// Starts a run of `request.text` in the background and returns its id as soon as the

@@ -85,6 +85,19 @@ pub enum Error {
         /// What is wrong, with the file's place.
         message: String,
     },
+    /// An event posted to a run was refused: a name that cannot name an event.
+    #[error("{message}")]
+    InvalidEvent {
+        /// What is wrong and what would work.
+        message: String,
+    },
+    /// A run has as many events waiting for its `event` steps as it may keep
+    /// ([`nexus_store::MAX_OPEN_EVENTS`]); nothing was stored.
+    #[error("{message}")]
+    TooManyEvents {
+        /// Which run, and how many wait.
+        message: String,
+    },
     /// The workflow's guardrails refused the run before it started: an input matched a
     /// `block` rule (nothing was stored), or the rules do not compile.
     #[error("{message}")]
@@ -112,6 +125,9 @@ impl From<nexus_store::Error> for Error {
             nexus_store::Error::Ambiguous(id) => Error::UnknownRun {
                 run_id: id.clone(),
                 message: "the prefix matches several runs; give more characters".to_string(),
+            },
+            e @ nexus_store::Error::TooManyEvents { .. } => Error::TooManyEvents {
+                message: e.to_string(),
             },
             other => Error::Store {
                 message: other.to_string(),

@@ -7,6 +7,7 @@
 
 pub mod desktop;
 mod error;
+pub mod events;
 pub mod keys;
 pub mod runs;
 pub mod setup;

@@ -25,11 +25,12 @@ use serde_saphyr::Spanned;
 
 use crate::diagnostic::{Diagnostic, DiagnosticCode, Span};
 use crate::workflow::{
-    Agent, AgentStep, ApprovalSettings, ApprovalStep, Budget, FORMAT_VERSION, FallbackLadder,
-    Guardrails, InputSpec, KindName, LlmStep, LoopCap, LoopStep, MapStep, ModelSpec, OnFailure,
-    OnItemError, OnTie, OutputFormat, Position, RetryPolicy, RunFailureHandler, Step, StepKind,
-    SubWorkflowStep, SwitchCase, SwitchStep, TaskClass, TemplateStep, Timeouts, ToolDecl, ToolStep,
-    Trigger, TriggerRule, VoteRule, VoteStep, Voter, WaitStep, Workflow,
+    Agent, AgentStep, ApprovalSettings, ApprovalStep, Budget, EventStep, FORMAT_VERSION,
+    FallbackLadder, Guardrails, InputSpec, KindName, LlmStep, LoopCap, LoopStep, MapStep,
+    ModelSpec, OnFailure, OnItemError, OnTie, OutputFormat, Position, RetryPolicy,
+    RunFailureHandler, Step, StepKind, SubWorkflowStep, SwitchCase, SwitchStep, TaskClass,
+    TemplateStep, Timeouts, ToolDecl, ToolStep, Trigger, TriggerRule, VoteRule, VoteStep, Voter,
+    WaitStep, Workflow,
 };
 
 /// Locations of the parts of a workflow file that diagnostics refer to. Missing entries
@@ -99,7 +100,10 @@ pub struct Parsed {
 
 /// The fields that belong to one kind or another, in the order a step's stray fields are
 /// reported.
-pub const KIND_FIELDS: [&str; 43] = [
+pub const KIND_FIELDS: [&str; 46] = [
+    "event",
+    "within",
+    "timeout_output",
     "choices",
     "voters",
     "rule",
@@ -183,6 +187,7 @@ pub fn kind_uses(kind: KindName, field: &str) -> bool {
         ),
         KindName::Workflow => matches!(field, "workflow" | "inputs"),
         KindName::Wait => matches!(field, "duration" | "until"),
+        KindName::Event => matches!(field, "event" | "within" | "timeout_output"),
         KindName::Tool => matches!(field, "tool" | "args"),
         KindName::Agent => matches!(
             field,
@@ -226,6 +231,8 @@ pub fn required_field(kind: KindName) -> &'static str {
         KindName::Workflow => "workflow",
         // Either field; a wait with neither is reported by its planner.
         KindName::Wait => "",
+        // The event's name defaults to the step's id.
+        KindName::Event => "",
         KindName::Tool => "tool",
     }
 }
@@ -417,6 +424,13 @@ struct StepText {
     // `wait` (and `until`, shared with `loop`)
     #[serde(default, with = "located_duration")]
     duration: Option<Spanned<std::time::Duration>>,
+    // `event`
+    #[serde(default)]
+    event: Option<Spanned<String>>,
+    #[serde(default, with = "located_duration")]
+    within: Option<Spanned<std::time::Duration>>,
+    #[serde(default)]
+    timeout_output: Option<Spanned<serde_json::Value>>,
     // `tool`
     #[serde(default)]
     tool: Option<Spanned<String>>,
@@ -492,6 +506,9 @@ struct KindText {
     workflow: Option<String>,
     inputs: Option<BTreeMap<String, serde_json::Value>>,
     duration: Option<std::time::Duration>,
+    event: Option<String>,
+    within: Option<std::time::Duration>,
+    timeout_output: Option<serde_json::Value>,
     tool: Option<String>,
     args: Option<BTreeMap<String, serde_json::Value>>,
     tools: Option<Vec<String>>,
@@ -541,6 +558,9 @@ impl KindText {
             "workflow" => self.workflow.is_some(),
             "inputs" => self.inputs.is_some(),
             "duration" => self.duration.is_some(),
+            "event" => self.event.is_some(),
+            "within" => self.within.is_some(),
+            "timeout_output" => self.timeout_output.is_some(),
             "tool" => self.tool.is_some(),
             "args" => self.args.is_some(),
             "tools" => self.tools.is_some(),
@@ -619,6 +639,11 @@ fn kind_of(kind: KindName, t: KindText, loc: &mut StepLocations) -> StepKind {
         KindName::Wait => StepKind::Wait(WaitStep {
             duration: t.duration,
             until: t.until,
+        }),
+        KindName::Event => StepKind::Event(EventStep {
+            event: t.event,
+            within: t.within,
+            timeout_output: t.timeout_output,
         }),
         KindName::Tool => StepKind::Tool(ToolStep {
             tool: t.tool.unwrap_or_default(),
@@ -722,6 +747,9 @@ fn step_of(step: Spanned<StepText>) -> (Step, StepLocations) {
         workflow: take(f, "workflow", s.workflow),
         inputs: take(f, "inputs", s.inputs),
         duration: take(f, "duration", s.duration),
+        event: take(f, "event", s.event),
+        within: take(f, "within", s.within),
+        timeout_output: take(f, "timeout_output", s.timeout_output),
         tool: take(f, "tool", s.tool),
         args: take(f, "args", s.args),
         tools: take(f, "tools", s.tools),

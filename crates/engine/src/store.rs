@@ -286,6 +286,15 @@ pub struct RunFinish {
 #[error("storage failed: {0}")]
 pub struct StoreError(pub String);
 
+/// An event posted to a run, as an `event` step takes it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PostedEvent {
+    /// The body (JSON; a body that was not JSON is kept as a JSON string).
+    pub body: serde_json::Value,
+    /// When it was stored.
+    pub received_at: DateTime<Utc>,
+}
+
 /// Where the engine records runs.
 #[async_trait]
 pub trait RunStore: Send + Sync {
@@ -410,5 +419,21 @@ pub trait RunStore: Send + Sync {
         _command: &[String],
     ) -> Result<(), StoreError> {
         Ok(())
+    }
+
+    /// Takes the oldest event named `name` posted to run `run_id` that no step took yet,
+    /// for the step recorded as `step`; an event `step` took before (the run stopped
+    /// after it took the event but before its record was stored) is returned again.
+    /// Default: none, so an `event` step of a store-less engine waits until its timeout.
+    ///
+    /// # Errors
+    /// [`StoreError`] when the read or write fails.
+    async fn take_event(
+        &self,
+        _run_id: &str,
+        _name: &str,
+        _step: &str,
+    ) -> Result<Option<PostedEvent>, StoreError> {
+        Ok(None)
     }
 }

@@ -25,7 +25,7 @@ mod vote;
 
 pub use agent::{AgentStep, DEFAULT_AGENT_ITERATIONS, DEFAULT_AGENT_TOOL_CALLS};
 pub use control::{
-    LoopCap, LoopStep, MAX_WORKFLOW_DEPTH, MapStep, OnItemError, RunFailureHandler,
+    EventStep, LoopCap, LoopStep, MAX_WORKFLOW_DEPTH, MapStep, OnItemError, RunFailureHandler,
     SubWorkflowStep, SwitchCase, SwitchStep, TriggerRule, WaitStep,
 };
 pub use tools::{FileTool, HttpTool, McpTool, ShellTool, ToolDecl, ToolStep};
@@ -327,6 +327,9 @@ pub enum KindName {
     Workflow,
     /// Wait for a duration or until a time.
     Wait,
+    /// Wait for an external event: a call to the run's callback URL or an event posted
+    /// to the API.
+    Event,
     /// Call a tool declared under `tools:`.
     Tool,
     /// A model in a loop that calls tools until it gives a final answer.
@@ -347,6 +350,7 @@ impl KindName {
             KindName::Loop => "loop",
             KindName::Workflow => "workflow",
             KindName::Wait => "wait",
+            KindName::Event => "event",
             KindName::Tool => "tool",
             KindName::Agent => "agent",
             KindName::Vote => "vote",
@@ -442,6 +446,9 @@ pub enum StepKind {
     Workflow(SubWorkflowStep),
     /// Wait for a duration or until a time.
     Wait(WaitStep),
+    /// Wait for an external event: a call to the run's callback URL or an event posted
+    /// to the API.
+    Event(EventStep),
     /// Call a tool declared under `tools:`.
     Tool(ToolStep),
     /// A model in a loop that calls tools until it gives a final answer.
@@ -462,6 +469,7 @@ impl StepKind {
             StepKind::Loop(_) => KindName::Loop,
             StepKind::Workflow(_) => KindName::Workflow,
             StepKind::Wait(_) => KindName::Wait,
+            StepKind::Event(_) => KindName::Event,
             StepKind::Tool(_) => KindName::Tool,
             StepKind::Agent(_) => KindName::Agent,
             StepKind::Vote(_) => KindName::Vote,
@@ -577,6 +585,7 @@ enum KindFieldsOut<'a> {
     Loop(&'a LoopStep),
     Workflow(&'a SubWorkflowStep),
     Wait(&'a WaitStep),
+    Event(&'a EventStep),
     Tool(&'a ToolStep),
     Agent(&'a AgentStep),
     Vote(&'a VoteStep),
@@ -593,6 +602,7 @@ impl Serialize for Step {
             StepKind::Loop(s) => KindFieldsOut::Loop(s),
             StepKind::Workflow(s) => KindFieldsOut::Workflow(s),
             StepKind::Wait(s) => KindFieldsOut::Wait(s),
+            StepKind::Event(s) => KindFieldsOut::Event(s),
             StepKind::Tool(s) => KindFieldsOut::Tool(s),
             StepKind::Agent(s) => KindFieldsOut::Agent(s),
             StepKind::Vote(s) => KindFieldsOut::Vote(s),

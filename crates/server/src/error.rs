@@ -163,6 +163,8 @@ impl ApiError {
                     StatusCode::UNPROCESSABLE_ENTITY
                 }
                 E::BadPath { .. } => StatusCode::BAD_REQUEST,
+                E::InvalidEvent { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+                E::TooManyEvents { .. } => StatusCode::TOO_MANY_REQUESTS,
                 E::UnknownRun { .. } => StatusCode::NOT_FOUND,
                 E::NotActive { .. } => StatusCode::CONFLICT,
                 E::Provider { .. } => StatusCode::BAD_GATEWAY,

@@ -36,12 +36,15 @@ use nexus_engine::events::{Event, RunStatus, StepStatus};
 use nexus_engine::provider::{ProviderErrorKind, Usage};
 use nexus_engine::select::ModelStats;
 use nexus_engine::store::{
-    AttemptRecord, CachedOutput, EngineState, FallbackRecord, GuardrailRecord, RunFinish,
-    RunRecord, RunStore, RunTrigger, StepRecord, StoreError, StoredChild,
+    AttemptRecord, CachedOutput, EngineState, FallbackRecord, GuardrailRecord, PostedEvent,
+    RunFinish, RunRecord, RunStore, RunTrigger, StepRecord, StoreError, StoredChild,
 };
 use serde::Serialize;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Row, SqlitePool};
+
+/// The most events of one run that wait for an `event` step at once.
+pub const MAX_OPEN_EVENTS: i64 = 1000;
 
 /// Errors of the SQLite store.
 #[derive(Debug, thiserror::Error)]
@@ -68,6 +71,16 @@ pub enum Error {
     /// A query failed.
     #[error("database query failed: {0}")]
     Query(#[from] sqlx::Error),
+    /// A run has [`MAX_OPEN_EVENTS`] events that no step took; no more are stored.
+    #[error(
+        "run {run_id} has {open} events that no step took yet; no more are stored until its `event` steps take them"
+    )]
+    TooManyEvents {
+        /// The run.
+        run_id: String,
+        /// How many wait.
+        open: i64,
+    },
     /// A stored value could not be read back (a corrupt or foreign row).
     #[error("stored data is malformed: {0}")]
     Decode(String),
@@ -489,6 +502,63 @@ impl SqliteStore {
         .execute(&self.pool)
         .await?;
         Ok(done.rows_affected() == 1)
+    }
+
+    /// Stores an event named `name` with `body` for run `run_id`, where its `event`
+    /// steps take it (see [`RunStore::take_event`]). At most [`MAX_OPEN_EVENTS`] events
+    /// of a run wait untaken, so a caller cannot fill the disk.
+    ///
+    /// # Errors
+    /// [`Error::TooManyEvents`] when that many wait already; [`Error::Query`].
+    pub async fn post_event(
+        &self,
+        run_id: &str,
+        name: &str,
+        body: &serde_json::Value,
+    ) -> Result<i64, Error> {
+        let open: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM run_events WHERE run_id = ? AND taken_by IS NULL",
+        )
+        .bind(run_id)
+        .fetch_one(&self.pool)
+        .await?;
+        if open >= MAX_OPEN_EVENTS {
+            return Err(Error::TooManyEvents {
+                run_id: run_id.to_string(),
+                open,
+            });
+        }
+        let id: i64 = sqlx::query_scalar(
+            "INSERT INTO run_events (run_id, name, body, received_at) VALUES (?, ?, ?, ?)
+             RETURNING id",
+        )
+        .bind(run_id)
+        .bind(name)
+        .bind(body.to_string())
+        .bind(ts(&Utc::now()))
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(id)
+    }
+
+    /// The random secret `name` of this database (32 bytes from SQLite's
+    /// `randomblob`, seeded by the operating system), made on first use and kept.
+    ///
+    /// # Errors
+    /// [`Error::Query`].
+    pub async fn instance_secret(&self, name: &str) -> Result<Vec<u8>, Error> {
+        sqlx::query(
+            "INSERT OR IGNORE INTO instance_secrets (name, value) VALUES (?, randomblob(32))",
+        )
+        .bind(name)
+        .execute(&self.pool)
+        .await?;
+        let value: Vec<u8> =
+            sqlx::query_scalar("SELECT value FROM instance_secrets WHERE name = ?")
+                .bind(name)
+                .fetch_one(&self.pool)
+                .await?;
+        Ok(value)
     }
 
     /// Resolves a full run id or a unique prefix of one.
@@ -1326,5 +1396,50 @@ impl RunStore for SqliteStore {
         .await
         .map_err(Error::from)?;
         Ok(())
+    }
+
+    async fn take_event(
+        &self,
+        run_id: &str,
+        name: &str,
+        step: &str,
+    ) -> Result<Option<PostedEvent>, StoreError> {
+        let again = sqlx::query(
+            "SELECT body, received_at FROM run_events
+             WHERE run_id = ? AND name = ? AND taken_by = ? ORDER BY id LIMIT 1",
+        )
+        .bind(run_id)
+        .bind(name)
+        .bind(step)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(Error::from)?;
+        // One statement, so two steps waiting for the same name never take one event.
+        let row = match again {
+            Some(row) => row,
+            None => match sqlx::query(
+                "UPDATE run_events SET taken_by = ? WHERE id = (
+                   SELECT id FROM run_events
+                   WHERE run_id = ? AND name = ? AND taken_by IS NULL ORDER BY id LIMIT 1)
+                 RETURNING body, received_at",
+            )
+            .bind(step)
+            .bind(run_id)
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(Error::from)?
+            {
+                Some(row) => row,
+                None => return Ok(None),
+            },
+        };
+        let body: String = row.get("body");
+        let received: String = row.get("received_at");
+        Ok(Some(PostedEvent {
+            body: serde_json::from_str(&body)
+                .map_err(|e| StoreError(format!("stored event `{name}` of run {run_id}: {e}")))?,
+            received_at: parse_ts(&received)?,
+        }))
     }
 }

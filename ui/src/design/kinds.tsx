@@ -2,6 +2,7 @@
 // schema adds later (registry.ts reads the kinds from it) gets the neutral look until it
 // is given its own here, so the palette and the canvas never miss a kind.
 import {
+  BellRing,
   Bot,
   Box,
   Clock,
@@ -34,6 +35,7 @@ const LOOKS: Record<string, KindLook> = {
   loop: { color: 'cyan', icon: Repeat, label: 'Loop' },
   workflow: { color: 'indigo', icon: Workflow, label: 'Sub-workflow' },
   wait: { color: 'gray', icon: Clock, label: 'Wait' },
+  event: { color: 'brown', icon: BellRing, label: 'Event' },
   tool: { color: 'grass', icon: Wrench, label: 'Tool' },
   agent: { color: 'pink', icon: Bot, label: 'Agent' },
   trigger: { color: 'crimson', icon: Zap, label: 'Trigger' },

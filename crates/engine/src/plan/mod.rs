@@ -44,6 +44,7 @@ pub use inputs::{FileInputs, input_type_name, resolve_inputs, resolve_inputs_in}
 pub use templates::Templates;
 pub use triggers::Schedule;
 pub use validate::validate;
+pub use wait::{MAX_EVENT_NAME, valid_event_name};
 
 /// The provider ids model references may name: the built-in catalog's `providers:`
 /// section ([`crate::select::ProviderDecl`]), read once per process. Empty only if the
@@ -108,6 +109,15 @@ pub enum Action {
         duration: Option<std::time::Duration>,
         /// Name of the compiled template that renders the time (RFC 3339).
         until: Option<String>,
+    },
+    /// Wait for an external event posted to the run.
+    Event {
+        /// The event's name (the step's id when the file gives none).
+        name: String,
+        /// How long to wait, counted like a `wait` step's duration; forever when `None`.
+        within: Option<std::time::Duration>,
+        /// The output when `within` passes without the event; `None`: the step fails.
+        timeout_output: Option<serde_json::Value>,
     },
 }
 

@@ -159,7 +159,12 @@ fn check_unused_common(p: &mut StepPlanner<'_, '_>, step: &Step) {
     let kind = step.kind_name();
     let arranges = matches!(
         kind,
-        KindName::Switch | KindName::Map | KindName::Loop | KindName::Workflow | KindName::Wait
+        KindName::Switch
+            | KindName::Map
+            | KindName::Loop
+            | KindName::Workflow
+            | KindName::Wait
+            | KindName::Event
     );
     if arranges && step.retry.is_some() {
         p.report(
@@ -332,6 +337,7 @@ pub(super) fn plan_step(
         StepKind::Loop(s) => kinds::loops::plan(&mut p, s),
         StepKind::Workflow(s) => kinds::subflow::plan(&mut p, s),
         StepKind::Wait(s) => super::wait::plan(&mut p, s),
+        StepKind::Event(s) => super::wait::plan_event(&mut p, &step.id, s),
         StepKind::Tool(s) => super::tools::plan(&mut p, s),
         StepKind::Agent(s) => kinds::agent::plan(&mut p, s),
         StepKind::Vote(s) => kinds::vote::plan(&mut p, s),

@@ -290,6 +290,15 @@ pub(super) fn compile_template(
                     }
                 }
             },
+            ("run", Some("id" | "callback_url")) => {}
+            ("run", _) => {
+                ok = false;
+                cx.push(at.diag(
+                    DiagnosticCode::UnknownInput,
+                    format!("template references `{var}`, which a run does not have"),
+                    "a run has `run.id` and `run.callback_url` (where its `event` steps' events are posted, as `{{ run.callback_url }}/<event>`)",
+                ));
+            }
             ("steps", None) => {
                 ok = false;
                 cx.push(at.diag(

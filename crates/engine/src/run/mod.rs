@@ -36,6 +36,7 @@ mod body;
 mod budget;
 mod chain;
 mod emit;
+mod event;
 mod guard;
 mod join;
 mod ladder;
@@ -71,6 +72,7 @@ pub use api::{EngineConfig, EngineError, RunControl, RunOptions, RunReport};
 pub use attempt::retry_delays;
 use budget::Spend;
 use emit::Emitter;
+pub use event::{CallbackUrls, RECHECK as EVENT_RECHECK};
 
 /// The workflow engine: providers, a store, limits, and the state kept across runs
 /// (circuit breakers, model statistics).
@@ -82,6 +84,10 @@ pub struct Engine {
     state_loaded: tokio::sync::OnceCell<()>,
     breakers: Mutex<Breakers>,
     stats: Mutex<HashMap<String, ModelStats>>,
+    /// `event` steps of this process waiting, woken by [`Engine::event_posted`].
+    waiters: event::Waiters,
+    /// How runs' callback URLs are made ([`Engine::set_callback_urls`]).
+    callback_urls: std::sync::OnceLock<Arc<dyn CallbackUrls>>,
 }
 
 #[derive(Clone)]
@@ -146,6 +152,8 @@ impl Engine {
             state_loaded: tokio::sync::OnceCell::new(),
             breakers: Mutex::new(breakers),
             stats: Mutex::new(HashMap::new()),
+            waiters: event::Waiters::default(),
+            callback_urls: std::sync::OnceLock::new(),
         }
     }
 

@@ -236,10 +236,17 @@ impl Engine {
             permissions: tokio::sync::Mutex::new(HashMap::new()),
             mcp: super::mcp::McpSessions::default(),
         });
-        let frame = Frame {
+        let mut frame = Frame {
             started_at: options.started_at.unwrap_or_else(Utc::now),
             ..Frame::default()
         };
+        frame.vars.insert(
+            "run".into(),
+            serde_json::json!({
+                "id": run_id,
+                "callback_url": self.callback_url(&run_id).unwrap_or_default(),
+            }),
+        );
         let mut s = Sched::new(plan, Arc::new(inputs), shared, options, Arc::new(frame));
         keep_prior(&mut s);
         self.record_untouched(&mut s).await?;
@@ -505,6 +512,7 @@ impl Engine {
             | Action::Workflow(_)
             | Action::Tool(_)
             | Action::Wait { .. }
+            | Action::Event { .. }
             | Action::Approval { .. }
             | Action::Llm(_)
             | Action::Agent(_)
@@ -534,6 +542,28 @@ impl Engine {
                     }
                     Err(e) => finish(StepStatus::Failed, &e),
                 }
+            }
+            Action::Event {
+                name,
+                within,
+                timeout_output,
+            } => {
+                let deadline = match within {
+                    Some(d) => match super::wait::deadline(s, i, Some(*d), None) {
+                        Ok(t) => Some(t),
+                        Err(e) => return finish(StepStatus::Failed, &e),
+                    },
+                    None => None,
+                };
+                let wait = super::event::EventWait {
+                    rec: record_for(&s.recorded(step), StepStatus::Succeeded, None, now),
+                    run_id: s.shared.run_id.clone(),
+                    name: name.clone(),
+                    deadline,
+                    timeout_output: timeout_output.clone(),
+                    cancel: s.options.cancel.child_token(),
+                };
+                self.spawn_announced(s, i, move |engine| engine.wait_event(wait))
             }
             Action::Tool(tool) => match super::tool::prepare(s, i, tool) {
                 Ok(call) if call.needs_permission() => {

@@ -261,6 +261,34 @@ pub struct WaitStep {
     pub until: Option<String>,
 }
 
+/// The fields of a `kind: event` step: it waits for an external event named `name`,
+/// posted to the run while it waits or before (`POST /api/runs/{id}/events/{name}`, or
+/// the run's callback URL `{{ run.callback_url }}/{name}`, like n8n's Wait node "on
+/// webhook call" and Temporal's signals). Events are stored first, so one posted while
+/// the run was down is taken when it resumes, and each event is taken by one step. The
+/// timeout counts from stored facts like a `wait` step's duration (the dependencies'
+/// end, or the run's start). Output: the event's body, as text (a JSON string's value,
+/// otherwise the JSON) and as JSON.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EventStep {
+    /// The event's name: letters, digits, `-`, `_` and `.`; the step's id when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event: Option<String>,
+    /// How long to wait for it, e.g. `30m`, `7d` (humantime); forever when absent.
+    #[serde(
+        default,
+        with = "humantime_serde::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schemars(with = "Option<String>")]
+    pub within: Option<std::time::Duration>,
+    /// The output (any JSON value) when `within` passes without the event; without it
+    /// the step fails.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_output: Option<serde_json::Value>,
+}
+
 /// A handler workflow run when a run fails (seeds/003's `errorHandlers`): the file runs
 /// as a child run (`<run id>:on_failure`) with the inputs it declares among `run_id`,
 /// `workflow_id`, `error` (the run's error) and `failed_steps` (JSON: `[{step, error}]`).
