@@ -150,6 +150,10 @@ enum Command {
         /// The largest request body accepted, bytes.
         #[arg(long, default_value_t = nexus_server::DEFAULT_BODY_LIMIT)]
         body_limit: usize,
+        /// The URL others reach this server at, the base of runs' callback URLs
+        /// (`{{ run.callback_url }}`). Default: `http://<bound address>`.
+        #[arg(long, env = "NEXUS_PUBLIC_URL")]
+        public_url: Option<String>,
     },
     /// Print the OpenAPI document of `nexus serve`'s API.
     Openapi,
@@ -303,7 +307,17 @@ async fn dispatch(cli: Cli) -> Result<(), Failure> {
             workflows,
             editor,
             body_limit,
-        } => serve(db, bind, allow_remote, workflows, editor, body_limit).await,
+            public_url,
+        } => {
+            let site = Site {
+                bind,
+                allow_remote,
+                editor,
+                body_limit,
+                public_url,
+            };
+            serve(db, workflows, site).await
+        }
         Command::Openapi => {
             use std::io::Write;
             let text = nexus_server::openapi::json()?;
@@ -322,16 +336,25 @@ async fn dispatch(cli: Cli) -> Result<(), Failure> {
     }
 }
 
-/// `nexus serve`: the app's operations over HTTP; the run database is shared with the
-/// CLI and the desktop app. Cloud keys come from the environment only.
-async fn serve(
-    db: PathBuf,
-    addr: std::net::SocketAddr,
+/// Where and how `nexus serve` listens (its flags).
+struct Site {
+    bind: std::net::SocketAddr,
     allow_remote: bool,
-    workflows: Option<PathBuf>,
     editor: Option<PathBuf>,
     body_limit: usize,
-) -> Result<(), Failure> {
+    public_url: Option<String>,
+}
+
+/// `nexus serve`: the app's operations over HTTP; the run database is shared with the
+/// CLI and the desktop app. Cloud keys come from the environment only.
+async fn serve(db: PathBuf, workflows: Option<PathBuf>, site: Site) -> Result<(), Failure> {
+    let Site {
+        bind: addr,
+        allow_remote,
+        editor,
+        body_limit,
+        public_url,
+    } = site;
     let mut paths = nexus_app::Paths::standard();
     paths.database = db;
     if let Some(folder) = workflows {
@@ -352,6 +375,7 @@ async fn serve(
         token: std::env::var("NEXUS_API_TOKEN").ok(),
         editor,
         body_limit,
+        public_url,
     };
     let desktop =
         nexus_app::Desktop::new(paths, Arc::new(nexus_app::keys::ProcessSecrets::default()));

@@ -1015,3 +1015,141 @@ async fn webhooks_start_runs_only_for_good_calls_and_triggers_are_listed() -> Re
     assert!((1..=60).contains(&secs), "{secs}");
     Ok(())
 }
+
+/// A run told its callback URL, waiting for `payment` (posted to the callback URL) and
+/// then `confirm` (posted to the API by name).
+const PAYMENT: &str = r#"id: payment
+steps:
+  - id: url
+    kind: template
+    template: "{{ run.callback_url }}"
+  - id: paid
+    kind: event
+    event: payment
+    needs: [url]
+  - id: confirmed
+    kind: event
+    event: confirm
+    needs: [paid]
+  - id: done
+    kind: template
+    needs: [confirmed]
+    template: "paid {{ steps.paid.json.amount }}, {{ steps.confirmed.output }}"
+"#;
+
+fn step_started(step: &'static str) -> impl Fn(&Event) -> bool {
+    move |e| matches!(e, Event::StepStarted { step_id, .. } if step_id == step)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_run_waiting_for_an_event_takes_it_from_its_callback_url_after_a_restart() -> Result<()> {
+    let dir = folder();
+    std::fs::write(dir.path().join("workflows/payment.yaml"), PAYMENT)?;
+    let http = reqwest::Client::new();
+    let first = Server::start(dir.path(), &["--bind", "127.0.0.1:0"], None)?;
+    let (status, body) = json_of(
+        http.post(first.url("/api/runs"))
+            .json(&json!({"file": "payment.yaml"}))
+            .send()
+            .await?,
+    )
+    .await?;
+    assert_eq!(status, 201, "{body}");
+    let run_id = body["run_id"].as_str().context("run_id")?.to_string();
+    let mut stream = Box::pin(events(&http, &first, &run_id).await?);
+    read_until(&mut stream, &mut Vec::new(), step_started("paid")).await;
+    drop(stream);
+    let (_, run) = json_of(
+        http.get(first.url(&format!("/api/runs/{run_id}")))
+            .send()
+            .await?,
+    )
+    .await?;
+    let url = run["steps"][0]["output"]
+        .as_str()
+        .context("url")?
+        .to_string();
+    let path = url
+        .strip_prefix(&first.base)
+        .with_context(|| format!("{url} is under {}", first.base))?
+        .to_string();
+    assert!(path.starts_with(&format!("/callbacks/{run_id}/")), "{path}");
+
+    // Refused calls store nothing: a wrong key, a bad name, a body that is not the JSON
+    // it says it is.
+    let wrong = format!("/callbacks/{run_id}/{}/payment", "0".repeat(32));
+    let r = http
+        .post(first.url(&wrong))
+        .json(&json!({"amount": 1}))
+        .send()
+        .await?;
+    assert_eq!(r.status(), 404);
+    let (s, e) = json_of(
+        http.post(first.url(&format!("/api/runs/{run_id}/events/pay%20ment")))
+            .json(&json!(1))
+            .send()
+            .await?,
+    )
+    .await?;
+    assert_eq!((s, &e["kind"]), (422, &json!("invalid_event")), "{e}");
+    let r = http
+        .post(first.url(&format!("{path}/payment")))
+        .header("content-type", "application/json")
+        .body("{not json")
+        .send()
+        .await?;
+    assert_eq!(r.status(), 400);
+    first.kill();
+
+    // The event comes while no server runs the run; the next server stores it (the
+    // key survives the restart), and the resumed run takes it.
+    let second = Server::start(dir.path(), &["--bind", "127.0.0.1:0"], None)?;
+    let (s, posted) = json_of(
+        http.post(second.url(&format!("{path}/payment")))
+            .json(&json!({"amount": 5}))
+            .send()
+            .await?,
+    )
+    .await?;
+    assert_eq!((s, &posted["name"]), (202, &json!("payment")), "{posted}");
+    let r = http
+        .post(second.url(&format!("/api/runs/{run_id}/resume")))
+        .send()
+        .await?;
+    assert_eq!(r.status(), 200);
+    let mut stream = Box::pin(events(&http, &second, &run_id).await?);
+    let mut seen = Vec::new();
+    read_until(&mut stream, &mut seen, step_started("confirmed")).await;
+    // Named, through the API, while the step waits.
+    let r = http
+        .post(second.url(&format!("/api/runs/{run_id}/events/confirm")))
+        .json(&json!("confirmed by mail"))
+        .send()
+        .await?;
+    assert_eq!(r.status(), 202);
+    read_until(&mut stream, &mut seen, finished).await;
+    let (_, run) = json_of(
+        http.get(second.url(&format!("/api/runs/{run_id}")))
+            .send()
+            .await?,
+    )
+    .await?;
+    assert_eq!(run["status"], json!("succeeded"), "{run}");
+    let done = run["steps"]
+        .as_array()
+        .context("steps")?
+        .iter()
+        .find(|s| s["step_id"] == "done")
+        .context("done")?;
+    assert_eq!(done["output"], json!("paid 5, confirmed by mail"));
+    // A finished run takes no more events.
+    let (s, e) = json_of(
+        http.post(second.url(&format!("{path}/payment")))
+            .json(&json!({"amount": 6}))
+            .send()
+            .await?,
+    )
+    .await?;
+    assert_eq!((s, &e["kind"]), (409, &json!("not_active")), "{e}");
+    Ok(())
+}

@@ -82,7 +82,7 @@ impl From<QueryRejection> for ApiError {
     }
 }
 
-type ApiResult<T> = Result<T, ApiError>;
+pub(crate) type ApiResult<T> = Result<T, ApiError>;
 
 /// The rule for workflow and template names in paths (a regular expression, as stated
 /// in the OpenAPI document): a file name without a folder, of ASCII letters, digits,

@@ -14,6 +14,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod callbacks;
 mod error;
 pub mod hooks;
 pub mod hub;
@@ -54,6 +55,9 @@ pub struct Config {
     pub editor: Option<PathBuf>,
     /// The largest request body accepted, bytes.
     pub body_limit: usize,
+    /// The address others reach this server at (`https://nexus.example.org`), the base
+    /// of runs' callback URLs; `None`: `http://<bound address>`.
+    pub public_url: Option<String>,
 }
 
 impl Config {
@@ -138,6 +142,7 @@ pub fn router(
         .route("/runs/{id}/resume", post(api::resume_run))
         .route("/runs/{id}/cancel", post(api::cancel_run))
         .route("/runs/{id}/events", get(api::run_events))
+        .route("/runs/{id}/events/{name}", post(callbacks::post_event))
         .route("/runs/{id}/steps/{step}/answer", post(api::answer))
         .route("/questions", get(api::questions))
         .route("/models", get(api::models))
@@ -148,7 +153,8 @@ pub fn router(
         .layer(axum::middleware::from_fn_with_state(access, auth::check));
     let mut app = Router::new()
         .nest("/api", api)
-        .route("/hooks/{*path}", axum::routing::any(hooks::call));
+        .route("/hooks/{*path}", axum::routing::any(hooks::call))
+        .route("/callbacks/{id}/{key}/{name}", post(callbacks::callback));
     if let Some(dir) = editor {
         // Unknown paths get the editor's page (it has one route).
         let index = ServeFile::new(dir.join("index.html"));
@@ -249,6 +255,16 @@ pub async fn serve(
         addr: config.addr,
         message: e.to_string(),
     })?;
+    let base = config
+        .public_url
+        .clone()
+        .unwrap_or_else(|| format!("http://{bound}"));
+    desktop
+        .set_callback_base(&base)
+        .await
+        .map_err(|e| Error::Serve {
+            message: format!("cannot make the callback key: {e}"),
+        })?;
     let desktop = Arc::new(desktop);
     let hub = Arc::new(hub::Hub::default());
     let triggers = Arc::new(start_triggers(&desktop, &hub));

@@ -37,6 +37,8 @@ use crate::api;
         api::breakers,
         api::list_triggers,
         crate::hooks::call,
+        crate::callbacks::post_event,
+        crate::callbacks::callback,
     ),
     components(schemas(nexus_app::engine::Event)),
     modifiers(&Security),
