@@ -2,7 +2,8 @@
 # Fuzzes the HTTP API of `nexus serve` from its OpenAPI document with Schemathesis
 # (installed from PyPI by name, pinned, into a virtual environment under the cache dir):
 # no 5xx, no crash, every response (and every event of a run's stream) matching the
-# document, documented status codes and content types. The server runs on a free loopback
+# document, documented status codes and content types; then /metrics is parsed with the
+# Prometheus Python client's text-format parser (pinned, same environment). The server runs on a free loopback
 # port with a fresh workflows folder and run database; runs use the embedded model.
 # NEXUS_BIN names the `nexus` binary (default: the workspace's debug build).
 set -euo pipefail
@@ -12,9 +13,11 @@ venv="${NEXUS_FUZZ_VENV:-$HOME/.cache/nexus-fuzz-venv}"
 if ! python3 -c 'import ensurepip' >/dev/null 2>&1; then
   bash scripts/ensure-debian-packages.sh "the API fuzzer's virtual environment" python3-venv
 fi
-if [ ! -x "$venv/bin/schemathesis" ] || [ "$("$venv/bin/schemathesis" --version 2>/dev/null)" != "schemathesis, version $VERSION" ]; then
+PROMETHEUS_CLIENT=0.23.1
+if [ ! -x "$venv/bin/schemathesis" ] || [ "$("$venv/bin/schemathesis" --version 2>/dev/null)" != "schemathesis, version $VERSION" ] \
+  || ! "$venv/bin/python" -c "import importlib.metadata as m, sys; sys.exit(m.version('prometheus-client') != '$PROMETHEUS_CLIENT')" 2>/dev/null; then
   python3 -m venv "$venv"
-  "$venv/bin/pip" install --quiet --disable-pip-version-check "schemathesis==$VERSION"
+  "$venv/bin/pip" install --quiet --disable-pip-version-check "schemathesis==$VERSION" "prometheus-client==$PROMETHEUS_CLIENT"
 fi
 if [ -z "${NEXUS_BIN:-}" ]; then
   NEXUS_BIN="$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')/debug/nexus"
@@ -45,6 +48,21 @@ base="$(grep -o 'http://[0-9.:]*' "$work/out" | head -1)"
 status=0
 "$venv/bin/schemathesis" --config-file tests/fuzz/schemathesis.toml run schema/openapi.json \
   --url "$base" --checks all --seed "${NEXUS_FUZZ_SEED:-1}" || status=$?
+# After the fuzzing's runs, /metrics parses with the Prometheus client's own parser of
+# the text format (it raises on a malformed line) and has Nexus' families.
+"$venv/bin/python" - "$base/metrics" <<'PY' || status=1
+import sys, urllib.request
+from prometheus_client.parser import text_string_to_metric_families
+with urllib.request.urlopen(sys.argv[1]) as r:
+    assert r.headers["Content-Type"] == "text/plain; version=0.0.4; charset=utf-8", r.headers["Content-Type"]
+    text = r.read().decode()
+families = {f.name: f for f in text_string_to_metric_families(text)}
+for name, kind in [("nexus_runs_finished", "counter"), ("nexus_step_duration_seconds", "histogram"),
+                   ("nexus_runs_in_flight", "gauge"), ("nexus_breaker_state", "gauge")]:
+    assert name in families and families[name].type == kind, (name, sorted(families))
+print(f"/metrics: {len(families)} families parsed, "
+      f"{sum(len(f.samples) for f in families.values())} samples")
+PY
 if ! kill -0 "$server" 2>/dev/null; then
   echo "nexus serve died during the fuzzing:" >&2
   cat "$work/err" >&2

@@ -518,11 +518,11 @@ export type Event =
 /**
  * The step moves to the next candidate model.
  */
-{ type: "fallback_taken"; run_id: string; step_id: string; from: string; to: string; reason: string } | 
+{ type: "fallback_taken"; run_id: string; step_id: string; from: string; to: string; reason: string; rung?: string } | 
 /**
  * A step finished with an output (stored before this is emitted).
  */
-{ type: "step_succeeded"; run_id: string; step_id: string; model: string | null; usage: Usage | null; duration_ms: number; cached: boolean } | 
+{ type: "step_succeeded"; run_id: string; step_id: string; model: string | null; usage: Usage | null; duration_ms: number; cached: boolean; cost_usd?: number | null } | 
 /**
  * A step failed (stored before this is emitted).
  */

@@ -401,6 +401,10 @@ pub struct Desktop {
     granted: Mutex<HashSet<PathBuf>>,
     /// How runs' callback URLs are made, once `nexus serve` set it.
     callback_urls: Mutex<Option<Arc<dyn nexus_engine::CallbackUrls>>>,
+    /// Counts every launched run's events for `/metrics`.
+    metrics: Arc<crate::metrics::Metrics>,
+    /// Sends the workflows' `notifications:`.
+    notifier: Arc<crate::notify::Notifier>,
 }
 
 impl Desktop {
@@ -414,6 +418,7 @@ impl Desktop {
             .unwrap_or_else(|| Settings {
                 workflows_folder: paths.default_workflows.display().to_string(),
             });
+        let metrics = Arc::new(crate::metrics::Metrics::new());
         Desktop {
             paths,
             settings: Mutex::new(settings),
@@ -424,6 +429,8 @@ impl Desktop {
             human: Arc::new(PanelHuman::default()),
             granted: Mutex::new(HashSet::new()),
             callback_urls: Mutex::new(None),
+            metrics: Arc::clone(&metrics),
+            notifier: Arc::new(crate::notify::Notifier::new(metrics)),
         }
     }
 
@@ -809,6 +816,17 @@ impl Desktop {
             human: Arc::clone(&self.human),
         });
         options.sinks.push(Arc::clone(&sink));
+        self.metrics.run_launched(&run_id, &plan.workflow.id);
+        options
+            .sinks
+            .push(Arc::clone(&self.metrics) as Arc<dyn EventSink>);
+        if !plan.workflow.notifications.is_empty() {
+            options.sinks.push(self.notifier.sink(
+                &run_id,
+                &plan.workflow.id,
+                plan.workflow.notifications.clone(),
+            ));
+        }
         options.human = Some(Arc::clone(&self.human) as Arc<dyn HumanHandler>);
         lock(&self.runs).insert(
             run_id.clone(),
@@ -950,6 +968,30 @@ impl Desktop {
                 last_failure: snap.last_failure,
             })
             .collect())
+    }
+
+    /// The metrics of the runs this app started, in the Prometheus text format 0.0.4
+    /// (`crate::metrics::CONTENT_TYPE`), with the breakers' states read now.
+    ///
+    /// # Errors
+    /// [`Error::Store`], [`Error::Config`] (reading the breakers); [`Error::Internal`]
+    /// if the encoder fails (it writes to a `String`, which does not).
+    pub async fn metrics_text(&self) -> Result<String> {
+        let breakers: Vec<crate::metrics::BreakerGauge> = self
+            .breakers()
+            .await?
+            .into_iter()
+            .map(|b| crate::metrics::BreakerGauge {
+                model: b.model,
+                state: b.state,
+            })
+            .collect();
+        let open = lock(&self.human.questions).open.len();
+        self.metrics
+            .encode(open, &breakers)
+            .map_err(|e| Error::Internal {
+                message: format!("the metrics could not be encoded: {e}"),
+            })
     }
 
     /// The questions runs of this app wait on.

@@ -9,6 +9,8 @@ pub mod desktop;
 mod error;
 pub mod events;
 pub mod keys;
+pub mod metrics;
+pub mod notify;
 pub mod runs;
 pub mod setup;
 pub mod triggers;

@@ -527,6 +527,7 @@ async fn every_endpoint_answers_and_a_real_run_streams_its_events_in_order() -> 
     let (s, breakers) = json_of(get("/api/breakers").await?).await?;
     assert_eq!(s, 200);
     assert!(breakers.is_array());
+    assert_metrics(&http, &server, note).await?;
     let served = get("/api/openapi.json").await?.text().await?;
     assert_eq!(
         served,
@@ -544,6 +545,105 @@ async fn every_endpoint_answers_and_a_real_run_streams_its_events_in_order() -> 
     // A page that reached the server through another host name (DNS rebinding) is refused.
     let (s, e) = json_of(get_with_host(&http, &server, "/api/runs", "evil.example").await?).await?;
     assert_eq!((s, &e["kind"]), (403, &json!("forbidden_host")), "{e}");
+    Ok(())
+}
+
+/// The value of the sample `name{labels}` (its labels exactly `labels`).
+fn sample(scrape: &prometheus_parse::Scrape, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    scrape
+        .samples
+        .iter()
+        .find(|s| {
+            s.metric == name
+                && s.labels.len() == labels.len()
+                && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v))
+        })
+        .and_then(|s| match s.value {
+            prometheus_parse::Value::Counter(v)
+            | prometheus_parse::Value::Gauge(v)
+            | prometheus_parse::Value::Untyped(v) => Some(v),
+            _ => None,
+        })
+}
+
+/// `/metrics` (and `/api/metrics`) after one succeeded and one cancelled run of
+/// `approve`, parsed with a Prometheus text-format parser: the counts are the runs',
+/// the tokens the stored step's.
+async fn assert_metrics(http: &reqwest::Client, server: &Server, note: &Value) -> Result<()> {
+    let r = http.get(server.url("/metrics")).send().await?;
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        r.headers()["content-type"].to_str()?,
+        "text/plain; version=0.0.4; charset=utf-8"
+    );
+    let text = r.text().await?;
+    let api = http.get(server.url("/api/metrics")).send().await?;
+    assert_eq!(api.status(), 200);
+    let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string())))?;
+    let wf = ("workflow", "approve");
+    for (status, n) in [("succeeded", 1.0), ("cancelled", 1.0)] {
+        assert_eq!(
+            sample(
+                &scrape,
+                "nexus_runs_finished_total",
+                &[wf, ("status", status)]
+            ),
+            Some(n),
+            "{text}"
+        );
+    }
+    assert_eq!(
+        sample(&scrape, "nexus_runs_started_total", &[wf]),
+        Some(2.0),
+        "{text}"
+    );
+    assert_eq!(sample(&scrape, "nexus_runs_in_flight", &[]), Some(0.0));
+    assert_eq!(sample(&scrape, "nexus_questions_open", &[]), Some(0.0));
+    // draft, ship and note of the first run, draft of the second.
+    assert_eq!(
+        sample(
+            &scrape,
+            "nexus_steps_finished_total",
+            &[wf, ("status", "succeeded")]
+        ),
+        Some(4.0),
+        "{text}"
+    );
+    assert_eq!(
+        sample(
+            &scrape,
+            "nexus_step_duration_seconds_count",
+            &[("status", "succeeded")]
+        ),
+        Some(4.0),
+        "{text}"
+    );
+    let model = ("model", "embedded:smollm2-135m-instruct");
+    let completion = note["usage"]["completion_tokens"].as_f64();
+    assert_eq!(
+        sample(
+            &scrape,
+            "nexus_tokens_total",
+            &[model, ("kind", "completion")]
+        ),
+        completion,
+        "{text}"
+    );
+    assert_eq!(
+        sample(&scrape, "nexus_time_to_first_token_seconds_count", &[model]),
+        Some(1.0),
+        "{text}"
+    );
+    let ttft = scrape
+        .samples
+        .iter()
+        .find(|s| s.metric == "nexus_time_to_first_token_seconds")
+        .map(|s| s.value.clone());
+    assert!(
+        matches!(ttft, Some(prometheus_parse::Value::Histogram(ref b)) if b.last().is_some_and(|b| b.less_than.is_infinite() && b.count == 1.0)),
+        "{ttft:?}"
+    );
+    assert!(scrape.docs.contains_key("nexus_breaker_state"), "{text}");
     Ok(())
 }
 
@@ -627,6 +727,20 @@ async fn assert_token_needed(server: &Server) -> Result<()> {
     )
     .await?;
     assert_eq!((s, runs), (200, json!([])), "nothing ran without the token");
+    for path in ["/metrics", "/api/metrics"] {
+        let (s, e) = json_of(http.get(server.url(path)).send().await?).await?;
+        assert_eq!(
+            (s, &e["kind"]),
+            (401, &json!("unauthorized")),
+            "{path}: {e}"
+        );
+    }
+    let r = http
+        .get(server.url("/metrics"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await?;
+    assert_eq!(r.status(), 200);
     // The event stream takes the token in the query (EventSource sends no headers).
     let (s, e) = json_of(
         http.get(server.url("/api/runs/nope/events?token=wrong"))
@@ -862,10 +976,7 @@ outputs:
 "#;
 
 fn signed(body: &[u8]) -> String {
-    use hmac::Mac;
-    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(b"hook-secret").expect("key");
-    mac.update(body);
-    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+    signed_with("hook-secret", body)
 }
 
 /// Webhooks on the real server: a signed call waits for the outputs, an accepted call
@@ -1152,4 +1263,173 @@ async fn a_run_waiting_for_an_event_takes_it_from_its_callback_url_after_a_resta
     .await?;
     assert_eq!((s, &e["kind"]), (409, &json!("not_active")), "{e}");
     Ok(())
+}
+
+/// What a notification receiver saw: the path, the headers it checks, the body.
+#[derive(Debug, Clone)]
+struct Received {
+    path: String,
+    event: String,
+    delivery: String,
+    signature: Option<String>,
+    body: Vec<u8>,
+}
+
+/// A receiver on loopback: `/flaky` answers 503 to its first request and 200 after,
+/// `/gone` always 410; every request is passed on in order.
+async fn receiver() -> Result<(String, tokio::sync::mpsc::UnboundedReceiver<Received>)> {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let flaky_calls = std::sync::Arc::new(AtomicUsize::new(0));
+    let app = axum::Router::new().route(
+        "/{name}",
+        axum::routing::post(
+            move |axum::extract::Path(name): axum::extract::Path<String>,
+                  headers: axum::http::HeaderMap,
+                  body: axum::body::Bytes| {
+                let tx = tx.clone();
+                let flaky_calls = flaky_calls.clone();
+                async move {
+                    let header = |n: &str| {
+                        headers
+                            .get(n)
+                            .and_then(|v| v.to_str().ok())
+                            .map(str::to_owned)
+                    };
+                    let _ = tx.send(Received {
+                        path: name.clone(),
+                        event: header("x-nexus-event").unwrap_or_default(),
+                        delivery: header("x-nexus-delivery").unwrap_or_default(),
+                        signature: header("x-nexus-signature-256"),
+                        body: body.to_vec(),
+                    });
+                    match name.as_str() {
+                        "flaky" if flaky_calls.fetch_add(1, Ordering::SeqCst) == 0 => {
+                            axum::http::StatusCode::SERVICE_UNAVAILABLE
+                        }
+                        "gone" => axum::http::StatusCode::GONE,
+                        _ => axum::http::StatusCode::NO_CONTENT,
+                    }
+                }
+            },
+        ),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let base = format!("http://{}", listener.local_addr()?);
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    Ok((base, rx))
+}
+
+async fn next_received(rx: &mut tokio::sync::mpsc::UnboundedReceiver<Received>) -> Received {
+    tokio::time::timeout(std::time::Duration::from_secs(60), rx.recv())
+        .await
+        .expect("a notification within a minute")
+        .expect("the receiver runs")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn notifications_are_signed_retried_after_a_5xx_and_not_after_a_4xx() -> Result<()> {
+    const SECRET: &str = "notify-secret-for-the-test";
+    let (base, mut rx) = receiver().await?;
+    let dir = folder();
+    let flow = APPROVE.replace(
+        "inputs:\n",
+        &format!(
+            "notifications:\n  - on: [waiting_for_human, succeeded]\n    webhook: {{url: \"{base}/flaky\", secret_env: NOTIFY_SECRET}}\n  - on: [succeeded]\n    webhook: {{url: \"{base}/gone\"}}\ninputs:\n"
+        ),
+    );
+    std::fs::write(dir.path().join("workflows/approve.yaml"), &flow)?;
+    let server = Server::start_with(
+        dir.path(),
+        &["--bind", "127.0.0.1:0"],
+        None,
+        &[("NOTIFY_SECRET", SECRET)],
+    )?;
+    let http = reqwest::Client::new();
+    let run_id = start_approve(&http, &server).await?;
+
+    // Waiting for a person: refused once with 503, delivered again with the same id.
+    let first = next_received(&mut rx).await;
+    let again = next_received(&mut rx).await;
+    for r in [&first, &again] {
+        assert_eq!(
+            (r.path.as_str(), r.event.as_str()),
+            ("flaky", "waiting_for_human")
+        );
+        let body: Value = serde_json::from_slice(&r.body)?;
+        assert_eq!(
+            (&body["run_id"], &body["workflow_id"], &body["step_id"]),
+            (&json!(run_id), &json!("approve"), &json!("ship")),
+            "{body}"
+        );
+        assert_eq!(body["question"], json!("Release v1.2?"));
+        assert_eq!(
+            r.signature.as_deref(),
+            Some(signed_with(SECRET, &r.body).as_str()),
+            "signed as GitHub signs webhooks"
+        );
+    }
+    assert_eq!(first.delivery, again.delivery, "one delivery, two attempts");
+
+    let answered = http
+        .post(server.url(&format!("/api/runs/{run_id}/steps/ship/answer")))
+        .json(&json!({"decision": "approve"}))
+        .send()
+        .await?;
+    assert!(answered.status().is_success(), "{answered:?}");
+    // Succeeded: both receivers are told; `/gone` (410) once, unsigned, not retried.
+    let mut done = [next_received(&mut rx).await, next_received(&mut rx).await];
+    done.sort_by(|a, b| a.path.cmp(&b.path));
+    assert_eq!(
+        done.iter()
+            .map(|r| (r.path.as_str(), r.event.as_str()))
+            .collect::<Vec<_>>(),
+        [("flaky", "run_succeeded"), ("gone", "run_succeeded")]
+    );
+    let body: Value = serde_json::from_slice(&done[0].body)?;
+    assert_eq!(
+        (&body["status"], body["duration_ms"].is_u64()),
+        (&json!("succeeded"), true)
+    );
+    assert!(done[1].signature.is_none());
+    // The metrics count both outcomes once both deliveries ended.
+    let mut counts = (None, None);
+    for _ in 0..500 {
+        let text = http
+            .get(server.url("/metrics"))
+            .send()
+            .await?
+            .text()
+            .await?;
+        let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string())))?;
+        counts = (
+            sample(
+                &scrape,
+                "nexus_notifications_total",
+                &[("outcome", "delivered")],
+            ),
+            sample(
+                &scrape,
+                "nexus_notifications_total",
+                &[("outcome", "failed")],
+            ),
+        );
+        if counts == (Some(2.0), Some(1.0)) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(counts, (Some(2.0), Some(1.0)));
+    assert!(
+        rx.try_recv().is_err(),
+        "no further attempt after the final 4xx"
+    );
+    Ok(())
+}
+
+fn signed_with(secret: &str, body: &[u8]) -> String {
+    use hmac::{Hmac, Mac};
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+    mac.update(body);
+    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
 }

@@ -168,6 +168,10 @@ pub enum Event {
         to: String,
         /// Why.
         reason: String,
+        /// The rung of the fallback ladder that moved on (`next_model`, `simplify`,
+        /// `agent`, ...; see [`crate::store::FallbackRecord::rung`]).
+        #[serde(default)]
+        rung: String,
     },
     /// A step finished with an output (stored before this is emitted).
     StepSucceeded {
@@ -184,6 +188,10 @@ pub enum Event {
         /// True when the output came from the step output cache.
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         cached: bool,
+        /// Estimated cost of the step's calls, USD (as
+        /// [`crate::store::StepRecord::cost_usd`]); absent when nothing was priced.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        cost_usd: Option<f64>,
     },
     /// A step failed (stored before this is emitted).
     StepFailed {

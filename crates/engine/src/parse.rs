@@ -27,7 +27,7 @@ use crate::diagnostic::{Diagnostic, DiagnosticCode, Span};
 use crate::workflow::{
     Agent, AgentStep, ApprovalSettings, ApprovalStep, Budget, EventStep, FORMAT_VERSION,
     FallbackLadder, Guardrails, InputSpec, KindName, LlmStep, LoopCap, LoopStep, MapStep,
-    ModelSpec, OnFailure, OnItemError, OnTie, OutputFormat, Position, RetryPolicy,
+    ModelSpec, Notification, OnFailure, OnItemError, OnTie, OutputFormat, Position, RetryPolicy,
     RunFailureHandler, Step, StepKind, SubWorkflowStep, SwitchCase, SwitchStep, TaskClass,
     TemplateStep, Timeouts, ToolDecl, ToolStep, Trigger, TriggerRule, VoteRule, VoteStep, Voter,
     WaitStep, Workflow,
@@ -58,6 +58,8 @@ pub struct Locations {
     pub on_failure: Option<Span>,
     /// Per trigger, by position: where its declaration is.
     pub triggers: Vec<Option<Span>>,
+    /// Per notification, by position: where its declaration is.
+    pub notifications: Vec<Option<Span>>,
 }
 
 /// Locations inside one step, and the fields its kind did not take.
@@ -294,6 +296,8 @@ struct FileText {
     agents: BTreeMap<String, Spanned<Agent>>,
     #[serde(default)]
     triggers: Vec<Spanned<Trigger>>,
+    #[serde(default)]
+    notifications: Vec<Spanned<Notification>>,
     steps: Spanned<Vec<Spanned<StepText>>>,
 }
 
@@ -809,6 +813,8 @@ fn workflow_of(doc: FileText) -> (Workflow, Locations) {
     let agents = located_map(doc.agents, &mut locs.agents);
     locs.triggers = doc.triggers.iter().map(spanned).collect();
     let triggers = doc.triggers.into_iter().map(|t| t.value).collect();
+    locs.notifications = doc.notifications.iter().map(spanned).collect();
+    let notifications = doc.notifications.into_iter().map(|n| n.value).collect();
     let mut steps = Vec::with_capacity(doc.steps.value.len());
     for step in doc.steps.value {
         let (step, loc) = step_of(step);
@@ -830,6 +836,7 @@ fn workflow_of(doc: FileText) -> (Workflow, Locations) {
         on_failure: doc.on_failure.map(|h| h.value),
         agents,
         triggers,
+        notifications,
         steps,
     };
     (workflow, locs)

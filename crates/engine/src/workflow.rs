@@ -19,6 +19,7 @@ use serde::{Deserialize, Serialize};
 
 mod agent;
 mod control;
+mod notify;
 mod tools;
 mod triggers;
 mod vote;
@@ -28,6 +29,7 @@ pub use control::{
     EventStep, LoopCap, LoopStep, MAX_WORKFLOW_DEPTH, MapStep, OnItemError, RunFailureHandler,
     SubWorkflowStep, SwitchCase, SwitchStep, TriggerRule, WaitStep,
 };
+pub use notify::{Notification, NotifyOn, NotifyWebhook};
 pub use tools::{FileTool, HttpTool, McpTool, ShellTool, ToolDecl, ToolStep};
 pub use triggers::{
     CatchUp, CronTrigger, DEFAULT_DEBOUNCE_MS, DEFAULT_MAX_CATCH_UP,
@@ -89,6 +91,9 @@ pub struct Workflow {
     /// [`Trigger`]).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub triggers: Vec<Trigger>,
+    /// Who is told when a run ends or waits for a person (see [`Notification`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notifications: Vec<Notification>,
     /// The steps, in any order; `needs` defines the DAG.
     pub steps: Vec<Step>,
 }

@@ -579,6 +579,28 @@ pub async fn breakers(State(s): State<AppState>) -> ApiResult<axum::Json<Vec<Bre
     Ok(axum::Json(s.desktop.breakers().await?))
 }
 
+/// The metrics of the runs this server started (counts by status, step durations,
+/// tokens and cost by model, retries, fallbacks by rung, time to first token, breaker
+/// states, runs in flight, open questions), in the Prometheus text format 0.0.4 for a
+/// Prometheus scrape (`metrics_path: /metrics`, with `authorization: {credentials:
+/// <token>}` when the server has a token). Also at `/api/metrics`.
+#[utoipa::path(get, path = "/metrics", tag = "models",
+    responses((status = 200, content_type = "text/plain", body = String,
+        description = "Prometheus text format 0.0.4"),
+        (status = 500, body = ApiError)))]
+pub async fn metrics(State(s): State<AppState>) -> ApiResult<axum::response::Response> {
+    use axum::response::IntoResponse;
+    let text = s.desktop.metrics_text().await?;
+    Ok((
+        [(
+            axum::http::header::CONTENT_TYPE,
+            nexus_app::metrics::CONTENT_TYPE,
+        )],
+        text,
+    )
+        .into_response())
+}
+
 /// The 404 of an unknown API route.
 pub async fn no_route(axum::extract::OriginalUri(uri): axum::extract::OriginalUri) -> ApiError {
     ApiError::not_found(format!(

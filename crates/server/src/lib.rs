@@ -148,11 +148,20 @@ pub fn router(
         .route("/models", get(api::models))
         .route("/breakers", get(api::breakers))
         .route("/triggers", get(api::list_triggers))
+        .route("/metrics", get(api::metrics))
         .fallback(api::no_route)
         .method_not_allowed_fallback(api::wrong_method)
-        .layer(axum::middleware::from_fn_with_state(access, auth::check));
+        .layer(axum::middleware::from_fn_with_state(
+            access.clone(),
+            auth::check,
+        ));
+    // Prometheus' default path, checked like the API.
+    let metrics = Router::new()
+        .route("/metrics", get(api::metrics))
+        .route_layer(axum::middleware::from_fn_with_state(access, auth::check));
     let mut app = Router::new()
         .nest("/api", api)
+        .merge(metrics)
         .route("/hooks/{*path}", axum::routing::any(hooks::call))
         .route("/callbacks/{id}/{key}/{name}", post(callbacks::callback));
     if let Some(dir) = editor {

@@ -35,6 +35,7 @@ use crate::api;
         api::answer,
         api::models,
         api::breakers,
+        api::metrics,
         api::list_triggers,
         crate::hooks::call,
         crate::callbacks::post_event,

@@ -120,6 +120,7 @@ async fn a_run_is_read_back_whole_after_reopening() -> anyhow::Result<()> {
             usage: None,
             duration_ms: 42,
             cached: false,
+            cost_usd: None,
         }];
         store.record_steps("0001-aaaa", &[&a, &b], &events).await?;
         store

@@ -125,6 +125,7 @@ fn body_workflow(wf: &Workflow, steps: &[Step]) -> Workflow {
         on_failure: None,
         agents: wf.agents.clone(),
         triggers: Vec::new(),
+        notifications: Vec::new(),
         steps: steps.to_vec(),
     }
 }

@@ -32,6 +32,7 @@ mod cycles;
 mod handlers;
 mod inputs;
 mod kinds;
+mod notify;
 mod report;
 mod step;
 mod templates;

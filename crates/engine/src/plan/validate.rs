@@ -49,6 +49,7 @@ pub(super) fn validate_in(
     };
     check_header(&mut cx, wf);
     super::triggers::check_triggers(&mut cx, wf);
+    super::notify::check_notifications(&mut cx, wf);
     check_unique_ids(&mut cx, wf);
     let mut templates = Templates::default();
     let list = plan_list(&mut cx, &mut templates, wf, &wf.steps, None);

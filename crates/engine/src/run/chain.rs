@@ -47,6 +47,7 @@ impl MoveOn<'_> {
             from: self.from.to_string(),
             to: to.to_string(),
             reason,
+            rung: self.rung.to_string(),
         });
     }
 }

@@ -126,6 +126,7 @@ pub(super) fn final_event(run_id: &str, rec: &StepRecord) -> Event {
             usage: rec.usage,
             duration_ms: rec.duration_ms,
             cached: rec.cached,
+            cost_usd: rec.cost_usd,
         },
         StepStatus::Failed => Event::StepFailed {
             run_id: run_id.to_string(),

@@ -1,0 +1,264 @@
+//! Sends a workflow's `notifications:` (see [`nexus_engine::workflow::Notification`]):
+//! a signed JSON `POST` when a run this app launched succeeds, fails, is cancelled or
+//! waits for a person.
+//!
+//! Invariants:
+//! - a notification never changes a run: it is sent from its own task after the event
+//!   (which the engine emits only once the state change is stored), and its failures are
+//!   logged and counted (`nexus_notifications_total{outcome}`), never returned;
+//! - memory stays bounded: at most [`MAX_PENDING`] deliveries wait or are being tried at
+//!   once; a notification beyond that is dropped, logged and counted as `dropped`;
+//! - one delivery keeps its `X-Nexus-Delivery` id over its attempts, so a receiver can
+//!   drop a repeat; the signature is GitHub's `X-Hub-Signature-256` scheme under the name
+//!   `X-Nexus-Signature-256` (`sha256=` + hex HMAC-SHA256 of the raw body).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use backon::BackoffBuilder;
+use hmac::{Hmac, Mac};
+use nexus_engine::workflow::{Notification, NotifyOn};
+use nexus_engine::{Event, EventSink, RunStatus};
+use serde::Serialize;
+use sha2::Sha256;
+use tokio::sync::Semaphore;
+
+use crate::metrics::Metrics;
+
+/// At most this many deliveries wait or are tried at once (all workflows together).
+pub const MAX_PENDING: usize = 1000;
+/// Attempts per delivery (the first and 4 retries).
+pub const MAX_ATTEMPTS: usize = 5;
+/// Time limit of one attempt (connect, send, read the status), ms.
+pub const ATTEMPT_TIMEOUT_MS: u64 = 10_000;
+
+/// The JSON body of a notification.
+#[derive(Debug, Clone, Serialize)]
+struct Body<'a> {
+    /// `run_succeeded`, `run_failed`, `run_cancelled` or `waiting_for_human`.
+    event: &'static str,
+    run_id: &'a str,
+    workflow_id: &'a str,
+    /// The run's status now.
+    status: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    duration_ms: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    step_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    question: Option<&'a str>,
+    /// When it happened, RFC 3339.
+    at: String,
+}
+
+/// One delivery: where, what, signed with which secret variable.
+struct Delivery {
+    url: String,
+    secret_env: Option<String>,
+    event: &'static str,
+    id: String,
+    body: Vec<u8>,
+}
+
+/// Sends notifications for the app's runs.
+pub struct Notifier {
+    http: reqwest::Client,
+    pending: Arc<Semaphore>,
+    metrics: Arc<Metrics>,
+}
+
+impl std::fmt::Debug for Notifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Notifier").finish_non_exhaustive()
+    }
+}
+
+impl Notifier {
+    /// A notifier counting its outcomes in `metrics`.
+    pub fn new(metrics: Arc<Metrics>) -> Notifier {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_millis(ATTEMPT_TIMEOUT_MS))
+            .user_agent(concat!("nexus/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .unwrap_or_default();
+        Notifier {
+            http,
+            pending: Arc::new(Semaphore::new(MAX_PENDING)),
+            metrics,
+        }
+    }
+
+    /// The sink that sends `notifications` for run `run_id` of workflow `workflow_id`
+    /// (events of other runs, e.g. its sub-workflows' children, are not its own).
+    pub fn sink(
+        self: &Arc<Self>,
+        run_id: &str,
+        workflow_id: &str,
+        notifications: Vec<Notification>,
+    ) -> Arc<dyn EventSink> {
+        Arc::new(RunNotifications {
+            notifier: Arc::clone(self),
+            run_id: run_id.to_string(),
+            workflow_id: workflow_id.to_string(),
+            notifications,
+        })
+    }
+
+    /// Queues `delivery` on its own task, or drops it when [`MAX_PENDING`] are pending.
+    fn send(self: &Arc<Self>, delivery: Delivery) {
+        let Ok(permit) = Arc::clone(&self.pending).try_acquire_owned() else {
+            tracing::warn!(url = %delivery.url, "{MAX_PENDING} notifications are pending; this one is dropped");
+            self.metrics.notification("dropped");
+            return;
+        };
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            self.metrics.notification("dropped");
+            return;
+        };
+        let me = Arc::clone(self);
+        runtime.spawn(async move {
+            let outcome = me.deliver(&delivery).await;
+            me.metrics.notification(outcome);
+            drop(permit);
+        });
+    }
+
+    /// Tries `d` up to [`MAX_ATTEMPTS`] times; returns the outcome's label.
+    async fn deliver(&self, d: &Delivery) -> &'static str {
+        let signature = match &d.secret_env {
+            None => None,
+            Some(var) => match std::env::var(var) {
+                Ok(secret) if !secret.is_empty() => Some(sign(secret.as_bytes(), &d.body)),
+                _ => {
+                    tracing::error!(url = %d.url, "notification not sent: its signing secret `{var}` is not set in the environment");
+                    return "failed";
+                }
+            },
+        };
+        let mut delays = backon::ExponentialBuilder::default()
+            .with_min_delay(Duration::from_secs(1))
+            .with_max_delay(Duration::from_secs(60))
+            .with_max_times(MAX_ATTEMPTS - 1)
+            .with_jitter()
+            .build();
+        loop {
+            let mut request = self
+                .http
+                .post(&d.url)
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .header("X-Nexus-Event", d.event)
+                .header("X-Nexus-Delivery", &d.id)
+                .body(d.body.clone());
+            if let Some(sig) = &signature {
+                request = request.header("X-Nexus-Signature-256", sig);
+            }
+            let (retryable, why) = match request.send().await {
+                Ok(r) if r.status().is_success() => return "delivered",
+                Ok(r) => {
+                    let s = r.status();
+                    (
+                        s.is_server_error() || s == reqwest::StatusCode::TOO_MANY_REQUESTS,
+                        format!("it answered {s}"),
+                    )
+                }
+                Err(e) => (true, format!("it could not be reached: {e}")),
+            };
+            match delays.next() {
+                Some(delay) if retryable => {
+                    tracing::warn!(url = %d.url, "notification attempt failed ({why}); retrying in {delay:?}");
+                    tokio::time::sleep(delay).await;
+                }
+                _ => {
+                    tracing::error!(url = %d.url, delivery = %d.id, "notification not delivered: {why}");
+                    return "failed";
+                }
+            }
+        }
+    }
+}
+
+/// `sha256=` + the hex HMAC-SHA256 of `body` under `secret` (GitHub's webhook signature).
+pub fn sign(secret: &[u8], body: &[u8]) -> String {
+    let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(secret) else {
+        return String::new();
+    };
+    mac.update(body);
+    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+}
+
+/// The notifications of one run.
+struct RunNotifications {
+    notifier: Arc<Notifier>,
+    run_id: String,
+    workflow_id: String,
+    notifications: Vec<Notification>,
+}
+
+impl RunNotifications {
+    /// What `event` is, for the notifications of this run: its `on` name, the body's
+    /// `event` and the body.
+    fn body(&self, event: &Event) -> Option<(NotifyOn, &'static str, Vec<u8>)> {
+        let mut body = Body {
+            event: "",
+            run_id: &self.run_id,
+            workflow_id: &self.workflow_id,
+            status: "",
+            duration_ms: None,
+            step_id: None,
+            question: None,
+            at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        };
+        let on = match event {
+            Event::RunFinished {
+                run_id,
+                status,
+                duration_ms,
+            } if *run_id == self.run_id => {
+                body.status = status.as_str();
+                body.duration_ms = Some(*duration_ms);
+                let (on, name) = match status {
+                    RunStatus::Succeeded => (NotifyOn::Succeeded, "run_succeeded"),
+                    RunStatus::Failed => (NotifyOn::Failed, "run_failed"),
+                    RunStatus::Cancelled => (NotifyOn::Cancelled, "run_cancelled"),
+                    _ => return None,
+                };
+                body.event = name;
+                on
+            }
+            Event::WaitingForHuman {
+                run_id,
+                step_id,
+                question,
+            } if *run_id == self.run_id => {
+                body.event = "waiting_for_human";
+                body.status = RunStatus::WaitingForHuman.as_str();
+                body.step_id = Some(step_id);
+                body.question = Some(question);
+                NotifyOn::WaitingForHuman
+            }
+            _ => return None,
+        };
+        let name = body.event;
+        serde_json::to_vec(&body).ok().map(|b| (on, name, b))
+    }
+}
+
+impl EventSink for RunNotifications {
+    fn emit(&self, event: &Event) {
+        if self.notifications.is_empty() {
+            return;
+        }
+        let Some((on, name, body)) = self.body(event) else {
+            return;
+        };
+        for n in self.notifications.iter().filter(|n| n.on.contains(&on)) {
+            self.notifier.send(Delivery {
+                url: n.webhook.url.clone(),
+                secret_env: n.webhook.secret_env.clone(),
+                event: name,
+                id: uuid::Uuid::now_v7().to_string(),
+                body: body.clone(),
+            });
+        }
+    }
+}
