@@ -7,6 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-build-deps.sh
+bash scripts/ensure-debian-packages.sh "the service test (systemd-analyze verify)" systemd
 scripts/fetch-model.sh
 scripts/setup-test-servers.sh
 if cargo nextest --version >/dev/null 2>&1; then

@@ -12,6 +12,7 @@ pub mod keys;
 pub mod metrics;
 pub mod notify;
 pub mod runs;
+pub mod service;
 pub mod setup;
 pub mod triggers;
 

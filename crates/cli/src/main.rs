@@ -157,6 +157,41 @@ enum Command {
     },
     /// Print the OpenAPI document of `nexus serve`'s API.
     Openapi,
+    /// Start `nexus serve` at login so schedules and webhooks fire without the desktop
+    /// app: a systemd user unit (Linux), a launchd agent (macOS), a scheduled task
+    /// (Windows).
+    Service {
+        #[command(subcommand)]
+        command: ServiceCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum ServiceCommand {
+    /// Write the service's file (this binary, `serve`, loopback) and enable and start it.
+    Install {
+        /// Where the service listens (loopback only: a unit file never holds a token).
+        #[arg(long, default_value = nexus_server::DEFAULT_ADDR)]
+        bind: std::net::SocketAddr,
+        /// The workflows folder it serves. Default: as `nexus serve` finds it from here.
+        #[arg(long, env = "NEXUS_WORKFLOWS")]
+        workflows: Option<PathBuf>,
+        /// Only write the file; do not ask the service manager to enable it (e.g. on a
+        /// machine without a user session manager); the command to do so is printed.
+        #[arg(long)]
+        no_enable: bool,
+        /// Print the file that would be written, and where, and change nothing.
+        #[arg(long)]
+        print: bool,
+    },
+    /// Stop and disable the service and remove its file.
+    Uninstall,
+    /// Whether the service is installed and what its manager says about it.
+    Status {
+        /// Print as JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -318,6 +353,7 @@ async fn dispatch(cli: Cli) -> Result<(), Failure> {
             };
             serve(db, workflows, site).await
         }
+        Command::Service { command } => service(db, command).await,
         Command::Openapi => {
             use std::io::Write;
             let text = nexus_server::openapi::json()?;
@@ -331,6 +367,105 @@ async fn dispatch(cli: Cli) -> Result<(), Failure> {
             let text = format!("{}\n", serde_json::to_string_pretty(&schema)?);
             // A closed pipe (`| head`) is not an error worth a panic.
             let _ = std::io::stdout().write_all(text.as_bytes());
+            Ok(())
+        }
+    }
+}
+
+/// `nexus service ...` (see [`nexus_app::service`]).
+async fn service(db: PathBuf, command: ServiceCommand) -> Result<(), Failure> {
+    use nexus_app::service::{self as svc, Manager};
+    let manager = Manager::native();
+    let (home, config) = svc::user_folders()?;
+    let file = svc::file_path(manager, &home, &config);
+    match command {
+        ServiceCommand::Install {
+            bind,
+            workflows,
+            no_enable,
+            print,
+        } => {
+            if !bind.ip().is_loopback() {
+                return Err(Failure {
+                    code: 2,
+                    message: format!(
+                        "the service binds loopback only (a unit file must not hold an API token); `{bind}` is not; run `nexus serve --allow-remote` yourself for that"
+                    ),
+                });
+            }
+            let program = std::env::current_exe()?.canonicalize()?;
+            let folder =
+                workflows.unwrap_or_else(|| nexus_app::Paths::standard().default_workflows);
+            let folder = std::path::absolute(&folder).unwrap_or(folder);
+            let db = std::path::absolute(&db).unwrap_or(db);
+            let spec = svc::ServiceSpec {
+                program,
+                args: vec![
+                    "serve".into(),
+                    "--bind".into(),
+                    bind.to_string(),
+                    "--workflows".into(),
+                    folder.display().to_string(),
+                    "--db".into(),
+                    db.display().to_string(),
+                ],
+                log_file: home.join("Library/Logs/Nexus/serve.log"),
+            };
+            if print {
+                match manager {
+                    Manager::Systemd => print!("{}", svc::systemd_unit(&spec)),
+                    Manager::Launchd => print!("{}", svc::launchd_plist(&spec)?),
+                    Manager::TaskScheduler => {
+                        println!("schtasks {}", svc::schtasks_create(&spec).join(" "))
+                    }
+                }
+                if let Some(f) = &file {
+                    eprintln!("would be written to {}", f.display());
+                }
+                return Ok(());
+            }
+            let ran = svc::install(manager, &spec, file.as_deref(), !no_enable).await?;
+            if let Some(f) = &file {
+                println!("written: {}", f.display());
+            }
+            for cmd in ran {
+                println!("ran: {cmd}");
+            }
+            if no_enable && manager == Manager::Systemd {
+                println!(
+                    "enable it with: systemctl --user enable --now {}",
+                    svc::SYSTEMD_UNIT
+                );
+            }
+            Ok(())
+        }
+        ServiceCommand::Uninstall => {
+            for note in svc::uninstall(manager, file.as_deref()).await? {
+                eprintln!("note: {note}");
+            }
+            println!("the service is removed");
+            Ok(())
+        }
+        ServiceCommand::Status { json } => {
+            let status = svc::status(manager, file.as_deref()).await;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&status)?);
+            } else {
+                let file = status
+                    .file
+                    .as_ref()
+                    .map(|f| format!(" ({})", f.display()))
+                    .unwrap_or_default();
+                println!(
+                    "{}{file}; {}",
+                    if status.installed {
+                        "installed"
+                    } else {
+                        "not installed"
+                    },
+                    status.state
+                );
+            }
             Ok(())
         }
     }
