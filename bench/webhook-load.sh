@@ -74,7 +74,7 @@ rss_kb() { awk '/^VmRSS/ {print $2}' "/proc/$server/status"; }
 idle_kb=$(rss_kb)
 
 # 1. Accepted runs per second: wrk for $seconds s; then every 202 must be a stored run.
-wrk -t2 -c"$connections" -d"${seconds}s" --latency -s "$work/post.lua" "$base/hooks/load" > "$work/wrk.txt"
+wrk -t1 -c"$connections" -d"${seconds}s" --latency -s "$work/post.lua" "$base/hooks/load" > "$work/wrk.txt"
 cat "$work/wrk.txt" >&2
 python3 - "$work/wrk.txt" "$work/runs.db" "$seconds" "$connections" <<'PY'
 import re, sqlite3, sys

@@ -55,7 +55,7 @@ test.beforeEach(async ({ page }) => {
 
 test('the page talks to nexus serve: the open dialog lists the server folder', async ({ page, request }) => {
   const listed = (await (await request.get('/api/workflows')).json()) as string[];
-  expect(listed).toEqual(['approve.yaml', 'chain.yaml', 'edit.yaml', 'fanout.yaml', 'stream.yaml']);
+  expect(listed).toEqual(['approve.yaml', 'chain.yaml', 'edit.yaml', 'fanout.yaml', 'hooked.yaml', 'stream.yaml']);
   await page.getByTestId('open').click();
   for (const name of listed) await expect(page.getByTestId(`open-${name}`)).toBeVisible();
 });
@@ -137,6 +137,26 @@ test('the history lists the server runs and opens one on the canvas', async ({ p
   await expect(page.getByTestId('run-id')).toHaveText(run.run_id);
   await page.getByTestId('canvas').locator('.react-flow__controls-fitview').click();
   await expect(page.getByTestId('status-hello')).toHaveText('succeeded');
+});
+
+test('the history says which trigger started each run and keeps only the runs one started', async ({ page, request }) => {
+  const hook = await request.post('/hooks/hooked', { data: { who: 'the test' } });
+  expect(hook.status()).toBe(202);
+  const { run_id: hooked } = (await hook.json()) as { run_id: string };
+  await open(page, 'stream.yaml');
+  await page.getByTestId('run').click();
+  const byPerson = await runToEnd(page);
+  await page.getByTestId('history').click();
+  await expect(page.getByTestId(`history-by-${hooked}`)).toHaveText('webhook');
+  await expect(page.getByTestId(`history-by-${byPerson}`)).toHaveText('person');
+  await page.getByTestId('history-started-by').click();
+  await page.getByRole('option', { name: 'webhook' }).click();
+  await expect(page.getByTestId(`history-row-${hooked}`)).toBeVisible();
+  await expect(page.getByTestId(`history-row-${byPerson}`)).toHaveCount(0);
+  // The server keeps the same runs for the same trigger.
+  const listed = (await (await request.get('/api/runs?trigger=webhook')).json()) as { run_id: string }[];
+  expect(listed.map((r) => r.run_id)).toContain(hooked);
+  expect(listed.map((r) => r.run_id)).not.toContain(byPerson);
 });
 
 test('run from a step reuses the steps before it; run up to a step runs only what it needs', async ({ page, request }) => {

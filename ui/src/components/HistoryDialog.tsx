@@ -1,5 +1,5 @@
 import { useEffect, useState } from 'react';
-import { Badge, Button, Callout, Checkbox, Flex, Table, Text } from '@radix-ui/themes';
+import { Badge, Button, Callout, Checkbox, Flex, Select, Table, Text } from '@radix-ui/themes';
 import { ArrowLeft, GitCompare } from 'lucide-react';
 import { RunDiff } from './RunDiff';
 import { Modal } from '../design/Modal';
@@ -9,6 +9,13 @@ import type { Backend, RunSummary, StoredRun } from '../backend';
 /** Past runs from the run database (shared with the CLI); opening one shows it on the canvas. */
 /** Runs that have not finished: paused, waiting, or interrupted (their process died). */
 const UNFINISHED = new Set(['running', 'paused', 'waiting_for_human']);
+
+/** Who started a run: a trigger's kind and name (just the kind when it has no name of
+ * its own), or `person` (the Run button, `nexus run`, the API). */
+export function startedBy(r: RunSummary): string {
+  if (!r.trigger) return 'person';
+  return r.trigger.name === r.trigger.kind ? r.trigger.kind : `${r.trigger.kind}: ${r.trigger.name}`;
+}
 
 /** A run status's badge colour. */
 export const STATUS_COLOR: Record<string, 'green' | 'red' | 'amber' | 'gray' | 'blue'> = {
@@ -36,6 +43,10 @@ export function HistoryDialog({
   /** Runs picked for the run-to-run diff (at most two, of one workflow). */
   const [picked, setPicked] = useState<string[]>([]);
   const [diff, setDiff] = useState<[StoredRun, StoredRun] | null>(null);
+  /** Only the runs started this way (`startedBy`), or all. */
+  const [by, setBy] = useState('all');
+  const starters = [...new Set((runs ?? []).map(startedBy))].sort();
+  const shown = (runs ?? []).filter((r) => by === 'all' || startedBy(r) === by);
   const pickedWorkflow = runs?.find((r) => r.run_id === picked[0])?.workflow_id;
   const compare = async () => {
     try {
@@ -77,6 +88,17 @@ export function HistoryDialog({
       )}
       {!diff && runs && runs.length > 1 && (
         <Flex align="center" gap="3">
+          <Select.Root value={by} onValueChange={setBy} size="1">
+            <Select.Trigger data-testid="history-started-by" aria-label="started by" />
+            <Select.Content position="popper">
+              <Select.Item value="all">started by anyone</Select.Item>
+              {starters.map((s) => (
+                <Select.Item key={s} value={s}>
+                  {s}
+                </Select.Item>
+              ))}
+            </Select.Content>
+          </Select.Root>
           <Text size="1" color="gray" className="grow">
             Tick two runs of one workflow to see what changed between them, step by step.
           </Text>
@@ -94,6 +116,7 @@ export function HistoryDialog({
               <Table.ColumnHeaderCell><span className="sr-only">compare</span></Table.ColumnHeaderCell>
               <Table.ColumnHeaderCell>workflow</Table.ColumnHeaderCell>
               <Table.ColumnHeaderCell>status</Table.ColumnHeaderCell>
+              <Table.ColumnHeaderCell>started by</Table.ColumnHeaderCell>
               <Table.ColumnHeaderCell>started</Table.ColumnHeaderCell>
               <Table.ColumnHeaderCell>steps</Table.ColumnHeaderCell>
               <Table.ColumnHeaderCell>tokens</Table.ColumnHeaderCell>
@@ -101,7 +124,7 @@ export function HistoryDialog({
             </Table.Row>
           </Table.Header>
           <Table.Body>
-            {runs.map((r) => (
+            {shown.map((r) => (
               <Table.Row key={r.run_id} data-testid={`history-row-${r.run_id}`} className="clickable" onClick={() => void open(r.run_id)}>
                 <Table.Cell onClick={(e) => e.stopPropagation()}>
                   <Checkbox
@@ -116,6 +139,7 @@ export function HistoryDialog({
                 <Table.Cell>
                   <Badge highContrast color={STATUS_COLOR[r.status] ?? 'gray'}>{r.status}</Badge>
                 </Table.Cell>
+                <Table.Cell data-testid={`history-by-${r.run_id}`}>{startedBy(r)}</Table.Cell>
                 <Table.Cell>{new Date(r.started_at).toLocaleString()}</Table.Cell>
                 <Table.Cell>{r.steps}</Table.Cell>
                 <Table.Cell>{r.tokens}</Table.Cell>

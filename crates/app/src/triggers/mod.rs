@@ -155,6 +155,9 @@ pub(crate) struct Target {
     /// The workflow's text as scanned (the run uses it).
     pub text: String,
     pub workflow_id: String,
+    /// The names of the workflow's declared inputs (a webhook body's fields must be
+    /// among them), read when the file was scanned so a call does not parse it again.
+    pub inputs: std::collections::BTreeSet<String>,
     pub name: String,
     pub trigger: Trigger,
 }

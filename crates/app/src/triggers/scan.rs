@@ -76,6 +76,7 @@ pub(super) fn scan(desktop: &Desktop) -> Scanned {
                 folder: folder.clone(),
                 text: text.clone(),
                 workflow_id: plan.workflow.id.clone(),
+                inputs: plan.workflow.inputs.keys().cloned().collect(),
                 name: trigger.name().to_string(),
                 trigger: trigger.clone(),
             });

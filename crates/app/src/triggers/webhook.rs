@@ -353,15 +353,11 @@ fn inputs_of(
             "the body must be a JSON object whose fields are the workflow's inputs".into(),
         ));
     };
-    let plan =
-        nexus_engine::load_str(&target.text, Some(&target.file)).map_err(|d| HookError::Start {
-            message: nexus_engine::diagnostic::render_all(&d),
-        })?;
-    let declared = &plan.workflow.inputs;
+    let declared = &target.inputs;
     let mut out = BTreeMap::new();
     for (name, value) in fields {
-        if !declared.contains_key(&name) {
-            let known: Vec<&str> = declared.keys().map(String::as_str).collect();
+        if !declared.contains(&name) {
+            let known: Vec<&str> = declared.iter().map(String::as_str).collect();
             return Err(bad(format!(
                 "field `{name}` is not an input of `{}`; its inputs are: {}",
                 target.workflow_id,
