@@ -247,6 +247,62 @@ async fn a_child_run_is_linked_to_its_parent_and_read_back() -> anyhow::Result<(
 }
 
 #[tokio::test]
+async fn a_heartbeat_reaches_the_run_and_its_unfinished_children_only() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let store = SqliteStore::open(&dir.path().join("runs.db")).await?;
+    // Children are `<id>.<step path>` and `<id>:on_failure`; `p-1x`, `p-10` and `p-1/`
+    // only share a prefix; `p-1.done` is finished.
+    for id in [
+        "p-1",
+        "p-1.each[0].s",
+        "p-1:on_failure",
+        "p-1x",
+        "p-10",
+        "p-1/",
+        "p-1.done",
+    ] {
+        store.create_run(&run(id)).await?;
+    }
+    store
+        .finish_run(
+            "p-1.done",
+            &RunFinish {
+                status: RunStatus::Succeeded,
+                outputs: serde_json::json!({}),
+                error: None,
+                finished_at: Utc::now(),
+            },
+            &[],
+        )
+        .await?;
+    let pool = sqlx::SqlitePool::connect(&format!(
+        "sqlite://{}",
+        dir.path().join("runs.db").display()
+    ))
+    .await?;
+    sqlx::query("UPDATE runs SET heartbeat_at = 'long ago'")
+        .execute(&pool)
+        .await?;
+    store.heartbeat("p-1").await?;
+    for (id, alive) in [
+        ("p-1", true),
+        ("p-1.each[0].s", true),
+        ("p-1:on_failure", true),
+        ("p-1x", false),
+        ("p-10", false),
+        ("p-1/", false),
+        ("p-1.done", false),
+    ] {
+        let beat: String = sqlx::query_scalar("SELECT heartbeat_at FROM runs WHERE run_id = ?")
+            .bind(id)
+            .fetch_one(&pool)
+            .await?;
+        assert_eq!(beat != "long ago", alive, "{id}: {beat}");
+    }
+    Ok(())
+}
+
+#[tokio::test]
 async fn durability_is_a_setting_applied_to_every_connection() -> anyhow::Result<()> {
     use nexus_store::Durability;
     let dir = tempfile::tempdir()?;
