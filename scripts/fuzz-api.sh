@@ -48,18 +48,32 @@ base="$(grep -o 'http://[0-9.:]*' "$work/out" | head -1)"
 status=0
 "$venv/bin/schemathesis" --config-file tests/fuzz/schemathesis.toml run schema/openapi.json \
   --url "$base" --checks all --seed "${NEXUS_FUZZ_SEED:-1}" || status=$?
-# After the fuzzing's runs, /metrics parses with the Prometheus client's own parser of
-# the text format (it raises on a malformed line) and has Nexus' families.
-"$venv/bin/python" - "$base/metrics" <<'PY' || status=1
-import sys, urllib.request
+# After the fuzzing, one more run to the end, then /metrics parses with the Prometheus
+# client's own parser of the text format (it raises on a malformed line) and counts it.
+"$venv/bin/python" - "$base" <<'PY' || status=1
+import json, sys, time, urllib.request
 from prometheus_client.parser import text_string_to_metric_families
-with urllib.request.urlopen(sys.argv[1]) as r:
+base = sys.argv[1]
+flow = "id: metrics-probe\nsteps:\n  - id: a\n    kind: template\n    template: hi\n"
+req = urllib.request.Request(f"{base}/api/runs", data=json.dumps({"text": flow, "inputs": {}}).encode(),
+                             headers={"Content-Type": "application/json"}, method="POST")
+run_id = json.load(urllib.request.urlopen(req))["run_id"]
+for _ in range(600):
+    if json.load(urllib.request.urlopen(f"{base}/api/runs/{run_id}"))["status"] == "succeeded":
+        break
+    time.sleep(0.1)
+else:
+    sys.exit(f"the probe run {run_id} did not succeed")
+with urllib.request.urlopen(f"{base}/metrics") as r:
     assert r.headers["Content-Type"] == "text/plain; version=0.0.4; charset=utf-8", r.headers["Content-Type"]
     text = r.read().decode()
 families = {f.name: f for f in text_string_to_metric_families(text)}
-for name, kind in [("nexus_runs_finished", "counter"), ("nexus_step_duration_seconds", "histogram"),
-                   ("nexus_runs_in_flight", "gauge"), ("nexus_breaker_state", "gauge")]:
+for name, kind in [("nexus_runs_finished", "counter"), ("nexus_steps_finished", "counter"),
+                   ("nexus_step_duration_seconds", "histogram"), ("nexus_runs_in_flight", "gauge")]:
     assert name in families and families[name].type == kind, (name, sorted(families))
+probe = [s for s in families["nexus_runs_finished"].samples
+         if s.labels == {"workflow": "metrics-probe", "status": "succeeded"}]
+assert probe and probe[0].value == 1, families["nexus_runs_finished"].samples
 print(f"/metrics: {len(families)} families parsed, "
       f"{sum(len(f.samples) for f in families.values())} samples")
 PY
