@@ -51,6 +51,9 @@ async function runToEnd(page: Page): Promise<string> {
 test.beforeEach(async ({ page }) => {
   await page.goto('/');
   await page.getByTestId('canvas').waitFor();
+  // The page loads the first example workflow once the server lists them; a test that
+  // loads its own before that would be overwritten by it.
+  await page.getByTestId('canvas').locator('.react-flow__node').first().waitFor();
 });
 
 test('the page talks to nexus serve: the open dialog lists the server folder', async ({ page, request }) => {
