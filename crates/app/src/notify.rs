@@ -104,6 +104,16 @@ impl Notifier {
         })
     }
 
+    /// Waits until no delivery is pending, at most `within`; returns how many still are
+    /// (a short-lived process, `nexus run`, calls this before it exits).
+    pub async fn drain(&self, within: Duration) -> usize {
+        let all = u32::try_from(MAX_PENDING).unwrap_or(u32::MAX);
+        match tokio::time::timeout(within, self.pending.acquire_many(all)).await {
+            Ok(Ok(_all_back)) => 0,
+            _ => MAX_PENDING - self.pending.available_permits(),
+        }
+    }
+
     /// Queues `delivery` on its own task, or drops it when [`MAX_PENDING`] are pending.
     fn send(self: &Arc<Self>, delivery: Delivery) {
         let Ok(permit) = Arc::clone(&self.pending).try_acquire_owned() else {

@@ -51,6 +51,11 @@ pub fn engine(
     )))
 }
 
+/// A new run id (a UUID v7: time-ordered, so ids sort by start).
+pub fn new_run_id() -> String {
+    uuid::Uuid::now_v7().to_string()
+}
+
 /// Runs `plan` to its end with a heartbeat and the control requests of other processes
 /// ([`watch_run`]); gives the run an id when `options` has none.
 ///
@@ -64,10 +69,7 @@ pub async fn execute(
     inputs: serde_json::Map<String, serde_json::Value>,
     mut options: RunOptions,
 ) -> Result<RunReport> {
-    let run_id = options
-        .run_id
-        .get_or_insert_with(|| uuid::Uuid::now_v7().to_string())
-        .clone();
+    let run_id = options.run_id.get_or_insert_with(new_run_id).clone();
     let watcher = watch_run(
         Arc::clone(store),
         run_id,

@@ -924,3 +924,67 @@ fn a_thinking_run_shows_its_reasoning_in_the_progress_and_the_record() {
         "{shown}"
     );
 }
+
+/// `nexus run` sends the workflow's notifications before it exits: a receiver on
+/// loopback (axum) gets the signed `run_succeeded` by the time the process has ended.
+#[test]
+fn nexus_run_sends_its_notifications_before_it_exits() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<(Option<String>, Vec<u8>)>();
+    let listener = rt
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
+    let addr = listener.local_addr().unwrap();
+    let app = axum::Router::new().route(
+        "/told",
+        axum::routing::post(
+            move |headers: axum::http::HeaderMap, body: axum::body::Bytes| {
+                let sig = headers
+                    .get("x-nexus-signature-256")
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_owned);
+                let _ = tx.send((sig, body.to_vec()));
+                async { axum::http::StatusCode::NO_CONTENT }
+            },
+        ),
+    );
+    rt.spawn(async move { axum::serve(listener, app).await });
+    let dir = tempfile::tempdir().unwrap();
+    let flow = dir.path().join("told.yaml");
+    std::fs::write(
+        &flow,
+        format!(
+            "id: told\nnotifications:\n  - on: [succeeded]\n    webhook: {{url: \"http://{addr}/told\", secret_env: TOLD_SECRET}}\nsteps:\n  - id: a\n    kind: template\n    template: done\n"
+        ),
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_nexus"))
+        .args(["run", flow.to_str().unwrap()])
+        .env("NEXUS_DB", dir.path().join("runs.db"))
+        .env("OLLAMA_HOST", "127.0.0.1:9")
+        .env("TOLD_SECRET", "s3cret")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let (sig, raw) = rx
+        .try_recv()
+        .expect("the notification arrived before nexus run exited");
+    let body: serde_json::Value = serde_json::from_slice(&raw).unwrap();
+    assert_eq!(
+        (&body["event"], &body["workflow_id"]),
+        (
+            &serde_json::json!("run_succeeded"),
+            &serde_json::json!("told")
+        )
+    );
+    assert!(
+        text(&out.stdout).contains(body["run_id"].as_str().unwrap()),
+        "{}",
+        text(&out.stdout)
+    );
+    use hmac::Mac;
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(b"s3cret").unwrap();
+    mac.update(&raw);
+    let expected = format!("sha256={}", hex::encode(mac.finalize().into_bytes()));
+    assert_eq!(sig.as_deref(), Some(expected.as_str()));
+}
