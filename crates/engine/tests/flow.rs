@@ -1215,3 +1215,64 @@ fn a_local_only_workflow_makes_the_files_it_calls_local_only() {
     assert!(text.contains("the sub-workflow `"), "{text}");
     assert!(text.contains("local"), "{text}");
 }
+
+/// A span as opened: its name and fields.
+type OpenedSpan = (String, BTreeMap<String, String>);
+
+/// The spans a `tracing` subscriber saw opened, in order.
+#[derive(Clone, Default)]
+struct Spans(Arc<Mutex<Vec<OpenedSpan>>>);
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Spans {
+    fn on_new_span(
+        &self,
+        attrs: &tracing::span::Attributes<'_>,
+        _id: &tracing::span::Id,
+        _ctx: tracing_subscriber::layer::Context<'_, S>,
+    ) {
+        struct Fields(BTreeMap<String, String>);
+        impl tracing::field::Visit for Fields {
+            fn record_debug(&mut self, f: &tracing::field::Field, v: &dyn std::fmt::Debug) {
+                self.0.insert(f.name().to_string(), format!("{v:?}"));
+            }
+        }
+        let mut fields = Fields(BTreeMap::new());
+        attrs.record(&mut fields);
+        self.0
+            .lock()
+            .unwrap()
+            .push((attrs.metadata().name().to_string(), fields.0));
+    }
+}
+
+#[tokio::test]
+async fn a_run_and_its_steps_are_tracing_spans_with_their_ids() {
+    use tracing_subscriber::layer::SubscriberExt;
+    let spans = Spans::default();
+    // The test's runtime has one thread, so the default subscriber sees the step tasks.
+    let _guard =
+        tracing::subscriber::set_default(tracing_subscriber::registry().with(spans.clone()));
+    let report = run(
+        "id: traced\nsteps:\n  - id: each\n    kind: map\n    items: \"[1, 2]\"\n    steps:\n      - id: show\n        kind: template\n        template: \"{{ item }}\"\n",
+    )
+    .await;
+    assert_eq!(report.status, RunStatus::Succeeded);
+    let seen = spans.0.lock().unwrap().clone();
+    let named = |name: &str| {
+        seen.iter()
+            .filter(|(n, _)| n == name)
+            .map(|(_, f)| f.clone())
+            .collect::<Vec<_>>()
+    };
+    let runs = named("run");
+    assert_eq!(runs.len(), 1, "{seen:?}");
+    assert_eq!(runs[0]["run_id"], report.run_id);
+    assert_eq!(runs[0]["workflow"], "traced");
+    let steps = named("step");
+    assert!(
+        steps
+            .iter()
+            .any(|f| f["step_id"] == "each" && f["run_id"] == report.run_id),
+        "{seen:?}"
+    );
+}

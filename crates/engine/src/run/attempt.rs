@@ -39,8 +39,22 @@ pub fn retry_delays(policy: &RetryPolicy) -> impl Iterator<Item = Duration> + us
 }
 
 impl Engine {
-    /// One attempt on one candidate, under the step's timeouts and the run's cancel token.
+    /// One attempt on one candidate, under the step's timeouts and the run's cancel
+    /// token, inside a `tracing` span `attempt` (field `model`).
     pub(super) async fn attempt(
+        &self,
+        cx: &LlmContext,
+        cand: &Candidate,
+        request: ChatRequest,
+    ) -> Result<AttemptOutput, (ProviderError, Option<u64>)> {
+        use tracing::Instrument;
+        let span = tracing::info_span!("attempt", model = %cand.reference);
+        self.attempt_in_span(cx, cand, request)
+            .instrument(span)
+            .await
+    }
+
+    async fn attempt_in_span(
         &self,
         cx: &LlmContext,
         cand: &Candidate,

@@ -184,17 +184,37 @@ impl Engine {
     /// [`EngineError::Guardrails`] when the workflow's rules do not compile;
     /// [`EngineError::InputBlocked`] when an input matches a `block` rule (nothing is
     /// stored).
+    ///
+    /// Everything the run does is inside a `tracing` span `run` (fields `run_id`,
+    /// `workflow`); each step run as a task inside a span `step` (`run_id`, `step_id`),
+    /// each model call inside a span `attempt` (`model`), so a subscriber (e.g. an
+    /// OpenTelemetry layer) sees the run/step/attempt tree.
     pub async fn run(
         self: &Arc<Self>,
         plan: Arc<Plan>,
         inputs: Inputs,
-        options: RunOptions,
+        mut options: RunOptions,
     ) -> Result<RunReport, EngineError> {
-        let started = Instant::now();
+        use tracing::Instrument;
         let run_id = options
             .run_id
-            .clone()
-            .unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
+            .get_or_insert_with(|| uuid::Uuid::now_v7().to_string())
+            .clone();
+        let span = tracing::info_span!("run", run_id = %run_id, workflow = %plan.workflow.id);
+        self.run_in_span(plan, inputs, options, run_id)
+            .instrument(span)
+            .await
+    }
+
+    /// [`Engine::run`] inside its span, with the run's id decided.
+    async fn run_in_span(
+        self: &Arc<Self>,
+        plan: Arc<Plan>,
+        inputs: Inputs,
+        options: RunOptions,
+        run_id: String,
+    ) -> Result<RunReport, EngineError> {
+        let started = Instant::now();
         let emitter = Arc::new(Emitter {
             sinks: options.sinks.clone(),
             buffer: Mutex::new(Vec::new()),
@@ -670,11 +690,20 @@ impl Engine {
         F: FnOnce(Arc<Self>) -> Fut + Send + 'static,
         Fut: std::future::Future<Output = (StepRecord, Option<StepOutput>)> + Send + 'static,
     {
+        use tracing::Instrument;
         let engine = Arc::clone(self);
-        let handle = s.tasks.spawn(async move {
-            let (rec, out) = work(engine).await;
-            (i, rec, out)
-        });
+        let span = tracing::info_span!(
+            "step",
+            run_id = %s.shared.run_id,
+            step_id = %s.frame.path(&s.plan.steps[i].id)
+        );
+        let handle = s.tasks.spawn(
+            async move {
+                let (rec, out) = work(engine).await;
+                (i, rec, out)
+            }
+            .instrument(span),
+        );
         s.task_steps.insert(handle.id(), i);
         Start::Spawned
     }
