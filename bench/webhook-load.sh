@@ -59,17 +59,8 @@ wrk.method = "POST"
 wrk.body = '{"n": "1"}'
 wrk.headers["Content-Type"] = "application/json"
 LUA
-NEXUS_DB="$work/runs.db" OLLAMA_HOST=127.0.0.1:9 \
-  env -u NEXUS_API_TOKEN -u OPENAI_API_KEY -u OPENAI_BASE_URL -u NEXUS_OPENAI_BASE_URL -u NEXUS_OPENAI_API_KEY \
-  "$bin" serve --bind 127.0.0.1:0 --workflows "$work/workflows" >"$work/out" 2>"$work/err" &
-server=$!
-for _ in $(seq 1 300); do
-  grep -q 'listening on' "$work/out" 2>/dev/null && break
-  kill -0 "$server" 2>/dev/null || { cat "$work/err" >&2; exit 1; }
-  sleep 0.1
-done
-base="$(grep -o 'http://[0-9.:]*' "$work/out" | head -1)"
-[ -n "$base" ] || { echo "nexus serve did not start" >&2; cat "$work/err" >&2; exit 1; }
+. scripts/serve-in-background.sh
+serve_in_background "$bin" "$work"
 rss_kb() { awk '/^VmRSS/ {print $2}' "/proc/$server/status"; }
 idle_kb=$(rss_kb)
 

@@ -33,18 +33,8 @@ trap cleanup EXIT
 mkdir -p "$work/workflows"
 cp workflows/*.yaml "$work/workflows/"
 cp -r workflows/data "$work/workflows/"
-NEXUS_DB="$work/runs.db" OLLAMA_HOST=127.0.0.1:9 \
-  env -u NEXUS_API_TOKEN -u OPENAI_API_KEY -u OPENAI_BASE_URL -u NEXUS_OPENAI_BASE_URL -u NEXUS_OPENAI_API_KEY \
-  "$NEXUS_BIN" serve --bind 127.0.0.1:0 --workflows "$work/workflows" >"$work/out" 2>"$work/err" &
-server=$!
-# Wait for the "listening on" line (the server prints it once it accepts connections).
-for _ in $(seq 1 300); do
-  grep -q 'listening on' "$work/out" 2>/dev/null && break
-  kill -0 "$server" 2>/dev/null || { cat "$work/err" >&2; exit 1; }
-  sleep 0.1
-done
-base="$(grep -o 'http://[0-9.:]*' "$work/out" | head -1)"
-[ -n "$base" ] || { echo "nexus serve did not start" >&2; cat "$work/err" >&2; exit 1; }
+. scripts/serve-in-background.sh
+serve_in_background "$NEXUS_BIN" "$work"
 status=0
 "$venv/bin/schemathesis" --config-file tests/fuzz/schemathesis.toml run schema/openapi.json \
   --url "$base" --checks all --seed "${NEXUS_FUZZ_SEED:-1}" || status=$?
