@@ -21,14 +21,8 @@ bash scripts/ensure-debian-packages.sh "the load benchmark" wrk
 cargo build --quiet --release -p nexus-cli
 target_dir=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
 bin="$target_dir/release/nexus"
-work=$(mktemp -d)
-server=""
-cleanup() {
-  if [ -n "$server" ]; then kill "$server" 2>/dev/null || true; wait "$server" 2>/dev/null || true; fi
-  rm -rf "$work"
-}
-trap cleanup EXIT
-mkdir -p "$work/workflows"
+. scripts/serve-in-background.sh
+serve_work_dir
 cat > "$work/workflows/load.yaml" <<'YAML'
 id: load
 inputs:
@@ -59,7 +53,6 @@ wrk.method = "POST"
 wrk.body = '{"n": "1"}'
 wrk.headers["Content-Type"] = "application/json"
 LUA
-. scripts/serve-in-background.sh
 serve_in_background "$bin" "$work"
 rss_kb() { awk '/^VmRSS/ {print $2}' "/proc/$server/status"; }
 idle_kb=$(rss_kb)

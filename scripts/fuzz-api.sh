@@ -23,17 +23,10 @@ if [ -z "${NEXUS_BIN:-}" ]; then
   NEXUS_BIN="$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')/debug/nexus"
 fi
 [ -x "$NEXUS_BIN" ] || { echo "no nexus binary at $NEXUS_BIN: build the workspace first (cargo nextest run --workspace --no-run)" >&2; exit 1; }
-work="$(mktemp -d)"
-server=""
-cleanup() {
-  if [ -n "$server" ]; then kill "$server" 2>/dev/null || true; wait "$server" 2>/dev/null || true; fi
-  rm -rf "$work"
-}
-trap cleanup EXIT
-mkdir -p "$work/workflows"
+. scripts/serve-in-background.sh
+serve_work_dir
 cp workflows/*.yaml "$work/workflows/"
 cp -r workflows/data "$work/workflows/"
-. scripts/serve-in-background.sh
 serve_in_background "$NEXUS_BIN" "$work"
 status=0
 "$venv/bin/schemathesis" --config-file tests/fuzz/schemathesis.toml run schema/openapi.json \

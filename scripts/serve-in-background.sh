@@ -1,7 +1,10 @@
 # Sourced (not run) by scripts that test or measure a real `nexus serve`:
 #
 #   . scripts/serve-in-background.sh
+#   serve_work_dir                  # sets `work`: a fresh folder with workflows/ in it
 #   serve_in_background BIN WORK    # serves WORK/workflows on a free loopback port
+#
+# `serve_work_dir` also stops the server and removes the folder when the script exits.
 #
 # Starts BIN on a free loopback port with WORK/runs.db and the workflows in
 # WORK/workflows, no API token and no cloud keys (runs use the embedded model; OLLAMA_HOST
@@ -22,4 +25,11 @@ serve_in_background() {
   done
   base="$(grep -o 'http://[0-9.:]*' "$work/out" | head -1)"
   [ -n "$base" ] || { echo "nexus serve did not start" >&2; cat "$work/err" >&2; exit 1; }
+}
+
+serve_work_dir() {
+  work="$(mktemp -d)"
+  server=""
+  trap 'if [ -n "$server" ]; then kill "$server" 2>/dev/null || true; wait "$server" 2>/dev/null || true; fi; rm -rf "$work"' EXIT
+  mkdir -p "$work/workflows"
 }
