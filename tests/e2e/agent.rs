@@ -371,8 +371,13 @@ async fn an_openai_compatible_server_streams_the_tool_call_an_agent_runs() -> an
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_embedded_model_drives_an_agent_through_the_json_protocol() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
-    let yaml = notes_workflow(dir.path(), "    max_iterations: 3\n    max_tokens: 64")?
-        .replace("ollama:llama3.1:latest", "embedded");
+    // Greedy decoding (the prompt has no random part, so every run takes the same path)
+    // and room for a whole answer: a reply cut at the cap is not JSON, whatever grammar.
+    let yaml = notes_workflow(
+        dir.path(),
+        "    max_iterations: 3\n    max_tokens: 256\n    temperature: 0",
+    )?
+    .replace("ollama:llama3.1:latest", "embedded");
     let report = run_yaml(
         dir.path(),
         &yaml,

@@ -143,3 +143,26 @@ async fn document_report_reads_its_file_input() -> anyhow::Result<()> {
     assert!(text.contains("## Risks") && text.contains("## Opportunities"));
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_json_reply_cut_at_max_tokens_says_to_raise_max_tokens() -> anyhow::Result<()> {
+    // Four tokens cannot close this object, so the model's grammar-constrained reply is
+    // cut by the cap (`finish_reason: length`) on every attempt: the error names the cap.
+    let yaml = "id: cut\nsteps:\n  - id: a\n    kind: llm\n    model: embedded\n    prompt: Describe the weather in Oslo in detail.\n    max_tokens: 4\n    temperature: 0\n    cache: false\n    output_schema:\n      type: object\n      required: [summary, forecast]\n      properties:\n        summary: {type: string, minLength: 20}\n        forecast: {type: string, minLength: 20}\n";
+    let (report, _) = run_plan(
+        crate::plan(yaml),
+        vec![embedded()?],
+        None,
+        vec![],
+        CancellationToken::new(),
+    )
+    .await?;
+    assert_eq!(report.status, RunStatus::Failed, "{:?}", report.steps);
+    let error = report.steps[0].error.as_deref().unwrap_or_default();
+    assert!(
+        error.contains("cut at `max_tokens` (4)")
+            && error.contains("raise the step's `max_tokens`"),
+        "{error}"
+    );
+    Ok(())
+}

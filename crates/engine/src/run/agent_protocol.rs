@@ -23,7 +23,7 @@
 
 use serde_json::{Value, json};
 
-use super::attempt::{AttemptOutput, check_output, parse_json_reply};
+use super::attempt::{AttemptOutput, check_output, cut_note, parse_json_reply};
 use crate::plan::LlmAction;
 use crate::provider::{
     ChatRequest, Message, ProviderError, ProviderErrorKind, Role, ToolCall, ToolSpec,
@@ -187,8 +187,9 @@ pub(super) fn decode_turn(
             ProviderError::new(
                 ProviderErrorKind::InvalidOutput,
                 format!(
-                    "the reply is neither a tool call nor a final answer: answer with {{\"tool\": NAME, \"args\": {{...}}}} or {{\"final\": ...}} (got `{}`)",
-                    out.text.chars().take(120).collect::<String>()
+                    "the reply is neither a tool call nor a final answer: answer with {{\"tool\": NAME, \"args\": {{...}}}} or {{\"final\": ...}} (got `{}`){}",
+                    out.text.chars().take(120).collect::<String>(),
+                    cut_note(llm, &out)
                 ),
             ),
             ftm,

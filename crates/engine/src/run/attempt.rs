@@ -23,6 +23,9 @@ pub(super) struct AttemptOutput {
     pub(super) first_token_ms: Option<u64>,
     /// The tool calls of the reply, in order (only when the request offered tools).
     pub(super) tool_calls: Vec<crate::provider::ToolCall>,
+    /// The provider said generation stopped at the token cap (`finish_reason: length`,
+    /// Ollama's `done_reason: length`): a JSON reply that does not parse was cut short.
+    pub(super) cut_at_max_tokens: bool,
 }
 
 /// Builds the backoff delays of a retry policy (one per retry) with `backon`.
@@ -172,8 +175,12 @@ impl Engine {
                         }
                         calls.push(call);
                     }
-                    Some(Ok(ChatChunk::Done { usage, .. })) => {
-                        return Ok((text, reasoning, usage, calls));
+                    Some(Ok(ChatChunk::Done {
+                        usage,
+                        finish_reason,
+                    })) => {
+                        let cut = finish_reason.as_deref() == Some("length");
+                        return Ok((text, reasoning, usage, calls, cut));
                     }
                     Some(Err(mut e)) => {
                         // A break after content is its own class (a fresh request, never
@@ -218,12 +225,13 @@ impl Engine {
         };
         let first_token_ms = first_token_at.lock().ok().and_then(|f| *f);
         match result {
-            Ok((text, reasoning, usage, tool_calls)) => Ok(AttemptOutput {
+            Ok((text, reasoning, usage, tool_calls, cut_at_max_tokens)) => Ok(AttemptOutput {
                 text,
                 reasoning,
                 usage,
                 first_token_ms,
                 tool_calls,
+                cut_at_max_tokens,
             }),
             Err(e) => Err((e, first_token_ms)),
         }
@@ -231,6 +239,19 @@ impl Engine {
 }
 
 /// Checks an attempt's output: not empty, and valid against the output schema if any.
+/// What to add to an unreadable reply's error when the provider cut it at the token cap:
+/// the JSON never closed, so the fix is a larger `max_tokens`, not a different prompt.
+pub(super) fn cut_note(llm: &LlmAction, out: &AttemptOutput) -> String {
+    if out.cut_at_max_tokens {
+        format!(
+            "; the reply was cut at `max_tokens` ({}) before it was complete: raise the step's `max_tokens`",
+            llm.max_tokens
+        )
+    } else {
+        String::new()
+    }
+}
+
 pub(super) fn check_output(
     llm: &LlmAction,
     out: AttemptOutput,
@@ -255,7 +276,7 @@ pub(super) fn check_output(
             return Err((
                 ProviderError::new(
                     ProviderErrorKind::InvalidOutput,
-                    format!("reply is not JSON: {e}"),
+                    format!("reply is not JSON: {e}{}", cut_note(llm, &out)),
                 ),
                 ftm,
             ));
