@@ -7,7 +7,9 @@
 #   - llama.cpp (crate llama-cpp-2): cmake, a C++ compiler, pkg-config, and libclang for
 #     bindgen (`libclang-dev`, which brings clang's builtin headers; `clang` as well);
 #   - the desktop app (Tauri 2 on Linux, per Tauri's "Prerequisites" page): WebKitGTK 4.1,
-#     libsoup 3, JavaScriptCore, librsvg, libxdo, OpenSSL, D-Bus (the keychain), `file`.
+#     libsoup 3, JavaScriptCore, librsvg, libxdo, OpenSSL, D-Bus (the keychain and desktop
+#     notifications), `file`, and the tray icon's libayatana-appindicator (loaded at run
+#     time: without it the app has no tray icon).
 # On a system without dpkg/apt-get it prints what to install and fails.
 # scripts/check-fresh-machine.sh proves it on a clean Debian root file system.
 set -euo pipefail
@@ -15,4 +17,4 @@ exec bash "$(dirname "$0")/ensure-debian-packages.sh" \
   "build dependencies: llama.cpp and the desktop app" \
   cmake g++ pkg-config libclang-dev clang \
   libwebkit2gtk-4.1-dev libsoup-3.0-dev libjavascriptcoregtk-4.1-dev librsvg2-dev \
-  libxdo-dev libssl-dev libdbus-1-dev file
+  libxdo-dev libssl-dev libdbus-1-dev libayatana-appindicator3-dev file

@@ -12,10 +12,14 @@
 //! only through the native dialogs the user answers ([`choose_workflows_folder`],
 //! [`choose_input_file`]); the web view cannot name one.
 
+pub mod background;
+
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use nexus_app::desktop::{ModelsView, PendingQuestion, PullProgress, Template};
+use nexus_app::service::ServiceStatus;
+use nexus_app::triggers::{AppTriggers, TriggerView};
 use nexus_app::{Desktop, Error, RunRequest, Settings};
 use nexus_engine::human::HumanDecision;
 use nexus_engine::{Diagnostic, Event, EventSink};
@@ -40,6 +44,9 @@ impl EventSink for ChannelSink {
 /// The app's state as the commands see it: shared, so blocking work can move to a
 /// blocking thread with it.
 type App<'a> = State<'a, Arc<Desktop>>;
+
+/// The triggers this app runs while it is open.
+type Triggers<'a> = State<'a, Arc<AppTriggers>>;
 
 /// Runs `f` on Tauri's blocking thread pool (file I/O, fsync, validation), keeping the
 /// main thread and the async workers free.
@@ -70,6 +77,7 @@ async fn settings(app: App<'_>) -> Result<Settings, Error> {
 async fn choose_workflows_folder<R: Runtime>(
     window: WebviewWindow<R>,
     app: App<'_>,
+    triggers: Triggers<'_>,
 ) -> Result<Option<Settings>, Error> {
     let start = app.settings().workflows_folder;
     let dialog = window
@@ -81,7 +89,10 @@ async fn choose_workflows_folder<R: Runtime>(
     let Some(chosen) = ask(dialog, FileDialogBuilder::blocking_pick_folder).await? else {
         return Ok(None);
     };
-    blocking(&app, move |d| d.set_workflows_folder(&chosen).map(Some)).await
+    let settings = blocking(&app, move |d| d.set_workflows_folder(&chosen)).await?;
+    // The new folder's triggers replace the old one's.
+    triggers.restart();
+    Ok(Some(settings))
 }
 
 /// Asks the user for a file in the native file dialog and allows runs of this app to
@@ -272,6 +283,38 @@ async fn delete_api_key(app: App<'_>, provider: String) -> Result<(), Error> {
     app.delete_api_key(&provider).await
 }
 
+/// The workflows folder's triggers: which this app runs while it is open (`cron` and
+/// `file`; webhooks need `nexus serve`), their next and last fires, and what keeps one
+/// from being armed. Their events arrive as the Tauri event `nexus://trigger`.
+#[tauri::command]
+#[specta::specta]
+async fn list_triggers(triggers: Triggers<'_>) -> Result<Vec<TriggerView>, Error> {
+    Ok(triggers.list())
+}
+
+/// Whether `nexus serve` is installed as a login service (so schedules fire while the
+/// app is closed).
+#[tauri::command]
+#[specta::specta]
+async fn service_status(app: App<'_>) -> Result<ServiceStatus, Error> {
+    app.service_status().await
+}
+
+/// Installs and starts `nexus serve` as a login service for this app's workflows
+/// folder and runs (the `nexus` program beside the app or on `PATH`).
+#[tauri::command]
+#[specta::specta]
+async fn install_service(app: App<'_>) -> Result<ServiceStatus, Error> {
+    app.install_service().await
+}
+
+/// Stops and removes the login service.
+#[tauri::command]
+#[specta::specta]
+async fn uninstall_service(app: App<'_>) -> Result<ServiceStatus, Error> {
+    app.uninstall_service().await
+}
+
 /// The commands and their types, for the invoke handler and the TypeScript bindings.
 ///
 /// The dialog commands are generic over the runtime; the turbofish names one only for
@@ -300,6 +343,10 @@ pub fn bindings<R: tauri::Runtime>() -> tauri_specta::Builder<R> {
         pull_model,
         set_api_key,
         delete_api_key,
+        list_triggers,
+        service_status,
+        install_service,
+        uninstall_service,
     ])
 }
 
@@ -312,28 +359,43 @@ pub fn typescript() -> specta_typescript::Typescript {
 }
 
 /// `builder` (the real runtime's, or `tauri::test::mock_builder()`) with the app's
-/// state and commands.
+/// state and commands; its `setup` arms the triggers and the tray ([`background`]).
 pub fn app<R: tauri::Runtime>(builder: tauri::Builder<R>, desktop: Desktop) -> tauri::Builder<R> {
+    let desktop = Arc::new(desktop);
+    let state = Arc::clone(&desktop);
     builder
         .plugin(tauri_plugin_dialog::init())
-        .manage(Arc::new(desktop))
+        .plugin(tauri_plugin_notification::init())
+        .manage(state)
+        .setup(move |app| {
+            background::start(app.handle(), &desktop);
+            Ok(())
+        })
         .invoke_handler(bindings::<R>().invoke_handler())
 }
 
-/// Starts the desktop app (settings, database and keychain in their standard places).
+/// Starts the desktop app (settings, database and keychain in their standard places)
+/// and returns when it quits.
 pub fn run() {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .init();
+    // Log lines (`RUST_LOG`), and the engine's spans over OTLP when configured.
+    let (telemetry, problem) = nexus_app::telemetry::init("RUST_LOG", "info");
+    if let Some(problem) = problem {
+        tracing::warn!("traces are not exported: {problem}");
+    }
     let desktop = Desktop::new(
         nexus_app::Paths::standard(),
         Arc::new(nexus_app::keys::Keychain::new(nexus_app::keys::SERVICE)),
     );
-    if let Err(e) = app(tauri::Builder::default(), desktop).run(tauri::generate_context!()) {
-        eprintln!("error: the desktop app stopped: {e}");
-        std::process::exit(1);
+    let code = match app(tauri::Builder::default(), desktop).build(tauri::generate_context!()) {
+        // `run_return`, not `run`: `run` exits the process, before the traces are flushed.
+        Ok(app) => app.run_return(|handle, event| background::on_run_event(handle, &event)),
+        Err(e) => {
+            eprintln!("error: the desktop app could not start: {e}");
+            1
+        }
+    };
+    if let Err(e) = telemetry.shutdown() {
+        eprintln!("warning: {e}");
     }
+    std::process::exit(code);
 }

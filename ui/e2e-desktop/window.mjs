@@ -2,12 +2,16 @@
 // folder, run it on the embedded model, see every node reach "succeeded" and the output
 // in the run panel; then run document-report.yaml, whose file input's default lives in
 // the workflows folder (the app starts elsewhere), twice, and open the run diff of the two
-// runs; save screenshots of the window to target/desktop-e2e/ (window.png: the main
-// screen; run-diff.png: the diff; window-end.png: the end, or window.png on a failure).
-// Run by scripts/test-desktop.sh (under Xvfb).
+// runs; then save a workflow with a `file` trigger and a desktop notification into the
+// workflows folder while the app is open, drop a file into its inbox, and receive the
+// run's notification on the session bus (tests/servers/notification_server.py, a
+// Desktop Notifications server); save screenshots of the window to target/desktop-e2e/
+// (window.png: the main screen; run-diff.png: the diff; window-end.png: the end, or
+// window.png on a failure). Run by scripts/test-desktop.sh (under Xvfb and
+// dbus-run-session).
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
-import { mkdirSync } from 'node:fs';
+import { execFileSync, spawn } from 'node:child_process';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { By, until } from 'selenium-webdriver';
 import { launch, repo } from './driver.mjs';
@@ -42,7 +46,18 @@ async function titled(driver, file) {
     throw new Error(`the title does not name ${file}: it shows "${seen}" (${e})`);
   }
 }
-const { driver, stop } = await launch();
+// The desktop notification server, on this session bus, before the app starts.
+if (!process.env.DBUS_SESSION_BUS_ADDRESS) throw new Error('run inside a D-Bus session bus (dbus-run-session)');
+const notes = path.join(shots, 'notifications.jsonl');
+writeFileSync(notes, '');
+const notifier = spawn('/usr/bin/python3', [path.join(repo, 'tests/servers/notification_server.py'), '--log', notes], {
+  stdio: ['ignore', 'pipe', 'inherit'],
+});
+await new Promise((resolve, reject) => {
+  notifier.stdout.on('data', (d) => String(d).includes('ready') && resolve());
+  notifier.on('exit', (code) => reject(new Error(`the notification server exited (${code})`)));
+});
+const { driver, home, stop } = await launch();
 log('window open');
 let failed = null;
 try {
@@ -139,6 +154,42 @@ try {
   log(`run diff: ${await summary.getText()}`);
   shot('run-diff.png');
   await driver.findElement(byId('history-dialog-close')).click();
+
+  // A trigger while the app is open: a workflow with a `file` trigger, saved into the
+  // workflows folder, is armed by the folder watcher (seen through the shell's
+  // list_triggers command); a file dropped into its inbox starts a run, and the run's
+  // success arrives as a desktop notification.
+  const workflows = path.join(home, 'workflows');
+  mkdirSync(path.join(workflows, 'inbox'), { recursive: true });
+  writeFileSync(
+    path.join(workflows, 'watch.yaml'),
+    'id: watch\ninputs:\n  path: {type: string}\ntriggers:\n  - kind: file\n    paths: [inbox]\n    debounce_ms: 100\n' +
+      'notifications:\n  - on: [succeeded]\n    desktop: true\nsteps:\n  - id: seen\n    kind: template\n    template: "saw {{ inputs.path }}"\n',
+  );
+  const listTriggers = () =>
+    driver.executeAsyncScript(
+      'const done = arguments[arguments.length - 1];' +
+        'window.__TAURI_INTERNALS__.invoke("list_triggers").then((t) => done(JSON.stringify(t)), (e) => done("error: " + JSON.stringify(e)));',
+    );
+  let triggers = '';
+  await driver.wait(async () => {
+    triggers = await listTriggers();
+    return triggers.includes('"file":"watch.yaml"') && /"file":"watch.yaml"[^}]*"armed":true/.test(triggers);
+  }, 30_000, 'the file trigger of watch.yaml is armed').catch((e) => {
+    throw new Error(`${e.message}; list_triggers: ${triggers}`);
+  });
+  log('file trigger armed');
+  writeFileSync(path.join(workflows, 'inbox', 'report.txt'), 'quarterly numbers');
+  let received = [];
+  await driver.wait(() => {
+    received = existsSync(notes) ? readFileSync(notes, 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l)) : [];
+    return received.some((n) => n.summary === 'watch: run succeeded');
+  }, 60_000, 'the run of the file trigger is shown as a desktop notification').catch((e) => {
+    throw new Error(`${e.message}; received: ${JSON.stringify(received)}`);
+  });
+  const note = received.find((n) => n.summary === 'watch: run succeeded');
+  assert.match(note.body, /^the run succeeded after \d+\.\d s$/);
+  log(`desktop notification: ${note.summary}: ${note.body}`);
 } catch (e) {
   failed = e;
 } finally {
@@ -146,6 +197,7 @@ try {
   // window is captured from the X server with ImageMagick's `import`.
   shot(failed ? 'window.png' : 'window-end.png');
   await stop();
+  notifier.kill();
 }
 if (failed) {
   console.error(failed);

@@ -162,6 +162,18 @@ test('the history says which trigger started each run and keeps only the runs on
   expect(listed.map((r) => r.run_id)).not.toContain(byPerson);
 });
 
+test('the triggers dialog lists the triggers the server armed', async ({ page, request }) => {
+  const listed = (await (await request.get('/api/triggers')).json()) as { file: string; name: string | null; armed: boolean; detail: string }[];
+  const hook = listed.find((t) => t.file === 'hooked.yaml');
+  expect(hook?.armed).toBe(true);
+  await page.getByTestId('triggers').click();
+  const row = page.getByTestId(`trigger-hooked.yaml-${hook!.name ?? 'file'}`);
+  await expect(row).toContainText(hook!.detail);
+  await expect(row.getByTestId('trigger-state')).toHaveText('armed');
+  // A browser does not manage a login service: the server it talks to is one.
+  await expect(page.getByTestId('service')).toHaveCount(0);
+});
+
 test('run from a step reuses the steps before it; run up to a step runs only what it needs', async ({ page, request }) => {
   await open(page, 'chain.yaml');
   await page.getByTestId('run').click();

@@ -11,6 +11,7 @@ import {
 import { Toolbar } from 'radix-ui';
 import { Button, Callout, Flex, Heading, IconButton, Kbd, Text, TextField, Theme, Tooltip } from '@radix-ui/themes';
 import {
+  AlarmClock,
   CircleAlert,
   Cpu,
   FileCode,
@@ -42,6 +43,7 @@ import { SearchPalette } from './components/SearchPalette';
 import { RunPanel } from './components/RunPanel';
 import { HistoryDialog } from './components/HistoryDialog';
 import { ModelsDialog } from './components/ModelsDialog';
+import { TriggersDialog } from './components/TriggersDialog';
 import { Field } from './components/fields';
 import { YamlView } from './components/YamlView';
 import { kindLook } from './design/kinds';
@@ -351,7 +353,7 @@ function Editor({ backend }: { backend: Backend }) {
   const dirty = useEditor((s) => s.dirty);
   const message = useEditor((s) => s.message);
   const workflowId = useEditor((s) => s.workflowId);
-  const [dialog, setDialog] = useState<'open' | 'run' | 'search' | 'history' | 'models' | 'shortcuts' | null>(null);
+  const [dialog, setDialog] = useState<'open' | 'run' | 'search' | 'history' | 'models' | 'triggers' | 'shortcuts' | null>(null);
   const [runOptions, setRunOptions] = useState<RunOptions>({});
   const [handle, setHandle] = useState<RunHandle | null>(null);
   const [yamlOpen, setYamlOpen] = useState(false);
@@ -510,6 +512,7 @@ function Editor({ backend }: { backend: Backend }) {
         <ToolGroup>
           <Tool testId="history" label="History" tip="Past runs" icon={History} onClick={() => setDialog('history')} />
           <Tool testId="models" label="Models" tip="Models, Ollama and API keys" icon={Cpu} onClick={() => setDialog('models')} />
+          <Tool testId="triggers" label="Triggers" tip="Schedules, watched files and webhooks of this folder" icon={AlarmClock} onClick={() => setDialog('triggers')} />
           <Tool testId="shortcuts" label="Keyboard shortcuts" tip="Keyboard shortcuts (?)" icon={Keyboard} onClick={() => setDialog('shortcuts')} />
           <Tooltip content={yamlOpen ? 'Hide the YAML view' : 'Show the workflow as YAML beside the canvas (kept in sync)'}>
             <Toolbar.Button asChild>
@@ -558,6 +561,7 @@ function Editor({ backend }: { backend: Backend }) {
       {dialog === 'run' && <RunDialog backend={backend} options={runOptions} onStart={(i) => void startRun(i)} onClose={() => setDialog(null)} />}
       {dialog === 'history' && <HistoryDialog backend={backend} onClose={() => setDialog(null)} onResume={(id) => void resumeRun(id)} />}
       {dialog === 'models' && <ModelsDialog backend={backend} onClose={() => setDialog(null)} />}
+      {dialog === 'triggers' && <TriggersDialog backend={backend} onClose={() => setDialog(null)} />}
       {dialog === 'shortcuts' && <ShortcutsDialog onClose={() => setDialog(null)} />}
     </div>
   );

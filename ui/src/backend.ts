@@ -2,9 +2,21 @@
 // the desktop app (tauriBackend.ts), an in-memory implementation in tests and in a plain
 // browser (testBackend.ts). The data types are generated from the Rust types
 // (bindings.ts, by src-tauri), so both sides agree on every field.
-import type { Diagnostic, Event, HumanDecision, ModelsView, PendingQuestion, PullProgress, RunSummary, Settings, StoredRun } from './bindings';
+import type {
+  Diagnostic,
+  Event,
+  HumanDecision,
+  ModelsView,
+  PendingQuestion,
+  PullProgress,
+  RunSummary,
+  ServiceStatus,
+  Settings,
+  StoredRun,
+  TriggerView,
+} from './bindings';
 
-export type { Diagnostic, HumanDecision, ModelsView, PendingQuestion, PullProgress, RunSummary, Settings, StoredRun };
+export type { Diagnostic, HumanDecision, ModelsView, PendingQuestion, PullProgress, RunSummary, ServiceStatus, Settings, StoredRun, TriggerView };
 /** One engine event (JSON tagged by `type`; crates/engine/src/events.rs). */
 export type EngineEvent = Event;
 
@@ -88,4 +100,15 @@ export interface Backend {
   getRun(runId: string): Promise<StoredRun>;
   pendingQuestions(): Promise<PendingQuestion[]>;
   answer(runId: string, stepId: string, decision: HumanDecision): Promise<void>;
+  /** The workflows folder's triggers: which this process runs, next and last fires, problems. */
+  listTriggers(): Promise<TriggerView[]>;
+  /**
+   * The login service (`nexus serve` started at login, so schedules fire while the app
+   * is closed); null where this backend cannot manage one (a browser on `nexus serve`).
+   */
+  serviceStatus(): Promise<ServiceStatus | null>;
+  /** Installs and starts the login service for this app's folder and runs. */
+  installService(): Promise<ServiceStatus>;
+  /** Stops and removes the login service. */
+  uninstallService(): Promise<ServiceStatus>;
 }

@@ -242,6 +242,54 @@ async deleteApiKey(provider: string) : Promise<Result<null, Error>> {
     if(e instanceof Error) throw e;
     else return { status: "error", error: e  as any };
 }
+},
+/**
+ * The workflows folder's triggers: which this app runs while it is open (`cron` and
+ * `file`; webhooks need `nexus serve`), their next and last fires, and what keeps one
+ * from being armed. Their events arrive as the Tauri event `nexus://trigger`.
+ */
+async listTriggers() : Promise<Result<TriggerView[], Error>> {
+    try {
+    return { status: "ok", data: await TAURI_INVOKE("list_triggers") };
+} catch (e) {
+    if(e instanceof Error) throw e;
+    else return { status: "error", error: e  as any };
+}
+},
+/**
+ * Whether `nexus serve` is installed as a login service (so schedules fire while the
+ * app is closed).
+ */
+async serviceStatus() : Promise<Result<ServiceStatus, Error>> {
+    try {
+    return { status: "ok", data: await TAURI_INVOKE("service_status") };
+} catch (e) {
+    if(e instanceof Error) throw e;
+    else return { status: "error", error: e  as any };
+}
+},
+/**
+ * Installs and starts `nexus serve` as a login service for this app's workflows
+ * folder and runs (the `nexus` program beside the app or on `PATH`).
+ */
+async installService() : Promise<Result<ServiceStatus, Error>> {
+    try {
+    return { status: "ok", data: await TAURI_INVOKE("install_service") };
+} catch (e) {
+    if(e instanceof Error) throw e;
+    else return { status: "error", error: e  as any };
+}
+},
+/**
+ * Stops and removes the login service.
+ */
+async uninstallService() : Promise<Result<ServiceStatus, Error>> {
+    try {
+    return { status: "ok", data: await TAURI_INVOKE("uninstall_service") };
+} catch (e) {
+    if(e instanceof Error) throw e;
+    else return { status: "error", error: e  as any };
+}
 }
 }
 
@@ -533,9 +581,10 @@ export type Event =
  */
 { type: "map_progress"; run_id: string; step_id: string; done: number; failed: number; total: number } | 
 /**
- * A step was not run (stored before this is emitted).
+ * A step was not run, or was stopped by the run's cancellation (stored before this
+ * is emitted).
  */
-{ type: "step_skipped"; run_id: string; step_id: string; reason: string } | 
+{ type: "step_skipped"; run_id: string; step_id: string; reason: string; status: StepStatus } | 
 /**
  * The run finished (stored before this is emitted).
  */
@@ -703,6 +752,22 @@ export type Locality =
  * In-process llama.cpp: one request in flight.
  */
 "embedded"
+/**
+ * Which service manager.
+ */
+export type Manager = 
+/**
+ * systemd, per user (`systemctl --user`).
+ */
+"systemd" | 
+/**
+ * launchd, per user (`~/Library/LaunchAgents`).
+ */
+"launchd" | 
+/**
+ * The Windows Task Scheduler (`schtasks`).
+ */
+"task_scheduler"
 /**
  * One thing a model can do, as Ollama names them (`types/model/capability.go` of the
  * Ollama repository: `completion`, `tools`, `insert`, `vision`, `embedding`,
@@ -1092,6 +1157,27 @@ kind: string;
  */
 name: string }
 /**
+ * What `nexus service status` and the desktop app report.
+ */
+export type ServiceStatus = { 
+/**
+ * The manager.
+ */
+manager: Manager; 
+/**
+ * The service's file, where it has one.
+ */
+file: string | null; 
+/**
+ * Whether the service is installed (its file or task exists).
+ */
+installed: boolean; 
+/**
+ * What the manager says about it (`active`, `inactive`, ...), or why it could not
+ * be asked.
+ */
+state: string }
+/**
  * The app's remembered settings (`<config dir>/nexus/desktop.json`).
  */
 export type Settings = { 
@@ -1341,6 +1427,46 @@ to: BreakerState;
  * (trip 1)"`.
  */
 reason: string }
+/**
+ * One trigger as `GET /api/triggers` and the app list it.
+ */
+export type TriggerView = { 
+/**
+ * The workflow file, relative to the workflows folder.
+ */
+file: string; 
+/**
+ * The workflow's id (`None`: the file does not validate).
+ */
+workflow_id: string | null; 
+/**
+ * The trigger's name.
+ */
+name: string | null; 
+/**
+ * `cron`, `webhook`, `file` or `manual`.
+ */
+kind: string | null; 
+/**
+ * What it reacts to: the schedule and zone, `POST /hooks/<path>`, the watched paths.
+ */
+detail: string; 
+/**
+ * Whether this process runs it (webhooks: only `nexus serve`).
+ */
+armed: boolean; 
+/**
+ * A cron trigger's next fire, RFC 3339.
+ */
+next_fire: string | null; 
+/**
+ * A cron trigger's last fire, RFC 3339.
+ */
+last_fire: string | null; 
+/**
+ * Why it is not armed.
+ */
+problem: string | null }
 /**
  * Token counts of one completion.
  */

@@ -16,8 +16,10 @@ import {
   type RunHandle,
   type RunOptions,
   type RunSummary,
+  type ServiceStatus,
   type Settings,
   type StoredRun,
+  type TriggerView,
 } from './backend';
 
 /** The answer of `GET /api/health`. */
@@ -209,5 +211,22 @@ export class HttpBackend implements Backend {
 
   async answer(runId: string, stepId: string, decision: HumanDecision) {
     await this.call('POST', `/api/runs/${encodeURIComponent(runId)}/steps/${encodeURIComponent(stepId)}/answer`, decision);
+  }
+
+  listTriggers() {
+    return this.call<TriggerView[]>('GET', '/api/triggers');
+  }
+
+  /** The server is the service: a browser does not install one. */
+  async serviceStatus() {
+    return null;
+  }
+
+  async installService(): Promise<ServiceStatus> {
+    throw new BackendError('unsupported', 'the login service is installed from the desktop app or with `nexus service install`');
+  }
+
+  async uninstallService(): Promise<ServiceStatus> {
+    throw new BackendError('unsupported', 'the login service is removed from the desktop app or with `nexus service uninstall`');
   }
 }

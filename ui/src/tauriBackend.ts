@@ -161,4 +161,20 @@ export class TauriBackend implements Backend {
   async answer(runId: string, stepId: string, decision: Parameters<Backend['answer']>[2]) {
     await call(commands.answer(runId, stepId, decision));
   }
+
+  listTriggers() {
+    return call(commands.listTriggers());
+  }
+
+  serviceStatus() {
+    return call(commands.serviceStatus());
+  }
+
+  installService() {
+    return call(commands.installService());
+  }
+
+  uninstallService() {
+    return call(commands.uninstallService());
+  }
 }

@@ -15,7 +15,9 @@ import type {
   RunHandle,
   RunOptions,
   RunSummary,
+  ServiceStatus,
   StoredRun,
+  TriggerView,
 } from './backend';
 import type { ModelCapability, StepRecord } from './bindings';
 
@@ -328,7 +330,7 @@ export class TestBackend implements Backend {
                 emit({ type: 'token', run_id: runId, step_id: step.id, text: t });
               }
               if (cancelled) {
-                emit({ type: 'step_skipped', run_id: runId, step_id: step.id, reason: 'cancelled' });
+                emit({ type: 'step_skipped', run_id: runId, step_id: step.id, reason: 'cancelled', status: 'cancelled' });
                 return;
               }
               if (flaky && attempt === 1) {
@@ -392,5 +394,22 @@ export class TestBackend implements Backend {
       guardrails: [],
       handled: false,
     };
+  }
+
+  /** No engine here, so no trigger is armed. */
+  async listTriggers(): Promise<TriggerView[]> {
+    return [];
+  }
+
+  async serviceStatus(): Promise<ServiceStatus | null> {
+    return null;
+  }
+
+  async installService(): Promise<ServiceStatus> {
+    throw new Error('the test backend has no login service');
+  }
+
+  async uninstallService(): Promise<ServiceStatus> {
+    throw new Error('the test backend has no login service');
   }
 }

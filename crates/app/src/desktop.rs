@@ -391,7 +391,7 @@ impl Paths {
 
 /// The desktop app's state and operations.
 pub struct Desktop {
-    paths: Paths,
+    pub(crate) paths: Paths,
     settings: Mutex<Settings>,
     secrets: Arc<dyn SecretStore>,
     store: OnceCell<Arc<SqliteStore>>,
@@ -432,6 +432,13 @@ impl Desktop {
             metrics: Arc::clone(&metrics),
             notifier: Arc::new(crate::notify::Notifier::new(metrics)),
         }
+    }
+
+    /// Shows the workflows' desktop notifications (`notifications: [{desktop: true}]`)
+    /// with `show` from now on: the desktop shell passes its notification plugin. Set
+    /// once; without it they are logged.
+    pub fn set_desktop_notifications(&self, show: crate::notify::ShowNotice) {
+        self.notifier.set_desktop(show);
     }
 
     /// The current settings.

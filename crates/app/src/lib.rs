@@ -14,6 +14,7 @@ pub mod notify;
 pub mod runs;
 pub mod service;
 pub mod setup;
+pub mod telemetry;
 pub mod triggers;
 
 pub use desktop::{Desktop, Paths, RunRequest, Settings};

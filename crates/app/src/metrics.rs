@@ -155,7 +155,7 @@ impl Families {
         );
         r.register(
             "nexus_steps_finished",
-            "Steps finished, by workflow id and status (succeeded, failed, skipped)",
+            "Steps finished, by workflow id and status (succeeded, failed, skipped, cancelled)",
             f.steps_finished.clone(),
         );
         r.register(
@@ -205,7 +205,7 @@ impl Families {
         );
         r.register(
             "nexus_notifications",
-            "Notifications of runs (outgoing webhooks), by outcome (delivered, failed, dropped)",
+            "Notifications of runs, by outcome: outgoing webhooks delivered, failed or dropped; desktop notifications shown, or no_desktop in a process without one",
             f.notifications.clone(),
         );
         f
@@ -341,7 +341,8 @@ impl Metrics {
         Ok(text)
     }
 
-    /// Counts a notification's outcome (`delivered`, `failed`, `dropped`).
+    /// Counts a notification's outcome (`delivered`, `failed`, `dropped`, `shown`,
+    /// `no_desktop`).
     pub(crate) fn notification(&self, outcome: &str) {
         self.families
             .notifications
@@ -540,8 +541,11 @@ impl EventSink for Metrics {
                 run_id, step_id, ..
             } => self.step_ended(&mut live, run_id, step_id, "failed"),
             Event::StepSkipped {
-                run_id, step_id, ..
-            } => self.step_ended(&mut live, run_id, step_id, "skipped"),
+                run_id,
+                step_id,
+                status,
+                ..
+            } => self.step_ended(&mut live, run_id, step_id, status.as_str()),
             _ => self.run_event(&mut live, event),
         }
     }

@@ -1,6 +1,6 @@
 //! Sends a workflow's `notifications:` (see [`nexus_engine::workflow::Notification`]):
-//! a signed JSON `POST` when a run this app launched succeeds, fails, is cancelled or
-//! waits for a person.
+//! a signed JSON `POST` and/or a desktop notification when a run this app launched
+//! succeeds, fails, is cancelled or waits for a person.
 //!
 //! Invariants:
 //! - a notification never changes a run: it is sent from its own task after the event
@@ -8,6 +8,10 @@
 //!   logged and counted (`nexus_notifications_total{outcome}`), never returned;
 //! - memory stays bounded: at most [`MAX_PENDING`] deliveries wait or are being tried at
 //!   once; a notification beyond that is dropped, logged and counted as `dropped`;
+//! - a desktop notification goes to the [`DesktopNotice`] handler the desktop shell set
+//!   ([`Notifier::set_desktop`]), on a blocking thread (showing one may wait on the OS);
+//!   a process without one (`nexus run`, `nexus serve`) logs it and counts it as
+//!   `no_desktop`;
 //! - one delivery keeps its `X-Nexus-Delivery` id over its attempts, so a receiver can
 //!   drop a repeat; the signature is GitHub's `X-Hub-Signature-256` scheme under the name
 //!   `X-Nexus-Signature-256` (`sha256=` + hex HMAC-SHA256 of the raw body).
@@ -60,11 +64,34 @@ struct Delivery {
     body: Vec<u8>,
 }
 
+/// A desktop notification to show: what happened to which run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DesktopNotice {
+    /// `run_succeeded`, `run_failed`, `run_cancelled` or `waiting_for_human`.
+    pub event: &'static str,
+    /// The run.
+    pub run_id: String,
+    /// The workflow's id.
+    pub workflow_id: String,
+    /// The notification's title, e.g. `report: run failed`.
+    pub title: String,
+    /// Its text: the run's status and duration, or the question asked (at most
+    /// [`NOTICE_MAX_CHARS`] characters).
+    pub body: String,
+}
+
+/// A desktop notification's text is cut to this many characters.
+pub const NOTICE_MAX_CHARS: usize = 200;
+
+/// Shows a [`DesktopNotice`] (the desktop shell's notification plugin).
+pub type ShowNotice = Arc<dyn Fn(&DesktopNotice) + Send + Sync>;
+
 /// Sends notifications for the app's runs.
 pub struct Notifier {
     http: reqwest::Client,
     pending: Arc<Semaphore>,
     metrics: Arc<Metrics>,
+    desktop: std::sync::OnceLock<ShowNotice>,
 }
 
 impl std::fmt::Debug for Notifier {
@@ -85,6 +112,28 @@ impl Notifier {
             http,
             pending: Arc::new(Semaphore::new(MAX_PENDING)),
             metrics,
+            desktop: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// Makes `show` the way desktop notifications are shown (the desktop shell calls
+    /// this once at start; later calls are ignored).
+    pub fn set_desktop(&self, show: ShowNotice) {
+        let _ = self.desktop.set(show);
+    }
+
+    /// Shows `notice` with the shell's handler on a blocking thread, or logs it when this
+    /// process has none.
+    fn show(&self, notice: DesktopNotice) {
+        let Some(show) = self.desktop.get().cloned() else {
+            tracing::info!(run_id = %notice.run_id, "desktop notification (no desktop in this process): {}: {}", notice.title, notice.body);
+            self.metrics.notification("no_desktop");
+            return;
+        };
+        self.metrics.notification("shown");
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) => drop(rt.spawn_blocking(move || show(&notice))),
+            Err(_) => show(&notice),
         }
     }
 
@@ -253,6 +302,51 @@ impl RunNotifications {
     }
 }
 
+impl RunNotifications {
+    /// The desktop notification of `event` (named `name`).
+    fn notice(&self, event: &Event, name: &'static str) -> DesktopNotice {
+        let wf = &self.workflow_id;
+        let (title, body) = match event {
+            Event::WaitingForHuman {
+                step_id, question, ..
+            } => (
+                format!("{wf}: waiting for you"),
+                format!("step `{step_id}` asks: {question}"),
+            ),
+            Event::RunFinished {
+                status,
+                duration_ms,
+                ..
+            } => {
+                let what = match status {
+                    RunStatus::Succeeded => "succeeded",
+                    RunStatus::Failed => "failed",
+                    _ => "was cancelled",
+                };
+                (
+                    format!("{wf}: run {what}"),
+                    format!("the run {what} after {:.1} s", *duration_ms as f64 / 1000.0),
+                )
+            }
+            _ => (wf.clone(), String::new()),
+        };
+        let body = if body.chars().count() > NOTICE_MAX_CHARS {
+            let mut cut: String = body.chars().take(NOTICE_MAX_CHARS - 1).collect();
+            cut.push('…');
+            cut
+        } else {
+            body
+        };
+        DesktopNotice {
+            event: name,
+            run_id: self.run_id.clone(),
+            workflow_id: self.workflow_id.clone(),
+            title,
+            body,
+        }
+    }
+}
+
 impl EventSink for RunNotifications {
     fn emit(&self, event: &Event) {
         if self.notifications.is_empty() {
@@ -261,14 +355,22 @@ impl EventSink for RunNotifications {
         let Some((on, name, body)) = self.body(event) else {
             return;
         };
+        let mut shown = false;
         for n in self.notifications.iter().filter(|n| n.on.contains(&on)) {
-            self.notifier.send(Delivery {
-                url: n.webhook.url.clone(),
-                secret_env: n.webhook.secret_env.clone(),
-                event: name,
-                id: uuid::Uuid::now_v7().to_string(),
-                body: body.clone(),
-            });
+            if let Some(webhook) = &n.webhook {
+                self.notifier.send(Delivery {
+                    url: webhook.url.clone(),
+                    secret_env: webhook.secret_env.clone(),
+                    event: name,
+                    id: uuid::Uuid::now_v7().to_string(),
+                    body: body.clone(),
+                });
+            }
+            // One desktop notification per event, however many entries ask for it.
+            if n.desktop && !shown {
+                shown = true;
+                self.notifier.show(self.notice(event, name));
+            }
         }
     }
 }

@@ -27,7 +27,7 @@ pub const LAUNCHD_LABEL: &str = "dev.nexus.serve";
 pub const WINDOWS_TASK: &str = "Nexus serve";
 
 /// Which service manager.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, specta::Type)]
 #[serde(rename_all = "snake_case")]
 pub enum Manager {
     /// systemd, per user (`systemctl --user`).
@@ -61,6 +61,65 @@ pub struct ServiceSpec {
     /// Where its output goes (launchd only; systemd keeps it in the journal, Windows
     /// discards it), absolute.
     pub log_file: PathBuf,
+}
+
+/// Where the service listens unless told otherwise (`nexus serve`'s default address).
+pub const DEFAULT_BIND: &str = "127.0.0.1:7878";
+
+/// The service of `program` (the `nexus` binary, absolute): `serve --bind <bind>
+/// --workflows <folder> --db <db>`, its log (launchd) under `home`. `folder` and `db` are
+/// made absolute (the service does not start in this working directory).
+pub fn serve_spec(
+    program: PathBuf,
+    bind: std::net::SocketAddr,
+    folder: &Path,
+    db: &Path,
+    home: &Path,
+) -> ServiceSpec {
+    let absolute = |p: &Path| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
+    ServiceSpec {
+        program,
+        args: vec![
+            "serve".into(),
+            "--bind".into(),
+            bind.to_string(),
+            "--workflows".into(),
+            absolute(folder).display().to_string(),
+            "--db".into(),
+            absolute(db).display().to_string(),
+        ],
+        log_file: home.join("Library/Logs/Nexus/serve.log"),
+    }
+}
+
+/// The `nexus` command-line program the desktop app registers as the service: the one
+/// installed beside the app's own executable `beside` (a bundle's sidecar), else the
+/// first on `path` (the `PATH` variable's value); canonical.
+///
+/// # Errors
+/// [`Error::Config`] naming where it looked and how to install it.
+pub fn find_cli(beside: &Path, path: Option<&std::ffi::OsStr>) -> Result<PathBuf> {
+    let name = if cfg!(windows) { "nexus.exe" } else { "nexus" };
+    let dirs = beside
+        .parent()
+        .map(Path::to_path_buf)
+        .into_iter()
+        .chain(path.map(std::env::split_paths).into_iter().flatten());
+    for dir in dirs {
+        let candidate = dir.join(name);
+        if candidate.is_file() {
+            return candidate.canonicalize().map_err(|e| Error::Io {
+                path: candidate.display().to_string(),
+                message: e.to_string(),
+            });
+        }
+    }
+    Err(Error::Config {
+        message: format!(
+            "the `{name}` command-line program is neither beside this app ({}) nor on PATH; the service runs `nexus serve`, so install it (`cargo install --path crates/cli` in the source tree) and try again",
+            beside.display()
+        ),
+    })
 }
 
 /// Where the service's file lives for `manager`, under the user's `home` and
@@ -223,8 +282,8 @@ pub fn schtasks_create(spec: &ServiceSpec) -> Vec<String> {
     .collect()
 }
 
-/// What `nexus service status` reports.
-#[derive(Debug, Clone, Serialize)]
+/// What `nexus service status` and the desktop app report.
+#[derive(Debug, Clone, Serialize, specta::Type)]
 pub struct ServiceStatus {
     /// The manager.
     pub manager: Manager,
@@ -427,6 +486,58 @@ fn write_atomically(path: &Path, text: &str) -> Result<()> {
     Ok(())
 }
 
+/// The desktop app's service: `nexus serve` of the app's workflows folder and run
+/// database on [`DEFAULT_BIND`], so its schedules fire while the app is closed.
+impl crate::Desktop {
+    /// Whether the service is installed and running.
+    ///
+    /// # Errors
+    /// [`Error::Config`] when the user has no home folder.
+    pub async fn service_status(&self) -> Result<ServiceStatus> {
+        let manager = Manager::native();
+        let (home, config) = user_folders()?;
+        Ok(status(manager, file_path(manager, &home, &config).as_deref()).await)
+    }
+
+    /// Installs, enables and starts the service with the `nexus` program beside the
+    /// app or on `PATH` ([`find_cli`]); returns its status after.
+    ///
+    /// # Errors
+    /// [`Error::Config`] when `nexus` is not found or the service manager refused;
+    /// [`Error::Io`] writing the service's file.
+    pub async fn install_service(&self) -> Result<ServiceStatus> {
+        let manager = Manager::native();
+        let (home, config) = user_folders()?;
+        let exe = std::env::current_exe().map_err(|e| Error::Io {
+            path: "the app's executable".into(),
+            message: e.to_string(),
+        })?;
+        let program = find_cli(&exe, std::env::var_os("PATH").as_deref())?;
+        let bind = DEFAULT_BIND.parse().map_err(|_| Error::Internal {
+            message: format!("`{DEFAULT_BIND}` is not an address"),
+        })?;
+        let folder = self.root()?;
+        let spec = serve_spec(program, bind, &folder, &self.paths.database, &home);
+        let file = file_path(manager, &home, &config);
+        install(manager, &spec, file.as_deref(), true).await?;
+        Ok(status(manager, file.as_deref()).await)
+    }
+
+    /// Stops, disables and removes the service; returns its status after.
+    ///
+    /// # Errors
+    /// [`Error::Io`] removing its file.
+    pub async fn uninstall_service(&self) -> Result<ServiceStatus> {
+        let manager = Manager::native();
+        let (home, config) = user_folders()?;
+        let file = file_path(manager, &home, &config);
+        for note in uninstall(manager, file.as_deref()).await? {
+            tracing::warn!("service uninstall: {note}");
+        }
+        Ok(status(manager, file.as_deref()).await)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -448,5 +559,47 @@ mod tests {
         );
         assert_eq!(windows_quote(r#"say "hi""#), r#""say \"hi\"""#);
         assert_eq!(windows_quote(r"C:\flows\"), r#""C:\flows\\""#);
+    }
+
+    /// The desktop app finds `nexus` beside its own executable first, then on `PATH`,
+    /// and says how to install it when neither has it.
+    #[test]
+    fn the_cli_is_found_beside_the_app_then_on_path()
+    -> std::result::Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let (app, bin) = (dir.path().join("app"), dir.path().join("bin"));
+        std::fs::create_dir_all(&app)?;
+        std::fs::create_dir_all(&bin)?;
+        let name = if cfg!(windows) { "nexus.exe" } else { "nexus" };
+        let exe = app.join("nexus-desktop");
+        let path = std::env::join_paths([dir.path().join("empty"), bin.clone()])?;
+        let missing = find_cli(&exe, Some(&path));
+        assert!(
+            matches!(&missing, Err(Error::Config { message }) if message.contains("nor on PATH") && message.contains("cargo install")),
+            "{missing:?}"
+        );
+        std::fs::write(bin.join(name), "")?;
+        assert_eq!(find_cli(&exe, Some(&path))?, bin.join(name).canonicalize()?);
+        std::fs::write(app.join(name), "")?;
+        assert_eq!(find_cli(&exe, Some(&path))?, app.join(name).canonicalize()?);
+        Ok(())
+    }
+
+    #[test]
+    fn the_serve_spec_has_absolute_paths_and_the_bind_address()
+    -> std::result::Result<(), Box<dyn std::error::Error>> {
+        let spec = serve_spec(
+            PathBuf::from("/opt/nexus"),
+            DEFAULT_BIND.parse()?,
+            Path::new("flows"),
+            Path::new("runs.db"),
+            Path::new("/home/ada"),
+        );
+        assert_eq!(spec.args[..3], ["serve", "--bind", DEFAULT_BIND]);
+        assert_eq!(spec.args[3], "--workflows");
+        assert!(Path::new(&spec.args[4]).is_absolute() && spec.args[4].ends_with("flows"));
+        assert_eq!(spec.args[5], "--db");
+        assert!(Path::new(&spec.args[6]).is_absolute() && spec.args[6].ends_with("runs.db"));
+        Ok(())
     }
 }

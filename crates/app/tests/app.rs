@@ -778,3 +778,60 @@ async fn an_interrupted_run_is_resumed_from_the_desktop_with_the_clis_code() -> 
     ));
     Ok(())
 }
+
+/// `notifications: [{desktop: true}]` reaches the handler the desktop shell sets: once
+/// per event it is sent on (however many entries ask), with the question (cut to
+/// `NOTICE_MAX_CHARS`) or the run's outcome, and not for events it is not sent on.
+#[tokio::test]
+async fn desktop_notifications_reach_the_shells_handler() -> anyhow::Result<()> {
+    use nexus_app::notify::{DesktopNotice, NOTICE_MAX_CHARS};
+    let dir = tempfile::tempdir()?;
+    let app = desktop(dir.path(), None)?;
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<DesktopNotice>();
+    app.set_desktop_notifications(Arc::new(move |n: &DesktopNotice| {
+        let _ = tx.send(n.clone());
+    }));
+    let question = format!("Ship {}?", "v".repeat(300));
+    let workflow = format!(
+        "id: release\nnotifications:\n  - on: [waiting_for_human, succeeded]\n    desktop: true\n  - on: [succeeded]\n    desktop: true\n  - on: [failed, cancelled]\n    desktop: true\nsteps:\n  - id: ship\n    kind: approval\n    prompt: \"{question}\"\n    approval: {{default: reject, timeout: 10m}}\n"
+    );
+    let (run_id, sink) = start(&app, text(&workflow)).await?;
+    let next = async |rx: &mut tokio::sync::mpsc::UnboundedReceiver<DesktopNotice>| {
+        tokio::time::timeout(Duration::from_secs(60), rx.recv())
+            .await
+            .context("no desktop notification")?
+            .context("the handler was dropped")
+    };
+    let asked = next(&mut rx).await?;
+    assert_eq!(asked.event, "waiting_for_human");
+    assert_eq!(asked.run_id, run_id);
+    assert_eq!(asked.title, "release: waiting for you");
+    assert!(
+        asked.body.starts_with("step `ship` asks: Ship vvv"),
+        "{}",
+        asked.body
+    );
+    assert_eq!(asked.body.chars().count(), NOTICE_MAX_CHARS);
+    assert!(asked.body.ends_with('…'));
+
+    app.answer(&run_id, "ship", HumanDecision::Approve)?;
+    assert_eq!(finished(&sink, &run_id).await?, RunStatus::Succeeded);
+    let done = next(&mut rx).await?;
+    assert_eq!(done.event, "run_succeeded");
+    assert_eq!(done.title, "release: run succeeded");
+    assert!(
+        done.body.starts_with("the run succeeded after "),
+        "{}",
+        done.body
+    );
+    assert!(rx.try_recv().is_err(), "one notification per event");
+
+    // A notification with neither a webhook nor `desktop: true` does not validate.
+    let nowhere = "id: x\nnotifications:\n  - on: [failed]\nsteps:\n  - id: a\n    kind: template\n    template: a\n";
+    let diags = app.validate(nowhere, None);
+    assert!(
+        diags.iter().any(|d| d.message.contains("goes nowhere")),
+        "{diags:?}"
+    );
+    Ok(())
+}

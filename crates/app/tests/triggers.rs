@@ -18,7 +18,8 @@ use nexus_app::engine::{Event, EventSink, RunStatus};
 use nexus_app::keys::ProcessSecrets;
 use nexus_app::store::RunFilter;
 use nexus_app::triggers::{
-    Clock, HookCall, HookError, Hosting, ManualClock, SinkFactory, TriggerEvent, Triggers,
+    AppTriggers, Clock, HookCall, HookError, Hosting, ManualClock, SinkFactory, TriggerEvent,
+    Triggers,
 };
 use nexus_app::{Desktop, Paths};
 use tokio::sync::{broadcast, mpsc};
@@ -450,6 +451,57 @@ async fn a_changed_file_starts_a_run_and_new_workflow_files_are_armed() -> anyho
     Ok(())
 }
 
+/// The desktop app arms the folder's `cron` and `file` triggers while it is open, and
+/// after the user chooses another workflows folder it runs that folder's triggers and no
+/// longer the old one's.
+#[tokio::test]
+async fn the_desktop_app_arms_its_folder_and_rearms_a_new_one() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    std::fs::create_dir_all(dir.path().join("workflows/inbox"))?;
+    let app = desktop(
+        dir.path(),
+        &[("watcher.yaml", WATCHER), ("nightly.yaml", NIGHTLY)],
+    )?;
+    let clock = Arc::new(ManualClock::new(utc("2027-01-11T08:00:00Z")));
+    let host = AppTriggers::start(Arc::clone(&app), Arc::clone(&clock) as Arc<dyn Clock>);
+    let mut events = host.subscribe();
+    host.first_scan().await;
+    assert_eq!(host.armed(), 2, "{:?}", host.list());
+
+    let other = dir.path().join("other");
+    std::fs::create_dir_all(other.join("inbox"))?;
+    std::fs::write(other.join("watcher.yaml"), WATCHER)?;
+    app.set_workflows_folder(&other)?;
+    host.restart();
+    host.first_scan().await;
+    let views = host.list();
+    assert_eq!(views.len(), 1, "{views:?}");
+    assert!(
+        views[0].armed && views[0].kind.as_deref() == Some("file"),
+        "{views:?}"
+    );
+
+    // The old folder's inbox is no longer watched; the new one's is.
+    std::fs::write(dir.path().join("workflows/inbox/old.txt"), "old")?;
+    std::fs::write(other.join("inbox/new.txt"), "new")?;
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    let run_id = loop {
+        let event = tokio::time::timeout_at(deadline, events.recv())
+            .await
+            .context("no run was fired")??;
+        if let TriggerEvent::Fired { run_id, .. } = event {
+            break run_id;
+        }
+    };
+    // The run is stored before its trigger reports it fired.
+    let run = app.get_run(&run_id).await?;
+    let path = run.inputs["path"].as_str().unwrap_or_default().to_string();
+    assert!(path.ends_with("other/inbox/new.txt"), "{path}");
+    host.stop();
+    assert_eq!(host.armed(), 0);
+    Ok(())
+}
+
 const HOOK: &str = r#"id: intake
 inputs:
   title: {type: string}
@@ -617,5 +669,42 @@ async fn webhook_calls_are_checked_before_anything_starts() -> anyhow::Result<()
         matches!(&results[1], Err(HookError::RateLimited { retry_after_s, .. }) if (1..=20).contains(retry_after_s)),
         "{results:?}"
     );
+    Ok(())
+}
+
+/// A hook without a secret (`auth: none`) answers only calls made to a loopback name, so
+/// a web page that reaches a loopback server through DNS rebinding (its own name in
+/// `Host`) starts nothing.
+#[tokio::test]
+async fn a_hook_without_auth_answers_only_under_a_loopback_name() -> anyhow::Result<()> {
+    let open = "id: open\ntriggers:\n  - kind: webhook\n    path: open\n    auth: {kind: none}\nsteps:\n  - id: a\n    kind: template\n    template: hi\n";
+    let dir = tempfile::tempdir()?;
+    let app = desktop(dir.path(), &[("open.yaml", open)])?;
+    let clock = Arc::new(ManualClock::new(utc("2027-01-11T08:00:00Z")));
+    let mut h = arm(&app, &clock, true);
+    h.until(|e| matches!(e, TriggerEvent::Armed { kind, .. } if kind == "webhook").then_some(()))
+        .await?;
+    let call = |host: Option<&str>| HookCall {
+        method: "POST".into(),
+        host: host.map(str::to_string),
+        ..HookCall::default()
+    };
+    for host in [Some("rebind.example:7878"), Some("127.0.0.1.nip.io"), None] {
+        let got = h.triggers.call_webhook("open", call(host)).await;
+        assert!(
+            matches!(&got, Err(HookError::Unauthorized { message }) if message.contains("loopback name")),
+            "{host:?}: {got:?}"
+        );
+    }
+    for host in ["127.0.0.1:7878", "localhost", "[::1]:7878"] {
+        let started = h.triggers.call_webhook("open", call(Some(host))).await?;
+        assert_eq!(
+            h.finished(&started.run_id).await?,
+            RunStatus::Succeeded,
+            "{host}"
+        );
+    }
+    let runs = app.list_runs(10).await?;
+    assert_eq!(runs.len(), 3, "only the loopback calls started runs");
     Ok(())
 }

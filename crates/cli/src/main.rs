@@ -262,13 +262,12 @@ fn fail(code: u8, message: impl Into<String>) -> Failure {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("NEXUS_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    // Log lines on stderr (`NEXUS_LOG`), spans over OTLP when `OTEL_EXPORTER_OTLP_*`
+    // configures an endpoint; before the runtime, whose blocking HTTP client it is not.
+    let (telemetry, problem) = nexus_app::telemetry::init("NEXUS_LOG", "warn");
+    if let Some(problem) = problem {
+        eprintln!("warning: traces are not exported: {problem}");
+    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -279,6 +278,9 @@ fn main() -> ExitCode {
     let result = runtime.block_on(dispatch(cli));
     // Do not wait for a blocking read of the terminal that no question needs any more.
     runtime.shutdown_background();
+    if let Err(e) = telemetry.shutdown() {
+        eprintln!("warning: {e}");
+    }
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(f) => {
@@ -396,21 +398,7 @@ async fn service(db: PathBuf, command: ServiceCommand) -> Result<(), Failure> {
             let program = std::env::current_exe()?.canonicalize()?;
             let folder =
                 workflows.unwrap_or_else(|| nexus_app::Paths::standard().default_workflows);
-            let folder = std::path::absolute(&folder).unwrap_or(folder);
-            let db = std::path::absolute(&db).unwrap_or(db);
-            let spec = svc::ServiceSpec {
-                program,
-                args: vec![
-                    "serve".into(),
-                    "--bind".into(),
-                    bind.to_string(),
-                    "--workflows".into(),
-                    folder.display().to_string(),
-                    "--db".into(),
-                    db.display().to_string(),
-                ],
-                log_file: home.join("Library/Logs/Nexus/serve.log"),
-            };
+            let spec = svc::serve_spec(program, bind, &folder, &db, &home);
             if print {
                 match manager {
                     Manager::Systemd => print!("{}", svc::systemd_unit(&spec)),
@@ -648,7 +636,12 @@ async fn execute(
     // Heartbeat and control requests from `nexus pause|resume|cancel`.
     let report = runs::execute(&engine, &store, Arc::clone(&plan), inputs, options)
         .await
-        .map_err(app_failure)?;
+        .map_err(app_failure);
+    // The database's worker threads hold the span of their last statement (sqlx), so
+    // the run's span ends only once they are done: close them before the spans are
+    // exported at exit.
+    store.close().await;
+    let report = report?;
     if let Some(p) = &progress {
         p.finish();
     }

@@ -229,14 +229,17 @@ impl EventSink for Progress {
                 self.line(format!("  ✗ {step_id} failed: {error}"));
             }
             Event::StepSkipped {
-                step_id, reason, ..
+                step_id,
+                reason,
+                status,
+                ..
             } => {
                 if let Ok(mut running) = self.running.lock()
                     && let Some(r) = running.remove(step_id)
                 {
                     r.bar.finish_and_clear();
                 }
-                self.line(format!("  - {step_id} skipped: {reason}"));
+                self.line(format!("  - {step_id} {}: {reason}", status.as_str()));
             }
             Event::MapProgress {
                 step_id,

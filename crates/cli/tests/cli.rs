@@ -988,3 +988,167 @@ fn nexus_run_sends_its_notifications_before_it_exits() {
     let expected = format!("sha256={}", hex::encode(mac.finalize().into_bytes()));
     assert_eq!(sig.as_deref(), Some(expected.as_str()));
 }
+
+/// A span as the test reads it from OTLP: name, ids and string attributes.
+#[derive(Debug, Clone)]
+struct OtlpSpan {
+    name: String,
+    trace_id: Vec<u8>,
+    span_id: Vec<u8>,
+    parent: Vec<u8>,
+    attrs: std::collections::HashMap<String, String>,
+}
+
+/// Decodes the OTLP/HTTP protobuf export requests a collector received into spans, with
+/// the resource's `service.name` of each.
+fn otlp_spans(bodies: &[Vec<u8>]) -> Vec<(String, OtlpSpan)> {
+    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+    use opentelemetry_proto::tonic::common::v1::any_value::Value;
+    use prost::Message;
+    let string = |kv: &opentelemetry_proto::tonic::common::v1::KeyValue| match kv
+        .value
+        .as_ref()
+        .and_then(|v| v.value.as_ref())
+    {
+        Some(Value::StringValue(s)) => Some((kv.key.clone(), s.clone())),
+        _ => None,
+    };
+    let mut out = Vec::new();
+    for body in bodies {
+        let req = ExportTraceServiceRequest::decode(body.as_slice()).expect("OTLP protobuf");
+        for rs in req.resource_spans {
+            let service = rs
+                .resource
+                .iter()
+                .flat_map(|r| r.attributes.iter())
+                .filter_map(string)
+                .find(|(k, _)| k == "service.name")
+                .map(|(_, v)| v)
+                .unwrap_or_default();
+            for span in rs.scope_spans.into_iter().flat_map(|s| s.spans) {
+                out.push((
+                    service.clone(),
+                    OtlpSpan {
+                        name: span.name,
+                        trace_id: span.trace_id,
+                        span_id: span.span_id,
+                        parent: span.parent_span_id,
+                        attrs: span.attributes.iter().filter_map(string).collect(),
+                    },
+                ));
+            }
+        }
+    }
+    out
+}
+
+/// With `OTEL_EXPORTER_OTLP_ENDPOINT` set, `nexus run` exports the run → step → attempt
+/// span tree to a collector over OTLP/HTTP protobuf (a receiver on loopback decoding
+/// the official protobuf messages) before it exits; a protocol it does not speak is
+/// refused with a warning and the run still succeeds.
+#[test]
+fn nexus_run_exports_its_spans_over_otlp() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<Vec<u8>>();
+    let listener = rt
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
+    let addr = listener.local_addr().unwrap();
+    let app = axum::Router::new().route(
+        "/v1/traces",
+        axum::routing::post(move |body: axum::body::Bytes| {
+            let _ = tx.send(body.to_vec());
+            async {
+                (
+                    [(axum::http::header::CONTENT_TYPE, "application/x-protobuf")],
+                    Vec::<u8>::new(),
+                )
+            }
+        }),
+    );
+    rt.spawn(async move { axum::serve(listener, app).await });
+    let server = ollama_server(&[serde_json::json!({"name": "llama3.1:latest",
+        "capabilities": ["completion"], "script": {"content": ["Teal."]}})]);
+    let dir = tempfile::tempdir().unwrap();
+    let wf = dir.path().join("traced.yaml");
+    std::fs::write(
+        &wf,
+        "id: traced\nsteps:\n  - id: pick\n    kind: llm\n    model: [ollama:llama3.1:latest]\n    prompt: Pick a colour.\n    max_tokens: 8\n    cache: false\n  - id: say\n    kind: template\n    needs: [pick]\n    template: \"{{ steps.pick.output }}\"\n",
+    )
+    .unwrap();
+    let run = |envs: &[(&str, String)]| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_nexus"));
+        cmd.args(["run", wf.to_str().unwrap()])
+            .env("NEXUS_DB", dir.path().join("runs.db"))
+            .env("OLLAMA_HOST", &server.url)
+            .env("NEXUS_EMBEDDED_MODEL", "/nonexistent/model.gguf")
+            .env_remove("OPENAI_API_KEY")
+            .env_remove("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+            .env_remove("OTEL_EXPORTER_OTLP_PROTOCOL")
+            .env_remove("OTEL_SERVICE_NAME");
+        for (k, v) in envs {
+            cmd.env(k, v);
+        }
+        cmd.output().unwrap()
+    };
+    let out = run(&[("OTEL_EXPORTER_OTLP_ENDPOINT", format!("http://{addr}"))]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let bodies: Vec<Vec<u8>> = rx.try_iter().collect();
+    let spans = otlp_spans(&bodies);
+    let find = |name: &str| -> Vec<OtlpSpan> {
+        spans
+            .iter()
+            .filter(|(_, s)| s.name == name)
+            .map(|(_, s)| s.clone())
+            .collect()
+    };
+    assert!(spans.iter().all(|(svc, _)| svc == "nexus"), "{spans:?}");
+    let runs = find("run");
+    assert_eq!(runs.len(), 1, "{spans:?}");
+    let run_span = &runs[0];
+    assert_eq!(
+        run_span.attrs.get("workflow").map(String::as_str),
+        Some("traced")
+    );
+    let run_id = run_span.attrs.get("run_id").cloned().unwrap_or_default();
+    assert!(text(&out.stdout).contains(&run_id), "{}", text(&out.stdout));
+    let steps = find("step");
+    let mut step_ids: Vec<&str> = steps
+        .iter()
+        .map(|s| s.attrs.get("step_id").map(String::as_str).unwrap_or(""))
+        .collect();
+    step_ids.sort_unstable();
+    assert_eq!(step_ids, ["pick", "say"], "{steps:?}");
+    for s in &steps {
+        assert_eq!(
+            (&s.trace_id, &s.parent),
+            (&run_span.trace_id, &run_span.span_id),
+            "a step's span is a child of the run's: {s:?}"
+        );
+    }
+    let pick = steps
+        .iter()
+        .find(|s| s.attrs.get("step_id").map(String::as_str) == Some("pick"))
+        .unwrap();
+    let attempts = find("attempt");
+    assert_eq!(attempts.len(), 1, "{attempts:?}");
+    assert_eq!(attempts[0].parent, pick.span_id, "{attempts:?}");
+    assert_eq!(
+        attempts[0].attrs.get("model").map(String::as_str),
+        Some("ollama:llama3.1:latest")
+    );
+
+    // A protocol Nexus does not speak: a warning naming the variable, no export, and
+    // the run is unaffected.
+    let out = run(&[
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", format!("http://{addr}")),
+        ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc".into()),
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("OTEL_EXPORTER_OTLP_PROTOCOL=grpc is not supported"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert_eq!(rx.try_iter().count(), 0);
+}

@@ -599,6 +599,36 @@ async fn assert_metrics(http: &reqwest::Client, server: &Server, note: &Value) -
     );
     assert_eq!(sample(&scrape, "nexus_runs_in_flight", &[]), Some(0.0));
     assert_eq!(sample(&scrape, "nexus_questions_open", &[]), Some(0.0));
+    // Steps the cancellation stopped count as `cancelled`, those not run as `skipped`,
+    // as their records say.
+    let (_, runs) = json_of(http.get(server.url("/api/runs")).send().await?).await?;
+    let mut stored = std::collections::BTreeMap::<String, f64>::new();
+    for run in runs.as_array().context("runs")? {
+        let id = run["run_id"].as_str().context("run id")?;
+        let (_, full) = json_of(
+            http.get(server.url(&format!("/api/runs/{id}")))
+                .send()
+                .await?,
+        )
+        .await?;
+        for step in full["steps"].as_array().context("steps")? {
+            *stored
+                .entry(step["status"].as_str().unwrap_or("").to_string())
+                .or_default() += 1.0;
+        }
+    }
+    assert!(stored.contains_key("cancelled"), "{stored:?}");
+    for status in ["skipped", "cancelled"] {
+        assert_eq!(
+            sample(
+                &scrape,
+                "nexus_steps_finished_total",
+                &[wf, ("status", status)]
+            ),
+            stored.get(status).copied(),
+            "{status}: {stored:?}\n{text}"
+        );
+    }
     // draft, ship and note of the first run, draft of the second.
     assert_eq!(
         sample(

@@ -216,7 +216,8 @@ pub enum Event {
         /// Items in all.
         total: u32,
     },
-    /// A step was not run (stored before this is emitted).
+    /// A step was not run, or was stopped by the run's cancellation (stored before this
+    /// is emitted).
     StepSkipped {
         /// Run id.
         run_id: String,
@@ -224,6 +225,9 @@ pub enum Event {
         step_id: String,
         /// Why.
         reason: String,
+        /// The step's stored status: `skipped` (a join rule, a `when`, a failed
+        /// dependency) or `cancelled` (the run was cancelled).
+        status: StepStatus,
     },
     /// The run finished (stored before this is emitted).
     RunFinished {

@@ -1275,4 +1275,10 @@ async fn a_run_and_its_steps_are_tracing_spans_with_their_ids() {
             .any(|f| f["step_id"] == "each" && f["run_id"] == report.run_id),
         "{seen:?}"
     );
+    // Steps that finish inline (the map's template, once per item) have spans too.
+    let shows = steps
+        .iter()
+        .filter(|f| f["step_id"].contains("show"))
+        .count();
+    assert_eq!(shows, 2, "{seen:?}");
 }

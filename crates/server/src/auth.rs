@@ -120,11 +120,7 @@ fn loopback_host(req: &Request) -> Result<(), ApiError> {
         .and_then(|h| h.to_str().ok())
         .or_else(|| req.uri().host())
         .unwrap_or("");
-    let name = match host.strip_prefix('[') {
-        Some(rest) => rest.split(']').next().unwrap_or(""),
-        None => host.split(':').next().unwrap_or(""),
-    };
-    if matches!(name, "127.0.0.1" | "localhost" | "::1") {
+    if nexus_app::triggers::is_loopback_host(host) {
         Ok(())
     } else {
         Err(HttpError::ForbiddenHost {

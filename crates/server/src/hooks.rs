@@ -85,6 +85,7 @@ pub async fn call(
         signature,
         body: body.to_vec(),
         query,
+        host: header_text(header::HOST.as_str()),
     };
     let started = match triggers.call_webhook(&path, call).await {
         Ok(s) => s,

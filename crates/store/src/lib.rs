@@ -341,6 +341,15 @@ fn guardrail_of(g: &sqlx::sqlite::SqliteRow) -> GuardrailRecord {
 }
 
 impl SqliteStore {
+    /// Closes the database's connections once their current statements are done; later
+    /// calls on this store (and its clones) fail with a closed-pool error. Each
+    /// connection's worker thread has then finished, so what it still held (the
+    /// `tracing` span of its last statement, which keeps a run's span open) is dropped:
+    /// a process calls this before it exports its last spans and exits.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
     /// Opens (creating if needed) the database at `path` and applies migrations, with
     /// the durability of `NEXUS_DB_SYNC` ([`Durability::from_env`]).
     ///

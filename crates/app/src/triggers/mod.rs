@@ -14,6 +14,7 @@
 mod clock;
 pub mod cron;
 mod file;
+mod host;
 mod scan;
 mod webhook;
 
@@ -31,7 +32,8 @@ use tokio::sync::{broadcast, watch};
 use tokio_util::sync::CancellationToken;
 
 pub use clock::{Clock, ManualClock, RECHECK, SystemClock};
-pub use webhook::{HookCall, HookError, HookStarted, Webhook};
+pub use host::AppTriggers;
+pub use webhook::{HookCall, HookError, HookStarted, Webhook, is_loopback_host};
 
 use crate::{Desktop, RunRequest};
 

@@ -69,6 +69,21 @@ pub struct HookCall {
     pub body: Vec<u8>,
     /// The query string's parameters.
     pub query: BTreeMap<String, String>,
+    /// The `Host` header (name and port): a hook with `auth: none` answers only under a
+    /// loopback name, see [`is_loopback_host`].
+    pub host: Option<String>,
+}
+
+/// Whether `host` (a `Host` header: a name or address, an optional port, IPv6 in
+/// brackets) is `127.0.0.1`, `localhost` or `[::1]`. A web page that reaches a loopback
+/// server by DNS rebinding sends its own name, so a check without a secret must insist on
+/// one of these (the defense Jupyter and Ollama use).
+pub fn is_loopback_host(host: &str) -> bool {
+    let name = match host.strip_prefix('[') {
+        Some(rest) => rest.split(']').next().unwrap_or(""),
+        None => host.split(':').next().unwrap_or(""),
+    };
+    matches!(name, "127.0.0.1" | "localhost" | "::1")
 }
 
 /// A call that started a run.
@@ -281,7 +296,15 @@ fn authorize(auth: &WebhookAuth, call: &HookCall) -> Result<(), HookError> {
         message: message.to_string(),
     };
     match auth {
-        WebhookAuth::None => Ok(()),
+        WebhookAuth::None => match call.host.as_deref() {
+            Some(h) if is_loopback_host(h) => Ok(()),
+            other => Err(HookError::Unauthorized {
+                message: format!(
+                    "this webhook has `auth: none`, so it answers only calls to a loopback name (127.0.0.1, localhost, [::1]); this one came for host `{}` (a web page reaching the server by DNS rebinding would); give the trigger `auth: {{kind: token}}` or `{{kind: hmac_sha256}}` to call it under another name",
+                    other.unwrap_or("")
+                ),
+            }),
+        },
         WebhookAuth::Token { secret_env } => {
             let secret = secret(secret_env)?;
             let given = call

@@ -1,7 +1,7 @@
 //! Checks of a workflow's `notifications:` (see [`crate::workflow::Notification`]).
 //!
 //! Invariant: a workflow whose notifications pass these checks can send them: each is
-//! sent on something, its URL is `http` or `https` (on this machine in a `local_only`
+//! sent on something and to somewhere, its URL is `http` or `https` (on this machine in a `local_only`
 //! workflow, which sends nothing off it), and its secret is named by a valid
 //! environment variable name.
 
@@ -26,7 +26,17 @@ pub(super) fn check_notifications(cx: &mut Ctx<'_>, wf: &Workflow) {
                 "list what to send it on: `succeeded`, `failed`, `cancelled`, `waiting_for_human` (or leave `on` out for `[failed]`)",
             ));
         }
-        let url = &n.webhook.url;
+        if n.webhook.is_none() && !n.desktop {
+            cx.push(at("webhook").diag(
+                DiagnosticCode::InvalidValue,
+                "this notification goes nowhere: it has neither a `webhook` nor `desktop: true`".to_string(),
+                "add `webhook: {url: ...}` to POST it, or `desktop: true` to show it on the desktop",
+            ));
+        }
+        let Some(webhook) = &n.webhook else {
+            continue;
+        };
+        let url = &webhook.url;
         let host = reqwest::Url::parse(url)
             .ok()
             .filter(|u| matches!(u.scheme(), "http" | "https"))
@@ -44,7 +54,7 @@ pub(super) fn check_notifications(cx: &mut Ctx<'_>, wf: &Workflow) {
             )),
             Some(_) => {}
         }
-        if let Some(var) = &n.webhook.secret_env
+        if let Some(var) = &webhook.secret_env
             && (var.is_empty() || !var.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'))
         {
             cx.push(at("webhook.secret_env").diag(

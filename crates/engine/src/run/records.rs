@@ -137,6 +137,7 @@ pub(super) fn final_event(run_id: &str, rec: &StepRecord) -> Event {
             run_id: run_id.to_string(),
             step_id: rec.step_id.clone(),
             reason: rec.error.clone().unwrap_or_default(),
+            status: rec.status,
         },
     }
 }

@@ -63,6 +63,9 @@ pub(super) struct Sched {
     ready: Vec<usize>,
     tasks: JoinSet<Finished>,
     task_steps: HashMap<tokio::task::Id, usize>,
+    /// The `step` spans of ready steps that wait for a task slot, by step index: the
+    /// span starts when the step is first tried, so it includes the wait.
+    waiting_spans: HashMap<usize, tracing::Span>,
     pub(super) cancelled: bool,
     paused: bool,
     pub(super) store_error: Option<EngineError>,
@@ -89,6 +92,7 @@ impl Sched {
             ready: Vec::new(),
             tasks: JoinSet::new(),
             task_steps: HashMap::new(),
+            waiting_spans: HashMap::new(),
             cancelled: false,
             paused: false,
             store_error: None,
@@ -461,10 +465,21 @@ impl Engine {
         let max = self.config.max_parallel.max(1);
         while !s.paused && (s.tasks.len() < max || !s.ready.is_empty()) {
             let Some(i) = s.ready.pop() else { break };
-            match self.start_step(s, i, max) {
+            // Every step, inline or a task, runs inside a `step` span (a task carries
+            // the span it was spawned in, see [`Engine::spawn`]).
+            let span = match s.waiting_spans.remove(&i) {
+                Some(span) => span,
+                None => tracing::info_span!(
+                    "step",
+                    run_id = %s.shared.run_id,
+                    step_id = %s.frame.path(&s.plan.steps[i].id)
+                ),
+            };
+            match span.in_scope(|| self.start_step(s, i, max)) {
                 Start::Done(finished) => done.push(*finished),
                 Start::Spawned => {}
                 Start::Full => {
+                    s.waiting_spans.insert(i, span);
                     s.ready.push(i);
                     break;
                 }
@@ -684,7 +699,8 @@ impl Engine {
     }
 
     /// Runs step `i` as a task: `work` gets the engine and yields the step's record and
-    /// output.
+    /// output. The task runs in the current span: the step's, entered by
+    /// [`Engine::start_ready`].
     fn spawn<F, Fut>(self: &Arc<Self>, s: &mut Sched, i: usize, work: F) -> Start
     where
         F: FnOnce(Arc<Self>) -> Fut + Send + 'static,
@@ -692,11 +708,7 @@ impl Engine {
     {
         use tracing::Instrument;
         let engine = Arc::clone(self);
-        let span = tracing::info_span!(
-            "step",
-            run_id = %s.shared.run_id,
-            step_id = %s.frame.path(&s.plan.steps[i].id)
-        );
+        let span = tracing::Span::current();
         let handle = s.tasks.spawn(
             async move {
                 let (rec, out) = work(engine).await;
@@ -727,13 +739,16 @@ impl Engine {
                 if outcome.needs_approval && !outcome.blocked {
                     // A human decides: that waits, so it runs as a task.
                     let (engine, sh) = (Arc::clone(self), Arc::clone(&s.shared));
-                    let handle = s.tasks.spawn(async move {
-                        let guarded = engine
-                            .guard_text(&sh, &rec.step_id.clone(), "output", text, &mut rec)
-                            .await;
-                        let (rec, out) = template_result(rec, guarded, format, t0);
-                        (i, rec, out)
-                    });
+                    let handle = s.tasks.spawn(tracing::Instrument::instrument(
+                        async move {
+                            let guarded = engine
+                                .guard_text(&sh, &rec.step_id.clone(), "output", text, &mut rec)
+                                .await;
+                            let (rec, out) = template_result(rec, guarded, format, t0);
+                            (i, rec, out)
+                        },
+                        tracing::Span::current(),
+                    ));
                     s.task_steps.insert(handle.id(), i);
                     return Start::Spawned;
                 }

@@ -42,12 +42,15 @@ fn default_on() -> Vec<NotifyOn> {
     vec![NotifyOn::Failed]
 }
 
-/// One notification: when, and to where.
+/// One notification: when, and to where (an outgoing webhook, a desktop notification,
+/// or both; at least one).
 ///
 /// ```yaml
 /// notifications:
 ///   - on: [failed, waiting_for_human]
 ///     webhook: {url: "https://chat.example.com/hooks/ops", secret_env: OPS_HOOK_SECRET}
+///   - on: [succeeded, failed]
+///     desktop: true
 /// ```
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -56,7 +59,13 @@ pub struct Notification {
     #[serde(default = "default_on")]
     pub on: Vec<NotifyOn>,
     /// An outgoing webhook: a JSON `POST` (see [`NotifyWebhook`]).
-    pub webhook: NotifyWebhook,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook: Option<NotifyWebhook>,
+    /// Also show a desktop notification (the operating system's notification center),
+    /// for runs of the desktop app, which is the process that can show one; `nexus run`
+    /// and `nexus serve` log it instead.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub desktop: bool,
 }
 
 /// An outgoing webhook. The body is JSON:
