@@ -58,7 +58,7 @@ test.beforeEach(async ({ page }) => {
 
 test('the page talks to nexus serve: the open dialog lists the server folder', async ({ page, request }) => {
   const listed = (await (await request.get('/api/workflows')).json()) as string[];
-  expect(listed).toEqual(['approve.yaml', 'chain.yaml', 'edit.yaml', 'fanout.yaml', 'hooked.yaml', 'stream.yaml']);
+  expect(listed).toEqual(['approve.yaml', 'chain.yaml', 'edit.yaml', 'event.yaml', 'fanout.yaml', 'hooked.yaml', 'stream.yaml']);
   await page.getByTestId('open').click();
   for (const name of listed) await expect(page.getByTestId(`open-${name}`)).toBeVisible();
 });
@@ -160,6 +160,20 @@ test('the history says which trigger started each run and keeps only the runs on
   const listed = (await (await request.get('/api/runs?trigger=webhook')).json()) as { run_id: string }[];
   expect(listed.map((r) => r.run_id)).toContain(hooked);
   expect(listed.map((r) => r.run_id)).not.toContain(byPerson);
+});
+
+test('an event step shows what it waits for until the event is posted to its run', async ({ page, request }) => {
+  await open(page, 'event.yaml');
+  await page.getByTestId('run').click();
+  await page.getByTestId('run-start').click();
+  await expect(page.getByTestId('status-paid')).toHaveText('waiting', { timeout: 30_000 });
+  await expect(page.getByTestId('run-step-waiting-paid')).toContainText('event payment until');
+  const runId = (await page.getByTestId('run-id').textContent())!.trim();
+  const posted = await request.post(`/api/runs/${runId}/events/payment`, { data: { amount: 5 } });
+  expect(posted.status()).toBe(202);
+  await expect(page.getByTestId('run-status')).toHaveText('succeeded', { timeout: 30_000 });
+  const stored = (await (await request.get(`/api/runs/${runId}`)).json()) as Stored;
+  expect(stored.steps.find((s) => s.step_id === 'done')?.output).toBe('paid 5');
 });
 
 test('the triggers dialog lists the triggers the server armed', async ({ page, request }) => {

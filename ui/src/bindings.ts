@@ -604,6 +604,11 @@ export type Event =
  */
 { type: "waiting_for_human"; run_id: string; step_id: string; question: string } | 
 /**
+ * An `event` step waits for its event (posted to the run's callback URL or to
+ * `POST /api/runs/{id}/events/{name}`); emitted when the step starts waiting.
+ */
+{ type: "waiting_for_event"; run_id: string; step_id: string; event: string; until: string | null } | 
+/**
  * A human answered (or the wait ended without an answer: `timeout`).
  */
 { type: "human_decided"; run_id: string; step_id: string; decision: string } | 

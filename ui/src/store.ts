@@ -17,7 +17,8 @@ import { parseWorkflow, reaches, serializeWorkflow, type StepData } from './work
 import { WORKFLOW_KEYS } from './registry';
 import type { Diagnostic, EngineEvent, StoredRun } from './backend';
 
-export type StepStatus = 'queued' | 'running' | 'retrying' | 'succeeded' | 'failed' | 'skipped';
+/** `waiting`: an `event` step waiting for its event (`waitingFor` says which). */
+export type StepStatus = 'queued' | 'running' | 'retrying' | 'waiting' | 'succeeded' | 'failed' | 'skipped';
 
 export interface StepNodeData extends Record<string, unknown> {
   step: StepData;
@@ -46,6 +47,8 @@ export interface StepRun {
   fallback?: string;
   /** Cost in US dollars, from the stored record. */
   costUsd?: number | null;
+  /** What a `waiting` step waits for (`event payment`, with its deadline). */
+  waitingFor?: string;
 }
 
 /** Most events kept for the run panel's Events tab (the oldest are dropped). */
@@ -537,6 +540,9 @@ export const useEditor = create<EditorState & EditorActions>()(
           case 'waiting_for_human':
             set({ run: { ...run, steps, attempts, question: { stepId: e.step_id, text: e.question } } });
             return;
+          case 'waiting_for_event':
+            patch(e.step_id, { status: 'waiting', waitingFor: e.until ? `event ${e.event} until ${new Date(e.until).toLocaleString()}` : `event ${e.event}` });
+            break;
           case 'human_decided':
             set({ run: { ...run, steps, attempts, question: null } });
             return;

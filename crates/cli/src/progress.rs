@@ -265,7 +265,18 @@ impl EventSink for Progress {
                     "  ▶ resumed ({completed_steps} steps already completed)"
                 ));
             }
-
+            Event::WaitingForEvent {
+                step_id,
+                event,
+                until,
+                ..
+            } => {
+                let until = until
+                    .as_deref()
+                    .map(|u| format!(" until {u}"))
+                    .unwrap_or_default();
+                self.line(format!("  ⋯ {step_id} waits for event `{event}`{until}"));
+            }
             Event::RunFinished { .. }
             | Event::WaitingForHuman { .. }
             | Event::HumanDecided { .. }

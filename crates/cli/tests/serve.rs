@@ -1198,7 +1198,11 @@ async fn a_run_waiting_for_an_event_takes_it_from_its_callback_url_after_a_resta
     assert_eq!(status, 201, "{body}");
     let run_id = body["run_id"].as_str().context("run_id")?.to_string();
     let mut stream = Box::pin(events(&http, &first, &run_id).await?);
-    read_until(&mut stream, &mut Vec::new(), step_started("paid")).await;
+    // The step says what it waits for.
+    read_until(&mut stream, &mut Vec::new(), |e| {
+        matches!(e, Event::WaitingForEvent { step_id, event, until: None, .. } if step_id == "paid" && event == "payment")
+    })
+    .await;
     drop(stream);
     let (_, run) = json_of(
         http.get(first.url(&format!("/api/runs/{run_id}")))

@@ -261,6 +261,18 @@ pub enum Event {
         /// What is asked.
         question: String,
     },
+    /// An `event` step waits for its event (posted to the run's callback URL or to
+    /// `POST /api/runs/{id}/events/{name}`); emitted when the step starts waiting.
+    WaitingForEvent {
+        /// Run id.
+        run_id: String,
+        /// Step id.
+        step_id: String,
+        /// The event's name.
+        event: String,
+        /// When the step stops waiting (its `within`), RFC 3339; `None`: no limit.
+        until: Option<String>,
+    },
     /// A human answered (or the wait ended without an answer: `timeout`).
     HumanDecided {
         /// Run id.
@@ -313,6 +325,7 @@ impl Event {
             Event::RunPaused { .. } => "run_paused",
             Event::RunResumed { .. } => "run_resumed",
             Event::WaitingForHuman { .. } => "waiting_for_human",
+            Event::WaitingForEvent { .. } => "waiting_for_event",
             Event::HumanDecided { .. } => "human_decided",
             Event::GuardrailVerdict { .. } => "guardrail_verdict",
             Event::BreakerChanged { .. } => "breaker_changed",
@@ -328,6 +341,7 @@ impl Event {
             | Event::RunResumed { .. }
             | Event::BreakerChanged { .. } => None,
             Event::WaitingForHuman { step_id, .. }
+            | Event::WaitingForEvent { step_id, .. }
             | Event::HumanDecided { step_id, .. }
             | Event::GuardrailVerdict { step_id, .. } => Some(step_id),
             Event::StepStarted { step_id, .. }

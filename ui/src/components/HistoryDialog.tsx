@@ -24,6 +24,7 @@ export const STATUS_COLOR: Record<string, 'green' | 'red' | 'amber' | 'gray' | '
   running: 'blue',
   paused: 'amber',
   waiting_for_human: 'amber',
+  waiting: 'amber',
   cancelled: 'gray',
   skipped: 'gray',
 };

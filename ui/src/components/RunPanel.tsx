@@ -115,6 +115,9 @@ function StepsTab() {
                 <Badge highContrast color={STATUS_COLOR[s.status] ?? (s.status === 'retrying' ? 'amber' : 'gray')} data-testid={`run-step-status-${id}`}>
                   {s.status}
                 </Badge>
+                {s.waitingFor && s.status === 'waiting' && (
+                  <Text size="1" color="gray" data-testid={`run-step-waiting-${id}`}> for {s.waitingFor}</Text>
+                )}
               </Table.Cell>
               <Table.Cell><Code variant="ghost" size="1">{s.model ?? ''}</Code></Table.Cell>
               <Table.Cell className="num" data-testid={`run-tokens-${id}`}>

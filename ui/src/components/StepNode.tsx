@@ -99,7 +99,7 @@ function StepNodeView({ id, data, selected }: NodeProps<StepNodeType>) {
         <Icon size={14} aria-hidden />
         <span className="step-kind">{look.label}</span>
         {status && (
-          <span data-testid={`status-${id}`} className={`status-pill status-${status}`}>
+          <span data-testid={`status-${id}`} className={`status-pill status-${status}`} title={run?.waitingFor ? `waiting for ${run.waitingFor}` : undefined}>
             {status}
           </span>
         )}
@@ -127,7 +127,7 @@ function StepNodeView({ id, data, selected }: NodeProps<StepNodeType>) {
         )}
         {run && (
           <div className="step-run">
-            {run.startedAt && (status === 'running' || status === 'retrying') ? (
+            {run.startedAt && (status === 'running' || status === 'retrying' || status === 'waiting') ? (
               <Elapsed since={run.startedAt} testId={`elapsed-${id}`} />
             ) : run.durationMs !== undefined ? (
               <span data-testid={`elapsed-${id}`}>{(run.durationMs / 1000).toFixed(1)} s</span>

@@ -598,7 +598,16 @@ impl Engine {
                     timeout_output: timeout_output.clone(),
                     cancel: s.options.cancel.child_token(),
                 };
-                self.spawn_announced(s, i, move |engine| engine.wait_event(wait))
+                let until =
+                    deadline.map(|d| d.to_rfc3339_opts(chrono::SecondsFormat::Millis, true));
+                let start = self.spawn_announced(s, i, move |engine| engine.wait_event(wait));
+                s.shared.emitter.emit(Event::WaitingForEvent {
+                    run_id: s.shared.run_id.clone(),
+                    step_id: s.frame.path(&step.id),
+                    event: name.clone(),
+                    until,
+                });
+                start
             }
             Action::Tool(tool) => match super::tool::prepare(s, i, tool) {
                 Ok(call) if call.needs_permission() => {
