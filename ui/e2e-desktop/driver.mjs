@@ -75,7 +75,8 @@ export async function launch() {
     home,
     async stop() {
       try {
-        await driver.quit();
+        // A session whose window was closed may not answer: at most 15 s.
+        await Promise.race([driver.quit(), new Promise((resolve) => setTimeout(resolve, 15_000))]);
       } finally {
         driverProcess.kill();
       }

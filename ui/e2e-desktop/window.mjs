@@ -58,6 +58,15 @@ await new Promise((resolve, reject) => {
   notifier.on('exit', (code) => reject(new Error(`the notification server exited (${code})`)));
 });
 const { driver, home, stop } = await launch();
+/** Polls `check` every 200 ms until it holds, at most `ms`. */
+async function waitFor(check, ms, what) {
+  const end = Date.now() + ms;
+  while (!check()) {
+    if (Date.now() > end) throw new Error(`timed out: ${what}`);
+    await new Promise((r) => setTimeout(r, 200));
+  }
+}
+let windowClosed = false;
 log('window open');
 let failed = null;
 try {
@@ -190,16 +199,36 @@ try {
   const note = received.find((n) => n.summary === 'watch: run succeeded');
   assert.match(note.body, /^the run succeeded after \d+\.\d s$/);
   log(`desktop notification: ${note.summary}: ${note.body}`);
+
+  // Closing the window while a trigger is armed keeps the app in the tray: it says so in
+  // a notification, and the trigger still starts runs with no window open.
+  const notified = (summary) =>
+    readFileSync(notes, 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l)).filter((n) => n.summary === summary).length;
+  await driver.executeScript('window.__TAURI_INTERNALS__.invoke("plugin:window|destroy", { label: "main" }).catch(() => {});').catch(() => {});
+  await waitFor(() => notified('Nexus keeps running') === 1, 30_000, 'the app says it keeps running in the tray');
+  log('window closed; the app keeps running in the tray');
+  writeFileSync(path.join(workflows, 'inbox', 'second.txt'), 'more numbers');
+  await waitFor(() => notified('watch: run succeeded') === 2, 60_000, 'the trigger starts a run with the window closed');
+  log('a run started by the trigger with no window open');
+  windowClosed = true;
 } catch (e) {
   failed = e;
 } finally {
   // WebKitWebDriver's own screenshot command hangs under Xvfb (WebKitGTK 2.50), so the
   // window is captured from the X server with ImageMagick's `import`.
   shot(failed ? 'window.png' : 'window-end.png');
-  await stop();
+  await stop().catch((e) => console.error(`closing the session: ${e}`));
+  // The app outlived its window (in the tray): end it.
+  try {
+    execFileSync('pkill', ['-f', process.env.NEXUS_APP]);
+  } catch {
+    if (windowClosed) console.error('the app was no longer running after the session');
+  }
   notifier.kill();
 }
 if (failed) {
   console.error(failed);
   process.exit(1);
 }
+// tauri-driver may outlive a session whose window was closed.
+process.exit(0);

@@ -507,10 +507,11 @@ impl Desktop {
         PathBuf::from(&lock(&self.settings).workflows_folder)
     }
 
-    /// The workflows folder with links resolved (created when missing).
+    /// The workflows folder with links resolved (created with the examples when
+    /// missing, see [`Desktop::list_workflows`]: whatever looks at it first, the window
+    /// or the triggers' scan, finds the same folder).
     pub(crate) fn root(&self) -> Result<PathBuf> {
-        let folder = self.folder();
-        std::fs::create_dir_all(&folder).map_err(|e| io(&folder, e))?;
+        let folder = self.ensure_folder()?;
         folder.canonicalize().map_err(|e| io(&folder, e))
     }
 
@@ -520,6 +521,23 @@ impl Desktop {
     /// # Errors
     /// [`Error::Io`] when the folder cannot be read or created.
     pub fn list_workflows(&self) -> Result<Vec<String>> {
+        let folder = self.ensure_folder()?;
+        let mut names = Vec::new();
+        for entry in std::fs::read_dir(&folder).map_err(|e| io(&folder, e))? {
+            let entry = entry.map_err(|e| io(&folder, e))?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let is_file = entry.file_type().map(|t| t.is_file()).unwrap_or(false);
+            if is_file && (name.ends_with(".yaml") || name.ends_with(".yml")) {
+                names.push(name);
+            }
+        }
+        names.sort();
+        Ok(names)
+    }
+
+    /// The workflows folder, created with the example workflows and their data files
+    /// when it does not exist yet.
+    fn ensure_folder(&self) -> Result<PathBuf> {
         let folder = self.folder();
         if !folder.exists() {
             std::fs::create_dir_all(&folder).map_err(|e| io(&folder, e))?;
@@ -534,17 +552,7 @@ impl Desktop {
                 write_atomically(&path, text)?;
             }
         }
-        let mut names = Vec::new();
-        for entry in std::fs::read_dir(&folder).map_err(|e| io(&folder, e))? {
-            let entry = entry.map_err(|e| io(&folder, e))?;
-            let name = entry.file_name().to_string_lossy().into_owned();
-            let is_file = entry.file_type().map(|t| t.is_file()).unwrap_or(false);
-            if is_file && (name.ends_with(".yaml") || name.ends_with(".yml")) {
-                names.push(name);
-            }
-        }
-        names.sort();
-        Ok(names)
+        Ok(folder)
     }
 
     /// The example workflows.

@@ -502,6 +502,26 @@ async fn the_desktop_app_arms_its_folder_and_rearms_a_new_one() -> anyhow::Resul
     Ok(())
 }
 
+/// On a first start the workflows folder does not exist: the triggers' scan, which runs
+/// before the window lists the folder, creates it with the example workflows as the
+/// window would (it once created it empty, and the window then showed no examples).
+#[tokio::test]
+async fn the_first_scan_of_a_missing_folder_brings_the_examples() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let app = desktop(dir.path(), &[])?;
+    std::fs::remove_dir(dir.path().join("workflows"))?;
+    let clock = Arc::new(ManualClock::new(utc("2027-01-11T08:00:00Z")));
+    let host = AppTriggers::start(Arc::clone(&app), Arc::clone(&clock) as Arc<dyn Clock>);
+    host.first_scan().await;
+    let listed = app.list_workflows()?;
+    let examples: Vec<String> = app.templates().into_iter().map(|t| t.name).collect();
+    assert!(!examples.is_empty());
+    for name in &examples {
+        assert!(listed.contains(name), "{name} missing from {listed:?}");
+    }
+    Ok(())
+}
+
 const HOOK: &str = r#"id: intake
 inputs:
   title: {type: string}
