@@ -660,7 +660,22 @@ impl Desktop {
 
     /// The engine's diagnostics for `text` (empty when the workflow is valid).
     pub fn validate(&self, text: &str, file: Option<&str>) -> Vec<Diagnostic> {
-        nexus_engine::load_str(text, file).err().unwrap_or_default()
+        nexus_engine::load_str(text, self.plan_path(file).as_deref())
+            .err()
+            .unwrap_or_default()
+    }
+
+    /// Where workflow `file` (a name in the workflows folder) lives, for the engine:
+    /// its sub-workflows' paths are relative to it, so a bare name would resolve them
+    /// against this process's working directory. A name that does not resolve inside
+    /// the folder is placed at the folder's top by its last component.
+    fn plan_path(&self, file: Option<&str>) -> Option<String> {
+        let name = file?;
+        let path = self.resolve(name).or_else(|_| {
+            let last = Path::new(name).file_name().unwrap_or_default();
+            self.root().map(|r| r.join(last))
+        });
+        Some(path.ok()?.display().to_string())
     }
 
     pub(crate) async fn store(&self) -> Result<Arc<SqliteStore>> {
@@ -758,8 +773,11 @@ impl Desktop {
         trigger: Option<nexus_engine::store::RunTrigger>,
         sink: Arc<dyn EventSink>,
     ) -> Result<String> {
-        let plan = nexus_engine::load_str(&request.text, request.file.as_deref())
-            .map_err(|diagnostics| Error::InvalidWorkflow { diagnostics })?;
+        let plan = nexus_engine::load_str(
+            &request.text,
+            self.plan_path(request.file.as_deref()).as_deref(),
+        )
+        .map_err(|diagnostics| Error::InvalidWorkflow { diagnostics })?;
         let inputs = self.inputs(&plan, request.file.as_deref(), &request.inputs)?;
         let store = self.store().await?;
         let engine = self.engine().await?;
@@ -835,13 +853,7 @@ impl Desktop {
         options
             .sinks
             .push(Arc::clone(&self.metrics) as Arc<dyn EventSink>);
-        if !plan.workflow.notifications.is_empty() {
-            options.sinks.push(self.notifier.sink(
-                &run_id,
-                &plan.workflow.id,
-                plan.workflow.notifications.clone(),
-            ));
-        }
+        self.notifier.attach(&mut options, &run_id, &plan.workflow);
         options.human = Some(Arc::clone(&self.human) as Arc<dyn HumanHandler>);
         lock(&self.runs).insert(
             run_id.clone(),

@@ -153,6 +153,23 @@ impl Notifier {
         })
     }
 
+    /// Sends the notifications of run `run_id` of `workflow`, and of its child runs
+    /// (`workflow` steps) those of their own workflow files: a child run is a run of its
+    /// own file, whose `notifications:` apply to it as they would to a run started alone.
+    pub fn attach(
+        self: &Arc<Self>,
+        options: &mut nexus_engine::RunOptions,
+        run_id: &str,
+        workflow: &nexus_engine::workflow::Workflow,
+    ) {
+        if !workflow.notifications.is_empty() {
+            options
+                .sinks
+                .push(self.sink(run_id, &workflow.id, workflow.notifications.clone()));
+        }
+        options.child_sinks = Some(Arc::new(ChildNotifications(Arc::clone(self))));
+    }
+
     /// Waits until no delivery is pending, at most `within`; returns how many still are
     /// (a short-lived process, `nexus run`, calls this before it exits).
     pub async fn drain(&self, within: Duration) -> usize {
@@ -243,6 +260,25 @@ pub fn sign(secret: &[u8], body: &[u8]) -> String {
     };
     mac.update(body);
     format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+}
+
+/// Gives each child run the notifications of its own workflow file.
+struct ChildNotifications(Arc<Notifier>);
+
+impl nexus_engine::ChildSinks for ChildNotifications {
+    fn sinks(
+        &self,
+        run_id: &str,
+        workflow: &nexus_engine::workflow::Workflow,
+    ) -> Vec<Arc<dyn EventSink>> {
+        if workflow.notifications.is_empty() {
+            return Vec::new();
+        }
+        vec![
+            self.0
+                .sink(run_id, &workflow.id, workflow.notifications.clone()),
+        ]
+    }
 }
 
 /// The notifications of one run.

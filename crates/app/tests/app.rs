@@ -835,3 +835,43 @@ async fn desktop_notifications_reach_the_shells_handler() -> anyhow::Result<()> 
     );
     Ok(())
 }
+
+/// A sub-workflow's run is a run of its own file: its `notifications:` are sent for it
+/// (the parent declares none here), naming the child's workflow and run.
+#[tokio::test]
+async fn a_child_run_sends_its_own_workflows_notifications() -> anyhow::Result<()> {
+    use nexus_app::notify::DesktopNotice;
+    let dir = tempfile::tempdir()?;
+    let folder = dir.path().join("workflows");
+    std::fs::create_dir_all(&folder)?;
+    let parent = "id: parent\nsteps:\n  - id: call\n    kind: workflow\n    workflow: child.yaml\n";
+    std::fs::write(folder.join("parent.yaml"), parent)?;
+    std::fs::write(
+        folder.join("child.yaml"),
+        "id: child\nnotifications:\n  - on: [succeeded]\n    desktop: true\nsteps:\n  - id: a\n    kind: template\n    template: done\n",
+    )?;
+    let app = desktop(dir.path(), None)?;
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<DesktopNotice>();
+    app.set_desktop_notifications(Arc::new(move |n: &DesktopNotice| {
+        let _ = tx.send(n.clone());
+    }));
+    let request = RunRequest {
+        text: parent.to_string(),
+        file: Some("parent.yaml".into()),
+        ..RunRequest::default()
+    };
+    let (run_id, sink) = start(&app, request).await?;
+    assert_eq!(finished(&sink, &run_id).await?, RunStatus::Succeeded);
+    let notice = tokio::time::timeout(Duration::from_secs(60), rx.recv())
+        .await
+        .context("no notification for the child run")?
+        .context("the handler was dropped")?;
+    assert_eq!(notice.workflow_id, "child");
+    assert_eq!(notice.title, "child: run succeeded");
+    assert_eq!(notice.run_id, format!("{run_id}.call"));
+    assert!(
+        rx.try_recv().is_err(),
+        "the parent declares no notification"
+    );
+    Ok(())
+}

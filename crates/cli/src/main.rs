@@ -616,19 +616,13 @@ async fn execute(
     if let Some(p) = &progress {
         options.sinks.push(p.clone() as Arc<dyn EventSink>);
     }
-    // The workflow's notifications, sent before this process exits (at most 30 s more).
-    let notifier = (!plan.workflow.notifications.is_empty()).then(|| {
-        let n = Arc::new(nexus_app::notify::Notifier::new(Arc::new(
-            nexus_app::metrics::Metrics::new(),
-        )));
-        let run_id = options.run_id.get_or_insert_with(runs::new_run_id).clone();
-        options.sinks.push(n.sink(
-            &run_id,
-            &plan.workflow.id,
-            plan.workflow.notifications.clone(),
-        ));
-        n
-    });
+    // The notifications of the workflow and of its sub-workflows' files, sent before
+    // this process exits (at most 30 s more).
+    let notifier = Arc::new(nexus_app::notify::Notifier::new(Arc::new(
+        nexus_app::metrics::Metrics::new(),
+    )));
+    let run_id = options.run_id.get_or_insert_with(runs::new_run_id).clone();
+    notifier.attach(&mut options, &run_id, &plan.workflow);
     options.human = Some(Arc::new(human::Terminal::new(
         progress.as_ref().map(|p| p.multi()),
         allow_tools,
@@ -645,11 +639,9 @@ async fn execute(
     if let Some(p) = &progress {
         p.finish();
     }
-    if let Some(n) = notifier {
-        let left = n.drain(std::time::Duration::from_secs(30)).await;
-        if left > 0 {
-            eprintln!("{left} notification(s) still being retried were abandoned at exit");
-        }
+    let left = notifier.drain(std::time::Duration::from_secs(30)).await;
+    if left > 0 {
+        eprintln!("{left} notification(s) still being retried were abandoned at exit");
     }
     if json {
         println!("{}", serde_json::to_string_pretty(&report)?);

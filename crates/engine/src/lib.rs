@@ -26,5 +26,5 @@ pub use provider::{
     ChatChunk, ChatRequest, ChatStream, Locality, ModelInfo, Provider, ProviderError,
     ProviderErrorKind,
 };
-pub use run::{CallbackUrls, Engine, EngineConfig, EngineError, RunOptions, RunReport};
+pub use run::{CallbackUrls, ChildSinks, Engine, EngineConfig, EngineError, RunOptions, RunReport};
 pub use workflow::Workflow;

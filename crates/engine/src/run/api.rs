@@ -136,6 +136,14 @@ impl Drop for PauseHold {
     }
 }
 
+/// Makes extra event sinks for the child runs of a run (the runs of its `workflow`
+/// steps, and theirs) from the child's workflow: the app attaches that workflow file's
+/// own `notifications:` this way, since a child run is a run of its own file.
+pub trait ChildSinks: Send + Sync {
+    /// The sinks of child run `run_id`, a run of `workflow`.
+    fn sinks(&self, run_id: &str, workflow: &crate::workflow::Workflow) -> Vec<Arc<dyn EventSink>>;
+}
+
 /// Per-run options.
 #[derive(Clone)]
 pub struct RunOptions {
@@ -170,6 +178,8 @@ pub struct RunOptions {
     pub started_at: Option<chrono::DateTime<chrono::Utc>>,
     /// The trigger that started the run, stored with it; `None`: a person.
     pub trigger: Option<crate::store::RunTrigger>,
+    /// Extra sinks for the run's child runs (see [`ChildSinks`]); passed on to theirs.
+    pub child_sinks: Option<Arc<dyn ChildSinks>>,
 }
 
 impl Default for RunOptions {
@@ -187,6 +197,7 @@ impl Default for RunOptions {
             parent: None,
             trigger: None,
             started_at: None,
+            child_sinks: None,
         }
     }
 }

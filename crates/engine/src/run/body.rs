@@ -176,6 +176,7 @@ pub(super) fn body_options(
         parent: None,
         started_at: None,
         trigger: None,
+        child_sinks: parent.child_sinks.clone(),
     }
 }
 

@@ -68,7 +68,7 @@ use crate::select::{Candidate, Catalog, ModelStats, SelectionInput, SelectorCont
 use crate::store::{RunStore, StepRecord};
 use crate::workflow::Budget;
 
-pub use api::{EngineConfig, EngineError, RunControl, RunOptions, RunReport};
+pub use api::{ChildSinks, EngineConfig, EngineError, RunControl, RunOptions, RunReport};
 pub use attempt::retry_delays;
 use budget::Spend;
 use emit::Emitter;

@@ -64,6 +64,11 @@ pub(super) fn prepare(s: &Sched, i: usize, action: &SubWorkflowAction) -> Result
     let mut options = body_options(&s.options, s.options.cancel.child_token());
     options.run_id = Some(run_id.clone());
     options.parent = Some((s.shared.run_id.clone(), recorded.id.clone()));
+    if let Some(children) = &s.options.child_sinks {
+        options
+            .sinks
+            .extend(children.sinks(&run_id, &action.plan.workflow));
+    }
     Ok(SubRun {
         step: recorded,
         action: action.clone(),
