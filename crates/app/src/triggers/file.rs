@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use nexus_engine::workflow::{DEFAULT_DEBOUNCE_MS, FileTrigger};
+use notify_debouncer_full::notify::event::ModifyKind;
 use notify_debouncer_full::notify::{EventKind, RecommendedWatcher, RecursiveMode};
 use notify_debouncer_full::{DebounceEventResult, Debouncer, RecommendedCache, new_debouncer};
 use tokio::sync::mpsc;
@@ -25,6 +26,20 @@ pub(super) struct Watcher {
 /// Changed paths waiting for their runs, at most.
 const PENDING: usize = 256;
 
+/// Whether an event of `kind` changed a file's content or existence: created, written,
+/// renamed or removed. Opening, reading and metadata changes (a read that updates the
+/// access time) are not changes: the folder's own scan reads every workflow file, and
+/// taking its reads for changes made every scan start the next one (found by the
+/// real-window test).
+pub(super) fn is_change(kind: &EventKind) -> bool {
+    match kind {
+        // `Any`: the platform did not say what happened; take it for a change.
+        EventKind::Create(_) | EventKind::Remove(_) | EventKind::Any => true,
+        EventKind::Modify(m) => !matches!(m, ModifyKind::Metadata(_)),
+        EventKind::Access(_) | EventKind::Other => false,
+    }
+}
+
 /// Watches `folder` (not its subfolders) and sends `()` on `tx` after changes to its
 /// `.yaml`/`.yml` files settle.
 pub(super) fn watch_folder(
@@ -34,7 +49,7 @@ pub(super) fn watch_folder(
 ) -> Result<Watcher, String> {
     let mut debouncer = new_debouncer(debounce, None, move |result: DebounceEventResult| {
         let Ok(events) = result else { return };
-        let workflow_changed = events.iter().any(|e| {
+        let workflow_changed = events.iter().filter(|e| is_change(&e.kind)).any(|e| {
             e.paths
                 .iter()
                 .any(|p| p.extension().is_some_and(|x| x == "yaml" || x == "yml"))
@@ -74,7 +89,7 @@ pub(super) fn arm(inner: &Arc<Inner>, target: &Target, f: &FileTrigger) -> Resul
         let Ok(events) = result else { return };
         let changed: BTreeSet<PathBuf> = events
             .iter()
-            .filter(|e| matches!(e.kind, EventKind::Create(_) | EventKind::Modify(_)))
+            .filter(|e| !matches!(e.kind, EventKind::Remove(_)) && is_change(&e.kind))
             .flat_map(|e| e.paths.iter().cloned())
             .filter(|p| p.is_file())
             .collect();
@@ -115,4 +130,46 @@ pub(super) fn arm(inner: &Arc<Inner>, target: &Target, f: &FileTrigger) -> Resul
     Ok(Watcher {
         _debouncer: debouncer,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use notify_debouncer_full::notify::event::{
+        AccessKind, AccessMode, CreateKind, DataChange, MetadataKind, ModifyKind, RemoveKind,
+        RenameMode,
+    };
+
+    use super::*;
+
+    #[test]
+    fn reads_and_metadata_are_not_changes_writes_renames_and_removals_are() {
+        let kinds = [
+            (EventKind::Access(AccessKind::Open(AccessMode::Read)), false),
+            (
+                EventKind::Access(AccessKind::Close(AccessMode::Read)),
+                false,
+            ),
+            (
+                EventKind::Modify(ModifyKind::Metadata(MetadataKind::AccessTime)),
+                false,
+            ),
+            (
+                EventKind::Modify(ModifyKind::Metadata(MetadataKind::Any)),
+                false,
+            ),
+            (EventKind::Other, false),
+            (EventKind::Any, true),
+            (EventKind::Create(CreateKind::File), true),
+            (
+                EventKind::Modify(ModifyKind::Data(DataChange::Content)),
+                true,
+            ),
+            (EventKind::Modify(ModifyKind::Name(RenameMode::To)), true),
+            (EventKind::Modify(ModifyKind::Any), true),
+            (EventKind::Remove(RemoveKind::File), true),
+        ];
+        for (kind, change) in kinds {
+            assert_eq!(is_change(&kind), change, "{kind:?}");
+        }
+    }
 }
