@@ -417,6 +417,11 @@ impl Inner {
                 return;
             }
         };
+        // Stopped while it scanned (the app chose another folder): arm nothing.
+        if self.stop.is_cancelled() {
+            self.scans.send_modify(|n| *n += 1);
+            return;
+        }
         for p in &scanned.problems {
             self.emit(TriggerEvent::Problem {
                 file: p.file.clone(),
@@ -483,8 +488,17 @@ impl Inner {
             }
             armed.views.push(view);
         }
-        let old = std::mem::replace(&mut *lock(&self.armed), armed);
-        old.cancel.cancel();
+        {
+            // Checked under the lock `stop` takes after cancelling: a generation stopped
+            // while it armed keeps nothing armed.
+            let mut slot = lock(&self.armed);
+            let old = if self.stop.is_cancelled() {
+                armed
+            } else {
+                std::mem::replace(&mut *slot, armed)
+            };
+            old.cancel.cancel();
+        }
         self.scans.send_modify(|n| *n += 1);
     }
 
