@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use backon::BackoffBuilder;
 use hmac::{Hmac, Mac};
-use nexus_engine::workflow::{Notification, NotifyOn};
+use nexus_engine::workflow::{Notification, NotifyOn, Workflow};
 use nexus_engine::{Event, EventSink, RunStatus};
 use serde::Serialize;
 use sha2::Sha256;
@@ -137,20 +137,19 @@ impl Notifier {
         }
     }
 
-    /// The sink that sends `notifications` for run `run_id` of workflow `workflow_id`
-    /// (events of other runs, e.g. its sub-workflows' children, are not its own).
-    pub fn sink(
-        self: &Arc<Self>,
-        run_id: &str,
-        workflow_id: &str,
-        notifications: Vec<Notification>,
-    ) -> Arc<dyn EventSink> {
-        Arc::new(RunNotifications {
+    /// The sink that sends `workflow`'s notifications for run `run_id` (events of other
+    /// runs, e.g. its sub-workflows' children, are not its own); `None` when the workflow
+    /// declares none.
+    pub fn sink(self: &Arc<Self>, run_id: &str, workflow: &Workflow) -> Option<Arc<dyn EventSink>> {
+        if workflow.notifications.is_empty() {
+            return None;
+        }
+        Some(Arc::new(RunNotifications {
             notifier: Arc::clone(self),
             run_id: run_id.to_string(),
-            workflow_id: workflow_id.to_string(),
-            notifications,
-        })
+            workflow_id: workflow.id.clone(),
+            notifications: workflow.notifications.clone(),
+        }))
     }
 
     /// Sends the notifications of run `run_id` of `workflow`, and of its child runs
@@ -160,13 +159,9 @@ impl Notifier {
         self: &Arc<Self>,
         options: &mut nexus_engine::RunOptions,
         run_id: &str,
-        workflow: &nexus_engine::workflow::Workflow,
+        workflow: &Workflow,
     ) {
-        if !workflow.notifications.is_empty() {
-            options
-                .sinks
-                .push(self.sink(run_id, &workflow.id, workflow.notifications.clone()));
-        }
+        options.sinks.extend(self.sink(run_id, workflow));
         options.child_sinks = Some(Arc::new(ChildNotifications(Arc::clone(self))));
     }
 
@@ -266,18 +261,8 @@ pub fn sign(secret: &[u8], body: &[u8]) -> String {
 struct ChildNotifications(Arc<Notifier>);
 
 impl nexus_engine::ChildSinks for ChildNotifications {
-    fn sinks(
-        &self,
-        run_id: &str,
-        workflow: &nexus_engine::workflow::Workflow,
-    ) -> Vec<Arc<dyn EventSink>> {
-        if workflow.notifications.is_empty() {
-            return Vec::new();
-        }
-        vec![
-            self.0
-                .sink(run_id, &workflow.id, workflow.notifications.clone()),
-        ]
+    fn sinks(&self, run_id: &str, workflow: &Workflow) -> Vec<Arc<dyn EventSink>> {
+        self.0.sink(run_id, workflow).into_iter().collect()
     }
 }
 

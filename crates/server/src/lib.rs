@@ -35,8 +35,8 @@ use tower_http::services::{ServeDir, ServeFile};
 
 pub use error::{ApiError, Error, HttpError};
 
-/// The default address: loopback, port 7878.
-pub const DEFAULT_ADDR: &str = "127.0.0.1:7878";
+/// The default address: loopback, port 7878 (the login service's too).
+pub const DEFAULT_ADDR: &str = nexus_app::service::DEFAULT_BIND;
 
 /// The default request body limit, bytes (1 MiB: a workflow is a few kilobytes).
 pub const DEFAULT_BODY_LIMIT: usize = 1024 * 1024;

@@ -85,12 +85,12 @@ impl AppTriggers {
 
     /// Returns once the current generation scanned the folder the first time.
     pub async fn first_scan(&self) {
-        let scans = lock(&self.current)
+        // The generation's state, out of the lock before waiting.
+        let inner = lock(&self.current)
             .as_ref()
             .map(|g| Arc::clone(&g.triggers.inner));
-        if let Some(inner) = scans {
-            let mut rx = inner.scans.subscribe();
-            let _ = rx.wait_for(|n| *n >= 1).await;
+        if let Some(inner) = inner {
+            inner.first_scan().await;
         }
     }
 

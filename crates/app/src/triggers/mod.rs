@@ -300,8 +300,7 @@ impl Triggers {
     /// Returns once the folder was scanned and its triggers armed the first time (each
     /// cron trigger then arms on its own task).
     pub async fn first_scan(&self) {
-        let mut rx = self.inner.scans.subscribe();
-        let _ = rx.wait_for(|n| *n >= 1).await;
+        self.inner.first_scan().await;
     }
 
     /// Receives every [`TriggerEvent`] from now on.
@@ -378,6 +377,12 @@ impl Drop for Triggers {
 }
 
 impl Inner {
+    /// Returns once the folder was scanned the first time.
+    async fn first_scan(&self) {
+        let mut rx = self.scans.subscribe();
+        let _ = rx.wait_for(|n| *n >= 1).await;
+    }
+
     pub(crate) fn emit(&self, event: TriggerEvent) {
         match &event {
             TriggerEvent::Problem { file, message, .. } => {
