@@ -17,6 +17,8 @@
 //! `length`), and the stream is also [`metered`] like every provider's, so the reply
 //! never passes the engine's token and byte ceilings.
 
+mod embeddings;
+
 use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
@@ -115,6 +117,8 @@ pub struct EmbeddedProvider {
     name: String,
     loaded: Arc<tokio::sync::OnceCell<Arc<Loaded>>>,
     gate: Arc<tokio::sync::Semaphore>,
+    /// The sentence encoder behind [`Provider::embed`] (`embedded:all-minilm-l6-v2`).
+    encoder: Arc<embeddings::Encoder>,
 }
 
 impl std::fmt::Debug for EmbeddedProvider {
@@ -145,7 +149,16 @@ impl EmbeddedProvider {
             path,
             loaded: Arc::new(tokio::sync::OnceCell::new()),
             gate: Arc::new(tokio::sync::Semaphore::new(1)),
+            encoder: Arc::new(embeddings::Encoder::new(nexus_embed::default_model_dir())),
         }
+    }
+
+    /// The same provider with its embedding model (see [`nexus_embed`]) in `dir` instead
+    /// of [`nexus_embed::default_model_dir`].
+    #[must_use]
+    pub fn with_embedding_model(mut self, dir: PathBuf) -> Self {
+        self.encoder = Arc::new(embeddings::Encoder::new(dir));
+        self
     }
 
     /// A provider for [`default_model_path`].
@@ -333,6 +346,18 @@ impl Provider for EmbeddedProvider {
 
     fn locality(&self) -> Locality {
         Locality::Embedded
+    }
+
+    /// Embeddings with `all-minilm-l6-v2` ([`nexus_embed`]).
+    fn can_embed(&self) -> bool {
+        true
+    }
+
+    async fn embed(
+        &self,
+        request: nexus_engine::provider::embed::EmbedRequest,
+    ) -> Result<nexus_engine::provider::embed::Embeddings, ProviderError> {
+        self.encoder.embed(request).await
     }
 
     async fn list_models(&self) -> Result<Vec<ModelInfo>, ProviderError> {

@@ -11,6 +11,7 @@ pub mod breaker;
 pub mod diagnostic;
 pub mod events;
 pub mod human;
+pub mod memory;
 pub mod parse;
 pub mod plan;
 pub mod provider;

@@ -298,6 +298,12 @@ pub struct PostedEvent {
 /// Where the engine records runs.
 #[async_trait]
 pub trait RunStore: Send + Sync {
+    /// The store's memory collections, if it keeps them (the `memory` tool fails without
+    /// them). Default: none.
+    fn memory(&self) -> Option<&dyn crate::memory::MemoryStore> {
+        None
+    }
+
     /// Records a run as started.
     ///
     /// # Errors

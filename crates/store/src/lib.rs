@@ -23,6 +23,8 @@
 //! `~/Library/Application Support` on macOS, `%APPDATA%` on Windows), overridable with
 //! `NEXUS_DB` or the CLI's `--db`.
 
+mod memory;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -292,7 +294,7 @@ fn trigger_of(r: &sqlx::sqlite::SqliteRow) -> Option<RunTrigger> {
     })
 }
 
-fn ts(t: &DateTime<Utc>) -> String {
+pub(crate) fn ts(t: &DateTime<Utc>) -> String {
     t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
@@ -372,6 +374,7 @@ impl SqliteStore {
                 source,
             })?;
         }
+        memory::register_sqlite_vec();
         let options = SqliteConnectOptions::from_str("sqlite://")
             .map_err(|source| Error::Open {
                 path: path.to_path_buf(),
@@ -1148,6 +1151,10 @@ impl SqliteStore {
 
 #[async_trait]
 impl RunStore for SqliteStore {
+    fn memory(&self) -> Option<&dyn nexus_engine::memory::MemoryStore> {
+        Some(self)
+    }
+
     async fn create_run(&self, run: &RunRecord) -> Result<(), StoreError> {
         sqlx::query(
             "INSERT INTO runs (run_id, workflow_id, workflow_name, workflow_version, file, inputs, status, started_at,
