@@ -1,4 +1,4 @@
-import { useCallback, useEffect, useRef, useState, type DragEvent, type ReactNode } from 'react';
+import { useCallback, useEffect, useMemo, useRef, useState, type DragEvent, type ReactNode } from 'react';
 import {
   Background,
   Controls,
@@ -38,6 +38,8 @@ import './styles.css';
 import { KINDS } from './registry';
 import { useEditor, type StepNode } from './store';
 import { StepNodeComponent } from './components/StepNode';
+import { GroupNodeComponent } from './components/GroupNode';
+import { sizeGroups } from './graph';
 import { Inspector } from './components/Inspector';
 import { SearchPalette } from './components/SearchPalette';
 import { RunPanel } from './components/RunPanel';
@@ -51,7 +53,7 @@ import { Modal } from './design/Modal';
 import { useColorScheme } from './design/useColorScheme';
 import type { Backend, RunHandle, RunOptions } from './backend';
 
-const nodeTypes = { step: StepNodeComponent };
+const nodeTypes = { step: StepNodeComponent, container: GroupNodeComponent };
 
 function undo() {
   useEditor.temporal.getState().undo();
@@ -128,29 +130,38 @@ function Canvas() {
   const onEdgesChange = useEditor((s) => s.onEdgesChange);
   const connect = useEditor((s) => s.connect);
   const addStep = useEditor((s) => s.addStep);
-  const { screenToFlowPosition } = useReactFlow();
+  const { screenToFlowPosition, getIntersectingNodes, getInternalNode } = useReactFlow();
   const temporal = useEditor.temporal;
   const scheme = useColorScheme();
+  const shown = useMemo(() => sizeGroups(nodes), [nodes]);
 
+  // A step dropped on a map or loop joins its body (the innermost group under the pointer).
   const onDrop = useCallback(
     (e: DragEvent) => {
       e.preventDefault();
       const kind = e.dataTransfer.getData('application/nexus-kind');
       if (!kind) return;
-      addStep(kind, screenToFlowPosition({ x: e.clientX, y: e.clientY }));
+      const at = screenToFlowPosition({ x: e.clientX, y: e.clientY });
+      const depth = (id?: string): number => (id ? 1 + depth(useEditor.getState().nodes.find((n) => n.id === id)?.parentId) : 0);
+      const group = getIntersectingNodes({ x: at.x, y: at.y, width: 1, height: 1 })
+        .filter((n) => n.type === 'container')
+        .sort((a, b) => depth(b.id) - depth(a.id))[0];
+      const origin = group ? getInternalNode(group.id)?.internals.positionAbsolute : undefined;
+      if (group && origin) addStep(kind, { x: at.x - origin.x, y: at.y - origin.y }, group.id);
+      else addStep(kind, at);
     },
-    [addStep, screenToFlowPosition],
+    [addStep, screenToFlowPosition, getIntersectingNodes, getInternalNode],
   );
 
   return (
     <div className="canvas" data-testid="canvas" onDrop={onDrop} onDragOver={(e) => e.preventDefault()}>
       <ReactFlow
-        nodes={nodes}
+        nodes={shown}
         edges={edges}
         nodeTypes={nodeTypes}
         onNodesChange={onNodesChange}
         onEdgesChange={onEdgesChange}
-        onConnect={(c: Connection) => c.source && c.target && connect(c.source, c.target)}
+        onConnect={(c: Connection) => c.source && c.target && connect(c.source, c.target, c.sourceHandle)}
         onNodeDragStart={() => temporal.getState().pause()}
         onNodeDragStop={() => {
           temporal.getState().resume();

@@ -13,6 +13,9 @@ import type { StepData } from '../workflow';
 import { ModelPicker } from './ModelPicker';
 import { Field, Help, helpText, SchemaEditor, ValueControl } from './fields';
 import { kindLook } from '../design/kinds';
+import { AgentsEditor, ToolsEditor } from './Declarations';
+import { CasesEditor, DeclPicker, DefaultTargets, ToolChecklist, VotersEditor } from './StepEditors';
+import { switchFields } from '../graph';
 
 const TEXT_FIELDS = new Set(['prompt', 'system', 'template', 'when']);
 
@@ -60,8 +63,8 @@ function LocalOnly({ value, onChange }: { value: unknown; onChange(v: unknown): 
   );
 }
 
-/** The workflow's own settings (name, description, local only, budget, guardrails, on_failure, ...), by section. */
-function WorkflowSettings() {
+/** The workflow's own settings (name, description, local only, budget, guardrails, on_failure, tools, agents, ...), by section. */
+function WorkflowSettings({ backend }: { backend: Backend }) {
   const settings = useEditor((s) => s.settings);
   const workflowId = useEditor((s) => s.workflowId);
   const updateSetting = useEditor((s) => s.updateSetting);
@@ -82,7 +85,13 @@ function WorkflowSettings() {
         body={(s) =>
           s.fields.map((f) => (
             <Field key={f.name} label={f.name.replace(/_/g, ' ')} help={helpText(f.description)} htmlFor={`wf-${f.name}`}>
-              <ValueControl id={`wf-${f.name}`} shape={f.shape} value={settings[f.name]} label={f.name} onChange={(v) => updateSetting(f.name, v)} />
+              {f.name === 'tools' ? (
+                <ToolsEditor backend={backend} value={settings.tools} onChange={(v) => updateSetting('tools', v)} />
+              ) : f.name === 'agents' ? (
+                <AgentsEditor value={settings.agents} onChange={(v) => updateSetting('agents', v)} />
+              ) : (
+                <ValueControl id={`wf-${f.name}`} shape={f.shape} value={settings[f.name]} label={f.name} onChange={(v) => updateSetting(f.name, v)} />
+              )}
             </Field>
           ))
         }
@@ -176,10 +185,31 @@ function summary(fields: FieldSpec[], values: Record<string, unknown>): string {
     .join(', ');
 }
 
+/** The control of a field that names declarations or holds records (StepEditors.tsx), if it is one. */
+function declarationField(f: FieldSpec, step: StepData, set: (v: unknown) => void): ReactNode {
+  const id = `field-${f.name}`;
+  const value = step.fields[f.name];
+  if (f.name === 'tool' && step.kind === 'tool') return <DeclPicker id={id} of="tools" value={value} onChange={set} />;
+  if (f.name === 'agent') return <DeclPicker id={id} of="agents" value={value} onChange={set} optional />;
+  if (f.name === 'tools' && step.kind === 'agent') return <ToolChecklist id={id} value={value} onChange={set} />;
+  if (f.name === 'voters') return <VotersEditor id={id} value={value} onChange={set} />;
+  if (f.name === 'cases' && step.kind === 'switch') return <CasesEditor stepId={step.id} value={value} />;
+  if (f.name === 'default' && step.kind === 'switch') return <DefaultTargets value={value} />;
+  return null;
+}
+
 /** One field of the selected step, with the control its name or shape calls for. */
 function StepField({ field: f, step, backend, variables, errors }: { field: FieldSpec; step: StepData; backend: Backend; variables: string[]; errors: string[] }) {
   const updateField = useEditor((s) => s.updateField);
   const help = helpText(f.description);
+  const special = declarationField(f, step, (v) => updateField(step.id, f.name, v));
+  if (special) {
+    return (
+      <Field key={`${step.id}-${f.name}`} label={f.name.replace(/_/g, ' ')} help={help} htmlFor={`field-${f.name}`} errors={errors} errorTestId={`field-error-${f.name}`}>
+        {special}
+      </Field>
+    );
+  }
   if (f.name === 'model') {
     return (
       <Field key="model" label="model" help={help} htmlFor="model-picker" errors={errors} errorTestId="field-error-model">
@@ -259,11 +289,12 @@ if (!node) {
           Select a step on the canvas to edit it, or add one from the palette (double-click, Enter, or drag).
         </Text>
       </Flex>
-      <WorkflowSettings />
+      <WorkflowSettings backend={backend} />
     </aside>
   );
 }
-const step = node.data.step;
+// A switch's targets are its edges (each case's handle), shown as its cases' `then`.
+const step = node.data.step.kind === 'switch' ? { ...node.data.step, fields: switchFields(node.data.step, edges) } : node.data.step;
 const variables = [
   ...Object.keys(inputs).map((k) => `{{ inputs.${k} }}`),
   ...upstream.map((u) => `{{ steps.${u}.output }}`),
@@ -294,7 +325,7 @@ return (
       sections={sections}
       values={step.fields}
       prefix=""
-      open={['general', 'prompt', 'model', 'output']}
+      open={['general', 'prompt', 'model', 'tools', 'output']}
       body={(s) => (
         <>
           {s.id === 'general' && (
