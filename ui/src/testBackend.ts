@@ -348,13 +348,7 @@ export class TestBackend implements Backend {
               return;
             }
             if (step.body) {
-              const n = bodyRuns(step);
-              for (let i = 0; i < n && !cancelled; i++) {
-                for (const b of step.body) await simulate(`${step.id}[${i}].${b.id}`, b);
-                if (step.kind === 'map') emit({ type: 'map_progress', run_id: runId, step_id: step.id, done: i + 1, failed: 0, total: n });
-              }
-              record.steps.push(this.stepRecord(step.id, step.kind, 'succeeded', null, `${n} ${step.kind === 'map' ? 'items' : 'iterations'}`, null, stepStart, attempts));
-              emit({ type: 'step_succeeded', run_id: runId, step_id: step.id, model: null, usage: null, duration_ms: 5, cached: false });
+              await runBody(step.id, step);
               finished.add(step.id);
               return;
             }
@@ -369,6 +363,21 @@ export class TestBackend implements Backend {
       record.finished_at = new Date().toISOString();
       emit({ type: 'run_finished', run_id: runId, status, duration_ms: Date.now() - started });
     })();
+    /** A map's items or a loop's iterations, each running the body (nested bodies too) under its path. */
+    async function runBody(path: string, step: StepData): Promise<void> {
+      const stepStart = new Date().toISOString();
+      emit({ type: 'step_started', run_id: runId, step_id: path, attempt: 1, model: null });
+      const n = bodyRuns(step);
+      for (let i = 0; i < n && !cancelled; i++) {
+        for (const b of step.body ?? []) {
+          if (b.body) await runBody(`${path}[${i}].${b.id}`, b);
+          else await simulate(`${path}[${i}].${b.id}`, b);
+        }
+        if (step.kind === 'map') emit({ type: 'map_progress', run_id: runId, step_id: path, done: i + 1, failed: 0, total: n });
+      }
+      record.steps.push(self.stepRecord(path, step.kind, 'succeeded', null, `${n} ${step.kind === 'map' ? 'items' : 'iterations'}`, null, stepStart, []));
+      emit({ type: 'step_succeeded', run_id: runId, step_id: path, model: null, usage: null, duration_ms: 5, cached: false });
+    }
     /** One model-like step under its recorded path (a body's step once per item); true when it succeeded. */
     async function simulate(path: string, step: StepData): Promise<boolean> {
             const stepStart = new Date().toISOString();

@@ -103,7 +103,9 @@ function setOrDelete(map: YAMLMap, doc: Document, key: string, value: unknown) {
     ? (current as { toJSON(): unknown }).toJSON()
     : current;
   if (JSON.stringify(currentJs) === JSON.stringify(value)) return;
-  map.set(key, doc.createNode(value, { flow: Array.isArray(value) || key === 'position' }));
+  // Lists of scalars (`needs: [a, b]`) and positions are written inline; records in block style.
+  const scalars = Array.isArray(value) && value.every((v) => v === null || typeof v !== 'object');
+  map.set(key, doc.createNode(value, { flow: scalars || key === 'position' }));
 }
 
 /**
@@ -128,6 +130,8 @@ function writeSteps(doc: Document, seq: YAMLSeq, steps: StepData[]) {
   }
   const keep = new Set(steps.map((s) => s.id));
   seq.items = seq.items.filter((item) => isMap(item) && keep.has(String(item.get('id'))));
+  // `steps: []` that gets its first steps is written as a block list.
+  if (seq.items.length === 0 && steps.length > 0) seq.flow = false;
   for (const step of steps) {
     let map = byId.get(step.id);
     if (!map) {

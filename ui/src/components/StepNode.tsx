@@ -3,7 +3,7 @@
 // pick), badges for what guards it (retry, fallback, guardrails, budget, cache,
 // local-only), labelled handles; while it runs a status ring, the elapsed time, the
 // streamed tokens, the attempt and the fallback taken; on error the message.
-import { Handle, Position, useStore, type NodeProps } from '@xyflow/react';
+import { Handle, Position, useStore, useUpdateNodeInternals, type NodeProps } from '@xyflow/react';
 import { memo, useEffect, useMemo, useState } from 'react';
 import { Cpu, Database, DatabaseZap, HardDrive, LifeBuoy, RotateCcw, ShieldCheck, Wallet, type LucideIcon } from 'lucide-react';
 import { useEditor, type StepNode as StepNodeType } from '../store';
@@ -58,6 +58,10 @@ export function badgesOf(fields: Record<string, unknown>): Badge[] {
  * one for `default`; dragging from one to a step makes that case run it (`then:`).
  */
 function SwitchHandles({ step }: { step: StepData }) {
+  // Handles added or removed after the node was drawn are registered again.
+  const updateInternals = useUpdateNodeInternals();
+  const count = casesOf(step).length;
+  useEffect(() => updateInternals(step.id), [count, step.id, updateInternals]);
   const outs = [...casesOf(step).map((c, i) => ({ handle: `case-${i}`, label: caseName(c, i), testId: `handle-case-${step.id}-${i}` })), { handle: 'default', label: 'default', testId: `handle-default-${step.id}` }];
   return (
     <>
