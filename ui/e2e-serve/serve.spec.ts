@@ -280,6 +280,23 @@ test('an agent step\'s transcript from the engine shows in the run panel', async
   if (tool >= 0) await expect(page.getByTestId(`transcript-tool-${tool}-name`)).toHaveText(transcript[tool].name!);
 });
 
+test('discovering an mcp tool\'s functions through the server says clearly why it failed', async ({ page, request }) => {
+  // A server program that does not exist: discovery cannot list its tools.
+  const text = `id: mcp_probe
+tools:
+  ghost: {mcp: {command: [nexus-no-such-mcp-server]}}
+steps:
+  - {id: note, kind: template, template: hi, position: {x: 100, y: 60}}
+`;
+  expect((await request.put('/api/workflows/mcp-probe.yaml', { data: { text } })).ok()).toBe(true);
+  await open(page, 'mcp-probe.yaml');
+  await page.getByTestId('canvas').click({ position: { x: 5, y: 5 } });
+  await page.getByTestId('wf-section-toggle-tools').click();
+  await page.getByTestId('tool-discover-ghost').click();
+  await expect(page.getByTestId('tool-discover-error-ghost')).toContainText('Discovery failed:', { timeout: 30_000 });
+  await expect(page.getByTestId('tool-functions-ghost')).toHaveCount(0);
+});
+
 test('the run diff shows what changed between two runs of a workflow on the real engine', async ({ page, request }) => {
   const text = (template: string) => `id: diffed
 steps:

@@ -90,6 +90,13 @@ test('map and loop bodies are groups; nested bodies keep their steps and the fil
   const expected = parse(MAPPED);
   expected.steps[0].concurrency = 2;
   expect(edited).toEqual(expected);
+  // The group's menu adds a step to its body (keyboard too).
+  await page.getByTestId('body-add-rounds').focus();
+  await page.keyboard.press('Enter');
+  await page.getByTestId('body-add-rounds-llm').click();
+  await expect(page.getByTestId('field-id')).toHaveValue('llm_1');
+  expect(await page.evaluate(() => window.nexus!.editor.getState().nodes.find((n) => n.id === 'llm_1')?.parentId)).toBe('rounds');
+  expect(parse(await serialized(page)).steps[0].steps[1].steps.map((st: { id: string }) => st.id)).toEqual(['poke', 'llm_1']);
 });
 
 test('a map built from the palette: steps dropped on the group join its body, connect and delete inside it', async ({ page }) => {
@@ -308,6 +315,21 @@ test('an mcp tool lists its server\'s functions after discovery, and says why di
   await expect(page.getByTestId('tool-discover-error-broken')).toContainText('Discovery failed: tool `broken`: the MCP server closed the connection');
   // A file tool has nothing to discover.
   await expect(page.getByTestId('tool-discover-notes')).toHaveCount(0);
+  // A tool step calling the mcp tool discovers what it may `call`.
+  await page.getByTestId('palette-tool').focus();
+  await page.keyboard.press('Enter');
+  await page.getByTestId('field-tool').click();
+  await page.getByTestId('field-tool-option-fs').click();
+  await page.getByTestId('tool-discover-fs').click();
+  await expect(page.getByTestId('tool-function-fs-list_directory')).toBeVisible();
+  // An unsaved workflow cannot be discovered: the backend reads the saved file.
+  await page.evaluate(async (t) => {
+    await window.nexus!.editor.getState().load(null, t);
+  }, TOOLED);
+  await page.getByTestId('canvas').click({ position: { x: 5, y: 5 } });
+  await page.getByTestId('wf-section-toggle-tools').click();
+  await page.getByTestId('tool-discover-fs').click();
+  await expect(page.getByTestId('tool-discover-error-fs')).toContainText('Save the workflow first');
 });
 
 test('an agent step\'s transcript shows in the run panel: model calls and tool calls', async ({ page }) => {
@@ -325,4 +347,21 @@ test('an agent step\'s transcript shows in the run panel: model calls and tool c
   await expect(page.getByTestId('transcript-tool-1-args')).toContainText('"op": "list"');
   await expect(page.getByTestId('transcript-tool-1-result')).toHaveText('monday.md\ntuesday.md');
   await expect(page.getByTestId('transcript-model-2-text')).toContainText('final');
+});
+
+test('every example workflow keeps its bodies, cases and dependencies through an edit', async ({ page }) => {
+  const names = await page.evaluate(() => [...window.nexus!.backend.files.keys()]);
+  expect(names.length).toBeGreaterThan(3);
+  for (const name of names) {
+    const original = await page.evaluate((n) => window.nexus!.backend.files.get(n)!, name);
+    await page.evaluate(async (t) => {
+      await window.nexus!.editor.getState().load(null, t);
+      window.nexus!.editor.setState({ dirty: true });
+    }, original);
+    const edited = parse(await serialized(page));
+    // Only positions may be added (a file without them is laid out once).
+    const strip = (v: unknown): unknown =>
+      Array.isArray(v) ? v.map(strip) : v && typeof v === 'object' ? Object.fromEntries(Object.entries(v).filter(([k]) => k !== 'position').map(([k, x]) => [k, strip(x)])) : v;
+    expect(strip(edited), name).toEqual(strip(parse(original)));
+  }
 });

@@ -56,7 +56,7 @@ function NameField({ id, name, decls, onRename }: { id: string; name: string; de
 }
 
 /** The functions of an `mcp` tool, after discovery. */
-function Discovery({ backend, name }: { backend: Backend; name: string }) {
+export function Discovery({ backend, name }: { backend: Backend; name: string }) {
   const path = useEditor((s) => s.path);
   const dirty = useEditor((s) => s.dirty);
   const [state, setState] = useState<{ busy: boolean; functions?: ToolFunction[]; error?: string }>({ busy: false });

@@ -2,12 +2,15 @@
 // are nodes with this node as `parentId`, kept inside it). The header says what it runs
 // over (`items`, or the iteration cap and `until`), its status and progress; once a run
 // has records for its items (or iterations), a picker chooses the one whose steps the
-// body's nodes show. Steps dropped from the palette onto the group join its body.
+// body's nodes show. Steps dropped from the palette onto the group join its body, or
+// are added to it from the group's "Add step" menu (keyboard too).
 import { Handle, Position, type NodeProps } from '@xyflow/react';
 import { memo, useMemo } from 'react';
-import { Select, Text } from '@radix-ui/themes';
+import { DropdownMenu, IconButton, Select, Text } from '@radix-ui/themes';
+import { Plus } from 'lucide-react';
+import { KINDS } from '../registry';
 import { useEditor, type StepNode } from '../store';
-import { itemsOf, runPath } from '../graph';
+import { GROUP_HEADER, GROUP_PAD, itemsOf, runPath } from '../graph';
 import { kindLook } from '../design/kinds';
 
 /** The item (map) or iteration (loop) picker of the body at run path `path`. */
@@ -31,6 +34,35 @@ export function ItemPicker({ path, kind, testId }: { path: string; kind: string;
         ))}
       </Select.Content>
     </Select.Root>
+  );
+}
+
+/** Adds a step of the chosen kind to the body, below the body's lowest step. */
+function AddToBody({ id }: { id: string }) {
+  const addStep = useEditor((s) => s.addStep);
+  const add = (kind: string) => {
+    const children = useEditor.getState().nodes.filter((n) => n.parentId === id);
+    const y = children.reduce((m, n) => Math.max(m, n.position.y + (n.measured?.height ?? 100) + 30), GROUP_HEADER);
+    const added = addStep(kind, { x: GROUP_PAD, y }, id);
+    useEditor.setState({ nodes: useEditor.getState().nodes.map((n) => ({ ...n, selected: n.id === added })) });
+  };
+  return (
+    <DropdownMenu.Root>
+      <DropdownMenu.Trigger>
+        <IconButton size="1" variant="soft" className="nodrag" aria-label={`Add a step to the body of ${id}`} data-testid={`body-add-${id}`}>
+          <Plus size={12} />
+        </IconButton>
+      </DropdownMenu.Trigger>
+      {/* React events bubble out of the menu's portal to the node: keep them from selecting the group. */}
+      <DropdownMenu.Content size="1" className="nodrag" onClick={(e) => e.stopPropagation()} onPointerDown={(e) => e.stopPropagation()}>
+        <DropdownMenu.Label>Add to the body of {id}</DropdownMenu.Label>
+        {KINDS.map((k) => (
+          <DropdownMenu.Item key={k.kind} data-testid={`body-add-${id}-${k.kind}`} onSelect={() => add(k.kind)}>
+            {kindLook(k.kind).label}
+          </DropdownMenu.Item>
+        ))}
+      </DropdownMenu.Content>
+    </DropdownMenu.Root>
   );
 }
 
@@ -77,6 +109,7 @@ function GroupNodeView({ id, data, selected }: NodeProps<StepNode>) {
             </span>
           )}
           <ItemPicker path={path} kind={step.kind} testId={`group-item-${id}`} />
+          <AddToBody id={id} />
         </div>
         <Text as="div" size="1" color="gray" className="step-body" data-testid={`group-over-${id}`}>
           {over}

@@ -13,7 +13,7 @@ import type { StepData } from '../workflow';
 import { ModelPicker } from './ModelPicker';
 import { Field, Help, helpText, SchemaEditor, ValueControl } from './fields';
 import { kindLook } from '../design/kinds';
-import { AgentsEditor, ToolsEditor } from './Declarations';
+import { AgentsEditor, Discovery, ToolsEditor } from './Declarations';
 import { CasesEditor, DeclPicker, DefaultTargets, ToolChecklist, VotersEditor } from './StepEditors';
 import { switchFields } from '../graph';
 
@@ -186,10 +186,19 @@ function summary(fields: FieldSpec[], values: Record<string, unknown>): string {
 }
 
 /** The control of a field that names declarations or holds records (StepEditors.tsx), if it is one. */
-function declarationField(f: FieldSpec, step: StepData, set: (v: unknown) => void): ReactNode {
+function declarationField(f: FieldSpec, step: StepData, set: (v: unknown) => void, backend: Backend, tools: unknown): ReactNode {
   const id = `field-${f.name}`;
   const value = step.fields[f.name];
-  if (f.name === 'tool' && step.kind === 'tool') return <DeclPicker id={id} of="tools" value={value} onChange={set} />;
+  if (f.name === 'tool' && step.kind === 'tool') {
+    // An mcp tool's functions (what `args.call` names), once discovered.
+    const decl = typeof value === 'string' && tools && typeof tools === 'object' ? (tools as Record<string, Record<string, unknown>>)[value] : undefined;
+    return (
+      <>
+        <DeclPicker id={id} of="tools" value={value} onChange={set} />
+        {decl && 'mcp' in decl && <Discovery backend={backend} name={String(value)} />}
+      </>
+    );
+  }
   if (f.name === 'agent') return <DeclPicker id={id} of="agents" value={value} onChange={set} optional />;
   if (f.name === 'tools' && step.kind === 'agent') return <ToolChecklist id={id} value={value} onChange={set} />;
   if (f.name === 'voters') return <VotersEditor id={id} value={value} onChange={set} />;
@@ -202,7 +211,8 @@ function declarationField(f: FieldSpec, step: StepData, set: (v: unknown) => voi
 function StepField({ field: f, step, backend, variables, errors }: { field: FieldSpec; step: StepData; backend: Backend; variables: string[]; errors: string[] }) {
   const updateField = useEditor((s) => s.updateField);
   const help = helpText(f.description);
-  const special = declarationField(f, step, (v) => updateField(step.id, f.name, v));
+  const tools = useEditor((s) => s.settings.tools);
+  const special = declarationField(f, step, (v) => updateField(step.id, f.name, v), backend, tools);
   if (special) {
     return (
       <Field key={`${step.id}-${f.name}`} label={f.name.replace(/_/g, ' ')} help={help} htmlFor={`field-${f.name}`} errors={errors} errorTestId={`field-error-${f.name}`}>
