@@ -225,6 +225,13 @@ test('an item of a finished map run opens with its steps: input, output, model, 
   await page.getByTestId('group-item-each-option-1').click();
   await expect(page.getByTestId('tokens-say')).toHaveText('Hello from each[1].say');
   await expect(page.getByTestId('run-row-each[1].say')).toBeVisible();
+  // The groups, their pickers and the nested rows have no serious accessibility violation.
+  const axe = await new AxeBuilder({ page }).analyze();
+  expect(axe.violations.filter((v) => v.impact === 'serious' || v.impact === 'critical').map((v) => `${v.id}: ${v.nodes.map((n) => n.target.join(' ')).join(', ')}`)).toEqual([]);
+  // A body's step completes the item it reads.
+  await page.getByTestId('node-say').click();
+  await expect(page.getByTestId('insert-drink')).toBeVisible();
+  await expect(page.getByTestId('insert-index')).toBeVisible();
 });
 
 const TOOLED = `id: tooled

@@ -120,7 +120,7 @@ function GroupNodeView({ id, data, selected }: NodeProps<StepNode>) {
           </div>
         )}
       </div>
-      <div className="group-body" data-testid={`body-${id}`} aria-label={`${id}: body (drop a step here)`} />
+      <div className="group-body" data-testid={`body-${id}`} title={`${id}: body (drop a step here)`} />
       <span className="handle-label out" aria-hidden>output</span>
       <Handle type="source" position={Position.Bottom} data-testid={`handle-out-${id}`} title={`${id}: output (drag to a step that needs it)`} />
     </div>

@@ -266,9 +266,28 @@ function StepField({ field: f, step, backend, variables, errors }: { field: Fiel
   );
 }
 
+/**
+ * What a body's templates read besides steps: a map's item and its position (`as`,
+ * `index_as`), a loop's `iteration` and `state.<name>`, for every body the step is in.
+ */
+function bodyVariables(nodes: { id: string; parentId?: string; data: { step: StepData } }[], parentId: string | undefined): string[] {
+  const out: string[] = [];
+  for (let owner = nodes.find((n) => n.id === parentId); owner; owner = nodes.find((n) => n.id === owner!.parentId)) {
+    const f = owner.data.step.fields;
+    if (owner.data.step.kind === 'map') out.push(`{{ ${String(f.as ?? 'item')} }}`, `{{ ${String(f.index_as ?? 'index')} }}`);
+    else {
+      out.push('{{ iteration }}');
+      const state = f.state && typeof f.state === 'object' ? Object.keys(f.state) : [];
+      out.push(...state.map((k) => `{{ state.${k} }}`));
+    }
+  }
+  return [...new Set(out)];
+}
+
 /** The selected step's fields, with the variables its templates may use. */
 export function Inspector({ backend, onRun }: { backend: Backend; onRun(options: RunOptions): void }) {
 const node = useEditor((s) => s.nodes.find((n) => n.selected));
+const nodes = useEditor((s) => s.nodes);
 const edges = useEditor((s) => s.edges);
 const inputs = useEditor((s) => s.inputs);
 const diagnostics = useEditor((s) => s.diagnostics);
@@ -307,6 +326,7 @@ if (!node) {
 const step = node.data.step.kind === 'switch' ? { ...node.data.step, fields: switchFields(node.data.step, edges) } : node.data.step;
 const variables = [
   ...Object.keys(inputs).map((k) => `{{ inputs.${k} }}`),
+  ...bodyVariables(nodes, node.parentId),
   ...upstream.map((u) => `{{ steps.${u}.output }}`),
 ];
 const fields = fieldsOf(step.kind);
