@@ -40,6 +40,7 @@ const SECTION_OF: Record<string, SectionId> = {
   max_tokens: 'model',
   think: 'model',
   tools: 'tools',
+  max_tool_calls: 'tools',
   voters: 'model',
   output_schema: 'output',
   format: 'output',

@@ -66,8 +66,8 @@ function AddToBody({ id }: { id: string }) {
   );
 }
 
-function GroupNodeView({ id, data, selected }: NodeProps<StepNode>) {
-  const path = useEditor((s) => runPath(s.nodes, s.picked, id));
+function GroupNodeView({ id, data, selected, parentId }: NodeProps<StepNode>) {
+  const path = useEditor((s) => (parentId ? runPath(s.nodes, s.picked, id) : id));
   const run = useEditor((s) => s.run?.steps[path]);
   const diagnostics = useEditor((s) => s.diagnostics);
   const errors = useMemo(() => diagnostics.filter((d) => d.step === id), [diagnostics, id]);

@@ -106,9 +106,10 @@ function Elapsed({ since, testId }: { since: number; testId: string }) {
   return <span data-testid={testId}>{((now - since) / 1000).toFixed(1)} s</span>;
 }
 
-function StepNodeView({ id, data, selected }: NodeProps<StepNodeType>) {
+function StepNodeView({ id, data, selected, parentId }: NodeProps<StepNodeType>) {
   const detailed = useStore((s) => s.transform[2] >= DETAIL_ZOOM);
-  const run = useEditor((s) => s.run?.steps[runPath(s.nodes, s.picked, id)]);
+  // A body's step shows the picked item's run (a top-level step's path is its id).
+  const run = useEditor((s) => s.run?.steps[parentId ? runPath(s.nodes, s.picked, id) : id]);
   const firstModel = useEditor((s) => s.firstModel);
   const diagnostics = useEditor((s) => s.diagnostics);
   const errors = useMemo(() => diagnostics.filter((d) => d.step === id), [diagnostics, id]);
