@@ -145,6 +145,38 @@ test('a map built from the palette: steps dropped on the group join its body, co
   expect(await serialized(page)).not.toContain('llm_1');
 });
 
+test('a step dragged onto a group moves into its body, leaving its outside connections', async ({ page }) => {
+  await loadText(page, `id: move
+steps:
+  - id: first
+    kind: template
+    template: one
+    position: {x: 0, y: 0}
+  - id: loose
+    kind: template
+    needs: [first]
+    template: two
+    position: {x: 520, y: 0}
+  - id: each
+    kind: map
+    items: '[1, 2]'
+    position: {x: 0, y: 200}
+    steps: []
+`);
+  const node = (await page.getByTestId('node-loose').boundingBox())!;
+  const body = (await page.getByTestId('body-each').boundingBox())!;
+  await page.mouse.move(node.x + node.width / 2, node.y + 30);
+  await page.mouse.down();
+  await page.mouse.move(body.x + node.width / 2 + 10, body.y + 20, { steps: 8 });
+  await page.mouse.up();
+  await expect(page.getByTestId('toast')).toContainText('Moved loose into the body of each');
+  expect(await page.evaluate(() => window.nexus!.editor.getState().nodes.find((n) => n.id === 'loose')?.parentId)).toBe('each');
+  const wf = parse(await serialized(page));
+  expect(wf.steps.map((st: { id: string }) => st.id)).toEqual(['first', 'each']);
+  expect(wf.steps[1].steps).toMatchObject([{ id: 'loose', template: 'two' }]);
+  expect(wf.steps[1].steps[0].needs).toBeUndefined();
+});
+
 test('a switch shows its cases as labelled handles; connecting from one writes that case\'s targets', async ({ page }) => {
   await loadText(page, `id: routed
 steps:

@@ -39,7 +39,7 @@ import { KINDS } from './registry';
 import { useEditor, type StepNode } from './store';
 import { StepNodeComponent } from './components/StepNode';
 import { GroupNodeComponent } from './components/GroupNode';
-import { sizeGroups } from './graph';
+import { sizeGroups, withDescendants } from './graph';
 import { Inspector } from './components/Inspector';
 import { SearchPalette } from './components/SearchPalette';
 import { RunPanel } from './components/RunPanel';
@@ -135,6 +135,21 @@ function Canvas() {
   const scheme = useColorScheme();
   const shown = useMemo(() => sizeGroups(nodes), [nodes]);
 
+  /** The innermost map or loop at flow point (x, y), other than `except` and its body, with its absolute position. */
+  const innermostGroup = useCallback(
+    (x: number, y: number, except?: string) => {
+      const all = useEditor.getState().nodes;
+      const depth = (id?: string): number => (id ? 1 + depth(all.find((n) => n.id === id)?.parentId) : 0);
+      const mine = except ? withDescendants(all, new Set([except])) : new Set<string>();
+      const group = getIntersectingNodes({ x, y, width: 1, height: 1 })
+        .filter((n) => n.type === 'container' && !mine.has(n.id))
+        .sort((a, b) => depth(b.id) - depth(a.id))[0];
+      const at = group ? getInternalNode(group.id)?.internals.positionAbsolute : undefined;
+      return group && at ? { id: group.id, at } : null;
+    },
+    [getIntersectingNodes, getInternalNode],
+  );
+
   // A step dropped on a map or loop joins its body (the innermost group under the pointer).
   const onDrop = useCallback(
     (e: DragEvent) => {
@@ -142,15 +157,11 @@ function Canvas() {
       const kind = e.dataTransfer.getData('application/nexus-kind');
       if (!kind) return;
       const at = screenToFlowPosition({ x: e.clientX, y: e.clientY });
-      const depth = (id?: string): number => (id ? 1 + depth(useEditor.getState().nodes.find((n) => n.id === id)?.parentId) : 0);
-      const group = getIntersectingNodes({ x: at.x, y: at.y, width: 1, height: 1 })
-        .filter((n) => n.type === 'container')
-        .sort((a, b) => depth(b.id) - depth(a.id))[0];
-      const origin = group ? getInternalNode(group.id)?.internals.positionAbsolute : undefined;
-      if (group && origin) addStep(kind, { x: at.x - origin.x, y: at.y - origin.y }, group.id);
+      const group = innermostGroup(at.x, at.y);
+      if (group) addStep(kind, { x: at.x - group.at.x, y: at.y - group.at.y }, group.id);
       else addStep(kind, at);
     },
-    [addStep, screenToFlowPosition, getIntersectingNodes, getInternalNode],
+    [addStep, screenToFlowPosition, innermostGroup],
   );
 
   return (
@@ -163,10 +174,15 @@ function Canvas() {
         onEdgesChange={onEdgesChange}
         onConnect={(c: Connection) => c.source && c.target && connect(c.source, c.target, c.sourceHandle)}
         onNodeDragStart={() => temporal.getState().pause()}
-        onNodeDragStop={() => {
+        onNodeDragStop={(_, node) => {
           temporal.getState().resume();
           // Record the final positions as one history entry.
           useEditor.setState({ nodes: [...useEditor.getState().nodes], dirty: true });
+          // A top-level step dropped on a map or loop joins its body.
+          if (!node.parentId) {
+            const group = innermostGroup(node.position.x + (node.measured?.width ?? 0) / 2, node.position.y + 20, node.id);
+            if (group) useEditor.getState().moveIntoBody(node.id, group.id, { x: node.position.x - group.at.x, y: node.position.y - group.at.y });
+          }
         }}
         deleteKeyCode={['Delete', 'Backspace']}
         multiSelectionKeyCode={['Shift', 'Meta', 'Control']}

@@ -111,6 +111,12 @@ export interface EditorActions {
   connect(source: string, target: string, sourceHandle?: string | null): boolean;
   /** Replaces a switch's cases; `removed` is the index of a case taken out (its edges go, later ones move up). */
   updateCases(id: string, cases: unknown[], removed?: number): void;
+  /**
+   * Moves a top-level step into the body of map or loop `parentId` at `position` (relative
+   * to it); its connections to steps outside that body are removed, as a body's `needs`
+   * stay inside it.
+   */
+  moveIntoBody(id: string, parentId: string, position: { x: number; y: number }): void;
   /** Shows item (or iteration) `index` of the map or loop recorded at `path`. */
   pickItem(path: string, index: number): void;
   onNodesChange(changes: NodeChange<StepNode>[]): void;
@@ -288,6 +294,24 @@ export const useEditor = create<EditorState & EditorActions>()(
             });
         get().updateField(id, 'cases', cases);
         set({ edges });
+      },
+
+      moveIntoBody(id, parentId, position) {
+        const { nodes, edges } = get();
+        const node = nodes.find((n) => n.id === id);
+        if (!node || node.parentId || withDescendants(nodes, new Set([id])).has(parentId)) return;
+        const moved = { ...node, parentId, extent: 'parent' as const, position: { x: Math.max(GROUP_PAD, position.x), y: Math.max(GROUP_HEADER, position.y) } };
+        // Parents come before their body's steps in the node list.
+        const rest = nodes.filter((n) => n.id !== id);
+        const at = rest.findIndex((n) => n.id === parentId) + 1;
+        const inside = withDescendants(nodes, new Set([id]));
+        const kept = edges.filter((e) => inside.has(e.source) === inside.has(e.target));
+        set({
+          nodes: [...rest.slice(0, at), moved, ...rest.slice(at)],
+          edges: kept,
+          dirty: true,
+          message: kept.length < edges.length ? { kind: 'info', text: `Moved ${id} into the body of ${parentId}; its ${edges.length - kept.length} connection(s) outside the body were removed.` } : null,
+        });
       },
 
       pickItem(path, index) {
