@@ -456,9 +456,10 @@ export const useEditor = create<EditorState & EditorActions>()(
         const wf = parseWorkflow(text);
         if (wf.errors.length) return wf.errors;
         const prev = new Map(get().nodes.map((n) => [n.id, n]));
+        const written = new Map(flatSteps(wf.steps).map((st) => [st.id, st.position]));
         const nodes: StepNode[] = toNodes(wf.steps).map((n) => {
           const before = prev.get(n.id);
-          const placed = flatSteps(wf.steps).find((s) => s.id === n.id)?.position;
+          const placed = written.get(n.id);
           return { ...n, position: placed ?? before?.position ?? n.position, selected: before?.selected ?? false };
         });
         set({ doc: wf.doc, workflowId: wf.id, inputs: wf.inputs, settings: wf.settings, nodes, edges: toEdges(wf.steps), dirty: text !== get().original });
