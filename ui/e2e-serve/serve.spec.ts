@@ -58,7 +58,7 @@ test.beforeEach(async ({ page }) => {
 
 test('the page talks to nexus serve: the open dialog lists the server folder', async ({ page, request }) => {
   const listed = (await (await request.get('/api/workflows')).json()) as string[];
-  expect(listed).toEqual(['approve.yaml', 'chain.yaml', 'edit.yaml', 'event.yaml', 'fanout.yaml', 'hooked.yaml', 'stream.yaml']);
+  expect(listed).toEqual(['agent.yaml', 'approve.yaml', 'chain.yaml', 'edit.yaml', 'event.yaml', 'fanout.yaml', 'hooked.yaml', 'stream.yaml']);
   await page.getByTestId('open').click();
   for (const name of listed) await expect(page.getByTestId(`open-${name}`)).toBeVisible();
 });
@@ -238,6 +238,63 @@ test('a map shows its items\' progress on its node, as the engine stored them', 
   expect(items.map((s) => s.step_id).sort()).toEqual(['each[0].say', 'each[1].say', 'each[2].say']);
   const progress = stored.events.filter((e) => e.type === 'map_progress');
   expect(progress).toHaveLength(3);
+});
+
+test('an item of a finished map run opens with its steps as the engine stored them', async ({ page, request }) => {
+  await open(page, 'fanout.yaml');
+  await page.getByTestId('run').click();
+  const runId = await runToEnd(page);
+  const stored = (await (await request.get(`/api/runs/${runId}`)).json()) as Stored;
+  await expect(page.getByTestId('run-items-each')).toContainText('3 items');
+  await page.getByTestId('run-item-each').click();
+  await page.getByTestId('run-item-each-option-1').click();
+  const say = stored.steps.find((s) => s.step_id === 'each[1].say')!;
+  await page.getByTestId('run-row-each[1].say').click();
+  await expect(page.getByTestId('step-detail')).toContainText('each[1].say');
+  await expect(page.getByTestId('detail-input')).toHaveText(say.input!);
+  await expect(page.getByTestId('detail-output')).toHaveText(say.output!);
+  await expect(page.getByTestId('detail-model')).toHaveText(say.model!);
+  await expect(page.getByTestId('detail-attempts').locator('li')).toHaveCount(say.attempts.length);
+  // The group on the canvas shows the same item: its body's node has that item's output.
+  await expect(page.getByTestId('group-item-each')).toHaveText('item 1');
+  await expect(page.getByTestId('status-say')).toHaveText('succeeded');
+  expect(say.input).toContain('coffee');
+});
+
+test('an agent step\'s transcript from the engine shows in the run panel', async ({ page, request }) => {
+  await open(page, 'agent.yaml');
+  await page.getByTestId('run').click();
+  await page.getByTestId('run-start').click();
+  // The small embedded model may not finish within two model calls: the transcript is kept either way.
+  await expect(page.getByTestId('run-status')).toHaveText(/succeeded|failed/, { timeout: 90_000 });
+  const runId = (await page.getByTestId('run-id').textContent())!.trim();
+  const stored = (await (await request.get(`/api/runs/${runId}`)).json()) as { steps: { step_id: string; transcript: { type: string; model?: string; name?: string }[] }[] };
+  const transcript = stored.steps.find((s) => s.step_id === 'helper')!.transcript;
+  expect(transcript.length).toBeGreaterThan(0);
+  await page.getByTestId('run-row-helper').click();
+  await expect(page.getByTestId('transcript').locator('> li')).toHaveCount(transcript.length);
+  const first = transcript[0];
+  expect(first.type).toBe('model');
+  await expect(page.getByTestId('transcript-model-0-model')).toHaveText(first.model!);
+  const tool = transcript.findIndex((e) => e.type === 'tool');
+  if (tool >= 0) await expect(page.getByTestId(`transcript-tool-${tool}-name`)).toHaveText(transcript[tool].name!);
+});
+
+test('discovering an mcp tool\'s functions through the server says clearly why it failed', async ({ page, request }) => {
+  // A server program that does not exist: discovery cannot list its tools.
+  const text = `id: mcp_probe
+tools:
+  ghost: {mcp: {command: [nexus-no-such-mcp-server]}}
+steps:
+  - {id: note, kind: template, template: hi, position: {x: 100, y: 60}}
+`;
+  expect((await request.put('/api/workflows/mcp-probe.yaml', { data: { text } })).ok()).toBe(true);
+  await open(page, 'mcp-probe.yaml');
+  await page.getByTestId('canvas').click({ position: { x: 5, y: 5 } });
+  await page.getByTestId('wf-section-toggle-tools').click();
+  await page.getByTestId('tool-discover-ghost').click();
+  await expect(page.getByTestId('tool-discover-error-ghost')).toContainText('Discovery failed:', { timeout: 30_000 });
+  await expect(page.getByTestId('tool-functions-ghost')).toHaveCount(0);
 });
 
 test('the run diff shows what changed between two runs of a workflow on the real engine', async ({ page, request }) => {

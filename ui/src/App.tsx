@@ -1,4 +1,4 @@
-import { useCallback, useEffect, useRef, useState, type DragEvent, type ReactNode } from 'react';
+import { useCallback, useEffect, useMemo, useRef, useState, type DragEvent, type ReactNode } from 'react';
 import {
   Background,
   Controls,
@@ -38,6 +38,8 @@ import './styles.css';
 import { KINDS } from './registry';
 import { useEditor, type StepNode } from './store';
 import { StepNodeComponent } from './components/StepNode';
+import { GroupNodeComponent } from './components/GroupNode';
+import { sizeGroups, withDescendants } from './graph';
 import { Inspector } from './components/Inspector';
 import { SearchPalette } from './components/SearchPalette';
 import { RunPanel } from './components/RunPanel';
@@ -51,7 +53,7 @@ import { Modal } from './design/Modal';
 import { useColorScheme } from './design/useColorScheme';
 import type { Backend, RunHandle, RunOptions } from './backend';
 
-const nodeTypes = { step: StepNodeComponent };
+const nodeTypes = { step: StepNodeComponent, container: GroupNodeComponent };
 
 function undo() {
   useEditor.temporal.getState().undo();
@@ -128,34 +130,59 @@ function Canvas() {
   const onEdgesChange = useEditor((s) => s.onEdgesChange);
   const connect = useEditor((s) => s.connect);
   const addStep = useEditor((s) => s.addStep);
-  const { screenToFlowPosition } = useReactFlow();
+  const { screenToFlowPosition, getIntersectingNodes, getInternalNode } = useReactFlow();
   const temporal = useEditor.temporal;
   const scheme = useColorScheme();
+  const shown = useMemo(() => sizeGroups(nodes), [nodes]);
 
+  /** The innermost map or loop at flow point (x, y), other than `except` and its body, with its absolute position. */
+  const innermostGroup = useCallback(
+    (x: number, y: number, except?: string) => {
+      const all = useEditor.getState().nodes;
+      const depth = (id?: string): number => (id ? 1 + depth(all.find((n) => n.id === id)?.parentId) : 0);
+      const mine = except ? withDescendants(all, new Set([except])) : new Set<string>();
+      const group = getIntersectingNodes({ x, y, width: 1, height: 1 })
+        .filter((n) => n.type === 'container' && !mine.has(n.id))
+        .sort((a, b) => depth(b.id) - depth(a.id))[0];
+      const at = group ? getInternalNode(group.id)?.internals.positionAbsolute : undefined;
+      return group && at ? { id: group.id, at } : null;
+    },
+    [getIntersectingNodes, getInternalNode],
+  );
+
+  // A step dropped on a map or loop joins its body (the innermost group under the pointer).
   const onDrop = useCallback(
     (e: DragEvent) => {
       e.preventDefault();
       const kind = e.dataTransfer.getData('application/nexus-kind');
       if (!kind) return;
-      addStep(kind, screenToFlowPosition({ x: e.clientX, y: e.clientY }));
+      const at = screenToFlowPosition({ x: e.clientX, y: e.clientY });
+      const group = innermostGroup(at.x, at.y);
+      if (group) addStep(kind, { x: at.x - group.at.x, y: at.y - group.at.y }, group.id);
+      else addStep(kind, at);
     },
-    [addStep, screenToFlowPosition],
+    [addStep, screenToFlowPosition, innermostGroup],
   );
 
   return (
     <div className="canvas" data-testid="canvas" onDrop={onDrop} onDragOver={(e) => e.preventDefault()}>
       <ReactFlow
-        nodes={nodes}
+        nodes={shown}
         edges={edges}
         nodeTypes={nodeTypes}
         onNodesChange={onNodesChange}
         onEdgesChange={onEdgesChange}
-        onConnect={(c: Connection) => c.source && c.target && connect(c.source, c.target)}
+        onConnect={(c: Connection) => c.source && c.target && connect(c.source, c.target, c.sourceHandle)}
         onNodeDragStart={() => temporal.getState().pause()}
-        onNodeDragStop={() => {
+        onNodeDragStop={(_, node) => {
           temporal.getState().resume();
           // Record the final positions as one history entry.
           useEditor.setState({ nodes: [...useEditor.getState().nodes], dirty: true });
+          // A top-level step dropped on a map or loop joins its body.
+          if (!node.parentId) {
+            const group = innermostGroup(node.position.x + (node.measured?.width ?? 0) / 2, node.position.y + 20, node.id);
+            if (group) useEditor.getState().moveIntoBody(node.id, group.id, { x: node.position.x - group.at.x, y: node.position.y - group.at.y });
+          }
         }}
         deleteKeyCode={['Delete', 'Backspace']}
         multiSelectionKeyCode={['Shift', 'Meta', 'Control']}

@@ -45,6 +45,13 @@ export interface ModelEntry {
   contextLength?: number | null;
 }
 
+/** One function an `mcp` tool's server offers, as its `tools/list` describes it. */
+export interface ToolFunction {
+  name: string;
+  description?: string | null;
+  input_schema?: unknown;
+}
+
 /** A failure the UI shows: the backend's error `kind` and its message. */
 export class BackendError extends globalThis.Error {
   constructor(
@@ -111,4 +118,9 @@ export interface Backend {
   installService(): Promise<ServiceStatus>;
   /** Stops and removes the login service. */
   uninstallService(): Promise<ServiceStatus>;
+  /**
+   * The functions an `mcp` tool's server offers (those its `allow` admits), read by
+   * connecting to it as a run would; `workflow` is the saved file's name in the folder.
+   */
+  discoverTools(workflow: string, tool: string): Promise<ToolFunction[]>;
 }

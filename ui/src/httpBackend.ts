@@ -20,6 +20,7 @@ import {
   type Settings,
   type StoredRun,
   type TriggerView,
+  type ToolFunction,
 } from './backend';
 
 /** The answer of `GET /api/health`. */
@@ -228,5 +229,13 @@ export class HttpBackend implements Backend {
 
   async uninstallService(): Promise<ServiceStatus> {
     throw new BackendError('unsupported', 'the login service is removed from the desktop app or with `nexus service uninstall`');
+  }
+
+  async discoverTools(workflow: string, tool: string): Promise<ToolFunction[]> {
+    const r = await this.call<{ functions: ToolFunction[] }>(
+      'GET',
+      `/api/workflows/${encodeURIComponent(workflow)}/tools/${encodeURIComponent(tool)}/functions`,
+    );
+    return r.functions;
   }
 }

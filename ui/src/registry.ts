@@ -17,11 +17,12 @@ export interface FieldSpec {
 }
 
 /** The inspector's sections, in order. */
-export type SectionId = 'general' | 'prompt' | 'model' | 'output' | 'reliability' | 'governance';
+export type SectionId = 'general' | 'prompt' | 'model' | 'tools' | 'output' | 'reliability' | 'governance';
 export const SECTIONS: { id: SectionId; title: string; hint: string }[] = [
   { id: 'general', title: 'General', hint: 'Name, when the step runs and what it works on.' },
   { id: 'prompt', title: 'Prompt', hint: 'The text sent or rendered; `{{` completes inputs and upstream outputs.' },
   { id: 'model', title: 'Model', hint: 'Which model serves the step and how it samples.' },
+  { id: 'tools', title: 'Tools and agents', hint: 'The tools `kind: tool` and `kind: agent` steps call, and the personas steps may use.' },
   { id: 'output', title: 'Output', hint: 'The shape of what the step returns.' },
   { id: 'reliability', title: 'Reliability', hint: 'Retries, timeouts, the fallback ladder and what a failure does.' },
   { id: 'governance', title: 'Governance', hint: 'Spending limits, caching and where the step may run.' },
@@ -38,6 +39,9 @@ const SECTION_OF: Record<string, SectionId> = {
   temperature: 'model',
   max_tokens: 'model',
   think: 'model',
+  tools: 'tools',
+  max_tool_calls: 'tools',
+  voters: 'model',
   output_schema: 'output',
   format: 'output',
   result: 'output',
@@ -71,6 +75,7 @@ export type Shape =
   | { type: 'integer' | 'number'; minimum?: number; maximum?: number; default?: number }
   | { type: 'string'; duration: boolean; default?: string }
   | { type: 'enum'; options: { value: string; description: string }[] }
+  | { type: 'list' }
   | { type: 'object'; fields: SubField[] }
   | { type: 'union'; variants: Variant[] }
   | { type: 'raw' };
@@ -190,6 +195,8 @@ export function shapeOf(raw: Node, depth = 0): Shape {
     return { type: 'union', variants };
   }
   const t = baseType(node);
+  const items = (node as { items?: Node }).items;
+  if (t === 'array' && items && baseType(unwrap(items)) === 'string' && !unwrap(items).oneOf) return { type: 'list' };
   if (t === 'boolean') return { type: 'boolean', default: typeof node.default === 'boolean' ? node.default : undefined };
   if (t === 'integer' || t === 'number') {
     return { type: t, minimum: node.minimum, maximum: node.maximum, default: typeof node.default === 'number' ? node.default : undefined };
@@ -238,6 +245,8 @@ const WORKFLOW_SECTION: Record<string, SectionId> = {
   guardrails: 'governance',
   on_failure: 'reliability',
   outputs: 'output',
+  tools: 'tools',
+  agents: 'tools',
 };
 const root = schema as unknown as Node;
 /** The workflow's own fields (name, description, local_only, budget, guardrails, ...), from the schema's top level. */
@@ -247,3 +256,36 @@ export const WORKFLOW_FIELDS: FieldSpec[] = Object.entries(root.properties ?? {}
 
 /** The names of the workflow-level fields the editor keeps (store `settings`). */
 export const WORKFLOW_KEYS = WORKFLOW_FIELDS.map((f) => f.name);
+
+/** A kind of tool of `tools:` (`http`, `file`, `shell`, `mcp`): its fields, from `ToolDecl`'s variants. */
+export interface ToolKind {
+  kind: string;
+  description: string;
+  fields: SubField[];
+  required: string[];
+}
+
+export const TOOL_KINDS: ToolKind[] = (defs.ToolDecl?.oneOf ?? []).map((v) => {
+  const kind = v.required?.[0] ?? '';
+  const target = unwrap(v.properties?.[kind] ?? {});
+  return {
+    kind,
+    description: v.description ?? '',
+    fields: Object.entries(target.properties ?? {}).map(([name, p]) => ({ name, description: unwrap(p).description ?? '', shape: shapeOf(p, 1) })),
+    required: target.required ?? [],
+  };
+});
+
+/** The fields of an entry of `agents:` (description, system, model). */
+export const AGENT_FIELDS: SubField[] = Object.entries(defs.Agent?.properties ?? {}).map(([name, p]) => ({
+  name,
+  description: unwrap(p).description ?? '',
+  shape: shapeOf(p, 1),
+}));
+
+/** The fields of a vote's voter (name, agent, model, weight, veto). */
+export const VOTER_FIELDS: SubField[] = Object.entries(defs.Voter?.properties ?? {}).map(([name, p]) => ({
+  name,
+  description: unwrap(p).description ?? '',
+  shape: shapeOf(p, 1),
+}));

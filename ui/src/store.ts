@@ -8,22 +8,21 @@ import {
   applyNodeChanges,
   type Edge,
   type EdgeChange,
-  type Node,
   type NodeChange,
 } from '@xyflow/react';
 import ELK from 'elkjs/lib/elk.bundled.js';
 import type { Document } from 'yaml';
-import { parseWorkflow, reaches, serializeWorkflow, type StepData } from './workflow';
+import { BODY_KINDS, flatSteps, parseWorkflow, reaches, serializeWorkflow, type StepData } from './workflow';
 import { WORKFLOW_KEYS } from './registry';
 import type { Diagnostic, EngineEvent, StoredRun } from './backend';
+import type { StepRecord } from './bindings';
+import { elkLevel, elkPositions, GROUP_HEADER, GROUP_PAD, newFields, stepsOf, toEdges, toNodes, withDescendants, type ElkChild, type StepNode } from './graph';
+
+export type { StepNode, StepNodeData } from './graph';
 
 /** `waiting`: an `event` step waiting for its event (`waitingFor` says which). */
 export type StepStatus = 'queued' | 'running' | 'retrying' | 'waiting' | 'succeeded' | 'failed' | 'skipped';
 
-export interface StepNodeData extends Record<string, unknown> {
-  step: StepData;
-}
-export type StepNode = Node<StepNodeData, 'step'>;
 
 export interface StepRun {
   status: StepStatus;
@@ -97,13 +96,29 @@ export interface EditorState {
   /** The selector's first pick for a general step, shown on nodes whose model is "auto". */
   firstModel: string | null;
   clipboard: StepData[];
+  /** The item (map) or iteration (loop) shown for each body, by the owner's run path. */
+  picked: Record<string, number>;
 }
 
 export interface EditorActions {
   load(path: string | null, text: string): Promise<void>;
-  addStep(kind: string, position: { x: number; y: number }): string;
-  /** Adds the edge `source → target` (target needs source); refuses a cycle. */
-  connect(source: string, target: string): boolean;
+  /** Adds a step; with `parentId`, into that map's or loop's body (position relative to it). */
+  addStep(kind: string, position: { x: number; y: number }, parentId?: string): string;
+  /**
+   * Adds the edge `source → target` (target needs source; from a switch's case handle,
+   * the case names target in `then`); refuses a cycle and an edge between bodies.
+   */
+  connect(source: string, target: string, sourceHandle?: string | null): boolean;
+  /** Replaces a switch's cases; `removed` is the index of a case taken out (its edges go, later ones move up). */
+  updateCases(id: string, cases: unknown[], removed?: number): void;
+  /**
+   * Moves a top-level step into the body of map or loop `parentId` at `position` (relative
+   * to it); its connections to steps outside that body are removed, as a body's `needs`
+   * stay inside it.
+   */
+  moveIntoBody(id: string, parentId: string, position: { x: number; y: number }): void;
+  /** Shows item (or iteration) `index` of the map or loop recorded at `path`. */
+  pickItem(path: string, index: number): void;
   onNodesChange(changes: NodeChange<StepNode>[]): void;
   onEdgesChange(changes: EdgeChange[]): void;
   updateField(id: string, key: string, value: unknown): void;
@@ -135,30 +150,6 @@ export interface EditorActions {
 
 const elk = new ELK();
 
-function toNodes(steps: StepData[]): StepNode[] {
-  return steps.map((step, i) => ({
-    id: step.id,
-    type: 'step',
-    position: step.position ?? { x: 0, y: i * 120 },
-    data: { step },
-  }));
-}
-
-function toEdges(steps: StepData[]): Edge[] {
-  return steps.flatMap((s) =>
-    s.needs.map((n) => ({ id: `${n}->${s.id}`, source: n, target: s.id })),
-  );
-}
-
-function stepsOf(nodes: StepNode[], edges: Edge[]): StepData[] {
-  return nodes.map((n) => ({
-    ...n.data.step,
-    id: n.id,
-    position: n.position,
-    needs: edges.filter((e) => e.target === n.id).map((e) => e.source),
-  }));
-}
-
 async function autoLayout(nodes: StepNode[], edges: Edge[]): Promise<StepNode[]> {
   const graph = await elk.layout({
     id: 'root',
@@ -167,12 +158,29 @@ async function autoLayout(nodes: StepNode[], edges: Edge[]): Promise<StepNode[]>
       'elk.direction': 'DOWN',
       'elk.spacing.nodeNode': '40',
       'elk.layered.spacing.nodeNodeBetweenLayers': '60',
+      'elk.hierarchyHandling': 'SEPARATE_CHILDREN',
     },
-    children: nodes.map((n) => ({ id: n.id, width: 220, height: 90 })),
-    edges: edges.map((e) => ({ id: e.id, sources: [e.source], targets: [e.target] })),
-  });
-  const pos = new Map((graph.children ?? []).map((c) => [c.id, { x: c.x ?? 0, y: c.y ?? 0 }]));
+    ...elkLevel(nodes, edges),
+  } as Parameters<typeof elk.layout>[0]);
+  const pos = elkPositions((graph.children ?? []) as ElkChild[]);
   return nodes.map((n) => ({ ...n, position: pos.get(n.id) ?? n.position }));
+}
+
+/** The stored record of a step as the run panel keeps it. */
+function fromRecord(st: StepRecord): StepRun {
+  const status: StepStatus = st.status === 'cancelled' ? 'skipped' : st.status;
+  return {
+    status,
+    tokens: st.output ?? '',
+    reasoning: st.reasoning ?? undefined,
+    model: st.model,
+    error: st.error ?? undefined,
+    durationMs: st.duration_ms,
+    attempt: st.attempts.length,
+    usage: st.usage,
+    costUsd: st.cost_usd,
+    fallback: st.fallbacks.length ? `${st.fallbacks[st.fallbacks.length - 1].from} → ${st.fallbacks[st.fallbacks.length - 1].to}` : undefined,
+  };
 }
 
 function freshId(kind: string, taken: Set<string>): string {
@@ -199,12 +207,13 @@ export const useEditor = create<EditorState & EditorActions>()(
       run: null,
       firstModel: null,
       clipboard: [],
+      picked: {},
 
       async load(path, text) {
         const wf = parseWorkflow(text);
         let nodes = toNodes(wf.steps);
         const edges = toEdges(wf.steps);
-        if (wf.steps.some((s) => !s.position)) nodes = await autoLayout(nodes, edges);
+        if (flatSteps(wf.steps).some((s) => !s.position)) nodes = await autoLayout(nodes, edges);
         set({
           path,
           original: text,
@@ -216,6 +225,7 @@ export const useEditor = create<EditorState & EditorActions>()(
           edges,
           dirty: false,
           run: null,
+          picked: {},
           message: wf.errors.length
             ? { kind: 'error', text: `${path ?? 'workflow'}:${wf.errors[0].line}:${wf.errors[0].column}: ${wf.errors[0].message}` }
             : null,
@@ -223,28 +233,37 @@ export const useEditor = create<EditorState & EditorActions>()(
         useEditor.temporal.getState().clear();
       },
 
-      addStep(kind, position) {
-        const taken = new Set(get().nodes.map((n) => n.id));
+      addStep(kind, position, parentId) {
+        const nodes = get().nodes;
+        const taken = new Set(nodes.map((n) => n.id));
         const id = freshId(kind, taken);
-        const fields: Record<string, unknown> =
-          kind === 'template' ? { template: '' } : { prompt: '' };
+        const inside = parentId && nodes.some((n) => n.id === parentId && n.type === 'container') ? parentId : undefined;
         const node: StepNode = {
           id,
-          type: 'step',
-          position,
-          data: { step: { id, kind, needs: [], fields } },
+          type: BODY_KINDS.has(kind) ? 'container' : 'step',
+          position: inside ? { x: Math.max(GROUP_PAD, position.x), y: Math.max(GROUP_HEADER, position.y) } : position,
+          data: { step: { id, kind, needs: [], fields: newFields(kind) } },
+          ...(inside ? { parentId: inside, extent: 'parent' as const } : {}),
         };
-        set({ nodes: [...get().nodes, node], dirty: true });
+        set({ nodes: [...nodes, node], dirty: true });
         return id;
       },
 
-      connect(source, target) {
+      connect(source, target, sourceHandle) {
         const { edges, nodes } = get();
         if (source === target) {
           set({ message: { kind: 'error', text: `Refused: a step cannot depend on itself (\`${source}\`).` } });
           return false;
         }
-        if (edges.some((e) => e.source === source && e.target === target)) return false;
+        const from = nodes.find((n) => n.id === source);
+        const to = nodes.find((n) => n.id === target);
+        if (from && to && from.parentId !== to.parentId) {
+          const where = (n: StepNode) => (n.parentId ? `the body of \`${n.parentId}\`` : 'the top level');
+          set({ message: { kind: 'error', text: `Refused: \`${target}\` (in ${where(to)}) cannot need \`${source}\` (in ${where(from)}); a body's steps need only steps of the same body.` } });
+          return false;
+        }
+        const branch = from?.data.step.kind === 'switch' && sourceHandle && (sourceHandle === 'default' || sourceHandle.startsWith('case-')) ? sourceHandle : undefined;
+        if (edges.some((e) => e.source === source && e.target === target && (e.data?.branch as string | undefined) === branch)) return false;
         const path = reaches(edges, target, source);
         if (path) {
           const cycle = [...path, target].join(' → ');
@@ -252,18 +271,60 @@ export const useEditor = create<EditorState & EditorActions>()(
           return false;
         }
         if (!nodes.some((n) => n.id === source) || !nodes.some((n) => n.id === target)) return false;
-        set({
-          edges: [...edges, { id: `${source}->${target}`, source, target }],
-          dirty: true,
-          message: null,
-        });
+        const edge: Edge = branch
+          ? { id: `${source}->${target}@${branch}`, source, target, sourceHandle: branch, data: { needs: false, branch } }
+          : { id: `${source}->${target}`, source, target, data: { needs: true } };
+        set({ edges: [...edges, edge], dirty: true, message: null });
         return true;
+      },
+
+      updateCases(id, cases, removed) {
+        const handle = (h: string | null | undefined) => {
+          const m = /^case-(\d+)$/.exec(h ?? '');
+          return m ? Number(m[1]) : null;
+        };
+        const edges = removed === undefined
+          ? get().edges
+          : get().edges.flatMap((e) => {
+              const i = e.source === id ? handle(e.sourceHandle) : null;
+              if (i === null || i < removed) return [e];
+              if (i === removed) return [];
+              const h = `case-${i - 1}`;
+              return [{ ...e, id: `${e.source}->${e.target}@${h}`, sourceHandle: h, data: { ...e.data, branch: h } }];
+            });
+        get().updateField(id, 'cases', cases);
+        set({ edges });
+      },
+
+      moveIntoBody(id, parentId, position) {
+        const { nodes, edges } = get();
+        const node = nodes.find((n) => n.id === id);
+        if (!node || node.parentId || withDescendants(nodes, new Set([id])).has(parentId)) return;
+        const moved = { ...node, parentId, extent: 'parent' as const, position: { x: Math.max(GROUP_PAD, position.x), y: Math.max(GROUP_HEADER, position.y) } };
+        // Parents come before their body's steps in the node list.
+        const rest = nodes.filter((n) => n.id !== id);
+        const at = rest.findIndex((n) => n.id === parentId) + 1;
+        const inside = withDescendants(nodes, new Set([id]));
+        const kept = edges.filter((e) => inside.has(e.source) === inside.has(e.target));
+        set({
+          nodes: [...rest.slice(0, at), moved, ...rest.slice(at)],
+          edges: kept,
+          dirty: true,
+          message: kept.length < edges.length ? { kind: 'info', text: `Moved ${id} into the body of ${parentId}; its ${edges.length - kept.length} connection(s) outside the body were removed.` } : null,
+        });
+      },
+
+      pickItem(path, index) {
+        set({ picked: { ...get().picked, [path]: index } });
       },
 
       onNodesChange(changes) {
         const structural = changes.some((c) => c.type === 'remove' || c.type === 'position');
-        set({ nodes: applyNodeChanges(changes, get().nodes), dirty: get().dirty || structural });
-        if (changes.some((c) => c.type === 'remove')) {
+        const removed = new Set(changes.flatMap((c) => (c.type === 'remove' ? [c.id] : [])));
+        // A removed group takes its body with it.
+        const gone = withDescendants(get().nodes, removed);
+        set({ nodes: applyNodeChanges(changes, get().nodes).filter((n) => !gone.has(n.id)), dirty: get().dirty || structural });
+        if (removed.size) {
           const ids = new Set(get().nodes.map((n) => n.id));
           set({ edges: get().edges.filter((e) => ids.has(e.source) && ids.has(e.target)) });
         }
@@ -306,11 +367,15 @@ export const useEditor = create<EditorState & EditorActions>()(
         }
         set({
           nodes: get().nodes.map((n) =>
-            n.id === id ? { ...n, id: next, data: { step: { ...n.data.step, id: next } } } : n,
+            n.id === id
+              ? { ...n, id: next, data: { step: { ...n.data.step, id: next } } }
+              : n.parentId === id
+                ? { ...n, parentId: next }
+                : n,
           ),
           edges: get().edges.map((e) => ({
             ...e,
-            id: `${e.source === id ? next : e.source}->${e.target === id ? next : e.target}`,
+            id: `${e.source === id ? next : e.source}->${e.target === id ? next : e.target}${e.data?.branch ? `@${String(e.data.branch)}` : ''}`,
             source: e.source === id ? next : e.source,
             target: e.target === id ? next : e.target,
           })),
@@ -321,7 +386,7 @@ export const useEditor = create<EditorState & EditorActions>()(
 
       deleteSelected() {
         const { nodes, edges } = get();
-        const gone = new Set(nodes.filter((n) => n.selected).map((n) => n.id));
+        const gone = withDescendants(nodes, new Set(nodes.filter((n) => n.selected).map((n) => n.id)));
         const edgesLeft = edges.filter(
           (e) => !e.selected && !gone.has(e.source) && !gone.has(e.target),
         );
@@ -332,7 +397,7 @@ export const useEditor = create<EditorState & EditorActions>()(
       copy() {
         const { nodes, edges } = get();
         const chosen = nodes.filter((n) => n.selected);
-        set({ clipboard: stepsOf(chosen, edges) });
+        set({ clipboard: stepsOf(chosen, edges, undefined, true) });
       },
 
       paste() {
@@ -347,12 +412,15 @@ export const useEditor = create<EditorState & EditorActions>()(
         }
         const added: StepNode[] = clipboard.map((s) => {
           const id = rename.get(s.id)!;
+          // A pasted map or loop starts with an empty body.
+          const { body: _body, ...step } = s;
+          void _body;
           return {
             id,
-            type: 'step',
+            type: BODY_KINDS.has(s.kind) ? 'container' : 'step',
             selected: true,
             position: { x: (s.position?.x ?? 0) + 40, y: (s.position?.y ?? 0) + 40 },
-            data: { step: { ...s, id, needs: [] } },
+            data: { step: { ...step, id, needs: [] } },
           };
         });
         const addedEdges: Edge[] = clipboard.flatMap((s) =>
@@ -362,6 +430,7 @@ export const useEditor = create<EditorState & EditorActions>()(
               id: `${rename.get(n)}->${rename.get(s.id)}`,
               source: rename.get(n)!,
               target: rename.get(s.id)!,
+              data: { needs: true },
             })),
         );
         set({
@@ -387,13 +456,12 @@ export const useEditor = create<EditorState & EditorActions>()(
         const wf = parseWorkflow(text);
         if (wf.errors.length) return wf.errors;
         const prev = new Map(get().nodes.map((n) => [n.id, n]));
-        const nodes: StepNode[] = wf.steps.map((step, i) => ({
-          id: step.id,
-          type: 'step',
-          position: step.position ?? prev.get(step.id)?.position ?? { x: 0, y: i * 120 },
-          selected: prev.get(step.id)?.selected ?? false,
-          data: { step },
-        }));
+        const written = new Map(flatSteps(wf.steps).map((st) => [st.id, st.position]));
+        const nodes: StepNode[] = toNodes(wf.steps).map((n) => {
+          const before = prev.get(n.id);
+          const placed = written.get(n.id);
+          return { ...n, position: placed ?? before?.position ?? n.position, selected: before?.selected ?? false };
+        });
         set({ doc: wf.doc, workflowId: wf.id, inputs: wf.inputs, settings: wf.settings, nodes, edges: toEdges(wf.steps), dirty: text !== get().original });
         return [];
       },
@@ -413,8 +481,9 @@ export const useEditor = create<EditorState & EditorActions>()(
 
       startRun(runId) {
         const steps: Record<string, StepRun> = {};
-        for (const n of get().nodes) steps[n.id] = { status: 'queued', tokens: '' };
-        set({ run: { runId, status: 'running', steps, startedAt: Date.now(), attempts: [], detail: null, question: null, past: false, events: [] } });
+        // A body's steps are recorded per item, under their paths, as they run.
+        for (const n of get().nodes) if (!n.parentId) steps[n.id] = { status: 'queued', tokens: '' };
+        set({ picked: {}, run: { runId, status: 'running', steps, startedAt: Date.now(), attempts: [], detail: null, question: null, past: false, events: [] } });
       },
 
       setRunDetail(detail) {
@@ -425,6 +494,11 @@ export const useEditor = create<EditorState & EditorActions>()(
         const steps = { ...run.steps };
         for (const st of detail.steps) {
           const cur = steps[st.step_id];
+          // A body step's record (`each[2].say`) may come only with the record.
+          if (!cur) {
+            steps[st.step_id] = fromRecord(st);
+            continue;
+          }
           if (cur && st.output != null) steps[st.step_id] = { ...cur, tokens: st.output };
           if (steps[st.step_id] && st.reasoning != null) steps[st.step_id] = { ...steps[st.step_id], reasoning: st.reasoning };
           if (steps[st.step_id]) steps[st.step_id] = { ...steps[st.step_id], usage: st.usage, costUsd: st.cost_usd, attempt: st.attempts.length || steps[st.step_id].attempt };
@@ -438,22 +512,11 @@ export const useEditor = create<EditorState & EditorActions>()(
         await get().load(null, text);
         const startedAt = Date.parse(detail.started_at);
         const steps: Record<string, StepRun> = {};
-        for (const n of get().nodes) steps[n.id] = { status: 'skipped', tokens: '', error: 'not run' };
+        for (const n of get().nodes) if (!n.parentId) steps[n.id] = { status: 'skipped', tokens: '', error: 'not run' };
         const attempts: AttemptBar[] = [];
         for (const st of detail.steps) {
-          const status: StepStatus = st.status === 'cancelled' ? 'skipped' : st.status;
-          steps[st.step_id] = {
-            status,
-            tokens: st.output ?? '',
-            reasoning: st.reasoning ?? undefined,
-            model: st.model,
-            error: st.error ?? undefined,
-            durationMs: st.duration_ms,
-            attempt: st.attempts.length,
-            usage: st.usage,
-            costUsd: st.cost_usd,
-            fallback: st.fallbacks.length ? `${st.fallbacks[st.fallbacks.length - 1].from} → ${st.fallbacks[st.fallbacks.length - 1].to}` : undefined,
-          };
+          steps[st.step_id] = fromRecord(st);
+          const status = steps[st.step_id].status;
           st.attempts.forEach((a, i) => {
             const start = Date.parse(a.started_at) - startedAt;
             const last = i === st.attempts.length - 1;
@@ -555,8 +618,8 @@ export const useEditor = create<EditorState & EditorActions>()(
     {
       // Only the graph is history; positions are recorded when a drag ends.
       partialize: (s) => ({
-        nodes: s.nodes.map((n) => ({ id: n.id, type: n.type, position: n.position, data: n.data })),
-        edges: s.edges.map((e) => ({ id: e.id, source: e.source, target: e.target })),
+        nodes: s.nodes.map((n) => ({ id: n.id, type: n.type, position: n.position, data: n.data, ...(n.parentId ? { parentId: n.parentId, extent: n.extent } : {}) })),
+        edges: s.edges.map((e) => ({ id: e.id, source: e.source, target: e.target, sourceHandle: e.sourceHandle, data: e.data })),
         settings: s.settings,
       }),
       equality: (a, b) => JSON.stringify(a) === JSON.stringify(b),

@@ -1,7 +1,7 @@
 // The Backend of the desktop app: every call is one typed command of the Tauri shell
 // (bindings.ts, generated from src-tauri); run events and pull progress arrive on a
 // `Channel` per call. Errors come back tagged by `kind` and become BackendErrors.
-import { Channel } from '@tauri-apps/api/core';
+import { Channel, invoke } from '@tauri-apps/api/core';
 import { commands, type Error as ShellError, type Result } from './bindings';
 import {
   BackendError,
@@ -11,6 +11,7 @@ import {
   type PullProgress,
   type RunHandle,
   type RunOptions,
+  type ToolFunction,
 } from './backend';
 
 function toError(e: ShellError): BackendError {
@@ -176,5 +177,18 @@ export class TauriBackend implements Backend {
 
   uninstallService() {
     return call(commands.uninstallService());
+  }
+
+  /**
+   * The shell's `discover_tool_functions` command (not in bindings.ts yet: invoked by
+   * name, its error tagged by `kind` like every command's).
+   */
+  async discoverTools(workflow: string, tool: string): Promise<ToolFunction[]> {
+    try {
+      return await invoke<ToolFunction[]>('discover_tool_functions', { workflow, tool });
+    } catch (e) {
+      if (e && typeof e === 'object' && 'kind' in e) throw toError(e as ShellError);
+      throw new BackendError('internal', String(e));
+    }
   }
 }

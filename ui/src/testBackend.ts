@@ -2,8 +2,13 @@
 // map seeded with the example workflows, validation covers what the editor can break
 // (unknown `needs`, cycles, missing prompts), and a run replays the engine's event
 // sequence step by step in dependency order with a few streamed tokens each, and is kept
-// in an in-memory history shaped like the store's records.
-import { parseWorkflow, reaches } from './workflow';
+// in an in-memory history shaped like the store's records. A map or loop runs its body
+// once per item (a JSON list literal's items, else two) or iteration (at most two), its
+// steps recorded under their paths (`each[1].say`); an agent step records a fixed
+// transcript (a model call asking for a tool, the tool call, the final answer); an `mcp`
+// tool's discovery answers a fixed list.
+import { flatSteps, parseWorkflow, reaches, type StepData } from './workflow';
+import { KINDS } from './registry';
 import type {
   Backend,
   Diagnostic,
@@ -17,9 +22,40 @@ import type {
   RunSummary,
   ServiceStatus,
   StoredRun,
+  ToolFunction,
   TriggerView,
 } from './backend';
-import type { ModelCapability, StepRecord } from './bindings';
+import type { ModelCapability, StepRecord, TranscriptEntry } from './bindings';
+
+/** The functions every `mcp` server offers here (a filesystem server's, as `tools/list` gives them). */
+export const TEST_MCP_FUNCTIONS: ToolFunction[] = [
+  { name: 'read_text_file', description: 'Read a file as text.', input_schema: { type: 'object', properties: { path: { type: 'string' } }, required: ['path'] } },
+  { name: 'write_file', description: 'Create or overwrite a file.', input_schema: { type: 'object', properties: { path: { type: 'string' }, content: { type: 'string' } } } },
+  { name: 'list_directory', description: null, input_schema: { type: 'object' } },
+];
+
+/** How many items (a JSON list literal's) or iterations (the cap, at most two) a body runs here. */
+function bodyRuns(step: StepData): number {
+  if (step.kind === 'loop') return Math.min(2, Number(step.fields.max_iterations) || 1);
+  try {
+    const items = JSON.parse(String(step.fields.items ?? ''));
+    if (Array.isArray(items)) return items.length;
+  } catch {
+    // An expression over the run: two items.
+  }
+  return 2;
+}
+
+/** An agent's transcript here: it asks for its first tool, reads the result, answers. */
+function agentTranscript(step: StepData, model: string): TranscriptEntry[] {
+  const tool = Array.isArray(step.fields.tools) && step.fields.tools.length ? String(step.fields.tools[0]) : 'notes';
+  const call = { id: 'call_1_0', name: tool, arguments: { op: 'list' } };
+  return [
+    { type: 'model', iteration: 1, model, strategy: 'json_protocol', text: `{"tool": "${tool}", "args": {"op": "list"}}`, tool_calls: [call], prompt_tokens: 40, completion_tokens: 12, duration_ms: 90 },
+    { type: 'tool', iteration: 1, id: 'call_1_0', name: tool, arguments: { op: 'list' }, ok: true, result: 'monday.md\ntuesday.md', duration_ms: 4 },
+    { type: 'model', iteration: 2, model, strategy: 'json_protocol', text: '{"final": "Two notes: monday.md and tuesday.md"}', tool_calls: [], prompt_tokens: 70, completion_tokens: 10, duration_ms: 80 },
+  ];
+}
 
 const examples = import.meta.glob('../../workflows/*.yaml', {
   query: '?raw',
@@ -198,9 +234,10 @@ export class TestBackend implements Backend {
       message: e.message,
       span: { line: e.line, column: e.column },
     }));
-    const ids = new Set(wf.steps.map((s) => s.id));
-    const edges = wf.steps.flatMap((s) => s.needs.map((n) => ({ source: n, target: s.id })));
-    for (const s of wf.steps) {
+    const all = flatSteps(wf.steps);
+    const ids = new Set(all.map((s) => s.id));
+    const edges = all.flatMap((s) => s.needs.map((n) => ({ source: n, target: s.id })));
+    for (const s of all) {
       for (const n of s.needs) {
         if (!ids.has(n)) {
           out.push({ code: 'unknown_need', message: `\`needs\` names unknown step \`${n}\``, step: s.id, field: 'needs' });
@@ -218,8 +255,9 @@ export class TestBackend implements Backend {
           }
         }
       }
-      const required = s.kind === 'template' ? 'template' : 'prompt';
-      if (!s.fields[required]) {
+      // The field the kind cannot do without, as the schema says (a body is `steps:`).
+      const required = KINDS.find((k) => k.kind === s.kind)?.required ?? 'prompt';
+      if (required && required !== 'steps' && (s.fields[required] === undefined || s.fields[required] === '')) {
         out.push({ code: 'missing_field', message: `\`kind: ${s.kind}\` steps need a \`${required}\``, step: s.id, field: required });
       }
     }
@@ -278,6 +316,7 @@ export class TestBackend implements Backend {
       for (const s of steps) if (!again.has(s.id)) finished.add(s.id);
       steps = steps.filter((s) => again.has(s.id));
     }
+    const self = this;
     const done = (async () => {
       const started = Date.now();
       emit({ type: 'run_started', run_id: runId, workflow_id: wf.id, steps: steps.length });
@@ -308,45 +347,12 @@ export class TestBackend implements Backend {
               else failedSteps.add(step.id);
               return;
             }
-            // A step with a retry policy fails its first attempt once (to show retries).
-            const flaky = step.fields.retry !== undefined;
-            for (let attempt = 1; attempt <= (flaky ? 2 : 1); attempt++) {
-              emit({ type: 'step_started', run_id: runId, step_id: step.id, attempt, model });
-              // A step with `think: true` streams its reasoning first, apart from the answer.
-              let reasoning = '';
-              if (step.fields.think === true) {
-                for (const t of ['Thinking', ' it over']) {
-                  await sleep(60);
-                  if (cancelled) break;
-                  reasoning += t;
-                  emit({ type: 'reasoning', run_id: runId, step_id: step.id, text: t });
-                }
-              }
-              let out = '';
-              for (const t of ['Hello', ' from', ` ${step.id}`]) {
-                await sleep(60);
-                if (cancelled) break;
-                out += t;
-                emit({ type: 'token', run_id: runId, step_id: step.id, text: t });
-              }
-              if (cancelled) {
-                emit({ type: 'step_skipped', run_id: runId, step_id: step.id, reason: 'cancelled', status: 'cancelled' });
-                return;
-              }
-              if (flaky && attempt === 1) {
-                attempts.push({ attempt, model, started_at: stepStart, duration_ms: 180, first_token_ms: 60, error_kind: 'transient', error_message: 'HTTP 503: overloaded', usage: null });
-                emit({ type: 'attempt_failed', run_id: runId, step_id: step.id, attempt, model, error_kind: 'transient', message: 'HTTP 503: overloaded', retry_in_ms: 100 });
-                continue;
-              }
-              const usage = { prompt_tokens: 12, completion_tokens: 3 };
-              attempts.push({ attempt, model, started_at: stepStart, duration_ms: 180, first_token_ms: 60, error_kind: null, error_message: null, usage });
-              record.steps.push({
-                ...this.stepRecord(step.id, step.kind, 'succeeded', String(step.fields.prompt ?? step.fields.template ?? ''), out, model, stepStart, attempts, usage),
-                ...(reasoning ? { reasoning } : {}),
-              });
-              emit({ type: 'step_succeeded', run_id: runId, step_id: step.id, model, usage, duration_ms: 180 * attempt, cached: false });
+            if (step.body) {
+              await runBody(step.id, step);
               finished.add(step.id);
+              return;
             }
+            if (await simulate(step.id, step)) finished.add(step.id);
           }),
         );
         // A failed step is not run again; the steps that need it never become ready.
@@ -357,6 +363,67 @@ export class TestBackend implements Backend {
       record.finished_at = new Date().toISOString();
       emit({ type: 'run_finished', run_id: runId, status, duration_ms: Date.now() - started });
     })();
+    /** A map's items or a loop's iterations, each running the body (nested bodies too) under its path. */
+    async function runBody(path: string, step: StepData): Promise<void> {
+      const stepStart = new Date().toISOString();
+      emit({ type: 'step_started', run_id: runId, step_id: path, attempt: 1, model: null });
+      const n = bodyRuns(step);
+      for (let i = 0; i < n && !cancelled; i++) {
+        for (const b of step.body ?? []) {
+          if (b.body) await runBody(`${path}[${i}].${b.id}`, b);
+          else await simulate(`${path}[${i}].${b.id}`, b);
+        }
+        if (step.kind === 'map') emit({ type: 'map_progress', run_id: runId, step_id: path, done: i + 1, failed: 0, total: n });
+      }
+      record.steps.push(self.stepRecord(path, step.kind, 'succeeded', null, `${n} ${step.kind === 'map' ? 'items' : 'iterations'}`, null, stepStart, []));
+      emit({ type: 'step_succeeded', run_id: runId, step_id: path, model: null, usage: null, duration_ms: 5, cached: false });
+    }
+    /** One model-like step under its recorded path (a body's step once per item); true when it succeeded. */
+    async function simulate(path: string, step: StepData): Promise<boolean> {
+            const stepStart = new Date().toISOString();
+            const attempts: StepRecord['attempts'] = [];
+            // A step with a retry policy fails its first attempt once (to show retries).
+            const flaky = step.fields.retry !== undefined;
+            for (let attempt = 1; attempt <= (flaky ? 2 : 1); attempt++) {
+              emit({ type: 'step_started', run_id: runId, step_id: path, attempt, model });
+              // A step with `think: true` streams its reasoning first, apart from the answer.
+              let reasoning = '';
+              if (step.fields.think === true) {
+                for (const t of ['Thinking', ' it over']) {
+                  await sleep(60);
+                  if (cancelled) break;
+                  reasoning += t;
+                  emit({ type: 'reasoning', run_id: runId, step_id: path, text: t });
+                }
+              }
+              let out = '';
+              for (const t of ['Hello', ' from', ` ${path}`]) {
+                await sleep(60);
+                if (cancelled) break;
+                out += t;
+                emit({ type: 'token', run_id: runId, step_id: path, text: t });
+              }
+              if (cancelled) {
+                emit({ type: 'step_skipped', run_id: runId, step_id: path, reason: 'cancelled', status: 'cancelled' });
+                return false;
+              }
+              if (flaky && attempt === 1) {
+                attempts.push({ attempt, model, started_at: stepStart, duration_ms: 180, first_token_ms: 60, error_kind: 'transient', error_message: 'HTTP 503: overloaded', usage: null });
+                emit({ type: 'attempt_failed', run_id: runId, step_id: path, attempt, model, error_kind: 'transient', message: 'HTTP 503: overloaded', retry_in_ms: 100 });
+                continue;
+              }
+              const usage = { prompt_tokens: 12, completion_tokens: 3 };
+              attempts.push({ attempt, model, started_at: stepStart, duration_ms: 180, first_token_ms: 60, error_kind: null, error_message: null, usage });
+              record.steps.push({
+                ...self.stepRecord(path, step.kind, 'succeeded', String(step.fields.prompt ?? step.fields.template ?? ''), out, model, stepStart, attempts, usage),
+                ...(reasoning ? { reasoning } : {}),
+                ...(step.kind === 'agent' ? { transcript: agentTranscript(step, model) } : {}),
+              });
+              emit({ type: 'step_succeeded', run_id: runId, step_id: path, model, usage, duration_ms: 180 * attempt, cached: false });
+              return true;
+            }
+            return false;
+    }
     return { runId, cancel: () => { cancelled = true; }, done };
   }
 
@@ -411,5 +478,19 @@ export class TestBackend implements Backend {
 
   async uninstallService(): Promise<ServiceStatus> {
     throw new Error('the test backend has no login service');
+  }
+
+  /** The saved file's `mcp` tool answers `TEST_MCP_FUNCTIONS`; a server whose command or URL says `fail` cannot be reached. */
+  async discoverTools(workflow: string, tool: string): Promise<ToolFunction[]> {
+    const text = this.files.get(workflow);
+    if (text === undefined) throw new Error(`${workflow}: no such file in the workflows folder (save the workflow first)`);
+    const tools = (parseWorkflow(text).settings.tools ?? {}) as Record<string, Record<string, unknown>>;
+    const decl = tools[tool];
+    if (!decl) throw new Error(`${workflow} declares no tool \`${tool}\` (save the workflow first)`);
+    const mcp = decl.mcp as { command?: string[]; url?: string } | undefined;
+    if (!mcp) throw new Error(`tool \`${tool}\` is not an mcp tool`);
+    if (JSON.stringify(mcp).includes('fail')) throw new Error(`tool \`${tool}\`: the MCP server closed the connection before it listed its tools`);
+    await new Promise((r) => setTimeout(r, 50));
+    return structuredClone(TEST_MCP_FUNCTIONS);
   }
 }

@@ -8,8 +8,47 @@ export interface StepData {
   kind: string;
   needs: string[];
   position?: { x: number; y: number };
-  /** Every other field, as written (prompt, model, retry, ...). */
+  /** Every other field, as written (prompt, model, retry, ...); a body's `steps` are in `body`. */
   fields: Record<string, unknown>;
+  /** The body of a `map` or `loop` (its `steps:`), each step with its own fields and body. */
+  body?: StepData[];
+}
+
+/** The kinds whose `steps:` is a body of steps (control.rs: `map`, `loop`). */
+export const BODY_KINDS = new Set(['map', 'loop']);
+
+/** The steps of a `steps:` list as written, bodies included. */
+function parseSteps(raw: unknown, taken: Set<string>): StepData[] {
+  const list = Array.isArray(raw) ? (raw as Record<string, unknown>[]) : [];
+  return list.map((s) => {
+    const { id, kind, needs, position, ...fields } = s ?? {};
+    const pos = position as { x?: number; y?: number } | undefined;
+    const k = typeof kind === 'string' ? kind : 'llm';
+    let sid = typeof id === 'string' ? id : '';
+    for (let n = taken.size + 1; !sid || taken.has(sid); n++) sid = `step_${n}`;
+    taken.add(sid);
+    const step: StepData = {
+      id: sid,
+      kind: k,
+      needs: Array.isArray(needs) ? needs.map(String) : [],
+      position:
+        pos && typeof pos.x === 'number' && typeof pos.y === 'number'
+          ? { x: pos.x, y: pos.y }
+          : undefined,
+      fields,
+    };
+    if (BODY_KINDS.has(k)) {
+      const { steps, ...rest } = fields;
+      step.fields = rest;
+      step.body = parseSteps(steps, taken);
+    }
+    return step;
+  });
+}
+
+/** Every step of a list with the steps of their bodies, depth first. */
+export function flatSteps(steps: StepData[]): StepData[] {
+  return steps.flatMap((s) => [s, ...flatSteps(s.body ?? [])]);
 }
 
 export interface ParsedWorkflow {
@@ -31,21 +70,7 @@ export function parseWorkflow(text: string): ParsedWorkflow {
     message: e.message.split('\n')[0],
   }));
   const js = (errors.length ? {} : (doc.toJS() ?? {})) as Record<string, unknown>;
-  const rawSteps = Array.isArray(js.steps) ? (js.steps as Record<string, unknown>[]) : [];
-  const steps: StepData[] = rawSteps.map((s, i) => {
-    const { id, kind, needs, position, ...fields } = s ?? {};
-    const pos = position as { x?: number; y?: number } | undefined;
-    return {
-      id: typeof id === 'string' ? id : `step_${i + 1}`,
-      kind: typeof kind === 'string' ? kind : 'llm',
-      needs: Array.isArray(needs) ? needs.map(String) : [],
-      position:
-        pos && typeof pos.x === 'number' && typeof pos.y === 'number'
-          ? { x: pos.x, y: pos.y }
-          : undefined,
-      fields,
-    };
-  });
+  const steps = parseSteps(js.steps, new Set());
   return {
     doc,
     id: typeof js.id === 'string' ? js.id : 'untitled',
@@ -56,11 +81,12 @@ export function parseWorkflow(text: string): ParsedWorkflow {
   };
 }
 
-function stepMaps(doc: Document): YAMLSeq {
-  let seq = doc.get('steps');
+/** The `steps:` sequence of the document or of a step's map (created when absent). */
+function stepMaps(doc: Document, owner: Document | YAMLMap): YAMLSeq {
+  let seq = owner.get('steps');
   if (!isSeq(seq)) {
     seq = doc.createNode([]) as YAMLSeq;
-    doc.set('steps', seq);
+    owner.set('steps', seq);
   }
   return seq as YAMLSeq;
 }
@@ -77,7 +103,9 @@ function setOrDelete(map: YAMLMap, doc: Document, key: string, value: unknown) {
     ? (current as { toJSON(): unknown }).toJSON()
     : current;
   if (JSON.stringify(currentJs) === JSON.stringify(value)) return;
-  map.set(key, doc.createNode(value, { flow: Array.isArray(value) || key === 'position' }));
+  // Lists of scalars (`needs: [a, b]`) and positions are written inline; records in block style.
+  const scalars = Array.isArray(value) && value.every((v) => v === null || typeof v !== 'object');
+  map.set(key, doc.createNode(value, { flow: scalars || key === 'position' }));
 }
 
 /**
@@ -90,13 +118,20 @@ export function serializeWorkflow(doc: Document, steps: StepData[], settings?: {
     const top = doc.contents as YAMLMap;
     for (const key of settings.keys) setOrDelete(top, doc, key, settings.values[key]);
   }
-  const seq = stepMaps(doc);
+  writeSteps(doc, stepMaps(doc, doc), steps);
+  return doc.toString({ lineWidth: 0 });
+}
+
+/** Writes `steps` into `seq` (a `steps:` list), keeping untouched maps as they are. */
+function writeSteps(doc: Document, seq: YAMLSeq, steps: StepData[]) {
   const byId = new Map<string, YAMLMap>();
   for (const item of seq.items) {
     if (isMap(item)) byId.set(String(item.get('id')), item);
   }
   const keep = new Set(steps.map((s) => s.id));
   seq.items = seq.items.filter((item) => isMap(item) && keep.has(String(item.get('id'))));
+  // `steps: []` that gets its first steps is written as a block list.
+  if (seq.items.length === 0 && steps.length > 0) seq.flow = false;
   for (const step of steps) {
     let map = byId.get(step.id);
     if (!map) {
@@ -106,9 +141,10 @@ export function serializeWorkflow(doc: Document, steps: StepData[], settings?: {
     setOrDelete(map, doc, 'kind', step.kind);
     setOrDelete(map, doc, 'needs', step.needs);
     for (const [key, value] of Object.entries(step.fields)) setOrDelete(map, doc, key, value);
-    for (const item of map.items) {
+    const owned = ['id', 'kind', 'needs', 'position', ...(step.body ? ['steps'] : [])];
+    for (const item of [...map.items]) {
       const key = String((item.key as { value?: unknown })?.value ?? item.key);
-      if (!['id', 'kind', 'needs', 'position'].includes(key) && !(key in step.fields)) {
+      if (!owned.includes(key) && !(key in step.fields)) {
         map.delete(key);
       }
     }
@@ -118,8 +154,8 @@ export function serializeWorkflow(doc: Document, steps: StepData[], settings?: {
         y: Math.round(step.position.y),
       });
     }
+    if (step.body) writeSteps(doc, stepMaps(doc, map), step.body);
   }
-  return doc.toString({ lineWidth: 0 });
 }
 
 /** The steps that `target` depends on, directly or not (for cycle checks). */

@@ -13,6 +13,9 @@ import type { StepData } from '../workflow';
 import { ModelPicker } from './ModelPicker';
 import { Field, Help, helpText, SchemaEditor, ValueControl } from './fields';
 import { kindLook } from '../design/kinds';
+import { AgentsEditor, Discovery, ToolsEditor } from './Declarations';
+import { CasesEditor, DeclPicker, DefaultTargets, ToolChecklist, VotersEditor } from './StepEditors';
+import { switchFields } from '../graph';
 
 const TEXT_FIELDS = new Set(['prompt', 'system', 'template', 'when']);
 
@@ -60,8 +63,8 @@ function LocalOnly({ value, onChange }: { value: unknown; onChange(v: unknown): 
   );
 }
 
-/** The workflow's own settings (name, description, local only, budget, guardrails, on_failure, ...), by section. */
-function WorkflowSettings() {
+/** The workflow's own settings (name, description, local only, budget, guardrails, on_failure, tools, agents, ...), by section. */
+function WorkflowSettings({ backend }: { backend: Backend }) {
   const settings = useEditor((s) => s.settings);
   const workflowId = useEditor((s) => s.workflowId);
   const updateSetting = useEditor((s) => s.updateSetting);
@@ -82,7 +85,13 @@ function WorkflowSettings() {
         body={(s) =>
           s.fields.map((f) => (
             <Field key={f.name} label={f.name.replace(/_/g, ' ')} help={helpText(f.description)} htmlFor={`wf-${f.name}`}>
-              <ValueControl id={`wf-${f.name}`} shape={f.shape} value={settings[f.name]} label={f.name} onChange={(v) => updateSetting(f.name, v)} />
+              {f.name === 'tools' ? (
+                <ToolsEditor backend={backend} value={settings.tools} onChange={(v) => updateSetting('tools', v)} />
+              ) : f.name === 'agents' ? (
+                <AgentsEditor value={settings.agents} onChange={(v) => updateSetting('agents', v)} />
+              ) : (
+                <ValueControl id={`wf-${f.name}`} shape={f.shape} value={settings[f.name]} label={f.name} onChange={(v) => updateSetting(f.name, v)} />
+              )}
             </Field>
           ))
         }
@@ -176,10 +185,41 @@ function summary(fields: FieldSpec[], values: Record<string, unknown>): string {
     .join(', ');
 }
 
+/** The control of a field that names declarations or holds records (StepEditors.tsx), if it is one. */
+function declarationField(f: FieldSpec, step: StepData, set: (v: unknown) => void, backend: Backend, tools: unknown): ReactNode {
+  const id = `field-${f.name}`;
+  const value = step.fields[f.name];
+  if (f.name === 'tool' && step.kind === 'tool') {
+    // An mcp tool's functions (what `args.call` names), once discovered.
+    const decl = typeof value === 'string' && tools && typeof tools === 'object' ? (tools as Record<string, Record<string, unknown>>)[value] : undefined;
+    return (
+      <>
+        <DeclPicker id={id} of="tools" value={value} onChange={set} />
+        {decl && 'mcp' in decl && <Discovery backend={backend} name={String(value)} />}
+      </>
+    );
+  }
+  if (f.name === 'agent') return <DeclPicker id={id} of="agents" value={value} onChange={set} optional />;
+  if (f.name === 'tools' && step.kind === 'agent') return <ToolChecklist id={id} value={value} onChange={set} />;
+  if (f.name === 'voters') return <VotersEditor id={id} value={value} onChange={set} />;
+  if (f.name === 'cases' && step.kind === 'switch') return <CasesEditor stepId={step.id} value={value} />;
+  if (f.name === 'default' && step.kind === 'switch') return <DefaultTargets value={value} />;
+  return null;
+}
+
 /** One field of the selected step, with the control its name or shape calls for. */
 function StepField({ field: f, step, backend, variables, errors }: { field: FieldSpec; step: StepData; backend: Backend; variables: string[]; errors: string[] }) {
   const updateField = useEditor((s) => s.updateField);
   const help = helpText(f.description);
+  const tools = useEditor((s) => s.settings.tools);
+  const special = declarationField(f, step, (v) => updateField(step.id, f.name, v), backend, tools);
+  if (special) {
+    return (
+      <Field key={`${step.id}-${f.name}`} label={f.name.replace(/_/g, ' ')} help={help} htmlFor={`field-${f.name}`} errors={errors} errorTestId={`field-error-${f.name}`}>
+        {special}
+      </Field>
+    );
+  }
   if (f.name === 'model') {
     return (
       <Field key="model" label="model" help={help} htmlFor="model-picker" errors={errors} errorTestId="field-error-model">
@@ -226,9 +266,28 @@ function StepField({ field: f, step, backend, variables, errors }: { field: Fiel
   );
 }
 
+/**
+ * What a body's templates read besides steps: a map's item and its position (`as`,
+ * `index_as`), a loop's `iteration` and `state.<name>`, for every body the step is in.
+ */
+function bodyVariables(nodes: { id: string; parentId?: string; data: { step: StepData } }[], parentId: string | undefined): string[] {
+  const out: string[] = [];
+  for (let owner = nodes.find((n) => n.id === parentId); owner; owner = nodes.find((n) => n.id === owner!.parentId)) {
+    const f = owner.data.step.fields;
+    if (owner.data.step.kind === 'map') out.push(`{{ ${String(f.as ?? 'item')} }}`, `{{ ${String(f.index_as ?? 'index')} }}`);
+    else {
+      out.push('{{ iteration }}');
+      const state = f.state && typeof f.state === 'object' ? Object.keys(f.state) : [];
+      out.push(...state.map((k) => `{{ state.${k} }}`));
+    }
+  }
+  return [...new Set(out)];
+}
+
 /** The selected step's fields, with the variables its templates may use. */
 export function Inspector({ backend, onRun }: { backend: Backend; onRun(options: RunOptions): void }) {
 const node = useEditor((s) => s.nodes.find((n) => n.selected));
+const nodes = useEditor((s) => s.nodes);
 const edges = useEditor((s) => s.edges);
 const inputs = useEditor((s) => s.inputs);
 const diagnostics = useEditor((s) => s.diagnostics);
@@ -259,13 +318,15 @@ if (!node) {
           Select a step on the canvas to edit it, or add one from the palette (double-click, Enter, or drag).
         </Text>
       </Flex>
-      <WorkflowSettings />
+      <WorkflowSettings backend={backend} />
     </aside>
   );
 }
-const step = node.data.step;
+// A switch's targets are its edges (each case's handle), shown as its cases' `then`.
+const step = node.data.step.kind === 'switch' ? { ...node.data.step, fields: switchFields(node.data.step, edges) } : node.data.step;
 const variables = [
   ...Object.keys(inputs).map((k) => `{{ inputs.${k} }}`),
+  ...bodyVariables(nodes, node.parentId),
   ...upstream.map((u) => `{{ steps.${u}.output }}`),
 ];
 const fields = fieldsOf(step.kind);
@@ -294,7 +355,7 @@ return (
       sections={sections}
       values={step.fields}
       prefix=""
-      open={['general', 'prompt', 'model', 'output']}
+      open={['general', 'prompt', 'model', 'tools', 'output']}
       body={(s) => (
         <>
           {s.id === 'general' && (

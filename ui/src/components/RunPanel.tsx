@@ -1,15 +1,21 @@
 // The run under the canvas: status, cancel, the question a step waits on, and tabs:
-// Steps (one row per step: status, model, tokens, cost, duration, attempts, output; the
-// selected row's drawer with the step's input, reasoning, output, model and why, tokens,
-// attempts, fallbacks and guardrail verdicts), Timeline (the Gantt chart), Events (the
+// Steps (one row per step: status, model, tokens, cost, duration, attempts, output; a map's
+// or loop's row with a picker of its items or iterations, whose steps' rows follow it, by
+// their recorded paths such as `each[3].summarize`; the selected row's drawer with the
+// step's input, reasoning, output, model and why, tokens, attempts, fallbacks, guardrail
+// verdicts and an agent's transcript), Timeline (the Gantt chart), Events (the
 // engine's events as they came) and Outputs (the run's outputs and each step's output).
-import { useState } from 'react';
+import { Fragment, useState } from 'react';
 import { Badge, Button, Callout, Code, Flex, Table, Tabs, Text } from '@radix-ui/themes';
 import { Check, Square, X } from 'lucide-react';
 import { useEditor } from '../store';
 import type { Backend, HumanDecision, RunHandle } from '../backend';
 import { Timeline } from './Timeline';
 import { STATUS_COLOR } from './HistoryDialog';
+import { ItemPicker } from './GroupNode';
+import { Transcript } from './Transcript';
+import { itemsOf } from '../graph';
+import type { StepRun } from '../store';
 
 function duration(ms: number | undefined): string {
   if (ms === undefined) return '';
@@ -73,9 +79,96 @@ function StepDrawer({ open }: { open: string }) {
               </div>
             ))}
           </dd>
+          {(detail.transcript ?? []).length > 0 && (
+            <>
+              <dt>transcript</dt>
+              <dd><Transcript entries={detail.transcript} /></dd>
+            </>
+          )}
         </dl>
       )}
     </div>
+  );
+}
+
+const NO_STEPS: Record<string, StepRun> = {};
+
+/** One step's row: `id` is its recorded path, `label` what the row shows (the last part of a body step's path). */
+function StepRow({ id, label, s, open, onOpen, child }: { id: string; label: string; s: StepRun; open: boolean; onOpen(): void; child: boolean }) {
+  return (
+    <Table.Row data-testid={`run-row-${id}`} className={`clickable ${open ? 'open' : ''} ${child ? 'run-row-child' : ''}`} onClick={onOpen}>
+      <Table.RowHeaderCell>
+        <Button size="1" variant="ghost" color="gray" highContrast aria-expanded={open} aria-label={`${id}: details`}>
+          {label}
+        </Button>
+      </Table.RowHeaderCell>
+      <Table.Cell>
+        <Badge highContrast color={STATUS_COLOR[s.status] ?? (s.status === 'retrying' ? 'amber' : 'gray')} data-testid={`run-step-status-${id}`}>
+          {s.status}
+        </Badge>
+        {s.waitingFor && s.status === 'waiting' && (
+          <Text size="1" color="gray" data-testid={`run-step-waiting-${id}`}> for {s.waitingFor}</Text>
+        )}
+      </Table.Cell>
+      <Table.Cell><Code variant="ghost" size="1">{s.model ?? ''}</Code></Table.Cell>
+      <Table.Cell className="num" data-testid={`run-tokens-${id}`}>
+        {s.usage ? s.usage.prompt_tokens + s.usage.completion_tokens : s.tokenCount || ''}
+      </Table.Cell>
+      <Table.Cell className="num">{s.costUsd ? `$${s.costUsd.toFixed(4)}` : ''}</Table.Cell>
+      <Table.Cell className="num">{duration(s.durationMs)}</Table.Cell>
+      <Table.Cell className="num" data-testid={`run-attempts-${id}`}>{s.attempt ?? ''}</Table.Cell>
+      <Table.Cell className="output" data-testid={`run-output-${id}`}>
+        {s.reasoning && (
+          <details className="reasoning" data-testid={`run-reasoning-${id}`} open={!s.tokens}>
+            <summary>{s.tokens ? 'reasoning' : 'thinking…'}</summary>
+            {s.reasoning}
+          </details>
+        )}
+        {s.error && s.status !== 'succeeded' ? s.error : s.tokens}
+      </Table.Cell>
+    </Table.Row>
+  );
+}
+
+/**
+ * The rows of the steps recorded under `prefix` (`''` for the workflow's own, `each[2].`
+ * for item 2 of `each`), each map or loop followed by its item picker and the rows of
+ * the picked item's steps.
+ */
+function StepRows({ prefix, open, setOpen }: { prefix: string; open: string | null; setOpen(id: string | null): void }) {
+  const steps = useEditor((s) => s.run?.steps ?? NO_STEPS);
+  const picked = useEditor((s) => s.picked);
+  const nodes = useEditor((s) => s.nodes);
+  const keys = Object.keys(steps);
+  const here = keys.filter((k) => k.startsWith(prefix) && !k.slice(prefix.length).includes('['));
+  return (
+    <>
+      {here.map((id) => {
+        const items = itemsOf(keys, id);
+        const own = id.slice(prefix.length);
+        const kind = nodes.find((n) => n.id === own)?.data.step.kind ?? 'map';
+        return (
+          <Fragment key={id}>
+            <StepRow id={id} label={own} s={steps[id]} open={open === id} onOpen={() => setOpen(open === id ? null : id)} child={prefix !== ''} />
+            {items.length > 0 && (
+              <>
+                <Table.Row className="run-row-child" data-testid={`run-items-${id}`}>
+                  <Table.Cell colSpan={8}>
+                    <Flex align="center" gap="2">
+                      <Text size="1" color="gray">
+                        {id}: {items.length} {kind === 'loop' ? 'iterations' : 'items'}, showing
+                      </Text>
+                      <ItemPicker path={id} kind={kind} testId={`run-item-${id}`} />
+                    </Flex>
+                  </Table.Cell>
+                </Table.Row>
+                <StepRows prefix={`${id}[${picked[id] ?? 0}].`} open={open} setOpen={setOpen} />
+              </>
+            )}
+          </Fragment>
+        );
+      })}
+    </>
   );
 }
 
@@ -99,44 +192,7 @@ function StepsTab() {
           </Table.Row>
         </Table.Header>
         <Table.Body>
-          {Object.entries(run.steps).map(([id, s]) => (
-            <Table.Row
-              key={id}
-              data-testid={`run-row-${id}`}
-              className={`clickable ${open === id ? 'open' : ''}`}
-              onClick={() => setOpen(open === id ? null : id)}
-            >
-              <Table.RowHeaderCell>
-                <Button size="1" variant="ghost" color="gray" highContrast aria-expanded={open === id} aria-label={`${id}: details`}>
-                  {id}
-                </Button>
-              </Table.RowHeaderCell>
-              <Table.Cell>
-                <Badge highContrast color={STATUS_COLOR[s.status] ?? (s.status === 'retrying' ? 'amber' : 'gray')} data-testid={`run-step-status-${id}`}>
-                  {s.status}
-                </Badge>
-                {s.waitingFor && s.status === 'waiting' && (
-                  <Text size="1" color="gray" data-testid={`run-step-waiting-${id}`}> for {s.waitingFor}</Text>
-                )}
-              </Table.Cell>
-              <Table.Cell><Code variant="ghost" size="1">{s.model ?? ''}</Code></Table.Cell>
-              <Table.Cell className="num" data-testid={`run-tokens-${id}`}>
-                {s.usage ? s.usage.prompt_tokens + s.usage.completion_tokens : s.tokenCount || ''}
-              </Table.Cell>
-              <Table.Cell className="num">{s.costUsd ? `$${s.costUsd.toFixed(4)}` : ''}</Table.Cell>
-              <Table.Cell className="num">{duration(s.durationMs)}</Table.Cell>
-              <Table.Cell className="num" data-testid={`run-attempts-${id}`}>{s.attempt ?? ''}</Table.Cell>
-              <Table.Cell className="output" data-testid={`run-output-${id}`}>
-                {s.reasoning && (
-                  <details className="reasoning" data-testid={`run-reasoning-${id}`} open={!s.tokens}>
-                    <summary>{s.tokens ? 'reasoning' : 'thinking…'}</summary>
-                    {s.reasoning}
-                  </details>
-                )}
-                {s.error && s.status !== 'succeeded' ? s.error : s.tokens}
-              </Table.Cell>
-            </Table.Row>
-          ))}
+          <StepRows prefix="" open={open} setOpen={setOpen} />
         </Table.Body>
       </Table.Root>
       {open && <StepDrawer open={open} />}

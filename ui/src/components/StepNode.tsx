@@ -3,11 +3,13 @@
 // pick), badges for what guards it (retry, fallback, guardrails, budget, cache,
 // local-only), labelled handles; while it runs a status ring, the elapsed time, the
 // streamed tokens, the attempt and the fallback taken; on error the message.
-import { Handle, Position, useStore, type NodeProps } from '@xyflow/react';
+import { Handle, Position, useStore, useUpdateNodeInternals, type NodeProps } from '@xyflow/react';
 import { memo, useEffect, useMemo, useState } from 'react';
 import { Cpu, Database, DatabaseZap, HardDrive, LifeBuoy, RotateCcw, ShieldCheck, Wallet, type LucideIcon } from 'lucide-react';
 import { useEditor, type StepNode as StepNodeType } from '../store';
 import { kindLook } from '../design/kinds';
+import { caseName, casesOf, runPath } from '../graph';
+import type { StepData } from '../workflow';
 
 /** Below this zoom a node draws only its id and status colour (level of detail). */
 const DETAIL_ZOOM = 0.45;
@@ -51,6 +53,49 @@ export function badgesOf(fields: Record<string, unknown>): Badge[] {
   return out;
 }
 
+/**
+ * A switch's outputs: one labelled handle per case (its name, `case<N>` by default) and
+ * one for `default`; dragging from one to a step makes that case run it (`then:`).
+ */
+function SwitchHandles({ step }: { step: StepData }) {
+  // Handles added or removed after the node was drawn are registered again.
+  const updateInternals = useUpdateNodeInternals();
+  const count = casesOf(step).length;
+  useEffect(() => updateInternals(step.id), [count, step.id, updateInternals]);
+  const outs = [...casesOf(step).map((c, i) => ({ handle: `case-${i}`, label: caseName(c, i), testId: `handle-case-${step.id}-${i}` })), { handle: 'default', label: 'default', testId: `handle-default-${step.id}` }];
+  return (
+    <>
+      {outs.map((o, i) => {
+        const left = `${((i + 1) * 100) / (outs.length + 1)}%`;
+        return (
+          <span key={o.handle}>
+            <Handle
+              type="source"
+              position={Position.Bottom}
+              id={o.handle}
+              style={{ left }}
+              data-testid={o.testId}
+              title={`${step.id}: when ${o.label} is taken, run… (drag to a step)`}
+            />
+            <span className="handle-label case" style={{ left }} data-testid={`case-label-${step.id}-${o.handle}`}>
+              {o.label}
+            </span>
+          </span>
+        );
+      })}
+    </>
+  );
+}
+
+/** What a step works on, in a line: its prompt or template, a map's items, a tool's name. */
+function previewOf(step: StepData): string {
+  const f = step.fields;
+  if (step.kind === 'tool') return f.tool ? `tool ${String(f.tool)}` : '';
+  if (step.kind === 'switch') return casesOf(step).map((c, i) => `${caseName(c, i)}: ${c.when}`).join(' · ');
+  if (step.kind === 'vote' && Array.isArray(f.choices)) return `${String(f.prompt ?? '')} (${f.choices.join(' / ')})`;
+  return String(f.prompt ?? f.template ?? f.items ?? '');
+}
+
 /** Seconds since `since`, ticking while shown. */
 function Elapsed({ since, testId }: { since: number; testId: string }) {
   const [now, setNow] = useState(() => Date.now());
@@ -61,9 +106,10 @@ function Elapsed({ since, testId }: { since: number; testId: string }) {
   return <span data-testid={testId}>{((now - since) / 1000).toFixed(1)} s</span>;
 }
 
-function StepNodeView({ id, data, selected }: NodeProps<StepNodeType>) {
+function StepNodeView({ id, data, selected, parentId }: NodeProps<StepNodeType>) {
   const detailed = useStore((s) => s.transform[2] >= DETAIL_ZOOM);
-  const run = useEditor((s) => s.run?.steps[id]);
+  // A body's step shows the picked item's run (a top-level step's path is its id).
+  const run = useEditor((s) => s.run?.steps[parentId ? runPath(s.nodes, s.picked, id) : id]);
   const firstModel = useEditor((s) => s.firstModel);
   const diagnostics = useEditor((s) => s.diagnostics);
   const errors = useMemo(() => diagnostics.filter((d) => d.step === id), [diagnostics, id]);
@@ -81,13 +127,13 @@ function StepNodeView({ id, data, selected }: NodeProps<StepNodeType>) {
       <div className={`${classes} compact`} style={style} data-testid={`node-${id}`}>
         <Handle type="target" position={Position.Top} />
         <span className="step-id">{id}</span>
-        <Handle type="source" position={Position.Bottom} />
+        {step.kind === 'switch' ? <SwitchHandles step={step} /> : <Handle type="source" position={Position.Bottom} />}
       </div>
     );
   }
   const Icon = look.icon;
   const name = typeof step.fields.name === 'string' && step.fields.name ? step.fields.name : null;
-  const preview = String(step.fields.prompt ?? step.fields.template ?? '').slice(0, 80);
+  const preview = previewOf(step).slice(0, 80);
   const usesModel = step.kind === 'llm' || 'model' in step.fields;
   const model = run?.model ?? namedModel(step.fields.model);
   const badges = badgesOf(step.fields);
@@ -168,8 +214,14 @@ function StepNodeView({ id, data, selected }: NodeProps<StepNodeType>) {
         )}
       </div>
       <span className="handle-label in" aria-hidden>needs</span>
-      <span className="handle-label out" aria-hidden>output</span>
-      <Handle type="source" position={Position.Bottom} data-testid={`handle-out-${id}`} title={`${id}: output (drag to a step that needs it)`} />
+      {step.kind === 'switch' ? (
+        <SwitchHandles step={step} />
+      ) : (
+        <>
+          <span className="handle-label out" aria-hidden>output</span>
+          <Handle type="source" position={Position.Bottom} data-testid={`handle-out-${id}`} title={`${id}: output (drag to a step that needs it)`} />
+        </>
+      )}
     </div>
   );
 }

@@ -5,7 +5,7 @@
 // YAML text for everything else. Each control has its label and the schema's help text.
 import { useEffect, useRef, useState, type ReactNode } from 'react';
 import { CodeEditor } from './CodeEditor';
-import { Code, Flex, Select, Switch, Text, TextField } from '@radix-ui/themes';
+import { Code, Flex, Select, Switch, Text, TextArea, TextField } from '@radix-ui/themes';
 import { parse as parseYaml, stringify as stringifyYaml } from 'yaml';
 import { DURATION, type Shape, type SubField } from '../registry';
 
@@ -132,9 +132,31 @@ export function ValueControl({
       return <ObjectControl id={id} fields={shape.fields} value={value} onChange={onChange} />;
     case 'union':
       return <UnionControl id={id} shape={shape} value={value} onChange={onChange} label={label} />;
+    case 'list':
+      return <ListInput id={id} value={value} onChange={onChange} label={label} />;
     case 'raw':
       return <YamlInput id={id} value={value} onChange={onChange} label={label} />;
   }
+}
+
+/** A list of strings, one a line; empty lines are dropped when the field is left. */
+export function ListInput({ id, value, onChange, label, placeholder }: { id: string; value: unknown; onChange(v: unknown): void; label: string; placeholder?: string }) {
+  const text = Array.isArray(value) ? value.map(String).join('\n') : '';
+  return (
+    <TextArea
+      id={id}
+      data-testid={id}
+      aria-label={`${label} (one a line)`}
+      key={`${id}-${text}`}
+      defaultValue={text}
+      rows={Math.max(2, text.split('\n').length)}
+      placeholder={placeholder ?? 'one a line'}
+      onBlur={(e) => {
+        const items = e.target.value.split('\n').map((l) => l.trim()).filter(Boolean);
+        onChange(items.length ? items : undefined);
+      }}
+    />
+  );
 }
 
 function TextInput({ id, value, placeholder, onChange, label }: { id: string; value: unknown; placeholder?: string; onChange(v: unknown): void; label: string }) {
