@@ -94,7 +94,9 @@ fn model_entries(t: &[TranscriptEntry]) -> Vec<(u32, String, Vec<String>, String
 
 /// The Ollama-protocol test server with one tool-capable model whose replies follow
 /// `script` (see `tests/servers/ollama_server.py`, `rounds` and `after_tool`).
-async fn ollama_agent(script: Value) -> anyhow::Result<(OllamaServer, Arc<dyn Provider>)> {
+pub(crate) async fn ollama_agent(
+    script: Value,
+) -> anyhow::Result<(OllamaServer, Arc<dyn Provider>)> {
     let specs = vec![
         json!({"name": "llama3.1:latest", "capabilities": ["completion", "tools"], "script": script}),
     ];

@@ -11,6 +11,7 @@ mod flow;
 mod governance;
 mod loaded_models;
 mod mcp;
+mod memory;
 mod ollama;
 mod providers;
 mod server_logs;

@@ -22,7 +22,9 @@ pub mod workflow;
 
 pub use diagnostic::{Diagnostic, DiagnosticCode};
 pub use events::{Event, EventSink, RunStatus, StepStatus};
-pub use plan::{FileInputs, Plan, load_file, load_str, resolve_inputs, resolve_inputs_in};
+pub use plan::{
+    FileInputs, Plan, load_file, load_str, load_str_within, resolve_inputs, resolve_inputs_in,
+};
 pub use provider::{
     ChatChunk, ChatRequest, ChatStream, Locality, ModelInfo, Provider, ProviderError,
     ProviderErrorKind,

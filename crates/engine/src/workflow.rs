@@ -30,7 +30,7 @@ pub use control::{
     SubWorkflowStep, SwitchCase, SwitchStep, TriggerRule, WaitStep,
 };
 pub use notify::{Notification, NotifyOn, NotifyWebhook};
-pub use tools::{FileTool, HttpTool, McpTool, ShellTool, ToolDecl, ToolStep};
+pub use tools::{FileTool, HttpTool, McpTool, MemoryTool, ShellTool, ToolDecl, ToolStep};
 pub use triggers::{
     CatchUp, CronTrigger, DEFAULT_DEBOUNCE_MS, DEFAULT_MAX_CATCH_UP,
     DEFAULT_WEBHOOK_RATE_PER_MINUTE, DEFAULT_WEBHOOK_WAIT_MS, FileTrigger, MAX_WEBHOOK_WAIT_MS,

@@ -64,6 +64,7 @@ pub(super) fn plan_body(
         locs: &locations,
         diags: Vec::new(),
         chain: p.cx.chain,
+        root: p.cx.root,
     };
     let mut templates = Templates::default();
     let list = plan_list(&mut cx, &mut templates, p.wf, steps, Some(&frame));

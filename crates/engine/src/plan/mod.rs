@@ -32,6 +32,7 @@ mod cycles;
 mod handlers;
 mod inputs;
 mod kinds;
+pub(crate) mod memory;
 mod notify;
 mod report;
 mod step;
@@ -44,7 +45,7 @@ mod wait;
 pub use inputs::{FileInputs, input_type_name, resolve_inputs, resolve_inputs_in};
 pub use templates::Templates;
 pub use triggers::Schedule;
-pub use validate::validate;
+pub use validate::{validate, validate_within};
 pub use wait::{MAX_EVENT_NAME, valid_event_name};
 
 /// The provider ids model references may name: the built-in catalog's `providers:`
@@ -422,6 +423,20 @@ pub(crate) fn hex(bytes: &[u8]) -> String {
 pub fn load_str(text: &str, file: Option<&str>) -> Result<Plan, Vec<Diagnostic>> {
     let parsed = crate::parse::parse_str(text, file).map_err(|d| vec![*d])?;
     validate(&parsed)
+}
+
+/// [`load_str`] for a workflow run from a folder it must not read out of: its
+/// sub-workflows and failure handlers must be inside `root` ([`validate_within`]).
+///
+/// # Errors
+/// The syntax error, or every validation diagnostic.
+pub fn load_str_within(
+    text: &str,
+    file: Option<&str>,
+    root: &std::path::Path,
+) -> Result<Plan, Vec<Diagnostic>> {
+    let parsed = crate::parse::parse_str(text, file).map_err(|d| vec![*d])?;
+    validate_within(&parsed, root)
 }
 
 /// Reads, parses and validates a workflow file.

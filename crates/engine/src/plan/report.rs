@@ -21,6 +21,9 @@ pub(super) struct Ctx<'a> {
     /// paths; a file not read from disk is not in it): a `workflow` step naming one of
     /// them is a cycle.
     pub(super) chain: &'a [std::path::PathBuf],
+    /// The folder no other file may be read from outside of (canonical), when the
+    /// workflow runs from one (see [`super::validate::validate_within`]).
+    pub(super) root: Option<&'a std::path::Path>,
 }
 
 impl<'a> Ctx<'a> {

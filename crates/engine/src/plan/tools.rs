@@ -52,7 +52,7 @@ pub(super) fn plan(p: &mut StepPlanner<'_, '_>, step: &ToolStep) -> Action {
                 "tool",
                 DiagnosticCode::UnknownStep,
                 format!("`tool` names unknown tool `{}`{dym}", step.tool),
-                "declare the tool under the workflow's `tools:` (`http:`, `file:` or `shell:`) or fix the name",
+                "declare the tool under the workflow's `tools:` (`http:`, `file:`, `shell:`, `mcp:` or `memory:`) or fix the name",
             );
         }
         return placeholder(step);
@@ -62,6 +62,7 @@ pub(super) fn plan(p: &mut StepPlanner<'_, '_>, step: &ToolStep) -> Action {
         ToolDecl::File(_) => &FILE_ARGS,
         ToolDecl::Shell(_) => &SHELL_ARGS,
         ToolDecl::Mcp(_) => &MCP_ARGS,
+        ToolDecl::Memory(_) => &super::memory::MEMORY_ARGS,
     };
     for key in step.args.keys() {
         if !allowed.contains(&key.as_str()) {
@@ -84,6 +85,11 @@ pub(super) fn plan(p: &mut StepPlanner<'_, '_>, step: &ToolStep) -> Action {
         }
         ToolDecl::Shell(shell) => check_shell(p, &step.tool, shell, step),
         ToolDecl::Mcp(mcp) => check_mcp(p, &step.tool, mcp, step),
+        ToolDecl::Memory(memory) => {
+            super::memory::check_tool(p, &step.tool, memory);
+            super::memory::check_call(p, &step.tool, step);
+            None
+        }
     };
     let args = serde_json::to_value(&step.args).unwrap_or_default();
     let mut templated = Vec::new();
@@ -119,6 +125,10 @@ pub(in crate::plan) fn agent_tool(
         ToolDecl::File(file) => folder(p, name, "workspace", &file.workspace),
         ToolDecl::Shell(shell) => check_shell(p, name, shell, &no_args),
         ToolDecl::Mcp(mcp) => check_mcp_server(p, name, mcp),
+        ToolDecl::Memory(memory) => {
+            super::memory::check_tool(p, name, memory);
+            None
+        }
     };
     ToolAction {
         name: name.to_string(),
@@ -137,7 +147,7 @@ pub(crate) fn needs_permission(decl: &ToolDecl) -> bool {
     match decl {
         ToolDecl::Shell(_) => true,
         ToolDecl::Mcp(mcp) => mcp.command.is_some(),
-        ToolDecl::Http(_) | ToolDecl::File(_) => false,
+        ToolDecl::Http(_) | ToolDecl::File(_) | ToolDecl::Memory(_) => false,
     }
 }
 

@@ -23,14 +23,27 @@ use crate::workflow::{FORMAT_VERSION, OnFailure, Step, Workflow};
 /// # Errors
 /// Every problem found, each located (never just the first).
 pub fn validate(parsed: &Parsed) -> Result<Plan, Vec<Diagnostic>> {
-    validate_in(parsed, &[])
+    validate_in(parsed, &[], None)
+}
+
+/// [`validate`] for a workflow run from a folder it must not read out of (the desktop
+/// app's and `nexus serve`'s workflows folder): every other file it reads — its
+/// sub-workflows, its failure handler, theirs — must lie inside `root` once symbolic
+/// links are followed, else it is an error located at the step that names it.
+///
+/// # Errors
+/// As [`validate`], plus one diagnostic per file outside `root`.
+pub fn validate_within(parsed: &Parsed, root: &std::path::Path) -> Result<Plan, Vec<Diagnostic>> {
+    let root = std::fs::canonicalize(root).unwrap_or_else(|_| root.to_path_buf());
+    validate_in(parsed, &[], Some(&root))
 }
 
 /// Validates a workflow called by the files `callers` (outermost first; see
-/// [`Ctx::chain`]).
+/// [`Ctx::chain`]), reading no file outside `root` when given ([`Ctx::root`]).
 pub(super) fn validate_in(
     parsed: &Parsed,
     callers: &[std::path::PathBuf],
+    root: Option<&std::path::Path>,
 ) -> Result<Plan, Vec<Diagnostic>> {
     let wf = &parsed.workflow;
     let mut chain = callers.to_vec();
@@ -46,6 +59,7 @@ pub(super) fn validate_in(
         locs: &parsed.locations,
         diags: Vec::new(),
         chain: &chain,
+        root,
     };
     check_header(&mut cx, wf);
     super::triggers::check_triggers(&mut cx, wf);

@@ -341,7 +341,7 @@ impl Engine {
         let (rec, out) = if run.needs_permission() {
             run.run_permitted(Arc::clone(self)).await
         } else {
-            run.run().await
+            run.run(Arc::clone(self)).await
         };
         match (rec.status, out) {
             (StepStatus::Succeeded, Some(out)) => ToolEnd {

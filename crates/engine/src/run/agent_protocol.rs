@@ -271,7 +271,7 @@ pub(super) fn model_name(name: &str) -> String {
         .collect()
 }
 
-/// The spec of an `http`, `file` or `shell` tool: its call arguments as a JSON Schema
+/// The spec of an `http`, `file`, `shell` or `memory` tool: its call arguments as a JSON Schema
 /// (those of `kind: tool` steps, see [`crate::workflow::ToolDecl`]); `None` for an `mcp`
 /// tool, whose server lists its own tools.
 pub(super) fn builtin_spec(name: &str, decl: &ToolDecl) -> Option<ToolSpec> {
@@ -313,6 +313,26 @@ pub(super) fn builtin_spec(name: &str, decl: &ToolDecl) -> Option<ToolSpec> {
                     "argv": {"type": "array", "items": {"type": "string"}},
                     "stdin": {"type": "string"},
                 },
+                "additionalProperties": false,
+            }),
+        ),
+        ToolDecl::Memory(memory) => (
+            format!(
+                "The memory collection `{}`: `op: search` with a `query` returns the passages most similar to it (optionally `top_k`, `filter` on metadata); `op: add` with a `text` stores a document (optionally `document` id and `metadata`).",
+                memory.collection
+            ),
+            json!({
+                "type": "object",
+                "properties": {
+                    "op": {"type": "string", "enum": ["search", "add"]},
+                    "query": {"type": "string"},
+                    "top_k": {"type": "integer", "minimum": 1, "maximum": 100},
+                    "filter": {"type": "object"},
+                    "text": {"type": "string"},
+                    "document": {"type": "string"},
+                    "metadata": {"type": "object"},
+                },
+                "required": ["op"],
                 "additionalProperties": false,
             }),
         ),

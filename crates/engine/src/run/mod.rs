@@ -43,6 +43,7 @@ mod ladder;
 mod loops;
 mod map;
 mod mcp;
+mod memory;
 mod questions;
 mod records;
 mod scheduler;

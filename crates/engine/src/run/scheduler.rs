@@ -613,7 +613,7 @@ impl Engine {
                 Ok(call) if call.needs_permission() => {
                     self.spawn_announced(s, i, move |engine| call.run_permitted(engine))
                 }
-                Ok(call) => self.spawn_announced(s, i, move |_| call.run()),
+                Ok(call) => self.spawn_announced(s, i, move |engine| call.run(engine)),
                 Err(e) => finish(StepStatus::Failed, &e),
             },
             Action::Workflow(sub) => match super::subflow::prepare(s, i, sub) {

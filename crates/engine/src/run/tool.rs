@@ -102,7 +102,7 @@ impl ToolCall {
     ) -> (StepRecord, Option<StepOutput>) {
         let sh = Arc::clone(&self.shared);
         match engine.permit(&sh, &self).await {
-            Ok(()) => self.run().await,
+            Ok(()) => self.run(engine).await,
             Err((status, error)) => {
                 let mut rec = record_for(&self.step, status, Some(&error), Utc::now());
                 rec.input = Some(
@@ -114,17 +114,17 @@ impl ToolCall {
     }
 
     /// Makes the call; the step's record and output.
-    pub(super) async fn run(self) -> (StepRecord, Option<StepOutput>) {
+    pub(super) async fn run(self, engine: Arc<Engine>) -> (StepRecord, Option<StepOutput>) {
         let t0 = Instant::now();
         let mut rec = record_for(&self.step, StepStatus::Succeeded, None, Utc::now());
         rec.input =
             Some(serde_json::json!({ "tool": self.tool.name, "args": self.args }).to_string());
         let result = if matches!(self.tool.decl, ToolDecl::Shell(_) | ToolDecl::Mcp(_)) {
             // A `shell` or `mcp` call ends itself on cancellation (a program killed first).
-            self.call(&mut rec).await
+            self.call(&mut rec, &engine).await
         } else {
             tokio::select! {
-                r = self.call(&mut rec) => r,
+                r = self.call(&mut rec, &engine) => r,
                 () = self.cancel.cancelled() => Err(Ended),
             }
         };
@@ -147,12 +147,22 @@ impl ToolCall {
         }
     }
 
-    async fn call(&self, rec: &mut StepRecord) -> Result<StepOutput, Ended> {
+    async fn call(&self, rec: &mut StepRecord, engine: &Engine) -> Result<StepOutput, Ended> {
         let result = match &self.tool.decl {
             ToolDecl::Http(http) => self.http(http, rec).await,
             ToolDecl::File(_) => self.file().await,
             ToolDecl::Shell(shell) => self.shell(shell, rec).await,
             ToolDecl::Mcp(mcp) => self.mcp(mcp, rec).await,
+            ToolDecl::Memory(memory) => {
+                let call = super::memory::MemoryCall {
+                    engine,
+                    shared: &self.shared,
+                    step_id: &self.step.id,
+                    tool: memory,
+                    args: &self.args,
+                };
+                call.run(rec).await
+            }
         };
         result.map_err(|e| {
             rec.status = StepStatus::Failed;

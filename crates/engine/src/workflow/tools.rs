@@ -3,7 +3,8 @@
 //!
 //! Four kinds: `http` (a request to an allowed host), `file` (read, write and list inside
 //! a workspace folder of the workflow), `shell` (a program run with an argv, only with
-//! the user's permission) and `mcp` (the tools of a Model Context Protocol server).
+//! the user's permission), `mcp` (the tools of a Model Context Protocol server) and
+//! `memory` (a collection of documents searched by meaning).
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -11,7 +12,7 @@ use std::time::Duration;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-/// A tool, tagged by its kind (`http:`, `file:`, `shell:` or `mcp:`).
+/// A tool, tagged by its kind (`http:`, `file:`, `shell:`, `mcp:` or `memory:`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum ToolDecl {
@@ -23,6 +24,67 @@ pub enum ToolDecl {
     Shell(ShellTool),
     /// A Model Context Protocol server.
     Mcp(McpTool),
+    /// A memory collection: documents added, chunks searched by similarity.
+    Memory(MemoryTool),
+}
+
+/// A `memory` tool: a collection of documents in the run database, cut into chunks,
+/// each embedded, searched by similarity to a query (the vector stores of LangChain,
+/// Dify's knowledge bases and n8n's vector-store nodes, kept with the runs).
+///
+/// A call's `args` give `op`:
+/// - `add`: `text` (the document), optional `document` (its id; default a hash of the
+///   text, so adding the same text again changes nothing) and `metadata` (an object kept
+///   with every chunk). A document added again under its id replaces its chunks. The
+///   text passes the workflow's guardrails before it is stored. Output: `{"collection",
+///   "document", "chunks"}`.
+/// - `search`: `query`, optional `top_k` (default the tool's, else 5; at most 100),
+///   `min_score` (a cosine similarity, -1 to 1) and `filter` (metadata that must match
+///   exactly: strings, numbers, booleans). Output JSON `{"hits": [{"document", "chunk",
+///   "text", "score", "metadata"}]}`, best first; the text output is the hits' texts.
+/// - `delete`: `document`. Output `{"deleted": true|false}`.
+///
+/// One collection holds the vectors of one embedder: the first add fixes it, and a tool
+/// that names another embedder for the same collection is refused at its call.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MemoryTool {
+    /// The collection's name, shared by every workflow using the same run database.
+    pub collection: String,
+    /// The embedding model, `provider:model`: `embedded:all-minilm-l6-v2` (the default,
+    /// in-process, 384 numbers), an Ollama model such as `ollama:nomic-embed-text`, or
+    /// an OpenAI-compatible one such as `openai:text-embedding-3-small`. A cloud
+    /// embedder is refused in a `local_only` workflow.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub embedder: Option<String>,
+    /// Largest chunk, in characters (default 800, which fits the default embedder's
+    /// 256-token window for English text).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chunk_size: Option<usize>,
+    /// Characters shared by consecutive chunks (default 100; less than `chunk_size`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chunk_overlap: Option<usize>,
+    /// Hits a search returns when the call does not say (default 5).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub top_k: Option<usize>,
+}
+
+impl MemoryTool {
+    /// The default embedder, in-process.
+    pub const DEFAULT_EMBEDDER: &'static str = "embedded:all-minilm-l6-v2";
+    /// The default chunk size, characters.
+    pub const DEFAULT_CHUNK_SIZE: usize = 800;
+    /// The default overlap, characters.
+    pub const DEFAULT_CHUNK_OVERLAP: usize = 100;
+    /// The default number of hits.
+    pub const DEFAULT_TOP_K: usize = 5;
+    /// The most hits a search may ask for.
+    pub const MAX_TOP_K: usize = 100;
+
+    /// The embedder as written, else [`MemoryTool::DEFAULT_EMBEDDER`].
+    pub fn embedder(&self) -> &str {
+        self.embedder.as_deref().unwrap_or(Self::DEFAULT_EMBEDDER)
+    }
 }
 
 /// An `http` tool: a base URL, default method and headers, the hosts a call may reach.

@@ -148,6 +148,20 @@ pub(in crate::plan) fn load_workflow(
             return None;
         }
     };
+    if let Some(root) = cx.root
+        && !canonical.starts_with(root)
+    {
+        report(
+            cx,
+            DiagnosticCode::InvalidValue,
+            format!(
+                "the sub-workflow `{shown}` is outside the workflows folder (it is {})",
+                canonical.display()
+            ),
+            "move the file into the workflows folder (a link pointing out of it counts as outside), or run this workflow with `nexus run`",
+        );
+        return None;
+    }
     if let Some(pos) = cx.chain.iter().position(|c| *c == canonical) {
         let mut names: Vec<String> = cx.chain[pos..].iter().map(|c| name_of(c)).collect();
         names.push(name_of(&canonical));
@@ -175,7 +189,7 @@ pub(in crate::plan) fn load_workflow(
         Err(d) => vec![*d],
         Ok(mut parsed) => {
             parsed.workflow.local_only |= local_only;
-            match validate_in(&parsed, cx.chain) {
+            match validate_in(&parsed, cx.chain, cx.root) {
                 Ok(plan) => return Some(plan),
                 Err(diags) => diags,
             }
