@@ -660,9 +660,23 @@ impl Desktop {
 
     /// The engine's diagnostics for `text` (empty when the workflow is valid).
     pub fn validate(&self, text: &str, file: Option<&str>) -> Vec<Diagnostic> {
-        nexus_engine::load_str(text, self.plan_path(file).as_deref())
-            .err()
-            .unwrap_or_default()
+        self.load(text, file).err().unwrap_or_default()
+    }
+
+    /// The plan of workflow `text` (file `file` in the workflows folder), reading no
+    /// sub-workflow or failure handler outside the folder.
+    pub(crate) fn load(
+        &self,
+        text: &str,
+        file: Option<&str>,
+    ) -> std::result::Result<nexus_engine::Plan, Vec<Diagnostic>> {
+        match self.root() {
+            Ok(root) => nexus_engine::load_str_within(text, self.plan_path(file).as_deref(), &root),
+            Err(e) => Err(vec![Diagnostic::new(
+                nexus_engine::diagnostic::DiagnosticCode::Io,
+                e.to_string(),
+            )]),
+        }
     }
 
     /// Where workflow `file` (a name in the workflows folder) lives, for the engine:
@@ -773,11 +787,9 @@ impl Desktop {
         trigger: Option<nexus_engine::store::RunTrigger>,
         sink: Arc<dyn EventSink>,
     ) -> Result<String> {
-        let plan = nexus_engine::load_str(
-            &request.text,
-            self.plan_path(request.file.as_deref()).as_deref(),
-        )
-        .map_err(|diagnostics| Error::InvalidWorkflow { diagnostics })?;
+        let plan = self
+            .load(&request.text, request.file.as_deref())
+            .map_err(|diagnostics| Error::InvalidWorkflow { diagnostics })?;
         let inputs = self.inputs(&plan, request.file.as_deref(), &request.inputs)?;
         let store = self.store().await?;
         let engine = self.engine().await?;
@@ -813,7 +825,8 @@ impl Desktop {
         if self.active(&run.run_id, |r| r.control.resume()).is_ok() {
             return Ok(run.run_id);
         }
-        match crate::runs::prepare_resume(&store, &run.run_id).await? {
+        let root = self.root()?;
+        match crate::runs::prepare_resume(&store, &run.run_id, Some(&root)).await? {
             crate::runs::Resumption::Asked { run_id } => Err(Error::NotActive {
                 message: format!(
                     "run {run_id} is running in another process; it was asked to resume, follow it there"

@@ -200,8 +200,13 @@ pub enum Resumption {
 /// # Errors
 /// [`Error::UnknownRun`]; [`Error::NotActive`] for a finished run, a run stored without
 /// its workflow, or one another process claimed first; [`Error::InvalidWorkflow`] when
-/// the stored workflow no longer validates; [`Error::Store`].
-pub async fn prepare_resume(store: &SqliteStore, id: &str) -> Result<Resumption> {
+/// the stored workflow no longer validates (or, with `root`, reads a file outside it:
+/// see [`nexus_engine::plan::validate_within`]); [`Error::Store`].
+pub async fn prepare_resume(
+    store: &SqliteStore,
+    id: &str,
+    root: Option<&std::path::Path>,
+) -> Result<Resumption> {
     let run = store.get_run(id).await?;
     ensure_unfinished(&run)?;
     if is_alive(&run) {
@@ -230,8 +235,11 @@ pub async fn prepare_resume(store: &SqliteStore, id: &str) -> Result<Resumption>
         locations: nexus_engine::parse::Locations::default(),
         file: run.file.clone(),
     };
-    let plan = nexus_engine::plan::validate(&parsed)
-        .map_err(|diagnostics| Error::InvalidWorkflow { diagnostics })?;
+    let plan = match root {
+        Some(root) => nexus_engine::plan::validate_within(&parsed, root),
+        None => nexus_engine::plan::validate(&parsed),
+    }
+    .map_err(|diagnostics| Error::InvalidWorkflow { diagnostics })?;
     let inputs = match run.inputs.clone() {
         serde_json::Value::Object(m) => m,
         _ => serde_json::Map::new(),

@@ -597,6 +597,34 @@ async fn file_access_stays_inside_the_workflows_folder() -> anyhow::Result<()> {
         "id: outside\n"
     );
 
+    // A sub-workflow (or failure handler) is read only from inside the folder: by `..`
+    // and through a link it is refused at validation, and the run does not start.
+    std::fs::write(
+        folder.join("child.yaml"),
+        "id: child\nsteps:\n  - {id: c, kind: template, template: hi}\n",
+    )?;
+    let calling = |target: &str| {
+        format!("id: main\nsteps:\n  - {{id: sub, kind: workflow, workflow: \"{target}\"}}\n")
+    };
+    assert!(
+        app.validate(&calling("child.yaml"), Some("main.yaml"))
+            .is_empty()
+    );
+    let handler = "id: main\non_failure: {workflow: ../outside.yaml}\nsteps:\n  - {id: c, kind: template, template: hi}\n";
+    for text in [
+        calling("../outside.yaml"),
+        calling("up/outside.yaml"),
+        handler.to_string(),
+    ] {
+        let diagnostics = app.validate(&text, Some("main.yaml"));
+        assert!(
+            diagnostics
+                .iter()
+                .any(|d| d.message.contains("is outside the workflows folder")),
+            "{text}: {diagnostics:?}"
+        );
+    }
+
     // A file the user chose in the dialog is allowed (by the path the grant returns).
     let granted = app.grant_file(&outside)?;
     let (run_id, sink) = start(&app, show(&granted)).await?;

@@ -699,7 +699,7 @@ async fn control(db: &Path, id: &str, request: Control) -> Result<(), Failure> {
 
 async fn resume(db: &Path, id: &str, session: Session) -> Result<(), Failure> {
     let store = runs::open_store(db).await.map_err(app_failure)?;
-    let run = match runs::prepare_resume(&store, id)
+    let run = match runs::prepare_resume(&store, id, None)
         .await
         .map_err(app_failure)?
     {

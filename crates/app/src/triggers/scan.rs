@@ -44,7 +44,7 @@ pub(super) fn scan(desktop: &Desktop) -> Scanned {
                 continue;
             }
         };
-        let plan = match nexus_engine::load_str(&text, Some(&file)) {
+        let plan = match desktop.load(&text, Some(&file)) {
             Ok(p) => p,
             Err(diagnostics) => {
                 if declares_triggers(&text) {
