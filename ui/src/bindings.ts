@@ -471,7 +471,11 @@ export type DiagnosticCode =
 /**
  * A step or fallback ladder names an agent that is not declared.
  */
-"unknown_agent"
+"unknown_agent" | 
+/**
+ * A step's `capability` is listed by no agent.
+ */
+"unknown_capability"
 /**
  * What went wrong in a desktop operation.
  */

@@ -727,6 +727,9 @@ impl Desktop {
         let store = self.store().await?;
         let settings = self.provider_settings().await;
         let engine = crate::runs::engine(store, &settings, 4)?;
+        engine.set_secrets(Arc::new(crate::keys::ToolSecrets::new(Arc::clone(
+            &self.secrets,
+        ))));
         if let Some(urls) = lock(&self.callback_urls).clone() {
             engine.set_callback_urls(urls);
         }

@@ -220,6 +220,7 @@ fn check_http(p: &mut StepPlanner<'_, '_>, name: &str, http: &HttpTool, step: &T
             }
         }
     }
+    super::http::check_auth_and_pages(p, name, http);
 }
 
 /// The operation of a `file` call, if written as text, is known.

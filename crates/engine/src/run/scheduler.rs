@@ -259,6 +259,7 @@ impl Engine {
             body_records: Mutex::new(Vec::new()),
             permissions: tokio::sync::Mutex::new(HashMap::new()),
             mcp: super::mcp::McpSessions::default(),
+            secrets: self.secrets(),
         });
         let mut frame = Frame {
             started_at: options.started_at.unwrap_or_else(Utc::now),
@@ -647,25 +648,48 @@ impl Engine {
                         .await
                 })
             }
-            Action::Llm(llm) => match llm_context(s, step, llm, r) {
-                Ok(ctx) => self.spawn(
-                    s,
-                    i,
-                    move |engine| async move { engine.run_llm_step(ctx).await },
-                ),
-                Err(e) => finish(StepStatus::Failed, &e),
-            },
-            Action::Agent(agent) => match llm_context(s, step, &agent.llm, r) {
-                Ok(llm) => {
-                    let ctx = super::agent::AgentContext {
-                        llm,
-                        agent: Arc::new((**agent).clone()),
-                        workflow_id: s.plan.workflow.id.clone(),
-                    };
-                    self.spawn(s, i, move |engine| engine.run_agent_step(ctx))
+            Action::Llm(llm) => {
+                let routed = self.route_step(llm);
+                let (llm, choice) = match routed {
+                    Some(r) => (std::borrow::Cow::Owned(r.llm), Some(r.choice)),
+                    None => (std::borrow::Cow::Borrowed(&**llm), None),
+                };
+                match llm_context(s, step, &llm, r) {
+                    Ok(ctx) => self.spawn(s, i, move |engine| async move {
+                        let (mut rec, out) = engine.run_llm_step(ctx).await;
+                        if let Some(choice) = choice {
+                            engine.observe_agent(choice, &mut rec).await;
+                        }
+                        (rec, out)
+                    }),
+                    Err(e) => finish(StepStatus::Failed, &e),
                 }
-                Err(e) => finish(StepStatus::Failed, &e),
-            },
+            }
+            Action::Agent(agent) => {
+                let mut agent = (**agent).clone();
+                let choice = self.route_step(&agent.llm).map(|routed| {
+                    agent.llm = routed.llm;
+                    agent.tools.extend(routed.tools);
+                    routed.choice
+                });
+                match llm_context(s, step, &agent.llm, r) {
+                    Ok(llm) => {
+                        let ctx = super::agent::AgentContext {
+                            llm,
+                            agent: Arc::new(agent),
+                            workflow_id: s.plan.workflow.id.clone(),
+                        };
+                        self.spawn(s, i, move |engine| async move {
+                            let (mut rec, out) = Arc::clone(&engine).run_agent_step(ctx).await;
+                            if let Some(choice) = choice {
+                                engine.observe_agent(choice, &mut rec).await;
+                            }
+                            (rec, out)
+                        })
+                    }
+                    Err(e) => finish(StepStatus::Failed, &e),
+                }
+            }
             Action::Vote(vote) => {
                 let systems: Result<Vec<Option<String>>, String> = vote
                     .voters
