@@ -669,7 +669,7 @@ impl Desktop {
     /// its sub-workflows' paths are relative to it, so a bare name would resolve them
     /// against this process's working directory. A name that does not resolve inside
     /// the folder is placed at the folder's top by its last component.
-    fn plan_path(&self, file: Option<&str>) -> Option<String> {
+    pub(crate) fn plan_path(&self, file: Option<&str>) -> Option<String> {
         let name = file?;
         let path = self.resolve(name).or_else(|_| {
             let last = Path::new(name).file_name().unwrap_or_default();
@@ -719,7 +719,7 @@ impl Desktop {
 
     /// The engine, built on first use and again after a key changed (breakers and
     /// model statistics are reloaded from the database).
-    async fn engine(&self) -> Result<Arc<Engine>> {
+    pub(crate) async fn engine(&self) -> Result<Arc<Engine>> {
         let mut slot = self.engine.lock().await;
         if let Some(engine) = slot.as_ref() {
             return Ok(Arc::clone(engine));

@@ -28,5 +28,8 @@ pub use provider::{
     ChatChunk, ChatRequest, ChatStream, Locality, ModelInfo, Provider, ProviderError,
     ProviderErrorKind,
 };
-pub use run::{CallbackUrls, ChildSinks, Engine, EngineConfig, EngineError, RunOptions, RunReport};
+pub use run::{
+    CallbackUrls, ChildSinks, DiscoverError, Engine, EngineConfig, EngineError, McpFunction,
+    RunOptions, RunReport,
+};
 pub use workflow::Workflow;

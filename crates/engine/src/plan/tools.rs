@@ -143,7 +143,7 @@ pub(crate) fn needs_permission(decl: &ToolDecl) -> bool {
 
 /// sha256 over the workflow's JSON form, hex: a permission given for a `shell` tool holds
 /// for the workflow as it is, and any change asks again.
-fn workflow_hash(wf: &crate::workflow::Workflow) -> String {
+pub(crate) fn workflow_hash(wf: &crate::workflow::Workflow) -> String {
     use sha2::Digest;
     let json = serde_json::to_vec(wf).unwrap_or_default();
     super::hex(&sha2::Sha256::digest(&json))

@@ -35,6 +35,7 @@ mod attempt;
 mod body;
 mod budget;
 mod chain;
+mod discover;
 mod emit;
 mod event;
 mod guard;
@@ -73,6 +74,7 @@ use crate::workflow::Budget;
 pub use api::{ChildSinks, EngineConfig, EngineError, RunControl, RunOptions, RunReport};
 pub use attempt::retry_delays;
 use budget::Spend;
+pub use discover::{DiscoverError, McpFunction};
 use emit::Emitter;
 pub use event::{CallbackUrls, RECHECK as EVENT_RECHECK};
 
