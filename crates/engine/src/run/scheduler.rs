@@ -649,44 +649,16 @@ impl Engine {
                 })
             }
             Action::Llm(llm) => {
-                let routed = self.route_step(llm);
-                let (llm, choice) = match routed {
-                    Some(r) => (std::borrow::Cow::Owned(r.llm), Some(r.choice)),
-                    None => (std::borrow::Cow::Borrowed(&**llm), None),
-                };
+                let (llm, choice) = self.routed_llm(llm);
                 match llm_context(s, step, &llm, r) {
-                    Ok(ctx) => self.spawn(s, i, move |engine| async move {
-                        let (mut rec, out) = engine.run_llm_step(ctx).await;
-                        if let Some(choice) = choice {
-                            engine.observe_agent(choice, &mut rec).await;
-                        }
-                        (rec, out)
-                    }),
+                    Ok(ctx) => self.spawn_llm(s, i, ctx, choice),
                     Err(e) => finish(StepStatus::Failed, &e),
                 }
             }
             Action::Agent(agent) => {
-                let mut agent = (**agent).clone();
-                let choice = self.route_step(&agent.llm).map(|routed| {
-                    agent.llm = routed.llm;
-                    agent.tools.extend(routed.tools);
-                    routed.choice
-                });
+                let (agent, choice) = self.routed_agent(agent);
                 match llm_context(s, step, &agent.llm, r) {
-                    Ok(llm) => {
-                        let ctx = super::agent::AgentContext {
-                            llm,
-                            agent: Arc::new(agent),
-                            workflow_id: s.plan.workflow.id.clone(),
-                        };
-                        self.spawn(s, i, move |engine| async move {
-                            let (mut rec, out) = Arc::clone(&engine).run_agent_step(ctx).await;
-                            if let Some(choice) = choice {
-                                engine.observe_agent(choice, &mut rec).await;
-                            }
-                            (rec, out)
-                        })
-                    }
+                    Ok(llm) => self.spawn_agent(s, i, llm, agent, choice),
                     Err(e) => finish(StepStatus::Failed, &e),
                 }
             }
@@ -713,6 +685,71 @@ impl Engine {
                 }
             }
         }
+    }
+
+    /// An `llm` step's action as the agent its `capability:` routes to (and the
+    /// decision), or as written.
+    fn routed_llm(&self, llm: &LlmAction) -> (LlmAction, Option<crate::route::AgentChoice>) {
+        match self.route_step(llm) {
+            Some(r) => (r.llm, Some(r.choice)),
+            None => (llm.clone(), None),
+        }
+    }
+
+    /// An `agent` step's action as the agent its `capability:` routes to (that agent's
+    /// tools added), and the decision.
+    fn routed_agent(
+        &self,
+        agent: &crate::plan::AgentAction,
+    ) -> (crate::plan::AgentAction, Option<crate::route::AgentChoice>) {
+        let mut agent = agent.clone();
+        let choice = self.route_step(&agent.llm).map(|routed| {
+            agent.llm = routed.llm;
+            agent.tools.extend(routed.tools);
+            routed.choice
+        });
+        (agent, choice)
+    }
+
+    /// Runs `llm` step `i` up its ladder; a routed step's outcome is observed for its
+    /// agent.
+    fn spawn_llm(
+        self: &Arc<Self>,
+        s: &mut Sched,
+        i: usize,
+        ctx: LlmContext,
+        choice: Option<crate::route::AgentChoice>,
+    ) -> Start {
+        self.spawn(s, i, move |engine| async move {
+            let (mut rec, out) = engine.run_llm_step(ctx).await;
+            if let Some(choice) = choice {
+                engine.observe_agent(choice, &mut rec).await;
+            }
+            (rec, out)
+        })
+    }
+
+    /// Runs `agent` step `i`'s loop; a routed step's outcome is observed for its agent.
+    fn spawn_agent(
+        self: &Arc<Self>,
+        s: &mut Sched,
+        i: usize,
+        llm: LlmContext,
+        agent: crate::plan::AgentAction,
+        choice: Option<crate::route::AgentChoice>,
+    ) -> Start {
+        let ctx = super::agent::AgentContext {
+            llm,
+            agent: Arc::new(agent),
+            workflow_id: s.plan.workflow.id.clone(),
+        };
+        self.spawn(s, i, move |engine| async move {
+            let (mut rec, out) = Arc::clone(&engine).run_agent_step(ctx).await;
+            if let Some(choice) = choice {
+                engine.observe_agent(choice, &mut rec).await;
+            }
+            (rec, out)
+        })
     }
 
     /// Runs step `i` of a control-flow kind (map, loop, sub-workflow, wait) as a task,
