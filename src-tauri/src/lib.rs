@@ -166,6 +166,19 @@ async fn read_workflow(app: App<'_>, name: String) -> Result<String, Error> {
     blocking(&app, move |d| d.read_workflow(&name)).await
 }
 
+/// The functions of workflow `workflow`'s `mcp` tool `tool`: `{functions: [{name,
+/// description, input_schema, allowed}]}`. A stdio server is started only with the
+/// permission a run needs; without it the error is `tool_not_permitted`.
+#[tauri::command]
+#[specta::specta]
+async fn discover_tool_functions(
+    app: App<'_>,
+    workflow: String,
+    tool: String,
+) -> Result<nexus_app::discover::ToolFunctions, Error> {
+    app.discover_tool_functions(&workflow, &tool).await
+}
+
 /// Saves a workflow file atomically.
 #[tauri::command]
 #[specta::specta]
@@ -330,6 +343,7 @@ pub fn bindings<R: tauri::Runtime>() -> tauri_specta::Builder<R> {
         use_template,
         read_workflow,
         write_workflow,
+        discover_tool_functions,
         validate,
         start_run,
         resume_run,

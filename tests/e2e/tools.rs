@@ -284,15 +284,38 @@ async fn real_estate_service() -> anyhow::Result<String> {
     Ok(format!("http://{addr}/"))
 }
 
+/// Approves every permission (the examples' filesystem MCP server is a stdio program).
+struct Yes;
+
+#[async_trait::async_trait]
+impl nexus_engine::human::HumanHandler for Yes {
+    async fn decide(
+        &self,
+        _request: &nexus_engine::human::HumanRequest,
+    ) -> Option<nexus_engine::human::HumanDecision> {
+        Some(nexus_engine::human::HumanDecision::Approve)
+    }
+}
+
 /// Runs an example of `workflows/` from a copy in a new folder (so what it writes stays
-/// there) on the embedded model, with `service` as its service input.
+/// there) on the embedded model, with `service` as its service input, storing the run in
+/// SQLite; the run as stored and the folder. The example's `npx -y` server command is
+/// replaced by the same server installed for the tests (`tests/servers/mcp/`), so the
+/// test needs no network; the permission it asks for is given.
 async fn run_example_copy(
     name: &str,
     service: &str,
-) -> anyhow::Result<(RunReport, tempfile::TempDir)> {
+) -> anyhow::Result<(RunReport, nexus_store::StoredRun, tempfile::TempDir)> {
     let dir = tempfile::tempdir()?;
     std::fs::create_dir(dir.path().join("reports"))?;
     let text = std::fs::read_to_string(nexus_tests::repo_root().join("workflows").join(name))?;
+    let npx = r#"npx, -y, "@modelcontextprotocol/server-filesystem@2026.8.31""#;
+    anyhow::ensure!(
+        text.contains(npx),
+        "{name} starts the filesystem server with npx"
+    );
+    let bin = crate::mcp::server_bin("mcp-server-filesystem")?;
+    let text = text.replace(npx, &format!("\"{bin}\""));
     let path = dir.path().join(name);
     std::fs::write(&path, text)?;
     let plan = nexus_engine::load_file(&path)
@@ -302,18 +325,53 @@ async fn run_example_copy(
         .collect();
     let inputs = nexus_engine::resolve_inputs(&plan, &given)
         .map_err(|d| anyhow::anyhow!(nexus_engine::diagnostic::render_all(&d)))?;
-    let engine = engine(vec![crate::embedded()?], None, EngineConfig::default());
-    let report = engine
-        .run(Arc::new(plan), inputs, RunOptions::default())
-        .await?;
-    Ok((report, dir))
+    let store = Arc::new(nexus_store::SqliteStore::open(&dir.path().join("runs.db")).await?);
+    let engine = engine(
+        vec![crate::embedded()?],
+        Some(Arc::clone(&store)),
+        EngineConfig::default(),
+    );
+    let options = RunOptions {
+        human: Some(Arc::new(Yes)),
+        ..RunOptions::default()
+    };
+    let report = engine.run(Arc::new(plan), inputs, options).await?;
+    let stored = store.get_run(&report.run_id).await?;
+    Ok((report, stored, dir))
+}
+
+/// The stored record of step `id`: its call (tool, server tool, arguments) as stored,
+/// and its output, which is the filesystem server's answer.
+fn stored_mcp_call<'a>(
+    stored: &'a nexus_store::StoredRun,
+    id: &str,
+) -> anyhow::Result<(serde_json::Value, &'a str)> {
+    let step = stored
+        .steps
+        .iter()
+        .find(|s| s.step_id == id)
+        .ok_or_else(|| anyhow::anyhow!("step {id} is stored"))?;
+    let call: serde_json::Value = serde_json::from_str(step.input.as_deref().unwrap_or("{}"))?;
+    Ok((call, step.output.as_deref().unwrap_or_default()))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn seed_market_analysis_calls_the_service_and_saves_the_report() -> anyhow::Result<()> {
     let service = real_estate_service().await?;
-    let (report, dir) = run_example_copy("market-analysis.yaml", &service).await?;
+    let (report, stored, dir) = run_example_copy("market-analysis.yaml", &service).await?;
     assert_eq!(report.status, RunStatus::Succeeded, "{:?}", report.error);
+    // The stored run shows each tool call: the HTTP request and the MCP server's write.
+    let (fetch, _) = stored_mcp_call(&stored, "collect_market_data")?;
+    assert_eq!(fetch["tool"], "market");
+    let (save, answer) = stored_mcp_call(&stored, "save_report")?;
+    assert_eq!(save["tool"], "reports");
+    assert_eq!(save["args"]["call"], "write_file");
+    assert_eq!(save["args"]["arguments"]["path"], "market-lisbon.md");
+    assert!(
+        answer.contains("Successfully wrote to"),
+        "the server wrote it: {answer}"
+    );
+    assert_eq!(report.outputs["report_file"], "reports/market-lisbon.md");
     let collect = rec(&report, "collect_market_data");
     let call: serde_json::Value = serde_json::from_str(collect.input.as_deref().unwrap_or("{}"))?;
     assert_eq!(call["tool"], "market");
@@ -341,8 +399,25 @@ async fn seed_market_analysis_calls_the_service_and_saves_the_report() -> anyhow
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn seed_lead_generation_maps_over_listings_and_updates_the_crm() -> anyhow::Result<()> {
     let service = real_estate_service().await?;
-    let (report, dir) = run_example_copy("lead-generation.yaml", &service).await?;
+    let (report, stored, dir) = run_example_copy("lead-generation.yaml", &service).await?;
     assert_eq!(report.status, RunStatus::Succeeded, "{:?}", report.error);
+    // The stored run shows each tool call: the search, each owner lookup, the CRM write
+    // by the MCP server.
+    let (search, _) = stored_mcp_call(&stored, "search_properties")?;
+    assert_eq!(search["args"]["query"]["location"], "Porto");
+    for k in 0..3 {
+        let (owner, _) = stored_mcp_call(&stored, &format!("properties[{k}].extract_owner_info"))?;
+        assert_eq!(owner["tool"], "listings");
+    }
+    let (crm_call, answer) = stored_mcp_call(&stored, "update_crm")?;
+    assert_eq!(crm_call["tool"], "crm");
+    assert_eq!(crm_call["args"]["call"], "write_file");
+    assert_eq!(crm_call["args"]["arguments"]["path"], "crm-porto.json");
+    assert!(
+        answer.contains("Successfully wrote to"),
+        "the server wrote it: {answer}"
+    );
+    assert_eq!(report.outputs["crm_file"], "reports/crm-porto.json");
     // One item per listing, each with its owner looked up over HTTP.
     for (k, id) in [11, 12, 13].iter().enumerate() {
         let owner = rec(&report, &format!("properties[{k}].extract_owner_info"));

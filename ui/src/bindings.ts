@@ -100,6 +100,19 @@ async writeWorkflow(name: string, text: string) : Promise<Result<null, Error>> {
 }
 },
 /**
+ * The functions of workflow `workflow`'s `mcp` tool `tool`: `{functions: [{name,
+ * description, input_schema, allowed}]}`. A stdio server is started only with the
+ * permission a run needs; without it the error is `tool_not_permitted`.
+ */
+async discoverToolFunctions(workflow: string, tool: string) : Promise<Result<ToolFunctions, Error>> {
+    try {
+    return { status: "ok", data: await TAURI_INVOKE("discover_tool_functions", { workflow, tool }) };
+} catch (e) {
+    if(e instanceof Error) throw e;
+    else return { status: "error", error: e  as any };
+}
+},
+/**
  * The engine's diagnostics for a workflow text (empty when valid).
  */
 async validate(text: string, file: string | null) : Promise<Result<Diagnostic[], Error>> {
@@ -471,7 +484,11 @@ export type DiagnosticCode =
 /**
  * A step or fallback ladder names an agent that is not declared.
  */
-"unknown_agent"
+"unknown_agent" | 
+/**
+ * A step's `capability` is listed by no agent.
+ */
+"unknown_capability"
 /**
  * What went wrong in a desktop operation.
  */
@@ -535,7 +552,20 @@ export type Error =
  * The workflow's guardrails refused the run before it started: an input matched a
  * `block` rule (nothing was stored), or the rules do not compile.
  */
-{ kind: "guardrails"; message: string }
+{ kind: "guardrails"; message: string } | 
+/**
+ * The workflow has no such tool, or it is not an `mcp` tool.
+ */
+{ kind: "unknown_tool"; tool: string; message: string } | 
+/**
+ * The tool starts a program on this machine and the user has not given it
+ * permission (the permission a run asks for, remembered for the workflow file).
+ */
+{ kind: "tool_not_permitted"; tool: string; command: string[]; message: string } | 
+/**
+ * The tool's server could not be started or reached, or did not list its tools.
+ */
+{ kind: "tool_failed"; tool: string; message: string }
 /**
  * One event of a run. Serialized with a `type` tag in snake_case.
  */
@@ -773,6 +803,26 @@ export type Manager =
  * The Windows Task Scheduler (`schtasks`).
  */
 "task_scheduler"
+/**
+ * One function an MCP server offers.
+ */
+export type McpFunction = { 
+/**
+ * The server's name for it (what a call's `call` gives).
+ */
+name: string; 
+/**
+ * What it does, as the server describes it (empty when it does not).
+ */
+description: string; 
+/**
+ * The JSON Schema of its arguments (what a call's `arguments` must be).
+ */
+input_schema: JsonValue; 
+/**
+ * Whether the tool's `allow:` admits it (every function when `allow` is empty).
+ */
+allowed: boolean }
 /**
  * One thing a model can do, as Ollama names them (`types/model/capability.go` of the
  * Ollama repository: `completion`, `tools`, `insert`, `vision`, `embedding`,
@@ -1399,6 +1449,15 @@ name: string;
  * The workflow text.
  */
 text: string }
+/**
+ * What an `mcp` tool's server offers: `{"functions": [{"name", "description",
+ * "input_schema", "allowed"}]}`, in the server's order.
+ */
+export type ToolFunctions = { 
+/**
+ * Each function, marked by whether the tool's `allow:` admits it.
+ */
+functions: McpFunction[] }
 /**
  * What an agent step did, in order: each model call and each tool call (stored with the
  * step's record, shown by `nexus runs show` and the run panel).

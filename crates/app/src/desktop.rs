@@ -683,7 +683,7 @@ impl Desktop {
     /// its sub-workflows' paths are relative to it, so a bare name would resolve them
     /// against this process's working directory. A name that does not resolve inside
     /// the folder is placed at the folder's top by its last component.
-    fn plan_path(&self, file: Option<&str>) -> Option<String> {
+    pub(crate) fn plan_path(&self, file: Option<&str>) -> Option<String> {
         let name = file?;
         let path = self.resolve(name).or_else(|_| {
             let last = Path::new(name).file_name().unwrap_or_default();
@@ -733,7 +733,7 @@ impl Desktop {
 
     /// The engine, built on first use and again after a key changed (breakers and
     /// model statistics are reloaded from the database).
-    async fn engine(&self) -> Result<Arc<Engine>> {
+    pub(crate) async fn engine(&self) -> Result<Arc<Engine>> {
         let mut slot = self.engine.lock().await;
         if let Some(engine) = slot.as_ref() {
             return Ok(Arc::clone(engine));
@@ -741,6 +741,9 @@ impl Desktop {
         let store = self.store().await?;
         let settings = self.provider_settings().await;
         let engine = crate::runs::engine(store, &settings, 4)?;
+        engine.set_secrets(Arc::new(crate::keys::ToolSecrets::new(Arc::clone(
+            &self.secrets,
+        ))));
         if let Some(urls) = lock(&self.callback_urls).clone() {
             engine.set_callback_urls(urls);
         }

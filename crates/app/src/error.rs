@@ -105,6 +105,52 @@ pub enum Error {
         /// Which input or rule, and what to change (never the text itself).
         message: String,
     },
+    /// The workflow has no such tool, or it is not an `mcp` tool.
+    #[error("{message}")]
+    UnknownTool {
+        /// The tool's name as given.
+        tool: String,
+        /// What the workflow has.
+        message: String,
+    },
+    /// The tool starts a program on this machine and the user has not given it
+    /// permission (the permission a run asks for, remembered for the workflow file).
+    #[error("{message}")]
+    ToolNotPermitted {
+        /// The tool's name.
+        tool: String,
+        /// The program it would start, as an argv.
+        command: Vec<String>,
+        /// How to give the permission.
+        message: String,
+    },
+    /// The tool's server could not be started or reached, or did not list its tools.
+    #[error("{message}")]
+    ToolFailed {
+        /// The tool's name.
+        tool: String,
+        /// What failed.
+        message: String,
+    },
+}
+
+impl From<nexus_engine::DiscoverError> for Error {
+    fn from(e: nexus_engine::DiscoverError) -> Self {
+        use nexus_engine::DiscoverError as D;
+        let message = e.to_string();
+        match e {
+            D::UnknownTool(_) => Error::UnknownTool {
+                tool: String::new(),
+                message,
+            },
+            D::NotPermitted { tool, command } => Error::ToolNotPermitted {
+                tool,
+                command,
+                message,
+            },
+            D::Failed { tool, .. } => Error::ToolFailed { tool, message },
+        }
+    }
 }
 
 fn first(diags: &[Diagnostic]) -> String {

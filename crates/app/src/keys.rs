@@ -118,3 +118,44 @@ pub fn known_provider(provider: &str) -> Result<()> {
         })
     }
 }
+
+/// The keychain account of a tool secret: `secret:NAME` (next to the providers' keys,
+/// which are stored under their provider id).
+pub fn secret_account(name: &str) -> String {
+    format!("secret:{name}")
+}
+
+/// The secrets of workflows' tools (an `http` tool's `auth`) for the engine: the
+/// [`SecretStore`] (the OS keychain) under [`secret_account`], else the environment
+/// variable `NEXUS_SECRET_<NAME>` (a headless machine or CI, where there may be no
+/// keychain service: a keychain that cannot be read falls back to the environment too).
+pub struct ToolSecrets {
+    store: std::sync::Arc<dyn SecretStore>,
+}
+
+impl ToolSecrets {
+    /// Secrets from `store`, then the environment.
+    pub fn new(store: std::sync::Arc<dyn SecretStore>) -> Self {
+        ToolSecrets { store }
+    }
+}
+
+impl nexus_engine::secrets::SecretResolver for ToolSecrets {
+    fn resolve(&self, name: &str) -> std::result::Result<Option<String>, String> {
+        match self.store.get(&secret_account(name)) {
+            Ok(Some(v)) => return Ok(Some(v)),
+            Ok(None) => {}
+            Err(e) => tracing::debug!(
+                "the keychain cannot be read ({e}); secret {name} is looked up in the environment"
+            ),
+        }
+        nexus_engine::secrets::EnvSecrets.resolve(name)
+    }
+
+    fn how_to_set(&self, name: &str) -> String {
+        format!(
+            "store it in the OS keychain with `nexus secret set {name}` (the value is read from standard input), or set the environment variable {}",
+            nexus_engine::secrets::env_var(name)
+        )
+    }
+}

@@ -6,6 +6,7 @@
 //! and partial runs the same way.
 
 pub mod desktop;
+pub mod discover;
 mod error;
 pub mod events;
 pub mod keys;

@@ -127,6 +127,12 @@ enum Command {
         #[command(subcommand)]
         command: PermissionsCommand,
     },
+    /// Secrets that tools read by name (an `http` tool's `auth`), kept in the OS
+    /// keychain; where there is none, set `NEXUS_SECRET_<NAME>` instead.
+    Secret {
+        #[command(subcommand)]
+        command: SecretCommand,
+    },
     /// Print the JSON Schema of the workflow file format.
     Schema,
     /// Serve the HTTP API (and the editor as a web app) until Ctrl-C. Binds loopback;
@@ -216,6 +222,21 @@ enum RunsCommand {
         /// Print as JSON.
         #[arg(long)]
         json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum SecretCommand {
+    /// Store secret NAME, its value read from standard input (one line; never an
+    /// argument, so it stays out of the shell's history).
+    Set {
+        /// The secret's name, as a tool's `auth` gives it.
+        name: String,
+    },
+    /// Remove secret NAME from the keychain.
+    Delete {
+        /// The secret's name.
+        name: String,
     },
 }
 
@@ -338,6 +359,7 @@ async fn dispatch(cli: Cli) -> Result<(), Failure> {
         Command::Models { json } => models(&db, json).await,
         Command::Runs { command } => runs(&db, command).await,
         Command::Permissions { command } => permissions(&db, command).await,
+        Command::Secret { command } => secret(command),
         Command::Serve {
             bind,
             allow_remote,
@@ -599,13 +621,17 @@ async fn execute(
         max_parallel,
         allow_tools,
     } = session;
-    // The CLI takes cloud keys from the environment only.
+    // The CLI takes cloud keys from the environment only; tools' secrets from the
+    // keychain, then the environment.
     let engine = runs::engine(
         Arc::clone(&store),
         &ProviderSettings::default(),
         max_parallel,
     )
     .map_err(app_failure)?;
+    engine.set_secrets(Arc::new(nexus_app::keys::ToolSecrets::new(Arc::new(
+        nexus_app::keys::Keychain::new(nexus_app::keys::SERVICE),
+    ))));
     let c = options.cancel.clone();
     tokio::spawn(async move {
         if tokio::signal::ctrl_c().await.is_ok() {
@@ -881,6 +907,41 @@ async fn models(db: &Path, json: bool) -> Result<(), Failure> {
                 .map(|f| format!(", last failure: {f}"))
                 .unwrap_or_default()
         );
+    }
+    Ok(())
+}
+
+/// `nexus secret set|delete NAME`: the OS keychain entry `nexus` / `secret:NAME`.
+fn secret(command: SecretCommand) -> Result<(), Failure> {
+    use nexus_app::keys::{Keychain, SERVICE, SecretStore, secret_account};
+    let keychain = Keychain::new(SERVICE);
+    let keychain_failure = |e: nexus_app::Error| {
+        fail(
+            1,
+            format!("{e}; where there is no keychain, set the environment variable instead"),
+        )
+    };
+    match command {
+        SecretCommand::Set { name } => {
+            let mut value = String::new();
+            std::io::stdin()
+                .read_line(&mut value)
+                .map_err(|e| fail(1, format!("cannot read the value from standard input: {e}")))?;
+            let value = value.trim_end_matches(['\r', '\n']);
+            if value.is_empty() {
+                return Err(fail(2, "the value is empty: give it on standard input"));
+            }
+            keychain
+                .set(&secret_account(&name), value)
+                .map_err(keychain_failure)?;
+            eprintln!("secret `{name}` stored in the OS keychain");
+        }
+        SecretCommand::Delete { name } => {
+            keychain
+                .delete(&secret_account(&name))
+                .map_err(keychain_failure)?;
+            eprintln!("secret `{name}` removed");
+        }
     }
     Ok(())
 }

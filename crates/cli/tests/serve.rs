@@ -1467,3 +1467,171 @@ fn signed_with(secret: &str, body: &[u8]) -> String {
     mac.update(body);
     format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
 }
+
+/// A reference MCP server's program in `tests/servers/mcp/node_modules/.bin`.
+fn mcp_bin(name: &str) -> Result<String> {
+    let bin = repo()
+        .join("tests/servers/mcp/node_modules/.bin")
+        .join(name);
+    anyhow::ensure!(
+        bin.exists(),
+        "{} is missing: run scripts/setup-test-servers.sh (it installs the reference MCP servers)",
+        bin.display()
+    );
+    Ok(bin.display().to_string())
+}
+
+/// `server-everything` over streamable HTTP on a free loopback port, killed on drop.
+struct EverythingHttp {
+    child: Child,
+    url: String,
+}
+
+impl EverythingHttp {
+    fn start(dir: &Path) -> Result<EverythingHttp> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        let mut child = Command::new(mcp_bin("mcp-server-everything")?)
+            .arg("streamableHttp")
+            .env("PORT", port.to_string())
+            .current_dir(dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()?;
+        let stderr = child.stderr.take().context("stderr")?;
+        let mut lines = BufReader::new(stderr).lines();
+        loop {
+            let line = lines
+                .next()
+                .context("server-everything ended before listening")??;
+            if line.contains(&format!("listening on port {port}")) {
+                break;
+            }
+        }
+        // Keep reading its log so that it never blocks on a full pipe.
+        std::thread::spawn(move || lines.for_each(drop));
+        Ok(EverythingHttp {
+            child,
+            url: format!("http://127.0.0.1:{port}/mcp"),
+        })
+    }
+}
+
+impl Drop for EverythingHttp {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_editor_lists_an_mcp_tools_functions_with_the_permission_a_run_needs() -> Result<()> {
+    let dir = folder();
+    let everything = EverythingHttp::start(dir.path())?;
+    let stdio = mcp_bin("mcp-server-everything")?;
+    let wf = format!(
+        "id: tools\ntools:\n  web: {{mcp: {{url: \"{}\", allow: [echo]}}}}\n  local: {{mcp: {{command: [\"{stdio}\"], allow: [get-sum]}}}}\n  api: {{http: {{url: \"http://127.0.0.1:9/\"}}}}\nsteps:\n  - id: sum\n    kind: tool\n    tool: local\n    args: {{call: get-sum, arguments: {{a: 1, b: 2}}}}\n",
+        everything.url
+    );
+    std::fs::write(dir.path().join("workflows/tools.yaml"), &wf)?;
+    let server = Server::start(dir.path(), &["--bind", "127.0.0.1:0"], None)?;
+    let http = reqwest::Client::new();
+    let functions = |tool: &str| {
+        http.get(server.url(&format!("/api/workflows/tools.yaml/tools/{tool}/functions")))
+            .send()
+    };
+
+    // Streamable HTTP: no program starts here, so no permission is needed.
+    let (status, body) = json_of(functions("web").await?).await?;
+    assert_eq!(status, 200, "{body}");
+    let listed = body["functions"].as_array().context("functions")?;
+    let echo = listed
+        .iter()
+        .find(|f| f["name"] == "echo")
+        .context("echo")?;
+    assert_eq!(echo["allowed"], true);
+    assert!(echo["description"].as_str().is_some_and(|d| !d.is_empty()));
+    assert_eq!(
+        echo["input_schema"]["properties"]["message"]["type"],
+        "string"
+    );
+    let sum = listed
+        .iter()
+        .find(|f| f["name"] == "get-sum")
+        .context("get-sum")?;
+    assert_eq!(sum["allowed"], false, "not in `allow`");
+
+    // Stdio: refused, tagged, until the user gives the permission a run asks for.
+    let (status, body) = json_of(functions("local").await?).await?;
+    assert_eq!(status, 403, "{body}");
+    assert_eq!(body["kind"], "tool_not_permitted");
+    assert_eq!(body["tool"], "local");
+    assert_eq!(body["command"], json!([stdio]));
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("--allow-tool local"),
+        "{body}"
+    );
+    let run = Command::new(env!("CARGO_BIN_EXE_nexus"))
+        .args([
+            "run",
+            "workflows/tools.yaml",
+            "--allow-tool",
+            "local",
+            "--json",
+        ])
+        .env("NEXUS_DB", dir.path().join("runs.db"))
+        .env("OLLAMA_HOST", "127.0.0.1:9")
+        .current_dir(dir.path())
+        .output()?;
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let (status, body) = json_of(functions("local").await?).await?;
+    assert_eq!(status, 200, "{body}");
+    let listed = body["functions"].as_array().context("functions")?;
+    assert!(
+        listed
+            .iter()
+            .any(|f| f["name"] == "get-sum" && f["allowed"] == true),
+        "{body}"
+    );
+    assert!(
+        listed
+            .iter()
+            .any(|f| f["name"] == "echo" && f["allowed"] == false),
+        "{body}"
+    );
+
+    // Not an MCP tool, not a tool, not a workflow.
+    let (status, body) = json_of(functions("api").await?).await?;
+    assert_eq!(
+        (status, body["kind"].as_str()),
+        (404, Some("unknown_tool")),
+        "{body}"
+    );
+    let (status, body) = json_of(functions("nope").await?).await?;
+    assert_eq!(
+        (status, body["kind"].as_str()),
+        (404, Some("unknown_tool")),
+        "{body}"
+    );
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("local, web"),
+        "{body}"
+    );
+    let missing = http
+        .get(server.url("/api/workflows/none.yaml/tools/web/functions"))
+        .send()
+        .await?;
+    assert_eq!(missing.status().as_u16(), 404);
+    Ok(())
+}

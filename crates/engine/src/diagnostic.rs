@@ -54,6 +54,8 @@ pub enum DiagnosticCode {
     NoSteps,
     /// A step or fallback ladder names an agent that is not declared.
     UnknownAgent,
+    /// A step's `capability` is listed by no agent.
+    UnknownCapability,
 }
 
 impl DiagnosticCode {
@@ -78,6 +80,7 @@ impl DiagnosticCode {
             DiagnosticCode::MissingInput => "missing_input",
             DiagnosticCode::BadInput => "bad_input",
             DiagnosticCode::UnknownAgent => "unknown_agent",
+            DiagnosticCode::UnknownCapability => "unknown_capability",
             DiagnosticCode::NoSteps => "no_steps",
         }
     }

@@ -15,7 +15,9 @@ pub mod memory;
 pub mod parse;
 pub mod plan;
 pub mod provider;
+pub mod route;
 pub mod run;
+pub mod secrets;
 pub mod select;
 pub mod store;
 pub mod workflow;
@@ -29,5 +31,8 @@ pub use provider::{
     ChatChunk, ChatRequest, ChatStream, Locality, ModelInfo, Provider, ProviderError,
     ProviderErrorKind,
 };
-pub use run::{CallbackUrls, ChildSinks, Engine, EngineConfig, EngineError, RunOptions, RunReport};
+pub use run::{
+    CallbackUrls, ChildSinks, DiscoverError, Engine, EngineConfig, EngineError, McpFunction,
+    RunOptions, RunReport,
+};
 pub use workflow::Workflow;

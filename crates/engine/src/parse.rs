@@ -54,6 +54,8 @@ pub struct Locations {
     pub budget: Option<Span>,
     /// Per agent, by name: where its declaration is.
     pub agents: BTreeMap<String, Span>,
+    /// Where the `agents_file` value is.
+    pub agents_file: Option<Span>,
     /// Where the workflow's `on_failure` handler is.
     pub on_failure: Option<Span>,
     /// Per trigger, by position: where its declaration is.
@@ -102,7 +104,7 @@ pub struct Parsed {
 
 /// The fields that belong to one kind or another, in the order a step's stray fields are
 /// reported.
-pub const KIND_FIELDS: [&str; 46] = [
+pub const KIND_FIELDS: [&str; 47] = [
     "event",
     "within",
     "timeout_output",
@@ -143,6 +145,7 @@ pub const KIND_FIELDS: [&str; 46] = [
     "output_schema",
     "task",
     "agent",
+    "capability",
     "budget",
     "fallback",
     "template",
@@ -164,6 +167,7 @@ pub fn kind_uses(kind: KindName, field: &str) -> bool {
                 | "output_schema"
                 | "task"
                 | "agent"
+                | "capability"
                 | "budget"
                 | "fallback"
                 | "prompt"
@@ -200,6 +204,7 @@ pub fn kind_uses(kind: KindName, field: &str) -> bool {
                 | "output_schema"
                 | "task"
                 | "agent"
+                | "capability"
                 | "budget"
                 | "fallback"
                 | "prompt"
@@ -295,6 +300,8 @@ struct FileText {
     #[serde(default)]
     agents: BTreeMap<String, Spanned<Agent>>,
     #[serde(default)]
+    agents_file: Option<Spanned<String>>,
+    #[serde(default)]
     triggers: Vec<Spanned<Trigger>>,
     #[serde(default)]
     notifications: Vec<Spanned<Notification>>,
@@ -358,6 +365,8 @@ struct StepText {
     task: Option<Spanned<TaskClass>>,
     #[serde(default)]
     agent: Option<Spanned<String>>,
+    #[serde(default)]
+    capability: Option<Spanned<String>>,
     #[serde(default)]
     budget: Option<Spanned<Budget>>,
     #[serde(default)]
@@ -480,6 +489,7 @@ struct KindText {
     system: Option<String>,
     task: Option<TaskClass>,
     agent: Option<String>,
+    capability: Option<String>,
     budget: Option<Budget>,
     fallback: Option<FallbackLadder>,
     prompt: Option<String>,
@@ -537,6 +547,7 @@ impl KindText {
             "output_schema" => self.output_schema.is_some(),
             "task" => self.task.is_some(),
             "agent" => self.agent.is_some(),
+            "capability" => self.capability.is_some(),
             "budget" => self.budget.is_some(),
             "fallback" => self.fallback.is_some(),
             "template" => self.template.is_some(),
@@ -596,6 +607,7 @@ fn kind_of(kind: KindName, t: KindText, loc: &mut StepLocations) -> StepKind {
             system: t.system,
             task: t.task,
             agent: t.agent,
+            capability: t.capability,
             budget: t.budget,
             fallback: t.fallback,
             prompt: t.prompt.unwrap_or_default(),
@@ -657,6 +669,7 @@ fn kind_of(kind: KindName, t: KindText, loc: &mut StepLocations) -> StepKind {
             system: t.system,
             task: t.task,
             agent: t.agent,
+            capability: t.capability,
             budget: t.budget,
             fallback: t.fallback,
             prompt: t.prompt.unwrap_or_default(),
@@ -717,6 +730,7 @@ fn step_of(step: Spanned<StepText>) -> (Step, StepLocations) {
         system: take(f, "system", s.system),
         task: take(f, "task", s.task),
         agent: take(f, "agent", s.agent),
+        capability: take(f, "capability", s.capability),
         budget: take(f, "budget", s.budget),
         fallback: take(f, "fallback", s.fallback),
         prompt: take(f, "prompt", s.prompt),
@@ -806,6 +820,7 @@ fn workflow_of(doc: FileText) -> (Workflow, Locations) {
         steps: spanned(&doc.steps),
         budget: doc.budget.as_ref().and_then(spanned),
         on_failure: doc.on_failure.as_ref().and_then(spanned),
+        agents_file: doc.agents_file.as_ref().and_then(spanned),
         ..Locations::default()
     };
     let inputs = located_map(doc.inputs, &mut locs.inputs);
@@ -835,6 +850,7 @@ fn workflow_of(doc: FileText) -> (Workflow, Locations) {
         tools: doc.tools,
         on_failure: doc.on_failure.map(|h| h.value),
         agents,
+        agents_file: doc.agents_file.map(|f| f.value),
         triggers,
         notifications,
         steps,

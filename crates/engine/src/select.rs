@@ -469,6 +469,9 @@ pub struct SelectionRecord {
     pub excluded: Vec<ExcludedRecord>,
     /// True when every remaining model had an open breaker and they are tried anyway.
     pub all_breakers_open: bool,
+    /// For a `capability:` step: which agent it runs as, and why.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<crate::route::AgentChoice>,
 }
 
 /// The ranked candidates of a step and the models left out, with reasons.

@@ -152,6 +152,8 @@ pub struct EngineState {
     pub breakers: Vec<(String, crate::breaker::BreakerSnapshot)>,
     /// Model statistics by `provider:model`.
     pub stats: Vec<(String, crate::select::ModelStats)>,
+    /// Agent statistics by agent name (see [`crate::route`]).
+    pub agent_stats: Vec<(String, crate::select::ModelStats)>,
 }
 
 /// A finished step.
@@ -381,6 +383,19 @@ pub trait RunStore: Send + Sync {
     async fn save_model_stats(
         &self,
         _key: &str,
+        _stats: &crate::select::ModelStats,
+    ) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    /// Stores one agent's statistics (its runs of `capability:` steps, see
+    /// [`crate::route`]).
+    ///
+    /// # Errors
+    /// [`StoreError`] when the write fails.
+    async fn save_agent_stats(
+        &self,
+        _agent: &str,
         _stats: &crate::select::ModelStats,
     ) -> Result<(), StoreError> {
         Ok(())

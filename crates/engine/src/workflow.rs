@@ -30,7 +30,9 @@ pub use control::{
     SubWorkflowStep, SwitchCase, SwitchStep, TriggerRule, WaitStep,
 };
 pub use notify::{Notification, NotifyOn, NotifyWebhook};
-pub use tools::{FileTool, HttpTool, McpTool, MemoryTool, ShellTool, ToolDecl, ToolStep};
+pub use tools::{
+    FileTool, HttpAuth, HttpTool, McpTool, MemoryTool, Paginate, ShellTool, ToolDecl, ToolStep,
+};
 pub use triggers::{
     CatchUp, CronTrigger, DEFAULT_DEBOUNCE_MS, DEFAULT_MAX_CATCH_UP,
     DEFAULT_WEBHOOK_RATE_PER_MINUTE, DEFAULT_WEBHOOK_WAIT_MS, FileTrigger, MAX_WEBHOOK_WAIT_MS,
@@ -84,9 +86,14 @@ pub struct Workflow {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub on_failure: Option<RunFailureHandler>,
     /// Named personas (system prompt and model preferences) that steps may use with
-    /// `agent:` and that the fallback ladder may substitute.
+    /// `agent:` (or reach by `capability:`) and that the fallback ladder may substitute.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub agents: BTreeMap<String, Agent>,
+    /// A YAML file of shared agents (`agents: {name: {...}}`), relative to the workflow
+    /// file's folder and inside it, merged with `agents:` (an inline agent replaces the
+    /// file's agent of the same name).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agents_file: Option<String>,
     /// What starts runs besides a person: schedules, webhooks, file changes (see
     /// [`Trigger`]).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -142,6 +149,15 @@ pub struct Agent {
     /// The agent's model preferences; replace the step's `model`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model: Option<ModelSpec>,
+    /// What the agent can do (free names, e.g. `[summarize, code_review]`): a step with
+    /// `capability: NAME` is routed to one of the agents listing `NAME`, the one with the
+    /// best observed success rate and latency.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub capabilities: Vec<String>,
+    /// Tools (names under the workflow's `tools:`) an `agent` step using this agent may
+    /// call, besides the step's own `tools`; `llm` steps ignore them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tools: Vec<String>,
 }
 
 /// The kind of work an `llm` step does; the selector scores models by their quality for
@@ -496,6 +512,11 @@ pub struct LlmStep {
     /// this step uses.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub agent: Option<String>,
+    /// Instead of `agent`: a capability; the run picks, among the agents listing it,
+    /// the one with the best observed success rate and latency (see
+    /// [`crate::route`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capability: Option<String>,
     /// Token and cost limits of this step.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub budget: Option<Budget>,

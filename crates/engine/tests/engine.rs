@@ -633,3 +633,42 @@ fn cron_schedules_follow_their_time_zone_and_daylight_saving() {
         .is_err()
     );
 }
+
+/// An `agents_file` next to the workflow is merged with the inline agents (an inline one
+/// replaces the file's of the same name), a `capability:` step gets every agent that
+/// lists it, and a file outside the workflow's folder is refused at its place.
+#[test]
+fn agents_file_is_merged_and_must_stay_in_the_workflow_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    let flows = dir.path().join("flows");
+    std::fs::create_dir(&flows).unwrap();
+    std::fs::write(
+        flows.join("agents.yaml"),
+        "agents:\n  shared: {system: \"You are shared.\", capabilities: [summarize]}\n  writer: {system: \"Old writer.\", capabilities: [translate]}\n",
+    )
+    .unwrap();
+    let wf = "id: merged\nagents_file: agents.yaml\nagents:\n  writer: {system: \"New writer.\", capabilities: [summarize]}\nsteps:\n  - id: sum\n    kind: llm\n    capability: summarize\n    prompt: Summarize.\n";
+    std::fs::write(flows.join("wf.yaml"), wf).unwrap();
+    let plan = nexus_engine::load_file(&flows.join("wf.yaml"))
+        .unwrap_or_else(|d| panic!("{}", nexus_engine::diagnostic::render_all(&d)));
+    assert_eq!(plan.workflow.agents_file, None);
+    assert_eq!(
+        plan.workflow.agents["writer"].system.as_deref(),
+        Some("New writer.")
+    );
+    let nexus_engine::plan::Action::Llm(llm) = &plan.steps[0].action else {
+        panic!("an llm step");
+    };
+    let route = llm.route.as_ref().expect("a capability step is routed");
+    let names: Vec<&str> = route.candidates.iter().map(|c| c.agent.as_str()).collect();
+    assert_eq!(names, ["shared", "writer"]);
+
+    std::fs::write(dir.path().join("outside.yaml"), "agents: {}\n").unwrap();
+    let escaping = "id: escaping\nagents_file: ../outside.yaml\nsteps:\n  - id: a\n    kind: template\n    template: hi\n";
+    std::fs::write(flows.join("escaping.yaml"), escaping).unwrap();
+    let diags = nexus_engine::load_file(&flows.join("escaping.yaml")).unwrap_err();
+    let d = &diags[0];
+    assert_eq!(d.code.as_str(), "invalid_value", "{d}");
+    assert!(d.message.contains("outside the workflow's folder"), "{d}");
+    assert_eq!(d.span.map(|s| s.line), Some(2));
+}

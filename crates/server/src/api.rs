@@ -205,6 +205,37 @@ pub async fn read_workflow(
     Ok(axum::Json(text))
 }
 
+/// Lists the functions of workflow `name`'s `mcp` tool `tool` (connecting to its server
+/// once): each with its description, the JSON Schema of its arguments and whether the
+/// tool's `allow:` admits it. A stdio server starts only with the permission a run needs
+/// (403 `tool_not_permitted` without it, saying how to give it).
+#[utoipa::path(get, path = "/api/workflows/{name}/tools/{tool}/functions", tag = "workflows",
+    params(
+        ("name" = String, Path, pattern = r"^[A-Za-z0-9][A-Za-z0-9._-]*\.(yaml|yml)$", description = "File name in the workflows folder (`my-flow.yaml`)"),
+        ("tool" = String, Path, description = "The tool's name under the workflow's `tools:`")),
+    responses((status = 200, body = nexus_app::discover::ToolFunctions),
+        (status = 400, body = ApiError), (status = 403, body = ApiError),
+        (status = 404, body = ApiError), (status = 422, body = ApiError),
+        (status = 502, body = ApiError)))]
+pub async fn tool_functions(
+    State(s): State<AppState>,
+    Param((name, tool)): Param<(String, String)>,
+) -> ApiResult<axum::Json<nexus_app::discover::ToolFunctions>> {
+    check_name(&name)?;
+    let exists = {
+        let (d, name) = (Arc::clone(&s.desktop), name.clone());
+        blocking(move || d.workflow_exists(&name)).await?
+    };
+    if !exists {
+        return Err(ApiError::not_found(format!(
+            "no workflow `{name}` in the workflows folder; GET /api/workflows lists them"
+        )));
+    }
+    Ok(axum::Json(
+        s.desktop.discover_tool_functions(&name, &tool).await?,
+    ))
+}
+
 /// Saves workflow `name` atomically and answers with its diagnostics.
 #[utoipa::path(put, path = "/api/workflows/{name}", tag = "workflows",
     params(("name" = String, Path, pattern = r"^[A-Za-z0-9][A-Za-z0-9._-]*\.(yaml|yml)$", description = "File name in the workflows folder (`my-flow.yaml`)")),

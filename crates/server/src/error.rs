@@ -167,7 +167,9 @@ impl ApiError {
                 E::TooManyEvents { .. } => StatusCode::TOO_MANY_REQUESTS,
                 E::UnknownRun { .. } => StatusCode::NOT_FOUND,
                 E::NotActive { .. } => StatusCode::CONFLICT,
-                E::Provider { .. } => StatusCode::BAD_GATEWAY,
+                E::Provider { .. } | E::ToolFailed { .. } => StatusCode::BAD_GATEWAY,
+                E::UnknownTool { .. } => StatusCode::NOT_FOUND,
+                E::ToolNotPermitted { .. } => StatusCode::FORBIDDEN,
                 E::Io { .. }
                 | E::Store { .. }
                 | E::Keychain { .. }

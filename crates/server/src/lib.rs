@@ -133,6 +133,10 @@ pub fn router(
             "/workflows/{name}",
             get(api::read_workflow).put(api::save_workflow),
         )
+        .route(
+            "/workflows/{name}/tools/{tool}/functions",
+            get(api::tool_functions),
+        )
         .route("/validate", post(api::validate))
         .route("/templates", get(api::templates))
         .route("/templates/{name}/use", post(api::use_template))

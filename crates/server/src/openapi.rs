@@ -21,6 +21,7 @@ use crate::api;
         api::list_workflows,
         api::read_workflow,
         api::save_workflow,
+        api::tool_functions,
         api::validate,
         api::templates,
         api::use_template,

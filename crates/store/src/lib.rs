@@ -1300,10 +1300,41 @@ impl RunStore for SqliteStore {
                     },
                 ));
             }
+            for r in sqlx::query("SELECT * FROM agent_stats")
+                .fetch_all(&self.pool)
+                .await?
+            {
+                state.agent_stats.push((
+                    r.get("agent"),
+                    ModelStats {
+                        calls: u64_of(Some(r.get("calls"))).unwrap_or(0),
+                        success_rate: r.get("success_rate"),
+                        latency_ms: r.get("latency_ms"),
+                        updated_at: parse_ts(&r.get::<String, _>("updated_at")).ok(),
+                    },
+                ));
+            }
             Ok(state)
         }
         .await;
         Ok(result?)
+    }
+
+    async fn save_agent_stats(&self, agent: &str, stats: &ModelStats) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO agent_stats (agent, calls, success_rate, latency_ms, updated_at) VALUES (?, ?, ?, ?, ?)
+             ON CONFLICT (agent) DO UPDATE SET calls = excluded.calls, success_rate = excluded.success_rate,
+               latency_ms = excluded.latency_ms, updated_at = excluded.updated_at",
+        )
+        .bind(agent)
+        .bind(i64_of(stats.calls))
+        .bind(stats.success_rate)
+        .bind(stats.latency_ms)
+        .bind(ts(&stats.updated_at.unwrap_or_else(Utc::now)))
+        .execute(&self.pool)
+        .await
+        .map_err(Error::from)?;
+        Ok(())
     }
 
     async fn save_breaker(&self, key: &str, snapshot: &BreakerSnapshot) -> Result<(), StoreError> {

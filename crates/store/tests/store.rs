@@ -85,6 +85,7 @@ fn step(id: &str) -> StepRecord {
                 reason: "local_only".into(),
             }],
             all_breakers_open: false,
+            agent: None,
         }),
         guardrails: vec![nexus_engine::store::GuardrailRecord {
             stage: "input".into(),

@@ -125,6 +125,7 @@ fn body_workflow(wf: &Workflow, steps: &[Step]) -> Workflow {
         tools: wf.tools.clone(),
         on_failure: None,
         agents: wf.agents.clone(),
+        agents_file: None,
         triggers: Vec::new(),
         notifications: Vec::new(),
         steps: steps.to_vec(),

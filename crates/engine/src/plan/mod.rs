@@ -27,9 +27,11 @@ use crate::workflow::{
     OnItemError, OutputFormat, RetryPolicy, TaskClass, Timeouts, TriggerRule, Workflow,
 };
 
+mod agents;
 mod body;
 mod cycles;
 mod handlers;
+mod http;
 mod inputs;
 mod kinds;
 pub(crate) mod memory;
@@ -297,6 +299,32 @@ pub struct LlmAction {
     pub substitute: Option<Substitute>,
     /// The step's own budget.
     pub budget: Option<Budget>,
+    /// For a step with `capability:`: the agents that list it, one of which the run picks
+    /// (then `system`, `model` and `agent` are the picked agent's).
+    pub route: Option<Box<AgentRoute>>,
+}
+
+/// The agents a `capability:` step may be routed to (see [`crate::route`]).
+#[derive(Debug, Clone)]
+pub struct AgentRoute {
+    /// The capability asked for.
+    pub capability: String,
+    /// The agents listing it, by name (the order of ties).
+    pub candidates: Vec<RouteCandidate>,
+}
+
+/// One agent a `capability:` step may be routed to, planned for the step.
+#[derive(Debug, Clone)]
+pub struct RouteCandidate {
+    /// The agent's name.
+    pub agent: String,
+    /// Name of the compiled system template: the agent's, else the step's own.
+    pub system: Option<String>,
+    /// The model requirements: the step's `model`, else the agent's (`local_only`
+    /// applied).
+    pub model: ModelRequirements,
+    /// For an `agent` step: the agent's own tools, offered besides the step's.
+    pub tools: Vec<ToolAction>,
 }
 
 impl LlmAction {

@@ -153,7 +153,7 @@ pub(crate) fn needs_permission(decl: &ToolDecl) -> bool {
 
 /// sha256 over the workflow's JSON form, hex: a permission given for a `shell` tool holds
 /// for the workflow as it is, and any change asks again.
-fn workflow_hash(wf: &crate::workflow::Workflow) -> String {
+pub(crate) fn workflow_hash(wf: &crate::workflow::Workflow) -> String {
     use sha2::Digest;
     let json = serde_json::to_vec(wf).unwrap_or_default();
     super::hex(&sha2::Sha256::digest(&json))
@@ -230,6 +230,7 @@ fn check_http(p: &mut StepPlanner<'_, '_>, name: &str, http: &HttpTool, step: &T
             }
         }
     }
+    super::http::check_auth_and_pages(p, name, http);
 }
 
 /// The operation of a `file` call, if written as text, is known.

@@ -45,7 +45,6 @@ pub(super) fn validate_in(
     callers: &[std::path::PathBuf],
     root: Option<&std::path::Path>,
 ) -> Result<Plan, Vec<Diagnostic>> {
-    let wf = &parsed.workflow;
     let mut chain = callers.to_vec();
     if let Some(me) = parsed
         .file
@@ -61,6 +60,9 @@ pub(super) fn validate_in(
         chain: &chain,
         root,
     };
+    let merged = super::agents::with_agents_file(&mut cx, &parsed.workflow);
+    let wf = merged.as_ref().unwrap_or(&parsed.workflow);
+    super::agents::check_agents(&mut cx, wf);
     check_header(&mut cx, wf);
     super::triggers::check_triggers(&mut cx, wf);
     super::notify::check_notifications(&mut cx, wf);

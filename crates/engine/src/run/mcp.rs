@@ -191,6 +191,18 @@ impl McpSessions {
     }
 }
 
+/// The tools `mcp`'s server lists, from a connection of its own closed right after
+/// (the editor's discovery; a run keeps its connection, see [`McpSessions`]).
+pub(super) async fn list_once(mcp: &McpTool, cwd: Option<&Path>) -> Result<Vec<ToolSpec>, String> {
+    let sessions = McpSessions::default();
+    let listed = sessions
+        .session("discover", mcp, cwd)
+        .await
+        .map(|s| s.tools.clone());
+    sessions.close_all().await;
+    listed
+}
+
 /// Starts (stdio) or reaches (streamable HTTP) the server and does the initialize
 /// handshake.
 async fn connect(

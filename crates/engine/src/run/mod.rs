@@ -35,9 +35,11 @@ mod attempt;
 mod body;
 mod budget;
 mod chain;
+mod discover;
 mod emit;
 mod event;
 mod guard;
+mod http_pages;
 mod join;
 mod ladder;
 mod loops;
@@ -46,6 +48,7 @@ mod mcp;
 mod memory;
 mod questions;
 mod records;
+mod route;
 mod scheduler;
 mod shell;
 mod slots;
@@ -72,6 +75,7 @@ use crate::workflow::Budget;
 pub use api::{ChildSinks, EngineConfig, EngineError, RunControl, RunOptions, RunReport};
 pub use attempt::retry_delays;
 use budget::Spend;
+pub use discover::{DiscoverError, McpFunction};
 use emit::Emitter;
 pub use event::{CallbackUrls, RECHECK as EVENT_RECHECK};
 
@@ -85,10 +89,15 @@ pub struct Engine {
     state_loaded: tokio::sync::OnceCell<()>,
     breakers: Mutex<Breakers>,
     stats: Mutex<HashMap<String, ModelStats>>,
+    /// Agent statistics by agent name ([`crate::route`]).
+    agent_stats: Mutex<HashMap<String, ModelStats>>,
     /// `event` steps of this process waiting, woken by [`Engine::event_posted`].
     waiters: event::Waiters,
     /// How runs' callback URLs are made ([`Engine::set_callback_urls`]).
     callback_urls: std::sync::OnceLock<Arc<dyn CallbackUrls>>,
+    /// Where tools' secrets come from ([`Engine::set_secrets`]; default: the
+    /// environment).
+    secrets: std::sync::OnceLock<Arc<dyn crate::secrets::SecretResolver>>,
 }
 
 #[derive(Clone)]
@@ -135,6 +144,8 @@ struct RunShared {
     permissions: tokio::sync::Mutex<HashMap<(String, String), bool>>,
     /// The run's connections to MCP servers, closed when the run ends.
     mcp: mcp::McpSessions,
+    /// Where tools' secrets come from.
+    secrets: Arc<dyn crate::secrets::SecretResolver>,
 }
 
 impl Engine {
@@ -153,8 +164,24 @@ impl Engine {
             state_loaded: tokio::sync::OnceCell::new(),
             breakers: Mutex::new(breakers),
             stats: Mutex::new(HashMap::new()),
+            agent_stats: Mutex::new(HashMap::new()),
             waiters: event::Waiters::default(),
             callback_urls: std::sync::OnceLock::new(),
+            secrets: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// Sets where tools' secrets come from (once; later calls are ignored). Without it,
+    /// secrets come from the environment ([`crate::secrets::EnvSecrets`]).
+    pub fn set_secrets(&self, secrets: Arc<dyn crate::secrets::SecretResolver>) {
+        let _ = self.secrets.set(secrets);
+    }
+
+    /// Where tools' secrets come from.
+    pub(crate) fn secrets(&self) -> Arc<dyn crate::secrets::SecretResolver> {
+        match self.secrets.get() {
+            Some(s) => Arc::clone(s),
+            None => Arc::new(crate::secrets::EnvSecrets),
         }
     }
 
@@ -173,7 +200,7 @@ impl Engine {
         Catalog::discover(&self.providers, self.config.discovery_timeout).await
     }
 
-    /// Loads the breakers and model statistics from the store, once.
+    /// Loads the breakers, model and agent statistics from the store, once.
     ///
     /// # Errors
     /// [`EngineError::Store`] when the store cannot be read.
@@ -185,6 +212,7 @@ impl Engine {
                     *lock(&self.breakers) =
                         Breakers::restore(self.config.breaker.clone(), state.breakers);
                     lock(&self.stats).extend(state.stats);
+                    lock(&self.agent_stats).extend(state.agent_stats);
                 }
                 Ok::<(), EngineError>(())
             })

@@ -259,6 +259,7 @@ impl Engine {
             body_records: Mutex::new(Vec::new()),
             permissions: tokio::sync::Mutex::new(HashMap::new()),
             mcp: super::mcp::McpSessions::default(),
+            secrets: self.secrets(),
         });
         let mut frame = Frame {
             started_at: options.started_at.unwrap_or_else(Utc::now),
@@ -647,25 +648,20 @@ impl Engine {
                         .await
                 })
             }
-            Action::Llm(llm) => match llm_context(s, step, llm, r) {
-                Ok(ctx) => self.spawn(
-                    s,
-                    i,
-                    move |engine| async move { engine.run_llm_step(ctx).await },
-                ),
-                Err(e) => finish(StepStatus::Failed, &e),
-            },
-            Action::Agent(agent) => match llm_context(s, step, &agent.llm, r) {
-                Ok(llm) => {
-                    let ctx = super::agent::AgentContext {
-                        llm,
-                        agent: Arc::new((**agent).clone()),
-                        workflow_id: s.plan.workflow.id.clone(),
-                    };
-                    self.spawn(s, i, move |engine| engine.run_agent_step(ctx))
+            Action::Llm(llm) => {
+                let (llm, choice) = self.routed_llm(llm);
+                match llm_context(s, step, &llm, r) {
+                    Ok(ctx) => self.spawn_llm(s, i, ctx, choice),
+                    Err(e) => finish(StepStatus::Failed, &e),
                 }
-                Err(e) => finish(StepStatus::Failed, &e),
-            },
+            }
+            Action::Agent(agent) => {
+                let (agent, choice) = self.routed_agent(agent);
+                match llm_context(s, step, &agent.llm, r) {
+                    Ok(llm) => self.spawn_agent(s, i, llm, agent, choice),
+                    Err(e) => finish(StepStatus::Failed, &e),
+                }
+            }
             Action::Vote(vote) => {
                 let systems: Result<Vec<Option<String>>, String> = vote
                     .voters
@@ -689,6 +685,71 @@ impl Engine {
                 }
             }
         }
+    }
+
+    /// An `llm` step's action as the agent its `capability:` routes to (and the
+    /// decision), or as written.
+    fn routed_llm(&self, llm: &LlmAction) -> (LlmAction, Option<crate::route::AgentChoice>) {
+        match self.route_step(llm) {
+            Some(r) => (r.llm, Some(r.choice)),
+            None => (llm.clone(), None),
+        }
+    }
+
+    /// An `agent` step's action as the agent its `capability:` routes to (that agent's
+    /// tools added), and the decision.
+    fn routed_agent(
+        &self,
+        agent: &crate::plan::AgentAction,
+    ) -> (crate::plan::AgentAction, Option<crate::route::AgentChoice>) {
+        let mut agent = agent.clone();
+        let choice = self.route_step(&agent.llm).map(|routed| {
+            agent.llm = routed.llm;
+            agent.tools.extend(routed.tools);
+            routed.choice
+        });
+        (agent, choice)
+    }
+
+    /// Runs `llm` step `i` up its ladder; a routed step's outcome is observed for its
+    /// agent.
+    fn spawn_llm(
+        self: &Arc<Self>,
+        s: &mut Sched,
+        i: usize,
+        ctx: LlmContext,
+        choice: Option<crate::route::AgentChoice>,
+    ) -> Start {
+        self.spawn(s, i, move |engine| async move {
+            let (mut rec, out) = engine.run_llm_step(ctx).await;
+            if let Some(choice) = choice {
+                engine.observe_agent(choice, &mut rec).await;
+            }
+            (rec, out)
+        })
+    }
+
+    /// Runs `agent` step `i`'s loop; a routed step's outcome is observed for its agent.
+    fn spawn_agent(
+        self: &Arc<Self>,
+        s: &mut Sched,
+        i: usize,
+        llm: LlmContext,
+        agent: crate::plan::AgentAction,
+        choice: Option<crate::route::AgentChoice>,
+    ) -> Start {
+        let ctx = super::agent::AgentContext {
+            llm,
+            agent: Arc::new(agent),
+            workflow_id: s.plan.workflow.id.clone(),
+        };
+        self.spawn(s, i, move |engine| async move {
+            let (mut rec, out) = Arc::clone(&engine).run_agent_step(ctx).await;
+            if let Some(choice) = choice {
+                engine.observe_agent(choice, &mut rec).await;
+            }
+            (rec, out)
+        })
     }
 
     /// Runs step `i` of a control-flow kind (map, loop, sub-workflow, wait) as a task,

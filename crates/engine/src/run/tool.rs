@@ -17,6 +17,7 @@ use chrono::Utc;
 use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 
+use super::http_pages;
 use super::records::record_for;
 use super::scheduler::Sched;
 use super::{Engine, RunShared, StepOutput, ms};
@@ -26,6 +27,13 @@ use crate::plan::tools::{allowed_hosts, is_loopback};
 use crate::plan::{PlannedStep, ToolAction};
 use crate::store::{AttemptRecord, StepRecord};
 use crate::workflow::{HttpTool, McpTool, ShellTool, ToolDecl};
+
+/// What every request of one `http` call shares.
+struct HttpCall<'a> {
+    http: &'a HttpTool,
+    client: reqwest::Client,
+    auth: Option<&'a http_pages::ResolvedAuth>,
+}
 
 /// The largest response body an `http` tool reads, bytes (10 MiB).
 pub const MAX_BODY: usize = 10 * 1024 * 1024;
@@ -175,7 +183,8 @@ impl ToolCall {
         self.args.get(key).and_then(serde_json::Value::as_str)
     }
 
-    /// One `http` call with retries.
+    /// One `http` call: its auth resolved, then one request (with retries), or its pages
+    /// under `paginate`; a secret the response echoes is replaced.
     async fn http(&self, http: &HttpTool, rec: &mut StepRecord) -> Result<StepOutput, String> {
         let base = reqwest::Url::parse(&http.url).map_err(|e| format!("bad URL: {e}"))?;
         let mut url = match self.arg_str("path") {
@@ -191,6 +200,66 @@ impl ToolCall {
                 pairs.append_pair(k, &v);
             }
         }
+        let auth = match &http.auth {
+            Some(a) => Some(http_pages::resolve_auth(a, Arc::clone(&self.shared.secrets)).await?),
+            None => None,
+        };
+        let client = reqwest::Client::builder()
+            .timeout(http.timeout.unwrap_or(Duration::from_secs(30)))
+            .build()
+            .map_err(|e| e.to_string())?;
+        let call = HttpCall {
+            http,
+            client,
+            auth: auth.as_ref(),
+        };
+        let out = match &http.paginate {
+            None => self.fetch(&call, url, rec).await.map(|(out, _)| out),
+            Some(p) => self.pages(&call, p, url, rec).await,
+        };
+        match &auth {
+            Some(a) => out.map(|o| a.redact(o)).map_err(|e| a.redact_text(e)),
+            None => out,
+        }
+    }
+
+    /// Requests page after page under `p`, at most `max_pages`, and joins them.
+    async fn pages(
+        &self,
+        call: &HttpCall<'_>,
+        p: &crate::workflow::Paginate,
+        first: reqwest::Url,
+        rec: &mut StepRecord,
+    ) -> Result<StepOutput, String> {
+        let mut pages = Vec::new();
+        let mut url = first.clone();
+        for number in 0..u64::from(p.max_pages) {
+            if let Some(param) = &p.page_param {
+                url = http_pages::numbered_page(&first, param, p.start.unwrap_or(1) + number);
+            }
+            let (page, headers) = self.fetch(call, url.clone(), rec).await?;
+            let next = match &p.next_url {
+                Some(rule) => http_pages::next_url(rule, &page, &headers, &url)?,
+                None => None,
+            };
+            let empty = p.page_param.is_some()
+                && http_pages::items(p, &page).is_none_or(|items| items.is_empty());
+            if empty {
+                break;
+            }
+            pages.push(page);
+            match next {
+                Some(n) if n != url => url = n,
+                _ if p.next_url.is_some() => break,
+                _ => {}
+            }
+        }
+        Ok(http_pages::join(p, &pages))
+    }
+
+    /// The host of `url` is allowed for the tool (and on loopback in a `local_only`
+    /// workflow).
+    fn check_host(&self, http: &HttpTool, url: &reqwest::Url) -> Result<(), String> {
         let host = url.host_str().unwrap_or_default().to_string();
         if !allowed_hosts(http)
             .iter()
@@ -206,6 +275,19 @@ impl ToolCall {
                 "host `{host}` is not this machine, and the workflow is `local_only`"
             ));
         }
+        Ok(())
+    }
+
+    /// One request to `url` with retries: its output and its response headers
+    /// (lowercase names).
+    async fn fetch(
+        &self,
+        call: &HttpCall<'_>,
+        url: reqwest::Url,
+        rec: &mut StepRecord,
+    ) -> Result<(StepOutput, serde_json::Map<String, serde_json::Value>), String> {
+        let http = call.http;
+        self.check_host(http, &url)?;
         let method = self
             .arg_str("method")
             .or(http.method.as_deref())
@@ -213,18 +295,14 @@ impl ToolCall {
             .to_ascii_uppercase();
         let method = reqwest::Method::from_bytes(method.as_bytes())
             .map_err(|_| format!("`{method}` is not an HTTP method"))?;
-        let client = reqwest::Client::builder()
-            .timeout(http.timeout.unwrap_or(Duration::from_secs(30)))
-            .build()
-            .map_err(|e| e.to_string())?;
         let policy = self.step.retry.clone();
         let mut delays = super::attempt::retry_delays(&policy);
-        let mut attempt = 0;
+        let mut attempt = rec.attempts.len() as u32;
         loop {
             attempt += 1;
             let started = Utc::now();
             let t0 = Instant::now();
-            let outcome = self.send(&client, method.clone(), url.clone(), http).await;
+            let outcome = self.send(call, method.clone(), url.clone()).await;
             let (retryable, error, wait) = match outcome {
                 Ok(out) => {
                     rec.attempts
@@ -233,6 +311,7 @@ impl ToolCall {
                 }
                 Err(f) => f,
             };
+            let error = call.auth.map_or(error.clone(), |a| a.redact_text(error));
             rec.attempts
                 .push(attempt_record(attempt, started, t0, Some(error.clone())));
             let Some(delay) = delays.next().filter(|_| retryable) else {
@@ -243,16 +322,22 @@ impl ToolCall {
     }
 
     /// Sends one request; on failure, whether to retry, the error, and Retry-After.
+    #[allow(clippy::type_complexity)]
     async fn send(
         &self,
-        client: &reqwest::Client,
+        call: &HttpCall<'_>,
         method: reqwest::Method,
         url: reqwest::Url,
-        http: &HttpTool,
-    ) -> Result<StepOutput, (bool, String, Option<Duration>)> {
-        let mut req = client.request(method, url);
-        for (k, v) in &http.headers {
+    ) -> Result<
+        (StepOutput, serde_json::Map<String, serde_json::Value>),
+        (bool, String, Option<Duration>),
+    > {
+        let mut req = call.client.request(method, url);
+        for (k, v) in &call.http.headers {
             req = req.header(k, v);
+        }
+        if let Some(auth) = call.auth {
+            req = auth.apply(req);
         }
         if let Some(serde_json::Value::Object(headers)) = self.args.get("headers") {
             for (k, v) in headers {
@@ -291,6 +376,14 @@ impl ToolCall {
             .get(reqwest::header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .is_some_and(|t| t.contains("json"));
+        let headers: serde_json::Map<String, serde_json::Value> = resp
+            .headers()
+            .iter()
+            .filter_map(|(k, v)| {
+                let v = v.to_str().ok()?;
+                Some((k.as_str().to_string(), serde_json::Value::String(v.into())))
+            })
+            .collect();
         let text = read_body(resp).await.map_err(|e| (false, e, None))?;
         if !status.is_success() {
             let retry = status.as_u16() == 429 || status.is_server_error();
@@ -310,7 +403,7 @@ impl ToolCall {
                 .ok()
                 .filter(|v: &serde_json::Value| v.is_object() || v.is_array())
         };
-        Ok(StepOutput { text, json })
+        Ok((StepOutput { text, json }, headers))
     }
 
     /// One `shell` call (the permission was checked).

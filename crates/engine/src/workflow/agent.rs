@@ -45,6 +45,10 @@ pub struct AgentStep {
     /// this step uses.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub agent: Option<String>,
+    /// Instead of `agent`: a capability, routed at run time to the agent listing it with
+    /// the best observed success rate and latency (see [`crate::route`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capability: Option<String>,
     /// Token and cost limits of this step, over every model call of the loop.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub budget: Option<Budget>,
@@ -69,7 +73,8 @@ pub struct AgentStep {
     pub output_schema: Option<serde_json::Value>,
     /// The tools the agent may call, by their names under the workflow's `tools:`. An
     /// `mcp` tool offers each of its server's tools (those its `allow` admits) as
-    /// `<tool>__<server tool>`.
+    /// `<tool>__<server tool>`. The step's agent's `tools` are offered too.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tools: Vec<String>,
     /// Most model calls of the loop (default 10).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -86,6 +91,7 @@ impl AgentStep {
             system: self.system.clone(),
             task: self.task,
             agent: self.agent.clone(),
+            capability: self.capability.clone(),
             budget: self.budget.clone(),
             fallback: self.fallback.clone(),
             prompt: self.prompt.clone(),

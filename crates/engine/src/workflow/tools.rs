@@ -120,6 +120,87 @@ pub struct HttpTool {
     )]
     #[schemars(with = "Option<String>")]
     pub timeout: Option<Duration>,
+    /// How every call authenticates, with a secret read by name when the call is made
+    /// (never written in the file, never stored in a run record or a log).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth: Option<HttpAuth>,
+    /// Follow the response's pages (see [`Paginate`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub paginate: Option<Paginate>,
+}
+
+/// How an `http` tool authenticates. `secret` names a secret, looked up when a call is
+/// made: in the desktop app and the `nexus` command, the OS keychain (service `nexus`,
+/// account `secret:NAME`, set with `nexus secret set NAME`), else the environment
+/// variable `NEXUS_SECRET_NAME` (for headless machines and CI). A response that echoes
+/// the secret has it replaced by `[secret NAME]` before it is stored or passed on.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum HttpAuth {
+    /// `Authorization: Bearer <secret>` (RFC 6750).
+    Bearer {
+        /// The secret's name, e.g. `GITHUB_TOKEN`.
+        secret: String,
+    },
+    /// `Authorization: Basic base64(<username>:<secret>)` (RFC 7617).
+    Basic {
+        /// The user name (not a secret).
+        username: String,
+        /// The password's secret name.
+        secret: String,
+    },
+    /// A header of the service's own, e.g. `X-Api-Key: <secret>`.
+    Header {
+        /// The header's name.
+        name: String,
+        /// The secret's name.
+        secret: String,
+    },
+}
+
+impl HttpAuth {
+    /// The name of the secret the auth reads.
+    pub fn secret(&self) -> &str {
+        match self {
+            HttpAuth::Bearer { secret }
+            | HttpAuth::Basic { secret, .. }
+            | HttpAuth::Header { secret, .. } => secret,
+        }
+    }
+}
+
+/// Pagination of an `http` tool: one call requests page after page, at most
+/// `max_pages`, and its output joins them. Two ways to find the next page:
+///
+/// - `next_url`: where the next page's URL is in a response: a JSON pointer into the body
+///   (`/links/next`), or a minijinja expression over `response` (the body as JSON) and
+///   `headers` (lowercase names), e.g. `response.paging.next`. A missing, null or empty
+///   value ends the pages; a relative URL is resolved against the page's URL.
+/// - `page_param`: a query parameter counting pages from `start` (default 1); a page with
+///   no items ends them.
+///
+/// The items of a page are the array at `items` (a JSON pointer, e.g. `/data`), or the
+/// body itself when it is an array. When every page has items, the output is one array of
+/// all of them; otherwise it is the list of the pages' bodies. Every page's URL is checked
+/// against the allowed hosts, like the first.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Paginate {
+    /// Where the next page's URL is (a JSON pointer or a minijinja expression).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_url: Option<String>,
+    /// The query parameter that numbers pages, e.g. `page`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub page_param: Option<String>,
+    /// The first page's number for `page_param` (default 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start: Option<u64>,
+    /// Where a page's items are: a JSON pointer into its body (default: the body, when
+    /// it is an array).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub items: Option<String>,
+    /// Most pages one call requests (required: a cap on a service that never ends).
+    pub max_pages: u32,
 }
 
 /// A `file` tool: a workspace folder, relative to the workflow file's folder. A call's

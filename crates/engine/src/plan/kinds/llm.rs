@@ -32,6 +32,15 @@ pub(in crate::plan) fn plan(p: &mut StepPlanner<'_, '_>, step: &LlmStep) -> Acti
             "remove the step's `system`, or use an agent without one",
         );
     }
+    let route = step.capability.as_deref().and_then(|c| {
+        crate::plan::agents::route(
+            p,
+            c,
+            step.agent.is_some(),
+            step.system.as_ref(),
+            step.model.as_ref(),
+        )
+    });
     let fallback = step.fallback.clone().unwrap_or_default();
     let substitute_agent = fallback
         .agent
@@ -109,6 +118,7 @@ pub(in crate::plan) fn plan(p: &mut StepPlanner<'_, '_>, step: &LlmStep) -> Acti
         fallback,
         substitute,
         budget: step.budget.clone(),
+        route,
     }))
 }
 

@@ -25,6 +25,7 @@ pub(in crate::plan) fn plan(p: &mut StepPlanner<'_, '_>, step: &VoteStep) -> Act
         system: None,
         task: None,
         agent: None,
+        capability: None,
         budget: None,
         fallback: None,
         prompt: step.prompt.clone(),
