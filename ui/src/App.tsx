@@ -6,6 +6,7 @@ import {
   ReactFlow,
   ReactFlowProvider,
   useReactFlow,
+  useStore,
   type Connection,
 } from '@xyflow/react';
 import { Toolbar } from 'radix-ui';
@@ -127,6 +128,15 @@ function Palette() {
   );
 }
 
+/** Below this zoom the dots would be a dense grey wash (a tile every 2 px) that costs every frame to draw. */
+const DOTS_ZOOM = 0.3;
+
+/** The canvas's dot grid, drawn where it helps: not when zoomed far out. */
+function CanvasDots() {
+  const shown = useStore((s) => s.transform[2] >= DOTS_ZOOM);
+  return shown ? <Background gap={20} size={1.2} /> : null;
+}
+
 function Canvas({ backend }: { backend: Backend }) {
   const nodes = useEditor((s) => s.nodes);
   const edges = useEditor((s) => s.edges);
@@ -196,7 +206,7 @@ function Canvas({ backend }: { backend: Backend }) {
         minZoom={0.05}
         onlyRenderVisibleElements
       >
-        <Background gap={20} size={1.2} />
+        <CanvasDots />
         <Controls showInteractive={false} />
       </ReactFlow>
       {nodes.length === 0 && <EmptyState backend={backend} />}

@@ -304,7 +304,16 @@ export const useEditor = create<EditorState & EditorActions>()(
         set({ picked: { ...get().picked, [path]: index } });
       },
 
-      onNodesChange(changes) {
+      onNodesChange(all) {
+        // A node mounted again as it comes into view (zoom, pan) is measured again; the
+        // same size is no change, so the graph (and everything that reads it) stays as is.
+        const sizes = new Map(get().nodes.map((n) => [n.id, n.measured]));
+        const changes = all.filter((c) => {
+          if (c.type !== 'dimensions' || c.resizing || !c.dimensions) return true;
+          const was = sizes.get(c.id);
+          return !was || was.width !== c.dimensions.width || was.height !== c.dimensions.height;
+        });
+        if (!changes.length) return;
         const structural = changes.some((c) => c.type === 'remove' || c.type === 'position');
         const removed = new Set(changes.flatMap((c) => (c.type === 'remove' ? [c.id] : [])));
         // A removed group takes its body with it.
