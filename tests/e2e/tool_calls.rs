@@ -335,11 +335,13 @@ async fn openai_compatible_tool_calls_stream_from_llama_cpp_python() -> anyhow::
 }
 
 #[tokio::test]
-async fn the_embedded_model_calls_no_tools_and_serves_no_embeddings() -> anyhow::Result<()> {
+async fn the_embedded_model_calls_no_tools_and_embeds_only_with_its_sentence_encoder()
+-> anyhow::Result<()> {
     let provider = crate::embedded()?;
     let models = provider.list_models().await?;
     assert!(!provider.native_tool_calls(&models[0]));
-    assert!(!provider.can_embed());
+    // Embeddings come from the in-process all-MiniLM-L6-v2, not from the chat model.
+    assert!(provider.can_embed());
     // Refused before the model is loaded: an invalid request, so the engine moves on.
     let mut req = ChatRequest::new(models[0].name.clone(), vec![Message::user("hi")], 8);
     req.tools = vec![weather_tool()];
@@ -362,8 +364,17 @@ async fn the_embedded_model_calls_no_tools_and_serves_no_embeddings() -> anyhow:
     assert!(
         err.as_ref()
             .is_some_and(|e| e.kind == ProviderErrorKind::InvalidRequest
-                && e.message.contains("does not serve embeddings")),
+                && e.message.contains("embeds with `all-minilm-l6-v2` only")),
         "{err:?}"
     );
+    let ok = provider
+        .embed(nexus_engine::provider::EmbedRequest {
+            model: "all-minilm-l6-v2".into(),
+            inputs: vec!["hi".into(), "there".into()],
+            dimensions: None,
+            truncate: false,
+        })
+        .await?;
+    assert_eq!((ok.vectors.len(), ok.dimensions), (2, 384));
     Ok(())
 }

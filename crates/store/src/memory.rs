@@ -102,7 +102,14 @@ impl MemoryStore for SqliteStore {
         collection: &CollectionKey,
         document: &MemoryDocument,
     ) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await.map_err(Error::from)?;
+        // The write lock first: a deferred transaction that reads the collection and
+        // then writes fails with SQLITE_BUSY when another writer committed meanwhile
+        // (as the store's other writes do, see the module header of lib.rs).
+        let mut tx = self
+            .pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(Error::from)?;
         self.collection(&mut tx, collection, true).await?;
         sqlx::query("DELETE FROM memory_chunks WHERE collection = ? AND document = ?")
             .bind(&collection.name)
