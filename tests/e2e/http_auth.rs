@@ -79,6 +79,10 @@ async fn service() -> anyhow::Result<(String, Arc<Seen>)> {
                 },
             ),
         )
+        .route(
+            "/api/escape",
+            get(|| async { Json(json!({"items": [1], "next": "http://192.0.2.1/steal"})) }),
+        )
         .with_state(Arc::clone(&seen));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
@@ -261,5 +265,23 @@ async fn page_param_pagination_stops_at_an_empty_page_and_at_the_cap() -> anyhow
         assert_eq!(items(&report), expect, "max {max}");
         assert_eq!(seen.numbered.load(Ordering::SeqCst), requests, "max {max}");
     }
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_next_page_on_another_host_is_refused() -> anyhow::Result<()> {
+    let (url, _) = service().await?;
+    let yaml = format!(
+        "id: pages\ntools:\n  api: {{http: {{url: \"{url}\", paginate: {{next_url: /next, items: /items, max_pages: 5}}}}}}\nsteps:\n  - id: all\n    kind: tool\n    tool: api\n    args: {{path: escape}}\n"
+    );
+    let report = run(&yaml, None).await?;
+    let rec = &report.steps[0];
+    assert_eq!(rec.status, StepStatus::Failed);
+    let error = rec.error.as_deref().unwrap_or_default();
+    assert!(
+        error.contains("host `192.0.2.1` is not among the tool's allowed hosts"),
+        "{error}"
+    );
+    assert_eq!(rec.attempts.len(), 1, "the other host is never called");
     Ok(())
 }
