@@ -6,20 +6,18 @@ import {
   ReactFlow,
   ReactFlowProvider,
   useReactFlow,
+  useStore,
   type Connection,
 } from '@xyflow/react';
 import { Toolbar } from 'radix-ui';
-import { Button, Callout, Flex, Heading, IconButton, Kbd, Text, TextField, Theme, Tooltip } from '@radix-ui/themes';
+import { Button, Flex, IconButton, Text, TextField, Theme, Tooltip } from '@radix-ui/themes';
 import {
   AlarmClock,
-  CircleAlert,
   Cpu,
   FileCode,
-  FileText,
   FolderOpen,
   GripVertical,
   History,
-  Info,
   Keyboard,
   Network,
   Play,
@@ -47,11 +45,18 @@ import { HistoryDialog } from './components/HistoryDialog';
 import { ModelsDialog } from './components/ModelsDialog';
 import { TriggersDialog } from './components/TriggersDialog';
 import { Field } from './components/fields';
+import { DocTabs } from './components/DocTabs';
+import { Toasts } from './components/Toasts';
+import { OpenDialog } from './components/OpenDialog';
+import { EmptyState } from './components/EmptyState';
+import { ShortcutsDialog } from './components/ShortcutsDialog';
+import { activeTab, anyDirty, newTab } from './tabs';
+import { useRuns } from './useRuns';
 import { YamlView } from './components/YamlView';
 import { kindLook } from './design/kinds';
 import { Modal } from './design/Modal';
 import { useColorScheme } from './design/useColorScheme';
-import type { Backend, RunHandle, RunOptions } from './backend';
+import type { Backend, RunOptions } from './backend';
 
 const nodeTypes = { step: StepNodeComponent, container: GroupNodeComponent };
 
@@ -123,7 +128,16 @@ function Palette() {
   );
 }
 
-function Canvas() {
+/** Below this zoom the dots would be a dense grey wash (a tile every 2 px) that costs every frame to draw. */
+const DOTS_ZOOM = 0.3;
+
+/** The canvas's dot grid, drawn where it helps: not when zoomed far out. */
+function CanvasDots() {
+  const shown = useStore((s) => s.transform[2] >= DOTS_ZOOM);
+  return shown ? <Background gap={20} size={1.2} /> : null;
+}
+
+function Canvas({ backend }: { backend: Backend }) {
   const nodes = useEditor((s) => s.nodes);
   const edges = useEditor((s) => s.edges);
   const onNodesChange = useEditor((s) => s.onNodesChange);
@@ -192,17 +206,10 @@ function Canvas() {
         minZoom={0.05}
         onlyRenderVisibleElements
       >
-        <Background gap={20} size={1.2} />
+        <CanvasDots />
         <Controls showInteractive={false} />
       </ReactFlow>
-      {nodes.length === 0 && (
-        <div className="empty-state" data-testid="empty-state">
-          <Text size="3" weight="medium">This workflow has no steps yet</Text>
-          <Text size="2" color="gray">
-            Drag a step from the palette, focus one and press Enter, or press Ctrl+K. Open / New starts from a template.
-          </Text>
-        </div>
-      )}
+      {nodes.length === 0 && <EmptyState backend={backend} />}
     </div>
   );
 }
@@ -280,109 +287,12 @@ function RunDialog({
   );
 }
 
-function OpenDialog({ backend, onClose }: { backend: Backend; onClose(): void }) {
-  const [files, setFiles] = useState<string[]>([]);
-  const [templates, setTemplates] = useState<{ name: string; text: string }[]>([]);
-  const [folder, setFolder] = useState('');
-  const [error, setError] = useState<string | null>(null);
-  const load = useEditor((s) => s.load);
-  const refresh = useCallback(() => {
-    backend.listWorkflows().then(setFiles, (e) => setError(String(e)));
-    void backend.settings().then((s) => setFolder(s.workflows_folder));
-  }, [backend]);
-  useEffect(() => {
-    refresh();
-    void backend.templates().then(setTemplates);
-  }, [backend, refresh]);
-  return (
-    <Modal testId="open-dialog" title="Open or start a workflow" width={720} onClose={onClose}>
-      <Field label="Workflows folder" htmlFor="folder-input">
-        <Flex gap="2">
-          <TextField.Root className="grow" id="folder-input" data-testid="folder-input" value={folder} readOnly />
-          <Button
-            variant="soft"
-            data-testid="folder-choose"
-            onClick={() =>
-              backend.chooseWorkflowsFolder().then(
-                (s) => {
-                  setError(null);
-                  if (s) refresh();
-                },
-                (e) => setError(String(e)),
-              )
-            }
-          >
-            <FolderOpen size={14} /> Choose folder…
-          </Button>
-        </Flex>
-      </Field>
-      {error && (
-        <Callout.Root color="red" size="1">
-          <Callout.Text>{error}</Callout.Text>
-        </Callout.Root>
-      )}
-      <Heading as="h3" size="2">Workflows in the folder</Heading>
-      {files.length === 0 && <Text size="2" color="gray">No workflow files here yet.</Text>}
-      <div className="file-grid">
-        {files.map((f) => (
-          <Button
-            key={f}
-            variant="surface"
-            color="gray"
-            className="file-button"
-            data-testid={`open-${f}`}
-            onClick={async () => {
-              await load(f, await backend.readWorkflow(f));
-              onClose();
-            }}
-          >
-            <FileText size={14} /> {f}
-          </Button>
-        ))}
-      </div>
-      <Heading as="h3" size="2">New from a template</Heading>
-      <div className="template-grid" data-testid="template-gallery">
-        {templates.map((t) => (
-          <button
-            type="button"
-            key={t.name}
-            className="template-card"
-            data-testid={`template-${t.name}`}
-            onClick={async () => {
-              try {
-                await load(null, await backend.useTemplate(t.name));
-              } catch (e) {
-                setError(String(e));
-                return;
-              }
-              useEditor.setState({ dirty: true });
-              onClose();
-            }}
-          >
-            <Text size="2" weight="medium">{t.name.replace(/\.ya?ml$/, '')}</Text>
-            <Text size="1" color="gray">{templateSummary(t.text)}</Text>
-          </button>
-        ))}
-      </div>
-    </Modal>
-  );
-}
-
-/** A template's description or name line, for its card in the gallery. */
-function templateSummary(text: string): string {
-  const m = /^description:\s*(.+)$/m.exec(text) ?? /^name:\s*(.+)$/m.exec(text);
-  const steps = (text.match(/^\s*- id:/gm) ?? []).length;
-  return `${m ? m[1].replace(/^["']|["']$/g, '').slice(0, 90) : ''}${m ? ' · ' : ''}${steps} steps`;
-}
-
 function Editor({ backend }: { backend: Backend }) {
   const path = useEditor((s) => s.path);
   const dirty = useEditor((s) => s.dirty);
-  const message = useEditor((s) => s.message);
   const workflowId = useEditor((s) => s.workflowId);
   const [dialog, setDialog] = useState<'open' | 'run' | 'search' | 'history' | 'models' | 'triggers' | 'shortcuts' | null>(null);
   const [runOptions, setRunOptions] = useState<RunOptions>({});
-  const [handle, setHandle] = useState<RunHandle | null>(null);
   const [yamlOpen, setYamlOpen] = useState(false);
   const nodes = useEditor((s) => s.nodes);
   const edges = useEditor((s) => s.edges);
@@ -390,7 +300,9 @@ function Editor({ backend }: { backend: Backend }) {
   // Live validation from the backend as the user edits.
   useEffect(() => {
     const t = setTimeout(() => {
-      void backend.validate(useEditor.getState().serialize()).then((d) => useEditor.getState().setDiagnostics(d));
+      // A tab shown meanwhile is not given another tab's diagnostics.
+      const tab = activeTab();
+      void backend.validate(useEditor.getState().serialize()).then((d) => tab === activeTab() && useEditor.getState().setDiagnostics(d));
     }, 200);
     return () => clearTimeout(t);
   }, [backend, nodes, edges]);
@@ -413,54 +325,15 @@ function Editor({ backend }: { backend: Backend }) {
     [backend],
   );
 
-  // A started or resumed run: the panel takes its id and handle, and the stored record
-  // fills the run panel's details once the run is over.
-  const follow = useCallback(
-    (h: RunHandle) => {
-      const run = useEditor.getState().run;
-      if (run) useEditor.setState({ run: { ...run, runId: h.runId } });
-      setHandle(h);
-      void h.done.then(() => backend.getRun(h.runId)).then(
-        (detail) => useEditor.getState().setRunDetail(detail),
-        () => {},
-      );
-    },
-    [backend],
-  );
-  const startRun = useCallback(
-    async (inputs: Record<string, string>) => {
-      setDialog(null);
-      const text = useEditor.getState().serialize();
-      // The run state exists before the first event can arrive.
-      useEditor.getState().startRun('starting');
-      try {
-        const h = await backend.run(text, inputs, (e) => useEditor.getState().applyEvent(e), {
-          ...runOptions,
-          file: useEditor.getState().path,
-        });
-        follow(h);
-      } catch (e) {
-        useEditor.setState({ run: null });
-        useEditor.getState().setMessage({ kind: 'error', text: `Not started: ${e instanceof Error ? e.message : String(e)}` });
-      }
-    },
-    [backend, runOptions, follow],
-  );
-  const resumeRun = useCallback(
-    async (runId: string) => {
-      setDialog(null);
-      try {
-        await useEditor.getState().showRun(await backend.getRun(runId));
-        useEditor.getState().startRun('starting');
-        const h = await backend.resume(runId, (e) => useEditor.getState().applyEvent(e));
-        follow(h);
-      } catch (e) {
-        useEditor.setState({ run: null });
-        useEditor.getState().setMessage({ kind: 'error', text: `Not resumed: ${e instanceof Error ? e.message : String(e)}` });
-      }
-    },
-    [backend, follow],
-  );
+  const runs = useRuns(backend);
+  const startRun = (inputs: Record<string, string>) => {
+    setDialog(null);
+    void runs.start(inputs, runOptions);
+  };
+  const resumeRun = (runId: string) => {
+    setDialog(null);
+    void runs.resume(runId);
+  };
   const askRun = useCallback((options: RunOptions) => {
     setRunOptions(options);
     setDialog('run');
@@ -488,6 +361,9 @@ function Editor({ backend }: { backend: Backend }) {
       } else if (mod && e.key.toLowerCase() === 's') {
         e.preventDefault();
         void save(e.shiftKey);
+      } else if (e.altKey && !mod && e.code === 'KeyN') {
+        e.preventDefault();
+        void newTab();
       } else if (e.key === '?' && !mod) {
         setDialog('shortcuts');
       }
@@ -499,7 +375,7 @@ function Editor({ backend }: { backend: Backend }) {
   // Unsaved changes are never lost without a prompt.
   useEffect(() => {
     const onBeforeUnload = (e: BeforeUnloadEvent) => {
-      if (useEditor.getState().dirty) e.preventDefault();
+      if (anyDirty()) e.preventDefault();
     };
     window.addEventListener('beforeunload', onBeforeUnload);
     return () => window.removeEventListener('beforeunload', onBeforeUnload);
@@ -561,32 +437,20 @@ function Editor({ backend }: { backend: Backend }) {
           </Button>
         </Toolbar.Button>
       </Toolbar.Root>
-      {message && (
-        <div className="message-layer">
-          <Callout.Root
-            color={message.kind === 'error' ? 'red' : 'blue'}
-            size="1"
-            variant="surface"
-            role={message.kind === 'error' ? 'alert' : 'status'}
-            className="message"
-            onClick={() => useEditor.getState().setMessage(null)}
-          >
-            <Callout.Icon>{message.kind === 'error' ? <CircleAlert size={14} /> : <Info size={14} />}</Callout.Icon>
-            <Callout.Text data-testid="toast">{message.text}</Callout.Text>
-          </Callout.Root>
-        </div>
-      )}
-      <main className="main">
-        <Palette />
-        <Canvas />
-        {yamlOpen && <YamlView />}
-        <Inspector backend={backend} onRun={askRun} />
-      </main>
-      <RunPanel backend={backend} handle={handle} />
+      <Toasts />
+      <DocTabs onClosed={runs.closed}>
+        <main className="main">
+          <Palette />
+          <Canvas backend={backend} />
+          {yamlOpen && <YamlView />}
+          <Inspector backend={backend} onRun={askRun} />
+        </main>
+        <RunPanel backend={backend} handle={runs.handle} />
+      </DocTabs>
       {dialog === 'open' && <OpenDialog backend={backend} onClose={() => setDialog(null)} />}
       {dialog === 'search' && <SearchPalette onClose={() => setDialog(null)} />}
-      {dialog === 'run' && <RunDialog backend={backend} options={runOptions} onStart={(i) => void startRun(i)} onClose={() => setDialog(null)} />}
-      {dialog === 'history' && <HistoryDialog backend={backend} onClose={() => setDialog(null)} onResume={(id) => void resumeRun(id)} />}
+      {dialog === 'run' && <RunDialog backend={backend} options={runOptions} onStart={startRun} onClose={() => setDialog(null)} />}
+      {dialog === 'history' && <HistoryDialog backend={backend} onClose={() => setDialog(null)} onResume={resumeRun} />}
       {dialog === 'models' && <ModelsDialog backend={backend} onClose={() => setDialog(null)} />}
       {dialog === 'triggers' && <TriggersDialog backend={backend} onClose={() => setDialog(null)} />}
       {dialog === 'shortcuts' && <ShortcutsDialog onClose={() => setDialog(null)} />}
@@ -614,39 +478,6 @@ function Tool({ testId, label, tip, icon: Icon, onClick, text }: { testId: strin
         )}
       </Toolbar.Button>
     </Tooltip>
-  );
-}
-
-const SHORTCUTS: [string[], string][] = [
-  [['Ctrl', 'K'], 'Add a step or find one'],
-  [['Ctrl', 'S'], 'Save'],
-  [['Ctrl', 'Shift', 'S'], 'Save as'],
-  [['Ctrl', 'Z'], 'Undo'],
-  [['Ctrl', 'Shift', 'Z'], 'Redo'],
-  [['Ctrl', 'C'], 'Copy the selected steps'],
-  [['Ctrl', 'V'], 'Paste'],
-  [['Delete'], 'Delete the selection'],
-  [['Enter'], 'On a palette item: add that step'],
-  [['Tab'], 'Move between steps on the canvas'],
-  [['?'], 'This sheet'],
-];
-
-function ShortcutsDialog({ onClose }: { onClose(): void }) {
-  return (
-    <Modal testId="shortcuts-dialog" title="Keyboard shortcuts" onClose={onClose}>
-      <dl className="shortcuts">
-        {SHORTCUTS.map(([keys, what]) => (
-          <div key={what} className="shortcut">
-            <dt>
-              {keys.map((k) => (
-                <Kbd key={k}>{k}</Kbd>
-              ))}
-            </dt>
-            <dd>{what}</dd>
-          </div>
-        ))}
-      </dl>
-    </Modal>
   );
 }
 

@@ -5,6 +5,7 @@ import { TestBackend } from './testBackend';
 import { TauriBackend, inTauri } from './tauriBackend';
 import { HttpBackend, servedByNexus } from './httpBackend';
 import { useEditor } from './store';
+import { anyDirty } from './tabs';
 import type { Backend } from './backend';
 import { getCurrentWindow } from '@tauri-apps/api/window';
 
@@ -33,7 +34,7 @@ window.nexus = { backend: backend as TestBackend, editor: useEditor };
 // `beforeunload` does not fire when the native window closes).
 if (inTauri()) {
   void getCurrentWindow().onCloseRequested((event) => {
-    if (useEditor.getState().dirty && !window.confirm('The workflow has unsaved changes. Close without saving?')) {
+    if (anyDirty() && !window.confirm('A workflow has unsaved changes. Close without saving?')) {
       event.preventDefault();
     }
   });

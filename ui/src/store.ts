@@ -15,7 +15,7 @@ import type { Document } from 'yaml';
 import { BODY_KINDS, flatSteps, parseWorkflow, reaches, serializeWorkflow, type StepData } from './workflow';
 import { WORKFLOW_KEYS } from './registry';
 import type { Diagnostic, EngineEvent, StoredRun } from './backend';
-import type { StepRecord } from './bindings';
+import { fromRecord, withDetail, withEvent } from './runState';
 import { elkLevel, elkPositions, GROUP_HEADER, GROUP_PAD, newFields, stepsOf, toEdges, toNodes, withDescendants, type ElkChild, type StepNode } from './graph';
 
 export type { StepNode, StepNodeData } from './graph';
@@ -62,6 +62,25 @@ export interface AttemptBar {
   outcome: 'running' | 'succeeded' | 'failed' | 'skipped';
 }
 
+/** A run shown in the run panel: live, or opened from the history. */
+export interface RunState {
+  runId: string;
+  status: string;
+  steps: Record<string, StepRun>;
+  /** When the run started (ms since the epoch, as the events arrived). */
+  startedAt: number;
+  /** One bar per attempt for the timeline, times in ms since the run started. */
+  attempts: AttemptBar[];
+  /** What the store recorded (inputs, outputs, model and why, attempts), once known. */
+  detail: StoredRun | null;
+  /** The question the run waits on, if any. */
+  question: { stepId: string; text: string } | null;
+  /** A run opened from the history (not live). */
+  past: boolean;
+  /** The run's events in order, at most `MAX_EVENTS` (the latest). */
+  events: EngineEvent[];
+}
+
 export interface EditorState {
   path: string | null;
   /** The text as read or last saved (an unchanged workflow is saved as exactly this). */
@@ -76,23 +95,7 @@ export interface EditorState {
   dirty: boolean;
   message: { kind: 'error' | 'info'; text: string } | null;
   diagnostics: Diagnostic[];
-  run: {
-    runId: string;
-    status: string;
-    steps: Record<string, StepRun>;
-    /** When the run started (ms since the epoch, as the events arrived). */
-    startedAt: number;
-    /** One bar per attempt for the timeline, times in ms since the run started. */
-    attempts: AttemptBar[];
-    /** What the store recorded (inputs, outputs, model and why, attempts), once known. */
-    detail: StoredRun | null;
-    /** The question the run waits on, if any. */
-    question: { stepId: string; text: string } | null;
-    /** A run opened from the history (not live). */
-    past: boolean;
-    /** The run's events in order, at most `MAX_EVENTS` (the latest). */
-    events: EngineEvent[];
-  } | null;
+  run: RunState | null;
   /** The selector's first pick for a general step, shown on nodes whose model is "auto". */
   firstModel: string | null;
   clipboard: StepData[];
@@ -164,23 +167,6 @@ async function autoLayout(nodes: StepNode[], edges: Edge[]): Promise<StepNode[]>
   } as Parameters<typeof elk.layout>[0]);
   const pos = elkPositions((graph.children ?? []) as ElkChild[]);
   return nodes.map((n) => ({ ...n, position: pos.get(n.id) ?? n.position }));
-}
-
-/** The stored record of a step as the run panel keeps it. */
-function fromRecord(st: StepRecord): StepRun {
-  const status: StepStatus = st.status === 'cancelled' ? 'skipped' : st.status;
-  return {
-    status,
-    tokens: st.output ?? '',
-    reasoning: st.reasoning ?? undefined,
-    model: st.model,
-    error: st.error ?? undefined,
-    durationMs: st.duration_ms,
-    attempt: st.attempts.length,
-    usage: st.usage,
-    costUsd: st.cost_usd,
-    fallback: st.fallbacks.length ? `${st.fallbacks[st.fallbacks.length - 1].from} → ${st.fallbacks[st.fallbacks.length - 1].to}` : undefined,
-  };
 }
 
 function freshId(kind: string, taken: Set<string>): string {
@@ -318,7 +304,16 @@ export const useEditor = create<EditorState & EditorActions>()(
         set({ picked: { ...get().picked, [path]: index } });
       },
 
-      onNodesChange(changes) {
+      onNodesChange(all) {
+        // A node mounted again as it comes into view (zoom, pan) is measured again; the
+        // same size is no change, so the graph (and everything that reads it) stays as is.
+        const sizes = new Map(get().nodes.map((n) => [n.id, n.measured]));
+        const changes = all.filter((c) => {
+          if (c.type !== 'dimensions' || c.resizing || !c.dimensions) return true;
+          const was = sizes.get(c.id);
+          return !was || was.width !== c.dimensions.width || was.height !== c.dimensions.height;
+        });
+        if (!changes.length) return;
         const structural = changes.some((c) => c.type === 'remove' || c.type === 'position');
         const removed = new Set(changes.flatMap((c) => (c.type === 'remove' ? [c.id] : [])));
         // A removed group takes its body with it.
@@ -487,23 +482,8 @@ export const useEditor = create<EditorState & EditorActions>()(
       },
 
       setRunDetail(detail) {
-        const run = get().run;
-        if (!run || run.runId !== detail.run_id) return;
-        // Steps that stream nothing (templates, approvals, cached outputs) show their
-        // stored output once the record is read; a stored output replaces the streamed text.
-        const steps = { ...run.steps };
-        for (const st of detail.steps) {
-          const cur = steps[st.step_id];
-          // A body step's record (`each[2].say`) may come only with the record.
-          if (!cur) {
-            steps[st.step_id] = fromRecord(st);
-            continue;
-          }
-          if (cur && st.output != null) steps[st.step_id] = { ...cur, tokens: st.output };
-          if (steps[st.step_id] && st.reasoning != null) steps[st.step_id] = { ...steps[st.step_id], reasoning: st.reasoning };
-          if (steps[st.step_id]) steps[st.step_id] = { ...steps[st.step_id], usage: st.usage, costUsd: st.cost_usd, attempt: st.attempts.length || steps[st.step_id].attempt };
-        }
-        set({ run: { ...run, steps, detail } });
+        const run = withDetail(get().run, detail);
+        if (run) set({ run });
       },
 
       async showRun(detail) {
@@ -537,82 +517,8 @@ export const useEditor = create<EditorState & EditorActions>()(
       },
 
       applyEvent(e) {
-        let run = get().run;
-        if (!run) return;
-        const steps = { ...run.steps };
-        const events = run.events.length >= MAX_EVENTS ? [...run.events.slice(1), e] : [...run.events, e];
-        // The run's id is known from its first event, even before the backend's handle
-        // (an approval can ask before `run()` has returned).
-        const runId = run.runId === 'starting' && 'run_id' in e ? e.run_id : run.runId;
-        run = { ...run, events, runId };
-        const patch = (id: string, p: Partial<StepRun>) => {
-          steps[id] = { ...(steps[id] ?? { status: 'queued', tokens: '' }), ...p };
-        };
-        const now = Date.now() - run.startedAt;
-        let attempts = run.attempts;
-        const close = (id: string, outcome: AttemptBar['outcome']) => {
-          attempts = attempts.map((a) =>
-            a.step === id && a.end === undefined ? { ...a, end: now, outcome } : a,
-          );
-        };
-        switch (e.type) {
-          case 'step_started':
-            patch(e.step_id, {
-              status: e.attempt > 1 ? 'retrying' : 'running',
-              model: e.model,
-              tokens: '',
-              reasoning: undefined,
-              attempt: e.attempt,
-              startedAt: Date.now(),
-              tokenCount: 0,
-            });
-            close(e.step_id, 'failed');
-            attempts = [...attempts, { step: e.step_id, attempt: e.attempt, model: e.model, start: now, outcome: 'running' }];
-            break;
-          case 'token':
-            patch(e.step_id, { tokens: (steps[e.step_id]?.tokens ?? '') + e.text, tokenCount: (steps[e.step_id]?.tokenCount ?? 0) + 1 });
-            break;
-          case 'reasoning':
-            patch(e.step_id, { reasoning: (steps[e.step_id]?.reasoning ?? '') + e.text });
-            break;
-          case 'attempt_failed':
-            patch(e.step_id, { status: 'retrying', error: e.message });
-            close(e.step_id, 'failed');
-            break;
-          case 'step_succeeded':
-            patch(e.step_id, { status: 'succeeded', model: e.model, durationMs: e.duration_ms, usage: e.usage, startedAt: undefined });
-            close(e.step_id, 'succeeded');
-            break;
-          case 'step_failed':
-            patch(e.step_id, { status: 'failed', error: e.error, startedAt: undefined });
-            close(e.step_id, 'failed');
-            break;
-          case 'step_skipped':
-            patch(e.step_id, { status: 'skipped', error: e.reason });
-            close(e.step_id, 'skipped');
-            break;
-          case 'fallback_taken':
-            patch(e.step_id, { fallback: `${e.from} → ${e.to}` });
-            break;
-          case 'map_progress':
-            patch(e.step_id, { progress: { done: e.done, failed: e.failed, total: e.total } });
-            break;
-          case 'run_finished':
-            set({ run: { ...run, steps, attempts, status: e.status, question: null } });
-            return;
-          case 'waiting_for_human':
-            set({ run: { ...run, steps, attempts, question: { stepId: e.step_id, text: e.question } } });
-            return;
-          case 'waiting_for_event':
-            patch(e.step_id, { status: 'waiting', waitingFor: e.until ? `event ${e.event} until ${new Date(e.until).toLocaleString()}` : `event ${e.event}` });
-            break;
-          case 'human_decided':
-            set({ run: { ...run, steps, attempts, question: null } });
-            return;
-          default:
-            break;
-        }
-        set({ run: { ...run, steps, attempts } });
+        const run = withEvent(get().run, e);
+        if (run) set({ run });
       },
     }),
     {

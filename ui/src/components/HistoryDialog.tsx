@@ -4,6 +4,7 @@ import { ArrowLeft, GitCompare } from 'lucide-react';
 import { RunDiff } from './RunDiff';
 import { Modal } from '../design/Modal';
 import { useEditor } from '../store';
+import { newTab } from '../tabs';
 import type { Backend, RunSummary, StoredRun } from '../backend';
 
 /** Past runs from the run database (shared with the CLI); opening one shows it on the canvas. */
@@ -62,9 +63,11 @@ export function HistoryDialog({
     backend.listRuns(50).then(setRuns, (e) => setError(String(e)));
   }, [backend]);
   const open = async (id: string) => {
-    if (useEditor.getState().dirty && !window.confirm('Discard unsaved changes to show this run?')) return;
     try {
-      await useEditor.getState().showRun(await backend.getRun(id));
+      // In a tab of its own: the workflow shown stays open as it is.
+      const detail = await backend.getRun(id);
+      await newTab();
+      await useEditor.getState().showRun(detail);
       onClose();
     } catch (e) {
       setError(String(e));
