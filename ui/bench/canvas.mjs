@@ -9,6 +9,8 @@ const N = Number(process.env.NODES ?? 1000);
 const port = 4174;
 const server = spawn('npx', ['vite', 'preview', '--host', '127.0.0.1', '--port', String(port), '--strictPort'], {
   stdio: 'ignore',
+  // Its own process group, so that the preview server npx starts is stopped with it.
+  detached: true,
 });
 await new Promise((r) => setTimeout(r, 2500));
 
@@ -82,5 +84,5 @@ try {
   console.log(JSON.stringify({ bench: 'canvas', nodes: N, open_ms: openMs, js_heap_mb: Math.round(heap / 1e6) }));
 } finally {
   await browser.close();
-  server.kill();
+  process.kill(-server.pid);
 }

@@ -49,6 +49,10 @@ test('several workflows open in tabs, each with its own graph, unsaved marker an
   await expect(tabs.nth(2)).toHaveText('issue-triage.yaml');
   await expect(tabs.nth(2)).toHaveAttribute('aria-selected', 'true');
   const triage = await nodeIds(page);
+  // The tabs not shown take no room: the canvas is as tall as with one tab.
+  expect((await page.getByTestId('canvas').boundingBox())!.height).toBeGreaterThan(600);
+  await expect(page.locator('[role=tabpanel]')).toHaveCount(3);
+  await expect(page.getByRole('tabpanel', { includeHidden: false })).toHaveCount(1);
 
   // An edit in one tab marks that tab only and is undone there only.
   await tabs.nth(1).click();
