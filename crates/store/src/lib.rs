@@ -1149,6 +1149,34 @@ impl SqliteStore {
     }
 }
 
+impl SqliteStore {
+    /// Writes one row of observed statistics (`model_stats` by `key`, `agent_stats` by
+    /// `agent`: the same columns), replacing the row of the same key.
+    async fn upsert_stats(
+        &self,
+        table: &'static str,
+        key_column: &'static str,
+        key: &str,
+        stats: &ModelStats,
+    ) -> Result<(), StoreError> {
+        let sql = format!(
+            "INSERT INTO {table} ({key_column}, calls, success_rate, latency_ms, updated_at) VALUES (?, ?, ?, ?, ?)
+             ON CONFLICT ({key_column}) DO UPDATE SET calls = excluded.calls, success_rate = excluded.success_rate,
+               latency_ms = excluded.latency_ms, updated_at = excluded.updated_at"
+        );
+        sqlx::query(&sql)
+            .bind(key)
+            .bind(i64_of(stats.calls))
+            .bind(stats.success_rate)
+            .bind(stats.latency_ms)
+            .bind(ts(&stats.updated_at.unwrap_or_else(Utc::now)))
+            .execute(&self.pool)
+            .await
+            .map_err(Error::from)?;
+        Ok(())
+    }
+}
+
 #[async_trait]
 impl RunStore for SqliteStore {
     fn memory(&self) -> Option<&dyn nexus_engine::memory::MemoryStore> {
@@ -1321,20 +1349,8 @@ impl RunStore for SqliteStore {
     }
 
     async fn save_agent_stats(&self, agent: &str, stats: &ModelStats) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO agent_stats (agent, calls, success_rate, latency_ms, updated_at) VALUES (?, ?, ?, ?, ?)
-             ON CONFLICT (agent) DO UPDATE SET calls = excluded.calls, success_rate = excluded.success_rate,
-               latency_ms = excluded.latency_ms, updated_at = excluded.updated_at",
-        )
-        .bind(agent)
-        .bind(i64_of(stats.calls))
-        .bind(stats.success_rate)
-        .bind(stats.latency_ms)
-        .bind(ts(&stats.updated_at.unwrap_or_else(Utc::now)))
-        .execute(&self.pool)
-        .await
-        .map_err(Error::from)?;
-        Ok(())
+        self.upsert_stats("agent_stats", "agent", agent, stats)
+            .await
     }
 
     async fn save_breaker(&self, key: &str, snapshot: &BreakerSnapshot) -> Result<(), StoreError> {
@@ -1353,20 +1369,7 @@ impl RunStore for SqliteStore {
     }
 
     async fn save_model_stats(&self, key: &str, stats: &ModelStats) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO model_stats (key, calls, success_rate, latency_ms, updated_at) VALUES (?, ?, ?, ?, ?)
-             ON CONFLICT (key) DO UPDATE SET calls = excluded.calls, success_rate = excluded.success_rate,
-               latency_ms = excluded.latency_ms, updated_at = excluded.updated_at",
-        )
-        .bind(key)
-        .bind(i64_of(stats.calls))
-        .bind(stats.success_rate)
-        .bind(stats.latency_ms)
-        .bind(ts(&stats.updated_at.unwrap_or_else(Utc::now)))
-        .execute(&self.pool)
-        .await
-        .map_err(Error::from)?;
-        Ok(())
+        self.upsert_stats("model_stats", "key", key, stats).await
     }
 
     async fn cache_get(&self, key: &str) -> Result<Option<CachedOutput>, StoreError> {
