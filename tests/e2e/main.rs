@@ -9,6 +9,7 @@ mod faults;
 mod flood;
 mod flow;
 mod governance;
+mod hosts;
 mod http_auth;
 mod loaded_models;
 mod mcp;

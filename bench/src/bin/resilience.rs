@@ -136,6 +136,7 @@ fn bench_selection() -> serde_json::Value {
         models: &models,
         stats: &stats,
         open_breakers: &open,
+        load: &std::collections::HashMap::new(),
         weights: &weights,
     };
     let n = 20_000;

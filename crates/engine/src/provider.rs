@@ -870,10 +870,27 @@ pub fn metered(stream: ChatStream, max_tokens: u32) -> ChatStream {
     }))
 }
 
+/// The family of a provider id: the part before `@` (`ollama@gpu1` → `ollama`), the id
+/// itself when it has none. One process may hold several providers of a family (two
+/// Ollama hosts, several OpenAI-compatible endpoints, configured in `providers.yaml`);
+/// a model reference that names the family (`ollama:llama3.1`) may be served by any of
+/// them, one that names the instance (`ollama@gpu1:llama3.1`) only by that one.
+pub fn family(id: &str) -> &str {
+    id.split_once('@').map_or(id, |(f, _)| f)
+}
+
+/// Whether the provider `id` serves references to `wanted`: the same id, or `wanted` is
+/// the family of `id` (`ollama` is served by `ollama@gpu1`; `ollama@gpu1` only by itself).
+pub fn serves(id: &str, wanted: &str) -> bool {
+    id == wanted || (!wanted.contains('@') && family(id) == wanted)
+}
+
 /// A source of models: Ollama, an OpenAI-compatible server, the embedded model.
 #[async_trait]
 pub trait Provider: Send + Sync {
-    /// Stable id used in model references (`ollama`, `openai`, `embedded`).
+    /// Stable id used in model references (`ollama`, `openai`, `embedded`), or
+    /// `family@name` for one of several providers of a family (`ollama@gpu1`,
+    /// [`family`]).
     fn id(&self) -> &str;
 
     /// Where the provider runs.

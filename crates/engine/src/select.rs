@@ -14,12 +14,17 @@
 //!    rather than failing without trying (Portkey's documented behaviour).
 //! 2. **Score** (weights configurable, [`SelectorWeights`]): quality for the step's task
 //!    class (the [`ModelCatalog`]), observed reliability and latency (moving averages kept
-//!    in SQLite across runs, [`ModelStats`]), estimated cost, context headroom, and a
+//!    in SQLite across runs, [`ModelStats`]; the latency as the expected wait given the
+//!    requests already in flight or queued for the model, [`score_loaded`]), estimated
+//!    cost, context headroom, and a
 //!    locality preference (local 1, embedded 0.5, cloud 0). The weights start from seed
 //!    002's weighting (suitability 0.3, reliability 0.2, latency 0.1, context 0.2, cost 0.1,
 //!    local 0.1), with part of the context weight moved to locality because users choose
 //!    Nexus to keep work on their machine.
-//! 3. **Order**: an explicit preference list (`model: [...]`) keeps its written order;
+//! 3. **Order**: an explicit preference list (`model: [...]`) keeps its written order
+//!    (a reference to a provider family, `ollama:llama3.1` with several Ollama hosts
+//!    configured, is served by each host, the best-scored first: so hosts are balanced by
+//!    health, load and observed latency);
 //!    otherwise by score, best first, with the embedded model last (it is the safety net
 //!    that lets a machine with neither Ollama nor a cloud key run at all). The rest of the
 //!    list is the fallback chain.
@@ -106,7 +111,12 @@ pub struct CatalogEntry {
 
 impl CatalogEntry {
     fn matches(&self, provider: &str, model: &str) -> Option<usize> {
-        if self.provider.as_deref().is_some_and(|p| p != provider) {
+        // An entry for `ollama` describes the model on every Ollama host.
+        if self
+            .provider
+            .as_deref()
+            .is_some_and(|p| !crate::provider::serves(provider, p))
+        {
             return None;
         }
         let exact = model == self.name;
@@ -504,6 +514,10 @@ pub struct SelectorContext<'a> {
     pub stats: &'a HashMap<String, ModelStats>,
     /// `provider:model` → open until, for breakers that are open now.
     pub open_breakers: &'a HashMap<String, DateTime<Utc>>,
+    /// `provider:model` → its load now: requests in flight or waiting for it, per
+    /// request it may serve at once (2.0: two requests for each slot). Absent means
+    /// idle. The latency score is of the expected wait ([`score_loaded`]).
+    pub load: &'a HashMap<String, f64>,
     /// Score weights.
     pub weights: &'a SelectorWeights,
 }
@@ -546,13 +560,10 @@ impl Catalog {
                 models: &models,
                 stats: &HashMap::new(),
                 open_breakers: &HashMap::new(),
+                load: &HashMap::new(),
                 weights: &SelectorWeights::default(),
             },
         )
-    }
-
-    fn status(&self, provider: &str) -> Option<&ProviderStatus> {
-        self.providers.iter().find(|s| s.provider.id() == provider)
     }
 }
 
@@ -564,12 +575,34 @@ fn locality_value(l: Locality) -> f64 {
     }
 }
 
-/// Scores one model for a step.
+/// Scores one idle model for a step ([`score_loaded`] with no load).
 pub fn score(
     locality: Locality,
     context_window: Option<u32>,
     entry: Option<&CatalogEntry>,
     stats: Option<&ModelStats>,
+    input: &SelectionInput,
+    weights: &SelectorWeights,
+) -> ScoreParts {
+    score_loaded(locality, context_window, entry, stats, 0.0, input, weights)
+}
+
+/// The latency, ms, assumed for a model never observed (its latency score is then 0.5).
+pub const UNOBSERVED_LATENCY_MS: f64 = 2000.0;
+
+/// Scores one model for a step that has `load` requests in flight or waiting per slot
+/// ([`SelectorContext::load`]). The latency part is of the expected wait: the observed
+/// latency (or [`UNOBSERVED_LATENCY_MS`]) times `1 + load`, as a request queued behind
+/// `n` others on a one-at-a-time host waits about `n` replies first (the
+/// least-outstanding-requests rule of load balancers, weighted by latency). So of two
+/// hosts of a model the faster one takes more work, and a busy one passes work on.
+#[allow(clippy::too_many_arguments)]
+pub fn score_loaded(
+    locality: Locality,
+    context_window: Option<u32>,
+    entry: Option<&CatalogEntry>,
+    stats: Option<&ModelStats>,
+    load: f64,
     input: &SelectionInput,
     weights: &SelectorWeights,
 ) -> ScoreParts {
@@ -582,7 +615,7 @@ pub fn score(
         });
     let observed = stats.filter(|s| s.calls > 0);
     let reliability = observed.map_or(0.9, |s| s.success_rate);
-    let latency = observed.map_or(0.5, |s| 1.0 / (1.0 + s.latency_ms / 2000.0));
+    let latency = 1.0 / (1.0 + expected_wait_ms(stats, load) / UNOBSERVED_LATENCY_MS);
     let needed = input.prompt_tokens + u64::from(input.max_tokens);
     let context = context_window.map_or(0.5, |c| {
         (f64::from(c) / (2.0 * needed.max(1) as f64)).min(1.0)
@@ -615,6 +648,142 @@ struct Option_<'a> {
     explicit_rank: Option<usize>,
 }
 
+/// A candidate that passed the filters, with its preference rank, observed latency and
+/// load.
+struct Passed {
+    cand: Candidate,
+    rank: Option<usize>,
+    latency_ms: Option<f64>,
+    load: f64,
+}
+
+/// The observed latency, ms, of a model with `stats`: the moving average of its time to
+/// the first token (or of its failed calls); `None` when none was measured.
+fn observed_latency_ms(stats: Option<&ModelStats>) -> Option<f64> {
+    stats
+        .filter(|s| s.calls > 0 && s.latency_ms > 0.0)
+        .map(|s| s.latency_ms)
+}
+
+/// The expected wait, ms, for a reply from a model with `stats` and `load`
+/// ([`score_loaded`]): its observed latency ([`UNOBSERVED_LATENCY_MS`] when none was
+/// measured) times `1 + load`.
+pub fn expected_wait_ms(stats: Option<&ModelStats>, load: f64) -> f64 {
+    observed_latency_ms(stats).unwrap_or(UNOBSERVED_LATENCY_MS) * (1.0 + load.max(0.0))
+}
+
+/// The ladder's order. Candidates are grouped by model: the same model name on
+/// providers of one family (`llama3.1:8b` on `ollama@gpu1` and `ollama@gpu2`) is one
+/// group. Groups go by the step's preference rank, or else with the embedded model last
+/// and by their best score; inside a group, hosts go by expected wait, shortest first
+/// (observed latency × (1 + load)): the circuit breaker decides whether a host is
+/// healthy, the wait which healthy host serves (Envoy's outlier detection ejects and
+/// returns hosts the same way, and its least-request balancer picks by requests
+/// outstanding). A host never measured is assumed as fast as the group's fastest
+/// measured one (optimism under uncertainty, as in UCB bandits), so it gets tried
+/// instead of never being measured. So a host that was down and whose breaker
+/// half-opens is tried again at once when it is the fastest, instead of staying behind
+/// on the failures it had while down.
+fn order(passed: Vec<Passed>) -> Vec<Candidate> {
+    let key = |c: &Candidate| {
+        (
+            crate::provider::family(c.provider.id()).to_string(),
+            c.model.clone(),
+        )
+    };
+    // Each group's index of first appearance (ties keep the registration order) and
+    // best score.
+    let mut groups: HashMap<(String, String), (usize, f64)> = HashMap::new();
+    for p in &passed {
+        let n = groups.len();
+        let g = groups.entry(key(&p.cand)).or_insert((n, f64::MIN));
+        g.1 = g.1.max(p.cand.score.total);
+    }
+    let mut members: HashMap<(String, String), usize> = HashMap::new();
+    let mut fastest: HashMap<(String, String), f64> = HashMap::new();
+    for p in &passed {
+        *members.entry(key(&p.cand)).or_default() += 1;
+        if let Some(l) = p.latency_ms {
+            let f = fastest.entry(key(&p.cand)).or_insert(l);
+            *f = f.min(l);
+        }
+    }
+    let wait = |p: &Passed| {
+        let latency = p
+            .latency_ms
+            .or_else(|| fastest.get(&key(&p.cand)).copied())
+            .unwrap_or(UNOBSERVED_LATENCY_MS);
+        latency * (1.0 + p.load.max(0.0))
+    };
+    let mut passed: Vec<(f64, Passed)> = passed.into_iter().map(|p| (wait(&p), p)).collect();
+    passed.sort_by(|(wa, a), (wb, b)| {
+        let (ga, gb) = (key(&a.cand), key(&b.cand));
+        let (ia, sa) = groups.get(&ga).copied().unwrap_or((0, 0.0));
+        let (ib, sb) = groups.get(&gb).copied().unwrap_or((0, 0.0));
+        let first = match (a.rank, b.rank) {
+            (Some(x), Some(y)) => x.cmp(&y),
+            _ => {
+                let a_last = a.cand.locality() == Locality::Embedded;
+                let b_last = b.cand.locality() == Locality::Embedded;
+                a_last.cmp(&b_last).then(sb.total_cmp(&sa))
+            }
+        };
+        first
+            .then(ia.cmp(&ib))
+            .then(wa.total_cmp(wb))
+            .then(b.cand.score.total.total_cmp(&a.cand.score.total))
+    });
+    passed
+        .into_iter()
+        .map(|(wait_ms, mut p)| {
+            if members.get(&key(&p.cand)).is_some_and(|&n| n > 1) {
+                p.cand.reason.push_str(&format!(
+                    "; expected wait ~{wait_ms:.0} ms on {}",
+                    p.cand.provider.display_name()
+                ));
+            }
+            p.cand
+        })
+        .collect()
+}
+
+/// The model `model` of `status`'s provider as discovery listed it, else as written.
+/// The provider's full name for the model (Ollama: `llama3.1` is `llama3.1:latest`); a
+/// provider that keeps names as written also matches `name:<tag>`; for the embedded
+/// provider (an empty `model`) its one model. A model not installed keeps the name as
+/// written (the daemon resolves it the same way).
+fn preferred_model<'a>(status: &'a ProviderStatus, model: &str) -> std::borrow::Cow<'a, ModelInfo> {
+    let resolved = status.provider.resolve_name(model);
+    let found = match &status.models {
+        Ok(models) => models.iter().find(|m| {
+            model.is_empty()
+                || m.name == resolved
+                || (resolved == model
+                    && m.name
+                        .strip_prefix(model)
+                        .is_some_and(|r| r.starts_with(':')))
+        }),
+        Err(_) => None,
+    };
+    found.map_or_else(
+        || {
+            std::borrow::Cow::Owned(ModelInfo {
+                provider: status.provider.id().to_string(),
+                name: model.to_string(),
+                locality: status.provider.locality(),
+                context_length: None,
+                size_bytes: None,
+                parameter_size: None,
+                quantization: None,
+                recommended_family: None,
+                capabilities: Vec::new(),
+                loaded_context_length: None,
+            })
+        },
+        std::borrow::Cow::Borrowed,
+    )
+}
+
 /// Ranks the candidates for a step (see the module documentation).
 pub fn select(input: &SelectionInput, catalog: &Catalog, cx: SelectorContext<'_>) -> Selection {
     let req = &input.requirements;
@@ -630,52 +799,29 @@ pub fn select(input: &SelectionInput, catalog: &Catalog, cx: SelectorContext<'_>
                 Some((p, m)) => (p, m),
                 None => (reference.as_str(), ""),
             };
-            let Some(status) = catalog.status(provider_id) else {
+            // Every configured provider that serves the reference: the named one, or
+            // each host of a family (`ollama:` on `ollama@gpu1` and `ollama@gpu2`),
+            // ranked among themselves by score.
+            let serving: Vec<&ProviderStatus> = catalog
+                .providers
+                .iter()
+                .filter(|s| crate::provider::serves(s.provider.id(), provider_id))
+                .collect();
+            if serving.is_empty() {
                 exclude(
                     &mut sel,
                     reference.clone(),
                     format!("provider `{provider_id}` is not configured"),
                 );
                 continue;
-            };
-            // The provider's full name for the model (Ollama: `llama3.1` is
-            // `llama3.1:latest`); a provider that keeps names as written also matches
-            // `name:<tag>`; for the embedded provider take its one model. A model not
-            // installed keeps the name as written (the daemon resolves it the same way).
-            let resolved = status.provider.resolve_name(model);
-            let found = match &status.models {
-                Ok(models) => models.iter().find(|m| {
-                    model.is_empty()
-                        || m.name == resolved
-                        || (resolved == model
-                            && m.name
-                                .strip_prefix(model)
-                                .is_some_and(|r| r.starts_with(':')))
-                }),
-                Err(_) => None,
-            };
-            let info = found.map_or_else(
-                || {
-                    std::borrow::Cow::Owned(ModelInfo {
-                        provider: provider_id.to_string(),
-                        name: model.to_string(),
-                        locality: status.provider.locality(),
-                        context_length: None,
-                        size_bytes: None,
-                        parameter_size: None,
-                        quantization: None,
-                        recommended_family: None,
-                        capabilities: Vec::new(),
-                        loaded_context_length: None,
-                    })
-                },
-                std::borrow::Cow::Borrowed,
-            );
-            options.push(Option_ {
-                provider: &status.provider,
-                info,
-                explicit_rank: Some(rank),
-            });
+            }
+            for status in serving {
+                options.push(Option_ {
+                    provider: &status.provider,
+                    info: preferred_model(status, model),
+                    explicit_rank: Some(rank),
+                });
+            }
         }
     } else {
         for status in &catalog.providers {
@@ -715,8 +861,8 @@ pub fn select(input: &SelectionInput, catalog: &Catalog, cx: SelectorContext<'_>
     }
 
     let needed = input.prompt_tokens + u64::from(input.max_tokens);
-    let mut passed: Vec<(Candidate, Option<usize>)> = Vec::new();
-    let mut breaker_blocked: Vec<(Candidate, Option<usize>)> = Vec::new();
+    let mut passed: Vec<Passed> = Vec::new();
+    let mut breaker_blocked: Vec<Passed> = Vec::new();
     for opt in options {
         // The model's own locality: a cloud model behind a local daemon is cloud.
         let locality = opt.info.locality;
@@ -805,14 +951,10 @@ pub fn select(input: &SelectionInput, catalog: &Catalog, cx: SelectorContext<'_>
             );
             continue;
         }
-        let parts = score(
-            locality,
-            window,
-            entry,
-            cx.stats.get(&reference),
-            input,
-            cx.weights,
-        );
+        let load = cx.load.get(&reference).copied().unwrap_or(0.0);
+        let stats = cx.stats.get(&reference);
+        let parts = score_loaded(locality, window, entry, stats, load, input, cx.weights);
+        let latency_ms = observed_latency_ms(stats);
         let reason = match (opt.explicit_rank, locality) {
             (Some(rank), _) => format!("explicit preference #{} of the step", rank + 1),
             (None, Locality::Local) => match &opt.info.recommended_family {
@@ -849,33 +991,34 @@ pub fn select(input: &SelectionInput, catalog: &Catalog, cx: SelectorContext<'_>
                 reference,
                 format!("circuit breaker open until {}", until.to_rfc3339()),
             );
-            breaker_blocked.push((cand, opt.explicit_rank));
+            breaker_blocked.push(Passed {
+                cand,
+                rank: opt.explicit_rank,
+                latency_ms,
+                load,
+            });
             continue;
         }
-        passed.push((cand, opt.explicit_rank));
+        passed.push(Passed {
+            cand,
+            rank: opt.explicit_rank,
+            latency_ms,
+            load,
+        });
     }
     if passed.is_empty() && !breaker_blocked.is_empty() {
         sel.record.all_breakers_open = true;
-        for (c, _) in &mut breaker_blocked {
+        for Passed { cand: c, .. } in &mut breaker_blocked {
             c.reason.push_str(
                 "; every other model was filtered out, so it is tried although its breaker is open",
             );
         }
         passed = breaker_blocked;
     }
-    passed.sort_by(|(a, ra), (b, rb)| match (ra, rb) {
-        (Some(x), Some(y)) => x.cmp(y),
-        _ => {
-            let a_last = a.locality() == Locality::Embedded;
-            let b_last = b.locality() == Locality::Embedded;
-            a_last
-                .cmp(&b_last)
-                .then(b.score.total.total_cmp(&a.score.total))
-        }
-    });
+    let passed = order(passed);
     sel.record.task = input.task.as_str().to_string();
     sel.record.prompt_tokens = input.prompt_tokens;
-    for (c, _) in passed {
+    for c in passed {
         sel.record.ranked.push(RankedRecord {
             model: c.reference.clone(),
             score: c.score,

@@ -530,7 +530,7 @@ fn model_references_follow_the_catalogs_provider_declarations() {
         .filter(|p| p.locality == Locality::Cloud)
         .map(|p| p.id.as_str())
         .collect();
-    assert_eq!(cloud, ["openai"]);
+    assert_eq!(cloud, ["openai", "anthropic"]);
     let step = |model: &str, local_only: bool| {
         format!(
             "id: w\nlocal_only: {local_only}\nsteps:\n  - id: a\n    kind: llm\n    prompt: hi\n    model: {{prefer: [\"{model}\"]}}\n"
@@ -542,10 +542,27 @@ fn model_references_follow_the_catalogs_provider_declarations() {
     assert!(errs[0].message.contains("is a cloud model"), "{errs:?}");
     let errs = nexus_engine::load_str(&step("ollama", false), None).unwrap_err();
     assert!(errs[0].message.contains("has no model name"), "{errs:?}");
+    // One host of a family (providers.yaml): the family's declaration applies, and an
+    // instance's locality is left to the selector (`openai@lmstudio` may be local).
+    assert!(nexus_engine::load_str(&step("ollama@gpu1:llama3.1", true), None).is_ok());
+    assert!(nexus_engine::load_str(&step("openai@lmstudio:qwen", true), None).is_ok());
+    assert!(nexus_engine::load_str(&step("anthropic@team:claude-3-5-haiku", false), None).is_ok());
+    let errs = nexus_engine::load_str(&step("anthropic:claude-3-5-haiku", true), None).unwrap_err();
+    assert!(errs[0].message.contains("is a cloud model"), "{errs:?}");
+    let errs = nexus_engine::load_str(&step("ollama@:llama3.1", false), None).unwrap_err();
+    assert!(
+        errs[0].message.contains("names no provider after `@`"),
+        "{errs:?}"
+    );
+    let errs = nexus_engine::load_str(&step("vllm@box:x", false), None).unwrap_err();
+    assert!(
+        errs[0].message.contains("unknown provider `vllm@box`"),
+        "{errs:?}"
+    );
     let errs = nexus_engine::load_str(&step("vllm:x", false), None).unwrap_err();
     assert_eq!(
         errs[0].hint.as_deref(),
-        Some("write `ollama:<model>`, `openai:<model>` or `embedded`")
+        Some("write `ollama:<model>`, `openai:<model>`, `anthropic:<model>` or `embedded`")
     );
     // A user's file may add a provider declaration; the same id replaces the built-in one.
     let dir = tempfile::tempdir().expect("temp dir");

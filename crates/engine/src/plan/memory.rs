@@ -32,7 +32,8 @@ pub(super) fn check_tool(p: &mut StepPlanner<'_, '_>, name: &str, tool: &MemoryT
     }
     let embedder = tool.embedder();
     let (provider, model) = embedder.split_once(':').unwrap_or((embedder, ""));
-    match declared_providers().iter().find(|d| d.id == provider) {
+    let family = crate::provider::family(provider);
+    match declared_providers().iter().find(|d| d.id == family) {
         None => p.report(
             "tool",
             DiagnosticCode::UnknownProvider,

@@ -245,6 +245,7 @@ impl Engine {
     pub fn rank(&self, input: &SelectionInput, catalog: &Catalog) -> crate::select::Selection {
         let open = lock(&self.breakers).open_at(Utc::now());
         // Held while ranking (a few microseconds) instead of copying the statistics.
+        let load = self.slots.load();
         let stats = lock(&self.stats);
         select(
             input,
@@ -253,6 +254,7 @@ impl Engine {
                 models: &self.config.models,
                 stats: &stats,
                 open_breakers: &open,
+                load: &load,
                 weights: &self.config.weights,
             },
         )

@@ -9,12 +9,16 @@
 //! model's provider slot is given back when its last request ends. A request waits for
 //! its model's request slot first, then (for the model's first request) a provider slot.
 //!
+//! Each model counts its demand (requests in flight or waiting for a slot), which the
+//! selector reads as the model's load ([`Slots::load`]).
+//!
 //! So a loaded model whose requests keep coming keeps its provider slot (no reload while
 //! it has work), and a waiting model gets one as soon as a loaded model has nothing in
 //! flight; a model that is never idle can keep another waiting for as long as it has
 //! requests.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::{AcquireError, OwnedSemaphorePermit, Semaphore};
@@ -53,6 +57,8 @@ impl Slots {
             )
         });
         let slot = Arc::new(ModelSlot {
+            limit: limit.max(1),
+            demand: AtomicUsize::new(0),
             requests: Arc::new(Semaphore::new(limit.max(1))),
             provider: loaded,
             held: Mutex::new(Held::default()),
@@ -61,10 +67,27 @@ impl Slots {
         models.insert(reference.to_string(), Arc::clone(&slot));
         slot
     }
+
+    /// Each busy model's load: its requests in flight or waiting for a slot, per request
+    /// it may serve at once ([`crate::select::SelectorContext::load`]). Idle models are
+    /// absent.
+    pub(super) fn load(&self) -> HashMap<String, f64> {
+        lock(&self.models)
+            .iter()
+            .filter_map(|(reference, slot)| {
+                let demand = slot.demand.load(Ordering::Relaxed);
+                (demand > 0).then(|| (reference.clone(), demand as f64 / slot.limit as f64))
+            })
+            .collect()
+    }
 }
 
 /// One model's slots.
 pub(super) struct ModelSlot {
+    /// Requests it may serve at once (at least 1).
+    limit: usize,
+    /// Requests in flight or waiting for a slot ([`Demand`]).
+    demand: AtomicUsize,
     /// The model's own requests in flight.
     requests: Arc<Semaphore>,
     /// The provider's loaded-model slots, when it has a limit.
@@ -82,11 +105,29 @@ struct Held {
     provider: Option<OwnedSemaphorePermit>,
 }
 
+/// A request counted in its model's demand from when it asks for a slot until its
+/// permit is dropped, or its wait is given up (cancelled).
+struct Demand(Arc<ModelSlot>);
+
+impl Demand {
+    fn new(model: &Arc<ModelSlot>) -> Self {
+        model.demand.fetch_add(1, Ordering::Relaxed);
+        Demand(Arc::clone(model))
+    }
+}
+
+impl Drop for Demand {
+    fn drop(&mut self) {
+        self.0.demand.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 /// A request's place: its model's request slot, and a share of the model's provider
 /// slot. Dropping it gives both back.
 pub(super) struct SlotPermit {
     _request: OwnedSemaphorePermit,
     model: Arc<ModelSlot>,
+    _demand: Demand,
 }
 
 impl Drop for SlotPermit {
@@ -106,6 +147,7 @@ impl ModelSlot {
     /// # Errors
     /// When a semaphore was closed (never: the engine closes none).
     pub(super) async fn acquire_owned(self: Arc<Self>) -> Result<SlotPermit, AcquireError> {
+        let demand = Demand::new(&self);
         let request = Arc::clone(&self.requests).acquire_owned().await?;
         match &self.provider {
             None => lock(&self.held).requests += 1,
@@ -124,6 +166,7 @@ impl ModelSlot {
         Ok(SlotPermit {
             _request: request,
             model: self,
+            _demand: demand,
         })
     }
 

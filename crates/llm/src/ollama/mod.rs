@@ -100,6 +100,8 @@ pub struct OllamaProvider {
     parallel: usize,
     /// Models the daemon keeps loaded at once ([`max_loaded_models`]).
     max_loaded: usize,
+    /// `ollama`, or `ollama@<name>` for one of several hosts ([`OllamaProvider::with_id`]).
+    id: String,
 }
 
 /// The URL a client connects to for an `OLLAMA_HOST` value, as the Ollama CLI reads it
@@ -269,7 +271,18 @@ impl OllamaProvider {
             windows: Arc::default(),
             parallel: num_parallel(env("OLLAMA_NUM_PARALLEL").as_deref()),
             max_loaded: max_loaded_models(env("OLLAMA_MAX_LOADED_MODELS").as_deref()),
+            id: "ollama".to_string(),
         })
+    }
+
+    /// The same provider under another id, `ollama@<name>` (`ollama@gpu1`), so one
+    /// process can use several daemons (GPU boxes): each has its own breakers,
+    /// statistics and slots, and a reference to the family (`ollama:llama3.1`) may be
+    /// served by any of them ([`nexus_engine::provider::family`]).
+    #[must_use]
+    pub fn with_id(mut self, id: impl Into<String>) -> Self {
+        self.id = id.into();
+        self
     }
 
     /// A provider for `OLLAMA_HOST`, or the default address.
@@ -367,7 +380,7 @@ fn context_length(info: &serde_json::Map<String, serde_json::Value>) -> Option<u
 #[async_trait]
 impl Provider for OllamaProvider {
     fn id(&self) -> &str {
-        "ollama"
+        &self.id
     }
 
     fn locality(&self) -> Locality {
@@ -410,7 +423,7 @@ impl Provider for OllamaProvider {
                     .map(|i| i.capabilities.iter().map(|c| capability(c)).collect())
                     .unwrap_or_default();
                 ModelInfo {
-                    provider: "ollama".into(),
+                    provider: self.id.clone(),
                     recommended_family: recommended_family(&m.name).map(str::to_owned),
                     // A cloud model behind the daemon: the prompt leaves the machine.
                     locality: if m.remote_host.as_deref().is_some_and(|h| !h.is_empty()) {

@@ -58,6 +58,11 @@ pub struct OpenAiProvider {
     models: Vec<String>,
     /// Whether the server takes `tools` ([`OpenAiProvider::with_native_tools`]).
     native_tools: bool,
+    /// `openai`, or `openai@<name>` for one of several endpoints
+    /// ([`OpenAiProvider::with_id`]).
+    id: String,
+    /// Where the endpoint runs: cloud unless configured ([`OpenAiProvider::with_locality`]).
+    locality: Locality,
 }
 
 impl std::fmt::Debug for OpenAiProvider {
@@ -67,6 +72,8 @@ impl std::fmt::Debug for OpenAiProvider {
             .field("api_key", &self.api_key.as_ref().map(|_| "<set>"))
             .field("models", &self.models)
             .field("native_tools", &self.native_tools)
+            .field("id", &self.id)
+            .field("locality", &self.locality)
             .finish()
     }
 }
@@ -92,7 +99,27 @@ impl OpenAiProvider {
             api_key,
             models,
             native_tools: true,
+            id: "openai".to_string(),
+            locality: Locality::Cloud,
         })
+    }
+
+    /// The same provider under another id, `openai@<name>` (`openai@groq`), so one
+    /// process can hold several OpenAI-compatible endpoints, each with its own key,
+    /// breakers and statistics; model references name it (`openai@groq:llama-3.1-8b`).
+    #[must_use]
+    pub fn with_id(mut self, id: impl Into<String>) -> Self {
+        self.id = id.into();
+        self
+    }
+
+    /// The same provider with another locality: [`Locality::Local`] for a server on this
+    /// machine or network (LM Studio, vLLM, a llama.cpp server), which `local_only`
+    /// steps may then use; [`Locality::Cloud`] by default.
+    #[must_use]
+    pub fn with_locality(mut self, locality: Locality) -> Self {
+        self.locality = locality;
+        self
     }
 
     /// The same provider with native tool calls on or off (on by default: the API
@@ -167,11 +194,11 @@ impl OpenAiProvider {
         }
     }
 
-    fn info(name: String) -> ModelInfo {
+    fn info(&self, name: String) -> ModelInfo {
         ModelInfo {
-            provider: "openai".into(),
+            provider: self.id.clone(),
             name,
-            locality: Locality::Cloud,
+            locality: self.locality,
             context_length: None,
             size_bytes: None,
             parameter_size: None,
@@ -215,11 +242,11 @@ impl OpenAiProvider {
 #[async_trait]
 impl Provider for OpenAiProvider {
     fn id(&self) -> &str {
-        "openai"
+        &self.id
     }
 
     fn locality(&self) -> Locality {
-        Locality::Cloud
+        self.locality
     }
 
     /// `POST /embeddings`: the vectors in `data[].index` order.
@@ -229,7 +256,7 @@ impl Provider for OpenAiProvider {
 
     async fn list_models(&self) -> Result<Vec<ModelInfo>, ProviderError> {
         if !self.models.is_empty() {
-            return Ok(self.models.iter().cloned().map(Self::info).collect());
+            return Ok(self.models.iter().cloned().map(|m| self.info(m)).collect());
         }
         let resp = self
             .authed(self.http.get(format!("{}/models", self.base_url)))
@@ -253,7 +280,7 @@ impl Provider for OpenAiProvider {
         let list: wire::ModelList = serde_json::from_slice(&body).map_err(|e| {
             ProviderError::new(ProviderErrorKind::Protocol, format!("bad model list: {e}"))
         })?;
-        Ok(list.data.into_iter().map(|m| Self::info(m.id)).collect())
+        Ok(list.data.into_iter().map(|m| self.info(m.id)).collect())
     }
 
     fn native_tool_calls(&self, _model: &ModelInfo) -> bool {

@@ -132,7 +132,16 @@ pub(in crate::plan) fn check_model_references(
         let provider = reference.split(':').next().unwrap_or_default();
         let field = format!("model.prefer[{j}]");
         let declared = declared_providers();
-        let problem = match declared.iter().find(|d| d.id == provider) {
+        // `ollama@gpu1`: one host of the `ollama` family (`providers.yaml`).
+        let family = crate::provider::family(provider);
+        let problem = match declared.iter().find(|d| d.id == family) {
+            Some(_) if provider.ends_with('@') => Some((
+                DiagnosticCode::InvalidValue,
+                format!("model reference `{reference}` names no provider after `@`"),
+                format!(
+                    "write `{family}:<model>` or `{family}@<name>:<model>` with a name from providers.yaml"
+                ),
+            )),
             None => Some((
                 DiagnosticCode::UnknownProvider,
                 format!("model reference `{reference}` names unknown provider `{provider}`"),
@@ -148,13 +157,19 @@ pub(in crate::plan) fn check_model_references(
                     format!("write `{provider}:<model>`, e.g. `{}`", d.example),
                 ))
             }
-            Some(d) if model.local_only && d.locality == Locality::Cloud => Some((
-                DiagnosticCode::InvalidValue,
-                format!(
-                    "model reference `{reference}` is a cloud model but the step is `local_only`"
-                ),
-                "remove the cloud model or `local_only`".to_string(),
-            )),
+            // An instance's locality is configuration (`openai@lmstudio` may be a
+            // local server): the selector enforces `local_only` for it at run time.
+            Some(d)
+                if model.local_only && d.locality == Locality::Cloud && !provider.contains('@') =>
+            {
+                Some((
+                    DiagnosticCode::InvalidValue,
+                    format!(
+                        "model reference `{reference}` is a cloud model but the step is `local_only`"
+                    ),
+                    "remove the cloud model or `local_only`".to_string(),
+                ))
+            }
             Some(_) => None,
         };
         if let Some((code, message, hint)) = problem {
