@@ -2,6 +2,7 @@
 //! real SQLite file, real loopback servers. One test binary (modules below).
 
 mod agent;
+mod anthropic;
 mod embedded;
 mod embeddings;
 mod fallback;

@@ -1,9 +1,10 @@
-//! Nexus model providers that speak HTTP: Ollama (its REST API, NDJSON streams) and
-//! OpenAI-compatible chat completions (through `reqwest`, with SSE streaming).
+//! Nexus model providers that speak HTTP: Ollama (its REST API, NDJSON streams),
+//! OpenAI-compatible chat completions and Anthropic's Messages API (both through
+//! `reqwest`, with SSE streaming).
 //!
 //! Each provider keeps its wire format and its vendors' error wording in its own module
-//! ([`ollama`], [`openai`]); what they share (HTTP statuses, `Retry-After`, capped reads)
-//! is in [`http`]. The rest of Nexus sees only [`nexus_engine::provider`] types: a
+//! ([`ollama`], [`openai`], [`anthropic`]); what they share (HTTP statuses,
+//! `Retry-After`, capped reads) is in [`http`]. The rest of Nexus sees only [`nexus_engine::provider`] types: a
 //! failure reaches the engine as a taxonomy class, never as a status or a vendor's
 //! words. API keys come from the environment only and are never written to files or the
 //! database.
@@ -12,10 +13,12 @@
 //! admits for the request's `max_tokens`, and no read of the wire buffers more than the
 //! caps of [`http`].
 
+pub mod anthropic;
 pub mod http;
 pub mod ollama;
 pub mod openai;
 
+pub use anthropic::AnthropicProvider;
 pub use ollama::OllamaProvider;
 pub use openai::OpenAiProvider;
 
