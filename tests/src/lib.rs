@@ -8,11 +8,13 @@
 //!   be installed on the test machines).
 //! - [`scripted`]: an axum server that speaks OpenAI's streaming chat completions and
 //!   fails in the ways a test scripts (status codes, hangs, cut streams, slow streams).
+//! - [`anthropic`]: an axum server that answers as Anthropic's Messages API streams.
 //!
 //! Invariant: a server process that exits on its own never passes for a refused
 //! connection: its output is logged and a test that meets its death fails with its exit
 //! status and the end of that log ([`ServerProcess`]).
 
+pub mod anthropic;
 pub mod proxy;
 pub mod scripted;
 
@@ -286,9 +288,16 @@ impl LlamaServer {
             .context("run scripts/setup-test-servers.sh")?;
         process.port = port;
         let base_url = format!("http://127.0.0.1:{port}/v1");
+        // A server started with `--api_key` answers only requests that carry it.
+        let key = args
+            .iter()
+            .position(|a| *a == "--api_key")
+            .and_then(|i| args.get(i + 1))
+            .copied();
         wait_http(
             &mut process,
             &format!("{base_url}/models"),
+            key,
             Duration::from_secs(120),
         )?;
         Ok(LlamaServer { process, base_url })
@@ -404,7 +413,16 @@ impl OllamaServer {
 
 /// Asks `url` until it answers 200, failing with the server's death report as soon as the
 /// process exits, or with its log tail after `limit`.
-fn wait_http(process: &mut ServerProcess, url: &str, limit: Duration) -> anyhow::Result<()> {
+fn wait_http(
+    process: &mut ServerProcess,
+    url: &str,
+    bearer: Option<&str>,
+    limit: Duration,
+) -> anyhow::Result<()> {
+    let headers = match bearer {
+        Some(key) => format!("{{'Authorization': 'Bearer {key}'}}"),
+        None => "{}".to_string(),
+    };
     let start = Instant::now();
     let addr = url
         .trim_start_matches("http://")
@@ -417,7 +435,7 @@ fn wait_http(process: &mut ServerProcess, url: &str, limit: Duration) -> anyhow:
         if std::net::TcpStream::connect(&addr).is_ok() {
             // The port is open; the app may still be loading: ask until it answers 200.
             let ok = std::process::Command::new("python3")
-                .args(["-c", &format!("import urllib.request,sys; sys.exit(0 if urllib.request.urlopen('{url}', timeout=5).status==200 else 1)")])
+                .args(["-c", &format!("import urllib.request,sys; sys.exit(0 if urllib.request.urlopen(urllib.request.Request('{url}', headers={headers}), timeout=5).status==200 else 1)")])
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .status()

@@ -725,9 +725,13 @@ impl Desktop {
             }
         };
         ProviderSettings {
+            secrets: Some(Arc::new(crate::keys::ToolSecrets::new(Arc::clone(
+                &self.secrets,
+            )))),
             ollama_url: self.paths.ollama_url.clone(),
             openai_key: openai,
             embedded_model: Some(self.paths.embedded_model.clone()),
+            providers_file: None,
         }
     }
 
@@ -740,7 +744,7 @@ impl Desktop {
         }
         let store = self.store().await?;
         let settings = self.provider_settings().await;
-        let engine = crate::runs::engine(store, &settings, 4)?;
+        let engine = crate::runs::engine(store, &settings, 4).await?;
         engine.set_secrets(Arc::new(crate::keys::ToolSecrets::new(Arc::clone(
             &self.secrets,
         ))));

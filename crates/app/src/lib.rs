@@ -12,6 +12,7 @@ pub mod events;
 pub mod keys;
 pub mod metrics;
 pub mod notify;
+pub mod providers;
 pub mod runs;
 pub mod service;
 pub mod setup;

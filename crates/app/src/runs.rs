@@ -38,16 +38,19 @@ pub async fn open_store(path: &Path) -> Result<Arc<SqliteStore>> {
 /// with at most `max_parallel` steps at once.
 ///
 /// # Errors
-/// [`Error::Config`] for a bad provider address or user catalog.
-pub fn engine(
+/// [`Error::Config`] for a bad provider address, providers file or user catalog.
+pub async fn engine(
     store: Arc<SqliteStore>,
     settings: &ProviderSettings,
     max_parallel: usize,
 ) -> Result<Arc<Engine>> {
+    let configured = providers(settings).await?;
+    let mut config = engine_config(max_parallel)?;
+    config.provider_limits.extend(configured.limits);
     Ok(Arc::new(Engine::new(
-        providers(settings)?,
+        configured.providers,
         Some(store as Arc<dyn nexus_engine::store::RunStore>),
-        engine_config(max_parallel)?,
+        config,
     )))
 }
 

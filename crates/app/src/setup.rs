@@ -1,10 +1,12 @@
 //! How a Nexus process is put together, shared by the `nexus` CLI and the desktop app so
 //! both pick the same providers, read the same catalog and store runs the same way.
 //!
-//! Providers, in the selector's registration order: Ollama at `OLLAMA_HOST` (default
-//! `http://127.0.0.1:11434`), the OpenAI-compatible provider when a base URL or key is
-//! configured (environment first, then the key from the OS keychain for the desktop app),
-//! and the embedded model.
+//! Providers, in the selector's registration order: those of `providers.yaml`
+//! ([`crate::providers`]) when there is one; Ollama at `OLLAMA_HOST` (default
+//! `http://127.0.0.1:11434`) unless the file configures Ollama hosts; the
+//! OpenAI-compatible provider when a base URL or key is configured (environment first,
+//! then the key from the OS keychain for the desktop app) unless the file configures
+//! OpenAI-compatible endpoints; and the embedded model.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -12,15 +14,20 @@ use std::time::Duration;
 
 use nexus_engine::plan::Plan;
 use nexus_engine::run::RunControl;
-use nexus_engine::{EngineConfig, Provider, RunOptions};
+use nexus_engine::{EngineConfig, RunOptions};
 use nexus_store::SqliteStore;
 use tokio_util::sync::CancellationToken;
 
 use crate::{Error, Result};
 
 /// Provider settings that do not come from the environment.
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct ProviderSettings {
+    /// The providers file; [`crate::providers::find`] when absent.
+    pub providers_file: Option<PathBuf>,
+    /// Where the providers file's keys come from (the OS keychain, then the
+    /// environment); the environment alone when absent.
+    pub secrets: Option<Arc<dyn nexus_engine::secrets::SecretResolver>>,
     /// The Ollama daemon's address; `OLLAMA_HOST` or the default when absent.
     pub ollama_url: Option<String>,
     /// API key for the OpenAI-compatible provider (from the keychain), used when the
@@ -42,21 +49,58 @@ pub fn ollama(url: Option<&str>) -> Result<nexus_llm::OllamaProvider> {
     .map_err(|e| Error::Config { message: e.message })
 }
 
-/// The providers of this machine (see the module header for the order).
+impl std::fmt::Debug for ProviderSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProviderSettings")
+            .field("providers_file", &self.providers_file)
+            .field("ollama_url", &self.ollama_url)
+            .field("openai_key", &self.openai_key.as_ref().map(|_| "<set>"))
+            .field("embedded_model", &self.embedded_model)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The providers of this machine (see the module header for the order) and the
+/// per-provider concurrency limits the providers file sets. Reads the providers file
+/// and its keys on a blocking thread (keychain calls can block).
 ///
 /// # Errors
-/// [`Error::Config`] when `OLLAMA_HOST` or the OpenAI base URL is not a URL.
-pub fn providers(settings: &ProviderSettings) -> Result<Vec<Arc<dyn Provider>>> {
-    let mut list: Vec<Arc<dyn Provider>> = Vec::new();
-    list.push(Arc::new(ollama(settings.ollama_url.as_deref())?));
-    if let Some(openai) = openai(settings.openai_key.as_deref())? {
+/// [`Error::Config`] when `OLLAMA_HOST` or the OpenAI base URL is not a URL, or the
+/// providers file is not valid or names a key that is not set.
+pub async fn providers(settings: &ProviderSettings) -> Result<crate::providers::Configured> {
+    let file = settings
+        .providers_file
+        .clone()
+        .or_else(crate::providers::find);
+    let secrets = settings
+        .secrets
+        .clone()
+        .unwrap_or_else(|| Arc::new(nexus_engine::secrets::EnvSecrets));
+    let mut configured = match file {
+        None => crate::providers::Configured::default(),
+        Some(path) => tokio::task::spawn_blocking(move || {
+            let file = crate::providers::load(&path)?;
+            crate::providers::build(&file, &path.display().to_string(), secrets.as_ref())
+        })
+        .await
+        .map_err(|e| Error::Config {
+            message: format!("reading the providers file stopped: {e}"),
+        })??,
+    };
+    let list = &mut configured.providers;
+    if !configured.families.contains("ollama") {
+        list.push(Arc::new(ollama(settings.ollama_url.as_deref())?));
+    }
+    if !configured.families.contains("openai")
+        && let Some(openai) = openai(settings.openai_key.as_deref())?
+    {
         list.push(Arc::new(openai));
     }
     list.push(Arc::new(match &settings.embedded_model {
         Some(path) => nexus_embedded::EmbeddedProvider::new(path.clone()),
         None => nexus_embedded::EmbeddedProvider::from_default_location(),
     }));
-    Ok(list)
+    Ok(configured)
 }
 
 /// The OpenAI-compatible provider: base URL from `NEXUS_OPENAI_BASE_URL`, else

@@ -740,7 +740,8 @@ async fn an_interrupted_run_is_resumed_from_the_desktop_with_the_clis_code() -> 
             ..Default::default()
         },
         2,
-    )?;
+    )
+    .await?;
     let plan = Arc::new(
         nexus_engine::load_str(approve, Some("approve.yaml"))
             .map_err(|d| anyhow::anyhow!("{d:?}"))?,

@@ -177,7 +177,8 @@ async fn an_event_posted_while_the_run_was_down_is_taken_when_it_resumes() -> an
             ..Default::default()
         },
         2,
-    )?;
+    )
+    .await?;
     let plan = Arc::new(
         nexus_engine::load_str(PAYMENT, Some("payment.yaml"))
             .map_err(|d| anyhow::anyhow!("{d:?}"))?,

@@ -621,14 +621,11 @@ async fn execute(
         max_parallel,
         allow_tools,
     } = session;
-    // The CLI takes cloud keys from the environment only; tools' secrets from the
-    // keychain, then the environment.
-    let engine = runs::engine(
-        Arc::clone(&store),
-        &ProviderSettings::default(),
-        max_parallel,
-    )
-    .map_err(app_failure)?;
+    // The CLI takes the environment's cloud keys, and the providers file's and tools'
+    // secrets from the keychain, then the environment.
+    let engine = runs::engine(Arc::clone(&store), &cli_provider_settings(), max_parallel)
+        .await
+        .map_err(app_failure)?;
     engine.set_secrets(Arc::new(nexus_app::keys::ToolSecrets::new(Arc::new(
         nexus_app::keys::Keychain::new(nexus_app::keys::SERVICE),
     ))));
@@ -781,9 +778,22 @@ fn validate(files: &[PathBuf], json: bool) -> Result<(), Failure> {
     }
 }
 
+/// The CLI's providers: the environment's, and `providers.yaml`'s with their keys from
+/// the keychain, then the environment (`NEXUS_SECRET_<NAME>`).
+fn cli_provider_settings() -> ProviderSettings {
+    ProviderSettings {
+        secrets: Some(Arc::new(nexus_app::keys::ToolSecrets::new(Arc::new(
+            nexus_app::keys::Keychain::new(nexus_app::keys::SERVICE),
+        )))),
+        ..ProviderSettings::default()
+    }
+}
+
 async fn models(db: &Path, json: bool) -> Result<(), Failure> {
     let store = runs::open_store(db).await.map_err(app_failure)?;
-    let engine = runs::engine(store, &ProviderSettings::default(), 8).map_err(app_failure)?;
+    let engine = runs::engine(store, &cli_provider_settings(), 8)
+        .await
+        .map_err(app_failure)?;
     let breakers = engine.breaker_states().await?;
     let stats = engine.model_stats();
     let catalog = Catalog::discover(engine.providers(), std::time::Duration::from_secs(3)).await;
