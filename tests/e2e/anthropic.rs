@@ -10,13 +10,13 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::chat::{answer, calls, items};
 use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use futures::StreamExt;
 use nexus_engine::provider::{
     ChatChunk, ChatRequest, Message, Provider, ProviderError, ProviderErrorKind, ToolCall,
     ToolChoice, ToolSpec, Usage,
@@ -340,34 +340,6 @@ fn request(model: &str) -> ChatRequest {
     r
 }
 
-/// Every item of a chat stream, the error that refused it as the only item.
-async fn items(provider: &dyn Provider, req: ChatRequest) -> Vec<Result<ChatChunk, ProviderError>> {
-    match provider.chat(req).await {
-        Ok(stream) => stream.collect().await,
-        Err(e) => vec![Err(e)],
-    }
-}
-
-fn text(items: &[Result<ChatChunk, ProviderError>]) -> String {
-    items
-        .iter()
-        .filter_map(|i| match i {
-            Ok(ChatChunk::Delta(t)) => Some(t.as_str()),
-            _ => None,
-        })
-        .collect()
-}
-
-fn calls(items: &[Result<ChatChunk, ProviderError>]) -> Vec<ToolCall> {
-    items
-        .iter()
-        .filter_map(|i| match i {
-            Ok(ChatChunk::ToolCall(c)) => Some(c.clone()),
-            _ => None,
-        })
-        .collect()
-}
-
 fn provider(base: &str, key: &str) -> anyhow::Result<AnthropicProvider> {
     Ok(AnthropicProvider::new(base, Some(key.into()), Vec::new())?)
 }
@@ -380,7 +352,7 @@ async fn anthropic_documented_stream_gives_text_usage_and_a_parsed_tool_call() -
     let got = items(&provider, request("claude-sonnet-4-5")).await;
     assert!(got.iter().all(Result::is_ok), "{got:?}");
     assert_eq!(
-        text(&got),
+        answer(&got),
         "Okay, let's check the weather for San Francisco, CA:"
     );
     assert_eq!(
@@ -593,7 +565,7 @@ async fn anthropic_structured_output_is_the_forced_tool_input_as_text() -> anyho
         calls(&got).is_empty(),
         "the answer's tool is no call: {got:?}"
     );
-    let answer: Value = serde_json::from_str(&text(&got))?;
+    let answer: Value = serde_json::from_str(&answer(&got))?;
     assert_eq!(answer, json!({"city": "Paris", "rain": true}));
     assert!(
         matches!(got.last(), Some(Ok(ChatChunk::Done { finish_reason: Some(f), usage })) if f == "stop" && usage.completion_tokens == 22),

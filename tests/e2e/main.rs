@@ -34,6 +34,45 @@ use nexus_engine::{Engine, EngineConfig, Plan, RunOptions, RunReport};
 use nexus_store::SqliteStore;
 use tokio_util::sync::CancellationToken;
 
+/// Reading a chat stream in tests.
+pub mod chat {
+    use futures::StreamExt;
+    use nexus_engine::provider::{ChatChunk, ChatRequest, Provider, ProviderError, ToolCall};
+
+    /// Every item of a chat stream, the error that refused it as the only item.
+    pub async fn items(
+        provider: &dyn Provider,
+        req: ChatRequest,
+    ) -> Vec<Result<ChatChunk, ProviderError>> {
+        match provider.chat(req).await {
+            Ok(stream) => stream.collect().await,
+            Err(e) => vec![Err(e)],
+        }
+    }
+
+    /// The text deltas joined.
+    pub fn answer(items: &[Result<ChatChunk, ProviderError>]) -> String {
+        items
+            .iter()
+            .filter_map(|i| match i {
+                Ok(ChatChunk::Delta(t)) => Some(t.as_str()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The tool calls, in order.
+    pub fn calls(items: &[Result<ChatChunk, ProviderError>]) -> Vec<ToolCall> {
+        items
+            .iter()
+            .filter_map(|i| match i {
+                Ok(ChatChunk::ToolCall(c)) => Some(c.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
 /// The embedded provider over the test model.
 pub fn embedded() -> anyhow::Result<Arc<dyn Provider>> {
     Ok(Arc::new(nexus_embedded::EmbeddedProvider::new(

@@ -8,7 +8,6 @@
 
 use std::sync::Arc;
 
-use futures::StreamExt;
 use nexus_engine::events::{Event, RunStatus, StepStatus};
 use nexus_engine::provider::{
     ChatChunk, ChatRequest, Locality, Message, ModelCapability, Provider, ProviderError,
@@ -19,6 +18,7 @@ use nexus_tests::OllamaServer;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
+use crate::chat::{answer, items};
 use crate::{plan, run_plan, temp_store};
 
 async fn start(
@@ -61,27 +61,6 @@ fn ask(model: &str, prompt: &str, max_tokens: u32) -> ChatRequest {
         tools: Vec::new(),
         tool_choice: ToolChoice::Auto,
     }
-}
-
-/// Every item of a chat stream, the error that opened it as the only item.
-async fn items(
-    provider: &OllamaProvider,
-    req: ChatRequest,
-) -> Vec<Result<ChatChunk, ProviderError>> {
-    match provider.chat(req).await {
-        Ok(stream) => stream.collect().await,
-        Err(e) => vec![Err(e)],
-    }
-}
-
-fn answer(items: &[Result<ChatChunk, ProviderError>]) -> String {
-    items
-        .iter()
-        .filter_map(|i| match i {
-            Ok(ChatChunk::Delta(t)) => Some(t.as_str()),
-            _ => None,
-        })
-        .collect()
 }
 
 fn first_error(items: &[Result<ChatChunk, ProviderError>]) -> Option<&ProviderError> {

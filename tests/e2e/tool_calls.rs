@@ -4,7 +4,7 @@
 //! streamed `delta.tool_calls`) and against a loopback server that streams the chunks of
 //! OpenAI's documentation field for field.
 
-use futures::StreamExt;
+use crate::chat::{answer, calls, items};
 use nexus_engine::provider::{
     ChatChunk, ChatRequest, Message, ModelInfo, Provider, ProviderError, ProviderErrorKind,
     ToolCall, ToolChoice, ToolSpec,
@@ -32,34 +32,6 @@ fn email_tool() -> ToolSpec {
         description: "Send an email".into(),
         parameters: json!({"type": "object", "properties": {"to": {"type": "string"}}, "required": ["to"]}),
     }
-}
-
-/// Every item of a chat stream, the error that opened it as the only item.
-async fn items(provider: &dyn Provider, req: ChatRequest) -> Vec<Result<ChatChunk, ProviderError>> {
-    match provider.chat(req).await {
-        Ok(stream) => stream.collect().await,
-        Err(e) => vec![Err(e)],
-    }
-}
-
-fn calls(items: &[Result<ChatChunk, ProviderError>]) -> Vec<ToolCall> {
-    items
-        .iter()
-        .filter_map(|i| match i {
-            Ok(ChatChunk::ToolCall(c)) => Some(c.clone()),
-            _ => None,
-        })
-        .collect()
-}
-
-fn answer(items: &[Result<ChatChunk, ProviderError>]) -> String {
-    items
-        .iter()
-        .filter_map(|i| match i {
-            Ok(ChatChunk::Delta(t)) => Some(t.as_str()),
-            _ => None,
-        })
-        .collect()
 }
 
 fn finish_reason(items: &[Result<ChatChunk, ProviderError>]) -> Option<String> {

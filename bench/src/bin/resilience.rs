@@ -47,16 +47,8 @@ impl Provider for Listed {
 
 fn info(provider: &str, name: &str, locality: Locality, ctx: Option<u32>) -> ModelInfo {
     ModelInfo {
-        provider: provider.into(),
-        name: name.into(),
-        locality,
         context_length: ctx,
-        size_bytes: None,
-        parameter_size: None,
-        quantization: None,
-        recommended_family: None,
-        capabilities: Vec::new(),
-        loaded_context_length: None,
+        ..ModelInfo::named(provider, name, locality)
     }
 }
 

@@ -131,6 +131,26 @@ impl ModelCapability {
 }
 
 impl ModelInfo {
+    /// A model known by its name only: `name` at provider `provider` (an id such as
+    /// `openai@groq`), running at `locality`, with nothing else reported (no window, size,
+    /// quantization or capabilities). What a provider that lists names only (`GET
+    /// /models`, a configured list) reports, and the selector's stand-in for a model a
+    /// step names but discovery did not list.
+    pub fn named(provider: impl Into<String>, name: impl Into<String>, locality: Locality) -> Self {
+        ModelInfo {
+            provider: provider.into(),
+            name: name.into(),
+            locality,
+            context_length: None,
+            size_bytes: None,
+            parameter_size: None,
+            quantization: None,
+            recommended_family: None,
+            capabilities: Vec::new(),
+            loaded_context_length: None,
+        }
+    }
+
     /// The `provider:name` reference used in workflow files and run records.
     pub fn reference(&self) -> String {
         format!("{}:{}", self.provider, self.name)

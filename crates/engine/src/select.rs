@@ -767,18 +767,11 @@ fn preferred_model<'a>(status: &'a ProviderStatus, model: &str) -> std::borrow::
     };
     found.map_or_else(
         || {
-            std::borrow::Cow::Owned(ModelInfo {
-                provider: status.provider.id().to_string(),
-                name: model.to_string(),
-                locality: status.provider.locality(),
-                context_length: None,
-                size_bytes: None,
-                parameter_size: None,
-                quantization: None,
-                recommended_family: None,
-                capabilities: Vec::new(),
-                loaded_context_length: None,
-            })
+            std::borrow::Cow::Owned(ModelInfo::named(
+                status.provider.id(),
+                model,
+                status.provider.locality(),
+            ))
         },
         std::borrow::Cow::Borrowed,
     )

@@ -179,18 +179,7 @@ impl AnthropicProvider {
     }
 
     fn info(&self, name: String) -> ModelInfo {
-        ModelInfo {
-            provider: self.id.clone(),
-            name,
-            locality: Locality::Cloud,
-            context_length: None,
-            size_bytes: None,
-            parameter_size: None,
-            quantization: None,
-            recommended_family: None,
-            capabilities: Vec::new(),
-            loaded_context_length: None,
-        }
+        ModelInfo::named(self.id.as_str(), name, Locality::Cloud)
     }
 
     /// Sends `body` to `/v1/messages`; a non-2xx answer is classified by its error type

@@ -195,18 +195,7 @@ impl OpenAiProvider {
     }
 
     fn info(&self, name: String) -> ModelInfo {
-        ModelInfo {
-            provider: self.id.clone(),
-            name,
-            locality: self.locality,
-            context_length: None,
-            size_bytes: None,
-            parameter_size: None,
-            quantization: None,
-            recommended_family: None,
-            capabilities: Vec::new(),
-            loaded_context_length: None,
-        }
+        ModelInfo::named(self.id.as_str(), name, self.locality)
     }
 
     async fn send(
