@@ -141,6 +141,22 @@ pub(crate) async fn read_capped(mut resp: reqwest::Response, cap: usize) -> Resu
     Ok(body)
 }
 
+/// `resp` when its status is 2xx; otherwise the error `classify` makes of its status
+/// and body (the first [`ERROR_BODY_CAP`] bytes), with its `Retry-After`. Each provider
+/// passes its own classifier, which knows its vendors' error wording.
+pub(crate) async fn checked(
+    resp: reqwest::Response,
+    classify: fn(u16, &str) -> ProviderError,
+) -> Result<reqwest::Response, ProviderError> {
+    let status = resp.status();
+    if status.is_success() {
+        return Ok(resp);
+    }
+    let retry_after = retry_after(&resp);
+    let text = error_body(resp).await;
+    Err(classify(status.as_u16(), &text).with_retry_after(retry_after))
+}
+
 /// The first [`ERROR_BODY_CAP`] bytes of an error response's body, as text (empty when
 /// it cannot be read).
 pub(crate) async fn error_body(mut resp: reqwest::Response) -> String {

@@ -228,13 +228,7 @@ impl AnthropicProvider {
 /// `resp` when its status is 2xx; otherwise its error, classified by [`from_status`],
 /// with its `Retry-After`.
 async fn checked(resp: reqwest::Response) -> Result<reqwest::Response, ProviderError> {
-    let status = resp.status();
-    if status.is_success() {
-        return Ok(resp);
-    }
-    let retry_after = http::retry_after(&resp);
-    let text = http::error_body(resp).await;
-    Err(from_status(status.as_u16(), &text).with_retry_after(retry_after))
+    http::checked(resp, from_status).await
 }
 
 #[async_trait]

@@ -218,13 +218,7 @@ impl OpenAiProvider {
             .send()
             .await
             .map_err(|e| classify_reqwest(&e))?;
-        let status = resp.status();
-        if status.is_success() {
-            return Ok(resp);
-        }
-        let retry_after = http::retry_after(&resp);
-        let text = http::error_body(resp).await;
-        Err(from_status(status.as_u16(), &text).with_retry_after(retry_after))
+        http::checked(resp, from_status).await
     }
 }
 
