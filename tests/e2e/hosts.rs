@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use nexus_engine::breaker::{BreakerConfig, BreakerState};
-use nexus_engine::events::{Event, RunStatus, StepStatus};
+use nexus_engine::events::{Event, RunStatus};
 use nexus_engine::provider::Provider;
 use nexus_engine::{EngineConfig, RunOptions};
 use nexus_llm::OllamaProvider;
@@ -60,15 +60,9 @@ async fn served(
 ) -> anyhow::Result<HashMap<String, usize>> {
     assert_eq!(report.status, RunStatus::Succeeded, "{:?}", report.error);
     let stored = store.get_run(&report.run_id).await?;
+    nexus_tests::assert_steps_succeeded(&stored);
     let mut by_host = HashMap::new();
     for s in &stored.steps {
-        assert_eq!(
-            s.status,
-            StepStatus::Succeeded,
-            "{}: {:?}",
-            s.step_id,
-            s.error
-        );
         let model = s.model.clone().unwrap_or_default();
         let host = model.split(':').next().unwrap_or_default().to_string();
         *by_host.entry(host).or_insert(0) += 1;

@@ -26,6 +26,20 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 
+/// Asserts that every stored step of `run` succeeded, naming the first that did not
+/// with its error.
+pub fn assert_steps_succeeded(run: &nexus_store::StoredRun) {
+    for s in &run.steps {
+        assert_eq!(
+            s.status,
+            nexus_engine::events::StepStatus::Succeeded,
+            "{}: {:?}",
+            s.step_id,
+            s.error
+        );
+    }
+}
+
 /// The repository root.
 pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
